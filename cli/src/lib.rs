@@ -1,0 +1,123 @@
+//! The `ringrift` command line: one binary that carries every role as a subcommand, like
+//! `k3s server` / `k3s agent`, so one image serves the whole chart.
+
+mod crds;
+mod planned;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// `ringrift --version`: the crate version and the git revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("RINGRIFT_GIT_REVISION"),
+    ")"
+);
+
+/// RingRift: AlphaZero-style training (selfplay → training → gauntlet → promotion) on a fleet of
+/// GPU nodes, run by a Kubernetes-style controller and node agents.
+#[derive(Debug, Parser)]
+#[command(name = "ringrift", version = VERSION, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands. Those whose issue has not landed yet say so and exit with status 2.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole system on this machine with the demo training loop.
+    ///
+    /// Starts the embedded API server, two controller replicas and two agents, installs the
+    /// CRDs, writes a kubeconfig for kubectl, applies the sample loop and shows its progress.
+    /// Not built yet.
+    Up(planned::Planned),
+    /// Run the embedded Kubernetes-compatible API server.
+    ///
+    /// Serves the subset of the Kubernetes REST API that RingRift, kubectl and kube-rs use,
+    /// persisted in SQLite. Not built yet.
+    Apiserver(planned::Planned),
+    /// Run the controller: leader election, job reconcilers, placement, retries and status.
+    ///
+    /// Not built yet.
+    Controller(planned::Planned),
+    /// Run the node agent: registration, GPU detection, task execution, REST API, gossip and
+    /// data sync.
+    ///
+    /// Not built yet.
+    Agent(planned::Planned),
+    /// Run the built-in demo workload in one role (selfplay, training or gauntlet), as the
+    /// agent starts it under the workload contract.
+    ///
+    /// Not built yet.
+    Workload(planned::Planned),
+    /// Show jobs, agents, GPUs and the training loops with live progress.
+    ///
+    /// Not built yet.
+    Status(planned::Planned),
+    /// Show or follow the log of a task, from the agent that runs it.
+    ///
+    /// Not built yet.
+    Logs(planned::Planned),
+    /// Print every CustomResourceDefinition as YAML, or write one file per CRD.
+    Crds(crds::CrdsArgs),
+    /// Run a benchmark and print its figures as JSON.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+/// The benchmarks. Each prints JSON figures; none fails on speed.
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Durable writes/s, list latency, watch delivery latency and memory of the API server.
+    ///
+    /// Not built yet.
+    Apiserver(planned::Planned),
+    /// Placements/s and job-to-task latency of the controller with simulated agents.
+    ///
+    /// Not built yet.
+    Dispatch(planned::Planned),
+    /// Time from a leader's SIGKILL or SIGTERM to the standby's first write.
+    ///
+    /// Not built yet.
+    Failover(planned::Planned),
+    /// Artifact throughput between agents against cp and rsync, and swarm spread.
+    ///
+    /// Not built yet.
+    Sync(planned::Planned),
+    /// Gossip convergence and failure-detection times with 100 agents.
+    ///
+    /// Not built yet.
+    Gossip(planned::Planned),
+}
+
+/// Runs a parsed command line and returns the process exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Crds(args) => crds::run(args),
+        Command::Up(_) => planned::not_built("up", 7),
+        Command::Apiserver(_) => planned::not_built("apiserver", 3),
+        Command::Controller(_) => planned::not_built("controller", 4),
+        Command::Agent(_) => planned::not_built("agent", 5),
+        Command::Workload(_) => planned::not_built("workload", 7),
+        Command::Status(_) => planned::not_built("status", 7),
+        Command::Logs(_) => planned::not_built("logs", 5),
+        Command::Bench(bench) => match bench {
+            Bench::Apiserver(_) => planned::not_built("bench apiserver", 3),
+            Bench::Dispatch(_) => planned::not_built("bench dispatch", 4),
+            Bench::Failover(_) => planned::not_built("bench failover", 4),
+            Bench::Sync(_) => planned::not_built("bench sync", 6),
+            Bench::Gossip(_) => planned::not_built("bench gossip", 6),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("ringrift: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! `Task`: one unit of work bound to one agent.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Artifact, NAME_PATTERN, TaskResources, WorkloadTemplate};
+
+/// Label on every `Task` naming the agent it is bound to, so an agent can watch only its own.
+pub const AGENT_LABEL: &str = "ringrift.ai/agent";
+/// Label on every `Task` naming the job it belongs to.
+pub const JOB_LABEL: &str = "ringrift.ai/job";
+
+/// One unit of work (a batch of games, a training run) bound to one agent. Created by the
+/// controller; run, and reported on, by that agent. A retry is a new `Task` with `attempt + 1`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "ringrift.ai",
+    version = "v1alpha1",
+    kind = "Task",
+    plural = "tasks",
+    namespaced,
+    status = "TaskStatus",
+    shortname = "rtask",
+    category = "ringrift",
+    doc = "One unit of work bound to one agent.",
+    selectable = ".spec.agent",
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(name = "Agent", type_ = "string", json_path = ".spec.agent"),
+    printcolumn(name = "Attempt", type_ = "integer", json_path = ".spec.attempt"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progressText"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(oldSelf.agent) || (has(self.agent) && self.agent == oldSelf.agent)")
+        .message("agent cannot change once set")
+        .field_path(".agent"),
+    validation = Rule::new("self.role == oldSelf.role && self.job == oldSelf.job && self.workUnit == oldSelf.workUnit")
+        .message("role, job and workUnit are immutable")
+)]
+pub struct TaskSpec {
+    /// What the process does: `selfplay`, `training` or `gauntlet`.
+    pub role: Role,
+    /// The job this task is a unit of.
+    pub job: JobRef,
+    /// Identifier of the work unit within the job, for example `games-0003`. All attempts of a
+    /// unit share it; the job counts one succeeded attempt per unit.
+    #[schemars(length(min = 1, max = 63))]
+    pub work_unit: String,
+    /// Attempt number, from 0. Cannot change.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("attempt is immutable"))]
+    #[schemars(range(max = 1000))]
+    pub attempt: u32,
+    /// The agent that runs it. Set once, by the controller; cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub agent: Option<String>,
+    /// The resolved workload template.
+    #[serde(default)]
+    pub template: WorkloadTemplate,
+    /// Parameters for the workload, passed as `RINGRIFT_PARAMS` (game, games, seed, opponents,
+    /// hyperparameters, …).
+    #[serde(default = "empty_object")]
+    #[schemars(schema_with = "crate::common::free_form_object_schema")]
+    pub params: serde_json::Value,
+    /// What it needs on its agent.
+    #[serde(default)]
+    pub resources: TaskResources,
+    /// UUIDs of the GPUs assigned to it on its agent (becomes `CUDA_VISIBLE_DEVICES`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub gpus: Vec<String>,
+    /// Artifacts to fetch into the input directory before the process starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10_000))]
+    pub inputs: Vec<Artifact>,
+    /// Seconds the process may run before it is killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<u64>,
+    /// Seconds without progress before the process is considered stuck and killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: Option<u64>,
+    /// Asks the agent to stop the process. Defaults to false.
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// What a task's process does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// Play games and record them.
+    Selfplay,
+    /// Train a model.
+    Training,
+    /// Play a candidate against opponents.
+    Gauntlet,
+}
+
+/// The job a task belongs to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRef {
+    /// `SelfplayJob`, `TrainingJob` or `GauntletJob`.
+    pub kind: JobKind,
+    /// The job's name, in the task's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+}
+
+/// The kinds of job that own tasks.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum JobKind {
+    /// A `SelfplayJob`.
+    SelfplayJob,
+    /// A `TrainingJob`.
+    TrainingJob,
+    /// A `GauntletJob`.
+    GauntletJob,
+}
+
+/// Phase of a task.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum TaskPhase {
+    /// Bound, not started by its agent yet.
+    #[default]
+    Pending,
+    /// Its agent is fetching the inputs.
+    Fetching,
+    /// The process runs.
+    Running,
+    /// The process exited 0 and its outputs are recorded.
+    Succeeded,
+    /// The process failed; see `failureClass` and `reason`.
+    Failed,
+    /// Stopped on request, by a deadline, or because the task stopped being current.
+    Cancelled,
+    /// Its agent stopped heartbeating; the work is rescheduled as a new attempt.
+    Lost,
+}
+
+impl TaskPhase {
+    /// Whether the task will not change any more.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Lost
+        )
+    }
+}
+
+/// Why a task failed, for the retry policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum FailureClass {
+    /// The process exited non-zero on its own: a bug or bad parameters. Retried in place.
+    UserError,
+    /// The process was killed by a signal it did not ask for (OOM killer and the like).
+    Signal,
+    /// A GPU fault (XID error, ECC error, lost device). Retried on another agent.
+    GpuFault,
+    /// `activeDeadlineSeconds` passed.
+    DeadlineExceeded,
+    /// `progressDeadlineSeconds` passed without progress.
+    Stuck,
+    /// An input could not be fetched or verified.
+    InputUnavailable,
+    /// The agent could not start or supervise the process.
+    AgentError,
+}
+
+/// Progress as the workload last reported it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Units done.
+    pub done: u64,
+    /// Units in all.
+    pub total: u64,
+    /// What is counted: `games`, `steps`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// Observed state of a `Task`, written by its agent.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pending, Fetching, Running, Succeeded, Failed, Cancelled or Lost.
+    #[serde(default)]
+    pub phase: TaskPhase,
+    /// Conditions, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::common::conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The attempt this status reports on (fencing: a status for another attempt is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Latest progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// `done/total unit`, for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_text: Option<String>,
+    /// Latest metrics the workload reported (loss, games/s, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// Process exit code, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal that ended the process, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Classification of a failure, for the retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_class: Option<FailureClass>,
+    /// One-word reason for the phase, in CamelCase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Details for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Files the task produced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<Artifact>,
+    /// The workload's `result.json` (for a gauntlet: wins, losses, draws per opponent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::free_form_object_schema")]
+    pub result: Option<serde_json::Value>,
+    /// When the process started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When progress was last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<Time>,
+    /// When the task finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+}

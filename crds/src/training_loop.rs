@@ -1,0 +1,270 @@
+//! `TrainingLoop`: generations of selfplay → training → gauntlet → promotion.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{GameSpec, NAME_PATTERN, RunPolicy, TaskResources, WorkloadTemplate};
+use crate::gauntlet::{Decision, Opponent, PromotionPolicy};
+use crate::training::{Hyperparameters, TrainingWindow};
+
+/// Runs the AlphaZero loop: each generation records selfplay games with the best model, trains
+/// a candidate on a window of recent games, plays a gauntlet against the best model and the
+/// baselines, and promotes the candidate if it wins clearly enough.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "ringrift.ai",
+    version = "v1alpha1",
+    kind = "TrainingLoop",
+    namespaced,
+    status = "TrainingLoopStatus",
+    shortname = "loop",
+    category = "ringrift",
+    doc = "Runs generations of selfplay, training, gauntlet and promotion.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Generation", type_ = "integer", json_path = ".status.generation"),
+    printcolumn(name = "Stage", type_ = "string", json_path = ".status.stage"),
+    printcolumn(name = "Best", type_ = "string", json_path = ".status.bestModel"),
+    printcolumn(name = "BestElo", type_ = "number", json_path = ".status.bestElo"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingLoopSpec {
+    /// The game to learn.
+    pub game: GameSpec,
+    /// The `Model` generation 0 plays with. Unset: an untrained model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub initial_model: Option<String>,
+    /// Generations to run before the loop succeeds. Unset: run until stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_generations: Option<u32>,
+    /// Pauses the loop between stages; nothing is lost. Defaults to false.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Start the next generation's selfplay while the gauntlet runs (with the current best
+    /// model, never an unpromoted one). Defaults to false.
+    #[serde(default)]
+    pub overlap_selfplay: bool,
+    /// The selfplay stage of each generation.
+    pub selfplay: SelfplayStage,
+    /// The training stage of each generation.
+    pub training: TrainingStage,
+    /// The gauntlet stage of each generation.
+    pub gauntlet: GauntletStage,
+}
+
+/// Template of each generation's `SelfplayJob`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelfplayStage {
+    /// Games per generation.
+    #[schemars(range(min = 1))]
+    pub games: u64,
+    /// Games per task. Defaults to 100.
+    #[serde(default = "default_games_per_task")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub games_per_task: u64,
+    /// Most tasks running at once. Unset: as many as fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub parallelism: Option<u32>,
+    /// Tree-search simulations per move. Defaults to 64.
+    #[serde(default = "default_simulations")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub simulations: u32,
+    /// How each task's process is started. Defaults to the built-in demo workload.
+    #[serde(default)]
+    pub template: WorkloadTemplate,
+    /// What each task needs.
+    #[serde(default)]
+    pub resources: TaskResources,
+    /// Retries, deadlines and priority.
+    #[serde(default)]
+    pub run_policy: RunPolicy,
+}
+
+fn default_games_per_task() -> u64 {
+    100
+}
+
+fn default_simulations() -> u32 {
+    64
+}
+
+/// Template of each generation's `TrainingJob`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingStage {
+    /// The newest games or positions, across all generations' datasets, to train on.
+    pub window: TrainingWindow,
+    /// Optimisation settings.
+    #[serde(default)]
+    pub hyperparameters: Hyperparameters,
+    /// How the trainer is started. Defaults to the built-in demo workload.
+    #[serde(default)]
+    pub template: WorkloadTemplate,
+    /// What the trainer needs.
+    #[serde(default)]
+    pub resources: TaskResources,
+    /// Retries, deadlines and priority.
+    #[serde(default)]
+    pub run_policy: RunPolicy,
+}
+
+/// Template of each generation's `GauntletJob`. The current best model is always added as the
+/// opponent named `best`, and decides promotion unless `promotion.opponent` says otherwise.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.opponents.all(o, o.name != 'best')")
+    .message("the opponent name 'best' is reserved for the current best model")
+    .field_path(".opponents"))]
+pub struct GauntletStage {
+    /// Further opponents, typically the `random` and `heuristic` baselines.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    #[schemars(length(max = 15))]
+    pub opponents: Vec<Opponent>,
+    /// Games against each opponent. Defaults to 100.
+    #[serde(default = "default_games_per_opponent")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub games_per_opponent: u32,
+    /// Games per task. Defaults to 20.
+    #[serde(default = "default_gauntlet_games_per_task")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub games_per_task: u32,
+    /// Tree-search simulations per move. Defaults to 64.
+    #[serde(default = "default_simulations")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub simulations: u32,
+    /// How the decision is made.
+    pub promotion: PromotionPolicy,
+    /// How each task's process is started. Defaults to the built-in demo workload.
+    #[serde(default)]
+    pub template: WorkloadTemplate,
+    /// What each task needs.
+    #[serde(default)]
+    pub resources: TaskResources,
+    /// Retries, deadlines and priority.
+    #[serde(default)]
+    pub run_policy: RunPolicy,
+}
+
+fn default_games_per_opponent() -> u32 {
+    100
+}
+
+fn default_gauntlet_games_per_task() -> u32 {
+    20
+}
+
+/// Phase of a loop.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum LoopPhase {
+    /// Accepted, nothing started.
+    #[default]
+    Pending,
+    /// A generation is in progress.
+    Running,
+    /// Paused by `spec.suspend`.
+    Suspended,
+    /// A stage failed past its retries; the loop waits for a fix and says why.
+    Degraded,
+    /// `maxGenerations` reached.
+    Succeeded,
+}
+
+/// The stage a generation is in.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Stage {
+    /// Recording games.
+    #[default]
+    Selfplay,
+    /// Training the candidate.
+    Training,
+    /// Playing the gauntlet.
+    Gauntlet,
+    /// The loop has finished.
+    Done,
+}
+
+/// Observed state of a `TrainingLoop`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingLoopStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pending, Running, Suspended, Degraded or Succeeded.
+    #[serde(default)]
+    pub phase: LoopPhase,
+    /// Ready, Progressing, Degraded and Suspended, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::common::conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The generation in progress, from 1.
+    #[serde(default)]
+    pub generation: u32,
+    /// Selfplay, Training, Gauntlet or Done.
+    #[serde(default)]
+    pub stage: Stage,
+    /// The current best (promoted) `Model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_model: Option<String>,
+    /// Elo rating of the best model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_elo: Option<f64>,
+    /// The jobs of the generation in progress.
+    #[serde(default)]
+    pub active_jobs: ActiveJobs,
+    /// One record per finished generation, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["generation".into()]))]
+    pub history: Vec<GenerationRecord>,
+}
+
+/// Names of the child jobs currently running.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveJobs {
+    /// The `SelfplayJob`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selfplay: Option<String>,
+    /// The `TrainingJob`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<String>,
+    /// The `GauntletJob`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gauntlet: Option<String>,
+}
+
+/// What happened in one generation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationRecord {
+    /// Generation number, from 1.
+    pub generation: u32,
+    /// The candidate `Model` trained in this generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<String>,
+    /// Promote or Reject.
+    #[serde(default)]
+    pub decision: Decision,
+    /// Candidate's score against the deciding opponent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub win_rate: Option<f64>,
+    /// Candidate's Elo rating after the gauntlet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elo: Option<f64>,
+    /// Games recorded in this generation.
+    #[serde(default)]
+    pub games: u64,
+    /// The child jobs, for drilling down.
+    #[serde(default)]
+    pub jobs: ActiveJobs,
+    /// When the generation finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+}
