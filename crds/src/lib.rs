@@ -5,6 +5,10 @@
 //! category) from the Rust types; [`all`] returns them and [`render`] turns them into the YAML
 //! committed in the Helm chart.
 
+// `#[kube(printcolumn(type_ = …), printcolumn(type_ = …))]` repeats keys by design; clippy reads
+// them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod agent;
 pub mod common;
 pub mod gauntlet;

@@ -69,6 +69,10 @@ pub fn render_all() -> Result<Vec<RenderedCrd>, RenderError> {
 /// # Errors
 /// When a CRD cannot be serialized.
 pub fn render_stream() -> Result<String, RenderError> {
-    let docs = crate::all().iter().map(to_yaml).collect::<Result<Vec<_>, _>>()?;
-    Ok(docs.iter().map(|doc| format!("---\n{doc}")).collect())
+    let mut stream = String::new();
+    for crd in crate::all() {
+        stream.push_str("---\n");
+        stream.push_str(&to_yaml(&crd)?);
+    }
+    Ok(stream)
 }

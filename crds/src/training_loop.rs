@@ -118,9 +118,15 @@ pub struct TrainingStage {
 /// opponent named `best`, and decides promotion unless `promotion.opponent` says otherwise.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.opponents.all(o, o.name != 'best')")
-    .message("the opponent name 'best' is reserved for the current best model")
-    .field_path(".opponents"))]
+#[x_kube(
+    validation = Rule::new("self.opponents.all(o, o.name != 'best')")
+        .message("the opponent name 'best' is reserved for the current best model")
+        .field_path(".opponents"),
+    validation = Rule::new(
+        "!has(self.promotion.opponent) || self.promotion.opponent == 'best' || self.opponents.exists(o, o.name == self.promotion.opponent)")
+        .message("promotion.opponent must be 'best' or name one of the opponents")
+        .field_path(".promotion.opponent")
+)]
 pub struct GauntletStage {
     /// Further opponents, typically the `random` and `heuristic` baselines.
     #[serde(default)]

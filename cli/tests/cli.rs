@@ -1,0 +1,117 @@
+//! The `ringrift` binary as a user runs it.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Output};
+
+fn ringrift(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ringrift")).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const PLANNED: &[&[&str]] = &[
+    &["up"],
+    &["apiserver"],
+    &["controller"],
+    &["agent"],
+    &["workload"],
+    &["status"],
+    &["logs"],
+    &["bench", "apiserver"],
+    &["bench", "dispatch"],
+    &["bench", "failover"],
+    &["bench", "sync"],
+    &["bench", "gossip"],
+];
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in PLANNED.iter().copied().chain([&["crds"][..], &["bench"][..]]) {
+        let out = ringrift(&[args, &["--help"]].concat());
+        assert!(out.status.success(), "{args:?} --help: {}", text(&out.stderr));
+        let help = text(&out.stdout);
+        assert!(help.contains("Usage: ringrift"), "{args:?}: {help}");
+    }
+}
+
+#[test]
+fn subcommands_not_built_yet_say_so_and_fail() {
+    for args in PLANNED {
+        let out = ringrift(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?} exits 2");
+        let err = text(&out.stderr);
+        assert!(err.contains("not built yet (tracked in issue #"), "{args:?}: {err}");
+        let help = text(&ringrift(&[args, &["--help"][..]].concat()).stdout);
+        assert!(help.contains("Not built yet"), "{args:?} --help says so: {help}");
+    }
+}
+
+#[test]
+fn version_names_the_git_revision() {
+    let out = ringrift(&["--version"]);
+    assert!(out.status.success());
+    let version = text(&out.stdout);
+    let expected_rev = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(|| "unknown".to_owned(), |o| text(&o.stdout).trim().to_owned());
+    assert_eq!(version.trim(), format!("ringrift {} (git {expected_rev})", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn crds_prints_every_crd_as_yaml() {
+    let out = ringrift(&["crds"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text(&out.stdout)).unwrap();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["spec"]["names"]["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["TrainingLoop", "SelfplayJob", "TrainingJob", "GauntletJob", "Model", "Task", "Agent"]);
+    assert!(docs.iter().all(|d| d["kind"] == "CustomResourceDefinition"));
+}
+
+#[test]
+fn crds_output_dir_writes_the_files_and_removes_stale_ones() {
+    let dir = std::env::temp_dir().join(format!("ringrift-crds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("gone.ringrift.ai.yaml"), "stale").unwrap();
+    std::fs::write(dir.join("keep-me.yaml"), "not generated").unwrap();
+    let out = ringrift(&["crds", "--output-dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ringrift/files/crds");
+    for name in names.iter().filter(|n| n.ends_with(".ringrift.ai.yaml")) {
+        let written = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert_eq!(written, std::fs::read_to_string(committed.join(name)).unwrap(), "{name}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(!names.contains(&"gone.ringrift.ai.yaml".to_owned()), "stale generated file removed");
+    assert!(names.contains(&"keep-me.yaml".to_owned()), "other files are left alone");
+}
+
+#[test]
+fn crds_output_dir_that_cannot_be_created_is_a_clear_error() {
+    let out = ringrift(&["crds", "--output-dir", "/proc/version/nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("ringrift: failed to create /proc/version/nope"), "{err}");
+}
+
+#[test]
+fn unknown_subcommands_and_flags_are_rejected() {
+    let out = ringrift(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unrecognized subcommand 'frobnicate'"));
+    let out = ringrift(&["crds", "--out"]);
+    assert_eq!(out.status.code(), Some(2));
+}

