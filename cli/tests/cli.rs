@@ -6,7 +6,10 @@
 use std::process::{Command, Output};
 
 fn ringrift(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ringrift")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_ringrift"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -44,7 +47,10 @@ fn subcommands_not_built_yet_say_so_and_fail() {
         let out = ringrift(args);
         assert_eq!(out.status.code(), Some(2), "{args:?} exits 2");
         let err = text(&out.stderr);
-        assert!(err.contains("not built yet (tracked in issue #"), "{args:?}: {err}");
+        assert!(
+            err.contains("not built yet (tracked in issue #"),
+            "{args:?}: {err}"
+        );
         let help = text(&ringrift(&[args, &["--help"][..]].concat()).stdout);
         assert!(help.contains("Not built yet"), "{args:?} --help says so: {help}");
     }
@@ -62,7 +68,10 @@ fn version_names_the_git_revision() {
         .ok()
         .filter(|o| o.status.success())
         .map_or_else(|| "unknown".to_owned(), |o| text(&o.stdout).trim().to_owned());
-    assert_eq!(version.trim(), format!("ringrift {} (git {expected_rev})", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        version.trim(),
+        format!("ringrift {} (git {expected_rev})", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -70,8 +79,22 @@ fn crds_prints_every_crd_as_yaml() {
     let out = ringrift(&["crds"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text(&out.stdout)).unwrap();
-    let kinds: Vec<&str> = docs.iter().map(|d| d["spec"]["names"]["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["TrainingLoop", "SelfplayJob", "TrainingJob", "GauntletJob", "Model", "Task", "Agent"]);
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|d| d["spec"]["names"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "TrainingLoop",
+            "SelfplayJob",
+            "TrainingJob",
+            "GauntletJob",
+            "Model",
+            "Task",
+            "Agent"
+        ]
+    );
     assert!(docs.iter().all(|d| d["kind"] == "CustomResourceDefinition"));
 }
 
@@ -91,12 +114,22 @@ fn crds_output_dir_writes_the_files_and_removes_stale_ones() {
     let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ringrift/files/crds");
     for name in names.iter().filter(|n| n.ends_with(".ringrift.ai.yaml")) {
         let written = std::fs::read_to_string(dir.join(name)).unwrap();
-        assert_eq!(written, std::fs::read_to_string(committed.join(name)).unwrap(), "{name}");
+        assert_eq!(
+            written,
+            std::fs::read_to_string(committed.join(name)).unwrap(),
+            "{name}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(names.len(), 8, "{names:?}");
-    assert!(!names.contains(&"gone.ringrift.ai.yaml".to_owned()), "stale generated file removed");
-    assert!(names.contains(&"keep-me.yaml".to_owned()), "other files are left alone");
+    assert!(
+        !names.contains(&"gone.ringrift.ai.yaml".to_owned()),
+        "stale generated file removed"
+    );
+    assert!(
+        names.contains(&"keep-me.yaml".to_owned()),
+        "other files are left alone"
+    );
 }
 
 #[test]
@@ -104,7 +137,10 @@ fn crds_output_dir_that_cannot_be_created_is_a_clear_error() {
     let out = ringrift(&["crds", "--output-dir", "/proc/version/nope"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.starts_with("ringrift: failed to create /proc/version/nope"), "{err}");
+    assert!(
+        err.starts_with("ringrift: failed to create /proc/version/nope"),
+        "{err}"
+    );
 }
 
 #[test]
