@@ -33,6 +33,11 @@ fn default_players() -> u8 {
     2
 }
 
+/// Tree-search simulations per move unless a job says otherwise.
+pub(crate) fn default_simulations() -> u32 {
+    64
+}
+
 /// How a task's process is started. An empty `command` means the built-in demo workload
 /// (`ringrift workload`); see the workload contract in `docs/workload-contract.md`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

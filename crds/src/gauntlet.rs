@@ -53,6 +53,16 @@ pub struct GauntletJobSpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     #[schemars(length(min = 1, max = 16))]
     pub opponents: Vec<Opponent>,
+    /// How many games, how the decision is made, and how each task runs.
+    #[serde(flatten)]
+    pub settings: GauntletSettings,
+}
+
+/// How much to play and how to decide: shared by `GauntletJob` and a `TrainingLoop`'s gauntlet
+/// stage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GauntletSettings {
     /// Games against each opponent (at most; SPRT may stop earlier). Defaults to 100.
     #[serde(default = "default_games_per_opponent")]
     #[schemars(range(min = 1, max = 1_000_000))]
@@ -62,7 +72,7 @@ pub struct GauntletJobSpec {
     #[schemars(range(min = 1, max = 100_000))]
     pub games_per_task: u32,
     /// Tree-search simulations per move. Defaults to 64.
-    #[serde(default = "default_simulations")]
+    #[serde(default = "crate::common::default_simulations")]
     #[schemars(range(min = 1, max = 100_000))]
     pub simulations: u32,
     /// How the decision is made.
@@ -84,10 +94,6 @@ fn default_games_per_opponent() -> u32 {
 
 fn default_games_per_task() -> u32 {
     20
-}
-
-fn default_simulations() -> u32 {
-    64
 }
 
 /// A built-in opponent that needs no model.

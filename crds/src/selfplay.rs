@@ -41,7 +41,19 @@ pub struct SelfplayJobSpec {
     /// The model that plays. Unset: an untrained model (generation 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelRef>,
-    /// Total number of games to record.
+    /// How many games, how they are split into tasks, and how each task runs.
+    #[serde(flatten)]
+    pub settings: SelfplaySettings,
+    /// Where the recorded games go.
+    pub output: DatasetOutput,
+}
+
+/// How much selfplay to do and how: shared by `SelfplayJob` and a `TrainingLoop`'s selfplay
+/// stage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelfplaySettings {
+    /// Games to record (in a `TrainingLoop`: per generation).
     #[schemars(range(min = 1))]
     pub games: u64,
     /// Games per task (work unit). Defaults to 100.
@@ -53,11 +65,9 @@ pub struct SelfplayJobSpec {
     #[schemars(range(min = 1))]
     pub parallelism: Option<u32>,
     /// Tree-search simulations per move. Defaults to 64.
-    #[serde(default = "default_simulations")]
+    #[serde(default = "crate::common::default_simulations")]
     #[schemars(range(min = 1, max = 100_000))]
     pub simulations: u32,
-    /// Where the recorded games go.
-    pub output: DatasetOutput,
     /// How each task's process is started. Defaults to the built-in demo workload.
     #[serde(default)]
     pub template: WorkloadTemplate,
@@ -71,10 +81,6 @@ pub struct SelfplayJobSpec {
 
 fn default_games_per_task() -> u64 {
     100
-}
-
-fn default_simulations() -> u32 {
-    64
 }
 
 /// The dataset a selfplay job writes.

@@ -43,16 +43,26 @@ pub struct TrainingJobSpec {
     /// Datasets (as named in `SelfplayJob.spec.output.dataset`) to train on.
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253), regex(pattern = NAME_PATTERN)))]
     pub datasets: Vec<String>,
-    /// Which part of the datasets to use: the newest games or positions.
-    pub window: TrainingWindow,
     /// Model to start from. Unset: train from scratch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_model: Option<ModelRef>,
+    /// The window, the optimisation settings and how the trainer runs.
+    #[serde(flatten)]
+    pub settings: TrainingSettings,
+    /// The model this job produces.
+    pub output: ModelOutput,
+}
+
+/// What to train on and how: shared by `TrainingJob` and a `TrainingLoop`'s training stage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingSettings {
+    /// Which part of the datasets to use: the newest games or positions (in a `TrainingLoop`:
+    /// across all generations' datasets).
+    pub window: TrainingWindow,
     /// Optimisation settings.
     #[serde(default)]
     pub hyperparameters: Hyperparameters,
-    /// The model this job produces.
-    pub output: ModelOutput,
     /// How the trainer process is started. Defaults to the built-in demo workload.
     #[serde(default)]
     pub template: WorkloadTemplate,

@@ -5,9 +5,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{GameSpec, NAME_PATTERN, RunPolicy, TaskResources, WorkloadTemplate};
-use crate::gauntlet::{Decision, Opponent, PromotionPolicy};
-use crate::training::{Hyperparameters, TrainingWindow};
+use crate::common::GameSpec;
+use crate::common::NAME_PATTERN;
+use crate::gauntlet::{Decision, GauntletSettings, Opponent};
+use crate::selfplay::SelfplaySettings;
+use crate::training::TrainingSettings;
 
 /// Runs the AlphaZero loop: each generation records selfplay games with the best model, trains
 /// a candidate on a window of recent games, plays a gauntlet against the best model and the
@@ -48,70 +50,12 @@ pub struct TrainingLoopSpec {
     /// model, never an unpromoted one). Defaults to false.
     #[serde(default)]
     pub overlap_selfplay: bool,
-    /// The selfplay stage of each generation.
-    pub selfplay: SelfplayStage,
-    /// The training stage of each generation.
-    pub training: TrainingStage,
+    /// The selfplay stage of each generation (each becomes a `SelfplayJob`).
+    pub selfplay: SelfplaySettings,
+    /// The training stage of each generation (each becomes a `TrainingJob`).
+    pub training: TrainingSettings,
     /// The gauntlet stage of each generation.
     pub gauntlet: GauntletStage,
-}
-
-/// Template of each generation's `SelfplayJob`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SelfplayStage {
-    /// Games per generation.
-    #[schemars(range(min = 1))]
-    pub games: u64,
-    /// Games per task. Defaults to 100.
-    #[serde(default = "default_games_per_task")]
-    #[schemars(range(min = 1, max = 1_000_000))]
-    pub games_per_task: u64,
-    /// Most tasks running at once. Unset: as many as fit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub parallelism: Option<u32>,
-    /// Tree-search simulations per move. Defaults to 64.
-    #[serde(default = "default_simulations")]
-    #[schemars(range(min = 1, max = 100_000))]
-    pub simulations: u32,
-    /// How each task's process is started. Defaults to the built-in demo workload.
-    #[serde(default)]
-    pub template: WorkloadTemplate,
-    /// What each task needs.
-    #[serde(default)]
-    pub resources: TaskResources,
-    /// Retries, deadlines and priority.
-    #[serde(default)]
-    pub run_policy: RunPolicy,
-}
-
-fn default_games_per_task() -> u64 {
-    100
-}
-
-fn default_simulations() -> u32 {
-    64
-}
-
-/// Template of each generation's `TrainingJob`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TrainingStage {
-    /// The newest games or positions, across all generations' datasets, to train on.
-    pub window: TrainingWindow,
-    /// Optimisation settings.
-    #[serde(default)]
-    pub hyperparameters: Hyperparameters,
-    /// How the trainer is started. Defaults to the built-in demo workload.
-    #[serde(default)]
-    pub template: WorkloadTemplate,
-    /// What the trainer needs.
-    #[serde(default)]
-    pub resources: TaskResources,
-    /// Retries, deadlines and priority.
-    #[serde(default)]
-    pub run_policy: RunPolicy,
 }
 
 /// Template of each generation's `GauntletJob`. The current best model is always added as the
@@ -133,37 +77,9 @@ pub struct GauntletStage {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     #[schemars(length(max = 15))]
     pub opponents: Vec<Opponent>,
-    /// Games against each opponent. Defaults to 100.
-    #[serde(default = "default_games_per_opponent")]
-    #[schemars(range(min = 1, max = 1_000_000))]
-    pub games_per_opponent: u32,
-    /// Games per task. Defaults to 20.
-    #[serde(default = "default_gauntlet_games_per_task")]
-    #[schemars(range(min = 1, max = 100_000))]
-    pub games_per_task: u32,
-    /// Tree-search simulations per move. Defaults to 64.
-    #[serde(default = "default_simulations")]
-    #[schemars(range(min = 1, max = 100_000))]
-    pub simulations: u32,
-    /// How the decision is made.
-    pub promotion: PromotionPolicy,
-    /// How each task's process is started. Defaults to the built-in demo workload.
-    #[serde(default)]
-    pub template: WorkloadTemplate,
-    /// What each task needs.
-    #[serde(default)]
-    pub resources: TaskResources,
-    /// Retries, deadlines and priority.
-    #[serde(default)]
-    pub run_policy: RunPolicy,
-}
-
-fn default_games_per_opponent() -> u32 {
-    100
-}
-
-fn default_gauntlet_games_per_task() -> u32 {
-    20
+    /// How many games, how the decision is made, and how each task runs.
+    #[serde(flatten)]
+    pub settings: GauntletSettings,
 }
 
 /// Phase of a loop.
