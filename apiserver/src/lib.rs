@@ -5,3 +5,4 @@
 //! yet.
 
 pub mod schema;
+pub mod store;

@@ -1,0 +1,5 @@
+//! The object store behind the API server: write semantics decided by pure functions
+//! ([`semantics`], [`names`]) and persisted in SQLite ([`Store`]).
+
+pub mod names;
+pub mod semantics;

@@ -1,0 +1,468 @@
+//! What a create, update or delete does to an object, decided without I/O: the metadata the
+//! server owns, resourceVersion preconditions, generation bumps, the status subresource,
+//! no-op writes, finalizers and `deletionTimestamp`. The store applies the decisions.
+
+use serde_json::{Map, Value};
+
+/// Which endpoint a write came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    /// The object itself: everything but `status` (when the kind has a status subresource).
+    Main,
+    /// `/status`: only `status`.
+    Status,
+}
+
+/// A write the API refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// A precondition (resourceVersion or uid) does not hold: HTTP 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is malformed: HTTP 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The change is not allowed: HTTP 422.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// Server-side facts of one write: passed in so these functions stay pure.
+#[derive(Debug, Clone)]
+pub struct WriteContext<'a> {
+    /// Now, as RFC 3339 with seconds (`2026-11-24T10:00:00Z`).
+    pub now: &'a str,
+    /// A fresh uid, used on create.
+    pub uid: &'a str,
+    /// Whether the kind has a status subresource.
+    pub status_subresource: bool,
+}
+
+/// What an update does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpdateOutcome {
+    /// Nothing changed: the stored object (and its resourceVersion) stays.
+    Unchanged,
+    /// Store this object under a new resourceVersion.
+    Write(Value),
+    /// The last finalizer of an object being deleted was removed: delete it for good.
+    Remove(Value),
+}
+
+/// What a delete does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteOutcome {
+    /// No finalizers: remove the object now.
+    Remove,
+    /// Finalizers pending: store this object, marked with `deletionTimestamp`.
+    MarkDeleting(Value),
+    /// Already marked for deletion: nothing changes.
+    AlreadyDeleting,
+}
+
+/// Preconditions a delete may carry (`DeleteOptions.preconditions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    /// The object's uid must be this.
+    pub uid: Option<String>,
+    /// The object's resourceVersion must be this.
+    pub resource_version: Option<String>,
+}
+
+fn metadata(obj: &Value) -> Option<&Map<String, Value>> {
+    obj.get("metadata").and_then(Value::as_object)
+}
+
+fn metadata_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, WriteError> {
+    obj.get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| WriteError::BadRequest("metadata must be an object".into()))
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    metadata(obj).and_then(|m| m.get(field)).and_then(Value::as_str)
+}
+
+/// The object's finalizers.
+pub fn finalizers(obj: &Value) -> Vec<&str> {
+    metadata(obj)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Prepares a new object: sets the metadata the server owns (uid, creationTimestamp,
+/// generation 1), clears what a client may not set on create, and drops `status` when the kind
+/// has a status subresource. The store sets `resourceVersion`.
+///
+/// # Errors
+/// [`WriteError::BadRequest`] when `metadata` is missing or not an object.
+pub fn prepare_create(mut obj: Value, ctx: &WriteContext<'_>) -> Result<Value, WriteError> {
+    if !obj.is_object() {
+        return Err(WriteError::BadRequest("the object must be a JSON object".into()));
+    }
+    let meta = metadata_mut(&mut obj)?;
+    meta.insert("uid".into(), ctx.uid.into());
+    meta.insert("creationTimestamp".into(), ctx.now.into());
+    meta.insert("generation".into(), 1.into());
+    for owned in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        meta.remove(owned);
+    }
+    if ctx.status_subresource
+        && let Some(map) = obj.as_object_mut()
+    {
+        map.remove("status");
+    }
+    Ok(obj)
+}
+
+/// Everything but `metadata` and `status`: what bumps `generation` when it changes.
+fn spec_part(obj: &Value) -> Map<String, Value> {
+    obj.as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| *k != "metadata" && *k != "status")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks a write's resourceVersion and uid preconditions against the stored object.
+fn check_preconditions(old: &Value, rv: Option<&str>, uid: Option<&str>) -> Result<(), WriteError> {
+    if let Some(rv) = rv.filter(|rv| !rv.is_empty())
+        && Some(rv) != meta_str(old, "resourceVersion")
+    {
+        return Err(WriteError::Conflict(
+            "the object has been modified; please apply your changes to the latest version and try again"
+                .into(),
+        ));
+    }
+    if let Some(uid) = uid.filter(|u| !u.is_empty())
+        && Some(uid) != meta_str(old, "uid")
+    {
+        return Err(WriteError::Conflict(format!(
+            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+            meta_str(old, "uid").unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// Decides an update of `old` (as stored) to `new` (as sent) through `sub`.
+///
+/// # Errors
+/// [`WriteError::Conflict`] on a stale resourceVersion or another uid,
+/// [`WriteError::BadRequest`] on a malformed object, [`WriteError::Forbidden`] when a finalizer
+/// is added to an object being deleted.
+pub fn prepare_update(
+    old: &Value,
+    new: Value,
+    sub: Subresource,
+    ctx: &WriteContext<'_>,
+) -> Result<UpdateOutcome, WriteError> {
+    if !new.is_object() {
+        return Err(WriteError::BadRequest("the object must be a JSON object".into()));
+    }
+    check_preconditions(old, meta_str(&new, "resourceVersion"), meta_str(&new, "uid"))?;
+    let mut result = match sub {
+        Subresource::Status => {
+            let mut result = old.clone();
+            if let Some(map) = result.as_object_mut() {
+                match new.get("status") {
+                    Some(status) => map.insert("status".into(), status.clone()),
+                    None => map.remove("status"),
+                };
+            }
+            result
+        }
+        Subresource::Main => {
+            let mut result = new;
+            if ctx.status_subresource
+                && let Some(map) = result.as_object_mut()
+            {
+                match old.get("status") {
+                    Some(status) => map.insert("status".into(), status.clone()),
+                    None => map.remove("status"),
+                };
+            }
+            let old_meta = metadata(old).cloned().unwrap_or_default();
+            let meta = metadata_mut(&mut result)?;
+            for owned in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
+                match old_meta.get(owned) {
+                    Some(v) => meta.insert(owned.into(), v.clone()),
+                    None => meta.remove(owned),
+                };
+            }
+            result
+        }
+    };
+    if meta_str(old, "deletionTimestamp").is_some() {
+        let before = finalizers(old);
+        if let Some(added) = finalizers(&result).into_iter().find(|f| !before.contains(f)) {
+            return Err(WriteError::Forbidden(format!(
+                "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [\"{added}\"]"
+            )));
+        }
+    }
+    if sub == Subresource::Main && spec_part(&result) != spec_part(old) {
+        let generation = metadata(old)
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        metadata_mut(&mut result)?.insert("generation".into(), (generation + 1).into());
+    }
+    if meta_str(&result, "deletionTimestamp").is_some() && finalizers(&result).is_empty() {
+        return Ok(UpdateOutcome::Remove(result));
+    }
+    if same_ignoring_version(old, &result) {
+        return Ok(UpdateOutcome::Unchanged);
+    }
+    Ok(UpdateOutcome::Write(result))
+}
+
+/// Equal but for `resourceVersion` and `managedFields`, which a write stamps anew.
+fn same_ignoring_version(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+/// Decides a delete of `old`.
+///
+/// # Errors
+/// [`WriteError::Conflict`] when a precondition does not hold.
+pub fn prepare_delete(
+    old: &Value,
+    pre: &Preconditions,
+    ctx: &WriteContext<'_>,
+) -> Result<DeleteOutcome, WriteError> {
+    check_preconditions(old, pre.resource_version.as_deref(), pre.uid.as_deref())?;
+    if finalizers(old).is_empty() {
+        return Ok(DeleteOutcome::Remove);
+    }
+    if meta_str(old, "deletionTimestamp").is_some() {
+        return Ok(DeleteOutcome::AlreadyDeleting);
+    }
+    let mut marked = old.clone();
+    let meta = metadata_mut(&mut marked)?;
+    meta.insert("deletionTimestamp".into(), ctx.now.into());
+    meta.insert("deletionGracePeriodSeconds".into(), 0.into());
+    Ok(DeleteOutcome::MarkDeleting(marked))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const CTX: WriteContext<'static> = WriteContext {
+        now: "2026-11-24T10:00:00Z",
+        uid: "u-1",
+        status_subresource: true,
+    };
+
+    fn stored() -> Value {
+        json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob",
+            "metadata": {"name": "a", "namespace": "default", "uid": "u-1", "resourceVersion": "7",
+                         "generation": 3, "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {"x": "1"}},
+            "spec": {"games": 10},
+            "status": {"phase": "Running"}
+        })
+    }
+
+    fn write(outcome: UpdateOutcome) -> Value {
+        match outcome {
+            UpdateOutcome::Write(v) => v,
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_sets_server_owned_metadata_and_drops_status() {
+        let obj = prepare_create(
+            json!({"metadata": {"name": "a", "uid": "mine", "resourceVersion": "99", "deletionTimestamp": "x"},
+                   "spec": {}, "status": {"phase": "Succeeded"}}),
+            &CTX,
+        )
+        .unwrap();
+        assert_eq!(obj["metadata"]["uid"], "u-1");
+        assert_eq!(obj["metadata"]["generation"], 1);
+        assert_eq!(obj["metadata"]["creationTimestamp"], "2026-11-24T10:00:00Z");
+        assert!(obj["metadata"].get("resourceVersion").is_none());
+        assert!(obj["metadata"].get("deletionTimestamp").is_none());
+        assert!(obj.get("status").is_none(), "status comes only through /status");
+        let plain = prepare_create(
+            json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
+            &WriteContext {
+                status_subresource: false,
+                ..CTX
+            },
+        )
+        .unwrap();
+        assert_eq!(plain["data"]["k"], "v");
+        assert!(matches!(
+            prepare_create(json!({"spec": {}}), &CTX),
+            Err(WriteError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn stale_resource_version_conflicts() {
+        let mut new = stored();
+        new["metadata"]["resourceVersion"] = "6".into();
+        new["spec"]["games"] = 20.into();
+        let err = prepare_update(&stored(), new, Subresource::Main, &CTX).unwrap_err();
+        assert!(matches!(err, WriteError::Conflict(m) if m.contains("has been modified")));
+    }
+
+    #[test]
+    fn no_resource_version_means_unconditional() {
+        let mut new = stored();
+        new["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        new["spec"]["games"] = 20.into();
+        assert_eq!(
+            write(prepare_update(&stored(), new, Subresource::Main, &CTX).unwrap())["spec"]["games"],
+            20
+        );
+    }
+
+    #[test]
+    fn spec_changes_bump_generation_metadata_changes_do_not() {
+        let mut spec_change = stored();
+        spec_change["spec"]["games"] = 20.into();
+        assert_eq!(
+            write(prepare_update(&stored(), spec_change, Subresource::Main, &CTX).unwrap())["metadata"]["generation"],
+            4
+        );
+        let mut label_change = stored();
+        label_change["metadata"]["labels"]["x"] = "2".into();
+        let out = write(prepare_update(&stored(), label_change, Subresource::Main, &CTX).unwrap());
+        assert_eq!(out["metadata"]["generation"], 3);
+        assert_eq!(out["metadata"]["labels"]["x"], "2");
+    }
+
+    #[test]
+    fn main_endpoint_ignores_status_and_server_owned_metadata() {
+        let mut new = stored();
+        new["status"]["phase"] = "Succeeded".into();
+        new["metadata"]["uid"] = "u-1".into();
+        new["metadata"]["generation"] = 100.into();
+        new["metadata"]["creationTimestamp"] = "1999-01-01T00:00:00Z".into();
+        assert_eq!(
+            prepare_update(&stored(), new, Subresource::Main, &CTX).unwrap(),
+            UpdateOutcome::Unchanged
+        );
+    }
+
+    #[test]
+    fn status_endpoint_takes_only_status() {
+        let mut new = stored();
+        new["status"]["phase"] = "Succeeded".into();
+        new["spec"]["games"] = 999.into();
+        new["metadata"]["labels"]["x"] = "changed".into();
+        let out = write(prepare_update(&stored(), new, Subresource::Status, &CTX).unwrap());
+        assert_eq!(out["status"]["phase"], "Succeeded");
+        assert_eq!(out["spec"]["games"], 10);
+        assert_eq!(out["metadata"]["labels"]["x"], "1");
+        assert_eq!(
+            out["metadata"]["generation"], 3,
+            "status writes never bump generation"
+        );
+    }
+
+    #[test]
+    fn unchanged_writes_are_no_ops() {
+        assert_eq!(
+            prepare_update(&stored(), stored(), Subresource::Main, &CTX).unwrap(),
+            UpdateOutcome::Unchanged
+        );
+        assert_eq!(
+            prepare_update(&stored(), stored(), Subresource::Status, &CTX).unwrap(),
+            UpdateOutcome::Unchanged
+        );
+    }
+
+    #[test]
+    fn other_uid_conflicts() {
+        let mut new = stored();
+        new["metadata"]["uid"] = "someone-else".into();
+        assert!(
+            matches!(prepare_update(&stored(), new, Subresource::Main, &CTX), Err(WriteError::Conflict(m)) if m.contains("UID in precondition"))
+        );
+    }
+
+    #[test]
+    fn delete_without_finalizers_removes() {
+        assert_eq!(
+            prepare_delete(&stored(), &Preconditions::default(), &CTX).unwrap(),
+            DeleteOutcome::Remove
+        );
+        let stale = Preconditions {
+            resource_version: Some("1".into()),
+            uid: None,
+        };
+        assert!(matches!(
+            prepare_delete(&stored(), &stale, &CTX),
+            Err(WriteError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn finalizers_defer_deletion_until_the_last_is_removed() {
+        let mut obj = stored();
+        obj["metadata"]["finalizers"] = json!(["a.ringrift.ai/x", "b.ringrift.ai/y"]);
+        let DeleteOutcome::MarkDeleting(marked) =
+            prepare_delete(&obj, &Preconditions::default(), &CTX).unwrap()
+        else {
+            panic!("expected mark")
+        };
+        assert_eq!(marked["metadata"]["deletionTimestamp"], "2026-11-24T10:00:00Z");
+        assert_eq!(
+            prepare_delete(&marked, &Preconditions::default(), &CTX).unwrap(),
+            DeleteOutcome::AlreadyDeleting
+        );
+
+        let mut one_left = marked.clone();
+        one_left["metadata"]["finalizers"] = json!(["b.ringrift.ai/y"]);
+        let out = write(prepare_update(&marked, one_left.clone(), Subresource::Main, &CTX).unwrap());
+        assert_eq!(
+            out["metadata"]["deletionTimestamp"], "2026-11-24T10:00:00Z",
+            "a client cannot clear it"
+        );
+
+        let mut added = one_left.clone();
+        added["metadata"]["finalizers"] = json!(["b.ringrift.ai/y", "c.ringrift.ai/z"]);
+        assert!(matches!(
+            prepare_update(&out, added, Subresource::Main, &CTX),
+            Err(WriteError::Forbidden(_))
+        ));
+
+        let mut none_left = out.clone();
+        none_left["metadata"]["finalizers"] = json!([]);
+        assert!(matches!(
+            prepare_update(&out, none_left, Subresource::Main, &CTX).unwrap(),
+            UpdateOutcome::Remove(_)
+        ));
+    }
+}
