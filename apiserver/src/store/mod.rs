@@ -3,3 +3,6 @@
 
 pub mod names;
 pub mod semantics;
+mod sqlite;
+
+pub use sqlite::{DEFAULT_HISTORY, Deleted, EventType, ResourceKey, Store, StoreError, WatchEvent};

@@ -1,0 +1,598 @@
+//! [`Store`]: objects and their watch history in SQLite.
+//!
+//! Writes are serialized in-process and each is one transaction: read the stored object,
+//! decide with [`super::semantics`], bump the global revision, write the object and the event,
+//! compact old events, commit, then publish the event to live watchers. A write is acknowledged
+//! only after its commit. The database runs in WAL mode with `synchronous = NORMAL`: a committed
+//! write survives the process being killed (`kill -9`); it is not flushed for power loss.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::{Mutex, broadcast};
+
+use super::semantics::{
+    DeleteOutcome, Preconditions, Subresource, UpdateOutcome, WriteContext, WriteError, prepare_create,
+    prepare_delete, prepare_update,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Watch events kept by default for clients that resume from an older resourceVersion.
+pub const DEFAULT_HISTORY: u64 = 10_000;
+/// Live events buffered per watcher before a slow one is dropped (and must re-list).
+const LIVE_BUFFER: usize = 4096;
+
+/// A kind of object as the API addresses it: group and plural resource name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    /// API group; empty for the core group (`v1`).
+    pub group: String,
+    /// Plural resource name, for example `selfplayjobs`.
+    pub resource: String,
+}
+
+impl ResourceKey {
+    /// The key of `resource` in `group`.
+    pub fn new(group: &str, resource: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            resource: resource.to_owned(),
+        }
+    }
+
+    fn column(&self) -> String {
+        format!("{}/{}", self.group, self.resource)
+    }
+}
+
+impl std::fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.group.is_empty() {
+            f.write_str(&self.resource)
+        } else {
+            write!(f, "{}.{}", self.resource, self.group)
+        }
+    }
+}
+
+/// The kind of change a watch event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// The object was created.
+    Added,
+    /// The object changed.
+    Modified,
+    /// The object was deleted; the event carries its last state.
+    Deleted,
+}
+
+impl EventType {
+    /// The name watch streams use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ADDED" => Some(Self::Added),
+            "MODIFIED" => Some(Self::Modified),
+            "DELETED" => Some(Self::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// One change, at one revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchEvent {
+    /// The revision of the write (the object's resourceVersion).
+    pub revision: u64,
+    /// What kind of object.
+    pub resource: ResourceKey,
+    /// Its namespace; empty for cluster-scoped objects.
+    pub namespace: String,
+    /// Added, modified or deleted.
+    pub event_type: EventType,
+    /// The object after the change (before it, for a delete).
+    pub object: Value,
+}
+
+/// A failed store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such object: HTTP 404.
+    #[error("{resource} \"{name}\" not found")]
+    NotFound {
+        /// What kind.
+        resource: ResourceKey,
+        /// Its name.
+        name: String,
+    },
+    /// An object of that name exists: HTTP 409.
+    #[error("{resource} \"{name}\" already exists")]
+    AlreadyExists {
+        /// What kind.
+        resource: ResourceKey,
+        /// Its name.
+        name: String,
+    },
+    /// The write semantics refused the write.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The requested revision is older than the kept history: HTTP 410.
+    #[error("too old resource version: {requested} ({oldest})")]
+    Expired {
+        /// The revision asked for.
+        requested: u64,
+        /// The oldest revision that can still be resumed from.
+        oldest: u64,
+    },
+    /// The database failed.
+    #[error("failed to {action}")]
+    Database {
+        /// What was being done.
+        action: &'static str,
+        /// The database error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored or given body is not valid JSON.
+    #[error("failed to {action}")]
+    Json {
+        /// What was being done.
+        action: &'static str,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StoreError {
+    /// A stable, bounded label for metrics and events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::AlreadyExists { .. } => "already_exists",
+            Self::Write(WriteError::Conflict(_)) => "conflict",
+            Self::Write(WriteError::BadRequest(_)) => "bad_request",
+            Self::Write(WriteError::Forbidden(_)) => "forbidden",
+            Self::Expired { .. } => "expired",
+            Self::Database { .. } => "database",
+            Self::Json { .. } => "json",
+        }
+    }
+}
+
+fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Database { action, source }
+}
+
+/// The result of a delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deleted {
+    /// The object as deleted (or as marked for deletion).
+    pub object: Value,
+    /// Whether it is gone; false when finalizers keep it, marked with `deletionTimestamp`.
+    pub removed: bool,
+}
+
+/// Objects and their watch history in one SQLite database.
+#[derive(Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    write_lock: Mutex<()>,
+    live: broadcast::Sender<WatchEvent>,
+    history: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file at `path` and applies migrations. Keeps the
+    /// newest `history` events for watches.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the file cannot be opened or migrated.
+    pub async fn open(path: &Path, history: u64) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(db("open the database"))?;
+        Self::with_pool(pool, history).await
+    }
+
+    /// A store that lives in memory only, for tests.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when SQLite cannot start.
+    pub async fn in_memory(history: u64) -> Result<Self, StoreError> {
+        let options =
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(db("configure the database"))?;
+        // One connection: each connection to `:memory:` is a database of its own.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(db("open the database"))?;
+        Self::with_pool(pool, history).await
+    }
+
+    async fn with_pool(pool: SqlitePool, history: u64) -> Result<Self, StoreError> {
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database {
+            action: "migrate the database",
+            source: e.into(),
+        })?;
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        Ok(Self {
+            pool,
+            write_lock: Mutex::new(()),
+            live,
+            history: history.max(1),
+        })
+    }
+
+    /// Live events from now on. A receiver that falls more than the buffer behind gets
+    /// `Lagged` and should resume with [`Store::events_since`] or re-list.
+    pub fn subscribe(&self) -> broadcast::Receiver<WatchEvent> {
+        self.live.subscribe()
+    }
+
+    /// The current global revision.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn revision(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT current FROM revision WHERE id = 0")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("read the revision"))?;
+        Ok(u64::try_from(row.get::<i64, _>(0)).unwrap_or(0))
+    }
+
+    /// One object.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] or [`StoreError::Json`].
+    pub async fn get(
+        &self,
+        resource: &ResourceKey,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let row = sqlx::query("SELECT body FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
+            .bind(resource.column())
+            .bind(namespace)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read an object"))?;
+        row.map(|r| parse(&r.get::<String, _>(0))).transpose()
+    }
+
+    /// Every object of a kind, in one namespace or (None) all, sorted by namespace and name,
+    /// with the revision the list is consistent at.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] or [`StoreError::Json`].
+    pub async fn list(
+        &self,
+        resource: &ResourceKey,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Value>, u64), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("start a read"))?;
+        let rows =
+            match namespace {
+                Some(ns) => sqlx::query(
+                    "SELECT body FROM objects WHERE resource = ? AND namespace = ? ORDER BY namespace, name",
+                )
+                .bind(resource.column())
+                .bind(ns)
+                .fetch_all(&mut *tx)
+                .await,
+                None => {
+                    sqlx::query("SELECT body FROM objects WHERE resource = ? ORDER BY namespace, name")
+                        .bind(resource.column())
+                        .fetch_all(&mut *tx)
+                        .await
+                }
+            }
+            .map_err(db("list objects"))?;
+        let revision = current_revision(&mut tx).await?;
+        tx.commit().await.map_err(db("finish a read"))?;
+        let objects = rows
+            .iter()
+            .map(|r| parse(&r.get::<String, _>(0)))
+            .collect::<Result<_, _>>()?;
+        Ok((objects, revision))
+    }
+
+    /// Creates an object (its name already set and validated by the caller).
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`], [`StoreError::Write`], or a database error.
+    pub async fn create(
+        &self,
+        resource: &ResourceKey,
+        namespace: &str,
+        object: Value,
+        ctx: &WriteContext<'_>,
+    ) -> Result<Value, StoreError> {
+        let object = prepare_create(object, ctx)?;
+        let name = object_name(&object)?;
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db("start a write"))?;
+        if load(&mut tx, resource, namespace, &name).await?.is_some() {
+            return Err(StoreError::AlreadyExists {
+                resource: resource.clone(),
+                name,
+            });
+        }
+        let event = self
+            .commit_write(tx, resource, namespace, &name, EventType::Added, object)
+            .await?;
+        Ok(event)
+    }
+
+    /// Updates an object through the main endpoint or `/status`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::Write`] (conflicts among them), or a database
+    /// error.
+    pub async fn update(
+        &self,
+        resource: &ResourceKey,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        sub: Subresource,
+        ctx: &WriteContext<'_>,
+    ) -> Result<Value, StoreError> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db("start a write"))?;
+        let Some(old) = load(&mut tx, resource, namespace, name).await? else {
+            return Err(StoreError::NotFound {
+                resource: resource.clone(),
+                name: name.to_owned(),
+            });
+        };
+        match prepare_update(&old, object, sub, ctx)? {
+            UpdateOutcome::Unchanged => Ok(old),
+            UpdateOutcome::Write(new) => {
+                self.commit_write(tx, resource, namespace, name, EventType::Modified, new)
+                    .await
+            }
+            UpdateOutcome::Remove(last) => {
+                self.commit_write(tx, resource, namespace, name, EventType::Deleted, last)
+                    .await
+            }
+        }
+    }
+
+    /// Deletes an object, or marks it for deletion while finalizers remain.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::Write`] on a failed precondition, or a database
+    /// error.
+    pub async fn delete(
+        &self,
+        resource: &ResourceKey,
+        namespace: &str,
+        name: &str,
+        preconditions: &Preconditions,
+        ctx: &WriteContext<'_>,
+    ) -> Result<Deleted, StoreError> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db("start a write"))?;
+        let Some(old) = load(&mut tx, resource, namespace, name).await? else {
+            return Err(StoreError::NotFound {
+                resource: resource.clone(),
+                name: name.to_owned(),
+            });
+        };
+        match prepare_delete(&old, preconditions, ctx)? {
+            DeleteOutcome::AlreadyDeleting => Ok(Deleted {
+                object: old,
+                removed: false,
+            }),
+            DeleteOutcome::MarkDeleting(marked) => {
+                let object = self
+                    .commit_write(tx, resource, namespace, name, EventType::Modified, marked)
+                    .await?;
+                Ok(Deleted {
+                    object,
+                    removed: false,
+                })
+            }
+            DeleteOutcome::Remove => {
+                let object = self
+                    .commit_write(tx, resource, namespace, name, EventType::Deleted, old)
+                    .await?;
+                Ok(Deleted {
+                    object,
+                    removed: true,
+                })
+            }
+        }
+    }
+
+    /// Events after `revision` (exclusive) for one kind, oldest first, to resume a watch.
+    ///
+    /// # Errors
+    /// [`StoreError::Expired`] when events after `revision` have been compacted away.
+    pub async fn events_since(
+        &self,
+        resource: &ResourceKey,
+        revision: u64,
+    ) -> Result<Vec<WatchEvent>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("start a read"))?;
+        let current = current_revision(&mut tx).await?;
+        let oldest_kept = sqlx::query("SELECT MIN(revision) FROM events")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("read the history"))?
+            .get::<Option<i64>, _>(0)
+            .map_or(current + 1, |r| u64::try_from(r).unwrap_or(0));
+        // Resuming from `revision` needs every event after it: the history must reach back to
+        // revision + 1 (or there must be nothing newer).
+        if revision < current && revision + 1 < oldest_kept {
+            return Err(StoreError::Expired {
+                requested: revision,
+                oldest: oldest_kept.saturating_sub(1),
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT revision, namespace, type, body FROM events WHERE resource = ? AND revision > ? ORDER BY revision",
+        )
+        .bind(resource.column())
+        .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("read the history"))?;
+        tx.commit().await.map_err(db("finish a read"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(WatchEvent {
+                    revision: u64::try_from(row.get::<i64, _>(0)).unwrap_or(0),
+                    resource: resource.clone(),
+                    namespace: row.get(1),
+                    event_type: EventType::parse(&row.get::<String, _>(2)).unwrap_or(EventType::Modified),
+                    object: parse(&row.get::<String, _>(3))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stamps the next revision on `object`, stores it (or removes it, for a delete), records
+    /// the event, compacts the history, commits, and publishes the event.
+    async fn commit_write(
+        &self,
+        mut tx: Transaction<'static, Sqlite>,
+        resource: &ResourceKey,
+        namespace: &str,
+        name: &str,
+        event_type: EventType,
+        mut object: Value,
+    ) -> Result<Value, StoreError> {
+        let revision = current_revision(&mut tx).await? + 1;
+        let rev_db = i64::try_from(revision).unwrap_or(i64::MAX);
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), revision.to_string().into());
+        }
+        let body = serde_json::to_string(&object).map_err(|source| StoreError::Json {
+            action: "encode an object",
+            source,
+        })?;
+        sqlx::query("UPDATE revision SET current = ? WHERE id = 0")
+            .bind(rev_db)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("advance the revision"))?;
+        let stored = if event_type == EventType::Deleted {
+            sqlx::query("DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
+                .bind(resource.column())
+                .bind(namespace)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+        } else {
+            sqlx::query(
+                "INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (resource, namespace, name) DO UPDATE SET revision = excluded.revision, body = excluded.body",
+            )
+            .bind(resource.column())
+            .bind(namespace)
+            .bind(name)
+            .bind(rev_db)
+            .bind(&body)
+            .execute(&mut *tx)
+            .await
+        };
+        stored.map_err(db("write an object"))?;
+        sqlx::query(
+            "INSERT INTO events (revision, resource, namespace, name, type, body) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(rev_db)
+        .bind(resource.column())
+        .bind(namespace)
+        .bind(name)
+        .bind(event_type.as_str())
+        .bind(&body)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("record an event"))?;
+        let keep_from = rev_db.saturating_sub(i64::try_from(self.history).unwrap_or(i64::MAX)) + 1;
+        sqlx::query("DELETE FROM events WHERE revision < ?")
+            .bind(keep_from)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("compact the history"))?;
+        tx.commit().await.map_err(db("commit a write"))?;
+        // Nobody listening is fine.
+        let _ = self.live.send(WatchEvent {
+            revision,
+            resource: resource.clone(),
+            namespace: namespace.to_owned(),
+            event_type,
+            object: object.clone(),
+        });
+        Ok(object)
+    }
+}
+
+fn parse(body: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(body).map_err(|source| StoreError::Json {
+        action: "decode a stored object",
+        source,
+    })
+}
+
+fn object_name(object: &Value) -> Result<String, StoreError> {
+    object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| WriteError::BadRequest("metadata.name is required".into()).into())
+}
+
+async fn current_revision(tx: &mut Transaction<'static, Sqlite>) -> Result<u64, StoreError> {
+    let row = sqlx::query("SELECT current FROM revision WHERE id = 0")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("read the revision"))?;
+    Ok(u64::try_from(row.get::<i64, _>(0)).unwrap_or(0))
+}
+
+async fn load(
+    tx: &mut Transaction<'static, Sqlite>,
+    resource: &ResourceKey,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Value>, StoreError> {
+    let row = sqlx::query("SELECT body FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
+        .bind(resource.column())
+        .bind(namespace)
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db("read an object"))?;
+    row.map(|r| parse(&r.get::<String, _>(0))).transpose()
+}

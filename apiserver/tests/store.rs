@@ -1,0 +1,352 @@
+//! The SQLite store: what it acknowledges it keeps, across reopen; concurrent writers see
+//! conflicts, never silent overwrites; the watch history resumes or says it expired.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ringrift_apiserver::store::semantics::{Preconditions, Subresource, WriteContext, WriteError};
+use ringrift_apiserver::store::{EventType, ResourceKey, Store, StoreError};
+use serde_json::{Value, json};
+
+const CTX: WriteContext<'static> = WriteContext {
+    now: "2026-11-24T10:00:00Z",
+    uid: "uid-1",
+    status_subresource: true,
+};
+
+fn jobs() -> ResourceKey {
+    ResourceKey::new("ringrift.ai", "selfplayjobs")
+}
+
+fn job(name: &str, games: u64) -> Value {
+    json!({"apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob",
+           "metadata": {"name": name, "namespace": "default"}, "spec": {"games": games}})
+}
+
+/// A database file in a fresh directory, removed on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ringrift-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn path(&self) -> PathBuf {
+        self.0.join("state.db")
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rv(obj: &Value) -> u64 {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn create_get_list_and_one_global_revision() {
+    let store = Store::in_memory(100).await.unwrap();
+    let a = store.create(&jobs(), "default", job("a", 1), &CTX).await.unwrap();
+    let plain = WriteContext {
+        status_subresource: false,
+        ..CTX
+    };
+    let ns = store
+        .create(
+            &ResourceKey::new("", "namespaces"),
+            "",
+            json!({"metadata": {"name": "team"}}),
+            &plain,
+        )
+        .await
+        .unwrap();
+    let b = store.create(&jobs(), "team", job("b", 2), &CTX).await.unwrap();
+    assert_eq!(
+        (rv(&a), rv(&ns), rv(&b)),
+        (1, 2, 3),
+        "one revision counter across kinds"
+    );
+    assert_eq!(store.get(&jobs(), "default", "a").await.unwrap().unwrap(), a);
+    assert!(store.get(&jobs(), "team", "a").await.unwrap().is_none());
+    let (all, at) = store.list(&jobs(), None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(at, 3);
+    let (team, _) = store.list(&jobs(), Some("team")).await.unwrap();
+    assert_eq!(team, vec![b]);
+    let dup = store
+        .create(&jobs(), "default", job("a", 9), &CTX)
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, StoreError::AlreadyExists { .. }), "{dup}");
+    assert_eq!(dup.to_string(), "selfplayjobs.ringrift.ai \"a\" already exists");
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_reopen_and_revisions_continue() {
+    let db = TempDb::new("reopen");
+    let last = {
+        let store = Store::open(&db.path(), 100).await.unwrap();
+        for i in 0..20 {
+            store
+                .create(&jobs(), "default", job(&format!("j{i}"), i), &CTX)
+                .await
+                .unwrap();
+        }
+        let mut j3 = store.get(&jobs(), "default", "j3").await.unwrap().unwrap();
+        j3["spec"]["games"] = 333.into();
+        let j3 = store
+            .update(&jobs(), "default", "j3", j3, Subresource::Main, &CTX)
+            .await
+            .unwrap();
+        store
+            .delete(&jobs(), "default", "j4", &Preconditions::default(), &CTX)
+            .await
+            .unwrap();
+        rv(&j3) + 1
+    };
+    let store = Store::open(&db.path(), 100).await.unwrap();
+    assert_eq!(store.revision().await.unwrap(), last);
+    let (objects, _) = store.list(&jobs(), None).await.unwrap();
+    assert_eq!(objects.len(), 19);
+    assert_eq!(
+        store.get(&jobs(), "default", "j3").await.unwrap().unwrap()["spec"]["games"],
+        333
+    );
+    assert!(store.get(&jobs(), "default", "j4").await.unwrap().is_none());
+    let next = store
+        .create(&jobs(), "default", job("after", 1), &CTX)
+        .await
+        .unwrap();
+    assert_eq!(rv(&next), last + 1);
+    let history = store.events_since(&jobs(), 0).await.unwrap();
+    assert_eq!(history.len() as u64, last + 1, "the history persisted too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_read_modify_write_loses_nothing() {
+    let db = TempDb::new("concurrent");
+    let store = Arc::new(Store::open(&db.path(), 10_000).await.unwrap());
+    store
+        .create(&jobs(), "default", job("counter", 0), &CTX)
+        .await
+        .unwrap();
+    let (writers, increments) = (8u64, 25u64);
+    // Every writer reads the same version before any writes it, so the first round must conflict.
+    let first_round = Arc::new(tokio::sync::Barrier::new(usize::try_from(writers).unwrap()));
+    let mut handles = Vec::new();
+    for _ in 0..writers {
+        let store = Arc::clone(&store);
+        let first_round = Arc::clone(&first_round);
+        handles.push(tokio::spawn(async move {
+            let mut conflicts = 0u64;
+            let mut first = true;
+            for _ in 0..increments {
+                loop {
+                    let mut obj = store.get(&jobs(), "default", "counter").await.unwrap().unwrap();
+                    if std::mem::take(&mut first) {
+                        first_round.wait().await;
+                    }
+                    tokio::task::yield_now().await;
+                    obj["spec"]["games"] = (obj["spec"]["games"].as_u64().unwrap() + 1).into();
+                    match store
+                        .update(&jobs(), "default", "counter", obj, Subresource::Main, &CTX)
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(StoreError::Write(WriteError::Conflict(_))) => conflicts += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for h in handles {
+        conflicts += h.await.unwrap();
+    }
+    let counter = store.get(&jobs(), "default", "counter").await.unwrap().unwrap();
+    assert_eq!(
+        counter["spec"]["games"],
+        writers * increments,
+        "every acknowledged increment is there"
+    );
+    assert_eq!(counter["metadata"]["generation"], 1 + writers * increments);
+    assert!(
+        conflicts >= writers - 1,
+        "all but one first-round writer met a stale resourceVersion"
+    );
+}
+
+#[tokio::test]
+async fn no_op_updates_keep_the_revision_and_emit_nothing() {
+    let store = Store::in_memory(100).await.unwrap();
+    let a = store.create(&jobs(), "default", job("a", 1), &CTX).await.unwrap();
+    let same = store
+        .update(&jobs(), "default", "a", a.clone(), Subresource::Main, &CTX)
+        .await
+        .unwrap();
+    assert_eq!(rv(&same), rv(&a));
+    assert_eq!(store.revision().await.unwrap(), rv(&a));
+    assert_eq!(store.events_since(&jobs(), 0).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn status_goes_through_its_own_endpoint() {
+    let store = Store::in_memory(100).await.unwrap();
+    let a = store.create(&jobs(), "default", job("a", 1), &CTX).await.unwrap();
+    let mut with_status = a.clone();
+    with_status["status"] = json!({"phase": "Running"});
+    let ignored = store
+        .update(
+            &jobs(),
+            "default",
+            "a",
+            with_status.clone(),
+            Subresource::Main,
+            &CTX,
+        )
+        .await
+        .unwrap();
+    assert!(ignored.get("status").is_none());
+    let written = store
+        .update(&jobs(), "default", "a", with_status, Subresource::Status, &CTX)
+        .await
+        .unwrap();
+    assert_eq!(written["status"]["phase"], "Running");
+    assert_eq!(written["metadata"]["generation"], 1);
+}
+
+#[tokio::test]
+async fn watch_history_resumes_in_order_and_expires_when_compacted() {
+    let store = Store::in_memory(5).await.unwrap();
+    let mut live = store.subscribe();
+    let a = store.create(&jobs(), "default", job("a", 1), &CTX).await.unwrap();
+    let mut changed = a.clone();
+    changed["spec"]["games"] = 2.into();
+    store
+        .update(&jobs(), "default", "a", changed, Subresource::Main, &CTX)
+        .await
+        .unwrap();
+    store
+        .delete(&jobs(), "default", "a", &Preconditions::default(), &CTX)
+        .await
+        .unwrap();
+
+    let events = store.events_since(&jobs(), 0).await.unwrap();
+    let kinds: Vec<(u64, EventType)> = events.iter().map(|e| (e.revision, e.event_type)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, EventType::Added),
+            (2, EventType::Modified),
+            (3, EventType::Deleted)
+        ]
+    );
+    assert_eq!(
+        rv(&events[2].object),
+        3,
+        "a deletion is stamped with its own revision"
+    );
+    assert_eq!(store.events_since(&jobs(), 2).await.unwrap().len(), 1);
+    for expected in [1, 2, 3] {
+        assert_eq!(
+            live.recv().await.unwrap().revision,
+            expected,
+            "live events in commit order"
+        );
+    }
+
+    for i in 0..10 {
+        store
+            .create(&jobs(), "default", job(&format!("n{i}"), 1), &CTX)
+            .await
+            .unwrap();
+    }
+    // Revision 13 now; the newest 5 events (9..=13) are kept, so resuming works from 8 on.
+    assert_eq!(store.events_since(&jobs(), 8).await.unwrap().len(), 5);
+    let err = store.events_since(&jobs(), 7).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Expired {
+                requested: 7,
+                oldest: 8
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        store.events_since(&jobs(), 13).await.unwrap().is_empty(),
+        "up to date is not expired"
+    );
+}
+
+#[tokio::test]
+async fn finalizers_hold_an_object_until_removed() {
+    let store = Store::in_memory(100).await.unwrap();
+    let mut obj = job("f", 1);
+    obj["metadata"]["finalizers"] = json!(["ringrift.ai/cleanup"]);
+    store.create(&jobs(), "default", obj, &CTX).await.unwrap();
+    let marked = store
+        .delete(&jobs(), "default", "f", &Preconditions::default(), &CTX)
+        .await
+        .unwrap();
+    assert!(!marked.removed);
+    assert_eq!(
+        marked.object["metadata"]["deletionTimestamp"],
+        "2026-11-24T10:00:00Z"
+    );
+    let mut cleared = marked.object.clone();
+    cleared["metadata"]["finalizers"] = json!([]);
+    store
+        .update(&jobs(), "default", "f", cleared, Subresource::Main, &CTX)
+        .await
+        .unwrap();
+    assert!(store.get(&jobs(), "default", "f").await.unwrap().is_none());
+    let last = store.events_since(&jobs(), 0).await.unwrap().pop().unwrap();
+    assert_eq!(last.event_type, EventType::Deleted);
+}
+
+#[tokio::test]
+async fn missing_objects_and_stale_deletes_are_refused() {
+    let store = Store::in_memory(100).await.unwrap();
+    let err = store
+        .update(
+            &jobs(),
+            "default",
+            "nope",
+            job("nope", 1),
+            Subresource::Main,
+            &CTX,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "not_found");
+    store.create(&jobs(), "default", job("a", 1), &CTX).await.unwrap();
+    let stale = Preconditions {
+        resource_version: Some("999".into()),
+        uid: None,
+    };
+    let err = store
+        .delete(&jobs(), "default", "a", &stale, &CTX)
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "conflict");
+    assert!(
+        store.get(&jobs(), "default", "a").await.unwrap().is_some(),
+        "nothing changed"
+    );
+}
