@@ -9,5 +9,6 @@
 //!
 //! The HTTP server (`ringrift apiserver`) is not built yet.
 
+pub mod http;
 pub mod schema;
 pub mod store;

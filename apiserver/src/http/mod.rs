@@ -1,0 +1,6 @@
+//! The HTTP side of the API server.
+
+pub mod patch;
+pub mod route;
+pub mod selectors;
+pub mod status;
