@@ -15,7 +15,10 @@ CREATE TABLE events (
     namespace TEXT    NOT NULL,
     name      TEXT    NOT NULL,
     type      TEXT    NOT NULL CHECK (type IN ('ADDED', 'MODIFIED', 'DELETED')),
-    body      TEXT    NOT NULL
+    body      TEXT    NOT NULL,
+    -- The object before this write (null for ADDED): watches with selectors need both to tell
+    -- an object entering or leaving the selection from one changing inside it.
+    prev_body TEXT
 );
 CREATE INDEX events_by_resource ON events (resource, revision);
 

@@ -1,14 +1,16 @@
-//! The embedded Kubernetes-compatible API server of RingRift.
+//! The embedded Kubernetes-compatible API server of RingRift (`ringrift apiserver`).
 //!
-//! Built so far:
 //! - [`schema`]: admission of custom resources against their CRD's OpenAPI v3 schema and CEL
 //!   rules (structural check, pruning, defaulting, validation);
 //! - [`store`]: the object store: write semantics (preconditions, generation, the status
 //!   subresource, no-op writes, finalizers) as pure functions, persisted in SQLite with one
-//!   global revision and a bounded watch history.
-//!
-//! The HTTP server (`ringrift apiserver`) is not built yet.
+//!   global revision and a bounded watch history;
+//! - [`registry`]: the served kinds, built-in and registered by CRDs at run time;
+//! - [`http`]: discovery, CRUD, patches, selectors, watches and errors over HTTP;
+//! - [`run`]: the process: listen, announce, write a kubeconfig, serve until shutdown.
 
 pub mod http;
+pub mod registry;
+pub mod run;
 pub mod schema;
 pub mod store;

@@ -1,8 +1,11 @@
 //! The `ringrift` command line: one binary that carries every role as a subcommand, like
 //! `k3s server` / `k3s agent`, so one image serves the whole chart.
 
+mod apiserver;
 mod crds;
+mod duration;
 mod planned;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -37,9 +40,10 @@ pub enum Command {
     Up(planned::Planned),
     /// Run the embedded Kubernetes-compatible API server.
     ///
-    /// Serves the subset of the Kubernetes REST API that RingRift, kubectl and kube-rs use,
-    /// persisted in SQLite. Not built yet.
-    Apiserver(planned::Planned),
+    /// Serves the subset of the Kubernetes REST API that RingRift, kubectl and kube-rs use:
+    /// discovery, CRDs registered at run time, CRUD with resourceVersion preconditions, the
+    /// status subresource, patches, selectors and watches, persisted in SQLite.
+    Apiserver(apiserver::ApiserverArgs),
     /// Run the controller: leader election, job reconcilers, placement, retries and status.
     ///
     /// Not built yet.
@@ -99,7 +103,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Crds(args) => crds::run(args),
         Command::Up(_) => planned::not_built("up", 7),
-        Command::Apiserver(_) => planned::not_built("apiserver", 3),
+        Command::Apiserver(args) => apiserver::run_apiserver(args),
         Command::Controller(_) => planned::not_built("controller", 4),
         Command::Agent(_) => planned::not_built("agent", 5),
         Command::Workload(_) => planned::not_built("workload", 7),

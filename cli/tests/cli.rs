@@ -18,7 +18,6 @@ fn text(bytes: &[u8]) -> String {
 
 const PLANNED: &[&[&str]] = &[
     &["up"],
-    &["apiserver"],
     &["controller"],
     &["agent"],
     &["workload"],

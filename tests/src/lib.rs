@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: where the repository and the pinned test tools are,
-//! and reading YAML fixtures.
+//! reading YAML fixtures, and running the real binaries ([`process`]).
+
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,4 +81,26 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// Paths where `expected` has a value that `actual` lacks or differs in; fields only `actual`
+/// has (defaults filled in) do not count. Numbers compare by value, so YAML's `0` and `0.0`
+/// (and Helm's round trip of `4.0` to `4`) are equal.
+pub fn mismatches(expected: &serde_json::Value, actual: &serde_json::Value, path: &str) -> Vec<String> {
+    use serde_json::Value;
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .flat_map(|(k, v)| mismatches(v, a.get(k).unwrap_or(&Value::Null), &format!("{path}.{k}")))
+            .collect(),
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => e
+            .iter()
+            .zip(a)
+            .enumerate()
+            .flat_map(|(i, (e, a))| mismatches(e, a, &format!("{path}[{i}]")))
+            .collect(),
+        (Value::Number(e), Value::Number(a)) if e.as_f64() == a.as_f64() => Vec::new(),
+        (e, a) if e == a => Vec::new(),
+        _ => vec![path.to_owned()],
+    }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ringrift_apiserver::schema::{Admission, ResourceValidator};
-use ringrift_e2e::{repo_root, run, tool, yaml_documents, yaml_files};
+use ringrift_e2e::{mismatches, repo_root, run, tool, yaml_documents, yaml_files};
 use serde_json::Value;
 
 fn crds() -> Vec<Value> {
@@ -224,11 +224,7 @@ fn typed_round_trip(file: &Path, doc: &Value) {
         let typed: K = serde_json::from_value(doc.clone())
             .unwrap_or_else(|e| panic!("{} does not read into the Rust type: {e}", file.display()));
         let back = serde_json::to_value(&typed).unwrap();
-        let lost = missing_from(
-            &numbers_as_f64(doc["spec"].clone()),
-            &numbers_as_f64(back["spec"].clone()),
-            "spec",
-        );
+        let lost = mismatches(&doc["spec"], &back["spec"], "spec");
         assert!(
             lost.is_empty(),
             "{}: the typed form loses or changes {lost:?}",
@@ -241,25 +237,6 @@ fn typed_round_trip(file: &Path, doc: &Value) {
         "GauntletJob" => check::<ringrift_crds::GauntletJob>(file, doc),
         "TrainingLoop" => check::<ringrift_crds::TrainingLoop>(file, doc),
         other => panic!("no typed check for {other}"),
-    }
-}
-
-/// Paths where `expected` has a value that `actual` lacks or differs in. Fields `actual` has on
-/// top (the typed form fills in defaults) do not count.
-fn missing_from(expected: &Value, actual: &Value, path: &str) -> Vec<String> {
-    match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => e
-            .iter()
-            .flat_map(|(k, v)| missing_from(v, a.get(k).unwrap_or(&Value::Null), &format!("{path}.{k}")))
-            .collect(),
-        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => e
-            .iter()
-            .zip(a)
-            .enumerate()
-            .flat_map(|(i, (e, a))| missing_from(e, a, &format!("{path}[{i}]")))
-            .collect(),
-        (e, a) if e == a => Vec::new(),
-        _ => vec![path.to_owned()],
     }
 }
 

@@ -1,6 +1,14 @@
-//! The HTTP side of the API server.
+//! The HTTP side of the API server: [`serve`] runs an [`ApiServer`] on a listener.
 
+pub mod discovery;
+mod handlers;
+mod lifecycle;
 pub mod patch;
 pub mod route;
 pub mod selectors;
+mod server;
 pub mod status;
+pub mod table;
+mod watch;
+
+pub use server::{ApiServer, Body, DEFAULT_MAX_BODY, Options, Query, serve};

@@ -134,7 +134,7 @@ impl ApiError {
         };
         let causes: Vec<Value> = errors
             .iter()
-            .map(|e| json!({"reason": e.kind.reason(), "message": e.to_string(), "field": e.path}))
+            .map(|e| json!({"reason": e.kind.reason(), "message": e.body(), "field": e.path}))
             .collect();
         Self {
             details: Some(json!({"name": name, "group": group, "kind": kind, "causes": causes})),
@@ -244,6 +244,10 @@ mod tests {
             "SelfplayJob.ringrift.ai \"j\" is invalid: [spec.games: Invalid value: 0: spec.games in body should be greater than or equal to 1, spec.output: Required value]"
         );
         assert_eq!(s["details"]["causes"][1]["field"], "spec.output");
+        assert_eq!(
+            s["details"]["causes"][1]["message"], "Required value",
+            "kubectl prefixes the field itself"
+        );
         assert_eq!(s["details"]["causes"][1]["reason"], "FieldValueRequired");
     }
 

@@ -68,26 +68,39 @@ impl FieldError {
     }
 }
 
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = &self.path;
-        match self.kind {
-            ErrorKind::Required => write!(f, "{path}: Required value")?,
-            ErrorKind::Invalid => write!(f, "{path}: Invalid value")?,
-            ErrorKind::NotSupported => write!(f, "{path}: Unsupported value")?,
-            ErrorKind::Duplicate => write!(f, "{path}: Duplicate value")?,
-            ErrorKind::TooMany => write!(f, "{path}: Too many")?,
-            ErrorKind::TooLong => write!(f, "{path}: Too long")?,
-            ErrorKind::Forbidden => write!(f, "{path}: Forbidden")?,
-            ErrorKind::Unknown => return write!(f, "unknown field \"{path}\""),
+impl FieldError {
+    /// The message without the field path, as a `StatusCause` carries it: `Invalid value: 5:
+    /// …`, `Required value`.
+    pub fn body(&self) -> String {
+        let mut body = match self.kind {
+            ErrorKind::Required => "Required value",
+            ErrorKind::Invalid => "Invalid value",
+            ErrorKind::NotSupported => "Unsupported value",
+            ErrorKind::Duplicate => "Duplicate value",
+            ErrorKind::TooMany => "Too many",
+            ErrorKind::TooLong => "Too long",
+            ErrorKind::Forbidden => "Forbidden",
+            ErrorKind::Unknown => return format!("unknown field \"{}\"", self.path),
         }
+        .to_owned();
         if let Some(value) = &self.value {
-            write!(f, ": {value}")?;
+            body.push_str(": ");
+            body.push_str(value);
         }
         if !self.detail.is_empty() {
-            write!(f, ": {}", self.detail)?;
+            body.push_str(": ");
+            body.push_str(&self.detail);
         }
-        Ok(())
+        body
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::Unknown => f.write_str(&self.body()),
+            _ => write!(f, "{}: {}", self.path, self.body()),
+        }
     }
 }
 

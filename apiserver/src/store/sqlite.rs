@@ -104,8 +104,10 @@ pub struct WatchEvent {
     pub namespace: String,
     /// Added, modified or deleted.
     pub event_type: EventType,
-    /// The object after the change (before it, for a delete).
+    /// The object after the change (its last state, for a delete).
     pub object: Value,
+    /// The object before the change; none for an addition.
+    pub previous: Option<Value>,
 }
 
 /// A failed store operation.
@@ -345,10 +347,8 @@ impl Store {
                 name,
             });
         }
-        let event = self
-            .commit_write(tx, resource, namespace, &name, EventType::Added, object)
-            .await?;
-        Ok(event)
+        self.commit_write(tx, resource, namespace, &name, EventType::Added, object, None)
+            .await
     }
 
     /// Updates an object through the main endpoint or `/status`.
@@ -376,12 +376,28 @@ impl Store {
         match prepare_update(&old, object, sub, ctx)? {
             UpdateOutcome::Unchanged => Ok(old),
             UpdateOutcome::Write(new) => {
-                self.commit_write(tx, resource, namespace, name, EventType::Modified, new)
-                    .await
+                self.commit_write(
+                    tx,
+                    resource,
+                    namespace,
+                    name,
+                    EventType::Modified,
+                    new,
+                    Some(&old),
+                )
+                .await
             }
             UpdateOutcome::Remove(last) => {
-                self.commit_write(tx, resource, namespace, name, EventType::Deleted, last)
-                    .await
+                self.commit_write(
+                    tx,
+                    resource,
+                    namespace,
+                    name,
+                    EventType::Deleted,
+                    last,
+                    Some(&old),
+                )
+                .await
             }
         }
     }
@@ -414,7 +430,15 @@ impl Store {
             }),
             DeleteOutcome::MarkDeleting(marked) => {
                 let object = self
-                    .commit_write(tx, resource, namespace, name, EventType::Modified, marked)
+                    .commit_write(
+                        tx,
+                        resource,
+                        namespace,
+                        name,
+                        EventType::Modified,
+                        marked,
+                        Some(&old),
+                    )
                     .await?;
                 Ok(Deleted {
                     object,
@@ -423,7 +447,15 @@ impl Store {
             }
             DeleteOutcome::Remove => {
                 let object = self
-                    .commit_write(tx, resource, namespace, name, EventType::Deleted, old)
+                    .commit_write(
+                        tx,
+                        resource,
+                        namespace,
+                        name,
+                        EventType::Deleted,
+                        old.clone(),
+                        Some(&old),
+                    )
                     .await?;
                 Ok(Deleted {
                     object,
@@ -459,7 +491,7 @@ impl Store {
             });
         }
         let rows = sqlx::query(
-            "SELECT revision, namespace, type, body FROM events WHERE resource = ? AND revision > ? ORDER BY revision",
+            "SELECT revision, namespace, type, body, prev_body FROM events WHERE resource = ? AND revision > ? ORDER BY revision",
         )
         .bind(resource.column())
         .bind(i64::try_from(revision).unwrap_or(i64::MAX))
@@ -475,13 +507,20 @@ impl Store {
                     namespace: row.get(1),
                     event_type: EventType::parse(&row.get::<String, _>(2)).unwrap_or(EventType::Modified),
                     object: parse(&row.get::<String, _>(3))?,
+                    previous: row
+                        .get::<Option<String>, _>(4)
+                        .as_deref()
+                        .map(parse)
+                        .transpose()?,
                 })
             })
             .collect()
     }
 
     /// Stamps the next revision on `object`, stores it (or removes it, for a delete), records
-    /// the event, compacts the history, commits, and publishes the event.
+    /// the event (with `previous`, the object before the write), compacts the history,
+    /// commits, and publishes the event.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_write(
         &self,
         mut tx: Transaction<'static, Sqlite>,
@@ -490,6 +529,7 @@ impl Store {
         name: &str,
         event_type: EventType,
         mut object: Value,
+        previous: Option<&Value>,
     ) -> Result<Value, StoreError> {
         let revision = current_revision(&mut tx).await? + 1;
         let rev_db = i64::try_from(revision).unwrap_or(i64::MAX);
@@ -552,6 +592,7 @@ impl Store {
             namespace: namespace.to_owned(),
             event_type,
             object: object.clone(),
+            previous: previous.cloned(),
         });
         Ok(object)
     }

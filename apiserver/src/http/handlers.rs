@@ -1,0 +1,649 @@
+//! Requests on collections and objects: get, list, create, update, patch, delete.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::patch::{json_patch, merge_patch};
+use super::route::ObjectPath;
+use super::selectors::{Selector, parse_fields, parse_labels};
+use super::server::{ApiServer, Body, Query, error, json_response, new_uid, now};
+use super::status::ApiError;
+use crate::registry::{Registry, ResourceType, crd_key};
+use crate::schema::FieldError;
+use crate::store::ResourceKey;
+use crate::store::names::{GENERATED_SUFFIX_LEN, check_name, generate_name};
+use crate::store::semantics::{Preconditions, Subresource, WriteContext};
+
+/// How many times a patch without a resourceVersion is re-applied when a concurrent write
+/// wins the race, as the Kubernetes API server does.
+const PATCH_RETRIES: usize = 5;
+
+/// The request, resolved against the registry.
+struct Target {
+    t: ResourceType,
+    key: ResourceKey,
+    namespace: String,
+    name: Option<String>,
+    sub: Subresource,
+}
+
+fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
+    let registry = server.registry();
+    let t = registry
+        .get(&path.group, &path.version, &path.resource)
+        .cloned()
+        .ok_or_else(ApiError::no_route)?;
+    let namespace = match (t.namespaced, path.namespace) {
+        (true, Some(ns)) => ns,
+        (true, None) if path.name.is_none() => String::new(),
+        (false, None) => String::new(),
+        _ => return Err(ApiError::no_route()),
+    };
+    let sub = match path.subresource.as_deref() {
+        None => Subresource::Main,
+        Some("status") if t.status_subresource => Subresource::Status,
+        Some(_) => return Err(ApiError::no_route()),
+    };
+    Ok(Target {
+        key: t.key(),
+        t,
+        namespace,
+        name: path.name,
+        sub,
+    })
+}
+
+/// Answers a request on a collection or an object.
+pub(crate) async fn object(
+    server: &Arc<ApiServer>,
+    method: &Method,
+    headers: &HeaderMap,
+    path: ObjectPath,
+    query: &Query,
+    body: Bytes,
+) -> Response<Body> {
+    let target = match resolve(server, path) {
+        Ok(target) => target,
+        Err(e) => return error(&e),
+    };
+    let result = match (method, target.name.clone()) {
+        (&Method::GET, None) if query.flag("watch") => {
+            return super::watch::watch(server, &target.t, &target.namespace, query);
+        }
+        (&Method::GET, None) => list(server, &target, query, headers).await,
+        (&Method::GET, Some(name)) => get(server, &target, &name).await,
+        (&Method::POST, None) => create(server, &target, headers, query, &body).await,
+        (&Method::PUT, Some(name)) => update(server, &target, &name, headers, query, &body).await,
+        (&Method::PATCH, Some(name)) => patch(server, &target, &name, headers, query, &body).await,
+        (&Method::DELETE, Some(name)) => delete(server, &target, &name, &body).await,
+        (&Method::DELETE, None) => delete_collection(server, &target, query).await,
+        _ => Err(ApiError::method_not_allowed()),
+    };
+    match result {
+        Ok(Reply {
+            status,
+            body,
+            warnings,
+        }) => {
+            let mut response = json_response(status, &body);
+            for w in warnings {
+                if let Ok(value) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
+                    response.headers_mut().append("warning", value);
+                }
+            }
+            response
+        }
+        Err(e) => error(&e),
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    warnings: Vec<String>,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+fn decode(content_type: &str, body: &Bytes) -> Result<Value, ApiError> {
+    let value: Value = match content_type {
+        ""
+        | "application/json"
+        | "application/merge-patch+json"
+        | "application/json-patch+json"
+        | "application/strategic-merge-patch+json" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("failed to decode the request body as JSON: {e}")))?,
+        "application/yaml" | "application/apply-patch+yaml" => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("failed to decode the request body: not UTF-8"))?;
+            serde_saphyr::from_str(text).map_err(|e| {
+                ApiError::bad_request(format!("failed to decode the request body as YAML: {e}"))
+            })?
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    Ok(value)
+}
+
+fn decode_object(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let ct = content_type(headers);
+    if !matches!(ct.as_str(), "" | "application/json" | "application/yaml") {
+        return Err(ApiError::unsupported_media_type(&ct));
+    }
+    let value = decode(&ct, body)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the request body must be an object"));
+    }
+    Ok(value)
+}
+
+fn write_context<'a>(t: &ResourceType, now: &'a str, uid: &'a str) -> WriteContext<'a> {
+    WriteContext {
+        now,
+        uid,
+        status_subresource: t.status_subresource,
+    }
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+}
+
+fn set_meta(obj: &mut Value, field: &str, value: Value) {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"][field] = value;
+}
+
+/// Checks apiVersion/kind and the namespace, and fills in what the URL implies.
+fn check_identity(target: &Target, obj: &mut Value) -> Result<(), ApiError> {
+    let t = &target.t;
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if api_version != t.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            t.api_version()
+        )));
+    }
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if kind != t.kind {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            t.kind
+        )));
+    }
+    if t.namespaced {
+        match meta_str(obj, "namespace") {
+            Some(ns) if !ns.is_empty() && ns != target.namespace => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => set_meta(obj, "namespace", target.namespace.clone().into()),
+        }
+    } else if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("namespace");
+    }
+    Ok(())
+}
+
+/// Schema admission for custom resources (and CRD checks for CRDs). Returns warnings.
+fn admit(
+    target: &Target,
+    obj: &mut Value,
+    old: Option<&Value>,
+    query: &Query,
+) -> Result<Vec<String>, ApiError> {
+    let t = &target.t;
+    let name = meta_str(obj, "name").unwrap_or_default().to_owned();
+    let invalid = |errors: &[FieldError]| ApiError::invalid(&t.kind, &t.group, &name, errors);
+    let mut warnings = Vec::new();
+    if let Some(validator) = &t.validator {
+        let admission = validator.admit(obj, old);
+        match query.get("fieldValidation").unwrap_or("Warn") {
+            "Strict" if !admission.unknown_fields.is_empty() => {
+                let listed: Vec<String> = admission
+                    .unknown_fields
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    listed.join(", ")
+                )));
+            }
+            "Ignore" => {}
+            _ => warnings.extend(
+                admission
+                    .unknown_fields
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\"")),
+            ),
+        }
+        if !admission.errors.is_empty() {
+            return Err(invalid(&admission.errors));
+        }
+    }
+    if target.key == crd_key() {
+        Registry::default()
+            .register_crd(obj)
+            .map_err(|errors| invalid(&errors))?;
+    }
+    Ok(warnings)
+}
+
+async fn get(server: &ApiServer, target: &Target, name: &str) -> Result<Reply, ApiError> {
+    match server.store.get(&target.key, &target.namespace, name).await {
+        Ok(Some(obj)) => Ok(Reply::ok(obj)),
+        Ok(None) => Err(ApiError::not_found(&target.key, name)),
+        Err(e) => Err(ApiError::from_store(e, &target.key, name)),
+    }
+}
+
+/// The selectors of a list or watch.
+pub(crate) fn selectors(t: &ResourceType, query: &Query) -> Result<(Selector, Selector), ApiError> {
+    let labels =
+        parse_labels(query.get("labelSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
+    let mut allowed = vec!["metadata.name", "metadata.namespace"];
+    allowed.extend(t.selectable_fields.iter().map(String::as_str));
+    let fields = parse_fields(query.get("fieldSelector").unwrap_or_default(), &allowed)
+        .map_err(ApiError::bad_request)?;
+    Ok((labels, fields))
+}
+
+fn list_key(obj: &Value) -> String {
+    format!(
+        "{}/{}",
+        meta_str(obj, "namespace").unwrap_or_default(),
+        meta_str(obj, "name").unwrap_or_default()
+    )
+}
+
+async fn list(
+    server: &ApiServer,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+) -> Result<Reply, ApiError> {
+    let (labels, fields) = selectors(&target.t, query)?;
+    let namespace = (!target.namespace.is_empty()).then_some(target.namespace.as_str());
+    let (items, revision) = server
+        .store
+        .list(&target.key, namespace)
+        .await
+        .map_err(|e| ApiError::from_store(e, &target.key, ""))?;
+    let continue_from = query.get("continue").filter(|c| !c.is_empty());
+    let mut items: Vec<Value> = items
+        .into_iter()
+        .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
+        .filter(|o| continue_from.is_none_or(|c| list_key(o).as_str() > c))
+        .collect();
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    if let Some(limit) = limit.filter(|l| items.len() > *l) {
+        let remaining = items.len() - limit;
+        items.truncate(limit);
+        metadata["continue"] = items.last().map(list_key).into();
+        metadata["remainingItemCount"] = remaining.into();
+    }
+    let accept = headers
+        .get(ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or_default();
+    if accept.contains("as=Table") {
+        return Ok(Reply::ok(super::table::table(&target.t, &items, &metadata)));
+    }
+    Ok(Reply::ok(json!({
+        "kind": format!("{}List", target.t.kind),
+        "apiVersion": target.t.api_version(),
+        "metadata": metadata,
+        "items": items,
+    })))
+}
+
+async fn create(
+    server: &ApiServer,
+    target: &Target,
+    headers: &HeaderMap,
+    query: &Query,
+    body: &Bytes,
+) -> Result<Reply, ApiError> {
+    let mut obj = decode_object(headers, body)?;
+    check_identity(target, &mut obj)?;
+    create_object(server, target, obj, query).await
+}
+
+async fn create_object(
+    server: &ApiServer,
+    target: &Target,
+    mut obj: Value,
+    query: &Query,
+) -> Result<Reply, ApiError> {
+    let t = &target.t;
+    if meta_str(&obj, "name").unwrap_or_default().is_empty()
+        && let Some(prefix) = meta_str(&obj, "generateName").map(str::to_owned)
+    {
+        let random = *uuid::Uuid::new_v4().as_bytes();
+        let mut suffix = [0u8; GENERATED_SUFFIX_LEN];
+        suffix.copy_from_slice(&random[..GENERATED_SUFFIX_LEN]);
+        set_meta(&mut obj, "name", generate_name(&prefix, suffix).into());
+    }
+    let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
+    let name_errors = check_name(&name, t.name_rule(), "metadata.name");
+    if !name_errors.is_empty() {
+        return Err(ApiError::invalid(&t.kind, &t.group, &name, &name_errors));
+    }
+    if t.namespaced {
+        let namespaces = ResourceKey::new("", "namespaces");
+        match server.store.get(&namespaces, "", &target.namespace).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(ApiError::not_found(&namespaces, &target.namespace)),
+            Err(e) => return Err(ApiError::from_store(e, &namespaces, &target.namespace)),
+        }
+    }
+    let warnings = admit(target, &mut obj, None, query)?;
+    let (now, uid) = (now(), new_uid());
+    let created = server
+        .store
+        .create(&target.key, &target.namespace, obj, &write_context(t, &now, &uid))
+        .await
+        .map_err(|e| ApiError::from_store(e, &target.key, &name))?;
+    let created = super::lifecycle::after_write(server, &target.key, created).await;
+    Ok(Reply {
+        status: StatusCode::CREATED,
+        body: created,
+        warnings,
+    })
+}
+
+/// The object an update through `sub` would store, for admission to see it whole: the request's
+/// status on the stored object for `/status`, the stored status on the request otherwise.
+fn candidate(target: &Target, old: &Value, new: Value) -> Value {
+    match target.sub {
+        Subresource::Status => {
+            let mut merged = old.clone();
+            merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            if merged["status"].is_null()
+                && let Some(map) = merged.as_object_mut()
+            {
+                map.remove("status");
+            }
+            set_meta(
+                &mut merged,
+                "resourceVersion",
+                new.pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            );
+            if merged
+                .pointer("/metadata/resourceVersion")
+                .is_some_and(Value::is_null)
+                && let Some(meta) = merged.get_mut("metadata").and_then(Value::as_object_mut)
+            {
+                meta.remove("resourceVersion");
+            }
+            merged
+        }
+        Subresource::Main => {
+            let mut merged = new;
+            if target.t.status_subresource {
+                match old.get("status") {
+                    Some(status) => merged["status"] = status.clone(),
+                    None => {
+                        if let Some(map) = merged.as_object_mut() {
+                            map.remove("status");
+                        }
+                    }
+                }
+            }
+            merged
+        }
+    }
+}
+
+async fn update(
+    server: &ApiServer,
+    target: &Target,
+    name: &str,
+    headers: &HeaderMap,
+    query: &Query,
+    body: &Bytes,
+) -> Result<Reply, ApiError> {
+    let mut obj = decode_object(headers, body)?;
+    check_identity(target, &mut obj)?;
+    let given = meta_str(&obj, "name").unwrap_or_default();
+    if given != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({given}) does not match the name on the URL ({name})"
+        )));
+    }
+    let old = server
+        .store
+        .get(&target.key, &target.namespace, name)
+        .await
+        .map_err(|e| ApiError::from_store(e, &target.key, name))?
+        .ok_or_else(|| ApiError::not_found(&target.key, name))?;
+    write_update(server, target, name, &old, candidate(target, &old, obj), query).await
+}
+
+async fn write_update(
+    server: &ApiServer,
+    target: &Target,
+    name: &str,
+    old: &Value,
+    mut obj: Value,
+    query: &Query,
+) -> Result<Reply, ApiError> {
+    let warnings = admit(target, &mut obj, Some(old), query)?;
+    let (now, uid) = (now(), new_uid());
+    let written = server
+        .store
+        .update(
+            &target.key,
+            &target.namespace,
+            name,
+            obj,
+            target.sub,
+            &write_context(&target.t, &now, &uid),
+        )
+        .await
+        .map_err(|e| ApiError::from_store(e, &target.key, name))?;
+    let written = super::lifecycle::after_write(server, &target.key, written).await;
+    Ok(Reply {
+        status: StatusCode::OK,
+        body: written,
+        warnings,
+    })
+}
+
+async fn patch(
+    server: &ApiServer,
+    target: &Target,
+    name: &str,
+    headers: &HeaderMap,
+    query: &Query,
+    body: &Bytes,
+) -> Result<Reply, ApiError> {
+    let ct = content_type(headers);
+    let patch = decode(&ct, body)?;
+    let apply = ct == "application/apply-patch+yaml";
+    if apply && query.get("fieldManager").is_none_or(str::is_empty) {
+        return Err(ApiError::bad_request(
+            "PATCH with application/apply-patch+yaml requires fieldManager to be set",
+        ));
+    }
+    let pinned = patch.pointer("/metadata/resourceVersion").is_some();
+    for _ in 0..PATCH_RETRIES {
+        let old = server
+            .store
+            .get(&target.key, &target.namespace, name)
+            .await
+            .map_err(|e| ApiError::from_store(e, &target.key, name))?;
+        let Some(old) = old else {
+            if apply && target.sub == Subresource::Main {
+                let mut obj = patch.clone();
+                check_identity(target, &mut obj)?;
+                return create_object(server, target, obj, query).await;
+            }
+            return Err(ApiError::not_found(&target.key, name));
+        };
+        let mut patched = old.clone();
+        match ct.as_str() {
+            "application/json-patch+json" => json_patch(&mut patched, &patch).map_err(|e| ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: format!("the patch could not be applied: {e}"),
+                details: None,
+            })?,
+            "application/merge-patch+json"
+            | "application/strategic-merge-patch+json"
+            | "application/apply-patch+yaml" => {
+                if !patch.is_object() {
+                    return Err(ApiError::bad_request("a merge patch must be an object"));
+                }
+                merge_patch(&mut patched, &patch);
+            }
+            other => return Err(ApiError::unsupported_media_type(other)),
+        }
+        if meta_str(&patched, "name") != Some(name) {
+            return Err(ApiError::bad_request("a patch may not change metadata.name"));
+        }
+        check_identity(target, &mut patched)?;
+        match write_update(
+            server,
+            target,
+            name,
+            &old,
+            candidate(target, &old, patched),
+            query,
+        )
+        .await
+        {
+            Err(e) if e.reason == "Conflict" && !pinned => {}
+            other => return other,
+        }
+    }
+    Err(ApiError::conflict(
+        &target.key,
+        name,
+        "the object kept changing while the patch was applied; try again",
+    ))
+}
+
+async fn delete(
+    server: &Arc<ApiServer>,
+    target: &Target,
+    name: &str,
+    body: &Bytes,
+) -> Result<Reply, ApiError> {
+    let options: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("failed to decode DeleteOptions: {e}")))?
+    };
+    let preconditions = Preconditions {
+        uid: options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        resource_version: options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    };
+    let (now, uid) = (now(), new_uid());
+    let deleted = server
+        .store
+        .delete(
+            &target.key,
+            &target.namespace,
+            name,
+            &preconditions,
+            &write_context(&target.t, &now, &uid),
+        )
+        .await
+        .map_err(|e| ApiError::from_store(e, &target.key, name))?;
+    if deleted.removed {
+        super::lifecycle::after_removal(server, &target.key, &deleted.object);
+    }
+    Ok(Reply::ok(deleted.object))
+}
+
+async fn delete_collection(
+    server: &Arc<ApiServer>,
+    target: &Target,
+    query: &Query,
+) -> Result<Reply, ApiError> {
+    let (labels, fields) = selectors(&target.t, query)?;
+    let namespace = (!target.namespace.is_empty()).then_some(target.namespace.as_str());
+    let (items, _) = server
+        .store
+        .list(&target.key, namespace)
+        .await
+        .map_err(|e| ApiError::from_store(e, &target.key, ""))?;
+    let mut deleted = Vec::new();
+    for obj in items
+        .into_iter()
+        .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
+    {
+        let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
+        let ns = meta_str(&obj, "namespace").unwrap_or_default().to_owned();
+        let one = Target {
+            t: target.t.clone(),
+            key: target.key.clone(),
+            namespace: ns,
+            name: Some(name.clone()),
+            sub: Subresource::Main,
+        };
+        match delete(server, &one, &name, &Bytes::new()).await {
+            Ok(reply) => deleted.push(reply.body),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Reply::ok(
+        json!({"kind": format!("{}List", target.t.kind), "apiVersion": target.t.api_version(),
+                        "metadata": {}, "items": deleted}),
+    ))
+}

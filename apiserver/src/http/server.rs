@@ -1,0 +1,273 @@
+//! [`ApiServer`]: the shared state and the request entry point, and [`serve`], the accept loop.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::route::{self, Route};
+use super::status::ApiError;
+use crate::registry::{Registry, crd_key};
+use crate::store::semantics::WriteContext;
+use crate::store::{ResourceKey, Store, StoreError};
+
+/// Response body: a whole JSON document or a watch stream.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted, as the Kubernetes API server's default (3 MiB).
+pub const DEFAULT_MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Settings of an [`ApiServer`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Bearer token every request but health checks and `/version` must carry; none: no auth.
+    pub token: Option<String>,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// How often a watch that asked for bookmarks gets one.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            token: None,
+            max_body: DEFAULT_MAX_BODY,
+            bookmark_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The API server's state: the store, the served kinds, and the settings.
+#[derive(Debug)]
+pub struct ApiServer {
+    pub(crate) store: Store,
+    pub(crate) registry: RwLock<Registry>,
+    pub(crate) options: Options,
+}
+
+/// Namespaces that always exist, as in a new cluster.
+const INITIAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// Query parameters, decoded.
+#[derive(Debug, Default, Clone)]
+pub struct Query(BTreeMap<String, String>);
+
+impl Query {
+    pub(crate) fn parse(raw: Option<&str>) -> Self {
+        Self(
+            form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// A parameter's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// A boolean parameter (`watch=1`, `watch=true`).
+    pub fn flag(&self, name: &str) -> bool {
+        matches!(self.get(name), Some("1" | "true" | "True"))
+    }
+}
+
+/// Now, as the API server writes timestamps.
+pub(crate) fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// A fresh uid.
+pub(crate) fn new_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl ApiServer {
+    /// Builds the server over `store`: re-registers the stored CRDs and creates the initial
+    /// namespaces if missing.
+    ///
+    /// # Errors
+    /// When the store cannot be read or written.
+    pub async fn new(store: Store, options: Options) -> Result<Arc<Self>, StoreError> {
+        let mut registry = Registry::default();
+        let (crds, _) = store.list(&crd_key(), None).await?;
+        for crd in &crds {
+            if let Err(errors) = registry.register_crd(crd) {
+                let name = crd
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                tracing::warn!(crd = name, errors = ?errors, "stored CRD is not servable; skipped");
+            }
+        }
+        let namespaces = ResourceKey::new("", "namespaces");
+        for name in INITIAL_NAMESPACES {
+            if store.get(&namespaces, "", name).await?.is_none() {
+                let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+                                "spec": {"finalizers": ["kubernetes"]}});
+                let (now, uid) = (now(), new_uid());
+                let ctx = WriteContext {
+                    now: &now,
+                    uid: &uid,
+                    status_subresource: true,
+                };
+                store.create(&namespaces, "", ns, &ctx).await?;
+            }
+        }
+        Ok(Arc::new(Self {
+            store,
+            registry: RwLock::new(registry),
+            options,
+        }))
+    }
+
+    /// The store, for tests and tools in the same process.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn registry(&self) -> Registry {
+        self.registry
+            .read()
+            .map_or_else(|poisoned| poisoned.into_inner().clone(), |r| r.clone())
+    }
+
+    pub(crate) fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        match self.registry.write() {
+            Ok(mut r) => f(&mut r),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.options.token else {
+            return true;
+        };
+        headers
+            .get(AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+    }
+
+    /// Answers one request.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path().to_owned();
+        let query = Query::parse(parts.uri.query());
+        let route = route::parse(&path);
+        let response = match route {
+            Some(Route::Health) => text(StatusCode::OK, "ok"),
+            Some(Route::Version) => json_response(StatusCode::OK, &super::discovery::version()),
+            _ if !self.authorized(&parts.headers) => error(&ApiError::unauthorized()),
+            None => error(&ApiError::no_route()),
+            Some(Route::Object(object)) => {
+                let body = match read_body(body, self.options.max_body).await {
+                    Ok(body) => body,
+                    Err(e) => return error(&e),
+                };
+                super::handlers::object(&self, &parts.method, &parts.headers, object, &query, body).await
+            }
+            Some(other) if parts.method == Method::GET => super::discovery::answer(&self, &other),
+            Some(_) => error(&ApiError::method_not_allowed()),
+        };
+        tracing::debug!(method = %parts.method, path, status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis(), "request");
+        response
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ApiError::too_large(limit))
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "failed to read the request body: {e}"
+        ))),
+    }
+}
+
+/// A JSON response.
+pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A plain-text response.
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A `Status` error response.
+pub(crate) fn error(e: &ApiError) -> Response<Body> {
+    json_response(
+        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &e.to_status(),
+    )
+}
+
+/// Serves connections from `listener` until `shutdown` completes, then stops accepting and
+/// lets open connections finish their current request.
+pub async fn serve(listener: TcpListener, server: Arc<ApiServer>, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "failed to accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let server = Arc::clone(&server);
+                let service = hyper::service::service_fn(move |request| {
+                    let server = Arc::clone(&server);
+                    async move { Ok::<_, Infallible>(server.handle(request).await) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    // Watches are long-lived: give in-flight requests a moment, not forever.
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}

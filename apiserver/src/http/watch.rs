@@ -1,0 +1,248 @@
+//! Watches: newline-delimited JSON events from a resourceVersion on, with label and field
+//! selectors, bookmarks, `timeoutSeconds`, initial events, and an in-stream `410 Gone` when the
+//! requested version is older than the kept history.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::handlers::selectors;
+use super::selectors::Selector;
+use super::server::{ApiServer, Body, Query, error};
+use super::status::ApiError;
+use crate::registry::ResourceType;
+use crate::store::{EventType, StoreError, WatchEvent};
+
+/// Longest watch when the client does not say (the API server picks 30 to 60 minutes).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+struct Filter {
+    namespace: String,
+    labels: Selector,
+    fields: Selector,
+}
+
+impl Filter {
+    fn in_scope(&self, event: &WatchEvent) -> bool {
+        self.namespace.is_empty() || event.namespace == self.namespace
+    }
+
+    fn selects(&self, obj: &Value) -> bool {
+        self.labels.matches_labels(obj) && self.fields.matches_fields(obj)
+    }
+}
+
+fn line(event_type: &str, object: &Value) -> Bytes {
+    let mut bytes = serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+fn bookmark(t: &ResourceType, revision: u64, initial_end: bool) -> Bytes {
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line(
+        "BOOKMARK",
+        &json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": metadata}),
+    )
+}
+
+/// Starts a watch; the response streams until the timeout, the client leaving, or shutdown.
+pub(crate) fn watch(
+    server: &Arc<ApiServer>,
+    t: &ResourceType,
+    namespace: &str,
+    query: &Query,
+) -> Response<Body> {
+    let (labels, fields) = match selectors(t, query) {
+        Ok(s) => s,
+        Err(e) => return error(&e),
+    };
+    let since = match query
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && *v != "0")
+    {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(rv) => Some(rv),
+            Err(_) => return error(&ApiError::bad_request(format!("invalid resourceVersion {v:?}"))),
+        },
+    };
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse().ok())
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let bookmarks = query.flag("allowWatchBookmarks");
+    let initial_events = query.flag("sendInitialEvents") || since.is_none();
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let filter = Filter {
+        namespace: namespace.to_owned(),
+        labels,
+        fields,
+    };
+    let server = Arc::clone(server);
+    let t = t.clone();
+    let announce_end = query.flag("sendInitialEvents");
+    tokio::spawn(async move {
+        let live = server.store.subscribe();
+        let run = stream(
+            &server,
+            &t,
+            &filter,
+            since,
+            initial_events,
+            announce_end,
+            bookmarks,
+            live,
+            &tx,
+        );
+        let _ = tokio::time::timeout(timeout, run).await;
+    });
+    let body = StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let mut response = Response::new(BodyExt::boxed(body));
+    *response.status_mut() = StatusCode::OK;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream(
+    server: &ApiServer,
+    t: &ResourceType,
+    filter: &Filter,
+    since: Option<u64>,
+    initial_events: bool,
+    announce_end: bool,
+    bookmarks: bool,
+    mut live: broadcast::Receiver<WatchEvent>,
+    tx: &mpsc::Sender<Bytes>,
+) {
+    let key = t.key();
+    let mut last = 0;
+    let scope = (!filter.namespace.is_empty()).then_some(filter.namespace.as_str());
+    if let Some(rv) = since {
+        match server.store.events_since(&key, rv).await {
+            Ok(history) => {
+                last = rv;
+                for event in history {
+                    last = event.revision;
+                    if !send(tx, filter, &event).await {
+                        return;
+                    }
+                }
+            }
+            Err(StoreError::Expired { requested, oldest }) => {
+                let status = ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
+                    .to_status();
+                let _ = tx.send(line("ERROR", &status)).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx
+                    .send(line("ERROR", &ApiError::internal(e.to_string()).to_status()))
+                    .await;
+                return;
+            }
+        }
+    } else if initial_events {
+        let Ok((items, revision)) = server.store.list(&key, scope).await else {
+            return;
+        };
+        for obj in items.iter().filter(|o| filter.selects(o)) {
+            if tx.send(line("ADDED", obj)).await.is_err() {
+                return;
+            }
+        }
+        last = revision;
+        if announce_end && tx.send(bookmark(t, revision, true)).await.is_err() {
+            return;
+        }
+    }
+    let mut ticker = tokio::time::interval(server.options.bookmark_interval);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            () = tx.closed() => return,
+            _ = ticker.tick(), if bookmarks => {
+                if tx.send(bookmark(t, last, false)).await.is_err() {
+                    return;
+                }
+            }
+            received = live.recv() => match received {
+                Ok(event) if event.resource == key && event.revision > last => {
+                    last = event.revision;
+                    if !send(tx, filter, &event).await {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let status = ApiError::expired("the watch fell behind; list again and watch from the new resourceVersion").to_status();
+                    let _ = tx.send(line("ERROR", &status)).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Sends one store event as the client sees it through its selectors: an object that starts
+/// matching is ADDED, one that stops matching is DELETED, one that matches before and after is
+/// MODIFIED. False when the client is gone.
+async fn send(tx: &mpsc::Sender<Bytes>, filter: &Filter, event: &WatchEvent) -> bool {
+    if !filter.in_scope(event) {
+        return true;
+    }
+    let before = event.previous.as_ref().is_some_and(|p| filter.selects(p));
+    let after = event.event_type != EventType::Deleted && filter.selects(&event.object);
+    match seen_as(before, after) {
+        Some(event_type) => tx.send(line(event_type, &event.object)).await.is_ok(),
+        None => true,
+    }
+}
+
+/// The event a watcher sees, from whether its selectors matched the object before and after.
+fn seen_as(before: bool, after: bool) -> Option<&'static str> {
+    match (before, after) {
+        (false, true) => Some("ADDED"),
+        (true, true) => Some("MODIFIED"),
+        (true, false) => Some("DELETED"),
+        (false, false) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_transitions() {
+        assert_eq!(
+            seen_as(false, true),
+            Some("ADDED"),
+            "created, or relabeled into the selection"
+        );
+        assert_eq!(seen_as(true, true), Some("MODIFIED"));
+        assert_eq!(
+            seen_as(true, false),
+            Some("DELETED"),
+            "deleted, or relabeled out of the selection"
+        );
+        assert_eq!(seen_as(false, false), None, "never visible");
+    }
+}

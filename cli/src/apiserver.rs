@@ -1,0 +1,103 @@
+//! `ringrift apiserver`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ringrift_apiserver::http::DEFAULT_MAX_BODY;
+use ringrift_apiserver::run::{Config, run};
+
+use crate::telemetry::{self, TelemetryArgs};
+
+/// Options of `ringrift apiserver`.
+#[derive(Debug, clap::Args)]
+pub struct ApiserverArgs {
+    /// Address to listen on. Port 0 picks a free port; the address is printed on start.
+    #[arg(long, env = "RINGRIFT_APISERVER_LISTEN", default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Directory of the SQLite database (created if missing).
+    #[arg(
+        long,
+        env = "RINGRIFT_APISERVER_DATA_DIR",
+        default_value = ".ringrift/apiserver"
+    )]
+    pub data_dir: PathBuf,
+    /// Keep everything in memory and lose it on exit (for tests); ignores --data-dir.
+    #[arg(long, env = "RINGRIFT_APISERVER_IN_MEMORY")]
+    pub in_memory: bool,
+    /// Bearer token every client must send. Unset: no authentication.
+    #[arg(long, env = "RINGRIFT_APISERVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Write a kubeconfig for this server to this file (for kubectl and the other roles).
+    #[arg(long, env = "RINGRIFT_APISERVER_KUBECONFIG", value_name = "FILE")]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// Watch events kept for clients that resume from an older resourceVersion.
+    #[arg(long, env = "RINGRIFT_APISERVER_WATCH_HISTORY", default_value_t = 10_000)]
+    pub watch_history: u64,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "RINGRIFT_APISERVER_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY)]
+    pub max_body_bytes: usize,
+    /// How often watches that ask for bookmarks get one.
+    #[arg(long, env = "RINGRIFT_APISERVER_BOOKMARK_INTERVAL", default_value = "10s", value_parser = crate::duration::parse)]
+    pub bookmark_interval: Duration,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+pub(crate) fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<ExitCode> {
+    let ApiserverArgs {
+        listen,
+        data_dir,
+        in_memory,
+        token,
+        write_kubeconfig,
+        watch_history,
+        max_body_bytes,
+        bookmark_interval,
+        telemetry,
+    } = args;
+    telemetry::init(&telemetry)?;
+    let config = Config {
+        listen,
+        data_dir: (!in_memory).then_some(data_dir),
+        token: token.filter(|t| !t.is_empty()),
+        kubeconfig: write_kubeconfig,
+        watch_history,
+        max_body: max_body_bytes,
+        bookmark_interval,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime
+        .block_on(async { run(config, shutdown_signal()).await })
+        .context("apiserver failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("interrupted; shutting down"),
+        () = term => tracing::info!("SIGTERM; shutting down"),
+    }
+}

@@ -1,0 +1,224 @@
+//! Starting the real `ringrift` binary as a process for a test, and cleaning up after it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The `ringrift` binary: `$RINGRIFT_BIN`, or the one cargo built next to the test binary.
+///
+/// # Errors
+/// When it has not been built.
+pub fn ringrift_bin() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("RINGRIFT_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the test binary: {e}"))?;
+    // target/<profile>/deps/<test> -> target/<profile>/ringrift
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("ringrift"))
+        .ok_or("unexpected test binary location")?;
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} does not exist: build it with `cargo build -p ringrift` (`cargo test --workspace` and scripts/test.sh do)",
+            bin.display()
+        ))
+    }
+}
+
+/// A scratch directory for one test, removed on drop unless the test failed (then kept, and
+/// its path printed, for the logs in it).
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A fresh directory named after the test.
+    ///
+    /// # Errors
+    /// When it cannot be created.
+    pub fn new(test: &str) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("ringrift-e2e-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed; its files are kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A running `ringrift apiserver`, killed on drop. Its stderr goes to `apiserver.log` in its
+/// directory and is printed when the test fails.
+#[derive(Debug)]
+pub struct ApiServerProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// The kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+/// How long a server may take to announce its address.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+impl ApiServerProcess {
+    /// Starts `ringrift apiserver` on a free port with its data in `dir/data`, plus `extra`
+    /// arguments, and waits (with a deadline) until it announces its address.
+    ///
+    /// # Errors
+    /// When it cannot be started or does not announce itself in time.
+    pub fn start(dir: &Path, extra: &[&str]) -> Result<Self, String> {
+        let kubeconfig = dir.join("kubeconfig");
+        let mut args: Vec<String> = vec![
+            "apiserver".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+            "--write-kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--log-level".into(),
+            "debug".into(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let (child, url) = Self::spawn(dir, &args)?;
+        Ok(Self {
+            child,
+            url,
+            kubeconfig,
+            dir: dir.to_path_buf(),
+            args,
+        })
+    }
+
+    fn spawn(dir: &Path, args: &[String]) -> Result<(Child, String), String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("apiserver.log"))
+            .map_err(|e| format!("failed to open the log: {e}"))?;
+        let mut child = Command::new(ringrift_bin()?)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("failed to start ringrift apiserver: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + START_DEADLINE;
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(dir.join("apiserver.log")).unwrap_or_default();
+                return Err(format!(
+                    "ringrift apiserver did not announce its address within {START_DEADLINE:?}:\n{log}"
+                ));
+            };
+            if let Some(url) = line.strip_prefix("ringrift apiserver listening on ") {
+                break url.to_owned();
+            }
+        };
+        Ok((child, url))
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again with the same arguments and data (after [`Self::kill`]).
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        let (child, url) = Self::spawn(&self.dir, &self.args)?;
+        self.child = child;
+        self.url = url;
+        Ok(())
+    }
+
+    /// A raw HTTP/1.1 request; returns the status code and body.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, String), String> {
+        let address = self.url.trim_start_matches("http://");
+        let mut stream =
+            TcpStream::connect(address).map_err(|e| format!("failed to connect to {address}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.extend([*name, ": ", *value, "\r\n"]);
+        }
+        request.push_str("\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .and_then(|()| stream.write_all(body))
+            .map_err(|e| format!("failed to send: {e}"))?;
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let code = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((code, body))
+    }
+}
+
+impl Drop for ApiServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("apiserver.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last lines of the apiserver log ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
