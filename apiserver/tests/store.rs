@@ -350,3 +350,33 @@ async fn missing_objects_and_stale_deletes_are_refused() {
         "nothing changed"
     );
 }
+
+#[tokio::test]
+async fn events_carry_the_previous_object_from_history_and_live() {
+    let store = Store::in_memory(100).await.unwrap();
+    let mut live = store.subscribe();
+    let a = store.create(&jobs(), "default", job("a", 1), &CTX).await.unwrap();
+    let mut changed = a.clone();
+    changed["spec"]["games"] = 2.into();
+    store
+        .update(&jobs(), "default", "a", changed, Subresource::Main, &CTX)
+        .await
+        .unwrap();
+    store
+        .delete(&jobs(), "default", "a", &Preconditions::default(), &CTX)
+        .await
+        .unwrap();
+    let history = store.events_since(&jobs(), 0).await.unwrap();
+    let previous_games: Vec<Option<u64>> = history
+        .iter()
+        .map(|e| e.previous.as_ref().and_then(|p| p["spec"]["games"].as_u64()))
+        .collect();
+    assert_eq!(previous_games, [None, Some(1), Some(2)]);
+    for expected in [None, Some(1), Some(2)] {
+        let event = live.recv().await.unwrap();
+        assert_eq!(
+            event.previous.as_ref().and_then(|p| p["spec"]["games"].as_u64()),
+            expected
+        );
+    }
+}

@@ -164,6 +164,13 @@ impl ApiServerProcess {
         Ok(())
     }
 
+    /// A client for its HTTP API, usable from other threads.
+    pub fn client(url: &str) -> HttpClient {
+        HttpClient {
+            address: url.trim_start_matches("http://").to_owned(),
+        }
+    }
+
     /// A raw HTTP/1.1 request; returns the status code and body.
     ///
     /// # Errors
@@ -175,7 +182,30 @@ impl ApiServerProcess {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(u16, String), String> {
-        let address = self.url.trim_start_matches("http://");
+        Self::client(&self.url).http(method, path, headers, body)
+    }
+}
+
+/// A minimal HTTP/1.1 client for raw requests (one connection each), so tests can send exactly
+/// the bytes they mean, malformed ones included.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    address: String,
+}
+
+impl HttpClient {
+    /// A raw HTTP/1.1 request; returns the status code and body.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, String), String> {
+        let address = self.address.as_str();
         let mut stream =
             TcpStream::connect(address).map_err(|e| format!("failed to connect to {address}: {e}"))?;
         stream

@@ -566,8 +566,15 @@ impl Store {
             .await
         };
         stored.map_err(db("write an object"))?;
+        let previous_body = previous
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|source| StoreError::Json {
+                action: "encode an object",
+                source,
+            })?;
         sqlx::query(
-            "INSERT INTO events (revision, resource, namespace, name, type, body) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (revision, resource, namespace, name, type, body, prev_body) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(rev_db)
         .bind(resource.column())
@@ -575,6 +582,7 @@ impl Store {
         .bind(name)
         .bind(event_type.as_str())
         .bind(&body)
+        .bind(previous_body)
         .execute(&mut *tx)
         .await
         .map_err(db("record an event"))?;

@@ -1,0 +1,262 @@
+//! The embedded API server under load and failure, over plain HTTP: what it acknowledged
+//! survives SIGKILL, concurrent writers get 409s and never overwrite each other silently, and
+//! watches expire, bookmark and time out as the API Concepts document describes.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use ringrift_e2e::process::{ApiServerProcess, Scratch};
+use serde_json::{Value, json};
+
+const JSON: [(&str, &str); 1] = [("Content-Type", "application/json")];
+const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
+
+fn config_map(name: &str, value: &str) -> Vec<u8> {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": value}})
+        .to_string()
+        .into_bytes()
+}
+
+fn parse(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_in_the_middle_of_a_write_load() {
+    let dir = Scratch::new("durability").unwrap();
+    let mut server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (url, acked) = (server.url.clone(), Arc::clone(&acked));
+            let probe = ApiServerProcess::client(&url);
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    let name = format!("w{w}-{i}");
+                    match probe.http("POST", CONFIGMAPS, &JSON, &config_map(&name, &i.to_string())) {
+                        Ok((201, _)) => acked.lock().unwrap().push((name, i.to_string())),
+                        Ok((code, body)) => panic!("unexpected {code}: {body}"),
+                        Err(_) => return, // the server is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    // Kill it while the writers are mid-flight, once a good number of writes are acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 200 {
+        assert!(Instant::now() < deadline, "the write load did not get going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.kill();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    server.restart().unwrap();
+    let (code, body) = server.http("GET", CONFIGMAPS, &[], b"").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let stored: std::collections::HashMap<String, String> = parse(&body)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cm| {
+            (
+                cm["metadata"]["name"].as_str().unwrap().to_owned(),
+                cm["data"]["v"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|(n, v)| stored.get(n) != Some(v))
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
+}
+
+#[test]
+fn concurrent_writers_see_conflicts_never_silent_overwrites() {
+    let dir = Scratch::new("concurrency").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    let (code, body) = server
+        .http("POST", CONFIGMAPS, &JSON, &config_map("counter", "0"))
+        .unwrap();
+    assert_eq!(code, 201, "{body}");
+    let (writers, increments) = (4, 15);
+    let first_round = Arc::new(Barrier::new(writers));
+    let handles: Vec<_> = (0..writers)
+        .map(|_| {
+            let client = ApiServerProcess::client(&server.url);
+            let first_round = Arc::clone(&first_round);
+            std::thread::spawn(move || {
+                let (mut conflicts, mut first) = (0, true);
+                for _ in 0..increments {
+                    loop {
+                        let (_, body) = client
+                            .http("GET", &format!("{CONFIGMAPS}/counter"), &[], b"")
+                            .unwrap();
+                        let mut cm = parse(&body);
+                        if std::mem::take(&mut first) {
+                            first_round.wait();
+                        }
+                        let n: u64 = cm["data"]["v"].as_str().unwrap().parse().unwrap();
+                        cm["data"]["v"] = (n + 1).to_string().into();
+                        let put = serde_json::to_vec(&cm).unwrap();
+                        match client
+                            .http("PUT", &format!("{CONFIGMAPS}/counter"), &JSON, &put)
+                            .unwrap()
+                        {
+                            (200, _) => break,
+                            (409, body) => {
+                                assert!(body.contains("\"reason\":\"Conflict\""), "{body}");
+                                conflicts += 1;
+                            }
+                            (code, body) => panic!("unexpected {code}: {body}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    let conflicts: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let (_, body) = server
+        .http("GET", &format!("{CONFIGMAPS}/counter"), &[], b"")
+        .unwrap();
+    assert_eq!(
+        parse(&body)["data"]["v"],
+        (writers * increments).to_string(),
+        "no increment lost"
+    );
+    assert!(
+        conflicts >= writers - 1,
+        "the first round's stale writers got 409s ({conflicts})"
+    );
+}
+
+#[test]
+fn a_watch_from_a_compacted_version_gets_410_in_the_stream() {
+    let dir = Scratch::new("watch-expired").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &["--watch-history", "5"]).unwrap();
+    for i in 0..10 {
+        let (code, _) = server
+            .http("POST", CONFIGMAPS, &JSON, &config_map(&format!("c{i}"), "x"))
+            .unwrap();
+        assert_eq!(code, 201);
+    }
+    // API Concepts, "410 Gone responses": an expired resourceVersion on a watch is an ERROR
+    // event carrying a Status with code 410, on a 200 response.
+    let (code, body) = server
+        .http(
+            "GET",
+            &format!("{CONFIGMAPS}?watch=1&resourceVersion=1"),
+            &[],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"type\":\"ERROR\"") && body.contains("\"code\":410"),
+        "{body}"
+    );
+    // A list gives the current resourceVersion, from which a watch works again.
+    let (_, list) = server.http("GET", CONFIGMAPS, &[], b"").unwrap();
+    let rv = parse(&list)["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, body) = server
+        .http(
+            "GET",
+            &format!("{CONFIGMAPS}?watch=1&resourceVersion={rv}&timeoutSeconds=1"),
+            &[],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(code, 200);
+    assert!(!body.contains("ERROR"), "{body}");
+}
+
+#[test]
+fn watches_bookmark_and_end_at_their_timeout() {
+    let dir = Scratch::new("watch-bookmarks").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &["--bookmark-interval", "200ms"]).unwrap();
+    let (code, _) = server
+        .http("POST", CONFIGMAPS, &JSON, &config_map("a", "1"))
+        .unwrap();
+    assert_eq!(code, 201);
+    let started = Instant::now();
+    let (code, body) = server
+        .http(
+            "GET",
+            &format!("{CONFIGMAPS}?watch=1&allowWatchBookmarks=true&timeoutSeconds=2"),
+            &[],
+            b"",
+        )
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(code, 200);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "ended after {took:?}"
+    );
+    // Without a resourceVersion the watch starts with the current state.
+    assert!(body.contains("\"type\":\"ADDED\""), "{body}");
+    assert!(body.contains("\"type\":\"BOOKMARK\""), "{body}");
+}
+
+#[test]
+fn a_watch_with_a_label_selector_sees_objects_enter_and_leave() {
+    let dir = Scratch::new("watch-selector").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    let (_, list) = server.http("GET", CONFIGMAPS, &[], b"").unwrap();
+    let rv = parse(&list)["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _) = server
+        .http("POST", CONFIGMAPS, &JSON, &config_map("a", "1"))
+        .unwrap();
+    assert_eq!(code, 201);
+    let merge = [("Content-Type", "application/merge-patch+json")];
+    let label = |value: &str| {
+        json!({"metadata": {"labels": {"team": value}}})
+            .to_string()
+            .into_bytes()
+    };
+    for value in ["blue", "red", "blue"] {
+        let (code, body) = server
+            .http("PATCH", &format!("{CONFIGMAPS}/a"), &merge, &label(value))
+            .unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, body) = server
+        .http(
+            "GET",
+            &format!("{CONFIGMAPS}?watch=1&resourceVersion={rv}&labelSelector=team%3Dblue&timeoutSeconds=1"),
+            &[],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(code, 200);
+    // The body is chunked: JSON event lines between chunk-size lines.
+    let types: Vec<String> = body
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+        .filter_map(|event| event["type"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        types,
+        ["ADDED", "DELETED", "ADDED"],
+        "enters, leaves, enters again:\n{body}"
+    );
+}
