@@ -219,12 +219,18 @@ impl HttpClient {
             request.extend([*name, ": ", *value, "\r\n"]);
         }
         request.push_str("\r\n");
-        stream
+        // A server may answer (413, say) and close before the whole body is sent: a failed
+        // write is only an error if no response comes back either.
+        let sent = stream
             .write_all(request.as_bytes())
-            .and_then(|()| stream.write_all(body))
-            .map_err(|e| format!("failed to send: {e}"))?;
+            .and_then(|()| stream.write_all(body));
         let mut response = Vec::new();
         let _ = stream.read_to_end(&mut response);
+        if response.is_empty()
+            && let Err(e) = sent
+        {
+            return Err(format!("failed to send: {e}"));
+        }
         let text = String::from_utf8_lossy(&response).into_owned();
         let code = text
             .split(' ')

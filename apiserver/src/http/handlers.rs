@@ -442,7 +442,7 @@ fn candidate(target: &Target, old: &Value, new: Value) -> Value {
 }
 
 async fn update(
-    server: &ApiServer,
+    server: &Arc<ApiServer>,
     target: &Target,
     name: &str,
     headers: &HeaderMap,
@@ -467,7 +467,7 @@ async fn update(
 }
 
 async fn write_update(
-    server: &ApiServer,
+    server: &Arc<ApiServer>,
     target: &Target,
     name: &str,
     old: &Value,
@@ -488,6 +488,15 @@ async fn write_update(
         )
         .await
         .map_err(|e| ApiError::from_store(e, &target.key, name))?;
+    // An update that drops the last finalizer of an object being deleted removes it.
+    let removed = meta_str(&written, "deletionTimestamp").is_some()
+        && written
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+    if removed {
+        super::lifecycle::after_removal(server, &target.key, &written);
+    }
     let written = super::lifecycle::after_write(server, &target.key, written).await;
     Ok(Reply {
         status: StatusCode::OK,
@@ -497,7 +506,7 @@ async fn write_update(
 }
 
 async fn patch(
-    server: &ApiServer,
+    server: &Arc<ApiServer>,
     target: &Target,
     name: &str,
     headers: &HeaderMap,

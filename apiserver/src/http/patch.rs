@@ -125,10 +125,14 @@ pub fn json_patch(doc: &mut Value, operations: &Value) -> Result<(), String> {
             }
             "copy" => get(&work, field("from")?).and_then(|copied| add(&mut work, path, copied)),
             "test" => {
+                // As the Kubernetes API server's JSON patch library: a missing member tests
+                // equal to null (kube-rs' finalizer helper relies on this).
                 let expected = value()?;
-                match work.pointer(path) {
-                    Some(actual) if *actual == expected => Ok(()),
-                    _ => Err(format!("test failed: {path:?} is not {expected}")),
+                let actual = work.pointer(path).unwrap_or(&Value::Null);
+                if *actual == expected {
+                    Ok(())
+                } else {
+                    Err(format!("test failed: {path:?} is not {expected}"))
                 }
             }
             other => Err(format!("unknown op {other:?}")),
@@ -177,6 +181,25 @@ mod tests {
         assert_eq!(
             doc,
             json!({"spec": {"games": 20, "list": [0, 1, 2, 3], "moved": 20}, "metadata": {"labels": {}}})
+        );
+    }
+
+    #[test]
+    fn a_missing_member_tests_equal_to_null() {
+        let mut doc = json!({"metadata": {}});
+        json_patch(
+            &mut doc,
+            &json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                    {"op": "add", "path": "/metadata/finalizers", "value": ["x"]}]),
+        )
+        .unwrap();
+        assert_eq!(doc, json!({"metadata": {"finalizers": ["x"]}}));
+        assert!(
+            json_patch(
+                &mut doc,
+                &json!([{"op": "test", "path": "/metadata/other", "value": 1}])
+            )
+            .is_err()
         );
     }
 

@@ -174,6 +174,14 @@ impl ApiServer {
             _ if !self.authorized(&parts.headers) => error(&ApiError::unauthorized()),
             None => error(&ApiError::no_route()),
             Some(Route::Object(object)) => {
+                let declared = parts
+                    .headers
+                    .get(hyper::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok());
+                if declared.is_some_and(|len| len > self.options.max_body) {
+                    return error(&ApiError::too_large(self.options.max_body));
+                }
                 let body = match read_body(body, self.options.max_body).await {
                     Ok(body) => body,
                     Err(e) => return error(&e),
