@@ -2,6 +2,7 @@
 //! `k3s server` / `k3s agent`, so one image serves the whole chart.
 
 mod apiserver;
+mod bench;
 mod crds;
 mod duration;
 mod planned;
@@ -76,10 +77,9 @@ pub enum Command {
 /// The benchmarks. Each prints JSON figures; none fails on speed.
 #[derive(Debug, Subcommand)]
 pub enum Bench {
-    /// Durable writes/s, list latency, watch delivery latency and memory of the API server.
-    ///
-    /// Not built yet.
-    Apiserver(planned::Planned),
+    /// Durable writes/s, list latency, watch delivery latency and memory of the API server,
+    /// run as its own process on this machine.
+    Apiserver(bench::apiserver::BenchApiserverArgs),
     /// Placements/s and job-to-task latency of the controller with simulated agents.
     ///
     /// Not built yet.
@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(_) => planned::not_built("status", 7),
         Command::Logs(_) => planned::not_built("logs", 5),
         Command::Bench(bench) => match bench {
-            Bench::Apiserver(_) => planned::not_built("bench apiserver", 3),
+            Bench::Apiserver(args) => bench::apiserver::run(args),
             Bench::Dispatch(_) => planned::not_built("bench dispatch", 4),
             Bench::Failover(_) => planned::not_built("bench failover", 4),
             Bench::Sync(_) => planned::not_built("bench sync", 6),

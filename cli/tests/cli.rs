@@ -23,7 +23,6 @@ const PLANNED: &[&[&str]] = &[
     &["workload"],
     &["status"],
     &["logs"],
-    &["bench", "apiserver"],
     &["bench", "dispatch"],
     &["bench", "failover"],
     &["bench", "sync"],

@@ -590,3 +590,87 @@ fn a_token_is_required_when_configured() {
     let kubeconfig = std::fs::read_to_string(&server.kubeconfig).unwrap();
     assert!(kubeconfig.contains("token: \"t0p-secret\""), "{kubeconfig}");
 }
+
+#[test]
+fn foreground_deletion_waits_for_dependents_and_orphan_keeps_them() {
+    let (dir, server) = with_crds("propagation");
+    let owned_task = |job: &str, uid: &str, name: &str| {
+        let task = serde_json::json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
+            "metadata": {"name": name, "ownerReferences": [{
+                "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob", "name": job, "uid": uid,
+                "controller": true, "blockOwnerDeletion": true}]},
+            "spec": {"role": "selfplay", "job": {"kind": "SelfplayJob", "name": job}, "workUnit": name, "attempt": 0}
+        });
+        let file = dir.0.join(format!("{name}.json"));
+        std::fs::write(&file, task.to_string()).unwrap();
+        ok(&server, &["apply", "-f", file.to_str().unwrap()]);
+    };
+    let job_file = repo_root().join("examples/selfplay-job.yaml");
+    ok(&server, &["apply", "-f", job_file.to_str().unwrap()]);
+    let uid = ok(
+        &server,
+        &[
+            "get",
+            "sp",
+            "connect4-selfplay-demo",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    owned_task("connect4-selfplay-demo", &uid, "fg-task");
+    // API Concepts, garbage collection, foreground: the owner is deleted after its dependents;
+    // `kubectl delete --wait` returns once the owner is gone.
+    ok(
+        &server,
+        &[
+            "delete",
+            "sp",
+            "connect4-selfplay-demo",
+            "--cascade=foreground",
+            "--timeout=30s",
+        ],
+    );
+    assert_eq!(
+        ok(&server, &["get", "rtask", "-o", "name"]).trim(),
+        "",
+        "the dependent went first"
+    );
+    assert_eq!(ok(&server, &["get", "sp", "-o", "name"]).trim(), "");
+
+    // Orphan: the owner goes, the dependent stays with the owner reference removed.
+    ok(&server, &["apply", "-f", job_file.to_str().unwrap()]);
+    let uid = ok(
+        &server,
+        &[
+            "get",
+            "sp",
+            "connect4-selfplay-demo",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    owned_task("connect4-selfplay-demo", &uid, "orphan-task");
+    ok(
+        &server,
+        &[
+            "delete",
+            "sp",
+            "connect4-selfplay-demo",
+            "--cascade=orphan",
+            "--timeout=30s",
+        ],
+    );
+    assert_eq!(ok(&server, &["get", "sp", "-o", "name"]).trim(), "");
+    let refs = ok(
+        &server,
+        &[
+            "get",
+            "rtask",
+            "orphan-task",
+            "-o",
+            "jsonpath={.metadata.ownerReferences}",
+        ],
+    );
+    assert_eq!(refs.trim(), "", "the orphan no longer names its deleted owner");
+}

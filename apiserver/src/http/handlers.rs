@@ -3,32 +3,33 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{ACCEPT, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::admission::{admit, candidate, check_identity, content_type, decode, decode_object};
+use super::meta::{meta_str, set_meta, write_context};
 use super::patch::{json_patch, merge_patch};
 use super::route::ObjectPath;
 use super::selectors::{Selector, parse_fields, parse_labels};
 use super::server::{ApiServer, Body, Query, error, json_response, new_uid, now};
 use super::status::ApiError;
-use crate::registry::{Registry, ResourceType, crd_key};
-use crate::schema::FieldError;
+use crate::registry::ResourceType;
 use crate::store::ResourceKey;
 use crate::store::names::{GENERATED_SUFFIX_LEN, check_name, generate_name};
-use crate::store::semantics::{Preconditions, Subresource, WriteContext};
+use crate::store::semantics::Subresource;
 
 /// How many times a patch without a resourceVersion is re-applied when a concurrent write
 /// wins the race, as the Kubernetes API server does.
 const PATCH_RETRIES: usize = 5;
 
 /// The request, resolved against the registry.
-struct Target {
-    t: ResourceType,
-    key: ResourceKey,
-    namespace: String,
-    name: Option<String>,
-    sub: Subresource,
+pub(crate) struct Target {
+    pub(crate) t: ResourceType,
+    pub(crate) key: ResourceKey,
+    pub(crate) namespace: String,
+    pub(crate) name: Option<String>,
+    pub(crate) sub: Subresource,
 }
 
 fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
@@ -79,8 +80,8 @@ pub(crate) async fn object(
         (&Method::POST, None) => create(server, &target, headers, query, &body).await,
         (&Method::PUT, Some(name)) => update(server, &target, &name, headers, query, &body).await,
         (&Method::PATCH, Some(name)) => patch(server, &target, &name, headers, query, &body).await,
-        (&Method::DELETE, Some(name)) => delete(server, &target, &name, &body).await,
-        (&Method::DELETE, None) => delete_collection(server, &target, query).await,
+        (&Method::DELETE, Some(name)) => super::delete::delete(server, &target, &name, &body).await,
+        (&Method::DELETE, None) => super::delete::delete_collection(server, &target, query).await,
         _ => Err(ApiError::method_not_allowed()),
     };
     match result {
@@ -101,172 +102,20 @@ pub(crate) async fn object(
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    body: Value,
-    warnings: Vec<String>,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Value,
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Reply {
-    fn ok(body: Value) -> Self {
+    pub(crate) fn ok(body: Value) -> Self {
         Self {
             status: StatusCode::OK,
             body,
             warnings: Vec::new(),
         }
     }
-}
-
-fn content_type(headers: &HeaderMap) -> String {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default()
-}
-
-fn decode(content_type: &str, body: &Bytes) -> Result<Value, ApiError> {
-    let value: Value = match content_type {
-        ""
-        | "application/json"
-        | "application/merge-patch+json"
-        | "application/json-patch+json"
-        | "application/strategic-merge-patch+json" => serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("failed to decode the request body as JSON: {e}")))?,
-        "application/yaml" | "application/apply-patch+yaml" => {
-            let text = std::str::from_utf8(body)
-                .map_err(|_| ApiError::bad_request("failed to decode the request body: not UTF-8"))?;
-            serde_saphyr::from_str(text).map_err(|e| {
-                ApiError::bad_request(format!("failed to decode the request body as YAML: {e}"))
-            })?
-        }
-        other => return Err(ApiError::unsupported_media_type(other)),
-    };
-    Ok(value)
-}
-
-fn decode_object(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
-    let ct = content_type(headers);
-    if !matches!(ct.as_str(), "" | "application/json" | "application/yaml") {
-        return Err(ApiError::unsupported_media_type(&ct));
-    }
-    let value = decode(&ct, body)?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request("the request body must be an object"));
-    }
-    Ok(value)
-}
-
-fn write_context<'a>(t: &ResourceType, now: &'a str, uid: &'a str) -> WriteContext<'a> {
-    WriteContext {
-        now,
-        uid,
-        status_subresource: t.status_subresource,
-    }
-}
-
-fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
-}
-
-fn set_meta(obj: &mut Value, field: &str, value: Value) {
-    if !obj.get("metadata").is_some_and(Value::is_object) {
-        obj["metadata"] = json!({});
-    }
-    obj["metadata"][field] = value;
-}
-
-/// Checks apiVersion/kind and the namespace, and fills in what the URL implies.
-fn check_identity(target: &Target, obj: &mut Value) -> Result<(), ApiError> {
-    let t = &target.t;
-    let api_version = obj
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    if api_version != t.api_version() {
-        return Err(ApiError::bad_request(format!(
-            "the API version in the data ({api_version}) does not match the expected API version ({})",
-            t.api_version()
-        )));
-    }
-    let kind = obj
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    if kind != t.kind {
-        return Err(ApiError::bad_request(format!(
-            "the kind in the data ({kind}) does not match the expected kind ({})",
-            t.kind
-        )));
-    }
-    if t.namespaced {
-        match meta_str(obj, "namespace") {
-            Some(ns) if !ns.is_empty() && ns != target.namespace => {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-            _ => set_meta(obj, "namespace", target.namespace.clone().into()),
-        }
-    } else if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("namespace");
-    }
-    Ok(())
-}
-
-/// Schema admission for custom resources (and CRD checks for CRDs). Returns warnings.
-fn admit(
-    target: &Target,
-    obj: &mut Value,
-    old: Option<&Value>,
-    query: &Query,
-) -> Result<Vec<String>, ApiError> {
-    let t = &target.t;
-    let name = meta_str(obj, "name").unwrap_or_default().to_owned();
-    let invalid = |errors: &[FieldError]| ApiError::invalid(&t.kind, &t.group, &name, errors);
-    let mut warnings = Vec::new();
-    if let Some(validator) = &t.validator {
-        let admission = validator.admit(obj, old);
-        match query.get("fieldValidation").unwrap_or("Warn") {
-            "Strict" if !admission.unknown_fields.is_empty() => {
-                let listed: Vec<String> = admission
-                    .unknown_fields
-                    .iter()
-                    .map(|f| format!("unknown field \"{f}\""))
-                    .collect();
-                return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
-                    listed.join(", ")
-                )));
-            }
-            "Ignore" => {}
-            _ => warnings.extend(
-                admission
-                    .unknown_fields
-                    .iter()
-                    .map(|f| format!("unknown field \"{f}\"")),
-            ),
-        }
-        if !admission.errors.is_empty() {
-            return Err(invalid(&admission.errors));
-        }
-    }
-    if target.key == crd_key() {
-        Registry::default()
-            .register_crd(obj)
-            .map_err(|errors| invalid(&errors))?;
-    }
-    Ok(warnings)
 }
 
 async fn get(server: &ApiServer, target: &Target, name: &str) -> Result<Reply, ApiError> {
@@ -394,51 +243,6 @@ async fn create_object(
         body: created,
         warnings,
     })
-}
-
-/// The object an update through `sub` would store, for admission to see it whole: the request's
-/// status on the stored object for `/status`, the stored status on the request otherwise.
-fn candidate(target: &Target, old: &Value, new: Value) -> Value {
-    match target.sub {
-        Subresource::Status => {
-            let mut merged = old.clone();
-            merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
-            if merged["status"].is_null()
-                && let Some(map) = merged.as_object_mut()
-            {
-                map.remove("status");
-            }
-            set_meta(
-                &mut merged,
-                "resourceVersion",
-                new.pointer("/metadata/resourceVersion")
-                    .cloned()
-                    .unwrap_or(Value::Null),
-            );
-            if merged
-                .pointer("/metadata/resourceVersion")
-                .is_some_and(Value::is_null)
-                && let Some(meta) = merged.get_mut("metadata").and_then(Value::as_object_mut)
-            {
-                meta.remove("resourceVersion");
-            }
-            merged
-        }
-        Subresource::Main => {
-            let mut merged = new;
-            if target.t.status_subresource {
-                match old.get("status") {
-                    Some(status) => merged["status"] = status.clone(),
-                    None => {
-                        if let Some(map) = merged.as_object_mut() {
-                            map.remove("status");
-                        }
-                    }
-                }
-            }
-            merged
-        }
-    }
 }
 
 async fn update(
@@ -576,83 +380,5 @@ async fn patch(
         &target.key,
         name,
         "the object kept changing while the patch was applied; try again",
-    ))
-}
-
-async fn delete(
-    server: &Arc<ApiServer>,
-    target: &Target,
-    name: &str,
-    body: &Bytes,
-) -> Result<Reply, ApiError> {
-    let options: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("failed to decode DeleteOptions: {e}")))?
-    };
-    let preconditions = Preconditions {
-        uid: options
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        resource_version: options
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-    };
-    let (now, uid) = (now(), new_uid());
-    let deleted = server
-        .store
-        .delete(
-            &target.key,
-            &target.namespace,
-            name,
-            &preconditions,
-            &write_context(&target.t, &now, &uid),
-        )
-        .await
-        .map_err(|e| ApiError::from_store(e, &target.key, name))?;
-    if deleted.removed {
-        super::lifecycle::after_removal(server, &target.key, &deleted.object);
-    }
-    Ok(Reply::ok(deleted.object))
-}
-
-async fn delete_collection(
-    server: &Arc<ApiServer>,
-    target: &Target,
-    query: &Query,
-) -> Result<Reply, ApiError> {
-    let (labels, fields) = selectors(&target.t, query)?;
-    let namespace = (!target.namespace.is_empty()).then_some(target.namespace.as_str());
-    let (items, _) = server
-        .store
-        .list(&target.key, namespace)
-        .await
-        .map_err(|e| ApiError::from_store(e, &target.key, ""))?;
-    let mut deleted = Vec::new();
-    for obj in items
-        .into_iter()
-        .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
-    {
-        let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
-        let ns = meta_str(&obj, "namespace").unwrap_or_default().to_owned();
-        let one = Target {
-            t: target.t.clone(),
-            key: target.key.clone(),
-            namespace: ns,
-            name: Some(name.clone()),
-            sub: Subresource::Main,
-        };
-        match delete(server, &one, &name, &Bytes::new()).await {
-            Ok(reply) => deleted.push(reply.body),
-            Err(e) if e.code == 404 => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Reply::ok(
-        json!({"kind": format!("{}List", target.t.kind), "apiVersion": target.t.api_version(),
-                        "metadata": {}, "items": deleted}),
     ))
 }

@@ -6,23 +6,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::meta::{meta_str, set_meta};
 use super::server::{ApiServer, new_uid, now};
 use super::status::error_chain;
 use crate::registry::{crd_key, established_status};
 use crate::store::ResourceKey;
 use crate::store::semantics::{Preconditions, Subresource, WriteContext};
-
-fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
-}
-
-fn set_meta(obj: &mut Value, field: &str, value: Value) {
-    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert(field.to_owned(), value);
-    }
-}
 
 /// After a CRD is written: serve its kinds and mark it established.
 pub(crate) async fn after_write(server: &ApiServer, key: &ResourceKey, obj: Value) -> Value {
@@ -119,75 +108,230 @@ async fn remove_all(server: &ApiServer, key: &ResourceKey) {
     }
 }
 
+/// The finalizer that holds an owner until its dependents are deleted (foreground deletion).
+pub(crate) const FOREGROUND: &str = "foregroundDeletion";
+/// The finalizer that holds an owner until its dependents are released (orphan deletion).
+pub(crate) const ORPHAN: &str = "orphan";
+
+fn owner_refs(obj: &Value) -> Vec<Value> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn owned_by(obj: &Value, uid: &str) -> bool {
+    owner_refs(obj)
+        .iter()
+        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+}
+
+/// Every object that names `owner_uid` among its owners: in the owner's namespace, or anywhere
+/// for a cluster-scoped owner.
+async fn dependents(server: &ApiServer, owner_uid: &str, owner_namespace: &str) -> Vec<(ResourceKey, Value)> {
+    let mut keys: Vec<(ResourceKey, bool)> =
+        server.registry().all().map(|t| (t.key(), t.namespaced)).collect();
+    keys.sort();
+    keys.dedup();
+    let mut found = Vec::new();
+    for (key, namespaced) in keys {
+        let scope = (namespaced && !owner_namespace.is_empty()).then_some(owner_namespace);
+        let Ok((items, _)) = server.store.list(&key, scope).await else {
+            continue;
+        };
+        found.extend(
+            items
+                .into_iter()
+                .filter(|o| owned_by(o, owner_uid))
+                .map(|o| (key.clone(), o)),
+        );
+    }
+    found
+}
+
+/// Drops `owner_uid` from a dependent's owner references.
+async fn release(server: &ApiServer, key: &ResourceKey, obj: &Value, owner_uid: &str) {
+    let remaining: Vec<Value> = owner_refs(obj)
+        .into_iter()
+        .filter(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid))
+        .collect();
+    let mut kept = obj.clone();
+    if remaining.is_empty() {
+        // As the API server serializes it: an empty list is no field at all.
+        if let Some(meta) = kept.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("ownerReferences");
+        }
+    } else {
+        set_meta(&mut kept, "ownerReferences", Value::Array(remaining));
+    }
+    let (ns, name) = (
+        meta_str(obj, "namespace").unwrap_or_default(),
+        meta_str(obj, "name").unwrap_or_default(),
+    );
+    let (now, uid) = (now(), new_uid());
+    let ctx = WriteContext {
+        now: &now,
+        uid: &uid,
+        status_subresource: false,
+    };
+    if let Err(e) = server
+        .store
+        .update(key, ns, name, kept, Subresource::Main, &ctx)
+        .await
+    {
+        tracing::warn!(%key, name, error = error_chain(&e), "garbage collection failed to drop an owner reference");
+    }
+}
+
 /// Deletes the objects whose only owner was `owner_uid`, and drops it from the owner
 /// references of the rest; their removal cascades the same way.
 async fn collect_dependents(server: &Arc<ApiServer>, owner_uid: &str, owner_namespace: &str) {
     let mut owners = vec![(owner_uid.to_owned(), owner_namespace.to_owned())];
-    let keys: Vec<(ResourceKey, bool)> = {
-        let registry = server.registry();
-        let mut keys: Vec<(ResourceKey, bool)> = registry.all().map(|t| (t.key(), t.namespaced)).collect();
-        keys.dedup();
-        keys
-    };
     while let Some((uid, namespace)) = owners.pop() {
-        for (key, namespaced) in &keys {
-            let scope = (*namespaced && !namespace.is_empty()).then_some(namespace.as_str());
-            let Ok((items, _)) = server.store.list(key, scope).await else {
+        for (key, obj) in dependents(server, &uid, &namespace).await {
+            if owner_refs(&obj).len() > 1 {
+                release(server, &key, &obj, &uid).await;
                 continue;
+            }
+            let (ns, name) = (
+                meta_str(&obj, "namespace").unwrap_or_default(),
+                meta_str(&obj, "name").unwrap_or_default(),
+            );
+            let (now, fresh) = (now(), new_uid());
+            let ctx = WriteContext {
+                now: &now,
+                uid: &fresh,
+                status_subresource: false,
             };
-            for obj in items {
-                let refs = obj
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                if !refs
-                    .iter()
-                    .any(|r| r.get("uid").and_then(Value::as_str) == Some(&uid))
-                {
-                    continue;
-                }
-                let remaining: Vec<Value> = refs
-                    .into_iter()
-                    .filter(|r| r.get("uid").and_then(Value::as_str) != Some(&uid))
-                    .collect();
-                let (ns, name) = (
-                    meta_str(&obj, "namespace").unwrap_or_default().to_owned(),
-                    meta_str(&obj, "name").unwrap_or_default().to_owned(),
-                );
-                let (now, fresh) = (now(), new_uid());
-                let ctx = WriteContext {
-                    now: &now,
-                    uid: &fresh,
-                    status_subresource: false,
-                };
-                if remaining.is_empty() {
-                    match server
-                        .store
-                        .delete(key, &ns, &name, &Preconditions::default(), &ctx)
-                        .await
-                    {
-                        Ok(d) if d.removed => {
-                            if let Some(dep_uid) = meta_str(&d.object, "uid") {
-                                owners.push((dep_uid.to_owned(), ns.clone()));
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(%key, name, error = error_chain(&e), "garbage collection failed to delete a dependent");
-                        }
-                    }
-                } else {
-                    let mut kept = obj.clone();
-                    set_meta(&mut kept, "ownerReferences", Value::Array(remaining));
-                    if let Err(e) = server
-                        .store
-                        .update(key, &ns, &name, kept, Subresource::Main, &ctx)
-                        .await
-                    {
-                        tracing::warn!(%key, name, error = error_chain(&e), "garbage collection failed to drop an owner reference");
+            match server
+                .store
+                .delete(&key, ns, name, &Preconditions::default(), &ctx)
+                .await
+            {
+                Ok(d) if d.removed => {
+                    if let Some(dep_uid) = meta_str(&d.object, "uid") {
+                        owners.push((dep_uid.to_owned(), ns.to_owned()));
                     }
                 }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%key, name, error = error_chain(&e), "garbage collection failed to delete a dependent");
+                }
+            }
+        }
+    }
+}
+
+/// Removes `finalizer` from the stored object; if that was the last, the object goes.
+async fn drop_finalizer(
+    server: &Arc<ApiServer>,
+    key: &ResourceKey,
+    namespace: &str,
+    name: &str,
+    finalizer: &str,
+) {
+    let Ok(Some(mut obj)) = server.store.get(key, namespace, name).await else {
+        return;
+    };
+    let kept: Vec<Value> = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| {
+            f.iter()
+                .filter(|v| v.as_str() != Some(finalizer))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    set_meta(&mut obj, "finalizers", Value::Array(kept));
+    let (now, uid) = (now(), new_uid());
+    let ctx = WriteContext {
+        now: &now,
+        uid: &uid,
+        status_subresource: false,
+    };
+    match server
+        .store
+        .update(key, namespace, name, obj, Subresource::Main, &ctx)
+        .await
+    {
+        Ok(written) => {
+            let gone = written
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
+            if gone {
+                after_removal(server, key, &written);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%key, name, error = error_chain(&e), "failed to remove the {finalizer} finalizer");
+        }
+    }
+}
+
+/// Carries out the propagation policy of an owner marked for deletion with the `orphan` or
+/// `foregroundDeletion` finalizer: release or delete its dependents, then drop the finalizer.
+pub(crate) fn propagate(server: &Arc<ApiServer>, key: &ResourceKey, obj: &Value) {
+    let server = Arc::clone(server);
+    let key = key.clone();
+    let finalizers: Vec<String> = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let (uid, ns, name) = (
+        meta_str(obj, "uid").unwrap_or_default().to_owned(),
+        meta_str(obj, "namespace").unwrap_or_default().to_owned(),
+        meta_str(obj, "name").unwrap_or_default().to_owned(),
+    );
+    tokio::spawn(async move {
+        if finalizers.iter().any(|f| f == ORPHAN) {
+            for (dep_key, dep) in dependents(&server, &uid, &ns).await {
+                release(&server, &dep_key, &dep, &uid).await;
+            }
+            drop_finalizer(&server, &key, &ns, &name, ORPHAN).await;
+        }
+        if finalizers.iter().any(|f| f == FOREGROUND) {
+            // Dependents with finalizers of their own go when their controllers let them.
+            loop {
+                collect_dependents(&server, &uid, &ns).await;
+                if dependents(&server, &uid, &ns).await.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            drop_finalizer(&server, &key, &ns, &name, FOREGROUND).await;
+        }
+    });
+}
+
+/// After a restart: resumes the propagation of owners that were being deleted.
+pub(crate) async fn resume(server: &Arc<ApiServer>) {
+    let mut keys: Vec<ResourceKey> = server
+        .registry()
+        .all()
+        .map(crate::registry::ResourceType::key)
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let Ok((items, _)) = server.store.list(&key, None).await else {
+            continue;
+        };
+        for obj in items
+            .iter()
+            .filter(|o| meta_str(o, "deletionTimestamp").is_some())
+        {
+            let held = obj
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| {
+                    f.iter()
+                        .any(|v| v.as_str() == Some(FOREGROUND) || v.as_str() == Some(ORPHAN))
+                });
+            if held {
+                propagate(server, &key, obj);
             }
         }
     }

@@ -1,8 +1,11 @@
 //! The HTTP side of the API server: [`serve`] runs an [`ApiServer`] on a listener.
 
+mod admission;
+mod delete;
 pub mod discovery;
 mod handlers;
 mod lifecycle;
+mod meta;
 pub mod patch;
 pub mod route;
 pub mod selectors;

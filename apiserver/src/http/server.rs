@@ -125,11 +125,13 @@ impl ApiServer {
                 store.create(&namespaces, "", ns, &ctx).await?;
             }
         }
-        Ok(Arc::new(Self {
+        let server = Arc::new(Self {
             store,
             registry: RwLock::new(registry),
             options,
-        }))
+        });
+        super::lifecycle::resume(&server).await;
+        Ok(server)
     }
 
     /// The store, for tests and tools in the same process.

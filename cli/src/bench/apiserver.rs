@@ -1,0 +1,278 @@
+//! `ringrift bench apiserver`: durable writes per second, list latency, watch delivery latency
+//! with many watchers, and memory with many stored objects, against the real server running as
+//! its own process on this machine. Prints JSON; never fails on speed.
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hyper::body::Body as _;
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::http::Connection;
+use super::stats::{per_second, percentile, round3};
+
+/// Options of `ringrift bench apiserver`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct BenchApiserverArgs {
+    /// Objects stored before memory is measured.
+    #[arg(long, default_value_t = 100_000)]
+    pub objects: usize,
+    /// Objects stored when list latency is measured (written first).
+    #[arg(long, default_value_t = 10_000)]
+    pub list_objects: usize,
+    /// Concurrent writers, one connection each.
+    #[arg(long, default_value_t = 16)]
+    pub writers: usize,
+    /// Concurrent watchers, one connection each.
+    #[arg(long, default_value_t = 500)]
+    pub watchers: usize,
+    /// Writes whose delivery to every watcher is timed.
+    #[arg(long, default_value_t = 100)]
+    pub watch_events: usize,
+}
+
+const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
+const WATCHED: &str = "/api/v1/namespaces/bench-watch/configmaps";
+const SENT_AT: &str = "bench.ringrift.ai/sent-ns";
+
+struct Server {
+    child: Child,
+    address: String,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn start_server() -> anyhow::Result<Server> {
+    let dir = std::env::temp_dir().join(format!("ringrift-bench-apiserver-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let exe = std::env::current_exe().context("failed to find the ringrift binary")?;
+    let mut child = Command::new(exe)
+        .args([
+            "apiserver",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("failed to start ringrift apiserver")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let announce = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(url) = line.strip_prefix("ringrift apiserver listening on http://") {
+                return Ok::<_, std::io::Error>(Some(url.to_owned()));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .context("the server did not announce its address within 30s")??;
+    let address = announce.context("the server exited before announcing its address")?;
+    Ok(Server { child, address, dir })
+}
+
+fn config_map(name: &str, annotations: &Value) -> Vec<u8> {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "annotations": annotations},
+           "data": {"model": "connect4-gen3", "games": "100", "note": "benchmark object of a realistic small size"}})
+    .to_string()
+    .into_bytes()
+}
+
+/// Writes objects `from..to` with `writers` connections; returns the seconds it took.
+async fn write_range(address: &str, writers: usize, from: usize, to: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let address = address.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&address).await?;
+            for i in (from + w..to).step_by(writers) {
+                let (status, body) = conn
+                    .send(
+                        Method::POST,
+                        CONFIGMAPS,
+                        config_map(&format!("obj-{i:06}"), &json!({})),
+                    )
+                    .await?;
+                anyhow::ensure!(
+                    status == StatusCode::CREATED,
+                    "write {i} answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn list_latency(address: &str, samples: usize) -> anyhow::Result<(Vec<f64>, usize)> {
+    let mut conn = Connection::open(address).await?;
+    let mut times = Vec::new();
+    let mut items = 0;
+    for _ in 0..samples {
+        let started = Instant::now();
+        let (status, body) = conn.send(Method::GET, CONFIGMAPS, Vec::new()).await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(status == StatusCode::OK, "list answered {status}");
+        items = serde_json::from_slice::<Value>(&body)?["items"]
+            .as_array()
+            .map_or(0, Vec::len);
+    }
+    Ok((times, items))
+}
+
+/// Opens `watchers` watches, then writes `events` objects, each stamped with its send time;
+/// returns every delivery latency in milliseconds and the number of deliveries missed.
+async fn watch_latency(address: &str, watchers: usize, events: usize) -> anyhow::Result<(Vec<f64>, usize)> {
+    let mut conn = Connection::open(address).await?;
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-watch"}});
+    conn.send(Method::POST, "/api/v1/namespaces", ns.to_string().into_bytes())
+        .await?;
+    let (_, list) = conn.send(Method::GET, WATCHED, Vec::new()).await?;
+    let rv = serde_json::from_slice::<Value>(&list)?["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_owned();
+    let epoch = Arc::new(Instant::now());
+    let mut tasks = Vec::new();
+    for _ in 0..watchers {
+        let mut watch = Connection::open(address).await?;
+        let mut body = watch
+            .stream(&format!(
+                "{WATCHED}?watch=1&resourceVersion={rv}&timeoutSeconds=600"
+            ))
+            .await?;
+        let epoch = Arc::clone(&epoch);
+        tasks.push(tokio::spawn(async move {
+            let _keep = watch;
+            let (mut latencies, mut buffer) = (Vec::new(), Vec::new());
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while latencies.len() < events {
+                let Ok(Some(Ok(frame))) = tokio::time::timeout_at(
+                    deadline,
+                    std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)),
+                )
+                .await
+                else {
+                    break;
+                };
+                let Ok(data) = frame.into_data() else { continue };
+                buffer.extend_from_slice(&data);
+                while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    let now = epoch.elapsed().as_secs_f64() * 1000.0;
+                    let event: Value = serde_json::from_slice(&line).unwrap_or_default();
+                    if let Some(sent) = event
+                        .pointer(&format!(
+                            "/object/metadata/annotations/{}",
+                            SENT_AT.replace('/', "~1")
+                        ))
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<f64>().ok())
+                    {
+                        latencies.push(now - sent);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    for i in 0..events {
+        let sent = epoch.elapsed().as_secs_f64() * 1000.0;
+        let body = config_map(&format!("watched-{i:04}"), &json!({SENT_AT: sent.to_string()}));
+        let (status, _) = conn.send(Method::POST, WATCHED, body).await?;
+        anyhow::ensure!(status == StatusCode::CREATED, "watched write answered {status}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await?);
+    }
+    let missed = watchers * events - all.len();
+    Ok((all, missed))
+}
+
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| round3(kb / 1024.0))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+pub(crate) fn run(args: BenchApiserverArgs) -> anyhow::Result<ExitCode> {
+    let BenchApiserverArgs {
+        objects,
+        list_objects,
+        writers,
+        watchers,
+        watch_events,
+    } = args;
+    anyhow::ensure!(
+        writers > 0 && list_objects <= objects,
+        "need --writers > 0 and --list-objects <= --objects"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(async {
+        let server = start_server().await?;
+        let pid = server.child.id().unwrap_or(0);
+        eprintln!("bench: writing {list_objects} objects with {writers} writers");
+        let first = write_range(&server.address, writers, 0, list_objects).await?;
+        eprintln!("bench: listing {list_objects} objects");
+        let (mut list, items) = list_latency(&server.address, 20).await?;
+        eprintln!("bench: {watchers} watchers, {watch_events} timed writes");
+        let (mut deliveries, missed) = watch_latency(&server.address, watchers, watch_events).await?;
+        eprintln!("bench: writing up to {objects} objects");
+        let rest = write_range(&server.address, writers, list_objects, objects).await?;
+        let (rss, peak) = rss_mib(pid);
+        let total_writes = objects + watch_events;
+        Ok::<_, anyhow::Error>(json!({
+            "benchmark": "apiserver",
+            "machine": {"cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get)},
+            "durable_writes": {
+                "writers": writers,
+                "first_objects": list_objects,
+                "first_per_second": per_second(list_objects, first),
+                "all_objects": objects,
+                "all_per_second": per_second(objects, first + rest),
+                "storage": "SQLite WAL, synchronous=NORMAL, one transaction per write",
+            },
+            "list": {"objects": items, "samples": list.len(), "p50_ms": round3(percentile(&mut list, 50.0)), "p99_ms": round3(percentile(&mut list, 99.0))},
+            "watch": {
+                "watchers": watchers, "events": watch_events, "deliveries": deliveries.len(), "missed": missed,
+                "p50_ms": round3(percentile(&mut deliveries, 50.0)), "p99_ms": round3(percentile(&mut deliveries, 99.0)),
+            },
+            "memory": {"objects": total_writes, "server_rss_mib": rss, "server_peak_rss_mib": peak},
+        }))
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
