@@ -260,3 +260,83 @@ fn a_watch_with_a_label_selector_sees_objects_enter_and_leave() {
         "enters, leaves, enters again:\n{body}"
     );
 }
+
+#[test]
+fn lists_page_with_limit_and_continue() {
+    let dir = Scratch::new("paging").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    for i in 0..5 {
+        let (code, _) = server
+            .http("POST", CONFIGMAPS, &JSON, &config_map(&format!("c{i}"), "x"))
+            .unwrap();
+        assert_eq!(code, 201);
+    }
+    // API Concepts, "Retrieving large results sets in chunks".
+    let (mut names, mut pages, mut token) = (Vec::new(), 0, String::new());
+    loop {
+        let path = format!("{CONFIGMAPS}?limit=2&continue={token}");
+        let (code, body) = server.http("GET", &path, &[], b"").unwrap();
+        assert_eq!(code, 200, "{body}");
+        let page = parse(&body);
+        pages += 1;
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_owned()),
+        );
+        match page["metadata"]["continue"].as_str() {
+            Some(next) => {
+                assert!(page["metadata"]["remainingItemCount"].as_u64().unwrap() > 0);
+                token = next.replace('/', "%2F");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+}
+
+#[test]
+fn malformed_yaml_and_wrong_verbs_are_refused() {
+    let dir = Scratch::new("bad-yaml").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    let apply = [("Content-Type", "application/apply-patch+yaml")];
+    let (code, body) = server
+        .http(
+            "PATCH",
+            &format!("{CONFIGMAPS}/c?fieldManager=test"),
+            &apply,
+            b"metadata: [unclosed",
+        )
+        .unwrap();
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = server
+        .http(
+            "PATCH",
+            &format!("{CONFIGMAPS}/c"),
+            &apply,
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+        )
+        .unwrap();
+    assert_eq!(code, 400, "fieldManager is required: {body}");
+    let (code, body) = server
+        .http("POST", &format!("{CONFIGMAPS}/c"), &JSON, &config_map("c", "x"))
+        .unwrap();
+    assert_eq!(code, 405, "{body}");
+    assert!(body.contains("\"reason\":\"MethodNotAllowed\""), "{body}");
+    let (code, body) = server.http("GET", CONFIGMAPS, &[], b"").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(parse(&body)["items"], json!([]), "nothing was stored");
+    // The apply patch creates when the object is missing and the manager is named.
+    let (code, body) = server
+        .http(
+            "PATCH",
+            &format!("{CONFIGMAPS}/c?fieldManager=test"),
+            &apply,
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: v}\n",
+        )
+        .unwrap();
+    assert_eq!(code, 201, "{body}");
+}

@@ -238,6 +238,18 @@ fn patch_label_and_server_side_apply() {
         ],
     );
     assert_eq!(get("{.spec.games}"), "4000");
+    // kubectl patch defaults to a strategic merge patch; for custom resources it is a merge.
+    ok(
+        &server,
+        &[
+            "patch",
+            "sp",
+            "connect4-selfplay-demo",
+            "-p",
+            r#"{"spec":{"simulations":200}}"#,
+        ],
+    );
+    assert_eq!(get("{.spec.simulations} {.spec.games}"), "200 4000");
 }
 
 #[test]
