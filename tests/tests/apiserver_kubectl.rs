@@ -161,23 +161,32 @@ fn every_invalid_sample_is_refused_naming_the_field() {
     }
 }
 
-#[test]
-fn patch_label_and_server_side_apply() {
-    let (_dir, server) = with_crds("verbs");
+/// A server with the CRDs and the example SelfplayJob, applied server-side.
+fn with_example_job(test: &str) -> (Scratch, ApiServerProcess) {
+    let (dir, server) = with_crds(test);
     let job = repo_root().join("examples/selfplay-job.yaml");
     ok(&server, &["apply", "--server-side", "-f", job.to_str().unwrap()]);
-    let get = |path: &str| {
-        ok(
-            &server,
-            &[
-                "get",
-                "sp",
-                "connect4-selfplay-demo",
-                "-o",
-                &format!("jsonpath={path}"),
-            ],
-        )
-    };
+    (dir, server)
+}
+
+/// A field of the example SelfplayJob, by JSONPath.
+fn example_job_field(server: &ApiServerProcess, path: &str) -> String {
+    ok(
+        server,
+        &[
+            "get",
+            "sp",
+            "connect4-selfplay-demo",
+            "-o",
+            &format!("jsonpath={path}"),
+        ],
+    )
+}
+
+#[test]
+fn patch_label_and_server_side_apply() {
+    let (_dir, server) = with_example_job("verbs");
+    let get = |path: &str| example_job_field(&server, path);
     assert_eq!(get("{.metadata.generation}"), "1");
 
     // API Conventions: metadata.generation increases on spec changes only.
@@ -254,21 +263,8 @@ fn patch_label_and_server_side_apply() {
 
 #[test]
 fn status_goes_only_through_the_status_subresource() {
-    let (_dir, server) = with_crds("status");
-    let job = repo_root().join("examples/selfplay-job.yaml");
-    ok(&server, &["apply", "--server-side", "-f", job.to_str().unwrap()]);
-    let get = |path: &str| {
-        ok(
-            &server,
-            &[
-                "get",
-                "sp",
-                "connect4-selfplay-demo",
-                "-o",
-                &format!("jsonpath={path}"),
-            ],
-        )
-    };
+    let (_dir, server) = with_example_job("status");
+    let get = |path: &str| example_job_field(&server, path);
     assert_eq!(get("{.metadata.generation}"), "1");
     // CRD guide, status subresource: the main endpoint ignores status; /status takes only status.
     ok(

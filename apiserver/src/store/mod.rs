@@ -4,5 +4,7 @@
 pub mod names;
 pub mod semantics;
 mod sqlite;
+mod types;
 
-pub use sqlite::{DEFAULT_HISTORY, Deleted, EventType, ResourceKey, Store, StoreError, WatchEvent};
+pub use sqlite::{DEFAULT_HISTORY, Store};
+pub use types::{Deleted, EventType, ResourceKey, StoreError, WatchEvent};

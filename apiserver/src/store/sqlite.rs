@@ -17,6 +17,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::{Mutex, broadcast};
 
+use super::types::{Deleted, EventType, ResourceKey, StoreError, WatchEvent};
+
 use super::semantics::{
     DeleteOutcome, Preconditions, Subresource, UpdateOutcome, WriteContext, WriteError, prepare_create,
     prepare_delete, prepare_update,
@@ -29,164 +31,8 @@ pub const DEFAULT_HISTORY: u64 = 10_000;
 /// Live events buffered per watcher before a slow one is dropped (and must re-list).
 const LIVE_BUFFER: usize = 4096;
 
-/// A kind of object as the API addresses it: group and plural resource name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ResourceKey {
-    /// API group; empty for the core group (`v1`).
-    pub group: String,
-    /// Plural resource name, for example `selfplayjobs`.
-    pub resource: String,
-}
-
-impl ResourceKey {
-    /// The key of `resource` in `group`.
-    pub fn new(group: &str, resource: &str) -> Self {
-        Self {
-            group: group.to_owned(),
-            resource: resource.to_owned(),
-        }
-    }
-
-    fn column(&self) -> String {
-        format!("{}/{}", self.group, self.resource)
-    }
-}
-
-impl std::fmt::Display for ResourceKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.group.is_empty() {
-            f.write_str(&self.resource)
-        } else {
-            write!(f, "{}.{}", self.resource, self.group)
-        }
-    }
-}
-
-/// The kind of change a watch event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    /// The object was created.
-    Added,
-    /// The object changed.
-    Modified,
-    /// The object was deleted; the event carries its last state.
-    Deleted,
-}
-
-impl EventType {
-    /// The name watch streams use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Added => "ADDED",
-            Self::Modified => "MODIFIED",
-            Self::Deleted => "DELETED",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ADDED" => Some(Self::Added),
-            "MODIFIED" => Some(Self::Modified),
-            "DELETED" => Some(Self::Deleted),
-            _ => None,
-        }
-    }
-}
-
-/// One change, at one revision.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WatchEvent {
-    /// The revision of the write (the object's resourceVersion).
-    pub revision: u64,
-    /// What kind of object.
-    pub resource: ResourceKey,
-    /// Its namespace; empty for cluster-scoped objects.
-    pub namespace: String,
-    /// Added, modified or deleted.
-    pub event_type: EventType,
-    /// The object after the change (its last state, for a delete).
-    pub object: Value,
-    /// The object before the change; none for an addition.
-    pub previous: Option<Value>,
-}
-
-/// A failed store operation.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// No such object: HTTP 404.
-    #[error("{resource} \"{name}\" not found")]
-    NotFound {
-        /// What kind.
-        resource: ResourceKey,
-        /// Its name.
-        name: String,
-    },
-    /// An object of that name exists: HTTP 409.
-    #[error("{resource} \"{name}\" already exists")]
-    AlreadyExists {
-        /// What kind.
-        resource: ResourceKey,
-        /// Its name.
-        name: String,
-    },
-    /// The write semantics refused the write.
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    /// The requested revision is older than the kept history: HTTP 410.
-    #[error("too old resource version: {requested} ({oldest})")]
-    Expired {
-        /// The revision asked for.
-        requested: u64,
-        /// The oldest revision that can still be resumed from.
-        oldest: u64,
-    },
-    /// The database failed.
-    #[error("failed to {action}")]
-    Database {
-        /// What was being done.
-        action: &'static str,
-        /// The database error.
-        #[source]
-        source: sqlx::Error,
-    },
-    /// A stored or given body is not valid JSON.
-    #[error("failed to {action}")]
-    Json {
-        /// What was being done.
-        action: &'static str,
-        /// The JSON error.
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-impl StoreError {
-    /// A stable, bounded label for metrics and events.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Self::NotFound { .. } => "not_found",
-            Self::AlreadyExists { .. } => "already_exists",
-            Self::Write(WriteError::Conflict(_)) => "conflict",
-            Self::Write(WriteError::BadRequest(_)) => "bad_request",
-            Self::Write(WriteError::Forbidden(_)) => "forbidden",
-            Self::Expired { .. } => "expired",
-            Self::Database { .. } => "database",
-            Self::Json { .. } => "json",
-        }
-    }
-}
-
 fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Database { action, source }
-}
-
-/// The result of a delete.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Deleted {
-    /// The object as deleted (or as marked for deletion).
-    pub object: Value,
-    /// Whether it is gone; false when finalizers keep it, marked with `deletionTimestamp`.
-    pub removed: bool,
 }
 
 /// Objects and their watch history in one SQLite database.
@@ -262,11 +108,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn revision(&self) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT current FROM revision WHERE id = 0")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("read the revision"))?;
-        Ok(u64::try_from(row.get::<i64, _>(0)).unwrap_or(0))
+        current_revision(&self.pool).await
     }
 
     /// One object.
@@ -279,14 +121,7 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Value>, StoreError> {
-        let row = sqlx::query("SELECT body FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
-            .bind(resource.column())
-            .bind(namespace)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("read an object"))?;
-        row.map(|r| parse(&r.get::<String, _>(0))).transpose()
+        load(&self.pool, resource, namespace, name).await
     }
 
     /// Every object of a kind, in one namespace or (None) all, sorted by namespace and name,
@@ -317,7 +152,7 @@ impl Store {
                 }
             }
             .map_err(db("list objects"))?;
-        let revision = current_revision(&mut tx).await?;
+        let revision = current_revision(&mut *tx).await?;
         tx.commit().await.map_err(db("finish a read"))?;
         let objects = rows
             .iter()
@@ -341,7 +176,7 @@ impl Store {
         let name = object_name(&object)?;
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await.map_err(db("start a write"))?;
-        if load(&mut tx, resource, namespace, &name).await?.is_some() {
+        if load(&mut *tx, resource, namespace, &name).await?.is_some() {
             return Err(StoreError::AlreadyExists {
                 resource: resource.clone(),
                 name,
@@ -367,7 +202,7 @@ impl Store {
     ) -> Result<Value, StoreError> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await.map_err(db("start a write"))?;
-        let Some(old) = load(&mut tx, resource, namespace, name).await? else {
+        let Some(old) = load(&mut *tx, resource, namespace, name).await? else {
             return Err(StoreError::NotFound {
                 resource: resource.clone(),
                 name: name.to_owned(),
@@ -417,7 +252,7 @@ impl Store {
     ) -> Result<Deleted, StoreError> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await.map_err(db("start a write"))?;
-        let Some(old) = load(&mut tx, resource, namespace, name).await? else {
+        let Some(old) = load(&mut *tx, resource, namespace, name).await? else {
             return Err(StoreError::NotFound {
                 resource: resource.clone(),
                 name: name.to_owned(),
@@ -475,7 +310,7 @@ impl Store {
         revision: u64,
     ) -> Result<Vec<WatchEvent>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("start a read"))?;
-        let current = current_revision(&mut tx).await?;
+        let current = current_revision(&mut *tx).await?;
         let oldest_kept = sqlx::query("SELECT MIN(revision) FROM events")
             .fetch_one(&mut *tx)
             .await
@@ -531,7 +366,7 @@ impl Store {
         mut object: Value,
         previous: Option<&Value>,
     ) -> Result<Value, StoreError> {
-        let revision = current_revision(&mut tx).await? + 1;
+        let revision = current_revision(&mut *tx).await? + 1;
         let rev_db = i64::try_from(revision).unwrap_or(i64::MAX);
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), revision.to_string().into());
@@ -622,16 +457,18 @@ fn object_name(object: &Value) -> Result<String, StoreError> {
         .ok_or_else(|| WriteError::BadRequest("metadata.name is required".into()).into())
 }
 
-async fn current_revision(tx: &mut Transaction<'static, Sqlite>) -> Result<u64, StoreError> {
+async fn current_revision<'e>(
+    executor: impl sqlx::Executor<'e, Database = Sqlite>,
+) -> Result<u64, StoreError> {
     let row = sqlx::query("SELECT current FROM revision WHERE id = 0")
-        .fetch_one(&mut **tx)
+        .fetch_one(executor)
         .await
         .map_err(db("read the revision"))?;
     Ok(u64::try_from(row.get::<i64, _>(0)).unwrap_or(0))
 }
 
-async fn load(
-    tx: &mut Transaction<'static, Sqlite>,
+async fn load<'e>(
+    executor: impl sqlx::Executor<'e, Database = Sqlite>,
     resource: &ResourceKey,
     namespace: &str,
     name: &str,
@@ -640,7 +477,7 @@ async fn load(
         .bind(resource.column())
         .bind(namespace)
         .bind(name)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(executor)
         .await
         .map_err(db("read an object"))?;
     row.map(|r| parse(&r.get::<String, _>(0))).transpose()
