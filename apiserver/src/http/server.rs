@@ -52,7 +52,9 @@ impl Default for Options {
 #[derive(Debug)]
 pub struct ApiServer {
     pub(crate) store: Store,
-    pub(crate) registry: RwLock<Registry>,
+    /// Read on every request, changed only when a CRD is: readers take the `Arc`, writers
+    /// replace it (copy on write).
+    pub(crate) registry: RwLock<Arc<Registry>>,
     pub(crate) options: Options,
 }
 
@@ -127,7 +129,7 @@ impl ApiServer {
         }
         let server = Arc::new(Self {
             store,
-            registry: RwLock::new(registry),
+            registry: RwLock::new(Arc::new(registry)),
             options,
         });
         super::lifecycle::resume(&server).await;
@@ -139,17 +141,23 @@ impl ApiServer {
         &self.store
     }
 
-    pub(crate) fn registry(&self) -> Registry {
-        self.registry
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        let guard = self
+            .registry
             .read()
-            .map_or_else(|poisoned| poisoned.into_inner().clone(), |r| r.clone())
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(&guard)
     }
 
     pub(crate) fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
-        match self.registry.write() {
-            Ok(mut r) => f(&mut r),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
+        let mut guard = self
+            .registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = Registry::clone(&guard);
+        let result = f(&mut next);
+        *guard = Arc::new(next);
+        result
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
