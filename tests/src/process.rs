@@ -23,6 +23,18 @@ pub fn ringrift_bin() -> Result<PathBuf, String> {
         .map(|dir| dir.join("ringrift"))
         .ok_or("unexpected test binary location")?;
     if bin.exists() {
+        // `cargo test -p ringrift-e2e` alone does not rebuild the binary: refuse a stale one
+        // rather than test old code.
+        let built = std::fs::metadata(&bin)
+            .and_then(|m| m.modified())
+            .map_err(|e| e.to_string())?;
+        if let Some(newer) = newest_source(&crate::repo_root()).filter(|(t, _)| *t > built) {
+            return Err(format!(
+                "{} is older than {}: rebuild it with `cargo build -p ringrift` (`cargo test --workspace` does)",
+                bin.display(),
+                newer.1.display()
+            ));
+        }
         Ok(bin)
     } else {
         Err(format!(
@@ -30,6 +42,30 @@ pub fn ringrift_bin() -> Result<PathBuf, String> {
             bin.display()
         ))
     }
+}
+
+/// The most recently modified source the binary is built from, and when.
+fn newest_source(root: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    fn walk(dir: &Path, newest: &mut Option<(std::time::SystemTime, PathBuf)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+                && newest.as_ref().is_none_or(|(t, _)| modified > *t)
+            {
+                *newest = Some((modified, path));
+            }
+        }
+    }
+    let mut newest = None;
+    for dir in ["crds/src", "apiserver/src", "apiserver/migrations", "cli/src"] {
+        walk(&root.join(dir), &mut newest);
+    }
+    newest
 }
 
 /// A scratch directory for one test, removed on drop unless the test failed (then kept, and

@@ -329,6 +329,16 @@ fn malformed_yaml_and_wrong_verbs_are_refused() {
     let (code, body) = server.http("GET", CONFIGMAPS, &[], b"").unwrap();
     assert_eq!(code, 200);
     assert_eq!(parse(&body)["items"], json!([]), "nothing was stored");
+    let other_name = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n";
+    let (code, body) = server
+        .http(
+            "PATCH",
+            &format!("{CONFIGMAPS}/c?fieldManager=test"),
+            &apply,
+            other_name,
+        )
+        .unwrap();
+    assert_eq!(code, 400, "the body names another object: {body}");
     // The apply patch creates when the object is missing and the manager is named.
     let (code, body) = server
         .http(

@@ -336,6 +336,15 @@ async fn patch(
             if apply && target.sub == Subresource::Main {
                 let mut obj = patch.clone();
                 check_identity(target, &mut obj)?;
+                match meta_str(&obj, "name") {
+                    None | Some("") => set_meta(&mut obj, "name", name.into()),
+                    Some(given) if given != name => {
+                        return Err(ApiError::bad_request(format!(
+                            "the name of the object ({given}) does not match the name on the URL ({name})"
+                        )));
+                    }
+                    Some(_) => {}
+                }
                 return create_object(server, target, obj, query).await;
             }
             return Err(ApiError::not_found(&target.key, name));
