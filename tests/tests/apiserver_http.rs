@@ -350,3 +350,37 @@ fn malformed_yaml_and_wrong_verbs_are_refused() {
         .unwrap();
     assert_eq!(code, 201, "{body}");
 }
+
+#[test]
+fn metrics_count_requests_and_open_watches() {
+    let dir = Scratch::new("metrics").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &["--token", "s"]).unwrap();
+    let auth = [
+        ("Authorization", "Bearer s"),
+        ("Content-Type", "application/json"),
+    ];
+    for i in 0..3 {
+        let (code, _) = server
+            .http("POST", CONFIGMAPS, &auth, &config_map(&format!("m{i}"), "x"))
+            .unwrap();
+        assert_eq!(code, 201);
+    }
+    let (code, _) = server.http("FROBNICATE", CONFIGMAPS, &auth, b"").unwrap();
+    assert_eq!(code, 405);
+    // Like the health checks, metrics need no token.
+    let (code, text) = server.http("GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        text.contains(r#"ringrift_apiserver_requests_total{verb="POST",resource="configmaps",code="201"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"verb="OTHER""#),
+        "unknown methods share one label: {text}"
+    );
+    assert!(
+        text.contains("ringrift_apiserver_revision 6"),
+        "3 namespaces and 3 config maps: {text}"
+    );
+    assert!(text.contains("ringrift_apiserver_watches 0"), "{text}");
+}

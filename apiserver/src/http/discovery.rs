@@ -193,7 +193,7 @@ pub fn answer(server: &ApiServer, route: &Route) -> Response<Body> {
             Some(json!({"paths": paths}))
         }
         Route::OpenApi { group, version } => openapi(&registry, group, version),
-        Route::Version | Route::Health | Route::Object(_) => None,
+        Route::Version | Route::Health | Route::Metrics | Route::Object(_) => None,
     };
     found.map_or_else(
         || error(&ApiError::no_route()),

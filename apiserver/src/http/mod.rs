@@ -6,6 +6,7 @@ pub mod discovery;
 mod handlers;
 mod lifecycle;
 mod meta;
+pub mod metrics;
 pub mod patch;
 pub mod route;
 pub mod selectors;

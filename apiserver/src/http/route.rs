@@ -9,6 +9,8 @@ pub enum Route {
     Version,
     /// `/healthz`, `/livez`, `/readyz` (and their `/...` sub-checks).
     Health,
+    /// `/metrics`: Prometheus metrics.
+    Metrics,
     /// `/api`: the core group's versions.
     CoreVersions,
     /// `/apis`: every group.
@@ -58,6 +60,7 @@ pub fn parse(path: &str) -> Option<Route> {
     match parts.as_slice() {
         ["version"] => Some(Route::Version),
         ["healthz" | "livez" | "readyz", ..] => Some(Route::Health),
+        ["metrics"] => Some(Route::Metrics),
         ["api"] => Some(Route::CoreVersions),
         ["apis"] => Some(Route::Groups),
         ["apis", group] => Some(Route::Group((*group).to_owned())),
@@ -146,6 +149,7 @@ mod tests {
     fn discovery_paths() {
         assert_eq!(parse("/version"), Some(Route::Version));
         assert_eq!(parse("/readyz/ping"), Some(Route::Health));
+        assert_eq!(parse("/metrics"), Some(Route::Metrics));
         assert_eq!(parse("/api"), Some(Route::CoreVersions));
         assert_eq!(parse("/apis/"), Some(Route::Groups));
         assert_eq!(

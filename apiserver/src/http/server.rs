@@ -56,6 +56,7 @@ pub struct ApiServer {
     /// replace it (copy on write).
     pub(crate) registry: RwLock<Arc<Registry>>,
     pub(crate) options: Options,
+    pub(crate) metrics: super::metrics::Metrics,
 }
 
 /// Namespaces that always exist, as in a new cluster.
@@ -130,6 +131,7 @@ impl ApiServer {
         let server = Arc::new(Self {
             store,
             registry: RwLock::new(Arc::new(registry)),
+            metrics: super::metrics::Metrics::default(),
             options,
         });
         super::lifecycle::resume(&server).await;
@@ -160,6 +162,43 @@ impl ApiServer {
         result
     }
 
+    async fn object_request(
+        self: &Arc<Self>,
+        parts: &hyper::http::request::Parts,
+        object: super::route::ObjectPath,
+        query: &Query,
+        body: Incoming,
+    ) -> Response<Body> {
+        let declared = parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > self.options.max_body) {
+            return error(&ApiError::too_large(self.options.max_body));
+        }
+        match read_body(body, self.options.max_body).await {
+            Ok(body) => {
+                super::handlers::object(self, &parts.method, &parts.headers, object, query, body).await
+            }
+            Err(e) => error(&e),
+        }
+    }
+
+    async fn metrics_response(&self) -> Response<Body> {
+        if let Ok(revision) = self.store.revision().await {
+            self.metrics
+                .revision
+                .set(i64::try_from(revision).unwrap_or(i64::MAX));
+        }
+        let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())).boxed());
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        response
+    }
+
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.options.token else {
             return true;
@@ -178,31 +217,50 @@ impl ApiServer {
         let path = parts.uri.path().to_owned();
         let query = Query::parse(parts.uri.query());
         let route = route::parse(&path);
+        let resource = match &route {
+            Some(Route::Object(o)) => {
+                let known = self.registry().get(&o.group, &o.version, &o.resource).is_some();
+                match (known, o.group.is_empty()) {
+                    (false, _) => "unknown".to_owned(),
+                    (true, true) => o.resource.clone(),
+                    (true, false) => format!("{}.{}", o.resource, o.group),
+                }
+            }
+            Some(Route::Health | Route::Version) => "health".to_owned(),
+            Some(Route::Metrics) => "metrics".to_owned(),
+            Some(_) => "discovery".to_owned(),
+            None => "none".to_owned(),
+        };
         let response = match route {
             Some(Route::Health) => text(StatusCode::OK, "ok"),
             Some(Route::Version) => json_response(StatusCode::OK, &super::discovery::version()),
+            Some(Route::Metrics) => self.metrics_response().await,
             _ if !self.authorized(&parts.headers) => error(&ApiError::unauthorized()),
             None => error(&ApiError::no_route()),
-            Some(Route::Object(object)) => {
-                let declared = parts
-                    .headers
-                    .get(hyper::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<usize>().ok());
-                if declared.is_some_and(|len| len > self.options.max_body) {
-                    return error(&ApiError::too_large(self.options.max_body));
-                }
-                let body = match read_body(body, self.options.max_body).await {
-                    Ok(body) => body,
-                    Err(e) => return error(&e),
-                };
-                super::handlers::object(&self, &parts.method, &parts.headers, object, &query, body).await
-            }
+            Some(Route::Object(object)) => self.object_request(&parts, object, &query, body).await,
             Some(other) if parts.method == Method::GET => super::discovery::answer(&self, &other),
             Some(_) => error(&ApiError::method_not_allowed()),
         };
+        let elapsed = started.elapsed();
+        self.metrics
+            .requests
+            .get_or_create(&super::metrics::RequestLabels {
+                verb: match parts.method {
+                    Method::GET
+                    | Method::POST
+                    | Method::PUT
+                    | Method::PATCH
+                    | Method::DELETE
+                    | Method::HEAD => parts.method.to_string(),
+                    _ => "OTHER".to_owned(),
+                },
+                resource,
+                code: response.status().as_u16(),
+            })
+            .inc();
+        self.metrics.duration.observe(elapsed.as_secs_f64());
         tracing::debug!(method = %parts.method, path, status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_millis(), "request");
+            elapsed_ms = elapsed.as_millis(), "request");
         response
     }
 }

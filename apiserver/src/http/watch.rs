@@ -96,6 +96,7 @@ pub(crate) fn watch(
     let t = t.clone();
     let announce_end = query.flag("sendInitialEvents");
     tokio::spawn(async move {
+        server.metrics.watches.inc();
         let live = server.store.subscribe();
         let run = stream(
             &server,
@@ -109,6 +110,7 @@ pub(crate) fn watch(
             &tx,
         );
         let _ = tokio::time::timeout(timeout, run).await;
+        server.metrics.watches.dec();
     });
     let body = StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
     let mut response = Response::new(BodyExt::boxed(body));
