@@ -6,4 +6,5 @@
 //! not built yet. See DESIGN.md sections 4 and 5.
 
 pub mod leader;
+pub mod plan;
 pub mod rating;

@@ -1,0 +1,370 @@
+//! Placement: which agent (and which of its GPUs) each pending work unit goes to, decided
+//! without I/O from a snapshot of agents and the resources their live tasks hold.
+//!
+//! Requests go in priority order (first come first within a priority). A unit fits an agent
+//! that is Ready, schedulable and has the CPU, memory and enough free healthy GPUs matching its
+//! selector. Elastic (selfplay) units spread to the least loaded agent; others take the tightest
+//! fit, keeping big holes for big jobs. A unit that fits nowhere may preempt elastic units of
+//! lower priority; otherwise it waits, with a reason and its queue position.
+
+use std::collections::BTreeMap;
+
+use ringrift_crds::common::TaskResources;
+
+/// One GPU of an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuView {
+    /// NVML UUID.
+    pub uuid: String,
+    /// Product name.
+    pub product: String,
+    /// Total memory, MiB.
+    pub memory_mib: u64,
+    /// Whether work may be placed on it.
+    pub healthy: bool,
+}
+
+/// An agent as placement sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentView {
+    /// Agent name.
+    pub name: String,
+    /// Heartbeat current.
+    pub ready: bool,
+    /// Cordoned.
+    pub unschedulable: bool,
+    /// CPU, thousandths of a core.
+    pub cpu_millis: u64,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// Its GPUs.
+    pub gpus: Vec<GpuView>,
+}
+
+/// What a live task holds on its agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The task.
+    pub task: String,
+    /// Its agent.
+    pub agent: String,
+    /// CPU, thousandths of a core.
+    pub cpu_millis: u64,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// GPU UUIDs.
+    pub gpus: Vec<String>,
+    /// Its priority.
+    pub priority: u32,
+    /// Whether it may be preempted (selfplay).
+    pub elastic: bool,
+}
+
+/// A work unit waiting for an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Identifies it in the result (for example `namespace/job/unit`).
+    pub id: String,
+    /// Higher goes first.
+    pub priority: u32,
+    /// What it needs.
+    pub resources: TaskResources,
+    /// Whether it is elastic (selfplay): spread out, preempted first.
+    pub elastic: bool,
+    /// Agents to avoid if any other fits (a retry after a hardware fault).
+    pub avoid: Vec<String>,
+}
+
+/// Where a request goes, or why it waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Bind it to this agent with these GPUs.
+    Place {
+        /// The agent.
+        agent: String,
+        /// GPU UUIDs assigned.
+        gpus: Vec<String>,
+    },
+    /// Cancel these elastic tasks, then bind it.
+    Preempt {
+        /// The agent.
+        agent: String,
+        /// GPU UUIDs assigned.
+        gpus: Vec<String>,
+        /// Tasks to cancel first.
+        victims: Vec<String>,
+    },
+    /// It fits nowhere now.
+    Wait {
+        /// Why, for the job's status.
+        reason: String,
+        /// Place in the queue, from 1.
+        position: u32,
+    },
+}
+
+/// Matches `*` (any run) and `?` (one character), case-insensitively, as GPU product selectors.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) => a == b && go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let t: Vec<char> = text.to_lowercase().chars().collect();
+    go(&p, &t)
+}
+
+/// Free capacity of one agent while placing.
+#[derive(Debug, Clone)]
+struct Free {
+    cpu: i128,
+    memory: i128,
+    gpus: Vec<GpuView>,
+    claims: Vec<Claim>,
+}
+
+fn gpu_matches(gpu: &GpuView, r: &TaskResources) -> bool {
+    let selector = r.gpu_selector.as_ref();
+    gpu.healthy
+        && gpu.memory_mib >= r.gpu_memory_mib
+        && selector
+            .and_then(|s| s.product.as_deref())
+            .is_none_or(|p| glob_match(p, &gpu.product))
+        && selector
+            .and_then(|s| s.min_memory_mib)
+            .is_none_or(|m| gpu.memory_mib >= m)
+}
+
+impl Free {
+    /// The GPUs this request would get here, if it fits.
+    fn fit(&self, r: &TaskResources) -> Option<Vec<String>> {
+        if self.cpu < i128::from(r.cpu_millis) || self.memory < i128::from(r.memory_mib) {
+            return None;
+        }
+        let gpus: Vec<String> = self
+            .gpus
+            .iter()
+            .filter(|g| gpu_matches(g, r))
+            .map(|g| g.uuid.clone())
+            .collect();
+        let wanted = usize::try_from(r.gpus).unwrap_or(usize::MAX);
+        (gpus.len() >= wanted).then(|| gpus.into_iter().take(wanted).collect())
+    }
+
+    fn take(
+        &mut self,
+        task: &str,
+        agent: &str,
+        r: &TaskResources,
+        gpus: &[String],
+        priority: u32,
+        elastic: bool,
+    ) {
+        self.cpu -= i128::from(r.cpu_millis);
+        self.memory -= i128::from(r.memory_mib);
+        self.gpus.retain(|g| !gpus.contains(&g.uuid));
+        self.claims.push(Claim {
+            task: task.to_owned(),
+            agent: agent.to_owned(),
+            cpu_millis: u64::from(r.cpu_millis),
+            memory_mib: r.memory_mib,
+            gpus: gpus.to_vec(),
+            priority,
+            elastic,
+        });
+    }
+
+    /// Gives back what a claim held; `inventory` says what its GPUs are.
+    fn release(&mut self, claim: &Claim, inventory: &[GpuView]) {
+        self.cpu += i128::from(claim.cpu_millis);
+        self.memory += i128::from(claim.memory_mib);
+        self.gpus
+            .extend(inventory.iter().filter(|g| claim.gpus.contains(&g.uuid)).cloned());
+    }
+
+    fn load(&self) -> (usize, i128) {
+        (self.gpus.len(), self.cpu)
+    }
+}
+
+fn inventory<'a>(agents: &'a [AgentView], name: &str) -> &'a [GpuView] {
+    agents
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(&[], |a| a.gpus.as_slice())
+}
+
+fn free_capacity(agents: &[AgentView], claims: &[Claim]) -> BTreeMap<String, Free> {
+    agents
+        .iter()
+        .filter(|a| a.ready && !a.unschedulable)
+        .map(|a| {
+            let mine: Vec<Claim> = claims.iter().filter(|c| c.agent == a.name).cloned().collect();
+            let held: Vec<&String> = mine.iter().flat_map(|c| &c.gpus).collect();
+            let free = Free {
+                cpu: i128::from(a.cpu_millis) - mine.iter().map(|c| i128::from(c.cpu_millis)).sum::<i128>(),
+                memory: i128::from(a.memory_mib)
+                    - mine.iter().map(|c| i128::from(c.memory_mib)).sum::<i128>(),
+                gpus: a
+                    .gpus
+                    .iter()
+                    .filter(|g| !held.contains(&&g.uuid))
+                    .cloned()
+                    .collect(),
+                claims: mine,
+            };
+            (a.name.clone(), free)
+        })
+        .collect()
+}
+
+/// Chooses among the agents a request fits: spread for elastic work, tightest fit otherwise;
+/// agents to avoid only when nothing else fits.
+fn choose<'a>(free: &'a BTreeMap<String, Free>, req: &Request) -> Option<(&'a String, Vec<String>)> {
+    let fits: Vec<(&String, Vec<String>, (usize, i128))> = free
+        .iter()
+        .filter_map(|(name, f)| f.fit(&req.resources).map(|gpus| (name, gpus, f.load())))
+        .collect();
+    let preferred: Vec<_> = fits
+        .iter()
+        .filter(|(name, _, _)| !req.avoid.contains(name))
+        .collect();
+    let pool: Vec<_> = if preferred.is_empty() {
+        fits.iter().collect()
+    } else {
+        preferred
+    };
+    let best = if req.elastic {
+        pool.into_iter()
+            .max_by(|a, b| a.2.cmp(&b.2).then_with(|| b.0.cmp(a.0)))
+    } else {
+        pool.into_iter()
+            .min_by(|a, b| a.2.cmp(&b.2).then_with(|| a.0.cmp(b.0)))
+    };
+    best.map(|(name, gpus, _)| (*name, gpus.clone()))
+}
+
+/// The cheapest preemption that makes room: the agent where cancelling the fewest elastic,
+/// lower-priority tasks (youngest claims first) lets the request fit.
+fn preemption(
+    agents: &[AgentView],
+    free: &BTreeMap<String, Free>,
+    req: &Request,
+) -> Option<(String, Vec<String>, Vec<String>)> {
+    let mut best: Option<(String, Vec<String>, Vec<String>)> = None;
+    for (name, f) in free {
+        let mut trial = f.clone();
+        let mut victims = Vec::new();
+        let candidates: Vec<Claim> = f
+            .claims
+            .iter()
+            .rev()
+            .filter(|c| c.elastic && c.priority < req.priority)
+            .cloned()
+            .collect();
+        for victim in candidates {
+            if trial.fit(&req.resources).is_some() {
+                break;
+            }
+            trial.release(&victim, inventory(agents, name));
+            victims.push(victim.task.clone());
+        }
+        if victims.is_empty() {
+            continue;
+        }
+        if let Some(gpus) = trial.fit(&req.resources)
+            && best.as_ref().is_none_or(|(_, _, v)| victims.len() < v.len())
+        {
+            best = Some((name.clone(), gpus, victims));
+        }
+    }
+    best
+}
+
+/// Why a request fits nowhere, in words.
+fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, r: &TaskResources) -> String {
+    if free.is_empty() {
+        return if agents.is_empty() {
+            "no agents registered".into()
+        } else {
+            "no Ready, schedulable agent".into()
+        };
+    }
+    let most_gpus = free
+        .values()
+        .map(|f| f.gpus.iter().filter(|g| gpu_matches(g, r)).count())
+        .max()
+        .unwrap_or(0);
+    if r.gpus > 0 && most_gpus < usize::try_from(r.gpus).unwrap_or(usize::MAX) {
+        let selector = r
+            .gpu_selector
+            .as_ref()
+            .and_then(|s| s.product.as_deref())
+            .map(|p| format!(" matching {p}"))
+            .unwrap_or_default();
+        return format!(
+            "needs {} free GPUs{selector}; the most on any agent is {most_gpus}",
+            r.gpus
+        );
+    }
+    let most_cpu = free.values().map(|f| f.cpu).max().unwrap_or(0);
+    if most_cpu < i128::from(r.cpu_millis) {
+        return format!(
+            "needs {}m CPU; the most free on any agent is {most_cpu}m",
+            r.cpu_millis
+        );
+    }
+    let most_memory = free.values().map(|f| f.memory).max().unwrap_or(0);
+    format!(
+        "needs {} MiB memory with {}m CPU; the most free memory on any agent is {most_memory} MiB",
+        r.memory_mib, r.cpu_millis
+    )
+}
+
+/// Places `requests` given the `agents` and the `claims` of their live tasks.
+pub fn place(agents: &[AgentView], claims: &[Claim], requests: &[Request]) -> Vec<(String, Outcome)> {
+    let mut free = free_capacity(agents, claims);
+    let mut order: Vec<&Request> = requests.iter().collect();
+    order.sort_by_key(|r| std::cmp::Reverse(r.priority));
+    let mut waiting = 0;
+    let mut out = Vec::new();
+    for req in order {
+        if let Some((agent, gpus)) = choose(&free, req).map(|(a, g)| (a.clone(), g)) {
+            if let Some(f) = free.get_mut(&agent) {
+                f.take(&req.id, &agent, &req.resources, &gpus, req.priority, req.elastic);
+            }
+            out.push((req.id.clone(), Outcome::Place { agent, gpus }));
+        } else if let Some((agent, gpus, victims)) =
+            (!req.elastic).then(|| preemption(agents, &free, req)).flatten()
+        {
+            if let Some(f) = free.get_mut(&agent) {
+                for victim in &victims {
+                    if let Some(i) = f.claims.iter().position(|c| &c.task == victim) {
+                        let claim = f.claims.remove(i);
+                        f.release(&claim, inventory(agents, &agent));
+                    }
+                }
+                f.take(&req.id, &agent, &req.resources, &gpus, req.priority, req.elastic);
+            }
+            out.push((req.id.clone(), Outcome::Preempt { agent, gpus, victims }));
+        } else {
+            waiting += 1;
+            out.push((
+                req.id.clone(),
+                Outcome::Wait {
+                    reason: reason(agents, &free, &req.resources),
+                    position: waiting,
+                },
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
