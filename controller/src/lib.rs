@@ -8,3 +8,4 @@
 pub mod leader;
 pub mod plan;
 pub mod rating;
+pub mod reconcile;

@@ -1,0 +1,6 @@
+//! The reconcile pipeline's pure steps: what the planner sees ([`view`]), the decision per job
+//! ([`plan`]), and the status and conditions it leads to ([`status`]).
+
+pub mod plan;
+pub mod status;
+pub mod view;

@@ -1,0 +1,495 @@
+//! The decision for one job, without I/O: which tasks are lost, which to cancel, which work
+//! units get a new attempt now, whether the job is done, and when to look again.
+//!
+//! Fencing: a unit counts exactly one succeeded attempt, the lowest; an attempt marked lost
+//! never counts, even when its agent comes back and reports success.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use ringrift_crds::common::{JobPhase, TaskCounts};
+use ringrift_crds::gauntlet::Decision;
+use ringrift_crds::task::{FailureClass, TaskPhase};
+
+use super::view::{CancelReason, JobSpecifics, JobView, TaskView};
+use crate::plan::split::WorkUnit;
+use crate::rating::{self, Record};
+
+/// Delay before a failed unit's next attempt: `base * 2^(failures - 1)`, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// After the first failure.
+    pub base: Duration,
+    /// The most.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay after `failures` failures (at least one).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(30);
+        self.base.saturating_mul(1 << doublings).min(self.max)
+    }
+}
+
+/// Where one work unit stands.
+#[derive(Debug, Clone)]
+pub struct UnitState<'a> {
+    /// The unit.
+    pub unit: &'a WorkUnit,
+    /// Its one counted success.
+    pub counted: Option<&'a TaskView>,
+    /// Attempts that still hold an agent.
+    pub live: Vec<&'a TaskView>,
+    /// Attempts that used up a retry.
+    pub failures: Vec<&'a TaskView>,
+    /// Number for the next attempt.
+    pub next_attempt: u32,
+    /// Agents to avoid: where it had a GPU fault or was lost.
+    pub avoid: Vec<String>,
+    /// Not before this may it run again (backoff after a failure).
+    pub retry_at: Option<Timestamp>,
+}
+
+fn counts_as_failure(t: &TaskView) -> bool {
+    match t.cancel {
+        Some(
+            CancelReason::Lost
+            | CancelReason::Suspended
+            | CancelReason::Preempted
+            | CancelReason::JobFinished,
+        ) => false,
+        Some(CancelReason::Stuck | CancelReason::User) => {
+            matches!(t.phase, TaskPhase::Failed | TaskPhase::Cancelled)
+        }
+        None => matches!(t.phase, TaskPhase::Failed | TaskPhase::Cancelled),
+    }
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// The state of every unit given the job's tasks.
+pub fn unit_states<'a>(units: &'a [WorkUnit], tasks: &'a [TaskView], backoff: Backoff) -> Vec<UnitState<'a>> {
+    units
+        .iter()
+        .map(|unit| {
+            let mine: Vec<&TaskView> = tasks.iter().filter(|t| t.unit == unit.id).collect();
+            let counted = mine
+                .iter()
+                .filter(|t| t.phase == TaskPhase::Succeeded && t.cancel != Some(CancelReason::Lost))
+                .min_by_key(|t| t.attempt)
+                .copied();
+            let failures: Vec<&TaskView> = mine.iter().copied().filter(|t| counts_as_failure(t)).collect();
+            let avoid = mine
+                .iter()
+                .filter(|t| {
+                    t.failure_class == Some(FailureClass::GpuFault) || t.cancel == Some(CancelReason::Lost)
+                })
+                .filter_map(|t| t.agent.clone())
+                .collect();
+            let retry_at = failures
+                .iter()
+                .map(|t| t.finished.unwrap_or(t.created))
+                .max()
+                .map(|last| {
+                    add(
+                        last,
+                        backoff.delay(u32::try_from(failures.len()).unwrap_or(u32::MAX)),
+                    )
+                });
+            UnitState {
+                unit,
+                counted,
+                live: mine.iter().copied().filter(|t| t.is_live()).collect(),
+                failures,
+                next_attempt: mine.iter().map(|t| t.attempt + 1).max().unwrap_or(0),
+                avoid,
+                retry_at,
+            }
+        })
+        .collect()
+}
+
+/// What is known about the world outside the job.
+pub struct Env<'a> {
+    /// Now.
+    pub now: Timestamp,
+    /// Whether an agent's heartbeat is current.
+    pub agent_ready: &'a dyn Fn(&str) -> bool,
+    /// Retry backoff.
+    pub backoff: Backoff,
+}
+
+/// How the job stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Working, or waiting for room or a retry.
+    Running,
+    /// Suspended.
+    Suspended,
+    /// Finished with this phase, reason and message.
+    Finished {
+        /// Succeeded or Failed.
+        phase: JobPhase,
+        /// CamelCase reason.
+        reason: String,
+        /// For people.
+        message: String,
+    },
+}
+
+/// A new attempt to place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAttempt {
+    /// The unit.
+    pub unit: WorkUnit,
+    /// Its attempt number.
+    pub attempt: u32,
+    /// Agents to avoid if another fits.
+    pub avoid: Vec<String>,
+}
+
+/// Aggregates for the job's status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Tasks by phase.
+    pub counts: TaskCounts,
+    /// Units with a counted success.
+    pub units_done: u64,
+    /// Games of the counted units.
+    pub games_done: u64,
+    /// Progress reported by live tasks (games or steps), not yet counted.
+    pub in_flight: u64,
+    /// The counted tasks, in unit order.
+    pub counted: Vec<TaskView>,
+    /// Attempts made in all.
+    pub attempts: u32,
+    /// When the first task started, if one has.
+    pub first_start: Option<Timestamp>,
+    /// The live tasks.
+    pub live: Vec<TaskView>,
+}
+
+/// What to do for one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPlan {
+    /// Tasks whose agent stopped heartbeating: mark lost.
+    pub lost: Vec<String>,
+    /// Tasks to cancel, with why.
+    pub cancel: Vec<(String, CancelReason)>,
+    /// Units to place now.
+    pub create: Vec<NewAttempt>,
+    /// How the job stands.
+    pub verdict: Verdict,
+    /// For the gauntlet: per-opponent records and the decision with its reason.
+    pub gauntlet: Option<GauntletTally>,
+    /// Delete the job (its TTL after finishing ran out).
+    pub delete: bool,
+    /// Look again after this, even if nothing changes (backoff, deadlines, TTL).
+    pub requeue_after: Option<Duration>,
+    /// For the status.
+    pub summary: Summary,
+}
+
+/// A gauntlet's results so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GauntletTally {
+    /// Per opponent, in spec order.
+    pub records: Vec<(String, Record)>,
+    /// The decision.
+    pub decision: Decision,
+    /// Why.
+    pub reason: String,
+}
+
+/// Reads a gauntlet task's result: `{"wins": n, "losses": n, "draws": n}` from the
+/// candidate's side. Missing counts are 0.
+pub fn record_of(result: Option<&serde_json::Value>) -> Record {
+    let get = |k: &str| {
+        result
+            .and_then(|r| r.get(k))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    Record {
+        wins: get("wins"),
+        losses: get("losses"),
+        draws: get("draws"),
+    }
+}
+
+fn tally(job: &JobView, states: &[UnitState<'_>]) -> Option<GauntletTally> {
+    let JobSpecifics::Gauntlet {
+        policy,
+        deciding,
+        per_opponent,
+    } = &job.specifics
+    else {
+        return None;
+    };
+    let mut records: Vec<(String, Record)> = Vec::new();
+    for unit in &job.units {
+        let name = unit.opponent.clone().unwrap_or_default();
+        if !records.iter().any(|(n, _)| *n == name) {
+            records.push((name, Record::default()));
+        }
+    }
+    for state in states {
+        let (Some(task), Some(opponent)) = (state.counted, &state.unit.opponent) else {
+            continue;
+        };
+        let r = record_of(task.result.as_ref());
+        if let Some((_, total)) = records.iter_mut().find(|(n, _)| n == opponent) {
+            total.wins += r.wins;
+            total.losses += r.losses;
+            total.draws += r.draws;
+        }
+    }
+    let deciding_record = records
+        .iter()
+        .find(|(n, _)| n == deciding)
+        .map(|(_, r)| *r)
+        .unwrap_or_default();
+    let (decision, reason) = rating::decide(policy, &deciding_record, *per_opponent);
+    Some(GauntletTally {
+        records,
+        decision,
+        reason,
+    })
+}
+
+fn summarize(states: &[UnitState<'_>], tasks: &[TaskView]) -> Summary {
+    let mut s = Summary::default();
+    for state in states {
+        if let Some(t) = state.counted {
+            s.units_done += 1;
+            s.games_done += state.unit.games;
+            s.counted.push(t.clone());
+        }
+    }
+    for t in tasks {
+        match t.phase {
+            _ if t.cancel == Some(CancelReason::Lost) => s.counts.failed += 1,
+            TaskPhase::Pending => s.counts.pending += 1,
+            TaskPhase::Fetching | TaskPhase::Running => s.counts.running += 1,
+            TaskPhase::Failed | TaskPhase::Lost => s.counts.failed += 1,
+            TaskPhase::Cancelled if counts_as_failure(t) => s.counts.failed += 1,
+            TaskPhase::Succeeded | TaskPhase::Cancelled => {}
+        }
+        if t.is_live() {
+            s.in_flight += t.done;
+            s.live.push(t.clone());
+        }
+    }
+    s.counts.succeeded = u32::try_from(s.units_done).unwrap_or(u32::MAX);
+    s.attempts = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
+    s.first_start = tasks.iter().filter_map(|t| t.started).min();
+    s
+}
+
+fn finished(phase: JobPhase, reason: &str, message: String) -> Verdict {
+    Verdict::Finished {
+        phase,
+        reason: reason.to_owned(),
+        message,
+    }
+}
+
+/// The verdict from the unit states, before suspend and placement.
+fn verdict(
+    job: &JobView,
+    states: &[UnitState<'_>],
+    gauntlet: Option<&GauntletTally>,
+    now: Timestamp,
+) -> Verdict {
+    if let Some((phase, _)) = job.finished {
+        return finished(phase, "", String::new());
+    }
+    let started = job.started.unwrap_or(job.created);
+    if let Some(limit) = job.policy.active_deadline_seconds
+        && now >= add(started, Duration::from_secs(limit))
+    {
+        return finished(
+            JobPhase::Failed,
+            "DeadlineExceeded",
+            format!("the job ran longer than activeDeadlineSeconds ({limit}s)"),
+        );
+    }
+    if let Some(state) = states
+        .iter()
+        .find(|s| s.counted.is_none() && s.failures.len() > job.policy.backoff_limit as usize)
+    {
+        let last = state
+            .failures
+            .iter()
+            .max_by_key(|t| t.attempt)
+            .map_or("", |t| t.message.as_str());
+        return finished(
+            JobPhase::Failed,
+            "BackoffLimitExceeded",
+            format!(
+                "work unit {} failed {} times (backoffLimit {}); last: {}",
+                state.unit.id,
+                state.failures.len(),
+                job.policy.backoff_limit,
+                if last.is_empty() {
+                    "no reason reported"
+                } else {
+                    last
+                }
+            ),
+        );
+    }
+    if let Some(t) = gauntlet
+        && t.decision != Decision::Pending
+    {
+        return finished(
+            JobPhase::Succeeded,
+            "Decided",
+            format!("{:?}: {}", t.decision, t.reason),
+        );
+    }
+    if states.iter().all(|s| s.counted.is_some()) {
+        return finished(
+            JobPhase::Succeeded,
+            "Completed",
+            format!("all {} work units succeeded", states.len()),
+        );
+    }
+    if job.policy.suspend {
+        return Verdict::Suspended;
+    }
+    Verdict::Running
+}
+
+/// Plans one job from its tasks.
+pub fn plan_job(job: &JobView, tasks: &[TaskView], env: &Env<'_>) -> JobPlan {
+    let now = env.now;
+    // Tasks on agents that stopped heartbeating are lost: from here on they read as such.
+    let mut lost = Vec::new();
+    let tasks: Vec<TaskView> = tasks
+        .iter()
+        .cloned()
+        .map(|mut t| {
+            if t.is_live() && t.agent.as_deref().is_some_and(|a| !(env.agent_ready)(a)) {
+                lost.push(t.name.clone());
+                t.cancel = Some(CancelReason::Lost);
+                t.phase = TaskPhase::Lost;
+            }
+            t
+        })
+        .collect();
+    let states = unit_states(&job.units, &tasks, env.backoff);
+    let gauntlet = tally(job, &states);
+    let verdict = verdict(job, &states, gauntlet.as_ref(), now);
+    let summary = summarize(&states, &tasks);
+    let mut plan = JobPlan {
+        lost,
+        cancel: Vec::new(),
+        create: Vec::new(),
+        verdict,
+        gauntlet,
+        delete: false,
+        requeue_after: None,
+        summary,
+    };
+    let live = tasks.iter().filter(|t| t.is_live());
+    match &plan.verdict {
+        Verdict::Finished { .. } => {
+            for t in live.filter(|t| t.cancel.is_none()) {
+                plan.cancel.push((t.name.clone(), CancelReason::JobFinished));
+            }
+            let at = job.finished.map_or(now, |(_, at)| at);
+            if let Some(ttl) = job.policy.ttl_seconds_after_finished {
+                let expiry = add(at, Duration::from_secs(ttl));
+                if now >= expiry {
+                    plan.delete = true;
+                } else {
+                    plan.wake(until(now, expiry));
+                }
+            }
+        }
+        Verdict::Suspended => {
+            for t in live.filter(|t| t.cancel.is_none()) {
+                plan.cancel.push((t.name.clone(), CancelReason::Suspended));
+            }
+        }
+        Verdict::Running => plan_running(job, &tasks, &states, now, &mut plan),
+    }
+    plan
+}
+
+impl JobPlan {
+    /// Asks to look again after `d` at the latest.
+    fn wake(&mut self, d: Duration) {
+        self.requeue_after = Some(self.requeue_after.map_or(d, |r| r.min(d)));
+    }
+}
+
+/// A running job: stuck tasks, tasks of units that went away, and new attempts.
+fn plan_running(
+    job: &JobView,
+    tasks: &[TaskView],
+    states: &[UnitState<'_>],
+    now: Timestamp,
+    plan: &mut JobPlan,
+) {
+    let live = tasks.iter().filter(|t| t.is_live());
+    let known = |t: &&TaskView| job.units.iter().any(|u| u.id == t.unit);
+    for t in live.clone().filter(|t| t.cancel.is_none()) {
+        if !known(&t) {
+            plan.cancel.push((t.name.clone(), CancelReason::JobFinished));
+        } else if let (Some(limit), TaskPhase::Fetching | TaskPhase::Running) =
+            (job.policy.progress_deadline_seconds, t.phase)
+        {
+            let since = t.last_progress.or(t.started).unwrap_or(t.created);
+            let expiry = add(since, Duration::from_secs(limit));
+            if now >= expiry {
+                plan.cancel.push((t.name.clone(), CancelReason::Stuck));
+            } else {
+                plan.wake(until(now, expiry));
+            }
+        }
+    }
+    if let Some(limit) = job.policy.active_deadline_seconds {
+        plan.wake(until(
+            now,
+            add(job.started.unwrap_or(job.created), Duration::from_secs(limit)),
+        ));
+    }
+    let running = live.filter(|t| known(t)).count();
+    let room = job
+        .parallelism
+        .map_or(usize::MAX, |p| (p as usize).saturating_sub(running));
+    for state in states {
+        if plan.create.len() >= room {
+            break;
+        }
+        if state.counted.is_some() || !state.live.is_empty() {
+            continue;
+        }
+        if let Some(at) = state.retry_at
+            && at > now
+        {
+            plan.wake(until(now, at));
+            continue;
+        }
+        plan.create.push(NewAttempt {
+            unit: state.unit.clone(),
+            attempt: state.next_attempt,
+            avoid: state.avoid.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,395 @@
+//! Job plans, case by case: retries and backoff, fencing, lost agents, suspend, deadlines,
+//! TTL and the gauntlet's early stop.
+
+use std::collections::BTreeMap;
+
+use ringrift_crds::common::{RunPolicy, TaskResources, WorkloadTemplate};
+use ringrift_crds::gauntlet::{PromotionPolicy, WinRatePolicy};
+use ringrift_crds::task::JobKind;
+
+use super::*;
+use crate::plan::split;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(10),
+    max: Duration::from_secs(60),
+};
+
+fn selfplay(games: u64, per_task: u64) -> JobView {
+    JobView {
+        kind: JobKind::SelfplayJob,
+        namespace: "default".into(),
+        name: "sp".into(),
+        uid: "uid-1".into(),
+        generation: 1,
+        created: at(0),
+        units: split::selfplay(games, per_task),
+        resources: TaskResources::default(),
+        template: WorkloadTemplate::default(),
+        policy: RunPolicy::default(),
+        priority: 100,
+        parallelism: None,
+        params: serde_json::json!({}),
+        inputs: Vec::new(),
+        specifics: JobSpecifics::Selfplay,
+        finished: None,
+        started: Some(at(0)),
+    }
+}
+
+fn task(unit: &str, attempt: u32, agent: &str, phase: TaskPhase) -> TaskView {
+    TaskView {
+        name: format!("sp-{unit}-{attempt}"),
+        unit: unit.into(),
+        attempt,
+        agent: Some(agent.into()),
+        phase,
+        cancel: None,
+        failure_class: None,
+        message: String::new(),
+        created: at(1),
+        started: Some(at(2)),
+        last_progress: None,
+        finished: phase.is_finished().then(|| at(5)),
+        done: 0,
+        outputs: Vec::new(),
+        result: None,
+        metrics: BTreeMap::new(),
+        resources: TaskResources::default(),
+        gpus: Vec::new(),
+    }
+}
+
+fn failed(unit: &str, attempt: u32, agent: &str, finished_at: i64) -> TaskView {
+    TaskView {
+        finished: Some(at(finished_at)),
+        message: "Error: exit code 1".into(),
+        ..task(unit, attempt, agent, TaskPhase::Failed)
+    }
+}
+
+fn all_ready(_: &str) -> bool {
+    true
+}
+
+fn env(now: i64) -> Env<'static> {
+    Env {
+        now: at(now),
+        agent_ready: &all_ready,
+        backoff: BACKOFF,
+    }
+}
+
+fn units(plan: &JobPlan) -> Vec<(String, u32)> {
+    plan.create
+        .iter()
+        .map(|c| (c.unit.id.clone(), c.attempt))
+        .collect()
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap() {
+    assert_eq!(BACKOFF.delay(1), Duration::from_secs(10));
+    assert_eq!(BACKOFF.delay(2), Duration::from_secs(20));
+    assert_eq!(BACKOFF.delay(3), Duration::from_secs(40));
+    assert_eq!(BACKOFF.delay(4), Duration::from_secs(60));
+    assert_eq!(BACKOFF.delay(1000), Duration::from_secs(60));
+}
+
+#[test]
+fn a_new_job_asks_for_every_unit_within_parallelism() {
+    let mut job = selfplay(250, 100);
+    let plan = plan_job(&job, &[], &env(0));
+    assert_eq!(
+        units(&plan),
+        [
+            ("games-0000".into(), 0),
+            ("games-0001".into(), 0),
+            ("games-0002".into(), 0)
+        ]
+    );
+    assert_eq!(plan.verdict, Verdict::Running);
+
+    job.parallelism = Some(2);
+    let running = [task("games-0000", 0, "a", TaskPhase::Running)];
+    let plan = plan_job(&job, &running, &env(0));
+    assert_eq!(
+        units(&plan),
+        [("games-0001".into(), 0)],
+        "one running + one new = 2"
+    );
+}
+
+#[test]
+fn a_failed_unit_is_retried_after_backoff_then_given_up() {
+    let job = selfplay(100, 100);
+    let tasks = [failed("games-0000", 0, "a", 5)];
+    let plan = plan_job(&job, &tasks, &env(10));
+    assert!(plan.create.is_empty(), "still backing off");
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(5)));
+    assert_eq!(plan.summary.counts.failed, 1);
+
+    let plan = plan_job(&job, &tasks, &env(15));
+    assert_eq!(units(&plan), [("games-0000".into(), 1)]);
+
+    // Second failure: 20 s backoff from its end.
+    let tasks = [failed("games-0000", 0, "a", 5), failed("games-0000", 1, "a", 30)];
+    assert!(plan_job(&job, &tasks, &env(49)).create.is_empty());
+    assert_eq!(
+        units(&plan_job(&job, &tasks, &env(50))),
+        [("games-0000".into(), 2)]
+    );
+
+    // backoffLimit 3: the fourth failure gives up.
+    let tasks: Vec<TaskView> = (0..4).map(|i| failed("games-0000", i, "a", 100)).collect();
+    let plan = plan_job(&job, &tasks, &env(1000));
+    let Verdict::Finished {
+        phase,
+        reason,
+        message,
+    } = &plan.verdict
+    else {
+        panic!("not finished: {:?}", plan.verdict)
+    };
+    assert_eq!(*phase, JobPhase::Failed);
+    assert_eq!(reason, "BackoffLimitExceeded");
+    assert!(
+        message.contains("games-0000 failed 4 times") && message.contains("exit code 1"),
+        "{message}"
+    );
+    assert!(plan.create.is_empty());
+}
+
+#[test]
+fn a_gpu_fault_avoids_the_agent_next_time() {
+    let job = selfplay(100, 100);
+    let mut t = failed("games-0000", 0, "gpu-box", 0);
+    t.failure_class = Some(FailureClass::GpuFault);
+    let plan = plan_job(&job, &[t], &env(100));
+    assert_eq!(plan.create[0].avoid, ["gpu-box"]);
+}
+
+#[test]
+fn tasks_on_a_lapsed_agent_are_lost_and_rerun_at_once_without_using_a_retry() {
+    let job = selfplay(200, 100);
+    let tasks = [
+        task("games-0000", 0, "dead", TaskPhase::Running),
+        task("games-0001", 0, "alive", TaskPhase::Running),
+    ];
+    let ready = |a: &str| a != "dead";
+    let env = Env {
+        now: at(10),
+        agent_ready: &ready,
+        backoff: BACKOFF,
+    };
+    let plan = plan_job(&job, &tasks, &env);
+    assert_eq!(plan.lost, ["sp-games-0000-0"]);
+    assert_eq!(units(&plan), [("games-0000".into(), 1)]);
+    assert_eq!(plan.create[0].avoid, ["dead"]);
+    assert_eq!(plan.summary.counts.failed, 1);
+    assert_eq!(plan.summary.counts.running, 1);
+}
+
+#[test]
+fn a_lost_attempt_that_reports_success_later_is_never_counted() {
+    let job = selfplay(100, 100);
+    let mut stale = task("games-0000", 0, "came-back", TaskPhase::Succeeded);
+    stale.cancel = Some(CancelReason::Lost);
+    let current = task("games-0000", 1, "b", TaskPhase::Running);
+    let plan = plan_job(&job, &[stale.clone(), current], &env(10));
+    assert_eq!(plan.summary.units_done, 0);
+    assert_eq!(plan.verdict, Verdict::Running);
+    assert!(plan.create.is_empty(), "attempt 1 is live");
+
+    let done = task("games-0000", 1, "b", TaskPhase::Succeeded);
+    let plan = plan_job(&job, &[stale, done], &env(10));
+    assert_eq!(plan.summary.units_done, 1);
+    assert_eq!(plan.summary.counted[0].attempt, 1);
+    assert_eq!(plan.summary.games_done, 100);
+}
+
+#[test]
+fn two_successes_of_one_unit_count_once() {
+    let job = selfplay(100, 100);
+    let tasks = [
+        task("games-0000", 0, "a", TaskPhase::Succeeded),
+        task("games-0000", 1, "b", TaskPhase::Succeeded),
+    ];
+    let plan = plan_job(&job, &tasks, &env(10));
+    assert_eq!(plan.summary.units_done, 1);
+    assert_eq!(plan.summary.games_done, 100);
+    assert_eq!(plan.summary.counted[0].attempt, 0, "the lowest attempt counts");
+    assert!(matches!(
+        plan.verdict,
+        Verdict::Finished {
+            phase: JobPhase::Succeeded,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn suspend_cancels_running_work_and_resume_does_not_use_retries() {
+    let mut job = selfplay(300, 100);
+    job.policy.suspend = true;
+    let tasks = [
+        task("games-0000", 0, "a", TaskPhase::Succeeded),
+        task("games-0001", 0, "a", TaskPhase::Running),
+    ];
+    let plan = plan_job(&job, &tasks, &env(10));
+    assert_eq!(plan.verdict, Verdict::Suspended);
+    assert_eq!(plan.cancel, [("sp-games-0001-0".into(), CancelReason::Suspended)]);
+    assert!(plan.create.is_empty());
+
+    job.policy.suspend = false;
+    let mut cancelled = task("games-0001", 0, "a", TaskPhase::Cancelled);
+    cancelled.cancel = Some(CancelReason::Suspended);
+    let tasks = [task("games-0000", 0, "a", TaskPhase::Succeeded), cancelled];
+    let plan = plan_job(&job, &tasks, &env(11));
+    assert_eq!(
+        units(&plan),
+        [("games-0001".into(), 1), ("games-0002".into(), 0)],
+        "resumed at once, progress kept"
+    );
+    assert_eq!(plan.summary.counts.failed, 0);
+    assert_eq!(plan.summary.games_done, 100);
+}
+
+#[test]
+fn a_stuck_task_is_cancelled_then_retried_as_a_failure() {
+    let mut job = selfplay(100, 100);
+    job.policy.progress_deadline_seconds = Some(30);
+    let mut t = task("games-0000", 0, "a", TaskPhase::Running);
+    t.last_progress = Some(at(10));
+    let plan = plan_job(&job, std::slice::from_ref(&t), &env(30));
+    assert!(plan.cancel.is_empty());
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(10)));
+    let plan = plan_job(&job, std::slice::from_ref(&t), &env(40));
+    assert_eq!(plan.cancel, [("sp-games-0000-0".into(), CancelReason::Stuck)]);
+
+    t.cancel = Some(CancelReason::Stuck);
+    t.phase = TaskPhase::Cancelled;
+    t.finished = Some(at(41));
+    let plan = plan_job(&job, &[t], &env(60));
+    assert_eq!(plan.summary.counts.failed, 1);
+    assert_eq!(units(&plan), [("games-0000".into(), 1)]);
+}
+
+#[test]
+fn the_active_deadline_fails_the_job_and_cancels_its_tasks() {
+    let mut job = selfplay(200, 100);
+    job.policy.active_deadline_seconds = Some(60);
+    let tasks = [task("games-0000", 0, "a", TaskPhase::Running)];
+    let plan = plan_job(&job, &tasks, &env(59));
+    assert_eq!(plan.verdict, Verdict::Running);
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(1)));
+    let plan = plan_job(&job, &tasks, &env(60));
+    assert!(matches!(&plan.verdict, Verdict::Finished { reason, .. } if reason == "DeadlineExceeded"));
+    assert_eq!(
+        plan.cancel,
+        [("sp-games-0000-0".into(), CancelReason::JobFinished)]
+    );
+    assert!(plan.create.is_empty());
+}
+
+#[test]
+fn a_finished_job_is_deleted_after_its_ttl() {
+    let mut job = selfplay(100, 100);
+    job.policy.ttl_seconds_after_finished = Some(30);
+    job.finished = Some((JobPhase::Succeeded, at(100)));
+    let tasks = [task("games-0000", 0, "a", TaskPhase::Succeeded)];
+    let plan = plan_job(&job, &tasks, &env(110));
+    assert!(!plan.delete);
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(20)));
+    assert!(plan_job(&job, &tasks, &env(130)).delete);
+
+    job.policy.ttl_seconds_after_finished = None;
+    assert!(!plan_job(&job, &tasks, &env(100_000)).delete, "no TTL: kept");
+}
+
+#[test]
+fn a_finished_job_stays_finished_when_tasks_change() {
+    let mut job = selfplay(200, 100);
+    job.finished = Some((JobPhase::Failed, at(100)));
+    let plan = plan_job(
+        &job,
+        &[task("games-0000", 0, "a", TaskPhase::Succeeded)],
+        &env(200),
+    );
+    assert!(matches!(
+        plan.verdict,
+        Verdict::Finished {
+            phase: JobPhase::Failed,
+            ..
+        }
+    ));
+    assert!(plan.create.is_empty());
+}
+
+#[test]
+fn a_gauntlet_stops_once_decided() {
+    let policy = PromotionPolicy {
+        opponent: None,
+        win_rate: Some(WinRatePolicy {
+            min_win_rate: 0.55,
+            min_games: 40,
+        }),
+        sprt: None,
+    };
+    let job = JobView {
+        kind: JobKind::GauntletJob,
+        units: split::gauntlet(&["best".into()], 100, 20),
+        specifics: JobSpecifics::Gauntlet {
+            policy,
+            deciding: "best".into(),
+            per_opponent: 100,
+        },
+        ..selfplay(1, 1)
+    };
+    let won = |unit: &str| {
+        let mut t = task(unit, 0, "a", TaskPhase::Succeeded);
+        t.result = Some(serde_json::json!({"wins": 15, "losses": 5, "draws": 0}));
+        t
+    };
+    let one = [won("best-0000"), task("best-0001", 0, "a", TaskPhase::Running)];
+    let plan = plan_job(&job, &one, &env(10));
+    assert_eq!(plan.gauntlet.as_ref().unwrap().decision, Decision::Pending);
+    assert_eq!(plan.verdict, Verdict::Running);
+
+    let two = [
+        won("best-0000"),
+        won("best-0001"),
+        task("best-0002", 0, "a", TaskPhase::Running),
+    ];
+    let plan = plan_job(&job, &two, &env(10));
+    let tally = plan.gauntlet.as_ref().unwrap();
+    assert_eq!(tally.decision, Decision::Promote);
+    assert_eq!(
+        tally.records[0].1,
+        Record {
+            wins: 30,
+            losses: 10,
+            draws: 0
+        }
+    );
+    assert!(matches!(&plan.verdict, Verdict::Finished { reason, .. } if reason == "Decided"));
+    assert_eq!(
+        plan.cancel,
+        [("sp-best-0002-0".into(), CancelReason::JobFinished)]
+    );
+    assert!(plan.create.is_empty());
+}
+
+#[test]
+fn a_user_cancel_counts_as_a_failure() {
+    let job = selfplay(100, 100);
+    let mut t = task("games-0000", 0, "a", TaskPhase::Cancelled);
+    t.cancel = Some(CancelReason::User);
+    let plan = plan_job(&job, &[t], &env(100));
+    assert_eq!(plan.summary.counts.failed, 1);
+    assert_eq!(units(&plan), [("games-0000".into(), 1)]);
+}

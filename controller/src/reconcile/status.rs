@@ -1,0 +1,417 @@
+//! Status and conditions from a job's plan, without I/O. Conditions keep their
+//! `lastTransitionTime` unless their status changes.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use ringrift_crds::common::{Artifact, JobPhase, QueueStatus, TaskCounts};
+use ringrift_crds::gauntlet::{Decision, GauntletJobStatus, OpponentResult, SprtStatus};
+use ringrift_crds::selfplay::SelfplayJobStatus;
+use ringrift_crds::training::TrainingJobStatus;
+
+use super::plan::{JobPlan, Verdict};
+use super::view::{JobSpecifics, JobView};
+use crate::rating;
+
+/// Sets a condition; its `lastTransitionTime` moves only when its status changes.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: i64,
+    now: Timestamp,
+) {
+    let status = if status { "True" } else { "False" };
+    let kept = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone());
+    let condition = Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: Some(generation),
+        last_transition_time: kept.unwrap_or(Time(now)),
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => *c = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// Why a job cannot run as written (an unknown model, an invalid spec): shown as
+/// `Ready=False` until the spec or the world changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// CamelCase reason, for example `ModelNotFound`.
+    pub reason: String,
+    /// For people.
+    pub message: String,
+}
+
+/// The fields every job kind's status shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Common {
+    /// Phase.
+    pub phase: JobPhase,
+    /// Ready, Progressing, Suspended, Failed.
+    pub conditions: Vec<Condition>,
+    /// Queue position and reason, when work waits for room.
+    pub queue: Option<QueueStatus>,
+    /// First seen by the controller.
+    pub start_time: Option<Time>,
+    /// Finished.
+    pub completion_time: Option<Time>,
+}
+
+/// Inputs for [`common`] taken from the job's current status.
+#[derive(Debug, Clone, Default)]
+pub struct Previous<'a> {
+    /// Current phase.
+    pub phase: JobPhase,
+    /// Current conditions.
+    pub conditions: &'a [Condition],
+    /// Current start time.
+    pub start_time: Option<&'a Time>,
+    /// Current completion time.
+    pub completion_time: Option<&'a Time>,
+}
+
+/// The shared part of the status.
+pub fn common(
+    job: &JobView,
+    previous: &Previous<'_>,
+    plan: Option<&JobPlan>,
+    blocked: Option<&Blocked>,
+    queue: Option<QueueStatus>,
+    now: Timestamp,
+) -> Common {
+    let g = job.generation;
+    let mut conditions = previous.conditions.to_vec();
+    let start_time = Some(previous.start_time.cloned().unwrap_or(Time(now)));
+    let (Some(plan), None) = (plan, blocked) else {
+        let b = blocked.cloned().unwrap_or(Blocked {
+            reason: "Waiting".into(),
+            message: "waiting for the controller".into(),
+        });
+        set_condition(&mut conditions, "Ready", false, &b.reason, &b.message, g, now);
+        set_condition(
+            &mut conditions,
+            "Progressing",
+            false,
+            &b.reason,
+            &b.message,
+            g,
+            now,
+        );
+        set_condition(&mut conditions, "Failed", false, "NoFailure", "", g, now);
+        return Common {
+            phase: if previous.phase.is_finished() {
+                previous.phase
+            } else {
+                JobPhase::Pending
+            },
+            conditions,
+            queue: None,
+            start_time,
+            completion_time: previous.completion_time.cloned(),
+        };
+    };
+    set_condition(
+        &mut conditions,
+        "Ready",
+        true,
+        "Accepted",
+        "the spec is valid and its inputs exist",
+        g,
+        now,
+    );
+    let (phase, completion_time) =
+        progress_conditions(job, previous, plan, queue.as_ref(), &mut conditions, now);
+    let suspended = phase == JobPhase::Suspended;
+    let (reason, msg) = if suspended {
+        ("Suspended", "runPolicy.suspend is set")
+    } else {
+        ("NotSuspended", "")
+    };
+    set_condition(&mut conditions, "Suspended", suspended, reason, msg, g, now);
+    Common {
+        phase,
+        conditions,
+        queue: if phase.is_finished() { None } else { queue },
+        start_time,
+        completion_time,
+    }
+}
+
+/// Phase, completion time, and the Progressing and Failed conditions of an accepted job.
+fn progress_conditions(
+    job: &JobView,
+    previous: &Previous<'_>,
+    plan: &JobPlan,
+    queue: Option<&QueueStatus>,
+    conditions: &mut Vec<Condition>,
+    now: Timestamp,
+) -> (JobPhase, Option<Time>) {
+    let g = job.generation;
+    let s = &plan.summary;
+    match &plan.verdict {
+        Verdict::Finished {
+            phase,
+            reason,
+            message,
+        } => {
+            if !reason.is_empty() {
+                let ok = *phase == JobPhase::Succeeded;
+                set_condition(conditions, "Progressing", false, reason, message, g, now);
+                set_condition(
+                    conditions,
+                    "Failed",
+                    !ok,
+                    if ok { "NoFailure" } else { reason },
+                    if ok { "" } else { message },
+                    g,
+                    now,
+                );
+            }
+            (
+                *phase,
+                Some(previous.completion_time.cloned().unwrap_or(Time(now))),
+            )
+        }
+        Verdict::Suspended => {
+            let msg = format!(
+                "suspended with {} of {} work units done",
+                s.units_done,
+                job.units.len()
+            );
+            set_condition(conditions, "Progressing", false, "Suspended", &msg, g, now);
+            (JobPhase::Suspended, None)
+        }
+        Verdict::Running => {
+            let (reason, msg) = match queue {
+                Some(q) if s.live.is_empty() => ("Unschedulable", q.reason.clone()),
+                _ => (
+                    "TasksRunning",
+                    format!(
+                        "{} running, {} pending, {} of {} work units done",
+                        s.counts.running,
+                        s.counts.pending,
+                        s.units_done,
+                        job.units.len()
+                    ),
+                ),
+            };
+            set_condition(conditions, "Progressing", true, reason, &msg, g, now);
+            set_condition(conditions, "Failed", false, "NoFailure", "", g, now);
+            let started = s.units_done > 0 || !s.live.is_empty();
+            (
+                if started {
+                    JobPhase::Running
+                } else {
+                    JobPhase::Pending
+                },
+                None,
+            )
+        }
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // counts stay far below 2^52
+fn rate(done: u64, since: Option<Timestamp>, now: Timestamp) -> Option<f64> {
+    let secs = now.duration_since(since?).as_secs_f64();
+    (secs > 0.0 && done > 0).then(|| done as f64 / secs)
+}
+
+/// `1h2m3s`-style time left at `rate` per second.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)]
+pub fn eta(remaining: u64, rate: Option<f64>) -> Option<String> {
+    let rate = rate.filter(|r| *r > 0.0)?;
+    let secs = (remaining as f64 / rate).ceil() as u64;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    Some(match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m"),
+    })
+}
+
+fn outputs(plan: &JobPlan) -> Vec<Artifact> {
+    plan.summary
+        .counted
+        .iter()
+        .flat_map(|t| t.outputs.iter().cloned())
+        .collect()
+}
+
+/// A `SelfplayJob`'s status.
+pub fn selfplay(
+    job: &JobView,
+    plan: Option<&JobPlan>,
+    common: Common,
+    model: Option<String>,
+    now: Timestamp,
+) -> SelfplayJobStatus {
+    let total: u64 = job.units.iter().map(|u| u.games).sum();
+    let (done, in_flight, counts, outs, first) =
+        plan.map_or((0, 0, TaskCounts::default(), Vec::new(), None), |p| {
+            (
+                p.summary.games_done,
+                p.summary.in_flight,
+                p.summary.counts.clone(),
+                outputs(p),
+                p.summary.first_start,
+            )
+        });
+    let running = common.phase == JobPhase::Running;
+    let games_per_second = if running {
+        rate(done + in_flight, first, now)
+    } else {
+        None
+    };
+    SelfplayJobStatus {
+        observed_generation: Some(job.generation),
+        phase: common.phase,
+        conditions: common.conditions,
+        games_done: done,
+        games_total: total,
+        progress: Some(format!("{done}/{total}")),
+        games_per_second,
+        eta: if running {
+            eta(total.saturating_sub(done + in_flight), games_per_second)
+        } else {
+            None
+        },
+        model,
+        tasks: counts,
+        queue: common.queue,
+        outputs: outs,
+        start_time: common.start_time,
+        completion_time: common.completion_time,
+    }
+}
+
+/// A `TrainingJob`'s status.
+pub fn training(job: &JobView, plan: Option<&JobPlan>, common: Common, now: Timestamp) -> TrainingJobStatus {
+    let total = job
+        .params
+        .get("hyperparameters")
+        .and_then(|h| h.get("steps"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let model_name = match &job.specifics {
+        JobSpecifics::Training { model, .. } => Some(model.clone()),
+        _ => None,
+    };
+    let mut status = TrainingJobStatus {
+        observed_generation: Some(job.generation),
+        phase: common.phase,
+        conditions: common.conditions,
+        total_steps: total,
+        queue: common.queue,
+        start_time: common.start_time,
+        completion_time: common.completion_time,
+        ..TrainingJobStatus::default()
+    };
+    let Some(plan) = plan else {
+        status.progress = Some(format!("0/{total}"));
+        return status;
+    };
+    let s = &plan.summary;
+    let current = s.counted.first().or(s.live.first());
+    status.step = if s.counted.is_empty() {
+        current.map_or(0, |t| t.done)
+    } else {
+        total
+    };
+    status.progress = Some(format!("{}/{total}", status.step));
+    status.loss = current.and_then(|t| t.metrics.get("loss").copied());
+    status.epoch = current.and_then(|t| t.metrics.get("epoch").copied());
+    status.agent = current.and_then(|t| t.agent.clone());
+    status.attempts = s.attempts;
+    if common.phase == JobPhase::Running {
+        status.eta = eta(
+            total.saturating_sub(status.step),
+            rate(status.step, current.and_then(|t| t.started), now),
+        );
+    }
+    status.outputs = outputs(plan);
+    if common.phase == JobPhase::Succeeded {
+        status.model = model_name;
+    }
+    status
+}
+
+/// A `GauntletJob`'s status.
+pub fn gauntlet(job: &JobView, plan: Option<&JobPlan>, common: Common) -> GauntletJobStatus {
+    let total: u64 = job.units.iter().map(|u| u.games).sum();
+    let mut status = GauntletJobStatus {
+        observed_generation: Some(job.generation),
+        phase: common.phase,
+        conditions: common.conditions,
+        games_total: total,
+        progress: Some(format!("0/{total}")),
+        queue: common.queue,
+        start_time: common.start_time,
+        completion_time: common.completion_time,
+        ..GauntletJobStatus::default()
+    };
+    let (Some(plan), JobSpecifics::Gauntlet { policy, deciding, .. }) = (plan, &job.specifics) else {
+        return status;
+    };
+    status.games_done = plan.summary.games_done;
+    status.progress = Some(format!("{}/{total}", plan.summary.games_done));
+    status.tasks = plan.summary.counts.clone();
+    let Some(tally) = &plan.gauntlet else {
+        return status;
+    };
+    status.results = tally
+        .records
+        .iter()
+        .map(|(name, r)| {
+            let elo = rating::elo(r);
+            OpponentResult {
+                name: name.clone(),
+                wins: r.wins,
+                losses: r.losses,
+                draws: r.draws,
+                win_rate: r.score(),
+                elo_diff: elo.map(|e| e.diff).filter(|v| v.is_finite()),
+                elo_low: elo.map(|e| e.low).filter(|v| v.is_finite()),
+                elo_high: elo.map(|e| e.high).filter(|v| v.is_finite()),
+            }
+        })
+        .collect();
+    let deciding_record = tally
+        .records
+        .iter()
+        .find(|(n, _)| n == deciding)
+        .map(|(_, r)| *r)
+        .unwrap_or_default();
+    status.win_rate = deciding_record.score();
+    status.sprt = policy.sprt.as_ref().map(|p| {
+        let t = rating::sprt(&deciding_record, p.elo0, p.elo1, p.alpha, p.beta);
+        SprtStatus {
+            llr: t.llr,
+            lower_bound: t.lower,
+            upper_bound: t.upper,
+        }
+    });
+    // Failed gauntlets decide nothing.
+    if common.phase == JobPhase::Failed {
+        status.decision = Decision::Pending;
+    } else {
+        status.decision = tally.decision;
+        status.decision_reason = Some(tally.reason.clone());
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! Status and conditions from plans.
+
+use std::time::Duration;
+
+use ringrift_crds::common::{RunPolicy, TaskResources, WorkloadTemplate};
+use ringrift_crds::task::{JobKind, TaskPhase};
+
+use super::*;
+use crate::plan::split;
+use crate::reconcile::plan::{Backoff, Env, plan_job};
+use crate::reconcile::view::TaskView;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn job() -> JobView {
+    JobView {
+        kind: JobKind::SelfplayJob,
+        namespace: "default".into(),
+        name: "sp".into(),
+        uid: "u".into(),
+        generation: 3,
+        created: at(0),
+        units: split::selfplay(1000, 100),
+        resources: TaskResources::default(),
+        template: WorkloadTemplate::default(),
+        policy: RunPolicy::default(),
+        priority: 100,
+        parallelism: None,
+        params: serde_json::json!({}),
+        inputs: Vec::new(),
+        specifics: JobSpecifics::Selfplay,
+        finished: None,
+        started: Some(at(0)),
+    }
+}
+
+fn task(unit: &str, phase: TaskPhase, done: u64) -> TaskView {
+    TaskView {
+        name: format!("sp-{unit}"),
+        unit: unit.into(),
+        attempt: 0,
+        agent: Some("a".into()),
+        phase,
+        cancel: None,
+        failure_class: None,
+        message: String::new(),
+        created: at(0),
+        started: Some(at(0)),
+        last_progress: None,
+        finished: None,
+        done,
+        outputs: Vec::new(),
+        result: None,
+        metrics: std::collections::BTreeMap::default(),
+        resources: TaskResources::default(),
+        gpus: Vec::new(),
+    }
+}
+
+fn plan(job: &JobView, tasks: &[TaskView], now: i64) -> JobPlan {
+    let ready = |_: &str| true;
+    plan_job(
+        job,
+        tasks,
+        &Env {
+            now: at(now),
+            agent_ready: &ready,
+            backoff: Backoff {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(1),
+            },
+        },
+    )
+}
+
+fn condition<'a>(conditions: &'a [Condition], t: &str) -> &'a Condition {
+    conditions.iter().find(|c| c.type_ == t).unwrap()
+}
+
+#[test]
+fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+    let mut c = Vec::new();
+    set_condition(&mut c, "Ready", true, "Accepted", "", 1, at(0));
+    set_condition(&mut c, "Ready", true, "Accepted", "again", 2, at(50));
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].last_transition_time, Time(at(0)));
+    assert_eq!(c[0].message, "again");
+    assert_eq!(c[0].observed_generation, Some(2));
+    set_condition(&mut c, "Ready", false, "ModelNotFound", "", 2, at(60));
+    assert_eq!(c[0].last_transition_time, Time(at(60)));
+}
+
+#[test]
+fn eta_reads_like_a_person_would_write_it() {
+    assert_eq!(eta(100, Some(10.0)), Some("10s".into()));
+    assert_eq!(eta(250, Some(1.0)), Some("4m10s".into()));
+    assert_eq!(eta(7200, Some(1.0)), Some("2h0m".into()));
+    assert_eq!(eta(10, None), None);
+    assert_eq!(eta(10, Some(0.0)), None);
+}
+
+#[test]
+fn a_running_selfplay_job_reports_games_rate_and_eta() {
+    let job = job();
+    let tasks = [
+        TaskView {
+            finished: Some(at(50)),
+            ..task("games-0000", TaskPhase::Succeeded, 100)
+        },
+        task("games-0001", TaskPhase::Running, 50),
+        task("games-0002", TaskPhase::Pending, 0),
+    ];
+    let p = plan(&job, &tasks, 100);
+    let c = common(&job, &Previous::default(), Some(&p), None, None, at(100));
+    assert_eq!(c.phase, JobPhase::Running);
+    let s = selfplay(&job, Some(&p), c, None, at(100));
+    assert_eq!(s.games_done, 100, "only the counted unit");
+    assert_eq!(s.games_total, 1000);
+    assert_eq!(s.progress.as_deref(), Some("100/1000"));
+    assert_eq!(
+        s.games_per_second,
+        Some(1.5),
+        "150 games in 100 s, in flight included"
+    );
+    assert_eq!(s.eta.as_deref(), Some("9m27s"));
+    assert_eq!((s.tasks.running, s.tasks.pending, s.tasks.succeeded), (1, 1, 1));
+    assert_eq!(s.observed_generation, Some(3));
+    let progressing = condition(&s.conditions, "Progressing");
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_str()),
+        ("True", "TasksRunning")
+    );
+}
+
+#[test]
+fn waiting_work_shows_why_and_its_place_in_the_queue() {
+    let job = job();
+    let p = plan(&job, &[], 0);
+    let queue = QueueStatus {
+        position: 3,
+        reason: "no agents registered".into(),
+    };
+    let c = common(
+        &job,
+        &Previous::default(),
+        Some(&p),
+        None,
+        Some(queue.clone()),
+        at(0),
+    );
+    assert_eq!(c.phase, JobPhase::Pending);
+    assert_eq!(c.queue, Some(queue));
+    let progressing = condition(&c.conditions, "Progressing");
+    assert_eq!(progressing.reason, "Unschedulable");
+    assert_eq!(progressing.message, "no agents registered");
+}
+
+#[test]
+fn a_failed_job_says_why_and_keeps_its_completion_time() {
+    let mut job = job();
+    job.units = split::selfplay(100, 100);
+    let tasks: Vec<TaskView> = (0..4)
+        .map(|i| TaskView {
+            name: format!("t{i}"),
+            attempt: i,
+            finished: Some(at(1)),
+            message: "Error: exit code 3".into(),
+            ..task("games-0000", TaskPhase::Failed, 0)
+        })
+        .collect();
+    let p = plan(&job, &tasks, 10);
+    let c = common(&job, &Previous::default(), Some(&p), None, None, at(10));
+    assert_eq!(c.phase, JobPhase::Failed);
+    assert_eq!(c.completion_time, Some(Time(at(10))));
+    let failed = condition(&c.conditions, "Failed");
+    assert_eq!(
+        (failed.status.as_str(), failed.reason.as_str()),
+        ("True", "BackoffLimitExceeded")
+    );
+    assert!(failed.message.contains("exit code 3"));
+
+    // The next pass sees the job finished and changes nothing.
+    let earlier = Time(at(10));
+    job.finished = Some((JobPhase::Failed, at(10)));
+    let p = plan(&job, &tasks, 20);
+    let previous = Previous {
+        phase: JobPhase::Failed,
+        conditions: &c.conditions,
+        start_time: c.start_time.as_ref(),
+        completion_time: Some(&earlier),
+    };
+    let again = common(&job, &previous, Some(&p), None, None, at(20));
+    assert_eq!(again, c);
+}
+
+#[test]
+fn a_blocked_job_is_not_ready_and_waits() {
+    let job = job();
+    let blocked = Blocked {
+        reason: "ModelNotFound".into(),
+        message: "Model gen-3 does not exist".into(),
+    };
+    let c = common(&job, &Previous::default(), None, Some(&blocked), None, at(0));
+    assert_eq!(c.phase, JobPhase::Pending);
+    let ready = condition(&c.conditions, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ModelNotFound")
+    );
+}
+
+#[test]
+fn suspended_jobs_say_so() {
+    let mut job = job();
+    job.policy.suspend = true;
+    let p = plan(&job, &[task("games-0000", TaskPhase::Succeeded, 100)], 5);
+    let c = common(&job, &Previous::default(), Some(&p), None, None, at(5));
+    assert_eq!(c.phase, JobPhase::Suspended);
+    assert_eq!(condition(&c.conditions, "Suspended").status, "True");
+    assert_eq!(condition(&c.conditions, "Progressing").reason, "Suspended");
+}
