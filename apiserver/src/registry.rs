@@ -89,13 +89,50 @@ fn builtin(
     }
 }
 
+/// Core `Event`, selectable by the fields `kubectl describe` asks for.
+fn core_events() -> ResourceType {
+    let fields = [
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "type",
+    ];
+    ResourceType {
+        selectable_fields: fields.map(String::from).to_vec(),
+        ..builtin("", "v1", "events", "Event", true, &["ev"], false)
+    }
+}
+
+/// `events.k8s.io` `Event`, selectable by what it is about.
+fn events_k8s_io() -> ResourceType {
+    let fields = [
+        "regarding.kind",
+        "regarding.namespace",
+        "regarding.name",
+        "regarding.uid",
+        "reason",
+        "reportingController",
+        "type",
+    ];
+    ResourceType {
+        selectable_fields: fields.map(String::from).to_vec(),
+        ..builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], false)
+    }
+}
+
 /// The built-in kinds: those this system and its chart use, stored as objects.
 fn builtins() -> Vec<ResourceType> {
     vec![
         builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true),
         builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false),
         builtin("", "v1", "secrets", "Secret", true, &[], false),
-        builtin("", "v1", "events", "Event", true, &["ev"], false),
+        core_events(),
         builtin(
             "",
             "v1",
@@ -106,7 +143,7 @@ fn builtins() -> Vec<ResourceType> {
             false,
         ),
         builtin("", "v1", "services", "Service", true, &["svc"], true),
-        builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], false),
+        events_k8s_io(),
         builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false),
         builtin(
             "apiextensions.k8s.io",

@@ -3,9 +3,12 @@
 
 mod apiserver;
 mod bench;
+mod controller;
 mod crds;
 mod duration;
+mod kubeclient;
 mod planned;
+mod sim_agents;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -47,8 +50,9 @@ pub enum Command {
     Apiserver(apiserver::ApiserverArgs),
     /// Run the controller: leader election, job reconcilers, placement, retries and status.
     ///
-    /// Not built yet.
-    Controller(planned::Planned),
+    /// Run two or more replicas; one leads (a Lease), the others keep warm caches and take over
+    /// when it stops. The admin port serves /live, /ready and /metrics.
+    Controller(controller::ControllerArgs),
     /// Run the node agent: registration, GPU detection, task execution, REST API, gossip and
     /// data sync.
     ///
@@ -67,6 +71,12 @@ pub enum Command {
     ///
     /// Not built yet.
     Logs(planned::Planned),
+    /// Run simulated agents (many in one process) for tests and benchmarks.
+    ///
+    /// They register Agent objects with simulated GPUs, renew heartbeat Leases and run the
+    /// Tasks bound to them to completion after a set time; a task's SIM_* environment variables
+    /// ask for failures, hangs and gauntlet results (see the agent crate's `sim` module).
+    SimAgents(sim_agents::SimAgentsArgs),
     /// Print every CustomResourceDefinition as YAML, or write one file per CRD.
     Crds(crds::CrdsArgs),
     /// Run a benchmark and print its figures as JSON.
@@ -104,7 +114,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crds(args) => crds::run(args),
         Command::Up(_) => planned::not_built("up", 7),
         Command::Apiserver(args) => apiserver::run_apiserver(args),
-        Command::Controller(_) => planned::not_built("controller", 4),
+        Command::Controller(args) => controller::run_controller(args),
+        Command::SimAgents(args) => sim_agents::run_sim_agents(args),
         Command::Agent(_) => planned::not_built("agent", 5),
         Command::Workload(_) => planned::not_built("workload", 7),
         Command::Status(_) => planned::not_built("status", 7),

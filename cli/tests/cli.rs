@@ -18,7 +18,6 @@ fn text(bytes: &[u8]) -> String {
 
 const PLANNED: &[&[&str]] = &[
     &["up"],
-    &["controller"],
     &["agent"],
     &["workload"],
     &["status"],
@@ -31,7 +30,15 @@ const PLANNED: &[&[&str]] = &[
 
 #[test]
 fn every_subcommand_has_help() {
-    for args in PLANNED.iter().copied().chain([&["crds"][..], &["bench"][..]]) {
+    let built: [&[&str]; 6] = [
+        &["crds"],
+        &["bench"],
+        &["apiserver"],
+        &["controller"],
+        &["sim-agents"],
+        &["bench", "apiserver"],
+    ];
+    for args in PLANNED.iter().copied().chain(built) {
         let out = ringrift(&[args, &["--help"]].concat());
         assert!(out.status.success(), "{args:?} --help: {}", text(&out.stderr));
         let help = text(&out.stdout);
@@ -51,6 +58,19 @@ fn subcommands_not_built_yet_say_so_and_fail() {
         );
         let help = text(&ringrift(&[args, &["--help"][..]].concat()).stdout);
         assert!(help.contains("Not built yet"), "{args:?} --help says so: {help}");
+    }
+}
+
+#[test]
+fn roles_that_need_the_api_say_which_kubeconfig_they_could_not_read() {
+    for role in ["controller", "sim-agents"] {
+        let out = ringrift(&[role, "--kubeconfig", "/nonexistent/kubeconfig"]);
+        assert_eq!(out.status.code(), Some(1), "{role}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("failed to read the kubeconfig /nonexistent/kubeconfig"),
+            "{role}: {err}"
+        );
     }
 }
 

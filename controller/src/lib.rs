@@ -9,3 +9,4 @@ pub mod leader;
 pub mod plan;
 pub mod rating;
 pub mod reconcile;
+pub mod runtime;

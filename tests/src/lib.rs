@@ -2,6 +2,7 @@
 //! reading YAML fixtures, and running the real binaries ([`process`]).
 
 pub mod process;
+pub mod role;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

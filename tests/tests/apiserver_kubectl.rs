@@ -74,14 +74,17 @@ fn crds_and_examples_apply_and_list_under_the_ringrift_category() {
     ] {
         assert!(names.lines().any(|l| l == expected), "{expected} in:\n{names}");
     }
-    // Printer columns come through server-side Table output; short names resolve.
-    let table = ok(&server, &["get", "sp"]);
-    let header = table.lines().next().unwrap();
-    for column in ["NAME", "PHASE", "GAMES", "GAMES/S", "ETA", "AGE"] {
-        assert!(
-            header.split_whitespace().any(|c| c == column),
-            "{column} in {header}"
-        );
+    // Printer columns come through server-side Table output, for a list and for one object;
+    // short names resolve.
+    for args in [&["get", "sp"][..], &["get", "sp", "connect4-selfplay-demo"]] {
+        let table = ok(&server, args);
+        let header = table.lines().next().unwrap();
+        for column in ["NAME", "PHASE", "GAMES", "GAMES/S", "ETA", "AGE"] {
+            assert!(
+                header.split_whitespace().any(|c| c == column),
+                "{column} in {header} ({args:?})"
+            );
+        }
     }
     // Defaults from the schema are applied on create.
     let spec = ok(

@@ -76,7 +76,7 @@ pub(crate) async fn object(
             return super::watch::watch(server, &target.t, &target.namespace, query);
         }
         (&Method::GET, None) => list(server, &target, query, headers).await,
-        (&Method::GET, Some(name)) => get(server, &target, &name).await,
+        (&Method::GET, Some(name)) => get(server, &target, &name, headers).await,
         (&Method::POST, None) => create(server, &target, headers, query, &body).await,
         (&Method::PUT, Some(name)) => update(server, &target, &name, headers, query, &body).await,
         (&Method::PATCH, Some(name)) => patch(server, &target, &name, headers, query, &body).await,
@@ -118,8 +118,25 @@ impl Reply {
     }
 }
 
-async fn get(server: &ApiServer, target: &Target, name: &str) -> Result<Reply, ApiError> {
+/// Whether the client asked for a server-side `Table` (kubectl does).
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+}
+
+async fn get(
+    server: &ApiServer,
+    target: &Target,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Reply, ApiError> {
     match server.store.get(&target.key, &target.namespace, name).await {
+        Ok(Some(obj)) if wants_table(headers) => {
+            let metadata = json!({"resourceVersion": meta_str(&obj, "resourceVersion").unwrap_or_default()});
+            Ok(Reply::ok(super::table::table(&target.t, &[obj], &metadata)))
+        }
         Ok(Some(obj)) => Ok(Reply::ok(obj)),
         Ok(None) => Err(ApiError::not_found(&target.key, name)),
         Err(e) => Err(ApiError::from_store(e, &target.key, name)),
@@ -175,11 +192,7 @@ async fn list(
         metadata["continue"] = items.last().map(list_key).into();
         metadata["remainingItemCount"] = remaining.into();
     }
-    let accept = headers
-        .get(ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .unwrap_or_default();
-    if accept.contains("as=Table") {
+    if wants_table(headers) {
         return Ok(Reply::ok(super::table::table(&target.t, &items, &metadata)));
     }
     Ok(Reply::ok(json!({

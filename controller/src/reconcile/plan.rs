@@ -177,6 +177,8 @@ pub struct Summary {
     pub first_start: Option<Timestamp>,
     /// The live tasks.
     pub live: Vec<TaskView>,
+    /// What the latest failed or lost attempt reported.
+    pub last_failure: Option<String>,
 }
 
 /// What to do for one job.
@@ -290,6 +292,22 @@ fn summarize(states: &[UnitState<'_>], tasks: &[TaskView]) -> Summary {
             s.live.push(t.clone());
         }
     }
+    s.last_failure = tasks
+        .iter()
+        .filter(|t| counts_as_failure(t) || t.cancel == Some(CancelReason::Lost))
+        .max_by_key(|t| (t.finished.unwrap_or(t.created), t.attempt))
+        .map(|t| {
+            let what = if t.cancel == Some(CancelReason::Lost) {
+                format!("{} lost with agent {}", t.name, t.agent.as_deref().unwrap_or("?"))
+            } else {
+                format!("{} {:?}", t.name, t.phase)
+            };
+            if t.message.is_empty() {
+                what
+            } else {
+                format!("{what}: {}", t.message)
+            }
+        });
     s.counts.succeeded = u32::try_from(s.units_done).unwrap_or(u32::MAX);
     s.attempts = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
     s.first_start = tasks.iter().filter_map(|t| t.started).min();

@@ -222,7 +222,7 @@ fn progress_conditions(
 #[allow(clippy::cast_precision_loss)] // counts stay far below 2^52
 fn rate(done: u64, since: Option<Timestamp>, now: Timestamp) -> Option<f64> {
     let secs = now.duration_since(since?).as_secs_f64();
-    (secs > 0.0 && done > 0).then(|| done as f64 / secs)
+    (secs > 0.0 && done > 0).then(|| (done as f64 / secs * 100.0).round() / 100.0)
 }
 
 /// `1h2m3s`-style time left at `rate` per second.

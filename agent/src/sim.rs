@@ -1,0 +1,413 @@
+//! Simulated agents, many in one process, for tests and benchmarks. They go through the real
+//! API like real agents: each registers its `Agent` with simulated GPUs, renews its heartbeat
+//! Lease `agent-<name>`, and runs the `Task`s bound to it, reporting progress and finishing
+//! after a set time. A task's template environment steers what happens, so a test can ask
+//! for failures:
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `SIM_DURATION_MS` | run time of the task (default: the fleet's `--task-duration`) |
+//! | `SIM_FAIL_ATTEMPTS` | attempts below this number fail (exit code 1) |
+//! | `SIM_FAIL_CLASS` | failure class of those failures, for example `GpuFault` (default `UserError`) |
+//! | `SIM_FAIL_AGENTS` | comma-separated agents on which every attempt fails |
+//! | `SIM_HANG` | `true`: the task reports no progress and never ends (until cancelled) |
+//! | `SIM_WIN_RATE` | gauntlet: the candidate's share of wins (default 0.5) |
+//!
+//! Artifact digests are made up (a hash of the task's name, in the `sha256:` format): nothing
+//! is transferred.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use ringrift_crds::agent::{Agent, AgentSpec, Capacity, Gpu, GpuHealth};
+use ringrift_crds::task::{AGENT_LABEL, Role, Task, TaskPhase};
+use serde_json::json;
+
+/// The fleet.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Agents are named `<prefix>-<i>`.
+    pub prefix: String,
+    /// How many agents.
+    pub count: usize,
+    /// GPUs per agent.
+    pub gpus: u32,
+    /// GPU product name.
+    pub gpu_product: String,
+    /// GPU memory, MiB.
+    pub gpu_memory_mib: u64,
+    /// CPU per agent, thousandths of a core.
+    pub cpu_millis: u64,
+    /// Memory per agent, MiB.
+    pub memory_mib: u64,
+    /// Namespace of the heartbeat Leases (the controller's).
+    pub namespace: String,
+    /// How often heartbeats are renewed.
+    pub heartbeat: Duration,
+    /// How long a heartbeat stays valid.
+    pub lease_duration: Duration,
+    /// Default run time of a task.
+    pub task_duration: Duration,
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+/// Made-up content digest of a simulated artifact.
+fn digest(name: &str) -> String {
+    let mut out = String::from("sha256:");
+    for i in 0..4u8 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (i, name).hash(&mut h);
+        let _ = write!(out, "{:016x}", h.finish());
+    }
+    out
+}
+
+fn agent_object(config: &SimConfig, name: &str, version: &str) -> (Agent, serde_json::Value) {
+    let gpus: Vec<Gpu> = (0..config.gpus)
+        .map(|i| Gpu {
+            index: i,
+            uuid: format!("GPU-sim-{name}-{i}"),
+            product: config.gpu_product.clone(),
+            memory_mib: config.gpu_memory_mib,
+            health: GpuHealth::Healthy,
+            health_message: None,
+            mig_enabled: false,
+        })
+        .collect();
+    let status = json!({"status": {
+        "conditions": [Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "Registered".into(),
+            message: "simulated agent".into(),
+            observed_generation: None,
+            last_transition_time: now(),
+        }],
+        "version": version,
+        "capacity": Capacity {
+            cpu_millis: config.cpu_millis,
+            memory_mib: config.memory_mib,
+            disk_mib: 100_000,
+            gpu_count: config.gpus,
+            gpu_detection_message: None,
+            gpus,
+            simulated: true,
+        },
+        "registeredAt": now(),
+    }});
+    (Agent::new(name, AgentSpec::default()), status)
+}
+
+/// Registers (or re-registers) one agent.
+async fn register(client: &Client, config: &SimConfig, name: &str, version: &str) -> kube::Result<()> {
+    let agents: Api<Agent> = Api::all(client.clone());
+    let (agent, status) = agent_object(config, name, version);
+    match agents.create(&PostParams::default(), &agent).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e),
+    }
+    agents
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+/// Renews one heartbeat Lease (creating it the first time).
+async fn heartbeat(leases: &Api<Lease>, name: &str, duration: Duration) -> kube::Result<()> {
+    let lease_name = format!("agent-{name}");
+    let spec = LeaseSpec {
+        holder_identity: Some(name.to_owned()),
+        lease_duration_seconds: Some(i32::try_from(duration.as_secs().max(1)).unwrap_or(i32::MAX)),
+        renew_time: Some(MicroTime(jiff::Timestamp::now())),
+        ..LeaseSpec::default()
+    };
+    let patch = json!({"spec": spec});
+    match leases
+        .patch(&lease_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(lease_name),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(spec),
+            };
+            leases.create(&PostParams::default(), &lease).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn env<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
+    task.spec.template.env.get(key).map(String::as_str)
+}
+
+/// What a task's run ends with.
+fn outcome(task: &Task, agent: &str) -> serde_json::Value {
+    let attempt = task.spec.attempt;
+    let fail_attempts: u32 = env(task, "SIM_FAIL_ATTEMPTS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bad_agent = env(task, "SIM_FAIL_AGENTS").is_some_and(|l| l.split(',').any(|a| a.trim() == agent));
+    if attempt < fail_attempts || bad_agent {
+        return json!({
+            "phase": "Failed",
+            "exitCode": 1,
+            "failureClass": env(task, "SIM_FAIL_CLASS").unwrap_or("UserError"),
+            "reason": "Error",
+            "message": format!("simulated failure of attempt {attempt} on {agent}"),
+        });
+    }
+    let name = task.name_any();
+    let games = task
+        .spec
+        .params
+        .get("games")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let (outputs, result, done) = match task.spec.role {
+        Role::Selfplay => (
+            json!([{"name": format!("{name}.games"), "kind": "games", "digest": digest(&name), "sizeBytes": games * 1000}]),
+            json!({"games": games}),
+            games,
+        ),
+        Role::Training => {
+            let steps = task
+                .spec
+                .params
+                .pointer("/hyperparameters/steps")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            (
+                json!([{"name": format!("{name}.model"), "kind": "model", "digest": digest(&name), "sizeBytes": 1_000_000}]),
+                json!({"steps": steps}),
+                steps,
+            )
+        }
+        Role::Gauntlet => {
+            let rate: f64 = env(task, "SIM_WIN_RATE")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.5);
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let wins = ((games as f64) * rate.clamp(0.0, 1.0)).round() as u64;
+            (
+                json!([]),
+                json!({"wins": wins, "losses": games - wins, "draws": 0}),
+                games,
+            )
+        }
+    };
+    json!({
+        "phase": "Succeeded",
+        "exitCode": 0,
+        "reason": "Completed",
+        "outputs": outputs,
+        "result": result,
+        "progress": {"done": done, "total": done},
+        "progressText": format!("{done}/{done}"),
+    })
+}
+
+async fn patch_status(
+    tasks: &Api<Task>,
+    name: &str,
+    attempt: u32,
+    mut status: serde_json::Value,
+) -> kube::Result<()> {
+    if let Some(s) = status.as_object_mut() {
+        s.insert("attempt".into(), json!(attempt));
+    }
+    tasks
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Whether the task, as the cache has it now, was cancelled; `Some(true)` when it was marked
+/// lost (stop silently: it is no longer current).
+fn cancelled(store: &Store<Task>, task: &Task) -> Option<bool> {
+    let current = store.get(&reflector::ObjectRef::from_obj(task))?;
+    if current.metadata.uid != task.metadata.uid {
+        return Some(true);
+    }
+    current.spec.cancel.then(|| {
+        current
+            .annotations()
+            .get("ringrift.ai/cancel-reason")
+            .is_some_and(|r| r == "Lost")
+            || current
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase == TaskPhase::Lost)
+    })
+}
+
+/// Runs one task to its end.
+async fn run_task(client: Client, store: Store<Task>, task: Task, agent: String, default: Duration) {
+    let ns = task.namespace().unwrap_or_default();
+    let name = task.name_any();
+    let attempt = task.spec.attempt;
+    let tasks: Api<Task> = Api::namespaced(client, &ns);
+    let duration = env(&task, "SIM_DURATION_MS")
+        .and_then(|v| v.parse().ok())
+        .map_or(default, Duration::from_millis);
+    let hang = env(&task, "SIM_HANG") == Some("true");
+    let total = task
+        .spec
+        .params
+        .get("games")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(100);
+    let started = now();
+    let running = json!({"phase": "Running", "startTime": started, "lastProgressTime": started,
+        "progress": {"done": 0, "total": total}, "progressText": format!("0/{total}")});
+    if let Err(e) = patch_status(&tasks, &name, attempt, running).await {
+        tracing::warn!(task = name, error = %e, "failed to report Running");
+    }
+    let steps = 4u32;
+    for step in 1..=steps {
+        let deadline = tokio::time::Instant::now() + duration / steps;
+        while tokio::time::Instant::now() < deadline || hang {
+            if let Some(lost) = cancelled(&store, &task) {
+                if !lost {
+                    let status =
+                        json!({"phase": "Cancelled", "reason": "Cancelled", "completionTime": now()});
+                    let _ = patch_status(&tasks, &name, attempt, status).await;
+                }
+                tracing::info!(task = name, agent, lost, "stopped a cancelled task");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if step < steps {
+            let done = total * u64::from(step) / u64::from(steps);
+            let progress = json!({"lastProgressTime": now(), "progress": {"done": done, "total": total}, "progressText": format!("{done}/{total}")});
+            let _ = patch_status(&tasks, &name, attempt, progress).await;
+        }
+    }
+    if cancelled(&store, &task) == Some(true) {
+        return;
+    }
+    let mut end = outcome(&task, &agent);
+    if let Some(o) = end.as_object_mut() {
+        o.insert("completionTime".into(), json!(now()));
+    }
+    if let Err(e) = patch_status(&tasks, &name, attempt, end).await {
+        tracing::warn!(task = name, error = %e, "failed to report the end of a task");
+    }
+}
+
+/// Runs the fleet until `shutdown`. Prints each agent's name when registered.
+///
+/// # Errors
+/// When an agent cannot register.
+pub async fn run(
+    client: Client,
+    config: SimConfig,
+    version: &str,
+    shutdown: impl Future<Output = ()>,
+) -> kube::Result<()> {
+    let names: Vec<String> = (0..config.count)
+        .map(|i| format!("{}-{i}", config.prefix))
+        .collect();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
+    futures_util::stream::iter(names.clone())
+        .map(|n| {
+            let (client, config, leases) = (client.clone(), config.clone(), leases.clone());
+            async move {
+                register(&client, &config, &n, version).await?;
+                heartbeat(&leases, &n, config.lease_duration).await
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<kube::Result<Vec<()>>>()?;
+    println!(
+        "ringrift sim-agents: {} agents registered ({}-0..{})",
+        names.len(),
+        config.prefix,
+        names.len()
+    );
+    let beat = {
+        let (names, leases, config) = (names.clone(), leases.clone(), config.clone());
+        async move {
+            loop {
+                tokio::time::sleep(config.heartbeat).await;
+                let results: Vec<kube::Result<()>> = futures_util::stream::iter(names.clone())
+                    .map(|n| {
+                        let leases = leases.clone();
+                        async move { heartbeat(&leases, &n, config.lease_duration).await }
+                    })
+                    .buffer_unordered(32)
+                    .collect()
+                    .await;
+                if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+                    tracing::warn!(error = %e, "failed to renew heartbeats");
+                }
+            }
+        }
+    };
+    let mine: HashSet<String> = names.into_iter().collect();
+    let (store, writer) = reflector::store::<Task>();
+    let selector = watcher::Config::default().labels(AGENT_LABEL);
+    let started: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let work = reflector::reflector(
+        writer,
+        watcher(Api::<Task>::all(client.clone()), selector).default_backoff(),
+    )
+    .applied_objects()
+    .for_each(|task| {
+        if let Ok(task) = task {
+            let agent = task.spec.agent.clone().unwrap_or_default();
+            let fresh = task.status.as_ref().is_none_or(|s| s.phase == TaskPhase::Pending);
+            let uid = task.metadata.uid.clone().unwrap_or_default();
+            if mine.contains(&agent) && fresh && !task.spec.cancel {
+                let first = started.lock().is_ok_and(|mut s| s.insert(uid));
+                if first {
+                    tokio::spawn(run_task(
+                        client.clone(),
+                        store.clone(),
+                        task,
+                        agent,
+                        config.task_duration,
+                    ));
+                }
+            }
+        }
+        std::future::ready(())
+    });
+    tokio::select! {
+        () = shutdown => {}
+        () = beat => {}
+        () = work => {}
+    }
+    Ok(())
+}

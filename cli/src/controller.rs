@@ -1,0 +1,121 @@
+//! `ringrift controller`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ringrift_controller::leader::Timing;
+use ringrift_controller::reconcile::plan::Backoff;
+use ringrift_controller::runtime::reconciler::Tuning;
+use ringrift_controller::runtime::run::{Config, run};
+
+use crate::apiserver::shutdown_signal;
+use crate::kubeclient::{self, KubeArgs};
+use crate::telemetry::{self, TelemetryArgs};
+
+/// Leader election options.
+#[derive(Debug, clap::Args)]
+pub struct LeaderArgs {
+    /// Name of the leader Lease.
+    #[arg(long, env = "RINGRIFT_LEASE_NAME", default_value = "ringrift-controller")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease. Default: the host name and a random suffix.
+    #[arg(long, env = "RINGRIFT_IDENTITY")]
+    pub identity: Option<String>,
+    /// How long a claim lasts without renewal.
+    #[arg(long, env = "RINGRIFT_LEASE_DURATION", default_value = "15s", value_parser = crate::duration::parse)]
+    pub lease_duration: Duration,
+    /// A leader that cannot renew within this stops writing and exits.
+    #[arg(long, env = "RINGRIFT_RENEW_DEADLINE", default_value = "10s", value_parser = crate::duration::parse)]
+    pub renew_deadline: Duration,
+    /// Time between attempts to acquire or renew.
+    #[arg(long, env = "RINGRIFT_RETRY_PERIOD", default_value = "2s", value_parser = crate::duration::parse)]
+    pub retry_period: Duration,
+}
+
+/// Options of `ringrift controller`.
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Namespace of the leader Lease and of the agents' heartbeat Leases.
+    #[arg(long, env = "RINGRIFT_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    #[command(flatten)]
+    pub leader: LeaderArgs,
+    /// Admin port (`/live`, `/ready`, `/metrics`). Port 0 picks one; the address is printed.
+    #[arg(long, env = "RINGRIFT_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
+    /// Delay before the first retry of a failed work unit; doubles with each failure.
+    #[arg(long, env = "RINGRIFT_RETRY_BACKOFF", default_value = "10s", value_parser = crate::duration::parse)]
+    pub retry_backoff: Duration,
+    /// Longest delay between retries of a work unit.
+    #[arg(long, env = "RINGRIFT_RETRY_BACKOFF_MAX", default_value = "5m", value_parser = crate::duration::parse)]
+    pub retry_backoff_max: Duration,
+    /// API writes in flight at once.
+    #[arg(long, env = "RINGRIFT_WRITE_CONCURRENCY", default_value_t = 32)]
+    pub write_concurrency: usize,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "controller".into());
+    format!("{host}-{}", std::process::id())
+}
+
+pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let ControllerArgs {
+        kube,
+        namespace,
+        leader:
+            LeaderArgs {
+                lease_name,
+                identity,
+                lease_duration,
+                renew_deadline,
+                retry_period,
+            },
+        admin_listen,
+        retry_backoff,
+        retry_backoff_max,
+        write_concurrency,
+        telemetry,
+    } = args;
+    telemetry::init(&telemetry)?;
+    let config = Config {
+        namespace,
+        lease_name,
+        identity: identity.unwrap_or_else(default_identity),
+        timing: Timing {
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        },
+        admin: admin_listen,
+        tuning: Tuning {
+            backoff: Backoff {
+                base: retry_backoff,
+                max: retry_backoff_max,
+            },
+            concurrency: write_concurrency,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async {
+        let client = kubeclient::client(&kube).await?;
+        run(client, config, shutdown_signal())
+            .await
+            .context("controller stopped")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

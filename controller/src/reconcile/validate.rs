@@ -1,0 +1,287 @@
+//! Validate: a job object, checked and resolved against the models and datasets it names, into
+//! the [`JobView`] the planner works on. A job that cannot run as written gets a [`Blocked`]
+//! that its status shows until the spec or the world changes.
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use ringrift_crds::common::{Artifact, ArtifactKind, JobPhase, ModelRef};
+use ringrift_crds::gauntlet::GauntletJob;
+use ringrift_crds::selfplay::SelfplayJob;
+use ringrift_crds::task::JobKind;
+use ringrift_crds::training::TrainingJob;
+use serde_json::json;
+
+use super::status::Blocked;
+use super::view::{JobSpecifics, JobView, default_priority};
+use crate::plan::split;
+
+/// A model the registry knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// `Model` name.
+    pub name: String,
+    /// Its weights, as an input artifact.
+    pub artifact: Artifact,
+    /// Its generation.
+    pub generation: u32,
+}
+
+/// Recorded games of a dataset from one selfplay job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetPart {
+    /// When the job finished (newest parts are used first).
+    pub finished: Timestamp,
+    /// Games in it.
+    pub games: u64,
+    /// Its game files.
+    pub artifacts: Vec<Artifact>,
+}
+
+/// What a job may name, looked up in the controller's caches.
+pub trait World {
+    /// The `Model` `namespace/name`.
+    fn model(&self, namespace: &str, name: &str) -> Option<ModelInfo>;
+    /// The name of the best model of the `TrainingLoop` `namespace/name`.
+    fn best_of(&self, namespace: &str, training_loop: &str) -> Option<String>;
+    /// The finished parts of a dataset, any order.
+    fn dataset(&self, namespace: &str, dataset: &str) -> Vec<DatasetPart>;
+}
+
+fn blocked(reason: &str, message: String) -> Blocked {
+    Blocked {
+        reason: reason.into(),
+        message,
+    }
+}
+
+fn resolve(world: &dyn World, namespace: &str, r: &ModelRef, what: &str) -> Result<ModelInfo, Blocked> {
+    let name = match (&r.model, &r.best_of) {
+        (Some(model), _) => model.clone(),
+        (None, Some(l)) => world.best_of(namespace, l).ok_or_else(|| {
+            blocked(
+                "ModelNotFound",
+                format!("{what}: TrainingLoop {l} has no best model yet"),
+            )
+        })?,
+        (None, None) => return Err(blocked("InvalidSpec", format!("{what}: set model or bestOf"))),
+    };
+    world
+        .model(namespace, &name)
+        .ok_or_else(|| blocked("ModelNotFound", format!("{what}: Model {name} does not exist")))
+}
+
+fn finished(
+    phase: JobPhase,
+    completion: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> Option<(JobPhase, Timestamp)> {
+    phase
+        .is_finished()
+        .then(|| (phase, completion.map_or(Timestamp::UNIX_EPOCH, |t| t.0)))
+}
+
+/// A view with no units, for the status of a job that cannot be resolved.
+pub fn placeholder(kind: JobKind) -> JobView {
+    base(kind, &kube::api::ObjectMeta::default())
+}
+
+/// Fields every kind fills the same way.
+fn base(kind: JobKind, meta: &kube::api::ObjectMeta) -> JobView {
+    JobView {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        generation: meta.generation.unwrap_or(0),
+        created: meta
+            .creation_timestamp
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+        units: Vec::new(),
+        resources: ringrift_crds::common::TaskResources::default(),
+        template: ringrift_crds::common::WorkloadTemplate::default(),
+        policy: ringrift_crds::common::RunPolicy::default(),
+        priority: default_priority(kind),
+        parallelism: None,
+        params: json!({}),
+        inputs: Vec::new(),
+        specifics: JobSpecifics::Selfplay,
+        finished: None,
+        started: None,
+    }
+}
+
+/// A `SelfplayJob`, with the name of the model that plays (if any).
+///
+/// # Errors
+/// [`Blocked`] when its model does not exist.
+pub fn selfplay(job: &SelfplayJob, world: &dyn World) -> Result<(JobView, Option<String>), Blocked> {
+    let mut view = base(JobKind::SelfplayJob, &job.metadata);
+    let spec = &job.spec;
+    let s = &spec.settings;
+    let model = spec
+        .model
+        .as_ref()
+        .map(|r| resolve(world, &view.namespace, r, "spec.model"))
+        .transpose()?;
+    view.units = split::selfplay(s.games, s.games_per_task);
+    view.resources = s.resources.clone();
+    view.template = s.template.clone();
+    view.policy = s.run_policy.clone();
+    view.priority = s.run_policy.priority.unwrap_or(view.priority);
+    view.parallelism = s.parallelism;
+    view.params = json!({
+        "game": spec.game,
+        "simulations": s.simulations,
+        "model": model.as_ref().map(|m| &m.name),
+        "dataset": spec.output.dataset,
+    });
+    view.inputs = model.iter().map(|m| m.artifact.clone()).collect();
+    if let Some(status) = &job.status {
+        view.finished = finished(status.phase, status.completion_time.as_ref());
+        view.started = status.start_time.as_ref().map(|t| t.0);
+    }
+    Ok((view, model.map(|m| m.name)))
+}
+
+/// A `TrainingJob`. Its inputs are the newest parts of its datasets that hold the window (the
+/// workload keeps the newest games of them); its base model, when set, is an input too.
+///
+/// # Errors
+/// [`Blocked`] when the base model does not exist or the datasets hold no games yet.
+pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked> {
+    let mut view = base(JobKind::TrainingJob, &job.metadata);
+    let spec = &job.spec;
+    let s = &spec.settings;
+    let base_model = spec
+        .base_model
+        .as_ref()
+        .map(|r| resolve(world, &view.namespace, r, "spec.baseModel"))
+        .transpose()?;
+    let mut parts: Vec<DatasetPart> = spec
+        .datasets
+        .iter()
+        .flat_map(|d| world.dataset(&view.namespace, d))
+        .collect();
+    parts.sort_by_key(|p| std::cmp::Reverse(p.finished));
+    let wanted = s.window.games.unwrap_or(u64::MAX);
+    let mut games = 0;
+    let mut inputs: Vec<Artifact> = Vec::new();
+    for part in parts {
+        if games >= wanted {
+            break;
+        }
+        games += part.games;
+        inputs.extend(part.artifacts);
+    }
+    if inputs.is_empty() {
+        return Err(blocked(
+            "DatasetEmpty",
+            format!(
+                "no finished selfplay games in dataset(s) {}",
+                spec.datasets.join(", ")
+            ),
+        ));
+    }
+    view.units = split::training();
+    view.resources = s.resources.clone();
+    view.template = s.template.clone();
+    view.policy = s.run_policy.clone();
+    view.priority = s.run_policy.priority.unwrap_or(view.priority);
+    view.params = json!({
+        "game": spec.game,
+        "hyperparameters": s.hyperparameters,
+        "window": s.window,
+        "baseModel": base_model.as_ref().map(|m| &m.name),
+        "outputModel": spec.output.model,
+    });
+    view.inputs = inputs;
+    view.inputs.extend(base_model.iter().map(|m| m.artifact.clone()));
+    view.specifics = JobSpecifics::Training {
+        model: spec.output.model.clone(),
+        parent: base_model.map(|m| (m.name, m.generation)),
+    };
+    if let Some(status) = &job.status {
+        view.finished = finished(status.phase, status.completion_time.as_ref());
+        view.started = status.start_time.as_ref().map(|t| t.0);
+    }
+    Ok(view)
+}
+
+/// A `GauntletJob`. Model opponents and the candidate are inputs; baselines are built in.
+///
+/// # Errors
+/// [`Blocked`] when the candidate or an opponent's model does not exist.
+pub fn gauntlet(job: &GauntletJob, world: &dyn World) -> Result<JobView, Blocked> {
+    let mut view = base(JobKind::GauntletJob, &job.metadata);
+    let spec = &job.spec;
+    let s = &spec.settings;
+    let candidate = resolve(world, &view.namespace, &spec.candidate, "spec.candidate")?;
+    let mut inputs = vec![candidate.artifact.clone()];
+    let mut opponents = serde_json::Map::new();
+    for o in &spec.opponents {
+        let model_ref = match (&o.model, &o.best_of) {
+            (Some(m), _) => Some(ModelRef::model(m)),
+            (None, Some(l)) => Some(ModelRef::best_of(l)),
+            (None, None) => None,
+        };
+        let entry = match model_ref {
+            Some(r) => {
+                let m = resolve(world, &view.namespace, &r, &format!("opponent {}", o.name))?;
+                if !inputs.iter().any(|a| a.digest == m.artifact.digest) {
+                    inputs.push(m.artifact.clone());
+                }
+                json!({"model": m.name})
+            }
+            None => json!({"baseline": o.baseline}),
+        };
+        opponents.insert(o.name.clone(), entry);
+    }
+    let names: Vec<String> = spec.opponents.iter().map(|o| o.name.clone()).collect();
+    let deciding = s
+        .promotion
+        .opponent
+        .clone()
+        .or_else(|| names.first().cloned())
+        .ok_or_else(|| blocked("InvalidSpec", "spec.opponents is empty".into()))?;
+    view.units = split::gauntlet(
+        &names,
+        u64::from(s.games_per_opponent),
+        u64::from(s.games_per_task),
+    );
+    view.resources = s.resources.clone();
+    view.template = s.template.clone();
+    view.policy = s.run_policy.clone();
+    view.priority = s.run_policy.priority.unwrap_or(view.priority);
+    view.params = json!({
+        "game": spec.game,
+        "simulations": s.simulations,
+        "candidate": candidate.name,
+        "opponents": opponents,
+    });
+    view.inputs = inputs;
+    view.specifics = JobSpecifics::Gauntlet {
+        policy: s.promotion.clone(),
+        deciding,
+        per_opponent: u64::from(s.games_per_opponent),
+    };
+    if let Some(status) = &job.status {
+        view.finished = finished(status.phase, status.completion_time.as_ref());
+        view.started = status.start_time.as_ref().map(|t| t.0);
+    }
+    Ok(view)
+}
+
+/// A `Model`'s weights as an input artifact.
+pub fn model_artifact(model: &ringrift_crds::model::Model) -> Artifact {
+    Artifact {
+        name: model.name_any(),
+        kind: ArtifactKind::Model,
+        digest: model.spec.digest.clone(),
+        size_bytes: model.spec.size_bytes,
+        holders: model
+            .status
+            .as_ref()
+            .map(|s| s.holders.clone())
+            .unwrap_or_default(),
+    }
+}

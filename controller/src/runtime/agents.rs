@@ -1,0 +1,116 @@
+//! Agents as placement sees them, from their `Agent` objects and heartbeat Leases. Pure.
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
+use ringrift_crds::agent::{Agent, GpuHealth};
+
+use crate::plan::placement::{AgentView, GpuView};
+
+/// Name of an agent's heartbeat Lease.
+pub fn lease_name(agent: &str) -> String {
+    format!("agent-{agent}")
+}
+
+/// When an agent's heartbeat runs out: its Lease's `renewTime` (or `acquireTime`) plus
+/// `leaseDurationSeconds`. None without a Lease or a time in it.
+pub fn heartbeat_expiry(lease: Option<&Lease>) -> Option<Timestamp> {
+    let spec = lease?.spec.as_ref()?;
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
+    let seconds = i64::from(spec.lease_duration_seconds.unwrap_or(40).max(1));
+    renewed.checked_add(jiff::SignedDuration::from_secs(seconds)).ok()
+}
+
+/// Whether the agent's own `Ready` condition is not `False` (it may say it cannot take work).
+fn says_ready(agent: &Agent) -> bool {
+    agent
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .is_none_or(|c| c.status != "False" || c.reason == HEARTBEAT_LAPSED)
+}
+
+/// Reason of the `Ready=False` condition the controller sets when a heartbeat lapses.
+pub const HEARTBEAT_LAPSED: &str = "HeartbeatLapsed";
+
+/// The agent for placement: ready when its heartbeat is current and it does not itself say it
+/// is not ready; only healthy GPUs take work.
+pub fn view(agent: &Agent, heartbeat_current: bool) -> AgentView {
+    let status = agent.status.clone().unwrap_or_default();
+    AgentView {
+        name: agent.metadata.name.clone().unwrap_or_default(),
+        ready: heartbeat_current && says_ready(agent),
+        unschedulable: agent.spec.unschedulable,
+        cpu_millis: status.capacity.cpu_millis,
+        memory_mib: status.capacity.memory_mib,
+        gpus: status
+            .capacity
+            .gpus
+            .iter()
+            .map(|g| GpuView {
+                uuid: g.uuid.clone(),
+                product: g.product.clone(),
+                memory_mib: g.memory_mib,
+                healthy: g.health == GpuHealth::Healthy,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+    use ringrift_crds::agent::{AgentSpec, AgentStatus};
+
+    use super::*;
+
+    fn lease(renewed: Timestamp, secs: i32) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                renew_time: Some(MicroTime(renewed)),
+                lease_duration_seconds: Some(secs),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
+    }
+
+    #[test]
+    fn the_heartbeat_runs_out_a_lease_duration_after_renewal() {
+        let t = Timestamp::from_second(1_800_000_000).unwrap();
+        assert_eq!(
+            heartbeat_expiry(Some(&lease(t, 10))),
+            Some(Timestamp::from_second(1_800_000_010).unwrap())
+        );
+        assert_eq!(heartbeat_expiry(None), None);
+        assert_eq!(heartbeat_expiry(Some(&Lease::default())), None);
+    }
+
+    #[test]
+    fn an_agent_that_says_it_is_not_ready_takes_no_work() {
+        let mut agent = Agent::new("a", AgentSpec::default());
+        assert!(view(&agent, true).ready);
+        assert!(!view(&agent, false).ready);
+        let condition = |reason: &str| Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+        };
+        agent.status = Some(AgentStatus {
+            conditions: vec![condition("DiskFull")],
+            ..AgentStatus::default()
+        });
+        assert!(!view(&agent, true).ready);
+        agent.status = Some(AgentStatus {
+            conditions: vec![condition(HEARTBEAT_LAPSED)],
+            ..AgentStatus::default()
+        });
+        assert!(
+            view(&agent, true).ready,
+            "the controller's own mark clears with the heartbeat"
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Observe: watch caches (reflectors) of every kind the controller reads. They run on every
+//! replica, leader or not, so a standby that takes over starts with warm caches. Objects are
+//! read through `DeserializeGuard`: one malformed object is reported, never fatal.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use ringrift_crds::agent::Agent;
+use ringrift_crds::gauntlet::GauntletJob;
+use ringrift_crds::model::Model;
+use ringrift_crds::selfplay::SelfplayJob;
+use ringrift_crds::task::Task;
+use ringrift_crds::training::TrainingJob;
+use ringrift_crds::training_loop::TrainingLoop;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+/// A cache that tolerates malformed objects.
+pub type Guarded<K> = Store<DeserializeGuard<K>>;
+
+/// Every cache the controller reads.
+#[derive(Clone)]
+pub struct Caches {
+    /// Selfplay jobs, all namespaces.
+    pub selfplay: Guarded<SelfplayJob>,
+    /// Training jobs, all namespaces.
+    pub training: Guarded<TrainingJob>,
+    /// Gauntlets, all namespaces.
+    pub gauntlet: Guarded<GauntletJob>,
+    /// Tasks, all namespaces.
+    pub tasks: Guarded<Task>,
+    /// Agents.
+    pub agents: Guarded<Agent>,
+    /// Models, all namespaces.
+    pub models: Guarded<Model>,
+    /// Training loops, all namespaces (for `bestOf`).
+    pub loops: Guarded<TrainingLoop>,
+    /// Leases in the controller's namespace (agent heartbeats).
+    pub leases: Store<Lease>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("tasks", &self.tasks.len())
+            .field("agents", &self.agents.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The valid objects of a guarded cache, and the errors of the malformed ones with their
+/// `namespace/name`.
+pub fn valid<K>(store: &Guarded<K>) -> (Vec<K>, Vec<(String, String)>)
+where
+    K: Resource + Clone,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for obj in store.state() {
+        match &obj.0 {
+            Ok(k) => ok.push(k.clone()),
+            Err(e) => bad.push((
+                format!(
+                    "{}/{}",
+                    e.metadata.namespace.as_deref().unwrap_or_default(),
+                    e.metadata.name.as_deref().unwrap_or_default()
+                ),
+                e.error.clone(),
+            )),
+        }
+    }
+    (ok, bad)
+}
+
+fn reflect<K>(
+    api: Api<K>,
+    notify: Option<Arc<Notify>>,
+) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    let run = async move {
+        stream
+            .for_each(|event| {
+                match event {
+                    Ok(_) => {
+                        if let Some(n) = &notify {
+                            n.notify_one();
+                        }
+                    }
+                    Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
+                }
+                std::future::ready(())
+            })
+            .await;
+    };
+    (reader, run)
+}
+
+/// Starts every cache; `notify` is woken on each change except heartbeat renewals (their
+/// expiry is a timer, not an event).
+pub fn start(client: &Client, namespace: &str, notify: &Arc<Notify>) -> Caches {
+    let wake = || Some(notify.clone());
+    let (selfplay, run) = reflect(Api::<DeserializeGuard<SelfplayJob>>::all(client.clone()), wake());
+    tokio::spawn(run);
+    let (training, run) = reflect(Api::<DeserializeGuard<TrainingJob>>::all(client.clone()), wake());
+    tokio::spawn(run);
+    let (gauntlet, run) = reflect(Api::<DeserializeGuard<GauntletJob>>::all(client.clone()), wake());
+    tokio::spawn(run);
+    let (tasks, run) = reflect(Api::<DeserializeGuard<Task>>::all(client.clone()), wake());
+    tokio::spawn(run);
+    let (agents, run) = reflect(Api::<DeserializeGuard<Agent>>::all(client.clone()), wake());
+    tokio::spawn(run);
+    let (models, run) = reflect(Api::<DeserializeGuard<Model>>::all(client.clone()), wake());
+    tokio::spawn(run);
+    let (loops, run) = reflect(Api::<DeserializeGuard<TrainingLoop>>::all(client.clone()), wake());
+    tokio::spawn(run);
+    let (leases, run) = reflect(Api::<Lease>::namespaced(client.clone(), namespace), None);
+    tokio::spawn(run);
+    Caches {
+        selfplay,
+        training,
+        gauntlet,
+        tasks,
+        agents,
+        models,
+        loops,
+        leases,
+    }
+}
+
+impl Caches {
+    /// Waits until every cache has its first full list.
+    ///
+    /// # Errors
+    /// When a cache's writer is gone (its task ended).
+    pub async fn synced(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.selfplay.wait_until_ready().await?;
+        self.training.wait_until_ready().await?;
+        self.gauntlet.wait_until_ready().await?;
+        self.tasks.wait_until_ready().await?;
+        self.agents.wait_until_ready().await?;
+        self.models.wait_until_ready().await?;
+        self.loops.wait_until_ready().await?;
+        self.leases.wait_until_ready().await
+    }
+}

@@ -1,0 +1,122 @@
+//! Prometheus metrics of the controller, served on the admin port at `/metrics`. Label values
+//! are bounded: job kinds and error categories.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A job kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `SelfplayJob`, `TrainingJob` or `GauntletJob`.
+    pub kind: String,
+}
+
+/// An error's kind and category.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The job kind, or `Agent` / `Task`.
+    pub kind: String,
+    /// The error's stable category.
+    pub category: String,
+}
+
+/// The controller's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Jobs reconciled, by kind.
+    pub reconciles: Family<KindLabels, Counter>,
+    /// Failed writes, by kind and category.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Tasks created, by kind.
+    pub tasks_created: Family<KindLabels, Counter>,
+    /// Time to place the pending work units of one pass.
+    pub placement: Histogram,
+    /// Time of a whole pass (observe, plan, apply).
+    pub pass: Histogram,
+    /// Work units waiting for room.
+    pub queue_depth: Gauge<i64, AtomicI64>,
+    /// 1 while this replica leads.
+    pub leader: Gauge<i64, AtomicI64>,
+    /// Agents with a current heartbeat.
+    pub agents_ready: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ringrift_controller");
+        let reconciles = Family::<KindLabels, Counter>::default();
+        registry.register("reconciles", "Jobs reconciled, by kind", reconciles.clone());
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed writes, by kind and error category",
+            errors.clone(),
+        );
+        let tasks_created = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "tasks_created",
+            "Tasks created, by job kind",
+            tasks_created.clone(),
+        );
+        let placement = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        registry.register(
+            "placement_duration_seconds",
+            "Time to place the waiting work units of one pass",
+            placement.clone(),
+        );
+        let pass = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "pass_duration_seconds",
+            "Time of one reconcile pass over every job",
+            pass.clone(),
+        );
+        let queue_depth = Gauge::<i64, AtomicI64>::default();
+        registry.register("queue_depth", "Work units waiting for room", queue_depth.clone());
+        let leader = Gauge::<i64, AtomicI64>::default();
+        registry.register("leader", "1 while this replica leads", leader.clone());
+        let agents_ready = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "agents_ready",
+            "Agents with a current heartbeat",
+            agents_ready.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            tasks_created,
+            placement,
+            pass,
+            queue_depth,
+            leader,
+            agents_ready,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a failed write.
+    pub fn error(&self, kind: &str, category: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_owned(),
+                category: category.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

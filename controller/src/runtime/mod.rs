@@ -1,0 +1,17 @@
+//! The controller process: caches, leadership, the reconcile loop, the admin port.
+//!
+//! Every replica keeps its caches warm and serves `/ready` once they are synced; only the
+//! replica holding the Lease runs passes, and every write checks the claim right before it is
+//! sent ([`apply::Writer`]).
+
+pub mod admin;
+pub mod agents;
+pub mod apply;
+pub mod caches;
+pub mod events;
+pub mod jobs;
+pub mod metrics;
+pub mod overlay;
+pub mod reconciler;
+pub mod run;
+pub mod world;

@@ -1,0 +1,178 @@
+//! Read-your-writes: objects this replica wrote, kept until its watch cache has caught up, so
+//! the next pass does not act on a stale copy (create a task twice, count capacity twice).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kube::Resource;
+
+/// Numeric value of a resourceVersion (the embedded API server's and etcd's are integers).
+fn version<K: Resource>(obj: &K) -> u64 {
+    obj.meta()
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How long a write is laid over the cache at most: a watch normally catches up in
+/// milliseconds.
+const KEEP: Duration = Duration::from_secs(30);
+
+/// Objects written by this replica, by `namespace/name`, with when.
+#[derive(Debug)]
+pub struct Overlay<K> {
+    written: HashMap<String, (K, Instant)>,
+    /// How long an object the cache does not have is kept: the time for a created object to
+    /// reach the cache. Zero for objects this replica never creates: absent means deleted.
+    absent: Duration,
+}
+
+impl<K> Overlay<K> {
+    /// An overlay for objects this replica creates (kept `absent` while the cache lacks them).
+    pub fn for_created(absent: Duration) -> Self {
+        Self {
+            written: HashMap::new(),
+            absent,
+        }
+    }
+
+    /// An overlay for objects this replica only updates: one the cache lacks was deleted.
+    pub fn for_updated() -> Self {
+        Self::for_created(Duration::ZERO)
+    }
+}
+
+/// `namespace/name` of an object.
+pub fn key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+impl<K: Resource + Clone> Overlay<K> {
+    /// Remembers an object as the API returned it after a write.
+    pub fn wrote(&mut self, obj: K) {
+        self.written.insert(key(&obj), (obj, Instant::now()));
+    }
+
+    /// Forgets everything (leadership changed hands).
+    pub fn clear(&mut self) {
+        self.written.clear();
+    }
+
+    /// Number of writes the cache has not caught up with.
+    pub fn len(&self) -> usize {
+        self.written.len()
+    }
+
+    /// Whether the cache has caught up with every write.
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty()
+    }
+
+    /// The cache's objects with this replica's newer writes laid over them; writes the cache
+    /// has caught up with are dropped.
+    pub fn merge(&mut self, cached: Vec<K>) -> Vec<K> {
+        self.written.retain(|_, (_, at)| at.elapsed() < KEEP);
+        let mut out = Vec::with_capacity(cached.len() + self.written.len());
+        for obj in cached {
+            let k = key(&obj);
+            match self.written.get(&k) {
+                Some((mine, _)) if version(mine) > version(&obj) => out.push(mine.clone()),
+                Some(_) => {
+                    self.written.remove(&k);
+                    out.push(obj);
+                }
+                None => out.push(obj),
+            }
+        }
+        let seen: std::collections::HashSet<String> = out.iter().map(key).collect();
+        let absent = self.absent;
+        self.written
+            .retain(|k, (_, at)| seen.contains(k) || at.elapsed() < absent);
+        out.extend(
+            self.written
+                .iter()
+                .filter(|(k, _)| !seen.contains(*k))
+                .map(|(_, (v, _))| v.clone()),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn cm(name: &str, rv: u64) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                resource_version: Some(rv.to_string()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    fn versions(objs: &[ConfigMap]) -> Vec<(String, String)> {
+        let mut v: Vec<_> = objs
+            .iter()
+            .map(|o| {
+                (
+                    o.metadata.name.clone().unwrap(),
+                    o.metadata.resource_version.clone().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn an_updated_object_the_cache_lost_was_deleted() {
+        let mut overlay = Overlay::for_updated();
+        overlay.wrote(cm("gone", 5));
+        assert!(
+            overlay
+                .merge(vec![cm("other", 1)])
+                .iter()
+                .all(|o| o.metadata.name.as_deref() != Some("gone"))
+        );
+        assert!(overlay.is_empty());
+    }
+
+    #[test]
+    fn newer_writes_win_until_the_cache_catches_up() {
+        let mut overlay = Overlay::for_created(Duration::from_secs(5));
+        overlay.wrote(cm("a", 5));
+        overlay.wrote(cm("new", 6));
+        let merged = overlay.merge(vec![cm("a", 4), cm("b", 2)]);
+        assert_eq!(
+            versions(&merged),
+            [
+                ("a".into(), "5".into()),
+                ("b".into(), "2".into()),
+                ("new".into(), "6".into())
+            ]
+        );
+        assert_eq!(overlay.len(), 2);
+        let merged = overlay.merge(vec![cm("a", 7), cm("b", 2), cm("new", 6)]);
+        assert_eq!(
+            versions(&merged),
+            [
+                ("a".into(), "7".into()),
+                ("b".into(), "2".into()),
+                ("new".into(), "6".into())
+            ]
+        );
+        assert!(overlay.is_empty(), "caught up");
+    }
+}

@@ -1,0 +1,224 @@
+//! [`run`]: the controller's main loop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{Api, Client};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot, watch};
+
+use super::admin::{self, Health};
+use super::apply::Writer;
+use super::caches;
+use super::events::Recorder;
+use super::reconciler::{Reconciler, Tuning};
+use crate::leader::{ElectionError, Elector, Timing};
+
+/// What the controller needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Namespace of the leader Lease and of the agents' heartbeat Leases.
+    pub namespace: String,
+    /// Name of the leader Lease.
+    pub lease_name: String,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+    /// Leader election timing.
+    pub timing: Timing,
+    /// Admin port address (`/live`, `/ready`, `/metrics`); port 0 picks one.
+    pub admin: SocketAddr,
+    /// Reconciler tuning.
+    pub tuning: Tuning,
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The admin port could not be bound.
+    #[error("failed to bind the admin port {addr}: {source}")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Leadership was lost or the timing is invalid.
+    #[error(transparent)]
+    Election(#[from] ElectionError),
+    /// The CRDs never became established before shutdown.
+    #[error("stopped while waiting for the RingRift CRDs to be established")]
+    NoCrds,
+}
+
+impl RunError {
+    /// A stable label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Admin { .. } => "config",
+            Self::Election(e) => e.category(),
+            Self::NoCrds => "crds",
+        }
+    }
+}
+
+/// Waits until every RingRift CRD is established, logging what is missing now and then.
+/// False if `shutdown` came first.
+async fn crds_established(client: &Client, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let names: Vec<String> = ringrift_crds::all()
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    let mut logged: Option<std::time::Instant> = None;
+    loop {
+        let mut missing = Vec::new();
+        for name in &names {
+            let established = match crds.get_opt(name).await {
+                Ok(Some(crd)) => crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True"),
+                _ => false,
+            };
+            if !established {
+                missing.push(name.clone());
+            }
+        }
+        if missing.is_empty() {
+            return true;
+        }
+        if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            tracing::info!(
+                missing = missing.join(","),
+                "waiting for CRDs to be established (install them with `ringrift crds | kubectl apply -f -`)"
+            );
+            logged = Some(std::time::Instant::now());
+        }
+        tokio::select! {
+            () = &mut *shutdown => return false,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Runs the controller until `shutdown`: then finishes the pass in flight, releases the Lease
+/// (so a standby takes over at once) and returns.
+///
+/// # Errors
+/// [`RunError`]; [`ElectionError::Lost`] when leadership could not be renewed in time (writes
+/// have stopped already; the process should exit and restart clean).
+pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let Config {
+        namespace,
+        lease_name,
+        identity,
+        timing,
+        admin,
+        tuning,
+    } = config;
+    let elector = Elector::new(client.clone(), &namespace, &lease_name, &identity, timing)?;
+    let health = Arc::new(Health::default());
+    let listener = TcpListener::bind(admin)
+        .await
+        .map_err(|source| RunError::Admin { addr: admin, source })?;
+    let admin_addr = listener
+        .local_addr()
+        .map_err(|source| RunError::Admin { addr: admin, source })?;
+    println!("ringrift controller {identity}: admin on http://{admin_addr}");
+    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+    let admin_task = tokio::spawn(admin::serve(listener, health.clone(), async move {
+        let _ = admin_stopped.await;
+    }));
+    tokio::pin!(shutdown);
+    let result = lead(
+        client,
+        &namespace,
+        &identity,
+        elector,
+        tuning,
+        &health,
+        &mut shutdown,
+    )
+    .await;
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    result
+}
+
+async fn lead(
+    client: Client,
+    namespace: &str,
+    identity: &str,
+    elector: Elector,
+    tuning: Tuning,
+    health: &Arc<Health>,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<(), RunError> {
+    if !crds_established(&client, shutdown).await {
+        return Err(RunError::NoCrds);
+    }
+    let notify = Arc::new(Notify::new());
+    let caches = caches::start(&client, namespace, &notify);
+    {
+        let (caches, health) = (caches.clone(), health.clone());
+        tokio::spawn(async move {
+            if caches.synced().await.is_ok() {
+                health.ready.store(true, Ordering::Relaxed);
+                tracing::info!("caches synced; ready");
+            }
+        });
+    }
+    let (leading_tx, mut leading) = watch::channel(false);
+    let (stop_elector, elector_stopped) = oneshot::channel::<()>();
+    let mut election = tokio::spawn(elector.run(leading_tx, async move {
+        let _ = elector_stopped.await;
+    }));
+    let recorder = Recorder::new(client.clone(), "ringrift-controller", identity);
+    let writer = Writer::new(client, leading.clone(), recorder);
+    let mut reconciler = Reconciler::new(caches, writer, health.clone(), tuning);
+    let mut wake: Option<Duration> = None;
+    let outcome = loop {
+        let sleep = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
+        tokio::select! {
+            () = &mut *shutdown => break Ok(()),
+            ended = &mut election => {
+                // The elector only ends on its own when leadership was lost.
+                break match ended {
+                    Ok(Err(e)) => Err(RunError::Election(e)),
+                    _ => Ok(()),
+                };
+            }
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let now_leading = *leading.borrow();
+                health.metrics.leader.set(i64::from(now_leading));
+                reconciler.reset();
+                tracing::info!(leading = now_leading, "leadership changed");
+            }
+            () = notify.notified() => {}
+            () = sleep => {}
+        }
+        wake = None;
+        if *leading.borrow() && health.ready.load(Ordering::Relaxed) {
+            wake = reconciler.pass().await;
+        } else if !health.ready.load(Ordering::Relaxed) {
+            wake = Some(Duration::from_millis(100));
+        }
+    };
+    // Finish: the pass in flight is done; release the Lease so a standby takes over now.
+    let _ = stop_elector.send(());
+    if !election.is_finished() {
+        let _ = election.await;
+    }
+    health.metrics.leader.set(0);
+    outcome
+}

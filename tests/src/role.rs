@@ -1,0 +1,132 @@
+//! Any `ringrift` role (controller, simulated agents) as a process: started with its log in
+//! the scratch directory, stopped with SIGTERM or SIGKILL, and killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::process::ringrift_bin;
+
+/// A running `ringrift` subcommand.
+#[derive(Debug)]
+pub struct RoleProcess {
+    child: Child,
+    /// Its name (and log file `<dir>/<name>.log`).
+    pub name: String,
+    log: PathBuf,
+    /// The stdout line that announced it was up.
+    pub announced: String,
+}
+
+impl RoleProcess {
+    /// Starts `ringrift <args>` and waits (30 s at most) for a stdout line starting with
+    /// `ready_prefix`.
+    ///
+    /// # Errors
+    /// When it cannot start or does not announce itself in time.
+    pub fn start(dir: &Path, name: &str, args: &[String], ready_prefix: &str) -> Result<Self, String> {
+        let log = dir.join(format!("{name}.log"));
+        let file =
+            std::fs::File::create(&log).map_err(|e| format!("failed to create {}: {e}", log.display()))?;
+        let mut child = Command::new(ringrift_bin()?)
+            .args(args)
+            .env("RINGRIFT_LOG", "info,ringrift_controller=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(file)
+            .spawn()
+            .map_err(|e| format!("failed to start ringrift {name}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let announced = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!("ringrift {name} did not start within 30 s:\n{text}"));
+            };
+            if line.starts_with(ready_prefix) {
+                break line;
+            }
+        };
+        Ok(Self {
+            child,
+            name: name.to_owned(),
+            log,
+            announced,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash would, and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM.
+    ///
+    /// # Errors
+    /// When `kill` cannot be run.
+    pub fn terminate(&self) -> Result<(), String> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .map_err(|e| format!("failed to run kill: {e}"))?;
+        status
+            .success()
+            .then_some(())
+            .ok_or_else(|| format!("kill -TERM failed: {status}"))
+    }
+
+    /// Waits at most `within` for it to exit.
+    ///
+    /// # Errors
+    /// When it is still running after `within`.
+    pub fn wait(&mut self, within: Duration) -> Result<ExitStatus, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("ringrift {} still runs after {within:?}", self.name));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of the {} log ---", self.name);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}

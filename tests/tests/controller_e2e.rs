@@ -1,0 +1,548 @@
+//! The controller end to end: the real `ringrift apiserver`, `ringrift controller` and
+//! `ringrift sim-agents` processes, driven through the API and kubectl. Jobs run to the right
+//! counts; failures are retried then given up; a killed agent's work is rescheduled and counted
+//! once; suspend and resume; deletion cleans up; a second controller takes over.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, ResourceExt};
+use ringrift_crds::agent::Agent;
+use ringrift_crds::common::{GameSpec, JobPhase, RunPolicy, TaskResources, WorkloadTemplate};
+use ringrift_crds::selfplay::{DatasetOutput, SelfplayJob, SelfplayJobSpec, SelfplaySettings};
+use ringrift_crds::task::{Task, TaskPhase};
+use ringrift_e2e::process::{ApiServerProcess, Scratch};
+use ringrift_e2e::role::RoleProcess;
+
+struct Cluster {
+    client: Client,
+    api: ApiServerProcess,
+    scratch: Scratch,
+}
+
+impl Cluster {
+    async fn start(test: &str) -> Self {
+        let scratch = Scratch::new(test).unwrap();
+        let api = ApiServerProcess::start(&scratch.0, &[]).unwrap();
+        let kubeconfig = Kubeconfig::read_from(&api.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        let client = Client::try_from(config).unwrap();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in ringrift_crds::all() {
+            crds.create(&PostParams::default(), &crd).await.unwrap();
+        }
+        Self { client, api, scratch }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.scratch.0.clone()
+    }
+
+    /// A controller with short leader-election and retry timings.
+    fn controller(&self, identity: &str) -> RoleProcess {
+        let args: Vec<String> = [
+            "controller",
+            "--kubeconfig",
+            &self.api.kubeconfig.display().to_string(),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--identity",
+            identity,
+            "--lease-duration",
+            "3s",
+            "--renew-deadline",
+            "2s",
+            "--retry-period",
+            "250ms",
+            "--retry-backoff",
+            "200ms",
+            "--retry-backoff-max",
+            "1s",
+        ]
+        .map(String::from)
+        .to_vec();
+        RoleProcess::start(&self.dir(), identity, &args, "ringrift controller").unwrap()
+    }
+
+    /// `count` simulated agents named `<prefix>-<i>` with `gpus` GPUs each.
+    fn agents(&self, prefix: &str, count: usize, gpus: u32) -> RoleProcess {
+        let args: Vec<String> = [
+            "sim-agents",
+            "--kubeconfig",
+            &self.api.kubeconfig.display().to_string(),
+            "--prefix",
+            prefix,
+            "--count",
+            &count.to_string(),
+            "--gpus",
+            &gpus.to_string(),
+            "--heartbeat",
+            "500ms",
+            "--heartbeat-lease",
+            "3s",
+            "--task-duration",
+            "400ms",
+        ]
+        .map(String::from)
+        .to_vec();
+        RoleProcess::start(&self.dir(), prefix, &args, "ringrift sim-agents").unwrap()
+    }
+
+    fn jobs(&self) -> Api<SelfplayJob> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    fn tasks(&self) -> Api<Task> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    async fn job(&self, name: &str) -> SelfplayJob {
+        self.jobs().get(name).await.unwrap()
+    }
+
+    async fn tasks_of(&self, job: &str) -> Vec<Task> {
+        let params = ListParams::default().labels(&format!("ringrift.ai/job={job}"));
+        self.tasks().list(&params).await.unwrap().items
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        let out = ringrift_e2e::run(
+            std::process::Command::new(ringrift_e2e::tool("kubectl").unwrap())
+                .env("KUBECACHEDIR", self.dir().join("kubecache"))
+                .arg("--kubeconfig")
+                .arg(&self.api.kubeconfig)
+                .args(args),
+        )
+        .unwrap();
+        assert!(out.success, "kubectl {args:?} failed: {}", out.stderr);
+        out.stdout
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing after `within`.
+async fn until<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn selfplay(name: &str, games: u64, per_task: u64, env: &[(&str, &str)]) -> SelfplayJob {
+    let mut job = SelfplayJob::new(
+        name,
+        SelfplayJobSpec {
+            game: GameSpec {
+                board: "connect4".into(),
+                players: 2,
+                options: BTreeMap::new(),
+            },
+            model: None,
+            settings: SelfplaySettings {
+                games,
+                games_per_task: per_task,
+                parallelism: None,
+                simulations: 16,
+                template: WorkloadTemplate {
+                    env: env
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    ..WorkloadTemplate::default()
+                },
+                resources: TaskResources {
+                    gpus: 1,
+                    ..TaskResources::default()
+                },
+                run_policy: RunPolicy::default(),
+            },
+            output: DatasetOutput {
+                dataset: format!("{name}-games"),
+            },
+        },
+    );
+    job.metadata.namespace = Some("default".into());
+    job
+}
+
+async fn finished(cluster: &Cluster, name: &str, within: Duration) -> SelfplayJob {
+    until(&format!("{name} to finish"), within, || async {
+        let job = cluster.job(name).await;
+        job.status
+            .as_ref()
+            .is_some_and(|s| s.phase.is_finished())
+            .then_some(job)
+    })
+    .await
+}
+
+fn phase_count(tasks: &[Task], phase: TaskPhase) -> usize {
+    tasks
+        .iter()
+        .filter(|t| t.status.as_ref().is_some_and(|s| s.phase == phase))
+        .count()
+}
+
+/// Succeeded attempts per work unit.
+fn successes(tasks: &[Task]) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for t in tasks {
+        if t.status.as_ref().is_some_and(|s| s.phase == TaskPhase::Succeeded) {
+            *out.entry(t.spec.work_unit.clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selfplay_job_runs_to_succeeded_with_the_right_game_count() {
+    let cluster = Cluster::start("selfplay-succeeds").await;
+    let _controller = cluster.controller("c1");
+    let _agents = cluster.agents("sim", 2, 2);
+    cluster
+        .jobs()
+        .create(&PostParams::default(), &selfplay("demo", 1050, 100, &[]))
+        .await
+        .unwrap();
+    let job = finished(&cluster, "demo", Duration::from_secs(60)).await;
+    let status = job.status.unwrap();
+    assert_eq!(status.phase, JobPhase::Succeeded, "{status:?}");
+    assert_eq!((status.games_done, status.games_total), (1050, 1050));
+    assert_eq!(status.tasks.succeeded, 11);
+    assert_eq!(status.outputs.len(), 11, "one game file per work unit");
+    assert_eq!(status.observed_generation, job.metadata.generation);
+    let tasks = cluster.tasks_of("demo").await;
+    assert!(successes(&tasks).values().all(|n| *n == 1));
+    assert_eq!(successes(&tasks).len(), 11);
+    for t in &tasks {
+        let owner = &t.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("SelfplayJob", "demo")
+        );
+        assert_eq!(t.labels()["ringrift.ai/agent"], t.spec.agent.clone().unwrap());
+        assert_eq!(t.spec.gpus.len(), 1);
+    }
+    // What a user sees.
+    let table = cluster.kubectl(&["get", "sp", "demo"]);
+    assert!(
+        table.contains("Succeeded") && table.contains("1050/1050"),
+        "{table}"
+    );
+    let described = until("the Succeeded event", Duration::from_secs(10), || async {
+        let d = cluster.kubectl(&["describe", "sp", "demo"]);
+        d.contains("TasksCreated").then_some(d)
+    })
+    .await;
+    assert!(described.contains("Succeeded"), "{described}");
+    let ready = cluster.kubectl(&[
+        "get",
+        "agt",
+        "sim-0",
+        "-o",
+        "jsonpath={.status.capacity.gpuCount}",
+    ]);
+    assert_eq!(ready.trim(), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_retried_with_new_attempts_then_given_up_with_a_reason() {
+    let cluster = Cluster::start("selfplay-retries").await;
+    let _controller = cluster.controller("c1");
+    let _agents = cluster.agents("sim", 2, 2);
+    // The first attempt of every unit fails; the second succeeds.
+    let flaky = selfplay("flaky", 300, 100, &[("SIM_FAIL_ATTEMPTS", "1")]);
+    let mut broken = selfplay("broken", 100, 100, &[("SIM_FAIL_ATTEMPTS", "99")]);
+    broken.spec.settings.run_policy.backoff_limit = 2;
+    cluster
+        .jobs()
+        .create(&PostParams::default(), &flaky)
+        .await
+        .unwrap();
+    cluster
+        .jobs()
+        .create(&PostParams::default(), &broken)
+        .await
+        .unwrap();
+
+    let flaky = finished(&cluster, "flaky", Duration::from_secs(60)).await;
+    let status = flaky.status.unwrap();
+    assert_eq!(status.phase, JobPhase::Succeeded, "{status:?}");
+    assert_eq!(status.games_done, 300);
+    assert_eq!(status.tasks.failed, 3);
+    let tasks = cluster.tasks_of("flaky").await;
+    assert_eq!(tasks.len(), 6, "attempt 0 and 1 of each unit");
+    assert!(tasks.iter().all(|t| t.spec.attempt <= 1));
+
+    let broken = finished(&cluster, "broken", Duration::from_secs(60)).await;
+    let status = broken.status.unwrap();
+    assert_eq!(status.phase, JobPhase::Failed);
+    let failed = status.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(
+        (failed.status.as_str(), failed.reason.as_str()),
+        ("True", "BackoffLimitExceeded")
+    );
+    assert!(
+        failed.message.contains("games-0000 failed 3 times"),
+        "{}",
+        failed.message
+    );
+    assert!(failed.message.contains("simulated failure"), "{}", failed.message);
+    assert_eq!(
+        cluster.tasks_of("broken").await.len(),
+        3,
+        "backoffLimit 2: three attempts"
+    );
+    let described = until("the failure events", Duration::from_secs(10), || async {
+        let d = cluster.kubectl(&["describe", "sp", "broken"]);
+        d.contains("BackoffLimitExceeded").then_some(d)
+    })
+    .await;
+    assert!(described.contains("TaskFailed"), "{described}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agents_tasks_are_rescheduled_and_counted_once() {
+    let cluster = Cluster::start("agent-killed").await;
+    let _controller = cluster.controller("c1");
+    let mut doomed = cluster.agents("doomed", 1, 4);
+    let job = selfplay("long", 800, 100, &[("SIM_DURATION_MS", "2500")]);
+    cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
+    until(
+        "tasks running on the doomed agent",
+        Duration::from_secs(30),
+        || async {
+            let tasks = cluster.tasks_of("long").await;
+            (phase_count(&tasks, TaskPhase::Running) >= 2).then_some(())
+        },
+    )
+    .await;
+    let _survivor = cluster.agents("survivor", 1, 4);
+    doomed.kill();
+
+    let job = finished(&cluster, "long", Duration::from_secs(90)).await;
+    let status = job.status.unwrap();
+    assert_eq!(status.phase, JobPhase::Succeeded, "{status:?}");
+    assert_eq!(status.games_done, 800, "every unit counted exactly once");
+    let tasks = cluster.tasks_of("long").await;
+    let lost: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| {
+            t.spec.agent.as_deref() == Some("doomed-0")
+                && t.status.as_ref().is_some_and(|s| s.phase == TaskPhase::Lost)
+        })
+        .collect();
+    assert!(!lost.is_empty(), "the doomed agent's running tasks are Lost");
+    assert!(
+        successes(&tasks).values().all(|n| *n == 1),
+        "{:?}",
+        successes(&tasks)
+    );
+    assert_eq!(successes(&tasks).len(), 8);
+    for t in &lost {
+        let retry = tasks
+            .iter()
+            .find(|r| r.spec.work_unit == t.spec.work_unit && r.spec.attempt > t.spec.attempt);
+        assert_eq!(retry.and_then(|r| r.spec.agent.as_deref()), Some("survivor-0"));
+    }
+    let agents: Api<Agent> = Api::all(cluster.client.clone());
+    let doomed = agents.get("doomed-0").await.unwrap();
+    let ready = doomed
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "HeartbeatLapsed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_cancels_running_tasks_and_resume_finishes_with_progress_kept() {
+    let cluster = Cluster::start("suspend").await;
+    let _controller = cluster.controller("c1");
+    let _agents = cluster.agents("sim", 1, 2);
+    let job = selfplay("pausable", 600, 100, &[("SIM_DURATION_MS", "1500")]);
+    cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
+    until("a counted unit", Duration::from_secs(30), || async {
+        let s = cluster.job("pausable").await.status?;
+        (s.games_done >= 100 && s.tasks.running > 0).then_some(())
+    })
+    .await;
+    let suspend = serde_json::json!({"spec": {"runPolicy": {"suspend": true}}});
+    cluster
+        .jobs()
+        .patch("pausable", &PatchParams::default(), &Patch::Merge(&suspend))
+        .await
+        .unwrap();
+    let status = until(
+        "Suspended with nothing running",
+        Duration::from_secs(30),
+        || async {
+            let s = cluster.job("pausable").await.status?;
+            (s.phase == JobPhase::Suspended && s.tasks.running == 0 && s.tasks.pending == 0).then_some(s)
+        },
+    )
+    .await;
+    let done_when_suspended = status.games_done;
+    assert!((100..600).contains(&done_when_suspended), "{done_when_suspended}");
+    let tasks = cluster.tasks_of("pausable").await;
+    assert!(
+        phase_count(&tasks, TaskPhase::Cancelled) >= 1,
+        "running tasks were cancelled"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cluster.tasks_of("pausable").await.len(),
+        tasks.len(),
+        "no new tasks while suspended"
+    );
+
+    let resume = serde_json::json!({"spec": {"runPolicy": {"suspend": false}}});
+    cluster
+        .jobs()
+        .patch("pausable", &PatchParams::default(), &Patch::Merge(&resume))
+        .await
+        .unwrap();
+    let job = finished(&cluster, "pausable", Duration::from_secs(60)).await;
+    let status = job.status.unwrap();
+    assert_eq!(status.phase, JobPhase::Succeeded);
+    assert_eq!(status.games_done, 600);
+    assert_eq!(status.tasks.failed, 0, "a suspension uses no retry");
+    assert!(
+        successes(&cluster.tasks_of("pausable").await)
+            .values()
+            .all(|n| *n == 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_job_deletes_its_tasks() {
+    let cluster = Cluster::start("delete").await;
+    let _controller = cluster.controller("c1");
+    let _agents = cluster.agents("sim", 1, 2);
+    let job = selfplay("doomed-job", 1000, 100, &[("SIM_DURATION_MS", "5000")]);
+    cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
+    until("tasks", Duration::from_secs(30), || async {
+        (cluster.tasks_of("doomed-job").await.len() >= 2).then_some(())
+    })
+    .await;
+    cluster
+        .jobs()
+        .delete("doomed-job", &DeleteParams::default())
+        .await
+        .unwrap();
+    until("its tasks to be gone", Duration::from_secs(30), || async {
+        cluster.tasks_of("doomed-job").await.is_empty().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        cluster.tasks_of("doomed-job").await.is_empty(),
+        "the controller does not recreate them"
+    );
+}
+
+/// The leader named in the Lease.
+async fn holder(cluster: &Cluster) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(cluster.client.clone(), "default");
+    leases
+        .get_opt("ringrift-controller")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_finishes_the_job_when_the_leader_is_killed_mid_job() {
+    let cluster = Cluster::start("failover-kill").await;
+    let mut first = cluster.controller("first");
+    let leader = until("a leader", Duration::from_secs(20), || holder(&cluster)).await;
+    assert_eq!(leader, "first");
+    let _second = cluster.controller("second");
+    let _agents = cluster.agents("sim", 2, 2);
+    let job = selfplay("handover", 2000, 100, &[("SIM_DURATION_MS", "600")]);
+    cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
+    until("the job half done", Duration::from_secs(60), || async {
+        let s = cluster.job("handover").await.status?;
+        (s.games_done >= 600).then_some(())
+    })
+    .await;
+    first.kill();
+    until("the standby to lead", Duration::from_secs(20), || async {
+        (holder(&cluster).await.as_deref() == Some("second")).then_some(())
+    })
+    .await;
+    let job = finished(&cluster, "handover", Duration::from_secs(90)).await;
+    let status = job.status.unwrap();
+    assert_eq!(status.phase, JobPhase::Succeeded, "{status:?}");
+    assert_eq!(status.games_done, 2000);
+    assert_eq!(status.outputs.len(), 20, "one output per unit, none twice");
+    let tasks = cluster.tasks_of("handover").await;
+    assert_eq!(successes(&tasks).len(), 20);
+    assert!(
+        successes(&tasks).values().all(|n| *n == 1),
+        "{:?}",
+        successes(&tasks)
+    );
+    assert!(
+        tasks.iter().all(|t| t.spec.attempt == 0),
+        "no unit lost or retried in the hand-over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_over_without_waiting_for_the_lease_to_expire() {
+    let cluster = Cluster::start("failover-term").await;
+    let mut first = cluster.controller("first");
+    until("first to lead", Duration::from_secs(20), || async {
+        (holder(&cluster).await.as_deref() == Some("first")).then_some(())
+    })
+    .await;
+    let _second = cluster.controller("second");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = Instant::now();
+    first.terminate().unwrap();
+    let status = first.wait(Duration::from_secs(10)).unwrap();
+    assert!(
+        status.success(),
+        "a SIGTERM is a clean exit: {status}\n{}",
+        first.log()
+    );
+    until("second to lead", Duration::from_secs(10), || async {
+        (holder(&cluster).await.as_deref() == Some("second")).then_some(())
+    })
+    .await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "hand-over took {took:?}, as long as the lease (3 s)"
+    );
+    assert!(first.log().contains("released the lease"), "{}", first.log());
+}
