@@ -92,12 +92,15 @@ pub enum Bench {
     Apiserver(bench::apiserver::BenchApiserverArgs),
     /// Placements/s and job-to-task latency of the controller with simulated agents.
     ///
-    /// Not built yet.
-    Dispatch(planned::Planned),
+    /// Starts an API server, a controller and (by default) 200 simulated agents as processes,
+    /// then times a 1,000-task one-GPU job and a 5,000-task job from creation to bound and
+    /// running.
+    Dispatch(bench::dispatch::BenchDispatchArgs),
     /// Time from a leader's SIGKILL or SIGTERM to the standby's first write.
     ///
-    /// Not built yet.
-    Failover(planned::Planned),
+    /// Starts an API server and controllers as processes, stops the leader each way and times
+    /// the standby's lease write and its first task.
+    Failover(bench::failover::BenchFailoverArgs),
     /// Artifact throughput between agents against cp and rsync, and swarm spread.
     ///
     /// Not built yet.
@@ -122,8 +125,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Logs(_) => planned::not_built("logs", 5),
         Command::Bench(bench) => match bench {
             Bench::Apiserver(args) => bench::apiserver::run(args),
-            Bench::Dispatch(_) => planned::not_built("bench dispatch", 4),
-            Bench::Failover(_) => planned::not_built("bench failover", 4),
+            Bench::Dispatch(args) => bench::dispatch::run(args),
+            Bench::Failover(args) => bench::failover::run(args),
             Bench::Sync(_) => planned::not_built("bench sync", 6),
             Bench::Gossip(_) => planned::not_built("bench gossip", 6),
         },

@@ -541,8 +541,8 @@ async fn sigterm_hands_over_without_waiting_for_the_lease_to_expire() {
     .await;
     let took = asked.elapsed();
     assert!(
-        took < Duration::from_secs(3),
-        "hand-over took {took:?}, as long as the lease (3 s)"
+        took < Duration::from_secs(2),
+        "hand-over took {took:?}: close to the 3 s lease, as if it waited for expiry"
     );
     assert!(first.log().contains("released the lease"), "{}", first.log());
 }

@@ -1,12 +1,13 @@
 //! [`Elector`]: runs leader election on a `coordination.k8s.io/v1` Lease through the API.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::decision::{Step, Timing, decide, release};
 
@@ -44,6 +45,9 @@ pub struct Elector {
     timing: Timing,
     /// The Lease as last read, its resourceVersion, and when this replica first saw that spec.
     observed: Option<(LeaseSpec, Option<String>, Instant)>,
+    /// Woken when the Lease changes, so a standby tries at once after a release instead of
+    /// at its next retry.
+    nudge: Option<Arc<Notify>>,
 }
 
 impl std::fmt::Debug for Elector {
@@ -74,7 +78,16 @@ impl Elector {
             identity: identity.to_owned(),
             timing,
             observed: None,
+            nudge: None,
         })
+    }
+
+    /// Lets a standby try to acquire as soon as `nudge` is notified (a watch saw the Lease
+    /// change), besides every retry period.
+    #[must_use]
+    pub fn with_nudge(mut self, nudge: Arc<Notify>) -> Self {
+        self.nudge = Some(nudge);
+        self
     }
 
     /// One round: read the Lease, decide, write. True when this replica holds the Lease after
@@ -204,9 +217,17 @@ impl Elector {
             if self.try_acquire_or_renew().await {
                 break;
             }
+            let nudge = self.nudge.clone();
+            let nudged = async move {
+                match nudge {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 () = tokio::time::sleep(retry) => {}
+                () = nudged => {}
             }
         }
         tracing::info!(lease = self.name, identity = self.identity, "leading");

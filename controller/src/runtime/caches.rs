@@ -89,6 +89,19 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
+    reflect_when(api, notify, |_: &K| true)
+}
+
+/// Like [`reflect`], notifying only for objects that pass `filter`.
+fn reflect_when<K>(
+    api: Api<K>,
+    notify: Option<Arc<Notify>>,
+    filter: impl Fn(&K) -> bool + Send + Sync + 'static,
+) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
     let (reader, writer) = reflector::store();
     let kind = K::kind(&K::DynamicType::default()).into_owned();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
@@ -96,8 +109,14 @@ where
         stream
             .for_each(|event| {
                 match event {
-                    Ok(_) => {
-                        if let Some(n) = &notify {
+                    Ok(event) => {
+                        let relevant = match &event {
+                            watcher::Event::Apply(k)
+                            | watcher::Event::Delete(k)
+                            | watcher::Event::InitApply(k) => filter(k),
+                            _ => true,
+                        };
+                        if let (Some(n), true) = (&notify, relevant) {
                             n.notify_one();
                         }
                     }
@@ -111,8 +130,14 @@ where
 }
 
 /// Starts every cache; `notify` is woken on each change except heartbeat renewals (their
-/// expiry is a timer, not an event).
-pub fn start(client: &Client, namespace: &str, notify: &Arc<Notify>) -> Caches {
+/// expiry is a timer, not an event); `lease_changed` when the Lease `leader_lease` changes.
+pub fn start(
+    client: &Client,
+    namespace: &str,
+    notify: &Arc<Notify>,
+    leader_lease: &str,
+    lease_changed: &Arc<Notify>,
+) -> Caches {
     let wake = || Some(notify.clone());
     let (selfplay, run) = reflect(Api::<DeserializeGuard<SelfplayJob>>::all(client.clone()), wake());
     tokio::spawn(run);
@@ -128,7 +153,12 @@ pub fn start(client: &Client, namespace: &str, notify: &Arc<Notify>) -> Caches {
     tokio::spawn(run);
     let (loops, run) = reflect(Api::<DeserializeGuard<TrainingLoop>>::all(client.clone()), wake());
     tokio::spawn(run);
-    let (leases, run) = reflect(Api::<Lease>::namespaced(client.clone(), namespace), None);
+    let leader_lease = leader_lease.to_owned();
+    let (leases, run) = reflect_when(
+        Api::<Lease>::namespaced(client.clone(), namespace),
+        Some(lease_changed.clone()),
+        move |l: &Lease| l.metadata.name.as_deref() == Some(leader_lease.as_str()),
+    );
     tokio::spawn(run);
     Caches {
         selfplay,

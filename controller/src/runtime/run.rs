@@ -140,6 +140,7 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     let result = lead(
         client,
         &namespace,
+        &lease_name,
         &identity,
         elector,
         tuning,
@@ -152,9 +153,11 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn lead(
     client: Client,
     namespace: &str,
+    lease_name: &str,
     identity: &str,
     elector: Elector,
     tuning: Tuning,
@@ -165,7 +168,9 @@ async fn lead(
         return Err(RunError::NoCrds);
     }
     let notify = Arc::new(Notify::new());
-    let caches = caches::start(&client, namespace, &notify);
+    let lease_changed = Arc::new(Notify::new());
+    let caches = caches::start(&client, namespace, &notify, lease_name, &lease_changed);
+    let elector = elector.with_nudge(lease_changed);
     {
         let (caches, health) = (caches.clone(), health.clone());
         tokio::spawn(async move {

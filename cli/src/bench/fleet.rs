@@ -1,0 +1,166 @@
+//! The whole system as processes for the controller benchmarks: an API server (with its data
+//! in a temporary directory), controllers and simulated agents, each the real `ringrift`
+//! binary. Everything is killed and removed when dropped.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// One `ringrift` process.
+#[derive(Debug)]
+pub struct Process {
+    /// The child.
+    pub child: Child,
+}
+
+impl Process {
+    /// SIGKILL.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM.
+    ///
+    /// # Errors
+    /// When `kill` cannot be run.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the process is gone")?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("failed to run kill")?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(())
+    }
+}
+
+/// Starts `ringrift <args>` and waits for a stdout line starting with `prefix`.
+async fn spawn(args: &[String], prefix: &str) -> anyhow::Result<Process> {
+    let exe = std::env::current_exe().context("failed to find the ringrift binary")?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .env("RINGRIFT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("failed to start ringrift {}", args[0]))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with(prefix) {
+                return Ok::<_, std::io::Error>(Some(line));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .with_context(|| format!("ringrift {} did not start within 60s", args[0]))??
+    .with_context(|| format!("ringrift {} exited before it started", args[0]))?;
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Process { child })
+}
+
+/// An API server with the CRDs installed.
+pub struct Fleet {
+    dir: PathBuf,
+    /// Its kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// A client.
+    pub client: kube::Client,
+    _apiserver: Process,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Fleet {
+    /// Starts the API server and installs the CRDs.
+    ///
+    /// # Errors
+    /// When it cannot start.
+    pub async fn start(name: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("ringrift-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).context("failed to create the bench directory")?;
+        let kubeconfig = dir.join("kubeconfig");
+        let args: Vec<String> = vec![
+            "apiserver".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+            "--write-kubeconfig".into(),
+            kubeconfig.display().to_string(),
+        ];
+        let apiserver = spawn(&args, "ringrift apiserver listening").await?;
+        let config = Kubeconfig::read_from(&kubeconfig).context("failed to read the kubeconfig")?;
+        let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await?;
+        let client = kube::Client::try_from(config)?;
+        let crds: Api<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        > = Api::all(client.clone());
+        for crd in ringrift_crds::all() {
+            crds.create(&PostParams::default(), &crd)
+                .await
+                .context("failed to install a CRD")?;
+        }
+        Ok(Self {
+            dir,
+            kubeconfig,
+            client,
+            _apiserver: apiserver,
+        })
+    }
+
+    /// Starts a controller with extra arguments.
+    ///
+    /// # Errors
+    /// When it cannot start.
+    pub async fn controller(&self, identity: &str, extra: &[&str]) -> anyhow::Result<Process> {
+        let mut args: Vec<String> = vec![
+            "controller".into(),
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
+            "--identity".into(),
+            identity.into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        spawn(&args, "ringrift controller").await
+    }
+
+    /// Starts `count` simulated agents with `gpus` GPUs each.
+    ///
+    /// # Errors
+    /// When they cannot start.
+    pub async fn agents(&self, count: usize, gpus: u32) -> anyhow::Result<Process> {
+        let args: Vec<String> = vec![
+            "sim-agents".into(),
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+            "--count".into(),
+            count.to_string(),
+            "--gpus".into(),
+            gpus.to_string(),
+            "--heartbeat".into(),
+            "10s".into(),
+            "--heartbeat-lease".into(),
+            "60s".into(),
+        ];
+        spawn(&args, "ringrift sim-agents").await
+    }
+}
