@@ -188,3 +188,35 @@ impl Caches {
         self.leases.wait_until_ready().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+
+    fn guarded(value: serde_json::Value) -> DeserializeGuard<SelfplayJob> {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_malformed_object_is_reported_and_the_rest_still_read() {
+        let (reader, mut writer) = reflector::store::<DeserializeGuard<SelfplayJob>>();
+        let good = serde_json::json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob",
+            "metadata": {"name": "good", "namespace": "default"},
+            "spec": {"game": {"board": "connect4"}, "games": 10, "output": {"dataset": "d"}}
+        });
+        let mut bad = good.clone();
+        bad["metadata"]["name"] = "bad".into();
+        bad["spec"]["games"] = "lots".into();
+        writer.apply_watcher_event(&Event::Apply(guarded(good)));
+        writer.apply_watcher_event(&Event::Apply(guarded(bad)));
+        let (ok, errors) = valid(&reader);
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].metadata.name.as_deref(), Some("good"));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, "default/bad");
+        assert!(errors[0].1.contains("\"lots\""), "{}", errors[0].1);
+    }
+}
