@@ -573,7 +573,6 @@ fn model(name: &str, generation: u32) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selfplay_then_training_then_a_gauntlet_that_promotes_early() {
-    use ringrift_crds::gauntlet::{Decision, GauntletJob};
     use ringrift_crds::model::Model;
     use ringrift_crds::training::TrainingJob;
 
@@ -644,9 +643,16 @@ async fn selfplay_then_training_then_a_gauntlet_that_promotes_early() {
     assert_eq!(gen1.spec.training_job.as_deref(), Some("train-gen1"));
     assert_eq!(gen1.spec.digest, status.outputs[0].digest);
 
+    gauntlet_promotes_early(&cluster).await;
+}
+
+/// A gauntlet of gen1 against gen0 and a baseline, decided by SPRT.
+async fn gauntlet_promotes_early(cluster: &Cluster) {
+    use ringrift_crds::gauntlet::{Decision, GauntletJob};
+
     // The candidate wins 80% of its games: SPRT accepts H1 long before 2 x 400 games.
     let _: GauntletJob = apply_json(
-        &cluster,
+        cluster,
         serde_json::json!({
             "apiVersion": "ringrift.ai/v1alpha1", "kind": "GauntletJob",
             "metadata": {"name": "gauntlet-gen1", "namespace": "default"},
