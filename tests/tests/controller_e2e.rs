@@ -353,6 +353,15 @@ async fn a_killed_agents_tasks_are_rescheduled_and_counted_once() {
         })
         .collect();
     assert!(!lost.is_empty(), "the doomed agent's running tasks are Lost");
+    let message = lost[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("agent doomed-0 stopped heartbeating"),
+        "{message}"
+    );
     assert!(
         successes(&tasks).values().all(|n| *n == 1),
         "{:?}",
@@ -710,4 +719,72 @@ async fn gauntlet_promotes_early(cluster: &Cluster) {
     assert!(
         phase_count(&ready, TaskPhase::Cancelled) + phase_count(&ready, TaskPhase::Succeeded) == ready.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_that_fits_nowhere_says_why_and_a_gauntlet_preempts_selfplay() {
+    use ringrift_crds::gauntlet::GauntletJob;
+    use ringrift_crds::model::Model;
+
+    let cluster = Cluster::start("queue-preempt").await;
+    let _controller = cluster.controller("c1");
+    let _agents = cluster.agents("sim", 1, 2);
+    let mut huge = selfplay("huge", 100, 100, &[]);
+    huge.spec.settings.resources.gpus = 16;
+    cluster
+        .jobs()
+        .create(&PostParams::default(), &huge)
+        .await
+        .unwrap();
+    let queue = until("a queue reason", Duration::from_secs(30), || async {
+        cluster.job("huge").await.status?.queue
+    })
+    .await;
+    assert_eq!(queue.position, 1);
+    assert_eq!(queue.reason, "needs 16 free GPUs; the most on any agent is 2");
+
+    // Selfplay fills both GPUs; a gauntlet (higher priority) takes one of them.
+    let filler = selfplay("filler", 400, 100, &[("SIM_DURATION_MS", "20000")]);
+    cluster
+        .jobs()
+        .create(&PostParams::default(), &filler)
+        .await
+        .unwrap();
+    until("both GPUs busy", Duration::from_secs(30), || async {
+        (phase_count(&cluster.tasks_of("filler").await, TaskPhase::Running) == 2).then_some(())
+    })
+    .await;
+    let _: Model = apply_json(&cluster, model("cand", 1)).await;
+    let _: GauntletJob = apply_json(
+        &cluster,
+        serde_json::json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "GauntletJob",
+            "metadata": {"name": "urgent", "namespace": "default"},
+            "spec": {"game": {"board": "connect4"}, "candidate": {"model": "cand"},
+                     "opponents": [{"name": "random", "baseline": "random"}],
+                     "gamesPerOpponent": 10, "gamesPerTask": 10,
+                     "promotion": {"winRate": {"minWinRate": 0.5, "minGames": 10}},
+                     "resources": {"gpus": 1}}
+        }),
+    )
+    .await;
+    let gauntlets: Api<GauntletJob> = Api::namespaced(cluster.client.clone(), "default");
+    until("the gauntlet to finish", Duration::from_secs(30), || async {
+        let s = gauntlets.get("urgent").await.ok()?.status?;
+        (s.phase == JobPhase::Succeeded).then_some(())
+    })
+    .await;
+    let tasks = cluster.tasks_of("filler").await;
+    let preempted: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| {
+            t.annotations()
+                .get("ringrift.ai/cancel-reason")
+                .map(String::as_str)
+                == Some("Preempted")
+        })
+        .collect();
+    assert_eq!(preempted.len(), 1, "one selfplay task made room");
+    let status = cluster.job("filler").await.status.unwrap();
+    assert_eq!(status.tasks.failed, 0, "a preemption uses no retry");
 }

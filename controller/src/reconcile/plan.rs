@@ -184,8 +184,8 @@ pub struct Summary {
 /// What to do for one job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobPlan {
-    /// Tasks whose agent stopped heartbeating: mark lost.
-    pub lost: Vec<String>,
+    /// Tasks whose agent stopped heartbeating, with that agent: mark lost.
+    pub lost: Vec<(String, String)>,
     /// Tasks to cancel, with why.
     pub cancel: Vec<(String, CancelReason)>,
     /// Units to place now.
@@ -399,7 +399,7 @@ pub fn plan_job(job: &JobView, tasks: &[TaskView], env: &Env<'_>) -> JobPlan {
         .cloned()
         .map(|mut t| {
             if t.is_live() && t.agent.as_deref().is_some_and(|a| !(env.agent_ready)(a)) {
-                lost.push(t.name.clone());
+                lost.push((t.name.clone(), t.agent.clone().unwrap_or_default()));
                 t.cancel = Some(CancelReason::Lost);
                 t.phase = TaskPhase::Lost;
             }

@@ -206,6 +206,11 @@ impl Reconciler {
             });
         }
 
+        let present: HashSet<String> = entries.iter().map(|e| e.job.key()).collect();
+        self.refreshed.retain(|k, _| present.contains(k));
+        self.errors
+            .retain(|k, _| present.contains(k) || k.starts_with("Agent/"));
+
         // Place every waiting unit of every job at once.
         let victims = self.place(&mut entries, &tasks, &priorities, &agent_views);
 
@@ -416,7 +421,10 @@ impl Reconciler {
     fn failed(&mut self, job_key: &str, kind: &str, e: &ApplyError) {
         self.health.metrics.error(kind, e.category());
         match e.category() {
-            "conflict" | "not_leading" => tracing::debug!(job = job_key, error = %e, "write skipped"),
+            // Someone changed or deleted the object meanwhile: the next pass sees it.
+            "conflict" | "not_found" | "not_leading" => {
+                tracing::debug!(job = job_key, error = %e, "write skipped");
+            }
             _ => tracing::warn!(job = job_key, error = %e, category = e.category(), "write failed"),
         }
         if e.is_transient() {
@@ -521,15 +529,8 @@ impl Reconciler {
                 continue;
             }
             let ns = e.job.namespace();
-            for name in &plan.lost {
-                let agent = plan
-                    .summary
-                    .live
-                    .iter()
-                    .chain(plan.summary.counted.iter())
-                    .find(|t| &t.name == name)
-                    .and_then(|t| t.agent.clone());
-                let agent = agent.unwrap_or_else(|| "?".into());
+            for (name, agent) in &plan.lost {
+                let agent = agent.clone();
                 fences.push((Some(i), ns.clone(), name.clone(), Fence::Lost { agent }));
             }
             for (name, reason) in &plan.cancel {

@@ -187,7 +187,7 @@ fn tasks_on_a_lapsed_agent_are_lost_and_rerun_at_once_without_using_a_retry() {
         backoff: BACKOFF,
     };
     let plan = plan_job(&job, &tasks, &env);
-    assert_eq!(plan.lost, ["sp-games-0000-0"]);
+    assert_eq!(plan.lost, [("sp-games-0000-0".to_owned(), "dead".to_owned())]);
     assert_eq!(units(&plan), [("games-0000".into(), 1)]);
     assert_eq!(plan.create[0].avoid, ["dead"]);
     assert_eq!(plan.summary.counts.failed, 1);
