@@ -534,8 +534,27 @@ async fn sigterm_hands_over_without_waiting_for_the_lease_to_expire() {
         (holder(&cluster).await.as_deref() == Some("first")).then_some(())
     })
     .await;
-    let _second = cluster.controller("second");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = cluster.controller("second");
+    // Both replicas serve their admin port; the standby is ready (warm caches) but not leading.
+    for (replica, leading) in [(&first, "1"), (&second, "0")] {
+        let admin = ApiServerProcess::client(replica.announced.rsplit("http://").next().unwrap());
+        let ready = until("ready", Duration::from_secs(20), || async {
+            let (code, _) = admin.http("GET", "/ready", &[], b"").unwrap();
+            (code == 200).then_some(())
+        });
+        ready.await;
+        assert_eq!(admin.http("GET", "/live", &[], b"").unwrap().0, 200);
+        let (code, metrics) = admin.http("GET", "/metrics", &[], b"").unwrap();
+        assert_eq!(code, 200);
+        assert!(
+            metrics.contains(&format!("ringrift_controller_leader {leading}")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("ringrift_controller_pass_duration_seconds"),
+            "{metrics}"
+        );
+    }
     let asked = Instant::now();
     first.terminate().unwrap();
     let status = first.wait(Duration::from_secs(10)).unwrap();
@@ -787,4 +806,26 @@ async fn work_that_fits_nowhere_says_why_and_a_gauntlet_preempts_selfplay() {
     assert_eq!(preempted.len(), 1, "one selfplay task made room");
     let status = cluster.job("filler").await.status.unwrap();
     assert_eq!(status.tasks.failed, 0, "a preemption uses no retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_exits_with_an_error() {
+    let mut cluster = Cluster::start("renew-lost").await;
+    let mut controller = cluster.controller("c1");
+    until("c1 to lead", Duration::from_secs(20), || async {
+        (holder(&cluster).await.as_deref() == Some("c1")).then_some(())
+    })
+    .await;
+    cluster.api.kill();
+    let lost = Instant::now();
+    let status = controller.wait(Duration::from_secs(20)).unwrap();
+    assert_eq!(status.code(), Some(1), "{}", controller.log());
+    assert!(
+        lost.elapsed() < Duration::from_secs(8),
+        "renew deadline 2 s; exited after {:?}",
+        lost.elapsed()
+    );
+    let log = controller.log();
+    assert!(log.contains("leadership lost"), "{log}");
+    assert!(log.contains("failed to renew the lease"), "{log}");
 }
