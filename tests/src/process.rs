@@ -68,6 +68,57 @@ fn newest_source(root: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
     newest
 }
 
+/// Starts `ringrift <args>` (stderr appended to `log`) and waits (30 s at most) for the
+/// stdout line starting with `prefix`, which it returns. Later stdout lines are drained.
+///
+/// # Errors
+/// When it cannot start or does not announce itself in time (the error holds the log).
+pub fn spawn_announced(
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &Path,
+    prefix: &str,
+) -> Result<(Child, String), String> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("failed to open {}: {e}", log.display()))?;
+    let what = args.first().map_or("", String::as_str);
+    let mut child = Command::new(ringrift_bin()?)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(file)
+        .spawn()
+        .map_err(|e| format!("failed to start ringrift {what}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!(
+                "ringrift {what} did not announce itself within {START_DEADLINE:?}:\n{text}"
+            ));
+        };
+        if line.starts_with(prefix) {
+            return Ok((child, line));
+        }
+    }
+}
+
 /// A scratch directory for one test, removed on drop unless the test failed (then kept, and
 /// its path printed, for the logs in it).
 #[derive(Debug)]
@@ -143,42 +194,11 @@ impl ApiServerProcess {
     }
 
     fn spawn(dir: &Path, args: &[String]) -> Result<(Child, String), String> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("apiserver.log"))
-            .map_err(|e| format!("failed to open the log: {e}"))?;
-        let mut child = Command::new(ringrift_bin()?)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("failed to start ringrift apiserver: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + START_DEADLINE;
-        let url = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(dir.join("apiserver.log")).unwrap_or_default();
-                return Err(format!(
-                    "ringrift apiserver did not announce its address within {START_DEADLINE:?}:\n{log}"
-                ));
-            };
-            if let Some(url) = line.strip_prefix("ringrift apiserver listening on ") {
-                break url.to_owned();
-            }
-        };
+        let log = dir.join("apiserver.log");
+        let (child, line) = spawn_announced(args, &[], &log, "ringrift apiserver listening on ")?;
+        let url = line
+            .trim_start_matches("ringrift apiserver listening on ")
+            .to_owned();
         Ok((child, url))
     }
 

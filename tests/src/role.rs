@@ -1,13 +1,11 @@
 //! Any `ringrift` role (controller, simulated agents) as a process: started with its log in
 //! the scratch directory, stopped with SIGTERM or SIGKILL, and killed when dropped.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::process::ringrift_bin;
+use crate::process::spawn_announced;
 
 /// A running `ringrift` subcommand.
 #[derive(Debug)]
@@ -21,45 +19,15 @@ pub struct RoleProcess {
 }
 
 impl RoleProcess {
-    /// Starts `ringrift <args>` and waits (30 s at most) for a stdout line starting with
-    /// `ready_prefix`.
+    /// Starts `ringrift <args>` (log in `<dir>/<name>.log`) and waits (30 s at most) for a
+    /// stdout line starting with `ready_prefix`.
     ///
     /// # Errors
     /// When it cannot start or does not announce itself in time.
     pub fn start(dir: &Path, name: &str, args: &[String], ready_prefix: &str) -> Result<Self, String> {
         let log = dir.join(format!("{name}.log"));
-        let file =
-            std::fs::File::create(&log).map_err(|e| format!("failed to create {}: {e}", log.display()))?;
-        let mut child = Command::new(ringrift_bin()?)
-            .args(args)
-            .env("RINGRIFT_LOG", "info,ringrift_controller=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(file)
-            .spawn()
-            .map_err(|e| format!("failed to start ringrift {name}: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let announced = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(format!("ringrift {name} did not start within 30 s:\n{text}"));
-            };
-            if line.starts_with(ready_prefix) {
-                break line;
-            }
-        };
+        let env = [("RINGRIFT_LOG", "info,ringrift_controller=debug")];
+        let (child, announced) = spawn_announced(args, &env, &log, ready_prefix)?;
         Ok(Self {
             child,
             name: name.to_owned(),

@@ -143,11 +143,5 @@ async fn bench(args: BenchFailoverArgs) -> anyhow::Result<serde_json::Value> {
 }
 
 pub(crate) fn run(args: BenchFailoverArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
-    let result = runtime.block_on(bench(args))?;
-    println!("{}", serde_json::to_string_pretty(&result)?);
-    Ok(ExitCode::SUCCESS)
+    super::report(bench(args))
 }

@@ -6,3 +6,16 @@ pub(crate) mod failover;
 mod fleet;
 mod http;
 mod stats;
+
+/// Runs a benchmark on a multi-threaded runtime and prints its JSON report.
+pub(crate) fn report(
+    bench: impl std::future::Future<Output = anyhow::Result<serde_json::Value>>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("failed to start the async runtime: {e}"))?;
+    let result = runtime.block_on(bench)?;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -1,6 +1,7 @@
 //! The reconcile pipeline's pure steps: what the planner sees ([`view`]), the decision per job
 //! ([`plan`]), and the status and conditions it leads to ([`status`]).
 
+pub mod gauntlet;
 pub mod objects;
 pub mod plan;
 pub mod status;

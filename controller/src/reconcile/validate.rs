@@ -3,8 +3,11 @@
 //! that its status shows until the spec or the world changes.
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use ringrift_crds::common::{Artifact, ArtifactKind, JobPhase, ModelRef};
+use ringrift_crds::common::{
+    Artifact, ArtifactKind, JobPhase, ModelRef, RunPolicy, TaskResources, WorkloadTemplate,
+};
 use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::JobKind;
@@ -81,12 +84,36 @@ fn finished(
 
 /// A view with no units, for the status of a job that cannot be resolved.
 pub fn placeholder(kind: JobKind) -> JobView {
-    base(kind, &kube::api::ObjectMeta::default())
+    base(kind, &kube::api::ObjectMeta::default(), None)
 }
 
-/// Fields every kind fills the same way.
-fn base(kind: JobKind, meta: &kube::api::ObjectMeta) -> JobView {
-    JobView {
+/// What every kind's spec and status carry the same way.
+struct Shared<'a> {
+    resources: &'a TaskResources,
+    template: &'a WorkloadTemplate,
+    policy: &'a RunPolicy,
+    /// Recorded phase, start and completion time, from the status.
+    recorded: Option<(JobPhase, Option<&'a Time>, Option<&'a Time>)>,
+}
+
+/// The [`Shared`] part of a job of any kind (`$s`: its settings).
+macro_rules! shared {
+    ($job:expr, $s:expr) => {
+        Shared {
+            resources: &$s.resources,
+            template: &$s.template,
+            policy: &$s.run_policy,
+            recorded: $job
+                .status
+                .as_ref()
+                .map(|st| (st.phase, st.start_time.as_ref(), st.completion_time.as_ref())),
+        }
+    };
+}
+
+/// The view's fields every kind fills the same way.
+fn base(kind: JobKind, meta: &kube::api::ObjectMeta, shared: Option<Shared<'_>>) -> JobView {
+    let mut view = JobView {
         kind,
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),
@@ -97,9 +124,9 @@ fn base(kind: JobKind, meta: &kube::api::ObjectMeta) -> JobView {
             .as_ref()
             .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
         units: Vec::new(),
-        resources: ringrift_crds::common::TaskResources::default(),
-        template: ringrift_crds::common::WorkloadTemplate::default(),
-        policy: ringrift_crds::common::RunPolicy::default(),
+        resources: TaskResources::default(),
+        template: WorkloadTemplate::default(),
+        policy: RunPolicy::default(),
         priority: default_priority(kind),
         parallelism: None,
         params: json!({}),
@@ -107,7 +134,18 @@ fn base(kind: JobKind, meta: &kube::api::ObjectMeta) -> JobView {
         specifics: JobSpecifics::Selfplay,
         finished: None,
         started: None,
+    };
+    if let Some(shared) = shared {
+        view.resources = shared.resources.clone();
+        view.template = shared.template.clone();
+        view.policy = shared.policy.clone();
+        view.priority = shared.policy.priority.unwrap_or(view.priority);
+        if let Some((phase, start, completion)) = shared.recorded {
+            view.finished = finished(phase, completion);
+            view.started = start.map(|t| t.0);
+        }
     }
+    view
 }
 
 /// A `SelfplayJob`, with the name of the model that plays (if any).
@@ -115,19 +153,15 @@ fn base(kind: JobKind, meta: &kube::api::ObjectMeta) -> JobView {
 /// # Errors
 /// [`Blocked`] when its model does not exist.
 pub fn selfplay(job: &SelfplayJob, world: &dyn World) -> Result<(JobView, Option<String>), Blocked> {
-    let mut view = base(JobKind::SelfplayJob, &job.metadata);
     let spec = &job.spec;
     let s = &spec.settings;
+    let mut view = base(JobKind::SelfplayJob, &job.metadata, Some(shared!(job, s)));
     let model = spec
         .model
         .as_ref()
         .map(|r| resolve(world, &view.namespace, r, "spec.model"))
         .transpose()?;
     view.units = split::selfplay(s.games, s.games_per_task);
-    view.resources = s.resources.clone();
-    view.template = s.template.clone();
-    view.policy = s.run_policy.clone();
-    view.priority = s.run_policy.priority.unwrap_or(view.priority);
     view.parallelism = s.parallelism;
     view.params = json!({
         "game": spec.game,
@@ -136,10 +170,6 @@ pub fn selfplay(job: &SelfplayJob, world: &dyn World) -> Result<(JobView, Option
         "dataset": spec.output.dataset,
     });
     view.inputs = model.iter().map(|m| m.artifact.clone()).collect();
-    if let Some(status) = &job.status {
-        view.finished = finished(status.phase, status.completion_time.as_ref());
-        view.started = status.start_time.as_ref().map(|t| t.0);
-    }
     Ok((view, model.map(|m| m.name)))
 }
 
@@ -149,9 +179,9 @@ pub fn selfplay(job: &SelfplayJob, world: &dyn World) -> Result<(JobView, Option
 /// # Errors
 /// [`Blocked`] when the base model does not exist or the datasets hold no games yet.
 pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked> {
-    let mut view = base(JobKind::TrainingJob, &job.metadata);
     let spec = &job.spec;
     let s = &spec.settings;
+    let mut view = base(JobKind::TrainingJob, &job.metadata, Some(shared!(job, s)));
     let base_model = spec
         .base_model
         .as_ref()
@@ -183,10 +213,6 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
         ));
     }
     view.units = split::training();
-    view.resources = s.resources.clone();
-    view.template = s.template.clone();
-    view.policy = s.run_policy.clone();
-    view.priority = s.run_policy.priority.unwrap_or(view.priority);
     view.params = json!({
         "game": spec.game,
         "hyperparameters": s.hyperparameters,
@@ -200,10 +226,6 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
         model: spec.output.model.clone(),
         parent: base_model.map(|m| (m.name, m.generation)),
     };
-    if let Some(status) = &job.status {
-        view.finished = finished(status.phase, status.completion_time.as_ref());
-        view.started = status.start_time.as_ref().map(|t| t.0);
-    }
     Ok(view)
 }
 
@@ -212,9 +234,9 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
 /// # Errors
 /// [`Blocked`] when the candidate or an opponent's model does not exist.
 pub fn gauntlet(job: &GauntletJob, world: &dyn World) -> Result<JobView, Blocked> {
-    let mut view = base(JobKind::GauntletJob, &job.metadata);
     let spec = &job.spec;
     let s = &spec.settings;
+    let mut view = base(JobKind::GauntletJob, &job.metadata, Some(shared!(job, s)));
     let candidate = resolve(world, &view.namespace, &spec.candidate, "spec.candidate")?;
     let mut inputs = vec![candidate.artifact.clone()];
     let mut opponents = serde_json::Map::new();
@@ -248,10 +270,6 @@ pub fn gauntlet(job: &GauntletJob, world: &dyn World) -> Result<JobView, Blocked
         u64::from(s.games_per_opponent),
         u64::from(s.games_per_task),
     );
-    view.resources = s.resources.clone();
-    view.template = s.template.clone();
-    view.policy = s.run_policy.clone();
-    view.priority = s.run_policy.priority.unwrap_or(view.priority);
     view.params = json!({
         "game": spec.game,
         "simulations": s.simulations,
@@ -264,10 +282,6 @@ pub fn gauntlet(job: &GauntletJob, world: &dyn World) -> Result<JobView, Blocked
         deciding,
         per_opponent: u64::from(s.games_per_opponent),
     };
-    if let Some(status) = &job.status {
-        view.finished = finished(status.phase, status.completion_time.as_ref());
-        view.started = status.start_time.as_ref().map(|t| t.0);
-    }
     Ok(view)
 }
 

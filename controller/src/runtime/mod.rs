@@ -15,3 +15,4 @@ pub mod overlay;
 pub mod reconciler;
 pub mod run;
 pub mod world;
+mod writes;

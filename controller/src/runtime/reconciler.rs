@@ -6,9 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use jiff::Timestamp;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use ringrift_crds::agent::Agent;
 use ringrift_crds::common::QueueStatus;
 use ringrift_crds::gauntlet::GauntletJob;
@@ -18,20 +17,20 @@ use ringrift_crds::training::TrainingJob;
 
 use super::admin::Health;
 use super::agents::{HEARTBEAT_LAPSED, heartbeat_expiry, lease_name, view};
-use super::apply::{ApplyError, Fence, Writer};
+use super::apply::Writer;
 use super::caches::{Caches, valid};
-use super::jobs::{AnyJob, events};
+use super::jobs::AnyJob;
 use super::metrics::KindLabels;
 use super::overlay::Overlay;
 use super::world::Snapshot;
 use crate::plan::placement::{self, Claim, Outcome, Request};
 use crate::reconcile::objects;
-use crate::reconcile::plan::{Backoff, Env, JobPlan, Verdict, plan_job};
+use crate::reconcile::plan::{Backoff, Env, JobPlan, plan_job};
 use crate::reconcile::status::Blocked;
-use crate::reconcile::view::{CancelReason, JobView, TaskView, default_priority};
+use crate::reconcile::view::{JobView, TaskView, default_priority};
 
 /// How often the clock-driven fields (rate, ETA) of running jobs are refreshed.
-const VOLATILE_REFRESH: Duration = Duration::from_secs(5);
+pub(super) const VOLATILE_REFRESH: Duration = Duration::from_secs(5);
 
 /// Tuning of the reconciler.
 #[derive(Debug, Clone, Copy)]
@@ -43,31 +42,31 @@ pub struct Tuning {
 }
 
 /// One job in a pass.
-struct Entry {
-    job: AnyJob,
-    view: Result<JobView, Blocked>,
-    model: Option<String>,
-    plan: Option<JobPlan>,
-    queue: Option<QueueStatus>,
-    placed: Vec<Task>,
-    held_back: bool,
+pub(super) struct Entry {
+    pub(super) job: AnyJob,
+    pub(super) view: Result<JobView, Blocked>,
+    pub(super) model: Option<String>,
+    pub(super) plan: Option<JobPlan>,
+    pub(super) queue: Option<QueueStatus>,
+    pub(super) placed: Vec<Task>,
+    pub(super) held_back: bool,
 }
 
 /// The reconciler's state between passes.
 pub struct Reconciler {
-    caches: Caches,
-    writer: Writer,
-    health: Arc<Health>,
-    tuning: Tuning,
-    tasks: Overlay<Task>,
-    selfplay: Overlay<SelfplayJob>,
-    training: Overlay<TrainingJob>,
-    gauntlet: Overlay<GauntletJob>,
+    pub(super) caches: Caches,
+    pub(super) writer: Writer,
+    pub(super) health: Arc<Health>,
+    pub(super) tuning: Tuning,
+    pub(super) tasks: Overlay<Task>,
+    pub(super) selfplay: Overlay<SelfplayJob>,
+    pub(super) training: Overlay<TrainingJob>,
+    pub(super) gauntlet: Overlay<GauntletJob>,
     /// Per job: transient failures in a row and when to try again.
-    errors: HashMap<String, (u32, Instant)>,
+    pub(super) errors: HashMap<String, (u32, Instant)>,
     /// Per job: when its rate and ETA were last written.
-    refreshed: HashMap<String, Instant>,
-    reported: HashSet<String>,
+    pub(super) refreshed: HashMap<String, Instant>,
+    pub(super) reported: HashSet<String>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -152,14 +151,16 @@ impl Reconciler {
             .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
 
         // Validate and plan each job.
-        let mut by_job: HashMap<(JobKind, String, String), Vec<TaskView>> = HashMap::new();
+        // A job's tasks are those it owns (by uid): tasks of a deleted job of the same name,
+        // not yet garbage-collected, are not the new job's.
+        let mut by_job: HashMap<String, Vec<TaskView>> = HashMap::new();
         for t in &tasks {
-            let key = (
-                t.spec.job.kind,
-                t.namespace().unwrap_or_default(),
-                t.spec.job.name.clone(),
-            );
-            by_job.entry(key).or_default().push(TaskView::from_task(t));
+            if let Some(owner) = t.owner_references().iter().find(|o| o.controller == Some(true)) {
+                by_job
+                    .entry(owner.uid.clone())
+                    .or_default()
+                    .push(TaskView::from_task(t));
+            }
         }
         let ready = |a: &str| current.contains(a);
         let env = Env {
@@ -179,7 +180,7 @@ impl Reconciler {
             let key = (job.kind(), job.namespace(), job.name());
             let plan = view.as_ref().ok().map(|v| {
                 priorities.insert(key.clone(), v.priority);
-                plan_job(v, by_job.get(&key).map_or(&[][..], Vec::as_slice), &env)
+                plan_job(v, by_job.get(&v.uid).map_or(&[][..], Vec::as_slice), &env)
             });
             if let Some(d) = plan.as_ref().and_then(|p| p.requeue_after) {
                 soon(d);
@@ -414,270 +415,4 @@ fn readiness_patch(agent: &Agent, heartbeat_current: bool, now: Timestamp) -> Op
         "metadata": {"resourceVersion": agent.metadata.resource_version},
         "status": {"conditions": conditions},
     }))
-}
-
-impl Reconciler {
-    /// Counts a failed write and, for transient errors, backs the job off.
-    fn failed(&mut self, job_key: &str, kind: &str, e: &ApplyError) {
-        self.health.metrics.error(kind, e.category());
-        match e.category() {
-            // Someone changed or deleted the object meanwhile: the next pass sees it.
-            "conflict" | "not_found" | "not_leading" => {
-                tracing::debug!(job = job_key, error = %e, "write skipped");
-            }
-            _ => tracing::warn!(job = job_key, error = %e, category = e.category(), "write failed"),
-        }
-        if e.is_transient() {
-            let entry = self
-                .errors
-                .entry(job_key.to_owned())
-                .or_insert((0, Instant::now()));
-            entry.0 += 1;
-            let base = Duration::from_millis(200).saturating_mul(1 << entry.0.min(10));
-            let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]));
-            entry.1 = Instant::now() + base.min(Duration::from_secs(60)) + jitter;
-        }
-    }
-
-    async fn apply(
-        &mut self,
-        entries: &mut [Entry],
-        victims: Vec<String>,
-        agent_writes: Vec<(String, bool, serde_json::Value)>,
-        now: Timestamp,
-        soon: &mut impl FnMut(Duration),
-    ) {
-        let writer = self.writer.clone();
-        let n = self.tuning.concurrency.max(1);
-        // Agents whose heartbeat lapsed or resumed.
-        for (name, ok, patch) in agent_writes {
-            match writer.patch_agent_status(&name, &patch).await {
-                Ok(()) => {
-                    let reference =
-                        Agent::new(&name, ringrift_crds::agent::AgentSpec::default()).object_ref(&());
-                    if ok {
-                        writer
-                            .event(
-                                &reference,
-                                false,
-                                "HeartbeatResumed",
-                                format!("agent {name} is heartbeating again"),
-                            )
-                            .await;
-                    } else {
-                        writer
-                            .event(
-                                &reference,
-                                true,
-                                HEARTBEAT_LAPSED,
-                                format!(
-                                    "agent {name} stopped heartbeating; its tasks are lost and rescheduled"
-                                ),
-                            )
-                            .await;
-                    }
-                }
-                Err(e) => self.failed(&format!("Agent/{name}"), "Agent", &e),
-            }
-        }
-        // 1. Fences first: lost tasks, cancellations, preemptions.
-        self.apply_fences(entries, victims).await;
-
-        // 2. New attempts, bounded concurrency.
-        let creates: Vec<(usize, Task)> = entries
-            .iter_mut()
-            .enumerate()
-            .flat_map(|(i, e)| std::mem::take(&mut e.placed).into_iter().map(move |t| (i, t)))
-            .collect();
-        let results: Vec<(usize, Result<Task, ApplyError>)> = futures_util::stream::iter(creates)
-            .map(|(i, t)| {
-                let w = writer.clone();
-                async move { (i, w.create_task(&t).await) }
-            })
-            .buffer_unordered(n)
-            .collect()
-            .await;
-        let mut created_per_job: HashMap<usize, usize> = HashMap::new();
-        for (i, r) in results {
-            if r.is_ok() {
-                let kind = format!("{:?}", entries[i].job.kind());
-                self.health
-                    .metrics
-                    .tasks_created
-                    .get_or_create(&KindLabels { kind })
-                    .inc();
-                *created_per_job.entry(i).or_default() += 1;
-            }
-            self.record_task_write(entries, Some(i), r);
-        }
-
-        // 3. Models, statuses, events, TTL deletes.
-        for (i, e) in entries.iter().enumerate() {
-            self.finish_job(e, created_per_job.get(&i).copied().unwrap_or(0), now, soon)
-                .await;
-        }
-    }
-
-    /// Marks lost tasks and cancels what the plans and placement say.
-    async fn apply_fences(&mut self, entries: &[Entry], victims: Vec<String>) {
-        let writer = self.writer.clone();
-        let n = self.tuning.concurrency.max(1);
-        let mut fences = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            let Some(plan) = &e.plan else { continue };
-            if e.held_back {
-                continue;
-            }
-            let ns = e.job.namespace();
-            for (name, agent) in &plan.lost {
-                let agent = agent.clone();
-                fences.push((Some(i), ns.clone(), name.clone(), Fence::Lost { agent }));
-            }
-            for (name, reason) in &plan.cancel {
-                fences.push((Some(i), ns.clone(), name.clone(), Fence::Cancel(*reason)));
-            }
-        }
-        for victim in victims {
-            let (ns, name) = victim.split_once('/').unwrap_or(("", victim.as_str()));
-            fences.push((
-                None,
-                ns.to_owned(),
-                name.to_owned(),
-                Fence::Cancel(CancelReason::Preempted),
-            ));
-        }
-        let results: Vec<(Option<usize>, Result<Task, ApplyError>)> = futures_util::stream::iter(fences)
-            .map(|(i, ns, name, fence)| {
-                let w = writer.clone();
-                async move { (i, w.fence(&ns, &name, fence).await) }
-            })
-            .buffer_unordered(n)
-            .collect()
-            .await;
-        for (i, r) in results {
-            self.record_task_write(entries, i, r);
-        }
-    }
-
-    fn record_task_write(&mut self, entries: &[Entry], i: Option<usize>, r: Result<Task, ApplyError>) {
-        match r {
-            Ok(task) => self.tasks.wrote(task),
-            Err(e) => {
-                let (key, kind) = i
-                    .and_then(|i| entries.get(i))
-                    .map_or(("Task".to_owned(), "Task".to_owned()), |e| {
-                        (e.job.key(), format!("{:?}", e.job.kind()))
-                    });
-                self.failed(&key, &kind, &e);
-            }
-        }
-    }
-
-    async fn finish_job(
-        &mut self,
-        e: &Entry,
-        created: usize,
-        now: Timestamp,
-        soon: &mut impl FnMut(Duration),
-    ) {
-        if e.held_back {
-            return;
-        }
-        if created > 0 {
-            let note = format!("created {created} task(s)");
-            self.writer
-                .event(&e.job.reference(), false, "TasksCreated", note)
-                .await;
-        }
-        if let Some(plan) = &e.plan
-            && !plan.lost.is_empty()
-        {
-            let note = format!(
-                "{} task(s) lost with their agent; their work units run again",
-                plan.lost.len()
-            );
-            self.writer
-                .event(&e.job.reference(), true, "TasksLost", note)
-                .await;
-        }
-        let key = e.job.key();
-        let kind = format!("{:?}", e.job.kind());
-        let writer = self.writer.clone();
-        let view = e.view.as_ref().ok();
-        let blocked = e.view.as_ref().err();
-        // A training job that just succeeded registers its model before saying so.
-        if let (Some(view), Some(plan)) = (view, &e.plan)
-            && view.finished.is_none()
-            && matches!(
-                plan.verdict,
-                Verdict::Finished {
-                    phase: ringrift_crds::common::JobPhase::Succeeded,
-                    ..
-                }
-            )
-            && let Some(model) = objects::trained_model(view, plan)
-        {
-            if let Err(err) = writer.create_model(&model).await {
-                self.failed(&key, &kind, &err);
-                return;
-            }
-            writer
-                .event(
-                    &e.job.reference(),
-                    false,
-                    "ModelCreated",
-                    format!("created Model {}", model.name_any()),
-                )
-                .await;
-        }
-        let refresh = self
-            .refreshed
-            .get(&key)
-            .is_none_or(|at| at.elapsed() >= VOLATILE_REFRESH);
-        let running = e.plan.as_ref().is_some_and(|p| p.verdict == Verdict::Running);
-        if running {
-            soon(VOLATILE_REFRESH);
-        }
-        if let Some(next) = e.job.with_status(
-            view,
-            e.plan.as_ref(),
-            blocked,
-            e.queue.clone(),
-            e.model.clone(),
-            now,
-            refresh,
-        ) {
-            let before = e.job.summary();
-            let last_failure = e.plan.as_ref().and_then(|p| p.summary.last_failure.clone());
-            let result = match &next {
-                AnyJob::Selfplay(j) => writer.replace_status(j).await.map(|j| self.selfplay.wrote(j)),
-                AnyJob::Training(j) => writer.replace_status(j).await.map(|j| self.training.wrote(j)),
-                AnyJob::Gauntlet(j) => writer.replace_status(j).await.map(|j| self.gauntlet.wrote(j)),
-            };
-            match result {
-                Ok(()) => {
-                    self.errors.remove(&key);
-                    self.refreshed.insert(key.clone(), Instant::now());
-                    for (warning, reason, note) in
-                        events(&before, &next.summary(), &next, last_failure.as_deref())
-                    {
-                        writer.event(&e.job.reference(), warning, &reason, note).await;
-                    }
-                }
-                Err(err) => self.failed(&key, &kind, &err),
-            }
-        }
-        if e.plan.as_ref().is_some_and(|p| p.delete) {
-            let (ns, name) = (e.job.namespace(), e.job.name());
-            let r = match e.job.kind() {
-                JobKind::SelfplayJob => writer.delete::<SelfplayJob>(&ns, &name).await,
-                JobKind::TrainingJob => writer.delete::<TrainingJob>(&ns, &name).await,
-                JobKind::GauntletJob => writer.delete::<GauntletJob>(&ns, &name).await,
-            };
-            match r {
-                Ok(()) => tracing::info!(job = key, "deleted after ttlSecondsAfterFinished"),
-                Err(err) => self.failed(&key, &kind, &err),
-            }
-        }
-    }
 }

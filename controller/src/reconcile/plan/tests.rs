@@ -9,6 +9,8 @@ use ringrift_crds::task::JobKind;
 
 use super::*;
 use crate::plan::split;
+use crate::rating::Record;
+use crate::reconcile::view::JobSpecifics;
 
 fn at(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
