@@ -68,10 +68,7 @@ pub(crate) fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<ExitCode> {
         max_body: max_body_bytes,
         bookmark_interval,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
+    let runtime = crate::runtime()?;
     runtime
         .block_on(async { run(config, shutdown_signal()).await })
         .context("apiserver failed")?;

@@ -107,10 +107,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             concurrency: write_concurrency,
         },
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let client = kubeclient::client(&kube).await?;
         run(client, config, shutdown_signal())

@@ -111,6 +111,14 @@ pub enum Bench {
     Gossip(planned::Planned),
 }
 
+/// The async runtime every long-running subcommand runs on.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("failed to start the async runtime: {e}"))
+}
+
 /// Runs a parsed command line and returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {

@@ -90,10 +90,7 @@ pub(crate) fn run_sim_agents(args: SimAgentsArgs) -> anyhow::Result<ExitCode> {
         lease_duration: heartbeat_lease,
         task_duration,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let client = kubeclient::client(&kube).await?;
         run(client, config, crate::VERSION, shutdown_signal())

@@ -240,7 +240,7 @@ pub(crate) fn run(args: BenchApiserverArgs) -> anyhow::Result<ExitCode> {
         writers > 0 && list_objects <= objects,
         "need --writers > 0 and --list-objects <= --objects"
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = crate::runtime()?;
     let report = runtime.block_on(async {
         let server = start_server().await?;
         let pid = server.child.id().unwrap_or(0);

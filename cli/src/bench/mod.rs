@@ -11,10 +11,7 @@ mod stats;
 pub(crate) fn report(
     bench: impl std::future::Future<Output = anyhow::Result<serde_json::Value>>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow::anyhow!("failed to start the async runtime: {e}"))?;
+    let runtime = crate::runtime()?;
     let result = runtime.block_on(bench)?;
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(std::process::ExitCode::SUCCESS)

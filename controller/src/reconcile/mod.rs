@@ -1,6 +1,8 @@
 //! The reconcile pipeline's pure steps: what the planner sees ([`view`]), the decision per job
 //! ([`plan`]), and the status and conditions it leads to ([`status`]).
 
+#[cfg(test)]
+mod fixtures;
 pub mod gauntlet;
 pub mod objects;
 pub mod plan;

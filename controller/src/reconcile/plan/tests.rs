@@ -1,70 +1,19 @@
 //! Job plans, case by case: retries and backoff, fencing, lost agents, suspend, deadlines,
 //! TTL and the gauntlet's early stop.
 
-use std::collections::BTreeMap;
-
-use ringrift_crds::common::{RunPolicy, TaskResources, WorkloadTemplate};
 use ringrift_crds::gauntlet::{PromotionPolicy, WinRatePolicy};
 use ringrift_crds::task::JobKind;
 
 use super::*;
 use crate::plan::split;
 use crate::rating::Record;
+use crate::reconcile::fixtures::{at, selfplay, task};
 use crate::reconcile::view::JobSpecifics;
-
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + secs).unwrap()
-}
 
 const BACKOFF: Backoff = Backoff {
     base: Duration::from_secs(10),
     max: Duration::from_secs(60),
 };
-
-fn selfplay(games: u64, per_task: u64) -> JobView {
-    JobView {
-        kind: JobKind::SelfplayJob,
-        namespace: "default".into(),
-        name: "sp".into(),
-        uid: "uid-1".into(),
-        generation: 1,
-        created: at(0),
-        units: split::selfplay(games, per_task),
-        resources: TaskResources::default(),
-        template: WorkloadTemplate::default(),
-        policy: RunPolicy::default(),
-        priority: 100,
-        parallelism: None,
-        params: serde_json::json!({}),
-        inputs: Vec::new(),
-        specifics: JobSpecifics::Selfplay,
-        finished: None,
-        started: Some(at(0)),
-    }
-}
-
-fn task(unit: &str, attempt: u32, agent: &str, phase: TaskPhase) -> TaskView {
-    TaskView {
-        name: format!("sp-{unit}-{attempt}"),
-        unit: unit.into(),
-        attempt,
-        agent: Some(agent.into()),
-        phase,
-        cancel: None,
-        failure_class: None,
-        message: String::new(),
-        created: at(1),
-        started: Some(at(2)),
-        last_progress: None,
-        finished: phase.is_finished().then(|| at(5)),
-        done: 0,
-        outputs: Vec::new(),
-        result: None,
-        metrics: BTreeMap::new(),
-        resources: TaskResources::default(),
-        gpus: Vec::new(),
-    }
-}
 
 fn failed(unit: &str, attempt: u32, agent: &str, finished_at: i64) -> TaskView {
     TaskView {

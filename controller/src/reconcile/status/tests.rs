@@ -2,60 +2,30 @@
 
 use std::time::Duration;
 
-use ringrift_crds::common::{RunPolicy, TaskResources, WorkloadTemplate};
-use ringrift_crds::task::{JobKind, TaskPhase};
+use ringrift_crds::task::TaskPhase;
 
 use super::*;
 use crate::plan::split;
+use crate::reconcile::fixtures::{self, at};
 use crate::reconcile::plan::{Backoff, Env, plan_job};
 use crate::reconcile::view::TaskView;
 
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + secs).unwrap()
-}
-
 fn job() -> JobView {
     JobView {
-        kind: JobKind::SelfplayJob,
-        namespace: "default".into(),
-        name: "sp".into(),
-        uid: "u".into(),
         generation: 3,
-        created: at(0),
-        units: split::selfplay(1000, 100),
-        resources: TaskResources::default(),
-        template: WorkloadTemplate::default(),
-        policy: RunPolicy::default(),
-        priority: 100,
-        parallelism: None,
-        params: serde_json::json!({}),
-        inputs: Vec::new(),
-        specifics: JobSpecifics::Selfplay,
-        finished: None,
-        started: Some(at(0)),
+        ..fixtures::selfplay(1000, 100)
     }
 }
 
+/// A task started at `at(0)` with `done` units of progress.
 fn task(unit: &str, phase: TaskPhase, done: u64) -> TaskView {
     TaskView {
         name: format!("sp-{unit}"),
-        unit: unit.into(),
-        attempt: 0,
-        agent: Some("a".into()),
-        phase,
-        cancel: None,
-        failure_class: None,
-        message: String::new(),
         created: at(0),
         started: Some(at(0)),
-        last_progress: None,
         finished: None,
         done,
-        outputs: Vec::new(),
-        result: None,
-        metrics: std::collections::BTreeMap::default(),
-        resources: TaskResources::default(),
-        gpus: Vec::new(),
+        ..fixtures::task(unit, 0, "a", phase)
     }
 }
 
