@@ -486,3 +486,25 @@ async fn work_that_fits_nowhere_says_why_and_a_gauntlet_preempts_selfplay() {
     let status = cluster.job("filler").await.status.unwrap();
     assert_eq!(status.tasks.failed, 0, "a preemption uses no retry");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_task_is_cancelled_and_retried_until_the_job_gives_up() {
+    let cluster = Cluster::start("stuck").await;
+    let _controller = cluster.controller("c1");
+    let _agents = cluster.agents("sim", 1, 2);
+    let mut job = selfplay("hangs", 100, 100, &[("SIM_HANG", "true")]);
+    job.spec.settings.run_policy.progress_deadline_seconds = Some(1);
+    job.spec.settings.run_policy.backoff_limit = 1;
+    cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
+    let job = finished(&cluster, "hangs", Duration::from_secs(60)).await;
+    let status = job.status.unwrap();
+    assert_eq!(status.phase, JobPhase::Failed, "{status:?}");
+    let failed = status.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(failed.reason, "BackoffLimitExceeded");
+    let tasks = cluster.tasks_of("hangs").await;
+    assert_eq!(tasks.len(), 2, "the first attempt and one retry");
+    for t in &tasks {
+        assert_eq!(t.annotations()["ringrift.ai/cancel-reason"], "Stuck");
+        assert_eq!(t.status.as_ref().unwrap().phase, TaskPhase::Cancelled);
+    }
+}
