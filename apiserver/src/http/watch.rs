@@ -42,9 +42,15 @@ impl Filter {
     }
 }
 
+/// One watch event as a JSON line, written straight from the object (no copy of it).
 fn line(event_type: &str, object: &Value) -> Bytes {
-    let mut bytes = serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
-    bytes.push(b'\n');
+    let mut bytes = Vec::with_capacity(1024);
+    bytes.extend_from_slice(b"{\"type\":");
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut bytes, event_type);
+    bytes.extend_from_slice(b",\"object\":");
+    let _ = serde_json::to_writer(&mut bytes, object);
+    bytes.extend_from_slice(b"}\n");
     Bytes::from(bytes)
 }
 

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -341,12 +342,13 @@ impl Store {
                     resource: resource.clone(),
                     namespace: row.get(1),
                     event_type: EventType::parse(&row.get::<String, _>(2)).unwrap_or(EventType::Modified),
-                    object: parse(&row.get::<String, _>(3))?,
+                    object: Arc::new(parse(&row.get::<String, _>(3))?),
                     previous: row
                         .get::<Option<String>, _>(4)
                         .as_deref()
                         .map(parse)
-                        .transpose()?,
+                        .transpose()?
+                        .map(Arc::new),
                 })
             })
             .collect()
@@ -434,8 +436,8 @@ impl Store {
             resource: resource.clone(),
             namespace: namespace.to_owned(),
             event_type,
-            object: object.clone(),
-            previous: previous.cloned(),
+            object: Arc::new(object.clone()),
+            previous: previous.cloned().map(Arc::new),
         });
         Ok(object)
     }

@@ -1,5 +1,7 @@
 //! What the store takes and gives: resource keys, watch events, results and errors.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::semantics::WriteError;
@@ -79,10 +81,11 @@ pub struct WatchEvent {
     pub namespace: String,
     /// Added, modified or deleted.
     pub event_type: EventType,
-    /// The object after the change (its last state, for a delete).
-    pub object: Value,
+    /// The object after the change (its last state, for a delete). Shared: every watcher
+    /// receives the same event.
+    pub object: Arc<Value>,
     /// The object before the change; none for an addition.
-    pub previous: Option<Value>,
+    pub previous: Option<Arc<Value>>,
 }
 
 /// A failed store operation.
