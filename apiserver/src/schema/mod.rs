@@ -4,6 +4,7 @@
 
 mod field_error;
 mod normalize;
+mod pattern;
 mod structural;
 mod validate;
 

@@ -252,7 +252,7 @@ fn check_string(schema: &Value, s: &str, path: &str, errors: &mut Vec<FieldError
         ));
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-        match compiled(pattern) {
+        match super::pattern::compiled(pattern) {
             Ok(re) if re.is_match(s) => {}
             Ok(_) => errors.push(invalid(path, &value, &format!("should match '{pattern}'"))),
             Err(_) => errors.push(invalid(
@@ -262,31 +262,6 @@ fn check_string(schema: &Value, s: &str, path: &str, errors: &mut Vec<FieldError
             )),
         }
     }
-}
-
-/// Most distinct patterns kept compiled; schemas hold a few dozen.
-const PATTERNS_KEPT: usize = 1024;
-
-/// The compiled `pattern`, compiled once per process: compiling a regex costs far more than
-/// matching it, and every write of an object checks its patterns.
-fn compiled(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    static CACHE: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<String, Result<regex::Regex, regex::Error>>>,
-    > = std::sync::OnceLock::new();
-    let cache = CACHE.get_or_init(std::sync::Mutex::default);
-    if let Ok(map) = cache.lock()
-        && let Some(re) = map.get(pattern)
-    {
-        return re.clone();
-    }
-    let re = regex::Regex::new(pattern);
-    if let Ok(mut map) = cache.lock() {
-        if map.len() >= PATTERNS_KEPT {
-            map.clear();
-        }
-        map.insert(pattern.to_owned(), re.clone());
-    }
-    re
 }
 
 fn check_array(schema: &Value, items: &[Value], path: &str, errors: &mut Vec<FieldError>) {
