@@ -10,6 +10,9 @@ use crate::schema::{FieldError, ResourceValidator};
 use crate::store::ResourceKey;
 use crate::store::names::{NameRule, check_name};
 
+mod builtins;
+use builtins::builtins;
+
 /// One served kind at one group version.
 #[derive(Debug, Clone)]
 pub struct ResourceType {
@@ -62,155 +65,6 @@ impl ResourceType {
             NameRule::Subdomain
         }
     }
-}
-
-fn builtin(
-    group: &str,
-    version: &str,
-    plural: &str,
-    kind: &str,
-    namespaced: bool,
-    short: &[&str],
-    status: bool,
-) -> ResourceType {
-    ResourceType {
-        group: group.into(),
-        version: version.into(),
-        plural: plural.into(),
-        singular: kind.to_lowercase(),
-        kind: kind.into(),
-        namespaced,
-        short_names: short.iter().map(|s| (*s).to_owned()).collect(),
-        categories: Vec::new(),
-        status_subresource: status,
-        selectable_fields: Vec::new(),
-        validator: None,
-        printer_columns: Vec::new(),
-    }
-}
-
-/// Core `Event`, selectable by the fields `kubectl describe` asks for.
-fn core_events() -> ResourceType {
-    let fields = [
-        "involvedObject.kind",
-        "involvedObject.namespace",
-        "involvedObject.name",
-        "involvedObject.uid",
-        "involvedObject.apiVersion",
-        "involvedObject.resourceVersion",
-        "involvedObject.fieldPath",
-        "reason",
-        "reportingComponent",
-        "type",
-    ];
-    ResourceType {
-        selectable_fields: fields.map(String::from).to_vec(),
-        ..builtin("", "v1", "events", "Event", true, &["ev"], false)
-    }
-}
-
-/// `events.k8s.io` `Event`, selectable by what it is about.
-fn events_k8s_io() -> ResourceType {
-    let fields = [
-        "regarding.kind",
-        "regarding.namespace",
-        "regarding.name",
-        "regarding.uid",
-        "reason",
-        "reportingController",
-        "type",
-    ];
-    ResourceType {
-        selectable_fields: fields.map(String::from).to_vec(),
-        ..builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], false)
-    }
-}
-
-/// The built-in kinds: those this system and its chart use, stored as objects.
-fn builtins() -> Vec<ResourceType> {
-    vec![
-        builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true),
-        builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false),
-        builtin("", "v1", "secrets", "Secret", true, &[], false),
-        core_events(),
-        builtin(
-            "",
-            "v1",
-            "serviceaccounts",
-            "ServiceAccount",
-            true,
-            &["sa"],
-            false,
-        ),
-        builtin("", "v1", "services", "Service", true, &["svc"], true),
-        events_k8s_io(),
-        builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false),
-        builtin(
-            "apiextensions.k8s.io",
-            "v1",
-            "customresourcedefinitions",
-            "CustomResourceDefinition",
-            false,
-            &["crd", "crds"],
-            true,
-        ),
-        builtin("apps", "v1", "deployments", "Deployment", true, &["deploy"], true),
-        builtin("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"], true),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "roles",
-            "Role",
-            true,
-            &[],
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "rolebindings",
-            "RoleBinding",
-            true,
-            &[],
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "clusterroles",
-            "ClusterRole",
-            false,
-            &[],
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "clusterrolebindings",
-            "ClusterRoleBinding",
-            false,
-            &[],
-            false,
-        ),
-        builtin(
-            "policy",
-            "v1",
-            "poddisruptionbudgets",
-            "PodDisruptionBudget",
-            true,
-            &["pdb"],
-            true,
-        ),
-        builtin(
-            "networking.k8s.io",
-            "v1",
-            "networkpolicies",
-            "NetworkPolicy",
-            true,
-            &["netpol"],
-            false,
-        ),
-    ]
 }
 
 /// Every served kind, by group, version and plural.

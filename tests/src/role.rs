@@ -36,11 +36,6 @@ impl RoleProcess {
         })
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// SIGKILL, as a crash would, and waits for it to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -208,11 +208,6 @@ impl AnyJob {
     pub fn deleting(&self) -> bool {
         self.meta().deletion_timestamp.is_some()
     }
-
-    /// Its name for messages.
-    pub fn display(&self) -> String {
-        format!("{:?} {}/{}", self.kind(), self.namespace(), self.name())
-    }
 }
 
 fn strip(mut v: serde_json::Value) -> serde_json::Value {

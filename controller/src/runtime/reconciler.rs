@@ -150,18 +150,9 @@ impl Reconciler {
             .agents_ready
             .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
 
+        let (by_job, claims) = index_tasks(&tasks);
+
         // Validate and plan each job.
-        // A job's tasks are those it owns (by uid): tasks of a deleted job of the same name,
-        // not yet garbage-collected, are not the new job's.
-        let mut by_job: HashMap<String, Vec<TaskView>> = HashMap::new();
-        for t in &tasks {
-            if let Some(owner) = t.owner_references().iter().find(|o| o.controller == Some(true)) {
-                by_job
-                    .entry(owner.uid.clone())
-                    .or_default()
-                    .push(TaskView::from_task(t));
-            }
-        }
         let ready = |a: &str| current.contains(a);
         let env = Env {
             now,
@@ -174,12 +165,11 @@ impl Reconciler {
             .chain(training.into_iter().map(AnyJob::Training))
             .chain(gauntlet.into_iter().map(AnyJob::Gauntlet));
         let mut entries: Vec<Entry> = Vec::new();
-        let mut priorities: HashMap<(JobKind, String, String), u32> = HashMap::new();
+        let mut priorities: HashMap<String, u32> = HashMap::new();
         for job in all_jobs.filter(|j| !j.deleting()) {
             let (view, model) = job.validate(&world);
-            let key = (job.kind(), job.namespace(), job.name());
             let plan = view.as_ref().ok().map(|v| {
-                priorities.insert(key.clone(), v.priority);
+                priorities.insert(v.uid.clone(), v.priority);
                 plan_job(v, by_job.get(&v.uid).map_or(&[][..], Vec::as_slice), &env)
             });
             if let Some(d) = plan.as_ref().and_then(|p| p.requeue_after) {
@@ -209,17 +199,19 @@ impl Reconciler {
 
         let present: HashSet<String> = entries.iter().map(|e| e.job.key()).collect();
         self.refreshed.retain(|k, _| present.contains(k));
-        self.errors
-            .retain(|k, _| present.contains(k) || k.starts_with("Agent/"));
+        self.errors.retain(|k, _| present.contains(k));
 
         // Place every waiting unit of every job at once.
-        let victims = self.place(&mut entries, &tasks, &priorities, &agent_views);
+        let victims = self.place(&mut entries, claims, &priorities, &agent_views);
 
         // Apply.
         self.apply(&mut entries, victims, agent_writes, now, &mut soon)
             .await;
-        for (_, at) in self.errors.values() {
-            soon(at.saturating_duration_since(Instant::now()));
+        // Wake when a job held back by a transient error may try again (not for backoffs
+        // already over: that would spin).
+        let now_instant = Instant::now();
+        for (_, at) in self.errors.values().filter(|(_, at)| *at > now_instant) {
+            soon(at.saturating_duration_since(now_instant));
         }
         self.health.metrics.pass.observe(started.elapsed().as_secs_f64());
         wake
@@ -234,36 +226,22 @@ impl Reconciler {
         }
     }
 
-    /// Runs placement; fills each entry's `placed` tasks and queue status. Returns the tasks to
-    /// preempt, as `namespace/name`.
+    /// Runs placement given the live tasks' claims (with their job's uid); fills each entry's
+    /// `placed` tasks and queue status. Returns the tasks to preempt, as `namespace/name`.
     fn place(
         &self,
         entries: &mut [Entry],
-        tasks: &[Task],
-        priorities: &HashMap<(JobKind, String, String), u32>,
+        claims: Vec<(Claim, String)>,
+        priorities: &HashMap<String, u32>,
         agents: &[placement::AgentView],
     ) -> Vec<String> {
-        let claims: Vec<Claim> = tasks
-            .iter()
-            .filter_map(|t| {
-                let v = TaskView::from_task(t);
-                let agent = v.agent.clone()?;
-                v.is_live().then(|| {
-                    let ns = t.namespace().unwrap_or_default();
-                    let key = (t.spec.job.kind, ns.clone(), t.spec.job.name.clone());
-                    Claim {
-                        task: format!("{ns}/{}", v.name),
-                        agent,
-                        cpu_millis: u64::from(v.resources.cpu_millis),
-                        memory_mib: v.resources.memory_mib,
-                        gpus: v.gpus.clone(),
-                        priority: priorities
-                            .get(&key)
-                            .copied()
-                            .unwrap_or_else(|| default_priority(key.0)),
-                        elastic: key.0 == JobKind::SelfplayJob,
-                    }
-                })
+        let claims: Vec<Claim> = claims
+            .into_iter()
+            .map(|(mut claim, owner)| {
+                if let Some(p) = priorities.get(&owner) {
+                    claim.priority = *p;
+                }
+                claim
             })
             .collect();
         let mut requests = Vec::new();
@@ -329,6 +307,43 @@ impl Reconciler {
         self.health.metrics.queue_depth.set(waiting);
         victims
     }
+}
+
+/// Tasks by the uid of the job that owns them.
+type TasksByJob = HashMap<String, Vec<TaskView>>;
+
+/// Reads each task once: grouped by the uid of the job that owns it (tasks of a deleted job of
+/// the same name, not yet garbage-collected, are not the new job's), and, while live on an
+/// agent, a claim on that agent's resources with its job's uid (placement fills in the job's
+/// priority).
+fn index_tasks(tasks: &[Task]) -> (TasksByJob, Vec<(Claim, String)>) {
+    let mut by_job = TasksByJob::new();
+    let mut claims: Vec<(Claim, String)> = Vec::new();
+    for t in tasks {
+        let v = TaskView::from_task(t);
+        let owner = t
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.clone());
+        if let (Some(agent), true) = (v.agent.clone(), v.is_live()) {
+            let kind = t.spec.job.kind;
+            let claim = Claim {
+                task: format!("{}/{}", t.namespace().unwrap_or_default(), v.name),
+                agent,
+                cpu_millis: u64::from(v.resources.cpu_millis),
+                memory_mib: v.resources.memory_mib,
+                gpus: v.gpus.clone(),
+                priority: default_priority(kind),
+                elastic: kind == JobKind::SelfplayJob,
+            };
+            claims.push((claim, owner.clone().unwrap_or_default()));
+        }
+        if let Some(owner) = owner {
+            by_job.entry(owner).or_default().push(v);
+        }
+    }
+    (by_job, claims)
 }
 
 /// What the agents' heartbeats say.

@@ -55,11 +55,6 @@ impl Snapshot {
             datasets,
         }
     }
-
-    /// Whether the `Model` exists.
-    pub fn has_model(&self, namespace: &str, name: &str) -> bool {
-        self.models.contains_key(&(namespace.to_owned(), name.to_owned()))
-    }
 }
 
 impl World for Snapshot {

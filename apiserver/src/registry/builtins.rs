@@ -1,0 +1,150 @@
+//! The built-in kinds the server stores as objects.
+
+use super::ResourceType;
+
+/// A built-in kind with no selectable fields beyond name and namespace.
+fn builtin(
+    group: &str,
+    version: &str,
+    plural: &str,
+    kind: &str,
+    namespaced: bool,
+    short: &[&str],
+    status: bool,
+) -> ResourceType {
+    ResourceType {
+        group: group.into(),
+        version: version.into(),
+        plural: plural.into(),
+        singular: kind.to_lowercase(),
+        kind: kind.into(),
+        namespaced,
+        short_names: short.iter().map(|s| (*s).to_owned()).collect(),
+        categories: Vec::new(),
+        status_subresource: status,
+        selectable_fields: Vec::new(),
+        validator: None,
+        printer_columns: Vec::new(),
+    }
+}
+
+/// An `Event` kind (`group` "" for core/v1, `events.k8s.io`), selectable by `fields` besides
+/// name and namespace.
+fn events(group: &str, fields: &[&str]) -> ResourceType {
+    ResourceType {
+        selectable_fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+        ..builtin(group, "v1", "events", "Event", true, &["ev"], false)
+    }
+}
+
+/// The fields `kubectl describe` selects core Events by, and a few more.
+const CORE_EVENT_FIELDS: &[&str] = &[
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "type",
+];
+
+/// The same for `events.k8s.io` Events.
+const EVENT_FIELDS: &[&str] = &[
+    "regarding.kind",
+    "regarding.namespace",
+    "regarding.name",
+    "regarding.uid",
+    "reason",
+    "reportingController",
+    "type",
+];
+
+/// The built-in kinds: those this system and its chart use, stored as objects.
+pub(super) fn builtins() -> Vec<ResourceType> {
+    vec![
+        builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true),
+        builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false),
+        builtin("", "v1", "secrets", "Secret", true, &[], false),
+        events("", CORE_EVENT_FIELDS),
+        builtin(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            &["sa"],
+            false,
+        ),
+        builtin("", "v1", "services", "Service", true, &["svc"], true),
+        events("events.k8s.io", EVENT_FIELDS),
+        builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false),
+        builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+            &["crd", "crds"],
+            true,
+        ),
+        builtin("apps", "v1", "deployments", "Deployment", true, &["deploy"], true),
+        builtin("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"], true),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "roles",
+            "Role",
+            true,
+            &[],
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "rolebindings",
+            "RoleBinding",
+            true,
+            &[],
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterroles",
+            "ClusterRole",
+            false,
+            &[],
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+            &[],
+            false,
+        ),
+        builtin(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            true,
+            &["pdb"],
+            true,
+        ),
+        builtin(
+            "networking.k8s.io",
+            "v1",
+            "networkpolicies",
+            "NetworkPolicy",
+            true,
+            &["netpol"],
+            false,
+        ),
+    ]
+}
