@@ -24,15 +24,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use ringrift_crds::agent::{Agent, AgentSpec, Capacity, Gpu, GpuHealth};
 use ringrift_crds::task::{AGENT_LABEL, Role, Task, TaskPhase};
 use serde_json::json;
+
+use crate::register::heartbeat;
 
 /// The fleet.
 #[derive(Debug, Clone)]
@@ -125,35 +127,6 @@ async fn register(client: &Client, config: &SimConfig, name: &str, version: &str
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
     Ok(())
-}
-
-/// Renews one heartbeat Lease (creating it the first time).
-async fn heartbeat(leases: &Api<Lease>, name: &str, duration: Duration) -> kube::Result<()> {
-    let lease_name = format!("agent-{name}");
-    let spec = LeaseSpec {
-        holder_identity: Some(name.to_owned()),
-        lease_duration_seconds: Some(i32::try_from(duration.as_secs().max(1)).unwrap_or(i32::MAX)),
-        renew_time: Some(MicroTime(jiff::Timestamp::now())),
-        ..LeaseSpec::default()
-    };
-    let patch = json!({"spec": spec});
-    match leases
-        .patch(&lease_name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(lease_name),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(spec),
-            };
-            leases.create(&PostParams::default(), &lease).await.map(|_| ())
-        }
-        Err(e) => Err(e),
-    }
 }
 
 fn env<'a>(task: &'a Task, key: &str) -> Option<&'a str> {

@@ -1,0 +1,656 @@
+//! One attempt, from start (or adoption after a restart) to its final status.
+
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Api;
+use ringrift_crds::common::ArtifactKind;
+use ringrift_crds::task::{FailureClass, Role, Task, TaskPhase};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use super::classify::{Exit, Outcome, Stop, classify};
+use super::logs::LogReader;
+use super::{RunHandle, launch, process, shim};
+use crate::metrics::{PhaseLabels, TaskLabels};
+use crate::node::Node;
+use crate::status::{self, WriteError};
+
+/// How an attempt is picked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Start it now.
+    New,
+    /// Watch a process started by an earlier life of this agent.
+    Adopt {
+        /// The process group leader.
+        pid: u32,
+        /// Its start time.
+        pid_start: u64,
+    },
+    /// The process ended while the agent was away: read its exit file and report.
+    Collect,
+    /// Report it failed with this message.
+    Fail(&'static str),
+    /// Write this recorded outcome (status fields, JSON).
+    Report(String),
+}
+
+/// Largest `result.json` accepted.
+const MAX_RESULT: u64 = 1024 * 1024;
+/// Most output files collected.
+const MAX_OUTPUTS: usize = 256;
+/// How often a running task is checked.
+const TICK: Duration = Duration::from_millis(250);
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+fn fields(pairs: Value) -> Map<String, Value> {
+    match pairs {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Carries the attempt `handle` of `task` through to its final status.
+pub async fn execute(node: Arc<Node>, task: Task, handle: Arc<RunHandle>, start: Start) {
+    let api: Api<Task> = Api::namespaced(node.client.clone(), &handle.namespace);
+    let ended = match start {
+        Start::New => match launch_process(&node, &api, &task, &handle).await {
+            Launched::Running(child, pid, pid_start) => {
+                monitor(&node, &api, &task, &handle, pid, pid_start, Some(child)).await
+            }
+            Launched::NotStarted => {
+                handle.mark_done();
+                return;
+            }
+            Launched::Failed(outcome) => Ended::Outcome(outcome),
+        },
+        Start::Adopt { pid, pid_start } => {
+            node.metrics.tasks_adopted.inc();
+            node.metrics.tasks_running.inc();
+            handle.update(|i| {
+                i.phase = TaskPhase::Running;
+                i.pid = Some(pid);
+                i.adopted = true;
+            });
+            tracing::info!(task = %handle.name, pid, "adopted a task process that outlived the agent's restart");
+            monitor(&node, &api, &task, &handle, pid, pid_start, None).await
+        }
+        Start::Collect => {
+            let mut reader = LogReader::default();
+            pump(&node, &handle, &mut reader, true);
+            Ended::Exited {
+                exit: shim::read(&handle.dir.join("exit.json")).map_or(Exit::Unknown, Into::into),
+                stop: None,
+                gpu_fault: false,
+            }
+        }
+        Start::Fail(message) => Ended::Outcome(Outcome {
+            phase: TaskPhase::Failed,
+            failure_class: Some(FailureClass::AgentError),
+            reason: "AgentRestarted".into(),
+            message: message.into(),
+        }),
+        Start::Report(recorded) => {
+            let recorded: Map<String, Value> = serde_json::from_str(&recorded).unwrap_or_default();
+            report(&node, &api, &handle, &recorded).await;
+            handle.mark_done();
+            return;
+        }
+    };
+    conclude(&node, &api, &handle, ended).await;
+}
+
+enum Launched {
+    Running(tokio::process::Child, u32, u64),
+    NotStarted,
+    Failed(Outcome),
+}
+
+enum Ended {
+    Exited {
+        exit: Exit,
+        stop: Option<Stop>,
+        gpu_fault: bool,
+    },
+    Outcome(Outcome),
+}
+
+fn agent_failure(reason: &str, message: String, class: FailureClass) -> Launched {
+    Launched::Failed(Outcome {
+        phase: TaskPhase::Failed,
+        failure_class: Some(class),
+        reason: reason.into(),
+        message,
+    })
+}
+
+async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunHandle) -> Launched {
+    let dir = &handle.dir;
+    for sub in ["input", "output", "work"] {
+        if let Err(e) = tokio::fs::create_dir_all(dir.join(sub)).await {
+            return agent_failure(
+                "AgentError",
+                format!("failed to create {}: {e}", dir.join(sub).display()),
+                FailureClass::AgentError,
+            );
+        }
+    }
+    match node
+        .db
+        .begin(
+            &handle.uid,
+            &handle.namespace,
+            &handle.name,
+            handle.attempt,
+            &dir.display().to_string(),
+        )
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(task = %handle.name, "attempt was started before; not starting it twice");
+            return Launched::NotStarted;
+        }
+        Err(e) => {
+            tracing::error!(task = %handle.name, error = %e, "cannot record the start; not starting");
+            return Launched::NotStarted;
+        }
+    }
+    let started = now();
+    let fetching = fields(
+        json!({"phase": "Fetching", "startTime": started, "message": format!("fetching inputs on {}", node.name)}),
+    );
+    if let Err(WriteError::NotCurrent { why, .. }) = write(node, api, handle, &fetching).await {
+        tracing::info!(task = %handle.name, why, "task no longer current before it started");
+        let _ = node.db.reported(&handle.uid).await;
+        return Launched::NotStarted;
+    }
+    for input in &task.spec.inputs {
+        if let Err(e) = node.content.materialize(input, &dir.join("input")).await {
+            return agent_failure("InputUnavailable", e.to_string(), FailureClass::InputUnavailable);
+        }
+    }
+    let spec = launch::launch(&node.exe, task, dir);
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(handle.log_path())
+    {
+        Ok(f) => f,
+        Err(e) => {
+            return agent_failure(
+                "AgentError",
+                format!("failed to open the log: {e}"),
+                FailureClass::AgentError,
+            );
+        }
+    };
+    let stderr = match log.try_clone() {
+        Ok(f) => f,
+        Err(e) => {
+            return agent_failure(
+                "AgentError",
+                format!("failed to open the log: {e}"),
+                FailureClass::AgentError,
+            );
+        }
+    };
+    let mut command = std::process::Command::new(&node.exe);
+    command
+        .arg("task-shim")
+        .arg("--exit-file")
+        .arg(dir.join("exit.json"))
+        .arg("--")
+        .arg(&spec.program)
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(stderr)
+        .process_group(0);
+    for key in launch::inherited_to_remove() {
+        command.env_remove(key);
+    }
+    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    let child = match tokio::process::Command::from(command).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return agent_failure(
+                "StartFailed",
+                format!("failed to start {}: {e}", spec.program),
+                FailureClass::UserError,
+            );
+        }
+    };
+    let Some(pid) = child.id() else {
+        return agent_failure(
+            "StartFailed",
+            "the process exited at once".into(),
+            FailureClass::UserError,
+        );
+    };
+    let pid_start = process::start_time(pid).unwrap_or(0);
+    if let Err(e) = node.db.running(&handle.uid, pid, pid_start).await {
+        tracing::error!(task = %handle.name, error = %e, "failed to record the task's process");
+    }
+    node.metrics.tasks_started.inc();
+    node.metrics.tasks_running.inc();
+    handle.update(|i| {
+        i.phase = TaskPhase::Running;
+        i.pid = Some(pid);
+        i.started_at = Some(started.clone());
+    });
+    tracing::info!(task = %handle.name, attempt = handle.attempt, pid, program = %spec.program, "task started");
+    let running =
+        fields(json!({"phase": "Running", "message": format!("running on {} (pid {pid})", node.name)}));
+    if let Err(e) = write(node, api, handle, &running).await {
+        tracing::info!(task = %handle.name, error = %e, "could not report the start");
+    }
+    Launched::Running(child, pid, pid_start)
+}
+
+async fn write(
+    node: &Node,
+    api: &Api<Task>,
+    handle: &RunHandle,
+    fields: &Map<String, Value>,
+) -> Result<(), WriteError> {
+    match status::write(api, &handle.name, &handle.uid, handle.attempt, fields).await {
+        Ok(_) => {
+            node.metrics.status_write("ok");
+            Ok(())
+        }
+        Err(e) => {
+            node.metrics.status_write(e.category());
+            Err(e)
+        }
+    }
+}
+
+async fn wait(child: &mut Option<tokio::process::Child>) -> Option<ExitStatus> {
+    match child {
+        Some(c) => c.wait().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads new log lines into the tail and the run's progress. Returns whether progress or
+/// metrics changed.
+fn pump(node: &Node, handle: &RunHandle, reader: &mut LogReader, flush: bool) -> bool {
+    let lines = match reader.read_new(&handle.log_path(), flush) {
+        Ok(lines) => lines,
+        Err(e) => {
+            tracing::warn!(task = %handle.name, error = %e, "failed to read the task log");
+            return false;
+        }
+    };
+    let mut changed = false;
+    for line in lines {
+        match crate::progress::parse(&line) {
+            None => {}
+            Some(Ok(report)) => {
+                handle.update(|i| {
+                    if report.progress.is_some() {
+                        i.progress = report.progress;
+                    }
+                    i.metrics.extend(report.metrics);
+                    while i.metrics.len() > crate::progress::MAX_METRICS {
+                        i.metrics.pop_last();
+                    }
+                });
+                changed = true;
+            }
+            Some(Err(why)) => {
+                node.metrics.bad_reports.inc();
+                handle.update(|i| i.bad_reports += 1);
+                tracing::debug!(task = %handle.name, why, "unreadable report line");
+            }
+        }
+        handle.log.push(line);
+    }
+    changed
+}
+
+fn progress_fields(handle: &RunHandle) -> Map<String, Value> {
+    let info = handle.info();
+    let mut out = Map::new();
+    if let Some(p) = &info.progress {
+        out.insert("progressText".into(), Value::from(crate::progress::text(p)));
+        out.insert("progress".into(), serde_json::to_value(p).unwrap_or(Value::Null));
+    }
+    if !info.metrics.is_empty() {
+        out.insert(
+            "metrics".into(),
+            serde_json::to_value(&info.metrics).unwrap_or(Value::Null),
+        );
+    }
+    out.insert("lastProgressTime".into(), Value::from(now()));
+    out
+}
+
+/// Sums the GPU memory and utilization of the processes of group `pgid`.
+fn gpu_usage(node: &Node, handle: &RunHandle, pgid: u32) {
+    let inventory = node.inventory.borrow();
+    let mut memory = 0;
+    let mut util = None::<u32>;
+    let mut any = false;
+    for gpu in &inventory.gpus {
+        for p in &gpu.processes {
+            if process::group_of(p.pid) == Some(pgid) {
+                any = true;
+                memory += p.memory_used_mib;
+                if let Some(u) = p.sm_utilization_pct {
+                    util = Some(util.unwrap_or(0) + u);
+                }
+            }
+        }
+    }
+    if any {
+        #[allow(clippy::cast_precision_loss)]
+        node.metrics
+            .task_gpu_memory
+            .get_or_create(&TaskLabels {
+                namespace: handle.namespace.clone(),
+                task: handle.name.clone(),
+            })
+            .set(memory as f64);
+        handle.update(|i| {
+            i.gpu_memory_mib = Some(memory);
+            i.gpu_utilization_pct = util;
+        });
+    }
+}
+
+async fn monitor(
+    node: &Arc<Node>,
+    api: &Api<Task>,
+    task: &Task,
+    handle: &RunHandle,
+    pid: u32,
+    pid_start: u64,
+    mut child: Option<tokio::process::Child>,
+) -> Ended {
+    let started = task
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map_or_else(jiff::Timestamp::now, |t| t.0);
+    let deadline = task.spec.active_deadline_seconds.map(|s| {
+        let elapsed = jiff::Timestamp::now().duration_since(started).unsigned_abs();
+        Instant::now() + Duration::from_secs(s).saturating_sub(elapsed)
+    });
+    let mut reader = LogReader::default();
+    let mut stops = handle.stop_requests();
+    let mut stop: Option<Stop> = None;
+    let mut stopper: Option<tokio::task::JoinHandle<()>> = None;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_write = Instant::now();
+    let mut dirty = false;
+    let mut gpu_fault = false;
+    let mut ticks: u64 = 0;
+    let grace = node.grace;
+    let status = loop {
+        tokio::select! {
+            status = wait(&mut child) => break status,
+            _ = tick.tick() => {
+                ticks += 1;
+                dirty |= pump(node, handle, &mut reader, false);
+                if child.is_none() && !process::alive(pid, pid_start) {
+                    break None;
+                }
+                if stop.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
+                    tracing::info!(task = %handle.name, "active deadline passed; stopping the task");
+                    stop = Some(Stop::Deadline);
+                    stopper = Some(tokio::spawn(process::stop_group(pid, grace)));
+                }
+                if !gpu_fault {
+                    let bad = node.inventory.borrow().unhealthy();
+                    gpu_fault = handle.gpus.iter().any(|g| bad.contains(g));
+                }
+                if ticks.is_multiple_of(8) {
+                    gpu_usage(node, handle, pid);
+                }
+                if dirty && last_write.elapsed() >= node.progress_interval {
+                    dirty = false;
+                    last_write = Instant::now();
+                    if let Err(e) = write(node, api, handle, &progress_fields(handle)).await {
+                        tracing::debug!(task = %handle.name, error = %e, "progress not written");
+                    }
+                }
+            }
+            changed = stops.changed(), if stop.is_none() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let why = *stops.borrow_and_update();
+                if let Some(why) = why {
+                    tracing::info!(task = %handle.name, ?why, pid, "stopping the task's process group");
+                    stop = Some(why);
+                    stopper = Some(tokio::spawn(process::stop_group(pid, grace)));
+                }
+            }
+        }
+    };
+    match stopper {
+        Some(s) => {
+            let _ = s.await;
+        }
+        // Whatever the task left behind in its group goes with it.
+        None if process::group_alive(pid) => process::stop_group(pid, Duration::from_secs(2)).await,
+        None => {}
+    }
+    node.metrics.tasks_running.dec();
+    pump(node, handle, &mut reader, true);
+    let exit = shim::read(&handle.dir.join("exit.json")).map_or_else(
+        || match status {
+            Some(s) => match (s.code(), s.signal()) {
+                (Some(c), _) => Exit::Code(c),
+                (None, Some(sig)) => Exit::Signal(sig),
+                (None, None) => Exit::Unknown,
+            },
+            None => Exit::Unknown,
+        },
+        Into::into,
+    );
+    Ended::Exited {
+        exit,
+        stop,
+        gpu_fault,
+    }
+}
+
+fn output_kind(role: Role, file: &str) -> ArtifactKind {
+    match role {
+        Role::Training
+            if std::path::Path::new(file)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("ckpt")) =>
+        {
+            ArtifactKind::Checkpoint
+        }
+        Role::Training => ArtifactKind::Model,
+        Role::Selfplay | Role::Gauntlet => ArtifactKind::Games,
+    }
+}
+
+/// Moves the output files into the artifact store. `result.json` is read, not stored.
+async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Value>, Option<Value>), Outcome> {
+    let fail = |class, reason: &str, message: String| Outcome {
+        phase: TaskPhase::Failed,
+        failure_class: Some(class),
+        reason: reason.into(),
+        message,
+    };
+    let out_dir = handle.dir.join("output");
+    let mut files = Vec::new();
+    let mut entries = tokio::fs::read_dir(&out_dir).await.map_err(|e| {
+        fail(
+            FailureClass::AgentError,
+            "OutputsFailed",
+            format!("failed to read the output directory: {e}"),
+        )
+    })?;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.')
+            || name == "result.json"
+            || !entry.file_type().await.is_ok_and(|t| t.is_file())
+        {
+            continue;
+        }
+        files.push(name);
+    }
+    files.sort();
+    if files.len() > MAX_OUTPUTS {
+        return Err(fail(
+            FailureClass::UserError,
+            "TooManyOutputs",
+            format!("{} output files; at most {MAX_OUTPUTS}", files.len()),
+        ));
+    }
+    let mut outputs = Vec::new();
+    for name in files {
+        let mut artifact = node
+            .content
+            .ingest(
+                &node.db,
+                &out_dir.join(&name),
+                &name,
+                output_kind(handle.role, &name),
+            )
+            .await
+            .map_err(|e| fail(FailureClass::AgentError, "OutputsFailed", e.to_string()))?;
+        artifact.holders = vec![node.name.clone()];
+        outputs.push(serde_json::to_value(artifact).unwrap_or(Value::Null));
+    }
+    let result_path = out_dir.join("result.json");
+    let result = match tokio::fs::metadata(&result_path).await {
+        Err(_) => None,
+        Ok(m) if m.len() > MAX_RESULT => {
+            return Err(fail(
+                FailureClass::UserError,
+                "InvalidResult",
+                format!("result.json is {} bytes; at most {MAX_RESULT}", m.len()),
+            ));
+        }
+        Ok(_) => {
+            let bytes = tokio::fs::read(&result_path).await.unwrap_or_default();
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v @ Value::Object(_)) => Some(v),
+                Ok(_) => {
+                    return Err(fail(
+                        FailureClass::UserError,
+                        "InvalidResult",
+                        "result.json is not a JSON object".into(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(fail(
+                        FailureClass::UserError,
+                        "InvalidResult",
+                        format!("result.json is not JSON: {e}"),
+                    ));
+                }
+            }
+        }
+    };
+    Ok((outputs, result))
+}
+
+async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, ended: Ended) {
+    let (mut outcome, exit, stop) = match ended {
+        Ended::Exited {
+            exit,
+            stop,
+            gpu_fault,
+        } => {
+            let tail = handle.log.tail(50);
+            (classify(&exit, stop, gpu_fault, &tail), Some(exit), stop)
+        }
+        Ended::Outcome(o) => (o, None, None),
+    };
+    let mut status = progress_fields(handle);
+    status.remove("lastProgressTime");
+    if outcome.phase == TaskPhase::Succeeded {
+        match collect(node, handle).await {
+            Ok((outputs, result)) => {
+                status.insert("outputs".into(), Value::Array(outputs));
+                if let Some(r) = result {
+                    status.insert("result".into(), r);
+                }
+            }
+            Err(failed) => outcome = failed,
+        }
+    }
+    status.insert(
+        "phase".into(),
+        serde_json::to_value(outcome.phase).unwrap_or(Value::Null),
+    );
+    status.insert("reason".into(), Value::from(outcome.reason.clone()));
+    status.insert("message".into(), Value::from(outcome.message.clone()));
+    status.insert("completionTime".into(), Value::from(now()));
+    if let Some(class) = outcome.failure_class {
+        status.insert(
+            "failureClass".into(),
+            serde_json::to_value(class).unwrap_or(Value::Null),
+        );
+    }
+    match exit {
+        Some(Exit::Code(c)) => {
+            status.insert("exitCode".into(), Value::from(c));
+        }
+        Some(Exit::Signal(s)) => {
+            status.insert("signal".into(), Value::from(s));
+        }
+        _ => {}
+    }
+    let recorded = Value::Object(status.clone()).to_string();
+    if let Err(e) = node.db.finished(&handle.uid, &recorded).await {
+        tracing::error!(task = %handle.name, error = %e, "failed to record the task's end");
+    }
+    node.metrics
+        .tasks_finished
+        .get_or_create(&PhaseLabels {
+            phase: format!("{:?}", outcome.phase),
+        })
+        .inc();
+    handle.update(|i| {
+        i.phase = outcome.phase;
+        i.finished_at = Some(now());
+        i.exit_code = match exit {
+            Some(Exit::Code(c)) => Some(c),
+            _ => None,
+        };
+        i.reason = Some(outcome.reason.clone());
+        i.message = Some(outcome.message.clone());
+    });
+    tracing::info!(task = %handle.name, attempt = handle.attempt, phase = ?outcome.phase, reason = %outcome.reason, message = %outcome.message, "task finished");
+    if stop == Some(Stop::Superseded) {
+        let _ = node.db.reported(&handle.uid).await;
+    } else {
+        report(node, api, handle, &status).await;
+    }
+    handle.mark_done();
+}
+
+/// Writes a final status; on success (or when the Task no longer wants it) nothing is left to
+/// do. On an API error the outcome stays recorded and is written later.
+async fn report(node: &Node, api: &Api<Task>, handle: &RunHandle, status: &Map<String, Value>) {
+    match write(node, api, handle, status).await {
+        Ok(()) => {
+            let _ = node.db.reported(&handle.uid).await;
+        }
+        Err(WriteError::NotCurrent { why, .. }) => {
+            tracing::info!(task = %handle.name, why, "final status not written");
+            let _ = node.db.reported(&handle.uid).await;
+        }
+        Err(e) => tracing::warn!(task = %handle.name, error = %e, "final status not written yet; will retry"),
+    }
+}

@@ -1,0 +1,289 @@
+//! Watches the Tasks bound to this agent and decides, on every change and every second, what
+//! to start and what to stop; on startup, recovers what an earlier life of the agent started.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, ResourceExt as _};
+use ringrift_crds::task::{AGENT_LABEL, Task};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+
+use super::RunHandle;
+use super::classify::Stop;
+use super::run::{Start, execute};
+use crate::fence::{self, Action};
+use crate::node::Node;
+use crate::recover::{self, Process, Recovery, Wanted};
+use crate::store::LocalState;
+
+/// How often recorded outcomes that could not be written are tried again.
+const RETRY_REPORTS: Duration = Duration::from_secs(10);
+
+type Guarded = Store<DeserializeGuard<Task>>;
+
+/// The valid Tasks in the cache; malformed ones are logged once each.
+fn tasks(store: &Guarded, reported: &mut HashSet<String>) -> Vec<Arc<Task>> {
+    let mut out = Vec::new();
+    for obj in store.state() {
+        match &obj.0 {
+            Ok(t) => out.push(Arc::new(t.clone())),
+            Err(e) => {
+                let key = format!(
+                    "{}/{}",
+                    e.metadata.namespace.as_deref().unwrap_or_default(),
+                    e.metadata.name.as_deref().unwrap_or_default()
+                );
+                if reported.insert(key.clone()) {
+                    tracing::warn!(task = key, error = %e.error, "ignoring a malformed Task");
+                }
+            }
+        }
+    }
+    out
+}
+
+fn start_run(node: &Arc<Node>, task: &Task, start: Start) {
+    let uid = task.uid().unwrap_or_default();
+    let namespace = task.namespace().unwrap_or_default();
+    let name = task.name_any();
+    let dir = node.attempt_dir(&namespace, &name, &uid);
+    let handle = Arc::new(RunHandle::new(
+        &uid,
+        &namespace,
+        &name,
+        task.spec.attempt,
+        task.spec.role,
+        task.spec.gpus.clone(),
+        dir,
+    ));
+    node.runs.insert(handle.clone());
+    tokio::spawn(execute(node.clone(), task.clone(), handle, start));
+}
+
+/// Recovers what the database says was started, against the Tasks as they are now.
+async fn recover(
+    node: &Arc<Node>,
+    by_uid: &HashMap<String, Arc<Task>>,
+    newest: &HashMap<(String, String), u32>,
+) {
+    let rows = match node.db.unfinished().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "failed to read the local state; nothing recovered");
+            return;
+        }
+    };
+    for row in rows {
+        let task = by_uid.get(&row.uid);
+        let wanted = match task {
+            Some(t)
+                if fence::writable(t, &row.uid).is_ok()
+                    && t.spec.attempt >= newest.get(&unit(t)).copied().unwrap_or(0) =>
+            {
+                Wanted::Yes
+            }
+            _ => Wanted::No,
+        };
+        let process = match (row.pid, row.pid_start) {
+            (Some(pid), Some(start)) if super::process::alive(pid, start) => Process::Alive,
+            _ => Process::Gone,
+        };
+        let exit_recorded = std::path::Path::new(&row.dir).join("exit.json").exists();
+        let decision = recover::decide(row.state, process, exit_recorded, wanted);
+        tracing::info!(task = %row.name, attempt = row.attempt, state = row.state.as_str(), ?decision, "recovering");
+        let start = match decision {
+            Recovery::Adopt => Start::Adopt {
+                pid: row.pid.unwrap_or_default(),
+                pid_start: row.pid_start.unwrap_or_default(),
+            },
+            Recovery::Collect => Start::Collect,
+            Recovery::Fail(message) => Start::Fail(message),
+            Recovery::Report => Start::Report(row.outcome.clone().unwrap_or_default()),
+            Recovery::Kill => {
+                if let Some(pid) = row.pid {
+                    super::process::stop_group(pid, node.grace).await;
+                }
+                let _ = node.db.reported(&row.uid).await;
+                continue;
+            }
+            Recovery::Forget => {
+                let _ = node.db.reported(&row.uid).await;
+                continue;
+            }
+        };
+        if let Some(task) = task {
+            start_run(node, task, start);
+        }
+    }
+}
+
+fn unit(task: &Task) -> (String, String) {
+    (
+        format!(
+            "{}/{:?}/{}",
+            task.namespace().unwrap_or_default(),
+            task.spec.job.kind,
+            task.spec.job.name
+        ),
+        task.spec.work_unit.clone(),
+    )
+}
+
+/// Tries again to write outcomes recorded while the API was unreachable.
+async fn retry_reports(node: &Arc<Node>, by_uid: &HashMap<String, Arc<Task>>) {
+    let Ok(rows) = node.db.unfinished().await else {
+        return;
+    };
+    for row in rows.into_iter().filter(|r| r.state == LocalState::Finished) {
+        if node.runs.get(&row.uid).is_some_and(|r| !r.is_done()) {
+            continue;
+        }
+        match by_uid.get(&row.uid) {
+            Some(task) => start_run(node, task, Start::Report(row.outcome.unwrap_or_default())),
+            None => {
+                let _ = node.db.reported(&row.uid).await;
+            }
+        }
+    }
+}
+
+async fn mark_cancelled(node: Arc<Node>, task: Arc<Task>) {
+    let api: Api<Task> = Api::namespaced(node.client.clone(), &task.namespace().unwrap_or_default());
+    let uid = task.uid().unwrap_or_default();
+    let fields = json!({
+        "phase": "Cancelled", "reason": "Cancelled", "message": "cancelled before it started",
+        "completionTime": jiff::Timestamp::now().to_string(),
+    });
+    let fields = fields.as_object().cloned().unwrap_or_default();
+    match crate::status::write(&api, &task.name_any(), &uid, task.spec.attempt, &fields).await {
+        Ok(_) => node.metrics.status_write("ok"),
+        Err(e) => {
+            node.metrics.status_write(e.category());
+            tracing::debug!(error = %e, "cancel not recorded");
+        }
+    }
+}
+
+/// Runs until `shutdown` turns true. With `drain`, running tasks are cancelled (and awaited)
+/// before returning; otherwise they keep running and a restarted agent adopts them.
+pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>, drain: bool) {
+    let api: Api<DeserializeGuard<Task>> = Api::all(node.client.clone());
+    let config = watcher::Config::default().labels(&format!("{AGENT_LABEL}={}", node.name));
+    let (store, writer) = reflector::store();
+    let notify = Arc::new(Notify::new());
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    let wake = notify.clone();
+    let watch_task = tokio::spawn(async move {
+        stream
+            .for_each(|event| {
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "Task watch failed; retrying");
+                }
+                wake.notify_one();
+                std::future::ready(())
+            })
+            .await;
+    });
+    tokio::select! {
+        r = store.wait_until_ready() => if r.is_err() { return },
+        _ = shutdown.wait_for(|s| *s) => { watch_task.abort(); return }
+    }
+    let mut malformed = HashSet::new();
+    let mut cancelled_marked: HashSet<String> = HashSet::new();
+    {
+        let all = tasks(&store, &mut malformed);
+        let (by_uid, newest) = index(&all);
+        recover(&node, &by_uid, &newest).await;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_retry = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = notify.notified() => {}
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        let all = tasks(&store, &mut malformed);
+        let (by_uid, newest) = index(&all);
+        for task in &all {
+            let uid = task.uid().unwrap_or_default();
+            let run = node.runs.get(&uid).filter(|r| !r.is_done());
+            let newest_attempt = newest.get(&unit(task)).copied().unwrap_or(0);
+            let mut decision = fence::action(task, run.is_some(), false, newest_attempt);
+            if decision == Action::Start
+                && (node.runs.get(&uid).is_some() || node.db.seen(&uid).await.unwrap_or(true))
+            {
+                decision = Action::Leave;
+            }
+            match decision {
+                Action::Start => start_run(&node, task, Start::New),
+                Action::Stop(why) => {
+                    if let Some(run) = run
+                        && run.request_stop(why)
+                    {
+                        tracing::info!(task = %run.name, ?why, "stopping");
+                    }
+                }
+                Action::MarkCancelled => {
+                    if cancelled_marked.insert(uid) {
+                        tokio::spawn(mark_cancelled(node.clone(), task.clone()));
+                    }
+                }
+                Action::Leave => {}
+            }
+        }
+        for run in node.runs.active() {
+            if !by_uid.contains_key(&run.uid) && run.request_stop(Stop::Superseded) {
+                tracing::info!(task = %run.name, "Task deleted; stopping its process");
+            }
+        }
+        cancelled_marked.retain(|u| by_uid.contains_key(u));
+        if last_retry.elapsed() >= RETRY_REPORTS {
+            last_retry = tokio::time::Instant::now();
+            retry_reports(&node, &by_uid).await;
+        }
+    }
+    watch_task.abort();
+    if drain {
+        let active = node.runs.active();
+        tracing::info!(tasks = active.len(), "draining: cancelling running tasks");
+        for run in &active {
+            run.request_stop(Stop::Cancelled);
+        }
+        let wait_all = async {
+            for run in &active {
+                let _ = run.done().wait_for(|d| *d).await;
+            }
+        };
+        if tokio::time::timeout(node.grace + Duration::from_secs(15), wait_all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some tasks did not finish draining in time");
+        }
+    } else {
+        tracing::info!(
+            tasks = node.runs.active().len(),
+            "leaving running tasks running; a restarted agent adopts them"
+        );
+    }
+}
+
+type Index = (HashMap<String, Arc<Task>>, HashMap<(String, String), u32>);
+
+fn index(all: &[Arc<Task>]) -> Index {
+    let mut by_uid = HashMap::new();
+    let mut newest: HashMap<(String, String), u32> = HashMap::new();
+    for t in all {
+        by_uid.insert(t.uid().unwrap_or_default(), t.clone());
+        let n = newest.entry(unit(t)).or_default();
+        *n = (*n).max(t.spec.attempt);
+    }
+    (by_uid, newest)
+}

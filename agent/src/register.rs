@@ -1,0 +1,360 @@
+//! Registration: the agent's `Agent` object (endpoint, version, capacity, conditions) and its
+//! heartbeat Lease `agent-<name>`. Retries until the API answers, and registers again after
+//! it comes back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use ringrift_crds::agent::{Agent, AgentSpec, AgentStatus};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::detect::Inventory;
+use crate::metrics::ResultLabels;
+use crate::node::Node;
+
+/// How the agent registers.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Namespace of the heartbeat Lease (the controller's).
+    pub namespace: String,
+    /// How often the heartbeat is renewed.
+    pub heartbeat: Duration,
+    /// How long a heartbeat stays valid.
+    pub lease_duration: Duration,
+    /// REST endpoint other agents and people reach this agent at.
+    pub endpoint: String,
+    /// Free disk below this many MiB is DiskPressure.
+    pub disk_pressure_mib: u64,
+}
+
+/// Renews a heartbeat Lease `agent-<name>` (creating it the first time).
+///
+/// # Errors
+/// The API's error.
+pub async fn heartbeat(leases: &Api<Lease>, name: &str, duration: Duration) -> kube::Result<()> {
+    let lease_name = format!("agent-{name}");
+    let spec = LeaseSpec {
+        holder_identity: Some(name.to_owned()),
+        lease_duration_seconds: Some(i32::try_from(duration.as_secs().max(1)).unwrap_or(i32::MAX)),
+        renew_time: Some(MicroTime(jiff::Timestamp::now())),
+        ..LeaseSpec::default()
+    };
+    let patch = json!({"spec": spec});
+    match leases
+        .patch(&lease_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(lease_name),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(spec),
+            };
+            leases.create(&PostParams::default(), &lease).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets a condition in `list`, keeping its `lastTransitionTime` unless its status changes.
+pub fn set_condition(
+    list: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: &Time,
+) {
+    match list.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now.clone();
+            }
+            status.clone_into(&mut c.status);
+            reason.clone_into(&mut c.reason);
+            c.message = message;
+        }
+        None => list.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: None,
+            last_transition_time: now.clone(),
+        }),
+    }
+}
+
+/// The `Agent` status for an inventory (pure). `previous` keeps transition times.
+pub fn agent_status(
+    previous: &[Condition],
+    inventory: &Inventory,
+    reg: &Registration,
+    version: &str,
+    now: &Time,
+) -> AgentStatus {
+    let mut conditions = previous.to_vec();
+    set_condition(
+        &mut conditions,
+        "Ready",
+        "True",
+        "Registered",
+        "agent is running and heartbeating".into(),
+        now,
+    );
+    let unhealthy = inventory.unhealthy();
+    if inventory.gpus.is_empty() {
+        let why = inventory
+            .gpu_error
+            .clone()
+            .unwrap_or_else(|| "no GPUs found".into());
+        set_condition(&mut conditions, "GpuHealthy", "Unknown", "NoGpus", why, now);
+    } else if unhealthy.is_empty() {
+        set_condition(
+            &mut conditions,
+            "GpuHealthy",
+            "True",
+            "AllHealthy",
+            format!("{} GPUs healthy", inventory.gpus.len()),
+            now,
+        );
+    } else {
+        set_condition(
+            &mut conditions,
+            "GpuHealthy",
+            "False",
+            "Unhealthy",
+            format!(
+                "unhealthy GPUs (no work is placed on them): {}",
+                unhealthy.join(", ")
+            ),
+            now,
+        );
+    }
+    let free = inventory.host.disk_free_mib;
+    if free < reg.disk_pressure_mib {
+        set_condition(
+            &mut conditions,
+            "DiskPressure",
+            "True",
+            "LowDisk",
+            format!(
+                "{free} MiB free in the data directory, below {} MiB",
+                reg.disk_pressure_mib
+            ),
+            now,
+        );
+    } else {
+        set_condition(
+            &mut conditions,
+            "DiskPressure",
+            "False",
+            "EnoughDisk",
+            format!("{free} MiB free"),
+            now,
+        );
+    }
+    AgentStatus {
+        observed_generation: None,
+        conditions,
+        endpoint: Some(reg.endpoint.clone()),
+        gossip_address: None,
+        version: Some(version.to_owned()),
+        capacity: inventory.capacity(),
+        registered_at: None,
+    }
+}
+
+async fn register(
+    agents: &Api<Agent>,
+    node: &Node,
+    status: &AgentStatus,
+    first: bool,
+) -> kube::Result<Agent> {
+    match agents
+        .create(
+            &PostParams::default(),
+            &Agent::new(&node.name, AgentSpec::default()),
+        )
+        .await
+    {
+        Ok(_) => tracing::info!(agent = %node.name, "created the Agent object"),
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e),
+    }
+    let mut body = serde_json::to_value(status).unwrap_or_default();
+    if first && let Some(o) = body.as_object_mut() {
+        o.insert("registeredAt".into(), json!(jiff::Timestamp::now().to_string()));
+    }
+    agents
+        .patch_status(
+            &node.name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": body})),
+        )
+        .await
+}
+
+/// Keeps the `Agent` and the heartbeat current until `shutdown` turns true. Status is written
+/// when it changes, after an API outage, and at least every minute.
+pub async fn run(node: Arc<Node>, reg: Registration, mut shutdown: watch::Receiver<bool>) {
+    let agents: Api<Agent> = Api::all(node.client.clone());
+    let leases: Api<Lease> = Api::namespaced(node.client.clone(), &reg.namespace);
+    let mut inventory = node.inventory.clone();
+    let mut last: Option<AgentStatus> = None;
+    let mut last_write = tokio::time::Instant::now();
+    let mut first = true;
+    let mut tick = tokio::time::interval(reg.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = inventory.changed() => if r.is_err() { break },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        let now = Time(jiff::Timestamp::now());
+        let previous = last.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        let status = agent_status(
+            &previous,
+            &inventory.borrow_and_update(),
+            &reg,
+            &node.version,
+            &now,
+        );
+        let changed = last.as_ref().is_none_or(|l| {
+            l.capacity != status.capacity
+                || l.conditions
+                    .iter()
+                    .zip(&status.conditions)
+                    .any(|(a, b)| a.status != b.status || a.message != b.message)
+        });
+        if changed || last_write.elapsed() >= Duration::from_secs(60) {
+            match register(&agents, &node, &status, first).await {
+                Ok(_) => {
+                    if first || last.is_none() {
+                        tracing::info!(agent = %node.name, gpus = status.capacity.gpu_count, endpoint = %reg.endpoint, "registered");
+                    }
+                    first = false;
+                    last = Some(status);
+                    last_write = tokio::time::Instant::now();
+                }
+                Err(e) => {
+                    tracing::warn!(agent = %node.name, error = %e, "failed to register; retrying");
+                    // Registered again (full status) once the API answers.
+                    last = None;
+                }
+            }
+        }
+        let result = match heartbeat(&leases, &node.name, reg.lease_duration).await {
+            Ok(()) => "ok",
+            Err(e) => {
+                tracing::warn!(agent = %node.name, error = %e, "failed to renew the heartbeat");
+                last = None;
+                "error"
+            }
+        };
+        node.metrics
+            .heartbeats
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+}
+
+/// Whether `client` can reach the API (for readiness).
+pub async fn reachable(client: &Client) -> bool {
+    client.apiserver_version().await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{GpuSample, Host};
+
+    fn reg() -> Registration {
+        Registration {
+            namespace: "default".into(),
+            heartbeat: Duration::from_secs(5),
+            lease_duration: Duration::from_secs(20),
+            endpoint: "http://10.0.0.1:8770".into(),
+            disk_pressure_mib: 1024,
+        }
+    }
+
+    fn inventory(ecc: u64, free: u64) -> Inventory {
+        Inventory {
+            gpus: vec![GpuSample {
+                index: 0,
+                uuid: "GPU-0".into(),
+                product: "H100".into(),
+                memory_total_mib: 80_000,
+                ecc_uncorrected: Some(ecc),
+                ..GpuSample::default()
+            }],
+            gpu_error: None,
+            simulated: false,
+            host: Host {
+                cpu_millis: 2000,
+                memory_mib: 1000,
+                disk_mib: 10_000,
+                disk_free_mib: free,
+            },
+        }
+    }
+
+    fn condition<'a>(s: &'a AgentStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn conditions_follow_health_and_keep_transition_times() {
+        let t0 = Time("2026-01-01T00:00:00Z".parse().unwrap());
+        let t1 = Time("2026-01-01T00:01:00Z".parse().unwrap());
+        let a = agent_status(&[], &inventory(0, 5000), &reg(), "v1", &t0);
+        assert_eq!(condition(&a, "GpuHealthy").status, "True");
+        assert_eq!(condition(&a, "DiskPressure").status, "False");
+        assert_eq!(a.endpoint.as_deref(), Some("http://10.0.0.1:8770"));
+        assert_eq!(a.capacity.gpu_count, 1);
+
+        let b = agent_status(&a.conditions, &inventory(0, 5000), &reg(), "v1", &t1);
+        assert_eq!(
+            condition(&b, "GpuHealthy").last_transition_time,
+            t0,
+            "unchanged status keeps its time"
+        );
+
+        let c = agent_status(&b.conditions, &inventory(3, 100), &reg(), "v1", &t1);
+        let gpu = condition(&c, "GpuHealthy");
+        assert_eq!((gpu.status.as_str(), gpu.reason.as_str()), ("False", "Unhealthy"));
+        assert!(gpu.message.contains("GPU-0"));
+        assert_eq!(gpu.last_transition_time, t1);
+        assert_eq!(condition(&c, "DiskPressure").status, "True");
+        assert_eq!(condition(&c, "Ready").last_transition_time, t0);
+    }
+
+    #[test]
+    fn no_gpus_is_unknown_with_the_reason() {
+        let mut inv = inventory(0, 5000);
+        inv.gpus.clear();
+        inv.gpu_error = Some("NVML not found".into());
+        let s = agent_status(&[], &inv, &reg(), "v1", &Time(jiff::Timestamp::now()));
+        let gpu = condition(&s, "GpuHealthy");
+        assert_eq!(
+            (gpu.status.as_str(), gpu.message.as_str()),
+            ("Unknown", "NVML not found")
+        );
+        assert_eq!(
+            s.capacity.gpu_detection_message.as_deref(),
+            Some("NVML not found")
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! The agent's REST API (DESIGN.md section 7), on warp: health and readiness without a token,
+//! everything else behind `Authorization: Bearer <token>`; bounded bodies and validated paths;
+//! JSON errors with stable codes ([`errors`]); routes described in [`openapi`].
+
+pub mod errors;
+pub mod openapi;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use warp::Filter as _;
+use warp::http::StatusCode;
+use warp::reply::Reply as _;
+
+use self::errors::ApiError;
+use crate::exec::classify::Stop;
+use crate::exec::{RunHandle, RunInfo, logs};
+use crate::metrics::HttpLabels;
+use crate::node::Node;
+
+/// Largest request body (the cancel reason).
+pub const MAX_BODY: u64 = 4 * 1024;
+/// Most log lines one request returns before following.
+pub const MAX_TAIL: usize = 100_000;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct Rest {
+    /// The agent.
+    pub node: Arc<Node>,
+    /// The bearer token.
+    pub token: String,
+    /// True once registered and watching.
+    pub ready: watch::Receiver<bool>,
+}
+
+/// Whether an `Authorization` header carries `token`, compared in constant time.
+pub fn authorized(header: Option<&str>, token: &str) -> bool {
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    if a.len() != b.len() || b.is_empty() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `s` is a DNS-1123 name of at most `max` characters.
+fn dns_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+fn task_path(namespace: &str, name: &str) -> Result<(), ApiError> {
+    if !dns_name(namespace, 63) || namespace.contains('.') {
+        return Err(ApiError::invalid_path(format!("invalid namespace {namespace:?}")));
+    }
+    if !dns_name(name, 253) {
+        return Err(ApiError::invalid_path(format!("invalid task name {name:?}")));
+    }
+    Ok(())
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskEntry {
+    namespace: String,
+    name: String,
+    uid: String,
+    attempt: u32,
+    role: ringrift_crds::task::Role,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    gpus: Vec<String>,
+    #[serde(flatten)]
+    info: RunInfo,
+}
+
+fn entry(run: &RunHandle) -> TaskEntry {
+    TaskEntry {
+        namespace: run.namespace.clone(),
+        name: run.name.clone(),
+        uid: run.uid.clone(),
+        attempt: run.attempt,
+        role: run.role,
+        gpus: run.gpus.clone(),
+        info: run.info(),
+    }
+}
+
+fn find(rest: &Rest, namespace: &str, name: &str) -> Result<Arc<RunHandle>, ApiError> {
+    task_path(namespace, name)?;
+    rest.node
+        .runs
+        .by_name(namespace, name)
+        .ok_or_else(|| ApiError::not_found(format!("no task {namespace}/{name} on this agent")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    tail: Option<usize>,
+    follow: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: Option<String>,
+}
+
+fn json<T: Serialize>(value: &T, status: StatusCode) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+fn node_info(rest: &Rest) -> warp::reply::Response {
+    let node = &rest.node;
+    let inventory = node.inventory.borrow().clone();
+    json(
+        &serde_json::json!({
+            "name": node.name,
+            "version": node.version,
+            "simulated": inventory.simulated,
+            "gpus": inventory.gpus,
+            "gpuError": inventory.gpu_error,
+            "unhealthyGpus": inventory.unhealthy(),
+            "host": inventory.host,
+            "runningTasks": node.runs.active().len(),
+        }),
+        StatusCode::OK,
+    )
+}
+
+fn logs(run: &Arc<RunHandle>, query: &LogQuery) -> Result<warp::reply::Response, ApiError> {
+    let tail = query.tail.unwrap_or(100);
+    if tail > MAX_TAIL {
+        return Err(ApiError::bad_request(format!("tail must be at most {MAX_TAIL}")));
+    }
+    // Subscribe before reading the tail, so no line falls between the two.
+    let mut follow = run.log.subscribe();
+    let mut lines = run.log.tail(tail);
+    if lines.len() < tail {
+        // Older lines than the memory holds come from the file.
+        if let Ok(from_file) = logs::file_tail(&run.log_path(), tail)
+            && from_file.len() > lines.len()
+        {
+            lines = from_file;
+        }
+    }
+    let mut text = lines.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    if !query.follow.unwrap_or(false) || run.is_done() {
+        return Ok(
+            warp::reply::with_header(text, "content-type", "text/plain; charset=utf-8").into_response(),
+        );
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let mut done = run.done();
+    tokio::spawn(async move {
+        if tx.send(Ok(Bytes::from(text))).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                line = follow.recv() => match line {
+                    Ok(line) => if tx.send(Ok(Bytes::from(line + "\n"))).await.is_err() { return },
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        if tx.send(Ok(Bytes::from(format!("[{n} lines skipped]\n")))).await.is_err() { return }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                changed = done.changed() => {
+                    if changed.is_ok() && !*done.borrow_and_update() {
+                        continue;
+                    }
+                    // Lines already sent to the channel before the end still arrive.
+                    while let Ok(line) = follow.try_recv() {
+                        if tx.send(Ok(Bytes::from(line + "\n"))).await.is_err() { return }
+                    }
+                    return;
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    let body = warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(warp::reply::with_header(body, "content-type", "text/plain; charset=utf-8").into_response())
+}
+
+fn cancel(run: &Arc<RunHandle>, body: &Bytes) -> Result<warp::reply::Response, ApiError> {
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let parsed: CancelBody =
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+        if parsed.reason.as_ref().is_some_and(|r| r.len() > 256) {
+            return Err(ApiError::bad_request("reason must be at most 256 characters"));
+        }
+        parsed.reason
+    };
+    if run.is_done() {
+        return Err(ApiError::conflict(format!(
+            "task {}/{} already finished",
+            run.namespace, run.name
+        )));
+    }
+    let asked = run.request_stop(Stop::Cancelled);
+    tracing::info!(task = %run.name, reason = reason.as_deref().unwrap_or(""), asked, "cancel requested through the REST API");
+    Ok(json(
+        &serde_json::json!({"cancelling": true, "namespace": run.namespace, "name": run.name, "attempt": run.attempt}),
+        StatusCode::ACCEPTED,
+    ))
+}
+
+fn reply(r: Result<warp::reply::Response, ApiError>) -> warp::reply::Response {
+    r.unwrap_or_else(warp::Reply::into_response)
+}
+
+/// Every route, with errors recovered into JSON.
+#[allow(clippy::too_many_lines)] // one filter per route, read top to bottom
+pub fn routes(
+    rest: Arc<Rest>,
+) -> impl warp::Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
+    let with = {
+        let rest = rest.clone();
+        warp::any().map(move || rest.clone())
+    };
+    let auth = warp::header::optional::<String>("authorization")
+        .and(with.clone())
+        .and_then(|header: Option<String>, rest: Arc<Rest>| async move {
+            if authorized(header.as_deref(), &rest.token) {
+                Ok(())
+            } else if header.is_none() {
+                Err(warp::reject::custom(ApiError::unauthorized(
+                    "a bearer token is required",
+                )))
+            } else {
+                Err(warp::reject::custom(ApiError::unauthorized("wrong bearer token")))
+            }
+        })
+        .untuple_one();
+
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| json(&serde_json::json!({"status": "ok"}), StatusCode::OK));
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with.clone())
+        .map(|rest: Arc<Rest>| {
+            if *rest.ready.borrow() {
+                json(&serde_json::json!({"status": "ready"}), StatusCode::OK)
+            } else {
+                ApiError::not_ready("not registered or not watching its Tasks yet").into_response()
+            }
+        });
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(with.clone())
+        .map(|rest: Arc<Rest>| {
+            warp::reply::with_header(
+                rest.node.metrics.encode(),
+                "content-type",
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .into_response()
+        });
+    let node = warp::path!("v1" / "node")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(with.clone())
+        .map(|rest: Arc<Rest>| node_info(&rest));
+    let tasks = warp::path!("v1" / "tasks")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(with.clone())
+        .map(|rest: Arc<Rest>| {
+            let items: Vec<TaskEntry> = rest.node.runs.all().iter().map(|r| entry(r)).collect();
+            json(&serde_json::json!({"items": items}), StatusCode::OK)
+        });
+    let task = warp::path!("v1" / "tasks" / String / String)
+        .and(warp::get())
+        .and(auth.clone())
+        .and(with.clone())
+        .map(|ns: String, name: String, rest: Arc<Rest>| {
+            reply(find(&rest, &ns, &name).map(|r| json(&entry(&r), StatusCode::OK)))
+        });
+    let task_logs = warp::path!("v1" / "tasks" / String / String / "logs")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(warp::query::<LogQuery>())
+        .and(with.clone())
+        .map(|ns: String, name: String, q: LogQuery, rest: Arc<Rest>| {
+            reply(find(&rest, &ns, &name).and_then(|r| logs(&r, &q)))
+        });
+    let task_cancel = warp::path!("v1" / "tasks" / String / String / "cancel")
+        .and(warp::post())
+        .and(auth.clone())
+        .and(warp::body::content_length_limit(MAX_BODY))
+        .and(warp::body::bytes())
+        .and(with.clone())
+        .map(|ns: String, name: String, body: Bytes, rest: Arc<Rest>| {
+            reply(find(&rest, &ns, &name).and_then(|r| cancel(&r, &body)))
+        });
+    let peers = warp::path!("v1" / "peers")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(with.clone())
+        .then(|rest: Arc<Rest>| async move {
+            match rest.node.db.peers().await {
+                Ok(items) => json(&serde_json::json!({"items": items}), StatusCode::OK),
+                Err(e) => ApiError::internal(e.to_string()).into_response(),
+            }
+        });
+    let artifacts = warp::path!("v1" / "artifacts")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(with.clone())
+        .then(|rest: Arc<Rest>| async move {
+            match rest.node.db.artifacts().await {
+                Ok(items) => json(&serde_json::json!({"items": items}), StatusCode::OK),
+                Err(e) => ApiError::internal(e.to_string()).into_response(),
+            }
+        });
+    let openapi = warp::path!("v1" / "openapi.json")
+        .and(warp::get())
+        .and(auth)
+        .map(|| json(&openapi::document(), StatusCode::OK));
+
+    let metrics_rest = rest;
+    healthz
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(node)
+        .unify()
+        .or(tasks)
+        .unify()
+        .or(task)
+        .unify()
+        .or(task_logs)
+        .unify()
+        .or(task_cancel)
+        .unify()
+        .or(peers)
+        .unify()
+        .or(artifacts)
+        .unify()
+        .or(openapi)
+        .unify()
+        .recover(errors::recover)
+        .unify()
+        .with(warp::log::custom(move |info| {
+            metrics_rest
+                .node
+                .metrics
+                .http_requests
+                .get_or_create(&HttpLabels {
+                    route: openapi::route_id(info.method().as_str(), info.path()).to_owned(),
+                    code: info.status().as_u16().to_string(),
+                })
+                .inc();
+        }))
+}
+
+/// Serves the API on `listener` until `shutdown` turns true.
+pub async fn serve(rest: Arc<Rest>, listener: tokio::net::TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::debug!(?addr, "REST API serving");
+    warp::serve(routes(rest))
+        .incoming(listener)
+        .graceful(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .run()
+        .await;
+}
+
+#[cfg(test)]
+mod tests;

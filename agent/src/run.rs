@@ -1,0 +1,250 @@
+//! `ringrift agent`: wires detection, registration, the task supervisor and the REST API, and
+//! shuts them down cleanly.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::artifacts::ContentStore;
+use crate::detect::nvml::NvmlSource;
+use crate::detect::simulate::{SimulatedGpus, SimulatedSource};
+use crate::detect::{GpuSource, Inventory, NoGpus, os};
+use crate::exec::{Runs, supervisor};
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::register::{self, Registration};
+use crate::rest::{self, Rest};
+use crate::store::Store;
+
+/// Everything `ringrift agent` is told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Agent name.
+    pub name: String,
+    /// Data directory (database, task directories, artifacts).
+    pub data_dir: PathBuf,
+    /// REST listen address.
+    pub listen: SocketAddr,
+    /// REST endpoint to advertise; default `http://<listen address>`.
+    pub advertise: Option<String>,
+    /// Bearer token of the REST API.
+    pub token: String,
+    /// Simulated GPUs instead of NVML.
+    pub simulate_gpus: Option<SimulatedGpus>,
+    /// Heartbeat Lease namespace and timing, disk pressure threshold.
+    pub registration: Registration,
+    /// Time between SIGTERM and SIGKILL when stopping a task.
+    pub grace: Duration,
+    /// Least time between progress writes of one task.
+    pub progress_interval: Duration,
+    /// How often GPUs and the host are sampled.
+    pub sample_interval: Duration,
+    /// Cancel running tasks on shutdown instead of leaving them to a restarted agent.
+    pub drain_on_shutdown: bool,
+    /// The `ringrift` executable (task shim, demo workload).
+    pub exe: PathBuf,
+    /// Version to report.
+    pub version: String,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Data directory trouble.
+    #[error("failed to create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The REST port.
+    #[error("failed to listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn gpu_source(config: &Config) -> Box<dyn GpuSource> {
+    if let Some(gpus) = &config.simulate_gpus {
+        tracing::info!(count = gpus.count, product = %gpus.product, "simulated GPUs");
+        return Box::new(SimulatedSource::new(gpus.clone(), &config.name));
+    }
+    match NvmlSource::open() {
+        Ok(source) => {
+            tracing::info!(
+                driver = source.driver_version().unwrap_or_default(),
+                "NVML loaded"
+            );
+            Box::new(source)
+        }
+        Err(e) => {
+            tracing::warn!(reason = %e, "no GPUs: NVML is not available on this node");
+            Box::new(NoGpus(e.to_string()))
+        }
+    }
+}
+
+async fn sample(mut source: Box<dyn GpuSource>, dir: PathBuf) -> (Box<dyn GpuSource>, Inventory) {
+    let fallback = dir.clone();
+    match tokio::task::spawn_blocking(move || {
+        let inventory = Inventory::take(&mut *source, os::host(&dir));
+        (source, inventory)
+    })
+    .await
+    {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!(error = %e, "GPU sampling panicked; continuing without GPUs");
+            (
+                Box::new(NoGpus(format!("sampling failed: {e}"))),
+                Inventory {
+                    host: os::host(&fallback),
+                    ..Inventory::default()
+                },
+            )
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves.
+///
+/// # Errors
+/// [`RunError`] when the data directory, the database or the port cannot be used.
+pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    tokio::fs::create_dir_all(&config.data_dir)
+        .await
+        .map_err(|source| RunError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+    let db = Store::open(&config.data_dir.join("agent.db")).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let (source, inventory) = sample(gpu_source(&config), config.data_dir.clone()).await;
+    let (inventory_tx, inventory_rx) = watch::channel(inventory);
+    let node = Arc::new(Node {
+        name: config.name.clone(),
+        client: client.clone(),
+        db: db.clone(),
+        content: ContentStore::new(config.data_dir.join("artifacts")),
+        data_dir: config.data_dir.clone(),
+        exe: config.exe.clone(),
+        grace: config.grace,
+        progress_interval: config.progress_interval,
+        inventory: inventory_rx,
+        runs: Runs::default(),
+        metrics: Metrics::default(),
+        version: config.version.clone(),
+    });
+    node.metrics.observe(&node.name, &node.inventory.borrow());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let mut registration = config.registration.clone();
+    if registration.endpoint.is_empty() {
+        registration.endpoint = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+    }
+
+    let sampler = tokio::spawn(sampler_loop(
+        node.clone(),
+        source,
+        inventory_tx,
+        config.sample_interval,
+        stop_rx.clone(),
+    ));
+    let registrar = tokio::spawn(register::run(node.clone(), registration, stop_rx.clone()));
+    let supervisor = tokio::spawn(supervisor::run(
+        node.clone(),
+        stop_rx.clone(),
+        config.drain_on_shutdown,
+    ));
+    let rest = Arc::new(Rest {
+        node: node.clone(),
+        token: config.token.clone(),
+        ready: ready_rx,
+    });
+    let server = tokio::spawn(rest::serve(rest, listener, stop_rx.clone()));
+    let readiness = tokio::spawn(readiness(node.clone(), ready_tx, stop_rx.clone()));
+    println!("ringrift agent {}: REST on http://{addr}", config.name);
+    tracing::info!(agent = %config.name, %addr, data_dir = %config.data_dir.display(), "agent started");
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop_tx.send_replace(true);
+    let _ = supervisor.await;
+    for task in [registrar, sampler, readiness] {
+        let _ = task.await;
+    }
+    if tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("REST connections still open after 5 s; closing");
+    }
+    db.close().await;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+async fn sampler_loop(
+    node: Arc<Node>,
+    mut source: Box<dyn GpuSource>,
+    tx: watch::Sender<Inventory>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let (back, inventory) = sample(source, node.data_dir.clone()).await;
+        source = back;
+        let before = tx.borrow().unhealthy();
+        let now = inventory.unhealthy();
+        for uuid in now.iter().filter(|u| !before.contains(u)) {
+            tracing::warn!(gpu = %uuid, "GPU turned unhealthy; no more work is placed on it");
+        }
+        node.metrics.observe(&node.name, &inventory);
+        tx.send_if_modified(|current| {
+            let changed = *current != inventory;
+            *current = inventory;
+            changed
+        });
+    }
+}
+
+/// Ready once the API answers; rechecked every 5 s.
+async fn readiness(node: Arc<Node>, ready: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+    loop {
+        ready.send_replace(register::reachable(&node.client).await);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
