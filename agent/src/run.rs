@@ -124,13 +124,23 @@ async fn sample(mut source: Box<dyn GpuSource>, dir: PathBuf) -> (Box<dyn GpuSou
 ///
 /// # Errors
 /// [`RunError`] when the data directory, the database or the port cannot be used.
-pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(
+    client: Client,
+    mut config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let data_dir_error = |source| RunError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
     tokio::fs::create_dir_all(&config.data_dir)
         .await
-        .map_err(|source| RunError::DataDir {
-            path: config.data_dir.display().to_string(),
-            source,
-        })?;
+        .map_err(data_dir_error)?;
+    // Tasks run in their own working directories: every path handed to them is absolute.
+    let data_dir = tokio::fs::canonicalize(&config.data_dir)
+        .await
+        .map_err(data_dir_error)?;
+    config.data_dir = data_dir;
     let db = Store::open(&config.data_dir.join("agent.db")).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -247,4 +257,48 @@ async fn readiness(node: Arc<Node>, ready: watch::Sender<bool>, mut stop: watch:
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// The REST token: read from `file` when given (it must hold one), else `<data-dir>/token`,
+/// created with a random token (mode 0600) the first time.
+///
+/// # Errors
+/// When the file cannot be read or written, or is empty.
+pub fn load_token(file: Option<&std::path::Path>, data_dir: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = match file {
+        Some(f) => f.to_owned(),
+        None => data_dir.join("token"),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {
+            return Err(std::io::Error::other(format!(
+                "token file {} is empty",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && file.is_none() => {}
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("failed to read the token file {}: {e}", path.display()),
+            ));
+        }
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(token.as_bytes())?;
+    tracing::info!(path = %path.display(), "generated a REST token");
+    Ok(token)
 }

@@ -1,6 +1,7 @@
 //! The `ringrift` command line: one binary that carries every role as a subcommand, like
 //! `k3s server` / `k3s agent`, so one image serves the whole chart.
 
+mod agent;
 mod apiserver;
 mod bench;
 mod controller;
@@ -53,11 +54,16 @@ pub enum Command {
     /// Run two or more replicas; one leads (a Lease), the others keep warm caches and take over
     /// when it stops. The admin port serves /live, /ready and /metrics.
     Controller(controller::ControllerArgs),
-    /// Run the node agent: registration, GPU detection, task execution, REST API, gossip and
-    /// data sync.
+    /// Run the node agent: registration, GPU detection, task execution and the REST API.
     ///
-    /// Not built yet.
-    Agent(planned::Planned),
+    /// Registers the `Agent` object and renews its heartbeat Lease, detects GPUs through NVML
+    /// (or simulates them), runs the Tasks bound to it under the workload contract, keeps local
+    /// state in SQLite so a restart re-adopts running tasks, and serves its REST API (default
+    /// port 8770, bearer token).
+    Agent(agent::AgentArgs),
+    /// Run one task's command and record how it ended (started by the agent).
+    #[command(hide = true)]
+    TaskShim(agent::ShimArgs),
     /// Run the built-in demo workload in one role (selfplay, training or gauntlet), as the
     /// agent starts it under the workload contract.
     ///
@@ -127,7 +133,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Apiserver(args) => apiserver::run_apiserver(args),
         Command::Controller(args) => controller::run_controller(args),
         Command::SimAgents(args) => sim_agents::run_sim_agents(args),
-        Command::Agent(_) => planned::not_built("agent", 5),
+        Command::Agent(args) => agent::run_agent(args),
+        Command::TaskShim(args) => Ok(agent::run_shim(&args)),
         Command::Workload(_) => planned::not_built("workload", 7),
         Command::Status(_) => planned::not_built("status", 7),
         Command::Logs(_) => planned::not_built("logs", 5),

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: where the repository and the pinned test tools are,
 //! reading YAML fixtures, and running the real binaries ([`process`]).
 
+pub mod agent;
 pub mod cluster;
 pub mod process;
 pub mod role;

@@ -176,57 +176,9 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
             return agent_failure("InputUnavailable", e.to_string(), FailureClass::InputUnavailable);
         }
     }
-    let spec = launch::launch(&node.exe, task, dir);
-    let log = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(handle.log_path())
-    {
-        Ok(f) => f,
-        Err(e) => {
-            return agent_failure(
-                "AgentError",
-                format!("failed to open the log: {e}"),
-                FailureClass::AgentError,
-            );
-        }
-    };
-    let stderr = match log.try_clone() {
-        Ok(f) => f,
-        Err(e) => {
-            return agent_failure(
-                "AgentError",
-                format!("failed to open the log: {e}"),
-                FailureClass::AgentError,
-            );
-        }
-    };
-    let mut command = std::process::Command::new(&node.exe);
-    command
-        .arg("task-shim")
-        .arg("--exit-file")
-        .arg(dir.join("exit.json"))
-        .arg("--")
-        .arg(&spec.program)
-        .args(&spec.args)
-        .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(stderr)
-        .process_group(0);
-    for key in launch::inherited_to_remove() {
-        command.env_remove(key);
-    }
-    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    let child = match tokio::process::Command::from(command).spawn() {
+    let (child, program) = match spawn(node, task, handle) {
         Ok(c) => c,
-        Err(e) => {
-            return agent_failure(
-                "StartFailed",
-                format!("failed to start {}: {e}", spec.program),
-                FailureClass::UserError,
-            );
-        }
+        Err(failed) => return Launched::Failed(failed),
     };
     let Some(pid) = child.id() else {
         return agent_failure(
@@ -246,13 +198,57 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
         i.pid = Some(pid);
         i.started_at = Some(started.clone());
     });
-    tracing::info!(task = %handle.name, attempt = handle.attempt, pid, program = %spec.program, "task started");
+    tracing::info!(task = %handle.name, attempt = handle.attempt, pid, %program, "task started");
     let running =
         fields(json!({"phase": "Running", "message": format!("running on {} (pid {pid})", node.name)}));
     if let Err(e) = write(node, api, handle, &running).await {
         tracing::info!(task = %handle.name, error = %e, "could not report the start");
     }
     Launched::Running(child, pid, pid_start)
+}
+
+/// Starts the task's process group: the shim leading it, output appended to the log file.
+fn spawn(node: &Node, task: &Task, handle: &RunHandle) -> Result<(tokio::process::Child, String), Outcome> {
+    let dir = &handle.dir;
+    let spec = launch::launch(&node.exe, task, dir);
+    let log_error = |e: std::io::Error| Outcome {
+        phase: TaskPhase::Failed,
+        failure_class: Some(FailureClass::AgentError),
+        reason: "AgentError".into(),
+        message: format!("failed to open the log: {e}"),
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(handle.log_path())
+        .map_err(log_error)?;
+    let stderr = log.try_clone().map_err(log_error)?;
+    let mut command = std::process::Command::new(&node.exe);
+    command
+        .arg("task-shim")
+        .arg("--exit-file")
+        .arg(dir.join("exit.json"))
+        .arg("--")
+        .arg(&spec.program)
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(stderr)
+        .process_group(0);
+    for key in launch::inherited_to_remove() {
+        command.env_remove(key);
+    }
+    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    match tokio::process::Command::from(command).spawn() {
+        Ok(child) => Ok((child, spec.program)),
+        Err(e) => Err(Outcome {
+            phase: TaskPhase::Failed,
+            failure_class: Some(FailureClass::UserError),
+            reason: "StartFailed".into(),
+            message: format!("failed to start {}: {e}", spec.program),
+        }),
+    }
 }
 
 async fn write(

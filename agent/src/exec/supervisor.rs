@@ -211,38 +211,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>, drain: bo
         }
         let all = tasks(&store, &mut malformed);
         let (by_uid, newest) = index(&all);
-        for task in &all {
-            let uid = task.uid().unwrap_or_default();
-            let run = node.runs.get(&uid).filter(|r| !r.is_done());
-            let newest_attempt = newest.get(&unit(task)).copied().unwrap_or(0);
-            let mut decision = fence::action(task, run.is_some(), false, newest_attempt);
-            if decision == Action::Start
-                && (node.runs.get(&uid).is_some() || node.db.seen(&uid).await.unwrap_or(true))
-            {
-                decision = Action::Leave;
-            }
-            match decision {
-                Action::Start => start_run(&node, task, Start::New),
-                Action::Stop(why) => {
-                    if let Some(run) = run
-                        && run.request_stop(why)
-                    {
-                        tracing::info!(task = %run.name, ?why, "stopping");
-                    }
-                }
-                Action::MarkCancelled => {
-                    if cancelled_marked.insert(uid) {
-                        tokio::spawn(mark_cancelled(node.clone(), task.clone()));
-                    }
-                }
-                Action::Leave => {}
-            }
-        }
-        for run in node.runs.active() {
-            if !by_uid.contains_key(&run.uid) && run.request_stop(Stop::Superseded) {
-                tracing::info!(task = %run.name, "Task deleted; stopping its process");
-            }
-        }
+        sync(&node, &all, &by_uid, &newest, &mut cancelled_marked).await;
         cancelled_marked.retain(|u| by_uid.contains_key(u));
         if last_retry.elapsed() >= RETRY_REPORTS {
             last_retry = tokio::time::Instant::now();
@@ -250,6 +219,53 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>, drain: bo
         }
     }
     watch_task.abort();
+    finish(&node, drain).await;
+}
+
+/// One pass over the Tasks: start, stop, or record cancels.
+async fn sync(
+    node: &Arc<Node>,
+    all: &[Arc<Task>],
+    by_uid: &HashMap<String, Arc<Task>>,
+    newest: &HashMap<(String, String), u32>,
+    cancelled_marked: &mut HashSet<String>,
+) {
+    for task in all {
+        let uid = task.uid().unwrap_or_default();
+        let run = node.runs.get(&uid).filter(|r| !r.is_done());
+        let newest_attempt = newest.get(&unit(task)).copied().unwrap_or(0);
+        let mut decision = fence::action(task, run.is_some(), false, newest_attempt);
+        if decision == Action::Start
+            && (node.runs.get(&uid).is_some() || node.db.seen(&uid).await.unwrap_or(true))
+        {
+            decision = Action::Leave;
+        }
+        match decision {
+            Action::Start => start_run(node, task, Start::New),
+            Action::Stop(why) => {
+                if let Some(run) = run
+                    && run.request_stop(why)
+                {
+                    tracing::info!(task = %run.name, ?why, "stopping");
+                }
+            }
+            Action::MarkCancelled => {
+                if cancelled_marked.insert(uid) {
+                    tokio::spawn(mark_cancelled(node.clone(), task.clone()));
+                }
+            }
+            Action::Leave => {}
+        }
+    }
+    for run in node.runs.active() {
+        if !by_uid.contains_key(&run.uid) && run.request_stop(Stop::Superseded) {
+            tracing::info!(task = %run.name, "Task deleted; stopping its process");
+        }
+    }
+}
+
+/// With `drain`, cancels running tasks and waits for them; otherwise leaves them running.
+async fn finish(node: &Node, drain: bool) {
     if drain {
         let active = node.runs.active();
         tracing::info!(tasks = active.len(), "draining: cancelling running tasks");

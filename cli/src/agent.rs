@@ -1,0 +1,181 @@
+//! `ringrift agent` and `ringrift task-shim`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ringrift_agent::detect::simulate::SimulatedGpus;
+use ringrift_agent::register::Registration;
+use ringrift_agent::run::{Config, load_token, run};
+
+use crate::apiserver::shutdown_signal;
+use crate::kubeclient::{self, KubeArgs};
+use crate::telemetry::{self, TelemetryArgs};
+
+/// Options of `ringrift agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Agent name: the cluster-scoped `Agent` object and the heartbeat Lease `agent-<name>`.
+    /// Default: `NODE_NAME` (the chart sets it from the downward API), else the host name.
+    #[arg(long, env = "RINGRIFT_AGENT_NAME")]
+    pub name: Option<String>,
+    /// Namespace of the heartbeat Lease (the controller's `--namespace`).
+    #[arg(long, env = "RINGRIFT_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Data directory: the local database, task directories and logs, artifacts.
+    #[arg(long, env = "RINGRIFT_DATA_DIR", default_value = "/var/lib/ringrift")]
+    pub data_dir: PathBuf,
+    /// REST API listen address. Port 0 picks one; the address is printed.
+    #[arg(long, env = "RINGRIFT_AGENT_LISTEN", default_value = "0.0.0.0:8770")]
+    pub listen: SocketAddr,
+    /// REST endpoint to advertise in the `Agent` status. Default: `http://<listen address>`.
+    #[arg(long, env = "RINGRIFT_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// File holding the REST bearer token. Default: `<data-dir>/token`, generated the first time.
+    #[arg(long, env = "RINGRIFT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Simulated GPUs instead of NVML, for tests and benchmarks: `[<count>x]<product>-<memory>GB`,
+    /// for example `4xH100-80GB`.
+    #[arg(long, env = "RINGRIFT_SIMULATE_GPUS")]
+    pub simulate_gpus: Option<SimulatedGpus>,
+    /// How often the heartbeat Lease is renewed.
+    #[arg(long, env = "RINGRIFT_HEARTBEAT", default_value = "10s", value_parser = crate::duration::parse)]
+    pub heartbeat: Duration,
+    /// How long a heartbeat stays valid.
+    #[arg(long, env = "RINGRIFT_HEARTBEAT_LEASE", default_value = "40s", value_parser = crate::duration::parse)]
+    pub heartbeat_lease: Duration,
+    /// Time a stopped task gets between SIGTERM and SIGKILL.
+    #[arg(long, env = "RINGRIFT_GRACE", default_value = "10s", value_parser = crate::duration::parse)]
+    pub grace: Duration,
+    /// Least time between progress writes of one task.
+    #[arg(long, env = "RINGRIFT_PROGRESS_INTERVAL", default_value = "2s", value_parser = crate::duration::parse)]
+    pub progress_interval: Duration,
+    /// How often GPUs, CPU, memory and disk are sampled.
+    #[arg(long, env = "RINGRIFT_SAMPLE_INTERVAL", default_value = "10s", value_parser = crate::duration::parse)]
+    pub sample_interval: Duration,
+    /// Free space in the data directory below which the agent reports DiskPressure, MiB.
+    #[arg(long, env = "RINGRIFT_DISK_PRESSURE_MIB", default_value_t = 1024)]
+    pub disk_pressure_mib: u64,
+    /// On SIGTERM, cancel running tasks and wait for them (default: leave them running for the
+    /// restarted agent to adopt).
+    #[arg(long, env = "RINGRIFT_DRAIN_ON_SHUTDOWN")]
+    pub drain_on_shutdown: bool,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// Options of `ringrift task-shim` (started by the agent, not by people).
+#[derive(Debug, clap::Args)]
+pub struct ShimArgs {
+    /// Where to record how the command ended.
+    #[arg(long)]
+    pub exit_file: PathBuf,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+fn default_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_lowercase())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "agent".into())
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let AgentArgs {
+        kube,
+        name,
+        namespace,
+        data_dir,
+        listen,
+        advertise,
+        token_file,
+        simulate_gpus,
+        heartbeat,
+        heartbeat_lease,
+        grace,
+        progress_interval,
+        sample_interval,
+        disk_pressure_mib,
+        drain_on_shutdown,
+        telemetry,
+    } = args;
+    telemetry::init(&telemetry)?;
+    let name = name.unwrap_or_else(default_name);
+    anyhow::ensure!(
+        valid_name(&name),
+        "invalid --name {name:?}: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"
+    );
+    let token = load_token(token_file.as_deref(), &data_dir).context("failed to load the REST token")?;
+    let exe = std::env::current_exe().context("failed to find the ringrift executable")?;
+    let config = Config {
+        name,
+        data_dir,
+        listen,
+        advertise,
+        token,
+        simulate_gpus,
+        registration: Registration {
+            namespace,
+            heartbeat,
+            lease_duration: heartbeat_lease,
+            endpoint: String::new(),
+            disk_pressure_mib,
+        },
+        grace,
+        progress_interval,
+        sample_interval,
+        drain_on_shutdown,
+        exe,
+        version: crate::VERSION.to_owned(),
+    };
+    // Two workers are plenty for an agent and keep its footprint small on big nodes.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async {
+        let client = kubeclient::client(&kube).await?;
+        run(client, config, shutdown_signal())
+            .await
+            .context("agent stopped")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn run_shim(args: &ShimArgs) -> ExitCode {
+    let code = ringrift_agent::exec::shim::run(&args.exit_file, &args.command);
+    ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_names() {
+        assert!(valid_name("gpu-node-1.example"));
+        for bad in ["", "Upper", "-x", "x-", "a_b"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

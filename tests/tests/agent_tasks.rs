@@ -1,0 +1,331 @@
+//! The node agent end to end: the real `ringrift apiserver` and `ringrift agent` processes, with
+//! Tasks that run real shell processes. A task runs to success with its progress in the Task
+//! status and its log over REST; cancel kills the whole process group; a deadline kills; a
+//! `kill -9` of the agent while tasks run, then a restart, re-adopts or collects them and never
+//! runs one twice; requests without the token change nothing.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use ringrift_crds::task::{FailureClass, Task, TaskPhase};
+use ringrift_e2e::agent::{AgentProcess, TOKEN};
+use ringrift_e2e::cluster::{Cluster, until};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn task_when(cluster: &Cluster, name: &str, what: &str, check: impl Fn(&Task) -> bool) -> Task {
+    until(what, WAIT, || async {
+        cluster.tasks().get(name).await.ok().filter(|t| check(t))
+    })
+    .await
+}
+
+fn phase(t: &Task) -> TaskPhase {
+    t.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+async fn log_contains(agent: &AgentProcess, task: &str, text: &str) {
+    let path = format!("/v1/tasks/default/{task}/logs?tail=1000");
+    until(&format!("{text:?} in the log of {task}"), WAIT, || async {
+        let (code, body) = agent.get(&path);
+        (code == 200 && body.contains(text)).then_some(())
+    })
+    .await;
+}
+
+/// Whether the process is gone (or a zombie nobody reaped yet).
+fn gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_to_success_with_progress_in_its_status_and_its_log_over_rest() {
+    let cluster = Cluster::start("agent-success").await;
+    let agent = cluster.agent("a1", &[]);
+    let go = cluster.dir().join("go");
+    let script = format!(
+        r#"echo starting
+echo '@ringrift {{"done": 1, "total": 3, "unit": "games"}}'
+while [ ! -f {go} ]; do sleep 0.05; done
+echo '@ringrift {{"done": 3, "total": 3, "unit": "games", "metrics": {{"games_per_s": 2.5}}}}'
+printf payload > "$RINGRIFT_OUTPUT_DIR/games.bin"
+echo '{{"games": 3}}' > "$RINGRIFT_OUTPUT_DIR/result.json"
+echo "role=$RINGRIFT_ROLE attempt=$RINGRIFT_ATTEMPT gpus=$CUDA_VISIBLE_DEVICES token=${{RINGRIFT_TOKEN_FILE:-none}}"
+"#,
+        go = go.display()
+    );
+    cluster.shell_task("t1", "a1", &script, json!({})).await;
+
+    let running = task_when(&cluster, "t1", "progress 1/3 while running", |t| {
+        phase(t) == TaskPhase::Running
+            && t.status.as_ref().and_then(|s| s.progress_text.as_deref()) == Some("1/3 games")
+    })
+    .await;
+    assert_eq!(running.status.unwrap().attempt, Some(0));
+    log_contains(&agent, "t1", "starting").await;
+
+    // Follow the log: the request streams until the task ends.
+    let http = agent.http();
+    let follow = std::thread::spawn(move || {
+        let auth = format!("Bearer {TOKEN}");
+        http.http(
+            "GET",
+            "/v1/tasks/default/t1/logs?follow=true",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(&go, "").unwrap();
+
+    let done = task_when(&cluster, "t1", "t1 Succeeded", |t| {
+        phase(t) == TaskPhase::Succeeded
+    })
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.exit_code, Some(0));
+    assert_eq!(status.progress_text.as_deref(), Some("3/3 games"));
+    assert!((status.metrics["games_per_s"] - 2.5).abs() < 1e-9);
+    assert_eq!(status.result, Some(json!({"games": 3})));
+    assert_eq!(status.outputs.len(), 1, "{:?}", status.outputs);
+    let out = &status.outputs[0];
+    assert_eq!(out.name, "games.bin");
+    // sha256("payload")
+    assert_eq!(
+        out.digest,
+        "sha256:239f59ed55e737c77147cf55ad0c1b030b6d7ee748a7426952f9b852d5a935e5"
+    );
+    assert_eq!((out.size_bytes, out.holders.clone()), (7, vec!["a1".to_owned()]));
+
+    let (code, followed) = follow.join().unwrap();
+    assert_eq!(code, 200);
+    assert!(followed.contains("starting"), "{followed}");
+    assert!(
+        followed.contains("role=selfplay attempt=0 gpus=GPU-sim-a1-0 token=none"),
+        "{followed}"
+    );
+
+    let (code, artifacts) = agent.get("/v1/artifacts");
+    assert_eq!(code, 200);
+    assert!(artifacts.contains(&out.digest), "{artifacts}");
+    let (code, tasks) = agent.get("/v1/tasks/default/t1");
+    assert_eq!(code, 200);
+    assert!(tasks.contains(r#""phase":"Succeeded""#), "{tasks}");
+    let (code, metrics) = agent.get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("ringrift_agent_tasks_finished_total{phase=\"Succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("DCGM_FI_DEV_FB_FREE{"), "{metrics}");
+    let printed = cluster.kubectl(&["get", "rtask", "t1"]);
+    assert!(
+        printed.contains("Succeeded") && printed.contains("3/3 games"),
+        "{printed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_kills_the_whole_process_group_even_children_that_ignore_sigterm() {
+    let cluster = Cluster::start("agent-cancel").await;
+    let agent = cluster.agent("a1", &[]);
+    let pids = cluster.dir().join("pids");
+    let script = format!(
+        "(trap '' TERM; exec sleep 1000) & echo $! > {pids}.child; echo $$ > {pids}.main; echo started; wait",
+        pids = pids.display()
+    );
+    cluster.shell_task("t1", "a1", &script, json!({})).await;
+    log_contains(&agent, "t1", "started").await;
+    let child = std::fs::read_to_string(format!("{}.child", pids.display())).unwrap();
+    let main = std::fs::read_to_string(format!("{}.main", pids.display())).unwrap();
+    assert!(!gone(&child) && !gone(&main));
+
+    // The controller's way: spec.cancel.
+    cluster
+        .tasks()
+        .patch(
+            "t1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cancel": true}})),
+        )
+        .await
+        .unwrap();
+    let t = task_when(&cluster, "t1", "t1 Cancelled", |t| {
+        phase(t) == TaskPhase::Cancelled
+    })
+    .await;
+    assert_eq!(t.status.unwrap().reason.as_deref(), Some("Cancelled"));
+    until(
+        "every process of the group gone",
+        Duration::from_secs(5),
+        || async { (gone(&child) && gone(&main)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_its_deadline_is_killed_and_failed() {
+    let cluster = Cluster::start("agent-deadline").await;
+    let _agent = cluster.agent("a1", &[]);
+    cluster
+        .shell_task(
+            "t1",
+            "a1",
+            "echo started; sleep 1000",
+            json!({"activeDeadlineSeconds": 1}),
+        )
+        .await;
+    let t = task_when(&cluster, "t1", "t1 Failed", |t| phase(t) == TaskPhase::Failed).await;
+    let status = t.status.unwrap();
+    assert_eq!(
+        status.failure_class,
+        Some(FailureClass::DeadlineExceeded),
+        "{status:?}"
+    );
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_and_a_restart_tasks_are_readopted_or_collected_and_never_run_twice() {
+    let cluster = Cluster::start("agent-restart").await;
+    let mut agent = cluster.agent("a1", &[]);
+    let dir = cluster.dir();
+    let script = |name: &str| {
+        format!(
+            r#"echo run >> {d}/{name}.runs; echo started; while [ ! -f {d}/{name}.go ]; do sleep 0.05; done; echo '@ringrift {{"done": 1, "total": 1}}'; exit 0"#,
+            d = dir.display()
+        )
+    };
+    cluster
+        .shell_task("adopt", "a1", &script("adopt"), json!({}))
+        .await;
+    cluster
+        .shell_task("collect", "a1", &script("collect"), json!({}))
+        .await;
+    log_contains(&agent, "adopt", "started").await;
+    log_contains(&agent, "collect", "started").await;
+
+    agent.role.kill();
+    // `collect` ends while no agent runs; its shim records how.
+    std::fs::write(dir.join("collect.go"), "").unwrap();
+    until("collect's exit recorded", WAIT, || async {
+        exit_file_exists(&agent.data_dir, "collect").then_some(())
+    })
+    .await;
+
+    let agent = cluster.agent("a1", &[]);
+    let body = until("the restarted agent shows the adopted task", WAIT, || async {
+        let (code, body) = agent.get("/v1/tasks/default/adopt");
+        (code == 200).then_some(body)
+    })
+    .await;
+    assert!(body.contains(r#""adopted":true"#), "{body}");
+    assert!(body.contains(r#""phase":"Running""#), "{body}");
+    std::fs::write(dir.join("adopt.go"), "").unwrap();
+    for name in ["adopt", "collect"] {
+        let t = task_when(&cluster, name, "Succeeded", |t| phase(t) == TaskPhase::Succeeded).await;
+        assert_eq!(t.status.unwrap().exit_code, Some(0));
+        let runs = std::fs::read_to_string(dir.join(format!("{name}.runs"))).unwrap();
+        assert_eq!(
+            runs.lines().count(),
+            1,
+            "{name} ran {} times",
+            runs.lines().count()
+        );
+    }
+    // A third life of the agent starts nothing again.
+    drop(agent);
+    let agent = cluster.agent("a1", &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for name in ["adopt", "collect"] {
+        let runs = std::fs::read_to_string(dir.join(format!("{name}.runs"))).unwrap();
+        assert_eq!(runs.lines().count(), 1, "{name} ran again after a restart");
+    }
+    drop(agent);
+}
+
+fn exit_file_exists(data_dir: &Path, task: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("tasks/default")) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        e.file_name().to_string_lossy().starts_with(&format!("{task}-"))
+            && e.path().join("exit.json").exists()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_token_change_nothing() {
+    let cluster = Cluster::start("agent-auth").await;
+    let agent = cluster.agent("a1", &[]);
+    cluster
+        .shell_task("t1", "a1", "echo started; sleep 1000", json!({}))
+        .await;
+    log_contains(&agent, "t1", "started").await;
+    let http = agent.http();
+    let cancel = "/v1/tasks/default/t1/cancel";
+    for headers in [
+        vec![],
+        vec![("Authorization", "Bearer wrong-token-0123456789")],
+        vec![("Authorization", "Basic dXNlcjpwYXNz")],
+    ] {
+        let (code, body) = http.http("POST", cancel, &headers, b"").unwrap();
+        assert_eq!(code, 401, "{body}");
+        assert!(body.contains(r#""code":"Unauthorized""#), "{body}");
+    }
+    let (code, _) = http.http("GET", "/v1/tasks", &[], b"").unwrap();
+    assert_eq!(code, 401);
+    let (code, _) = http.http("GET", "/healthz", &[], b"").unwrap();
+    assert_eq!(code, 200, "health needs no token");
+
+    // Malformed requests with the token are refused too, and change nothing.
+    let auth = format!("Bearer {TOKEN}");
+    let (code, body) = http
+        .http("POST", cancel, &[("Authorization", &auth)], b"{not json")
+        .unwrap();
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http
+        .http("POST", cancel, &[("Authorization", &auth)], &[b'x'; 8192])
+        .unwrap();
+    assert_eq!(code, 413, "{body}");
+    let (code, body) = http
+        .http(
+            "POST",
+            "/v1/tasks/Bad_NS/t1/cancel",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(code, 400, "{body}");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = cluster.tasks().get("t1").await.unwrap();
+    assert_eq!(phase(&t), TaskPhase::Running, "nothing changed");
+    let (_, body) = agent.get("/v1/tasks/default/t1");
+    assert!(body.contains(r#""phase":"Running""#), "{body}");
+
+    let (code, body) = http
+        .http(
+            "POST",
+            cancel,
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            br#"{"reason": "test"}"#,
+        )
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    task_when(&cluster, "t1", "t1 Cancelled", |t| {
+        phase(t) == TaskPhase::Cancelled
+    })
+    .await;
+}
