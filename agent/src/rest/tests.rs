@@ -1,1 +1,269 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use ringrift_crds::task::Role;
+use tokio::sync::watch;
+
+use super::openapi::{ROUTES, document, route_id};
+use super::{Rest, authorized, routes};
+use crate::artifacts::ContentStore;
+use crate::detect::simulate::SimulatedSource;
+use crate::detect::{GpuSource as _, Host, Inventory};
+use crate::exec::classify::Stop;
+use crate::exec::{RunHandle, Runs};
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::store::Store;
+
+const TOKEN: &str = "s3cret-token";
+
+async fn rest(ready: bool) -> (Arc<Rest>, watch::Sender<bool>) {
+    let dir = std::env::temp_dir().join(format!(
+        "rest-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let mut source = SimulatedSource::new("2xA100-40GB".parse().unwrap(), "n1");
+    let inventory = Inventory {
+        gpus: source.sample().unwrap(),
+        simulated: true,
+        host: Host::default(),
+        ..Inventory::default()
+    };
+    let node = Arc::new(Node {
+        name: "n1".into(),
+        client,
+        db: Store::in_memory().await.unwrap(),
+        content: ContentStore::new(dir.join("artifacts")),
+        data_dir: dir.clone(),
+        exe: PathBuf::from("/bin/true"),
+        grace: Duration::from_secs(1),
+        progress_interval: Duration::from_secs(1),
+        inventory: watch::channel(inventory).1,
+        runs: Runs::default(),
+        metrics: Metrics::default(),
+        version: "test".into(),
+    });
+    for (name, done) in [("running", false), ("finished", true)] {
+        let run = Arc::new(RunHandle::new(
+            &format!("uid-{name}"),
+            "ns",
+            name,
+            0,
+            Role::Selfplay,
+            vec![],
+            dir.join(name),
+        ));
+        for i in 0..5 {
+            run.log.push(format!("{name} line {i}"));
+        }
+        if done {
+            run.mark_done();
+        }
+        node.runs.insert(run);
+    }
+    let (ready_tx, ready_rx) = watch::channel(ready);
+    let rest = Arc::new(Rest {
+        node,
+        token: TOKEN.into(),
+        ready: ready_rx,
+    });
+    (rest, ready_tx)
+}
+
+async fn call(rest: &Arc<Rest>, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+    let mut request = warp::test::request()
+        .method(&method.to_uppercase())
+        .path(path)
+        .body(body);
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    let response = request.reply(&routes(rest.clone())).await;
+    (
+        response.status().as_u16(),
+        String::from_utf8_lossy(response.body()).into_owned(),
+    )
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{namespace}", "ns").replace("{name}", "running")
+}
+
+#[test]
+fn tokens_are_compared_exactly() {
+    assert!(authorized(Some("Bearer abc"), "abc"));
+    assert!(!authorized(Some("Bearer abd"), "abc"));
+    assert!(!authorized(Some("Bearer ab"), "abc"));
+    assert!(!authorized(Some("Basic abc"), "abc"));
+    assert!(!authorized(None, "abc"));
+    assert!(!authorized(Some("Bearer "), ""), "an empty token never matches");
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served_with_the_token() {
+    let (rest, _ready) = rest(true).await;
+    for route in ROUTES {
+        let path = concrete(route.path);
+        let body: &[u8] = if route.method == "post" { b"{}" } else { b"" };
+        let (code, text) = call(&rest, route.method, &path, Some(TOKEN), body).await;
+        assert_eq!(code, route.ok, "{} {path}: {text}", route.method);
+        assert_eq!(route_id(route.method, &path), route.id);
+    }
+}
+
+#[tokio::test]
+async fn only_health_is_open_without_the_token() {
+    let (rest, _ready) = rest(true).await;
+    for route in ROUTES {
+        let path = concrete(route.path);
+        for token in [None, Some("wrong")] {
+            let (code, text) = call(&rest, route.method, &path, token, b"").await;
+            if route.auth {
+                assert_eq!(code, 401, "{} {path} with {token:?}: {text}", route.method);
+                assert!(text.contains(r#""code":"Unauthorized""#), "{text}");
+            } else {
+                assert_eq!(code, 200, "{path}");
+            }
+        }
+    }
+    let response = warp::test::request()
+        .path("/v1/node")
+        .reply(&routes(rest.clone()))
+        .await;
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"ringrift-agent\""
+    );
+    // A refused cancel stopped nothing.
+    assert!(!rest.node.runs.by_name("ns", "running").unwrap().is_done());
+    assert!(
+        rest.node
+            .runs
+            .by_name("ns", "running")
+            .unwrap()
+            .stop_requests()
+            .borrow()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_the_flag() {
+    let (rest, ready) = rest(false).await;
+    let (code, text) = call(&rest, "GET", "/readyz", None, b"").await;
+    assert_eq!(code, 503);
+    assert!(text.contains(r#""code":"NotReady""#));
+    ready.send_replace(true);
+    assert_eq!(call(&rest, "GET", "/readyz", None, b"").await.0, 200);
+}
+
+#[tokio::test]
+async fn unknown_routes_methods_and_names_get_json_errors() {
+    let (rest, _ready) = rest(true).await;
+    let cases: &[(&str, &str, u16, &str)] = &[
+        ("GET", "/nope", 404, "NotFound"),
+        ("GET", "/v1/tasks/ns/missing", 404, "NotFound"),
+        ("DELETE", "/v1/tasks", 405, "MethodNotAllowed"),
+        ("GET", "/v1/tasks/Bad_NS/x", 400, "InvalidPath"),
+        ("GET", "/v1/tasks/ns/-x-", 400, "InvalidPath"),
+        ("GET", "/v1/tasks/ns/running/logs?tail=abc", 400, "BadRequest"),
+        ("GET", "/v1/tasks/ns/running/logs?bogus=1", 400, "BadRequest"),
+        ("GET", "/v1/tasks/ns/running/logs?tail=100001", 400, "BadRequest"),
+    ];
+    for (method, path, status, code) in cases {
+        let (got, text) = call(&rest, method, path, Some(TOKEN), b"").await;
+        assert_eq!(got, *status, "{method} {path}: {text}");
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["code"], *code, "{method} {path}: {text}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}
+
+#[tokio::test]
+async fn logs_return_the_tail() {
+    let (rest, _ready) = rest(true).await;
+    let (code, text) = call(&rest, "GET", "/v1/tasks/ns/running/logs?tail=2", Some(TOKEN), b"").await;
+    assert_eq!(code, 200);
+    assert_eq!(text, "running line 3\nrunning line 4\n");
+    let (code, text) = call(
+        &rest,
+        "GET",
+        "/v1/tasks/ns/finished/logs?follow=true",
+        Some(TOKEN),
+        b"",
+    )
+    .await;
+    assert_eq!(code, 200, "following a finished task returns its tail");
+    assert!(text.ends_with("finished line 4\n"));
+}
+
+#[tokio::test]
+async fn cancel_validates_its_body_and_refuses_finished_tasks() {
+    let (rest, _ready) = rest(true).await;
+    let path = "/v1/tasks/ns/running/cancel";
+    for (body, status) in [
+        (b"{not json".to_vec(), 400),
+        (br#"{"reason": 5}"#.to_vec(), 400),
+        (br#"{"other": "x"}"#.to_vec(), 400),
+        (
+            format!(r#"{{"reason": "{}"}}"#, "x".repeat(300)).into_bytes(),
+            400,
+        ),
+        (vec![b' '; 5000], 413),
+    ] {
+        let (code, text) = call(&rest, "POST", path, Some(TOKEN), &body).await;
+        assert_eq!(code, status, "{text}");
+    }
+    let run = rest.node.runs.by_name("ns", "running").unwrap();
+    assert!(
+        run.stop_requests().borrow().is_none(),
+        "refused requests stop nothing"
+    );
+
+    let (code, text) = call(&rest, "POST", path, Some(TOKEN), br#"{"reason": "operator"}"#).await;
+    assert_eq!(code, 202, "{text}");
+    assert_eq!(*run.stop_requests().borrow(), Some(Stop::Cancelled));
+
+    let (code, text) = call(&rest, "POST", "/v1/tasks/ns/finished/cancel", Some(TOKEN), b"").await;
+    assert_eq!(code, 409, "{text}");
+    assert!(text.contains(r#""code":"Conflict""#));
+}
+
+#[tokio::test]
+async fn node_and_tasks_describe_the_agent() {
+    let (rest, _ready) = rest(true).await;
+    let (_, text) = call(&rest, "GET", "/v1/node", Some(TOKEN), b"").await;
+    let node: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(node["name"], "n1");
+    assert_eq!(node["gpus"].as_array().unwrap().len(), 2);
+    assert_eq!(node["gpus"][1]["uuid"], "GPU-sim-n1-1");
+    assert_eq!(node["runningTasks"], 1);
+    let (_, text) = call(&rest, "GET", "/v1/tasks", Some(TOKEN), b"").await;
+    let tasks: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let names: Vec<&str> = tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["finished", "running"]);
+}
+
+#[test]
+fn the_committed_openapi_description_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/agent-openapi.json");
+    let generated = format!("{}\n", serde_json::to_string_pretty(&document()).unwrap());
+    if std::env::var_os("RINGRIFT_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/agent-openapi.json is out of date; regenerate it with \
+         `RINGRIFT_UPDATE_OPENAPI=1 cargo test -p ringrift-agent openapi`"
+    );
+}
