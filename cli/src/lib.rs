@@ -107,6 +107,11 @@ pub enum Bench {
     /// Starts an API server and controllers as processes, stops the leader each way and times
     /// the standby's lease write and its first task.
     Failover(bench::failover::BenchFailoverArgs),
+    /// Resident memory and CPU of an idle agent over a minute.
+    ///
+    /// Starts an API server and one real agent as processes and reads the agent's RSS and CPU
+    /// time from /proc while it registers, heartbeats, samples GPUs and watches its Tasks.
+    AgentIdle(bench::agent_idle::BenchAgentIdleArgs),
     /// Artifact throughput between agents against cp and rsync, and swarm spread.
     ///
     /// Not built yet.
@@ -142,6 +147,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Bench::Apiserver(args) => bench::apiserver::run(args),
             Bench::Dispatch(args) => bench::dispatch::run(args),
             Bench::Failover(args) => bench::failover::run(args),
+            Bench::AgentIdle(args) => bench::agent_idle::run(args),
             Bench::Sync(_) => planned::not_built("bench sync", 6),
             Bench::Gossip(_) => planned::not_built("bench gossip", 6),
         },

@@ -143,6 +143,27 @@ impl Fleet {
         spawn(&args, "ringrift controller").await
     }
 
+    /// Starts one real agent named `name` (data in the bench directory) with extra arguments.
+    ///
+    /// # Errors
+    /// When it cannot start.
+    pub async fn agent(&self, name: &str, extra: &[&str]) -> anyhow::Result<Process> {
+        let data = self.dir.join(format!("agent-{name}"));
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+            "--name".into(),
+            name.into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        spawn(&args, "ringrift agent").await
+    }
+
     /// Starts `count` simulated agents with `gpus` GPUs each.
     ///
     /// # Errors

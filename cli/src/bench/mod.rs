@@ -1,5 +1,6 @@
 //! The benchmarks: each prints JSON figures and never fails on speed.
 
+pub(crate) mod agent_idle;
 pub(crate) mod apiserver;
 pub(crate) mod dispatch;
 pub(crate) mod failover;

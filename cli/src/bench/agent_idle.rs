@@ -1,0 +1,107 @@
+//! `ringrift bench agent-idle`: the resident memory and CPU of an idle agent (registered,
+//! heartbeating, sampling its GPUs, watching its Tasks, serving REST) over a period, read from
+//! `/proc`. Prints JSON; never fails on speed.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::fleet::Fleet;
+use super::stats::round3;
+
+/// Options of `ringrift bench agent-idle`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchAgentIdleArgs {
+    /// How long to measure.
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse)]
+    pub duration: Duration,
+    /// Settling time after start, not measured.
+    #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
+    pub warmup: Duration,
+    /// Simulated GPUs (default: NVML, as on a real node; none on a machine without a driver).
+    #[arg(long)]
+    pub simulate_gpus: Option<String>,
+}
+
+/// Resident set size of `pid`, KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("the agent is gone")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")
+}
+
+/// User + system CPU time of every thread of `pid`, clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("the agent is gone")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("odd /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime); `rest` starts at field 3.
+    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).context("no utime")?;
+    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).context("no stime")?;
+    Ok(utime + stime)
+}
+
+fn threads(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count() as u64)
+}
+
+fn clock_ticks() -> anyhow::Result<f64> {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .context("failed to run getconf CLK_TCK")?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("getconf CLK_TCK printed no number")
+}
+
+#[allow(clippy::cast_precision_loss)]
+async fn bench(args: BenchAgentIdleArgs) -> anyhow::Result<serde_json::Value> {
+    let fleet = Fleet::start("agent-idle").await?;
+    let mut extra = vec![];
+    if let Some(gpus) = &args.simulate_gpus {
+        extra.extend(["--simulate-gpus", gpus.as_str()]);
+    }
+    let mut agent = fleet.agent("idle", &extra).await?;
+    let pid = agent.child.id().context("the agent exited")?;
+    tokio::time::sleep(args.warmup).await;
+    let ticks_per_s = clock_ticks()?;
+    let start = Instant::now();
+    let cpu_start = cpu_ticks(pid)?;
+    let mut samples = Vec::new();
+    while start.elapsed() < args.duration {
+        samples.push(rss_kib(pid)?);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let cpu = (cpu_ticks(pid)? - cpu_start) as f64 / ticks_per_s;
+    let seconds = start.elapsed().as_secs_f64();
+    let thread_count = threads(pid);
+    agent.kill().await;
+    let max = samples.iter().copied().max().unwrap_or(0);
+    let last = samples.last().copied().unwrap_or(0);
+    let mean = samples.iter().sum::<u64>() as f64 / samples.len().max(1) as f64;
+    Ok(json!({
+        "bench": "agent-idle",
+        "seconds": round3(seconds),
+        "gpus": args.simulate_gpus.unwrap_or_else(|| "NVML".into()),
+        "rss_mib": {"max": round3(max as f64 / 1024.0), "mean": round3(mean / 1024.0), "end": round3(last as f64 / 1024.0)},
+        "cpu_percent_of_one_core": round3(cpu / seconds * 100.0),
+        "cpu_seconds": round3(cpu),
+        "threads": thread_count,
+        "targets": {"rss_mib": 30, "cpu_percent_of_one_core": 1},
+    }))
+}
+
+pub(crate) fn run(args: BenchAgentIdleArgs) -> anyhow::Result<ExitCode> {
+    super::report(bench(args))
+}
