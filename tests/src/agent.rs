@@ -52,6 +52,35 @@ impl AgentProcess {
     }
 }
 
+impl Drop for AgentProcess {
+    /// Tasks outlive their agent by design; a test's must not outlive the test.
+    fn drop(&mut self) {
+        self.role.kill();
+        kill_tasks(&self.data_dir);
+    }
+}
+
+/// SIGKILLs the process group of every task shim started for `data_dir`.
+pub fn kill_tasks(data_dir: &std::path::Path) {
+    let needle = data_dir.display().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("task-shim") && cmdline.contains(&needle) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{name}")])
+                .status();
+        }
+    }
+}
+
 impl Cluster {
     /// Starts (or restarts, with the same data directory) the agent `name` with two simulated
     /// GPUs, fast heartbeats, a 1 s stop grace period and `extra` arguments.
