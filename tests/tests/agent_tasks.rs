@@ -329,3 +329,34 @@ async fn requests_without_the_token_change_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_tasks_running_unless_asked_to_drain() {
+    let cluster = Cluster::start("agent-sigterm").await;
+    let mut agent = cluster.agent("a1", &[]);
+    let go = cluster.dir().join("go");
+    let script = format!(
+        "echo started; while [ ! -f {go} ]; do sleep 0.05; done; echo done",
+        go = go.display()
+    );
+    cluster.shell_task("keep", "a1", &script, json!({})).await;
+    log_contains(&agent, "keep", "started").await;
+    agent.role.terminate().unwrap();
+    let status = agent.role.wait(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "the agent exits 0 on SIGTERM: {status}");
+    let t = cluster.tasks().get("keep").await.unwrap();
+    assert_eq!(phase(&t), TaskPhase::Running, "the task outlives a stopped agent");
+
+    // The next agent adopts it; this one drains on SIGTERM.
+    let mut agent = cluster.agent("a1", &["--drain-on-shutdown"]);
+    until("the task adopted", WAIT, || async {
+        let (code, body) = agent.get("/v1/tasks/default/keep");
+        (code == 200 && body.contains(r#""adopted":true"#)).then_some(())
+    })
+    .await;
+    agent.role.terminate().unwrap();
+    let status = agent.role.wait(Duration::from_secs(15)).unwrap();
+    assert!(status.success(), "{status}");
+    let t = cluster.tasks().get("keep").await.unwrap();
+    assert_eq!(phase(&t), TaskPhase::Cancelled, "drained: {:?}", t.status);
+}

@@ -611,6 +611,10 @@ async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, ended: Ended
     if let Err(e) = node.db.finished(&handle.uid, &recorded).await {
         tracing::error!(task = %handle.name, error = %e, "failed to record the task's end");
     }
+    node.metrics.task_gpu_memory.remove(&TaskLabels {
+        namespace: handle.namespace.clone(),
+        task: handle.name.clone(),
+    });
     node.metrics
         .tasks_finished
         .get_or_create(&PhaseLabels {
