@@ -124,8 +124,16 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         valid_name(&name),
         "invalid --name {name:?}: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"
     );
-    let token = load_token(token_file.as_deref(), &data_dir).context("failed to load the REST token")?;
     let exe = std::env::current_exe().context("failed to find the ringrift executable")?;
+    // Two workers are plenty for an agent and keep its footprint small on big nodes.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    // The API first: a wrong kubeconfig is reported before anything is written to disk.
+    let client = runtime.block_on(kubeclient::client(&kube))?;
+    let token = load_token(token_file.as_deref(), &data_dir).context("failed to load the REST token")?;
     let config = Config {
         name,
         data_dir,
@@ -147,14 +155,7 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         exe,
         version: crate::VERSION.to_owned(),
     };
-    // Two workers are plenty for an agent and keep its footprint small on big nodes.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
     runtime.block_on(async {
-        let client = kubeclient::client(&kube).await?;
         run(client, config, shutdown_signal())
             .await
             .context("agent stopped")

@@ -18,7 +18,6 @@ fn text(bytes: &[u8]) -> String {
 
 const PLANNED: &[&[&str]] = &[
     &["up"],
-    &["agent"],
     &["workload"],
     &["status"],
     &["logs"],
@@ -28,7 +27,9 @@ const PLANNED: &[&[&str]] = &[
 
 #[test]
 fn every_subcommand_has_help() {
-    let built: [&[&str]; 8] = [
+    let built: [&[&str]; 10] = [
+        &["agent"],
+        &["bench", "agent-idle"],
         &["bench", "dispatch"],
         &["bench", "failover"],
         &["crds"],
@@ -63,15 +64,42 @@ fn subcommands_not_built_yet_say_so_and_fail() {
 
 #[test]
 fn roles_that_need_the_api_say_which_kubeconfig_they_could_not_read() {
-    for role in ["controller", "sim-agents"] {
-        let out = ringrift(&[role, "--kubeconfig", "/nonexistent/kubeconfig"]);
-        assert_eq!(out.status.code(), Some(1), "{role}");
+    let data = std::env::temp_dir().join(format!("cli-agent-{}", std::process::id()));
+    let data = data.display().to_string();
+    for role in [
+        &["controller"][..],
+        &["sim-agents"],
+        &["agent", "--data-dir", &data],
+    ] {
+        let out = ringrift(&[role, &["--kubeconfig", "/nonexistent/kubeconfig"]].concat());
+        assert_eq!(out.status.code(), Some(1), "{role:?}");
         let err = text(&out.stderr);
         assert!(
             err.contains("failed to read the kubeconfig /nonexistent/kubeconfig"),
-            "{role}: {err}"
+            "{role:?}: {err}"
         );
     }
+}
+
+#[test]
+fn the_agent_refuses_bad_flags_naming_them() {
+    let out = ringrift(&["agent", "--simulate-gpus", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--simulate-gpus") && err.contains("4xH100-80GB"),
+        "{err}"
+    );
+    let out = ringrift(&[
+        "agent",
+        "--name",
+        "Bad_Name",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("invalid --name \"Bad_Name\""), "{err}");
 }
 
 #[test]
