@@ -77,14 +77,20 @@ impl LogTail {
 pub struct LogReader {
     offset: u64,
     partial: Vec<u8>,
+    behind: bool,
 }
 
 /// Most bytes read per call, so one chatty process cannot stall the agent.
 const READ_CHUNK: u64 = 4 * 1024 * 1024;
 
 impl LogReader {
+    /// Whether the last read reached the end of the file (reads take at most 4 MiB).
+    pub fn caught_up(&self) -> bool {
+        !self.behind
+    }
+
     /// The complete lines added since the last call. With `flush`, a last line without a
-    /// newline is returned too (the process has ended).
+    /// newline is returned too once the end is reached (the process has ended).
     ///
     /// # Errors
     /// When the file cannot be read (a missing file is no lines).
@@ -104,6 +110,7 @@ impl LogReader {
         let mut buf = Vec::new();
         file.take(READ_CHUNK).read_to_end(&mut buf)?;
         self.offset += buf.len() as u64;
+        self.behind = self.offset < len;
         self.partial.extend_from_slice(&buf);
         let mut lines = Vec::new();
         while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
@@ -115,7 +122,7 @@ impl LogReader {
             }
             lines.push(String::from_utf8_lossy(&line).into_owned());
         }
-        if self.partial.len() > MAX_LINE * 4 || (flush && !self.partial.is_empty()) {
+        if self.partial.len() > MAX_LINE * 4 || (flush && !self.behind && !self.partial.is_empty()) {
             lines.push(String::from_utf8_lossy(&std::mem::take(&mut self.partial)).into_owned());
         }
         Ok(lines)
@@ -175,6 +182,25 @@ mod tests {
     }
 
     #[test]
+    fn big_logs_are_read_in_chunks_without_losing_lines() {
+        let dir = std::env::temp_dir().join(format!("logreader-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let line = "x".repeat(1023);
+        let count = 5 * 1024; // 5 MiB: more than one read
+        std::fs::write(&path, format!("{line}\n").repeat(count)).unwrap();
+        let mut reader = LogReader::default();
+        let first = reader.read_new(&path, true).unwrap();
+        assert!(!reader.caught_up());
+        assert_eq!(first.len(), 4 * 1024);
+        let rest = reader.read_new(&path, true).unwrap();
+        assert!(reader.caught_up());
+        assert_eq!(first.len() + rest.len(), count);
+        assert!(rest.iter().all(|l| *l == line));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_reader_returns_complete_lines_only_until_flushed() {
         let dir = std::env::temp_dir().join(format!("logreader-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -188,6 +214,7 @@ mod tests {
         assert_eq!(reader.read_new(&path, false).unwrap(), vec!["three"]);
         assert_eq!(reader.read_new(&path, true).unwrap(), vec!["four"]);
         assert_eq!(file_tail(&path, 2).unwrap(), vec!["three", "four"]);
+        assert!(reader.caught_up());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,6 +4,7 @@
 //! final status; [`Runs`] is what the REST API reads.
 
 pub mod classify;
+mod finish;
 pub mod launch;
 pub mod logs;
 pub mod process;

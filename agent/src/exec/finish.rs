@@ -1,0 +1,212 @@
+//! The end of an attempt: outputs into the content store, `result.json`, the final status
+//! recorded locally and then written (fenced), or kept for a later try.
+
+use kube::Api;
+use ringrift_crds::common::ArtifactKind;
+use ringrift_crds::task::{FailureClass, Role, Task, TaskPhase};
+use serde_json::{Map, Value};
+
+use super::RunHandle;
+use super::classify::{Exit, Outcome, Stop, classify};
+use super::run::{Ended, now, progress_fields, write};
+use crate::metrics::{PhaseLabels, TaskLabels};
+use crate::node::Node;
+use crate::status::WriteError;
+
+/// Largest `result.json` accepted.
+const MAX_RESULT: u64 = 1024 * 1024;
+/// Most output files collected.
+const MAX_OUTPUTS: usize = 256;
+
+fn output_kind(role: Role, file: &str) -> ArtifactKind {
+    match role {
+        Role::Training
+            if std::path::Path::new(file)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("ckpt")) =>
+        {
+            ArtifactKind::Checkpoint
+        }
+        Role::Training => ArtifactKind::Model,
+        Role::Selfplay | Role::Gauntlet => ArtifactKind::Games,
+    }
+}
+
+/// Moves the output files into the artifact store. `result.json` is read, not stored.
+async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Value>, Option<Value>), Outcome> {
+    let fail = |class, reason: &str, message: String| Outcome {
+        phase: TaskPhase::Failed,
+        failure_class: Some(class),
+        reason: reason.into(),
+        message,
+    };
+    let out_dir = handle.dir.join("output");
+    let mut files = Vec::new();
+    let mut entries = tokio::fs::read_dir(&out_dir).await.map_err(|e| {
+        fail(
+            FailureClass::AgentError,
+            "OutputsFailed",
+            format!("failed to read the output directory: {e}"),
+        )
+    })?;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.')
+            || name == "result.json"
+            || !entry.file_type().await.is_ok_and(|t| t.is_file())
+        {
+            continue;
+        }
+        files.push(name);
+    }
+    files.sort();
+    if files.len() > MAX_OUTPUTS {
+        return Err(fail(
+            FailureClass::UserError,
+            "TooManyOutputs",
+            format!("{} output files; at most {MAX_OUTPUTS}", files.len()),
+        ));
+    }
+    let mut outputs = Vec::new();
+    for name in files {
+        let mut artifact = node
+            .content
+            .ingest(
+                &node.db,
+                &out_dir.join(&name),
+                &name,
+                output_kind(handle.role, &name),
+            )
+            .await
+            .map_err(|e| fail(FailureClass::AgentError, "OutputsFailed", e.to_string()))?;
+        artifact.holders = vec![node.name.clone()];
+        outputs.push(serde_json::to_value(artifact).unwrap_or(Value::Null));
+    }
+    let result_path = out_dir.join("result.json");
+    let result = match tokio::fs::metadata(&result_path).await {
+        Err(_) => None,
+        Ok(m) if m.len() > MAX_RESULT => {
+            return Err(fail(
+                FailureClass::UserError,
+                "InvalidResult",
+                format!("result.json is {} bytes; at most {MAX_RESULT}", m.len()),
+            ));
+        }
+        Ok(_) => {
+            let bytes = tokio::fs::read(&result_path).await.unwrap_or_default();
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v @ Value::Object(_)) => Some(v),
+                Ok(_) => {
+                    return Err(fail(
+                        FailureClass::UserError,
+                        "InvalidResult",
+                        "result.json is not a JSON object".into(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(fail(
+                        FailureClass::UserError,
+                        "InvalidResult",
+                        format!("result.json is not JSON: {e}"),
+                    ));
+                }
+            }
+        }
+    };
+    Ok((outputs, result))
+}
+
+pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, ended: Ended) {
+    let (mut outcome, exit, stop) = match ended {
+        Ended::Exited {
+            exit,
+            stop,
+            gpu_fault,
+        } => {
+            let tail = handle.log.tail(50);
+            (classify(&exit, stop, gpu_fault, &tail), Some(exit), stop)
+        }
+        Ended::Outcome(o) => (o, None, None),
+    };
+    let mut status = progress_fields(handle);
+    status.remove("lastProgressTime");
+    if outcome.phase == TaskPhase::Succeeded {
+        match collect(node, handle).await {
+            Ok((outputs, result)) => {
+                status.insert("outputs".into(), Value::Array(outputs));
+                if let Some(r) = result {
+                    status.insert("result".into(), r);
+                }
+            }
+            Err(failed) => outcome = failed,
+        }
+    }
+    status.insert(
+        "phase".into(),
+        serde_json::to_value(outcome.phase).unwrap_or(Value::Null),
+    );
+    status.insert("reason".into(), Value::from(outcome.reason.clone()));
+    status.insert("message".into(), Value::from(outcome.message.clone()));
+    status.insert("completionTime".into(), Value::from(now()));
+    if let Some(class) = outcome.failure_class {
+        status.insert(
+            "failureClass".into(),
+            serde_json::to_value(class).unwrap_or(Value::Null),
+        );
+    }
+    match exit {
+        Some(Exit::Code(c)) => {
+            status.insert("exitCode".into(), Value::from(c));
+        }
+        Some(Exit::Signal(s)) => {
+            status.insert("signal".into(), Value::from(s));
+        }
+        _ => {}
+    }
+    let recorded = Value::Object(status.clone()).to_string();
+    if let Err(e) = node.db.finished(&handle.uid, &recorded).await {
+        tracing::error!(task = %handle.name, error = %e, "failed to record the task's end");
+    }
+    node.metrics.task_gpu_memory.remove(&TaskLabels {
+        namespace: handle.namespace.clone(),
+        task: handle.name.clone(),
+    });
+    node.metrics
+        .tasks_finished
+        .get_or_create(&PhaseLabels {
+            phase: format!("{:?}", outcome.phase),
+        })
+        .inc();
+    handle.update(|i| {
+        i.phase = outcome.phase;
+        i.finished_at = Some(now());
+        i.exit_code = match exit {
+            Some(Exit::Code(c)) => Some(c),
+            _ => None,
+        };
+        i.reason = Some(outcome.reason.clone());
+        i.message = Some(outcome.message.clone());
+    });
+    tracing::info!(task = %handle.name, attempt = handle.attempt, phase = ?outcome.phase, reason = %outcome.reason, message = %outcome.message, "task finished");
+    if stop == Some(Stop::Superseded) {
+        let _ = node.db.reported(&handle.uid).await;
+    } else {
+        report(node, api, handle, &status).await;
+    }
+    handle.mark_done();
+}
+
+/// Writes a final status; on success (or when the Task no longer wants it) nothing is left to
+/// do. On an API error the outcome stays recorded and is written later.
+pub(super) async fn report(node: &Node, api: &Api<Task>, handle: &RunHandle, status: &Map<String, Value>) {
+    match write(node, api, handle, status).await {
+        Ok(()) => {
+            let _ = node.db.reported(&handle.uid).await;
+        }
+        Err(WriteError::NotCurrent { why, .. }) => {
+            tracing::info!(task = %handle.name, why, "final status not written");
+            let _ = node.db.reported(&handle.uid).await;
+        }
+        Err(e) => tracing::warn!(task = %handle.name, error = %e, "final status not written yet; will retry"),
+    }
+}
