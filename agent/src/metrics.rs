@@ -80,6 +80,8 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// Heartbeat renewals, by result.
     pub heartbeats: Family<ResultLabels, Counter>,
+    /// `Agent` status writes, by result.
+    pub registrations: Family<ResultLabels, Counter>,
     /// GPU utilization, percent.
     pub gpu_util: Family<GpuLabels, FGauge>,
     /// Frame buffer used, MiB.
@@ -96,101 +98,121 @@ pub struct Metrics {
     pub task_gpu_memory: Family<TaskLabels, FGauge>,
 }
 
+/// Registers `metric` and hands it back.
+fn add<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
+    #[allow(clippy::too_many_lines)] // one registration per metric, nothing else
     fn default() -> Self {
         let mut registry = Registry::default();
-        let gpu_util = Family::<GpuLabels, FGauge>::default();
-        let fb_used = Family::<GpuLabels, FGauge>::default();
-        let fb_free = Family::<GpuLabels, FGauge>::default();
-        let gpu_temp = Family::<GpuLabels, FGauge>::default();
-        let power = Family::<GpuLabels, FGauge>::default();
-        registry.register("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %)", gpu_util.clone());
-        registry.register(
+        let r = &mut registry;
+        let gpu_util = add(
+            r,
+            "DCGM_FI_DEV_GPU_UTIL",
+            "GPU utilization (in %)",
+            Family::default(),
+        );
+        let fb_used = add(
+            r,
             "DCGM_FI_DEV_FB_USED",
             "Framebuffer memory used (in MiB)",
-            fb_used.clone(),
+            Family::default(),
         );
-        registry.register(
+        let fb_free = add(
+            r,
             "DCGM_FI_DEV_FB_FREE",
             "Framebuffer memory free (in MiB)",
-            fb_free.clone(),
+            Family::default(),
         );
-        registry.register("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C)", gpu_temp.clone());
-        registry.register("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W)", power.clone());
+        let gpu_temp = add(
+            r,
+            "DCGM_FI_DEV_GPU_TEMP",
+            "GPU temperature (in C)",
+            Family::default(),
+        );
+        let power = add(
+            r,
+            "DCGM_FI_DEV_POWER_USAGE",
+            "Power draw (in W)",
+            Family::default(),
+        );
         let own = registry.sub_registry_with_prefix("ringrift_agent");
-        let tasks_started = Counter::default();
-        own.register("tasks_started", "Task attempts started", tasks_started.clone());
-        let tasks_adopted = Counter::default();
-        own.register(
-            "tasks_adopted",
-            "Task processes adopted after an agent restart",
-            tasks_adopted.clone(),
-        );
-        let tasks_finished = Family::<PhaseLabels, Counter>::default();
-        own.register(
-            "tasks_finished",
-            "Task attempts finished, by phase",
-            tasks_finished.clone(),
-        );
-        let tasks_running = Gauge::<i64, AtomicI64>::default();
-        own.register(
-            "tasks_running",
-            "Task processes running now",
-            tasks_running.clone(),
-        );
-        let status_writes = Family::<ResultLabels, Counter>::default();
-        own.register(
-            "status_writes",
-            "Task status writes, by result",
-            status_writes.clone(),
-        );
-        let bad_reports = Counter::default();
-        own.register(
-            "bad_reports",
-            "@ringrift report lines that could not be parsed",
-            bad_reports.clone(),
-        );
-        let http_requests = Family::<HttpLabels, Counter>::default();
-        own.register(
-            "http_requests",
-            "REST requests, by route and status code",
-            http_requests.clone(),
-        );
-        let heartbeats = Family::<ResultLabels, Counter>::default();
-        own.register(
-            "heartbeats",
-            "Heartbeat Lease renewals, by result",
-            heartbeats.clone(),
-        );
-        let gpu_healthy = Family::<GpuLabels, Gauge<i64, AtomicI64>>::default();
-        own.register(
-            "gpu_healthy",
-            "1 when the GPU is healthy (ECC, XID, reachable)",
-            gpu_healthy.clone(),
-        );
-        let task_gpu_memory = Family::<TaskLabels, FGauge>::default();
-        own.register(
-            "task_gpu_memory_used_mib",
-            "GPU memory used by a task's processes (MiB)",
-            task_gpu_memory.clone(),
-        );
         Self {
-            registry,
-            tasks_started,
-            tasks_adopted,
-            tasks_finished,
-            tasks_running,
-            status_writes,
-            bad_reports,
-            http_requests,
-            heartbeats,
+            tasks_started: add(own, "tasks_started", "Task attempts started", Counter::default()),
+            tasks_adopted: add(
+                own,
+                "tasks_adopted",
+                "Task processes adopted after an agent restart",
+                Counter::default(),
+            ),
+            tasks_finished: add(
+                own,
+                "tasks_finished",
+                "Task attempts finished, by phase",
+                Family::default(),
+            ),
+            tasks_running: add(
+                own,
+                "tasks_running",
+                "Task processes running now",
+                Gauge::default(),
+            ),
+            status_writes: add(
+                own,
+                "status_writes",
+                "Task status writes, by result",
+                Family::default(),
+            ),
+            bad_reports: add(
+                own,
+                "bad_reports",
+                "@ringrift report lines that could not be parsed",
+                Counter::default(),
+            ),
+            http_requests: add(
+                own,
+                "http_requests",
+                "REST requests, by route and status code",
+                Family::default(),
+            ),
+            heartbeats: add(
+                own,
+                "heartbeats",
+                "Heartbeat Lease renewals, by result",
+                Family::default(),
+            ),
+            registrations: add(
+                own,
+                "registrations",
+                "Agent status writes, by result",
+                Family::default(),
+            ),
+            gpu_healthy: add(
+                own,
+                "gpu_healthy",
+                "1 when the GPU is healthy (ECC, XID, reachable)",
+                Family::default(),
+            ),
+            task_gpu_memory: add(
+                own,
+                "task_gpu_memory_used_mib",
+                "GPU memory used by a task's processes (MiB)",
+                Family::default(),
+            ),
             gpu_util,
             fb_used,
             fb_free,
             gpu_temp,
             power,
-            gpu_healthy,
-            task_gpu_memory,
+            registry,
         }
     }
 }

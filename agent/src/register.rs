@@ -32,11 +32,12 @@ pub struct Registration {
     pub disk_pressure_mib: u64,
 }
 
-/// Renews a heartbeat Lease `agent-<name>` (creating it the first time).
+/// Renews a heartbeat Lease `agent-<name>`, creating it when it does not exist; returns whether
+/// it had to be created (the first time, or after the API lost it).
 ///
 /// # Errors
 /// The API's error.
-pub async fn heartbeat(leases: &Api<Lease>, name: &str, duration: Duration) -> kube::Result<()> {
+pub async fn heartbeat(leases: &Api<Lease>, name: &str, duration: Duration) -> kube::Result<bool> {
     let lease_name = format!("agent-{name}");
     let spec = LeaseSpec {
         holder_identity: Some(name.to_owned()),
@@ -49,7 +50,7 @@ pub async fn heartbeat(leases: &Api<Lease>, name: &str, duration: Duration) -> k
         .patch(&lease_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(false),
         Err(kube::Error::Api(s)) if s.code == 404 => {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -58,7 +59,7 @@ pub async fn heartbeat(leases: &Api<Lease>, name: &str, duration: Duration) -> k
                 },
                 spec: Some(spec),
             };
-            leases.create(&PostParams::default(), &lease).await.map(|_| ())
+            leases.create(&PostParams::default(), &lease).await.map(|_| true)
         }
         Err(e) => Err(e),
     }
@@ -158,7 +159,10 @@ pub fn agent_status(
             "DiskPressure",
             "False",
             "EnoughDisk",
-            format!("{free} MiB free"),
+            format!(
+                "at least {} MiB free in the data directory",
+                reg.disk_pressure_mib
+            ),
             now,
         );
     }
@@ -212,6 +216,7 @@ pub async fn run(node: Arc<Node>, reg: Registration, mut shutdown: watch::Receiv
     let mut last: Option<AgentStatus> = None;
     let mut last_write = tokio::time::Instant::now();
     let mut first = true;
+    let mut lease_seen = false;
     let mut tick = tokio::time::interval(reg.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -237,7 +242,13 @@ pub async fn run(node: Arc<Node>, reg: Registration, mut shutdown: watch::Receiv
                     .any(|(a, b)| a.status != b.status || a.message != b.message)
         });
         if changed || last_write.elapsed() >= Duration::from_secs(60) {
-            match register(&agents, &node, &status, first).await {
+            let result = register(&agents, &node, &status, first).await;
+            let label = if result.is_ok() { "ok" } else { "error" };
+            node.metrics
+                .registrations
+                .get_or_create(&ResultLabels { result: label.into() })
+                .inc();
+            match result {
                 Ok(_) => {
                     if first || last.is_none() {
                         tracing::info!(agent = %node.name, gpus = status.capacity.gpu_count, endpoint = %reg.endpoint, "registered");
@@ -254,7 +265,15 @@ pub async fn run(node: Arc<Node>, reg: Registration, mut shutdown: watch::Receiv
             }
         }
         let result = match heartbeat(&leases, &node.name, reg.lease_duration).await {
-            Ok(()) => "ok",
+            Ok(created) => {
+                if created && lease_seen {
+                    // The Lease was gone: the API lost its state. Register again in full.
+                    tracing::warn!(agent = %node.name, "heartbeat Lease was missing; registering again");
+                    last = None;
+                }
+                lease_seen = true;
+                "ok"
+            }
             Err(e) => {
                 tracing::warn!(agent = %node.name, error = %e, "failed to renew the heartbeat");
                 last = None;

@@ -315,7 +315,7 @@ pub async fn run(
             let (client, config, leases) = (client.clone(), config.clone(), leases.clone());
             async move {
                 register(&client, &config, &n, version).await?;
-                heartbeat(&leases, &n, config.lease_duration).await
+                heartbeat(&leases, &n, config.lease_duration).await.map(|_| ())
             }
         })
         .buffer_unordered(16)
@@ -337,7 +337,7 @@ pub async fn run(
                 let results: Vec<kube::Result<()>> = futures_util::stream::iter(names.clone())
                     .map(|n| {
                         let leases = leases.clone();
-                        async move { heartbeat(&leases, &n, config.lease_duration).await }
+                        async move { heartbeat(&leases, &n, config.lease_duration).await.map(|_| ()) }
                     })
                     .buffer_unordered(32)
                     .collect()

@@ -49,10 +49,7 @@ impl Cluster {
             .await
             .unwrap();
         let client = Client::try_from(config).unwrap();
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in ringrift_crds::all() {
-            crds.create(&PostParams::default(), &crd).await.unwrap();
-        }
+        install_crds(&client).await;
         Self { client, api, scratch }
     }
 
@@ -144,6 +141,14 @@ impl Cluster {
         .unwrap();
         assert!(out.success, "kubectl {args:?} failed: {}", out.stderr);
         out.stdout
+    }
+}
+
+/// Installs every CRD.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in ringrift_crds::all() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
     }
 }
 

@@ -208,6 +208,26 @@ impl ApiServerProcess {
         let _ = self.child.wait();
     }
 
+    /// Kills it, removes its data and starts it again on the same address, as if the control
+    /// plane came back empty: clients keep their kubeconfig.
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub fn restart_empty_on_same_address(&mut self) -> Result<(), String> {
+        self.kill();
+        std::fs::remove_dir_all(self.dir.join("data"))
+            .map_err(|e| format!("failed to remove the data: {e}"))?;
+        let address = self.url.trim_start_matches("http://").to_owned();
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            args[i + 1] = address;
+        }
+        let (child, url) = Self::spawn(&self.dir, &args)?;
+        self.child = child;
+        self.url = url;
+        Ok(())
+    }
+
     /// Starts it again with the same arguments and data (after [`Self::kill`]).
     ///
     /// # Errors

@@ -360,3 +360,55 @@ async fn sigterm_leaves_tasks_running_unless_asked_to_drain() {
     let t = cluster.tasks().get("keep").await.unwrap();
     assert_eq!(phase(&t), TaskPhase::Cancelled, "drained: {:?}", t.status);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_registers_again_when_the_api_comes_back_empty() {
+    let mut cluster = Cluster::start("agent-api-outage").await;
+    let agent = cluster.agent("a1", &[]);
+    let agents: kube::Api<ringrift_crds::agent::Agent> = kube::Api::all(cluster.client.clone());
+    until("a1 registered", WAIT, || async {
+        agents.get_opt("a1").await.ok().flatten()
+    })
+    .await;
+
+    cluster.api.restart_empty_on_same_address().unwrap();
+    // The empty API has no CRDs yet: registering fails, and is retried.
+    until("a failed registration against the empty API", WAIT, || async {
+        let (_, metrics) = agent.get("/metrics");
+        metrics
+            .contains(r#"ringrift_agent_registrations_total{result="error"}"#)
+            .then_some(())
+    })
+    .await;
+    ringrift_e2e::cluster::install_crds(&cluster.client).await;
+
+    let registered = until("a1 registered again with its GPUs", WAIT, || async {
+        agents
+            .get_opt("a1")
+            .await
+            .ok()
+            .flatten()
+            .filter(|a| a.status.as_ref().is_some_and(|s| s.capacity.gpu_count == 2))
+    })
+    .await;
+    assert!(
+        registered
+            .status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(cluster.client.clone(), "default");
+    until("the heartbeat Lease back", WAIT, || async {
+        leases.get_opt("agent-a1").await.ok().flatten()
+    })
+    .await;
+    // And it runs new work.
+    cluster.shell_task("after", "a1", "echo back", json!({})).await;
+    task_when(&cluster, "after", "a task after the outage Succeeded", |t| {
+        phase(t) == TaskPhase::Succeeded
+    })
+    .await;
+}
