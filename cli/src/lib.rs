@@ -8,6 +8,7 @@ mod controller;
 mod crds;
 mod duration;
 mod kubeclient;
+mod logs;
 mod planned;
 mod sim_agents;
 mod telemetry;
@@ -75,8 +76,9 @@ pub enum Command {
     Status(planned::Planned),
     /// Show or follow the log of a task, from the agent that runs it.
     ///
-    /// Not built yet.
-    Logs(planned::Planned),
+    /// Finds the Task's agent and its endpoint through the API, then reads the log from the
+    /// agent's REST API with the agents' token.
+    Logs(logs::LogsArgs),
     /// Run simulated agents (many in one process) for tests and benchmarks.
     ///
     /// They register Agent objects with simulated GPUs, renew heartbeat Leases and run the
@@ -142,7 +144,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::TaskShim(args) => Ok(agent::run_shim(&args)),
         Command::Workload(_) => planned::not_built("workload", 7),
         Command::Status(_) => planned::not_built("status", 7),
-        Command::Logs(_) => planned::not_built("logs", 5),
+        Command::Logs(args) => logs::run_logs(&args),
         Command::Bench(bench) => match bench {
             Bench::Apiserver(args) => bench::apiserver::run(args),
             Bench::Dispatch(args) => bench::dispatch::run(args),

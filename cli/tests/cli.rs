@@ -20,15 +20,15 @@ const PLANNED: &[&[&str]] = &[
     &["up"],
     &["workload"],
     &["status"],
-    &["logs"],
     &["bench", "sync"],
     &["bench", "gossip"],
 ];
 
 #[test]
 fn every_subcommand_has_help() {
-    let built: [&[&str]; 10] = [
+    let built: [&[&str]; 11] = [
         &["agent"],
+        &["logs"],
         &["bench", "agent-idle"],
         &["bench", "dispatch"],
         &["bench", "failover"],

@@ -129,6 +129,17 @@ echo "role=$RINGRIFT_ROLE attempt=$RINGRIFT_ATTEMPT gpus=$CUDA_VISIBLE_DEVICES t
         "{metrics}"
     );
     assert!(metrics.contains("DCGM_FI_DEV_FB_FREE{"), "{metrics}");
+    let logs = std::process::Command::new(ringrift_e2e::process::ringrift_bin().unwrap())
+        .args(["logs", "t1", "--tail", "3", "--kubeconfig"])
+        .arg(&cluster.api.kubeconfig)
+        .arg("--token-file")
+        .arg(cluster.dir().join("agent-token"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.status.success(), "{}", String::from_utf8_lossy(&logs.stderr));
+    assert_eq!(printed.lines().count(), 3, "{printed}");
+    assert!(printed.contains("role=selfplay"), "{printed}");
     let printed = cluster.kubectl(&["get", "rtask", "t1"]);
     assert!(
         printed.contains("Succeeded") && printed.contains("3/3 games"),
