@@ -269,27 +269,29 @@ async fn watch_history_resumes_in_order_and_expires_when_compacted() {
         );
     }
 
-    for i in 0..10 {
+    // The history is compacted every 32 writes: at revision 32 the newest 5 events (28..=32)
+    // are kept, so resuming works from 27 on.
+    for i in 0..29 {
         store
             .create(&jobs(), "default", job(&format!("n{i}"), 1), &CTX)
             .await
             .unwrap();
     }
-    // Revision 13 now; the newest 5 events (9..=13) are kept, so resuming works from 8 on.
-    assert_eq!(store.events_since(&jobs(), 8).await.unwrap().len(), 5);
-    let err = store.events_since(&jobs(), 7).await.unwrap_err();
+    assert_eq!(store.revision().await.unwrap(), 32);
+    assert_eq!(store.events_since(&jobs(), 27).await.unwrap().len(), 5);
+    let err = store.events_since(&jobs(), 26).await.unwrap_err();
     assert!(
         matches!(
             err,
             StoreError::Expired {
-                requested: 7,
-                oldest: 8
+                requested: 26,
+                oldest: 27
             }
         ),
         "{err}"
     );
     assert!(
-        store.events_since(&jobs(), 13).await.unwrap().is_empty(),
+        store.events_since(&jobs(), 32).await.unwrap().is_empty(),
         "up to date is not expired"
     );
 }

@@ -147,7 +147,8 @@ fn concurrent_writers_see_conflicts_never_silent_overwrites() {
 fn a_watch_from_a_compacted_version_gets_410_in_the_stream() {
     let dir = Scratch::new("watch-expired").unwrap();
     let server = ApiServerProcess::start(&dir.0, &["--watch-history", "5"]).unwrap();
-    for i in 0..10 {
+    // The history is compacted every 32 writes: 40 pass at least one compaction.
+    for i in 0..40 {
         let (code, _) = server
             .http("POST", CONFIGMAPS, &JSON, &config_map(&format!("c{i}"), "x"))
             .unwrap();

@@ -40,14 +40,15 @@ fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 #[derive(Debug)]
 pub struct Store {
     pool: SqlitePool,
-    write_lock: Mutex<()>,
+    /// Held by every write; holds the current revision (the one in the database).
+    write_lock: Mutex<u64>,
     live: broadcast::Sender<WatchEvent>,
     history: u64,
 }
 
 impl Store {
     /// Opens (creating if needed) the database file at `path` and applies migrations. Keeps the
-    /// newest `history` events for watches.
+    /// newest `history` events (and up to 32 more) for watches.
     ///
     /// # Errors
     /// [`StoreError::Database`] when the file cannot be opened or migrated.
@@ -90,9 +91,10 @@ impl Store {
             source: e.into(),
         })?;
         let (live, _) = broadcast::channel(LIVE_BUFFER);
+        let revision = current_revision(&pool).await?;
         Ok(Self {
             pool,
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(revision),
             live,
             history: history.max(1),
         })
@@ -175,15 +177,10 @@ impl Store {
     ) -> Result<Value, StoreError> {
         let object = prepare_create(object, ctx)?;
         let name = object_name(&object)?;
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db("start a write"))?;
-        if load(&mut *tx, resource, namespace, &name).await?.is_some() {
-            return Err(StoreError::AlreadyExists {
-                resource: resource.clone(),
-                name,
-            });
-        }
-        self.commit_write(tx, resource, namespace, &name, EventType::Added, object, None)
+        let mut revision = self.write_lock.lock().await;
+        let tx = self.pool.begin().await.map_err(db("start a write"))?;
+        // No read first: the insert itself fails on an existing name.
+        self.commit_write(&mut revision, tx, resource, namespace, &name, EventType::Added, object, None)
             .await
     }
 
@@ -201,7 +198,7 @@ impl Store {
         sub: Subresource,
         ctx: &WriteContext<'_>,
     ) -> Result<Value, StoreError> {
-        let _guard = self.write_lock.lock().await;
+        let mut revision = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await.map_err(db("start a write"))?;
         let Some(old) = load(&mut *tx, resource, namespace, name).await? else {
             return Err(StoreError::NotFound {
@@ -213,6 +210,7 @@ impl Store {
             UpdateOutcome::Unchanged => Ok(old),
             UpdateOutcome::Write(new) => {
                 self.commit_write(
+                    &mut revision,
                     tx,
                     resource,
                     namespace,
@@ -225,6 +223,7 @@ impl Store {
             }
             UpdateOutcome::Remove(last) => {
                 self.commit_write(
+                    &mut revision,
                     tx,
                     resource,
                     namespace,
@@ -251,7 +250,7 @@ impl Store {
         preconditions: &Preconditions,
         ctx: &WriteContext<'_>,
     ) -> Result<Deleted, StoreError> {
-        let _guard = self.write_lock.lock().await;
+        let mut revision = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await.map_err(db("start a write"))?;
         let Some(old) = load(&mut *tx, resource, namespace, name).await? else {
             return Err(StoreError::NotFound {
@@ -267,6 +266,7 @@ impl Store {
             DeleteOutcome::MarkDeleting(marked) => {
                 let object = self
                     .commit_write(
+                        &mut revision,
                         tx,
                         resource,
                         namespace,
@@ -284,6 +284,7 @@ impl Store {
             DeleteOutcome::Remove => {
                 let object = self
                     .commit_write(
+                        &mut revision,
                         tx,
                         resource,
                         namespace,
@@ -360,6 +361,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     async fn commit_write(
         &self,
+        current: &mut u64,
         mut tx: Transaction<'static, Sqlite>,
         resource: &ResourceKey,
         namespace: &str,
@@ -368,7 +370,7 @@ impl Store {
         mut object: Value,
         previous: Option<&Value>,
     ) -> Result<Value, StoreError> {
-        let revision = current_revision(&mut *tx).await? + 1;
+        let revision = *current + 1;
         let rev_db = i64::try_from(revision).unwrap_or(i64::MAX);
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), revision.to_string().into());
@@ -377,16 +379,20 @@ impl Store {
             action: "encode an object",
             source,
         })?;
-        sqlx::query("UPDATE revision SET current = ? WHERE id = 0")
-            .bind(rev_db)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("advance the revision"))?;
         let stored = if event_type == EventType::Deleted {
             sqlx::query("DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
                 .bind(resource.column())
                 .bind(namespace)
                 .bind(name)
+                .execute(&mut *tx)
+                .await
+        } else if event_type == EventType::Added {
+            sqlx::query("INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?, ?, ?, ?, ?)")
+                .bind(resource.column())
+                .bind(namespace)
+                .bind(name)
+                .bind(rev_db)
+                .bind(&body)
                 .execute(&mut *tx)
                 .await
         } else {
@@ -402,7 +408,15 @@ impl Store {
             .execute(&mut *tx)
             .await
         };
-        stored.map_err(db("write an object"))?;
+        match stored {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::AlreadyExists {
+                    resource: resource.clone(),
+                    name: name.to_owned(),
+                });
+            }
+            other => other.map_err(db("write an object"))?,
+        };
         let previous_body = previous
             .map(serde_json::to_string)
             .transpose()
@@ -423,13 +437,18 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db("record an event"))?;
-        let keep_from = rev_db.saturating_sub(i64::try_from(self.history).unwrap_or(i64::MAX)) + 1;
-        sqlx::query("DELETE FROM events WHERE revision < ?")
-            .bind(keep_from)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("compact the history"))?;
+        // Compacted every so many writes rather than on each: the history holds between
+        // `history` and `history + COMPACT_EVERY` events.
+        if revision.is_multiple_of(COMPACT_EVERY) {
+            let keep_from = rev_db.saturating_sub(i64::try_from(self.history).unwrap_or(i64::MAX)) + 1;
+            sqlx::query("DELETE FROM events WHERE revision < ?")
+                .bind(keep_from)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("compact the history"))?;
+        }
         tx.commit().await.map_err(db("commit a write"))?;
+        *current = revision;
         // Nobody listening is fine.
         let _ = self.live.send(WatchEvent {
             revision,
@@ -442,6 +461,9 @@ impl Store {
         Ok(object)
     }
 }
+
+/// Writes between two compactions of the watch history.
+const COMPACT_EVERY: u64 = 32;
 
 fn parse(body: &str) -> Result<Value, StoreError> {
     serde_json::from_str(body).map_err(|source| StoreError::Json {
