@@ -232,7 +232,7 @@ async fn status_goes_through_its_own_endpoint() {
 #[tokio::test]
 async fn watch_history_resumes_in_order_and_expires_when_compacted() {
     let store = Store::in_memory(5).await.unwrap();
-    let mut live = store.subscribe();
+    let mut live = store.subscribe(&jobs());
     let a = store.create(&jobs(), "default", job("a", 1), &CTX).await.unwrap();
     let mut changed = a.clone();
     changed["spec"]["games"] = 2.into();
@@ -356,7 +356,7 @@ async fn missing_objects_and_stale_deletes_are_refused() {
 #[tokio::test]
 async fn events_carry_the_previous_object_from_history_and_live() {
     let store = Store::in_memory(100).await.unwrap();
-    let mut live = store.subscribe();
+    let mut live = store.subscribe(&jobs());
     let a = store.create(&jobs(), "default", job("a", 1), &CTX).await.unwrap();
     let mut changed = a.clone();
     changed["spec"]["games"] = 2.into();

@@ -103,7 +103,7 @@ pub(crate) fn watch(
     let announce_end = query.flag("sendInitialEvents");
     tokio::spawn(async move {
         server.metrics.watches.inc();
-        let live = server.store.subscribe();
+        let live = server.store.subscribe(&t.key());
         let run = stream(
             &server,
             &t,

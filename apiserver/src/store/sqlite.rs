@@ -6,6 +6,7 @@
 //! only after its commit. The database runs in WAL mode with `synchronous = NORMAL`: a committed
 //! write survives the process being killed (`kill -9`); it is not flushed for power loss.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -42,7 +43,8 @@ pub struct Store {
     pool: SqlitePool,
     /// Held by every write; holds the current revision (the one in the database).
     write_lock: Mutex<u64>,
-    live: broadcast::Sender<WatchEvent>,
+    /// One live channel per kind, so a write wakes only the watchers of its kind.
+    live: std::sync::Mutex<HashMap<ResourceKey, broadcast::Sender<WatchEvent>>>,
     history: u64,
 }
 
@@ -90,20 +92,25 @@ impl Store {
             action: "migrate the database",
             source: e.into(),
         })?;
-        let (live, _) = broadcast::channel(LIVE_BUFFER);
         let revision = current_revision(&pool).await?;
         Ok(Self {
             pool,
             write_lock: Mutex::new(revision),
-            live,
+            live: std::sync::Mutex::new(HashMap::new()),
             history: history.max(1),
         })
     }
 
-    /// Live events from now on. A receiver that falls more than the buffer behind gets
+    /// Live events of one kind from now on. A receiver that falls more than the buffer behind gets
     /// `Lagged` and should resume with [`Store::events_since`] or re-list.
-    pub fn subscribe(&self) -> broadcast::Receiver<WatchEvent> {
-        self.live.subscribe()
+    pub fn subscribe(&self, resource: &ResourceKey) -> broadcast::Receiver<WatchEvent> {
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.entry(resource.clone())
+            .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
+            .subscribe()
     }
 
     /// The current global revision.
@@ -180,8 +187,17 @@ impl Store {
         let mut revision = self.write_lock.lock().await;
         let tx = self.pool.begin().await.map_err(db("start a write"))?;
         // No read first: the insert itself fails on an existing name.
-        self.commit_write(&mut revision, tx, resource, namespace, &name, EventType::Added, object, None)
-            .await
+        self.commit_write(
+            &mut revision,
+            tx,
+            resource,
+            namespace,
+            &name,
+            EventType::Added,
+            object,
+            None,
+        )
+        .await
     }
 
     /// Updates an object through the main endpoint or `/status`.
@@ -387,14 +403,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await
         } else if event_type == EventType::Added {
-            sqlx::query("INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?, ?, ?, ?, ?)")
-                .bind(resource.column())
-                .bind(namespace)
-                .bind(name)
-                .bind(rev_db)
-                .bind(&body)
-                .execute(&mut *tx)
-                .await
+            sqlx::query(
+                "INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(resource.column())
+            .bind(namespace)
+            .bind(name)
+            .bind(rev_db)
+            .bind(&body)
+            .execute(&mut *tx)
+            .await
         } else {
             sqlx::query(
                 "INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?, ?, ?, ?, ?)
@@ -450,7 +468,14 @@ impl Store {
         tx.commit().await.map_err(db("commit a write"))?;
         *current = revision;
         // Nobody listening is fine.
-        let _ = self.live.send(WatchEvent {
+        let sender = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(resource)
+            .cloned();
+        let Some(sender) = sender else { return Ok(object) };
+        let _ = sender.send(WatchEvent {
             revision,
             resource: resource.clone(),
             namespace: namespace.to_owned(),
