@@ -2,6 +2,7 @@
 //! ([`semantics`], [`names`]) and persisted in SQLite ([`Store`]).
 
 pub mod names;
+mod rows;
 pub mod semantics;
 mod sqlite;
 mod types;

@@ -19,11 +19,12 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::{Mutex, broadcast};
 
+use super::rows::{current_revision, db, load, object_name, parse};
 use super::types::{Deleted, EventType, ResourceKey, StoreError, WatchEvent};
 
 use super::semantics::{
-    DeleteOutcome, Preconditions, Subresource, UpdateOutcome, WriteContext, WriteError, prepare_create,
-    prepare_delete, prepare_update,
+    DeleteOutcome, Preconditions, Subresource, UpdateOutcome, WriteContext, prepare_create, prepare_delete,
+    prepare_update,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -32,10 +33,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub const DEFAULT_HISTORY: u64 = 10_000;
 /// Live events buffered per watcher before a slow one is dropped (and must re-list).
 const LIVE_BUFFER: usize = 4096;
-
-fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Database { action, source }
-}
 
 /// Objects and their watch history in one SQLite database.
 #[derive(Debug)]
@@ -402,29 +399,22 @@ impl Store {
                 .bind(name)
                 .execute(&mut *tx)
                 .await
-        } else if event_type == EventType::Added {
-            sqlx::query(
-                "INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(resource.column())
-            .bind(namespace)
-            .bind(name)
-            .bind(rev_db)
-            .bind(&body)
-            .execute(&mut *tx)
-            .await
         } else {
-            sqlx::query(
+            // A create must not replace: the plain insert fails on an existing name.
+            let sql = if event_type == EventType::Added {
+                "INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?, ?, ?, ?, ?)"
+            } else {
                 "INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (resource, namespace, name) DO UPDATE SET revision = excluded.revision, body = excluded.body",
-            )
-            .bind(resource.column())
-            .bind(namespace)
-            .bind(name)
-            .bind(rev_db)
-            .bind(&body)
-            .execute(&mut *tx)
-            .await
+                 ON CONFLICT (resource, namespace, name) DO UPDATE SET revision = excluded.revision, body = excluded.body"
+            };
+            sqlx::query(sql)
+                .bind(resource.column())
+                .bind(namespace)
+                .bind(name)
+                .bind(rev_db)
+                .bind(&body)
+                .execute(&mut *tx)
+                .await
         };
         match stored {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -489,45 +479,3 @@ impl Store {
 
 /// Writes between two compactions of the watch history.
 const COMPACT_EVERY: u64 = 32;
-
-fn parse(body: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(body).map_err(|source| StoreError::Json {
-        action: "decode a stored object",
-        source,
-    })
-}
-
-fn object_name(object: &Value) -> Result<String, StoreError> {
-    object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| WriteError::BadRequest("metadata.name is required".into()).into())
-}
-
-async fn current_revision<'e>(
-    executor: impl sqlx::Executor<'e, Database = Sqlite>,
-) -> Result<u64, StoreError> {
-    let row = sqlx::query("SELECT current FROM revision WHERE id = 0")
-        .fetch_one(executor)
-        .await
-        .map_err(db("read the revision"))?;
-    Ok(u64::try_from(row.get::<i64, _>(0)).unwrap_or(0))
-}
-
-async fn load<'e>(
-    executor: impl sqlx::Executor<'e, Database = Sqlite>,
-    resource: &ResourceKey,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<Value>, StoreError> {
-    let row = sqlx::query("SELECT body FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
-        .bind(resource.column())
-        .bind(namespace)
-        .bind(name)
-        .fetch_optional(executor)
-        .await
-        .map_err(db("read an object"))?;
-    row.map(|r| parse(&r.get::<String, _>(0))).transpose()
-}
