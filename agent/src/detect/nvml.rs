@@ -79,7 +79,9 @@ impl NvmlSource {
     }
 
     fn read(&mut self, device: &Device<'static>, index: u32) -> GpuSample {
-        let uuid = device.uuid().unwrap_or_else(|_| format!("GPU-index-{index}"));
+        let read_uuid = device.uuid();
+        let lost = matches!(read_uuid, Err(NvmlError::GpuLost));
+        let uuid = read_uuid.unwrap_or_else(|_| format!("GPU-index-{index}"));
         let mut sample = GpuSample {
             index,
             uuid: uuid.clone(),
@@ -133,7 +135,7 @@ impl NvmlSource {
                 sm_utilization_pct: utilization.get(&p.pid).copied(),
             })
             .collect();
-        if matches!(device.uuid(), Err(NvmlError::GpuLost)) {
+        if lost {
             sample.error = Some("GPU is lost (fell off the bus)".into());
         }
         sample

@@ -24,6 +24,7 @@ pub struct LogTail {
 struct Tail {
     lines: VecDeque<String>,
     bytes: usize,
+    trimmed: bool,
 }
 
 impl LogTail {
@@ -53,6 +54,7 @@ impl LogTail {
         while tail.lines.len() > self.max_lines || (tail.bytes > self.max_bytes && tail.lines.len() > 1) {
             if let Some(old) = tail.lines.pop_front() {
                 tail.bytes -= old.len();
+                tail.trimmed = true;
             }
         }
     }
@@ -64,6 +66,11 @@ impl LogTail {
         };
         let skip = tail.lines.len().saturating_sub(n);
         tail.lines.iter().skip(skip).cloned().collect()
+    }
+
+    /// Whether older lines were dropped from memory (the file still has them).
+    pub fn trimmed(&self) -> bool {
+        self.inner.lock().is_ok_and(|t| t.trimmed)
     }
 
     /// New lines from now on.
@@ -163,6 +170,8 @@ mod tests {
             tail.push(format!("line {i}"));
         }
         assert_eq!(tail.tail(10), vec!["line 2", "line 3", "line 4"]);
+        assert!(tail.trimmed());
+        assert!(!LogTail::new(3, 1000).trimmed());
         assert_eq!(tail.tail(1), vec!["line 4"]);
         let small = LogTail::new(100, 10);
         small.push("aaaaaa".into());

@@ -148,8 +148,9 @@ fn logs(run: &Arc<RunHandle>, query: &LogQuery) -> Result<warp::reply::Response,
     // Subscribe before reading the tail, so no line falls between the two.
     let mut follow = run.log.subscribe();
     let mut lines = run.log.tail(tail);
-    if lines.len() < tail {
-        // Older lines than the memory holds come from the file.
+    if lines.len() < tail && (run.log.trimmed() || lines.is_empty()) {
+        // Older lines than the memory holds (or a run re-reported after a restart, with none in
+        // memory) come from the file.
         if let Ok(from_file) = logs::file_tail(&run.log_path(), tail)
             && from_file.len() > lines.len()
         {
