@@ -1,13 +1,12 @@
 //! The content-addressed artifact store in the data directory: files named by their sha256,
 //! written by renaming into place only after the digest is known, indexed in SQLite.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use ringrift_crds::common::{Artifact, ArtifactKind};
-use sha2::{Digest as _, Sha256};
 
 use crate::store::{ArtifactRow, Store};
+use crate::sync::manifest::{self, CHUNK_SIZE, Manifest};
 
 /// An artifact operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,24 +43,29 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Artif
     move |source| ArtifactError::Io { action, path, source }
 }
 
-/// `sha256:<hex>` and the size of a file.
+/// Reads `file` once for its digest and chunk digests.
 ///
 /// # Errors
-/// When the file cannot be read.
-pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
+/// [`ArtifactError::Io`] when it cannot be read.
+pub async fn hash(file: &Path) -> Result<Manifest, ArtifactError> {
+    let owned = file.to_owned();
+    tokio::task::spawn_blocking(move || manifest::hash_file(&owned, CHUNK_SIZE))
+        .await
+        .map_err(|e| ArtifactError::Io {
+            action: "hash",
+            path: file.display().to_string(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(io("hash", file))
+}
+
+/// The stored spelling of an artifact kind.
+pub fn kind_name(kind: ArtifactKind) -> &'static str {
+    match kind {
+        ArtifactKind::Games => "games",
+        ArtifactKind::Model => "model",
+        ArtifactKind::Checkpoint => "checkpoint",
     }
-    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), size))
 }
 
 /// The hex part of a well-formed `sha256:` digest.
@@ -95,8 +99,13 @@ impl ContentStore {
         hex_of(digest).map(|h| self.root.join("sha256").join(h))
     }
 
-    /// Moves `file` into the store as an artifact and records it. A file with content already
-    /// held is dropped (same bytes).
+    /// Where a transfer of `digest` writes until the whole checks out.
+    pub fn partial_path(&self, digest: &str) -> Option<PathBuf> {
+        hex_of(digest).map(|h| self.root.join("partial").join(h))
+    }
+
+    /// Moves `file` into the store as an artifact and records it with its chunk manifest. A
+    /// file with content already held is dropped (same bytes).
     ///
     /// # Errors
     /// [`ArtifactError`].
@@ -107,17 +116,33 @@ impl ContentStore {
         name: &str,
         kind: ArtifactKind,
     ) -> Result<Artifact, ArtifactError> {
-        let owned = file.to_owned();
-        let (digest, size) = tokio::task::spawn_blocking(move || sha256_file(&owned))
-            .await
-            .map_err(|e| ArtifactError::Io {
-                action: "hash",
-                path: file.display().to_string(),
-                source: std::io::Error::other(e),
-            })?
-            .map_err(io("hash", file))?;
+        let manifest = hash(file).await?;
+        self.admit(db, file, name, kind_name(kind), &manifest).await?;
+        Ok(Artifact {
+            name: name.to_owned(),
+            kind,
+            digest: manifest.digest,
+            size_bytes: manifest.size_bytes,
+            holders: Vec::new(),
+        })
+    }
+
+    /// Renames `file`, whose manifest is `manifest` (already checked), into the store and
+    /// records it.
+    ///
+    /// # Errors
+    /// [`ArtifactError`].
+    pub async fn admit(
+        &self,
+        db: &Store,
+        file: &Path,
+        name: &str,
+        kind: &str,
+        manifest: &Manifest,
+    ) -> Result<PathBuf, ArtifactError> {
+        let digest = &manifest.digest;
         let dest = self
-            .path(&digest)
+            .path(digest)
             .ok_or_else(|| ArtifactError::BadName(digest.clone()))?;
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent)
@@ -131,27 +156,50 @@ impl ContentStore {
                 .await
                 .map_err(io("move into the store", file))?;
         }
-        let kind_name = match kind {
-            ArtifactKind::Games => "games",
-            ArtifactKind::Model => "model",
-            ArtifactKind::Checkpoint => "checkpoint",
-        };
         db.put_artifact(&ArtifactRow {
             digest: digest.clone(),
             name: name.to_owned(),
-            kind: kind_name.to_owned(),
-            size_bytes: size,
+            kind: kind.to_owned(),
+            size_bytes: manifest.size_bytes,
             path: dest.display().to_string(),
             created_at: jiff::Timestamp::now().to_string(),
+            chunk_size: manifest.chunk_size,
+            chunks: manifest.joined(),
+            last_used: None,
         })
         .await?;
-        Ok(Artifact {
-            name: name.to_owned(),
-            kind,
-            digest,
-            size_bytes: size,
-            holders: Vec::new(),
-        })
+        Ok(dest)
+    }
+
+    /// The manifest of a held artifact: recorded at ingest, or computed now (and recorded) for
+    /// one indexed before manifests existed. `None` when it is not held.
+    ///
+    /// # Errors
+    /// [`ArtifactError`] when the file or the index cannot be read.
+    pub async fn manifest(&self, db: &Store, digest: &str) -> Result<Option<Manifest>, ArtifactError> {
+        let Some(row) = db.artifact(digest).await? else {
+            return Ok(None);
+        };
+        if row.chunk_size > 0 {
+            return Ok(Some(Manifest {
+                digest: row.digest,
+                size_bytes: row.size_bytes,
+                chunk_size: row.chunk_size,
+                chunks: Manifest::split(&row.chunks),
+            }));
+        }
+        let path = PathBuf::from(&row.path);
+        let computed = hash(&path).await?;
+        if computed.digest != row.digest {
+            return Err(ArtifactError::Io {
+                action: "verify",
+                path: row.path,
+                source: std::io::Error::other("the stored content no longer matches its digest"),
+            });
+        }
+        db.set_chunks(digest, computed.chunk_size, &computed.joined())
+            .await?;
+        Ok(Some(computed))
     }
 
     /// Makes an input artifact available as `dir/<name>` (a hard link to the stored content,

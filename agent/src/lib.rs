@@ -21,3 +21,4 @@ pub mod run;
 pub mod sim;
 pub mod status;
 pub mod store;
+pub mod sync;

@@ -106,6 +106,14 @@ pub struct ArtifactRow {
     pub path: String,
     /// When it was stored (RFC 3339).
     pub created_at: String,
+    /// Bytes per chunk of its manifest (0: not computed yet).
+    pub chunk_size: u64,
+    /// Hex digests of its chunks, concatenated.
+    #[serde(skip)]
+    pub chunks: String,
+    /// When a task last used it (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<String>,
 }
 
 /// A peer agent.
@@ -118,6 +126,8 @@ pub struct PeerRow {
     pub endpoint: String,
     /// When it was last heard of (RFC 3339).
     pub last_seen: String,
+    /// Its gossip address (`host:port`), when it has one.
+    pub gossip_addr: String,
 }
 
 /// The agent's database.
@@ -308,48 +318,6 @@ impl Store {
         Ok(self.task(uid).await?.is_some())
     }
 
-    /// Records an artifact (replacing a row with the same digest).
-    ///
-    /// # Errors
-    /// [`StoreError`] when the write fails.
-    pub async fn put_artifact(&self, a: &ArtifactRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO artifacts (digest, name, kind, size_bytes, path, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&a.digest)
-        .bind(&a.name)
-        .bind(&a.kind)
-        .bind(i64::try_from(a.size_bytes).unwrap_or(i64::MAX))
-        .bind(&a.path)
-        .bind(&a.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db("record an artifact"))?;
-        Ok(())
-    }
-
-    /// Every artifact held, newest first.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the read fails.
-    pub async fn artifacts(&self) -> Result<Vec<ArtifactRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM artifacts ORDER BY created_at DESC, digest")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("list artifacts"))?;
-        Ok(rows
-            .iter()
-            .map(|r| ArtifactRow {
-                digest: r.get("digest"),
-                name: r.get("name"),
-                kind: r.get("kind"),
-                size_bytes: u64::try_from(r.get::<i64, _>("size_bytes")).unwrap_or(0),
-                path: r.get("path"),
-                created_at: r.get("created_at"),
-            })
-            .collect())
-    }
-
     /// Every known peer.
     ///
     /// # Errors
@@ -365,10 +333,14 @@ impl Store {
                 name: r.get("name"),
                 endpoint: r.get("endpoint"),
                 last_seen: r.get("last_seen"),
+                gossip_addr: r.get("gossip_addr"),
             })
             .collect())
     }
 }
 
+mod artifacts;
 #[cfg(test)]
 mod tests;
+
+pub use artifacts::TransferRow;

@@ -45,6 +45,9 @@ async fn a_file_database_survives_reopening() {
                 size_bytes: 7,
                 path: "/x".into(),
                 created_at: "2026-01-01T00:00:00Z".into(),
+                chunk_size: 0,
+                chunks: String::new(),
+                last_used: None,
             })
             .await
             .unwrap();

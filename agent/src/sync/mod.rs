@@ -1,0 +1,13 @@
+//! Peer-to-peer data sync (DESIGN.md section 7): artifacts are content-addressed, served by
+//! every agent that holds them ([`serve`]), and pulled in verified chunks from several holders
+//! at once ([`pull`]), resumable, within one bandwidth limit and by priority ([`gate`]).
+//!
+//! Pure decisions: [`manifest`] (chunk layout and checks), [`plan`] (which holder serves which
+//! chunk, and what a bad one costs it), [`gate`] (priority order, token bucket), [`range`]
+//! (the `Range` header) and [`retention`] (what to drop when the disk fills).
+
+pub mod gate;
+pub mod manifest;
+pub mod plan;
+pub mod range;
+pub mod retention;

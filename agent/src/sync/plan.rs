@@ -1,0 +1,340 @@
+//! Chunk planning across holders (pure): which chunk each holder is asked for next, what a
+//! failed or corrupt chunk does to its holder, and when a pull cannot go on.
+//!
+//! Every holder gets its own stream of requests; a holder asks [`Planner::next`] for work as
+//! soon as it has a free slot, so fast holders serve more chunks than slow ones. Among the
+//! chunks a holder has, the rarest comes first (the swarm rule: pieces few peers hold spread
+//! before pieces many hold), and ties go to the chunk nearest the holder's own starting point so
+//! holders do not all start on the same chunk.
+
+/// How a chunk request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Received, verified, written.
+    Verified,
+    /// The holder could not serve it (connection refused or cut, timeout, 5xx, not held yet).
+    Transient,
+    /// The bytes did not match the chunk digest.
+    Corrupt,
+}
+
+/// Why a holder is no longer asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ban {
+    /// It served bytes that did not verify: never asked again in this pull, and penalized.
+    BadData,
+    /// It failed [`MAX_FAILURES`] requests in a row.
+    Unreachable,
+}
+
+/// Consecutive failed requests after which a holder is dropped from a pull.
+pub const MAX_FAILURES: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Missing,
+    InFlight(usize),
+    Done,
+}
+
+/// One holder in a pull.
+#[derive(Debug, Clone)]
+struct Holder {
+    name: String,
+    /// The chunks it can serve; `None` for all (a holder with the whole artifact).
+    have: Option<Vec<bool>>,
+    in_flight: usize,
+    failures: u32,
+    ban: Option<Ban>,
+}
+
+impl Holder {
+    fn has(&self, chunk: usize) -> bool {
+        self.ban.is_none()
+            && self
+                .have
+                .as_ref()
+                .is_none_or(|h| h.get(chunk).copied().unwrap_or(false))
+    }
+}
+
+/// The plan of one pull.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    chunks: Vec<Chunk>,
+    holders: Vec<Holder>,
+}
+
+impl Planner {
+    /// A pull of `count` chunks, of which those marked in `done` are already here (a resumed
+    /// transfer).
+    pub fn new(count: usize, done: &[bool]) -> Self {
+        Self {
+            chunks: (0..count)
+                .map(|i| {
+                    if done.get(i).copied().unwrap_or(false) {
+                        Chunk::Done
+                    } else {
+                        Chunk::Missing
+                    }
+                })
+                .collect(),
+            holders: Vec::new(),
+        }
+    }
+
+    /// Adds a holder (or updates what it has); returns its index.
+    pub fn holder(&mut self, name: &str, have: Option<Vec<bool>>) -> usize {
+        if let Some(i) = self.holders.iter().position(|h| h.name == name) {
+            self.holders[i].have = have;
+            return i;
+        }
+        self.holders.push(Holder {
+            name: name.to_owned(),
+            have,
+            in_flight: 0,
+            failures: 0,
+            ban: None,
+        });
+        self.holders.len() - 1
+    }
+
+    /// The holder's name.
+    pub fn name(&self, holder: usize) -> &str {
+        self.holders.get(holder).map_or("", |h| h.name.as_str())
+    }
+
+    /// Why a holder was dropped, if it was.
+    pub fn ban(&self, holder: usize) -> Option<Ban> {
+        self.holders.get(holder).and_then(|h| h.ban)
+    }
+
+    /// Requests in flight to a holder.
+    pub fn in_flight(&self, holder: usize) -> usize {
+        self.holders.get(holder).map_or(0, |h| h.in_flight)
+    }
+
+    /// The next chunk to ask `holder` for, marked in flight; `None` when it has none that is
+    /// missing and not already asked of another holder (or it was dropped).
+    pub fn next(&mut self, holder: usize) -> Option<usize> {
+        let h = self.holders.get(holder)?;
+        if h.ban.is_some() {
+            return None;
+        }
+        let n = self.chunks.len();
+        let usable = self.holders.len().max(1);
+        let start = holder * n / usable;
+        let rarity = |c: usize| self.holders.iter().filter(|o| o.has(c)).count();
+        let best = (0..n)
+            .filter(|&c| self.chunks[c] == Chunk::Missing && h.has(c))
+            .min_by_key(|&c| (rarity(c), (c + n - start) % n.max(1)))?;
+        self.chunks[best] = Chunk::InFlight(holder);
+        self.holders[holder].in_flight += 1;
+        Some(best)
+    }
+
+    /// Records how a request ended. A corrupt chunk drops its holder at once; a holder failing
+    /// [`MAX_FAILURES`] times in a row is dropped too. Returns the ban when this call made one.
+    pub fn finish(&mut self, chunk: usize, holder: usize, outcome: Outcome) -> Option<Ban> {
+        if let Some(state) = self.chunks.get_mut(chunk)
+            && *state == Chunk::InFlight(holder)
+        {
+            *state = if outcome == Outcome::Verified {
+                Chunk::Done
+            } else {
+                Chunk::Missing
+            };
+        }
+        let h = self.holders.get_mut(holder)?;
+        h.in_flight = h.in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Verified => {
+                h.failures = 0;
+                None
+            }
+            Outcome::Transient => {
+                h.failures += 1;
+                (h.failures >= MAX_FAILURES && h.ban.is_none()).then(|| {
+                    h.ban = Some(Ban::Unreachable);
+                    Ban::Unreachable
+                })
+            }
+            Outcome::Corrupt => {
+                let fresh = h.ban != Some(Ban::BadData);
+                h.ban = Some(Ban::BadData);
+                fresh.then_some(Ban::BadData)
+            }
+        }
+    }
+
+    /// Marks a chunk missing again (found bad when the whole was checked).
+    pub fn reset(&mut self, chunk: usize) {
+        if let Some(c) = self.chunks.get_mut(chunk) {
+            *c = Chunk::Missing;
+        }
+    }
+
+    /// Whether every chunk is here.
+    pub fn is_done(&self) -> bool {
+        self.chunks.iter().all(|c| *c == Chunk::Done)
+    }
+
+    /// Which chunks are here.
+    pub fn done(&self) -> Vec<bool> {
+        self.chunks.iter().map(|c| *c == Chunk::Done).collect()
+    }
+
+    /// Chunks not here yet.
+    pub fn remaining(&self) -> usize {
+        self.chunks.iter().filter(|c| **c != Chunk::Done).count()
+    }
+
+    /// True when nothing is in flight and some missing chunk has no holder left to ask: the
+    /// pull cannot finish with the holders it has.
+    pub fn stuck(&self) -> bool {
+        let in_flight = self.chunks.iter().any(|c| matches!(c, Chunk::InFlight(_)));
+        !in_flight
+            && self
+                .chunks
+                .iter()
+                .enumerate()
+                .any(|(i, c)| *c == Chunk::Missing && !self.holders.iter().any(|h| h.has(i)))
+    }
+
+    /// Holders still asked.
+    pub fn usable(&self) -> usize {
+        self.holders.iter().filter(|h| h.ban.is_none()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(p: &mut Planner, holder: usize) -> Vec<usize> {
+        std::iter::from_fn(|| p.next(holder)).collect()
+    }
+
+    #[test]
+    fn holders_start_apart_and_never_get_the_same_chunk() {
+        let mut p = Planner::new(8, &[]);
+        let a = p.holder("a", None);
+        let b = p.holder("b", None);
+        assert_eq!(p.next(a), Some(0));
+        assert_eq!(p.next(b), Some(4), "b starts half-way");
+        let mut rest = drain(&mut p, a);
+        rest.extend(drain(&mut p, b));
+        rest.sort_unstable();
+        assert_eq!(rest, vec![1, 2, 3, 5, 6, 7]);
+        assert_eq!(p.next(a), None, "nothing left to ask");
+    }
+
+    #[test]
+    fn a_resumed_pull_asks_only_for_what_is_missing() {
+        let mut p = Planner::new(4, &[true, false, true, false]);
+        let a = p.holder("a", None);
+        assert_eq!(drain(&mut p, a), vec![1, 3]);
+        assert_eq!(p.remaining(), 2);
+        p.finish(1, a, Outcome::Verified);
+        p.finish(3, a, Outcome::Verified);
+        assert!(p.is_done());
+        assert_eq!(p.done(), vec![true; 4]);
+    }
+
+    #[test]
+    fn rarest_chunks_first_and_only_chunks_a_partial_holder_has() {
+        let mut p = Planner::new(4, &[]);
+        let seed = p.holder("seed", None);
+        let peer = p.holder("peer", Some(vec![true, true, false, false]));
+        // Chunks 2 and 3 only the seed has: it serves those first.
+        assert_eq!(p.next(seed), Some(2));
+        assert_eq!(p.next(seed), Some(3));
+        // The peer is asked only for chunks it has.
+        assert_eq!(drain(&mut p, peer), vec![0, 1]);
+        assert_eq!(p.next(seed), None);
+    }
+
+    #[test]
+    fn a_failed_chunk_goes_to_another_holder_and_three_failures_drop_a_holder() {
+        let mut p = Planner::new(3, &[]);
+        let a = p.holder("a", None);
+        let b = p.holder("b", None);
+        let c = p.next(a).unwrap();
+        assert_eq!(p.finish(c, a, Outcome::Transient), None);
+        assert!(drain(&mut p, b).contains(&c), "b is asked for the chunk a failed");
+        let mut p = Planner::new(3, &[]);
+        let a = p.holder("a", None);
+        for round in 1..=MAX_FAILURES {
+            let c = p.next(a).unwrap();
+            let ban = p.finish(c, a, Outcome::Transient);
+            assert_eq!(ban, (round == MAX_FAILURES).then_some(Ban::Unreachable));
+        }
+        assert_eq!(p.next(a), None);
+        assert!(p.stuck(), "no holder left");
+        let b = p.holder("b", None);
+        assert!(!p.stuck(), "a new holder unsticks it");
+        assert!(p.next(b).is_some());
+    }
+
+    #[test]
+    fn success_resets_the_failure_count() {
+        let mut p = Planner::new(6, &[]);
+        let a = p.holder("a", None);
+        for _ in 0..3 {
+            let c = p.next(a).unwrap();
+            p.finish(c, a, Outcome::Transient);
+            let c = p.next(a).unwrap();
+            let c2 = p.next(a).unwrap();
+            p.finish(c, a, Outcome::Transient);
+            p.finish(c2, a, Outcome::Verified);
+        }
+        assert_eq!(p.ban(a), None, "never three in a row");
+    }
+
+    #[test]
+    fn corrupt_data_drops_the_holder_at_once_and_the_chunk_is_refetched() {
+        let mut p = Planner::new(2, &[]);
+        let bad = p.holder("bad", None);
+        let good = p.holder("good", None);
+        let c = p.next(bad).unwrap();
+        assert_eq!(p.finish(c, bad, Outcome::Corrupt), Some(Ban::BadData));
+        assert_eq!(p.ban(bad), Some(Ban::BadData));
+        assert_eq!(p.next(bad), None);
+        let mut got = drain(&mut p, good);
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            vec![0, 1],
+            "the corrupt chunk is asked again, of the good holder"
+        );
+        assert_eq!(p.usable(), 1);
+        // A late answer from the dropped holder changes nothing.
+        assert_eq!(p.finish(c, bad, Outcome::Corrupt), None);
+        assert_eq!(p.in_flight(good), 2);
+    }
+
+    #[test]
+    fn a_late_finish_for_a_chunk_reassigned_is_ignored() {
+        let mut p = Planner::new(1, &[]);
+        let a = p.holder("a", None);
+        let c = p.next(a).unwrap();
+        p.finish(c, a, Outcome::Verified);
+        p.reset(c);
+        assert!(!p.is_done(), "found bad in the whole-file check");
+        let b = p.holder("b", None);
+        assert_eq!(p.next(b), Some(c));
+        p.finish(c, a, Outcome::Transient);
+        assert_eq!(p.next(a), None, "still in flight to b");
+        p.finish(c, b, Outcome::Verified);
+        assert!(p.is_done());
+    }
+
+    #[test]
+    fn a_pull_with_no_chunks_is_done() {
+        let mut p = Planner::new(0, &[]);
+        let a = p.holder("a", None);
+        assert!(p.is_done());
+        assert_eq!(p.next(a), None);
+        assert!(!p.stuck());
+    }
+}
