@@ -11,6 +11,7 @@ pub mod artifacts;
 pub mod detect;
 pub mod exec;
 pub mod fence;
+pub mod gossip;
 pub mod metrics;
 pub mod node;
 pub mod progress;

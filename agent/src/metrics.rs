@@ -96,10 +96,12 @@ pub struct Metrics {
     pub gpu_healthy: Family<GpuLabels, Gauge<i64, AtomicI64>>,
     /// GPU memory used by a task's processes, MiB.
     pub task_gpu_memory: Family<TaskLabels, FGauge>,
+    /// Data sync and gossip.
+    pub sync: crate::sync::metrics::SyncMetrics,
 }
 
 /// Registers `metric` and hands it back.
-fn add<M: prometheus_client::registry::Metric + Clone>(
+pub(crate) fn add<M: prometheus_client::registry::Metric + Clone>(
     registry: &mut Registry,
     name: &str,
     help: &str,
@@ -207,6 +209,7 @@ impl Default for Metrics {
                 "GPU memory used by a task's processes (MiB)",
                 Family::default(),
             ),
+            sync: crate::sync::metrics::SyncMetrics::register(own),
             gpu_util,
             fb_used,
             fb_free,

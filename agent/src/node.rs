@@ -38,6 +38,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Version reported in the `Agent` status.
     pub version: String,
+    /// Data sync: bandwidth gate, pulls in progress, peer directory.
+    pub sync: crate::sync::state::SyncState,
 }
 
 impl Node {

@@ -30,6 +30,8 @@ pub struct Registration {
     pub endpoint: String,
     /// Free disk below this many MiB is DiskPressure.
     pub disk_pressure_mib: u64,
+    /// Address the gossip listens on, when the agent gossips.
+    pub gossip_address: Option<String>,
 }
 
 /// Renews a heartbeat Lease `agent-<name>`, creating it when it does not exist; returns whether
@@ -170,7 +172,7 @@ pub fn agent_status(
         observed_generation: None,
         conditions,
         endpoint: Some(reg.endpoint.clone()),
-        gossip_address: None,
+        gossip_address: reg.gossip_address.clone(),
         version: Some(version.to_owned()),
         capacity: inventory.capacity(),
         registered_at: None,
@@ -306,6 +308,7 @@ mod tests {
             lease_duration: Duration::from_secs(20),
             endpoint: "http://10.0.0.1:8770".into(),
             disk_pressure_mib: 1024,
+            gossip_address: None,
         }
     }
 

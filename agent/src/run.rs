@@ -15,11 +15,13 @@ use crate::detect::nvml::NvmlSource;
 use crate::detect::simulate::{SimulatedGpus, SimulatedSource};
 use crate::detect::{GpuSource, Inventory, NoGpus, os};
 use crate::exec::{Runs, supervisor};
+use crate::gossip::Gossip;
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::register::{self, Registration};
 use crate::rest::{self, Rest};
 use crate::store::Store;
+use crate::sync::key::ClusterKey;
 
 /// Everything `ringrift agent` is told.
 #[derive(Debug, Clone)]
@@ -50,6 +52,17 @@ pub struct Config {
     pub exe: PathBuf,
     /// Version to report.
     pub version: String,
+    /// The cluster key: authenticates gossip, and peers fetching artifacts. Without one the
+    /// agent does not gossip, and pulls from peers with its own REST token.
+    pub cluster_key: Option<ClusterKey>,
+    /// Concurrent chunk requests of all pulls.
+    pub transfer_slots: usize,
+    /// Bandwidth limit of all pulls, bytes per second (0: none).
+    pub transfer_rate: u64,
+    /// Gossip: listen address, address to advertise, extra seeds. `None`: no gossip.
+    pub gossip: Option<crate::gossip::GossipConfig>,
+    /// Disk marks of retention.
+    pub retention: crate::sync::retention::Marks,
 }
 
 /// Why the agent could not start.
@@ -167,6 +180,14 @@ pub async fn run(
         runs: Runs::default(),
         metrics: Metrics::default(),
         version: config.version.clone(),
+        sync: crate::sync::state::SyncState::new(
+            config.transfer_slots,
+            config.transfer_rate,
+            config
+                .cluster_key
+                .as_ref()
+                .map_or_else(|| config.token.clone(), ClusterKey::peer_token),
+        ),
     });
     node.metrics.observe(&node.name, &node.inventory.borrow());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -186,6 +207,7 @@ pub async fn run(
         config.sample_interval,
         stop_rx.clone(),
     ));
+    let gossip = start_gossip(&config, &node, &mut registration, &stop_rx).await?;
     let registrar = tokio::spawn(register::run(node.clone(), registration, stop_rx.clone()));
     let supervisor = tokio::spawn(supervisor::run(
         node.clone(),
@@ -195,6 +217,7 @@ pub async fn run(
     let rest = Arc::new(Rest {
         node: node.clone(),
         token: config.token.clone(),
+        peer_token: config.cluster_key.as_ref().map(ClusterKey::peer_token),
         ready: ready_rx,
     });
     let server = tokio::spawn(rest::serve(rest, listener, stop_rx.clone()));
@@ -206,7 +229,7 @@ pub async fn run(
     tracing::info!("shutting down");
     stop_tx.send_replace(true);
     let _ = supervisor.await;
-    for task in [registrar, sampler, readiness] {
+    for task in [registrar, sampler, readiness].into_iter().chain(gossip) {
         let _ = task.await;
     }
     if tokio::time::timeout(Duration::from_secs(5), server)
@@ -218,6 +241,39 @@ pub async fn run(
     db.close().await;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Starts gossip when configured with a key; records its address for the `Agent` status.
+async fn start_gossip(
+    config: &Config,
+    node: &Arc<Node>,
+    registration: &mut Registration,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, RunError> {
+    Ok(match (&config.gossip, &config.cluster_key) {
+        (Some(g), Some(key)) => {
+            let gossip = Gossip::start(&node.name, g, key.clone(), node.metrics.sync.clone())
+                .await
+                .map_err(|source| RunError::Listen {
+                    addr: g.listen,
+                    source,
+                })?;
+            registration.gossip_address = Some(gossip.addr().to_string());
+            Some(tokio::spawn(crate::gossip::node::run(
+                node.clone(),
+                gossip,
+                registration.endpoint.clone(),
+                stop_rx.clone(),
+            )))
+        }
+        (Some(_), None) => {
+            tracing::warn!(
+                "no cluster key: not gossiping (give --cluster-key-file to gossip with other agents)"
+            );
+            None
+        }
+        (None, _) => None,
+    })
 }
 
 async fn sampler_loop(

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ringrift_agent::detect::simulate::SimulatedGpus;
+use ringrift_agent::gossip::{GossipConfig, Timing};
 use ringrift_agent::register::Registration;
 use ringrift_agent::run::{Config, load_token, run};
+use ringrift_agent::sync::key::ClusterKey;
+use ringrift_agent::sync::retention::Marks;
 
 use crate::apiserver::shutdown_signal;
 use crate::kubeclient::{self, KubeArgs};
@@ -65,7 +68,67 @@ pub struct AgentArgs {
     #[arg(long, env = "RINGRIFT_DRAIN_ON_SHUTDOWN")]
     pub drain_on_shutdown: bool,
     #[command(flatten)]
+    pub sync: SyncArgs,
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// Gossip and data sync options of `ringrift agent`.
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// File holding the cluster key (at least 16 bytes): authenticates gossip and artifact
+    /// fetches between agents. Without it the agent does not gossip, and fetches from peers with
+    /// its REST token (which then must be the same on every agent).
+    #[arg(long, env = "RINGRIFT_CLUSTER_KEY_FILE", value_name = "FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// Gossip UDP listen address. Port 0 picks one.
+    #[arg(long, env = "RINGRIFT_GOSSIP_LISTEN", default_value = "0.0.0.0:7946")]
+    pub gossip_listen: SocketAddr,
+    /// Gossip address other agents reach this one at. Default: the listen address (127.0.0.1
+    /// when listening on every interface).
+    #[arg(long, env = "RINGRIFT_GOSSIP_ADVERTISE")]
+    pub gossip_advertise: Option<SocketAddr>,
+    /// Gossip addresses to announce to besides those of the `Agent` objects, comma-separated.
+    #[arg(long, env = "RINGRIFT_GOSSIP_SEEDS", value_delimiter = ',')]
+    pub gossip_seeds: Vec<SocketAddr>,
+    /// A member that does not refute a suspicion within this is declared dead.
+    #[arg(long, env = "RINGRIFT_GOSSIP_SUSPECT_TIMEOUT", default_value = "4s", value_parser = crate::duration::parse)]
+    pub gossip_suspect_timeout: Duration,
+    /// Bandwidth limit of all pulls together, MiB/s (0: none).
+    #[arg(long, env = "RINGRIFT_TRANSFER_RATE_MIB", default_value_t = 0)]
+    pub transfer_rate_mib: u64,
+    /// Chunk requests in flight across all pulls.
+    #[arg(long, env = "RINGRIFT_TRANSFER_SLOTS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub transfer_slots: u64,
+    /// Retention starts dropping artifacts when the data directory's file system is fuller
+    /// than this fraction...
+    #[arg(long, env = "RINGRIFT_DISK_HIGH_WATER", default_value_t = 0.85)]
+    pub disk_high_water: f64,
+    /// ...and stops once it is at or under this one.
+    #[arg(long, env = "RINGRIFT_DISK_LOW_WATER", default_value_t = 0.75)]
+    pub disk_low_water: f64,
+}
+
+impl SyncArgs {
+    fn key(&self) -> anyhow::Result<Option<ClusterKey>> {
+        let Some(path) = &self.cluster_key_file else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("failed to read --cluster-key-file {}", path.display()))?;
+        ClusterKey::new(&bytes)
+            .map(Some)
+            .with_context(|| format!("invalid --cluster-key-file {}", path.display()))
+    }
+
+    fn marks(&self) -> anyhow::Result<Marks> {
+        let (low, high) = (self.disk_low_water, self.disk_high_water);
+        anyhow::ensure!(
+            low > 0.0 && low < high && high <= 1.0,
+            "--disk-low-water ({low}) and --disk-high-water ({high}) must satisfy 0 < low < high <= 1"
+        );
+        Ok(Marks { high, low })
+    }
 }
 
 /// Options of `ringrift task-shim` (started by the agent, not by people).
@@ -116,6 +179,7 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         sample_interval,
         disk_pressure_mib,
         drain_on_shutdown,
+        sync,
         telemetry,
     } = args;
     telemetry::init(&telemetry)?;
@@ -133,6 +197,8 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .context("failed to start the async runtime")?;
     // The API first: a wrong kubeconfig is reported before anything is written to disk.
     let client = runtime.block_on(kubeclient::client(&kube))?;
+    let cluster_key = sync.key()?;
+    let retention = sync.marks()?;
     let token = load_token(token_file.as_deref(), &data_dir).context("failed to load the REST token")?;
     let config = Config {
         name,
@@ -147,6 +213,7 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             lease_duration: heartbeat_lease,
             endpoint: String::new(),
             disk_pressure_mib,
+            gossip_address: None,
         },
         grace,
         progress_interval,
@@ -154,6 +221,19 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         drain_on_shutdown,
         exe,
         version: crate::VERSION.to_owned(),
+        gossip: cluster_key.is_some().then(|| GossipConfig {
+            listen: sync.gossip_listen,
+            advertise: sync.gossip_advertise,
+            seeds: sync.gossip_seeds.clone(),
+            timing: Timing {
+                suspect_to_down: sync.gossip_suspect_timeout,
+                ..Timing::default()
+            },
+        }),
+        cluster_key,
+        transfer_slots: usize::try_from(sync.transfer_slots).unwrap_or(8),
+        transfer_rate: sync.transfer_rate_mib.saturating_mul(1024 * 1024),
+        retention,
     };
     runtime.block_on(async {
         run(client, config, shutdown_signal())

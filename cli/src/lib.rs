@@ -61,7 +61,7 @@ pub enum Command {
     /// (or simulates them), runs the Tasks bound to it under the workload contract, keeps local
     /// state in SQLite so a restart re-adopts running tasks, and serves its REST API (default
     /// port 8770, bearer token).
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Run one task's command and record how it ended (started by the agent).
     #[command(hide = true)]
     TaskShim(agent::ShimArgs),
@@ -140,7 +140,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Apiserver(args) => apiserver::run_apiserver(args),
         Command::Controller(args) => controller::run_controller(args),
         Command::SimAgents(args) => sim_agents::run_sim_agents(args),
-        Command::Agent(args) => agent::run_agent(args),
+        Command::Agent(args) => agent::run_agent(*args),
         Command::TaskShim(args) => Ok(agent::run_shim(&args)),
         Command::Workload(_) => planned::not_built("workload", 7),
         Command::Status(_) => planned::not_built("status", 7),

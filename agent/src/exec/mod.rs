@@ -5,6 +5,7 @@
 
 pub mod classify;
 mod finish;
+pub mod inputs;
 pub mod launch;
 pub mod logs;
 pub mod process;

@@ -176,6 +176,9 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
         let _ = node.db.reported(&handle.uid).await;
         return Launched::NotStarted;
     }
+    if let Err(e) = super::inputs::fetch(node, task).await {
+        return agent_failure("InputUnavailable", e.to_string(), FailureClass::InputUnavailable);
+    }
     for input in &task.spec.inputs {
         if let Err(e) = node.content.materialize(input, &dir.join("input")).await {
             return agent_failure("InputUnavailable", e.to_string(), FailureClass::InputUnavailable);

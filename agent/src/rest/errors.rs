@@ -55,6 +55,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "Conflict", message)
     }
 
+    /// 416: a byte range outside the content, or chunks not held yet.
+    pub fn range_not_satisfiable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "RangeNotSatisfiable", message)
+    }
+
     /// 503: not ready.
     pub fn not_ready(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "NotReady", message)

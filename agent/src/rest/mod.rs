@@ -34,6 +34,8 @@ pub struct Rest {
     pub node: Arc<Node>,
     /// The bearer token.
     pub token: String,
+    /// The token peers present to fetch artifacts (derived from the cluster key), if any.
+    pub peer_token: Option<String>,
     /// True once registered and watching.
     pub ready: watch::Receiver<bool>,
 }
@@ -240,7 +242,12 @@ pub fn routes(
     let auth = warp::header::optional::<String>("authorization")
         .and(with.clone())
         .and_then(|header: Option<String>, rest: Arc<Rest>| async move {
-            if authorized(header.as_deref(), &rest.token) {
+            if authorized(header.as_deref(), &rest.token)
+                || rest
+                    .peer_token
+                    .as_deref()
+                    .is_some_and(|t| authorized(header.as_deref(), t))
+            {
                 Ok(())
             } else if header.is_none() {
                 Err(warp::reject::custom(ApiError::unauthorized(
@@ -319,8 +326,17 @@ pub fn routes(
         .and(auth.clone())
         .and(with.clone())
         .then(|rest: Arc<Rest>| async move {
+            let (members, dead) = rest.node.sync.view();
             match rest.node.db.peers().await {
-                Ok(items) => json(&serde_json::json!({"items": items}), StatusCode::OK),
+                Ok(known) => json(
+                    &serde_json::json!({
+                        "gossip": !members.is_empty(),
+                        "members": members,
+                        "dead": dead,
+                        "known": known,
+                    }),
+                    StatusCode::OK,
+                ),
                 Err(e) => ApiError::internal(e.to_string()).into_response(),
             }
         });
@@ -333,6 +349,23 @@ pub fn routes(
                 Ok(items) => json(&serde_json::json!({"items": items}), StatusCode::OK),
                 Err(e) => ApiError::internal(e.to_string()).into_response(),
             }
+        });
+    let artifact = warp::path!("v1" / "artifacts" / String)
+        .and(warp::get().map(|| false).or(warp::head().map(|| true)).unify())
+        .and(auth.clone())
+        .and(warp::header::optional::<String>("range"))
+        .and(with.clone())
+        .then(
+            |digest: String, head: bool, range: Option<String>, rest: Arc<Rest>| async move {
+                reply(crate::sync::serve::content(rest.node.clone(), digest, head, range).await)
+            },
+        );
+    let artifact_chunks = warp::path!("v1" / "artifacts" / String / "chunks")
+        .and(warp::get())
+        .and(auth.clone())
+        .and(with.clone())
+        .then(|digest: String, rest: Arc<Rest>| async move {
+            reply(crate::sync::serve::chunks(rest.node.clone(), digest).await)
         });
     let openapi = warp::path!("v1" / "openapi.json")
         .and(warp::get())
@@ -358,6 +391,10 @@ pub fn routes(
         .or(peers)
         .unify()
         .or(artifacts)
+        .unify()
+        .or(artifact)
+        .unify()
+        .or(artifact_chunks)
         .unify()
         .or(openapi)
         .unify()

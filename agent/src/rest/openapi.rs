@@ -25,6 +25,7 @@ pub struct Route {
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain";
+const BYTES: &str = "application/octet-stream";
 
 /// Every route the agent serves.
 pub const ROUTES: &[Route] = &[
@@ -104,7 +105,7 @@ pub const ROUTES: &[Route] = &[
         method: "get",
         path: "/v1/peers",
         id: "peers",
-        summary: "Peer agents this agent knows.",
+        summary: "This agent's gossip view: live members (alive or suspect) with the state each announced, members seen dead, and every peer ever met.",
         auth: true,
         ok: 200,
         content: JSON,
@@ -114,6 +115,33 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/artifacts",
         id: "artifacts",
         summary: "Artifacts held in this agent's content store.",
+        auth: true,
+        ok: 200,
+        content: JSON,
+    },
+    Route {
+        method: "get",
+        path: "/v1/artifacts/{digest}",
+        id: "artifact",
+        summary: "An artifact's content (206 with a single `Range: bytes=a-b`). Also serves the verified chunks of an artifact still being pulled; a range not held yet answers 416. Peers authenticate with the token derived from the cluster key.",
+        auth: true,
+        ok: 200,
+        content: BYTES,
+    },
+    Route {
+        method: "head",
+        path: "/v1/artifacts/{digest}",
+        id: "artifact_head",
+        summary: "An artifact's size (`Content-Length`) and chunk size (`X-Ringrift-Chunk-Size`), without the content.",
+        auth: true,
+        ok: 200,
+        content: BYTES,
+    },
+    Route {
+        method: "get",
+        path: "/v1/artifacts/{digest}/chunks",
+        id: "artifact_chunks",
+        summary: "An artifact's chunk manifest: size, chunk size, the sha256 of every chunk, and for one still being pulled which chunks are held (`have`).",
         auth: true,
         ok: 200,
         content: JSON,
@@ -160,7 +188,11 @@ pub fn document() -> Value {
         if r.auth {
             errors.push(("401", "Missing or wrong bearer token"));
         }
-        if r.path.contains('{') {
+        if r.path.contains("{digest}") {
+            errors.push(("400", "Not a digest, or a malformed Range header"));
+            errors.push(("404", "Artifact not held by this agent"));
+            errors.push(("416", "Range outside the content, or not held yet"));
+        } else if r.path.contains('{') {
             errors.push(("400", "Invalid namespace or name"));
             errors.push(("404", "No such task on this agent"));
         }
@@ -186,6 +218,12 @@ pub fn document() -> Value {
             if r.path.contains(&format!("{{{p}}}")) {
                 parameters.push(json!({"name": p, "in": "path", "required": true, "schema": {"type": "string", "maxLength": 253}}));
             }
+        }
+        if r.path.contains("{digest}") {
+            parameters.push(json!({"name": "digest", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}}));
+        }
+        if r.id == "artifact" {
+            parameters.push(json!({"name": "Range", "in": "header", "schema": {"type": "string", "example": "bytes=0-4194303"}}));
         }
         if r.id == "task_logs" {
             parameters.push(json!({"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100_000, "default": 100}}));
@@ -213,7 +251,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Error": {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string", "enum": ["Unauthorized", "NotFound", "InvalidPath", "BadRequest", "Conflict", "NotReady", "PayloadTooLarge", "LengthRequired", "UnsupportedMediaType", "MethodNotAllowed", "Internal"]},
+                "code": {"type": "string", "enum": ["Unauthorized", "NotFound", "InvalidPath", "BadRequest", "Conflict", "NotReady", "RangeNotSatisfiable", "PayloadTooLarge", "LengthRequired", "UnsupportedMediaType", "MethodNotAllowed", "Internal"]},
                 "message": {"type": "string"}}}}
         }
     })

@@ -17,6 +17,9 @@ use crate::node::Node;
 use crate::store::Store;
 
 const TOKEN: &str = "s3cret-token";
+const PEER_TOKEN: &str = "peer-token";
+/// sha256 of the artifact every test agent holds: `hello`.
+const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
 
 async fn rest(ready: bool) -> (Arc<Rest>, watch::Sender<bool>) {
     let dir = std::env::temp_dir().join(format!(
@@ -46,7 +49,19 @@ async fn rest(ready: bool) -> (Arc<Rest>, watch::Sender<bool>) {
         runs: Runs::default(),
         metrics: Metrics::default(),
         version: "test".into(),
+        sync: crate::sync::state::SyncState::new(4, 0, PEER_TOKEN.into()),
     });
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello"), b"hello").unwrap();
+    node.content
+        .ingest(
+            &node.db,
+            &dir.join("hello"),
+            "hello",
+            ringrift_crds::common::ArtifactKind::Games,
+        )
+        .await
+        .unwrap();
     for (name, done) in [("running", false), ("finished", true)] {
         let run = Arc::new(RunHandle::new(
             &format!("uid-{name}"),
@@ -69,6 +84,7 @@ async fn rest(ready: bool) -> (Arc<Rest>, watch::Sender<bool>) {
     let rest = Arc::new(Rest {
         node,
         token: TOKEN.into(),
+        peer_token: Some(PEER_TOKEN.into()),
         ready: ready_rx,
     });
     (rest, ready_tx)
@@ -90,7 +106,9 @@ async fn call(rest: &Arc<Rest>, method: &str, path: &str, token: Option<&str>, b
 }
 
 fn concrete(path: &str) -> String {
-    path.replace("{namespace}", "ns").replace("{name}", "running")
+    path.replace("{namespace}", "ns")
+        .replace("{name}", "running")
+        .replace("{digest}", HELLO)
 }
 
 #[test]
@@ -266,4 +284,106 @@ fn the_committed_openapi_description_is_current() {
         "docs/agent-openapi.json is out of date; regenerate it with \
          `RINGRIFT_UPDATE_OPENAPI=1 cargo test -p ringrift-agent openapi`"
     );
+}
+
+async fn get(
+    rest: &Arc<Rest>,
+    method: &str,
+    path: &str,
+    range: Option<&str>,
+) -> warp::http::Response<bytes::Bytes> {
+    let mut request = warp::test::request()
+        .method(method)
+        .path(path)
+        .header("authorization", format!("Bearer {PEER_TOKEN}"));
+    if let Some(r) = range {
+        request = request.header("range", r);
+    }
+    request.reply(&routes(rest.clone())).await
+}
+
+#[tokio::test]
+async fn artifacts_are_served_whole_by_range_and_by_head() {
+    let (rest, _ready) = rest(true).await;
+    let path = format!("/v1/artifacts/{HELLO}");
+    let whole = get(&rest, "GET", &path, None).await;
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.body().as_ref(), b"hello");
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+
+    let part = get(&rest, "GET", &path, Some("bytes=1-3")).await;
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.body().as_ref(), b"ell");
+    assert_eq!(part.headers()["content-range"], "bytes 1-3/5");
+
+    let head = get(&rest, "HEAD", &path, None).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "5");
+    assert!(head.body().is_empty());
+
+    for (range, code) in [("bytes=5-", 416), ("bytes=0-1,3-4", 400), ("lines=1", 400)] {
+        let r = get(&rest, "GET", &path, Some(range)).await;
+        assert_eq!(r.status(), code, "{range}");
+    }
+    let bad = get(&rest, "GET", "/v1/artifacts/sha256:XYZ", None).await;
+    assert_eq!(bad.status(), 400);
+    assert!(String::from_utf8_lossy(bad.body()).contains("InvalidPath"));
+    let missing = get(
+        &rest,
+        "GET",
+        &format!("/v1/artifacts/sha256:{}", "0".repeat(64)),
+        None,
+    )
+    .await;
+    assert_eq!(missing.status(), 404);
+
+    let chunks = get(&rest, "GET", &format!("{path}/chunks"), None).await;
+    let m: serde_json::Value = serde_json::from_slice(chunks.body()).unwrap();
+    assert_eq!(m["digest"], HELLO);
+    assert_eq!(m["sizeBytes"], 5);
+    assert_eq!(m["complete"], true);
+    assert_eq!(m["chunks"][0], HELLO.trim_start_matches("sha256:"));
+}
+
+#[tokio::test]
+async fn a_partial_artifact_serves_only_its_verified_chunks() {
+    let (rest, _ready) = rest(true).await;
+    let data: Vec<u8> = (0..10u8).collect();
+    let file = rest.node.data_dir.join("partial-file");
+    std::fs::write(&file, &data).unwrap();
+    let manifest = crate::sync::manifest::hash_file(&file, 4).unwrap();
+    let digest = manifest.digest.clone();
+    let partial = rest
+        .node
+        .sync
+        .partials
+        .insert(manifest, file, vec![true, false, false]);
+    let path = format!("/v1/artifacts/{digest}");
+    assert_eq!(
+        get(&rest, "GET", &path, Some("bytes=0-3")).await.body().as_ref(),
+        &data[0..4]
+    );
+    assert_eq!(
+        get(&rest, "GET", &path, Some("bytes=2-5")).await.status(),
+        416,
+        "spans a chunk not held"
+    );
+    assert_eq!(
+        get(&rest, "GET", &path, None).await.status(),
+        416,
+        "not whole yet"
+    );
+    let chunks = get(&rest, "GET", &format!("{path}/chunks"), None).await;
+    let m: serde_json::Value = serde_json::from_slice(chunks.body()).unwrap();
+    assert_eq!(
+        (m["complete"].as_bool(), m["have"].as_str()),
+        (Some(false), Some("100"))
+    );
+    partial.mark(1);
+    assert_eq!(
+        get(&rest, "GET", &path, Some("bytes=4-7")).await.body().as_ref(),
+        &data[4..8]
+    );
+    rest.node.sync.partials.remove(&digest);
+    assert_eq!(get(&rest, "GET", &path, Some("bytes=0-3")).await.status(), 404);
 }

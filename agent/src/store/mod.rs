@@ -318,6 +318,24 @@ impl Store {
         Ok(self.task(uid).await?.is_some())
     }
 
+    /// Records a peer met through gossip.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the write fails.
+    pub async fn put_peer(&self, name: &str, endpoint: &str, gossip_addr: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO peers (name, endpoint, last_seen, gossip_addr) VALUES (?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(endpoint)
+        .bind(now())
+        .bind(gossip_addr)
+        .execute(&self.pool)
+        .await
+        .map_err(db("record a peer"))?;
+        Ok(())
+    }
+
     /// Every known peer.
     ///
     /// # Errors

@@ -6,8 +6,14 @@
 //! chunk, and what a bad one costs it), [`gate`] (priority order, token bucket), [`range`]
 //! (the `Range` header) and [`retention`] (what to drop when the disk fills).
 
+pub mod client;
 pub mod gate;
+pub mod key;
 pub mod manifest;
+pub mod metrics;
 pub mod plan;
+pub mod pull;
 pub mod range;
 pub mod retention;
+pub mod serve;
+pub mod state;

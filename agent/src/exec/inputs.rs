@@ -1,0 +1,69 @@
+//! A task's inputs: each one not held here is pulled from its holders (those the `Task` names,
+//! then those gossip knows, whole holders before partial ones; holders penalized for bad data
+//! last), all inputs at once, each in its priority class.
+
+use futures_util::future::join_all;
+use kube::Api;
+use ringrift_crds::agent::Agent;
+use ringrift_crds::common::Artifact;
+use ringrift_crds::task::Task;
+
+use crate::node::Node;
+use crate::sync::gate::class_of;
+use crate::sync::pull::{self, Holder, PullError};
+
+/// The holders to pull `artifact` from, best first.
+pub async fn holders(node: &Node, artifact: &Artifact) -> Vec<Holder> {
+    let (whole, partial) = node.sync.holders_of(&artifact.digest);
+    let mut names: Vec<String> = artifact.holders.clone();
+    for (n, _) in whole.iter().chain(&partial) {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    names.retain(|n| *n != node.name);
+    // Penalized holders go last: asked only when nobody else can serve.
+    names.sort_by_key(|n| node.sync.penalized(n));
+    let agents: Api<Agent> = Api::all(node.client.clone());
+    let mut out = Vec::new();
+    for name in names {
+        let endpoint = match node.sync.endpoint(&name) {
+            Some(e) => Some(e),
+            None => agents
+                .get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|a| a.status.and_then(|s| s.endpoint)),
+        };
+        if let Some(endpoint) = endpoint {
+            out.push(Holder { name, endpoint });
+        } else {
+            tracing::debug!(holder = %name, "no endpoint known for holder");
+        }
+    }
+    out
+}
+
+/// Pulls every input of `task` not held here.
+///
+/// # Errors
+/// The first pull that failed.
+pub async fn fetch(node: &Node, task: &Task) -> Result<(), PullError> {
+    let pulls = task.spec.inputs.iter().map(|input| async move {
+        if pull::held(node, input).await {
+            let _ = node.db.touch_artifact(&input.digest).await;
+            return Ok(());
+        }
+        let from = holders(node, input).await;
+        tracing::info!(
+            task = %task.metadata.name.as_deref().unwrap_or(""),
+            input = %input.name,
+            holders = from.len(),
+            bytes = input.size_bytes,
+            "pulling an input"
+        );
+        pull::pull(node, input, &from, class_of(task.spec.role, input.kind)).await
+    });
+    join_all(pulls).await.into_iter().collect()
+}

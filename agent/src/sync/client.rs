@@ -1,0 +1,280 @@
+//! The HTTP client one agent uses to fetch from another: plain HTTP/1.1 on one kept-alive
+//! connection per request stream, the peer token as bearer, every response bounded in size.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+
+use super::gate::Gate;
+use super::manifest::Manifest;
+
+/// Longest wait for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the next piece of a response.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest manifest accepted (a 1 TiB artifact in 4 MiB chunks lists 262,144 digests).
+const MAX_MANIFEST: usize = 32 * 1024 * 1024;
+
+/// A request to a peer that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The endpoint is not `http://host:port`.
+    #[error("endpoint {0:?} is not http://host:port")]
+    Endpoint(String),
+    /// No connection.
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, String),
+    /// The exchange broke off.
+    #[error("request to {0} failed: {1}")]
+    Broken(String, String),
+    /// No answer in time.
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(String, Duration),
+    /// A status other than success.
+    #[error("{0} answered {1}: {2}")]
+    Status(String, u16, String),
+    /// More bytes than asked for, or an unparseable manifest.
+    #[error("{0} sent a malformed answer: {1}")]
+    Malformed(String, String),
+}
+
+/// What a holder says about an artifact.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chunks {
+    /// Its manifest.
+    #[serde(flatten)]
+    pub manifest: Manifest,
+    /// Whether it holds the whole.
+    pub complete: bool,
+    /// For a partial holder, `1` per chunk held.
+    #[serde(default)]
+    pub have: Option<String>,
+}
+
+impl Chunks {
+    /// The chunks the holder can serve; `None` for all.
+    pub fn have(&self) -> Option<Vec<bool>> {
+        if self.complete {
+            return None;
+        }
+        Some(
+            self.have
+                .as_deref()
+                .unwrap_or("")
+                .chars()
+                .map(|c| c == '1')
+                .collect(),
+        )
+    }
+}
+
+/// A peer's artifact endpoint.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// `host:port`.
+    authority: String,
+    token: String,
+}
+
+/// A kept-alive connection to a peer.
+#[derive(Debug)]
+pub struct Conn {
+    sender: SendRequest<Empty<Bytes>>,
+}
+
+impl Peer {
+    /// A peer at `endpoint` (`http://host:port`, as in the `Agent` status).
+    ///
+    /// # Errors
+    /// [`FetchError::Endpoint`] for anything else.
+    pub fn new(endpoint: &str, token: &str) -> Result<Self, FetchError> {
+        let authority = endpoint
+            .strip_prefix("http://")
+            .map(|a| a.trim_end_matches('/'))
+            .filter(|a| !a.is_empty() && !a.contains('/') && a.contains(':'))
+            .ok_or_else(|| FetchError::Endpoint(endpoint.to_owned()))?;
+        Ok(Self {
+            authority: authority.to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    /// `host:port`.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    async fn connect(&self) -> Result<Conn, FetchError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.authority))
+            .await
+            .map_err(|_| FetchError::Timeout(self.authority.clone(), CONNECT_TIMEOUT))?
+            .map_err(|e| FetchError::Connect(self.authority.clone(), e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| FetchError::Connect(self.authority.clone(), e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Conn { sender })
+    }
+
+    async fn send(
+        &self,
+        conn: &mut Option<Conn>,
+        path: &str,
+        range: Option<&Range<u64>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, FetchError> {
+        if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
+            *conn = Some(self.connect().await?);
+        }
+        let Some(c) = conn.as_mut() else {
+            return Err(FetchError::Broken(self.authority.clone(), "no connection".into()));
+        };
+        let broken = |e: hyper::Error| FetchError::Broken(self.authority.clone(), e.to_string());
+        c.sender.ready().await.map_err(broken)?;
+        let mut request = hyper::Request::get(path)
+            .header("host", &self.authority)
+            .header("authorization", format!("Bearer {}", self.token));
+        if let Some(r) = range {
+            request = request.header("range", format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|e| FetchError::Broken(self.authority.clone(), e.to_string()))?;
+        let response = tokio::time::timeout(READ_TIMEOUT, c.sender.send_request(request))
+            .await
+            .map_err(|_| FetchError::Timeout(self.authority.clone(), READ_TIMEOUT))?
+            .map_err(|e| {
+                *conn = None;
+                broken(e)
+            })?;
+        Ok(response)
+    }
+
+    /// Reads a body of at most `max` bytes, taking each piece from `gate`'s bandwidth.
+    async fn body(
+        &self,
+        response: hyper::Response<hyper::body::Incoming>,
+        max: usize,
+        gate: Option<&Gate>,
+        mut on_bytes: impl FnMut(u64),
+    ) -> Result<Vec<u8>, FetchError> {
+        let mut body = response.into_body();
+        let mut out = Vec::with_capacity(max.min(64 * 1024 * 1024));
+        loop {
+            let frame = tokio::time::timeout(READ_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| FetchError::Timeout(self.authority.clone(), READ_TIMEOUT))?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| FetchError::Broken(self.authority.clone(), e.to_string()))?;
+            let Ok(data) = frame.into_data() else { continue };
+            if out.len() + data.len() > max {
+                return Err(FetchError::Malformed(
+                    self.authority.clone(),
+                    format!("more than the {max} bytes asked for"),
+                ));
+            }
+            if let Some(g) = gate {
+                g.throttle(data.len() as u64).await;
+            }
+            on_bytes(data.len() as u64);
+            out.extend_from_slice(&data);
+        }
+        Ok(out)
+    }
+
+    async fn check_status(
+        &self,
+        response: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, FetchError> {
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(response);
+        }
+        let text = self.body(response, 4096, None, |_| {}).await.unwrap_or_default();
+        Err(FetchError::Status(
+            self.authority.clone(),
+            status,
+            String::from_utf8_lossy(&text).into_owned(),
+        ))
+    }
+
+    /// The holder's manifest of `digest` (and which chunks it holds).
+    ///
+    /// # Errors
+    /// [`FetchError`].
+    pub async fn chunks(&self, conn: &mut Option<Conn>, digest: &str) -> Result<Chunks, FetchError> {
+        let response = self
+            .send(conn, &format!("/v1/artifacts/{digest}/chunks"), None)
+            .await?;
+        let response = self.check_status(response).await?;
+        let body = self.body(response, MAX_MANIFEST, None, |_| {}).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| FetchError::Malformed(self.authority.clone(), e.to_string()))
+    }
+
+    /// Bytes `range` of `digest`, exactly that many.
+    ///
+    /// # Errors
+    /// [`FetchError`]; a short body is [`FetchError::Broken`].
+    pub async fn range(
+        &self,
+        conn: &mut Option<Conn>,
+        digest: &str,
+        range: Range<u64>,
+        gate: &Gate,
+        on_bytes: impl FnMut(u64),
+    ) -> Result<Vec<u8>, FetchError> {
+        let want = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+        let response = self
+            .send(conn, &format!("/v1/artifacts/{digest}"), Some(&range))
+            .await?;
+        let response = self.check_status(response).await?;
+        let data = self.body(response, want, Some(gate), on_bytes).await?;
+        if data.len() != want {
+            *conn = None;
+            return Err(FetchError::Broken(
+                self.authority.clone(),
+                format!("short body: {} of {want} bytes", data.len()),
+            ));
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            Peer::new("http://10.0.0.1:8770", "t").unwrap().authority(),
+            "10.0.0.1:8770"
+        );
+        assert_eq!(Peer::new("http://h:1/", "t").unwrap().authority(), "h:1");
+        for bad in ["https://h:1", "h:1", "http://", "http://h", "http://h:1/x"] {
+            assert!(Peer::new(bad, "t").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn have_lists() {
+        let c: Chunks = serde_json::from_str(
+            r#"{"digest":"d","sizeBytes":9,"chunkSize":4,"chunks":["a","b","c"],"complete":false,"have":"101"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.have(), Some(vec![true, false, true]));
+        let whole: Chunks =
+            serde_json::from_str(r#"{"digest":"d","sizeBytes":0,"chunkSize":4,"chunks":[],"complete":true}"#)
+                .unwrap();
+        assert_eq!(whole.have(), None);
+    }
+}

@@ -1,0 +1,464 @@
+//! Pulling an artifact from its holders: the manifest from one holder, then chunks from all of
+//! them at once (each verified against its digest before it is written), progress recorded so an
+//! interrupted pull resumes, and the whole checked against the wanted digest before the file is
+//! renamed into the store. A holder that serves bad bytes is dropped and penalized; one that
+//! dies mid-transfer leaves its chunks to the others.
+
+use std::collections::HashSet;
+use std::os::unix::fs::FileExt as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use ringrift_crds::common::Artifact;
+
+use super::client::{Conn, FetchError, Peer};
+use super::gate::Class;
+use super::manifest::Manifest;
+use super::plan::{Ban, Outcome, Planner};
+use super::serve::Partial;
+use crate::artifacts::{self, ArtifactError, kind_name};
+use crate::node::Node;
+use crate::store::TransferRow;
+
+/// Concurrent requests to one holder.
+const PER_HOLDER: usize = 2;
+/// A pull that makes no progress this long gives up (its progress stays for the next try).
+const STALL: Duration = Duration::from_secs(60);
+/// Least time between progress records.
+const RECORD_EVERY: Duration = Duration::from_millis(500);
+/// Whole-artifact checks before a pull gives up.
+const MAX_ROUNDS: usize = 4;
+
+/// A holder to pull from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Agent name.
+    pub name: String,
+    /// REST endpoint.
+    pub endpoint: String,
+}
+
+/// Why a pull failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// No holder answered with a valid manifest.
+    #[error("no holder of {digest} could serve it (asked: {asked}); last error: {last}")]
+    NoHolder {
+        /// The artifact.
+        digest: String,
+        /// Holders asked.
+        asked: String,
+        /// The last error.
+        last: String,
+    },
+    /// No progress for [`STALL`].
+    #[error("pull of {digest} stalled with {remaining} chunks missing; holders left: {usable}")]
+    Stalled {
+        /// The artifact.
+        digest: String,
+        /// Chunks missing.
+        remaining: usize,
+        /// Holders still usable.
+        usable: usize,
+    },
+    /// The whole never matched its digest.
+    #[error("{0} did not verify after {MAX_ROUNDS} rounds")]
+    NeverVerified(String),
+    /// Local trouble.
+    #[error(transparent)]
+    Local(#[from] ArtifactError),
+}
+
+impl From<crate::store::StoreError> for PullError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Local(ArtifactError::Store(e))
+    }
+}
+
+fn local_io(action: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> PullError {
+    let path = path.display().to_string();
+    move |source| PullError::Local(ArtifactError::Io { action, path, source })
+}
+
+struct ActiveGuard<'a>(&'a Node);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.sync.active_transfers.dec();
+    }
+}
+
+/// Whether the content of `digest` is in the store.
+pub async fn held(node: &Node, artifact: &Artifact) -> bool {
+    let Some(path) = node.content.path(&artifact.digest) else {
+        return false;
+    };
+    tokio::fs::metadata(&path)
+        .await
+        .is_ok_and(|m| m.len() == artifact.size_bytes)
+}
+
+/// Pulls `artifact` from `holders` (this agent excluded by the caller) unless it is held.
+///
+/// # Errors
+/// [`PullError`]; progress made stays recorded, and the next pull resumes it.
+pub async fn pull(
+    node: &Node,
+    artifact: &Artifact,
+    holders: &[Holder],
+    class: Class,
+) -> Result<(), PullError> {
+    let digest = artifact.digest.as_str();
+    let lock = node.sync.lock(digest);
+    let _one_pull = lock.lock().await;
+    if held(node, artifact).await {
+        let _ = node.db.touch_artifact(digest).await;
+        return Ok(());
+    }
+    node.metrics.sync.active_transfers.inc();
+    let _active = ActiveGuard(node);
+    let started = Instant::now();
+    let result = rounds(node, artifact, holders, class).await;
+    let label = if result.is_ok() { "ok" } else { "failed" };
+    node.metrics
+        .sync
+        .transfers
+        .get_or_create(&crate::metrics::ResultLabels { result: label.into() })
+        .inc();
+    node.sync.partials.remove(digest);
+    match &result {
+        Ok(()) => tracing::info!(
+            artifact = %artifact.name, %digest, bytes = artifact.size_bytes,
+            secs = started.elapsed().as_secs_f64(), "artifact pulled"
+        ),
+        Err(e) => tracing::warn!(artifact = %artifact.name, %digest, error = %e, "pull failed"),
+    }
+    result
+}
+
+async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Class) -> Result<(), PullError> {
+    let digest = artifact.digest.as_str();
+    let peers: Vec<(Holder, Peer)> = holders
+        .iter()
+        .filter_map(|h| {
+            Peer::new(&h.endpoint, &node.sync.fetch_token)
+                .ok()
+                .map(|p| (h.clone(), p))
+        })
+        .collect();
+    let mut distrusted: HashSet<String> = HashSet::new();
+    for _ in 0..MAX_ROUNDS {
+        let (manifest, source) = manifest(node, artifact, &peers, &distrusted, class).await?;
+        let path = node
+            .content
+            .partial_path(digest)
+            .ok_or_else(|| ArtifactError::BadName(digest.to_owned()))?;
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(local_io("create", dir))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .read(true)
+            .open(&path)
+            .map_err(local_io("open", &path))?;
+        file.set_len(manifest.size_bytes)
+            .map_err(local_io("size", &path))?;
+        let row = node.db.transfer(digest).await?;
+        let done: Vec<bool> = row
+            .map(|r| r.done.chars().map(|c| c == '1').collect())
+            .unwrap_or_default();
+        let partial = node
+            .sync
+            .partials
+            .insert(manifest.clone(), path.clone(), done.clone());
+        let file = Arc::new(file);
+        chunks(
+            node,
+            &manifest,
+            &peers,
+            &distrusted,
+            class,
+            &partial,
+            &file,
+            &done,
+        )
+        .await?;
+        drop(file);
+
+        let computed = artifacts::hash(&path).await?;
+        if computed.digest == manifest.digest {
+            node.content
+                .admit(
+                    &node.db,
+                    &path,
+                    &artifact.name,
+                    kind_name(artifact.kind),
+                    &computed,
+                )
+                .await?;
+            return Ok(());
+        }
+        node.metrics.sync.verification_failures.inc();
+        let bad: Vec<usize> = (0..manifest.len())
+            .filter(|&i| computed.chunks.get(i) != manifest.chunks.get(i))
+            .collect();
+        if bad.is_empty() {
+            // Every chunk matched a manifest that does not add up to the digest: the manifest
+            // lied. Start over with another holder's.
+            tracing::warn!(%digest, holder = ?source, "manifest does not match the artifact's digest; distrusting its holder");
+            if let Some(s) = source {
+                node.sync.penalize(&s);
+                distrusted.insert(s);
+            }
+            node.db.drop_transfer(digest).await?;
+            let _ = tokio::fs::remove_file(&path).await;
+        } else {
+            // Chunks changed on disk after they were verified (a crash before they reached the
+            // disk): fetch those again.
+            tracing::warn!(%digest, chunks = bad.len(), "chunks failed the whole-file check; fetching them again");
+            let mut done = partial.have();
+            for &i in &bad {
+                partial.unmark(i);
+                if let Some(d) = done.get_mut(i) {
+                    *d = false;
+                }
+            }
+            node.db.transfer_progress(digest, &bits(&done)).await?;
+        }
+        node.sync.partials.remove(digest);
+    }
+    Err(PullError::NeverVerified(digest.to_owned()))
+}
+
+fn bits(done: &[bool]) -> String {
+    done.iter().map(|d| if *d { '1' } else { '0' }).collect()
+}
+
+/// The manifest to pull by: the one recorded (a resumed pull) or the first valid one a trusted
+/// holder gives. Returns the holder it came from.
+async fn manifest(
+    node: &Node,
+    artifact: &Artifact,
+    peers: &[(Holder, Peer)],
+    distrusted: &HashSet<String>,
+    class: Class,
+) -> Result<(Manifest, Option<String>), PullError> {
+    let digest = artifact.digest.as_str();
+    if let Some(t) = node.db.transfer(digest).await? {
+        let m = Manifest {
+            digest: t.digest.clone(),
+            size_bytes: t.size_bytes,
+            chunk_size: t.chunk_size,
+            chunks: Manifest::split(&t.chunks),
+        };
+        if m.check(digest, artifact.size_bytes).is_ok() {
+            tracing::info!(%digest, done = t.done.matches('1').count(), of = m.len(), "resuming a pull");
+            return Ok((m, None));
+        }
+        node.db.drop_transfer(digest).await?;
+    }
+    let mut last = String::from("no holder known");
+    let mut asked = Vec::new();
+    for (h, peer) in peers.iter().filter(|(h, _)| !distrusted.contains(&h.name)) {
+        asked.push(h.name.clone());
+        let mut conn = None;
+        match peer.chunks(&mut conn, digest).await {
+            Ok(c) => match c.manifest.check(digest, artifact.size_bytes) {
+                Ok(()) => {
+                    node.db
+                        .begin_transfer(&TransferRow {
+                            digest: digest.to_owned(),
+                            name: artifact.name.clone(),
+                            kind: kind_name(artifact.kind).to_owned(),
+                            size_bytes: c.manifest.size_bytes,
+                            chunk_size: c.manifest.chunk_size,
+                            chunks: c.manifest.joined(),
+                            done: "0".repeat(c.manifest.len()),
+                            class: class.as_str().to_owned(),
+                        })
+                        .await?;
+                    return Ok((c.manifest, Some(h.name.clone())));
+                }
+                Err(e) => last = format!("{}: {e}", h.name),
+            },
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(PullError::NoHolder {
+        digest: digest.to_owned(),
+        asked: if asked.is_empty() {
+            "none".into()
+        } else {
+            asked.join(", ")
+        },
+        last,
+    })
+}
+
+type Fetched = (usize, usize, Option<Conn>, Result<Vec<u8>, FetchError>);
+
+/// Fetches every missing chunk, `PER_HOLDER` requests per holder at a time.
+#[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+async fn chunks(
+    node: &Node,
+    manifest: &Manifest,
+    peers: &[(Holder, Peer)],
+    distrusted: &HashSet<String>,
+    class: Class,
+    partial: &Arc<Partial>,
+    file: &Arc<std::fs::File>,
+    done: &[bool],
+) -> Result<(), PullError> {
+    let digest = manifest.digest.as_str();
+    let mut planner = Planner::new(manifest.len(), done);
+    if planner.is_done() {
+        return Ok(());
+    }
+    // Ask every holder what it has (a holder still pulling serves only its verified chunks).
+    let mut usable: Vec<(usize, &Peer)> = Vec::new();
+    for (h, peer) in peers.iter().filter(|(h, _)| !distrusted.contains(&h.name)) {
+        let mut conn = None;
+        match peer.chunks(&mut conn, digest).await {
+            Ok(c) if c.manifest == *manifest => usable.push((planner.holder(&h.name, c.have()), peer)),
+            Ok(_) => tracing::warn!(holder = %h.name, %digest, "holder's manifest differs; not asking it"),
+            Err(e) => tracing::debug!(holder = %h.name, error = %e, "holder unavailable"),
+        }
+    }
+    let mut idle: Vec<Vec<Conn>> = (0..peers.len()).map(|_| Vec::new()).collect();
+    let mut in_flight = FuturesUnordered::new();
+    let mut last_progress = Instant::now();
+    let mut last_record = Instant::now();
+    let mut last_refresh = Instant::now();
+    loop {
+        for &(h, peer) in &usable {
+            while planner.in_flight(h) < PER_HOLDER
+                && let Some(c) = planner.next(h)
+            {
+                let conn = idle.get_mut(h).and_then(Vec::pop);
+                let range = manifest.range(c);
+                let gate = node.sync.gate.clone();
+                let metrics = node.metrics.sync.clone();
+                let peer = peer.clone();
+                let digest = digest.to_owned();
+                in_flight.push(async move {
+                    let _permit = gate.acquire(class).await;
+                    let mut conn = conn;
+                    let result = peer
+                        .range(&mut conn, &digest, range, &gate, |n| {
+                            metrics.moved("in", class.as_str(), n)
+                        })
+                        .await;
+                    (h, c, conn, result) as Fetched
+                });
+            }
+        }
+        if in_flight.is_empty() {
+            if planner.is_done() {
+                break;
+            }
+            if last_progress.elapsed() > STALL
+                || (planner.stuck() && usable.iter().all(|(h, _)| planner.ban(*h).is_some()))
+            {
+                record(node, digest, &planner).await;
+                return Err(PullError::Stalled {
+                    digest: digest.to_owned(),
+                    remaining: planner.remaining(),
+                    usable: planner.usable(),
+                });
+            }
+            // Partial holders may have more by now.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if last_refresh.elapsed() > Duration::from_millis(200) {
+                last_refresh = Instant::now();
+                for (h, peer) in peers.iter().filter(|(h, _)| !distrusted.contains(&h.name)) {
+                    let mut conn = None;
+                    if let Ok(c) = peer.chunks(&mut conn, digest).await
+                        && c.manifest == *manifest
+                    {
+                        let i = planner.holder(&h.name, c.have());
+                        if !usable.iter().any(|(u, _)| *u == i) {
+                            usable.push((i, peer));
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        let Some((holder, chunk, conn, result)) = in_flight.next().await else {
+            continue;
+        };
+        let outcome = match result {
+            Ok(data) => {
+                let (expected, out) = (manifest.clone(), file.clone());
+                let offset = manifest.range(chunk).start;
+                let written = tokio::task::spawn_blocking(move || {
+                    if !expected.verify(chunk, &data) {
+                        return Ok(false);
+                    }
+                    out.write_all_at(&data, offset).map(|()| true)
+                })
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r);
+                match written {
+                    Ok(true) => Outcome::Verified,
+                    Ok(false) => {
+                        node.metrics.sync.verification_failures.inc();
+                        tracing::warn!(holder = planner.name(holder), chunk = chunk, %digest, "chunk failed verification");
+                        Outcome::Corrupt
+                    }
+                    Err(error) => return Err(local_io("write", &partial.path)(error)),
+                }
+            }
+            // A partial holder asked for a chunk it no longer claims: not its fault.
+            Err(FetchError::Status(_, 416, _)) => Outcome::Transient,
+            Err(e) => {
+                tracing::debug!(holder = planner.name(holder), chunk = chunk, error = %e, "chunk request failed");
+                Outcome::Transient
+            }
+        };
+        if let (Some(conn), Some(pool)) = (conn, idle.get_mut(holder)) {
+            pool.push(conn);
+        }
+        if outcome == Outcome::Verified {
+            partial.mark(chunk);
+            last_progress = Instant::now();
+        }
+        if let Some(ban) = planner.finish(chunk, holder, outcome) {
+            let name = planner.name(holder).to_owned();
+            let reason = match ban {
+                Ban::BadData => {
+                    node.sync.penalize(&name);
+                    "bad_data"
+                }
+                Ban::Unreachable => "unreachable",
+            };
+            tracing::warn!(holder = %name, %digest, reason, "holder dropped from the pull");
+            node.metrics
+                .sync
+                .holders_dropped
+                .get_or_create(&super::metrics::ReasonLabels {
+                    reason: reason.into(),
+                })
+                .inc();
+        }
+        if last_record.elapsed() > RECORD_EVERY {
+            last_record = Instant::now();
+            record(node, digest, &planner).await;
+        }
+    }
+    record(node, digest, &planner).await;
+    Ok(())
+}
+
+async fn record(node: &Node, digest: &str, planner: &Planner) {
+    if let Err(e) = node.db.transfer_progress(digest, &bits(&planner.done())).await {
+        tracing::warn!(%digest, error = %e, "could not record the pull's progress");
+    }
+}

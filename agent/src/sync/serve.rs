@@ -1,0 +1,281 @@
+//! Serving artifacts to peers: the whole content of a held artifact, or the verified chunks of
+//! one still being pulled (so a new model spreads like a swarm), with `Range`, `HEAD` and the
+//! chunk manifest. Nothing unverified is ever served: a partial artifact serves only chunks
+//! that matched their digest.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::ops::Range;
+use std::os::unix::fs::FileExt as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::Reply as _;
+
+use super::manifest::Manifest;
+use super::range;
+use crate::artifacts::hex_of;
+use crate::node::Node;
+use crate::rest::errors::ApiError;
+
+/// Size of the blocks a response is read and sent in.
+const BLOCK: usize = 1024 * 1024;
+
+/// A pull in progress, as the server sees it: its manifest, its file, and the chunks verified.
+#[derive(Debug)]
+pub struct Partial {
+    /// The manifest being pulled.
+    pub manifest: Manifest,
+    /// The file being written.
+    pub path: PathBuf,
+    have: Mutex<Vec<bool>>,
+}
+
+impl Partial {
+    /// Which chunks are verified and written.
+    pub fn have(&self) -> Vec<bool> {
+        self.have
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Marks a chunk verified and written.
+    pub fn mark(&self, chunk: usize) {
+        if let Some(c) = self
+            .have
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(chunk)
+        {
+            *c = true;
+        }
+    }
+
+    /// Marks a chunk not held (found bad in the whole-file check).
+    pub fn unmark(&self, chunk: usize) {
+        if let Some(c) = self
+            .have
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(chunk)
+        {
+            *c = false;
+        }
+    }
+
+    /// Whether every chunk touching `range` is verified.
+    fn covers(&self, range: &Range<u64>) -> bool {
+        let chunk = self.manifest.chunk_size.max(1);
+        let first = usize::try_from(range.start / chunk).unwrap_or(usize::MAX);
+        let last = usize::try_from(range.end.saturating_sub(1) / chunk).unwrap_or(usize::MAX);
+        let have = self
+            .have
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (first..=last).all(|c| have.get(c).copied().unwrap_or(false))
+    }
+}
+
+/// The pulls in progress of one agent.
+#[derive(Debug, Default)]
+pub struct Partials {
+    map: Mutex<HashMap<String, Arc<Partial>>>,
+}
+
+impl Partials {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Partial>>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a pull; its verified chunks are served from now on.
+    pub fn insert(&self, manifest: Manifest, path: PathBuf, have: Vec<bool>) -> Arc<Partial> {
+        let p = Arc::new(Partial {
+            manifest,
+            path,
+            have: Mutex::new(have),
+        });
+        self.lock().insert(p.manifest.digest.clone(), p.clone());
+        p
+    }
+
+    /// Forgets a pull (done or abandoned).
+    pub fn remove(&self, digest: &str) {
+        self.lock().remove(digest);
+    }
+
+    /// The pull of `digest`, if one runs.
+    pub fn get(&self, digest: &str) -> Option<Arc<Partial>> {
+        self.lock().get(digest).cloned()
+    }
+
+    /// Digests being pulled.
+    pub fn digests(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+}
+
+/// What `GET /v1/artifacts/{digest}/chunks` answers.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunksReply {
+    /// The manifest.
+    #[serde(flatten)]
+    pub manifest: Manifest,
+    /// Whether the whole artifact is held.
+    pub complete: bool,
+    /// For a partial artifact: one character per chunk, `1` when held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub have: Option<String>,
+}
+
+enum Source {
+    Whole(PathBuf, Manifest),
+    Partial(Arc<Partial>),
+}
+
+fn check_digest(digest: &str) -> Result<(), ApiError> {
+    if hex_of(digest).is_none() {
+        return Err(ApiError::invalid_path(format!(
+            "{digest:?} is not a digest (sha256: and 64 lowercase hex digits)"
+        )));
+    }
+    Ok(())
+}
+
+async fn locate(node: &Node, digest: &str) -> Result<Source, ApiError> {
+    check_digest(digest)?;
+    match node.content.manifest(&node.db, digest).await {
+        Ok(Some(m)) => {
+            if let Some(path) = node.content.path(digest) {
+                return Ok(Source::Whole(path, m));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return Err(ApiError::internal(e.to_string())),
+    }
+    node.sync
+        .partials
+        .get(digest)
+        .map(Source::Partial)
+        .ok_or_else(|| ApiError::not_found(format!("artifact {digest} is not held by this agent")))
+}
+
+/// `GET /v1/artifacts/{digest}/chunks`.
+///
+/// # Errors
+/// [`ApiError`]: a malformed digest, an artifact not held.
+pub async fn chunks(node: Arc<Node>, digest: String) -> Result<warp::reply::Response, ApiError> {
+    let reply = match locate(&node, &digest).await? {
+        Source::Whole(_, manifest) => ChunksReply {
+            manifest,
+            complete: true,
+            have: None,
+        },
+        Source::Partial(p) => ChunksReply {
+            manifest: p.manifest.clone(),
+            complete: false,
+            have: Some(p.have().iter().map(|h| if *h { '1' } else { '0' }).collect()),
+        },
+    };
+    Ok(warp::reply::json(&reply).into_response())
+}
+
+fn header(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `GET` and `HEAD /v1/artifacts/{digest}`, with an optional single `Range`.
+///
+/// # Errors
+/// [`ApiError`]: a malformed digest or range, an artifact or range not held.
+pub async fn content(
+    node: Arc<Node>,
+    digest: String,
+    head: bool,
+    range_header: Option<String>,
+) -> Result<warp::reply::Response, ApiError> {
+    let source = locate(&node, &digest).await?;
+    let (path, manifest, partial) = match source {
+        Source::Whole(path, m) => (path, m, None),
+        Source::Partial(p) => (p.path.clone(), p.manifest.clone(), Some(p)),
+    };
+    let size = manifest.size_bytes;
+    let asked = range::parse(range_header.as_deref(), size).map_err(|e| match e {
+        range::RangeError::Unsatisfiable(..) => ApiError::range_not_satisfiable(e.to_string()),
+        _ => ApiError::bad_request(e.to_string()),
+    })?;
+    let span = asked.clone().unwrap_or(0..size);
+    if let Some(p) = &partial
+        && !span.is_empty()
+        && !p.covers(&span)
+    {
+        return Err(ApiError::range_not_satisfiable(format!(
+            "bytes {}-{} of {digest} are not held yet (the artifact is still being pulled)",
+            span.start,
+            span.end - 1
+        )));
+    }
+    let length = span.end - span.start;
+    let mut response = if head {
+        warp::reply().into_response()
+    } else {
+        let file = std::fs::File::open(&path)
+            .map_err(|e| ApiError::internal(format!("failed to open {digest}: {e}")))?;
+        let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
+        let metrics = node.metrics.sync.clone();
+        let start = span.start;
+        tokio::task::spawn_blocking(move || send_file(&file, start..start + length, &tx, &metrics));
+        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert("content-length", header(&length.to_string()));
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert("accept-ranges", HeaderValue::from_static("bytes"));
+    headers.insert("etag", header(&format!("\"{digest}\"")));
+    headers.insert("x-ringrift-chunk-size", header(&manifest.chunk_size.to_string()));
+    if asked.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        response.headers_mut().insert(
+            "content-range",
+            header(&format!(
+                "bytes {}-{}/{size}",
+                span.start,
+                span.end.saturating_sub(1)
+            )),
+        );
+    }
+    Ok(response)
+}
+
+/// Reads `range` of `file` in blocks onto `tx` (a blocking thread; stops when the peer hangs up).
+fn send_file(
+    file: &std::fs::File,
+    range: Range<u64>,
+    tx: &mpsc::Sender<Result<Bytes, Infallible>>,
+    metrics: &super::metrics::SyncMetrics,
+) {
+    let mut at = range.start;
+    while at < range.end {
+        let n = usize::try_from(range.end - at).unwrap_or(BLOCK).min(BLOCK);
+        let mut buf = vec![0u8; n];
+        match file.read_at(&mut buf, at) {
+            Ok(0) | Err(_) => return, // the peer sees a short body and retries elsewhere
+            Ok(read) => {
+                buf.truncate(read);
+                at += read as u64;
+                metrics.moved("out", "served", read as u64);
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
