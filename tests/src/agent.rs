@@ -160,3 +160,62 @@ impl Cluster {
         tasks.create(&PostParams::default(), &task).await.unwrap()
     }
 }
+
+/// The cluster key test agents gossip with.
+pub const CLUSTER_KEY: &str = "e2e-cluster-key-0123456789abcdef";
+
+impl AgentProcess {
+    /// The value of a metric sample (its full name with labels), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, text) = self.get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Names in this agent's gossip view: live members and members seen dead.
+    pub fn gossip_view(&self) -> (Vec<String>, Vec<String>) {
+        let (_, body) = self.get("/v1/peers");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let names = |key: &str, field: Option<&str>| -> Vec<String> {
+            v[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| field.map_or(Some(m), |f| m.get(f)).and_then(|s| s.as_str()))
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        (names("members", Some("name")), names("dead", None))
+    }
+
+    /// Where this agent stores the content of `digest`.
+    pub fn stored(&self, digest: &str) -> PathBuf {
+        self.data_dir
+            .join("artifacts/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+}
+
+impl Cluster {
+    /// Starts the agent `name` gossiping on loopback under `key` (written to a key file), with
+    /// `extra` arguments.
+    pub fn synced_agent(&self, name: &str, key: &str, extra: &[&str]) -> AgentProcess {
+        let key_file = self.dir().join(format!("cluster-key-{name}"));
+        std::fs::write(&key_file, key).unwrap();
+        let key_file = key_file.display().to_string();
+        let mut args = vec![
+            "--cluster-key-file",
+            key_file.as_str(),
+            "--gossip-listen",
+            "127.0.0.1:0",
+            "--gossip-suspect-timeout",
+            "2s",
+        ];
+        args.extend_from_slice(extra);
+        self.agent(name, &args)
+    }
+}

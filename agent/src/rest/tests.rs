@@ -387,3 +387,25 @@ async fn a_partial_artifact_serves_only_its_verified_chunks() {
     rest.node.sync.partials.remove(&digest);
     assert_eq!(get(&rest, "GET", &path, Some("bytes=0-3")).await.status(), 404);
 }
+
+#[tokio::test]
+async fn a_stored_artifact_that_changed_on_disk_is_never_served_and_is_dropped() {
+    let (rest, _ready) = rest(true).await;
+    let path = rest.node.content.path(HELLO).unwrap();
+    std::fs::write(&path, b"jello").unwrap();
+    let r = get(&rest, "GET", &format!("/v1/artifacts/{HELLO}"), None).await;
+    assert!(r.body().is_empty(), "not one corrupt byte served: {:?}", r.body());
+    let start = std::time::Instant::now();
+    while rest.node.db.artifact(HELLO).await.unwrap().is_some() {
+        assert!(start.elapsed() < Duration::from_secs(5), "dropped from the index");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!path.exists(), "deleted");
+    assert_eq!(rest.node.metrics.sync.verification_failures.get(), 1);
+    assert_eq!(
+        get(&rest, "GET", &format!("/v1/artifacts/{HELLO}"), None)
+            .await
+            .status(),
+        404
+    );
+}

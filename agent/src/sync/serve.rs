@@ -229,7 +229,18 @@ pub async fn content(
         let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
         let metrics = node.metrics.sync.clone();
         let start = span.start;
-        tokio::task::spawn_blocking(move || send_file(&file, start..start + length, &tx, &metrics));
+        let checked = manifest.clone();
+        let sending = tokio::task::spawn_blocking(move || {
+            send_file(&file, &checked, start..start + length, &tx, &metrics)
+        });
+        let node = node.clone();
+        let whole = partial.is_none();
+        let bad = digest.clone();
+        tokio::spawn(async move {
+            if let Ok(Err(chunk)) = sending.await {
+                corrupt(&node, &bad, chunk, whole).await;
+            }
+        });
         warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response()
     };
     let headers = response.headers_mut();
@@ -255,27 +266,61 @@ pub async fn content(
     Ok(response)
 }
 
-/// Reads `range` of `file` in blocks onto `tx` (a blocking thread; stops when the peer hangs up).
+/// Sends `range` of `file` onto `tx` (a blocking thread), chunk by chunk: each chunk it touches
+/// is read whole and checked against its digest before any of it is sent, so a holder never
+/// serves bytes that changed on its disk. Stops when the peer hangs up; returns the index of a
+/// chunk that failed its check.
 fn send_file(
     file: &std::fs::File,
+    manifest: &Manifest,
     range: Range<u64>,
     tx: &mpsc::Sender<Result<Bytes, Infallible>>,
     metrics: &super::metrics::SyncMetrics,
-) {
-    let mut at = range.start;
-    while at < range.end {
-        let n = usize::try_from(range.end - at).unwrap_or(BLOCK).min(BLOCK);
-        let mut buf = vec![0u8; n];
-        match file.read_at(&mut buf, at) {
-            Ok(0) | Err(_) => return, // the peer sees a short body and retries elsewhere
-            Ok(read) => {
-                buf.truncate(read);
-                at += read as u64;
-                metrics.moved("out", "served", read as u64);
-                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                    return;
-                }
-            }
+) -> Result<(), usize> {
+    let chunk_size = manifest.chunk_size.max(1);
+    let first = usize::try_from(range.start / chunk_size).unwrap_or(usize::MAX);
+    let mut index = first;
+    while index < manifest.len() {
+        let chunk = manifest.range(index);
+        if chunk.start >= range.end {
+            break;
         }
+        let mut buf = vec![0u8; usize::try_from(chunk.end - chunk.start).unwrap_or(0)];
+        if file.read_exact_at(&mut buf, chunk.start).is_err() {
+            return Ok(()); // the peer sees a short body and asks another holder
+        }
+        if !manifest.verify(index, &buf) {
+            return Err(index);
+        }
+        let from = usize::try_from(range.start.max(chunk.start) - chunk.start).unwrap_or(0);
+        let to = usize::try_from(range.end.min(chunk.end) - chunk.start).unwrap_or(0);
+        let data = Bytes::from(buf).slice(from..to);
+        let mut at = 0;
+        while at < data.len() {
+            let end = (at + BLOCK).min(data.len());
+            metrics.moved("out", "served", (end - at) as u64);
+            if tx.blocking_send(Ok(data.slice(at..end))).is_err() {
+                return Ok(());
+            }
+            at = end;
+        }
+        index += 1;
+    }
+    Ok(())
+}
+
+/// A held artifact whose bytes no longer match: never served again. A whole artifact is
+/// dropped from the index and deleted (a later pull fetches it again); a partial one has the
+/// chunk unmarked.
+async fn corrupt(node: &Node, digest: &str, chunk: usize, whole: bool) {
+    node.metrics.sync.verification_failures.inc();
+    tracing::error!(%digest, chunk, "stored artifact failed its chunk check; no longer serving it");
+    if whole {
+        let _ = node.db.remove_artifact(digest).await;
+        if let Some(path) = node.content.path(digest) {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+    } else if let Some(p) = node.sync.partials.get(digest) {
+        p.unmark(chunk);
     }
 }

@@ -1,0 +1,329 @@
+//! Peer-to-peer data sync and gossip end to end, with real `ringrift agent` processes: an
+//! artifact made on one agent feeds a task on another; a pull survives the death of a holder
+//! and the restart of the puller, byte-identical; a holder serving corrupt bytes is dropped and
+//! nothing corrupt is stored; an agent without the cluster key can neither join the gossip nor
+//! fetch; a SIGKILLed agent is seen dead by the others.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use ringrift_crds::agent::Agent;
+use ringrift_crds::common::Artifact;
+use ringrift_crds::task::{FailureClass, Task, TaskPhase};
+use ringrift_e2e::agent::{AgentProcess, CLUSTER_KEY};
+use ringrift_e2e::cluster::{Cluster, until};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn phase(t: &Task) -> TaskPhase {
+    t.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+async fn finished(cluster: &Cluster, name: &str) -> Task {
+    until(&format!("{name} to finish"), WAIT, || async {
+        cluster
+            .tasks()
+            .get(name)
+            .await
+            .ok()
+            .filter(|t| matches!(phase(t), TaskPhase::Succeeded | TaskPhase::Failed))
+    })
+    .await
+}
+
+/// Runs a task on `agent` writing `mib` MiB of random bytes as `data.bin`; returns the artifact.
+async fn produce(cluster: &Cluster, task: &str, agent: &str, mib: u32) -> Artifact {
+    let script = format!("head -c {mib}M /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/data.bin\"");
+    cluster.shell_task(task, agent, &script, json!({})).await;
+    let t = finished(cluster, task).await;
+    assert_eq!(phase(&t), TaskPhase::Succeeded, "{:?}", t.status);
+    t.status.unwrap().outputs.remove(0)
+}
+
+/// A task on `agent` that reads `input` and prints its sha256.
+async fn consume(cluster: &Cluster, task: &str, agent: &str, input: &Artifact) -> Task {
+    let script = format!("sha256sum \"$RINGRIFT_INPUT_DIR/{}\"", input.name);
+    cluster
+        .shell_task(task, agent, &script, json!({"inputs": [input]}))
+        .await
+}
+
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    format!("sha256:{}", text.split_whitespace().next().unwrap_or(""))
+}
+
+async fn log_of(agent: &AgentProcess, task: &str) -> String {
+    agent.get(&format!("/v1/tasks/default/{task}/logs?tail=100")).1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_made_on_one_agent_feeds_another_and_a_pull_survives_its_holder_dying() {
+    let cluster = Cluster::start("sync-holders").await;
+    let a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    let a3 = cluster.synced_agent("a3", CLUSTER_KEY, &["--transfer-rate-mib", "8"]);
+
+    let made = produce(&cluster, "make", "a1", 40).await;
+    assert_eq!(made.holders, ["a1"]);
+
+    // Made on a1, used on a2.
+    consume(&cluster, "use", "a2", &made).await;
+    let used = finished(&cluster, "use").await;
+    assert_eq!(phase(&used), TaskPhase::Succeeded, "{:?}", used.status);
+    let hex = made.digest.trim_start_matches("sha256:");
+    assert!(
+        log_of(&a2, "use").await.contains(hex),
+        "the task read the right bytes"
+    );
+    assert!(a2.get("/v1/artifacts").1.contains(&made.digest));
+    assert!(
+        a2.metric("ringrift_agent_transfer_bytes_total{direction=\"in\",class=\"background\"}")
+            >= 40.0 * 1024.0 * 1024.0
+    );
+
+    // Gossip: everyone sees everyone, with the artifacts they hold.
+    until("all three to see each other", WAIT, || async {
+        [&a1, &a2, &a3]
+            .iter()
+            .all(|a| a.gossip_view().0.len() == 3)
+            .then_some(())
+    })
+    .await;
+
+    // a3 pulls from a1 and a2 at 8 MiB/s; a1 dies part-way.
+    let mut both = made.clone();
+    both.holders = vec!["a1".into(), "a2".into()];
+    consume(&cluster, "late", "a3", &both).await;
+    let in_bytes = "ringrift_agent_transfer_bytes_total{direction=\"in\",class=\"background\"}";
+    until("a3 to have pulled 8 MiB", WAIT, || async {
+        (a3.metric(in_bytes) >= 8.0 * 1024.0 * 1024.0).then_some(())
+    })
+    .await;
+    let mut a1 = a1;
+    a1.role.kill();
+    let late = finished(&cluster, "late").await;
+    assert_eq!(phase(&late), TaskPhase::Succeeded, "{:?}", late.status);
+    assert!(log_of(&a3, "late").await.contains(hex));
+    let (from_a2, on_a3) = (
+        std::fs::read(a2.stored(&made.digest)).unwrap(),
+        std::fs::read(a3.stored(&made.digest)).unwrap(),
+    );
+    assert!(from_a2 == on_a3, "byte-identical");
+    assert_eq!(sha256_of(&a3.stored(&made.digest)), made.digest);
+    assert!(
+        a3.metric("ringrift_agent_transfer_holders_dropped_total{reason=\"unreachable\"}") >= 1.0
+            || a3.role.log().contains("a1"),
+        "a1's death was noticed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_cut_by_a_crash_of_the_puller_resumes_where_it_stopped() {
+    let cluster = Cluster::start("sync-resume").await;
+    let _a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let mut a2 = cluster.synced_agent("a2", CLUSTER_KEY, &["--transfer-rate-mib", "6"]);
+    let made = produce(&cluster, "make", "a1", 30).await;
+
+    consume(&cluster, "first", "a2", &made).await;
+    let in_bytes = "ringrift_agent_transfer_bytes_total{direction=\"in\",class=\"background\"}";
+    until("a2 to have pulled 12 MiB", WAIT, || async {
+        (a2.metric(in_bytes) >= 12.0 * 1024.0 * 1024.0).then_some(())
+    })
+    .await;
+    a2.role.kill();
+    drop(a2);
+
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    consume(&cluster, "second", "a2", &made).await;
+    let second = finished(&cluster, "second").await;
+    assert_eq!(phase(&second), TaskPhase::Succeeded, "{:?}", second.status);
+    assert_eq!(sha256_of(&a2.stored(&made.digest)), made.digest);
+    let pulled_again = a2.metric(in_bytes);
+    // At least the chunks recorded before the crash (two 4 MiB chunks at 6 MiB/s, recorded every
+    // half second) are not pulled again.
+    assert!(
+        pulled_again <= 26.0 * 1024.0 * 1024.0,
+        "resumed: only the rest was pulled, {pulled_again} bytes"
+    );
+    assert!(a2.role.log().contains("resuming a pull"), "{}", a2.role.log());
+}
+
+/// A holder that answers with the true manifest and garbage bytes.
+fn evil_holder(manifest: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let manifest = manifest.clone();
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).to_lowercase();
+                let body: Vec<u8> = if text.starts_with("get ")
+                    && text
+                        .split_whitespace()
+                        .nth(1)
+                        .is_some_and(|p| p.ends_with("/chunks"))
+                {
+                    manifest.into_bytes()
+                } else {
+                    // bytes=a-b: as many garbage bytes as asked.
+                    let range = text
+                        .split("range: bytes=")
+                        .nth(1)
+                        .and_then(|r| r.lines().next())
+                        .unwrap_or("0-0");
+                    let (a, b) = range.split_once('-').unwrap_or(("0", "0"));
+                    let n =
+                        b.trim().parse::<usize>().unwrap_or(0) + 1 - a.trim().parse::<usize>().unwrap_or(0);
+                    vec![0x5a; n]
+                };
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_serving_corrupt_bytes_is_dropped_and_nothing_corrupt_is_stored() {
+    let cluster = Cluster::start("sync-corrupt").await;
+    let a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    let a3 = cluster.synced_agent("a3", CLUSTER_KEY, &[]);
+    let made = produce(&cluster, "make", "a1", 16).await;
+    let (code, manifest) = a1.get(&format!("/v1/artifacts/{}/chunks", made.digest));
+    assert_eq!(code, 200);
+
+    // An agent "evil" whose endpoint serves garbage.
+    let agents: Api<Agent> = Api::all(cluster.client.clone());
+    agents
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "ringrift.ai/v1alpha1", "kind": "Agent", "metadata": {"name": "evil"}, "spec": {}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    agents
+        .patch_status(
+            "evil",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"endpoint": evil_holder(manifest)}})),
+        )
+        .await
+        .unwrap();
+
+    // With a good holder beside it: the bad chunks are caught, the holder dropped, the pull done.
+    let mut mixed = made.clone();
+    mixed.holders = vec!["evil".into(), "a1".into()];
+    consume(&cluster, "mixed", "a2", &mixed).await;
+    let t = finished(&cluster, "mixed").await;
+    assert_eq!(phase(&t), TaskPhase::Succeeded, "{:?}", t.status);
+    assert_eq!(sha256_of(&a2.stored(&made.digest)), made.digest);
+    assert!(a2.metric("ringrift_agent_transfer_verification_failures_total") >= 1.0);
+    assert_eq!(
+        a2.metric("ringrift_agent_transfer_holders_dropped_total{reason=\"bad_data\"}"),
+        1.0
+    );
+
+    // With only the bad holder: the task fails, and nothing is stored or listed.
+    let mut only_evil = made.clone();
+    only_evil.holders = vec!["evil".into()];
+    consume(&cluster, "doomed", "a3", &only_evil).await;
+    let t = finished(&cluster, "doomed").await;
+    let status = t.status.unwrap();
+    assert_eq!(
+        (status.phase, status.failure_class),
+        (TaskPhase::Failed, Some(FailureClass::InputUnavailable)),
+        "{:?}",
+        status.message
+    );
+    assert!(!a3.stored(&made.digest).exists(), "nothing corrupt stored");
+    assert!(!a3.get("/v1/artifacts").1.contains(&made.digest));
+    let (code, _) = a3.get(&format!("/v1/artifacts/{}", made.digest));
+    assert_eq!(code, 404, "nothing served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_the_cluster_key_cannot_join_the_gossip_or_fetch() {
+    let cluster = Cluster::start("sync-key").await;
+    let a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    let outsider = cluster.synced_agent("outsider", "not-the-cluster-key-at-all", &[]);
+    until("a1 and a2 to meet", WAIT, || async {
+        (a1.gossip_view().0.len() == 2 && a2.gossip_view().0.len() == 2).then_some(())
+    })
+    .await;
+    until("the outsider's packets to be refused", WAIT, || async {
+        (a1.metric("ringrift_agent_gossip_rejected_packets_total") > 0.0).then_some(())
+    })
+    .await;
+    for a in [&a1, &a2] {
+        assert!(!a.gossip_view().0.contains(&"outsider".to_owned()));
+    }
+    assert_eq!(outsider.gossip_view().0, ["outsider"]);
+
+    let made = produce(&cluster, "make", "a1", 1).await;
+    consume(&cluster, "steal", "outsider", &made).await;
+    let t = finished(&cluster, "steal").await;
+    let status = t.status.unwrap();
+    assert_eq!(status.failure_class, Some(FailureClass::InputUnavailable));
+    assert!(
+        status.message.as_deref().unwrap_or("").contains("401"),
+        "{:?}",
+        status.message
+    );
+    assert!(!outsider.stored(&made.digest).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_with_sigkill_is_seen_dead_by_the_others() {
+    let cluster = Cluster::start("sync-death").await;
+    let a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    let mut a3 = cluster.synced_agent("a3", CLUSTER_KEY, &[]);
+    until("all three to meet", WAIT, || async {
+        [&a1, &a2, &a3]
+            .iter()
+            .all(|a| a.gossip_view().0.len() == 3)
+            .then_some(())
+    })
+    .await;
+    a3.role.kill();
+    let started = std::time::Instant::now();
+    until("a1 and a2 to see a3 dead", Duration::from_secs(20), || async {
+        [&a1, &a2]
+            .iter()
+            .all(|a| {
+                let (members, dead) = a.gossip_view();
+                dead.contains(&"a3".to_owned()) && !members.contains(&"a3".to_owned())
+            })
+            .then_some(())
+    })
+    .await;
+    eprintln!("a3 seen dead after {:?}", started.elapsed());
+    assert!(a1.metric("ringrift_agent_gossip_member_deaths_total") >= 1.0);
+}
