@@ -63,7 +63,7 @@ fn sha256_of(path: &std::path::Path) -> String {
     format!("sha256:{}", text.split_whitespace().next().unwrap_or(""))
 }
 
-async fn log_of(agent: &AgentProcess, task: &str) -> String {
+fn log_of(agent: &AgentProcess, task: &str) -> String {
     agent.get(&format!("/v1/tasks/default/{task}/logs?tail=100")).1
 }
 
@@ -82,10 +82,7 @@ async fn an_artifact_made_on_one_agent_feeds_another_and_a_pull_survives_its_hol
     let used = finished(&cluster, "use").await;
     assert_eq!(phase(&used), TaskPhase::Succeeded, "{:?}", used.status);
     let hex = made.digest.trim_start_matches("sha256:");
-    assert!(
-        log_of(&a2, "use").await.contains(hex),
-        "the task read the right bytes"
-    );
+    assert!(log_of(&a2, "use").contains(hex), "the task read the right bytes");
     assert!(a2.get("/v1/artifacts").1.contains(&made.digest));
     assert!(
         a2.metric("ringrift_agent_transfer_bytes_total{direction=\"in\",class=\"background\"}")
@@ -114,7 +111,7 @@ async fn an_artifact_made_on_one_agent_feeds_another_and_a_pull_survives_its_hol
     a1.role.kill();
     let late = finished(&cluster, "late").await;
     assert_eq!(phase(&late), TaskPhase::Succeeded, "{:?}", late.status);
-    assert!(log_of(&a3, "late").await.contains(hex));
+    assert!(log_of(&a3, "late").contains(hex));
     let (from_a2, on_a3) = (
         std::fs::read(a2.stored(&made.digest)).unwrap(),
         std::fs::read(a3.stored(&made.digest)).unwrap(),
@@ -244,9 +241,10 @@ async fn a_holder_serving_corrupt_bytes_is_dropped_and_nothing_corrupt_is_stored
     assert_eq!(phase(&t), TaskPhase::Succeeded, "{:?}", t.status);
     assert_eq!(sha256_of(&a2.stored(&made.digest)), made.digest);
     assert!(a2.metric("ringrift_agent_transfer_verification_failures_total") >= 1.0);
-    assert_eq!(
-        a2.metric("ringrift_agent_transfer_holders_dropped_total{reason=\"bad_data\"}"),
-        1.0
+    let dropped = a2.metric("ringrift_agent_transfer_holders_dropped_total{reason=\"bad_data\"}");
+    assert!(
+        (dropped - 1.0).abs() < f64::EPSILON,
+        "one holder dropped for bad data: {dropped}"
     );
 
     // With only the bad holder: the task fails, and nothing is stored or listed.

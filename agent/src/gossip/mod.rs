@@ -436,7 +436,7 @@ impl Loop {
                 }
                 OwnedNotification::Defunct => tracing::warn!("this agent was declared down by the others"),
                 OwnedNotification::Rejoin(id) => {
-                    tracing::info!(generation = id.generation, "rejoined the gossip")
+                    tracing::info!(generation = id.generation, "rejoined the gossip");
                 }
                 _ => {}
             }

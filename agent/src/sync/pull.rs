@@ -351,7 +351,7 @@ async fn chunks(
                     let mut conn = conn;
                     let result = peer
                         .range(&mut conn, &digest, range, &gate, |n| {
-                            metrics.moved("in", class.as_str(), n)
+                            metrics.moved("in", class.as_str(), n);
                         })
                         .await;
                     (h, c, conn, result) as Fetched
