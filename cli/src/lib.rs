@@ -120,8 +120,10 @@ pub enum Bench {
     Sync(planned::Planned),
     /// Gossip convergence and failure-detection times with 100 agents.
     ///
-    /// Not built yet.
-    Gossip(planned::Planned),
+    /// Runs 100 gossip members (the agent's gossip, real UDP on loopback) in this process, idle
+    /// and then with both cores saturated: times a state change reaching all of them and a
+    /// killed member being seen dead by all, and counts false deaths.
+    Gossip(bench::gossip::BenchGossipArgs),
 }
 
 /// The async runtime every long-running subcommand runs on.
@@ -151,7 +153,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Bench::Failover(args) => bench::failover::run(args),
             Bench::AgentIdle(args) => bench::agent_idle::run(args),
             Bench::Sync(_) => planned::not_built("bench sync", 6),
-            Bench::Gossip(_) => planned::not_built("bench gossip", 6),
+            Bench::Gossip(args) => bench::gossip::run(args),
         },
     };
     match result {

@@ -5,6 +5,7 @@ pub(crate) mod apiserver;
 pub(crate) mod dispatch;
 pub(crate) mod failover;
 mod fleet;
+pub(crate) mod gossip;
 mod http;
 mod stats;
 
