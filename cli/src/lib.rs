@@ -116,8 +116,10 @@ pub enum Bench {
     AgentIdle(bench::agent_idle::BenchAgentIdleArgs),
     /// Artifact throughput between agents against cp and rsync, and swarm spread.
     ///
-    /// Not built yet.
-    Sync(planned::Planned),
+    /// Starts an API server and real agents as processes: times a 1 GiB artifact pulled from
+    /// one agent by another beside `cp` of the file and `rsync` from a daemon on loopback, then
+    /// a 256 MiB artifact spread from one holder to 16 agents against one transfer.
+    Sync(bench::sync::BenchSyncArgs),
     /// Gossip convergence and failure-detection times with 100 agents.
     ///
     /// Runs 100 gossip members (the agent's gossip, real UDP on loopback) in this process, idle
@@ -152,7 +154,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Bench::Dispatch(args) => bench::dispatch::run(args),
             Bench::Failover(args) => bench::failover::run(args),
             Bench::AgentIdle(args) => bench::agent_idle::run(args),
-            Bench::Sync(_) => planned::not_built("bench sync", 6),
+            Bench::Sync(args) => bench::sync::run(args),
             Bench::Gossip(args) => bench::gossip::run(args),
         },
     };

@@ -16,11 +16,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-const PLANNED: &[&[&str]] = &[&["up"], &["workload"], &["status"], &["bench", "sync"]];
+const PLANNED: &[&[&str]] = &[&["up"], &["workload"], &["status"]];
 
 #[test]
 fn every_subcommand_has_help() {
-    let built: [&[&str]; 12] = [
+    let built: [&[&str]; 13] = [
+        &["bench", "sync"],
         &["bench", "gossip"],
         &["agent"],
         &["logs"],
@@ -220,4 +221,34 @@ fn bench_gossip_reports_propagation_and_deaths_for_each_load() {
         assert_eq!(run["members_left"], 5, "{run}");
         assert!(run["false_deaths"].is_u64(), "{run}");
     }
+}
+
+#[test]
+fn bench_sync_reports_agent_cp_rsync_and_spread_figures() {
+    let out = ringrift(&[
+        "bench",
+        "sync",
+        "--size-mib",
+        "8",
+        "--spread-mib",
+        "4",
+        "--spread-agents",
+        "2",
+        "--patience",
+        "120s",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["bench"], "sync");
+    for path in [
+        &["transfer", "agent_to_agent", "mib_per_s"][..],
+        &["transfer", "cp", "mib_per_s"],
+        &["transfer", "rsync_daemon_loopback", "mib_per_s"],
+        &["spread", "one_transfer_s"],
+        &["spread", "all_agents_s"],
+    ] {
+        let v = path.iter().fold(&report, |v, k| &v[*k]);
+        assert!(v.as_f64().is_some_and(|x| x > 0.0), "{path:?} in {report}");
+    }
+    assert_eq!(report["spread"]["agents"], 2);
 }

@@ -17,3 +17,4 @@ pub mod range;
 pub mod retention;
 pub mod serve;
 pub mod state;
+pub mod whole;

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,12 +19,13 @@ use super::gate::Class;
 use super::manifest::Manifest;
 use super::plan::{Ban, Outcome, Planner};
 use super::serve::Partial;
+use super::whole::{WholeHasher, prefix_end};
 use crate::artifacts::{self, ArtifactError, kind_name};
 use crate::node::Node;
 use crate::store::TransferRow;
 
 /// Concurrent requests to one holder.
-const PER_HOLDER: usize = 2;
+const PER_HOLDER: usize = 3;
 /// A pull that makes no progress this long gives up (its progress stays for the next try).
 const STALL: Duration = Duration::from_secs(60);
 /// Least time between progress records.
@@ -151,24 +153,7 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
     let mut distrusted: HashSet<String> = HashSet::new();
     for _ in 0..MAX_ROUNDS {
         let (manifest, source) = manifest(node, artifact, &peers, &distrusted, class).await?;
-        let path = node
-            .content
-            .partial_path(digest)
-            .ok_or_else(|| ArtifactError::BadName(digest.to_owned()))?;
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(local_io("create", dir))?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .read(true)
-            .open(&path)
-            .map_err(local_io("open", &path))?;
-        file.set_len(manifest.size_bytes)
-            .map_err(local_io("size", &path))?;
+        let (path, file) = open_partial(node, &manifest).await?;
         let row = node.db.transfer(digest).await?;
         let done: Vec<bool> = row
             .map(|r| r.done.chars().map(|c| c == '1').collect())
@@ -178,7 +163,7 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
             .partials
             .insert(manifest.clone(), path.clone(), done.clone());
         let file = Arc::new(file);
-        chunks(
+        let streamed = chunks(
             node,
             &manifest,
             &peers,
@@ -191,6 +176,20 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
         .await?;
         drop(file);
 
+        if streamed.as_deref() == Some(digest) {
+            node.content
+                .admit(
+                    &node.db,
+                    &path,
+                    &artifact.name,
+                    kind_name(artifact.kind),
+                    &manifest,
+                )
+                .await?;
+            return Ok(());
+        }
+        // The digest computed during the pull did not match (or could not be computed): read the
+        // file again to see which chunks are wrong.
         let computed = artifacts::hash(&path).await?;
         if computed.digest == manifest.digest {
             node.content
@@ -234,6 +233,29 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
         node.sync.partials.remove(digest);
     }
     Err(PullError::NeverVerified(digest.to_owned()))
+}
+
+/// The file a pull writes into, sized to the artifact (kept as it is when resuming).
+async fn open_partial(node: &Node, manifest: &Manifest) -> Result<(PathBuf, std::fs::File), PullError> {
+    let path = node
+        .content
+        .partial_path(&manifest.digest)
+        .ok_or_else(|| ArtifactError::BadName(manifest.digest.clone()))?;
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(local_io("create", dir))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(&path)
+        .map_err(local_io("open", &path))?;
+    file.set_len(manifest.size_bytes)
+        .map_err(local_io("size", &path))?;
+    Ok((path, file))
 }
 
 fn bits(done: &[bool]) -> String {
@@ -303,7 +325,8 @@ async fn manifest(
 
 type Fetched = (usize, usize, Option<Conn>, Result<Vec<u8>, FetchError>);
 
-/// Fetches every missing chunk, `PER_HOLDER` requests per holder at a time.
+/// Fetches every missing chunk, `PER_HOLDER` requests per holder at a time; returns the digest
+/// of the whole, computed as the chunks arrive.
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
 async fn chunks(
     node: &Node,
@@ -314,11 +337,15 @@ async fn chunks(
     partial: &Arc<Partial>,
     file: &Arc<std::fs::File>,
     done: &[bool],
-) -> Result<(), PullError> {
+) -> Result<Option<String>, PullError> {
     let digest = manifest.digest.as_str();
     let mut planner = Planner::new(manifest.len(), done);
+    let mut have: Vec<bool> = planner.done();
+    let mut whole = WholeHasher::start(file.clone());
+    let end_of = |i: usize| manifest.range(i).end;
+    whole.advance(prefix_end(&have, end_of));
     if planner.is_done() {
-        return Ok(());
+        return Ok(whole.finish().await);
     }
     // Ask every holder what it has (a holder still pulling serves only its verified chunks).
     let mut usable: Vec<(usize, &Peer)> = Vec::new();
@@ -429,6 +456,10 @@ async fn chunks(
         if outcome == Outcome::Verified {
             partial.mark(chunk);
             last_progress = Instant::now();
+            if let Some(h) = have.get_mut(chunk) {
+                *h = true;
+            }
+            whole.advance(prefix_end(&have, end_of));
         }
         if let Some(ban) = planner.finish(chunk, holder, outcome) {
             let name = planner.name(holder).to_owned();
@@ -454,7 +485,7 @@ async fn chunks(
         }
     }
     record(node, digest, &planner).await;
-    Ok(())
+    Ok(whole.finish().await)
 }
 
 async fn record(node: &Node, digest: &str, planner: &Planner) {

@@ -125,6 +125,11 @@ impl Fleet {
         })
     }
 
+    /// The bench's scratch directory (removed when the fleet is dropped).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Starts a controller with extra arguments.
     ///
     /// # Errors

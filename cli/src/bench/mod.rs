@@ -8,6 +8,7 @@ mod fleet;
 pub(crate) mod gossip;
 mod http;
 mod stats;
+pub(crate) mod sync;
 
 /// Runs a benchmark on a multi-threaded runtime and prints its JSON report.
 pub(crate) fn report(
