@@ -63,6 +63,8 @@ pub struct Config {
     pub gossip: Option<crate::gossip::GossipConfig>,
     /// Disk marks of retention.
     pub retention: crate::sync::retention::Marks,
+    /// Time between retention rounds.
+    pub retention_interval: Duration,
 }
 
 /// Why the agent could not start.
@@ -207,7 +209,7 @@ pub async fn run(
         config.sample_interval,
         stop_rx.clone(),
     ));
-    let gossip = start_gossip(&config, &node, &mut registration, &stop_rx).await?;
+    let sync = start_sync(&config, &node, &mut registration, &stop_rx).await?;
     let registrar = tokio::spawn(register::run(node.clone(), registration, stop_rx.clone()));
     let supervisor = tokio::spawn(supervisor::run(
         node.clone(),
@@ -229,7 +231,7 @@ pub async fn run(
     tracing::info!("shutting down");
     stop_tx.send_replace(true);
     let _ = supervisor.await;
-    for task in [registrar, sampler, readiness].into_iter().chain(gossip) {
+    for task in [registrar, sampler, readiness].into_iter().chain(sync) {
         let _ = task.await;
     }
     if tokio::time::timeout(Duration::from_secs(5), server)
@@ -243,14 +245,21 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts gossip when configured with a key; records its address for the `Agent` status.
-async fn start_gossip(
+/// Starts retention, and gossip when configured with a key (recording its address for the
+/// `Agent` status).
+async fn start_sync(
     config: &Config,
     node: &Arc<Node>,
     registration: &mut Registration,
     stop_rx: &watch::Receiver<bool>,
-) -> Result<Option<tokio::task::JoinHandle<()>>, RunError> {
-    Ok(match (&config.gossip, &config.cluster_key) {
+) -> Result<Vec<tokio::task::JoinHandle<()>>, RunError> {
+    let retention = tokio::spawn(crate::sync::retain::run(
+        node.clone(),
+        config.retention,
+        config.retention_interval,
+        stop_rx.clone(),
+    ));
+    let gossip = match (&config.gossip, &config.cluster_key) {
         (Some(g), Some(key)) => {
             let gossip = Gossip::start(&node.name, g, key.clone(), node.metrics.sync.clone())
                 .await
@@ -273,7 +282,8 @@ async fn start_gossip(
             None
         }
         (None, _) => None,
-    })
+    };
+    Ok(std::iter::once(retention).chain(gossip).collect())
 }
 
 async fn sampler_loop(

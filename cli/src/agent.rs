@@ -107,6 +107,9 @@ pub struct SyncArgs {
     /// ...and stops once it is at or under this one.
     #[arg(long, env = "RINGRIFT_DISK_LOW_WATER", default_value_t = 0.75)]
     pub disk_low_water: f64,
+    /// How often retention checks the disk.
+    #[arg(long, env = "RINGRIFT_RETENTION_INTERVAL", default_value = "60s", value_parser = crate::duration::parse)]
+    pub retention_interval: Duration,
 }
 
 impl SyncArgs {
@@ -234,6 +237,7 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         transfer_slots: usize::try_from(sync.transfer_slots).unwrap_or(8),
         transfer_rate: sync.transfer_rate_mib.saturating_mul(1024 * 1024),
         retention,
+        retention_interval: sync.retention_interval,
     };
     runtime.block_on(async {
         run(client, config, shutdown_signal())

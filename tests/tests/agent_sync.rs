@@ -325,3 +325,55 @@ async fn an_agent_killed_with_sigkill_is_seen_dead_by_the_others() {
     eprintln!("a3 seen dead after {:?}", started.elapsed());
     assert!(a1.metric("ringrift_agent_gossip_member_deaths_total") >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_what_nothing_needs_and_keeps_what_a_task_needs() {
+    let cluster = Cluster::start("sync-retention").await;
+    let a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    let stale = produce(&cluster, "stale", "a1", 1).await;
+    let wanted = produce(&cluster, "wanted", "a1", 1).await;
+    // A task on a2 that needs `wanted` and has not finished (it waits for a file that never comes).
+    let never = cluster.dir().join("never");
+    cluster
+        .shell_task(
+            "waiting",
+            "a2",
+            &format!("while [ ! -f {} ]; do sleep 0.1; done", never.display()),
+            json!({"inputs": [wanted]}),
+        )
+        .await;
+    until("the waiting task to run", WAIT, || async {
+        cluster
+            .tasks()
+            .get("waiting")
+            .await
+            .ok()
+            .filter(|t| phase(t) == TaskPhase::Running)
+    })
+    .await;
+    // a1 again, with marks so low that any disk is past them: every round drops all it may.
+    drop(a1);
+    let a1 = cluster.synced_agent(
+        "a1",
+        CLUSTER_KEY,
+        &[
+            "--disk-high-water",
+            "0.000001",
+            "--disk-low-water",
+            "0.0000005",
+            "--retention-interval",
+            "500ms",
+        ],
+    );
+    until("stale games to be dropped", WAIT, || async {
+        (!a1.stored(&stale.digest).exists()).then_some(())
+    })
+    .await;
+    assert!(!a1.get("/v1/artifacts").1.contains(&stale.digest));
+    assert!(a1.metric("ringrift_agent_retention_dropped_artifacts_total") >= 1.0);
+    // Several more rounds: what the waiting task needs stays.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(a1.stored(&wanted.digest).exists(), "needed by an unfinished task");
+    drop(a2);
+}

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod plan;
 pub mod pull;
 pub mod range;
+pub mod retain;
 pub mod retention;
 pub mod serve;
 pub mod state;

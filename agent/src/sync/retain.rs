@@ -1,0 +1,115 @@
+//! Retention on a running agent: every interval (a minute by default), when the data directory's file system is past
+//! its high-water mark, drop what [`super::retention::choose`] picks. What must stay is read
+//! from the API each round (inputs of unfinished Tasks, every `Model`'s weights, promoted or
+//! not, the games of every `SelfplayJob` that still exists) plus the pulls in progress; when the
+//! API cannot be read, nothing is dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::ListParams;
+use ringrift_crds::model::Model;
+use ringrift_crds::selfplay::SelfplayJob;
+use ringrift_crds::task::{Task, TaskPhase};
+use tokio::sync::watch;
+
+use super::retention::{Disk, Held, Keep, Marks, choose};
+use crate::node::Node;
+
+async fn keep(node: &Node) -> kube::Result<Keep> {
+    let lp = ListParams::default();
+    let mut keep = Keep::default();
+    for t in Api::<Task>::all(node.client.clone()).list(&lp).await?.items {
+        let finished = t.status.as_ref().is_some_and(|s| {
+            matches!(
+                s.phase,
+                TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Cancelled | TaskPhase::Lost
+            )
+        });
+        if !finished {
+            keep.needed.extend(t.spec.inputs.iter().map(|a| a.digest.clone()));
+        }
+    }
+    for m in Api::<Model>::all(node.client.clone()).list(&lp).await?.items {
+        if m.status.as_ref().is_some_and(|s| s.promoted) {
+            keep.promoted.insert(m.spec.digest.clone());
+        }
+        keep.referenced.insert(m.spec.digest);
+    }
+    for j in Api::<SelfplayJob>::all(node.client.clone())
+        .list(&lp)
+        .await?
+        .items
+    {
+        if let Some(s) = j.status {
+            keep.in_window.extend(s.outputs.into_iter().map(|a| a.digest));
+        }
+    }
+    keep.needed.extend(node.sync.partials.digests());
+    Ok(keep)
+}
+
+/// One round: returns the digests dropped.
+pub async fn round(node: &Node, marks: Marks) -> Vec<String> {
+    let host = node.inventory.borrow().host;
+    let disk = Disk {
+        total: host.disk_mib.saturating_mul(1024 * 1024),
+        used: host
+            .disk_mib
+            .saturating_sub(host.disk_free_mib)
+            .saturating_mul(1024 * 1024),
+    };
+    if !past(disk, marks) {
+        return Vec::new();
+    }
+    let keep = match keep(node).await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!(error = %e, "disk past its high-water mark, but the API cannot say what is needed; dropping nothing");
+            return Vec::new();
+        }
+    };
+    let held: Vec<Held> = node
+        .db
+        .artifacts()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| Held {
+            last_used: a.last_used.unwrap_or(a.created_at),
+            digest: a.digest,
+            kind: a.kind,
+            size_bytes: a.size_bytes,
+        })
+        .collect();
+    let drop = choose(&held, &keep, disk, marks);
+    for digest in &drop {
+        if let Err(e) = node.db.remove_artifact(digest).await {
+            tracing::warn!(%digest, error = %e, "cannot forget an artifact");
+            continue;
+        }
+        if let Some(path) = node.content.path(digest) {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        node.metrics.sync.retention_dropped.inc();
+        tracing::info!(%digest, "retention dropped an artifact");
+    }
+    drop
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn past(disk: Disk, marks: Marks) -> bool {
+    disk.total > 0 && disk.used as f64 > marks.high * disk.total as f64
+}
+
+/// Runs rounds until `stop`.
+pub async fn run(node: Arc<Node>, marks: Marks, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        round(&node, marks).await;
+    }
+}
