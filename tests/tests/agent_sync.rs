@@ -377,3 +377,51 @@ async fn retention_drops_what_nothing_needs_and_keeps_what_a_task_needs() {
     assert!(a1.stored(&wanted.digest).exists(), "needed by an unfinished task");
     drop(a2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cancelled_while_pulling_its_inputs_stops_at_once() {
+    let cluster = Cluster::start("sync-cancel").await;
+    let _a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &["--transfer-rate-mib", "1"]);
+    let made = produce(&cluster, "make", "a1", 32).await;
+    consume(&cluster, "slow", "a2", &made).await;
+    until("slow to be fetching", WAIT, || async {
+        cluster
+            .tasks()
+            .get("slow")
+            .await
+            .ok()
+            .filter(|t| phase(t) == TaskPhase::Fetching)
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    cluster
+        .tasks()
+        .patch(
+            "slow",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cancel": true}})),
+        )
+        .await
+        .unwrap();
+    let t = finished_or_cancelled(&cluster, "slow").await;
+    assert_eq!(phase(&t), TaskPhase::Cancelled, "{:?}", t.status);
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "stopped within {:?}",
+        asked.elapsed()
+    );
+    assert!(!a2.stored(&made.digest).exists(), "the pull did not finish");
+}
+
+async fn finished_or_cancelled(cluster: &Cluster, name: &str) -> Task {
+    until(&format!("{name} to end"), WAIT, || async {
+        cluster.tasks().get(name).await.ok().filter(|t| {
+            matches!(
+                phase(t),
+                TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Cancelled
+            )
+        })
+    })
+    .await
+}

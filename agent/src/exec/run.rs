@@ -10,7 +10,7 @@ use ringrift_crds::task::{FailureClass, Task, TaskPhase};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::classify::{Exit, Outcome, Stop};
+use super::classify::{Exit, Outcome, Stop, classify};
 use super::finish::{conclude, report};
 use super::logs::LogReader;
 use super::{RunHandle, launch, process, shim};
@@ -176,8 +176,21 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
         let _ = node.db.reported(&handle.uid).await;
         return Launched::NotStarted;
     }
-    if let Err(e) = super::inputs::fetch(node, task).await {
-        return agent_failure("InputUnavailable", e.to_string(), FailureClass::InputUnavailable);
+    // A stop (cancel, deadline, superseded) ends the pull; what it fetched so far stays for
+    // the next pull of the same artifact.
+    let mut stops = handle.stop_requests();
+    tokio::select! {
+        fetched = super::inputs::fetch(node, task) => if let Err(e) = fetched {
+            return agent_failure("InputUnavailable", e.to_string(), FailureClass::InputUnavailable);
+        },
+        why = async { stops.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
+            tracing::info!(task = %handle.name, ?why, "stopped while fetching its inputs");
+            if matches!(why, Some(Stop::Superseded) | None) {
+                let _ = node.db.reported(&handle.uid).await;
+                return Launched::NotStarted;
+            }
+            return Launched::Failed(classify(&Exit::Signal(15), why, false, &[]));
+        }
     }
     for input in &task.spec.inputs {
         if let Err(e) = node.content.materialize(input, &dir.join("input")).await {
