@@ -55,7 +55,7 @@ pub enum PullError {
         /// The last error.
         last: String,
     },
-    /// No progress for [`STALL`].
+    /// No progress for a minute.
     #[error("pull of {digest} stalled with {remaining} chunks missing; holders left: {usable}")]
     Stalled {
         /// The artifact.
@@ -176,21 +176,12 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
         .await?;
         drop(file);
 
-        if streamed.as_deref() == Some(digest) {
-            node.content
-                .admit(
-                    &node.db,
-                    &path,
-                    &artifact.name,
-                    kind_name(artifact.kind),
-                    &manifest,
-                )
-                .await?;
-            return Ok(());
-        }
-        // The digest computed during the pull did not match (or could not be computed): read the
-        // file again to see which chunks are wrong.
-        let computed = artifacts::hash(&path).await?;
+        // The digest computed during the pull; when it does not match (or could not be
+        // computed), the file is read again to see which chunks are wrong.
+        let computed = match streamed {
+            Some(d) if d == digest => manifest.clone(),
+            _ => artifacts::hash(&path).await?,
+        };
         if computed.digest == manifest.digest {
             node.content
                 .admit(
