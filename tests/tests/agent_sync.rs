@@ -425,3 +425,17 @@ async fn finished_or_cancelled(cluster: &Cluster, name: &str) -> Task {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_waits_for_a_holder_that_is_restarting() {
+    let cluster = Cluster::start("sync-wait").await;
+    let a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let _a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    let made = produce(&cluster, "make", "a1", 2).await;
+    drop(a1);
+    consume(&cluster, "patient", "a2", &made).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let t = finished(&cluster, "patient").await;
+    assert_eq!(phase(&t), TaskPhase::Succeeded, "{:?}", t.status);
+}

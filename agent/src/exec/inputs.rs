@@ -1,6 +1,9 @@
 //! A task's inputs: each one not held here is pulled from its holders (those the `Task` names,
 //! then those gossip knows, whole holders before partial ones; holders penalized for bad data
-//! last), all inputs at once, each in its priority class.
+//! last), all inputs at once, each in its priority class. While no holder answers, the holders
+//! are looked up and asked again every second for half a minute.
+
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use kube::Api;
@@ -11,6 +14,11 @@ use ringrift_crds::task::Task;
 use crate::node::Node;
 use crate::sync::gate::class_of;
 use crate::sync::pull::{self, Holder, PullError};
+
+/// How long a pull waits for some holder to answer before the task fails.
+const HOLDER_PATIENCE: Duration = Duration::from_secs(30);
+/// Time between tries while no holder answers.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// The holders to pull `artifact` from, best first.
 pub async fn holders(node: &Node, artifact: &Artifact) -> Vec<Holder> {
@@ -55,15 +63,25 @@ pub async fn fetch(node: &Node, task: &Task) -> Result<(), PullError> {
             let _ = node.db.touch_artifact(&input.digest).await;
             return Ok(());
         }
-        let from = holders(node, input).await;
-        tracing::info!(
-            task = %task.metadata.name.as_deref().unwrap_or(""),
-            input = %input.name,
-            holders = from.len(),
-            bytes = input.size_bytes,
-            "pulling an input"
-        );
-        pull::pull(node, input, &from, class_of(task.spec.role, input.kind)).await
+        let started = Instant::now();
+        loop {
+            let from = holders(node, input).await;
+            tracing::info!(
+                task = %task.metadata.name.as_deref().unwrap_or(""),
+                input = %input.name,
+                holders = from.len(),
+                bytes = input.size_bytes,
+                "pulling an input"
+            );
+            match pull::pull(node, input, &from, class_of(task.spec.role, input.kind)).await {
+                // No holder answered: one may be restarting, or gossip may name another soon
+                // (a refusal of our credentials is final).
+                Err(PullError::NoHolder { denied: false, .. }) if started.elapsed() < HOLDER_PATIENCE => {
+                    tokio::time::sleep(RETRY).await;
+                }
+                done => return done,
+            }
+        }
     });
     join_all(pulls).await.into_iter().collect()
 }

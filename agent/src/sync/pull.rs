@@ -54,6 +54,8 @@ pub enum PullError {
         asked: String,
         /// The last error.
         last: String,
+        /// Every holder asked refused this agent's credentials (asking again will not help).
+        denied: bool,
     },
     /// No progress for a minute.
     #[error("pull of {digest} stalled with {remaining} chunks missing; holders left: {usable}")]
@@ -278,6 +280,7 @@ async fn manifest(
     }
     let mut last = String::from("no holder known");
     let mut asked = Vec::new();
+    let mut denied = 0usize;
     for (h, peer) in peers.iter().filter(|(h, _)| !distrusted.contains(&h.name)) {
         asked.push(h.name.clone());
         let mut conn = None;
@@ -300,7 +303,12 @@ async fn manifest(
                 }
                 Err(e) => last = format!("{}: {e}", h.name),
             },
-            Err(e) => last = e.to_string(),
+            Err(e) => {
+                if matches!(e, FetchError::Status(_, 401 | 403, _)) {
+                    denied += 1;
+                }
+                last = e.to_string();
+            }
         }
     }
     Err(PullError::NoHolder {
@@ -311,6 +319,7 @@ async fn manifest(
             asked.join(", ")
         },
         last,
+        denied: !asked.is_empty() && denied == asked.len(),
     })
 }
 
