@@ -167,13 +167,6 @@ impl Planner {
         }
     }
 
-    /// Marks a chunk missing again (found bad when the whole was checked).
-    pub fn reset(&mut self, chunk: usize) {
-        if let Some(c) = self.chunks.get_mut(chunk) {
-            *c = Chunk::Missing;
-        }
-    }
-
     /// Whether every chunk is here.
     pub fn is_done(&self) -> bool {
         self.chunks.iter().all(|c| *c == Chunk::Done)
@@ -317,13 +310,13 @@ mod tests {
     fn a_late_finish_for_a_chunk_reassigned_is_ignored() {
         let mut p = Planner::new(1, &[]);
         let a = p.holder("a", None);
-        let c = p.next(a).unwrap();
-        p.finish(c, a, Outcome::Verified);
-        p.reset(c);
-        assert!(!p.is_done(), "found bad in the whole-file check");
         let b = p.holder("b", None);
-        assert_eq!(p.next(b), Some(c));
+        let c = p.next(a).unwrap();
+        // a fails it; b is asked; a's late duplicate answer must not mark it done or missing.
         p.finish(c, a, Outcome::Transient);
+        assert_eq!(p.next(b), Some(c));
+        p.finish(c, a, Outcome::Verified);
+        assert!(!p.is_done(), "only b's answer counts");
         assert_eq!(p.next(a), None, "still in flight to b");
         p.finish(c, b, Outcome::Verified);
         assert!(p.is_done());
