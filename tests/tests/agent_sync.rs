@@ -119,9 +119,8 @@ async fn an_artifact_made_on_one_agent_feeds_another_and_a_pull_survives_its_hol
     assert!(from_a2 == on_a3, "byte-identical");
     assert_eq!(sha256_of(&a3.stored(&made.digest)), made.digest);
     assert!(
-        a3.metric("ringrift_agent_transfer_holders_dropped_total{reason=\"unreachable\"}") >= 1.0
-            || a3.role.log().contains("a1"),
-        "a1's death was noticed"
+        a3.metric("ringrift_agent_transfer_holders_dropped_total{reason=\"unreachable\"}") >= 1.0,
+        "a1 was dropped from the pull as unreachable"
     );
 }
 

@@ -10,7 +10,7 @@ pub mod node;
 pub mod state;
 pub mod wire;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::sync::{Arc, Mutex};
@@ -115,7 +115,7 @@ pub struct Member {
 #[derive(Debug, Default)]
 struct View {
     members: BTreeMap<String, Member>,
-    dead: BTreeMap<String, Instant>,
+    dead: BTreeSet<String>,
 }
 
 enum Command {
@@ -251,9 +251,9 @@ impl Gossip {
         self.view().members.values().cloned().collect()
     }
 
-    /// Members seen declared dead, by name, with when.
+    /// Members seen declared dead, by name.
     pub fn dead(&self) -> Vec<String> {
-        self.view().dead.keys().cloned().collect()
+        self.view().dead.iter().cloned().collect()
     }
 
     /// The newest state each member announced.
@@ -424,7 +424,7 @@ impl Loop {
                         .view
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    v.dead.insert(id.name.clone(), Instant::now());
+                    v.dead.insert(id.name.clone());
                 }
                 OwnedNotification::MemberUp(id) => {
                     tracing::debug!(member = %id.name, "gossip member up");

@@ -1,9 +1,10 @@
 //! Gossip of a running agent: publishes its own state (endpoint, free GPUs, running tasks,
 //! artifacts held and being pulled), keeps the peer directory pulls use, and finds the others
 //! through the gossip addresses of the `Agent` objects (and the peers recorded last time, so a
-//! restarted agent finds them even while the API is unreachable).
+//! restarted agent finds them even while the API is unreachable). The view it reads each second
+//! is what pulls ask for holders and endpoints.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,10 +14,9 @@ use kube::api::ListParams;
 use ringrift_crds::agent::Agent;
 use tokio::sync::watch;
 
-use super::state::{AgentState, MAX_LISTED, digest_of, raw_digest};
-use super::{Gossip, Member};
+use super::Gossip;
+use super::state::{AgentState, MAX_LISTED, raw_digest};
 use crate::node::Node;
-use crate::sync::state::PeerInfo;
 
 /// How often the state is checked for changes and the directory refreshed.
 const EVERY: Duration = Duration::from_secs(1);
@@ -59,25 +59,6 @@ pub async fn own_state(node: &Node, endpoint: &str) -> AgentState {
             .take(MAX_LISTED)
             .collect(),
     }
-}
-
-/// The directory pulls read: every other live member with a known state.
-pub fn directory(me: &str, members: &[Member]) -> HashMap<String, PeerInfo> {
-    members
-        .iter()
-        .filter(|m| m.name != me)
-        .filter_map(|m| {
-            let s = m.state.as_ref()?;
-            Some((
-                m.name.clone(),
-                PeerInfo {
-                    endpoint: s.endpoint.clone(),
-                    artifacts: s.artifacts.iter().map(digest_of).collect(),
-                    fetching: s.fetching.iter().map(digest_of).collect(),
-                },
-            ))
-        })
-        .collect()
 }
 
 async fn seeds(node: &Node) -> Vec<(String, SocketAddr)> {
@@ -130,27 +111,18 @@ pub async fn run(node: Arc<Node>, gossip: Gossip, endpoint: String, mut stop: wa
             gossip.set_state(state.clone());
             published = Some(state);
         }
-        let directory = directory(&node.name, &members);
+        // Peers met are recorded (once their endpoint is known) to find them after a restart.
         for m in members.iter().filter(|m| m.name != node.name) {
-            if recorded.insert(format!("{}@{}", m.name, m.gossip_address)) {
-                let endpoint = directory
-                    .get(&m.name)
-                    .map(|p| p.endpoint.clone())
-                    .unwrap_or_default();
-                if let Err(e) = node.db.put_peer(&m.name, &endpoint, &m.gossip_address).await {
-                    tracing::debug!(error = %e, "cannot record a peer");
-                }
+            let Some(state) = &m.state else { continue };
+            if recorded.insert(format!("{}@{}@{}", m.name, m.gossip_address, state.endpoint))
+                && let Err(e) = node
+                    .db
+                    .put_peer(&m.name, &state.endpoint, &m.gossip_address)
+                    .await
+            {
+                tracing::debug!(error = %e, "cannot record a peer");
             }
         }
-        node.metrics
-            .sync
-            .gossip_members
-            .set(i64::try_from(members.len()).unwrap_or(i64::MAX));
-        *node
-            .sync
-            .peers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = directory;
         node.sync.set_view(members, gossip.dead());
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
@@ -158,36 +130,4 @@ pub async fn run(node: Arc<Node>, gossip: Gossip, endpoint: String, mut stop: wa
         }
     }
     gossip.stop().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_directory_lists_others_with_a_state() {
-        let d = format!("sha256:{}", "cd".repeat(32));
-        let member = |name: &str, state: Option<AgentState>| Member {
-            name: name.into(),
-            gossip_address: "127.0.0.1:1".into(),
-            status: "alive",
-            state,
-        };
-        let members = vec![
-            member("me", Some(AgentState::default())),
-            member("quiet", None),
-            member(
-                "b",
-                Some(AgentState {
-                    endpoint: "http://b:1".into(),
-                    artifacts: vec![raw_digest(&d).unwrap()],
-                    ..AgentState::default()
-                }),
-            ),
-        ];
-        let dir = directory("me", &members);
-        assert_eq!(dir.len(), 1);
-        assert_eq!(dir["b"].endpoint, "http://b:1");
-        assert!(dir["b"].artifacts.contains(&d));
-    }
 }

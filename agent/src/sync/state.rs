@@ -1,30 +1,21 @@
 //! What the sync parts of an agent share: the bandwidth gate, the pulls in progress (served to
 //! peers), the holders penalized for bad data, one lock per digest so an artifact is pulled
-//! once however many tasks want it, and the peer directory gossip keeps.
+//! once however many tasks want it, and the gossip view (who holds what) pulls read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::gate::Gate;
 use super::serve::Partials;
+use crate::gossip::Member;
+use crate::gossip::state::raw_digest;
 
 /// How long a holder that served bad data is avoided.
 pub const PENALTY: Duration = Duration::from_secs(600);
 
 /// An agent name and its REST endpoint.
 pub type Named = (String, String);
-
-/// A peer as gossip (or the API) describes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerInfo {
-    /// REST endpoint (`http://host:port`).
-    pub endpoint: String,
-    /// Digests it holds whole (the newest it announced).
-    pub artifacts: HashSet<String>,
-    /// Digests it is pulling (it serves their verified chunks).
-    pub fetching: HashSet<String>,
-}
 
 /// Shared sync state.
 #[derive(Debug)]
@@ -35,9 +26,7 @@ pub struct SyncState {
     pub fetch_token: String,
     /// Pulls in progress.
     pub partials: Partials,
-    /// Alive peers by name, from gossip.
-    pub peers: Mutex<HashMap<String, PeerInfo>>,
-    view: Mutex<(Vec<crate::gossip::Member>, Vec<String>)>,
+    view: Mutex<(Vec<Member>, Vec<String>)>,
     penalties: Mutex<HashMap<String, Instant>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -50,7 +39,6 @@ impl SyncState {
             gate: Gate::new(slots, rate),
             fetch_token,
             partials: Partials::default(),
-            peers: Mutex::default(),
             view: Mutex::default(),
             penalties: Mutex::default(),
             locks: Mutex::default(),
@@ -58,7 +46,7 @@ impl SyncState {
     }
 
     /// Records the gossip view: live members and members seen dead.
-    pub fn set_view(&self, members: Vec<crate::gossip::Member>, dead: Vec<String>) {
+    pub fn set_view(&self, members: Vec<Member>, dead: Vec<String>) {
         *self
             .view
             .lock()
@@ -66,7 +54,7 @@ impl SyncState {
     }
 
     /// The gossip view: live members (this agent included) and members seen dead.
-    pub fn view(&self) -> (Vec<crate::gossip::Member>, Vec<String>) {
+    pub fn view(&self) -> (Vec<Member>, Vec<String>) {
         self.view
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -103,19 +91,24 @@ impl SyncState {
         locks.entry(digest.to_owned()).or_default().clone()
     }
 
-    /// The peers gossip says hold `digest` whole, then those pulling it.
+    /// The members gossip says hold `digest` whole, then those pulling it, with their endpoints.
     pub fn holders_of(&self, digest: &str) -> (Vec<Named>, Vec<Named>) {
-        let peers = self
-            .peers
+        let Some(raw) = raw_digest(digest) else {
+            return (Vec::new(), Vec::new());
+        };
+        let view = self
+            .view
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut whole = Vec::new();
         let mut partial = Vec::new();
-        for (name, p) in peers.iter() {
-            if p.artifacts.contains(digest) {
-                whole.push((name.clone(), p.endpoint.clone()));
-            } else if p.fetching.contains(digest) {
-                partial.push((name.clone(), p.endpoint.clone()));
+        for m in &view.0 {
+            let Some(s) = &m.state else { continue };
+            let named = (m.name.clone(), s.endpoint.clone());
+            if s.artifacts.contains(&raw) {
+                whole.push(named);
+            } else if s.fetching.contains(&raw) {
+                partial.push(named);
             }
         }
         whole.sort();
@@ -123,19 +116,24 @@ impl SyncState {
         (whole, partial)
     }
 
-    /// A peer's endpoint, from gossip.
+    /// A live member's REST endpoint, from gossip.
     pub fn endpoint(&self, name: &str) -> Option<String> {
-        self.peers
+        let view = self
+            .view
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(name)
-            .map(|p| p.endpoint.clone())
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        view.0
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.state.as_ref())
+            .map(|s| s.endpoint.clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gossip::state::AgentState;
 
     #[test]
     fn penalties_and_holders() {
@@ -143,26 +141,39 @@ mod tests {
         s.penalize("bad");
         assert!(s.penalized("bad"));
         assert!(!s.penalized("good"));
-        s.peers.lock().unwrap().insert(
-            "b".into(),
-            PeerInfo {
-                endpoint: "http://b:1".into(),
-                artifacts: ["d".to_owned()].into(),
-                fetching: HashSet::new(),
-            },
-        );
-        s.peers.lock().unwrap().insert(
-            "a".into(),
-            PeerInfo {
-                endpoint: "http://a:1".into(),
-                artifacts: HashSet::new(),
-                fetching: ["d".to_owned()].into(),
-            },
-        );
-        let (whole, partial) = s.holders_of("d");
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let member = |name: &str, held: bool| Member {
+            name: name.into(),
+            gossip_address: "127.0.0.1:1".into(),
+            status: "alive",
+            state: Some(AgentState {
+                endpoint: format!("http://{name}:1"),
+                artifacts: if held {
+                    vec![raw_digest(&d).unwrap()]
+                } else {
+                    vec![]
+                },
+                fetching: if held {
+                    vec![]
+                } else {
+                    vec![raw_digest(&d).unwrap()]
+                },
+                ..AgentState::default()
+            }),
+        };
+        let quiet = Member {
+            name: "quiet".into(),
+            gossip_address: "127.0.0.1:2".into(),
+            status: "alive",
+            state: None,
+        };
+        s.set_view(vec![member("b", true), member("a", false), quiet], vec![]);
+        let (whole, partial) = s.holders_of(&d);
         assert_eq!(whole, [("b".to_owned(), "http://b:1".to_owned())]);
         assert_eq!(partial, [("a".to_owned(), "http://a:1".to_owned())]);
         assert_eq!(s.endpoint("a").as_deref(), Some("http://a:1"));
+        assert_eq!(s.endpoint("quiet"), None, "no state heard yet");
+        assert_eq!(s.holders_of("not a digest"), (vec![], vec![]));
         let l1 = s.lock("d");
         let l2 = s.lock("d");
         assert!(Arc::ptr_eq(&l1, &l2), "one lock per digest");
