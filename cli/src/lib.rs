@@ -12,6 +12,7 @@ mod logs;
 mod planned;
 mod sim_agents;
 mod telemetry;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -68,8 +69,9 @@ pub enum Command {
     /// Run the built-in demo workload in one role (selfplay, training or gauntlet), as the
     /// agent starts it under the workload contract.
     ///
-    /// Not built yet.
-    Workload(planned::Planned),
+    /// Connect Four with tree search guided by a small learned model, on the CPU, deterministic
+    /// given the task's seed. Options default to the contract's RINGRIFT_* variables.
+    Workload(workload::WorkloadArgs),
     /// Show jobs, agents, GPUs and the training loops with live progress.
     ///
     /// Not built yet.
@@ -146,7 +148,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::SimAgents(args) => sim_agents::run_sim_agents(args),
         Command::Agent(args) => agent::run_agent(*args),
         Command::TaskShim(args) => Ok(agent::run_shim(&args)),
-        Command::Workload(_) => planned::not_built("workload", 7),
+        Command::Workload(args) => Ok(workload::run(args)),
         Command::Status(_) => planned::not_built("status", 7),
         Command::Logs(args) => logs::run_logs(&args),
         Command::Bench(bench) => match bench {

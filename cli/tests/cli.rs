@@ -3,6 +3,7 @@
 // Test code: a failed unwrap or a panic is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn ringrift(args: &[&str]) -> Output {
@@ -16,11 +17,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-const PLANNED: &[&[&str]] = &[&["up"], &["workload"], &["status"]];
+const PLANNED: &[&[&str]] = &[&["up"], &["status"]];
 
 #[test]
 fn every_subcommand_has_help() {
-    let built: [&[&str]; 13] = [
+    let built: [&[&str]; 14] = [
+        &["workload"],
         &["bench", "sync"],
         &["bench", "gossip"],
         &["agent"],
@@ -251,4 +253,117 @@ fn bench_sync_reports_agent_cp_rsync_and_spread_figures() {
         assert!(v.as_f64().is_some_and(|x| x > 0.0), "{path:?} in {report}");
     }
     assert_eq!(report["spread"]["agents"], 2);
+}
+
+/// Runs `ringrift workload` under the contract's variables; returns (status, stdout, stderr).
+fn workload(
+    role: &str,
+    params: &serde_json::Value,
+    input: &Path,
+    output: &Path,
+) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringrift"))
+        .arg("workload")
+        .env("RINGRIFT_ROLE", role)
+        .env("RINGRIFT_TASK", format!("t-{role}"))
+        .env("RINGRIFT_PARAMS", params.to_string())
+        .env("RINGRIFT_INPUT_DIR", input)
+        .env("RINGRIFT_OUTPUT_DIR", output)
+        .output()
+        .unwrap();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn the_demo_workload_plays_trains_and_judges_under_the_contract() {
+    let dir = std::env::temp_dir().join(format!("cli-workload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (input, games_out, model_out, gauntlet_out) =
+        (dir.join("in"), dir.join("sp"), dir.join("tr"), dir.join("ga"));
+    std::fs::create_dir_all(&input).unwrap();
+    let game = serde_json::json!({"board": "connect4", "players": 2});
+
+    let params = serde_json::json!({"game": game, "games": 6, "simulations": 16, "seed": 3, "job": "sp"});
+    let (code, stdout, stderr) = workload("selfplay", &params, &input, &games_out);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains(r#"@ringrift {"done":6,"#), "{stdout}");
+    let games = std::fs::read_to_string(games_out.join("games-t-selfplay.jsonl")).unwrap();
+    assert_eq!(games.lines().count(), 6);
+    // Deterministic given the seed.
+    let again = dir.join("sp2");
+    assert_eq!(workload("selfplay", &params, &input, &again).0, Some(0));
+    assert_eq!(
+        std::fs::read_to_string(again.join("games-t-selfplay.jsonl")).unwrap(),
+        games
+    );
+
+    std::fs::copy(
+        games_out.join("games-t-selfplay.jsonl"),
+        input.join("games-a.jsonl"),
+    )
+    .unwrap();
+    let params = serde_json::json!({"game": game, "seed": 1, "window": {"games": 4},
+        "hyperparameters": {"steps": 30, "batchSize": 16, "extra": {"hidden": "16"}}});
+    let (code, stdout, stderr) = workload("training", &params, &input, &model_out);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("from the newest 4 games"), "{stdout}");
+    assert!(stdout.contains(r#""unit":"steps""#), "{stdout}");
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model_out.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["windowGames"], 4);
+    std::fs::copy(model_out.join("model.json"), input.join("cand")).unwrap();
+
+    let params = serde_json::json!({"game": game, "games": 4, "simulations": 8, "candidate": "cand",
+        "opponent": {"name": "random", "details": {"baseline": "random"}}});
+    let (code, _, stderr) = workload("gauntlet", &params, &input, &gauntlet_out);
+    assert_eq!(code, Some(0), "{stderr}");
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gauntlet_out.join("result.json")).unwrap()).unwrap();
+    let played: u64 = ["wins", "losses", "draws"]
+        .iter()
+        .map(|k| result[*k].as_u64().unwrap())
+        .sum();
+    assert_eq!(played, 4, "{result}");
+
+    // Bad input is refused with a message that names it, exit status 2.
+    let bad = [
+        (
+            "selfplay",
+            serde_json::json!({"game": {"board": "go"}, "games": 1}),
+            "params.game.board",
+        ),
+        (
+            "selfplay",
+            serde_json::json!({"games": "many"}),
+            "params.games must be",
+        ),
+        (
+            "gauntlet",
+            serde_json::json!({"games": 1, "candidate": "missing"}),
+            "input model missing is missing",
+        ),
+        (
+            "gauntlet",
+            serde_json::json!({"games": 1, "candidate": "../x"}),
+            "not a plain file name",
+        ),
+    ];
+    for (role, params, message) in bad {
+        let (code, _, stderr) = workload(role, &params, &input, &dir.join("bad"));
+        assert_eq!(code, Some(2), "{params}");
+        assert!(stderr.contains(message), "{params}: {stderr}");
+    }
+    std::fs::write(
+        input.join("games-z.jsonl"),
+        "{\"moves\": [9], \"visits\": [[0,0,0,0,0,0,0]], \"result\": 0}\n",
+    )
+    .unwrap();
+    let params = serde_json::json!({"window": {"games": 10}, "hyperparameters": {"steps": 1}});
+    let (code, _, stderr) = workload("training", &params, &input, &dir.join("bad"));
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("input games-z.jsonl, line 1: move 1 (column 9) is not legal"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
