@@ -8,5 +8,6 @@
 pub mod leader;
 pub mod plan;
 pub mod rating;
+pub mod ratings;
 pub mod reconcile;
 pub mod runtime;

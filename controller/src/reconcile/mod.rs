@@ -4,8 +4,10 @@
 #[cfg(test)]
 mod fixtures;
 pub mod gauntlet;
+pub mod models;
 pub mod objects;
 pub mod plan;
 pub mod status;
+pub mod training_loop;
 pub mod validate;
 pub mod view;

@@ -68,6 +68,7 @@ pub fn task(job: &JobView, attempt: &NewAttempt, agent: &str, gpus: &[String]) -
         p.insert("role".into(), json!(role));
         p.insert("workUnit".into(), json!(unit.id));
         p.insert("seed".into(), json!(unit.index));
+        p.insert("job".into(), json!(job.name));
         if unit.games > 0 {
             p.insert("games".into(), json!(unit.games));
         }
@@ -116,7 +117,12 @@ pub fn task(job: &JobView, attempt: &NewAttempt, agent: &str, gpus: &[String]) -
 /// The `Model` a succeeded training job produced: the model artifact of its counted task.
 /// None for other kinds, or when the task reported no model output.
 pub fn trained_model(job: &JobView, plan: &JobPlan) -> Option<Model> {
-    let JobSpecifics::Training { model, parent } = &job.specifics else {
+    let JobSpecifics::Training {
+        model,
+        parent,
+        training_loop,
+    } = &job.specifics
+    else {
         return None;
     };
     let artifact = plan
@@ -137,9 +143,11 @@ pub fn trained_model(job: &JobView, plan: &JobPlan) -> Option<Model> {
             game,
             digest: artifact.digest.clone(),
             size_bytes: artifact.size_bytes,
-            generation: parent.as_ref().map_or(1, |(_, g)| g + 1),
+            generation: training_loop
+                .as_ref()
+                .map_or_else(|| parent.as_ref().map_or(1, |(_, g)| g + 1), |(_, g)| *g),
             parent: parent.as_ref().map(|(n, _)| n.clone()),
-            training_loop: None,
+            training_loop: training_loop.as_ref().map(|(l, _)| l.clone()),
             training_job: Some(job.name.clone()),
         },
         status: None,

@@ -201,7 +201,11 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
             break;
         }
         games += part.games;
-        inputs.extend(part.artifacts);
+        inputs.extend(
+            part.artifacts
+                .into_iter()
+                .filter(|a| a.kind == ArtifactKind::Games),
+        );
     }
     if inputs.is_empty() {
         return Err(blocked(
@@ -219,12 +223,24 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
         "window": s.window,
         "baseModel": base_model.as_ref().map(|m| &m.name),
         "outputModel": spec.output.model,
+        // Newest first, so the workload can keep the newest games of the window.
+        "inputs": inputs.iter().map(|a| &a.name).collect::<Vec<_>>(),
     });
     view.inputs = inputs;
     view.inputs.extend(base_model.iter().map(|m| m.artifact.clone()));
+    let annotation = |key: &str| {
+        job.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .cloned()
+    };
+    let training_loop = annotation(super::training_loop::LOOP_LABEL)
+        .zip(annotation(super::training_loop::GENERATION_LABEL).and_then(|g| g.parse::<u32>().ok()));
     view.specifics = JobSpecifics::Training {
         model: spec.output.model.clone(),
         parent: base_model.map(|m| (m.name, m.generation)),
+        training_loop,
     };
     Ok(view)
 }

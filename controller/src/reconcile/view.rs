@@ -158,6 +158,8 @@ pub enum JobSpecifics {
         model: String,
         /// The base model, if any, and its generation.
         parent: Option<(String, u32)>,
+        /// The loop generation and loop that asked for it (annotations on the job), if any.
+        training_loop: Option<(String, u32)>,
     },
     /// Gauntlet: the promotion policy, the deciding opponent, games per opponent.
     Gauntlet {

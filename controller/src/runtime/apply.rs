@@ -200,15 +200,33 @@ impl Writer {
     /// # Errors
     /// [`ApplyError`] other than "already exists".
     pub async fn create_model(&self, model: &Model) -> Result<(), ApplyError> {
-        let ns = model.namespace().unwrap_or_default();
-        let what = || format!("create Model {ns}/{}", model.name_any());
+        self.create_if_absent(model).await.map(|_| ())
+    }
+
+    /// Creates a namespaced object; returns false when one of that name already exists (left
+    /// as it is).
+    ///
+    /// # Errors
+    /// [`ApplyError`] other than "already exists".
+    pub async fn create_if_absent<K>(&self, obj: &K) -> Result<bool, ApplyError>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + Debug,
+        K::DynamicType: Default,
+    {
+        let ns = obj.namespace().unwrap_or_default();
+        let kind = K::kind(&K::DynamicType::default()).into_owned();
+        let what = || format!("create {kind} {ns}/{}", obj.name_any());
         self.gate(what)?;
-        match Api::<Model>::namespaced(self.client.clone(), &ns)
-            .create(&PostParams::default(), model)
+        match Api::<K>::namespaced(self.client.clone(), &ns)
+            .create(&PostParams::default(), obj)
             .await
         {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(api_error(what())(e)),
         }
     }

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod caches;
 pub mod events;
 pub mod jobs;
+mod loops;
 pub mod metrics;
 pub mod overlay;
 pub mod reconciler;

@@ -11,9 +11,11 @@ use kube::ResourceExt;
 use ringrift_crds::agent::Agent;
 use ringrift_crds::common::QueueStatus;
 use ringrift_crds::gauntlet::GauntletJob;
+use ringrift_crds::model::Model;
 use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::{JobKind, Task};
 use ringrift_crds::training::TrainingJob;
+use ringrift_crds::training_loop::TrainingLoop;
 
 use super::admin::Health;
 use super::agents::{HEARTBEAT_LAPSED, heartbeat_expiry, lease_name, view};
@@ -62,6 +64,8 @@ pub struct Reconciler {
     pub(super) selfplay: Overlay<SelfplayJob>,
     pub(super) training: Overlay<TrainingJob>,
     pub(super) gauntlet: Overlay<GauntletJob>,
+    pub(super) loops: Overlay<TrainingLoop>,
+    pub(super) models: Overlay<Model>,
     /// Per job: transient failures in a row and when to try again.
     pub(super) errors: HashMap<String, (u32, Instant)>,
     /// Per job: when its rate and ETA were last written.
@@ -96,6 +100,8 @@ impl Reconciler {
             selfplay: Overlay::for_updated(),
             training: Overlay::for_updated(),
             gauntlet: Overlay::for_updated(),
+            loops: Overlay::for_updated(),
+            models: Overlay::for_updated(),
             errors: HashMap::new(),
             refreshed: HashMap::new(),
             reported: HashSet::new(),
@@ -108,10 +114,13 @@ impl Reconciler {
         self.selfplay.clear();
         self.training.clear();
         self.gauntlet.clear();
+        self.loops.clear();
+        self.models.clear();
         self.errors.clear();
     }
 
     /// One pass. Returns how long until the next one is due if nothing changes.
+    #[allow(clippy::too_many_lines)] // observe → validate → plan → place → apply, top to bottom
     pub async fn pass(&mut self) -> Option<Duration> {
         let started = Instant::now();
         let now = Timestamp::now();
@@ -130,9 +139,13 @@ impl Reconciler {
         let gauntlet = merge_jobs(&mut self.gauntlet, valid(&self.caches.gauntlet), &mut invalid);
         let (models, bad) = valid(&self.caches.models);
         invalid.extend(bad);
-        let (loops, _) = valid(&self.caches.loops);
+        let (loops, bad) = valid(&self.caches.loops);
+        invalid.extend(bad);
         self.report_invalid(&invalid);
-        let world = Snapshot::new(models, &loops, &selfplay);
+        let loops = self.loops.merge(loops);
+        let world = Snapshot::new(models.clone(), &loops, &selfplay);
+        let (selfplay_all, training_all, gauntlet_all) =
+            (selfplay.clone(), training.clone(), gauntlet.clone());
 
         // Agents: heartbeats.
         let heartbeats = self.heartbeats(&agents, now);
@@ -207,6 +220,18 @@ impl Reconciler {
         // Apply.
         self.apply(&mut entries, victims, agent_writes, now, &mut soon)
             .await;
+        // The loops (which create jobs) and the model registry.
+        self.loops_and_models(
+            super::loops::Registry {
+                loops,
+                selfplay: &selfplay_all,
+                training: &training_all,
+                gauntlet: &gauntlet_all,
+                models,
+            },
+            now,
+        )
+        .await;
         // Wake when a job held back by a transient error may try again (not for backoffs
         // already over: that would spin).
         let now_instant = Instant::now();

@@ -1,0 +1,405 @@
+use super::*;
+
+#[allow(clippy::needless_pass_by_value)] // call sites read better with json! inline
+fn lp(extra: serde_json::Value) -> TrainingLoop {
+    let mut spec = serde_json::json!({
+        "game": {"board": "connect4", "players": 2},
+        "maxGenerations": 3,
+        "selfplay": {"games": 40, "gamesPerTask": 10},
+        "training": {"window": {"games": 100}},
+        "gauntlet": {
+            "opponents": [{"name": "random", "baseline": "random"}, {"name": "heuristic", "baseline": "heuristic"}],
+            "gamesPerOpponent": 20,
+            "promotion": {"winRate": {"minWinRate": 0.55, "minGames": 20}}
+        }
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "ringrift.ai/v1alpha1", "kind": "TrainingLoop",
+        "metadata": {"name": "c4", "namespace": "default", "uid": "loop-uid", "generation": 1},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+fn now() -> Timestamp {
+    "2026-11-24T10:00:00Z".parse().unwrap()
+}
+
+/// Applies a plan's status to the loop, as the write would.
+fn apply(mut l: TrainingLoop, plan: &LoopPlan) -> TrainingLoop {
+    l.status = Some(plan.status.clone());
+    l
+}
+
+fn done(phase: JobPhase) -> Child {
+    Child {
+        phase,
+        ..Child::default()
+    }
+}
+
+fn names(plan: &LoopPlan) -> Vec<String> {
+    plan.create
+        .iter()
+        .map(|j| match j {
+            NewJob::Selfplay(j) => j.metadata.name.clone().unwrap(),
+            NewJob::Training(j) => j.metadata.name.clone().unwrap(),
+            NewJob::Gauntlet(j) => j.metadata.name.clone().unwrap(),
+        })
+        .collect()
+}
+
+fn condition<'a>(
+    s: &'a TrainingLoopStatus,
+    t: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    s.conditions.iter().find(|c| c.type_ == t).unwrap()
+}
+
+#[test]
+fn a_new_loop_starts_generation_one_with_selfplay_of_the_untrained_model() {
+    let l = lp(serde_json::json!({}));
+    let plan = plan_loop(&l, &LoopWorld::default(), now());
+    assert_eq!(names(&plan), ["c4-g001-selfplay"]);
+    let NewJob::Selfplay(job) = &plan.create[0] else {
+        panic!()
+    };
+    assert_eq!(job.spec.model, None);
+    assert_eq!(job.spec.output.dataset, "c4");
+    assert_eq!(job.spec.settings.games, 40);
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("TrainingLoop", "loop-uid", Some(true))
+    );
+    assert_eq!(job.metadata.labels.as_ref().unwrap()[LOOP_LABEL], "c4");
+    let s = &plan.status;
+    assert_eq!(
+        (s.phase, s.generation, s.stage),
+        (LoopPhase::Running, 1, Stage::Selfplay)
+    );
+    assert_eq!(s.active_jobs.selfplay.as_deref(), Some("c4-g001-selfplay"));
+    assert_eq!(condition(s, "Ready").status, "True");
+    assert!(plan.events.iter().any(|e| e.1 == "GenerationStarted"));
+}
+
+#[test]
+#[allow(clippy::many_single_char_names)]
+fn stages_follow_each_other_and_a_promotion_is_recorded_once() {
+    let mut l = lp(serde_json::json!({}));
+    let mut world = LoopWorld::default();
+    l = apply(l.clone(), &plan_loop(&l, &world, now()));
+    // Selfplay done: training from no base model, on the loop's dataset.
+    world.jobs.insert(
+        "c4-g001-selfplay".into(),
+        Child {
+            games: 40,
+            ..done(JobPhase::Succeeded)
+        },
+    );
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(names(&plan), ["c4-g001-train"]);
+    let NewJob::Training(t) = &plan.create[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (t.spec.datasets.clone(), t.spec.base_model.clone()),
+        (vec!["c4".to_owned()], None)
+    );
+    assert_eq!(t.spec.output.model, "c4-g001");
+    assert_eq!(t.metadata.annotations.as_ref().unwrap()[GENERATION_LABEL], "1");
+    l = apply(l, &plan);
+    // Training succeeded but its Model is not there yet: wait.
+    world
+        .jobs
+        .insert("c4-g001-train".into(), done(JobPhase::Succeeded));
+    let plan = plan_loop(&l, &world, now());
+    assert!(plan.create.is_empty());
+    assert_eq!(plan.status.stage, Stage::Training);
+    // The model exists: the gauntlet, with no best model yet decided by the first opponent.
+    world.models.insert("c4-g001".into(), None);
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(names(&plan), ["c4-g001-gauntlet"]);
+    let NewJob::Gauntlet(g) = &plan.create[0] else {
+        panic!()
+    };
+    assert_eq!(g.spec.candidate, ModelRef::model("c4-g001"));
+    let opponents: Vec<&str> = g.spec.opponents.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(opponents, ["random", "heuristic"]);
+    assert_eq!(g.spec.settings.promotion.opponent.as_deref(), Some("random"));
+    l = apply(l, &plan);
+    // Promoted: recorded, best model set, generation 2's selfplay plays with it at once.
+    world.jobs.insert(
+        "c4-g001-gauntlet".into(),
+        Child {
+            decision: Decision::Promote,
+            win_rate: Some(0.97),
+            ..done(JobPhase::Succeeded)
+        },
+    );
+    world.models.insert("c4-g001".into(), Some(412.0));
+    let plan = plan_loop(&l, &world, now());
+    let s = &plan.status;
+    assert_eq!(s.best_model.as_deref(), Some("c4-g001"));
+    assert_eq!(s.best_elo, Some(412.0));
+    assert_eq!((s.generation, s.stage), (2, Stage::Selfplay));
+    assert_eq!(s.history.len(), 1);
+    let h = &s.history[0];
+    assert_eq!(
+        (h.generation, h.decision, h.win_rate, h.elo, h.games),
+        (1, Decision::Promote, Some(0.97), Some(412.0), 40)
+    );
+    assert_eq!(h.jobs.gauntlet.as_deref(), Some("c4-g001-gauntlet"));
+    assert_eq!(names(&plan), ["c4-g002-selfplay"]);
+    let NewJob::Selfplay(sp) = &plan.create[0] else {
+        panic!()
+    };
+    assert_eq!(sp.spec.model, Some(ModelRef::model("c4-g001")));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.1 == "Promoted" && e.2.contains("c4-g001"))
+    );
+    // The same pass again (the status write failed): same status, nothing recorded twice.
+    let again = plan_loop(&l, &world, now());
+    assert_eq!(again.status.history.len(), 1);
+    assert_eq!(names(&again), ["c4-g002-selfplay"]);
+    // After the write: the next pass does not record it again either.
+    let l2 = apply(l, &plan);
+    world
+        .jobs
+        .insert("c4-g002-selfplay".into(), done(JobPhase::Running));
+    let next = plan_loop(&l2, &world, now());
+    assert!(next.create.is_empty());
+    assert_eq!(next.status.history.len(), 1);
+}
+
+/// A loop at generation `g`, stage `stage`, with `best` as its best model.
+fn at(g: u32, stage: Stage, best: Option<&str>, extra: serde_json::Value) -> TrainingLoop {
+    let mut l = lp(extra);
+    l.status = Some(TrainingLoopStatus {
+        generation: g,
+        stage,
+        phase: LoopPhase::Running,
+        best_model: best.map(str::to_owned),
+        ..TrainingLoopStatus::default()
+    });
+    l
+}
+
+#[test]
+#[allow(clippy::many_single_char_names)]
+fn later_gauntlets_play_the_best_model_which_decides_and_a_rejection_keeps_it() {
+    let l = at(2, Stage::Gauntlet, Some("c4-g001"), serde_json::json!({}));
+    let mut world = LoopWorld::default();
+    let plan = plan_loop(&l, &world, now());
+    let NewJob::Gauntlet(g) = &plan.create[0] else {
+        panic!()
+    };
+    assert_eq!(g.spec.opponents[0].name, BEST);
+    assert_eq!(g.spec.opponents[0].model.as_deref(), Some("c4-g001"));
+    assert_eq!(g.spec.opponents.len(), 3);
+    assert_eq!(g.spec.settings.promotion.opponent.as_deref(), Some(BEST));
+    world.jobs.insert(
+        "c4-g002-gauntlet".into(),
+        Child {
+            decision: Decision::Reject,
+            win_rate: Some(0.41),
+            ..done(JobPhase::Succeeded)
+        },
+    );
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(plan.status.best_model.as_deref(), Some("c4-g001"));
+    assert_eq!(plan.status.history[0].decision, Decision::Reject);
+    assert_eq!(plan.status.generation, 3);
+    let NewJob::Selfplay(sp) = &plan.create[0] else {
+        panic!()
+    };
+    assert_eq!(
+        sp.spec.model,
+        Some(ModelRef::model("c4-g001")),
+        "selfplay keeps the old best"
+    );
+    assert!(plan.events.iter().any(|e| e.1 == "Rejected"));
+}
+
+#[test]
+fn a_gauntlet_finished_without_a_decision_counts_as_a_rejection() {
+    let l = at(2, Stage::Gauntlet, Some("c4-g001"), serde_json::json!({}));
+    let mut world = LoopWorld::default();
+    world
+        .jobs
+        .insert("c4-g002-gauntlet".into(), done(JobPhase::Succeeded));
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(plan.status.history[0].decision, Decision::Reject);
+}
+
+#[test]
+fn the_last_generation_ends_the_loop() {
+    let l = at(3, Stage::Gauntlet, Some("c4-g002"), serde_json::json!({}));
+    let mut world = LoopWorld::default();
+    world.jobs.insert(
+        "c4-g003-gauntlet".into(),
+        Child {
+            decision: Decision::Promote,
+            ..done(JobPhase::Succeeded)
+        },
+    );
+    let plan = plan_loop(&l, &world, now());
+    let s = &plan.status;
+    assert_eq!((s.phase, s.stage), (LoopPhase::Succeeded, Stage::Done));
+    assert_eq!(s.best_model.as_deref(), Some("c4-g003"));
+    assert!(plan.create.is_empty());
+    assert!(plan.events.iter().any(|e| e.1 == "Succeeded"));
+    assert_eq!(condition(s, "Progressing").status, "False");
+    // And stays done.
+    let after = plan_loop(&apply(l, &plan), &world, now());
+    assert!(after.create.is_empty());
+    assert_eq!(after.status.phase, LoopPhase::Succeeded);
+}
+
+#[test]
+fn a_failed_stage_degrades_the_loop_until_the_job_is_deleted() {
+    let l = at(2, Stage::Training, Some("c4-g001"), serde_json::json!({}));
+    let mut world = LoopWorld::default();
+    world.jobs.insert(
+        "c4-g002-train".into(),
+        Child {
+            failure: Some("BackoffLimitExceeded: 3 attempts failed".into()),
+            ..done(JobPhase::Failed)
+        },
+    );
+    let plan = plan_loop(&l, &world, now());
+    let s = &plan.status;
+    assert_eq!(s.phase, LoopPhase::Degraded);
+    assert!(plan.create.is_empty(), "no looping forever");
+    let degraded = condition(s, "Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "TrainingFailed")
+    );
+    assert!(
+        degraded
+            .message
+            .contains("c4-g002-train failed: BackoffLimitExceeded"),
+        "{}",
+        degraded.message
+    );
+    assert!(plan.events.iter().any(|e| e.0 && e.1 == "TrainingFailed"));
+    // Deleted: the stage runs again.
+    let l = apply(l, &plan);
+    world.jobs.clear();
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(names(&plan), ["c4-g002-train"]);
+    assert_eq!(plan.status.phase, LoopPhase::Running);
+    assert_eq!(condition(&plan.status, "Degraded").status, "False");
+}
+
+#[test]
+fn suspend_lets_the_running_stage_finish_and_starts_nothing_new() {
+    let l = at(1, Stage::Selfplay, None, serde_json::json!({"suspend": true}));
+    let mut world = LoopWorld::default();
+    world
+        .jobs
+        .insert("c4-g001-selfplay".into(), done(JobPhase::Running));
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(plan.status.phase, LoopPhase::Suspended);
+    assert!(plan.create.is_empty());
+    assert!(plan.events.iter().any(|e| e.1 == "Suspended"));
+    world
+        .jobs
+        .insert("c4-g001-selfplay".into(), done(JobPhase::Succeeded));
+    let plan = plan_loop(&apply(l, &plan), &world, now());
+    assert_eq!(
+        plan.status.stage,
+        Stage::Training,
+        "the finished stage is recorded"
+    );
+    assert!(plan.create.is_empty(), "but training does not start");
+    // Resumed: training starts.
+    let mut l = apply(lp(serde_json::json!({})), &plan);
+    l.spec.suspend = false;
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(names(&plan), ["c4-g001-train"]);
+    assert_eq!(plan.status.phase, LoopPhase::Running);
+    assert!(plan.events.iter().any(|e| e.1 == "Resumed"));
+}
+
+#[test]
+fn overlapping_selfplay_uses_the_best_model_never_the_candidate() {
+    let l = at(
+        2,
+        Stage::Gauntlet,
+        Some("c4-g001"),
+        serde_json::json!({"overlapSelfplay": true}),
+    );
+    let mut world = LoopWorld::default();
+    world
+        .jobs
+        .insert("c4-g002-gauntlet".into(), done(JobPhase::Running));
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(names(&plan), ["c4-g003-selfplay"]);
+    let NewJob::Selfplay(sp) = &plan.create[0] else {
+        panic!()
+    };
+    assert_eq!(sp.spec.model, Some(ModelRef::model("c4-g001")));
+    // Not past the last generation.
+    let last = at(
+        3,
+        Stage::Gauntlet,
+        Some("c4-g001"),
+        serde_json::json!({"overlapSelfplay": true}),
+    );
+    world
+        .jobs
+        .insert("c4-g003-gauntlet".into(), done(JobPhase::Running));
+    assert!(plan_loop(&last, &world, now()).create.is_empty());
+    // Promoted meanwhile: generation 3 adopts the selfplay already running.
+    world
+        .jobs
+        .insert("c4-g003-selfplay".into(), done(JobPhase::Running));
+    world.jobs.insert(
+        "c4-g002-gauntlet".into(),
+        Child {
+            decision: Decision::Promote,
+            ..done(JobPhase::Succeeded)
+        },
+    );
+    let plan = plan_loop(&l, &world, now());
+    assert!(plan.create.is_empty());
+    assert_eq!(
+        plan.status.active_jobs.selfplay.as_deref(),
+        Some("c4-g003-selfplay")
+    );
+}
+
+#[test]
+fn the_initial_model_must_exist_and_then_plays_first() {
+    let l = lp(serde_json::json!({"initialModel": "seed-model"}));
+    let mut world = LoopWorld::default();
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(plan.status.phase, LoopPhase::Pending);
+    assert!(plan.create.is_empty());
+    assert_eq!(condition(&plan.status, "Ready").reason, "ModelNotFound");
+    world.models.insert("seed-model".into(), None);
+    let plan = plan_loop(&l, &world, now());
+    let NewJob::Selfplay(sp) = &plan.create[0] else {
+        panic!()
+    };
+    assert_eq!(sp.spec.model, Some(ModelRef::model("seed-model")));
+    assert_eq!(plan.status.best_model.as_deref(), Some("seed-model"));
+}
+
+#[test]
+fn child_names_are_deterministic_and_fit() {
+    assert_eq!(child_name("c4", 7, "train"), "c4-g007-train");
+    assert_eq!(model_name("c4", 12), "c4-g012");
+    assert_eq!(child_name("c4", 1234, ""), "c4-g1234");
+    let long = "a".repeat(253);
+    assert_eq!(child_name(&long, 1, "gauntlet").len(), 253);
+}

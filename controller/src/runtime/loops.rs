@@ -1,0 +1,219 @@
+//! Apply for the loops and the model registry: each `TrainingLoop`'s plan (child jobs to
+//! create, its status, events), then every `Model`'s status (rating, promotion, holders).
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+use ringrift_crds::gauntlet::GauntletJob;
+use ringrift_crds::model::Model;
+use ringrift_crds::selfplay::SelfplayJob;
+use ringrift_crds::training::TrainingJob;
+use ringrift_crds::training_loop::TrainingLoop;
+
+use super::metrics::KindLabels;
+use super::reconciler::Reconciler;
+use crate::reconcile::models::model_statuses;
+use crate::reconcile::training_loop::{Child, LoopWorld, NewJob, plan_loop};
+
+/// Everything the loops and models are planned from, as read this pass.
+pub(super) struct Registry<'a> {
+    pub(super) loops: Vec<TrainingLoop>,
+    pub(super) selfplay: &'a [SelfplayJob],
+    pub(super) training: &'a [TrainingJob],
+    pub(super) gauntlet: &'a [GauntletJob],
+    pub(super) models: Vec<Model>,
+}
+
+/// Whether `meta` is controlled by the object with `uid`.
+fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+fn failure(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<String> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .map(|c| format!("{}: {}", c.reason, c.message))
+}
+
+/// The loop's child jobs and the namespace's models, as the stage machine sees them.
+fn world_of(lp: &TrainingLoop, r: &Registry<'_>) -> LoopWorld {
+    let uid = lp.metadata.uid.clone().unwrap_or_default();
+    let ns = lp.namespace().unwrap_or_default();
+    let mut jobs = HashMap::new();
+    for j in r.selfplay.iter().filter(|j| owned_by(&j.metadata, &uid)) {
+        let s = j.status.clone().unwrap_or_default();
+        jobs.insert(
+            j.name_any(),
+            Child {
+                phase: s.phase,
+                failure: failure(&s.conditions),
+                games: s.games_done,
+                ..Child::default()
+            },
+        );
+    }
+    for j in r.training.iter().filter(|j| owned_by(&j.metadata, &uid)) {
+        let s = j.status.clone().unwrap_or_default();
+        jobs.insert(
+            j.name_any(),
+            Child {
+                phase: s.phase,
+                failure: failure(&s.conditions),
+                ..Child::default()
+            },
+        );
+    }
+    for j in r.gauntlet.iter().filter(|j| owned_by(&j.metadata, &uid)) {
+        let s = j.status.clone().unwrap_or_default();
+        jobs.insert(
+            j.name_any(),
+            Child {
+                phase: s.phase,
+                failure: failure(&s.conditions),
+                decision: s.decision,
+                win_rate: s.win_rate,
+                ..Child::default()
+            },
+        );
+    }
+    let models = r
+        .models
+        .iter()
+        .filter(|m| m.namespace().unwrap_or_default() == ns)
+        .map(|m| (m.name_any(), m.status.as_ref().and_then(|s| s.elo)))
+        .collect();
+    LoopWorld { jobs, models }
+}
+
+impl Reconciler {
+    /// Plans and applies every loop, then the models' statuses.
+    pub(super) async fn loops_and_models(&mut self, registry: Registry<'_>, now: Timestamp) {
+        let writer = self.writer.clone();
+        let loops = self.loops.merge(registry.loops.clone());
+        for lp in loops.iter().filter(|l| l.metadata.deletion_timestamp.is_none()) {
+            self.health
+                .metrics
+                .reconciles
+                .get_or_create(&KindLabels {
+                    kind: "TrainingLoop".into(),
+                })
+                .inc();
+            let key = format!(
+                "TrainingLoop/{}/{}",
+                lp.namespace().unwrap_or_default(),
+                lp.name_any()
+            );
+            let plan = plan_loop(lp, &world_of(lp, &registry), now);
+            let reference = lp.object_ref(&());
+            let mut failed = false;
+            for job in &plan.create {
+                let (kind, name, result) = match job {
+                    NewJob::Selfplay(j) => (
+                        "SelfplayJob",
+                        j.name_any(),
+                        writer.create_if_absent(j.as_ref()).await,
+                    ),
+                    NewJob::Training(j) => (
+                        "TrainingJob",
+                        j.name_any(),
+                        writer.create_if_absent(j.as_ref()).await,
+                    ),
+                    NewJob::Gauntlet(j) => (
+                        "GauntletJob",
+                        j.name_any(),
+                        writer.create_if_absent(j.as_ref()).await,
+                    ),
+                };
+                match result {
+                    Ok(true) => {
+                        tracing::info!(training_loop = key, job = name, "created {kind}");
+                        writer
+                            .event(&reference, false, "JobCreated", format!("created {kind} {name}"))
+                            .await;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.health.metrics.error("TrainingLoop", e.category());
+                        tracing::warn!(training_loop = key, job = name, error = %e, "create failed");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                // The status would claim jobs that do not exist; the next pass tries again.
+                continue;
+            }
+            if lp.status.as_ref() != Some(&plan.status) {
+                let mut next = lp.clone();
+                next.status = Some(plan.status.clone());
+                match writer.replace_status(&next).await {
+                    Ok(written) => {
+                        self.loops.wrote(written);
+                        for (warning, reason, note) in &plan.events {
+                            writer.event(&reference, *warning, reason, note.clone()).await;
+                        }
+                        tracing::info!(
+                            training_loop = key,
+                            generation = plan.status.generation,
+                            stage = ?plan.status.stage,
+                            phase = ?plan.status.phase,
+                            "loop status written"
+                        );
+                    }
+                    Err(e) => {
+                        self.health.metrics.error("TrainingLoop", e.category());
+                        tracing::debug!(training_loop = key, error = %e, "loop status not written");
+                    }
+                }
+            }
+        }
+        self.apply_models(registry.models, &loops, registry.gauntlet, registry.training, now)
+            .await;
+    }
+
+    /// Models: ratings, promotion (demotions first, so two are never promoted at once),
+    /// holders.
+    async fn apply_models(
+        &mut self,
+        models: Vec<Model>,
+        loops: &[TrainingLoop],
+        gauntlets: &[GauntletJob],
+        training: &[TrainingJob],
+        now: Timestamp,
+    ) {
+        let writer = self.writer.clone();
+        let models = self.models.merge(models);
+        let mut changes = model_statuses(&models, gauntlets, training, loops, now);
+        changes.sort_by_key(|(_, s)| s.promoted);
+        for (model, status) in changes {
+            let was_promoted = model.status.as_ref().is_some_and(|s| s.promoted);
+            let promoted = status.promoted;
+            let mut next = model.clone();
+            next.status = Some(status);
+            match writer.replace_status(&next).await {
+                Ok(written) => {
+                    self.models.wrote(written);
+                    if promoted && !was_promoted {
+                        writer
+                            .event(
+                                &model.object_ref(&()),
+                                false,
+                                "Promoted",
+                                "the best model of its loop".into(),
+                            )
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    self.health.metrics.error("Model", e.category());
+                    tracing::debug!(model = model.name_any(), error = %e, "model status not written");
+                }
+            }
+        }
+    }
+}
