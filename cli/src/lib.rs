@@ -9,9 +9,10 @@ mod crds;
 mod duration;
 mod kubeclient;
 mod logs;
-mod planned;
 mod sim_agents;
+mod status;
 mod telemetry;
+mod up;
 mod workload;
 
 use std::process::ExitCode;
@@ -36,15 +37,15 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands. Those whose issue has not landed yet say so and exit with status 2.
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole system on this machine with the demo training loop.
     ///
     /// Starts the embedded API server, two controller replicas and two agents, installs the
-    /// CRDs, writes a kubeconfig for kubectl, applies the sample loop and shows its progress.
-    /// Not built yet.
-    Up(planned::Planned),
+    /// CRDs, writes a kubeconfig for kubectl, applies the sample loop and shows its progress
+    /// until it finishes or Ctrl-C stops everything. Re-running it resumes.
+    Up(up::UpArgs),
     /// Run the embedded Kubernetes-compatible API server.
     ///
     /// Serves the subset of the Kubernetes REST API that RingRift, kubectl and kube-rs use:
@@ -72,10 +73,10 @@ pub enum Command {
     /// Connect Four with tree search guided by a small learned model, on the CPU, deterministic
     /// given the task's seed. Options default to the contract's RINGRIFT_* variables.
     Workload(workload::WorkloadArgs),
-    /// Show jobs, agents, GPUs and the training loops with live progress.
+    /// Show the training loops with their progress and the agents' readiness.
     ///
-    /// Not built yet.
-    Status(planned::Planned),
+    /// Reads the loops, their jobs and models through the API; --watch redraws every second.
+    Status(status::StatusArgs),
     /// Show or follow the log of a task, from the agent that runs it.
     ///
     /// Finds the Task's agent and its endpoint through the API, then reads the log from the
@@ -142,14 +143,14 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Crds(args) => crds::run(args),
-        Command::Up(_) => planned::not_built("up", 7),
+        Command::Up(args) => up::run(args),
         Command::Apiserver(args) => apiserver::run_apiserver(args),
         Command::Controller(args) => controller::run_controller(args),
         Command::SimAgents(args) => sim_agents::run_sim_agents(args),
         Command::Agent(args) => agent::run_agent(*args),
         Command::TaskShim(args) => Ok(agent::run_shim(&args)),
         Command::Workload(args) => Ok(workload::run(args)),
-        Command::Status(_) => planned::not_built("status", 7),
+        Command::Status(args) => status::run(&args),
         Command::Logs(args) => logs::run_logs(&args),
         Command::Bench(bench) => match bench {
             Bench::Apiserver(args) => bench::apiserver::run(args),

@@ -1,7 +1,7 @@
 //! Apply for the loops and the model registry: each `TrainingLoop`'s plan (child jobs to
 //! create, its status, events), then every `Model`'s status (rating, promotion, holders).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
 use kube::{Resource, ResourceExt};
@@ -13,7 +13,8 @@ use ringrift_crds::training_loop::TrainingLoop;
 
 use super::metrics::KindLabels;
 use super::reconciler::Reconciler;
-use crate::reconcile::models::model_statuses;
+use crate::ratings::Rating;
+use crate::reconcile::models::{Pool, model_statuses, pool_ratings};
 use crate::reconcile::training_loop::{Child, LoopWorld, NewJob, plan_loop};
 
 /// Everything the loops and models are planned from, as read this pass.
@@ -40,8 +41,13 @@ fn failure(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Conditi
         .map(|c| format!("{}: {}", c.reason, c.message))
 }
 
-/// The loop's child jobs and the namespace's models, as the stage machine sees them.
-fn world_of(lp: &TrainingLoop, r: &Registry<'_>) -> LoopWorld {
+/// The loop's child jobs and the namespace's models with their ratings as of this pass, as the
+/// stage machine sees them.
+fn world_of(
+    lp: &TrainingLoop,
+    r: &Registry<'_>,
+    pools: &BTreeMap<Pool, BTreeMap<String, Rating>>,
+) -> LoopWorld {
     let uid = lp.metadata.uid.clone().unwrap_or_default();
     let ns = lp.namespace().unwrap_or_default();
     let mut jobs = HashMap::new();
@@ -85,7 +91,13 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>) -> LoopWorld {
         .models
         .iter()
         .filter(|m| m.namespace().unwrap_or_default() == ns)
-        .map(|m| (m.name_any(), m.status.as_ref().and_then(|s| s.elo)))
+        .map(|m| {
+            let elo = pools
+                .get(&(ns.clone(), m.spec.game.board.clone()))
+                .and_then(|p| p.get(&m.name_any()))
+                .map(|r| (r.elo * 10.0).round() / 10.0);
+            (m.name_any(), elo)
+        })
         .collect();
     LoopWorld { jobs, models }
 }
@@ -95,6 +107,7 @@ impl Reconciler {
     pub(super) async fn loops_and_models(&mut self, registry: Registry<'_>, now: Timestamp) {
         let writer = self.writer.clone();
         let loops = self.loops.merge(registry.loops.clone());
+        let pools = pool_ratings(registry.gauntlet);
         for lp in loops.iter().filter(|l| l.metadata.deletion_timestamp.is_none()) {
             self.health
                 .metrics
@@ -108,7 +121,7 @@ impl Reconciler {
                 lp.namespace().unwrap_or_default(),
                 lp.name_any()
             );
-            let plan = plan_loop(lp, &world_of(lp, &registry), now);
+            let plan = plan_loop(lp, &world_of(lp, &registry, &pools), now);
             let reference = lp.object_ref(&());
             let mut failed = false;
             for job in &plan.create {

@@ -350,9 +350,8 @@ pub fn plan_loop(lp: &TrainingLoop, world: &LoopWorld, now: Timestamp) -> LoopPl
                             }
                         }
                         status.active_jobs = ActiveJobs::default();
-                        status.generation = g + 1;
-                        status.stage = Stage::Selfplay;
                         if max.is_some_and(|m| g + 1 > m) {
+                            // Done: the status keeps the last generation's number.
                             status.stage = Stage::Done;
                             events.push((
                                 false,
@@ -363,6 +362,8 @@ pub fn plan_loop(lp: &TrainingLoop, world: &LoopWorld, now: Timestamp) -> LoopPl
                                 ),
                             ));
                         } else {
+                            status.generation = g + 1;
+                            status.stage = Stage::Selfplay;
                             events.push((
                                 false,
                                 "GenerationStarted".into(),

@@ -252,7 +252,10 @@ fn the_last_generation_ends_the_loop() {
     );
     let plan = plan_loop(&l, &world, now());
     let s = &plan.status;
-    assert_eq!((s.phase, s.stage), (LoopPhase::Succeeded, Stage::Done));
+    assert_eq!(
+        (s.phase, s.stage, s.generation),
+        (LoopPhase::Succeeded, Stage::Done, 3)
+    );
     assert_eq!(s.best_model.as_deref(), Some("c4-g003"));
     assert!(plan.create.is_empty());
     assert!(plan.events.iter().any(|e| e.1 == "Succeeded"));

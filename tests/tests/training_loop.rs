@@ -1,0 +1,269 @@
+//! The main job, end to end: `ringrift up` (the embedded API server in its process, two
+//! controller replicas and two real agents as child processes, the demo workload) runs a short
+//! loop of two generations; the history, the models, the promotion and the artifacts moved
+//! between agents are checked through the API and kubectl; Ctrl-C (SIGTERM) stops everything
+//! cleanly, and running `up` again resumes from the persisted state.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::api::ListParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use ringrift_crds::gauntlet::Decision;
+use ringrift_crds::model::Model;
+use ringrift_crds::training_loop::{LoopPhase, Stage, TrainingLoop};
+use ringrift_e2e::cluster::until;
+use ringrift_e2e::process::{Scratch, ringrift_bin};
+
+const LOOP: &str = r"
+apiVersion: ringrift.ai/v1alpha1
+kind: TrainingLoop
+metadata:
+  name: short
+  namespace: default
+spec:
+  game: {board: connect4, players: 2}
+  maxGenerations: 2
+  selfplay: {games: 80, gamesPerTask: 20, simulations: 16, resources: {cpuMillis: 100, memoryMiB: 64}}
+  training:
+    window: {games: 160}
+    hyperparameters: {steps: 200, batchSize: 32}
+    resources: {cpuMillis: 100, memoryMiB: 64}
+  gauntlet:
+    opponents: [{name: random, baseline: random}, {name: heuristic, baseline: heuristic}]
+    gamesPerOpponent: 10
+    gamesPerTask: 5
+    simulations: 16
+    promotion: {winRate: {minWinRate: 0.5, minGames: 10}}
+    resources: {cpuMillis: 100, memoryMiB: 64}
+";
+
+fn up(dir: &Path, manifest: &Path, log: &Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    Command::new(ringrift_bin().unwrap())
+        .args(["up", "--keep-running", "--plain", "--dir"])
+        .arg(dir.join("up"))
+        .arg("--loop")
+        .arg(manifest)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn terminate(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ringrift up did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn client(kubeconfig: &Path) -> Client {
+    let config = Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Processes still running whose command line mentions `needle`.
+fn running_with(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                out.push(cmd);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one story: up, check, stop, up again
+async fn ringrift_up_runs_a_short_loop_and_resumes() {
+    let scratch = Scratch::new("training-loop").unwrap();
+    let dir = scratch.0.clone();
+    let manifest = dir.join("loop.yaml");
+    std::fs::write(&manifest, LOOP).unwrap();
+    let log = dir.join("up.log");
+    let mut first = up(&dir, &manifest, &log);
+    let kubeconfig = dir.join("up").join("kubeconfig");
+    until("the kubeconfig", Duration::from_secs(60), || async {
+        kubeconfig.exists().then_some(())
+    })
+    .await;
+    let client = client(&kubeconfig).await;
+    let loops: Api<TrainingLoop> = Api::namespaced(client.clone(), "default");
+
+    let status = until("the loop to succeed", Duration::from_secs(240), || async {
+        let s = loops.get_opt("short").await.ok()??.status?;
+        (s.phase == LoopPhase::Succeeded).then_some(s)
+    })
+    .await;
+    assert_eq!(status.stage, Stage::Done);
+    assert_eq!(status.history.len(), 2, "{status:?}");
+    for (i, h) in status.history.iter().enumerate() {
+        let g = u32::try_from(i + 1).unwrap();
+        assert_eq!(h.generation, g);
+        assert_eq!(h.candidate.as_deref(), Some(format!("short-g00{g}").as_str()));
+        assert_ne!(h.decision, Decision::Pending);
+        assert_eq!(h.games, 80, "each generation recorded its games");
+        assert!(h.win_rate.is_some() && h.elo.is_some(), "{h:?}");
+        assert_eq!(
+            h.jobs.training.as_deref(),
+            Some(format!("short-g00{g}-train").as_str())
+        );
+    }
+    // Generation 1 has no best model: the first opponent (random) decides, and a trained
+    // search beats random.
+    assert_eq!(status.history[0].decision, Decision::Promote, "{status:?}");
+    let last_promoted = status
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.decision == Decision::Promote)
+        .and_then(|h| h.candidate.clone());
+    assert_eq!(status.best_model, last_promoted);
+
+    // The registry: one Model per generation with its lineage and rating; exactly one promoted.
+    let models = until("the models' ratings", Duration::from_secs(30), || async {
+        let models = Api::<Model>::namespaced(client.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items;
+        models
+            .iter()
+            .all(|m| {
+                m.status
+                    .as_ref()
+                    .is_some_and(|s| s.elo.is_some() && s.games_rated > 0)
+            })
+            .then_some(models)
+    })
+    .await;
+    assert_eq!(models.len(), 2);
+    let g2 = models
+        .iter()
+        .find(|m| m.metadata.name.as_deref() == Some("short-g002"))
+        .unwrap();
+    assert_eq!(g2.spec.generation, 2);
+    assert_eq!(g2.spec.parent.as_deref(), Some("short-g001"));
+    assert_eq!(g2.spec.training_loop.as_deref(), Some("short"));
+    let promoted: Vec<&str> = models
+        .iter()
+        .filter(|m| m.status.as_ref().is_some_and(|s| s.promoted))
+        .filter_map(|m| m.metadata.name.as_deref())
+        .collect();
+    assert_eq!(promoted, [status.best_model.as_deref().unwrap()]);
+    let s = g2.status.clone().unwrap();
+    assert!(s.elo_low.unwrap() < s.elo.unwrap() && s.elo.unwrap() < s.elo_high.unwrap());
+    assert!(!s.holders.is_empty(), "{s:?}");
+
+    // kubectl sees the models in generation order with their Elo.
+    let kubectl = ringrift_e2e::tool("kubectl").unwrap();
+    let out = ringrift_e2e::run(
+        Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "mdl"]),
+    )
+    .unwrap();
+    assert!(out.success, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].contains("GENERATION") && lines[0].contains("ELO"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[1].starts_with("short-g001") && lines[2].starts_with("short-g002"),
+        "{}",
+        out.stdout
+    );
+
+    // `ringrift status` shows the same.
+    let out = ringrift_e2e::run(
+        Command::new(ringrift_bin().unwrap())
+            .args(["status", "--kubeconfig"])
+            .arg(&kubeconfig),
+    )
+    .unwrap();
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("TrainingLoop short: Succeeded, generation 2/2"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("agents: 2 ready of 2"), "{}", out.stdout);
+
+    // Games and models moved between the two agents.
+    let logs = dir.join("up").join("logs");
+    let pulled: usize = ["agent-1.log", "agent-2.log"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(logs.join(f))
+                .unwrap_or_default()
+                .matches("artifact pulled")
+                .count()
+        })
+        .sum();
+    assert!(pulled >= 1, "no artifact was pulled from another agent");
+
+    // Ctrl-C (SIGTERM) stops everything cleanly.
+    terminate(&first);
+    let exit = wait_exit(&mut first, Duration::from_secs(60));
+    assert!(
+        exit.success(),
+        "{exit:?}: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let leftovers = running_with(&dir.join("up").display().to_string());
+    assert!(leftovers.is_empty(), "still running: {leftovers:?}");
+
+    // Up again: the state is still there and the loop is not re-applied.
+    let second_log = dir.join("up2.log");
+    let mut second = up(&dir, &manifest, &second_log);
+    until(
+        "the second run to find the loop",
+        Duration::from_secs(60),
+        || async {
+            let text = std::fs::read_to_string(&second_log).unwrap_or_default();
+            text.contains("finished in").then_some(())
+        },
+    )
+    .await;
+    let text = std::fs::read_to_string(&second_log).unwrap();
+    assert!(
+        text.contains("TrainingLoop default/short exists: resuming it"),
+        "{text}"
+    );
+    terminate(&second);
+    assert!(wait_exit(&mut second, Duration::from_secs(60)).success());
+    drop(scratch);
+}
