@@ -206,6 +206,20 @@ async fn ringrift_up_runs_a_short_loop_and_resumes() {
         out.stdout
     );
 
+    // A second `up` on the same directory is refused while this one runs.
+    let out = ringrift_e2e::run(
+        Command::new(ringrift_bin().unwrap())
+            .args(["up", "--dir"])
+            .arg(dir.join("up")),
+    )
+    .unwrap();
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("another `ringrift up` (pid"),
+        "{}",
+        out.stderr
+    );
+
     // `ringrift status` shows the same.
     let out = ringrift_e2e::run(
         Command::new(ringrift_bin().unwrap())

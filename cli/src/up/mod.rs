@@ -76,6 +76,25 @@ fn secret_file(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Claims `dir` for this process: refuses when another live `ringrift up` holds it (two API
+/// servers on one database would diverge). A claim left by a process that is gone is taken over.
+fn claim(dir: &Path) -> anyhow::Result<PathBuf> {
+    let lock = dir.join("up.pid");
+    if let Ok(text) = std::fs::read_to_string(&lock)
+        && let Ok(pid) = text.trim().parse::<u32>()
+        && pid != std::process::id()
+        && Path::new(&format!("/proc/{pid}")).exists()
+    {
+        bail!(
+            "another `ringrift up` (pid {pid}) is using {}; stop it first (or use another --dir)",
+            dir.display()
+        );
+    }
+    std::fs::write(&lock, std::process::id().to_string())
+        .with_context(|| format!("failed to write {}", lock.display()))?;
+    Ok(lock)
+}
+
 fn spawn(exe: &Path, dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Role> {
     let log_path = dir.join("logs").join(format!("{name}.log"));
     let log = std::fs::OpenOptions::new()
@@ -203,6 +222,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     })?;
     let ns = training_loop.namespace().unwrap_or_else(|| "default".into());
     let loop_name = training_loop.name_any();
+    let lock = claim(&dir)?;
     let token_file = dir.join("agent-token");
     let key_file = dir.join("cluster-key");
     secret_file(&token_file)?;
@@ -376,6 +396,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     stop(&mut roles, Duration::from_secs(20)).await;
     let _ = stop_api.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), api).await;
+    let _ = std::fs::remove_file(&lock);
     if let Some(why) = exited {
         bail!("{why}");
     }
