@@ -150,21 +150,27 @@ async fn ringrift_up_runs_a_short_loop_and_resumes() {
     assert_eq!(status.best_model, last_promoted);
 
     // The registry: one Model per generation with its lineage and rating; exactly one promoted.
-    let models = until("the models' ratings", Duration::from_secs(30), || async {
-        let models = Api::<Model>::namespaced(client.clone(), "default")
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items;
-        models
-            .iter()
-            .all(|m| {
+    let models = until(
+        "the models' ratings and promotion",
+        Duration::from_secs(30),
+        || async {
+            let models = Api::<Model>::namespaced(client.clone(), "default")
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items;
+            let rated = models.iter().all(|m| {
                 m.status
                     .as_ref()
                     .is_some_and(|s| s.elo.is_some() && s.games_rated > 0)
-            })
-            .then_some(models)
-    })
+            });
+            // Promotion follows the loop's bestModel in the next pass.
+            let best_promoted = models.iter().any(|m| {
+                m.metadata.name == status.best_model && m.status.as_ref().is_some_and(|s| s.promoted)
+            });
+            (rated && best_promoted).then_some(models)
+        },
+    )
     .await;
     assert_eq!(models.len(), 2);
     let g2 = models

@@ -69,6 +69,19 @@ impl Board {
         Self::default()
     }
 
+    /// The position after playing `columns` from the empty board; none if a move is illegal
+    /// or comes after the end of the game.
+    pub fn from_moves(columns: &[usize]) -> Option<Self> {
+        let mut b = Self::new();
+        for c in columns {
+            if b.outcome().is_some() || !b.can_play(*c) {
+                return None;
+            }
+            b.play(*c);
+        }
+        Some(b)
+    }
+
     /// Moves played so far.
     pub fn moves(&self) -> usize {
         usize::from(self.moves)
@@ -189,12 +202,7 @@ mod tests {
     use super::*;
 
     fn play(moves: &[usize]) -> Board {
-        let mut b = Board::new();
-        for m in moves {
-            assert!(b.outcome().is_none());
-            b.play(*m);
-        }
-        b
+        Board::from_moves(moves).unwrap()
     }
 
     #[test]
@@ -211,6 +219,17 @@ mod tests {
         // The second player wins in the bottom row.
         let b = play(&[0, 1, 0, 2, 0, 3, 6, 4]);
         assert_eq!(b.outcome(), Some(Outcome::SecondWins), "\n{}", b.render());
+    }
+
+    #[test]
+    fn from_moves_refuses_illegal_games() {
+        assert_eq!(Board::from_moves(&[7]), None);
+        assert_eq!(
+            Board::from_moves(&[0, 1, 0, 1, 0, 1, 0, 1]),
+            None,
+            "after the win"
+        );
+        assert_eq!(Board::from_moves(&[]), Some(Board::new()));
     }
 
     #[test]

@@ -199,11 +199,7 @@ mod tests {
     use super::*;
 
     fn board(moves: &[usize]) -> Board {
-        let mut b = Board::new();
-        for m in moves {
-            b.play(*m);
-        }
-        b
+        Board::from_moves(moves).unwrap()
     }
 
     #[test]

@@ -27,15 +27,19 @@ pub fn selfplay(total: u64, per_task: u64) -> Vec<WorkUnit> {
         .collect()
 }
 
-/// A gauntlet: for each opponent, `per_opponent` games in units of `per_task`.
+/// A gauntlet: for each opponent, `per_opponent` games in units of `per_task`, interleaved
+/// (the first unit of every opponent, then the second, …) so that every opponent is played
+/// evenly while the gauntlet runs, and a gauntlet that stops early once decided still has a
+/// balanced record against each.
 pub fn gauntlet(opponents: &[String], per_opponent: u64, per_task: u64) -> Vec<WorkUnit> {
-    let mut units = Vec::new();
-    for opponent in opponents {
-        for unit in selfplay(per_opponent, per_task) {
+    let chunks = selfplay(per_opponent, per_task);
+    let mut units = Vec::with_capacity(chunks.len() * opponents.len());
+    for chunk in &chunks {
+        for opponent in opponents {
             let index = units.len() as u64;
             units.push(WorkUnit {
-                id: format!("{opponent}-{:04}", unit.index),
-                games: unit.games,
+                id: format!("{opponent}-{:04}", chunk.index),
+                games: chunk.games,
                 opponent: Some(opponent.clone()),
                 index,
             });
@@ -78,12 +82,13 @@ mod tests {
             ids,
             [
                 "best-0000",
-                "best-0001",
-                "best-0002",
                 "random-0000",
+                "best-0001",
                 "random-0001",
+                "best-0002",
                 "random-0002"
-            ]
+            ],
+            "interleaved: every opponent is played evenly"
         );
         assert_eq!(
             units

@@ -51,42 +51,30 @@ fn world_of(
     let uid = lp.metadata.uid.clone().unwrap_or_default();
     let ns = lp.namespace().unwrap_or_default();
     let mut jobs = HashMap::new();
-    for j in r.selfplay.iter().filter(|j| owned_by(&j.metadata, &uid)) {
-        let s = j.status.clone().unwrap_or_default();
-        jobs.insert(
-            j.name_any(),
-            Child {
-                phase: s.phase,
-                failure: failure(&s.conditions),
-                games: s.games_done,
-                ..Child::default()
-            },
-        );
+    // Phase and failure of any kind of job, plus what only that kind has.
+    macro_rules! children {
+        ($list:expr, |$s:ident| $extra:expr) => {
+            for j in $list.iter().filter(|j| owned_by(&j.metadata, &uid)) {
+                let $s = j.status.clone().unwrap_or_default();
+                let base = Child {
+                    phase: $s.phase,
+                    failure: failure(&$s.conditions),
+                    ..Child::default()
+                };
+                jobs.insert(j.name_any(), ($extra)(base));
+            }
+        };
     }
-    for j in r.training.iter().filter(|j| owned_by(&j.metadata, &uid)) {
-        let s = j.status.clone().unwrap_or_default();
-        jobs.insert(
-            j.name_any(),
-            Child {
-                phase: s.phase,
-                failure: failure(&s.conditions),
-                ..Child::default()
-            },
-        );
-    }
-    for j in r.gauntlet.iter().filter(|j| owned_by(&j.metadata, &uid)) {
-        let s = j.status.clone().unwrap_or_default();
-        jobs.insert(
-            j.name_any(),
-            Child {
-                phase: s.phase,
-                failure: failure(&s.conditions),
-                decision: s.decision,
-                win_rate: s.win_rate,
-                ..Child::default()
-            },
-        );
-    }
+    children!(r.selfplay, |s| |c| Child {
+        games: s.games_done,
+        ..c
+    });
+    children!(r.training, |s| |c: Child| c);
+    children!(r.gauntlet, |s| |c| Child {
+        decision: s.decision,
+        win_rate: s.win_rate,
+        ..c
+    });
     let models = r
         .models
         .iter()
