@@ -1,9 +1,12 @@
-//! The RingRift controller: holds leadership through a `coordination.k8s.io/v1` Lease and turns
-//! `SelfplayJob`, `TrainingJob` and `GauntletJob` objects into `Task`s bound to agents.
+//! The RingRift controller: holds leadership through a `coordination.k8s.io/v1` Lease, turns
+//! `SelfplayJob`, `TrainingJob` and `GauntletJob` objects into `Task`s bound to agents, runs
+//! each `TrainingLoop` generation after generation and keeps the model registry.
 //!
-//! Built so far: [`leader`], leader election; [`rating`], gauntlet statistics and the promotion
-//! decision. The reconcilers and `ringrift controller` are
-//! not built yet. See DESIGN.md sections 4 and 5.
+//! [`leader`]: leader election; [`plan`]: work units and placement; [`rating`]: gauntlet
+//! statistics and the promotion decision; [`ratings`]: model ratings over every gauntlet game;
+//! [`reconcile`]: the pure reconcile steps (jobs, the loop's stage machine, the registry);
+//! [`runtime`]: the I/O around them (caches, the pass, leadership-gated writes, metrics). See
+//! DESIGN.md sections 4 and 5 and `docs/controller.md`.
 
 pub mod leader;
 pub mod plan;
