@@ -43,9 +43,27 @@ spec:
     resources: {cpuMillis: 100, memoryMiB: 64}
 ";
 
-fn up(dir: &Path, manifest: &Path, log: &Path) -> Child {
+/// A running `ringrift up`; dropped (a failed assertion), it gets SIGTERM so it stops its
+/// controllers and agents too, and SIGKILL if it has not exited within 30 s.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            terminate(&self.0);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn up(dir: &Path, manifest: &Path, log: &Path) -> Up {
     let out = std::fs::File::create(log).unwrap();
-    Command::new(ringrift_bin().unwrap())
+    Up(Command::new(ringrift_bin().unwrap())
         .args(["up", "--keep-running", "--plain", "--dir"])
         .arg(dir.join("up"))
         .arg("--loop")
@@ -54,16 +72,13 @@ fn up(dir: &Path, manifest: &Path, log: &Path) -> Child {
         .stderr(out)
         .stdin(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap())
 }
 
 fn terminate(child: &Child) {
-    let ok = Command::new("kill")
+    let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+        .status();
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
@@ -256,8 +271,8 @@ async fn ringrift_up_runs_a_short_loop_and_resumes() {
     assert!(pulled >= 1, "no artifact was pulled from another agent");
 
     // Ctrl-C (SIGTERM) stops everything cleanly.
-    terminate(&first);
-    let exit = wait_exit(&mut first, Duration::from_secs(60));
+    terminate(&first.0);
+    let exit = wait_exit(&mut first.0, Duration::from_secs(60));
     assert!(
         exit.success(),
         "{exit:?}: {}",
@@ -283,7 +298,7 @@ async fn ringrift_up_runs_a_short_loop_and_resumes() {
         text.contains("TrainingLoop default/short exists: resuming it"),
         "{text}"
     );
-    terminate(&second);
-    assert!(wait_exit(&mut second, Duration::from_secs(60)).success());
+    terminate(&second.0);
+    assert!(wait_exit(&mut second.0, Duration::from_secs(60)).success());
     drop(scratch);
 }
