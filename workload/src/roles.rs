@@ -261,16 +261,14 @@ fn window(contract: &Contract) -> Result<(Vec<Sample>, u64), String> {
     let names: Vec<String> = if let Some(list) = p.get("inputs").and_then(Value::as_array) {
         list.iter().filter_map(Value::as_str).map(str::to_owned).collect()
     } else {
-        {
-            let mut names: Vec<String> = std::fs::read_dir(&contract.input_dir)
-                .map_err(|e| format!("cannot read {}: {e}", contract.input_dir.display()))?
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| is_games_file(n))
-                .collect();
-            names.sort_unstable_by(|a, b| b.cmp(a));
-            names
-        }
+        let mut names: Vec<String> = std::fs::read_dir(&contract.input_dir)
+            .map_err(|e| format!("cannot read {}: {e}", contract.input_dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| is_games_file(n))
+            .collect();
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        names
     };
     let mut samples = Vec::new();
     let mut games = 0u64;

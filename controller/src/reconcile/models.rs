@@ -29,7 +29,7 @@ pub fn baseline_player(b: Baseline) -> &'static str {
 
 /// Every pool's ratings from the gauntlets' counted results. Only explicitly named models are
 /// rated (a `bestOf` reference may have pointed elsewhere when the games were played).
-pub fn pool_ratings(gauntlets: &[GauntletJob]) -> BTreeMap<Pool, BTreeMap<String, Rating>> {
+pub fn pool_ratings(gauntlets: &[GauntletJob]) -> Pools {
     let mut pools: BTreeMap<Pool, Vec<Pairing>> = BTreeMap::new();
     for g in gauntlets {
         let (Some(candidate), Some(status)) = (&g.spec.candidate.model, &g.status) else {
@@ -62,19 +62,23 @@ pub fn pool_ratings(gauntlets: &[GauntletJob]) -> BTreeMap<Pool, BTreeMap<String
         .collect()
 }
 
-fn round(x: f64) -> f64 {
+/// Ratings as written to statuses: to a tenth of a point, so refits that move nothing visible
+/// write nothing.
+pub fn rounded(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
+
+/// Every pool's ratings, as [`pool_ratings`] computes them.
+pub type Pools = BTreeMap<Pool, BTreeMap<String, Rating>>;
 
 /// The statuses to write: each model whose status should change, with its new status.
 pub fn model_statuses(
     models: &[Model],
-    gauntlets: &[GauntletJob],
+    pools: &Pools,
     training: &[TrainingJob],
     loops: &[TrainingLoop],
     now: Timestamp,
 ) -> Vec<(Model, ModelStatus)> {
-    let pools = pool_ratings(gauntlets);
     let best: HashSet<(String, String)> = loops
         .iter()
         .filter_map(|l| {
@@ -95,9 +99,9 @@ pub fn model_statuses(
             .get(&(ns.clone(), m.spec.game.board.clone()))
             .and_then(|p| p.get(&name));
         if let Some(r) = rating {
-            new.elo = Some(round(r.elo));
-            new.elo_low = Some(round(r.low));
-            new.elo_high = Some(round(r.high));
+            new.elo = Some(rounded(r.elo));
+            new.elo_low = Some(rounded(r.low));
+            new.elo_high = Some(rounded(r.high));
             new.games_rated = r.games;
         }
         new.promoted = best.contains(&(ns.clone(), name.clone()));
@@ -205,7 +209,7 @@ mod tests {
     #[test]
     fn statuses_carry_rating_promotion_and_holders_and_only_change_when_needed() {
         let models = [model("m1", D1), model("m2", D2)];
-        let gauntlets = [gauntlet("g1", "m1", &[("random", 90, 10, 0)])];
+        let pools = pool_ratings(&[gauntlet("g1", "m1", &[("random", 90, 10, 0)])]);
         let training: TrainingJob = serde_json::from_value(serde_json::json!({
             "apiVersion": "ringrift.ai/v1alpha1", "kind": "TrainingJob",
             "metadata": {"name": "t", "namespace": "default"},
@@ -226,7 +230,7 @@ mod tests {
         .unwrap();
         let out = model_statuses(
             &models,
-            &gauntlets,
+            &pools,
             std::slice::from_ref(&training),
             std::slice::from_ref(&lp),
             now(),
@@ -252,7 +256,7 @@ mod tests {
         assert!(
             model_statuses(
                 &written,
-                &gauntlets,
+                &pools,
                 std::slice::from_ref(&training),
                 std::slice::from_ref(&lp),
                 now()
@@ -262,7 +266,7 @@ mod tests {
         // A new best: the old one is not promoted any more, exactly one is.
         let mut newer = lp;
         newer.status.as_mut().unwrap().best_model = Some("m2".into());
-        let out = model_statuses(&written, &gauntlets, &[training], &[newer], now());
+        let out = model_statuses(&written, &pools, &[training], &[newer], now());
         let promoted: Vec<bool> = out.iter().map(|(_, s)| s.promoted).collect();
         assert_eq!(promoted, [false, true]);
     }

@@ -1,7 +1,7 @@
 //! Apply for the loops and the model registry: each `TrainingLoop`'s plan (child jobs to
 //! create, its status, events), then every `Model`'s status (rating, promotion, holders).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use jiff::Timestamp;
 use kube::{Resource, ResourceExt};
@@ -13,8 +13,7 @@ use ringrift_crds::training_loop::TrainingLoop;
 
 use super::metrics::KindLabels;
 use super::reconciler::Reconciler;
-use crate::ratings::Rating;
-use crate::reconcile::models::{Pool, model_statuses, pool_ratings};
+use crate::reconcile::models::{Pools, model_statuses, pool_ratings, rounded};
 use crate::reconcile::training_loop::{Child, LoopWorld, NewJob, plan_loop};
 
 /// Everything the loops and models are planned from, as read this pass.
@@ -43,11 +42,7 @@ fn failure(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Conditi
 
 /// The loop's child jobs and the namespace's models with their ratings as of this pass, as the
 /// stage machine sees them.
-fn world_of(
-    lp: &TrainingLoop,
-    r: &Registry<'_>,
-    pools: &BTreeMap<Pool, BTreeMap<String, Rating>>,
-) -> LoopWorld {
+fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools) -> LoopWorld {
     let uid = lp.metadata.uid.clone().unwrap_or_default();
     let ns = lp.namespace().unwrap_or_default();
     let mut jobs = HashMap::new();
@@ -83,7 +78,7 @@ fn world_of(
             let elo = pools
                 .get(&(ns.clone(), m.spec.game.board.clone()))
                 .and_then(|p| p.get(&m.name_any()))
-                .map(|r| (r.elo * 10.0).round() / 10.0);
+                .map(|r| rounded(r.elo));
             (m.name_any(), elo)
         })
         .collect();
@@ -91,12 +86,16 @@ fn world_of(
 }
 
 impl Reconciler {
-    /// Plans and applies every loop, then the models' statuses.
+    /// Plans and applies every loop (`registry.loops` already merged with this replica's own
+    /// writes), then the models' statuses. The ratings are fitted once per pass for both.
     pub(super) async fn loops_and_models(&mut self, registry: Registry<'_>, now: Timestamp) {
         let writer = self.writer.clone();
-        let loops = self.loops.merge(registry.loops.clone());
         let pools = pool_ratings(registry.gauntlet);
-        for lp in loops.iter().filter(|l| l.metadata.deletion_timestamp.is_none()) {
+        for lp in registry
+            .loops
+            .iter()
+            .filter(|l| l.metadata.deletion_timestamp.is_none())
+        {
             self.health
                 .metrics
                 .reconciles
@@ -173,7 +172,7 @@ impl Reconciler {
                 }
             }
         }
-        self.apply_models(registry.models, &loops, registry.gauntlet, registry.training, now)
+        self.apply_models(registry.models, &registry.loops, &pools, registry.training, now)
             .await;
     }
 
@@ -183,13 +182,13 @@ impl Reconciler {
         &mut self,
         models: Vec<Model>,
         loops: &[TrainingLoop],
-        gauntlets: &[GauntletJob],
+        pools: &Pools,
         training: &[TrainingJob],
         now: Timestamp,
     ) {
         let writer = self.writer.clone();
         let models = self.models.merge(models);
-        let mut changes = model_statuses(&models, gauntlets, training, loops, now);
+        let mut changes = model_statuses(&models, pools, training, loops, now);
         changes.sort_by_key(|(_, s)| s.promoted);
         for (model, status) in changes {
             let was_promoted = model.status.as_ref().is_some_and(|s| s.promoted);
