@@ -209,7 +209,9 @@ async fn a_holder_serving_corrupt_bytes_is_dropped_and_nothing_corrupt_is_stored
     let cluster = Cluster::start("sync-corrupt").await;
     let a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
     let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
-    let a3 = cluster.synced_agent("a3", CLUSTER_KEY, &[]);
+    // a3 gossips under another key: it cannot learn of a1 and a2 as holders, so in the last
+    // step the bad holder really is the only one it knows (evil checks no credentials).
+    let a3 = cluster.synced_agent("a3", "an-isolated-cluster-key-0123456789", &[]);
     let made = produce(&cluster, "make", "a1", 16).await;
     let (code, manifest) = a1.get(&format!("/v1/artifacts/{}/chunks", made.digest));
     assert_eq!(code, 200);
