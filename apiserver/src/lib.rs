@@ -9,6 +9,7 @@
 //! - [`http`]: discovery, CRUD, patches, selectors, watches and errors over HTTP;
 //! - [`run`]: the process: listen, announce, write a kubeconfig, serve until shutdown.
 
+pub mod auth;
 pub mod http;
 pub mod registry;
 pub mod run;

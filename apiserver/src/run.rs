@@ -3,9 +3,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+
+use crate::auth::Tokens;
+use crate::auth::audit::AuditLog;
 
 use crate::http::{ApiServer, Options, serve};
 use crate::store::{Store, StoreError};
@@ -17,8 +21,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the SQLite database; none keeps everything in memory.
     pub data_dir: Option<PathBuf>,
-    /// Bearer token clients must send; none: no authentication.
+    /// The administrator's bearer token (user `admin`, group `system:masters`); with no token
+    /// and no token file: no authentication.
     pub token: Option<String>,
+    /// A token file in the format of kube-apiserver's `--token-auth-file`.
+    pub token_file: Option<PathBuf>,
+    /// Enforce RBAC on users outside `system:masters`.
+    pub rbac: bool,
+    /// Where to append the audit log (one JSON line per API request).
+    pub audit_log: Option<PathBuf>,
     /// Where to write a kubeconfig for this server, if anywhere.
     pub kubeconfig: Option<PathBuf>,
     /// Watch events kept for clients resuming from an older resourceVersion.
@@ -55,6 +66,24 @@ pub enum RunError {
     Listen {
         /// The address.
         address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token file could not be read.
+    #[error("failed to read the token file {path}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The audit log could not be opened.
+    #[error("failed to open the audit log {path}")]
+    AuditLog {
+        /// The file.
+        path: PathBuf,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -103,6 +132,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         listen,
         data_dir,
         token,
+        token_file,
+        rbac,
+        audit_log,
         kubeconfig: kubeconfig_path,
         watch_history,
         max_body,
@@ -129,8 +161,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 source,
             })?,
     };
+    let mut tokens = Tokens::none();
+    if let Some(token) = &token {
+        tokens = tokens.with_admin(token);
+    }
+    if let Some(path) = &token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| RunError::TokenFile {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+        tokens = tokens.parse_file(&text).map_err(|e| RunError::TokenFile {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+    }
+    let audit = match &audit_log {
+        Some(path) => Some(Arc::new(AuditLog::open(path).map_err(|source| {
+            RunError::AuditLog {
+                path: path.clone(),
+                source,
+            }
+        })?)),
+        None => None,
+    };
+    let auth = tokens.enabled();
     let options = Options {
-        token: token.clone(),
+        tokens,
+        rbac,
+        audit,
         max_body,
         bookmark_interval,
     };
@@ -160,7 +218,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         })?;
     }
     println!("ringrift apiserver listening on {url}");
-    tracing::info!(%url, data_dir = ?data_dir, auth = token.is_some(), "serving");
+    tracing::info!(%url, data_dir = ?data_dir, auth, rbac, audit_log = ?audit_log, "serving");
     serve(listener, server, shutdown).await;
     tracing::info!("stopped");
     Ok(())

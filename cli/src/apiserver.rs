@@ -30,6 +30,19 @@ pub struct ApiserverArgs {
     /// Bearer token every client must send. Unset: no authentication.
     #[arg(long, env = "RINGRIFT_APISERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Static bearer tokens, in the format of kube-apiserver's `--token-auth-file`: one
+    /// `token,user,uid[,"group1,group2"]` per line (ServiceAccounts are users
+    /// `system:serviceaccount:<namespace>:<name>`).
+    #[arg(long, env = "RINGRIFT_APISERVER_TOKEN_AUTH_FILE", value_name = "FILE")]
+    pub token_auth_file: Option<PathBuf>,
+    /// `AlwaysAllow` (every authenticated user may do anything) or `RBAC` (users outside
+    /// `system:masters` may do what the stored Roles and ClusterRoles bound to them allow).
+    #[arg(long, env = "RINGRIFT_APISERVER_AUTHORIZATION_MODE", default_value = "AlwaysAllow", value_parser = ["AlwaysAllow", "RBAC"])]
+    pub authorization_mode: String,
+    /// Append one JSON line per API request (user, verb, resource, namespace, name, code) to
+    /// this file.
+    #[arg(long, env = "RINGRIFT_APISERVER_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Write a kubeconfig for this server to this file (for kubectl and the other roles).
     #[arg(long, env = "RINGRIFT_APISERVER_KUBECONFIG", value_name = "FILE")]
     pub write_kubeconfig: Option<PathBuf>,
@@ -52,6 +65,9 @@ pub(crate) fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<ExitCode> {
         data_dir,
         in_memory,
         token,
+        token_auth_file,
+        authorization_mode,
+        audit_log,
         write_kubeconfig,
         watch_history,
         max_body_bytes,
@@ -63,6 +79,9 @@ pub(crate) fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<ExitCode> {
         listen,
         data_dir: (!in_memory).then_some(data_dir),
         token: token.filter(|t| !t.is_empty()),
+        token_file: token_auth_file,
+        rbac: authorization_mode == "RBAC",
+        audit_log,
         kubeconfig: write_kubeconfig,
         watch_history,
         max_body: max_body_bytes,

@@ -15,8 +15,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::route::{self, Route};
+use super::route::{self, ObjectPath, Route};
 use super::status::ApiError;
+use crate::auth::audit::AuditLog;
+use crate::auth::rbac::{self, Attributes, Policy};
+use crate::auth::{Tokens, User};
 use crate::registry::{Registry, crd_key};
 use crate::store::semantics::WriteContext;
 use crate::store::{ResourceKey, Store, StoreError};
@@ -30,8 +33,14 @@ pub const DEFAULT_MAX_BODY: usize = 3 * 1024 * 1024;
 /// Settings of an [`ApiServer`].
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Bearer token every request but health checks and `/version` must carry; none: no auth.
-    pub token: Option<String>,
+    /// Bearer tokens and their users; every request but health checks, `/version` and
+    /// `/metrics` must carry one. None configured: no authentication, everyone is the admin.
+    pub tokens: Tokens,
+    /// Enforce RBAC (the stored Roles, ClusterRoles and bindings) on resource requests of users
+    /// outside `system:masters`.
+    pub rbac: bool,
+    /// Where to record every API request, if anywhere.
+    pub audit: Option<Arc<AuditLog>>,
     /// Largest request body, in bytes.
     pub max_body: usize,
     /// How often a watch that asked for bookmarks gets one.
@@ -41,7 +50,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            token: None,
+            tokens: Tokens::none(),
+            rbac: false,
+            audit: None,
             max_body: DEFAULT_MAX_BODY,
             bookmark_interval: Duration::from_secs(10),
         }
@@ -199,15 +210,78 @@ impl ApiServer {
         response
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.options.token else {
-            return true;
-        };
-        headers
+    fn authenticate(&self, headers: &HeaderMap) -> Option<User> {
+        let bearer = headers
             .get(AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+            .and_then(|h| h.strip_prefix("Bearer "));
+        self.options.tokens.authenticate(bearer)
+    }
+
+    /// The roles and bindings that decide a request in `namespace`.
+    async fn policy(&self, namespace: Option<&str>) -> Result<Policy, StoreError> {
+        let rbac_key = |plural: &str| ResourceKey::new("rbac.authorization.k8s.io", plural);
+        let (cluster_roles, _) = self.store.list(&rbac_key("clusterroles"), None).await?;
+        let (cluster_role_bindings, _) = self.store.list(&rbac_key("clusterrolebindings"), None).await?;
+        let (roles, role_bindings) = match namespace {
+            Some(ns) => (
+                self.store.list(&rbac_key("roles"), Some(ns)).await?.0,
+                self.store.list(&rbac_key("rolebindings"), Some(ns)).await?.0,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(Policy {
+            cluster_roles,
+            cluster_role_bindings,
+            roles,
+            role_bindings,
+        })
+    }
+
+    /// Answers a resource request: authorizes it (under RBAC), serves it, and records it in the
+    /// audit log.
+    async fn resource_request(
+        self: &Arc<Self>,
+        parts: &hyper::http::request::Parts,
+        user: &User,
+        object: ObjectPath,
+        query: &Query,
+        body: Incoming,
+    ) -> Response<Body> {
+        let attributes = Attributes {
+            verb: rbac::verb(parts.method.as_str(), object.name.is_some(), query.flag("watch")).to_owned(),
+            group: object.group.clone(),
+            resource: object.resource.clone(),
+            subresource: object.subresource.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+        };
+        let response = if self.options.rbac && !user.is_master() {
+            match self.policy(attributes.namespace.as_deref()).await {
+                Ok(policy) if policy.allows(user, &attributes) => {
+                    self.object_request(parts, object, query, body).await
+                }
+                Ok(_) => {
+                    tracing::info!(user = %user.name, verb = %attributes.verb, resource = %attributes.resource_path(),
+                        namespace = ?attributes.namespace, "forbidden");
+                    error(&ApiError::forbidden(rbac::forbidden_message(user, &attributes)))
+                }
+                Err(e) => error(&ApiError::internal(format!(
+                    "failed to read the RBAC policy: {e}"
+                ))),
+            }
+        } else {
+            self.object_request(parts, object, query, body).await
+        };
+        if let Some(audit) = &self.options.audit {
+            let agent = parts
+                .headers
+                .get(hyper::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            audit.record(user, agent, &attributes, response.status().as_u16());
+        }
+        response
     }
 
     /// Answers one request.
@@ -231,15 +305,23 @@ impl ApiServer {
             Some(_) => "discovery".to_owned(),
             None => "none".to_owned(),
         };
-        let response = match route {
-            Some(Route::Health) => text(StatusCode::OK, "ok"),
-            Some(Route::Version) => json_response(StatusCode::OK, &super::discovery::version()),
-            Some(Route::Metrics) => self.metrics_response().await,
-            _ if !self.authorized(&parts.headers) => error(&ApiError::unauthorized()),
-            None => error(&ApiError::no_route()),
-            Some(Route::Object(object)) => self.object_request(&parts, object, &query, body).await,
-            Some(other) if parts.method == Method::GET => super::discovery::answer(&self, &other),
-            Some(_) => error(&ApiError::method_not_allowed()),
+        let user = match route {
+            Some(Route::Health | Route::Version | Route::Metrics) => None,
+            _ => self.authenticate(&parts.headers),
+        };
+        let response = match (route, user) {
+            (Some(Route::Health), _) => text(StatusCode::OK, "ok"),
+            (Some(Route::Version), _) => json_response(StatusCode::OK, &super::discovery::version()),
+            (Some(Route::Metrics), _) => self.metrics_response().await,
+            (_, None) => error(&ApiError::unauthorized()),
+            (None, _) => error(&ApiError::no_route()),
+            (Some(Route::Object(object)), Some(user)) => {
+                self.resource_request(&parts, &user, object, &query, body).await
+            }
+            // Discovery is open to every authenticated user, as the default
+            // `system:discovery` binding makes it in Kubernetes.
+            (Some(other), _) if parts.method == Method::GET => super::discovery::answer(&self, &other),
+            (Some(_), _) => error(&ApiError::method_not_allowed()),
         };
         let elapsed = started.elapsed();
         self.metrics
@@ -263,10 +345,6 @@ impl ApiServer {
             elapsed_ms = elapsed.as_millis(), "request");
         response
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {

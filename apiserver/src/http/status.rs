@@ -44,6 +44,11 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
+    /// 403: the user may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
     /// 404: no such path.
     pub fn no_route() -> Self {
         Self::new(
