@@ -30,6 +30,8 @@ pub struct Config {
     pub rbac: bool,
     /// Where to append the audit log (one JSON line per API request).
     pub audit_log: Option<PathBuf>,
+    /// Requests without a token are `system:anonymous`, subject to RBAC (needs `rbac`).
+    pub anonymous: bool,
     /// Where to write a kubeconfig for this server, if anywhere.
     pub kubeconfig: Option<PathBuf>,
     /// Watch events kept for clients resuming from an older resourceVersion.
@@ -135,6 +137,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         token_file,
         rbac,
         audit_log,
+        anonymous,
         kubeconfig: kubeconfig_path,
         watch_history,
         max_body,
@@ -189,6 +192,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokens,
         rbac,
         audit,
+        anonymous,
         max_body,
         bookmark_interval,
     };

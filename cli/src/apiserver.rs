@@ -39,6 +39,11 @@ pub struct ApiserverArgs {
     /// `system:masters` may do what the stored Roles and ClusterRoles bound to them allow).
     #[arg(long, env = "RINGRIFT_APISERVER_AUTHORIZATION_MODE", default_value = "AlwaysAllow", value_parser = ["AlwaysAllow", "RBAC"])]
     pub authorization_mode: String,
+    /// With `--authorization-mode RBAC`: a request without a token is the user
+    /// `system:anonymous` (group `system:unauthenticated`), allowed what RBAC grants it, instead
+    /// of refused (kubectl sends tokens only over TLS; bind a role to that group for it).
+    #[arg(long, env = "RINGRIFT_APISERVER_ANONYMOUS_AUTH")]
+    pub anonymous_auth: bool,
     /// Append one JSON line per API request (user, verb, resource, namespace, name, code) to
     /// this file.
     #[arg(long, env = "RINGRIFT_APISERVER_AUDIT_LOG", value_name = "FILE")]
@@ -68,6 +73,7 @@ pub(crate) fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<ExitCode> {
         token_auth_file,
         authorization_mode,
         audit_log,
+        anonymous_auth,
         write_kubeconfig,
         watch_history,
         max_body_bytes,
@@ -75,6 +81,10 @@ pub(crate) fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<ExitCode> {
         telemetry,
     } = args;
     telemetry::init(&telemetry)?;
+    anyhow::ensure!(
+        !anonymous_auth || authorization_mode == "RBAC",
+        "--anonymous-auth needs --authorization-mode RBAC (otherwise anyone could do anything)"
+    );
     let config = Config {
         listen,
         data_dir: (!in_memory).then_some(data_dir),
@@ -82,6 +92,7 @@ pub(crate) fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<ExitCode> {
         token_file: token_auth_file,
         rbac: authorization_mode == "RBAC",
         audit_log,
+        anonymous: anonymous_auth,
         kubeconfig: write_kubeconfig,
         watch_history,
         max_body: max_body_bytes,

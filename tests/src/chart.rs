@@ -29,7 +29,10 @@ pub fn helm(args: &[&str]) -> Output {
 }
 
 /// `helm template` of the chart as release [`RELEASE`] in [`NAMESPACE`], with extra arguments
-/// (`--set k=v`, `-f file`). Ok: the manifests; Err: helm's error output.
+/// (`--set k=v`, `-f file`).
+///
+/// # Errors
+/// helm's error output, when it refuses the values or the chart.
 pub fn template(extra: &[&str]) -> Result<String, String> {
     let chart = repo_root().join("charts/ringrift");
     let mut args = vec![
@@ -53,7 +56,7 @@ pub fn objects(manifests: &str) -> Vec<Value> {
     yaml_documents(manifests)
         .unwrap()
         .into_iter()
-        .filter(|d| d.is_object())
+        .filter(Value::is_object)
         .collect()
 }
 

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod chart;
+pub mod chart_install;
 pub mod cluster;
 pub mod process;
 pub mod role;

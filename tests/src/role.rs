@@ -25,9 +25,28 @@ impl RoleProcess {
     /// # Errors
     /// When it cannot start or does not announce itself in time.
     pub fn start(dir: &Path, name: &str, args: &[String], ready_prefix: &str) -> Result<Self, String> {
+        Self::start_with_env(
+            dir,
+            name,
+            args,
+            ready_prefix,
+            &[("RINGRIFT_LOG", "info,ringrift_controller=debug")],
+        )
+    }
+
+    /// [`RoleProcess::start`] with these environment variables (and no others added).
+    ///
+    /// # Errors
+    /// When it cannot start or does not announce itself in time.
+    pub fn start_with_env(
+        dir: &Path,
+        name: &str,
+        args: &[String],
+        ready_prefix: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let log = dir.join(format!("{name}.log"));
-        let env = [("RINGRIFT_LOG", "info,ringrift_controller=debug")];
-        let (child, announced) = spawn_announced(args, &env, &log, ready_prefix)?;
+        let (child, announced) = spawn_announced(args, env, &log, ready_prefix)?;
         Ok(Self {
             child,
             name: name.to_owned(),

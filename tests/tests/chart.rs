@@ -357,6 +357,47 @@ fn the_values_schema_refuses_wrong_types_and_unknown_keys_naming_them() {
     );
 }
 
+/// Walks values.yaml and its schema together, collecting what one has and the other lacks.
+fn walk(value: &Value, schema: &Value, path: &str, problems: &mut Vec<String>) {
+    let Some(props) = schema["properties"].as_object() else {
+        return;
+    };
+    let Some(map) = value.as_object() else {
+        problems.push(format!("{path}: the schema has properties, the value is {value}"));
+        return;
+    };
+    for (k, v) in map {
+        match props.get(k) {
+            // Kubernetes' own type: its schema lists fields the defaults leave out.
+            Some(_) if k == "resources" => {}
+            Some(s) => walk(v, s, &format!("{path}.{k}"), problems),
+            None => problems.push(format!("{path}.{k}: no schema")),
+        }
+    }
+    for k in props.keys().filter(|k| !map.contains_key(*k) && *k != "global") {
+        problems.push(format!("{path}.{k}: in the schema, not in values.yaml"));
+    }
+    for (k, s) in props {
+        if s.get("description").is_none()
+            && s["properties"].is_null()
+            && ![
+                "resources",
+                "nodeSelector",
+                "podAnnotations",
+                "podLabels",
+                "annotations",
+                "labels",
+                "requests",
+                "limits",
+                "claims",
+            ]
+            .contains(&k.as_str())
+        {
+            problems.push(format!("{path}.{k}: no description"));
+        }
+    }
+}
+
 #[test]
 fn every_value_has_a_schema_and_every_schema_entry_a_value() {
     // Walks values.yaml and the schema together: a value without a schema entry (or the reverse)
@@ -369,45 +410,6 @@ fn every_value_has_a_schema_and_every_schema_entry_a_value() {
         &std::fs::read_to_string(repo_root().join("charts/ringrift/values.schema.json")).unwrap(),
     )
     .unwrap();
-    fn walk(value: &Value, schema: &Value, path: &str, problems: &mut Vec<String>) {
-        let Some(props) = schema["properties"].as_object() else {
-            return;
-        };
-        let Some(map) = value.as_object() else {
-            problems.push(format!("{path}: the schema has properties, the value is {value}"));
-            return;
-        };
-        for (k, v) in map {
-            match props.get(k) {
-                // Kubernetes' own type: its schema lists fields the defaults leave out.
-                Some(_) if k == "resources" => {}
-                Some(s) => walk(v, s, &format!("{path}.{k}"), problems),
-                None => problems.push(format!("{path}.{k}: no schema")),
-            }
-        }
-        for k in props.keys().filter(|k| !map.contains_key(*k) && *k != "global") {
-            problems.push(format!("{path}.{k}: in the schema, not in values.yaml"));
-        }
-        for (k, s) in props {
-            if s.get("description").is_none()
-                && s["properties"].is_null()
-                && ![
-                    "resources",
-                    "nodeSelector",
-                    "podAnnotations",
-                    "podLabels",
-                    "annotations",
-                    "labels",
-                    "requests",
-                    "limits",
-                    "claims",
-                ]
-                .contains(&k.as_str())
-            {
-                problems.push(format!("{path}.{k}: no description"));
-            }
-        }
-    }
     let mut problems = Vec::new();
     walk(&values, &schema, "values", &mut problems);
     assert!(problems.is_empty(), "{problems:#?}");

@@ -34,6 +34,15 @@ impl User {
         }
     }
 
+    /// Who a request without a token is when anonymous requests are allowed: subject to RBAC
+    /// like anyone (bind roles to the group `system:unauthenticated` to let it do anything).
+    pub fn anonymous() -> Self {
+        Self {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+
     /// Whether RBAC is bypassed for this user.
     pub fn is_master(&self) -> bool {
         self.groups.iter().any(|g| g == MASTERS)

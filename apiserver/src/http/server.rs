@@ -41,6 +41,10 @@ pub struct Options {
     pub rbac: bool,
     /// Where to record every API request, if anywhere.
     pub audit: Option<Arc<AuditLog>>,
+    /// With tokens and RBAC: a request without a token is `system:anonymous` (group
+    /// `system:unauthenticated`), allowed what RBAC grants it, instead of refused. kubectl sends
+    /// tokens only over TLS, so this is how it reaches a plain-HTTP server that enforces RBAC.
+    pub anonymous: bool,
     /// Largest request body, in bytes.
     pub max_body: usize,
     /// How often a watch that asked for bookmarks gets one.
@@ -53,6 +57,7 @@ impl Default for Options {
             tokens: Tokens::none(),
             rbac: false,
             audit: None,
+            anonymous: false,
             max_body: DEFAULT_MAX_BODY,
             bookmark_interval: Duration::from_secs(10),
         }
@@ -211,8 +216,11 @@ impl ApiServer {
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Option<User> {
-        let bearer = headers
-            .get(AUTHORIZATION)
+        let header = headers.get(AUTHORIZATION);
+        if header.is_none() && self.options.anonymous && self.options.rbac && self.options.tokens.enabled() {
+            return Some(User::anonymous());
+        }
+        let bearer = header
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "));
         self.options.tokens.authenticate(bearer)

@@ -239,6 +239,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         token_file: None,
         rbac: false,
         audit_log: None,
+        anonymous: false,
         kubeconfig: Some(kubeconfig.clone()),
         watch_history: 10_000,
         max_body: ringrift_apiserver::http::DEFAULT_MAX_BODY,
