@@ -43,6 +43,10 @@ pub struct Store {
     /// One live channel per kind, so a write wakes only the watchers of its kind.
     live: std::sync::Mutex<HashMap<ResourceKey, broadcast::Sender<WatchEvent>>>,
     history: u64,
+    /// In memory: a connection that is never used, only held, so the database lives as long
+    /// as the store even when the pool drops its connection (it does when a request is
+    /// cancelled mid-query, and a fresh `:memory:` connection would be an empty database).
+    keep_alive: Option<std::sync::Mutex<sqlx::SqliteConnection>>,
 }
 
 impl Store {
@@ -71,9 +75,18 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`] when SQLite cannot start.
     pub async fn in_memory(history: u64) -> Result<Self, StoreError> {
-        let options =
-            SqliteConnectOptions::from_str("sqlite::memory:").map_err(db("configure the database"))?;
-        // One connection: each connection to `:memory:` is a database of its own.
+        use sqlx::Connection as _;
+        // A named, shared-cache in-memory database: every connection to this name is the same
+        // database while one of them is open.
+        let name = format!(
+            "sqlite:file:ringrift-{}?mode=memory&cache=shared",
+            uuid::Uuid::new_v4().simple()
+        );
+        let options = SqliteConnectOptions::from_str(&name).map_err(db("configure the database"))?;
+        let keep_alive = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .map_err(db("open the database"))?;
+        // One connection does the work (shared-cache connections lock tables against each other).
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .idle_timeout(None)
@@ -81,7 +94,9 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(db("open the database"))?;
-        Self::with_pool(pool, history).await
+        let mut store = Self::with_pool(pool, history).await?;
+        store.keep_alive = Some(std::sync::Mutex::new(keep_alive));
+        Ok(store)
     }
 
     async fn with_pool(pool: SqlitePool, history: u64) -> Result<Self, StoreError> {
@@ -95,6 +110,7 @@ impl Store {
             write_lock: Mutex::new(revision),
             live: std::sync::Mutex::new(HashMap::new()),
             history: history.max(1),
+            keep_alive: None,
         })
     }
 
