@@ -376,9 +376,8 @@ fn check_rbac(s: &Setup) {
     let log = audit(&std::fs::read_to_string(&s.audit).unwrap());
     for (component, sa) in [("controller", &s.controller_sa), ("agent", &s.agent_sa)] {
         let user = format!("system:serviceaccount:{NAMESPACE}:{sa}");
-        // The test's own calls as the agent (refused on purpose) come from the test's kube
-        // client, whose requests carry no ringrift User-Agent... so they are told apart by what
-        // they asked: a delete of tasks and a list of secrets.
+        // The test's own calls as the agent (refused on purpose) share its token, so they are
+        // told apart by what they asked: the calls in PROBES, which the agent never makes.
         let made: Vec<_> = log
             .iter()
             .filter(|a| a.user == user && !PROBES.contains(&(a.call.0.as_str(), a.call.2.as_str())))
