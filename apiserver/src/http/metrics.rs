@@ -35,6 +35,28 @@ pub struct Metrics {
     pub revision: Gauge<i64, AtomicI64>,
 }
 
+impl Metrics {
+    /// The server's metrics, with the store's writes per transaction among them.
+    pub fn with_store(batch_sizes: Histogram) -> Self {
+        let mut metrics = Self::default();
+        metrics.registry.register(
+            "storage_writes_per_commit",
+            "Write requests taken into one transaction (group commit), refused ones included",
+            batch_sizes,
+        );
+        metrics
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("ringrift_apiserver");
@@ -64,24 +86,15 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
-    /// The metrics in the Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn renders_every_family() {
-        let m = Metrics::default();
+        let batches = Histogram::new(exponential_buckets(1.0, 2.0, 8));
+        batches.observe(3.0);
+        let m = Metrics::with_store(batches);
         m.requests
             .get_or_create(&RequestLabels {
                 verb: "GET".into(),
@@ -100,6 +113,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ringrift_apiserver_watches 1"), "{text}");
+        assert!(
+            text.contains("ringrift_apiserver_storage_writes_per_commit_sum 3.0"),
+            "{text}"
+        );
         assert!(text.contains("ringrift_apiserver_revision 42"), "{text}");
         assert!(
             text.contains("ringrift_apiserver_request_duration_seconds_count 1"),

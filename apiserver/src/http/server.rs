@@ -145,9 +145,9 @@ impl ApiServer {
             }
         }
         let server = Arc::new(Self {
+            metrics: super::metrics::Metrics::with_store(store.batch_sizes()),
             store,
             registry: RwLock::new(Arc::new(registry)),
-            metrics: super::metrics::Metrics::default(),
             options,
         });
         super::lifecycle::resume(&server).await;

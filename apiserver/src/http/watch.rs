@@ -42,6 +42,18 @@ impl Filter {
     }
 }
 
+/// One watch event as a JSON line around the object's stored JSON (encoded once by the store
+/// for every watcher).
+fn stored_line(event_type: &str, body: &str) -> Bytes {
+    let mut bytes = Vec::with_capacity(body.len() + 32);
+    bytes.extend_from_slice(b"{\"type\":\"");
+    bytes.extend_from_slice(event_type.as_bytes());
+    bytes.extend_from_slice(b"\",\"object\":");
+    bytes.extend_from_slice(body.as_bytes());
+    bytes.extend_from_slice(b"}\n");
+    Bytes::from(bytes)
+}
+
 /// One watch event as a JSON line, written straight from the object (no copy of it).
 fn line(event_type: &str, object: &Value) -> Bytes {
     let mut bytes = Vec::with_capacity(1024);
@@ -219,7 +231,7 @@ async fn send(tx: &mpsc::Sender<Bytes>, filter: &Filter, event: &WatchEvent) -> 
     let before = event.previous.as_ref().is_some_and(|p| filter.selects(p));
     let after = event.event_type != EventType::Deleted && filter.selects(&event.object);
     match seen_as(before, after) {
-        Some(event_type) => tx.send(line(event_type, &event.object)).await.is_ok(),
+        Some(event_type) => tx.send(stored_line(event_type, &event.body)).await.is_ok(),
         None => true,
     }
 }
@@ -252,5 +264,12 @@ mod tests {
             "deleted, or relabeled out of the selection"
         );
         assert_eq!(seen_as(false, false), None, "never visible");
+    }
+
+    #[test]
+    fn a_stored_line_is_the_line_of_the_object() {
+        let object = json!({"kind": "Task", "metadata": {"name": "a\"b", "labels": {"x": "ü"}}});
+        let body = serde_json::to_string(&object).unwrap();
+        assert_eq!(stored_line("MODIFIED", &body), line("MODIFIED", &object));
     }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 pub use field_error::{ErrorKind, FieldError};
 pub use normalize::prune_and_default;
 pub use structural::check_structural;
-pub use validate::{validate, validate_resource};
+pub use validate::{RootSchema, validate, validate_resource};
 
 /// A schema that cannot be used to admit objects.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,8 @@ impl Admission {
 /// [`ResourceValidator::new`].
 pub struct ResourceValidator {
     schema: Value,
+    /// The schema without the server-owned root fields, for [`validate_resource`].
+    root: RootSchema,
     compiled: kube_cel::CompiledSchema,
     /// Each top-level property's schema compiled on its own, for updates: an unchanged
     /// property is not evaluated again (validation ratcheting, as in Kubernetes 1.33).
@@ -109,6 +111,7 @@ impl ResourceValidator {
             .unwrap_or_default();
         let root_rules = schema.get("x-kubernetes-validations").is_some();
         Ok(Self {
+            root: RootSchema::new(&schema),
             schema,
             compiled,
             properties,
@@ -145,7 +148,7 @@ impl ResourceValidator {
     pub fn admit(&self, object: &mut Value, old: Option<&Value>) -> Admission {
         let unknown_fields = prune_and_default(&self.schema, object);
         let mut errors = Vec::new();
-        validate_resource(&self.schema, object, &mut errors);
+        validate_resource(&self.root, object, &mut errors);
         // CEL rules assume the types the schema promises; evaluate them only on a well-typed object.
         if errors.is_empty() {
             errors.extend(self.cel_errors(object, old));

@@ -7,31 +7,63 @@ use serde_json::Value;
 
 use super::field_error::{ErrorKind, FieldError, child, index, key, render_value};
 
-/// Validates `value` against `schema` and appends every problem to `errors`. At the root of a
+/// The root fields of a custom resource that are the API server's business, not the schema's.
+const SERVER_OWNED: [&str; 3] = ["apiVersion", "kind", "metadata"];
+
+/// A custom resource's root schema without the server-owned fields: what [`validate_resource`]
+/// checks. Built once per schema.
+#[derive(Debug, Clone)]
+pub struct RootSchema {
+    schema: Value,
+    /// Whether the root has only `type`, `required` and properties to check (every real CRD):
+    /// then the object is checked in place, not copied without its server-owned fields first.
+    plain: bool,
+}
+
+impl RootSchema {
+    /// The root of `schema` (an `openAPIV3Schema`).
+    pub fn new(schema: &Value) -> Self {
+        let mut root = schema.clone();
+        if let Some(props) = root.get_mut("properties").and_then(Value::as_object_mut) {
+            for name in SERVER_OWNED {
+                props.remove(name);
+            }
+        }
+        if let Some(required) = root.get_mut("required").and_then(Value::as_array_mut) {
+            required.retain(|r| !r.as_str().is_some_and(|r| SERVER_OWNED.contains(&r)));
+        }
+        let whole_object_checks = [
+            "enum",
+            "allOf",
+            "anyOf",
+            "oneOf",
+            "not",
+            "maxProperties",
+            "minProperties",
+            "nullable",
+            "x-kubernetes-int-or-string",
+        ];
+        let plain = whole_object_checks.iter().all(|k| root.get(k).is_none())
+            && root.get("type").is_none_or(|t| t == "object");
+        Self { schema: root, plain }
+    }
+}
+
+/// Validates `value` against `root` and appends every problem to `errors`. At the root of a
 /// custom resource, `metadata`, `apiVersion` and `kind` are the API server's business and are
 /// skipped.
-pub fn validate_resource(schema: &Value, value: &Value, errors: &mut Vec<FieldError>) {
+pub fn validate_resource(root: &RootSchema, value: &Value, errors: &mut Vec<FieldError>) {
     let Some(object) = value.as_object() else {
         errors.push(type_error("", value, "object"));
         return;
     };
-    let root = strip_server_owned(schema);
+    if root.plain {
+        check_fields(&root.schema, object, &SERVER_OWNED, "", errors);
+        return;
+    }
     let mut rest = object.clone();
-    rest.retain(|k, _| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
-    validate(&root, &Value::Object(rest), "", errors);
-}
-
-fn strip_server_owned(schema: &Value) -> Value {
-    let mut root = schema.clone();
-    if let Some(props) = root.get_mut("properties").and_then(Value::as_object_mut) {
-        for name in ["apiVersion", "kind", "metadata"] {
-            props.remove(name);
-        }
-    }
-    if let Some(required) = root.get_mut("required").and_then(Value::as_array_mut) {
-        required.retain(|r| !matches!(r.as_str(), Some("apiVersion" | "kind" | "metadata")));
-    }
-    root
+    rest.retain(|k, _| !SERVER_OWNED.contains(&k.as_str()));
+    validate(&root.schema, &Value::Object(rest), "", errors);
 }
 
 /// Validates `value` at `path` against `schema`, appending problems to `errors`.
@@ -176,47 +208,34 @@ fn invalid(path: &str, value: &Value, what: &str) -> FieldError {
 
 fn check_number(schema: &Value, n: &serde_json::Number, path: &str, errors: &mut Vec<FieldError>) {
     let Some(v) = n.as_f64() else { return };
-    let value = Value::Number(n.clone());
+    // Built only for a message: most numbers pass.
+    let invalid = |what: &str| invalid(path, &Value::Number(n.clone()), what);
     let exclusive = |name: &str| schema.get(name).and_then(Value::as_bool) == Some(true);
     if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
         if exclusive("exclusiveMaximum") && v >= max {
-            errors.push(invalid(
-                path,
-                &value,
-                &format!("should be less than {}", number(max)),
-            ));
+            errors.push(invalid(&format!("should be less than {}", number(max))));
         } else if v > max {
-            errors.push(invalid(
-                path,
-                &value,
-                &format!("should be less than or equal to {}", number(max)),
-            ));
+            errors.push(invalid(&format!(
+                "should be less than or equal to {}",
+                number(max)
+            )));
         }
     }
     if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
         if exclusive("exclusiveMinimum") && v <= min {
-            errors.push(invalid(
-                path,
-                &value,
-                &format!("should be greater than {}", number(min)),
-            ));
+            errors.push(invalid(&format!("should be greater than {}", number(min))));
         } else if v < min {
-            errors.push(invalid(
-                path,
-                &value,
-                &format!("should be greater than or equal to {}", number(min)),
-            ));
+            errors.push(invalid(&format!(
+                "should be greater than or equal to {}",
+                number(min)
+            )));
         }
     }
     if let Some(m) = schema.get("multipleOf").and_then(Value::as_f64)
         && m > 0.0
         && (v / m).fract().abs() > f64::EPSILON
     {
-        errors.push(invalid(
-            path,
-            &value,
-            &format!("should be a multiple of {}", number(m)),
-        ));
+        errors.push(invalid(&format!("should be a multiple of {}", number(m))));
     }
 }
 
@@ -230,7 +249,8 @@ fn number(f: f64) -> String {
 }
 
 fn check_string(schema: &Value, s: &str, path: &str, errors: &mut Vec<FieldError>) {
-    let value = Value::String(s.to_owned());
+    // Built only for a message: most strings pass.
+    let value = || Value::String(s.to_owned());
     let len = s.chars().count();
     if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
         && len as u64 > max
@@ -247,17 +267,17 @@ fn check_string(schema: &Value, s: &str, path: &str, errors: &mut Vec<FieldError
     {
         errors.push(invalid(
             path,
-            &value,
+            &value(),
             &format!("should be at least {min} chars long"),
         ));
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
         match super::pattern::compiled(pattern) {
             Ok(re) if re.is_match(s) => {}
-            Ok(_) => errors.push(invalid(path, &value, &format!("should match '{pattern}'"))),
+            Ok(_) => errors.push(invalid(path, &value(), &format!("should match '{pattern}'"))),
             Err(_) => errors.push(invalid(
                 path,
-                &value,
+                &value(),
                 &format!("has an invalid pattern '{pattern}'"),
             )),
         }
@@ -359,6 +379,17 @@ fn check_object(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fiel
             &format!("should have at least {min} properties"),
         ));
     }
+    check_fields(schema, object, &[], path, errors);
+}
+
+/// Checks `required` and each field of `object` but those named in `skip`.
+fn check_fields(
+    schema: &Value,
+    object: &serde_json::Map<String, Value>,
+    skip: &[&str],
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) {
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for name in required.iter().filter_map(Value::as_str) {
             if !object.contains_key(name) {
@@ -374,6 +405,9 @@ fn check_object(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fiel
     let properties = schema.get("properties").and_then(Value::as_object);
     let additional = schema.get("additionalProperties");
     for (name, field) in object {
+        if skip.contains(&name.as_str()) {
+            continue;
+        }
         if let Some(field_schema) = properties.and_then(|p| p.get(name)) {
             validate(field_schema, field, &child(path, name), errors);
         } else if let Some(additional) = additional.filter(|a| a.is_object()) {
@@ -383,165 +417,4 @@ fn check_object(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fiel
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn errors(schema: &Value, value: &Value) -> Vec<String> {
-        let mut errors = Vec::new();
-        validate(schema, value, "spec", &mut errors);
-        errors.iter().map(ToString::to_string).collect()
-    }
-
-    #[test]
-    fn ranges_use_the_api_server_messages() {
-        let s = json!({"type": "object", "properties": {"players": {"type": "integer", "minimum": 2, "maximum": 4}}});
-        assert_eq!(
-            errors(&s, &json!({"players": 5})),
-            ["spec.players: Invalid value: 5: spec.players in body should be less than or equal to 4"]
-        );
-        assert_eq!(
-            errors(&s, &json!({"players": 1})),
-            ["spec.players: Invalid value: 1: spec.players in body should be greater than or equal to 2"]
-        );
-        assert!(errors(&s, &json!({"players": 3})).is_empty());
-        assert!(
-            errors(&s, &json!({"players": 3.0})).is_empty(),
-            "3.0 is an integer"
-        );
-    }
-
-    #[test]
-    fn exclusive_bounds() {
-        let s = json!({"type": "number", "minimum": 0, "exclusiveMinimum": true});
-        assert_eq!(
-            errors(&s, &json!(0)),
-            ["spec: Invalid value: 0: spec in body should be greater than 0"]
-        );
-        assert!(errors(&s, &json!(0.1)).is_empty());
-    }
-
-    #[test]
-    fn wrong_types_name_the_field_and_both_types() {
-        let s = json!({"type": "object", "properties": {"games": {"type": "integer"}}});
-        assert_eq!(
-            errors(&s, &json!({"games": "ten"})),
-            [r#"spec.games: Invalid value: "string": spec.games in body must be of type integer: "string""#]
-        );
-        assert_eq!(
-            errors(&s, &json!({"games": 1.5})).len(),
-            1,
-            "a fraction is not an integer"
-        );
-        assert_eq!(errors(&s, &json!([1])).len(), 1, "an array is not an object");
-    }
-
-    #[test]
-    fn enums_list_the_supported_values() {
-        let s = json!({"type": "string", "enum": ["random", "heuristic"]});
-        assert_eq!(
-            errors(&s, &json!("perfect")),
-            [r#"spec: Unsupported value: "perfect": supported values: "random", "heuristic""#]
-        );
-    }
-
-    #[test]
-    fn required_fields_are_reported_at_their_own_path() {
-        let s = json!({"type": "object", "required": ["board"], "properties": {"board": {"type": "string"}}});
-        assert_eq!(errors(&s, &json!({})), ["spec.board: Required value"]);
-    }
-
-    #[test]
-    fn strings_lengths_and_patterns() {
-        let s = json!({"type": "string", "minLength": 1, "maxLength": 3, "pattern": "^[a-z]+$"});
-        assert_eq!(
-            errors(&s, &json!("abcd")),
-            ["spec: Too long: may not be more than 3 bytes"]
-        );
-        assert_eq!(errors(&s, &json!("")).len(), 2, "too short and no match");
-        assert_eq!(
-            errors(&s, &json!("A")),
-            [r#"spec: Invalid value: "A": spec in body should match '^[a-z]+$'"#]
-        );
-    }
-
-    #[test]
-    fn list_maps_reject_duplicate_keys() {
-        let s = json!({
-            "type": "array", "maxItems": 3, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
-            "items": {"type": "object", "properties": {"name": {"type": "string"}}}
-        });
-        assert_eq!(
-            errors(&s, &json!([{"name": "a"}, {"name": "b"}, {"name": "a"}])),
-            [r#"spec[2]: Duplicate value: "a""#]
-        );
-        assert_eq!(
-            errors(
-                &s,
-                &json!([{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}])
-            ),
-            ["spec: Too many: 4: must have at most 3 items"]
-        );
-    }
-
-    #[test]
-    fn maps_validate_each_value_at_its_key() {
-        let s = json!({"type": "object", "additionalProperties": {"type": "string"}});
-        assert_eq!(
-            errors(&s, &json!({"a": "x", "b": 2})),
-            [r#"spec[b]: Invalid value: "integer": spec[b] in body must be of type string: "integer""#]
-        );
-    }
-
-    #[test]
-    fn null_only_where_nullable() {
-        let s = json!({"type": "object", "properties": {
-            "a": {"type": "string", "nullable": true}, "b": {"type": "string"}
-        }});
-        assert!(errors(&s, &json!({"a": null})).is_empty());
-        assert_eq!(errors(&s, &json!({"b": null})).len(), 1);
-    }
-
-    #[test]
-    fn int_or_string() {
-        let s = json!({"x-kubernetes-int-or-string": true});
-        assert!(errors(&s, &json!(3)).is_empty());
-        assert!(errors(&s, &json!("50%")).is_empty());
-        assert_eq!(errors(&s, &json!(true)).len(), 1);
-    }
-
-    #[test]
-    fn junctors() {
-        let any = json!({"type": "integer", "anyOf": [{"minimum": 10}, {"maximum": 0}]});
-        assert!(errors(&any, &json!(11)).is_empty());
-        assert_eq!(errors(&any, &json!(5)).len(), 1);
-        let not = json!({"type": "integer", "not": {"minimum": 10}});
-        assert_eq!(errors(&not, &json!(11)).len(), 1);
-    }
-
-    #[test]
-    fn resource_root_skips_server_owned_fields() {
-        let s = json!({"type": "object", "required": ["spec"], "properties": {
-            "metadata": {"type": "object"}, "spec": {"type": "object"}
-        }});
-        let mut errs = Vec::new();
-        validate_resource(
-            &s,
-            &json!({"apiVersion": "a/v1", "kind": "K", "metadata": {"name": 3}}),
-            &mut errs,
-        );
-        assert_eq!(
-            errs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["spec: Required value"]
-        );
-    }
-
-    #[test]
-    fn huge_values_are_cut_short_in_messages() {
-        let s = json!({"type": "string", "pattern": "^a$"});
-        let long = "b".repeat(10_000);
-        let msg = &errors(&s, &json!(long))[0];
-        assert!(msg.len() < 300, "{msg}");
-    }
-}
+mod tests;

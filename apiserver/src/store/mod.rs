@@ -6,6 +6,7 @@ mod rows;
 pub mod semantics;
 mod sqlite;
 mod types;
+mod writer;
 
 pub use sqlite::{DEFAULT_HISTORY, Store};
 pub use types::{Deleted, EventType, ResourceKey, StoreError, WatchEvent};

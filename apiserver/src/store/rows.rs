@@ -43,6 +43,18 @@ pub(super) async fn load<'e>(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Value>, StoreError> {
+    Ok(load_raw(executor, resource, namespace, name)
+        .await?
+        .map(|(object, _)| object))
+}
+
+/// One object, decoded and as stored.
+pub(super) async fn load_raw<'e>(
+    executor: impl sqlx::Executor<'e, Database = Sqlite>,
+    resource: &ResourceKey,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<(Value, String)>, StoreError> {
     let row = sqlx::query("SELECT body FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
         .bind(resource.column())
         .bind(namespace)
@@ -50,5 +62,9 @@ pub(super) async fn load<'e>(
         .fetch_optional(executor)
         .await
         .map_err(db("read an object"))?;
-    row.map(|r| parse(&r.get::<String, _>(0))).transpose()
+    row.map(|r| {
+        let body = r.get::<String, _>(0);
+        Ok((parse(&body)?, body))
+    })
+    .transpose()
 }

@@ -1,31 +1,30 @@
 //! [`Store`]: objects and their watch history in SQLite.
 //!
-//! Writes are serialized in-process and each is one transaction: read the stored object,
-//! decide with [`super::semantics`], bump the global revision, write the object and the event,
-//! compact old events, commit, then publish the event to live watchers. A write is acknowledged
-//! only after its commit. The database runs in WAL mode with `synchronous = NORMAL`: a committed
-//! write survives the process being killed (`kill -9`); it is not flushed for power loss.
+//! Writes go to one writing task ([`super::writer`]) that runs the writes waiting in one
+//! transaction each (group commit): read the stored object, decide with [`super::semantics`],
+//! bump the global revision, write the object and the event, compact old events; then commit and
+//! publish the events to live watchers. A write is acknowledged only after its commit. Reads go
+//! through a pool of connections of their own. The database runs in WAL mode with
+//! `synchronous = NORMAL`: a committed write survives the process being killed (`kill -9`); it is
+//! not flushed for power loss.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde_json::Value;
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::rows::{current_revision, db, load, object_name, parse};
+use super::semantics::{Preconditions, Subresource, WriteContext, prepare_create};
 use super::types::{Deleted, EventType, ResourceKey, StoreError, WatchEvent};
-
-use super::semantics::{
-    DeleteOutcome, Preconditions, Subresource, UpdateOutcome, WriteContext, prepare_create, prepare_delete,
-    prepare_update,
-};
+use super::writer::{BATCH_MAX, Live, Op, Request, Writer, Written};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -37,12 +36,14 @@ const LIVE_BUFFER: usize = 4096;
 /// Objects and their watch history in one SQLite database.
 #[derive(Debug)]
 pub struct Store {
+    /// Reads.
     pool: SqlitePool,
-    /// Held by every write; holds the current revision (the one in the database).
-    write_lock: Mutex<u64>,
+    /// Writes, to the writing task.
+    writes: mpsc::Sender<Request>,
     /// One live channel per kind, so a write wakes only the watchers of its kind.
-    live: std::sync::Mutex<HashMap<ResourceKey, broadcast::Sender<WatchEvent>>>,
-    history: u64,
+    live: Live,
+    /// Writes per committed transaction.
+    batch_sizes: Histogram,
     /// In memory: a connection that is never used, only held, so the database lives as long
     /// as the store even when the pool drops its connection (it does when a request is
     /// cancelled mid-query, and a fresh `:memory:` connection would be an empty database).
@@ -64,10 +65,22 @@ impl Store {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .connect_with(options.clone())
+            .await
+            .map_err(db("open the database"))?;
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database {
+            action: "migrate the database",
+            source: e.into(),
+        })?;
+        // The writer's own connection, kept: its page cache stays warm (nobody else writes).
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options)
             .await
             .map_err(db("open the database"))?;
-        Self::with_pool(pool, history).await
+        Self::start(pool, writer, history).await
     }
 
     /// A store that lives in memory only, for tests.
@@ -86,7 +99,8 @@ impl Store {
         let keep_alive = sqlx::SqliteConnection::connect_with(&options)
             .await
             .map_err(db("open the database"))?;
-        // One connection does the work (shared-cache connections lock tables against each other).
+        // One connection does the work, reads and writes (shared-cache connections lock tables
+        // against each other).
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .idle_timeout(None)
@@ -94,24 +108,41 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(db("open the database"))?;
-        let mut store = Self::with_pool(pool, history).await?;
-        store.keep_alive = Some(std::sync::Mutex::new(keep_alive));
-        Ok(store)
-    }
-
-    async fn with_pool(pool: SqlitePool, history: u64) -> Result<Self, StoreError> {
         MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database {
             action: "migrate the database",
             source: e.into(),
         })?;
+        let mut store = Self::start(pool.clone(), pool, history).await?;
+        store.keep_alive = Some(std::sync::Mutex::new(keep_alive));
+        Ok(store)
+    }
+
+    /// Starts the writing task on `writer` (which may be the read pool itself).
+    async fn start(pool: SqlitePool, writer: SqlitePool, history: u64) -> Result<Self, StoreError> {
         let revision = current_revision(&pool).await?;
+        let live = Live::default();
+        let batch_sizes = Histogram::new(exponential_buckets(1.0, 2.0, 8));
+        let (sender, requests) = mpsc::channel(4 * BATCH_MAX);
+        let task = Writer {
+            pool: writer,
+            revision,
+            history: history.max(1),
+            live: live.clone(),
+            batch_sizes: batch_sizes.clone(),
+        };
+        tokio::spawn(task.run(requests));
         Ok(Self {
             pool,
-            write_lock: Mutex::new(revision),
-            live: std::sync::Mutex::new(HashMap::new()),
-            history: history.max(1),
+            writes: sender,
+            live,
+            batch_sizes,
             keep_alive: None,
         })
+    }
+
+    /// Writes per committed transaction, for the server's metrics.
+    pub fn batch_sizes(&self) -> Histogram {
+        self.batch_sizes.clone()
     }
 
     /// Live events of one kind from now on. A receiver that falls more than the buffer behind gets
@@ -197,20 +228,8 @@ impl Store {
     ) -> Result<Value, StoreError> {
         let object = prepare_create(object, ctx)?;
         let name = object_name(&object)?;
-        let mut revision = self.write_lock.lock().await;
-        let tx = self.pool.begin().await.map_err(db("start a write"))?;
-        // No read first: the insert itself fails on an existing name.
-        self.commit_write(
-            &mut revision,
-            tx,
-            resource,
-            namespace,
-            &name,
-            EventType::Added,
-            object,
-            None,
-        )
-        .await
+        let op = Op::Create { name, object };
+        Ok(self.submit(resource, namespace, op, ctx).await?.object)
     }
 
     /// Updates an object through the main endpoint or `/status`.
@@ -227,43 +246,12 @@ impl Store {
         sub: Subresource,
         ctx: &WriteContext<'_>,
     ) -> Result<Value, StoreError> {
-        let mut revision = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db("start a write"))?;
-        let Some(old) = load(&mut *tx, resource, namespace, name).await? else {
-            return Err(StoreError::NotFound {
-                resource: resource.clone(),
-                name: name.to_owned(),
-            });
+        let op = Op::Update {
+            name: name.to_owned(),
+            object,
+            sub,
         };
-        match prepare_update(&old, object, sub, ctx)? {
-            UpdateOutcome::Unchanged => Ok(old),
-            UpdateOutcome::Write(new) => {
-                self.commit_write(
-                    &mut revision,
-                    tx,
-                    resource,
-                    namespace,
-                    name,
-                    EventType::Modified,
-                    new,
-                    Some(&old),
-                )
-                .await
-            }
-            UpdateOutcome::Remove(last) => {
-                self.commit_write(
-                    &mut revision,
-                    tx,
-                    resource,
-                    namespace,
-                    name,
-                    EventType::Deleted,
-                    last,
-                    Some(&old),
-                )
-                .await
-            }
-        }
+        Ok(self.submit(resource, namespace, op, ctx).await?.object)
     }
 
     /// Deletes an object, or marks it for deletion while finalizers remain.
@@ -279,56 +267,41 @@ impl Store {
         preconditions: &Preconditions,
         ctx: &WriteContext<'_>,
     ) -> Result<Deleted, StoreError> {
-        let mut revision = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await.map_err(db("start a write"))?;
-        let Some(old) = load(&mut *tx, resource, namespace, name).await? else {
-            return Err(StoreError::NotFound {
-                resource: resource.clone(),
-                name: name.to_owned(),
-            });
+        let op = Op::Delete {
+            name: name.to_owned(),
+            preconditions: preconditions.clone(),
         };
-        match prepare_delete(&old, preconditions, ctx)? {
-            DeleteOutcome::AlreadyDeleting => Ok(Deleted {
-                object: old,
-                removed: false,
-            }),
-            DeleteOutcome::MarkDeleting(marked) => {
-                let object = self
-                    .commit_write(
-                        &mut revision,
-                        tx,
-                        resource,
-                        namespace,
-                        name,
-                        EventType::Modified,
-                        marked,
-                        Some(&old),
-                    )
-                    .await?;
-                Ok(Deleted {
-                    object,
-                    removed: false,
-                })
-            }
-            DeleteOutcome::Remove => {
-                let object = self
-                    .commit_write(
-                        &mut revision,
-                        tx,
-                        resource,
-                        namespace,
-                        name,
-                        EventType::Deleted,
-                        old.clone(),
-                        Some(&old),
-                    )
-                    .await?;
-                Ok(Deleted {
-                    object,
-                    removed: true,
-                })
-            }
-        }
+        let written = self.submit(resource, namespace, op, ctx).await?;
+        Ok(Deleted {
+            object: written.object,
+            removed: written.removed,
+        })
+    }
+
+    /// Hands a write to the writer and waits for its commit. A write whose requester goes away
+    /// meanwhile is still done.
+    async fn submit(
+        &self,
+        resource: &ResourceKey,
+        namespace: &str,
+        op: Op,
+        ctx: &WriteContext<'_>,
+    ) -> Result<Written, StoreError> {
+        let stopped = || StoreError::Unavailable {
+            reason: "the store's writer has stopped".into(),
+        };
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            resource: resource.clone(),
+            namespace: namespace.to_owned(),
+            op,
+            now: ctx.now.to_owned(),
+            uid: ctx.uid.to_owned(),
+            status_subresource: ctx.status_subresource,
+            reply,
+        };
+        self.writes.send(request).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Events after `revision` (exclusive) for one kind, oldest first, to resume a watch.
@@ -373,6 +346,7 @@ impl Store {
                     namespace: row.get(1),
                     event_type: EventType::parse(&row.get::<String, _>(2)).unwrap_or(EventType::Modified),
                     object: Arc::new(parse(&row.get::<String, _>(3))?),
+                    body: row.get::<String, _>(3).into(),
                     previous: row
                         .get::<Option<String>, _>(4)
                         .as_deref()
@@ -383,115 +357,4 @@ impl Store {
             })
             .collect()
     }
-
-    /// Stamps the next revision on `object`, stores it (or removes it, for a delete), records
-    /// the event (with `previous`, the object before the write), compacts the history,
-    /// commits, and publishes the event.
-    #[allow(clippy::too_many_arguments)]
-    async fn commit_write(
-        &self,
-        current: &mut u64,
-        mut tx: Transaction<'static, Sqlite>,
-        resource: &ResourceKey,
-        namespace: &str,
-        name: &str,
-        event_type: EventType,
-        mut object: Value,
-        previous: Option<&Value>,
-    ) -> Result<Value, StoreError> {
-        let revision = *current + 1;
-        let rev_db = i64::try_from(revision).unwrap_or(i64::MAX);
-        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("resourceVersion".into(), revision.to_string().into());
-        }
-        let body = serde_json::to_string(&object).map_err(|source| StoreError::Json {
-            action: "encode an object",
-            source,
-        })?;
-        let stored = if event_type == EventType::Deleted {
-            sqlx::query("DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
-                .bind(resource.column())
-                .bind(namespace)
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-        } else {
-            // A create must not replace: the plain insert fails on an existing name.
-            let sql = if event_type == EventType::Added {
-                "INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?, ?, ?, ?, ?)"
-            } else {
-                "INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (resource, namespace, name) DO UPDATE SET revision = excluded.revision, body = excluded.body"
-            };
-            sqlx::query(sql)
-                .bind(resource.column())
-                .bind(namespace)
-                .bind(name)
-                .bind(rev_db)
-                .bind(&body)
-                .execute(&mut *tx)
-                .await
-        };
-        match stored {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::AlreadyExists {
-                    resource: resource.clone(),
-                    name: name.to_owned(),
-                });
-            }
-            other => other.map_err(db("write an object"))?,
-        };
-        let previous_body = previous
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|source| StoreError::Json {
-                action: "encode an object",
-                source,
-            })?;
-        sqlx::query(
-            "INSERT INTO events (revision, resource, namespace, name, type, body, prev_body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(rev_db)
-        .bind(resource.column())
-        .bind(namespace)
-        .bind(name)
-        .bind(event_type.as_str())
-        .bind(&body)
-        .bind(previous_body)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("record an event"))?;
-        // Compacted every so many writes rather than on each: the history holds between
-        // `history` and `history + COMPACT_EVERY` events.
-        if revision.is_multiple_of(COMPACT_EVERY) {
-            let keep_from = rev_db.saturating_sub(i64::try_from(self.history).unwrap_or(i64::MAX)) + 1;
-            sqlx::query("DELETE FROM events WHERE revision < ?")
-                .bind(keep_from)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("compact the history"))?;
-        }
-        tx.commit().await.map_err(db("commit a write"))?;
-        *current = revision;
-        // Nobody listening is fine.
-        let sender = self
-            .live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(resource)
-            .cloned();
-        let Some(sender) = sender else { return Ok(object) };
-        let _ = sender.send(WatchEvent {
-            revision,
-            resource: resource.clone(),
-            namespace: namespace.to_owned(),
-            event_type,
-            object: Arc::new(object.clone()),
-            previous: previous.cloned().map(Arc::new),
-        });
-        Ok(object)
-    }
 }
-
-/// Writes between two compactions of the watch history.
-const COMPACT_EVERY: u64 = 32;

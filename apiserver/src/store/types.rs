@@ -84,6 +84,8 @@ pub struct WatchEvent {
     /// The object after the change (its last state, for a delete). Shared: every watcher
     /// receives the same event.
     pub object: Arc<Value>,
+    /// `object` as JSON, encoded once for every watcher.
+    pub body: Arc<str>,
     /// The object before the change; none for an addition.
     pub previous: Option<Arc<Value>>,
 }
@@ -127,6 +129,13 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// The write could not be attempted or was rolled back with others: nothing of it was
+    /// stored. HTTP 500.
+    #[error("failed to write: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
     /// A stored or given body is not valid JSON.
     #[error("failed to {action}")]
     Json {
@@ -148,7 +157,7 @@ impl StoreError {
             Self::Write(WriteError::BadRequest(_)) => "bad_request",
             Self::Write(WriteError::Forbidden(_)) => "forbidden",
             Self::Expired { .. } => "expired",
-            Self::Database { .. } => "database",
+            Self::Database { .. } | Self::Unavailable { .. } => "database",
             Self::Json { .. } => "json",
         }
     }
