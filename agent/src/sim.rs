@@ -16,7 +16,7 @@
 //! Artifact digests are made up (a hash of the task's name, in the `sha256:` format): nothing
 //! is transferred.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -33,8 +33,13 @@ use kube::{Api, Client, ResourceExt};
 use ringrift_crds::agent::{Agent, AgentSpec, Capacity, Gpu, GpuHealth};
 use ringrift_crds::task::{AGENT_LABEL, Role, Task, TaskPhase};
 use serde_json::json;
+use tokio::sync::Notify;
 
 use crate::register::heartbeat;
+
+/// Per running task (by uid): woken when the watch brings a change of it, so a task notices a
+/// cancel at once without polling the cache.
+type Wakers = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
 
 /// The fleet.
 #[derive(Debug, Clone)]
@@ -242,7 +247,14 @@ fn cancelled(store: &Store<Task>, task: &Task) -> Option<bool> {
 }
 
 /// Runs one task to its end.
-async fn run_task(client: Client, store: Store<Task>, task: Task, agent: String, default: Duration) {
+async fn run_task(
+    client: Client,
+    store: Store<Task>,
+    task: Task,
+    agent: String,
+    default: Duration,
+    wake: Arc<Notify>,
+) {
     let ns = task.namespace().unwrap_or_default();
     let name = task.name_any();
     let attempt = task.spec.attempt;
@@ -266,7 +278,7 @@ async fn run_task(client: Client, store: Store<Task>, task: Task, agent: String,
     let steps = 4u32;
     for step in 1..=steps {
         let deadline = tokio::time::Instant::now() + duration / steps;
-        while tokio::time::Instant::now() < deadline || hang {
+        loop {
             if let Some(lost) = cancelled(&store, &task) {
                 if !lost {
                     let status =
@@ -276,7 +288,16 @@ async fn run_task(client: Client, store: Store<Task>, task: Task, agent: String,
                 tracing::info!(task = name, agent, lost, "stopped a cancelled task");
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if hang {
+                wake.notified().await;
+            } else if tokio::time::Instant::now() >= deadline {
+                break;
+            } else {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+            }
         }
         if step < steps {
             let done = total * u64::from(step) / u64::from(steps);
@@ -352,6 +373,7 @@ pub async fn run(
     let (store, writer) = reflector::store::<Task>();
     let selector = watcher::Config::default().labels(AGENT_LABEL);
     let started: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let wakers: Wakers = Arc::default();
     let work = reflector::reflector(
         writer,
         watcher(Api::<Task>::all(client.clone()), selector).default_backoff(),
@@ -362,16 +384,25 @@ pub async fn run(
             let agent = task.spec.agent.clone().unwrap_or_default();
             let fresh = task.status.as_ref().is_none_or(|s| s.phase == TaskPhase::Pending);
             let uid = task.metadata.uid.clone().unwrap_or_default();
+            // The cache holds this change now: the task's run looks again.
+            if let Some(wake) = wakers.lock().ok().and_then(|w| w.get(&uid).cloned()) {
+                wake.notify_one();
+            }
             if mine.contains(&agent) && fresh && !task.spec.cancel {
-                let first = started.lock().is_ok_and(|mut s| s.insert(uid));
+                let first = started.lock().is_ok_and(|mut s| s.insert(uid.clone()));
                 if first {
-                    tokio::spawn(run_task(
-                        client.clone(),
-                        store.clone(),
-                        task,
-                        agent,
-                        config.task_duration,
-                    ));
+                    let wake = Arc::new(Notify::new());
+                    if let Ok(mut w) = wakers.lock() {
+                        w.insert(uid.clone(), wake.clone());
+                    }
+                    let (client, store, wakers) = (client.clone(), store.clone(), wakers.clone());
+                    let duration = config.task_duration;
+                    tokio::spawn(async move {
+                        run_task(client, store, task, agent, duration, wake).await;
+                        if let Ok(mut w) = wakers.lock() {
+                            w.remove(&uid);
+                        }
+                    });
                 }
             }
         }
