@@ -23,6 +23,9 @@ use super::status::ApiError;
 use crate::registry::ResourceType;
 use crate::store::{EventType, StoreError, WatchEvent};
 
+/// Bytes of waiting events sent as one chunk at most.
+const CHUNK_MAX: usize = 256 * 1024;
+
 /// Longest watch when the client does not say (the API server picks 30 to 60 minutes).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -46,12 +49,17 @@ impl Filter {
 /// for every watcher).
 fn stored_line(event_type: &str, body: &str) -> Bytes {
     let mut bytes = Vec::with_capacity(body.len() + 32);
-    bytes.extend_from_slice(b"{\"type\":\"");
-    bytes.extend_from_slice(event_type.as_bytes());
-    bytes.extend_from_slice(b"\",\"object\":");
-    bytes.extend_from_slice(body.as_bytes());
-    bytes.extend_from_slice(b"}\n");
+    push_line(&mut bytes, event_type, body);
     Bytes::from(bytes)
+}
+
+/// Appends the line of [`stored_line`] to `chunk`.
+fn push_line(chunk: &mut Vec<u8>, event_type: &str, body: &str) {
+    chunk.extend_from_slice(b"{\"type\":\"");
+    chunk.extend_from_slice(event_type.as_bytes());
+    chunk.extend_from_slice(b"\",\"object\":");
+    chunk.extend_from_slice(body.as_bytes());
+    chunk.extend_from_slice(b"}\n");
 }
 
 /// One watch event as a JSON line, written straight from the object (no copy of it).
@@ -202,38 +210,67 @@ async fn stream(
                     return;
                 }
             }
-            received = live.recv() => match received {
-                Ok(event) if event.resource == key && event.revision > last => {
-                    last = event.revision;
-                    if !send(tx, filter, &event).await {
-                        return;
+            received = live.recv() => {
+                // The events already waiting go out together, as one chunk: one write and one
+                // wake-up of the client for a burst instead of one per event.
+                let mut chunk = Vec::new();
+                let mut next = Some(received);
+                while let Some(received) = next.take() {
+                    match received {
+                        Ok(event) if event.resource == key && event.revision > last => {
+                            last = event.revision;
+                            if let Some(event_type) = seen(filter, &event) {
+                                push_line(&mut chunk, event_type, &event.body);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let status = ApiError::expired("the watch fell behind; list again and watch from the new resourceVersion").to_status();
+                            chunk.extend_from_slice(&line("ERROR", &status));
+                            let _ = tx.send(chunk.into()).await;
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                    if chunk.len() < CHUNK_MAX {
+                        next = match live.try_recv() {
+                            Err(broadcast::error::TryRecvError::Empty) => None,
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
+                            Err(broadcast::error::TryRecvError::Closed) => Some(Err(broadcast::error::RecvError::Closed)),
+                            Ok(event) => Some(Ok(event)),
+                        };
                     }
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let status = ApiError::expired("the watch fell behind; list again and watch from the new resourceVersion").to_status();
-                    let _ = tx.send(line("ERROR", &status)).await;
+                if !chunk.is_empty() && tx.send(chunk.into()).await.is_err() {
                     return;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                if live.is_closed() {
+                    return;
+                }
             }
         }
     }
 }
 
-/// Sends one store event as the client sees it through its selectors: an object that starts
-/// matching is ADDED, one that stops matching is DELETED, one that matches before and after is
-/// MODIFIED. False when the client is gone.
+/// Sends one store event as the client sees it through its selectors. False when the client is
+/// gone.
 async fn send(tx: &mpsc::Sender<Bytes>, filter: &Filter, event: &WatchEvent) -> bool {
-    if !filter.in_scope(event) {
-        return true;
-    }
-    let before = event.previous.as_ref().is_some_and(|p| filter.selects(p));
-    let after = event.event_type != EventType::Deleted && filter.selects(&event.object);
-    match seen_as(before, after) {
+    match seen(filter, event) {
         Some(event_type) => tx.send(stored_line(event_type, &event.body)).await.is_ok(),
         None => true,
     }
+}
+
+/// How the client sees one store event through its selectors, if at all: an object that starts
+/// matching is ADDED, one that stops matching is DELETED, one that matches before and after is
+/// MODIFIED.
+fn seen(filter: &Filter, event: &WatchEvent) -> Option<&'static str> {
+    if !filter.in_scope(event) {
+        return None;
+    }
+    let before = event.previous.as_ref().is_some_and(|p| filter.selects(p));
+    let after = event.event_type != EventType::Deleted && filter.selects(&event.object);
+    seen_as(before, after)
 }
 
 /// The event a watcher sees, from whether its selectors matched the object before and after.
