@@ -70,14 +70,20 @@ impl ResourceType {
 /// Every served kind, by group, version and plural.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    types: BTreeMap<(String, String, String), ResourceType>,
+    /// Shared: every request holds the kind it addresses without copying its schema.
+    types: BTreeMap<(String, String, String), Arc<ResourceType>>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
         let types = builtins()
             .into_iter()
-            .map(|t| ((t.group.clone(), t.version.clone(), t.plural.clone()), t))
+            .map(|t| {
+                (
+                    (t.group.clone(), t.version.clone(), t.plural.clone()),
+                    Arc::new(t),
+                )
+            })
             .collect();
         Self { types }
     }
@@ -91,19 +97,24 @@ pub fn crd_key() -> ResourceKey {
 impl Registry {
     /// The kind served at `group`/`version` as `plural`.
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
+        self.shared(group, version, plural).map(|t| &**t)
+    }
+
+    /// The kind served at `group`/`version` as `plural`, to hold on to.
+    pub fn shared(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<ResourceType>> {
         self.types
             .get(&(group.to_owned(), version.to_owned(), plural.to_owned()))
     }
 
     /// Every served kind.
     pub fn all(&self) -> impl Iterator<Item = &ResourceType> {
-        self.types.values()
+        self.types.values().map(|t| &**t)
     }
 
     /// Groups with their versions, in a stable order (core excluded).
     pub fn groups(&self) -> BTreeMap<String, Vec<String>> {
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for t in self.types.values().filter(|t| !t.group.is_empty()) {
+        for t in self.all().filter(|t| !t.group.is_empty()) {
             let versions = groups.entry(t.group.clone()).or_default();
             if !versions.contains(&t.version) {
                 versions.push(t.version.clone());
@@ -120,8 +131,10 @@ impl Registry {
         let types = crd_types(crd)?;
         self.unregister_crd(crd);
         for t in &types {
-            self.types
-                .insert((t.group.clone(), t.version.clone(), t.plural.clone()), t.clone());
+            self.types.insert(
+                (t.group.clone(), t.version.clone(), t.plural.clone()),
+                Arc::new(t.clone()),
+            );
         }
         Ok(types)
     }

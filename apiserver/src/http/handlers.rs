@@ -25,7 +25,7 @@ const PATCH_RETRIES: usize = 5;
 
 /// The request, resolved against the registry.
 pub(crate) struct Target {
-    pub(crate) t: ResourceType,
+    pub(crate) t: Arc<ResourceType>,
     pub(crate) key: ResourceKey,
     pub(crate) namespace: String,
     pub(crate) name: Option<String>,
@@ -35,7 +35,7 @@ pub(crate) struct Target {
 fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
     let registry = server.registry();
     let t = registry
-        .get(&path.group, &path.version, &path.resource)
+        .shared(&path.group, &path.version, &path.resource)
         .cloned()
         .ok_or_else(ApiError::no_route)?;
     let namespace = match (t.namespaced, path.namespace) {

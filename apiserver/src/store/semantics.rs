@@ -235,15 +235,28 @@ pub fn prepare_update(
 
 /// Equal but for `resourceVersion` and `managedFields`, which a write stamps anew.
 fn same_ignoring_version(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-            m.remove("managedFields");
-        }
-        v
+    const IGNORED: [&str; 2] = ["resourceVersion", "managedFields"];
+    // Compared in place: this runs in the store's one writer for every update.
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
     };
-    strip(a) == strip(b)
+    let same_metadata = |x: &Value, y: &Value| match (x.as_object(), y.as_object()) {
+        (Some(x), Some(y)) => {
+            let kept =
+                |m: &'_ Map<String, Value>| m.iter().filter(|(k, _)| !IGNORED.contains(&k.as_str())).count();
+            kept(x) == kept(y)
+                && x.iter()
+                    .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
+                    .all(|(k, v)| y.get(k) == Some(v))
+        }
+        _ => x == y,
+    };
+    a.len() == b.len()
+        && a.iter().all(|(k, v)| match b.get(k) {
+            None => false,
+            Some(w) if k == "metadata" => same_metadata(v, w),
+            Some(w) => v == w,
+        })
 }
 
 /// Decides a delete of `old`.
@@ -464,5 +477,28 @@ mod tests {
             prepare_update(&out, none_left, Subresource::Main, &CTX).unwrap(),
             UpdateOutcome::Remove(_)
         ));
+    }
+
+    #[test]
+    fn sameness_ignores_only_the_version_and_managed_fields() {
+        let a = json!({"kind": "K", "metadata": {"name": "x", "resourceVersion": "1"}, "spec": {"n": 1}});
+        let mut b = a.clone();
+        b["metadata"]["resourceVersion"] = "2".into();
+        b["metadata"]["managedFields"] = json!([{"manager": "m"}]);
+        assert!(same_ignoring_version(&a, &b));
+        assert!(same_ignoring_version(&b, &a));
+        let mut labelled = a.clone();
+        labelled["metadata"]["labels"] = json!({"l": "v"});
+        assert!(!same_ignoring_version(&a, &labelled));
+        assert!(!same_ignoring_version(&labelled, &a));
+        let mut changed = a.clone();
+        changed["spec"]["n"] = 2.into();
+        assert!(!same_ignoring_version(&a, &changed));
+        let mut extra = a.clone();
+        extra["status"] = json!({});
+        assert!(!same_ignoring_version(&a, &extra));
+        assert!(!same_ignoring_version(&extra, &a));
+        let bare = json!({"kind": "K", "metadata": null, "spec": {"n": 1}});
+        assert!(!same_ignoring_version(&a, &bare));
     }
 }
