@@ -112,12 +112,14 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let last_bound = bound.iter().copied().fold(0.0, f64::max);
+    let first_bound = bound.iter().copied().reduce(f64::min).unwrap_or(0.0);
     let result = json!({
         "tasks": tasks,
         "bound": bound.len(),
         "running": running.len(),
         "placements_per_second": per_second(bound.len(), last_bound),
         "created_to_bound_s": {
+            "min": round3(first_bound),
             "p50": round3(percentile(&mut bound, 50.0)),
             "p99": round3(percentile(&mut bound, 99.0)),
             "max": round3(last_bound),

@@ -46,7 +46,10 @@ async fn spawn(args: &[String], prefix: &str) -> anyhow::Result<Process> {
     let exe = std::env::current_exe().context("failed to find the ringrift binary")?;
     let mut child = Command::new(exe)
         .args(args)
-        .env("RINGRIFT_LOG", "warn")
+        .env(
+            "RINGRIFT_LOG",
+            std::env::var("RINGRIFT_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

@@ -216,6 +216,14 @@ impl Reconciler {
 
         // Place every waiting unit of every job at once.
         let victims = self.place(&mut entries, claims, &priorities, &agent_views);
+        let placed: usize = entries.iter().map(|e| e.placed.len()).sum();
+        if placed > 0 {
+            tracing::debug!(
+                placed,
+                planned_ms = started.elapsed().as_millis(),
+                "planned a pass; writing"
+            );
+        }
 
         // Apply.
         self.apply(&mut entries, victims, agent_writes, now, &mut soon)
