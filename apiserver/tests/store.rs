@@ -522,6 +522,13 @@ async fn a_database_error_fails_its_whole_batch_and_stores_nothing_of_it() {
     }
     let (all, revision) = store.list(&jobs(), None).await.unwrap();
     assert_eq!((all.len(), revision), (1, 1), "nothing of the batch was stored");
+    for name in ["a", "b", "poison"] {
+        assert_eq!(
+            store.get(&jobs(), "default", name).await.unwrap(),
+            None,
+            "{name}: reads do not see a rolled-back write"
+        );
+    }
     let after = store
         .create(&jobs(), "default", job("after", 1), &CTX)
         .await

@@ -1,10 +1,10 @@
-//! Row helpers of the SQLite store: decoding bodies, reading one object and the revision.
+//! Row helpers of the SQLite store: decoding bodies, names, and the revision.
 
 use serde_json::Value;
 use sqlx::{Row, Sqlite};
 
 use super::semantics::WriteError;
-use super::types::{ResourceKey, StoreError};
+use super::types::StoreError;
 
 /// Maps a database error, saying what was being done.
 pub(super) fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -35,36 +35,4 @@ pub(super) async fn current_revision<'e>(
         .await
         .map_err(db("read the revision"))?;
     Ok(u64::try_from(row.get::<i64, _>(0)).unwrap_or(0))
-}
-
-pub(super) async fn load<'e>(
-    executor: impl sqlx::Executor<'e, Database = Sqlite>,
-    resource: &ResourceKey,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<Value>, StoreError> {
-    Ok(load_raw(executor, resource, namespace, name)
-        .await?
-        .map(|(object, _)| object))
-}
-
-/// One object, decoded and as stored.
-pub(super) async fn load_raw<'e>(
-    executor: impl sqlx::Executor<'e, Database = Sqlite>,
-    resource: &ResourceKey,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<(Value, String)>, StoreError> {
-    let row = sqlx::query("SELECT body FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
-        .bind(resource.column())
-        .bind(namespace)
-        .bind(name)
-        .fetch_optional(executor)
-        .await
-        .map_err(db("read an object"))?;
-    row.map(|r| {
-        let body = r.get::<String, _>(0);
-        Ok((parse(&body)?, body))
-    })
-    .transpose()
 }

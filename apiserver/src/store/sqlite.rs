@@ -21,7 +21,8 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::rows::{current_revision, db, load, object_name, parse};
+use super::cache::{self, Objects, load_all};
+use super::rows::{current_revision, db, object_name, parse};
 use super::semantics::{Preconditions, Subresource, WriteContext, prepare_create};
 use super::types::{Deleted, EventType, ResourceKey, StoreError, WatchEvent};
 use super::writer::{BATCH_MAX, Live, Op, Request, Writer, Written};
@@ -44,6 +45,8 @@ pub struct Store {
     live: Live,
     /// Writes per committed transaction.
     batch_sizes: Histogram,
+    /// The objects as committed, for `get`.
+    objects: Objects,
     /// In memory: a connection that is never used, only held, so the database lives as long
     /// as the store even when the pool drops its connection (it does when a request is
     /// cancelled mid-query, and a fresh `:memory:` connection would be an empty database).
@@ -68,18 +71,8 @@ impl Store {
             .connect_with(options.clone())
             .await
             .map_err(db("open the database"))?;
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database {
-            action: "migrate the database",
-            source: e.into(),
-        })?;
         // The writer's own connection, kept: its page cache stays warm (nobody else writes).
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .map_err(db("open the database"))?;
+        let writer = single_connection(options).await?;
         Self::start(pool, writer, history).await
     }
 
@@ -101,17 +94,7 @@ impl Store {
             .map_err(db("open the database"))?;
         // One connection does the work, reads and writes (shared-cache connections lock tables
         // against each other).
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .map_err(db("open the database"))?;
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database {
-            action: "migrate the database",
-            source: e.into(),
-        })?;
+        let pool = single_connection(options).await?;
         let mut store = Self::start(pool.clone(), pool, history).await?;
         store.keep_alive = Some(std::sync::Mutex::new(keep_alive));
         Ok(store)
@@ -119,12 +102,18 @@ impl Store {
 
     /// Starts the writing task on `writer` (which may be the read pool itself).
     async fn start(pool: SqlitePool, writer: SqlitePool, history: u64) -> Result<Self, StoreError> {
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database {
+            action: "migrate the database",
+            source: e.into(),
+        })?;
         let revision = current_revision(&pool).await?;
+        let objects = Objects::new(tokio::sync::RwLock::new(load_all(&pool).await?));
         let live = Live::default();
         let batch_sizes = Histogram::new(exponential_buckets(1.0, 2.0, 8));
         let (sender, requests) = mpsc::channel(4 * BATCH_MAX);
         let task = Writer {
             pool: writer,
+            objects: objects.clone(),
             revision,
             history: history.max(1),
             live: live.clone(),
@@ -136,6 +125,7 @@ impl Store {
             writes: sender,
             live,
             batch_sizes,
+            objects,
             keep_alive: None,
         })
     }
@@ -175,7 +165,10 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Value>, StoreError> {
-        load(&self.pool, resource, namespace, name).await
+        let objects = self.objects.read().await;
+        Ok(objects
+            .get(&cache::key(resource, namespace, name))
+            .map(|stored| (*stored.object).clone()))
     }
 
     /// Every object of a kind, in one namespace or (None) all, sorted by namespace and name,
@@ -357,4 +350,15 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A pool of one connection that is never closed for being idle or old.
+async fn single_connection(options: SqliteConnectOptions) -> Result<SqlitePool, StoreError> {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await
+        .map_err(db("open the database"))
 }

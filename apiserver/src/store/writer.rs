@@ -21,7 +21,8 @@ use serde_json::Value;
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::rows::{db, load_raw};
+use super::cache::{self, Objects, Stored};
+use super::rows::db;
 use super::semantics::{
     DeleteOutcome, Preconditions, Subresource, UpdateOutcome, WriteContext, prepare_delete, prepare_update,
 };
@@ -88,6 +89,8 @@ pub(super) struct Written {
 pub(super) struct Writer {
     /// The connection(s) writes go through; only this task writes.
     pub(super) pool: SqlitePool,
+    /// The objects as committed; changed here only together with a commit.
+    pub(super) objects: Objects,
     /// The revision of the last committed write.
     pub(super) revision: u64,
     /// Watch events kept.
@@ -119,6 +122,8 @@ impl Writer {
             Err(e) => return fail(batch.drain(..).map(|r| r.reply), &db("start a write")(e)),
         };
         let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
+        // This batch's writes, for the writes after them in it (None: removed).
+        let mut written: HashMap<String, Option<Arc<Stored>>> = HashMap::new();
         let mut pending = batch.drain(..);
         while let Some(request) = pending.next() {
             let ctx = WriteContext {
@@ -127,7 +132,14 @@ impl Writer {
                 status_subresource: request.status_subresource,
             };
             let result = self
-                .stage(&mut tx, request.resource, request.namespace, request.op, &ctx)
+                .stage(
+                    &mut tx,
+                    &mut written,
+                    request.resource,
+                    request.namespace,
+                    request.op,
+                    &ctx,
+                )
                 .await;
             if let Err(e @ StoreError::Database { .. }) = result {
                 // The transaction may be unusable: nothing of this batch is kept.
@@ -143,7 +155,10 @@ impl Writer {
             }
             staged.push((request.reply, result));
         }
+        // Readers wait for the commit and the cache to change together.
+        let mut objects = self.objects.write().await;
         if let Err(e) = tx.commit().await {
+            drop(objects);
             self.revision = start;
             let cause = cause(&db("commit a write")(e));
             for (reply, result) in staged {
@@ -154,6 +169,13 @@ impl Writer {
             }
             return;
         }
+        for (key, stored) in written {
+            match stored {
+                Some(stored) => objects.insert(key, stored),
+                None => objects.remove(&key),
+            };
+        }
+        drop(objects);
         self.batch_sizes
             .observe(f64::from(u32::try_from(staged.len()).unwrap_or(u32::MAX)));
         self.publish(&mut staged);
@@ -183,6 +205,7 @@ impl Writer {
     async fn stage(
         &mut self,
         conn: &mut SqliteConnection,
+        written: &mut HashMap<String, Option<Arc<Stored>>>,
         resource: ResourceKey,
         namespace: String,
         op: Op,
@@ -195,34 +218,42 @@ impl Writer {
         };
         match op {
             Op::Create { name, object } => {
-                self.put(conn, target(name), EventType::Added, object, None, false)
+                self.put(conn, written, target(name), EventType::Added, object, None, false)
                     .await
             }
             Op::Update { name, object, sub } => {
-                let (target, old) = stored(conn, target(name)).await?;
+                let (target, old) = self.stored(written, target(name)).await?;
                 match prepare_update(&old.object, object, sub, ctx)? {
-                    UpdateOutcome::Unchanged => Ok((unchanged(old.object), None)),
+                    UpdateOutcome::Unchanged => Ok((unchanged(&old.object), None)),
                     UpdateOutcome::Write(new) => {
-                        self.put(conn, target, EventType::Modified, new, Some(old), false)
+                        self.put(conn, written, target, EventType::Modified, new, Some(old), false)
                             .await
                     }
                     UpdateOutcome::Remove(last) => {
-                        self.put(conn, target, EventType::Deleted, last, Some(old), true)
+                        self.put(conn, written, target, EventType::Deleted, last, Some(old), true)
                             .await
                     }
                 }
             }
             Op::Delete { name, preconditions } => {
-                let (target, old) = stored(conn, target(name)).await?;
+                let (target, old) = self.stored(written, target(name)).await?;
                 match prepare_delete(&old.object, &preconditions, ctx)? {
-                    DeleteOutcome::AlreadyDeleting => Ok((unchanged(old.object), None)),
+                    DeleteOutcome::AlreadyDeleting => Ok((unchanged(&old.object), None)),
                     DeleteOutcome::MarkDeleting(marked) => {
-                        self.put(conn, target, EventType::Modified, marked, Some(old), false)
-                            .await
+                        self.put(
+                            conn,
+                            written,
+                            target,
+                            EventType::Modified,
+                            marked,
+                            Some(old),
+                            false,
+                        )
+                        .await
                     }
                     DeleteOutcome::Remove => {
-                        let last = old.object.clone();
-                        self.put(conn, target, EventType::Deleted, last, Some(old), true)
+                        let last = (*old.object).clone();
+                        self.put(conn, written, target, EventType::Deleted, last, Some(old), true)
                             .await
                     }
                 }
@@ -230,12 +261,41 @@ impl Writer {
         }
     }
 
+    /// The stored object a write is about, as this batch left it or else as committed, or
+    /// `NotFound`.
+    async fn stored(
+        &self,
+        written: &HashMap<String, Option<Arc<Stored>>>,
+        target: Target,
+    ) -> Result<(Target, Old), StoreError> {
+        let key = cache::key(&target.resource, &target.namespace, &target.name);
+        let found = match written.get(&key) {
+            Some(in_batch) => in_batch.clone(),
+            None => self.objects.read().await.get(&key).cloned(),
+        };
+        match found {
+            Some(stored) => Ok((
+                target,
+                Old {
+                    object: stored.object.clone(),
+                    body: stored.body.clone(),
+                },
+            )),
+            None => Err(StoreError::NotFound {
+                resource: target.resource,
+                name: target.name,
+            }),
+        }
+    }
+
     /// Stamps the next revision on `object`, stores it (or removes it, for a delete) and records
     /// the event (with `previous`, the object before the write), compacting the history now and
     /// then. The revision moves only when every statement succeeded.
+    #[allow(clippy::too_many_arguments)]
     async fn put(
         &mut self,
         conn: &mut SqliteConnection,
+        written: &mut HashMap<String, Option<Arc<Stored>>>,
         target: Target,
         event_type: EventType,
         mut object: Value,
@@ -285,6 +345,7 @@ impl Writer {
             other => other.map_err(db("write an object"))?,
         };
         let (previous, previous_body) = previous.map(|old| (old.object, old.body)).unzip();
+        let previous_body = previous_body.as_deref();
         sqlx::query(
             "INSERT INTO events (revision, resource, namespace, name, type, body, prev_body) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
@@ -309,24 +370,33 @@ impl Writer {
                 .map_err(db("compact the history"))?;
         }
         self.revision = revision;
+        let object_arc = Arc::new(object.clone());
+        let key = cache::key(&resource, &namespace, &name);
+        let kept = (event_type != EventType::Deleted).then(|| {
+            Arc::new(Stored {
+                object: object_arc.clone(),
+                body: body.clone(),
+            })
+        });
+        written.insert(key, kept);
         let event = WatchEvent {
             revision,
             resource,
             namespace,
             event_type,
-            object: Arc::new(object.clone()),
+            object: object_arc,
             body,
-            previous: previous.map(Arc::new),
+            previous,
         };
         Ok((Written { object, removed }, Some(event)))
     }
 }
 
 /// The object before a write: decoded, and its stored JSON (kept for the event's previous body,
-/// so it is not encoded again).
+/// so it is not encoded again). Shared with the cache.
 struct Old {
-    object: Value,
-    body: String,
+    object: Arc<Value>,
+    body: Arc<str>,
 }
 
 /// Which object a write is about.
@@ -336,20 +406,9 @@ struct Target {
     name: String,
 }
 
-/// The stored object a write is about (decoded and as stored), or `NotFound`.
-async fn stored(conn: &mut SqliteConnection, target: Target) -> Result<(Target, Old), StoreError> {
-    match load_raw(&mut *conn, &target.resource, &target.namespace, &target.name).await? {
-        Some((object, body)) => Ok((target, Old { object, body })),
-        None => Err(StoreError::NotFound {
-            resource: target.resource,
-            name: target.name,
-        }),
-    }
-}
-
-fn unchanged(object: Value) -> Written {
+fn unchanged(object: &Value) -> Written {
     Written {
-        object,
+        object: object.clone(),
         removed: false,
     }
 }
