@@ -3,8 +3,9 @@
 //! Writes go to one writing task ([`super::writer`]) that runs the writes waiting in one
 //! transaction each (group commit): read the stored object, decide with [`super::semantics`],
 //! bump the global revision, write the object and the event, compact old events; then commit and
-//! publish the events to live watchers. A write is acknowledged only after its commit. Reads go
-//! through a pool of connections of their own. The database runs in WAL mode with
+//! publish the events to live watchers. A write is acknowledged only after its commit. `get`
+//! reads the in-memory objects ([`super::cache`]); lists and the watch history go through a pool
+//! of connections of their own. The database runs in WAL mode with
 //! `synchronous = NORMAL`: a committed write survives the process being killed (`kill -9`); it is
 //! not flushed for power loss.
 
@@ -37,7 +38,7 @@ const LIVE_BUFFER: usize = 4096;
 /// Objects and their watch history in one SQLite database.
 #[derive(Debug)]
 pub struct Store {
-    /// Reads.
+    /// Lists and the watch history.
     pool: SqlitePool,
     /// Writes, to the writing task.
     writes: mpsc::Sender<Request>,
