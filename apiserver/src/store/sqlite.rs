@@ -265,11 +265,7 @@ impl Store {
             name: name.to_owned(),
             preconditions: preconditions.clone(),
         };
-        let written = self.submit(resource, namespace, op, ctx).await?;
-        Ok(Deleted {
-            object: written.object,
-            removed: written.removed,
-        })
+        self.submit(resource, namespace, op, ctx).await
     }
 
     /// Hands a write to the writer and waits for its commit. A write whose requester goes away

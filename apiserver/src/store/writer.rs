@@ -26,7 +26,7 @@ use super::rows::db;
 use super::semantics::{
     DeleteOutcome, Preconditions, Subresource, UpdateOutcome, WriteContext, prepare_delete, prepare_update,
 };
-use super::types::{EventType, ResourceKey, StoreError, WatchEvent};
+use super::types::{Deleted, EventType, ResourceKey, StoreError, WatchEvent};
 
 /// Writes taken into one transaction at most.
 pub(super) const BATCH_MAX: usize = 128;
@@ -77,13 +77,9 @@ pub(super) struct Request {
     pub(super) reply: oneshot::Sender<Result<Written, StoreError>>,
 }
 
-/// What a write left: the object as stored (its last state when removed).
-#[derive(Debug)]
-pub(super) struct Written {
-    pub(super) object: Value,
-    /// Whether the object is gone.
-    pub(super) removed: bool,
-}
+/// What a write left: the object as stored (its last state when removed), and whether it is
+/// gone.
+pub(super) type Written = Deleted;
 
 /// The writing task's state.
 pub(super) struct Writer {
