@@ -2,10 +2,12 @@
 //! written by renaming into place only after the digest is known, indexed in SQLite.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ringrift_crds::common::{Artifact, ArtifactKind};
 
 use crate::store::{ArtifactRow, Store};
+use crate::sync::checked::{Checked, FileId, SETTLE};
 use crate::sync::manifest::{self, CHUNK_SIZE, Manifest};
 
 /// An artifact operation that failed.
@@ -86,12 +88,31 @@ pub fn plain_name(name: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct ContentStore {
     root: PathBuf,
+    checked: Arc<Checked>,
 }
 
 impl ContentStore {
     /// A store rooted at `root`.
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            checked: Arc::default(),
+        }
+    }
+
+    /// The chunks of stored artifacts checked lately (so serving does not hash them again).
+    pub fn checked(&self) -> &Checked {
+        &self.checked
+    }
+
+    /// Records every chunk of `digest`, stored at `path`, as checked, when the file is still
+    /// `id` (what it was when it was checked).
+    pub async fn checked_whole(&self, digest: &str, path: &Path, id: FileId, count: usize) {
+        if let Ok(meta) = tokio::fs::metadata(path).await
+            && FileId::of(&meta) == id
+        {
+            self.checked.all(digest, id, count);
+        }
     }
 
     /// Where the content of `digest` lives (whether or not it is there).
@@ -116,8 +137,21 @@ impl ContentStore {
         name: &str,
         kind: ArtifactKind,
     ) -> Result<Artifact, ArtifactError> {
+        let mut before = tokio::fs::metadata(file).await.map_err(io("read", file))?;
+        if !FileId::of(&before).settled(std::time::SystemTime::now()) {
+            // Written a moment ago: wait out the file-system clock's tick, so the check below
+            // can be recorded (and the first peer served needs no second hash).
+            tokio::time::sleep(SETTLE).await;
+            before = tokio::fs::metadata(file).await.map_err(io("read", file))?;
+        }
+        let hashed_at = std::time::SystemTime::now();
         let manifest = hash(file).await?;
-        self.admit(db, file, name, kind_name(kind), &manifest).await?;
+        let dest = self.admit(db, file, name, kind_name(kind), &manifest).await?;
+        let id = FileId::of(&before);
+        if id.settled(hashed_at) {
+            self.checked_whole(&manifest.digest, &dest, id, manifest.len())
+                .await;
+        }
         Ok(Artifact {
             name: name.to_owned(),
             kind,
@@ -185,6 +219,7 @@ impl ContentStore {
                 digest: row.digest,
                 size_bytes: row.size_bytes,
                 chunk_size: row.chunk_size,
+                chunk_check: crate::sync::manifest::CHUNK_CHECK.to_owned(),
                 chunks: Manifest::split(&row.chunks),
             }));
         }

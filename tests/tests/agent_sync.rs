@@ -1,7 +1,7 @@
 //! Peer-to-peer data sync and gossip end to end, with real `ringrift agent` processes: an
 //! artifact made on one agent feeds a task on another; a pull survives the death of a holder
 //! and the restart of the puller, byte-identical; a holder serving corrupt bytes is dropped and
-//! nothing corrupt is stored; an agent without the cluster key can neither join the gossip nor
+//! nothing corrupt is stored; a holder whose manifest lies is distrusted; an agent without the cluster key can neither join the gossip nor
 //! fetch; a SIGKILLed agent is seen dead by the others.
 
 // Test code: a failed unwrap or a panic is a failed test with its message.
@@ -217,22 +217,7 @@ async fn a_holder_serving_corrupt_bytes_is_dropped_and_nothing_corrupt_is_stored
     assert_eq!(code, 200);
 
     // An agent "evil" whose endpoint serves garbage.
-    let agents: Api<Agent> = Api::all(cluster.client.clone());
-    agents
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"apiVersion": "ringrift.ai/v1alpha1", "kind": "Agent", "metadata": {"name": "evil"}, "spec": {}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    agents
-        .patch_status(
-            "evil",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"endpoint": evil_holder(manifest)}})),
-        )
-        .await
-        .unwrap();
+    fake_agent(&cluster, "evil", &evil_holder(manifest)).await;
 
     // With a good holder beside it: the bad chunks are caught, the holder dropped, the pull done.
     let mut mixed = made.clone();
@@ -264,6 +249,55 @@ async fn a_holder_serving_corrupt_bytes_is_dropped_and_nothing_corrupt_is_stored
     assert!(!a3.get("/v1/artifacts").1.contains(&made.digest));
     let (code, _) = a3.get(&format!("/v1/artifacts/{}", made.digest));
     assert_eq!(code, 404, "nothing served");
+}
+
+/// Registers an Agent `name` whose endpoint is `endpoint` (no agent process behind it).
+async fn fake_agent(cluster: &Cluster, name: &str, endpoint: &str) {
+    let agents: Api<Agent> = Api::all(cluster.client.clone());
+    agents
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "ringrift.ai/v1alpha1", "kind": "Agent", "metadata": {"name": name}, "spec": {}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    agents
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"endpoint": endpoint}})),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_manifest_lies_is_distrusted_and_the_pull_ends_from_another() {
+    let cluster = Cluster::start("sync-liar").await;
+    let a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    let made = produce(&cluster, "make", "a1", 16).await;
+    let (code, manifest) = a1.get(&format!("/v1/artifacts/{}/chunks", made.digest));
+    assert_eq!(code, 200);
+    // The same digest and size, chunk states that do not belong to the content (the last one,
+    // the digest itself, kept so the manifest passes the checks made before any byte moves).
+    let mut lie: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    lie["chunks"][0] = lie["chunks"][1].clone();
+    fake_agent(&cluster, "liar", &evil_holder(lie.to_string())).await;
+
+    // The liar is asked first, so its manifest is the one the pull starts with; a1 serves
+    // another and is not asked until the liar is found out.
+    let mut from_liar = made.clone();
+    from_liar.holders = vec!["liar".into(), "a1".into()];
+    consume(&cluster, "lied-to", "a2", &from_liar).await;
+    let t = finished(&cluster, "lied-to").await;
+    assert_eq!(phase(&t), TaskPhase::Succeeded, "{:?}", t.status);
+    assert_eq!(sha256_of(&a2.stored(&made.digest)), made.digest);
+    assert!(
+        a2.role.log().contains("distrusting its holder"),
+        "{}",
+        a2.role.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -348,10 +348,10 @@ async fn artifacts_are_served_whole_by_range_and_by_head() {
 #[tokio::test]
 async fn a_partial_artifact_serves_only_its_verified_chunks() {
     let (rest, _ready) = rest(true).await;
-    let data: Vec<u8> = (0..10u8).collect();
+    let data: Vec<u8> = (0..150u8).collect();
     let file = rest.node.data_dir.join("partial-file");
     std::fs::write(&file, &data).unwrap();
-    let manifest = crate::sync::manifest::hash_file(&file, 4).unwrap();
+    let manifest = crate::sync::manifest::hash_file(&file, 64).unwrap();
     let digest = manifest.digest.clone();
     let partial = rest
         .node
@@ -364,7 +364,7 @@ async fn a_partial_artifact_serves_only_its_verified_chunks() {
         &data[0..4]
     );
     assert_eq!(
-        get(&rest, "GET", &path, Some("bytes=2-5")).await.status(),
+        get(&rest, "GET", &path, Some("bytes=60-70")).await.status(),
         416,
         "spans a chunk not held"
     );
@@ -381,8 +381,8 @@ async fn a_partial_artifact_serves_only_its_verified_chunks() {
     );
     partial.mark(1);
     assert_eq!(
-        get(&rest, "GET", &path, Some("bytes=4-7")).await.body().as_ref(),
-        &data[4..8]
+        get(&rest, "GET", &path, Some("bytes=60-70")).await.body().as_ref(),
+        &data[60..71]
     );
     rest.node.sync.partials.remove(&digest);
     assert_eq!(get(&rest, "GET", &path, Some("bytes=0-3")).await.status(), 404);
@@ -392,6 +392,14 @@ async fn a_partial_artifact_serves_only_its_verified_chunks() {
 async fn a_stored_artifact_that_changed_on_disk_is_never_served_and_is_dropped() {
     let (rest, _ready) = rest(true).await;
     let path = rest.node.content.path(HELLO).unwrap();
+    // Served once, checked, and recorded as checked (the file had settled)...
+    tokio::time::sleep(crate::sync::checked::SETTLE * 2).await;
+    let r = get(&rest, "GET", &format!("/v1/artifacts/{HELLO}"), None).await;
+    assert_eq!(r.body().as_ref(), b"hello");
+    let id = crate::sync::checked::FileId::of(&std::fs::metadata(&path).unwrap());
+    assert!(rest.node.content.checked().is(HELLO, id, 0));
+    // ...then changed on disk (a later modification time): checked again, and refused.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     std::fs::write(&path, b"jello").unwrap();
     let r = get(&rest, "GET", &format!("/v1/artifacts/{HELLO}"), None).await;
     assert!(r.body().is_empty(), "not one corrupt byte served: {:?}", r.body());

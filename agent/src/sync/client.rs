@@ -41,6 +41,9 @@ pub enum FetchError {
     /// More bytes than asked for, or an unparseable manifest.
     #[error("{0} sent a malformed answer: {1}")]
     Malformed(String, String),
+    /// What was received could not be kept (this agent's trouble, not the peer's).
+    #[error("cannot keep what was received: {0}")]
+    Local(std::io::Error),
 }
 
 /// What a holder says about an artifact.
@@ -158,16 +161,17 @@ impl Peer {
         Ok(response)
     }
 
-    /// Reads a body of at most `max` bytes, taking each piece from `gate`'s bandwidth.
-    async fn body(
+    /// Hands each piece of a body of at most `max` bytes to `each`, taking it from `gate`'s
+    /// bandwidth first; returns the bytes read.
+    async fn frames(
         &self,
         response: hyper::Response<hyper::body::Incoming>,
         max: usize,
         gate: Option<&Gate>,
-        mut on_bytes: impl FnMut(u64),
-    ) -> Result<Vec<u8>, FetchError> {
+        mut each: impl FnMut(&[u8]) -> Result<(), FetchError>,
+    ) -> Result<usize, FetchError> {
         let mut body = response.into_body();
-        let mut out = Vec::with_capacity(max.min(64 * 1024 * 1024));
+        let mut read = 0usize;
         loop {
             let frame = tokio::time::timeout(READ_TIMEOUT, body.frame())
                 .await
@@ -175,7 +179,7 @@ impl Peer {
             let Some(frame) = frame else { break };
             let frame = frame.map_err(|e| FetchError::Broken(self.authority.clone(), e.to_string()))?;
             let Ok(data) = frame.into_data() else { continue };
-            if out.len() + data.len() > max {
+            if read + data.len() > max {
                 return Err(FetchError::Malformed(
                     self.authority.clone(),
                     format!("more than the {max} bytes asked for"),
@@ -184,9 +188,24 @@ impl Peer {
             if let Some(g) = gate {
                 g.throttle(data.len() as u64).await;
             }
-            on_bytes(data.len() as u64);
-            out.extend_from_slice(&data);
+            read += data.len();
+            each(&data)?;
         }
+        Ok(read)
+    }
+
+    /// Reads a body of at most `max` bytes.
+    async fn body(
+        &self,
+        response: hyper::Response<hyper::body::Incoming>,
+        max: usize,
+    ) -> Result<Vec<u8>, FetchError> {
+        let mut out = Vec::new();
+        self.frames(response, max, None, |data| {
+            out.extend_from_slice(data);
+            Ok(())
+        })
+        .await?;
         Ok(out)
     }
 
@@ -198,7 +217,7 @@ impl Peer {
         if (200..300).contains(&status) {
             return Ok(response);
         }
-        let text = self.body(response, 4096, None, |_| {}).await.unwrap_or_default();
+        let text = self.body(response, 4096).await.unwrap_or_default();
         Err(FetchError::Status(
             self.authority.clone(),
             status,
@@ -215,37 +234,47 @@ impl Peer {
             .send(conn, &format!("/v1/artifacts/{digest}/chunks"), None)
             .await?;
         let response = self.check_status(response).await?;
-        let body = self.body(response, MAX_MANIFEST, None, |_| {}).await?;
+        let body = self.body(response, MAX_MANIFEST).await?;
         serde_json::from_slice(&body)
             .map_err(|e| FetchError::Malformed(self.authority.clone(), e.to_string()))
     }
 
-    /// Bytes `range` of `digest`, exactly that many.
+    /// Bytes `range` of `digest`, exactly that many, handed to `sink` piece by piece as they
+    /// arrive (within `gate`'s bandwidth).
     ///
     /// # Errors
-    /// [`FetchError`]; a short body is [`FetchError::Broken`].
+    /// [`FetchError`]; a short body is [`FetchError::Broken`], an error of `sink`
+    /// [`FetchError::Local`].
     pub async fn range(
         &self,
         conn: &mut Option<Conn>,
         digest: &str,
         range: Range<u64>,
         gate: &Gate,
-        on_bytes: impl FnMut(u64),
-    ) -> Result<Vec<u8>, FetchError> {
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(), FetchError> {
         let want = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
         let response = self
             .send(conn, &format!("/v1/artifacts/{digest}"), Some(&range))
             .await?;
         let response = self.check_status(response).await?;
-        let data = self.body(response, want, Some(gate), on_bytes).await?;
-        if data.len() != want {
-            *conn = None;
-            return Err(FetchError::Broken(
-                self.authority.clone(),
-                format!("short body: {} of {want} bytes", data.len()),
-            ));
+        let read = self
+            .frames(response, want, Some(gate), |data| sink(data).map_err(FetchError::Local))
+            .await;
+        match read {
+            Ok(n) if n == want => Ok(()),
+            Ok(n) => {
+                *conn = None;
+                Err(FetchError::Broken(
+                    self.authority.clone(),
+                    format!("short body: {n} of {want} bytes"),
+                ))
+            }
+            Err(e) => {
+                *conn = None;
+                Err(e)
+            }
         }
-        Ok(data)
     }
 }
 

@@ -2,10 +2,13 @@
 //! every agent that holds them ([`serve`]), and pulled in verified chunks from several holders
 //! at once ([`pull`]), resumable, within one bandwidth limit and by priority ([`gate`]).
 //!
-//! Pure decisions: [`manifest`] (chunk layout and checks), [`plan`] (which holder serves which
-//! chunk, and what a bad one costs it), [`gate`] (priority order, token bucket), [`range`]
-//! (the `Range` header) and [`retention`] (what to drop when the disk fills).
+//! Pure decisions: [`chain`] (SHA-256 cut at chunk boundaries), [`manifest`] (chunk layout and
+//! checks), [`plan`] (which holder serves which chunk, and what a bad one costs it), [`gate`]
+//! (priority order, token bucket), [`range`] (the `Range` header) and [`retention`] (what to
+//! drop when the disk fills).
 
+pub mod chain;
+pub mod checked;
 pub mod client;
 pub mod gate;
 pub mod key;
@@ -14,8 +17,8 @@ pub mod metrics;
 pub mod plan;
 pub mod pull;
 pub mod range;
+pub mod receive;
 pub mod retain;
 pub mod retention;
 pub mod serve;
 pub mod state;
-pub mod whole;

@@ -1,8 +1,10 @@
 //! Pulling an artifact from its holders: the manifest from one holder, then chunks from all of
-//! them at once (each verified against its digest before it is written), progress recorded so an
-//! interrupted pull resumes, and the whole checked against the wanted digest before the file is
-//! renamed into the store. A holder that serves bad bytes is dropped and penalized; one that
-//! dies mid-transfer leaves its chunks to the others.
+//! them at once, each hashed as it arrives and counted only when it checks out (see
+//! [`super::receive`]), progress recorded so an interrupted pull resumes. The manifest's last
+//! chunk state is the wanted digest, so when every chunk checks out the whole has that digest
+//! ([`super::chain`]) and the file is renamed into the store without being read again. A holder
+//! that serves bad bytes is dropped and penalized; one that dies mid-transfer leaves its chunks
+//! to the others.
 
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt as _;
@@ -18,9 +20,10 @@ use super::client::{Conn, FetchError, Peer};
 use super::gate::Class;
 use super::manifest::Manifest;
 use super::plan::{Ban, Outcome, Planner};
+use super::checked::FileId;
+use super::receive::ChunkSink;
 use super::serve::Partial;
-use super::whole::{WholeHasher, prefix_end};
-use crate::artifacts::{self, ArtifactError, kind_name};
+use crate::artifacts::{ArtifactError, kind_name};
 use crate::node::Node;
 use crate::store::TransferRow;
 
@@ -30,7 +33,7 @@ const PER_HOLDER: usize = 3;
 const STALL: Duration = Duration::from_secs(60);
 /// Least time between progress records.
 const RECORD_EVERY: Duration = Duration::from_millis(500);
-/// Whole-artifact checks before a pull gives up.
+/// Manifests tried before a pull gives up.
 const MAX_ROUNDS: usize = 4;
 
 /// A holder to pull from.
@@ -67,7 +70,7 @@ pub enum PullError {
         /// Holders still usable.
         usable: usize,
     },
-    /// The whole never matched its digest.
+    /// Every manifest tried was refuted by the bytes.
     #[error("{0} did not verify after {MAX_ROUNDS} rounds")]
     NeverVerified(String),
     /// Local trouble.
@@ -156,16 +159,20 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
     for _ in 0..MAX_ROUNDS {
         let (manifest, source) = manifest(node, artifact, &peers, &distrusted, class).await?;
         let (path, file) = open_partial(node, &manifest).await?;
-        let row = node.db.transfer(digest).await?;
-        let done: Vec<bool> = row
+        let file = Arc::new(file);
+        let recorded: Vec<bool> = node
+            .db
+            .transfer(digest)
+            .await?
             .map(|r| r.done.chars().map(|c| c == '1').collect())
             .unwrap_or_default();
+        let done = recheck(&manifest, &file, recorded, &path).await?;
         let partial = node
             .sync
             .partials
             .insert(manifest.clone(), path.clone(), done.clone());
-        let file = Arc::new(file);
-        let streamed = chunks(
+        let mut bad_data = false;
+        let result = chunks(
             node,
             &manifest,
             &peers,
@@ -174,58 +181,74 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
             &partial,
             &file,
             &done,
+            &mut bad_data,
         )
-        .await?;
-        drop(file);
-
-        // The digest computed during the pull; when it does not match (or could not be
-        // computed), the file is read again to see which chunks are wrong.
-        let computed = match streamed {
-            Some(d) if d == digest => manifest.clone(),
-            _ => artifacts::hash(&path).await?,
-        };
-        if computed.digest == manifest.digest {
-            node.content
-                .admit(
-                    &node.db,
-                    &path,
-                    &artifact.name,
-                    kind_name(artifact.kind),
-                    &computed,
-                )
-                .await?;
-            return Ok(());
-        }
-        node.metrics.sync.verification_failures.inc();
-        let bad: Vec<usize> = (0..manifest.len())
-            .filter(|&i| computed.chunks.get(i) != manifest.chunks.get(i))
-            .collect();
-        if bad.is_empty() {
-            // Every chunk matched a manifest that does not add up to the digest: the manifest
-            // lied. Start over with another holder's.
-            tracing::warn!(%digest, holder = ?source, "manifest does not match the artifact's digest; distrusting its holder");
-            if let Some(s) = source {
-                node.sync.penalize(&s);
-                distrusted.insert(s);
-            }
-            node.db.drop_transfer(digest).await?;
-            let _ = tokio::fs::remove_file(&path).await;
-        } else {
-            // Chunks changed on disk after they were verified (a crash before they reached the
-            // disk): fetch those again.
-            tracing::warn!(%digest, chunks = bad.len(), "chunks failed the whole-file check; fetching them again");
-            let mut done = partial.have();
-            for &i in &bad {
-                partial.unmark(i);
-                if let Some(d) = done.get_mut(i) {
-                    *d = false;
-                }
-            }
-            node.db.transfer_progress(digest, &bits(&done)).await?;
-        }
+        .await;
         node.sync.partials.remove(digest);
+        match result {
+            Ok(()) => {
+                let id = file
+                    .metadata()
+                    .map(|m| FileId::of(&m))
+                    .map_err(local_io("read", &path))?;
+                drop(file);
+                let dest = node
+                    .content
+                    .admit(&node.db, &path, &artifact.name, kind_name(artifact.kind), &manifest)
+                    .await?;
+                // Every chunk was checked on its way into this file: serving it needs no
+                // second look while the file stays as written.
+                node.content
+                    .checked_whole(digest, &dest, id, manifest.len())
+                    .await;
+                return Ok(());
+            }
+            // Every holder that was tried served bad bytes: the manifest may be the liar (its
+            // chunk states do not match the true content). Start over with another holder's.
+            Err(PullError::Stalled { .. }) if bad_data && source.is_some() => {
+                if let Some(s) = source {
+                    tracing::warn!(%digest, holder = %s, "holders' bytes failed the manifest's checks; distrusting its holder");
+                    node.sync.penalize(&s);
+                    distrusted.insert(s);
+                }
+                node.db.drop_transfer(digest).await?;
+            }
+            Err(e) => return Err(e),
+        }
     }
     Err(PullError::NeverVerified(digest.to_owned()))
+}
+
+/// The recorded chunks of a resumed pull, checked again from the file: a chunk recorded before
+/// a crash may not have reached the disk. Returns the chunks that check out.
+async fn recheck(
+    manifest: &Manifest,
+    file: &Arc<std::fs::File>,
+    recorded: Vec<bool>,
+    path: &std::path::Path,
+) -> Result<Vec<bool>, PullError> {
+    if !recorded.iter().any(|d| *d) {
+        return Ok(recorded);
+    }
+    let (manifest, file) = (manifest.clone(), file.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::new();
+        let mut done = recorded;
+        for (index, d) in done.iter_mut().enumerate().filter(|(_, d)| **d) {
+            let range = manifest.range(index);
+            buf.resize(usize::try_from(range.end - range.start).unwrap_or(0), 0);
+            file.read_exact_at(&mut buf, range.start)?;
+            *d = manifest.verify(index, &buf);
+            if !*d {
+                tracing::warn!(digest = %manifest.digest, chunk = index, "a chunk recorded as pulled did not check out; fetching it again");
+            }
+        }
+        Ok(done)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))
+    .and_then(|r| r)
+    .map_err(local_io("read", path))
 }
 
 /// The file a pull writes into, sized to the artifact (kept as it is when resuming).
@@ -270,6 +293,7 @@ async fn manifest(
             digest: t.digest.clone(),
             size_bytes: t.size_bytes,
             chunk_size: t.chunk_size,
+            chunk_check: crate::sync::manifest::CHUNK_CHECK.to_owned(),
             chunks: Manifest::split(&t.chunks),
         };
         if m.check(digest, artifact.size_bytes).is_ok() {
@@ -323,10 +347,30 @@ async fn manifest(
     })
 }
 
-type Fetched = (usize, usize, Option<Conn>, Result<Vec<u8>, FetchError>);
+/// How one chunk request ended: holder, chunk, the connection to reuse, and whether the bytes
+/// checked out.
+type Fetched = (usize, usize, Option<Conn>, Result<bool, FetchError>);
 
-/// Fetches every missing chunk, `PER_HOLDER` requests per holder at a time; returns the digest
-/// of the whole, computed as the chunks arrive.
+/// A chunk request running as a task of its own (so chunks are hashed on every core), stopped
+/// when the pull stops.
+struct Request(tokio::task::JoinHandle<Fetched>);
+
+impl std::future::Future for Request {
+    type Output = Option<Fetched>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(Result::ok)
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fetches every missing chunk, `PER_HOLDER` requests per holder at a time, into `file`; sets
+/// `bad_data` when a holder served bytes that did not check out.
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
 async fn chunks(
     node: &Node,
@@ -337,15 +381,12 @@ async fn chunks(
     partial: &Arc<Partial>,
     file: &Arc<std::fs::File>,
     done: &[bool],
-) -> Result<Option<String>, PullError> {
+    bad_data: &mut bool,
+) -> Result<(), PullError> {
     let digest = manifest.digest.as_str();
     let mut planner = Planner::new(manifest.len(), done);
-    let mut have: Vec<bool> = planner.done();
-    let mut whole = WholeHasher::start(file.clone());
-    let end_of = |i: usize| manifest.range(i).end;
-    whole.advance(prefix_end(&have, end_of));
     if planner.is_done() {
-        return Ok(whole.finish().await);
+        return Ok(());
     }
     // Ask every holder what it has (a holder still pulling serves only its verified chunks).
     let mut usable: Vec<(usize, &Peer)> = Vec::new();
@@ -357,6 +398,7 @@ async fn chunks(
             Err(e) => tracing::debug!(holder = %h.name, error = %e, "holder unavailable"),
         }
     }
+    let shared = Arc::new(manifest.clone());
     let mut idle: Vec<Vec<Conn>> = (0..peers.len()).map(|_| Vec::new()).collect();
     let mut in_flight = FuturesUnordered::new();
     let mut last_progress = Instant::now();
@@ -367,22 +409,22 @@ async fn chunks(
             while planner.in_flight(h) < PER_HOLDER
                 && let Some(c) = planner.next(h)
             {
-                let conn = idle.get_mut(h).and_then(Vec::pop);
+                let mut conn = idle.get_mut(h).and_then(Vec::pop);
                 let range = manifest.range(c);
                 let gate = node.sync.gate.clone();
                 let metrics = node.metrics.sync.clone();
-                let peer = peer.clone();
-                let digest = digest.to_owned();
-                in_flight.push(async move {
+                let (peer, manifest, file) = (peer.clone(), shared.clone(), file.clone());
+                in_flight.push(Request(tokio::spawn(async move {
                     let _permit = gate.acquire(class).await;
-                    let mut conn = conn;
+                    let mut sink = ChunkSink::new(&manifest, c, &file);
                     let result = peer
-                        .range(&mut conn, &digest, range, &gate, |n| {
-                            metrics.moved("in", class.as_str(), n);
+                        .range(&mut conn, &manifest.digest, range, &gate, |data| {
+                            metrics.moved("in", class.as_str(), data.len() as u64);
+                            sink.push(data)
                         })
                         .await;
-                    (h, c, conn, result) as Fetched
-                });
+                    (h, c, conn, result.map(|()| sink.finish())) as Fetched
+                })));
             }
         }
         if in_flight.is_empty() {
@@ -417,32 +459,22 @@ async fn chunks(
             }
             continue;
         }
-        let Some((holder, chunk, conn, result)) = in_flight.next().await else {
+        let Some(next) = in_flight.next().await else {
             continue;
         };
+        let Some((holder, chunk, conn, result)) = next else {
+            return Err(local_io("receive", &partial.path)(std::io::Error::other(
+                "a chunk request ended abnormally",
+            )));
+        };
         let outcome = match result {
-            Ok(data) => {
-                let (expected, out) = (manifest.clone(), file.clone());
-                let offset = manifest.range(chunk).start;
-                let written = tokio::task::spawn_blocking(move || {
-                    if !expected.verify(chunk, &data) {
-                        return Ok(false);
-                    }
-                    out.write_all_at(&data, offset).map(|()| true)
-                })
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|r| r);
-                match written {
-                    Ok(true) => Outcome::Verified,
-                    Ok(false) => {
-                        node.metrics.sync.verification_failures.inc();
-                        tracing::warn!(holder = planner.name(holder), chunk = chunk, %digest, "chunk failed verification");
-                        Outcome::Corrupt
-                    }
-                    Err(error) => return Err(local_io("write", &partial.path)(error)),
-                }
+            Ok(true) => Outcome::Verified,
+            Ok(false) => {
+                node.metrics.sync.verification_failures.inc();
+                tracing::warn!(holder = planner.name(holder), chunk = chunk, %digest, "chunk failed verification");
+                Outcome::Corrupt
             }
+            Err(FetchError::Local(error)) => return Err(local_io("write", &partial.path)(error)),
             // A partial holder asked for a chunk it no longer claims: not its fault.
             Err(FetchError::Status(_, 416, _)) => Outcome::Transient,
             Err(e) => {
@@ -456,15 +488,12 @@ async fn chunks(
         if outcome == Outcome::Verified {
             partial.mark(chunk);
             last_progress = Instant::now();
-            if let Some(h) = have.get_mut(chunk) {
-                *h = true;
-            }
-            whole.advance(prefix_end(&have, end_of));
         }
         if let Some(ban) = planner.finish(chunk, holder, outcome) {
             let name = planner.name(holder).to_owned();
             let reason = match ban {
                 Ban::BadData => {
+                    *bad_data = true;
                     node.sync.penalize(&name);
                     "bad_data"
                 }
@@ -485,7 +514,7 @@ async fn chunks(
         }
     }
     record(node, digest, &planner).await;
-    Ok(whole.finish().await)
+    Ok(())
 }
 
 async fn record(node: &Node, digest: &str, planner: &Planner) {

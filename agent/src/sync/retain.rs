@@ -89,6 +89,7 @@ pub async fn round(node: &Node, marks: Marks) -> Vec<String> {
             tracing::warn!(%digest, error = %e, "cannot forget an artifact");
             continue;
         }
+        node.content.checked().forget(digest);
         if let Some(path) = node.content.path(digest) {
             let _ = tokio::fs::remove_file(path).await;
         }

@@ -1,14 +1,16 @@
 //! Serving artifacts to peers: the whole content of a held artifact, or the verified chunks of
 //! one still being pulled (so a new model spreads like a swarm), with `Range`, `HEAD` and the
 //! chunk manifest. Nothing unverified is ever served: a partial artifact serves only chunks
-//! that matched their digest.
+//! that checked out as they arrived, and a stored one is checked chunk by chunk before it is
+//! sent, unless it was checked lately and is unchanged since ([`super::checked`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::ops::Range;
-use std::os::unix::fs::FileExt as _;
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -16,6 +18,7 @@ use tokio::sync::mpsc;
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Reply as _;
 
+use super::checked::FileId;
 use super::manifest::Manifest;
 use super::range;
 use crate::artifacts::hex_of;
@@ -227,14 +230,17 @@ pub async fn content(
         let file = std::fs::File::open(&path)
             .map_err(|e| ApiError::internal(format!("failed to open {digest}: {e}")))?;
         let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
-        let metrics = node.metrics.sync.clone();
         let start = span.start;
         let checked = manifest.clone();
+        let whole = partial.is_none();
+        let sender = node.clone();
         let sending = tokio::task::spawn_blocking(move || {
-            send_file(&file, &checked, start..start + length, &tx, &metrics)
+            // A partial artifact's chunks were checked on their way in by this agent; a stored
+            // one is checked unless it was lately, unchanged since.
+            let seen = whole.then(|| Seen::of(&sender, &checked.digest, &file));
+            send_file(&file, &checked, start..start + length, &tx, &sender.metrics.sync, seen.as_ref())
         });
         let node = node.clone();
-        let whole = partial.is_none();
         let bad = digest.clone();
         tokio::spawn(async move {
             if let Ok(Err(chunk)) = sending.await {
@@ -266,16 +272,50 @@ pub async fn content(
     Ok(response)
 }
 
-/// Sends `range` of `file` onto `tx` (a blocking thread), chunk by chunk: each chunk it touches
-/// is read whole and checked against its digest before any of it is sent, so a holder never
-/// serves bytes that changed on its disk. Stops when the peer hangs up; returns the index of a
-/// chunk that failed its check.
+/// What a stored file's chunks need before they are sent: a check, unless it was checked lately
+/// and is unchanged since.
+struct Seen<'a> {
+    node: &'a Node,
+    digest: &'a str,
+    /// `None` when the file's metadata cannot be read (every chunk is checked).
+    id: Option<FileId>,
+    opened: SystemTime,
+}
+
+impl<'a> Seen<'a> {
+    fn of(node: &'a Node, digest: &'a str, file: &std::fs::File) -> Self {
+        Self {
+            node,
+            digest,
+            id: file.metadata().ok().map(|m| FileId::of(&m)),
+            opened: SystemTime::now(),
+        }
+    }
+
+    fn checked(&self, index: usize) -> bool {
+        self.id
+            .is_some_and(|id| self.node.content.checked().is(self.digest, id, index))
+    }
+
+    fn record(&self, index: usize, count: usize) {
+        if let Some(id) = self.id.filter(|id| id.settled(self.opened)) {
+            self.node.content.checked().mark(self.digest, id, index, count);
+        }
+    }
+}
+
+/// Sends `range` of `file` onto `tx` (a blocking thread), chunk by chunk. A chunk of a stored
+/// file (`seen`) is read whole and checked against the manifest before any of it is sent,
+/// unless it was checked lately, so a holder never serves bytes that changed on its disk; a
+/// partial file's chunks were checked as they arrived. Stops when the peer hangs up; returns
+/// the index of a chunk that failed its check.
 fn send_file(
     file: &std::fs::File,
     manifest: &Manifest,
     range: Range<u64>,
     tx: &mpsc::Sender<Result<Bytes, Infallible>>,
     metrics: &super::metrics::SyncMetrics,
+    seen: Option<&Seen<'_>>,
 ) -> Result<(), usize> {
     let chunk_size = manifest.chunk_size.max(1);
     let first = usize::try_from(range.start / chunk_size).unwrap_or(usize::MAX);
@@ -285,15 +325,24 @@ fn send_file(
         if chunk.start >= range.end {
             break;
         }
-        let mut buf = vec![0u8; usize::try_from(chunk.end - chunk.start).unwrap_or(0)];
-        if file.read_exact_at(&mut buf, chunk.start).is_err() {
+        let check = seen.filter(|s| !s.checked(index));
+        // A chunk to check is read whole; otherwise only the part asked for.
+        let read = if check.is_some() {
+            chunk.clone()
+        } else {
+            range.start.max(chunk.start)..range.end.min(chunk.end)
+        };
+        let Some(buf) = read_at(file, read.clone()) else {
             return Ok(()); // the peer sees a short body and asks another holder
+        };
+        if let Some(s) = check {
+            if !manifest.verify(index, &buf) {
+                return Err(index);
+            }
+            s.record(index, manifest.len());
         }
-        if !manifest.verify(index, &buf) {
-            return Err(index);
-        }
-        let from = usize::try_from(range.start.max(chunk.start) - chunk.start).unwrap_or(0);
-        let to = usize::try_from(range.end.min(chunk.end) - chunk.start).unwrap_or(0);
+        let from = usize::try_from(range.start.max(read.start) - read.start).unwrap_or(0);
+        let to = usize::try_from(range.end.min(read.end) - read.start).unwrap_or(0);
         let data = Bytes::from(buf).slice(from..to);
         let mut at = 0;
         while at < data.len() {
@@ -309,12 +358,23 @@ fn send_file(
     Ok(())
 }
 
+/// Bytes `range` of `file`, read into fresh memory without zeroing it first; `None` when they
+/// cannot all be read.
+fn read_at(mut file: &std::fs::File, range: Range<u64>) -> Option<Vec<u8>> {
+    let len = usize::try_from(range.end - range.start).ok()?;
+    let mut buf = Vec::with_capacity(len);
+    file.seek(SeekFrom::Start(range.start)).ok()?;
+    file.take(len as u64).read_to_end(&mut buf).ok()?;
+    (buf.len() == len).then_some(buf)
+}
+
 /// A held artifact whose bytes no longer match: never served again. A whole artifact is
 /// dropped from the index and deleted (a later pull fetches it again); a partial one has the
 /// chunk unmarked.
 async fn corrupt(node: &Node, digest: &str, chunk: usize, whole: bool) {
     node.metrics.sync.verification_failures.inc();
     tracing::error!(%digest, chunk, "stored artifact failed its chunk check; no longer serving it");
+    node.content.checked().forget(digest);
     if whole {
         let _ = node.db.remove_artifact(digest).await;
         if let Some(path) = node.content.path(digest) {
