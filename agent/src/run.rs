@@ -59,6 +59,8 @@ pub struct Config {
     pub transfer_slots: usize,
     /// Bandwidth limit of all pulls, bytes per second (0: none).
     pub transfer_rate: u64,
+    /// Bandwidth limit of all serving to peers, bytes per second (0: none).
+    pub serve_rate: u64,
     /// Gossip: listen address, address to advertise, extra seeds. `None`: no gossip.
     pub gossip: Option<crate::gossip::GossipConfig>,
     /// Disk marks of retention.
@@ -189,7 +191,8 @@ pub async fn run(
                 .cluster_key
                 .as_ref()
                 .map_or_else(|| config.token.clone(), ClusterKey::peer_token),
-        ),
+        )
+        .with_serve_rate(config.serve_rate),
     });
     node.metrics.observe(&node.name, &node.inventory.borrow());
     let (stop_tx, stop_rx) = watch::channel(false);

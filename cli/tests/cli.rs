@@ -222,6 +222,10 @@ fn bench_sync_reports_agent_cp_rsync_and_spread_figures() {
         "4",
         "--spread-agents",
         "2",
+        "--rounds",
+        "2",
+        "--link-mib",
+        "8",
         "--patience",
         "120s",
     ]);
@@ -234,11 +238,24 @@ fn bench_sync_reports_agent_cp_rsync_and_spread_figures() {
         &["transfer", "rsync_daemon_loopback", "mib_per_s"],
         &["spread", "one_transfer_s"],
         &["spread", "all_agents_s"],
+        &["spread_behind_links", "one_transfer_s"],
+        &["spread_behind_links", "all_agents_s"],
+        &["sha256_one_core_mib_per_s"],
     ] {
         let v = path.iter().fold(&report, |v, k| &v[*k]);
         assert!(v.as_f64().is_some_and(|x| x > 0.0), "{path:?} in {report}");
     }
     assert_eq!(report["spread"]["agents"], 2);
+    assert_eq!(report["spread_behind_links"]["link_mib_per_s"], 8);
+    for method in ["agent_to_agent", "cp", "rsync_daemon_loopback"] {
+        let samples = report["transfer"][method]["samples_s"].as_array().unwrap();
+        assert_eq!(samples.len(), 2, "one sample per round: {report}");
+    }
+    // 4 MiB behind 8 MiB/s links (a quarter second of credit): 0.25 s at the least.
+    assert!(
+        report["spread_behind_links"]["one_transfer_s"].as_f64().unwrap() >= 0.24,
+        "{report}"
+    );
 }
 
 /// Runs `ringrift workload` under the contract's variables; returns (status, stdout, stderr).

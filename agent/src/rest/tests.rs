@@ -381,7 +381,10 @@ async fn a_partial_artifact_serves_only_its_verified_chunks() {
     );
     partial.mark(1);
     assert_eq!(
-        get(&rest, "GET", &path, Some("bytes=60-70")).await.body().as_ref(),
+        get(&rest, "GET", &path, Some("bytes=60-70"))
+            .await
+            .body()
+            .as_ref(),
         &data[60..71]
     );
     rest.node.sync.partials.remove(&digest);

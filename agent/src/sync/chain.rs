@@ -70,7 +70,11 @@ pub fn to_hex(state: &State) -> String {
 
 /// A state from [`to_hex`]'s spelling; `None` for anything else.
 pub fn from_hex(hex: &str) -> Option<State> {
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         return None;
     }
     let mut state = [0u32; 8];
@@ -95,7 +99,11 @@ mod tests {
         // Every padding case: empty, short, 55/56/63/64 bytes (one or two padding blocks), long.
         for n in [0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000, 4096 + 3] {
             let d = data(n);
-            assert_eq!(finish(INITIAL, &d, n as u64), <[u8; 32]>::from(Sha256::digest(&d)), "{n} bytes");
+            assert_eq!(
+                finish(INITIAL, &d, n as u64),
+                <[u8; 32]>::from(Sha256::digest(&d)),
+                "{n} bytes"
+            );
         }
     }
 
@@ -132,9 +140,18 @@ mod tests {
     #[test]
     fn states_round_trip_through_hex() {
         let hex = to_hex(&INITIAL);
-        assert_eq!(hex, "6a09e667bb67ae853c6ef372a54ff53a510e527f9b05688c1f83d9ab5be0cd19");
+        assert_eq!(
+            hex,
+            "6a09e667bb67ae853c6ef372a54ff53a510e527f9b05688c1f83d9ab5be0cd19"
+        );
         assert_eq!(from_hex(&hex), Some(INITIAL));
-        for bad in ["", "6a09", &hex.to_uppercase(), &format!("{}g", &hex[..63]), &format!("{hex}0")] {
+        for bad in [
+            "",
+            "6a09",
+            &hex.to_uppercase(),
+            &format!("{}g", &hex[..63]),
+            &format!("{hex}0"),
+        ] {
             assert_eq!(from_hex(bad), None, "{bad}");
         }
     }

@@ -155,7 +155,10 @@ mod tests {
         let path = file(b"x");
         let i = id(&path);
         let now = SystemTime::now();
-        assert!(!i.settled(now - Duration::from_secs(1)), "modified after the check began");
+        assert!(
+            !i.settled(now - Duration::from_secs(1)),
+            "modified after the check began"
+        );
         assert!(i.settled(now + SETTLE + Duration::from_millis(100)));
         std::fs::remove_file(&path).unwrap();
     }

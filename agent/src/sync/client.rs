@@ -259,7 +259,9 @@ impl Peer {
             .await?;
         let response = self.check_status(response).await?;
         let read = self
-            .frames(response, want, Some(gate), |data| sink(data).map_err(FetchError::Local))
+            .frames(response, want, Some(gate), |data| {
+                sink(data).map_err(FetchError::Local)
+            })
             .await;
         match read {
             Ok(n) if n == want => Ok(()),

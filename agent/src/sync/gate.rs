@@ -173,6 +173,7 @@ struct State {
 #[derive(Debug)]
 pub struct Gate {
     state: Mutex<State>,
+    slots: usize,
 }
 
 /// One request slot; given to the next waiter when dropped.
@@ -198,7 +199,13 @@ impl Gate {
                 queue: WaitQueue::default(),
                 bucket: Bucket::new(rate, Instant::now()),
             }),
+            slots: slots.max(1),
         })
+    }
+
+    /// Request slots in all.
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

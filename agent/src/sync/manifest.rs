@@ -129,7 +129,10 @@ impl Manifest {
         if self.chunk_check != CHUNK_CHECK {
             return Err(ManifestError::OtherCheck(self.chunk_check.clone()));
         }
-        if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE || !self.chunk_size.is_multiple_of(chain::BLOCK) {
+        if self.chunk_size == 0
+            || self.chunk_size > MAX_CHUNK_SIZE
+            || !self.chunk_size.is_multiple_of(chain::BLOCK)
+        {
             return Err(ManifestError::ChunkSize(self.chunk_size));
         }
         let wanted = chunk_count(size, self.chunk_size);
@@ -180,7 +183,8 @@ impl Manifest {
     /// digest).
     pub fn verify(&self, index: usize, data: &[u8]) -> bool {
         let range = self.range(index);
-        let (Some(mut state), true) = (self.start_of(index), data.len() as u64 == range.end - range.start) else {
+        let (Some(mut state), true) = (self.start_of(index), data.len() as u64 == range.end - range.start)
+        else {
             return false;
         };
         let blocks = data.len() - data.len() % 64;
@@ -281,7 +285,11 @@ mod tests {
         assert_eq!(m.len(), 3);
         assert_eq!((m.range(0), m.range(1), m.range(2)), (0..64, 64..128, 128..150));
         assert_eq!(m.digest, format!("sha256:{}", hex::encode(Sha256::digest(&data))));
-        assert_eq!(m.chunks[2], hex::encode(Sha256::digest(&data)), "the last state is the digest");
+        assert_eq!(
+            m.chunks[2],
+            hex::encode(Sha256::digest(&data)),
+            "the last state is the digest"
+        );
         for i in [2, 0, 1] {
             let r = m.range(i);
             let slice = &data[usize::try_from(r.start).unwrap()..usize::try_from(r.end).unwrap()];
@@ -297,13 +305,23 @@ mod tests {
             let data = bytes(n);
             let m = manifest_of(&data, 64);
             m.check(&m.digest, n as u64).unwrap();
-            assert_eq!(m.digest, format!("sha256:{}", hex::encode(Sha256::digest(&data))), "{n}");
+            assert_eq!(
+                m.digest,
+                format!("sha256:{}", hex::encode(Sha256::digest(&data))),
+                "{n}"
+            );
             assert!((0..m.len()).all(|i| {
                 let r = m.range(i);
-                m.verify(i, &data[usize::try_from(r.start).unwrap()..usize::try_from(r.end).unwrap()])
+                m.verify(
+                    i,
+                    &data[usize::try_from(r.start).unwrap()..usize::try_from(r.end).unwrap()],
+                )
             }));
         }
-        assert!(hash_file(Path::new("/nonexistent"), 100).is_err(), "not a multiple of 64");
+        assert!(
+            hash_file(Path::new("/nonexistent"), 100).is_err(),
+            "not a multiple of 64"
+        );
     }
 
     #[test]
@@ -316,7 +334,10 @@ mod tests {
         assert!(!m.verify(0, &bad), "flipped bit");
         assert!(!m.verify(0, &data[0..63]), "short");
         assert!(m.verify(2, &data[128..140]), "the short last chunk");
-        assert!(!m.verify(1, &data[0..64]), "the right length, another chunk's bytes");
+        assert!(
+            !m.verify(1, &data[0..64]),
+            "the right length, another chunk's bytes"
+        );
         assert!(!m.verify(3, &data[0..1]), "no such chunk");
         // A state in the chain that is wrong fails both chunks that touch it.
         let mut lying = m.clone();
@@ -352,9 +373,14 @@ mod tests {
         let mut old = m.clone();
         old.chunk_check = String::new();
         assert_eq!(old.check(&d, 150), Err(ManifestError::OtherCheck(String::new())));
-        let old: Manifest =
-            serde_json::from_str(&format!(r#"{{"digest":"{d}","sizeBytes":150,"chunkSize":64,"chunks":[]}}"#)).unwrap();
-        assert!(matches!(old.check(&d, 150), Err(ManifestError::OtherCheck(_))), "a manifest of an older peer");
+        let old: Manifest = serde_json::from_str(&format!(
+            r#"{{"digest":"{d}","sizeBytes":150,"chunkSize":64,"chunks":[]}}"#
+        ))
+        .unwrap();
+        assert!(
+            matches!(old.check(&d, 150), Err(ManifestError::OtherCheck(_))),
+            "a manifest of an older peer"
+        );
         for size in [0, 100, MAX_CHUNK_SIZE + 64] {
             let mut odd = m.clone();
             odd.chunk_size = size;

@@ -5,7 +5,9 @@
 //! soon as it has a free slot, so fast holders serve more chunks than slow ones. Among the
 //! chunks a holder has, the rarest comes first (the swarm rule: pieces few peers hold spread
 //! before pieces many hold), and ties go to the chunk nearest the holder's own starting point so
-//! holders do not all start on the same chunk.
+//! holders do not all start on the same chunk. The starting points are turned by the puller's
+//! own offset ([`Planner::offset`]), so pullers of one artifact ask a shared holder for
+//! different chunks, and soon have different chunks to give each other.
 
 /// How a chunk request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,7 @@ impl Holder {
 pub struct Planner {
     chunks: Vec<Chunk>,
     holders: Vec<Holder>,
+    offset: usize,
 }
 
 impl Planner {
@@ -80,7 +83,15 @@ impl Planner {
                 })
                 .collect(),
             holders: Vec::new(),
+            offset: 0,
         }
+    }
+
+    /// Turns every holder's starting point by `offset` chunks (pullers pick theirs apart, from
+    /// their names).
+    #[must_use]
+    pub fn offset(self, offset: usize) -> Self {
+        Self { offset, ..self }
     }
 
     /// Adds a holder (or updates what it has); returns its index.
@@ -97,6 +108,15 @@ impl Planner {
             ban: None,
         });
         self.holders.len() - 1
+    }
+
+    /// Whether the holder named `name` has every chunk (`None`: not a holder of this pull, or
+    /// dropped from it).
+    pub fn has_all(&self, name: &str) -> Option<bool> {
+        self.holders
+            .iter()
+            .find(|h| h.name == name && h.ban.is_none())
+            .map(|h| h.have.is_none())
     }
 
     /// The holder's name.
@@ -123,7 +143,7 @@ impl Planner {
         }
         let n = self.chunks.len();
         let usable = self.holders.len().max(1);
-        let start = holder * n / usable;
+        let start = (holder * n / usable + self.offset) % n.max(1);
         let rarity = |c: usize| self.holders.iter().filter(|o| o.has(c)).count();
         let best = (0..n)
             .filter(|&c| self.chunks[c] == Chunk::Missing && h.has(c))
@@ -220,6 +240,21 @@ mod tests {
         rest.sort_unstable();
         assert_eq!(rest, vec![1, 2, 3, 5, 6, 7]);
         assert_eq!(p.next(a), None, "nothing left to ask");
+    }
+
+    #[test]
+    fn pullers_with_other_offsets_ask_a_shared_holder_for_other_chunks() {
+        let mut a = Planner::new(64, &[]).offset(0);
+        let mut b = Planner::new(64, &[]).offset(21);
+        let (ha, hb) = (a.holder("seed", None), b.holder("seed", None));
+        let first_a: Vec<usize> = (0..3).filter_map(|_| a.next(ha)).collect();
+        let first_b: Vec<usize> = (0..3).filter_map(|_| b.next(hb)).collect();
+        assert_eq!(first_a, vec![0, 1, 2]);
+        assert_eq!(first_b, vec![21, 22, 23]);
+        // The offset wraps around the end.
+        let mut c = Planner::new(4, &[]).offset(7);
+        let h = c.holder("seed", None);
+        assert_eq!(drain(&mut c, h), vec![3, 0, 1, 2]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! that serves bad bytes is dropped and penalized; one that dies mid-transfer leaves its chunks
 //! to the others.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,11 +16,11 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use ringrift_crds::common::Artifact;
 
+use super::checked::FileId;
 use super::client::{Conn, FetchError, Peer};
 use super::gate::Class;
 use super::manifest::Manifest;
 use super::plan::{Ban, Outcome, Planner};
-use super::checked::FileId;
 use super::receive::ChunkSink;
 use super::serve::Partial;
 use crate::artifacts::{ArtifactError, kind_name};
@@ -33,6 +33,10 @@ const PER_HOLDER: usize = 3;
 const STALL: Duration = Duration::from_secs(60);
 /// Least time between progress records.
 const RECORD_EVERY: Duration = Duration::from_millis(500);
+/// How often holders are asked again what they have, and gossip for new holders.
+const REFRESH: Duration = Duration::from_millis(500);
+/// Longest wait for a holder's answer to what it has.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Manifests tried before a pull gives up.
 const MAX_ROUNDS: usize = 4;
 
@@ -194,7 +198,13 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
                 drop(file);
                 let dest = node
                     .content
-                    .admit(&node.db, &path, &artifact.name, kind_name(artifact.kind), &manifest)
+                    .admit(
+                        &node.db,
+                        &path,
+                        &artifact.name,
+                        kind_name(artifact.kind),
+                        &manifest,
+                    )
                     .await?;
                 // Every chunk was checked on its way into this file: serving it needs no
                 // second look while the file stays as written.
@@ -358,7 +368,10 @@ struct Request(tokio::task::JoinHandle<Fetched>);
 impl std::future::Future for Request {
     type Output = Option<Fetched>;
 
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         std::pin::Pin::new(&mut self.0).poll(cx).map(Result::ok)
     }
 }
@@ -369,8 +382,58 @@ impl Drop for Request {
     }
 }
 
-/// Fetches every missing chunk, `PER_HOLDER` requests per holder at a time, into `file`; sets
-/// `bad_data` when a holder served bytes that did not check out.
+/// What a round of asking holders what they have found: holders (name, peer) whose manifest
+/// is the pull's, with the chunks they have (`None`: all).
+type Asked = Vec<(String, Peer, Option<Vec<bool>>)>;
+
+/// Asks `peers` at once what they have of `manifest`'s artifact, each within a second.
+async fn ask(peers: Vec<(String, Peer)>, manifest: Arc<Manifest>) -> Asked {
+    let asks = peers.into_iter().map(|(name, peer)| {
+        let manifest = manifest.clone();
+        async move {
+            let mut conn = None;
+            match tokio::time::timeout(ASK_TIMEOUT, peer.chunks(&mut conn, &manifest.digest)).await {
+                Ok(Ok(c)) if c.manifest == *manifest => Some((name, peer, c.have())),
+                Ok(Ok(_)) => {
+                    tracing::warn!(holder = %name, digest = %manifest.digest, "holder's manifest differs; not asking it");
+                    None
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(holder = %name, error = %e, "holder unavailable");
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+    });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The answers of a round of asking, once in (never, when none is under way).
+async fn answered(refresh: &mut Option<tokio::task::JoinHandle<Asked>>) -> Asked {
+    match refresh {
+        Some(r) => r.await.unwrap_or_default(),
+        None => std::future::pending().await,
+    }
+}
+
+/// A number from a name, to turn this puller's starting points by (see [`Planner::offset`]).
+fn offset_of(name: &str, count: usize) -> usize {
+    let sum = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    usize::try_from(sum % count.max(1) as u64).unwrap_or(0)
+}
+
+/// Fetches every missing chunk into `file`: `PER_HOLDER` requests per holder and no more than
+/// the agent's request slots at a time. Every [`REFRESH`] the holders are asked again what they
+/// have, and holders gossip has learnt of since are added (pullers of the same artifact serve
+/// each other the chunks they have). Sets `bad_data` when a holder served bytes that did not
+/// check out.
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
 async fn chunks(
     node: &Node,
@@ -384,32 +447,46 @@ async fn chunks(
     bad_data: &mut bool,
 ) -> Result<(), PullError> {
     let digest = manifest.digest.as_str();
-    let mut planner = Planner::new(manifest.len(), done);
+    let mut planner = Planner::new(manifest.len(), done).offset(offset_of(&node.name, manifest.len()));
     if planner.is_done() {
         return Ok(());
     }
-    // Ask every holder what it has (a holder still pulling serves only its verified chunks).
-    let mut usable: Vec<(usize, &Peer)> = Vec::new();
-    for (h, peer) in peers.iter().filter(|(h, _)| !distrusted.contains(&h.name)) {
-        let mut conn = None;
-        match peer.chunks(&mut conn, digest).await {
-            Ok(c) if c.manifest == *manifest => usable.push((planner.holder(&h.name, c.have()), peer)),
-            Ok(_) => tracing::warn!(holder = %h.name, %digest, "holder's manifest differs; not asking it"),
-            Err(e) => tracing::debug!(holder = %h.name, error = %e, "holder unavailable"),
-        }
-    }
     let shared = Arc::new(manifest.clone());
-    let mut idle: Vec<Vec<Conn>> = (0..peers.len()).map(|_| Vec::new()).collect();
+    // Holders by their planner index; every peer known by name (asked or not).
+    let mut usable: Vec<(usize, Peer)> = Vec::new();
+    let mut known: Vec<(String, Peer)> = peers
+        .iter()
+        .filter(|(h, _)| !distrusted.contains(&h.name))
+        .map(|(h, p)| (h.name.clone(), p.clone()))
+        .collect();
+    let add = |planner: &mut Planner, usable: &mut Vec<(usize, Peer)>, asked: Asked| {
+        for (name, peer, have) in asked {
+            let i = planner.holder(&name, have);
+            if !usable.iter().any(|(u, _)| *u == i) {
+                usable.push((i, peer));
+            }
+        }
+    };
+    add(
+        &mut planner,
+        &mut usable,
+        ask(known.clone(), shared.clone()).await,
+    );
+    let most = node.sync.gate.slots();
+    let mut idle: HashMap<usize, Vec<Conn>> = HashMap::new();
     let mut in_flight = FuturesUnordered::new();
+    let mut refresh: Option<tokio::task::JoinHandle<Asked>> = None;
+    let mut next_refresh = tokio::time::Instant::now() + REFRESH;
     let mut last_progress = Instant::now();
     let mut last_record = Instant::now();
-    let mut last_refresh = Instant::now();
     loop {
-        for &(h, peer) in &usable {
-            while planner.in_flight(h) < PER_HOLDER
+        for (h, peer) in &usable {
+            let h = *h;
+            while in_flight.len() < most
+                && planner.in_flight(h) < PER_HOLDER
                 && let Some(c) = planner.next(h)
             {
-                let mut conn = idle.get_mut(h).and_then(Vec::pop);
+                let mut conn = idle.get_mut(&h).and_then(Vec::pop);
                 let range = manifest.range(c);
                 let gate = node.sync.gate.clone();
                 let metrics = node.metrics.sync.clone();
@@ -441,80 +518,105 @@ async fn chunks(
                     usable: planner.usable(),
                 });
             }
-            // Partial holders may have more by now.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if last_refresh.elapsed() > Duration::from_millis(200) {
-                last_refresh = Instant::now();
-                for (h, peer) in peers.iter().filter(|(h, _)| !distrusted.contains(&h.name)) {
-                    let mut conn = None;
-                    if let Ok(c) = peer.chunks(&mut conn, digest).await
-                        && c.manifest == *manifest
+        }
+        tokio::select! {
+            Some(next) = in_flight.next(), if !in_flight.is_empty() => {
+                let Some((holder, chunk, conn, result)) = next else {
+                    return Err(local_io("receive", &partial.path)(std::io::Error::other(
+                        "a chunk request ended abnormally",
+                    )));
+                };
+                let outcome = outcome(node, &planner, holder, chunk, result)
+                    .map_err(|e| local_io("write", &partial.path)(e))?;
+                if let Some(conn) = conn {
+                    idle.entry(holder).or_default().push(conn);
+                }
+                if outcome == Outcome::Verified {
+                    partial.mark(chunk);
+                    last_progress = Instant::now();
+                }
+                if let Some(ban) = planner.finish(chunk, holder, outcome) {
+                    dropped(node, planner.name(holder), digest, ban);
+                    *bad_data |= ban == Ban::BadData;
+                }
+                if last_record.elapsed() > RECORD_EVERY {
+                    last_record = Instant::now();
+                    record(node, digest, &planner).await;
+                }
+            }
+            asked = answered(&mut refresh), if refresh.is_some() => {
+                refresh = None;
+                next_refresh = tokio::time::Instant::now() + REFRESH;
+                add(&mut planner, &mut usable, asked);
+            }
+            () = tokio::time::sleep_until(next_refresh), if refresh.is_none() => {
+                // Holders gossip names now (other pullers, new whole holders) join the known.
+                let (whole, pulling) = node.sync.holders_of(digest);
+                for (name, endpoint) in whole.into_iter().chain(pulling) {
+                    if name != node.name
+                        && !distrusted.contains(&name)
+                        && !known.iter().any(|(k, _)| *k == name)
+                        && let Ok(peer) = Peer::new(&endpoint, &node.sync.fetch_token)
                     {
-                        let i = planner.holder(&h.name, c.have());
-                        if !usable.iter().any(|(u, _)| *u == i) {
-                            usable.push((i, peer));
-                        }
+                        known.push((name, peer));
                     }
                 }
+                // Ask the partial holders and those not asked yet (a whole holder stays whole).
+                let ask_now: Vec<(String, Peer)> = known
+                    .iter()
+                    .filter(|(name, _)| planner.has_all(name) != Some(true))
+                    .cloned()
+                    .collect();
+                refresh = Some(tokio::spawn(ask(ask_now, shared.clone())));
             }
-            continue;
-        }
-        let Some(next) = in_flight.next().await else {
-            continue;
-        };
-        let Some((holder, chunk, conn, result)) = next else {
-            return Err(local_io("receive", &partial.path)(std::io::Error::other(
-                "a chunk request ended abnormally",
-            )));
-        };
-        let outcome = match result {
-            Ok(true) => Outcome::Verified,
-            Ok(false) => {
-                node.metrics.sync.verification_failures.inc();
-                tracing::warn!(holder = planner.name(holder), chunk = chunk, %digest, "chunk failed verification");
-                Outcome::Corrupt
-            }
-            Err(FetchError::Local(error)) => return Err(local_io("write", &partial.path)(error)),
-            // A partial holder asked for a chunk it no longer claims: not its fault.
-            Err(FetchError::Status(_, 416, _)) => Outcome::Transient,
-            Err(e) => {
-                tracing::debug!(holder = planner.name(holder), chunk = chunk, error = %e, "chunk request failed");
-                Outcome::Transient
-            }
-        };
-        if let (Some(conn), Some(pool)) = (conn, idle.get_mut(holder)) {
-            pool.push(conn);
-        }
-        if outcome == Outcome::Verified {
-            partial.mark(chunk);
-            last_progress = Instant::now();
-        }
-        if let Some(ban) = planner.finish(chunk, holder, outcome) {
-            let name = planner.name(holder).to_owned();
-            let reason = match ban {
-                Ban::BadData => {
-                    *bad_data = true;
-                    node.sync.penalize(&name);
-                    "bad_data"
-                }
-                Ban::Unreachable => "unreachable",
-            };
-            tracing::warn!(holder = %name, %digest, reason, "holder dropped from the pull");
-            node.metrics
-                .sync
-                .holders_dropped
-                .get_or_create(&super::metrics::ReasonLabels {
-                    reason: reason.into(),
-                })
-                .inc();
-        }
-        if last_record.elapsed() > RECORD_EVERY {
-            last_record = Instant::now();
-            record(node, digest, &planner).await;
         }
     }
     record(node, digest, &planner).await;
     Ok(())
+}
+
+/// How a finished chunk request counts; `Err` for this agent's own write error.
+fn outcome(
+    node: &Node,
+    planner: &Planner,
+    holder: usize,
+    chunk: usize,
+    result: Result<bool, FetchError>,
+) -> Result<Outcome, std::io::Error> {
+    Ok(match result {
+        Ok(true) => Outcome::Verified,
+        Ok(false) => {
+            node.metrics.sync.verification_failures.inc();
+            tracing::warn!(holder = planner.name(holder), chunk, "chunk failed verification");
+            Outcome::Corrupt
+        }
+        Err(FetchError::Local(error)) => return Err(error),
+        // A partial holder asked for a chunk it no longer claims: not its fault.
+        Err(FetchError::Status(_, 416, _)) => Outcome::Transient,
+        Err(e) => {
+            tracing::debug!(holder = planner.name(holder), chunk, error = %e, "chunk request failed");
+            Outcome::Transient
+        }
+    })
+}
+
+/// Logs and counts a holder dropped from a pull (and penalizes one that served bad data).
+fn dropped(node: &Node, name: &str, digest: &str, ban: Ban) {
+    let reason = match ban {
+        Ban::BadData => {
+            node.sync.penalize(name);
+            "bad_data"
+        }
+        Ban::Unreachable => "unreachable",
+    };
+    tracing::warn!(holder = %name, %digest, reason, "holder dropped from the pull");
+    node.metrics
+        .sync
+        .holders_dropped
+        .get_or_create(&super::metrics::ReasonLabels {
+            reason: reason.into(),
+        })
+        .inc();
 }
 
 async fn record(node: &Node, digest: &str, planner: &Planner) {

@@ -103,8 +103,17 @@ mod tests {
     #[test]
     fn pieces_of_any_size_are_written_and_verified() {
         let (data, m, path) = setup(256 * 3 + 100);
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-        for (index, pieces) in [(1, vec![1, 63, 64, 100, 28]), (3, vec![7, 93]), (0, vec![256]), (2, vec![200, 56])] {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        for (index, pieces) in [
+            (1, vec![1, 63, 64, 100, 28]),
+            (3, vec![7, 93]),
+            (0, vec![256]),
+            (2, vec![200, 56]),
+        ] {
             let r = m.range(index);
             let mut at = usize::try_from(r.start).unwrap();
             let mut sink = ChunkSink::new(&m, index, &file);
@@ -123,7 +132,11 @@ mod tests {
     #[test]
     fn bad_short_or_long_chunks_fail() {
         let (data, m, path) = setup(600);
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         let mut bad = data[256..512].to_vec();
         bad[9] ^= 0x40;
         let mut sink = ChunkSink::new(&m, 1, &file);

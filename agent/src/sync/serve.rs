@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::ops::Range;
 use std::io::{Read as _, Seek as _, SeekFrom};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -238,7 +238,15 @@ pub async fn content(
             // A partial artifact's chunks were checked on their way in by this agent; a stored
             // one is checked unless it was lately, unchanged since.
             let seen = whole.then(|| Seen::of(&sender, &checked.digest, &file));
-            send_file(&file, &checked, start..start + length, &tx, &sender.metrics.sync, seen.as_ref())
+            send_file(
+                &file,
+                &checked,
+                start..start + length,
+                &tx,
+                &sender.metrics.sync,
+                &sender.sync,
+                seen.as_ref(),
+            )
         });
         let node = node.clone();
         let bad = digest.clone();
@@ -315,6 +323,7 @@ fn send_file(
     range: Range<u64>,
     tx: &mpsc::Sender<Result<Bytes, Infallible>>,
     metrics: &super::metrics::SyncMetrics,
+    limit: &super::state::SyncState,
     seen: Option<&Seen<'_>>,
 ) -> Result<(), usize> {
     let chunk_size = manifest.chunk_size.max(1);
@@ -347,6 +356,10 @@ fn send_file(
         let mut at = 0;
         while at < data.len() {
             let end = (at + BLOCK).min(data.len());
+            let wait = limit.serve_wait((end - at) as u64);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
             metrics.moved("out", "served", (end - at) as u64);
             if tx.blocking_send(Ok(data.slice(at..end))).is_err() {
                 return Ok(());

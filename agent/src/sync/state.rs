@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::gate::Gate;
+use super::gate::{Bucket, Gate};
 use super::serve::Partials;
 use crate::gossip::Member;
 use crate::gossip::state::raw_digest;
@@ -26,6 +26,8 @@ pub struct SyncState {
     pub fetch_token: String,
     /// Pulls in progress.
     pub partials: Partials,
+    /// The bandwidth limit of serving peers.
+    serving: Mutex<Bucket>,
     view: Mutex<(Vec<Member>, Vec<String>)>,
     penalties: Mutex<HashMap<String, Instant>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -39,10 +41,28 @@ impl SyncState {
             gate: Gate::new(slots, rate),
             fetch_token,
             partials: Partials::default(),
+            serving: Mutex::new(Bucket::new(0, Instant::now())),
             view: Mutex::default(),
             penalties: Mutex::default(),
             locks: Mutex::default(),
         }
+    }
+
+    /// Limits serving peers to `rate` bytes per second (0: none).
+    #[must_use]
+    pub fn with_serve_rate(self, rate: u64) -> Self {
+        Self {
+            serving: Mutex::new(Bucket::new(rate, Instant::now())),
+            ..self
+        }
+    }
+
+    /// How long to wait before serving `bytes` more (within the serving limit).
+    pub fn serve_wait(&self, bytes: u64) -> Duration {
+        self.serving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(bytes, Instant::now())
     }
 
     /// Records the gossip view: live members and members seen dead.
@@ -134,6 +154,20 @@ impl SyncState {
 mod tests {
     use super::*;
     use crate::gossip::state::AgentState;
+
+    #[test]
+    fn serving_is_limited_only_when_asked() {
+        let free = SyncState::new(4, 0, "t".into());
+        assert_eq!(free.serve_wait(1 << 30), Duration::ZERO);
+        let limited = SyncState::new(4, 0, "t".into()).with_serve_rate(1024 * 1024);
+        // A quarter second of credit, then the rate.
+        assert_eq!(limited.serve_wait(256 * 1024), Duration::ZERO);
+        let wait = limited.serve_wait(1024 * 1024);
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+    }
 
     #[test]
     fn penalties_and_holders() {

@@ -1,9 +1,11 @@
 //! `ringrift bench sync`: artifact transfer between real agents over loopback, side by side in
-//! one run with `cp` of the same file and `rsync` from an rsync daemon on loopback; then the
-//! spread of one artifact from a single holder to many agents at once against one transfer.
-//! A transfer is timed from the creation of a `Task` that needs the artifact to the task
-//! running, so it includes the watch delivery, the status writes and the task's start (a few
-//! milliseconds). Prints JSON; never fails on speed.
+//! one run with `cp` of the same file and `rsync` from an rsync daemon on loopback (in rounds,
+//! each round in another order, medians reported: on a virtual machine the first writer of
+//! fresh memory pays for it); then the spread of one artifact from a single holder to many
+//! agents at once against one transfer, with no limit and with every agent behind a modelled
+//! network link (`--link-mib`, in and out). A transfer is timed from the creation of a `Task`
+//! that needs the artifact to the task running, so it includes the watch delivery, the status
+//! writes and the task's start (a few milliseconds). Prints JSON; never fails on speed.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,9 +33,12 @@ pub struct BenchSyncArgs {
     /// Agents the artifact is spread to.
     #[arg(long, default_value_t = 16)]
     pub spread_agents: usize,
-    /// Bandwidth limit of each pulling agent, MiB/s (0: none), to model a network link.
-    #[arg(long, default_value_t = 0)]
-    pub rate_mib: u64,
+    /// Rounds of the agent / cp / rsync comparison (medians reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub rounds: u64,
+    /// The modelled link of every agent in the second spread, MiB/s in and out (0: skip it).
+    #[arg(long, default_value_t = 100)]
+    pub link_mib: u64,
     /// Longest wait for any one transfer.
     #[arg(long, default_value = "600s", value_parser = crate::duration::parse)]
     pub patience: Duration,
@@ -42,7 +47,6 @@ pub struct BenchSyncArgs {
 struct Bench {
     fleet: Fleet,
     key_file: PathBuf,
-    rate: String,
 }
 
 #[allow(clippy::cast_precision_loss)]
@@ -51,8 +55,10 @@ fn mib_per_s(mib: u64, seconds: f64) -> f64 {
 }
 
 impl Bench {
-    async fn agent(&self, name: &str) -> anyhow::Result<Process> {
+    /// Starts agent `name`, behind a link of `link` MiB/s in and out (0: none).
+    async fn agent(&self, name: &str, link: u64) -> anyhow::Result<Process> {
         let key = self.key_file.display().to_string();
+        let link = link.to_string();
         self.fleet
             .agent(
                 name,
@@ -66,7 +72,9 @@ impl Bench {
                     "--sample-interval",
                     "30s",
                     "--transfer-rate-mib",
-                    &self.rate,
+                    &link,
+                    "--serve-rate-mib",
+                    &link,
                 ],
             )
             .await
@@ -148,14 +156,15 @@ impl Bench {
         }
     }
 
-    /// Pulls `artifact` onto a fresh agent `name`; the seconds it took.
+    /// Pulls `artifact` onto a fresh agent `name` (behind `link`); the seconds it took.
     async fn one_transfer(
         &self,
         name: &str,
+        link: u64,
         artifact: &Artifact,
         patience: Duration,
     ) -> anyhow::Result<(f64, Process)> {
-        let agent = self.agent(name).await?;
+        let agent = self.agent(name, link).await?;
         let since = Instant::now();
         self.task(
             &format!("{name}-pull"),
@@ -179,8 +188,8 @@ fn time_command(program: &str, args: &[&str]) -> anyhow::Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// `rsync` of `file` from an rsync daemon on loopback into `dest`.
-async fn rsync(file: &Path, dest: &Path, dir: &Path) -> anyhow::Result<f64> {
+/// An rsync daemon on loopback serving the directory of `file`; the URL of `file`.
+async fn rsync_daemon(file: &Path, dir: &Path) -> anyhow::Result<(tokio::process::Child, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let conf = dir.join("rsyncd.conf");
     let module = file.parent().context("artifact without a directory")?;
@@ -193,7 +202,7 @@ async fn rsync(file: &Path, dest: &Path, dir: &Path) -> anyhow::Result<f64> {
             module.display()
         ),
     )?;
-    let mut daemon = tokio::process::Command::new("rsync")
+    let daemon = tokio::process::Command::new("rsync")
         .args([
             "--daemon",
             "--no-detach",
@@ -220,23 +229,93 @@ async fn rsync(file: &Path, dest: &Path, dir: &Path) -> anyhow::Result<f64> {
         .context("no file name")?
         .to_string_lossy()
         .into_owned();
-    let url = format!("rsync://127.0.0.1:{port}/m/{name}");
-    let secs = time_command("rsync", &[&url, &dest.display().to_string()]);
-    let _ = daemon.kill().await;
-    secs
+    Ok((daemon, format!("rsync://127.0.0.1:{port}/m/{name}")))
 }
 
-#[allow(clippy::too_many_lines, clippy::cast_precision_loss)]
+/// SHA-256 on one core of this machine, MiB/s, with the code that checks chunks: the bound of
+/// any transfer that checks what it receives (every byte pulled is hashed once).
+fn sha256_rate() -> f64 {
+    use ringrift_agent::sync::chain;
+    let buf = vec![0x5au8; 64 * 1024 * 1024];
+    let start = Instant::now();
+    let mut state = chain::INITIAL;
+    for _ in 0..4 {
+        chain::advance(&mut state, &buf);
+    }
+    std::hint::black_box(state);
+    mib_per_s(256, start.elapsed().as_secs_f64())
+}
+
+/// The median of `samples` (not empty).
+fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn figure(samples: &[f64], mib: u64) -> serde_json::Value {
+    let m = median(samples);
+    json!({
+        "seconds": round3(m),
+        "mib_per_s": mib_per_s(mib, m),
+        "samples_s": samples.iter().map(|s| round3(*s)).collect::<Vec<_>>(),
+    })
+}
+
+/// One spread: a holder behind `link` makes a `mib` MiB artifact, one fresh agent pulls it
+/// alone, then `agents` fresh agents get a Task each at once.
+async fn spread(
+    b: &Bench,
+    tag: &str,
+    link: u64,
+    mib: u64,
+    agents: usize,
+    patience: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let _holder = b.agent(&format!("{tag}-seed"), link).await?;
+    let artifact = b
+        .produce(&format!("{tag}-art"), &format!("{tag}-seed"), mib)
+        .await?;
+    let (one_s, _one) = b
+        .one_transfer(&format!("{tag}-single"), link, &artifact, patience)
+        .await?;
+    let mut spreaders = Vec::new();
+    for i in 0..agents {
+        spreaders.push(b.agent(&format!("{tag}{i}"), link).await?);
+    }
+    // Let gossip tell everyone about everyone (a pull asks partial holders it knows of).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let names: Vec<String> = (0..agents).map(|i| format!("{tag}{i}-pull")).collect();
+    let since = Instant::now();
+    for (i, name) in names.iter().enumerate() {
+        b.task(
+            name,
+            &format!("{tag}{i}"),
+            "true",
+            std::slice::from_ref(&artifact),
+        )
+        .await?;
+    }
+    let all_s = b.running(&names, since, patience).await?;
+    #[allow(clippy::cast_precision_loss)]
+    Ok(json!({
+        "size_mib": mib,
+        "agents": agents,
+        "link_mib_per_s": link,
+        "one_transfer_s": round3(one_s),
+        "all_agents_s": round3(all_s),
+        "single_transfers_one_after_another_s": round3(one_s * agents as f64),
+        "vs_one_transfer": round3(all_s / one_s.max(1e-9)),
+    }))
+}
+
 async fn bench(args: BenchSyncArgs) -> anyhow::Result<serde_json::Value> {
+    let sha256 = sha256_rate();
     let fleet = Fleet::start("sync").await?;
     let key_file = fleet.dir().join("cluster-key");
     std::fs::write(&key_file, uuid::Uuid::new_v4().simple().to_string())?;
-    let b = Bench {
-        key_file,
-        rate: args.rate_mib.to_string(),
-        fleet,
-    };
-    let _seed = b.agent("seed").await?;
+    let b = Bench { fleet, key_file };
+    let _seed = b.agent("seed", 0).await?;
     eprintln!("making a {} MiB artifact on the seed agent", args.size_mib);
     let big = b.produce("big", "seed", args.size_mib).await?;
     let stored = b
@@ -244,61 +323,77 @@ async fn bench(args: BenchSyncArgs) -> anyhow::Result<serde_json::Value> {
         .dir()
         .join("agent-seed/artifacts/sha256")
         .join(big.digest.trim_start_matches("sha256:"));
-
-    eprintln!("agent to agent");
-    let (agent_s, _puller) = b.one_transfer("puller", &big, args.patience).await?;
-    let cp_dest = b.fleet.dir().join("cp-copy");
-    let cp_s = time_command(
-        "cp",
-        &[&stored.display().to_string(), &cp_dest.display().to_string()],
-    )?;
-    let _ = std::fs::remove_file(&cp_dest);
-    eprintln!("rsync");
-    let rsync_dest = b.fleet.dir().join("rsync-copy");
-    let rsync_s = rsync(&stored, &rsync_dest, b.fleet.dir()).await?;
-    let _ = std::fs::remove_file(&rsync_dest);
+    let (mut daemon, url) = rsync_daemon(&stored, b.fleet.dir()).await?;
+    let (mut agent_s, mut cp_s, mut rsync_s) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pullers = Vec::new();
+    let copy = b.fleet.dir().join("copy");
+    for round in 0..args.rounds {
+        for step in 0..3 {
+            match (round + step) % 3 {
+                0 => {
+                    eprintln!("round {round}: agent to agent");
+                    let (secs, puller) = b
+                        .one_transfer(&format!("puller{round}"), 0, &big, args.patience)
+                        .await?;
+                    agent_s.push(secs);
+                    pullers.push(puller);
+                }
+                1 => {
+                    eprintln!("round {round}: cp");
+                    cp_s.push(time_command(
+                        "cp",
+                        &[&stored.display().to_string(), &copy.display().to_string()],
+                    )?);
+                    let _ = std::fs::remove_file(&copy);
+                }
+                _ => {
+                    eprintln!("round {round}: rsync");
+                    rsync_s.push(time_command("rsync", &[&url, &copy.display().to_string()])?);
+                    let _ = std::fs::remove_file(&copy);
+                }
+            }
+        }
+    }
+    let _ = daemon.kill().await;
 
     eprintln!(
         "spreading {} MiB to {} agents",
         args.spread_mib, args.spread_agents
     );
-    let small = b.produce("spread", "seed", args.spread_mib).await?;
-    let (one_s, _one) = b.one_transfer("single", &small, args.patience).await?;
-    let mut spreaders = Vec::new();
-    for i in 0..args.spread_agents {
-        spreaders.push(b.agent(&format!("s{i}")).await?);
-    }
-    // Let gossip tell everyone about everyone (a pull asks partial holders it knows of).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let names: Vec<String> = (0..args.spread_agents).map(|i| format!("s{i}-pull")).collect();
-    let since = Instant::now();
-    for (i, name) in names.iter().enumerate() {
-        b.task(name, &format!("s{i}"), "true", std::slice::from_ref(&small))
-            .await?;
-    }
-    let spread_s = b.running(&names, since, args.patience).await?;
-    let agent_rate = mib_per_s(args.size_mib, agent_s);
-    let cp_rate = mib_per_s(args.size_mib, cp_s);
-    let rsync_rate = mib_per_s(args.size_mib, rsync_s);
+    let free = spread(&b, "s", 0, args.spread_mib, args.spread_agents, args.patience).await?;
+    let linked = if args.link_mib > 0 {
+        eprintln!(
+            "spreading {} MiB to {} agents behind {} MiB/s links",
+            args.spread_mib, args.spread_agents, args.link_mib
+        );
+        spread(
+            &b,
+            "l",
+            args.link_mib,
+            args.spread_mib,
+            args.spread_agents,
+            args.patience,
+        )
+        .await?
+    } else {
+        serde_json::Value::Null
+    };
+    let rate = |samples: &[f64]| mib_per_s(args.size_mib, median(samples));
+    let (agent_rate, cp_rate, rsync_rate) = (rate(&agent_s), rate(&cp_s), rate(&rsync_s));
     Ok(json!({
         "bench": "sync",
-        "rate_limit_mib_per_s": args.rate_mib,
+        "sha256_one_core_mib_per_s": sha256,
         "transfer": {
             "size_mib": args.size_mib,
-            "agent_to_agent": {"seconds": round3(agent_s), "mib_per_s": agent_rate},
-            "cp": {"seconds": round3(cp_s), "mib_per_s": cp_rate},
-            "rsync_daemon_loopback": {"seconds": round3(rsync_s), "mib_per_s": rsync_rate},
+            "rounds": args.rounds,
+            "agent_to_agent": figure(&agent_s, args.size_mib),
+            "cp": figure(&cp_s, args.size_mib),
+            "rsync_daemon_loopback": figure(&rsync_s, args.size_mib),
             "vs_rsync": round3(agent_rate / rsync_rate.max(1e-9)),
             "vs_cp": round3(agent_rate / cp_rate.max(1e-9)),
         },
-        "spread": {
-            "size_mib": args.spread_mib,
-            "agents": args.spread_agents,
-            "one_transfer_s": round3(one_s),
-            "all_agents_s": round3(spread_s),
-            "sixteen_single_transfers_s": round3(one_s * args.spread_agents as f64),
-            "vs_one_transfer": round3(spread_s / one_s.max(1e-9)),
-        },
+        "spread": free,
+        "spread_behind_links": linked,
         "targets": {"vs_rsync": 2.0, "vs_cp": 0.5, "spread_vs_one_transfer": 3.0},
     }))
 }
