@@ -119,6 +119,9 @@ impl<T> WaitQueue<T> {
     }
 }
 
+/// The shortest wait a [`Bucket`] asks for.
+pub const MIN_WAIT: Duration = Duration::from_millis(2);
+
 /// A token bucket in bytes: `rate` bytes per second with `burst` bytes of credit. Taking more
 /// than there is goes into debt, and the taker waits the debt out.
 #[derive(Debug, Clone)]
@@ -144,7 +147,9 @@ impl Bucket {
         }
     }
 
-    /// Takes `bytes` at `now`; returns how long the taker must wait before using them.
+    /// Takes `bytes` at `now`; returns how long the taker must wait before using them. A wait
+    /// shorter than [`MIN_WAIT`] is not asked for: the debt stays, and a later taker waits it
+    /// out (timers round short sleeps up, which would hold the rate well under the limit).
     #[allow(clippy::cast_precision_loss)]
     pub fn take(&mut self, bytes: u64, now: Instant) -> Duration {
         if self.rate <= 0.0 {
@@ -154,11 +159,8 @@ impl Bucket {
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.tokens -= bytes as f64;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
-        }
+        let wait = Duration::from_secs_f64((-self.tokens / self.rate).max(0.0));
+        if wait < MIN_WAIT { Duration::ZERO } else { wait }
     }
 }
 
@@ -308,7 +310,25 @@ mod tests {
         // Unused time refills only up to the burst.
         let later = t0 + Duration::from_secs(100);
         assert_eq!(b.take(1_000_000, later), Duration::ZERO);
-        assert!(b.take(1, later) > Duration::ZERO);
+        assert!(b.take(40_000, later) > Duration::ZERO);
+    }
+
+    #[test]
+    fn short_waits_are_carried_as_debt() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(100_000_000, t0);
+        assert_eq!(b.take(25_000_000, t0), Duration::ZERO, "the burst");
+        // 64 KB pieces cost 0.64 ms each: none waits alone, the debt adds up...
+        let waits: Vec<Duration> = (0..10).map(|_| b.take(64_000, t0)).collect();
+        assert!(waits[..3].iter().all(Duration::is_zero), "{waits:?}");
+        // ...and whoever takes past MIN_WAIT waits for all of it.
+        let last = *waits.iter().rfind(|w| !w.is_zero()).unwrap();
+        assert!(last >= MIN_WAIT, "{waits:?}");
+        let total = b.take(0, t0);
+        assert!(
+            (total.as_secs_f64() - 0.0064).abs() < 1e-6,
+            "the whole debt is still owed: {total:?}"
+        );
     }
 
     #[test]
