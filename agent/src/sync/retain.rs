@@ -1,20 +1,24 @@
 //! Retention on a running agent: every interval (a minute by default), when the data directory's file system is past
 //! its high-water mark, drop what [`super::retention::choose`] picks. What must stay is read
 //! from the API each round (inputs of unfinished Tasks, every `Model`'s weights, promoted or
-//! not, the games of every `SelfplayJob` that still exists) plus the pulls in progress; when the
-//! API cannot be read, nothing is dropped.
+//! not, the games inside the window of every `TrainingLoop` and unfinished `TrainingJob`, and
+//! the games of selfplay still running) plus the pulls in progress; when the API cannot be
+//! read, nothing is dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Api;
 use kube::api::ListParams;
+use ringrift_crds::common::JobPhase;
 use ringrift_crds::model::Model;
 use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::{Task, TaskPhase};
+use ringrift_crds::training::TrainingJob;
+use ringrift_crds::training_loop::TrainingLoop;
 use tokio::sync::watch;
 
-use super::retention::{Disk, Held, Keep, Marks, choose};
+use super::retention::{Disk, Held, Keep, Marks, Part, Window, choose, in_windows};
 use crate::node::Node;
 
 async fn keep(node: &Node) -> kube::Result<Keep> {
@@ -37,15 +41,59 @@ async fn keep(node: &Node) -> kube::Result<Keep> {
         }
         keep.referenced.insert(m.spec.digest);
     }
+    let mut parts = Vec::new();
     for j in Api::<SelfplayJob>::all(node.client.clone())
         .list(&lp)
         .await?
         .items
     {
-        if let Some(s) = j.status {
-            keep.in_window.extend(s.outputs.into_iter().map(|a| a.digest));
+        let Some(s) = j.status else { continue };
+        // A failed job's games are in no dataset a training reads (as the controller sees it).
+        if s.phase == JobPhase::Failed {
+            continue;
+        }
+        let finished = s.phase == JobPhase::Succeeded;
+        parts.push(Part {
+            namespace: j.metadata.namespace.unwrap_or_default(),
+            dataset: j.spec.output.dataset,
+            finished: finished.then(|| {
+                s.completion_time
+                    .map_or_else(|| "0000".to_owned(), |t| t.0.to_string())
+            }),
+            games: s.games_done,
+            digests: s.outputs.into_iter().map(|a| a.digest).collect(),
+        });
+    }
+    let mut windows = Vec::new();
+    for l in Api::<TrainingLoop>::all(node.client.clone())
+        .list(&lp)
+        .await?
+        .items
+    {
+        windows.push(Window {
+            datasets: vec![l.metadata.name.unwrap_or_default()],
+            namespace: l.metadata.namespace.unwrap_or_default(),
+            games: l.spec.training.window.games,
+        });
+    }
+    for t in Api::<TrainingJob>::all(node.client.clone())
+        .list(&lp)
+        .await?
+        .items
+    {
+        let done = t
+            .status
+            .as_ref()
+            .is_some_and(|s| matches!(s.phase, JobPhase::Succeeded | JobPhase::Failed));
+        if !done {
+            windows.push(Window {
+                namespace: t.metadata.namespace.unwrap_or_default(),
+                datasets: t.spec.datasets,
+                games: t.spec.settings.window.games,
+            });
         }
     }
+    keep.in_window = in_windows(&parts, &windows);
     keep.needed.extend(node.sync.partials.digests());
     Ok(keep)
 }

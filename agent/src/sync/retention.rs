@@ -1,6 +1,7 @@
 //! Retention (pure): which artifacts to drop when the data directory's file system passes its
 //! high-water mark. Never dropped: what a running or pending task needs, what a transfer is
-//! writing, and promoted models. Droppable: games outside every training window and model
+//! writing, and promoted models. Droppable: games outside every training window ([`in_windows`])
+//! and model
 //! weights or checkpoints that nothing references any more (superseded), least recently used
 //! first, until usage is back under the low-water mark.
 
@@ -58,6 +59,60 @@ impl Default for Marks {
             low: 0.75,
         }
     }
+}
+
+/// The games one selfplay job recorded into a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Namespace of the job.
+    pub namespace: String,
+    /// The dataset it writes.
+    pub dataset: String,
+    /// When it finished (RFC 3339); `None` while it runs.
+    pub finished: Option<String>,
+    /// Games in it.
+    pub games: u64,
+    /// Its game files.
+    pub digests: Vec<String>,
+}
+
+/// A reader of datasets: a `TrainingLoop`'s training, or a `TrainingJob` not finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Namespace of the reader.
+    pub namespace: String,
+    /// The datasets it reads.
+    pub datasets: Vec<String>,
+    /// The newest this many games; `None` when the window is not counted in games (all kept).
+    pub games: Option<u64>,
+}
+
+/// The game files inside some window: for each reader, the newest finished parts of its
+/// datasets until they hold its window (as the controller picks a training job's inputs), and
+/// every part still being written (it will be the newest).
+pub fn in_windows(parts: &[Part], windows: &[Window]) -> HashSet<String> {
+    let mut keep: HashSet<String> = parts
+        .iter()
+        .filter(|p| p.finished.is_none())
+        .flat_map(|p| p.digests.iter().cloned())
+        .collect();
+    for w in windows {
+        let mut read: Vec<&Part> = parts
+            .iter()
+            .filter(|p| p.finished.is_some() && p.namespace == w.namespace && w.datasets.contains(&p.dataset))
+            .collect();
+        read.sort_by(|a, b| b.finished.cmp(&a.finished));
+        let wanted = w.games.unwrap_or(u64::MAX);
+        let mut games = 0u64;
+        for p in read {
+            if games >= wanted {
+                break;
+            }
+            games = games.saturating_add(p.games);
+            keep.extend(p.digests.iter().cloned());
+        }
+    }
+    keep
 }
 
 /// Whether `held` may be dropped under `keep`.
@@ -120,6 +175,65 @@ mod tests {
         total: 1000,
         used: 900,
     };
+
+    fn part(ns: &str, dataset: &str, finished: Option<&str>, games: u64, digest: &str) -> Part {
+        Part {
+            namespace: ns.into(),
+            dataset: dataset.into(),
+            finished: finished.map(str::to_owned),
+            games,
+            digests: vec![digest.into()],
+        }
+    }
+
+    #[test]
+    fn windows_hold_the_newest_games_of_the_datasets_they_read() {
+        let parts = vec![
+            part("ns", "c4", Some("2026-01-01T00:00:00Z"), 100, "oldest"),
+            part("ns", "c4", Some("2026-01-03T00:00:00Z"), 100, "newer"),
+            part("ns", "c4", Some("2026-01-02T00:00:00Z"), 100, "older"),
+            part("ns", "c4", None, 0, "running"),
+            part("ns", "other", Some("2026-01-05T00:00:00Z"), 100, "unread"),
+            part(
+                "elsewhere",
+                "c4",
+                Some("2026-01-05T00:00:00Z"),
+                100,
+                "other-namespace",
+            ),
+        ];
+        let window = |games| Window {
+            namespace: "ns".into(),
+            datasets: vec!["c4".into()],
+            games,
+        };
+        // 150 games: the newest part (100) is not enough, the next one completes the window.
+        assert_eq!(
+            in_windows(&parts, &[window(Some(150))]),
+            set(&["running", "newer", "older"])
+        );
+        assert_eq!(
+            in_windows(&parts, &[window(Some(100))]),
+            set(&["running", "newer"])
+        );
+        assert_eq!(
+            in_windows(&parts, &[window(None)]),
+            set(&["running", "newer", "older", "oldest"]),
+            "a window not counted in games keeps the dataset"
+        );
+        // No reader: only what is being written stays.
+        assert_eq!(in_windows(&parts, &[]), set(&["running"]));
+        // Two readers: the union.
+        let other = Window {
+            namespace: "ns".into(),
+            datasets: vec!["other".into()],
+            games: Some(1),
+        };
+        assert_eq!(
+            in_windows(&parts, &[window(Some(1)), other]),
+            set(&["running", "newer", "unread"])
+        );
+    }
 
     #[test]
     fn nothing_is_dropped_under_the_high_water_mark() {
