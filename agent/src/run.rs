@@ -61,6 +61,8 @@ pub struct Config {
     pub transfer_rate: u64,
     /// Bandwidth limit of all serving to peers, bytes per second (0: none).
     pub serve_rate: u64,
+    /// Responses with content sent to peers at once.
+    pub serve_slots: usize,
     /// Gossip: listen address, address to advertise, extra seeds. `None`: no gossip.
     pub gossip: Option<crate::gossip::GossipConfig>,
     /// Disk marks of retention.
@@ -192,7 +194,8 @@ pub async fn run(
                 .as_ref()
                 .map_or_else(|| config.token.clone(), ClusterKey::peer_token),
         )
-        .with_serve_rate(config.serve_rate),
+        .with_serve_rate(config.serve_rate)
+        .with_serve_slots(config.serve_slots),
     });
     node.metrics.observe(&node.name, &node.inventory.borrow());
     let (stop_tx, stop_rx) = watch::channel(false);

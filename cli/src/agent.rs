@@ -100,6 +100,10 @@ pub struct SyncArgs {
     /// Bandwidth limit of all serving to peers together, MiB/s (0: none).
     #[arg(long, env = "RINGRIFT_SERVE_RATE_MIB", default_value_t = 0)]
     pub serve_rate_mib: u64,
+    /// Artifact responses sent to peers at once; more are answered 503 `Busy` (the peer asks
+    /// another holder).
+    #[arg(long, env = "RINGRIFT_SERVE_SLOTS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub serve_slots: u64,
     /// Chunk requests in flight across all pulls.
     #[arg(long, env = "RINGRIFT_TRANSFER_SLOTS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub transfer_slots: u64,
@@ -240,6 +244,7 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         transfer_slots: usize::try_from(sync.transfer_slots).unwrap_or(8),
         transfer_rate: sync.transfer_rate_mib.saturating_mul(1024 * 1024),
         serve_rate: sync.serve_rate_mib.saturating_mul(1024 * 1024),
+        serve_slots: usize::try_from(sync.serve_slots).unwrap_or(4),
         retention,
         retention_interval: sync.retention_interval,
     };

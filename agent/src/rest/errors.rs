@@ -65,6 +65,11 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "NotReady", message)
     }
 
+    /// 503: every serving slot is taken (ask another holder, or again shortly).
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "Busy", message)
+    }
+
     /// 500.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", message)

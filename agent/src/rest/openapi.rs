@@ -192,6 +192,12 @@ pub fn document() -> Value {
             errors.push(("400", "Not a digest, or a malformed Range header"));
             errors.push(("404", "Artifact not held by this agent"));
             errors.push(("416", "Range outside the content, or not held yet"));
+            if r.method == "get" && !r.path.ends_with("/chunks") {
+                errors.push((
+                    "503",
+                    "Busy: every serving slot is taken; ask another holder or retry",
+                ));
+            }
         } else if r.path.contains('{') {
             errors.push(("400", "Invalid namespace or name"));
             errors.push(("404", "No such task on this agent"));
@@ -251,7 +257,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Error": {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string", "enum": ["Unauthorized", "NotFound", "InvalidPath", "BadRequest", "Conflict", "NotReady", "RangeNotSatisfiable", "PayloadTooLarge", "LengthRequired", "UnsupportedMediaType", "MethodNotAllowed", "Internal"]},
+                "code": {"type": "string", "enum": ["Unauthorized", "NotFound", "InvalidPath", "BadRequest", "Conflict", "NotReady", "Busy", "RangeNotSatisfiable", "PayloadTooLarge", "LengthRequired", "UnsupportedMediaType", "MethodNotAllowed", "Internal"]},
                 "message": {"type": "string"}}}}
         }
     })

@@ -346,6 +346,35 @@ async fn artifacts_are_served_whole_by_range_and_by_head() {
 }
 
 #[tokio::test]
+async fn with_every_serving_slot_taken_a_peer_is_told_busy() {
+    let (rest, _ready) = rest(true).await;
+    let path = format!("/v1/artifacts/{HELLO}");
+    let slots = rest.node.sync.serve_slots.clone();
+    let taken = slots
+        .clone()
+        .acquire_many_owned(u32::try_from(crate::sync::state::DEFAULT_SERVE_SLOTS).unwrap())
+        .await
+        .unwrap();
+    let r = get(&rest, "GET", &path, None).await;
+    assert_eq!(r.status(), 503);
+    assert!(String::from_utf8_lossy(r.body()).contains("\"Busy\""));
+    assert_eq!(
+        get(&rest, "HEAD", &path, None).await.status(),
+        200,
+        "HEAD sends no content"
+    );
+    drop(taken);
+    let r = get(&rest, "GET", &path, None).await;
+    assert_eq!(r.body().as_ref(), b"hello");
+    // The slot is given back once the response is sent.
+    let start = std::time::Instant::now();
+    while slots.available_permits() < crate::sync::state::DEFAULT_SERVE_SLOTS {
+        assert!(start.elapsed() < Duration::from_secs(5), "slot given back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_partial_artifact_serves_only_its_verified_chunks() {
     let (rest, _ready) = rest(true).await;
     let data: Vec<u8> = (0..150u8).collect();

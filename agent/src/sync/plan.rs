@@ -18,6 +18,8 @@ pub enum Outcome {
     Transient,
     /// The bytes did not match the chunk digest.
     Corrupt,
+    /// The holder was serving all it serves at once: not a failure; ask again later.
+    Busy,
 }
 
 /// Why a holder is no longer asked.
@@ -168,6 +170,7 @@ impl Planner {
         let h = self.holders.get_mut(holder)?;
         h.in_flight = h.in_flight.saturating_sub(1);
         match outcome {
+            Outcome::Busy => None,
             Outcome::Verified => {
                 h.failures = 0;
                 None
@@ -255,6 +258,25 @@ mod tests {
         let mut c = Planner::new(4, &[]).offset(7);
         let h = c.holder("seed", None);
         assert_eq!(drain(&mut c, h), vec![3, 0, 1, 2]);
+    }
+
+    #[test]
+    fn a_busy_holder_is_not_a_failing_one() {
+        let mut p = Planner::new(2, &[]);
+        let a = p.holder("a", None);
+        for _ in 0..10 {
+            let c = p.next(a).unwrap();
+            assert_eq!(p.finish(c, a, Outcome::Busy), None);
+            assert_eq!(p.in_flight(a), 0);
+        }
+        assert_eq!(p.ban(a), None, "ten Busy answers drop nobody");
+        assert_eq!(p.remaining(), 2, "the chunks are asked again");
+        let c = p.next(a).unwrap();
+        p.finish(c, a, Outcome::Transient);
+        let c = p.next(a).unwrap();
+        p.finish(c, a, Outcome::Transient);
+        let c = p.next(a).unwrap();
+        assert_eq!(p.finish(c, a, Outcome::Transient), Some(Ban::Unreachable));
     }
 
     #[test]

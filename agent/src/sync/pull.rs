@@ -35,6 +35,8 @@ const STALL: Duration = Duration::from_secs(60);
 const RECORD_EVERY: Duration = Duration::from_millis(500);
 /// How often holders are asked again what they have, and gossip for new holders.
 const REFRESH: Duration = Duration::from_millis(500);
+/// How long a holder that answered Busy is left alone.
+const BUSY_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait for a holder's answer to what it has.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Manifests tried before a pull gives up.
@@ -476,13 +478,18 @@ async fn chunks(
     let mut idle: HashMap<usize, Vec<Conn>> = HashMap::new();
     let mut in_flight = FuturesUnordered::new();
     let mut refresh: Option<tokio::task::JoinHandle<Asked>> = None;
+    // Holders that answered Busy, not asked again until the time given.
+    let mut busy: HashMap<usize, tokio::time::Instant> = HashMap::new();
     let mut next_refresh = tokio::time::Instant::now() + REFRESH;
     let mut last_progress = Instant::now();
     let mut last_record = Instant::now();
     loop {
+        let now = tokio::time::Instant::now();
+        busy.retain(|_, until| *until > now);
         for (h, peer) in &usable {
             let h = *h;
-            while in_flight.len() < most
+            while !busy.contains_key(&h)
+                && in_flight.len() < most
                 && planner.in_flight(h) < PER_HOLDER
                 && let Some(c) = planner.next(h)
             {
@@ -531,6 +538,9 @@ async fn chunks(
                 if let Some(conn) = conn {
                     idle.entry(holder).or_default().push(conn);
                 }
+                if outcome == Outcome::Busy {
+                    busy.insert(holder, tokio::time::Instant::now() + BUSY_BACKOFF);
+                }
                 if outcome == Outcome::Verified {
                     partial.mark(chunk);
                     last_progress = Instant::now();
@@ -549,6 +559,7 @@ async fn chunks(
                 next_refresh = tokio::time::Instant::now() + REFRESH;
                 add(&mut planner, &mut usable, asked);
             }
+            () = tokio::time::sleep_until(busy.values().min().copied().unwrap_or(next_refresh)), if !busy.is_empty() => {}
             () = tokio::time::sleep_until(next_refresh), if refresh.is_none() => {
                 // Holders gossip names now (other pullers, new whole holders) join the known.
                 let (whole, pulling) = node.sync.holders_of(digest);
@@ -593,6 +604,7 @@ fn outcome(
         Err(FetchError::Local(error)) => return Err(error),
         // A partial holder asked for a chunk it no longer claims: not its fault.
         Err(FetchError::Status(_, 416, _)) => Outcome::Transient,
+        Err(FetchError::Status(_, 503, body)) if body.contains("\"Busy\"") => Outcome::Busy,
         Err(e) => {
             tracing::debug!(holder = planner.name(holder), chunk, error = %e, "chunk request failed");
             Outcome::Transient

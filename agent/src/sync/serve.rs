@@ -227,6 +227,11 @@ pub async fn content(
     let mut response = if head {
         warp::reply().into_response()
     } else {
+        let slot = node.sync.serve_slots.clone().try_acquire_owned().map_err(|_| {
+            ApiError::busy(format!(
+                "every serving slot of this agent is taken; ask another holder of {digest} or retry shortly"
+            ))
+        })?;
         let file = std::fs::File::open(&path)
             .map_err(|e| ApiError::internal(format!("failed to open {digest}: {e}")))?;
         let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
@@ -235,6 +240,7 @@ pub async fn content(
         let whole = partial.is_none();
         let sender = node.clone();
         let sending = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             // A partial artifact's chunks were checked on their way in by this agent; a stored
             // one is checked unless it was lately, unchanged since.
             let seen = whole.then(|| Seen::of(&sender, &checked.digest, &file));

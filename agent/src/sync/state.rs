@@ -14,6 +14,11 @@ use crate::gossip::state::raw_digest;
 /// How long a holder that served bad data is avoided.
 pub const PENALTY: Duration = Duration::from_secs(600);
 
+/// Responses with content an agent sends at once unless told otherwise: few enough that each
+/// moves fast and a new artifact's chunks spread from its first holder to pullers that then
+/// serve each other (a swarm), rather than every puller trickling from one holder.
+pub const DEFAULT_SERVE_SLOTS: usize = 4;
+
 /// An agent name and its REST endpoint.
 pub type Named = (String, String);
 
@@ -28,6 +33,8 @@ pub struct SyncState {
     pub partials: Partials,
     /// The bandwidth limit of serving peers.
     serving: Mutex<Bucket>,
+    /// Responses with content being sent at once (the rest are told to ask elsewhere).
+    pub serve_slots: Arc<tokio::sync::Semaphore>,
     view: Mutex<(Vec<Member>, Vec<String>)>,
     penalties: Mutex<HashMap<String, Instant>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -42,6 +49,7 @@ impl SyncState {
             fetch_token,
             partials: Partials::default(),
             serving: Mutex::new(Bucket::new(0, Instant::now())),
+            serve_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_SERVE_SLOTS)),
             view: Mutex::default(),
             penalties: Mutex::default(),
             locks: Mutex::default(),
@@ -53,6 +61,15 @@ impl SyncState {
     pub fn with_serve_rate(self, rate: u64) -> Self {
         Self {
             serving: Mutex::new(Bucket::new(rate, Instant::now())),
+            ..self
+        }
+    }
+
+    /// Serves at most `slots` responses with content at once.
+    #[must_use]
+    pub fn with_serve_slots(self, slots: usize) -> Self {
+        Self {
+            serve_slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
             ..self
         }
     }
