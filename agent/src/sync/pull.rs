@@ -177,7 +177,7 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
             .sync
             .partials
             .insert(manifest.clone(), path.clone(), done.clone());
-        let mut bad_data = false;
+        let mut bad_data = Vec::new();
         let result = chunks(
             node,
             &manifest,
@@ -215,9 +215,14 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
                     .await;
                 return Ok(());
             }
-            // Every holder that was tried served bad bytes: the manifest may be the liar (its
-            // chunk states do not match the true content). Start over with another holder's.
-            Err(PullError::Stalled { .. }) if bad_data && source.is_some() => {
+            // Stalled after bytes failed the manifest's checks, from the manifest's own holder
+            // or from two holders or more: the manifest is the likelier liar (its chunk states
+            // do not match the true content). Start over with another holder's.
+            Err(PullError::Stalled { .. })
+                if source
+                    .as_ref()
+                    .is_some_and(|s| bad_data.contains(s) || bad_data.len() >= 2) =>
+            {
                 if let Some(s) = source {
                     tracing::warn!(%digest, holder = %s, "holders' bytes failed the manifest's checks; distrusting its holder");
                     node.sync.penalize(&s);
@@ -434,8 +439,8 @@ fn offset_of(name: &str, count: usize) -> usize {
 /// Fetches every missing chunk into `file`: `PER_HOLDER` requests per holder and no more than
 /// the agent's request slots at a time. Every [`REFRESH`] the holders are asked again what they
 /// have, and holders gossip has learnt of since are added (pullers of the same artifact serve
-/// each other the chunks they have). Sets `bad_data` when a holder served bytes that did not
-/// check out.
+/// each other the chunks they have). Adds to `bad_data` the holders that served bytes that did
+/// not check out.
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
 async fn chunks(
     node: &Node,
@@ -446,7 +451,7 @@ async fn chunks(
     partial: &Arc<Partial>,
     file: &Arc<std::fs::File>,
     done: &[bool],
-    bad_data: &mut bool,
+    bad_data: &mut Vec<String>,
 ) -> Result<(), PullError> {
     let digest = manifest.digest.as_str();
     let mut planner = Planner::new(manifest.len(), done).offset(offset_of(&node.name, manifest.len()));
@@ -547,7 +552,9 @@ async fn chunks(
                 }
                 if let Some(ban) = planner.finish(chunk, holder, outcome) {
                     dropped(node, planner.name(holder), digest, ban);
-                    *bad_data |= ban == Ban::BadData;
+                    if ban == Ban::BadData {
+                        bad_data.push(planner.name(holder).to_owned());
+                    }
                 }
                 if last_record.elapsed() > RECORD_EVERY {
                     last_record = Instant::now();
