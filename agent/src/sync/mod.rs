@@ -10,6 +10,7 @@
 pub mod chain;
 pub mod checked;
 pub mod client;
+mod fetch;
 pub mod gate;
 pub mod key;
 pub mod manifest;
