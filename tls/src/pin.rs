@@ -1,0 +1,214 @@
+//! Calling an agent: its serving certificate is trusted by its SHA-256 fingerprint, which the
+//! caller read from the agent's `Agent` status through the API it already trusts. No CA, no
+//! names, no validity dates: the key pair is the agent's identity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::pki::fingerprint;
+
+/// A presented certificate whose fingerprint is not the pinned one.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the certificate presented has fingerprint {presented}, not the pinned {pinned}")]
+pub struct PinMismatch {
+    /// The pin.
+    pub pinned: String,
+    /// What came.
+    pub presented: String,
+}
+
+/// Whether `s` is a fingerprint as [`fingerprint`] writes them.
+pub fn valid(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let presented = fingerprint(end_entity);
+        if presented == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
+                    pinned: self.fingerprint.clone(),
+                    presented,
+                }))),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client configuration that trusts exactly the certificate with `fingerprint`.
+///
+/// # Errors
+/// Only if the crypto provider supports no protocol version (never for ring).
+pub fn client_config(fingerprint: &str) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = crate::provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            fingerprint: fingerprint.to_owned(),
+            provider,
+        }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The name to send in the handshake for `host` (an IP address or a DNS name; pinning ignores
+/// it, but the handshake needs one).
+pub fn server_name(host: &str) -> ServerName<'static> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(bare.to_owned())
+        .unwrap_or_else(|_| ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
+}
+
+/// A failed connection to a pinned peer.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP did not connect.
+    #[error("cannot connect to {authority}: {source}")]
+    Tcp {
+        /// `host:port`.
+        authority: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The handshake failed (a pin mismatch among other causes; see [`crate::trust::classify`]).
+    #[error("TLS handshake with {authority} failed: {source}")]
+    Handshake {
+        /// `host:port`.
+        authority: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No answer in time.
+    #[error("{authority} did not answer within {within:?}")]
+    Timeout {
+        /// `host:port`.
+        authority: String,
+        /// The limit.
+        within: Duration,
+    },
+}
+
+/// Connects to `authority` (`host:port`) over TLS, trusting only the certificate `config`
+/// pins, within `timeout` for TCP and the handshake together.
+///
+/// # Errors
+/// [`ConnectError`].
+pub async fn connect(
+    authority: &str,
+    config: Arc<ClientConfig>,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>, ConnectError> {
+    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+    let attempt = async {
+        let tcp = TcpStream::connect(authority)
+            .await
+            .map_err(|source| ConnectError::Tcp {
+                authority: authority.to_owned(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        tokio_rustls::TlsConnector::from(config)
+            .connect(server_name(host), tcp)
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                authority: authority.to_owned(),
+                source,
+            })
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            authority: authority.to_owned(),
+            within: timeout,
+        })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_checked_for_shape() {
+        assert!(valid(&format!("sha256:{}", "ab".repeat(32))));
+        for bad in [
+            "",
+            "sha256:",
+            &format!("sha1:{}", "ab".repeat(32)),
+            &format!("sha256:{}", "AB".repeat(32)),
+            &format!("sha256:{}", "ab".repeat(31)),
+        ] {
+            assert!(!valid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_names_for_hosts_and_addresses() {
+        assert!(matches!(server_name("10.0.0.1"), ServerName::IpAddress(_)));
+        assert!(matches!(server_name("[::1]"), ServerName::IpAddress(_)));
+        assert!(matches!(server_name("node-1.example"), ServerName::DnsName(_)));
+    }
+}
