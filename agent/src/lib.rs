@@ -23,3 +23,4 @@ pub mod sim;
 pub mod status;
 pub mod store;
 pub mod sync;
+pub mod tls;

@@ -98,6 +98,8 @@ pub struct Metrics {
     pub task_gpu_memory: Family<TaskLabels, FGauge>,
     /// Data sync and gossip.
     pub sync: crate::sync::metrics::SyncMetrics,
+    /// Trust failures with the API server and with peers.
+    pub trust: ringrift_tls::trust::TrustMetrics,
 }
 
 /// Registers `metric` and hands it back.
@@ -112,8 +114,15 @@ pub(crate) fn add<M: prometheus_client::registry::Metric + Clone>(
 }
 
 impl Default for Metrics {
-    #[allow(clippy::too_many_lines)] // one registration per metric, nothing else
     fn default() -> Self {
+        Self::with_trust(ringrift_tls::trust::TrustMetrics::default())
+    }
+}
+
+impl Metrics {
+    /// The metrics, counting trust failures in `trust` (shared with the API client's layer).
+    #[allow(clippy::too_many_lines)] // one registration per metric, nothing else
+    pub fn with_trust(trust: ringrift_tls::trust::TrustMetrics) -> Self {
         let mut registry = Registry::default();
         let r = &mut registry;
         let gpu_util = add(
@@ -147,7 +156,9 @@ impl Default for Metrics {
             Family::default(),
         );
         let own = registry.sub_registry_with_prefix("ringrift_agent");
+        trust.register(own);
         Self {
+            trust,
             tasks_started: add(own, "tasks_started", "Task attempts started", Counter::default()),
             tasks_adopted: add(
                 own,

@@ -28,6 +28,9 @@ pub struct Registration {
     pub lease_duration: Duration,
     /// REST endpoint other agents and people reach this agent at.
     pub endpoint: String,
+    /// The fingerprint of the certificate the endpoint serves (none in the insecure plain-HTTP
+    /// mode).
+    pub certificate_fingerprint: Option<String>,
     /// Free disk below this many MiB is DiskPressure.
     pub disk_pressure_mib: u64,
     /// Address the gossip listens on, when the agent gossips.
@@ -40,7 +43,7 @@ pub struct Registration {
 /// # Errors
 /// The API's error.
 pub async fn heartbeat(leases: &Api<Lease>, name: &str, duration: Duration) -> kube::Result<bool> {
-    let lease_name = format!("agent-{name}");
+    let lease_name = ringrift_crds::identity::heartbeat_lease(name);
     let spec = LeaseSpec {
         holder_identity: Some(name.to_owned()),
         lease_duration_seconds: Some(i32::try_from(duration.as_secs().max(1)).unwrap_or(i32::MAX)),
@@ -172,6 +175,7 @@ pub fn agent_status(
         observed_generation: None,
         conditions,
         endpoint: Some(reg.endpoint.clone()),
+        certificate_fingerprint: reg.certificate_fingerprint.clone(),
         gossip_address: reg.gossip_address.clone(),
         version: Some(version.to_owned()),
         capacity: inventory.capacity(),
@@ -306,7 +310,8 @@ mod tests {
             namespace: "default".into(),
             heartbeat: Duration::from_secs(5),
             lease_duration: Duration::from_secs(20),
-            endpoint: "http://10.0.0.1:8770".into(),
+            endpoint: "https://10.0.0.1:8770".into(),
+            certificate_fingerprint: Some(format!("sha256:{}", "ab".repeat(32))),
             disk_pressure_mib: 1024,
             gossip_address: None,
         }
@@ -344,7 +349,8 @@ mod tests {
         let a = agent_status(&[], &inventory(0, 5000), &reg(), "v1", &t0);
         assert_eq!(condition(&a, "GpuHealthy").status, "True");
         assert_eq!(condition(&a, "DiskPressure").status, "False");
-        assert_eq!(a.endpoint.as_deref(), Some("http://10.0.0.1:8770"));
+        assert_eq!(a.endpoint.as_deref(), Some("https://10.0.0.1:8770"));
+        assert_eq!(a.certificate_fingerprint, reg().certificate_fingerprint);
         assert_eq!(a.capacity.gpu_count, 1);
 
         let b = agent_status(&a.conditions, &inventory(0, 5000), &reg(), "v1", &t1);

@@ -32,10 +32,17 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// REST listen address.
     pub listen: SocketAddr,
-    /// REST endpoint to advertise; default `http://<listen address>`.
+    /// REST endpoint to advertise; default `https://<listen address>`.
     pub advertise: Option<String>,
+    /// Serve plain HTTP and fetch from peers that do: no TLS at all. For benchmark baselines
+    /// only.
+    pub insecure_plain_http: bool,
+    /// Trust failures (the API client's layer counts into the same counter).
+    pub trust: ringrift_tls::trust::TrustMetrics,
     /// Bearer token of the REST API.
     pub token: String,
+    /// The token that opens `/metrics` only (for Prometheus), if any.
+    pub metrics_token: Option<String>,
     /// Simulated GPUs instead of NVML.
     pub simulate_gpus: Option<SimulatedGpus>,
     /// Heartbeat Lease namespace and timing, disk pressure threshold.
@@ -86,6 +93,12 @@ pub enum RunError {
     /// The database.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The serving key pair.
+    #[error("failed to set up the agent's TLS key pair")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The advertised endpoint does not fit how the agent serves.
+    #[error("invalid --advertise {0:?}: {1}")]
+    Advertise(String, &'static str),
     /// The REST port.
     #[error("failed to listen on {addr}: {source}")]
     Listen {
@@ -139,6 +152,35 @@ async fn sample(mut source: Box<dyn GpuSource>, dir: PathBuf) -> (Box<dyn GpuSou
     }
 }
 
+/// What every part of the running agent shares.
+fn node(config: &Config, client: Client, db: Store, inventory: watch::Receiver<Inventory>) -> Arc<Node> {
+    Arc::new(Node {
+        name: config.name.clone(),
+        client,
+        db,
+        content: ContentStore::new(config.data_dir.join("artifacts")),
+        data_dir: config.data_dir.clone(),
+        exe: config.exe.clone(),
+        grace: config.grace,
+        progress_interval: config.progress_interval,
+        inventory,
+        runs: Runs::default(),
+        metrics: Metrics::with_trust(config.trust.clone()),
+        version: config.version.clone(),
+        sync: crate::sync::state::SyncState::new(
+            config.transfer_slots,
+            config.transfer_rate,
+            config
+                .cluster_key
+                .as_ref()
+                .map_or_else(|| config.token.clone(), ClusterKey::peer_token),
+        )
+        .with_serve_rate(config.serve_rate)
+        .with_serve_slots(config.serve_slots)
+        .with_plain_peers(config.insecure_plain_http),
+    })
+}
+
 /// Runs the agent until `shutdown` resolves.
 ///
 /// # Errors
@@ -171,42 +213,16 @@ pub async fn run(
         addr: config.listen,
         source,
     })?;
+    let (endpoint, acceptor, fingerprint) = serving(&config, addr)?;
     let (source, inventory) = sample(gpu_source(&config), config.data_dir.clone()).await;
     let (inventory_tx, inventory_rx) = watch::channel(inventory);
-    let node = Arc::new(Node {
-        name: config.name.clone(),
-        client: client.clone(),
-        db: db.clone(),
-        content: ContentStore::new(config.data_dir.join("artifacts")),
-        data_dir: config.data_dir.clone(),
-        exe: config.exe.clone(),
-        grace: config.grace,
-        progress_interval: config.progress_interval,
-        inventory: inventory_rx,
-        runs: Runs::default(),
-        metrics: Metrics::default(),
-        version: config.version.clone(),
-        sync: crate::sync::state::SyncState::new(
-            config.transfer_slots,
-            config.transfer_rate,
-            config
-                .cluster_key
-                .as_ref()
-                .map_or_else(|| config.token.clone(), ClusterKey::peer_token),
-        )
-        .with_serve_rate(config.serve_rate)
-        .with_serve_slots(config.serve_slots),
-    });
+    let node = node(&config, client, db.clone(), inventory_rx);
     node.metrics.observe(&node.name, &node.inventory.borrow());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
     let mut registration = config.registration.clone();
-    if registration.endpoint.is_empty() {
-        registration.endpoint = config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
-    }
+    registration.endpoint.clone_from(&endpoint);
+    registration.certificate_fingerprint.clone_from(&fingerprint);
 
     let sampler = tokio::spawn(sampler_loop(
         node.clone(),
@@ -226,12 +242,22 @@ pub async fn run(
         node: node.clone(),
         token: config.token.clone(),
         peer_token: config.cluster_key.as_ref().map(ClusterKey::peer_token),
+        metrics_token: config.metrics_token.clone(),
         ready: ready_rx,
     });
-    let server = tokio::spawn(rest::serve(rest, listener, stop_rx.clone()));
+    let server = tokio::spawn(rest::serve(rest, listener, Arc::new(acceptor), stop_rx.clone()));
     let readiness = tokio::spawn(readiness(node.clone(), ready_tx, stop_rx.clone()));
-    println!("ringrift agent {}: REST on http://{addr}", config.name);
-    tracing::info!(agent = %config.name, %addr, data_dir = %config.data_dir.display(), "agent started");
+    match &fingerprint {
+        Some(fp) => println!(
+            "ringrift agent {}: REST on {endpoint} (certificate {fp})",
+            config.name
+        ),
+        None => println!(
+            "ringrift agent {}: REST on {endpoint} (insecure plain HTTP)",
+            config.name
+        ),
+    }
+    tracing::info!(agent = %config.name, %endpoint, fingerprint = ?fingerprint, data_dir = %config.data_dir.display(), "agent started");
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -249,6 +275,43 @@ pub async fn run(
     db.close().await;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// The endpoint to advertise, the acceptor of REST connections, and the fingerprint of the
+/// certificate they are served with (none in the insecure plain-HTTP mode).
+fn serving(
+    config: &Config,
+    bound: SocketAddr,
+) -> Result<(String, ringrift_tls::serve::Acceptor, Option<String>), RunError> {
+    let scheme = if config.insecure_plain_http {
+        "http"
+    } else {
+        "https"
+    };
+    let endpoint = match &config.advertise {
+        Some(a) if !a.starts_with(&format!("{scheme}://")) => {
+            let why = if config.insecure_plain_http {
+                "with --insecure-plain-http the agent serves plain HTTP: advertise http://"
+            } else {
+                "the agent serves TLS: advertise https://host:port"
+            };
+            return Err(RunError::Advertise(a.clone(), why));
+        }
+        Some(a) => a.trim_end_matches('/').to_owned(),
+        None => format!("{scheme}://{bound}"),
+    };
+    if config.insecure_plain_http {
+        tracing::warn!(
+            "serving plain HTTP (--insecure-plain-http): tokens and artifacts cross the network in clear text"
+        );
+        return Ok((endpoint, ringrift_tls::serve::Acceptor::insecure_plain(), None));
+    }
+    let names = crate::tls::names(config.listen, &endpoint);
+    let identity = crate::tls::load_or_create(&config.data_dir, &config.name, &names, ringrift_tls::now())?;
+    let key = ringrift_tls::serve::certified_key(&identity.pem, "the agent's key pair")
+        .map_err(crate::tls::TlsError::from)?;
+    let acceptor = ringrift_tls::serve::Acceptor::new(key, None).map_err(crate::tls::TlsError::from)?;
+    Ok((endpoint, acceptor, Some(identity.fingerprint)))
 }
 
 /// Starts retention, and gossip when configured with a key (recording its address for the

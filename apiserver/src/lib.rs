@@ -7,9 +7,11 @@
 //!   global revision and a bounded watch history;
 //! - [`registry`]: the served kinds, built-in and registered by CRDs at run time;
 //! - [`http`]: discovery, CRUD, patches, selectors, watches and errors over HTTP;
-//! - [`run`]: the process: listen, announce, write a kubeconfig, serve until shutdown.
+//! - [`certs`]: its CA and serving certificate (generated once, kept, renewed) or the operator's own;
+//! - [`run`]: the process: listen over TLS, announce, write a kubeconfig, serve until shutdown.
 
 pub mod auth;
+pub mod certs;
 pub mod http;
 pub mod registry;
 pub mod run;

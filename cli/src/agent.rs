@@ -26,21 +26,31 @@ pub struct AgentArgs {
     /// Default: `NODE_NAME` (the chart sets it from the downward API), else the host name.
     #[arg(long, env = "RINGRIFT_AGENT_NAME")]
     pub name: Option<String>,
-    /// Namespace of the heartbeat Lease (the controller's `--namespace`).
-    #[arg(long, env = "RINGRIFT_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    /// Namespace of the heartbeat Lease (the controller's `--namespace`). Default: the
+    /// namespace of the kubeconfig's context, or in a pod the pod's own.
+    #[arg(long, env = "RINGRIFT_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Data directory: the local database, task directories and logs, artifacts.
     #[arg(long, env = "RINGRIFT_DATA_DIR", default_value = "/var/lib/ringrift")]
     pub data_dir: PathBuf,
     /// REST API listen address. Port 0 picks one; the address is printed.
     #[arg(long, env = "RINGRIFT_AGENT_LISTEN", default_value = "0.0.0.0:8770")]
     pub listen: SocketAddr,
-    /// REST endpoint to advertise in the `Agent` status. Default: `http://<listen address>`.
+    /// REST endpoint to advertise in the `Agent` status, `https://host:port`. Default:
+    /// `https://<listen address>`.
     #[arg(long, env = "RINGRIFT_ADVERTISE")]
     pub advertise: Option<String>,
     /// File holding the REST bearer token. Default: `<data-dir>/token`, generated the first time.
     #[arg(long, env = "RINGRIFT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// File holding a token that opens `/metrics` only (give it to Prometheus instead of the
+    /// REST token).
+    #[arg(long, env = "RINGRIFT_METRICS_TOKEN_FILE", value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Serve the REST API and artifacts over plain HTTP, and fetch from peers that do: no TLS,
+    /// tokens and data in clear text. For benchmark baselines on one machine only.
+    #[arg(long, hide = true, env = "RINGRIFT_INSECURE_PLAIN_HTTP")]
+    pub insecure_plain_http: bool,
     /// Simulated GPUs instead of NVML, for tests and benchmarks: `[<count>x]<product>-<memory>GB`,
     /// for example `4xH100-80GB`.
     #[arg(long, env = "RINGRIFT_SIMULATE_GPUS")]
@@ -181,6 +191,8 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         listen,
         advertise,
         token_file,
+        metrics_token_file,
+        insecure_plain_http,
         simulate_gpus,
         heartbeat,
         heartbeat_lease,
@@ -206,7 +218,11 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("failed to start the async runtime")?;
     // The API first: a wrong kubeconfig is reported before anything is written to disk.
-    let client = runtime.block_on(kubeclient::client(&kube))?;
+    let (client, trust) = runtime.block_on(kubeclient::connect(&kube))?;
+    let metrics_token = metrics_token_file
+        .as_deref()
+        .map(|f| crate::tokens::read(f, "--metrics-token-file"))
+        .transpose()?;
     let cluster_key = sync.key()?;
     let retention = sync.marks()?;
     let token = load_token(token_file.as_deref(), &data_dir).context("failed to load the REST token")?;
@@ -215,13 +231,17 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         data_dir,
         listen,
         advertise,
+        insecure_plain_http,
+        trust,
         token,
+        metrics_token,
         simulate_gpus,
         registration: Registration {
-            namespace,
+            namespace: namespace.unwrap_or_else(|| client.default_namespace().to_owned()),
             heartbeat,
             lease_duration: heartbeat_lease,
             endpoint: String::new(),
+            certificate_fingerprint: None,
             disk_pressure_mib,
             gossip_address: None,
         },

@@ -1,11 +1,12 @@
 //! `ringrift apiserver`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use ringrift_apiserver::certs::TlsOptions;
 use ringrift_apiserver::http::DEFAULT_MAX_BODY;
 use ringrift_apiserver::run::{Config, run};
 
@@ -17,6 +18,12 @@ pub struct ApiserverArgs {
     /// Address to listen on. Port 0 picks a free port; the address is printed on start.
     #[arg(long, env = "RINGRIFT_APISERVER_LISTEN", default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
+    /// The address clients reach this server at: the kubeconfig's server, and a name of the
+    /// serving certificate. Default: the listen address (127.0.0.1 when listening on all).
+    #[arg(long, env = "RINGRIFT_APISERVER_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<IpAddr>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Directory of the SQLite database (created if missing).
     #[arg(
         long,
@@ -27,7 +34,8 @@ pub struct ApiserverArgs {
     /// Keep everything in memory and lose it on exit (for tests); ignores --data-dir.
     #[arg(long, env = "RINGRIFT_APISERVER_IN_MEMORY")]
     pub in_memory: bool,
-    /// Bearer token every client must send. Unset: no authentication.
+    /// A bearer token that authenticates as the administrator (besides the client certificate
+    /// in the kubeconfig this server writes).
     #[arg(long, env = "RINGRIFT_APISERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Static bearer tokens, in the format of kube-apiserver's `--token-auth-file`: one
@@ -39,16 +47,17 @@ pub struct ApiserverArgs {
     /// `system:masters` may do what the stored Roles and ClusterRoles bound to them allow).
     #[arg(long, env = "RINGRIFT_APISERVER_AUTHORIZATION_MODE", default_value = "AlwaysAllow", value_parser = ["AlwaysAllow", "RBAC"])]
     pub authorization_mode: String,
-    /// With `--authorization-mode RBAC`: a request without a token is the user
+    /// With `--authorization-mode RBAC`: a request without credentials is the user
     /// `system:anonymous` (group `system:unauthenticated`), allowed what RBAC grants it, instead
-    /// of refused (kubectl sends tokens only over TLS; bind a role to that group for it).
+    /// of refused 401.
     #[arg(long, env = "RINGRIFT_APISERVER_ANONYMOUS_AUTH")]
     pub anonymous_auth: bool,
     /// Append one JSON line per API request (user, verb, resource, namespace, name, code) to
     /// this file.
     #[arg(long, env = "RINGRIFT_APISERVER_AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
-    /// Write a kubeconfig for this server to this file (for kubectl and the other roles).
+    /// Write a kubeconfig for this server to this file (mode 0600): its CA and an
+    /// administrator's client certificate (for kubectl and the other roles).
     #[arg(long, env = "RINGRIFT_APISERVER_KUBECONFIG", value_name = "FILE")]
     pub write_kubeconfig: Option<PathBuf>,
     /// Watch events kept for clients that resume from an older resourceVersion.
@@ -64,9 +73,89 @@ pub struct ApiserverArgs {
     pub telemetry: TelemetryArgs,
 }
 
+/// TLS options of `ringrift apiserver`: its own CA by default, or kube-apiserver's flags.
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// A serving certificate (PEM, leaf first) of one's own, instead of one issued by this
+    /// server's CA. Read again when the file changes.
+    #[arg(
+        long,
+        env = "RINGRIFT_APISERVER_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_private_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file.
+    #[arg(
+        long,
+        env = "RINGRIFT_APISERVER_TLS_PRIVATE_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CAs (PEM bundle) whose client certificates authenticate (CN = user, O = group), besides
+    /// this server's own CA.
+    #[arg(long, env = "RINGRIFT_APISERVER_CLIENT_CA_FILE", value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// More names (DNS names or IP addresses) for the serving certificate, comma-separated or
+    /// repeated. localhost, 127.0.0.1, ::1, the host name and the advertised address are always
+    /// in it.
+    #[arg(long, env = "RINGRIFT_APISERVER_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+    /// Serve plain HTTP: no TLS, no client certificates, tokens in clear text, and without a
+    /// token no authentication at all. For benchmark baselines on one machine only.
+    #[arg(long, env = "RINGRIFT_APISERVER_INSECURE_PLAIN_HTTP")]
+    pub insecure_plain_http: bool,
+    /// How long a serving certificate this server issues is valid.
+    #[arg(long, hide = true, default_value = "8760h", value_parser = crate::duration::parse)]
+    pub tls_serving_validity: Duration,
+    /// How often the serving certificate is checked for renewal (and --tls-cert-file for
+    /// changes).
+    #[arg(long, hide = true, default_value = "1h", value_parser = crate::duration::parse)]
+    pub tls_renew_check: Duration,
+}
+
+impl TlsArgs {
+    /// The TLS options, or `None` for plain HTTP.
+    fn options(self) -> anyhow::Result<Option<TlsOptions>> {
+        let Self {
+            tls_cert_file,
+            tls_private_key_file,
+            client_ca_file,
+            tls_san,
+            insecure_plain_http,
+            tls_serving_validity,
+            tls_renew_check,
+        } = self;
+        if insecure_plain_http {
+            anyhow::ensure!(
+                tls_cert_file.is_none() && client_ca_file.is_none() && tls_san.is_empty(),
+                "--insecure-plain-http serves no TLS: drop --tls-cert-file, --client-ca-file and --tls-san"
+            );
+            return Ok(None);
+        }
+        for san in &tls_san {
+            anyhow::ensure!(
+                san.parse::<IpAddr>().is_ok() || ringrift_tls::pki::valid_dns_name(san.trim()),
+                "invalid --tls-san {san:?}: a DNS name or an IP address"
+            );
+        }
+        Ok(Some(TlsOptions {
+            cert_file: tls_cert_file,
+            key_file: tls_private_key_file,
+            client_ca_file,
+            sans: tls_san,
+            serving_validity: tls_serving_validity,
+            renew_check: tls_renew_check,
+        }))
+    }
+}
+
 pub(crate) fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<ExitCode> {
     let ApiserverArgs {
         listen,
+        advertise_address,
+        tls,
         data_dir,
         in_memory,
         token,
@@ -87,6 +176,8 @@ pub(crate) fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<ExitCode> {
     );
     let config = Config {
         listen,
+        advertise: advertise_address,
+        tls: tls.options()?,
         data_dir: (!in_memory).then_some(data_dir),
         token: token.filter(|t| !t.is_empty()),
         token_file: token_auth_file,

@@ -1,6 +1,7 @@
 //! `ringrift controller`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -40,13 +41,36 @@ pub struct ControllerArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
     /// Namespace of the leader Lease and of the agents' heartbeat Leases.
-    #[arg(long, env = "RINGRIFT_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    /// Default: the namespace of the kubeconfig's context, or in a pod the pod's own.
+    #[arg(long, env = "RINGRIFT_NAMESPACE")]
+    pub namespace: Option<String>,
     #[command(flatten)]
     pub leader: LeaderArgs,
-    /// Admin port (`/live`, `/ready`, `/metrics`). Port 0 picks one; the address is printed.
+    /// Admin port, over TLS (`/live` and `/ready` open, `/metrics` behind the metrics token).
+    /// Port 0 picks one; the address is printed.
     #[arg(long, env = "RINGRIFT_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
+    /// The admin port's certificate (PEM; for example from cert-manager), read again when it
+    /// changes. Unset: a self-signed certificate made at start.
+    #[arg(
+        long,
+        env = "RINGRIFT_ADMIN_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "admin_tls_key_file"
+    )]
+    pub admin_tls_cert_file: Option<PathBuf>,
+    /// The private key of --admin-tls-cert-file.
+    #[arg(
+        long,
+        env = "RINGRIFT_ADMIN_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "admin_tls_cert_file"
+    )]
+    pub admin_tls_key_file: Option<PathBuf>,
+    /// File holding the token `/metrics` asks for (the Prometheus scraper's). Unset: `/metrics`
+    /// is refused.
+    #[arg(long, env = "RINGRIFT_METRICS_TOKEN_FILE", value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Delay before the first retry of a failed work unit; doubles with each failure.
     #[arg(long, env = "RINGRIFT_RETRY_BACKOFF", default_value = "10s", value_parser = crate::duration::parse)]
     pub retry_backoff: Duration,
@@ -83,14 +107,21 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 retry_period,
             },
         admin_listen,
+        admin_tls_cert_file,
+        admin_tls_key_file,
+        metrics_token_file,
         retry_backoff,
         retry_backoff_max,
         write_concurrency,
         telemetry,
     } = args;
     telemetry::init(&telemetry)?;
-    let config = Config {
-        namespace,
+    let metrics_token = metrics_token_file
+        .as_deref()
+        .map(|f| crate::tokens::read(f, "--metrics-token-file"))
+        .transpose()?;
+    let mut config = Config {
+        namespace: namespace.clone().unwrap_or_default(),
         lease_name,
         identity: identity.unwrap_or_else(default_identity),
         timing: Timing {
@@ -99,6 +130,9 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             retry_period,
         },
         admin: admin_listen,
+        admin_tls: admin_tls_cert_file.zip(admin_tls_key_file),
+        metrics_token,
+        trust: ringrift_tls::trust::TrustMetrics::default(),
         tuning: Tuning {
             backoff: Backoff {
                 base: retry_backoff,
@@ -109,7 +143,11 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = crate::runtime()?;
     runtime.block_on(async {
-        let client = kubeclient::client(&kube).await?;
+        let (client, trust) = kubeclient::connect(&kube).await?;
+        config.trust = trust;
+        if namespace.is_none() {
+            config.namespace = client.default_namespace().to_owned();
+        }
         run(client, config, shutdown_signal())
             .await
             .context("controller stopped")

@@ -12,6 +12,7 @@ mod logs;
 mod sim_agents;
 mod status;
 mod telemetry;
+mod tokens;
 mod up;
 mod workload;
 

@@ -1,4 +1,6 @@
-//! `ringrift logs`: a task's log, from the agent that runs it (its REST API).
+//! `ringrift logs`: a task's log, from the agent that runs it (its REST API over TLS, trusting
+//! exactly the certificate whose fingerprint the agent's `Agent` status publishes, read through
+//! the API).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -37,11 +39,11 @@ pub struct LogsArgs {
     pub token_file: PathBuf,
 }
 
-/// `host:port` of an `http://` endpoint.
+/// `host:port` of an `https://` endpoint.
 fn authority(endpoint: &str) -> anyhow::Result<&str> {
     let rest = endpoint
-        .strip_prefix("http://")
-        .with_context(|| format!("the agent's endpoint {endpoint:?} is not an http:// URL"))?;
+        .strip_prefix("https://")
+        .with_context(|| format!("the agent's endpoint {endpoint:?} is not an https:// URL"))?;
     Ok(rest.split('/').next().unwrap_or(rest))
 }
 
@@ -61,16 +63,27 @@ async fn stream(args: &LogsArgs) -> anyhow::Result<()> {
         .await
         .context("failed to read the Agent")?
         .with_context(|| format!("no Agent {agent_name}"))?;
-    let endpoint = agent
-        .status
-        .and_then(|s| s.endpoint)
+    let status = agent.status.unwrap_or_default();
+    let endpoint = status
+        .endpoint
         .with_context(|| format!("agent {agent_name} has not registered an endpoint"))?;
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("failed to read the token file {}", args.token_file.display()))?;
+    let fingerprint = status
+        .certificate_fingerprint
+        .filter(|f| ringrift_tls::pin::valid(f))
+        .with_context(|| format!("agent {agent_name} publishes no certificate fingerprint to trust it by"))?;
+    let token = crate::tokens::read(&args.token_file, "--token-file")?;
     let address = authority(&endpoint)?;
-    let stream = tokio::net::TcpStream::connect(address)
+    let config = ringrift_tls::pin::client_config(&fingerprint)?;
+    let stream = ringrift_tls::pin::connect(address, config, std::time::Duration::from_secs(10))
         .await
-        .with_context(|| format!("failed to reach agent {agent_name} at {endpoint}"))?;
+        .map_err(|e| match ringrift_tls::trust::classify(&e) {
+            Some(f) => anyhow::anyhow!(
+                "cannot trust agent {agent_name} at {endpoint} ({}): {}; its Agent status pins {fingerprint}",
+                f.reason.label(),
+                f.detail
+            ),
+            None => anyhow::anyhow!("failed to reach agent {agent_name} at {endpoint}: {e}"),
+        })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let path = format!(
@@ -79,7 +92,7 @@ async fn stream(args: &LogsArgs) -> anyhow::Result<()> {
     );
     let request = Request::get(path)
         .header("host", address)
-        .header("authorization", format!("Bearer {}", token.trim()))
+        .header("authorization", format!("Bearer {token}"))
         .body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
     let status = response.status();
@@ -117,8 +130,8 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(authority("http://10.0.0.1:8770").unwrap(), "10.0.0.1:8770");
-        assert_eq!(authority("http://node:8770/").unwrap(), "node:8770");
-        assert!(authority("https://node:8770").is_err());
+        assert_eq!(authority("https://10.0.0.1:8770").unwrap(), "10.0.0.1:8770");
+        assert_eq!(authority("https://node:8770/").unwrap(), "node:8770");
+        assert!(authority("http://node:8770").is_err());
     }
 }

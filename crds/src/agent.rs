@@ -60,9 +60,14 @@ pub struct AgentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::common::conditions_schema")]
     pub conditions: Vec<Condition>,
-    /// Base URL of its REST and data API, for example `http://10.0.0.5:8770`.
+    /// Base URL of its REST and data API, for example `https://10.0.0.5:8770`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// SHA-256 fingerprint of the certificate its endpoint serves, `sha256:<hex>`: whoever calls
+    /// the agent (peers, `ringrift logs`) trusts exactly this certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub certificate_fingerprint: Option<String>,
     /// Address its gossip listens on, `host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gossip_address: Option<String>,

@@ -12,7 +12,9 @@
 pub mod agent;
 pub mod common;
 pub mod gauntlet;
+pub mod identity;
 pub mod model;
+pub mod rbac;
 pub mod render;
 pub mod selfplay;
 pub mod task;

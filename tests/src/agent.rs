@@ -18,7 +18,8 @@ use ringrift_crds::task::Task;
 use serde_json::json;
 
 use crate::cluster::Cluster;
-use crate::process::{ApiServerProcess, HttpClient};
+use crate::https::announced_endpoint;
+use crate::process::HttpClient;
 use crate::role::RoleProcess;
 
 /// The token every test agent uses.
@@ -33,14 +34,16 @@ pub struct AgentProcess {
     pub name: String,
     /// Its REST base URL.
     pub url: String,
+    /// Its certificate's fingerprint, as it announced it.
+    pub fingerprint: String,
     /// Its data directory.
     pub data_dir: PathBuf,
 }
 
 impl AgentProcess {
-    /// A raw HTTP client for its REST API.
+    /// A raw HTTP client for its REST API, trusting its certificate by fingerprint.
     pub fn http(&self) -> HttpClient {
-        ApiServerProcess::client(&self.url)
+        HttpClient::pinned(&self.url, &self.fingerprint).unwrap()
     }
 
     /// `GET path` with the token: status and body.
@@ -119,16 +122,12 @@ impl Cluster {
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let role =
             RoleProcess::start(&self.dir(), &format!("agent-{name}"), &args, "ringrift agent").unwrap();
-        let url = role
-            .announced
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .expect("the agent announces its REST URL")
-            .to_owned();
+        let (url, fingerprint) = announced_endpoint(&role.announced);
         AgentProcess {
             role,
             name: name.to_owned(),
             url,
+            fingerprint,
             data_dir,
         }
     }

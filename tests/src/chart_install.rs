@@ -105,12 +105,16 @@ impl Setup {
         assert!(refused.is_empty(), "the chart's RBAC refused: {refused:#?}");
     }
 
-    /// A kubeconfig with `token`.
+    /// A kubeconfig with `token`, trusting the server's CA.
     pub fn kubeconfig_for(&self, who: &str, token: &str) -> PathBuf {
         let path = self.scratch.0.join(format!("kubeconfig-{who}"));
         std::fs::write(
             &path,
-            ringrift_apiserver::run::kubeconfig(&self.api.url, Some(token)),
+            ringrift_apiserver::run::kubeconfig(
+                &self.api.url,
+                Some(&self.api.ca()),
+                ringrift_apiserver::run::Credential::Token(token),
+            ),
         )
         .unwrap();
         path
@@ -213,7 +217,15 @@ pub fn setup(ports: (u16, u16, u16)) -> Setup {
     // kubectl sends tokens only over TLS: it comes in as system:anonymous, which the admin
     // makes a cluster administrator for this test (as kubeadm's admin.conf user is).
     let anonymous = scratch.0.join("kubeconfig-anonymous");
-    std::fs::write(&anonymous, ringrift_apiserver::run::kubeconfig(&api.url, None)).unwrap();
+    std::fs::write(
+        &anonymous,
+        ringrift_apiserver::run::kubeconfig(
+            &api.url,
+            Some(&api.ca()),
+            ringrift_apiserver::run::Credential::None,
+        ),
+    )
+    .unwrap();
     Setup {
         scratch,
         api,
@@ -261,9 +273,10 @@ pub async fn admin_client(kubeconfig: &Path) -> Client {
     Client::try_from(config).unwrap()
 }
 
-/// The status of `GET <path>` on 127.0.0.1:`port`; 0 when nothing answers.
+/// The status of `GET <path>` on 127.0.0.1:`port` over TLS without checking the certificate,
+/// as the kubelet's HTTPS probes ask; 0 when nothing answers.
 pub fn http_status(port: u16, path: &str) -> u16 {
-    ApiServerProcess::client(&format!("127.0.0.1:{port}"))
+    crate::https::HttpClient::unverified(&format!("127.0.0.1:{port}"))
         .http("GET", path, &[], b"")
         .map_or(0, |(code, _)| code)
 }

@@ -26,6 +26,9 @@ use ringrift_crds::task::{Task, TaskPhase};
 use crate::process::{ApiServerProcess, Scratch};
 use crate::role::RoleProcess;
 
+/// The token the controllers' `/metrics` asks for.
+pub const METRICS_TOKEN: &str = "metrics-token-for-tests";
+
 /// An API server with the CRDs installed, and a client for it.
 pub struct Cluster {
     /// A client.
@@ -58,12 +61,17 @@ impl Cluster {
         self.scratch.0.clone()
     }
 
-    /// A controller with short leader-election and retry timings.
+    /// A controller with short leader-election and retry timings, its `/metrics` behind
+    /// [`METRICS_TOKEN`].
     pub fn controller(&self, identity: &str) -> RoleProcess {
+        let token_file = self.dir().join("metrics-token");
+        std::fs::write(&token_file, METRICS_TOKEN).unwrap();
         let args: Vec<String> = [
             "controller",
             "--kubeconfig",
             &self.api.kubeconfig.display().to_string(),
+            "--metrics-token-file",
+            &token_file.display().to_string(),
             "--admin-listen",
             "127.0.0.1:0",
             "--identity",

@@ -5,6 +5,8 @@ pub mod agent;
 pub mod chart;
 pub mod chart_install;
 pub mod cluster;
+pub mod https;
+pub mod pod;
 pub mod process;
 pub mod role;
 

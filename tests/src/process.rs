@@ -1,7 +1,16 @@
 //! Starting the real `ringrift` binary as a process for a test, and cleaning up after it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+// Test harness: a failed unwrap is a failed test with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::missing_panics_doc
+)]
+
+pub use crate::https::{HttpClient, Kubeconfig};
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -79,13 +88,38 @@ pub fn spawn_announced(
     log: &Path,
     prefix: &str,
 ) -> Result<(Child, String), String> {
+    spawn_program(&ringrift_bin()?, args, env, &[], log, prefix)
+}
+
+/// [`spawn_announced`] for any `program` (a wrapper that ends up running `ringrift`), with the
+/// environment variables `remove` taken away.
+///
+/// # Errors
+/// When it cannot start or does not announce itself in time (the error holds the log).
+pub fn spawn_program(
+    program: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+    remove: &[&str],
+    log: &Path,
+    prefix: &str,
+) -> Result<(Child, String), String> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .map_err(|e| format!("failed to open {}: {e}", log.display()))?;
-    let what = args.first().map_or("", String::as_str);
-    let mut child = Command::new(ringrift_bin()?)
+    // The subcommand: the first argument, or the one after the binary when a wrapper runs it.
+    let what = args
+        .iter()
+        .position(|a| a.ends_with("/ringrift"))
+        .map_or(args.first(), |i| args.get(i + 1))
+        .map_or("", String::as_str);
+    let mut command = Command::new(program);
+    for name in remove {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -152,7 +186,7 @@ impl Drop for Scratch {
 #[derive(Debug)]
 pub struct ApiServerProcess {
     child: Child,
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>`.
     pub url: String,
     /// The kubeconfig it wrote.
     pub kubeconfig: PathBuf,
@@ -208,16 +242,50 @@ impl ApiServerProcess {
         let _ = self.child.wait();
     }
 
-    /// Kills it, removes its data and starts it again on the same address, as if the control
-    /// plane came back empty: clients keep their kubeconfig.
+    /// Kills it, removes its database and starts it again on the same address, as if the
+    /// control plane came back empty (its CA kept: clients keep their kubeconfig).
     ///
     /// # Errors
     /// As [`Self::start`].
     pub fn restart_empty_on_same_address(&mut self) -> Result<(), String> {
+        self.restart_without(&["apiserver.db", "apiserver.db-wal", "apiserver.db-shm"])
+    }
+
+    /// Kills it, removes its data and its CA, and starts it again on the same address: another
+    /// cluster where this one was, which the clients' kubeconfigs do not trust.
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub fn restart_with_a_new_ca_on_same_address(&mut self) -> Result<(), String> {
+        self.restart_without(&["apiserver.db", "apiserver.db-wal", "apiserver.db-shm", "pki"])
+    }
+
+    /// Kills it and starts it again with its data on the same address (clients' kubeconfigs
+    /// stay right).
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub fn restart_on_same_address(&mut self) -> Result<(), String> {
+        self.restart_without(&[])
+    }
+
+    fn restart_without(&mut self, entries: &[&str]) -> Result<(), String> {
         self.kill();
-        std::fs::remove_dir_all(self.dir.join("data"))
-            .map_err(|e| format!("failed to remove the data: {e}"))?;
-        let address = self.url.trim_start_matches("http://").to_owned();
+        for entry in entries {
+            let path = self.dir.join("data").join(entry);
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match removed {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!("failed to remove {}: {e}", path.display()));
+                }
+                _ => {}
+            }
+        }
+        let address = crate::https::authority(&self.url);
         let mut args = self.args.clone();
         if let Some(i) = args.iter().position(|a| a == "--listen") {
             args[i + 1] = address;
@@ -240,14 +308,27 @@ impl ApiServerProcess {
         Ok(())
     }
 
-    /// A client for its HTTP API, usable from other threads.
-    pub fn client(url: &str) -> HttpClient {
-        HttpClient {
-            address: url.trim_start_matches("http://").to_owned(),
-        }
+    /// A raw HTTP client for its API as the administrator of its kubeconfig (TLS, the CA and
+    /// the admin's client certificate), usable from other threads.
+    ///
+    /// # Panics
+    /// When the kubeconfig is unreadable.
+    pub fn client(&self) -> HttpClient {
+        let kubeconfig = Kubeconfig::read(&self.kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+        HttpClient::from_kubeconfig(&kubeconfig).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// A raw HTTP/1.1 request; returns the status code and body.
+    /// A raw HTTP client for its API that trusts its CA and presents no client certificate:
+    /// anonymous, unless a request carries a token.
+    ///
+    /// # Panics
+    /// When the kubeconfig is unreadable.
+    pub fn anonymous_client(&self) -> HttpClient {
+        let kubeconfig = Kubeconfig::read(&self.kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+        self.client().without_identity(&kubeconfig)
+    }
+
+    /// A raw HTTP/1.1 request as the administrator; returns the status code and body.
     ///
     /// # Errors
     /// When the connection fails.
@@ -258,66 +339,18 @@ impl ApiServerProcess {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(u16, String), String> {
-        Self::client(&self.url).http(method, path, headers, body)
+        self.client().http(method, path, headers, body)
     }
-}
 
-/// A minimal HTTP/1.1 client for raw requests (one connection each), so tests can send exactly
-/// the bytes they mean, malformed ones included.
-#[derive(Debug, Clone)]
-pub struct HttpClient {
-    address: String,
-}
-
-impl HttpClient {
-    /// A raw HTTP/1.1 request; returns the status code and body.
+    /// The CA bundle clients trust it by (from its kubeconfig).
     ///
-    /// # Errors
-    /// When the connection fails.
-    pub fn http(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<(u16, String), String> {
-        let address = self.address.as_str();
-        let mut stream =
-            TcpStream::connect(address).map_err(|e| format!("failed to connect to {address}: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            request.extend([*name, ": ", *value, "\r\n"]);
-        }
-        request.push_str("\r\n");
-        // A server may answer (413, say) and close before the whole body is sent: a failed
-        // write is only an error if no response comes back either.
-        let sent = stream
-            .write_all(request.as_bytes())
-            .and_then(|()| stream.write_all(body));
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        if response.is_empty()
-            && let Err(e) = sent
-        {
-            return Err(format!("failed to send: {e}"));
-        }
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let code = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((code, body))
+    /// # Panics
+    /// When the kubeconfig has none.
+    pub fn ca(&self) -> String {
+        Kubeconfig::read(&self.kubeconfig)
+            .ok()
+            .and_then(|k| k.ca)
+            .unwrap_or_else(|| panic!("{} has no CA", self.kubeconfig.display()))
     }
 }
 

@@ -1,11 +1,19 @@
 //! Any `ringrift` role (controller, simulated agents) as a process: started with its log in
 //! the scratch directory, stopped with SIGTERM or SIGKILL, and killed when dropped.
 
+// Test harness: a failed unwrap is a failed test with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::missing_panics_doc
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::process::spawn_announced;
+use crate::process::{spawn_announced, spawn_program};
 
 /// A running `ringrift` subcommand.
 #[derive(Debug)]
@@ -55,6 +63,36 @@ impl RoleProcess {
         })
     }
 
+    /// Starts `program <args>` (a wrapper that ends up running `ringrift`) with `env` and
+    /// without the variables in `remove`, as [`RoleProcess::start`] does.
+    ///
+    /// # Errors
+    /// When it cannot start or does not announce itself in time.
+    pub fn start_program(
+        dir: &Path,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        ready_prefix: &str,
+        env: &[(String, String)],
+        remove: &[&str],
+    ) -> Result<Self, String> {
+        let log = dir.join(format!("{name}.log"));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (child, announced) = spawn_program(program, args, &env, remove, &log, ready_prefix)?;
+        Ok(Self {
+            child,
+            name: name.to_owned(),
+            log,
+            announced,
+        })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, as a crash would, and waits for it to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -91,6 +129,16 @@ impl RoleProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A client for the server it announced (its URL and certificate fingerprint): an agent's
+    /// REST API, a controller's admin port.
+    ///
+    /// # Panics
+    /// When the announcement names no https URL and fingerprint.
+    pub fn announced_client(&self) -> crate::https::HttpClient {
+        let (url, fingerprint) = crate::https::announced_endpoint(&self.announced);
+        crate::https::HttpClient::pinned(&url, &fingerprint).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Its log so far.

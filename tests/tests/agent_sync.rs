@@ -155,15 +155,29 @@ async fn a_pull_cut_by_a_crash_of_the_puller_resumes_where_it_stopped() {
     assert!(a2.role.log().contains("resuming a pull"), "{}", a2.role.log());
 }
 
-/// A holder that answers with the true manifest and garbage bytes.
-fn evil_holder(manifest: String) -> String {
+/// A holder that answers with the true manifest and garbage bytes, over TLS with a key pair of
+/// its own: an agent that is who its Agent status says, and serves bad data. Returns its
+/// endpoint and the fingerprint of `pem` (the certificate it serves).
+fn evil_holder(manifest: String, pem: &ringrift_tls::pki::Pem) -> (String, String) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(ringrift_tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(pem.chain().unwrap(), pem.private_key().unwrap())
+            .unwrap(),
+    );
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let manifest = manifest.clone();
+            let Ok(stream) = stream else { continue };
+            let (manifest, config) = (manifest.clone(), config.clone());
             std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut stream = rustls::StreamOwned::new(conn, stream);
                 let mut request = Vec::new();
                 let mut buf = [0u8; 4096];
                 while !request.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -198,10 +212,17 @@ fn evil_holder(manifest: String) -> String {
                 );
                 let _ = stream.write_all(head.as_bytes());
                 let _ = stream.write_all(&body);
+                stream.conn.send_close_notify();
+                let _ = stream.flush();
             });
         }
     });
-    format!("http://{addr}")
+    (format!("https://{addr}"), pem.info().unwrap().fingerprint)
+}
+
+/// A fresh self-signed key pair for a fake holder.
+fn key_pair() -> ringrift_tls::pki::Pem {
+    ringrift_tls::pki::self_signed("fake", &["127.0.0.1".into()], ringrift_tls::now(), 86_400).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +238,8 @@ async fn a_holder_serving_corrupt_bytes_is_dropped_and_nothing_corrupt_is_stored
     assert_eq!(code, 200);
 
     // An agent "evil" whose endpoint serves garbage.
-    fake_agent(&cluster, "evil", &evil_holder(manifest)).await;
+    let (endpoint, fingerprint) = evil_holder(manifest, &key_pair());
+    fake_agent(&cluster, "evil", &endpoint, &fingerprint).await;
 
     // With a good holder beside it: the bad chunks are caught, the holder dropped, the pull done.
     let mut mixed = made.clone();
@@ -251,8 +273,9 @@ async fn a_holder_serving_corrupt_bytes_is_dropped_and_nothing_corrupt_is_stored
     assert_eq!(code, 404, "nothing served");
 }
 
-/// Registers an Agent `name` whose endpoint is `endpoint` (no agent process behind it).
-async fn fake_agent(cluster: &Cluster, name: &str, endpoint: &str) {
+/// Registers an Agent `name` whose endpoint is `endpoint`, serving the certificate with
+/// `fingerprint` (no agent process behind it).
+async fn fake_agent(cluster: &Cluster, name: &str, endpoint: &str, fingerprint: &str) {
     let agents: Api<Agent> = Api::all(cluster.client.clone());
     agents
         .create(
@@ -265,7 +288,7 @@ async fn fake_agent(cluster: &Cluster, name: &str, endpoint: &str) {
         .patch_status(
             name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"endpoint": endpoint}})),
+            &Patch::Merge(json!({"status": {"endpoint": endpoint, "certificateFingerprint": fingerprint}})),
         )
         .await
         .unwrap();
@@ -283,7 +306,8 @@ async fn a_holder_whose_manifest_lies_is_distrusted_and_the_pull_ends_from_anoth
     // the digest itself, kept so the manifest passes the checks made before any byte moves).
     let mut lie: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     lie["chunks"][0] = lie["chunks"][1].clone();
-    fake_agent(&cluster, "liar", &evil_holder(lie.to_string())).await;
+    let (endpoint, fingerprint) = evil_holder(lie.to_string(), &key_pair());
+    fake_agent(&cluster, "liar", &endpoint, &fingerprint).await;
 
     // The liar is asked first, so its manifest is the one the pull starts with; a1 serves
     // another and is not asked until the liar is found out.
@@ -473,4 +497,36 @@ async fn a_pull_waits_for_a_holder_that_is_restarting() {
     let _a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
     let t = finished(&cluster, "patient").await;
     assert_eq!(phase(&t), TaskPhase::Succeeded, "{:?}", t.status);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_is_not_who_its_agent_says_or_speaks_plain_http_is_refused() {
+    let cluster = Cluster::start("sync-impostor").await;
+    let a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    let made = produce(&cluster, "make", "a1", 4).await;
+    let (code, manifest) = a1.get(&format!("/v1/artifacts/{}/chunks", made.digest));
+    assert_eq!(code, 200);
+    // An impostor: its Agent status pins one key, its endpoint serves another.
+    let (endpoint, served) = evil_holder(manifest, &key_pair());
+    let pinned = key_pair().info().unwrap().fingerprint;
+    fake_agent(&cluster, "impostor", &endpoint, &pinned).await;
+    // A holder whose Agent says plain HTTP.
+    fake_agent(&cluster, "plain", "http://127.0.0.1:9", &pinned).await;
+
+    let mut input = made.clone();
+    input.holders = vec!["impostor".into(), "plain".into(), "a1".into()];
+    consume(&cluster, "careful", "a2", &input).await;
+    let t = finished(&cluster, "careful").await;
+    assert_eq!(phase(&t), TaskPhase::Succeeded, "{:?}", t.status);
+    assert_eq!(sha256_of(&a2.stored(&made.digest)), made.digest);
+    let mismatches =
+        a2.metric(r#"ringrift_agent_trust_failures_total{peer="agent",reason="fingerprint_mismatch"}"#);
+    assert!(mismatches >= 1.0, "counted: {mismatches}");
+    let log = a2.role.log();
+    assert!(
+        log.contains("cannot trust the peer agent") && log.contains(&served) && log.contains(&pinned),
+        "the refusal names the peer, what it presented and what was pinned:\n{log}"
+    );
+    assert!(log.contains("refusing plain HTTP"), "{log}");
 }

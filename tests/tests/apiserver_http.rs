@@ -31,8 +31,7 @@ fn acknowledged_writes_survive_sigkill_in_the_middle_of_a_write_load() {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let (url, acked) = (server.url.clone(), Arc::clone(&acked));
-            let probe = ApiServerProcess::client(&url);
+            let (probe, acked) = (server.client(), Arc::clone(&acked));
             std::thread::spawn(move || {
                 for i in 0.. {
                     let name = format!("w{w}-{i}");
@@ -95,7 +94,7 @@ fn concurrent_writers_see_conflicts_never_silent_overwrites() {
     let first_round = Arc::new(Barrier::new(writers));
     let handles: Vec<_> = (0..writers)
         .map(|_| {
-            let client = ApiServerProcess::client(&server.url);
+            let client = server.client();
             let first_round = Arc::clone(&first_round);
             std::thread::spawn(move || {
                 let (mut conflicts, mut first) = (0, true);

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -564,14 +565,15 @@ fn bad_requests_get_the_right_status_and_change_nothing() {
 }
 
 #[test]
-fn a_token_is_required_when_configured() {
-    // kubectl (client-go) sends bearer tokens over TLS only, so this is checked with raw HTTP.
+fn credentials_are_required_and_the_kubeconfig_carries_the_admins() {
     let dir = Scratch::new("auth").unwrap();
     let server = ApiServerProcess::start(&dir.0, &["--token", "t0p-secret"]).unwrap();
-    let (code, body) = server.http("GET", "/api/v1/namespaces", &[], b"").unwrap();
+    // Over TLS without a client certificate or token: nobody.
+    let anonymous = server.anonymous_client();
+    let (code, body) = anonymous.http("GET", "/api/v1/namespaces", &[], b"").unwrap();
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("\"reason\":\"Unauthorized\""), "{body}");
-    let (code, _) = server
+    let (code, _) = anonymous
         .http(
             "GET",
             "/api/v1/namespaces",
@@ -581,7 +583,7 @@ fn a_token_is_required_when_configured() {
         .unwrap();
     assert_eq!(code, 401);
     let create = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"k":"v"}}"#;
-    let (code, _) = server
+    let (code, _) = anonymous
         .http(
             "POST",
             "/api/v1/namespaces/default/configmaps",
@@ -589,17 +591,30 @@ fn a_token_is_required_when_configured() {
             create,
         )
         .unwrap();
-    assert_eq!(code, 401, "a request without the token changes nothing");
+    assert_eq!(code, 401, "a request without credentials changes nothing");
     let auth = [("Authorization", "Bearer t0p-secret")];
-    let (code, body) = server
+    let (code, body) = anonymous
         .http("GET", "/api/v1/namespaces/default/configmaps", &auth, b"")
         .unwrap();
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"items\":[]"), "{body}");
-    let (code, _) = server.http("GET", "/readyz", &[], b"").unwrap();
-    assert_eq!(code, 200, "health checks need no token");
-    let kubeconfig = std::fs::read_to_string(&server.kubeconfig).unwrap();
-    assert!(kubeconfig.contains("token: \"t0p-secret\""), "{kubeconfig}");
+    let (code, _) = anonymous.http("GET", "/readyz", &[], b"").unwrap();
+    assert_eq!(code, 200, "health checks need no credentials");
+    // The kubeconfig trusts the server's CA and holds the administrator's client certificate,
+    // readable by its owner only.
+    let kubeconfig = ringrift_e2e::process::Kubeconfig::read(&server.kubeconfig).unwrap();
+    assert!(
+        kubeconfig.server.starts_with("https://127.0.0.1:"),
+        "{kubeconfig:?}"
+    );
+    assert!(kubeconfig.ca.is_some() && kubeconfig.identity.is_some() && kubeconfig.token.is_none());
+    let mode = std::fs::metadata(&server.kubeconfig)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(ok(&server, &["get", "configmaps", "-o", "name"]).trim(), "");
 }
 
 #[test]

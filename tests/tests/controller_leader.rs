@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use kube::api::PostParams;
 use ringrift_crds::common::JobPhase;
-use ringrift_e2e::cluster::{Cluster, finished, holder, selfplay, successes, until};
-use ringrift_e2e::process::ApiServerProcess;
+use ringrift_e2e::cluster::{Cluster, METRICS_TOKEN, finished, holder, selfplay, successes, until};
+use ringrift_e2e::process::HttpClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_finishes_the_job_when_the_leader_is_killed_mid_job() {
@@ -58,16 +58,25 @@ async fn sigterm_hands_over_without_waiting_for_the_lease_to_expire() {
     })
     .await;
     let second = cluster.controller("second");
-    // Both replicas serve their admin port; the standby is ready (warm caches) but not leading.
+    // Both replicas serve their admin port over TLS; the standby is ready (warm caches) but not
+    // leading. The probes are open, /metrics needs the metrics token, plain HTTP is refused.
+    let bearer = format!("Bearer {METRICS_TOKEN}");
     for (replica, leading) in [(&first, "1"), (&second, "0")] {
-        let admin = ApiServerProcess::client(replica.announced.rsplit("http://").next().unwrap());
+        let admin = replica.announced_client();
         let ready = until("ready", Duration::from_secs(20), || async {
             let (code, _) = admin.http("GET", "/ready", &[], b"").unwrap();
             (code == 200).then_some(())
         });
         ready.await;
         assert_eq!(admin.http("GET", "/live", &[], b"").unwrap().0, 200);
-        let (code, metrics) = admin.http("GET", "/metrics", &[], b"").unwrap();
+        assert_eq!(admin.http("GET", "/metrics", &[], b"").unwrap().0, 401);
+        let (code, answer) = HttpClient::plain(admin.address())
+            .http("GET", "/live", &[], b"")
+            .unwrap();
+        assert_eq!(code, 400, "plain HTTP on the admin port: {answer}");
+        let (code, metrics) = admin
+            .http("GET", "/metrics", &[("Authorization", &bearer)], b"")
+            .unwrap();
         assert_eq!(code, 200);
         assert!(
             metrics.contains(&format!("ringrift_controller_leader {leading}")),

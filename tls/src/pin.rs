@@ -187,6 +187,93 @@ pub async fn connect(
         })?
 }
 
+/// Records the certificate a server presents and ends the handshake there.
+#[derive(Debug)]
+struct Capture {
+    seen: std::sync::Mutex<Option<Vec<u8>>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(end_entity.to_vec());
+        Err(rustls::Error::General("certificate captured".into()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("certificate captured".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("certificate captured".into()))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The certificate `authority` (`host:port`) presents, read without trusting it and without
+/// sending anything but a TLS hello: to explain why a connection was not trusted.
+///
+/// # Errors
+/// When nothing answers, or the answer is not a TLS server's certificate.
+pub async fn presented(authority: &str, timeout: Duration) -> Result<crate::pki::CertInfo, ConnectError> {
+    let provider = crate::provider();
+    let capture = Arc::new(Capture {
+        seen: std::sync::Mutex::new(None),
+        provider: provider.clone(),
+    });
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConnectError::Handshake {
+            authority: authority.to_owned(),
+            source: std::io::Error::other(e),
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(capture.clone())
+        .with_no_client_auth();
+    let handshake = connect(authority, Arc::new(config), timeout).await;
+    let seen = capture
+        .seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    match (seen, handshake) {
+        (Some(der), _) => crate::pki::CertInfo::from_der(&der).map_err(|e| ConnectError::Handshake {
+            authority: authority.to_owned(),
+            source: std::io::Error::other(e),
+        }),
+        (None, Err(e)) => Err(e),
+        (None, Ok(_)) => Err(ConnectError::Handshake {
+            authority: authority.to_owned(),
+            source: std::io::Error::other("no certificate presented"),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,8 +22,13 @@ pub const CA_VALIDITY: i64 = 10 * 365 * DAY;
 /// How long an issued or self-signed serving or client certificate is valid (kubeadm's: one
 /// year).
 pub const LEAF_VALIDITY: i64 = 365 * DAY;
-/// Leeway for clocks that run a little behind the issuer's.
+/// Leeway for clocks that run a little behind the issuer's: a certificate is valid from this
+/// long before it was made (at most a tenth of its validity, so short-lived ones stay short).
 const BACKDATE: i64 = 5 * 60;
+
+fn backdate(validity: i64) -> i64 {
+    BACKDATE.min(validity / 10)
+}
 
 /// A certificate problem.
 #[derive(Debug, thiserror::Error)]
@@ -197,7 +202,7 @@ fn leaf_params(common_name: &str, now: i64, validity: i64) -> CertificateParams 
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
-    params.not_before = offset(now - BACKDATE);
+    params.not_before = offset(now - backdate(validity));
     params.not_after = offset(now + validity);
     params.serial_number = Some(random_serial());
     params.key_usages = vec![
@@ -211,6 +216,7 @@ fn leaf_params(common_name: &str, now: i64, validity: i64) -> CertificateParams 
 /// The cluster's certificate authority: signs the API server's serving certificate and the
 /// client certificates of people and components.
 pub struct Ca {
+    common_name: String,
     cert_pem: String,
     key_pem: String,
     cert_der: CertificateDer<'static>,
@@ -242,7 +248,7 @@ impl Ca {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        params.not_before = offset(now - BACKDATE);
+        params.not_before = offset(now - backdate(CA_VALIDITY));
         params.not_after = offset(now + CA_VALIDITY);
         params.serial_number = Some(random_serial());
         let cert = params
@@ -251,6 +257,7 @@ impl Ca {
         let cert_pem = cert.pem();
         let key_pem = key.serialize_pem();
         Ok(Self {
+            common_name: common_name.to_owned(),
             cert_der: cert.der().clone(),
             cert_pem,
             key_pem,
@@ -287,11 +294,17 @@ impl Ca {
             reason: e.to_string(),
         })?;
         Ok(Self {
+            common_name: info.common_names.first().cloned().unwrap_or_default(),
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
             cert_der,
             issuer,
         })
+    }
+
+    /// Its common name: the issuer of what it signs.
+    pub fn common_name(&self) -> &str {
+        &self.common_name
     }
 
     /// The CA certificate, PEM: what clients trust.
@@ -579,6 +592,10 @@ mod tests {
         assert!(info.is_ca);
         assert_eq!(info.common_names, ["ringrift-ca"]);
         assert_eq!(info.not_after - info.not_before, CA_VALIDITY + BACKDATE);
+        assert_eq!(ca.common_name(), "ringrift-ca");
+        // A short-lived certificate is backdated by a tenth of its validity, not 5 minutes.
+        let short = self_signed("s", &[], NOW, 60).unwrap().info().unwrap();
+        assert_eq!((short.not_before, short.not_after), (NOW - 6, NOW + 60));
 
         let serving = ca
             .serving(
@@ -612,6 +629,7 @@ mod tests {
         let ca = Ca::generate("ringrift-ca", NOW).unwrap();
         let again = Ca::from_pem(ca.cert_pem(), ca.key_pem(), "pki/ca.crt").unwrap();
         assert_eq!(again.hash(), ca.hash());
+        assert_eq!(again.common_name(), "ringrift-ca");
         assert!(ca.hash().starts_with("sha256:") && ca.hash().len() == 7 + 64);
         let leaf = again.serving("x", &["localhost".into()], NOW, DAY).unwrap();
         assert_eq!(leaf.info().unwrap().issuer, "ringrift-ca");

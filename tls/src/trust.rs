@@ -133,6 +133,9 @@ pub fn describe_rustls(error: &rustls::Error, presented: Option<&CertInfo>) -> S
                 expected.to_str()
             ),
             CertificateError::NotValidForName => format!("{cert} is not valid for the name dialled"),
+            CertificateError::BadSignature => format!(
+                "{cert} names a trusted CA as its issuer but that CA did not sign it (another CA of the same name?)"
+            ),
             CertificateError::Other(other) => match other.0.downcast_ref::<PinMismatch>() {
                 Some(m) => m.to_string(),
                 None => format!("{cert} was refused: {other}"),

@@ -76,6 +76,17 @@ async fn a_pinned_client_trusts_exactly_the_pinned_certificate() {
 }
 
 #[tokio::test]
+async fn the_certificate_a_server_presents_can_be_read_to_explain_a_failure() {
+    let pem = agent_cert();
+    let acceptor = Arc::new(Acceptor::new(certified_key(&pem, "agent").unwrap(), None).unwrap());
+    let (addr, _server) = serve_once(acceptor).await;
+    let seen = pin::presented(&addr, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(seen, pem.info().unwrap());
+}
+
+#[tokio::test]
 async fn plain_http_on_a_tls_port_is_answered_400_and_closed() {
     let acceptor = Arc::new(Acceptor::new(certified_key(&agent_cert(), "agent").unwrap(), None).unwrap());
     let (addr, server) = serve_once(acceptor).await;

@@ -6,8 +6,6 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use kube::Api;
-use ringrift_crds::agent::Agent;
 use ringrift_crds::common::Artifact;
 use ringrift_crds::task::Task;
 
@@ -32,20 +30,22 @@ pub async fn holders(node: &Node, artifact: &Artifact) -> Vec<Holder> {
     names.retain(|n| *n != node.name);
     // Penalized holders go last: asked only when nobody else can serve.
     names.sort_by_key(|n| node.sync.penalized(n));
-    let agents: Api<Agent> = Api::all(node.client.clone());
     let mut out = Vec::new();
     for name in names {
-        let endpoint = match node.sync.endpoint(&name) {
-            Some(e) => Some(e),
-            None => agents
-                .get_opt(&name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|a| a.status.and_then(|s| s.endpoint)),
-        };
+        // Trusted by what its Agent status publishes (the API); reached where gossip says it
+        // is now, or else where its Agent says.
+        let pin = node.sync.pins.of(&node.client, &name).await;
+        let endpoint = node
+            .sync
+            .endpoint(&name)
+            .or_else(|| pin.as_ref().and_then(|p| p.endpoint.clone()));
+        let fingerprint = pin.and_then(|p| p.fingerprint);
         if let Some(endpoint) = endpoint {
-            out.push(Holder { name, endpoint });
+            out.push(Holder {
+                name,
+                endpoint,
+                fingerprint,
+            });
         } else {
             tracing::debug!(holder = %name, "no endpoint known for holder");
         }

@@ -34,8 +34,11 @@ pub struct Rest {
     pub node: Arc<Node>,
     /// The bearer token.
     pub token: String,
-    /// The token peers present to fetch artifacts (derived from the cluster key), if any.
+    /// The token peers present to fetch artifacts (derived from the cluster key), if any: it
+    /// opens the artifact routes only.
     pub peer_token: Option<String>,
+    /// The token Prometheus presents, if any: it opens `/metrics` only.
+    pub metrics_token: Option<String>,
     /// True once registered and watching.
     pub ready: watch::Receiver<bool>,
 }
@@ -230,6 +233,46 @@ fn reply(r: Result<warp::reply::Response, ApiError>) -> warp::reply::Response {
     r.unwrap_or_else(warp::Reply::into_response)
 }
 
+/// Which token besides the REST token a route accepts.
+#[derive(Debug, Clone, Copy)]
+enum Also {
+    Nothing,
+    Peers,
+    Metrics,
+}
+
+/// A filter that lets a request through when its bearer token is the REST token, or the token
+/// `also` names.
+fn bearer(
+    rest: &Arc<Rest>,
+    also: Also,
+) -> impl warp::Filter<Extract = (), Error = warp::Rejection> + Clone + use<> {
+    let rest = rest.clone();
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let rest = rest.clone();
+            async move {
+                let other = match also {
+                    Also::Nothing => None,
+                    Also::Peers => rest.peer_token.as_deref(),
+                    Also::Metrics => rest.metrics_token.as_deref(),
+                };
+                if authorized(header.as_deref(), &rest.token)
+                    || other.is_some_and(|t| authorized(header.as_deref(), t))
+                {
+                    Ok(())
+                } else if header.is_none() {
+                    Err(warp::reject::custom(ApiError::unauthorized(
+                        "a bearer token is required",
+                    )))
+                } else {
+                    Err(warp::reject::custom(ApiError::unauthorized("wrong bearer token")))
+                }
+            }
+        })
+        .untuple_one()
+}
+
 /// Every route, with errors recovered into JSON.
 #[allow(clippy::too_many_lines)] // one filter per route, read top to bottom
 pub fn routes(
@@ -239,25 +282,11 @@ pub fn routes(
         let rest = rest.clone();
         warp::any().map(move || rest.clone())
     };
-    let auth = warp::header::optional::<String>("authorization")
-        .and(with.clone())
-        .and_then(|header: Option<String>, rest: Arc<Rest>| async move {
-            if authorized(header.as_deref(), &rest.token)
-                || rest
-                    .peer_token
-                    .as_deref()
-                    .is_some_and(|t| authorized(header.as_deref(), t))
-            {
-                Ok(())
-            } else if header.is_none() {
-                Err(warp::reject::custom(ApiError::unauthorized(
-                    "a bearer token is required",
-                )))
-            } else {
-                Err(warp::reject::custom(ApiError::unauthorized("wrong bearer token")))
-            }
-        })
-        .untuple_one();
+    // The REST token opens every route; the peer token also the artifact routes, the metrics
+    // token also /metrics.
+    let auth = bearer(&rest, Also::Nothing);
+    let peer_auth = bearer(&rest, Also::Peers);
+    let metrics_auth = bearer(&rest, Also::Metrics);
 
     let healthz = warp::path!("healthz")
         .and(warp::get())
@@ -274,7 +303,7 @@ pub fn routes(
         });
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(auth.clone())
+        .and(metrics_auth)
         .and(with.clone())
         .map(|rest: Arc<Rest>| {
             warp::reply::with_header(
@@ -352,7 +381,7 @@ pub fn routes(
         });
     let artifact = warp::path!("v1" / "artifacts" / String)
         .and(warp::get().map(|| false).or(warp::head().map(|| true)).unify())
-        .and(auth.clone())
+        .and(peer_auth.clone())
         .and(warp::header::optional::<String>("range"))
         .and(with.clone())
         .then(
@@ -362,7 +391,7 @@ pub fn routes(
         );
     let artifact_chunks = warp::path!("v1" / "artifacts" / String / "chunks")
         .and(warp::get())
-        .and(auth.clone())
+        .and(peer_auth)
         .and(with.clone())
         .then(|digest: String, rest: Arc<Rest>| async move {
             reply(crate::sync::serve::chunks(rest.node.clone(), digest).await)
@@ -413,17 +442,38 @@ pub fn routes(
         }))
 }
 
-/// Serves the API on `listener` until `shutdown` turns true.
-pub async fn serve(rest: Arc<Rest>, listener: tokio::net::TcpListener, mut shutdown: watch::Receiver<bool>) {
+/// Serves the API on `listener` until `shutdown` turns true: each connection through
+/// `acceptor` (TLS; plain HTTP is answered 400), then the routes through hyper.
+pub async fn serve(
+    rest: Arc<Rest>,
+    listener: tokio::net::TcpListener,
+    acceptor: Arc<ringrift_tls::serve::Acceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::debug!(?addr, "REST API serving");
-    warp::serve(routes(rest))
-        .incoming(listener)
-        .graceful(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
+    tracing::debug!(?addr, tls = acceptor.is_tls(), "REST API serving");
+    let service = warp::service(routes(rest));
+    let make = move |_client| {
+        let service = service.clone();
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut service = service.clone();
+            tower::Service::call(&mut service, request)
         })
-        .run()
-        .await;
+    };
+    let refused = |peer: SocketAddr, e: &ringrift_tls::serve::AcceptError| {
+        tracing::info!(%peer, error = %e, "REST connection not accepted");
+    };
+    ringrift_tls::serve::serve_http(
+        listener,
+        acceptor,
+        make,
+        refused,
+        async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        },
+        std::time::Duration::from_secs(5),
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::store::Store;
 
 const TOKEN: &str = "s3cret-token";
 const PEER_TOKEN: &str = "peer-token";
+const METRICS_TOKEN: &str = "metrics-token";
 /// sha256 of the artifact every test agent holds: `hello`.
 const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
 
@@ -85,6 +86,7 @@ async fn rest(ready: bool) -> (Arc<Rest>, watch::Sender<bool>) {
         node,
         token: TOKEN.into(),
         peer_token: Some(PEER_TOKEN.into()),
+        metrics_token: Some(METRICS_TOKEN.into()),
         ready: ready_rx,
     });
     (rest, ready_tx)
@@ -300,6 +302,29 @@ async fn get(
         request = request.header("range", r);
     }
     request.reply(&routes(rest.clone())).await
+}
+
+#[tokio::test]
+async fn the_peer_and_metrics_tokens_open_their_routes_only() {
+    let (rest, _ready) = rest(true).await;
+    let artifact = format!("/v1/artifacts/{HELLO}");
+    let chunks = format!("/v1/artifacts/{HELLO}/chunks");
+    for (token, path, want) in [
+        (PEER_TOKEN, artifact.as_str(), 200),
+        (PEER_TOKEN, chunks.as_str(), 200),
+        (PEER_TOKEN, "/v1/tasks", 401),
+        (PEER_TOKEN, "/metrics", 401),
+        (PEER_TOKEN, "/v1/tasks/ns/running/cancel", 401),
+        (METRICS_TOKEN, "/metrics", 200),
+        (METRICS_TOKEN, "/v1/node", 401),
+        (METRICS_TOKEN, artifact.as_str(), 401),
+        (TOKEN, "/metrics", 200),
+        (TOKEN, artifact.as_str(), 200),
+    ] {
+        let method = if path.ends_with("/cancel") { "post" } else { "get" };
+        let (code, body) = call(&rest, method, path, Some(token), b"").await;
+        assert_eq!(code, want, "{token} on {path}: {body}");
+    }
 }
 
 #[tokio::test]

@@ -1,13 +1,18 @@
-//! The HTTP client one agent uses to fetch from another: plain HTTP/1.1 on one kept-alive
-//! connection per request stream, the peer token as bearer, every response bounded in size.
+//! The HTTP client one agent uses to fetch from another: HTTP/1.1 over TLS on one kept-alive
+//! connection per request stream, trusting exactly the certificate whose fingerprint the
+//! peer's `Agent` status publishes (see [`super::pins`]); the peer token as bearer; every
+//! response bounded in size. Plain HTTP only to peers that advertise it, and only when this
+//! agent runs with the insecure benchmark flag too.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use ringrift_tls::trust::{Failure, TrustMetrics};
 use serde::Deserialize;
 
 use super::gate::Gate;
@@ -23,9 +28,20 @@ const MAX_MANIFEST: usize = 32 * 1024 * 1024;
 /// A request to a peer that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// The endpoint is not `http://host:port`.
-    #[error("endpoint {0:?} is not http://host:port")]
+    /// The endpoint is not `https://host:port` (or `http://` where plain HTTP is allowed).
+    #[error("endpoint {0:?} is not https://host:port")]
     Endpoint(String),
+    /// A plain-HTTP endpoint, and this agent does not speak plain HTTP.
+    #[error(
+        "refusing plain HTTP to {0}: agents speak TLS (the peer runs with --insecure-plain-http, this agent does not)"
+    )]
+    Plain(String),
+    /// No fingerprint to trust the peer by.
+    #[error("no certificate fingerprint is published for {0} in its Agent status; not trusting it")]
+    Unpinned(String),
+    /// The peer is not who its Agent status says (another certificate), or does not speak TLS.
+    #[error("cannot trust {0}: {1}")]
+    Untrusted(String, String),
     /// No connection.
     #[error("cannot connect to {0}: {1}")]
     Connect(String, String),
@@ -77,12 +93,50 @@ impl Chunks {
     }
 }
 
+/// Logs and counts a peer's trust failure, and forgets its pin (it may have a new key; the next
+/// lookup reads the Agent again).
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    /// The agent's trust counter.
+    pub metrics: TrustMetrics,
+    /// The pins to forget the peer's in.
+    pub pins: Arc<super::pins::Pins>,
+}
+
+impl Reporter {
+    fn report(&self, name: &str, authority: &str, pinned: &str, failure: &Failure) {
+        self.metrics.record("agent", failure.reason);
+        self.pins.forget(name);
+        tracing::warn!(
+            peer = %name,
+            %authority,
+            %pinned,
+            reason = failure.reason.label(),
+            "cannot trust the peer agent: {}",
+            failure.detail
+        );
+    }
+}
+
+/// How a peer is reached.
+#[derive(Debug, Clone)]
+enum Transport {
+    /// TLS, trusting the certificate with this fingerprint.
+    Pinned(String, Arc<rustls::ClientConfig>),
+    /// Plain TCP (insecure benchmark mode).
+    Plain,
+}
+
 /// A peer's artifact endpoint.
 #[derive(Debug, Clone)]
 pub struct Peer {
+    /// Agent name.
+    name: String,
     /// `host:port`.
     authority: String,
     token: String,
+    transport: Transport,
+    reporter: Option<Reporter>,
 }
 
 /// A kept-alive connection to a peer.
@@ -91,21 +145,56 @@ pub struct Conn {
     sender: SendRequest<Empty<Bytes>>,
 }
 
+/// `host:port` of `endpoint` after `scheme`.
+fn authority_of<'a>(endpoint: &'a str, scheme: &str) -> Option<&'a str> {
+    endpoint
+        .strip_prefix(scheme)
+        .map(|a| a.trim_end_matches('/'))
+        .filter(|a| !a.is_empty() && !a.contains('/') && a.contains(':'))
+}
+
 impl Peer {
-    /// A peer at `endpoint` (`http://host:port`, as in the `Agent` status).
+    /// The agent `name` at `endpoint` (`https://host:port`, as in its `Agent` status), trusted
+    /// by `fingerprint`. `http://` endpoints only with `allow_plain`.
     ///
     /// # Errors
-    /// [`FetchError::Endpoint`] for anything else.
-    pub fn new(endpoint: &str, token: &str) -> Result<Self, FetchError> {
-        let authority = endpoint
-            .strip_prefix("http://")
-            .map(|a| a.trim_end_matches('/'))
-            .filter(|a| !a.is_empty() && !a.contains('/') && a.contains(':'))
-            .ok_or_else(|| FetchError::Endpoint(endpoint.to_owned()))?;
+    /// [`FetchError::Endpoint`], [`FetchError::Plain`], [`FetchError::Unpinned`].
+    pub fn new(
+        name: &str,
+        endpoint: &str,
+        fingerprint: Option<&str>,
+        token: &str,
+        allow_plain: bool,
+    ) -> Result<Self, FetchError> {
+        let (authority, transport) = if let Some(a) = authority_of(endpoint, "https://") {
+            let fp = fingerprint
+                .filter(|f| ringrift_tls::pin::valid(f))
+                .ok_or_else(|| FetchError::Unpinned(name.to_owned()))?;
+            let config = ringrift_tls::pin::client_config(fp)
+                .map_err(|e| FetchError::Connect(a.to_owned(), e.to_string()))?;
+            (a, Transport::Pinned(fp.to_owned(), config))
+        } else if let Some(a) = authority_of(endpoint, "http://") {
+            if !allow_plain {
+                return Err(FetchError::Plain(endpoint.to_owned()));
+            }
+            (a, Transport::Plain)
+        } else {
+            return Err(FetchError::Endpoint(endpoint.to_owned()));
+        };
         Ok(Self {
+            name: name.to_owned(),
             authority: authority.to_owned(),
             token: token.to_owned(),
+            transport,
+            reporter: None,
         })
+    }
+
+    /// Reports trust failures through `reporter`.
+    #[must_use]
+    pub fn with_reporter(mut self, reporter: Reporter) -> Self {
+        self.reporter = Some(reporter);
+        self
     }
 
     /// `host:port`.
@@ -114,18 +203,55 @@ impl Peer {
     }
 
     async fn connect(&self) -> Result<Conn, FetchError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.authority))
-            .await
-            .map_err(|_| FetchError::Timeout(self.authority.clone(), CONNECT_TIMEOUT))?
-            .map_err(|e| FetchError::Connect(self.authority.clone(), e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| FetchError::Connect(self.authority.clone(), e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let handshake_error = |e: hyper::Error| FetchError::Connect(self.authority.clone(), e.to_string());
+        let sender = match &self.transport {
+            Transport::Pinned(pinned, config) => {
+                let stream = ringrift_tls::pin::connect(&self.authority, Arc::clone(config), CONNECT_TIMEOUT)
+                    .await
+                    .map_err(|e| self.connect_failed(pinned, &e))?;
+                let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(handshake_error)?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                sender
+            }
+            Transport::Plain => {
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.authority))
+                        .await
+                        .map_err(|_| FetchError::Timeout(self.authority.clone(), CONNECT_TIMEOUT))?
+                        .map_err(|e| FetchError::Connect(self.authority.clone(), e.to_string()))?;
+                let _ = stream.set_nodelay(true);
+                let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(handshake_error)?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                sender
+            }
+        };
         Ok(Conn { sender })
+    }
+
+    /// The error of a failed TLS connection; a trust failure is reported.
+    fn connect_failed(&self, pinned: &str, e: &ringrift_tls::pin::ConnectError) -> FetchError {
+        match ringrift_tls::trust::classify(e) {
+            Some(failure) => {
+                if let Some(r) = &self.reporter {
+                    r.report(&self.name, &self.authority, pinned, &failure);
+                }
+                FetchError::Untrusted(self.authority.clone(), failure.detail)
+            }
+            None => match e {
+                ringrift_tls::pin::ConnectError::Timeout { within, .. } => {
+                    FetchError::Timeout(self.authority.clone(), *within)
+                }
+                other => FetchError::Connect(self.authority.clone(), other.to_string()),
+            },
+        }
     }
 
     async fn send(
@@ -286,13 +412,33 @@ mod tests {
 
     #[test]
     fn endpoints() {
+        let fp = format!("sha256:{}", "ab".repeat(32));
+        let peer = |endpoint: &str, fp: Option<&str>, plain: bool| Peer::new("a", endpoint, fp, "t", plain);
         assert_eq!(
-            Peer::new("http://10.0.0.1:8770", "t").unwrap().authority(),
+            peer("https://10.0.0.1:8770", Some(&fp), false)
+                .unwrap()
+                .authority(),
             "10.0.0.1:8770"
         );
-        assert_eq!(Peer::new("http://h:1/", "t").unwrap().authority(), "h:1");
-        for bad in ["https://h:1", "h:1", "http://", "http://h", "http://h:1/x"] {
-            assert!(Peer::new(bad, "t").is_err(), "{bad}");
+        assert_eq!(peer("https://h:1/", Some(&fp), false).unwrap().authority(), "h:1");
+        assert!(matches!(
+            peer("https://h:1", None, false),
+            Err(FetchError::Unpinned(_))
+        ));
+        assert!(matches!(
+            peer("https://h:1", Some("sha256:short"), false),
+            Err(FetchError::Unpinned(_))
+        ));
+        assert!(matches!(
+            peer("http://h:1", Some(&fp), false),
+            Err(FetchError::Plain(_))
+        ));
+        assert_eq!(peer("http://h:1", None, true).unwrap().authority(), "h:1");
+        for bad in ["h:1", "https://", "https://h", "https://h:1/x", "ftp://h:1"] {
+            assert!(
+                matches!(peer(bad, Some(&fp), true), Err(FetchError::Endpoint(_))),
+                "{bad}"
+            );
         }
     }
 

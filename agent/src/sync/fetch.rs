@@ -238,15 +238,27 @@ pub(super) async fn chunks(
             () = tokio::time::sleep_until(busy.values().min().copied().unwrap_or(next_refresh)), if !busy.is_empty() => {}
             () = tokio::time::sleep_until(next_refresh), if refresh.is_none() => {
                 // Holders gossip names now (other pullers, new whole holders) join the known.
+                // They are trusted by the fingerprints the API publishes: one not listed yet is
+                // looked up for the next round.
                 let (whole, pulling) = node.sync.holders_of(digest);
+                let mut unpinned = false;
                 for (name, endpoint) in whole.into_iter().chain(pulling) {
-                    if name != node.name
-                        && !distrusted.contains(&name)
-                        && !known.iter().any(|(k, _)| *k == name)
-                        && let Ok(peer) = Peer::new(&endpoint, &node.sync.fetch_token)
-                    {
+                    if name == node.name || distrusted.contains(&name) || known.iter().any(|(k, _)| *k == name) {
+                        continue;
+                    }
+                    let fingerprint = node.sync.pins.cached(&name).and_then(|p| p.fingerprint);
+                    if fingerprint.is_none() && !node.sync.plain_peers {
+                        unpinned = true;
+                        continue;
+                    }
+                    let holder = Holder { name: name.clone(), endpoint, fingerprint };
+                    if let Some(peer) = super::pull::peer(node, &holder) {
                         known.push((name, peer));
                     }
+                }
+                if unpinned {
+                    let (pins, client) = (node.sync.pins.clone(), node.client.clone());
+                    tokio::spawn(async move { pins.refresh(&client).await });
                 }
                 // Ask the partial holders and those not asked yet (a whole holder stays whole).
                 let ask_now: Vec<(String, Peer)> = known

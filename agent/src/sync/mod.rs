@@ -1,6 +1,8 @@
 //! Peer-to-peer data sync (DESIGN.md section 7): artifacts are content-addressed, served by
 //! every agent that holds them ([`serve`]), and pulled in verified chunks from several holders
-//! at once ([`pull`]), resumable, within one bandwidth limit and by priority ([`gate`]).
+//! at once ([`pull`]), resumable, within one bandwidth limit and by priority ([`gate`]), over
+//! TLS to peers trusted by the certificate fingerprints their `Agent` objects publish
+//! ([`pins`], [`client`]).
 //!
 //! Pure decisions: [`chain`] (SHA-256 cut at chunk boundaries), [`manifest`] (chunk layout and
 //! checks), [`plan`] (which holder serves which chunk, and what a bad one costs it), [`gate`]
@@ -15,6 +17,7 @@ pub mod gate;
 pub mod key;
 pub mod manifest;
 pub mod metrics;
+pub mod pins;
 pub mod plan;
 pub mod pull;
 pub mod range;

@@ -15,7 +15,7 @@ use std::time::Instant;
 use ringrift_crds::common::Artifact;
 
 use super::checked::FileId;
-use super::client::{FetchError, Peer};
+use super::client::{FetchError, Peer, Reporter};
 use super::fetch;
 use super::gate::Class;
 use super::manifest::Manifest;
@@ -33,6 +33,29 @@ pub struct Holder {
     pub name: String,
     /// REST endpoint.
     pub endpoint: String,
+    /// Its certificate's fingerprint (from its `Agent` status).
+    pub fingerprint: Option<String>,
+}
+
+/// The client for `holder`, when it can be trusted (a published fingerprint for an `https://`
+/// endpoint; plain HTTP only in the insecure benchmark mode).
+pub(crate) fn peer(node: &Node, holder: &Holder) -> Option<Peer> {
+    match Peer::new(
+        &holder.name,
+        &holder.endpoint,
+        holder.fingerprint.as_deref(),
+        &node.sync.fetch_token,
+        node.sync.plain_peers,
+    ) {
+        Ok(peer) => Some(peer.with_reporter(Reporter {
+            metrics: node.metrics.trust.clone(),
+            pins: node.sync.pins.clone(),
+        })),
+        Err(e) => {
+            tracing::warn!(holder = %holder.name, error = %e, "not pulling from this holder");
+            None
+        }
+    }
 }
 
 /// Why a pull failed.
@@ -142,11 +165,7 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
     let digest = artifact.digest.as_str();
     let peers: Vec<(Holder, Peer)> = holders
         .iter()
-        .filter_map(|h| {
-            Peer::new(&h.endpoint, &node.sync.fetch_token)
-                .ok()
-                .map(|p| (h.clone(), p))
-        })
+        .filter_map(|h| peer(node, h).map(|p| (h.clone(), p)))
         .collect();
     let mut distrusted: HashSet<String> = HashSet::new();
     for _ in 0..MAX_ROUNDS {

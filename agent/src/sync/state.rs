@@ -29,6 +29,10 @@ pub struct SyncState {
     pub gate: Arc<Gate>,
     /// Bearer token presented to peers.
     pub fetch_token: String,
+    /// The peers' certificate fingerprints, from the API.
+    pub pins: Arc<super::pins::Pins>,
+    /// Whether peers advertising plain HTTP are fetched from (insecure benchmark mode).
+    pub plain_peers: bool,
     /// Pulls in progress.
     pub partials: Partials,
     /// The bandwidth limit of serving peers.
@@ -47,6 +51,8 @@ impl SyncState {
         Self {
             gate: Gate::new(slots, rate),
             fetch_token,
+            pins: Arc::default(),
+            plain_peers: false,
             partials: Partials::default(),
             serving: Mutex::new(Bucket::new(0, Instant::now())),
             serve_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_SERVE_SLOTS)),
@@ -54,6 +60,14 @@ impl SyncState {
             penalties: Mutex::default(),
             locks: Mutex::default(),
         }
+    }
+
+    /// Fetches from peers that advertise plain HTTP (only in the insecure benchmark mode, where
+    /// this agent serves plain HTTP too).
+    #[must_use]
+    pub fn with_plain_peers(mut self, plain: bool) -> Self {
+        self.plain_peers = plain;
+        self
     }
 
     /// Limits serving peers to `rate` bytes per second (0: none).

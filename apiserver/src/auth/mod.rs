@@ -1,12 +1,16 @@
 //! Who a request comes from, what they may do, and the record of what they did:
 //!
+//! - x509 client certificates signed by a client CA: CN is the user, O the groups (as
+//!   kube-apiserver reads them), checked first;
 //! - bearer tokens: one administrator token (`--token`) and a static token file in the format of
 //!   kube-apiserver's `--token-auth-file` (`token,user,uid[,"group1,group2"]` per line);
+//! - [`node`]: the node restriction: an agent's credential writes only its own objects;
 //! - [`rbac`]: Role-based access control over the stored Roles, ClusterRoles and their bindings,
 //!   enforced when the server runs with `--authorization-mode RBAC`;
 //! - [`audit`]: one JSON line per API request (user, verb, resource, response code).
 
 pub mod audit;
+pub mod node;
 pub mod rbac;
 
 use std::collections::BTreeMap;
@@ -24,13 +28,28 @@ pub struct User {
     pub groups: Vec<String>,
 }
 
+/// The group every authenticated user is in.
+pub const AUTHENTICATED: &str = "system:authenticated";
+
 impl User {
+    /// The user of a verified client certificate: its first common name, its organizations as
+    /// groups. None without a common name (kube-apiserver refuses those too).
+    pub fn from_certificate(info: &ringrift_tls::pki::CertInfo) -> Option<Self> {
+        let name = info.common_names.first().filter(|n| !n.is_empty())?;
+        let mut groups = info.organizations.clone();
+        groups.push(AUTHENTICATED.into());
+        Some(Self {
+            name: name.clone(),
+            groups,
+        })
+    }
+
     /// The administrator: what the `--token` holder and every client of a server without
     /// authentication are.
     pub fn admin() -> Self {
         Self {
             name: "admin".into(),
-            groups: vec![MASTERS.into(), "system:authenticated".into()],
+            groups: vec![MASTERS.into(), AUTHENTICATED.into()],
         }
     }
 
@@ -102,12 +121,12 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
 }
 
 impl Tokens {
-    /// No tokens: every request is the administrator's.
+    /// No tokens.
     pub fn none() -> Self {
         Self::default()
     }
 
-    /// Whether the server authenticates at all.
+    /// Whether any token is configured.
     pub fn enabled(&self) -> bool {
         !self.0.is_empty()
     }
@@ -151,7 +170,7 @@ impl Tokens {
                         .collect()
                 })
                 .unwrap_or_default();
-            groups.push("system:authenticated".into());
+            groups.push(AUTHENTICATED.into());
             if let Some(sa) = name.strip_prefix("system:serviceaccount:")
                 && let Some((ns, _)) = sa.split_once(':')
             {
@@ -169,12 +188,8 @@ impl Tokens {
         Ok(self)
     }
 
-    /// The user a bearer token belongs to. With no tokens configured, everyone is the
-    /// administrator; otherwise an unknown or missing token is nobody.
+    /// The user a bearer token belongs to; an unknown or missing token is nobody.
     pub fn authenticate(&self, bearer: Option<&str>) -> Option<User> {
-        if !self.enabled() {
-            return Some(User::admin());
-        }
         let given = bearer?;
         self.0
             .iter()
@@ -210,8 +225,27 @@ mod tests {
     }
 
     #[test]
-    fn no_tokens_means_everyone_is_admin() {
-        assert!(Tokens::none().authenticate(None).unwrap().is_master());
+    fn no_tokens_means_no_token_user() {
+        assert_eq!(Tokens::none().authenticate(None), None);
+        assert_eq!(Tokens::none().authenticate(Some("x")), None);
+    }
+
+    #[test]
+    fn certificate_users_are_their_common_name_in_their_organizations() {
+        let ca = ringrift_tls::pki::Ca::generate("ca", 1_800_000_000).unwrap();
+        let pem = ca.client("alice", Some("ops"), 1_800_000_000, 3600).unwrap();
+        let user = User::from_certificate(&pem.info().unwrap()).unwrap();
+        assert_eq!(user.name, "alice");
+        assert_eq!(user.groups, ["ops", AUTHENTICATED]);
+        let admin = ca.client("admin", Some(MASTERS), 1_800_000_000, 3600).unwrap();
+        assert!(
+            User::from_certificate(&admin.info().unwrap())
+                .unwrap()
+                .is_master()
+        );
+        let mut nameless = pem.info().unwrap();
+        nameless.common_names.clear();
+        assert_eq!(User::from_certificate(&nameless), None);
     }
 
     #[test]

@@ -21,12 +21,21 @@ pub struct RequestLabels {
     pub code: u16,
 }
 
+/// Why a client was not authenticated (or its connection not accepted).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabels {
+    /// `certificate_rejected`, `invalid_token`, `no_credentials`, `plain_http`, `handshake`.
+    pub reason: &'static str,
+}
+
 /// The server's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     /// Requests answered.
     pub requests: Family<RequestLabels, Counter>,
+    /// Requests refused 401 and connections refused at the handshake, by reason.
+    pub auth_failures: Family<AuthFailureLabels, Counter>,
     /// Time to answer (to the start of the body, for watches).
     pub duration: Histogram,
     /// Watches open now.
@@ -66,6 +75,12 @@ impl Default for Metrics {
             "Requests answered, by verb, resource and code",
             requests.clone(),
         );
+        let auth_failures = Family::<AuthFailureLabels, Counter>::default();
+        registry.register(
+            "authentication_failures",
+            "Requests refused 401 (a rejected client certificate, an unknown token, no credentials) and connections refused at the TLS handshake (plain HTTP, a failed handshake), by reason",
+            auth_failures.clone(),
+        );
         let duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "request_duration_seconds",
@@ -79,6 +94,7 @@ impl Default for Metrics {
         Self {
             registry,
             requests,
+            auth_failures,
             duration,
             watches,
             revision,
@@ -103,6 +119,11 @@ mod tests {
             })
             .inc();
         m.watches.inc();
+        m.auth_failures
+            .get_or_create(&AuthFailureLabels {
+                reason: "invalid_token",
+            })
+            .inc();
         m.revision.set(42);
         m.duration.observe(0.002);
         let text = m.render();
@@ -113,6 +134,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ringrift_apiserver_watches 1"), "{text}");
+        assert!(
+            text.contains(r#"ringrift_apiserver_authentication_failures_total{reason="invalid_token"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains("ringrift_apiserver_storage_writes_per_commit_sum 3.0"),
             "{text}"

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use ringrift_tls::serve::{AcceptError, Acceptor, ClientCert};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -19,7 +20,7 @@ use super::route::{self, ObjectPath, Route};
 use super::status::ApiError;
 use crate::auth::audit::AuditLog;
 use crate::auth::rbac::{self, Attributes, Policy};
-use crate::auth::{Tokens, User};
+use crate::auth::{Tokens, User, node};
 use crate::registry::{Registry, crd_key};
 use crate::store::semantics::WriteContext;
 use crate::store::{ResourceKey, Store, StoreError};
@@ -33,17 +34,20 @@ pub const DEFAULT_MAX_BODY: usize = 3 * 1024 * 1024;
 /// Settings of an [`ApiServer`].
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Bearer tokens and their users; every request but health checks, `/version` and
-    /// `/metrics` must carry one. None configured: no authentication, everyone is the admin.
+    /// Bearer tokens and their users. Every request but health checks, `/version` and
+    /// `/metrics` must authenticate: with a client certificate a client CA signed, or one of
+    /// these tokens.
     pub tokens: Tokens,
+    /// No authentication at all: every request is the administrator's. Only for the insecure
+    /// plain-HTTP mode with no token configured (benchmark baselines).
+    pub open: bool,
     /// Enforce RBAC (the stored Roles, ClusterRoles and bindings) on resource requests of users
     /// outside `system:masters`.
     pub rbac: bool,
     /// Where to record every API request, if anywhere.
     pub audit: Option<Arc<AuditLog>>,
-    /// With tokens and RBAC: a request without a token is `system:anonymous` (group
-    /// `system:unauthenticated`), allowed what RBAC grants it, instead of refused. kubectl sends
-    /// tokens only over TLS, so this is how it reaches a plain-HTTP server that enforces RBAC.
+    /// With RBAC: a request without credentials is `system:anonymous` (group
+    /// `system:unauthenticated`), allowed what RBAC grants it, instead of refused 401.
     pub anonymous: bool,
     /// Largest request body, in bytes.
     pub max_body: usize,
@@ -55,6 +59,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             tokens: Tokens::none(),
+            open: false,
             rbac: false,
             audit: None,
             anonymous: false,
@@ -181,6 +186,8 @@ impl ApiServer {
     async fn object_request(
         self: &Arc<Self>,
         parts: &hyper::http::request::Parts,
+        user: &User,
+        attributes: &Attributes,
         object: super::route::ObjectPath,
         query: &Query,
         body: Incoming,
@@ -193,12 +200,51 @@ impl ApiServer {
         if declared.is_some_and(|len| len > self.options.max_body) {
             return error(&ApiError::too_large(self.options.max_body));
         }
-        match read_body(body, self.options.max_body).await {
-            Ok(body) => {
-                super::handlers::object(self, &parts.method, &parts.headers, object, query, body).await
-            }
-            Err(e) => error(&e),
+        let body = match read_body(body, self.options.max_body).await {
+            Ok(body) => body,
+            Err(e) => return error(&e),
+        };
+        if let Some(message) = self.node_refusal(user, attributes, &body).await {
+            tracing::info!(user = %user.name, verb = %attributes.verb, resource = %attributes.resource_path(),
+                name = ?attributes.name, "refused by the node restriction");
+            return error(&ApiError::forbidden(message));
         }
+        super::handlers::object(self, &parts.method, &parts.headers, object, query, body).await
+    }
+
+    /// Why the node restriction refuses this write of an agent's, if it does (see
+    /// [`node::refusal`]): the created object's name comes from the body, a Task's binding from
+    /// the stored Task.
+    async fn node_refusal(&self, user: &User, attributes: &Attributes, body: &Bytes) -> Option<String> {
+        ringrift_crds::identity::agent_of(&user.name, &user.groups)?;
+        let created: Option<Value> = (attributes.verb == "create")
+            .then(|| serde_json::from_slice(body).ok())
+            .flatten();
+        let created_name = created
+            .as_ref()
+            .and_then(|v| v.pointer("/metadata/name"))
+            .and_then(Value::as_str);
+        let stored = match (attributes.resource.as_str(), &attributes.name) {
+            ("tasks", Some(name)) => self
+                .store
+                .get(
+                    &ResourceKey::new(&attributes.group, &attributes.resource),
+                    attributes.namespace.as_deref().unwrap_or_default(),
+                    name,
+                )
+                .await
+                .ok()
+                .flatten(),
+            _ => None,
+        };
+        node::refusal(
+            user,
+            attributes,
+            node::Subject {
+                created_name,
+                stored: stored.as_ref(),
+            },
+        )
     }
 
     async fn metrics_response(&self) -> Response<Body> {
@@ -215,15 +261,54 @@ impl ApiServer {
         response
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Option<User> {
-        let header = headers.get(AUTHORIZATION);
-        if header.is_none() && self.options.anonymous && self.options.rbac && self.options.tokens.enabled() {
-            return Some(User::anonymous());
+    /// Who sent a request, as kube-apiserver decides it: a verified client certificate first,
+    /// then a bearer token; a rejected certificate or an unknown token is 401 (saying why for
+    /// certificates: they are the client's own); no credentials at all is `system:anonymous`
+    /// where allowed, else 401.
+    fn authenticate(&self, headers: &HeaderMap, client: &ClientCert) -> Result<User, ApiError> {
+        let refused = |reason: &'static str, message: String| {
+            self.metrics
+                .auth_failures
+                .get_or_create(&super::metrics::AuthFailureLabels { reason })
+                .inc();
+            ApiError::unauthorized_because(message)
+        };
+        if let ClientCert::Verified(info) = client {
+            return User::from_certificate(info).ok_or_else(|| {
+                refused(
+                    "certificate_rejected",
+                    format!(
+                        "client certificate {} has no common name to be a user",
+                        info.subject()
+                    ),
+                )
+            });
         }
-        let bearer = header
+        let bearer = headers
+            .get(AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "));
-        self.options.tokens.authenticate(bearer)
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(token) = bearer {
+            return self.options.tokens.authenticate(Some(token)).ok_or_else(|| {
+                tracing::info!("refused a request with an unknown bearer token");
+                refused("invalid_token", "Unauthorized".into())
+            });
+        }
+        if let ClientCert::Rejected { subject, reason } = client {
+            tracing::info!(certificate = %subject, %reason, "refused a client certificate");
+            return Err(refused(
+                "certificate_rejected",
+                format!("client certificate {subject} was not accepted: {reason}"),
+            ));
+        }
+        if self.options.open {
+            return Ok(User::admin());
+        }
+        if self.options.anonymous && self.options.rbac {
+            return Ok(User::anonymous());
+        }
+        Err(refused("no_credentials", "Unauthorized".into()))
     }
 
     /// The roles and bindings that decide a request in `namespace`.
@@ -267,7 +352,8 @@ impl ApiServer {
         let response = if self.options.rbac && !user.is_master() {
             match self.policy(attributes.namespace.as_deref()).await {
                 Ok(policy) if policy.allows(user, &attributes) => {
-                    self.object_request(parts, object, query, body).await
+                    self.object_request(parts, user, &attributes, object, query, body)
+                        .await
                 }
                 Ok(_) => {
                     tracing::info!(user = %user.name, verb = %attributes.verb, resource = %attributes.resource_path(),
@@ -279,7 +365,8 @@ impl ApiServer {
                 ))),
             }
         } else {
-            self.object_request(parts, object, query, body).await
+            self.object_request(parts, user, &attributes, object, query, body)
+                .await
         };
         if let Some(audit) = &self.options.audit {
             let agent = parts
@@ -292,8 +379,8 @@ impl ApiServer {
         response
     }
 
-    /// Answers one request.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    /// Answers one request that came with the connection's `client` certificate.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, client: &ClientCert) -> Response<Body> {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
@@ -314,16 +401,16 @@ impl ApiServer {
             None => "none".to_owned(),
         };
         let user = match route {
-            Some(Route::Health | Route::Version | Route::Metrics) => None,
-            _ => self.authenticate(&parts.headers),
+            Some(Route::Health | Route::Version | Route::Metrics) => Err(ApiError::unauthorized()),
+            _ => self.authenticate(&parts.headers, client),
         };
         let response = match (route, user) {
             (Some(Route::Health), _) => text(StatusCode::OK, "ok"),
             (Some(Route::Version), _) => json_response(StatusCode::OK, &super::discovery::version()),
             (Some(Route::Metrics), _) => self.metrics_response().await,
-            (_, None) => error(&ApiError::unauthorized()),
+            (_, Err(e)) => error(&e),
             (None, _) => error(&ApiError::no_route()),
-            (Some(Route::Object(object)), Some(user)) => {
+            (Some(Route::Object(object)), Ok(user)) => {
                 self.resource_request(&parts, &user, object, &query, body).await
             }
             // Discovery is open to every authenticated user, as the default
@@ -398,38 +485,42 @@ pub(crate) fn error(e: &ApiError) -> Response<Body> {
 }
 
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
-/// lets open connections finish their current request.
-pub async fn serve(listener: TcpListener, server: Arc<ApiServer>, shutdown: impl Future<Output = ()>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "failed to accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let server = Arc::clone(&server);
-                let service = hyper::service::service_fn(move |request| {
-                    let server = Arc::clone(&server);
-                    async move { Ok::<_, Infallible>(server.handle(request).await) }
-                });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-        }
-    }
-    // Watches are long-lived: give in-flight requests a moment, not forever.
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+/// lets open connections finish their current request (watches are long-lived: 5 s at most).
+/// Each connection's TLS handshake (through `acceptor`) runs on its own task; its client
+/// certificate goes with every request.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: Arc<Acceptor>,
+    server: Arc<ApiServer>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let refused_server = Arc::clone(&server);
+    let refused = move |peer: std::net::SocketAddr, e: &AcceptError| {
+        let reason = match e {
+            AcceptError::PlainHttp => "plain_http",
+            AcceptError::Handshake(_) | AcceptError::Timeout => "handshake",
+        };
+        refused_server
+            .metrics
+            .auth_failures
+            .get_or_create(&super::metrics::AuthFailureLabels { reason })
+            .inc();
+        tracing::info!(%peer, error = %e, "connection not accepted");
+    };
+    let make = move |client: ClientCert| {
+        let (server, client) = (Arc::clone(&server), Arc::new(client));
+        hyper::service::service_fn(move |request| {
+            let (server, client) = (Arc::clone(&server), Arc::clone(&client));
+            async move { Ok::<_, Infallible>(server.handle(request, &client).await) }
+        })
+    };
+    ringrift_tls::serve::serve_http(
+        listener,
+        acceptor,
+        make,
+        refused,
+        shutdown,
+        Duration::from_secs(5),
+    )
+    .await;
 }

@@ -39,9 +39,14 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
-    /// 401: no valid bearer token.
+    /// 401: no valid credentials.
     pub fn unauthorized() -> Self {
         Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 401 with a message (a rejected client certificate says why).
+    pub fn unauthorized_because(message: impl Into<String>) -> Self {
+        Self::new(401, "Unauthorized", message)
     }
 
     /// 403: the user may not do this.

@@ -1,9 +1,12 @@
 //! `ringrift up`: the whole system on this machine. The embedded API server runs in this
-//! process (state in SQLite under `--dir`); two controller replicas and two agents run as child
-//! processes of the same binary (logs under `--dir/logs`); the CRDs are installed, a kubeconfig
-//! is written for kubectl, the sample loop is applied (unless it exists: re-running resumes) and
-//! its progress shown until it finishes or Ctrl-C stops everything.
+//! process (over TLS, with RBAC on; state and its CA in SQLite and `pki/` under `--dir`); two
+//! controller replicas and two agents run as child processes of the same binary (logs under
+//! `--dir/logs`), each with its own client certificate bound to the roles the chart grants
+//! ([`identities`]); the CRDs are installed, a kubeconfig is written for kubectl, the sample
+//! loop is applied (unless it exists: re-running resumes) and its progress shown until it
+//! finishes or Ctrl-C stops everything.
 
+mod identities;
 pub(crate) mod progress;
 
 use std::io::{IsTerminal, Write as _};
@@ -64,6 +67,7 @@ struct Role {
     child: Child,
 }
 
+/// A random secret in `path` (mode 0600), made the first time.
 fn secret_file(path: &Path) -> anyhow::Result<()> {
     if !path.exists() {
         let secret = format!(
@@ -71,7 +75,8 @@ fn secret_file(path: &Path) -> anyhow::Result<()> {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        std::fs::write(path, secret).with_context(|| format!("failed to write {}", path.display()))?;
+        ringrift_tls::files::write_private(path, secret.as_bytes())
+            .with_context(|| format!("failed to write {}", path.display()))?;
     }
     Ok(())
 }
@@ -225,8 +230,10 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let lock = claim(&dir)?;
     let token_file = dir.join("agent-token");
     let key_file = dir.join("cluster-key");
-    secret_file(&token_file)?;
-    secret_file(&key_file)?;
+    let metrics_token_file = dir.join("metrics-token");
+    for file in [&token_file, &key_file, &metrics_token_file] {
+        secret_file(file)?;
+    }
 
     // The API server, in this process.
     let kubeconfig = dir.join("kubeconfig");
@@ -234,10 +241,12 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let (stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = ringrift_apiserver::run::Config {
         listen: args.listen,
+        advertise: None,
+        tls: Some(ringrift_apiserver::certs::TlsOptions::default()),
         data_dir: Some(dir.join("apiserver")),
         token: None,
         token_file: None,
-        rbac: false,
+        rbac: true,
         audit_log: None,
         anonymous: false,
         kubeconfig: Some(kubeconfig.clone()),
@@ -266,14 +275,24 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     install_crds(&client).await?;
+    identities::grant(&client, "default").await?;
     println!("kubectl: export KUBECONFIG={}", kubeconfig.display());
 
-    // Controllers and agents, as child processes.
+    // Controllers and agents, as child processes, each with a credential of its own.
     let exe = std::env::current_exe().context("cannot find the ringrift executable")?;
-    let kc = kubeconfig.display().to_string();
+    let ca = identities::cluster_ca(&dir.join("apiserver"))?;
+    let url = kube::config::Kubeconfig::read_from(&kubeconfig)?
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref()?.server.clone())
+        .context("the API server's kubeconfig names no server")?;
+    let credentials = dir.join("credentials");
+    let metrics_token = metrics_token_file.display().to_string();
     let mut roles = Vec::new();
     for i in 1..=args.controllers {
         let name = format!("controller-{i}");
+        let kc = identities::credential(&ca, &url, &credentials, identities::Identity::Controller(&name))?;
+        let kc = kc.display().to_string();
         let a = [
             "controller",
             "--kubeconfig",
@@ -282,16 +301,22 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             &name,
             "--admin-listen",
             "127.0.0.1:0",
+            "--metrics-token-file",
+            &metrics_token,
         ];
         roles.push(spawn(&exe, &dir, &name, &a.map(String::from))?);
     }
     for i in 1..=args.agents {
         let name = format!("agent-{i}");
         let data = dir.join(&name).display().to_string();
+        let kc = identities::credential(&ca, &url, &credentials, identities::Identity::Agent(&name))?;
+        let kc = kc.display().to_string();
         let a = [
             "agent",
             "--kubeconfig",
             &kc,
+            "--metrics-token-file",
+            &metrics_token,
             "--name",
             &name,
             "--data-dir",

@@ -1,5 +1,6 @@
-//! The admin port: `/live` (the process runs), `/ready` (its caches are synced; standbys are
-//! ready too) and `/metrics`.
+//! The admin port, over TLS: `/live` (the process runs) and `/ready` (its caches are synced;
+//! standbys are ready too) open to anyone (the kubelet's probes), `/metrics` behind the metrics
+//! token (`Authorization: Bearer <token>`, compared in constant time).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
+use ringrift_tls::serve::Acceptor;
 use tokio::net::TcpListener;
 
 use super::metrics::Metrics;
@@ -20,28 +22,46 @@ pub struct Health {
     pub ready: AtomicBool,
     /// The metrics.
     pub metrics: Metrics,
+    /// The token `/metrics` asks for; none configured: `/metrics` is refused.
+    pub metrics_token: Option<String>,
 }
 
-fn answer(health: &Health, path: &str) -> Response<Full<Bytes>> {
+/// Whether `header` is `Bearer <token>`, compared in constant time.
+fn bearer_is(header: Option<&str>, token: &str) -> bool {
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    !b.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn answer(health: &Health, path: &str, authorization: Option<&str>) -> Response<Full<Bytes>> {
+    let text = |code, body: &str| (code, "text/plain", body.to_owned());
     let (code, content_type, body) = match path {
-        "/live" | "/livez" | "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/live" | "/livez" | "/healthz" => text(StatusCode::OK, "ok\n"),
         "/ready" | "/readyz" => {
             if health.ready.load(Ordering::Relaxed) {
-                (StatusCode::OK, "text/plain", "ok\n".to_owned())
+                text(StatusCode::OK, "ok\n")
             } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "caches not synced yet\n".to_owned(),
-                )
+                text(StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n")
             }
         }
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            health.metrics.encode(),
-        ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+        "/metrics" => match &health.metrics_token {
+            None => text(
+                StatusCode::FORBIDDEN,
+                "no metrics token is configured (--metrics-token-file)\n",
+            ),
+            Some(token) if !bearer_is(authorization, token) => text(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized: /metrics needs the metrics token\n",
+            ),
+            Some(_) => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                health.metrics.encode(),
+            ),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = code;
@@ -51,28 +71,72 @@ fn answer(health: &Health, path: &str) -> Response<Full<Bytes>> {
     response
 }
 
-/// Serves the admin port until `shutdown`.
-pub async fn serve(listener: TcpListener, health: Arc<Health>, shutdown: impl Future<Output = ()>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let health = health.clone();
-                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let response = answer(&health, request.uri().path());
-                    async move { Ok::<_, std::convert::Infallible>(response) }
-                });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-            }
-        }
+/// Serves the admin port through `acceptor` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: Arc<Acceptor>,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let make = move |_client| {
+        let health = health.clone();
+        hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let authorization = request
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let response = answer(&health, request.uri().path(), authorization);
+            async move { Ok::<_, std::convert::Infallible>(response) }
+        })
+    };
+    let refused = |peer: std::net::SocketAddr, e: &ringrift_tls::serve::AcceptError| {
+        tracing::debug!(%peer, error = %e, "admin connection not accepted");
+    };
+    ringrift_tls::serve::serve_http(
+        listener,
+        acceptor,
+        make,
+        refused,
+        shutdown,
+        Duration::from_secs(2),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_open_and_metrics_need_the_token() {
+        let health = Health {
+            metrics_token: Some("m-token".into()),
+            ..Health::default()
+        };
+        assert_eq!(answer(&health, "/live", None).status(), StatusCode::OK);
+        assert_eq!(
+            answer(&health, "/ready", None).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        health.ready.store(true, Ordering::Relaxed);
+        assert_eq!(answer(&health, "/ready", None).status(), StatusCode::OK);
+        assert_eq!(
+            answer(&health, "/metrics", None).status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            answer(&health, "/metrics", Some("Bearer wrong!")).status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            answer(&health, "/metrics", Some("Bearer m-token")).status(),
+            StatusCode::OK
+        );
+        let none = Health::default();
+        assert_eq!(
+            answer(&none, "/metrics", Some("Bearer ")).status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(answer(&none, "/nope", None).status(), StatusCode::NOT_FOUND);
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
 }

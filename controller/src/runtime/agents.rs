@@ -8,7 +8,7 @@ use crate::plan::placement::{AgentView, GpuView};
 
 /// Name of an agent's heartbeat Lease.
 pub fn lease_name(agent: &str) -> String {
-    format!("agent-{agent}")
+    ringrift_crds::identity::heartbeat_lease(agent)
 }
 
 /// When an agent's heartbeat runs out: its Lease's `renewTime` (or `acquireTime`) plus

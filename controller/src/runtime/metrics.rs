@@ -46,11 +46,21 @@ pub struct Metrics {
     pub leader: Gauge<i64, AtomicI64>,
     /// Agents with a current heartbeat.
     pub agents_ready: Gauge<i64, AtomicI64>,
+    /// Trust failures with the API server (counted by the API client's layer).
+    pub trust: ringrift_tls::trust::TrustMetrics,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::with_trust(ringrift_tls::trust::TrustMetrics::default())
+    }
+}
+
+impl Metrics {
+    /// The metrics, counting trust failures in `trust` (shared with the API client's layer).
+    pub fn with_trust(trust: ringrift_tls::trust::TrustMetrics) -> Self {
         let mut registry = Registry::with_prefix("ringrift_controller");
+        trust.register(&mut registry);
         let reconciles = Family::<KindLabels, Counter>::default();
         registry.register("reconciles", "Jobs reconciled, by kind", reconciles.clone());
         let errors = Family::<ErrorLabels, Counter>::default();
@@ -97,6 +107,7 @@ impl Default for Metrics {
             queue_depth,
             leader,
             agents_ready,
+            trust,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! sent ([`apply::Writer`]).
 
 pub mod admin;
+mod admin_tls;
 pub mod agents;
 pub mod apply;
 pub mod caches;

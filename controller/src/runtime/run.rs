@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -31,6 +32,13 @@ pub struct Config {
     pub timing: Timing,
     /// Admin port address (`/live`, `/ready`, `/metrics`); port 0 picks one.
     pub admin: SocketAddr,
+    /// The admin port's certificate and key files; none: a self-signed certificate made at
+    /// start.
+    pub admin_tls: Option<(PathBuf, PathBuf)>,
+    /// The token `/metrics` asks for.
+    pub metrics_token: Option<String>,
+    /// Trust failures with the API server (the API client's layer counts into it).
+    pub trust: ringrift_tls::trust::TrustMetrics,
     /// Reconciler tuning.
     pub tuning: Tuning,
 }
@@ -38,6 +46,9 @@ pub struct Config {
 /// Why the controller stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The admin port's certificate could not be made or read.
+    #[error("failed to set up TLS on the admin port: {0}")]
+    AdminTls(String),
     /// The admin port could not be bound.
     #[error("failed to bind the admin port {addr}: {source}")]
     Admin {
@@ -59,7 +70,7 @@ impl RunError {
     /// A stable label.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Admin { .. } => "config",
+            Self::Admin { .. } | Self::AdminTls(_) => "config",
             Self::Election(e) => e.category(),
             Self::NoCrds => "crds",
         }
@@ -121,19 +132,29 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
         identity,
         timing,
         admin,
+        admin_tls,
+        metrics_token,
+        trust,
         tuning,
     } = config;
     let elector = Elector::new(client.clone(), &namespace, &lease_name, &identity, timing)?;
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health {
+        metrics: super::metrics::Metrics::with_trust(trust),
+        metrics_token,
+        ..Health::default()
+    });
     let listener = TcpListener::bind(admin)
         .await
         .map_err(|source| RunError::Admin { addr: admin, source })?;
     let admin_addr = listener
         .local_addr()
         .map_err(|source| RunError::Admin { addr: admin, source })?;
-    println!("ringrift controller {identity}: admin on http://{admin_addr}");
+    let (acceptor, fingerprint) = super::admin_tls::acceptor(admin_tls.as_ref(), admin_addr)?;
+    let acceptor = Arc::new(acceptor);
+    println!("ringrift controller {identity}: admin on https://{admin_addr} (certificate {fingerprint})");
     let (stop_admin, admin_stopped) = oneshot::channel::<()>();
-    let admin_task = tokio::spawn(admin::serve(listener, health.clone(), async move {
+    let reload = admin_tls.map(|files| tokio::spawn(super::admin_tls::keep_current(files, acceptor.clone())));
+    let admin_task = tokio::spawn(admin::serve(listener, acceptor, health.clone(), async move {
         let _ = admin_stopped.await;
     }));
     tokio::pin!(shutdown);
@@ -150,6 +171,9 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     .await;
     let _ = stop_admin.send(());
     let _ = admin_task.await;
+    if let Some(task) = reload {
+        task.abort();
+    }
     result
 }
 

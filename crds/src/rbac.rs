@@ -1,0 +1,83 @@
+//! What the controller and the agent may do through the API: the rules of their roles, once.
+//! The Helm chart's `rbac.yaml` spells the same rules in YAML (a test checks they are equal),
+//! `ringrift up` creates them from here, and the chart install test checks them against every
+//! call the components make. Cluster-wide rules go in a ClusterRole; the Lease rules in a Role
+//! of the controller's namespace.
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+
+/// A component's rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules {
+    /// Rules of its ClusterRole.
+    pub cluster: Vec<PolicyRule>,
+    /// Rules of its Role in the controller's namespace (the Leases).
+    pub namespaced: Vec<PolicyRule>,
+}
+
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(strings(resources)),
+        verbs: strings(verbs),
+        ..PolicyRule::default()
+    }
+}
+
+/// The controller's: it reads everything through watches, creates and deletes jobs, creates
+/// Tasks and Models, writes the status of what it reconciles, marks lapsed agents, records
+/// Events, waits for the CRDs, and holds the leader Lease (reading the agents' heartbeats).
+pub fn controller() -> Rules {
+    let g = crate::GROUP;
+    Rules {
+        cluster: vec![
+            rule(
+                g,
+                &["selfplayjobs", "trainingjobs", "gauntletjobs"],
+                &["list", "watch", "create", "delete"],
+            ),
+            rule(
+                g,
+                &[
+                    "selfplayjobs/status",
+                    "trainingjobs/status",
+                    "gauntletjobs/status",
+                    "trainingloops/status",
+                    "models/status",
+                ],
+                &["update"],
+            ),
+            rule(g, &["trainingloops"], &["list", "watch"]),
+            rule(g, &["models"], &["list", "watch", "create"]),
+            rule(g, &["tasks"], &["list", "watch", "create", "patch"]),
+            rule(g, &["tasks/status"], &["patch"]),
+            rule(g, &["agents"], &["list", "watch"]),
+            rule(g, &["agents/status"], &["patch"]),
+            rule("", &["events"], &["create", "patch"]),
+            rule("apiextensions.k8s.io", &["customresourcedefinitions"], &["get"]),
+        ],
+        namespaced: vec![rule(
+            "coordination.k8s.io",
+            &["leases"],
+            &["get", "list", "watch", "create", "update"],
+        )],
+    }
+}
+
+/// The agent's: it watches its Tasks and writes their status, registers its Agent (and lists
+/// the others: peers, their endpoints and fingerprints), reads what retention must keep, and
+/// renews its heartbeat Lease.
+pub fn agent() -> Rules {
+    let g = crate::GROUP;
+    Rules {
+        cluster: vec![
+            rule(g, &["tasks"], &["get", "list", "watch"]),
+            rule(g, &["tasks/status"], &["update"]),
+            rule(g, &["agents"], &["list", "create"]),
+            rule(g, &["agents/status"], &["patch"]),
+            rule(g, &["models", "selfplayjobs"], &["list"]),
+        ],
+        namespaced: vec![rule("coordination.k8s.io", &["leases"], &["create", "patch"])],
+    }
+}
