@@ -1,6 +1,8 @@
 //! Installing the rendered chart on the embedded API server for a test: static tokens for the
-//! chart's ServiceAccounts, RBAC enforced, an audit log, kubectl admitted as an administrator,
-//! and the chart's containers started as processes the way the kubelet would start them.
+//! chart's ServiceAccounts, RBAC enforced, an audit log, kubectl as the administrator with a
+//! token over TLS (no anonymous access), and the chart's containers started as processes the
+//! way the kubelet would start them: in a pod's mount namespace with the ServiceAccount's token
+//! and CA at their standard path ([`crate::pod`]), finding the API server in-cluster.
 
 // Test harness: a failed unwrap is a failed test with its message.
 #![allow(
@@ -14,12 +16,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client};
 use serde_json::Value;
 
 use crate::chart::{NAMESPACE, audit, container, container_env, expand, object, objects, template};
+use crate::pod::Pod;
 use crate::process::{ApiServerProcess, Scratch};
 use crate::role::RoleProcess;
 use crate::{Output, run, tool};
@@ -55,8 +57,8 @@ pub struct Setup {
     pub manifests: PathBuf,
     /// The API server's audit log.
     pub audit: PathBuf,
-    /// A kubeconfig without a token (kubectl as an administrator).
-    pub anonymous: PathBuf,
+    /// A kubeconfig with the administrator's token, trusting the server's CA (kubectl's).
+    pub admin: PathBuf,
     /// The controller's ServiceAccount.
     pub controller_sa: String,
     /// The agent's ServiceAccount.
@@ -76,7 +78,7 @@ impl Setup {
 
     /// kubectl as the administrator; its stdout.
     pub fn kubectl(&self, args: &[&str]) -> String {
-        let out = self.kubectl_as(&self.anonymous, args);
+        let out = self.kubectl_as(&self.admin, args);
         assert!(out.success, "kubectl {args:?}:\n{}{}", out.stdout, out.stderr);
         out.stdout
     }
@@ -122,15 +124,16 @@ impl Setup {
 
     /// A process with the args and env of `workload`'s container, as the kubelet would start
     /// it: `$(VAR)` expanded from the env (`fields` supplies the downward API), the volume
-    /// mounts mapped to directories of the test, and `0.0.0.0` (every interface of the pod)
-    /// bound as 127.0.0.1.
+    /// mounts mapped to directories of the test, `0.0.0.0` (every interface of the pod) bound
+    /// as 127.0.0.1, and the ServiceAccount's `token` (with the server's CA and the pod's
+    /// namespace) mounted where in-cluster clients look for it.
     pub fn start(
         &self,
         workload: &Value,
         name: &str,
         fields: &BTreeMap<&str, String>,
         mounts: &BTreeMap<String, PathBuf>,
-        kubeconfig: &Path,
+        token: &str,
         rewrite: impl Fn(String) -> String,
     ) -> RoleProcess {
         let c = container(workload);
@@ -143,11 +146,21 @@ impl Setup {
             }
             args.push(rewrite(arg.replace("=0.0.0.0:", "=127.0.0.1:")));
         }
-        let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k != "TMPDIR").collect();
-        vars.push(("RINGRIFT_KUBECONFIG".into(), kubeconfig.display().to_string()));
-        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k != "TMPDIR").collect();
+        let port = crate::https::authority(&self.api.url)
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap();
+        let pod = Pod {
+            host: "127.0.0.1".into(),
+            port,
+            token: token.to_owned(),
+            ca: self.api.ca(),
+            namespace: NAMESPACE.to_owned(),
+            env: vars,
+        };
         let prefix = format!("ringrift {}", args[0]);
-        RoleProcess::start_with_env(&self.scratch.0, name, &args, &prefix, &vars).unwrap()
+        pod.start(&self.scratch.0, name, &args, &prefix).unwrap()
     }
 }
 
@@ -210,19 +223,18 @@ pub fn setup(ports: (u16, u16, u16)) -> Setup {
             "RBAC",
             "--audit-log",
             audit.to_str().unwrap(),
-            "--anonymous-auth",
         ],
     )
     .unwrap();
-    // kubectl sends tokens only over TLS: it comes in as system:anonymous, which the admin
-    // makes a cluster administrator for this test (as kubeadm's admin.conf user is).
-    let anonymous = scratch.0.join("kubeconfig-anonymous");
+    // kubectl as the administrator, with the token over TLS (kubectl sends tokens only over
+    // TLS, as to any real cluster).
+    let admin = scratch.0.join("kubeconfig-admin");
     std::fs::write(
-        &anonymous,
+        &admin,
         ringrift_apiserver::run::kubeconfig(
             &api.url,
             Some(&api.ca()),
-            ringrift_apiserver::run::Credential::None,
+            ringrift_apiserver::run::Credential::Token(ADMIN_TOKEN),
         ),
     )
     .unwrap();
@@ -232,34 +244,10 @@ pub fn setup(ports: (u16, u16, u16)) -> Setup {
         objects,
         manifests: path,
         audit,
-        anonymous,
+        admin,
         controller_sa,
         agent_sa,
     }
-}
-
-/// Lets kubectl (anonymous) administer the server, through RBAC like any other user.
-pub async fn admit_kubectl(admin: &Client) {
-    let admin_role: ClusterRole = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "test-admin"},
-        "rules": [{"apiGroups": ["*"], "resources": ["*", "*/status"], "verbs": ["*"]}]
-    }))
-    .unwrap();
-    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "test-admin"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "test-admin"},
-        "subjects": [{"kind": "Group", "name": "system:unauthenticated", "apiGroup": "rbac.authorization.k8s.io"}]
-    }))
-    .unwrap();
-    let pp = kube::api::PostParams::default();
-    Api::<ClusterRole>::all(admin.clone())
-        .create(&pp, &admin_role)
-        .await
-        .unwrap();
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .create(&pp, &binding)
-        .await
-        .unwrap();
 }
 
 /// A kube client from a kubeconfig.

@@ -105,7 +105,22 @@ impl Pod {
 }
 
 /// The service-account directory as the role with `pid` sees it (through its mount
-/// namespace): where a rotated token is written.
+/// namespace): where a rotated token is written. `/var/run` is resolved first: an absolute
+/// symlink met under `/proc/<pid>/root` would lead back to this process's own `/run`.
 pub fn service_account_of(pid: u32) -> PathBuf {
-    PathBuf::from(format!("/proc/{pid}/root{SERVICE_ACCOUNT_DIR}"))
+    let run = std::fs::canonicalize("/var/run").unwrap_or_else(|_| PathBuf::from("/var/run"));
+    let rest = SERVICE_ACCOUNT_DIR.trim_start_matches("/var/run/");
+    PathBuf::from(format!("/proc/{pid}/root{}", run.display())).join(rest)
+}
+
+/// Replaces the token of the role with `pid`, as the kubelet rotates a projected token: a new
+/// file renamed over the old one.
+///
+/// # Errors
+/// When the files cannot be written.
+pub fn rotate_token(pid: u32, token: &str) -> std::io::Result<()> {
+    let dir = service_account_of(pid);
+    let next = dir.join("..token.next");
+    std::fs::write(&next, token)?;
+    std::fs::rename(&next, dir.join("token"))
 }

@@ -70,6 +70,21 @@ const COMBINATIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("controller only", &["--set", "agent.enabled=false"]),
+    (
+        "the agents' node restriction policy on Kubernetes 1.33, the admin port's certificate from a Secret",
+        &[
+            "--kube-version",
+            "1.33.0",
+            "--set",
+            "agent.nodeRestrictionPolicy.enabled=true",
+            "--set",
+            "controller.tls.secretName=ringrift-admin-tls",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set-json",
+            r#"metrics.serviceMonitor.tlsConfig={"serverName":"ringrift-controller","ca":{"secret":{"name":"ringrift-admin-tls","key":"ca.crt"}}}"#,
+        ],
+    ),
 ];
 
 fn validate(manifests: &str, what: &str) {
@@ -178,7 +193,39 @@ fn the_controller_runs_restricted_with_two_spread_replicas_a_budget_and_admin_pr
     assert_eq!(spread["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         assert_eq!(c[probe]["httpGet"]["port"], "admin", "{probe} on the admin port");
+        assert_eq!(c[probe]["httpGet"]["scheme"], "HTTPS", "{probe} over TLS");
     }
+    // /metrics asks for the metrics token: only that key of the Secret is mounted, readable
+    // by the controller's group.
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&"--metrics-token-file=/etc/ringrift/metrics/metrics-token"),
+        "{args:?}"
+    );
+    let volume = &pod["volumes"][0]["secret"];
+    assert_eq!(
+        volume["items"],
+        serde_json::json!([{"key": "metrics-token", "path": "metrics-token"}])
+    );
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+    // The admin port's certificate from a Secret, when one is named.
+    let with_tls = objects(&template(&["--set", "controller.tls.secretName=admin-tls"]).unwrap());
+    let c = container(object(&with_tls, "Deployment", "controller"));
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&"--admin-tls-cert-file=/etc/ringrift/admin-tls/tls.crt"),
+        "{args:?}"
+    );
     assert_eq!(c["ports"][0]["name"], "admin");
     let pdb = object(&objs, "PodDisruptionBudget", "controller");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
@@ -210,6 +257,14 @@ fn the_agent_runs_on_gpu_nodes_with_its_node_name_data_dir_and_no_privileges() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert!(args.contains(&"--name=$(NODE_NAME)"), "{args:?}");
+    assert!(
+        args.contains(&"--advertise=https://$(POD_IP):8770"),
+        "TLS endpoint: {args:?}"
+    );
+    assert!(
+        args.contains(&"--metrics-token-file=/etc/ringrift/secret/metrics-token"),
+        "{args:?}"
+    );
     let data = pod["volumes"]
         .as_array()
         .unwrap()
@@ -232,6 +287,7 @@ fn the_agent_runs_on_gpu_nodes_with_its_node_name_data_dir_and_no_privileges() {
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(c[probe]["httpGet"]["path"], path);
         assert_eq!(c[probe]["httpGet"]["port"], "rest");
+        assert_eq!(c[probe]["httpGet"]["scheme"], "HTTPS");
     }
     // GPUs from a device plugin, when asked.
     let objs = objects(
@@ -252,7 +308,7 @@ fn the_agent_runs_on_gpu_nodes_with_its_node_name_data_dir_and_no_privileges() {
 fn the_secret_is_generated_or_taken_from_an_existing_one() {
     let objs = objects(&template(&[]).unwrap());
     let secret = object(&objs, "Secret", "agent");
-    for key in ["agent-token", "cluster-key"] {
+    for key in ["agent-token", "cluster-key", "metrics-token"] {
         assert!(
             secret["data"][key].as_str().unwrap().len() >= 44,
             "{key} is long enough"
@@ -271,6 +327,9 @@ fn the_secret_is_generated_or_taken_from_an_existing_one() {
     let existing = objects(&template(&["--set", "secret.existingSecret=mine"]).unwrap());
     assert!(!existing.iter().any(|o| o["kind"] == "Secret"));
     assert_eq!(volume(&existing), "mine");
+    // The controller's metrics token needs the Secret without agents too.
+    let controller_only = objects(&template(&["--set", "agent.enabled=false"]).unwrap());
+    assert!(controller_only.iter().any(|o| o["kind"] == "Secret"));
 }
 
 #[test]
@@ -296,10 +355,182 @@ fn service_monitors_select_the_services_and_their_named_ports() {
             "{component}: the Service has a port named {port}"
         );
     }
-    let agent = object(&objs, "ServiceMonitor", "agent");
+    // Both over HTTPS with the metrics token (never the agents' REST token).
+    for component in ["controller", "agent"] {
+        let endpoint = &object(&objs, "ServiceMonitor", component)["spec"]["endpoints"][0];
+        assert_eq!(endpoint["scheme"], "https", "{component}");
+        assert_eq!(endpoint["authorization"]["type"], "Bearer");
+        assert_eq!(endpoint["authorization"]["credentials"]["key"], "metrics-token");
+        assert_eq!(endpoint["tlsConfig"]["insecureSkipVerify"], true);
+    }
+}
+
+#[test]
+fn the_chart_grants_exactly_the_rules_the_code_declares() {
+    let objs = objects(&template(&[]).unwrap());
+    for (component, rules) in [
+        ("controller", ringrift_crds::rbac::controller()),
+        ("agent", ringrift_crds::rbac::agent()),
+    ] {
+        let rendered = |kind: &str| object(&objs, kind, component)["rules"].clone();
+        assert_eq!(
+            rendered("ClusterRole"),
+            serde_json::to_value(&rules.cluster).unwrap(),
+            "the {component}'s ClusterRole is ringrift_crds::rbac::{component}().cluster"
+        );
+        assert_eq!(
+            rendered("Role"),
+            serde_json::to_value(&rules.namespaced).unwrap(),
+            "the {component}'s Role is ringrift_crds::rbac::{component}().namespaced"
+        );
+    }
+}
+
+/// Admits one request through a rendered ValidatingAdmissionPolicy as the API server would:
+/// its match condition, its variables in order, then each validation; the message of the first
+/// that fails.
+fn admit(policy: &Value, request: &Value, object: &Value, old: &Value) -> Result<(), String> {
+    use kube_cel::KubeCelExt as _;
+    use kube_cel::cel::{Context, Program};
+    let spec = &policy["spec"];
+    let mut ctx = Context::default().with_all();
+    ctx.add_variable("request", request.clone()).unwrap();
+    ctx.add_variable("object", object.clone()).unwrap();
+    ctx.add_variable("oldObject", old.clone()).unwrap();
+    let eval = |ctx: &Context, expression: &str| {
+        let program = Program::compile(expression).unwrap_or_else(|e| panic!("{expression}: {e}"));
+        program
+            .execute(ctx)
+            .unwrap_or_else(|e| panic!("{expression}: {e}"))
+    };
+    for condition in spec["matchConditions"].as_array().unwrap() {
+        if eval(&ctx, condition["expression"].as_str().unwrap()) != true.into() {
+            return Ok(());
+        }
+    }
+    let mut variables = std::collections::HashMap::new();
+    for v in spec["variables"].as_array().unwrap() {
+        let value = eval(&ctx, v["expression"].as_str().unwrap());
+        variables.insert(v["name"].as_str().unwrap().to_owned(), value);
+        ctx.add_variable_from_value("variables", kube_cel::cel::Value::from(variables.clone()));
+    }
+    for validation in spec["validations"].as_array().unwrap() {
+        if eval(&ctx, validation["expression"].as_str().unwrap()) != true.into() {
+            return Err(match validation["messageExpression"].as_str() {
+                Some(m) => match eval(&ctx, m) {
+                    kube_cel::cel::Value::String(s) => s.to_string(),
+                    other => format!("{other:?}"),
+                },
+                None => validation["message"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_node_restriction_policy_holds_each_agent_to_its_own_node() {
+    let objs = objects(
+        &template(&[
+            "--kube-version",
+            "1.33.0",
+            "--set",
+            "agent.nodeRestrictionPolicy.enabled=true",
+        ])
+        .unwrap(),
+    );
+    let policy = object(&objs, "ValidatingAdmissionPolicy", "agent");
+    let binding = object(&objs, "ValidatingAdmissionPolicyBinding", "agent");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"], serde_json::json!(["Deny"]));
+    let agent_sa = object(&objs, "ServiceAccount", "agent")["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let request = |user: &str, node: Option<&str>, op: &str, resource: &str, sub: &str| {
+        let extra = node.map_or_else(
+            || serde_json::json!({}),
+            |n| serde_json::json!({"authentication.kubernetes.io/node-name": [n]}),
+        );
+        serde_json::json!({"operation": op, "subResource": sub,
+            "resource": {"group": "", "version": "v1", "resource": resource},
+            "userInfo": {"username": user, "extra": extra}})
+    };
+    let agent = format!("system:serviceaccount:{NAMESPACE}:{agent_sa}");
+    let named = |name: &str| serde_json::json!({"metadata": {"name": name}});
+    let task = |bound: &str| serde_json::json!({"metadata": {"name": "t"}, "spec": {"agent": bound}});
+    let null = Value::Null;
+    let on = |op, resource, sub, object: &Value, old: &Value| {
+        admit(
+            policy,
+            &request(&agent, Some("node-1"), op, resource, sub),
+            object,
+            old,
+        )
+    };
+    // Its own objects.
+    assert_eq!(on("CREATE", "agents", "", &named("node-1"), &null), Ok(()));
     assert_eq!(
-        agent["spec"]["endpoints"][0]["bearerTokenSecret"]["key"],
-        "agent-token"
+        on("UPDATE", "agents", "status", &named("node-1"), &named("node-1")),
+        Ok(())
+    );
+    assert_eq!(
+        on(
+            "UPDATE",
+            "leases",
+            "",
+            &named("agent-node-1"),
+            &named("agent-node-1")
+        ),
+        Ok(())
+    );
+    assert_eq!(on("DELETE", "agents", "", &null, &named("node-1")), Ok(()));
+    assert_eq!(
+        on("UPDATE", "tasks", "status", &task("node-1"), &task("node-1")),
+        Ok(())
+    );
+    // Another node's.
+    let e = on("UPDATE", "agents", "status", &named("node-2"), &named("node-2")).unwrap_err();
+    assert!(
+        e.contains("node-1 may change only its own Agent, not node-2"),
+        "{e}"
+    );
+    let e = on("CREATE", "leases", "", &named("ringrift-controller"), &null).unwrap_err();
+    assert!(e.contains("heartbeat Lease agent-node-1"), "{e}");
+    let e = on("UPDATE", "tasks", "status", &task("node-2"), &task("node-2")).unwrap_err();
+    assert!(e.contains("Tasks bound to it"), "{e}");
+    assert!(
+        on("UPDATE", "tasks", "", &task("node-1"), &task("node-1")).is_err(),
+        "only the status"
+    );
+    // A token without a node name is refused; other users are not the policy's business.
+    let e = admit(
+        policy,
+        &request(&agent, None, "CREATE", "agents", ""),
+        &named("x"),
+        &null,
+    )
+    .unwrap_err();
+    assert!(e.contains("carries no node name"), "{e}");
+    let controller = format!("system:serviceaccount:{NAMESPACE}:rr-ringrift-controller");
+    assert_eq!(
+        admit(
+            policy,
+            &request(&controller, None, "UPDATE", "agents", "status"),
+            &named("node-2"),
+            &named("node-2")
+        ),
+        Ok(())
+    );
+    // Older clusters are told what is missing.
+    refused(
+        &[
+            "--kube-version",
+            "1.29.0",
+            "--set",
+            "agent.nodeRestrictionPolicy.enabled=true",
+        ],
+        &["nodeRestrictionPolicy needs Kubernetes >= 1.30"],
     );
 }
 

@@ -1,7 +1,8 @@
 //! The chart on a cluster: its rendered output applied with the real kubectl to the embedded API
-//! server (with static tokens for the ServiceAccounts and RBAC enforced), then the controllers
-//! and an agent started with the chart's own container arguments, working as those
-//! ServiceAccounts: a training loop runs to the end, a finished job is deleted after its TTL, a
+//! server over TLS (the administrator's token; static tokens for the ServiceAccounts; RBAC
+//! enforced; no anonymous access), then the controllers and an agent started with the chart's
+//! own container arguments in pods' mount namespaces, finding the API server in-cluster with
+//! their ServiceAccounts' token files: a training loop runs to the end, a finished job is deleted after its TTL, a
 //! lost agent's task is marked Lost. The API server's audit log then holds every call the
 //! controller and the agent made; the test fails if the chart's RBAC refused one, or grants
 //! something neither used.
@@ -21,7 +22,7 @@ use ringrift_crds::training_loop::{LoopPhase, TrainingLoop};
 use ringrift_e2e::agent::kill_tasks;
 use ringrift_e2e::chart::{Call, NAMESPACE, audit, container, granted, object, secret_data};
 use ringrift_e2e::chart_install::{
-    AGENT_TOKEN, CONTROLLER_TOKEN, PROBES, Setup, admin_client, admit_kubectl, free_port, http_status, setup,
+    AGENT_TOKEN, CONTROLLER_TOKEN, PROBES, Setup, admin_client, free_port, http_status, setup,
 };
 use ringrift_e2e::cluster::until;
 use ringrift_e2e::role::RoleProcess;
@@ -79,6 +80,15 @@ spec:
   resources: {cpuMillis: 100, memoryMiB: 64}
 ";
 
+/// Calls granted and made in some runs only (timing decides), by component, and why.
+const GRANTED_SOMETIMES: &[(&str, &str, &str, &str, &str)] = &[(
+    "controller",
+    "patch",
+    "",
+    "events",
+    "a repeated event raises the count of the existing one (when one repeats in the run)",
+)];
+
 /// Calls granted but not made in this run, by component, and why they are still needed.
 /// Anything else granted and unused fails the test (the chart allows more than the code needs).
 const GRANTED_UNUSED: &[(&str, &str, &str, &str, &str)] = &[
@@ -95,13 +105,6 @@ const GRANTED_UNUSED: &[(&str, &str, &str, &str, &str)] = &[
         "ringrift.ai",
         "gauntletjobs",
         "TTL deletion, the code path selfplayjobs exercise here",
-    ),
-    (
-        "controller",
-        "patch",
-        "",
-        "events",
-        "a repeated event raises the count of the existing one",
     ),
     (
         "agent",
@@ -124,7 +127,6 @@ async fn the_rendered_chart_applies_and_its_controller_and_agent_work_within_its
     let ports = (free_port(), free_port(), free_port());
     let s = setup(ports);
     let client = admin_client(&s.api.kubeconfig).await;
-    admit_kubectl(&client).await;
     install(&s);
     let mut running = start(&s, ports).await;
     work(&s, &client, &mut running).await;
@@ -143,8 +145,16 @@ async fn the_rendered_chart_applies_and_its_controller_and_agent_work_within_its
 
 /// Applies the rendered chart with kubectl, twice (an upgrade with nothing changed).
 fn install(s: &Setup) {
-    let before = s.kubectl_as(&s.anonymous, &["get", "namespaces"]);
+    let before = s.kubectl_as(&s.admin, &["get", "namespaces"]);
     assert!(before.success, "kubectl is admitted: {}", before.stderr);
+    // Without credentials, nothing (the server allows no anonymous access; kubectl would ask
+    // for a user name, so this is a raw request).
+    let (code, body) = s
+        .api
+        .anonymous_client()
+        .http("GET", "/api/v1/namespaces", &[], b"")
+        .unwrap();
+    assert_eq!(code, 401, "{body}");
     // Install: the namespace, then everything the chart renders, with the real kubectl.
     // (`kubectl create namespace` sends protobuf, which this server does not speak: a manifest.)
     s.namespace(NAMESPACE);
@@ -193,12 +203,13 @@ async fn start(s: &Setup, ports: (u16, u16, u16)) -> Running {
     let mounts: BTreeMap<String, PathBuf> = [
         ("/var/lib/ringrift".to_owned(), data_dir.clone()),
         ("/etc/ringrift/secret".to_owned(), secret_dir.clone()),
+        ("/etc/ringrift/metrics".to_owned(), secret_dir.clone()),
     ]
     .into();
 
     // Two controller replicas (each pod has its own network, so on this host the second gets
-    // another admin port) and one agent, as the chart's ServiceAccounts.
-    let controller_kubeconfig = s.kubeconfig_for("controller", CONTROLLER_TOKEN);
+    // another admin port) and one agent, as the chart's ServiceAccounts (their tokens mounted
+    // in their pods; the test's own calls as the agent use a kubeconfig with its token).
     let agent_kubeconfig = s.kubeconfig_for("agent", AGENT_TOKEN);
     let deployment = object(&s.objects, "Deployment", "controller");
     let mut controllers = Vec::new();
@@ -217,7 +228,7 @@ async fn start(s: &Setup, ports: (u16, u16, u16)) -> Running {
             &format!("controller-{i}"),
             &fields,
             &mounts,
-            &controller_kubeconfig,
+            CONTROLLER_TOKEN,
             move |a| a.replace(&format!("127.0.0.1:{admin}"), &format!("127.0.0.1:{port}")),
         ));
     }
@@ -228,7 +239,7 @@ async fn start(s: &Setup, ports: (u16, u16, u16)) -> Running {
         ("status.podIP", "127.0.0.1".to_owned()),
     ]
     .into();
-    let agent = s.start(daemonset, "agent", &fields, &mounts, &agent_kubeconfig, |a| a);
+    let agent = s.start(daemonset, "agent", &fields, &mounts, AGENT_TOKEN, |a| a);
 
     // The probes the chart declares answer on the ports it declares.
     let probe = |workload: &Value, kind: &str| {
@@ -327,7 +338,7 @@ async fn work(s: &Setup, client: &Client, processes: &mut Running) {
         || async {
             s.no_refusals();
             let out = s.kubectl_as(
-                &s.anonymous,
+                &s.admin,
                 &[
                     "get",
                     "agent",
@@ -371,7 +382,7 @@ async fn refusals(s: &Setup, agent_kubeconfig: &Path) {
 }
 
 /// Every call the components made was allowed, and every grant was used (or is listed in
-/// [`GRANTED_UNUSED`] with its reason).
+/// [`GRANTED_UNUSED`] or [`GRANTED_SOMETIMES`] with its reason).
 fn check_rbac(s: &Setup) {
     let log = audit(&std::fs::read_to_string(&s.audit).unwrap());
     for (component, sa) in [("controller", &s.controller_sa), ("agent", &s.agent_sa)] {
@@ -407,9 +418,18 @@ fn check_rbac(s: &Setup) {
                 "{component}: {call:?} in GRANTED_UNUSED is granted"
             );
         }
+        let sometimes: BTreeSet<Call> = GRANTED_SOMETIMES
+            .iter()
+            .filter(|(c, ..)| *c == component)
+            .map(|(_, v, g, r, _)| ((*v).to_owned(), (*g).to_owned(), (*r).to_owned()))
+            .collect();
+        assert!(
+            sometimes.iter().all(|c| granted.contains(c)),
+            "{component}: {sometimes:?} granted"
+        );
         let unused: Vec<&Call> = granted
             .iter()
-            .filter(|c| !calls.contains(*c) && !listed.contains(*c))
+            .filter(|c| !calls.contains(*c) && !listed.contains(*c) && !sometimes.contains(*c))
             .collect();
         assert!(
             unused.is_empty(),
