@@ -118,12 +118,19 @@ pub enum Bench {
     /// Starts an API server and one real agent as processes and reads the agent's RSS and CPU
     /// time from /proc while it registers, heartbeats, samples GPUs and watches its Tasks.
     AgentIdle(bench::agent_idle::BenchAgentIdleArgs),
-    /// Artifact throughput between agents against cp and rsync, and swarm spread.
+    /// Artifact throughput between agents against plain HTTP, cp and rsync, and swarm spread.
     ///
     /// Starts an API server and real agents as processes: times a 1 GiB artifact pulled from
-    /// one agent by another beside `cp` of the file and `rsync` from a daemon on loopback, then
-    /// a 256 MiB artifact spread from one holder to 16 agents against one transfer.
+    /// one agent by another (over TLS, and over plain HTTP as the baseline of its cost) beside
+    /// `cp` of the file and `rsync` from a daemon on loopback, then a 256 MiB artifact spread
+    /// from one holder to 16 agents against one transfer.
     Sync(bench::sync::BenchSyncArgs),
+    /// What TLS costs the control plane: dispatch and apiserver over HTTPS and over plain HTTP.
+    ///
+    /// Runs `bench dispatch` and `bench apiserver` once over HTTPS and once over plain HTTP
+    /// (`--insecure-plain-http`) per round, interleaved, and reports the medians of each
+    /// transport and their ratios. `bench sync` measures the data plane's.
+    Tls(bench::tls::BenchTlsArgs),
     /// Gossip convergence and failure-detection times with 100 agents.
     ///
     /// Runs 100 gossip members (the agent's gossip, real UDP on loopback) in this process, idle
@@ -160,6 +167,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Bench::AgentIdle(args) => bench::agent_idle::run(args),
             Bench::Sync(args) => bench::sync::run(args),
             Bench::Gossip(args) => bench::gossip::run(args),
+            Bench::Tls(args) => bench::tls::run(args),
         },
     };
     match result {

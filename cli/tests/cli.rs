@@ -19,7 +19,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn every_subcommand_has_help() {
-    let built: [&[&str]; 16] = [
+    let built: [&[&str]; 17] = [
         &["up"],
         &["status"],
         &["workload"],
@@ -36,6 +36,7 @@ fn every_subcommand_has_help() {
         &["controller"],
         &["sim-agents"],
         &["bench", "apiserver"],
+        &["bench", "tls"],
     ];
     for args in built {
         let out = ringrift(&[args, &["--help"]].concat());
@@ -234,6 +235,8 @@ fn bench_sync_reports_agent_cp_rsync_and_spread_figures() {
     assert_eq!(report["bench"], "sync");
     for path in [
         &["transfer", "agent_to_agent", "mib_per_s"][..],
+        &["transfer", "agent_to_agent_plain_http", "mib_per_s"],
+        &["transfer", "tls_vs_plain_http"],
         &["transfer", "cp", "mib_per_s"],
         &["transfer", "rsync_daemon_loopback", "mib_per_s"],
         &["spread", "one_transfer_s"],
@@ -247,7 +250,12 @@ fn bench_sync_reports_agent_cp_rsync_and_spread_figures() {
     }
     assert_eq!(report["spread"]["agents"], 2);
     assert_eq!(report["spread_behind_links"]["link_mib_per_s"], 8);
-    for method in ["agent_to_agent", "cp", "rsync_daemon_loopback"] {
+    for method in [
+        "agent_to_agent",
+        "agent_to_agent_plain_http",
+        "cp",
+        "rsync_daemon_loopback",
+    ] {
         let samples = report["transfer"][method]["samples_s"].as_array().unwrap();
         assert_eq!(samples.len(), 2, "one sample per round: {report}");
     }
@@ -256,6 +264,40 @@ fn bench_sync_reports_agent_cp_rsync_and_spread_figures() {
         report["spread_behind_links"]["one_transfer_s"].as_f64().unwrap() >= 0.24,
         "{report}"
     );
+}
+
+#[test]
+fn bench_apiserver_runs_over_https_and_over_the_plain_http_baseline() {
+    for (extra, transport) in [(&[][..], "https"), (&["--insecure-plain-http"][..], "http")] {
+        let out = ringrift(
+            &[
+                &[
+                    "bench",
+                    "apiserver",
+                    "--objects",
+                    "200",
+                    "--list-objects",
+                    "100",
+                    "--writers",
+                    "4",
+                    "--watchers",
+                    "5",
+                    "--watch-events",
+                    "5",
+                ][..],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["transport"], transport, "{report}");
+        assert!(
+            report["durable_writes"]["all_per_second"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        assert_eq!(report["watch"]["missed"], 0, "{report}");
+    }
 }
 
 /// Runs `ringrift workload` under the contract's variables; returns (status, stdout, stderr).

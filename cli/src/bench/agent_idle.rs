@@ -67,7 +67,7 @@ fn clock_ticks() -> anyhow::Result<f64> {
 
 #[allow(clippy::cast_precision_loss)]
 async fn bench(args: BenchAgentIdleArgs) -> anyhow::Result<serde_json::Value> {
-    let fleet = Fleet::start("agent-idle").await?;
+    let fleet = Fleet::start("agent-idle", false).await?;
     let mut extra = vec![];
     if let Some(gpus) = &args.simulate_gpus {
         extra.extend(["--simulate-gpus", gpus.as_str()]);

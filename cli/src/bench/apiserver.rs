@@ -1,6 +1,7 @@
 //! `ringrift bench apiserver`: durable writes per second, list latency, watch delivery latency
 //! with many watchers, and memory with many stored objects, against the real server running as
-//! its own process on this machine. Prints JSON; never fails on speed.
+//! its own process on this machine, over HTTPS (its own CA, the admin's client certificate) or,
+//! with `--insecure-plain-http`, the plain-HTTP baseline. Prints JSON; never fails on speed.
 
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::http::Connection;
+use super::http::{Connection, Target};
 use super::stats::{per_second, percentile, round3};
 
 /// Options of `ringrift bench apiserver`.
@@ -35,6 +36,10 @@ pub struct BenchApiserverArgs {
     /// Writes whose delivery to every watcher is timed.
     #[arg(long, default_value_t = 100)]
     pub watch_events: usize,
+    /// Run the server over plain HTTP (no TLS, no authentication): the baseline that shows
+    /// what TLS costs.
+    #[arg(long)]
+    pub insecure_plain_http: bool,
 }
 
 const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
@@ -43,7 +48,7 @@ const SENT_AT: &str = "bench.ringrift.ai/sent-ns";
 
 struct Server {
     child: Child,
-    address: String,
+    target: Target,
     dir: PathBuf,
 }
 
@@ -54,11 +59,13 @@ impl Drop for Server {
     }
 }
 
-async fn start_server() -> anyhow::Result<Server> {
+async fn start_server(plain: bool) -> anyhow::Result<Server> {
     let dir = std::env::temp_dir().join(format!("ringrift-bench-apiserver-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let exe = std::env::current_exe().context("failed to find the ringrift binary")?;
-    let mut child = Command::new(exe)
+    let kubeconfig = dir.join("kubeconfig");
+    let mut command = Command::new(exe);
+    command
         .args([
             "apiserver",
             "--listen",
@@ -67,7 +74,13 @@ async fn start_server() -> anyhow::Result<Server> {
             "warn",
             "--data-dir",
         ])
-        .arg(&dir)
+        .arg(dir.join("data"))
+        .arg("--write-kubeconfig")
+        .arg(&kubeconfig);
+    if plain {
+        command.arg("--insecure-plain-http");
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -75,18 +88,19 @@ async fn start_server() -> anyhow::Result<Server> {
         .context("failed to start ringrift apiserver")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let announce = tokio::time::timeout(Duration::from_secs(30), async {
+    let announced = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await? {
-            if let Some(url) = line.strip_prefix("ringrift apiserver listening on http://") {
-                return Ok::<_, std::io::Error>(Some(url.to_owned()));
+            if line.starts_with("ringrift apiserver listening on ") {
+                return Ok::<_, std::io::Error>(true);
             }
         }
-        Ok(None)
+        Ok(false)
     })
     .await
     .context("the server did not announce its address within 30s")??;
-    let address = announce.context("the server exited before announcing its address")?;
-    Ok(Server { child, address, dir })
+    anyhow::ensure!(announced, "the server exited before announcing its address");
+    let target = Target::from_kubeconfig(&kubeconfig)?;
+    Ok(Server { child, target, dir })
 }
 
 fn config_map(name: &str, annotations: &Value) -> Vec<u8> {
@@ -98,13 +112,13 @@ fn config_map(name: &str, annotations: &Value) -> Vec<u8> {
 }
 
 /// Writes objects `from..to` with `writers` connections; returns the seconds it took.
-async fn write_range(address: &str, writers: usize, from: usize, to: usize) -> anyhow::Result<f64> {
+async fn write_range(target: &Target, writers: usize, from: usize, to: usize) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let address = address.to_owned();
+        let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let mut conn = Connection::open(&address).await?;
+            let mut conn = Connection::open(&target).await?;
             for i in (from + w..to).step_by(writers) {
                 let (status, body) = conn
                     .send(
@@ -128,8 +142,8 @@ async fn write_range(address: &str, writers: usize, from: usize, to: usize) -> a
     Ok(started.elapsed().as_secs_f64())
 }
 
-async fn list_latency(address: &str, samples: usize) -> anyhow::Result<(Vec<f64>, usize)> {
-    let mut conn = Connection::open(address).await?;
+async fn list_latency(target: &Target, samples: usize) -> anyhow::Result<(Vec<f64>, usize)> {
+    let mut conn = Connection::open(target).await?;
     let mut times = Vec::new();
     let mut items = 0;
     for _ in 0..samples {
@@ -146,8 +160,8 @@ async fn list_latency(address: &str, samples: usize) -> anyhow::Result<(Vec<f64>
 
 /// Opens `watchers` watches, then writes `events` objects, each stamped with its send time;
 /// returns every delivery latency in milliseconds and the number of deliveries missed.
-async fn watch_latency(address: &str, watchers: usize, events: usize) -> anyhow::Result<(Vec<f64>, usize)> {
-    let mut conn = Connection::open(address).await?;
+async fn watch_latency(target: &Target, watchers: usize, events: usize) -> anyhow::Result<(Vec<f64>, usize)> {
+    let mut conn = Connection::open(target).await?;
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-watch"}});
     conn.send(Method::POST, "/api/v1/namespaces", ns.to_string().into_bytes())
         .await?;
@@ -159,7 +173,7 @@ async fn watch_latency(address: &str, watchers: usize, events: usize) -> anyhow:
     let epoch = Arc::new(Instant::now());
     let mut tasks = Vec::new();
     for _ in 0..watchers {
-        let mut watch = Connection::open(address).await?;
+        let mut watch = Connection::open(target).await?;
         let mut body = watch
             .stream(&format!(
                 "{WATCHED}?watch=1&resourceVersion={rv}&timeoutSeconds=600"
@@ -228,51 +242,60 @@ fn rss_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-pub(crate) fn run(args: BenchApiserverArgs) -> anyhow::Result<ExitCode> {
+/// Runs the benchmark; its JSON report.
+///
+/// # Errors
+/// When the server cannot be started or a request fails.
+pub(crate) async fn measure(args: BenchApiserverArgs) -> anyhow::Result<Value> {
     let BenchApiserverArgs {
         objects,
         list_objects,
         writers,
         watchers,
         watch_events,
+        insecure_plain_http,
     } = args;
     anyhow::ensure!(
         writers > 0 && list_objects <= objects,
         "need --writers > 0 and --list-objects <= --objects"
     );
-    let runtime = crate::runtime()?;
-    let report = runtime.block_on(async {
-        let server = start_server().await?;
-        let pid = server.child.id().unwrap_or(0);
-        eprintln!("bench: writing {list_objects} objects with {writers} writers");
-        let first = write_range(&server.address, writers, 0, list_objects).await?;
-        eprintln!("bench: listing {list_objects} objects");
-        let (mut list, items) = list_latency(&server.address, 20).await?;
-        eprintln!("bench: {watchers} watchers, {watch_events} timed writes");
-        let (mut deliveries, missed) = watch_latency(&server.address, watchers, watch_events).await?;
-        eprintln!("bench: writing up to {objects} objects");
-        let rest = write_range(&server.address, writers, list_objects, objects).await?;
-        let (rss, peak) = rss_mib(pid);
-        let total_writes = objects + watch_events;
-        Ok::<_, anyhow::Error>(json!({
-            "benchmark": "apiserver",
-            "machine": {"cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get)},
-            "durable_writes": {
-                "writers": writers,
-                "first_objects": list_objects,
-                "first_per_second": per_second(list_objects, first),
-                "all_objects": objects,
-                "all_per_second": per_second(objects, first + rest),
-                "storage": "SQLite WAL, synchronous=NORMAL, one transaction per write",
-            },
-            "list": {"objects": items, "samples": list.len(), "p50_ms": round3(percentile(&mut list, 50.0)), "p99_ms": round3(percentile(&mut list, 99.0))},
-            "watch": {
-                "watchers": watchers, "events": watch_events, "deliveries": deliveries.len(), "missed": missed,
-                "p50_ms": round3(percentile(&mut deliveries, 50.0)), "p99_ms": round3(percentile(&mut deliveries, 99.0)),
-            },
-            "memory": {"objects": total_writes, "server_rss_mib": rss, "server_peak_rss_mib": peak},
-        }))
-    })?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(ExitCode::SUCCESS)
+    let server = start_server(insecure_plain_http).await?;
+    let target = &server.target;
+    let pid = server.child.id().unwrap_or(0);
+    eprintln!(
+        "bench: writing {list_objects} objects with {writers} writers ({})",
+        target.scheme()
+    );
+    let first = write_range(target, writers, 0, list_objects).await?;
+    eprintln!("bench: listing {list_objects} objects");
+    let (mut list, items) = list_latency(target, 20).await?;
+    eprintln!("bench: {watchers} watchers, {watch_events} timed writes");
+    let (mut deliveries, missed) = watch_latency(target, watchers, watch_events).await?;
+    eprintln!("bench: writing up to {objects} objects");
+    let rest = write_range(target, writers, list_objects, objects).await?;
+    let (rss, peak) = rss_mib(pid);
+    let total_writes = objects + watch_events;
+    Ok(json!({
+        "benchmark": "apiserver",
+        "transport": target.scheme(),
+        "machine": {"cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get)},
+        "durable_writes": {
+            "writers": writers,
+            "first_objects": list_objects,
+            "first_per_second": per_second(list_objects, first),
+            "all_objects": objects,
+            "all_per_second": per_second(objects, first + rest),
+            "storage": "SQLite WAL, synchronous=NORMAL, one transaction per write",
+        },
+        "list": {"objects": items, "samples": list.len(), "p50_ms": round3(percentile(&mut list, 50.0)), "p99_ms": round3(percentile(&mut list, 99.0))},
+        "watch": {
+            "watchers": watchers, "events": watch_events, "deliveries": deliveries.len(), "missed": missed,
+            "p50_ms": round3(percentile(&mut deliveries, 50.0)), "p99_ms": round3(percentile(&mut deliveries, 99.0)),
+        },
+        "memory": {"objects": total_writes, "server_rss_mib": rss, "server_peak_rss_mib": peak},
+    }))
+}
+
+pub(crate) fn run(args: BenchApiserverArgs) -> anyhow::Result<ExitCode> {
+    super::report(measure(args))
 }

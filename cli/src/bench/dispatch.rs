@@ -33,6 +33,10 @@ pub struct BenchDispatchArgs {
     /// Tasks of the one-GPU job whose created-to-bound latency is measured.
     #[arg(long, default_value_t = 1000)]
     pub latency_tasks: u64,
+    /// Run the API server and every client over plain HTTP (no TLS, no authentication): the
+    /// baseline that shows what TLS costs.
+    #[arg(long)]
+    pub insecure_plain_http: bool,
 }
 
 /// When each task was first seen (bound) and seen running.
@@ -135,14 +139,19 @@ async fn measure(
     Ok(result)
 }
 
-async fn bench(args: BenchDispatchArgs) -> anyhow::Result<serde_json::Value> {
+/// Runs the benchmark; its JSON report.
+///
+/// # Errors
+/// When the fleet cannot be started or a job does not get going.
+pub(crate) async fn bench(args: BenchDispatchArgs) -> anyhow::Result<serde_json::Value> {
     let BenchDispatchArgs {
         agents,
         gpus,
         tasks,
         latency_tasks,
+        insecure_plain_http,
     } = args;
-    let fleet = Fleet::start("dispatch").await?;
+    let fleet = Fleet::start("dispatch", insecure_plain_http).await?;
     let _controller = fleet.controller("bench", &[]).await?;
     let _agents = fleet.agents(agents, gpus).await?;
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -171,6 +180,7 @@ async fn bench(args: BenchDispatchArgs) -> anyhow::Result<serde_json::Value> {
     let throughput = measure(&fleet, &seen, &job("throughput", tasks, 0), tasks).await?;
     Ok(json!({
         "benchmark": "dispatch",
+        "transport": if insecure_plain_http { "http" } else { "https" },
         "agents": agents,
         "gpus_per_agent": gpus,
         "warmup": warmup,

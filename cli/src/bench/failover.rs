@@ -90,7 +90,7 @@ async fn bench(args: BenchFailoverArgs) -> anyhow::Result<serde_json::Value> {
         format!("{}ms", args.retry_period.as_millis()),
     ];
     let timing: Vec<&str> = timing.iter().map(String::as_str).collect();
-    let fleet = Fleet::start("failover").await?;
+    let fleet = Fleet::start("failover", false).await?;
     let _agents = fleet.agents(2, 2).await?;
     let leases: Api<Lease> = Api::namespaced(fleet.client.clone(), "default");
     let mut first = fleet.controller("first", &timing).await?;

@@ -1,6 +1,7 @@
 //! The whole system as processes for the controller benchmarks: an API server (with its data
-//! in a temporary directory), controllers and simulated agents, each the real `ringrift`
-//! binary. Everything is killed and removed when dropped.
+//! in a temporary directory; HTTPS, or plain HTTP for the insecure baseline), controllers and
+//! simulated agents, each the real `ringrift` binary. Everything is killed and removed when
+//! dropped.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -90,11 +91,12 @@ impl Drop for Fleet {
 }
 
 impl Fleet {
-    /// Starts the API server and installs the CRDs.
+    /// Starts the API server (over plain HTTP when `insecure_plain_http`) and installs the
+    /// CRDs.
     ///
     /// # Errors
     /// When it cannot start.
-    pub async fn start(name: &str) -> anyhow::Result<Self> {
+    pub async fn start(name: &str, insecure_plain_http: bool) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("ringrift-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).context("failed to create the bench directory")?;
@@ -108,6 +110,10 @@ impl Fleet {
             "--write-kubeconfig".into(),
             kubeconfig.display().to_string(),
         ];
+        let mut args = args;
+        if insecure_plain_http {
+            args.push("--insecure-plain-http".into());
+        }
         let apiserver = spawn(&args, "ringrift apiserver listening").await?;
         let config = Kubeconfig::read_from(&kubeconfig).context("failed to read the kubeconfig")?;
         let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await?;

@@ -9,6 +9,7 @@ pub(crate) mod gossip;
 mod http;
 mod stats;
 pub(crate) mod sync;
+pub(crate) mod tls;
 
 /// Runs a benchmark on a multi-threaded runtime and prints its JSON report.
 pub(crate) fn report(

@@ -1,7 +1,8 @@
-//! `ringrift bench sync`: artifact transfer between real agents over loopback, side by side in
-//! one run with `cp` of the same file and `rsync` from an rsync daemon on loopback (in rounds,
-//! each round in another order, medians reported: on a virtual machine the first writer of
-//! fresh memory pays for it); then the spread of one artifact from a single holder to many
+//! `ringrift bench sync`: artifact transfer between real agents over loopback (TLS, as agents
+//! always speak), side by side in one run with the same transfer over plain HTTP between agents
+//! started with the insecure benchmark flag (what TLS costs), `cp` of the same file and `rsync`
+//! from an rsync daemon on loopback (in rounds, each round in another order, medians reported:
+//! on a virtual machine the first writer of fresh memory pays for it); then the spread of one artifact from a single holder to many
 //! agents at once against one transfer, with no limit and with every agent behind a modelled
 //! network link (`--link-mib`, in and out). A transfer is timed from the creation of a `Task`
 //! that needs the artifact to the task running, so it includes the watch delivery, the status
@@ -56,30 +57,38 @@ fn mib_per_s(mib: u64, seconds: f64) -> f64 {
     round3(mib as f64 / seconds.max(1e-9))
 }
 
+/// How agents speak to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// TLS, pinned: what agents always do.
+    Tls,
+    /// Plain HTTP (`--insecure-plain-http`): the baseline.
+    Plain,
+}
+
 impl Bench {
     /// Starts agent `name`, behind a link of `link` MiB/s in and out (0: none).
-    async fn agent(&self, name: &str, link: u64) -> anyhow::Result<Process> {
+    async fn agent(&self, name: &str, link: u64, transport: Transport) -> anyhow::Result<Process> {
         let key = self.key_file.display().to_string();
         let link = link.to_string();
-        self.fleet
-            .agent(
-                name,
-                &[
-                    "--cluster-key-file",
-                    &key,
-                    "--gossip-listen",
-                    "127.0.0.1:0",
-                    "--simulate-gpus",
-                    "1xT4-16GB",
-                    "--sample-interval",
-                    "30s",
-                    "--transfer-rate-mib",
-                    &link,
-                    "--serve-rate-mib",
-                    &link,
-                ],
-            )
-            .await
+        let mut args = vec![
+            "--cluster-key-file",
+            &key,
+            "--gossip-listen",
+            "127.0.0.1:0",
+            "--simulate-gpus",
+            "1xT4-16GB",
+            "--sample-interval",
+            "30s",
+            "--transfer-rate-mib",
+            &link,
+            "--serve-rate-mib",
+            &link,
+        ];
+        if transport == Transport::Plain {
+            args.push("--insecure-plain-http");
+        }
+        self.fleet.agent(name, &args).await
     }
 
     async fn task(&self, name: &str, agent: &str, script: &str, inputs: &[Artifact]) -> anyhow::Result<()> {
@@ -165,8 +174,9 @@ impl Bench {
         link: u64,
         artifact: &Artifact,
         patience: Duration,
+        transport: Transport,
     ) -> anyhow::Result<(f64, Process)> {
-        let agent = self.agent(name, link).await?;
+        let agent = self.agent(name, link, transport).await?;
         let since = Instant::now();
         self.task(
             &format!("{name}-pull"),
@@ -274,16 +284,22 @@ async fn spread(
     agents: usize,
     patience: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    let _holder = b.agent(&format!("{tag}-seed"), link).await?;
+    let _holder = b.agent(&format!("{tag}-seed"), link, Transport::Tls).await?;
     let artifact = b
         .produce(&format!("{tag}-art"), &format!("{tag}-seed"), mib)
         .await?;
     let (one_s, _one) = b
-        .one_transfer(&format!("{tag}-single"), link, &artifact, patience)
+        .one_transfer(
+            &format!("{tag}-single"),
+            link,
+            &artifact,
+            patience,
+            Transport::Tls,
+        )
         .await?;
     let mut spreaders = Vec::new();
     for i in 0..agents {
-        spreaders.push(b.agent(&format!("{tag}{i}"), link).await?);
+        spreaders.push(b.agent(&format!("{tag}{i}"), link, Transport::Tls).await?);
     }
     // Let gossip tell everyone about everyone (a pull asks partial holders it knows of).
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -311,38 +327,57 @@ async fn spread(
     }))
 }
 
-async fn bench(args: BenchSyncArgs) -> anyhow::Result<serde_json::Value> {
-    let sha256 = sha256_rate();
-    let fleet = Fleet::start("sync").await?;
-    let key_file = fleet.dir().join("cluster-key");
-    std::fs::write(&key_file, uuid::Uuid::new_v4().simple().to_string())?;
-    let b = Bench { fleet, key_file };
-    let _seed = b.agent("seed", 0).await?;
-    eprintln!("making a {} MiB artifact on the seed agent", args.size_mib);
-    let big = b.produce("big", "seed", args.size_mib).await?;
-    let stored = b
-        .fleet
-        .dir()
-        .join("agent-seed/artifacts/sha256")
-        .join(big.digest.trim_start_matches("sha256:"));
-    let (mut daemon, url) = rsync_daemon(&stored, b.fleet.dir()).await?;
-    let (mut agent_s, mut cp_s, mut rsync_s) = (Vec::new(), Vec::new(), Vec::new());
+/// Seconds each way of moving the big artifact, per round: agent to agent over TLS and over
+/// plain HTTP, `cp`, `rsync`.
+#[derive(Debug, Default)]
+struct Samples {
+    tls: Vec<f64>,
+    plain: Vec<f64>,
+    cp: Vec<f64>,
+    rsync: Vec<f64>,
+}
+
+/// The rounds of the transfer comparison, each round in another order; the pulling agents are
+/// handed back (alive until the report is made).
+async fn compare(
+    b: &Bench,
+    args: &BenchSyncArgs,
+    big: &Artifact,
+    big_plain: &Artifact,
+    stored: &Path,
+) -> anyhow::Result<(Samples, Vec<Process>)> {
+    let (mut daemon, url) = rsync_daemon(stored, b.fleet.dir()).await?;
+    let mut s = Samples::default();
     let mut pullers = Vec::new();
     let copy = b.fleet.dir().join("copy");
     for round in 0..args.rounds {
-        for step in 0..3 {
-            match (round + step) % 3 {
+        for step in 0..4 {
+            match (round + step) % 4 {
                 0 => {
-                    eprintln!("round {round}: agent to agent");
+                    eprintln!("round {round}: agent to agent (TLS)");
                     let (secs, puller) = b
-                        .one_transfer(&format!("puller{round}"), 0, &big, args.patience)
+                        .one_transfer(&format!("puller{round}"), 0, big, args.patience, Transport::Tls)
                         .await?;
-                    agent_s.push(secs);
+                    s.tls.push(secs);
+                    pullers.push(puller);
+                }
+                3 => {
+                    eprintln!("round {round}: agent to agent (insecure plain HTTP)");
+                    let (secs, puller) = b
+                        .one_transfer(
+                            &format!("plain-puller{round}"),
+                            0,
+                            big_plain,
+                            args.patience,
+                            Transport::Plain,
+                        )
+                        .await?;
+                    s.plain.push(secs);
                     pullers.push(puller);
                 }
                 1 => {
                     eprintln!("round {round}: cp");
-                    cp_s.push(time_command(
+                    s.cp.push(time_command(
                         "cp",
                         &[&stored.display().to_string(), &copy.display().to_string()],
                     )?);
@@ -350,14 +385,36 @@ async fn bench(args: BenchSyncArgs) -> anyhow::Result<serde_json::Value> {
                 }
                 _ => {
                     eprintln!("round {round}: rsync");
-                    rsync_s.push(time_command("rsync", &[&url, &copy.display().to_string()])?);
+                    s.rsync
+                        .push(time_command("rsync", &[&url, &copy.display().to_string()])?);
                     let _ = std::fs::remove_file(&copy);
                 }
             }
         }
     }
     let _ = daemon.kill().await;
+    Ok((s, pullers))
+}
 
+async fn bench(args: BenchSyncArgs) -> anyhow::Result<serde_json::Value> {
+    let sha256 = sha256_rate();
+    let fleet = Fleet::start("sync", false).await?;
+    let key_file = fleet.dir().join("cluster-key");
+    std::fs::write(&key_file, uuid::Uuid::new_v4().simple().to_string())?;
+    let b = Bench { fleet, key_file };
+    let _seed = b.agent("seed", 0, Transport::Tls).await?;
+    eprintln!("making a {} MiB artifact on the seed agent", args.size_mib);
+    let big = b.produce("big", "seed", args.size_mib).await?;
+    // The plain-HTTP baseline: an agent speaking plain HTTP holds another artifact of the
+    // same size, pulled by agents that speak plain HTTP too.
+    let _plain_seed = b.agent("seed-plain", 0, Transport::Plain).await?;
+    let big_plain = b.produce("big-plain", "seed-plain", args.size_mib).await?;
+    let stored = b
+        .fleet
+        .dir()
+        .join("agent-seed/artifacts/sha256")
+        .join(big.digest.trim_start_matches("sha256:"));
+    let (samples, _pullers) = compare(&b, &args, &big, &big_plain, &stored).await?;
     eprintln!(
         "spreading {} MiB to {} agents",
         args.spread_mib, args.spread_agents
@@ -381,22 +438,25 @@ async fn bench(args: BenchSyncArgs) -> anyhow::Result<serde_json::Value> {
         serde_json::Value::Null
     };
     let rate = |samples: &[f64]| mib_per_s(args.size_mib, median(samples));
-    let (agent_rate, cp_rate, rsync_rate) = (rate(&agent_s), rate(&cp_s), rate(&rsync_s));
+    let (agent_rate, cp_rate, rsync_rate) = (rate(&samples.tls), rate(&samples.cp), rate(&samples.rsync));
+    let plain_rate = rate(&samples.plain);
     Ok(json!({
         "bench": "sync",
         "sha256_one_core_mib_per_s": sha256,
         "transfer": {
             "size_mib": args.size_mib,
             "rounds": args.rounds,
-            "agent_to_agent": figure(&agent_s, args.size_mib),
-            "cp": figure(&cp_s, args.size_mib),
-            "rsync_daemon_loopback": figure(&rsync_s, args.size_mib),
+            "agent_to_agent": figure(&samples.tls, args.size_mib),
+            "agent_to_agent_plain_http": figure(&samples.plain, args.size_mib),
+            "tls_vs_plain_http": round3(agent_rate / plain_rate.max(1e-9)),
+            "cp": figure(&samples.cp, args.size_mib),
+            "rsync_daemon_loopback": figure(&samples.rsync, args.size_mib),
             "vs_rsync": round3(agent_rate / rsync_rate.max(1e-9)),
             "vs_cp": round3(agent_rate / cp_rate.max(1e-9)),
         },
         "spread": free,
         "spread_behind_links": linked,
-        "targets": {"vs_rsync": 2.0, "vs_cp": 0.5, "spread_vs_one_transfer": 3.0},
+        "targets": {"vs_rsync": 2.0, "vs_cp": 0.5, "spread_vs_one_transfer": 3.0, "tls_vs_plain_http": 0.85},
     }))
 }
 
