@@ -367,8 +367,16 @@ fn metrics_count_requests_and_open_watches() {
     }
     let (code, _) = server.http("FROBNICATE", CONFIGMAPS, &auth, b"").unwrap();
     assert_eq!(code, 405);
-    // Like the health checks, metrics need no token.
-    let (code, text) = server.http("GET", "/metrics", &[], b"").unwrap();
+    // Unlike the health checks, metrics need credentials (any user's without RBAC).
+    let (code, _) = server
+        .anonymous_client()
+        .http("GET", "/metrics", &[], b"")
+        .unwrap();
+    assert_eq!(code, 401);
+    let (code, text) = server
+        .anonymous_client()
+        .http("GET", "/metrics", &[("Authorization", "Bearer s")], b"")
+        .unwrap();
     assert_eq!(code, 200, "{text}");
     assert!(
         text.contains(r#"ringrift_apiserver_requests_total{verb="POST",resource="configmaps",code="201"} 3"#),

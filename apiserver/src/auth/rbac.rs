@@ -186,12 +186,43 @@ impl Policy {
         rules
     }
 
+    /// Whether `user` may `verb` the non-resource path `path` (such as `get` `/metrics`): a
+    /// ClusterRole bound cluster-wide with a `nonResourceURLs` rule that names the path, or a
+    /// prefix of it ending in `*`, or `*`.
+    pub fn allows_path(&self, user: &User, verb: &str, path: &str) -> bool {
+        let matches = |pattern: &str| {
+            pattern == path
+                || pattern
+                    .strip_suffix('*')
+                    .is_some_and(|prefix| path.starts_with(prefix))
+        };
+        self.cluster_role_bindings
+            .iter()
+            .filter(|b| b["roleRef"]["kind"] == "ClusterRole" && binds(b, user))
+            .filter_map(|b| {
+                named(
+                    &self.cluster_roles,
+                    b["roleRef"]["name"].as_str().unwrap_or_default(),
+                )
+            })
+            .flat_map(|role| role["rules"].as_array().cloned().unwrap_or_default())
+            .any(|rule| {
+                strings(&rule, "verbs").iter().any(|v| v == "*" || v == verb)
+                    && strings(&rule, "nonResourceURLs").iter().any(|p| matches(p))
+            })
+    }
+
     /// Whether `user` may do what `attributes` ask.
     pub fn allows(&self, user: &User, attributes: &Attributes) -> bool {
         self.rules_for(user, attributes.namespace.as_deref())
             .iter()
             .any(|r| r.allows(attributes))
     }
+}
+
+/// The message of a refused non-resource request, worded as Kubernetes words it.
+pub fn forbidden_path_message(user: &User, verb: &str, path: &str) -> String {
+    format!("forbidden: User \"{}\" cannot {verb} path \"{path}\"", user.name)
 }
 
 /// The message of a refusal, worded as Kubernetes words it.

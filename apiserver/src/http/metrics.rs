@@ -1,5 +1,6 @@
-//! Prometheus metrics of the API server, served at `/metrics` (no token needed, like the health
-//! checks). Label values are bounded: verbs, resources that exist, status codes.
+//! Prometheus metrics of the API server, served at `/metrics` to authenticated users (under RBAC:
+//! `system:masters`, or a ClusterRole granting `get` on the path). Label values are bounded:
+//! verbs, resources that exist, status codes.
 
 use std::sync::atomic::AtomicI64;
 

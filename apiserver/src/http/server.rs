@@ -311,6 +311,26 @@ impl ApiServer {
         Err(refused("no_credentials", "Unauthorized".into()))
     }
 
+    /// Whether `user` may read `/metrics`: anyone authenticated, and under RBAC those in
+    /// `system:masters` or granted `get` on the path by a ClusterRole (`nonResourceURLs`), as
+    /// kube-apiserver decides it.
+    async fn may_read_metrics(&self, user: &User) -> Result<(), ApiError> {
+        if !self.options.rbac || user.is_master() {
+            return Ok(());
+        }
+        let policy = self
+            .policy(None)
+            .await
+            .map_err(|e| ApiError::internal(format!("failed to read the RBAC policy: {e}")))?;
+        if policy.allows_path(user, "get", "/metrics") {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(rbac::forbidden_path_message(
+                user, "get", "/metrics",
+            )))
+        }
+    }
+
     /// The roles and bindings that decide a request in `namespace`.
     async fn policy(&self, namespace: Option<&str>) -> Result<Policy, StoreError> {
         let rbac_key = |plural: &str| ResourceKey::new("rbac.authorization.k8s.io", plural);
@@ -401,14 +421,17 @@ impl ApiServer {
             None => "none".to_owned(),
         };
         let user = match route {
-            Some(Route::Health | Route::Version | Route::Metrics) => Err(ApiError::unauthorized()),
+            Some(Route::Health | Route::Version) => Err(ApiError::unauthorized()),
             _ => self.authenticate(&parts.headers, client),
         };
         let response = match (route, user) {
             (Some(Route::Health), _) => text(StatusCode::OK, "ok"),
             (Some(Route::Version), _) => json_response(StatusCode::OK, &super::discovery::version()),
-            (Some(Route::Metrics), _) => self.metrics_response().await,
             (_, Err(e)) => error(&e),
+            (Some(Route::Metrics), Ok(user)) => match self.may_read_metrics(&user).await {
+                Ok(()) => self.metrics_response().await,
+                Err(e) => error(&e),
+            },
             (None, _) => error(&ApiError::no_route()),
             (Some(Route::Object(object)), Ok(user)) => {
                 self.resource_request(&parts, &user, object, &query, body).await

@@ -217,3 +217,39 @@ fn the_refusal_names_the_user_verb_resource_and_namespace() {
         "tasks \"t\" is forbidden: User \"system:serviceaccount:rr:agent\" cannot delete resource \"tasks\" in API group \"ringrift.ai\" in the namespace \"jobs\""
     );
 }
+
+#[test]
+fn non_resource_paths_are_allowed_by_cluster_roles_only() {
+    let monitoring = User {
+        name: "prometheus".into(),
+        groups: vec!["system:monitoring".into()],
+    };
+    let policy = Policy {
+        cluster_roles: vec![
+            json!({"metadata": {"name": "monitoring"},
+                   "rules": [{"nonResourceURLs": ["/metrics", "/debug/*"], "verbs": ["get"]}]}),
+            json!({"metadata": {"name": "everything"}, "rules": [{"nonResourceURLs": ["*"], "verbs": ["*"]}]}),
+        ],
+        cluster_role_bindings: vec![
+            json!({"metadata": {"name": "m"}, "roleRef": {"kind": "ClusterRole", "name": "monitoring"},
+                   "subjects": [{"kind": "Group", "name": "system:monitoring"}]}),
+            json!({"metadata": {"name": "e"}, "roleRef": {"kind": "ClusterRole", "name": "everything"},
+                   "subjects": [{"kind": "User", "name": "root"}]}),
+        ],
+        ..Policy::default()
+    };
+    assert!(policy.allows_path(&monitoring, "get", "/metrics"));
+    assert!(policy.allows_path(&monitoring, "get", "/debug/pprof"));
+    assert!(!policy.allows_path(&monitoring, "post", "/metrics"));
+    assert!(!policy.allows_path(&monitoring, "get", "/metrics/extra"));
+    assert!(!policy.allows_path(&agent(), "get", "/metrics"));
+    let root = User {
+        name: "root".into(),
+        groups: vec![],
+    };
+    assert!(policy.allows_path(&root, "delete", "/anything"));
+    assert_eq!(
+        forbidden_path_message(&agent(), "get", "/metrics"),
+        r#"forbidden: User "system:serviceaccount:rr:agent" cannot get path "/metrics""#
+    );
+}
