@@ -337,43 +337,48 @@ struct Samples {
     rsync: Vec<f64>,
 }
 
-/// The rounds of the transfer comparison, each round in another order; the pulling agents are
-/// handed back (alive until the report is made).
+/// Stops a puller and deletes its data: every step of the comparison leaves the machine as it
+/// found it, as `cp` and `rsync` delete their copies. (On a virtual machine, writing memory the
+/// guest has not touched lately costs several times more; a step that follows one which freed a
+/// gigabyte of page cache writes into warm pages. When only the copies of `cp` and `rsync` were
+/// deleted, the step after `rsync`, always the plain-HTTP pull, got warm pages and the TLS
+/// pull never did: it looked three times slower for that alone.)
+async fn discard(b: &Bench, name: &str, mut puller: Process) {
+    puller.kill().await;
+    let _ = std::fs::remove_dir_all(b.fleet.dir().join(format!("agent-{name}")));
+}
+
+/// The rounds of the transfer comparison, each round in another order.
 async fn compare(
     b: &Bench,
     args: &BenchSyncArgs,
     big: &Artifact,
     big_plain: &Artifact,
     stored: &Path,
-) -> anyhow::Result<(Samples, Vec<Process>)> {
+) -> anyhow::Result<Samples> {
     let (mut daemon, url) = rsync_daemon(stored, b.fleet.dir()).await?;
     let mut s = Samples::default();
-    let mut pullers = Vec::new();
     let copy = b.fleet.dir().join("copy");
     for round in 0..args.rounds {
         for step in 0..4 {
             match (round + step) % 4 {
                 0 => {
                     eprintln!("round {round}: agent to agent (TLS)");
+                    let name = format!("puller{round}");
                     let (secs, puller) = b
-                        .one_transfer(&format!("puller{round}"), 0, big, args.patience, Transport::Tls)
+                        .one_transfer(&name, 0, big, args.patience, Transport::Tls)
                         .await?;
                     s.tls.push(secs);
-                    pullers.push(puller);
+                    discard(b, &name, puller).await;
                 }
                 3 => {
                     eprintln!("round {round}: agent to agent (insecure plain HTTP)");
+                    let name = format!("plain-puller{round}");
                     let (secs, puller) = b
-                        .one_transfer(
-                            &format!("plain-puller{round}"),
-                            0,
-                            big_plain,
-                            args.patience,
-                            Transport::Plain,
-                        )
+                        .one_transfer(&name, 0, big_plain, args.patience, Transport::Plain)
                         .await?;
                     s.plain.push(secs);
-                    pullers.push(puller);
+                    discard(b, &name, puller).await;
                 }
                 1 => {
                     eprintln!("round {round}: cp");
@@ -393,7 +398,7 @@ async fn compare(
         }
     }
     let _ = daemon.kill().await;
-    Ok((s, pullers))
+    Ok(s)
 }
 
 async fn bench(args: BenchSyncArgs) -> anyhow::Result<serde_json::Value> {
@@ -414,7 +419,7 @@ async fn bench(args: BenchSyncArgs) -> anyhow::Result<serde_json::Value> {
         .dir()
         .join("agent-seed/artifacts/sha256")
         .join(big.digest.trim_start_matches("sha256:"));
-    let (samples, _pullers) = compare(&b, &args, &big, &big_plain, &stored).await?;
+    let samples = compare(&b, &args, &big, &big_plain, &stored).await?;
     eprintln!(
         "spreading {} MiB to {} agents",
         args.spread_mib, args.spread_agents
