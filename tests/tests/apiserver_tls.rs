@@ -448,3 +448,57 @@ async fn a_running_agent_logs_and_counts_each_failed_retry_with_the_cause() {
     assert!(lines >= 2, "logged at every retry, with the cause:\n{log}");
     assert!(log.contains("CN=ringrift-ca"), "the CA it trusts is named: {log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kubeconfig_form_of_trust_and_credential_works() {
+    let dir = Scratch::new("tls-kubeconfig-forms").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &["--token", "admin-token-0123"]).unwrap();
+    let admin = ringrift_e2e::chart_install::admin_client(&server.kubeconfig).await;
+    ringrift_e2e::cluster::install_crds(&admin).await;
+    let identity = Kubeconfig::read(&server.kubeconfig).unwrap().identity.unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (ca, cert, key) = (
+        file("ca.crt", &server.ca()),
+        file("admin.crt", &identity.cert),
+        file("admin.key", &identity.key),
+    );
+    let token_file = file("token", "admin-token-0123");
+    let server_url = &server.url;
+    let forms = [
+        (
+            "files",
+            format!("{{server: {server_url}, certificate-authority: {ca}}}"),
+            format!("{{client-certificate: {cert}, client-key: {key}}}"),
+        ),
+        (
+            "token-file",
+            format!("{{server: {server_url}, certificate-authority: {ca}}}"),
+            format!("{{tokenFile: {token_file}}}"),
+        ),
+        (
+            "insecure-skip-tls-verify",
+            format!("{{server: {server_url}, insecure-skip-tls-verify: true}}"),
+            "{token: admin-token-0123}".to_owned(),
+        ),
+    ];
+    for (form, cluster, user) in forms {
+        let path = file(
+            &format!("kubeconfig-{form}"),
+            &format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {cluster}\nusers:\n- name: u\n  user: {user}\n\
+                 contexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+            ),
+        );
+        let out = run(
+            std::process::Command::new(ringrift_e2e::process::ringrift_bin().unwrap())
+                .args(["status", "--kubeconfig"])
+                .arg(&path),
+        )
+        .unwrap();
+        assert!(out.success, "{form}: {}", out.stderr);
+    }
+}
