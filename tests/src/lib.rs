@@ -5,6 +5,7 @@ pub mod agent;
 pub mod chart;
 pub mod chart_install;
 pub mod cluster;
+pub mod holders;
 pub mod https;
 pub mod pod;
 pub mod process;

@@ -5,7 +5,7 @@
 //!   when to renew one.
 //! - [`serve`]: an acceptor that speaks only TLS (plain HTTP is answered 400 and closed), with a
 //!   serving certificate replaceable while serving and client certificates checked after the
-//!   handshake.
+//!   handshake; [`http`]: the HTTP/1.1 accept loop over it that every server shares.
 //! - [`pin`]: calling an agent, trusting exactly the certificate whose fingerprint its `Agent`
 //!   status publishes.
 //! - [`trust`]: trust failures found in an error chain, explained, and counted.
@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod files;
+pub mod http;
 pub mod pin;
 pub mod pki;
 pub mod serve;

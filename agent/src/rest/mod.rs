@@ -463,7 +463,7 @@ pub async fn serve(
     let refused = |peer: SocketAddr, e: &ringrift_tls::serve::AcceptError| {
         tracing::info!(%peer, error = %e, "REST connection not accepted");
     };
-    ringrift_tls::serve::serve_http(
+    ringrift_tls::http::serve(
         listener,
         acceptor,
         make,

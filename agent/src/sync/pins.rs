@@ -24,6 +24,13 @@ pub struct Pin {
     pub fingerprint: Option<String>,
 }
 
+impl Pin {
+    /// Whether it says where the agent is and what it presents.
+    pub fn is_complete(&self) -> bool {
+        self.endpoint.is_some() && self.fingerprint.is_some()
+    }
+}
+
 /// The pins of every agent, as last listed.
 #[derive(Debug, Default)]
 pub struct Pins {
@@ -41,9 +48,10 @@ impl Pins {
             .cloned()
     }
 
-    /// The pin of `name`; lists the Agents first when it is not known (or was forgotten).
+    /// The pin of `name`; lists the Agents first when it is not known, was forgotten, or had
+    /// no fingerprint yet (an agent still registering when last listed).
     pub async fn of(&self, client: &Client, name: &str) -> Option<Pin> {
-        if let Some(pin) = self.cached(name) {
+        if let Some(pin) = self.cached(name).filter(Pin::is_complete) {
             return Some(pin);
         }
         self.refresh(client).await;
@@ -102,9 +110,48 @@ impl Pins {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use ringrift_crds::agent::{AgentSpec, AgentStatus};
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_pin_without_a_fingerprint_is_looked_up_again_and_a_complete_one_is_not() {
+        // The API: one list of the Agents, in which "b" has registered its fingerprint since.
+        let lists = Arc::new(AtomicUsize::new(0));
+        let counted = lists.clone();
+        let api = tower::service_fn(move |request: hyper::Request<kube::client::Body>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(request.uri().path(), "/apis/ringrift.ai/v1alpha1/agents");
+            let list = serde_json::json!({"apiVersion": "ringrift.ai/v1alpha1", "kind": "AgentList",
+                "metadata": {}, "items": [agent("a", Some("sha256:aa")), agent("b", Some("sha256:bb"))]});
+            let body = kube::client::Body::from(serde_json::to_vec(&list).unwrap_or_default());
+            async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(body)) }
+        });
+        let client = Client::new(api, "default");
+        let pins = Pins::default();
+        pins.set([agent("a", Some("sha256:aa")), agent("b", None)].iter());
+        assert_eq!(
+            pins.of(&client, "a").await.unwrap().fingerprint.as_deref(),
+            Some("sha256:aa")
+        );
+        assert_eq!(
+            lists.load(Ordering::SeqCst),
+            0,
+            "a complete pin comes from the cache"
+        );
+        assert_eq!(
+            pins.of(&client, "b").await.unwrap().fingerprint.as_deref(),
+            Some("sha256:bb")
+        );
+        assert_eq!(
+            lists.load(Ordering::SeqCst),
+            1,
+            "one without a fingerprint is listed again"
+        );
+    }
 
     fn agent(name: &str, fingerprint: Option<&str>) -> Agent {
         let mut a = Agent::new(name, AgentSpec::default());
@@ -129,6 +176,11 @@ mod tests {
             })
         );
         assert_eq!(pins.cached("b").unwrap().fingerprint, None);
+        assert!(pins.cached("a").unwrap().is_complete());
+        assert!(
+            !pins.cached("b").unwrap().is_complete(),
+            "b is looked up again when asked for"
+        );
         pins.forget("a");
         assert_eq!(pins.cached("a"), None);
         pins.set(std::iter::once(&agents[1]));

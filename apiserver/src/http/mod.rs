@@ -1,5 +1,6 @@
 //! The HTTP side of the API server: [`serve`] runs an [`ApiServer`] on a listener.
 
+mod access;
 mod admission;
 mod delete;
 pub mod discovery;

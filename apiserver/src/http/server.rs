@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use ringrift_tls::serve::{AcceptError, Acceptor, ClientCert};
 use serde_json::{Value, json};
@@ -19,8 +19,8 @@ use tokio::net::TcpListener;
 use super::route::{self, ObjectPath, Route};
 use super::status::ApiError;
 use crate::auth::audit::AuditLog;
-use crate::auth::rbac::{self, Attributes, Policy};
-use crate::auth::{Tokens, User, node};
+use crate::auth::rbac::{self, Attributes};
+use crate::auth::{Tokens, User};
 use crate::registry::{Registry, crd_key};
 use crate::store::semantics::WriteContext;
 use crate::store::{ResourceKey, Store, StoreError};
@@ -212,41 +212,6 @@ impl ApiServer {
         super::handlers::object(self, &parts.method, &parts.headers, object, query, body).await
     }
 
-    /// Why the node restriction refuses this write of an agent's, if it does (see
-    /// [`node::refusal`]): the created object's name comes from the body, a Task's binding from
-    /// the stored Task.
-    async fn node_refusal(&self, user: &User, attributes: &Attributes, body: &Bytes) -> Option<String> {
-        ringrift_crds::identity::agent_of(&user.name, &user.groups)?;
-        let created: Option<Value> = (attributes.verb == "create")
-            .then(|| serde_json::from_slice(body).ok())
-            .flatten();
-        let created_name = created
-            .as_ref()
-            .and_then(|v| v.pointer("/metadata/name"))
-            .and_then(Value::as_str);
-        let stored = match (attributes.resource.as_str(), &attributes.name) {
-            ("tasks", Some(name)) => self
-                .store
-                .get(
-                    &ResourceKey::new(&attributes.group, &attributes.resource),
-                    attributes.namespace.as_deref().unwrap_or_default(),
-                    name,
-                )
-                .await
-                .ok()
-                .flatten(),
-            _ => None,
-        };
-        node::refusal(
-            user,
-            attributes,
-            node::Subject {
-                created_name,
-                stored: stored.as_ref(),
-            },
-        )
-    }
-
     async fn metrics_response(&self) -> Response<Body> {
         if let Ok(revision) = self.store.revision().await {
             self.metrics
@@ -259,96 +224,6 @@ impl ApiServer {
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         );
         response
-    }
-
-    /// Who sent a request, as kube-apiserver decides it: a verified client certificate first,
-    /// then a bearer token; a rejected certificate or an unknown token is 401 (saying why for
-    /// certificates: they are the client's own); no credentials at all is `system:anonymous`
-    /// where allowed, else 401.
-    fn authenticate(&self, headers: &HeaderMap, client: &ClientCert) -> Result<User, ApiError> {
-        let refused = |reason: &'static str, message: String| {
-            self.metrics
-                .auth_failures
-                .get_or_create(&super::metrics::AuthFailureLabels { reason })
-                .inc();
-            ApiError::unauthorized_because(message)
-        };
-        if let ClientCert::Verified(info) = client {
-            return User::from_certificate(info).ok_or_else(|| {
-                refused(
-                    "certificate_rejected",
-                    format!(
-                        "client certificate {} has no common name to be a user",
-                        info.subject()
-                    ),
-                )
-            });
-        }
-        let bearer = headers
-            .get(AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim);
-        if let Some(token) = bearer {
-            return self.options.tokens.authenticate(Some(token)).ok_or_else(|| {
-                tracing::info!("refused a request with an unknown bearer token");
-                refused("invalid_token", "Unauthorized".into())
-            });
-        }
-        if let ClientCert::Rejected { subject, reason } = client {
-            tracing::info!(certificate = %subject, %reason, "refused a client certificate");
-            return Err(refused(
-                "certificate_rejected",
-                format!("client certificate {subject} was not accepted: {reason}"),
-            ));
-        }
-        if self.options.open {
-            return Ok(User::admin());
-        }
-        if self.options.anonymous && self.options.rbac {
-            return Ok(User::anonymous());
-        }
-        Err(refused("no_credentials", "Unauthorized".into()))
-    }
-
-    /// Whether `user` may read `/metrics`: anyone authenticated, and under RBAC those in
-    /// `system:masters` or granted `get` on the path by a ClusterRole (`nonResourceURLs`), as
-    /// kube-apiserver decides it.
-    async fn may_read_metrics(&self, user: &User) -> Result<(), ApiError> {
-        if !self.options.rbac || user.is_master() {
-            return Ok(());
-        }
-        let policy = self
-            .policy(None)
-            .await
-            .map_err(|e| ApiError::internal(format!("failed to read the RBAC policy: {e}")))?;
-        if policy.allows_path(user, "get", "/metrics") {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(rbac::forbidden_path_message(
-                user, "get", "/metrics",
-            )))
-        }
-    }
-
-    /// The roles and bindings that decide a request in `namespace`.
-    async fn policy(&self, namespace: Option<&str>) -> Result<Policy, StoreError> {
-        let rbac_key = |plural: &str| ResourceKey::new("rbac.authorization.k8s.io", plural);
-        let (cluster_roles, _) = self.store.list(&rbac_key("clusterroles"), None).await?;
-        let (cluster_role_bindings, _) = self.store.list(&rbac_key("clusterrolebindings"), None).await?;
-        let (roles, role_bindings) = match namespace {
-            Some(ns) => (
-                self.store.list(&rbac_key("roles"), Some(ns)).await?.0,
-                self.store.list(&rbac_key("rolebindings"), Some(ns)).await?.0,
-            ),
-            None => (Vec::new(), Vec::new()),
-        };
-        Ok(Policy {
-            cluster_roles,
-            cluster_role_bindings,
-            roles,
-            role_bindings,
-        })
     }
 
     /// Answers a resource request: authorizes it (under RBAC), serves it, and records it in the
@@ -537,7 +412,7 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(server.handle(request, &client).await) }
         })
     };
-    ringrift_tls::serve::serve_http(
+    ringrift_tls::http::serve(
         listener,
         acceptor,
         make,

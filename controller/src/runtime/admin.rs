@@ -92,7 +92,7 @@ pub async fn serve(
     let refused = |peer: std::net::SocketAddr, e: &ringrift_tls::serve::AcceptError| {
         tracing::debug!(%peer, error = %e, "admin connection not accepted");
     };
-    ringrift_tls::serve::serve_http(
+    ringrift_tls::http::serve(
         listener,
         acceptor,
         make,
