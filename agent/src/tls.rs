@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ringrift_tls::pki::{self, CA_VALIDITY, CertInfo, Pem};
 
@@ -25,16 +25,8 @@ pub struct Identity {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read or written.
-    #[error("failed to {action} {path}: {source}")]
-    File {
-        /// read or write.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] ringrift_tls::files::FileError),
     /// A certificate could not be made or read.
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
@@ -72,24 +64,11 @@ pub fn names(listen: SocketAddr, endpoint: &str) -> BTreeSet<String> {
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {
-    std::fs::read_to_string(path).map_err(|source| TlsError::File {
-        action: "read",
-        path: path.to_owned(),
-        source,
-    })
+    Ok(ringrift_tls::files::read(path)?)
 }
 
 fn write(path: &Path, text: &str, private: bool) -> Result<(), TlsError> {
-    let result = if private {
-        ringrift_tls::files::write_private(path, text.as_bytes())
-    } else {
-        ringrift_tls::files::write_public(path, text.as_bytes())
-    };
-    result.map_err(|source| TlsError::File {
-        action: "write",
-        path: path.to_owned(),
-        source,
-    })
+    Ok(ringrift_tls::files::store(path, text, private)?)
 }
 
 /// The agent's key pair for `names`: the stored one while it is good, else a new one (stored).

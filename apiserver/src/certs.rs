@@ -55,16 +55,8 @@ impl Default for TlsOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     /// A file could not be read or written.
-    #[error("failed to {action} {path}: {source}")]
-    File {
-        /// read or write.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] ringrift_tls::files::FileError),
     /// A certificate or key is unusable.
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
@@ -74,24 +66,11 @@ pub enum CertError {
 }
 
 fn read(path: &Path) -> Result<String, CertError> {
-    std::fs::read_to_string(path).map_err(|source| CertError::File {
-        action: "read",
-        path: path.to_owned(),
-        source,
-    })
+    Ok(ringrift_tls::files::read(path)?)
 }
 
 fn write(path: &Path, text: &str, private: bool) -> Result<(), CertError> {
-    let result = if private {
-        ringrift_tls::files::write_private(path, text.as_bytes())
-    } else {
-        ringrift_tls::files::write_public(path, text.as_bytes())
-    };
-    result.map_err(|source| CertError::File {
-        action: "write",
-        path: path.to_owned(),
-        source,
-    })
+    Ok(ringrift_tls::files::store(path, text, private)?)
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

@@ -147,13 +147,9 @@ impl Setup {
             args.push(rewrite(arg.replace("=0.0.0.0:", "=127.0.0.1:")));
         }
         let vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k != "TMPDIR").collect();
-        let port = crate::https::authority(&self.api.url)
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .unwrap();
         let pod = Pod {
             host: "127.0.0.1".into(),
-            port,
+            port: self.api.port(),
             token: token.to_owned(),
             ca: self.api.ca(),
             namespace: NAMESPACE.to_owned(),

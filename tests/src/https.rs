@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ringrift_tls::pki::Pem;
+use ringrift_tls::verify::Signatures;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
@@ -75,7 +76,7 @@ impl Kubeconfig {
 /// Accepts any server certificate (the handshake signature is still checked), as a kubelet's
 /// HTTPS probe does.
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+struct AnyCertificate(Signatures);
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
@@ -95,7 +96,7 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        self.0.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -104,11 +105,11 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        self.0.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.0.schemes()
     }
 }
 
@@ -197,7 +198,7 @@ impl HttpClient {
             .with_safe_default_protocol_versions()
             .map(|b| {
                 b.dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                    .with_custom_certificate_verifier(Arc::new(AnyCertificate(Signatures::new(provider))))
                     .with_no_client_auth()
             })
             .ok()

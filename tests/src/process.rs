@@ -342,6 +342,17 @@ impl ApiServerProcess {
         self.client().http(method, path, headers, body)
     }
 
+    /// The port it listens on.
+    ///
+    /// # Panics
+    /// When its URL has none.
+    pub fn port(&self) -> u16 {
+        crate::https::authority(&self.url)
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {}", self.url))
+    }
+
     /// The CA bundle clients trust it by (from its kubeconfig).
     ///
     /// # Panics

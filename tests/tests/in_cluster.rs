@@ -119,13 +119,9 @@ async fn a_controller_in_a_pod_finds_trusts_and_authenticates_in_cluster_and_fol
         .unwrap();
     grant(&admin).await;
 
-    let port = ringrift_e2e::https::authority(&api.url)
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap();
     let pod = Pod {
         host: "127.0.0.1".into(),
-        port,
+        port: api.port(),
         token: FIRST.0.into(),
         ca: api.ca(),
         namespace: NAMESPACE.into(),

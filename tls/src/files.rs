@@ -3,7 +3,50 @@
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A key or certificate file that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action} {path}: {source}")]
+pub struct FileError {
+    /// `read` or `write`.
+    pub action: &'static str,
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The text of `path`.
+///
+/// # Errors
+/// [`FileError`] naming the file.
+pub fn read(path: &Path) -> Result<String, FileError> {
+    std::fs::read_to_string(path).map_err(|source| FileError {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes `text` to `path`: owner-only (0600) when `private` (keys), else readable by all
+/// (certificates).
+///
+/// # Errors
+/// [`FileError`] naming the file.
+pub fn store(path: &Path, text: &str, private: bool) -> Result<(), FileError> {
+    let written = if private {
+        write_private(path, text.as_bytes())
+    } else {
+        write_public(path, text.as_bytes())
+    };
+    written.map_err(|source| FileError {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    })
+}
 
 /// Writes `contents` to `path` readable by its owner only (0600), creating the directory
 /// (0700) if needed.

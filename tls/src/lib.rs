@@ -11,6 +11,7 @@
 //! - [`trust`]: trust failures found in an error chain, explained, and counted.
 //! - [`client`]: client configurations that trust a CA and may present a certificate.
 //! - [`files`]: keys written 0600, atomically.
+//! - [`verify`]: the handshake signature checks every certificate verifier shares.
 //!
 //! One crypto provider for the whole workspace: ring ([`provider`]). Everything here passes it
 //! explicitly; [`install_default_provider`] makes it the process default for libraries that ask
@@ -23,6 +24,7 @@ pub mod pin;
 pub mod pki;
 pub mod serve;
 pub mod trust;
+pub mod verify;
 
 use std::sync::Arc;
 

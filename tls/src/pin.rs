@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::pki::fingerprint;
+use crate::verify::Signatures;
 
 /// A presented certificate whose fingerprint is not the pinned one.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,7 +36,7 @@ pub fn valid(s: &str) -> bool {
 #[derive(Debug)]
 struct Pinned {
     fingerprint: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ServerCertVerifier for Pinned {
@@ -66,12 +67,7 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -80,18 +76,11 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -106,7 +95,7 @@ pub fn client_config(fingerprint: &str) -> Result<Arc<ClientConfig>, rustls::Err
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Pinned {
             fingerprint: fingerprint.to_owned(),
-            provider,
+            signatures: Signatures::new(provider),
         }))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -191,7 +180,7 @@ pub async fn connect(
 #[derive(Debug)]
 struct Capture {
     seen: std::sync::Mutex<Option<Vec<u8>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ServerCertVerifier for Capture {
@@ -229,9 +218,7 @@ impl ServerCertVerifier for Capture {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -244,7 +231,7 @@ pub async fn presented(authority: &str, timeout: Duration) -> Result<crate::pki:
     let provider = crate::provider();
     let capture = Arc::new(Capture {
         seen: std::sync::Mutex::new(None),
-        provider: provider.clone(),
+        signatures: Signatures::new(provider.clone()),
     });
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -203,19 +203,12 @@ impl Peer {
     }
 
     async fn connect(&self) -> Result<Conn, FetchError> {
-        let handshake_error = |e: hyper::Error| FetchError::Connect(self.authority.clone(), e.to_string());
         let sender = match &self.transport {
             Transport::Pinned(pinned, config) => {
                 let stream = ringrift_tls::pin::connect(&self.authority, Arc::clone(config), CONNECT_TIMEOUT)
                     .await
                     .map_err(|e| self.connect_failed(pinned, &e))?;
-                let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(handshake_error)?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                sender
+                self.handshake(stream).await?
             }
             Transport::Plain => {
                 let stream =
@@ -224,16 +217,24 @@ impl Peer {
                         .map_err(|_| FetchError::Timeout(self.authority.clone(), CONNECT_TIMEOUT))?
                         .map_err(|e| FetchError::Connect(self.authority.clone(), e.to_string()))?;
                 let _ = stream.set_nodelay(true);
-                let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(handshake_error)?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                sender
+                self.handshake(stream).await?
             }
         };
         Ok(Conn { sender })
+    }
+
+    /// HTTP/1.1 over `stream`, its connection driven on a task of its own.
+    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Empty<Bytes>>, FetchError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| FetchError::Connect(self.authority.clone(), e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
     }
 
     /// The error of a failed TLS connection; a trust failure is reported.
