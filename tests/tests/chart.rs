@@ -87,6 +87,16 @@ const COMBINATIONS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// A container's arguments.
+fn arguments(container: &Value) -> Vec<&str> {
+    container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
 fn validate(manifests: &str, what: &str) {
     let path = std::env::temp_dir().join(format!(
         "ringrift-chart-{}-{}.yaml",
@@ -197,12 +207,7 @@ fn the_controller_runs_restricted_with_two_spread_replicas_a_budget_and_admin_pr
     }
     // /metrics asks for the metrics token: only that key of the Secret is mounted, readable
     // by the controller's group.
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = arguments(c);
     assert!(
         args.contains(&"--metrics-token-file=/etc/ringrift/metrics/metrics-token"),
         "{args:?}"
@@ -216,12 +221,7 @@ fn the_controller_runs_restricted_with_two_spread_replicas_a_budget_and_admin_pr
     // The admin port's certificate from a Secret, when one is named.
     let with_tls = objects(&template(&["--set", "controller.tls.secretName=admin-tls"]).unwrap());
     let c = container(object(&with_tls, "Deployment", "controller"));
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = arguments(c);
     assert!(
         args.contains(&"--admin-tls-cert-file=/etc/ringrift/admin-tls/tls.crt"),
         "{args:?}"
@@ -250,12 +250,7 @@ fn the_agent_runs_on_gpu_nodes_with_its_node_name_data_dir_and_no_privileges() {
         env.iter()
             .any(|e| e["name"] == "NVIDIA_VISIBLE_DEVICES" && e["value"] == "all")
     );
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = arguments(c);
     assert!(args.contains(&"--name=$(NODE_NAME)"), "{args:?}");
     assert!(
         args.contains(&"--advertise=https://$(POD_IP):8770"),
