@@ -139,16 +139,7 @@ impl Cluster {
 
     /// Runs the real kubectl against the server; its stdout.
     pub fn kubectl(&self, args: &[&str]) -> String {
-        let out = crate::run(
-            std::process::Command::new(crate::tool("kubectl").unwrap())
-                .env("KUBECACHEDIR", self.dir().join("kubecache"))
-                .arg("--kubeconfig")
-                .arg(&self.api.kubeconfig)
-                .args(args),
-        )
-        .unwrap();
-        assert!(out.success, "kubectl {args:?} failed: {}", out.stderr);
-        out.stdout
+        crate::kubectl::ok(&self.api, args)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod chart_install;
 pub mod cluster;
 pub mod holders;
 pub mod https;
+pub mod kubectl;
 pub mod pod;
 pub mod process;
 pub mod role;

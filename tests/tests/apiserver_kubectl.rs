@@ -1,6 +1,7 @@
 //! The embedded API server driven by the real kubectl, as a user would: apply the CRDs and the
 //! examples, see them in `kubectl get`, be refused with the offending field, patch, label,
-//! watch, delete, and find everything again after a crash.
+//! watch, and find everything again after a crash. (Deletion and garbage collection:
+//! `apiserver_deletion.rs`; credentials: `apiserver_tls.rs`.)
 //!
 //! Each test names the upstream rule it checks (Kubernetes "API Concepts" and "API
 //! Conventions" documents, and the CustomResourceDefinition task guide).
@@ -9,54 +10,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use ringrift_e2e::kubectl::{kubectl, ok, with_crds};
 use ringrift_e2e::process::{ApiServerProcess, Scratch};
-use ringrift_e2e::{Output, mismatches, repo_root, run, tool, yaml_documents, yaml_files};
-
-fn kubectl(server: &ApiServerProcess, args: &[&str]) -> Output {
-    let mut command = Command::new(tool("kubectl").unwrap());
-    // A discovery cache per test: nothing written to ~/.kube, nothing stale between servers.
-    let cache = server.kubeconfig.with_file_name("kube-cache");
-    command
-        .env("KUBECONFIG", &server.kubeconfig)
-        .env("KUBECACHEDIR", cache)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .args(args);
-    run(&mut command).unwrap()
-}
-
-fn ok(server: &ApiServerProcess, args: &[&str]) -> String {
-    let out = kubectl(server, args);
-    assert!(
-        out.success,
-        "kubectl {args:?} failed:\n{}{}",
-        out.stdout, out.stderr
-    );
-    out.stdout
-}
-
-fn with_crds(test: &str) -> (Scratch, ApiServerProcess) {
-    let dir = Scratch::new(test).unwrap();
-    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
-    let crds = repo_root().join("charts/ringrift/files/crds");
-    ok(&server, &["apply", "-f", crds.to_str().unwrap()]);
-    // CRD guide: a CRD is usable once its Established condition is True.
-    ok(
-        &server,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=30s",
-        ],
-    );
-    (dir, server)
-}
+use ringrift_e2e::{mismatches, repo_root, tool, yaml_documents, yaml_files};
 
 #[test]
 fn crds_and_examples_apply_and_list_under_the_ringrift_category() {
@@ -416,109 +376,6 @@ fn acknowledged_objects_survive_sigkill_and_restart() {
 }
 
 #[test]
-fn deleting_a_crd_removes_its_kind_and_objects() {
-    let (_dir, server) = with_crds("crd-delete");
-    ok(
-        &server,
-        &[
-            "apply",
-            "-f",
-            repo_root().join("examples/gauntlet-sprt.yaml").to_str().unwrap(),
-        ],
-    );
-    ok(&server, &["delete", "crd", "gauntletjobs.ringrift.ai"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = kubectl(&server, &["get", "gj"]);
-        // Either kubectl's discovery no longer lists the kind, or the server refuses it.
-        let gone = out
-            .stderr
-            .contains("the server doesn't have a resource type \"gj\"")
-            || out
-                .stderr
-                .contains("the server could not find the requested resource");
-        if !out.success && gone {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gj still served:\n{}{}",
-            out.stdout,
-            out.stderr
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // Re-creating the CRD does not resurrect the old objects.
-    ok(
-        &server,
-        &[
-            "apply",
-            "-f",
-            repo_root()
-                .join("charts/ringrift/files/crds/gauntletjobs.ringrift.ai.yaml")
-                .to_str()
-                .unwrap(),
-        ],
-    );
-    ok(
-        &server,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/gauntletjobs.ringrift.ai",
-            "--timeout=30s",
-        ],
-    );
-    assert_eq!(ok(&server, &["get", "gj", "-o", "name"]).trim(), "");
-}
-
-#[test]
-fn owner_references_cascade_deletes() {
-    let (dir, server) = with_crds("gc");
-    ok(
-        &server,
-        &[
-            "apply",
-            "-f",
-            repo_root().join("examples/selfplay-job.yaml").to_str().unwrap(),
-        ],
-    );
-    let uid = ok(
-        &server,
-        &[
-            "get",
-            "sp",
-            "connect4-selfplay-demo",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ],
-    );
-    let task = serde_json::json!({
-        "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
-        "metadata": {"name": "connect4-selfplay-demo-0000", "ownerReferences": [{
-            "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob", "name": "connect4-selfplay-demo",
-            "uid": uid, "controller": true}]},
-        "spec": {"role": "selfplay", "job": {"kind": "SelfplayJob", "name": "connect4-selfplay-demo"}, "workUnit": "games-0000", "attempt": 0}
-    });
-    let file = dir.0.join("task.json");
-    std::fs::write(&file, task.to_string()).unwrap();
-    ok(&server, &["apply", "-f", file.to_str().unwrap()]);
-    // API Concepts, garbage collection: deleting the owner deletes its dependents.
-    ok(
-        &server,
-        &["delete", "sp", "connect4-selfplay-demo", "--cascade=background"],
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !ok(&server, &["get", "rtask", "-o", "name"]).trim().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the owned task was not collected"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-#[test]
 fn bad_requests_get_the_right_status_and_change_nothing() {
     let (_dir, server) = with_crds("bad-input");
     let json = [("Content-Type", "application/json")];
@@ -562,141 +419,4 @@ fn bad_requests_get_the_right_status_and_change_nothing() {
     );
     let (code, _) = server.http("GET", "/healthz", &[], b"").unwrap();
     assert_eq!(code, 200, "still serving");
-}
-
-#[test]
-fn credentials_are_required_and_the_kubeconfig_carries_the_admins() {
-    let dir = Scratch::new("auth").unwrap();
-    let server = ApiServerProcess::start(&dir.0, &["--token", "t0p-secret"]).unwrap();
-    // Over TLS without a client certificate or token: nobody.
-    let anonymous = server.anonymous_client();
-    let (code, body) = anonymous.http("GET", "/api/v1/namespaces", &[], b"").unwrap();
-    assert_eq!(code, 401, "{body}");
-    assert!(body.contains("\"reason\":\"Unauthorized\""), "{body}");
-    let (code, _) = anonymous
-        .http(
-            "GET",
-            "/api/v1/namespaces",
-            &[("Authorization", "Bearer wrong")],
-            b"",
-        )
-        .unwrap();
-    assert_eq!(code, 401);
-    let create = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"k":"v"}}"#;
-    let (code, _) = anonymous
-        .http(
-            "POST",
-            "/api/v1/namespaces/default/configmaps",
-            &[("Content-Type", "application/json")],
-            create,
-        )
-        .unwrap();
-    assert_eq!(code, 401, "a request without credentials changes nothing");
-    let auth = [("Authorization", "Bearer t0p-secret")];
-    let (code, body) = anonymous
-        .http("GET", "/api/v1/namespaces/default/configmaps", &auth, b"")
-        .unwrap();
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("\"items\":[]"), "{body}");
-    let (code, _) = anonymous.http("GET", "/readyz", &[], b"").unwrap();
-    assert_eq!(code, 200, "health checks need no credentials");
-    // The kubeconfig trusts the server's CA and holds the administrator's client certificate,
-    // readable by its owner only.
-    let kubeconfig = ringrift_e2e::process::Kubeconfig::read(&server.kubeconfig).unwrap();
-    assert!(
-        kubeconfig.server.starts_with("https://127.0.0.1:"),
-        "{kubeconfig:?}"
-    );
-    assert!(kubeconfig.ca.is_some() && kubeconfig.identity.is_some() && kubeconfig.token.is_none());
-    let mode = std::fs::metadata(&server.kubeconfig)
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
-    assert_eq!(ok(&server, &["get", "configmaps", "-o", "name"]).trim(), "");
-}
-
-#[test]
-fn foreground_deletion_waits_for_dependents_and_orphan_keeps_them() {
-    let (dir, server) = with_crds("propagation");
-    let owned_task = |job: &str, uid: &str, name: &str| {
-        let task = serde_json::json!({
-            "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
-            "metadata": {"name": name, "ownerReferences": [{
-                "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob", "name": job, "uid": uid,
-                "controller": true, "blockOwnerDeletion": true}]},
-            "spec": {"role": "selfplay", "job": {"kind": "SelfplayJob", "name": job}, "workUnit": name, "attempt": 0}
-        });
-        let file = dir.0.join(format!("{name}.json"));
-        std::fs::write(&file, task.to_string()).unwrap();
-        ok(&server, &["apply", "-f", file.to_str().unwrap()]);
-    };
-    let job_file = repo_root().join("examples/selfplay-job.yaml");
-    ok(&server, &["apply", "-f", job_file.to_str().unwrap()]);
-    let uid = ok(
-        &server,
-        &[
-            "get",
-            "sp",
-            "connect4-selfplay-demo",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ],
-    );
-    owned_task("connect4-selfplay-demo", &uid, "fg-task");
-    // API Concepts, garbage collection, foreground: the owner is deleted after its dependents;
-    // `kubectl delete --wait` returns once the owner is gone.
-    ok(
-        &server,
-        &[
-            "delete",
-            "sp",
-            "connect4-selfplay-demo",
-            "--cascade=foreground",
-            "--timeout=30s",
-        ],
-    );
-    assert_eq!(
-        ok(&server, &["get", "rtask", "-o", "name"]).trim(),
-        "",
-        "the dependent went first"
-    );
-    assert_eq!(ok(&server, &["get", "sp", "-o", "name"]).trim(), "");
-
-    // Orphan: the owner goes, the dependent stays with the owner reference removed.
-    ok(&server, &["apply", "-f", job_file.to_str().unwrap()]);
-    let uid = ok(
-        &server,
-        &[
-            "get",
-            "sp",
-            "connect4-selfplay-demo",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ],
-    );
-    owned_task("connect4-selfplay-demo", &uid, "orphan-task");
-    ok(
-        &server,
-        &[
-            "delete",
-            "sp",
-            "connect4-selfplay-demo",
-            "--cascade=orphan",
-            "--timeout=30s",
-        ],
-    );
-    assert_eq!(ok(&server, &["get", "sp", "-o", "name"]).trim(), "");
-    let refs = ok(
-        &server,
-        &[
-            "get",
-            "rtask",
-            "orphan-task",
-            "-o",
-            "jsonpath={.metadata.ownerReferences}",
-        ],
-    );
-    assert_eq!(refs.trim(), "", "the orphan no longer names its deleted owner");
 }

@@ -1,13 +1,14 @@
 //! TLS and authentication of the embedded API server with the clients users run: kubectl
 //! authenticated by a token over TLS and by client certificates (CN = user, O = group), bad
 //! certificates refused 401 with the reason, plain HTTP refused, the CA kept across restarts and
-//! the serving certificate renewed while serving, one's own certificates and client CAs, and the
-//! node restriction on agents' credentials. (Clients that do not trust the server:
-//! `client_trust.rs`.)
+//! the serving certificate renewed while serving, one's own certificates and client CAs, the
+//! node restriction on agents' credentials, and requests without credentials refused 401.
+//! (Clients that do not trust the server: `client_trust.rs`.)
 
 // Test code: a failed unwrap or a panic is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use ringrift_crds::agent::Agent;
 use ringrift_crds::identity::{AGENTS_GROUP, agent_user};
 use ringrift_crds::task::Task;
 use ringrift_e2e::cluster::{Cluster, until};
+use ringrift_e2e::kubectl::ok;
 use ringrift_e2e::process::{ApiServerProcess, HttpClient, Kubeconfig, Scratch};
 use ringrift_e2e::{run, tool};
 use ringrift_tls::pki::{Ca, DAY, Pem};
@@ -380,4 +382,57 @@ async fn an_agents_credential_changes_only_its_own_objects() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("only its status"), "{refused}");
+}
+
+#[test]
+fn credentials_are_required_and_the_kubeconfig_carries_the_admins() {
+    let dir = Scratch::new("auth").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &["--token", "t0p-secret"]).unwrap();
+    // Over TLS without a client certificate or token: nobody.
+    let anonymous = server.anonymous_client();
+    let (code, body) = anonymous.http("GET", "/api/v1/namespaces", &[], b"").unwrap();
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("\"reason\":\"Unauthorized\""), "{body}");
+    let (code, _) = anonymous
+        .http(
+            "GET",
+            "/api/v1/namespaces",
+            &[("Authorization", "Bearer wrong")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(code, 401);
+    let create = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"k":"v"}}"#;
+    let (code, _) = anonymous
+        .http(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            &[("Content-Type", "application/json")],
+            create,
+        )
+        .unwrap();
+    assert_eq!(code, 401, "a request without credentials changes nothing");
+    let auth = [("Authorization", "Bearer t0p-secret")];
+    let (code, body) = anonymous
+        .http("GET", "/api/v1/namespaces/default/configmaps", &auth, b"")
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"items\":[]"), "{body}");
+    let (code, _) = anonymous.http("GET", "/readyz", &[], b"").unwrap();
+    assert_eq!(code, 200, "health checks need no credentials");
+    // The kubeconfig trusts the server's CA and holds the administrator's client certificate,
+    // readable by its owner only.
+    let kubeconfig = Kubeconfig::read(&server.kubeconfig).unwrap();
+    assert!(
+        kubeconfig.server.starts_with("https://127.0.0.1:"),
+        "{kubeconfig:?}"
+    );
+    assert!(kubeconfig.ca.is_some() && kubeconfig.identity.is_some() && kubeconfig.token.is_none());
+    let mode = std::fs::metadata(&server.kubeconfig)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(ok(&server, &["get", "configmaps", "-o", "name"]).trim(), "");
 }

@@ -1,0 +1,198 @@
+//! Deletion with the real kubectl, as the API Concepts document's garbage collection section
+//! describes it: deleting a CRD removes its kind and objects, owner references cascade in the
+//! background, foreground deletion waits for blocking dependents, and orphaning keeps them.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use ringrift_e2e::kubectl::{kubectl, ok, with_crds};
+use ringrift_e2e::repo_root;
+
+#[test]
+fn deleting_a_crd_removes_its_kind_and_objects() {
+    let (_dir, server) = with_crds("crd-delete");
+    ok(
+        &server,
+        &[
+            "apply",
+            "-f",
+            repo_root().join("examples/gauntlet-sprt.yaml").to_str().unwrap(),
+        ],
+    );
+    ok(&server, &["delete", "crd", "gauntletjobs.ringrift.ai"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = kubectl(&server, &["get", "gj"]);
+        // Either kubectl's discovery no longer lists the kind, or the server refuses it.
+        let gone = out
+            .stderr
+            .contains("the server doesn't have a resource type \"gj\"")
+            || out
+                .stderr
+                .contains("the server could not find the requested resource");
+        if !out.success && gone {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gj still served:\n{}{}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Re-creating the CRD does not resurrect the old objects.
+    ok(
+        &server,
+        &[
+            "apply",
+            "-f",
+            repo_root()
+                .join("charts/ringrift/files/crds/gauntletjobs.ringrift.ai.yaml")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    ok(
+        &server,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/gauntletjobs.ringrift.ai",
+            "--timeout=30s",
+        ],
+    );
+    assert_eq!(ok(&server, &["get", "gj", "-o", "name"]).trim(), "");
+}
+
+#[test]
+fn owner_references_cascade_deletes() {
+    let (dir, server) = with_crds("gc");
+    ok(
+        &server,
+        &[
+            "apply",
+            "-f",
+            repo_root().join("examples/selfplay-job.yaml").to_str().unwrap(),
+        ],
+    );
+    let uid = ok(
+        &server,
+        &[
+            "get",
+            "sp",
+            "connect4-selfplay-demo",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    let task = serde_json::json!({
+        "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
+        "metadata": {"name": "connect4-selfplay-demo-0000", "ownerReferences": [{
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob", "name": "connect4-selfplay-demo",
+            "uid": uid, "controller": true}]},
+        "spec": {"role": "selfplay", "job": {"kind": "SelfplayJob", "name": "connect4-selfplay-demo"}, "workUnit": "games-0000", "attempt": 0}
+    });
+    let file = dir.0.join("task.json");
+    std::fs::write(&file, task.to_string()).unwrap();
+    ok(&server, &["apply", "-f", file.to_str().unwrap()]);
+    // API Concepts, garbage collection: deleting the owner deletes its dependents.
+    ok(
+        &server,
+        &["delete", "sp", "connect4-selfplay-demo", "--cascade=background"],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ok(&server, &["get", "rtask", "-o", "name"]).trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the owned task was not collected"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn foreground_deletion_waits_for_dependents_and_orphan_keeps_them() {
+    let (dir, server) = with_crds("propagation");
+    let owned_task = |job: &str, uid: &str, name: &str| {
+        let task = serde_json::json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
+            "metadata": {"name": name, "ownerReferences": [{
+                "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob", "name": job, "uid": uid,
+                "controller": true, "blockOwnerDeletion": true}]},
+            "spec": {"role": "selfplay", "job": {"kind": "SelfplayJob", "name": job}, "workUnit": name, "attempt": 0}
+        });
+        let file = dir.0.join(format!("{name}.json"));
+        std::fs::write(&file, task.to_string()).unwrap();
+        ok(&server, &["apply", "-f", file.to_str().unwrap()]);
+    };
+    let job_file = repo_root().join("examples/selfplay-job.yaml");
+    ok(&server, &["apply", "-f", job_file.to_str().unwrap()]);
+    let uid = ok(
+        &server,
+        &[
+            "get",
+            "sp",
+            "connect4-selfplay-demo",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    owned_task("connect4-selfplay-demo", &uid, "fg-task");
+    // API Concepts, garbage collection, foreground: the owner is deleted after its dependents;
+    // `kubectl delete --wait` returns once the owner is gone.
+    ok(
+        &server,
+        &[
+            "delete",
+            "sp",
+            "connect4-selfplay-demo",
+            "--cascade=foreground",
+            "--timeout=30s",
+        ],
+    );
+    assert_eq!(
+        ok(&server, &["get", "rtask", "-o", "name"]).trim(),
+        "",
+        "the dependent went first"
+    );
+    assert_eq!(ok(&server, &["get", "sp", "-o", "name"]).trim(), "");
+
+    // Orphan: the owner goes, the dependent stays with the owner reference removed.
+    ok(&server, &["apply", "-f", job_file.to_str().unwrap()]);
+    let uid = ok(
+        &server,
+        &[
+            "get",
+            "sp",
+            "connect4-selfplay-demo",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    owned_task("connect4-selfplay-demo", &uid, "orphan-task");
+    ok(
+        &server,
+        &[
+            "delete",
+            "sp",
+            "connect4-selfplay-demo",
+            "--cascade=orphan",
+            "--timeout=30s",
+        ],
+    );
+    assert_eq!(ok(&server, &["get", "sp", "-o", "name"]).trim(), "");
+    let refs = ok(
+        &server,
+        &[
+            "get",
+            "rtask",
+            "orphan-task",
+            "-o",
+            "jsonpath={.metadata.ownerReferences}",
+        ],
+    );
+    assert_eq!(refs.trim(), "", "the orphan no longer names its deleted owner");
+}
