@@ -273,27 +273,23 @@ fn bearer(
         .untuple_one()
 }
 
-/// Every route, with errors recovered into JSON.
-#[allow(clippy::too_many_lines)] // one filter per route, read top to bottom
-pub fn routes(
-    rest: Arc<Rest>,
-) -> impl warp::Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
-    let with = {
-        let rest = rest.clone();
-        warp::any().map(move || rest.clone())
-    };
-    // The REST token opens every route; the peer token also the artifact routes, the metrics
-    // token also /metrics.
-    let auth = bearer(&rest, Also::Nothing);
-    let peer_auth = bearer(&rest, Also::Peers);
-    let metrics_auth = bearer(&rest, Also::Metrics);
+/// A filter that hands every handler the shared state.
+fn with(rest: &Arc<Rest>) -> impl warp::Filter<Extract = (Arc<Rest>,), Error = Infallible> + Clone + use<> {
+    let rest = rest.clone();
+    warp::any().map(move || rest.clone())
+}
 
+/// The routes a probe or Prometheus reaches: health and readiness without a token, `/metrics`
+/// with the REST or the metrics token.
+fn probe_routes(
+    rest: &Arc<Rest>,
+) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + use<> {
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| json(&serde_json::json!({"status": "ok"}), StatusCode::OK));
     let readyz = warp::path!("readyz")
         .and(warp::get())
-        .and(with.clone())
+        .and(with(rest))
         .map(|rest: Arc<Rest>| {
             if *rest.ready.borrow() {
                 json(&serde_json::json!({"status": "ready"}), StatusCode::OK)
@@ -303,8 +299,8 @@ pub fn routes(
         });
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(metrics_auth)
-        .and(with.clone())
+        .and(bearer(rest, Also::Metrics))
+        .and(with(rest))
         .map(|rest: Arc<Rest>| {
             warp::reply::with_header(
                 rest.node.metrics.encode(),
@@ -313,15 +309,23 @@ pub fn routes(
             )
             .into_response()
         });
+    healthz.or(readyz).unify().or(metrics).unify()
+}
+
+/// The node and its tasks, behind the REST token: inventory, list, one task, its logs, cancel.
+fn task_routes(
+    rest: &Arc<Rest>,
+) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + use<> {
+    let auth = bearer(rest, Also::Nothing);
     let node = warp::path!("v1" / "node")
         .and(warp::get())
         .and(auth.clone())
-        .and(with.clone())
+        .and(with(rest))
         .map(|rest: Arc<Rest>| node_info(&rest));
     let tasks = warp::path!("v1" / "tasks")
         .and(warp::get())
         .and(auth.clone())
-        .and(with.clone())
+        .and(with(rest))
         .map(|rest: Arc<Rest>| {
             let items: Vec<TaskEntry> = rest.node.runs.all().iter().map(|r| entry(r)).collect();
             json(&serde_json::json!({"items": items}), StatusCode::OK)
@@ -329,7 +333,7 @@ pub fn routes(
     let task = warp::path!("v1" / "tasks" / String / String)
         .and(warp::get())
         .and(auth.clone())
-        .and(with.clone())
+        .and(with(rest))
         .map(|ns: String, name: String, rest: Arc<Rest>| {
             reply(find(&rest, &ns, &name).map(|r| json(&entry(&r), StatusCode::OK)))
         });
@@ -337,23 +341,40 @@ pub fn routes(
         .and(warp::get())
         .and(auth.clone())
         .and(warp::query::<LogQuery>())
-        .and(with.clone())
+        .and(with(rest))
         .map(|ns: String, name: String, q: LogQuery, rest: Arc<Rest>| {
             reply(find(&rest, &ns, &name).and_then(|r| logs(&r, &q)))
         });
     let task_cancel = warp::path!("v1" / "tasks" / String / String / "cancel")
         .and(warp::post())
-        .and(auth.clone())
+        .and(auth)
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
-        .and(with.clone())
+        .and(with(rest))
         .map(|ns: String, name: String, body: Bytes, rest: Arc<Rest>| {
             reply(find(&rest, &ns, &name).and_then(|r| cancel(&r, &body)))
         });
+    node.or(tasks)
+        .unify()
+        .or(task)
+        .unify()
+        .or(task_logs)
+        .unify()
+        .or(task_cancel)
+        .unify()
+}
+
+/// Sync: peers and the artifact list behind the REST token; an artifact's bytes and chunk list
+/// with the REST or the peer token.
+fn sync_routes(
+    rest: &Arc<Rest>,
+) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + use<> {
+    let auth = bearer(rest, Also::Nothing);
+    let peer_auth = bearer(rest, Also::Peers);
     let peers = warp::path!("v1" / "peers")
         .and(warp::get())
         .and(auth.clone())
-        .and(with.clone())
+        .and(with(rest))
         .then(|rest: Arc<Rest>| async move {
             let (members, dead) = rest.node.sync.view();
             match rest.node.db.peers().await {
@@ -371,8 +392,8 @@ pub fn routes(
         });
     let artifacts = warp::path!("v1" / "artifacts")
         .and(warp::get())
-        .and(auth.clone())
-        .and(with.clone())
+        .and(auth)
+        .and(with(rest))
         .then(|rest: Arc<Rest>| async move {
             match rest.node.db.artifacts().await {
                 Ok(items) => json(&serde_json::json!({"items": items}), StatusCode::OK),
@@ -383,7 +404,7 @@ pub fn routes(
         .and(warp::get().map(|| false).or(warp::head().map(|| true)).unify())
         .and(peer_auth.clone())
         .and(warp::header::optional::<String>("range"))
-        .and(with.clone())
+        .and(with(rest))
         .then(
             |digest: String, head: bool, range: Option<String>, rest: Arc<Rest>| async move {
                 reply(crate::sync::serve::content(rest.node.clone(), digest, head, range).await)
@@ -392,46 +413,40 @@ pub fn routes(
     let artifact_chunks = warp::path!("v1" / "artifacts" / String / "chunks")
         .and(warp::get())
         .and(peer_auth)
-        .and(with.clone())
+        .and(with(rest))
         .then(|digest: String, rest: Arc<Rest>| async move {
             reply(crate::sync::serve::chunks(rest.node.clone(), digest).await)
         });
-    let openapi = warp::path!("v1" / "openapi.json")
-        .and(warp::get())
-        .and(auth)
-        .map(|| json(&openapi::document(), StatusCode::OK));
-
-    let metrics_rest = rest;
-    healthz
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(node)
-        .unify()
-        .or(tasks)
-        .unify()
-        .or(task)
-        .unify()
-        .or(task_logs)
-        .unify()
-        .or(task_cancel)
-        .unify()
-        .or(peers)
-        .unify()
+    peers
         .or(artifacts)
         .unify()
         .or(artifact)
         .unify()
         .or(artifact_chunks)
         .unify()
+}
+
+/// Every route, with errors recovered into JSON and each answer counted by route and code.
+/// The REST token opens every route; the peer token also the artifact routes, the metrics
+/// token also `/metrics`.
+pub fn routes(
+    rest: Arc<Rest>,
+) -> impl warp::Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
+    let openapi = warp::path!("v1" / "openapi.json")
+        .and(warp::get())
+        .and(bearer(&rest, Also::Nothing))
+        .map(|| json(&openapi::document(), StatusCode::OK));
+    probe_routes(&rest)
+        .or(task_routes(&rest))
+        .unify()
+        .or(sync_routes(&rest))
+        .unify()
         .or(openapi)
         .unify()
         .recover(errors::recover)
         .unify()
         .with(warp::log::custom(move |info| {
-            metrics_rest
-                .node
+            rest.node
                 .metrics
                 .http_requests
                 .get_or_create(&HttpLabels {

@@ -110,7 +110,7 @@ fn offset_of(name: &str, count: usize) -> usize {
 /// have, and holders gossip has learnt of since are added (pullers of the same artifact serve
 /// each other the chunks they have). Adds to `bad_data` the holders that served bytes that did
 /// not check out.
-#[allow(clippy::too_many_arguments, clippy::too_many_lines)]
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn chunks(
     node: &Node,
     manifest: &Manifest,
@@ -122,156 +122,223 @@ pub(super) async fn chunks(
     done: &[bool],
     bad_data: &mut Vec<String>,
 ) -> Result<(), PullError> {
-    let digest = manifest.digest.as_str();
-    let mut planner = Planner::new(manifest.len(), done).offset(offset_of(&node.name, manifest.len()));
+    let planner = Planner::new(manifest.len(), done).offset(offset_of(&node.name, manifest.len()));
     if planner.is_done() {
         return Ok(());
     }
-    let shared = Arc::new(manifest.clone());
-    // Holders by their planner index; every peer known by name (asked or not).
-    let mut usable: Vec<(usize, Peer)> = Vec::new();
+    // Every peer known by name (asked or not).
     let mut known: Vec<(String, Peer)> = peers
         .iter()
         .filter(|(h, _)| !distrusted.contains(&h.name))
         .map(|(h, p)| (h.name.clone(), p.clone()))
         .collect();
-    let add = |planner: &mut Planner, usable: &mut Vec<(usize, Peer)>, asked: Asked| {
-        for (name, peer, have) in asked {
-            let i = planner.holder(&name, have);
-            if !usable.iter().any(|(u, _)| *u == i) {
-                usable.push((i, peer));
-            }
-        }
+    let mut fetch = Fetch {
+        node,
+        manifest: Arc::new(manifest.clone()),
+        class,
+        partial,
+        file,
+        planner,
+        usable: Vec::new(),
+        idle: HashMap::new(),
+        busy: HashMap::new(),
+        last_progress: Instant::now(),
+        last_record: Instant::now(),
     };
-    add(
-        &mut planner,
-        &mut usable,
-        ask(known.clone(), shared.clone()).await,
-    );
-    let most = node.sync.gate.slots();
-    let mut idle: HashMap<usize, Vec<Conn>> = HashMap::new();
+    fetch.add(ask(known.clone(), fetch.manifest.clone()).await);
     let mut in_flight = FuturesUnordered::new();
     let mut refresh: Option<tokio::task::JoinHandle<Asked>> = None;
-    // Holders that answered Busy, not asked again until the time given.
-    let mut busy: HashMap<usize, tokio::time::Instant> = HashMap::new();
     let mut next_refresh = tokio::time::Instant::now() + REFRESH;
-    let mut last_progress = Instant::now();
-    let mut last_record = Instant::now();
     loop {
-        let now = tokio::time::Instant::now();
-        busy.retain(|_, until| *until > now);
-        for (h, peer) in &usable {
-            let h = *h;
-            while !busy.contains_key(&h)
-                && in_flight.len() < most
-                && planner.in_flight(h) < PER_HOLDER
-                && let Some(c) = planner.next(h)
-            {
-                let mut conn = idle.get_mut(&h).and_then(Vec::pop);
-                let range = manifest.range(c);
-                let gate = node.sync.gate.clone();
-                let metrics = node.metrics.sync.clone();
-                let (peer, manifest, file) = (peer.clone(), shared.clone(), file.clone());
-                in_flight.push(Request(tokio::spawn(async move {
-                    let _permit = gate.acquire(class).await;
-                    let mut sink = ChunkSink::new(&manifest, c, &file);
-                    let result = peer
-                        .range(&mut conn, &manifest.digest, range, &gate, |data| {
-                            metrics.moved("in", class.as_str(), data.len() as u64);
-                            sink.push(data)
-                        })
-                        .await;
-                    (h, c, conn, result.map(|()| sink.finish())) as Fetched
-                })));
-            }
-        }
+        fetch.start(&mut in_flight);
         if in_flight.is_empty() {
-            if planner.is_done() {
+            if fetch.planner.is_done() {
                 break;
             }
-            if last_progress.elapsed() > STALL
-                || (planner.stuck() && usable.iter().all(|(h, _)| planner.ban(*h).is_some()))
-            {
-                record(node, digest, &planner).await;
+            if fetch.stalled() {
+                fetch.record().await;
                 return Err(PullError::Stalled {
-                    digest: digest.to_owned(),
-                    remaining: planner.remaining(),
-                    usable: planner.usable(),
+                    digest: manifest.digest.clone(),
+                    remaining: fetch.planner.remaining(),
+                    usable: fetch.planner.usable(),
                 });
             }
         }
+        let busy_until = fetch.busy.values().min().copied();
         tokio::select! {
             Some(next) = in_flight.next(), if !in_flight.is_empty() => {
-                let Some((holder, chunk, conn, result)) = next else {
+                let Some(fetched) = next else {
                     return Err(local_io("receive", &partial.path)(std::io::Error::other(
                         "a chunk request ended abnormally",
                     )));
                 };
-                let outcome = outcome(node, &planner, holder, chunk, result)
-                    .map_err(|e| local_io("write", &partial.path)(e))?;
-                if let Some(conn) = conn {
-                    idle.entry(holder).or_default().push(conn);
-                }
-                if outcome == Outcome::Busy {
-                    busy.insert(holder, tokio::time::Instant::now() + BUSY_BACKOFF);
-                }
-                if outcome == Outcome::Verified {
-                    partial.mark(chunk);
-                    last_progress = Instant::now();
-                }
-                if let Some(ban) = planner.finish(chunk, holder, outcome) {
-                    dropped(node, planner.name(holder), digest, ban);
-                    if ban == Ban::BadData {
-                        bad_data.push(planner.name(holder).to_owned());
-                    }
-                }
-                if last_record.elapsed() > RECORD_EVERY {
-                    last_record = Instant::now();
-                    record(node, digest, &planner).await;
-                }
+                fetch.finished(fetched, bad_data).await?;
             }
             asked = answered(&mut refresh), if refresh.is_some() => {
                 refresh = None;
                 next_refresh = tokio::time::Instant::now() + REFRESH;
-                add(&mut planner, &mut usable, asked);
+                fetch.add(asked);
             }
-            () = tokio::time::sleep_until(busy.values().min().copied().unwrap_or(next_refresh)), if !busy.is_empty() => {}
+            () = tokio::time::sleep_until(busy_until.unwrap_or(next_refresh)), if busy_until.is_some() => {}
             () = tokio::time::sleep_until(next_refresh), if refresh.is_none() => {
-                // Holders gossip names now (other pullers, new whole holders) join the known.
-                // They are trusted by the fingerprints the API publishes: one not listed yet is
-                // looked up for the next round.
-                let (whole, pulling) = node.sync.holders_of(digest);
-                let mut unpinned = false;
-                for (name, endpoint) in whole.into_iter().chain(pulling) {
-                    if name == node.name || distrusted.contains(&name) || known.iter().any(|(k, _)| *k == name) {
-                        continue;
-                    }
-                    let fingerprint = node.sync.pins.cached(&name).and_then(|p| p.fingerprint);
-                    if fingerprint.is_none() && !node.sync.plain_peers {
-                        unpinned = true;
-                        continue;
-                    }
-                    let holder = Holder { name: name.clone(), endpoint, fingerprint };
-                    if let Some(peer) = super::pull::peer(node, &holder) {
-                        known.push((name, peer));
-                    }
-                }
-                if unpinned {
-                    let (pins, client) = (node.sync.pins.clone(), node.client.clone());
-                    tokio::spawn(async move { pins.refresh(&client).await });
-                }
+                join_gossiped(node, &manifest.digest, distrusted, &mut known);
                 // Ask the partial holders and those not asked yet (a whole holder stays whole).
                 let ask_now: Vec<(String, Peer)> = known
                     .iter()
-                    .filter(|(name, _)| planner.has_all(name) != Some(true))
+                    .filter(|(name, _)| fetch.planner.has_all(name) != Some(true))
                     .cloned()
                     .collect();
-                refresh = Some(tokio::spawn(ask(ask_now, shared.clone())));
+                refresh = Some(tokio::spawn(ask(ask_now, fetch.manifest.clone())));
             }
         }
     }
-    record(node, digest, &planner).await;
+    fetch.record().await;
     Ok(())
+}
+
+/// Adds to `known` the holders gossip names now (other pullers, new whole holders). They are
+/// trusted by the fingerprints the API publishes: one not listed yet is looked up in the
+/// background, for the next round.
+fn join_gossiped(node: &Node, digest: &str, distrusted: &HashSet<String>, known: &mut Vec<(String, Peer)>) {
+    let (whole, pulling) = node.sync.holders_of(digest);
+    let mut unpinned = false;
+    for (name, endpoint) in whole.into_iter().chain(pulling) {
+        if name == node.name || distrusted.contains(&name) || known.iter().any(|(k, _)| *k == name) {
+            continue;
+        }
+        let fingerprint = node.sync.pins.cached(&name).and_then(|p| p.fingerprint);
+        if fingerprint.is_none() && !node.sync.plain_peers {
+            unpinned = true;
+            continue;
+        }
+        let holder = Holder {
+            name: name.clone(),
+            endpoint,
+            fingerprint,
+        };
+        if let Some(peer) = super::pull::peer(node, &holder) {
+            known.push((name, peer));
+        }
+    }
+    if unpinned {
+        let (pins, client) = (node.sync.pins.clone(), node.client.clone());
+        tokio::spawn(async move { pins.refresh(&client).await });
+    }
+}
+
+/// One pull's fetching between rounds: the plan, the holders it can use (by their planner
+/// index), idle connections to reuse, holders that answered Busy (not asked again until the
+/// time given), and when it last made and recorded progress.
+struct Fetch<'a> {
+    node: &'a Node,
+    manifest: Arc<Manifest>,
+    class: Class,
+    partial: &'a Arc<Partial>,
+    file: &'a Arc<std::fs::File>,
+    planner: Planner,
+    usable: Vec<(usize, Peer)>,
+    idle: HashMap<usize, Vec<Conn>>,
+    busy: HashMap<usize, tokio::time::Instant>,
+    last_progress: Instant,
+    last_record: Instant,
+}
+
+impl Fetch<'_> {
+    /// Makes the holders of a round of asking usable, with what they have.
+    fn add(&mut self, asked: Asked) {
+        for (name, peer, have) in asked {
+            let i = self.planner.holder(&name, have);
+            if !self.usable.iter().any(|(u, _)| *u == i) {
+                self.usable.push((i, peer));
+            }
+        }
+    }
+
+    /// Starts the requests the plan allows: per holder not busy, up to [`PER_HOLDER`], and no
+    /// more than the agent's request slots in all.
+    fn start(&mut self, in_flight: &mut FuturesUnordered<Request>) {
+        let now = tokio::time::Instant::now();
+        self.busy.retain(|_, until| *until > now);
+        let most = self.node.sync.gate.slots();
+        for (h, peer) in &self.usable {
+            let h = *h;
+            while !self.busy.contains_key(&h)
+                && in_flight.len() < most
+                && self.planner.in_flight(h) < PER_HOLDER
+                && let Some(c) = self.planner.next(h)
+            {
+                let conn = self.idle.get_mut(&h).and_then(Vec::pop);
+                in_flight.push(self.request(peer.clone(), h, c, conn));
+            }
+        }
+    }
+
+    /// Chunk `c` from holder `h`, as a task of its own: its bytes checked and written as they
+    /// arrive.
+    fn request(&self, peer: Peer, h: usize, c: usize, mut conn: Option<Conn>) -> Request {
+        let range = self.manifest.range(c);
+        let gate = self.node.sync.gate.clone();
+        let metrics = self.node.metrics.sync.clone();
+        let (manifest, file, class) = (self.manifest.clone(), self.file.clone(), self.class);
+        Request(tokio::spawn(async move {
+            let _permit = gate.acquire(class).await;
+            let mut sink = ChunkSink::new(&manifest, c, &file);
+            let result = peer
+                .range(&mut conn, &manifest.digest, range, &gate, |data| {
+                    metrics.moved("in", class.as_str(), data.len() as u64);
+                    sink.push(data)
+                })
+                .await;
+            (h, c, conn, result.map(|()| sink.finish())) as Fetched
+        }))
+    }
+
+    /// Counts a finished request: its connection kept, a busy holder left alone a moment, a
+    /// verified chunk marked, a failing or lying holder dropped (into `bad_data` when it lied),
+    /// progress recorded now and then. `Err` for this agent's own write error.
+    async fn finished(
+        &mut self,
+        (holder, chunk, conn, result): Fetched,
+        bad_data: &mut Vec<String>,
+    ) -> Result<(), PullError> {
+        let outcome = outcome(self.node, &self.planner, holder, chunk, result)
+            .map_err(|e| local_io("write", &self.partial.path)(e))?;
+        if let Some(conn) = conn {
+            self.idle.entry(holder).or_default().push(conn);
+        }
+        if outcome == Outcome::Busy {
+            self.busy
+                .insert(holder, tokio::time::Instant::now() + BUSY_BACKOFF);
+        }
+        if outcome == Outcome::Verified {
+            self.partial.mark(chunk);
+            self.last_progress = Instant::now();
+        }
+        if let Some(ban) = self.planner.finish(chunk, holder, outcome) {
+            let name = self.planner.name(holder);
+            dropped(self.node, name, &self.manifest.digest, ban);
+            if ban == Ban::BadData {
+                bad_data.push(name.to_owned());
+            }
+        }
+        if self.last_record.elapsed() > RECORD_EVERY {
+            self.last_record = Instant::now();
+            self.record().await;
+        }
+        Ok(())
+    }
+
+    /// Whether the pull should give up: no progress for [`STALL`], or chunks no usable holder
+    /// can serve.
+    fn stalled(&self) -> bool {
+        self.last_progress.elapsed() > STALL
+            || (self.planner.stuck() && self.usable.iter().all(|(h, _)| self.planner.ban(*h).is_some()))
+    }
+
+    /// Records the pull's progress, so a later try resumes from it.
+    async fn record(&self) {
+        record(self.node, &self.manifest.digest, &self.planner).await;
+    }
 }
 
 /// How a finished chunk request counts; `Err` for this agent's own write error.
