@@ -176,9 +176,77 @@ pub fn summary(view: &View) -> Vec<String> {
     lines
 }
 
+/// What is on the terminal: the last lines shown, to show only a change.
+#[derive(Debug, Default)]
+pub struct Screen {
+    /// A line per change (a log), not bars redrawn in place.
+    plain: bool,
+    /// The lines last shown (redrawing moves the cursor up over them).
+    last: Vec<String>,
+}
+
+impl Screen {
+    /// A screen that redraws in place, or (`plain`) prints only the lines that changed.
+    pub fn new(plain: bool) -> Self {
+        Self {
+            plain,
+            ..Self::default()
+        }
+    }
+
+    /// The text that turns what is shown into `lines`: nothing when they are what is shown;
+    /// plain, the new lines only (a log stays readable); else the cursor moved up over the
+    /// last frame, which is cleared, and every line.
+    pub fn frame(&mut self, lines: Vec<String>) -> Option<String> {
+        if lines == self.last {
+            return None;
+        }
+        let out = if self.plain {
+            lines
+                .iter()
+                .filter(|l| !self.last.contains(l))
+                .fold(String::new(), |out, l| out + l + "\n")
+        } else {
+            // Up over the last frame, cleared to the end of the screen.
+            let up = if self.last.is_empty() {
+                String::new()
+            } else {
+                format!("\x1b[{}A\x1b[J", self.last.len())
+            };
+            lines.iter().fold(up, |out, l| out + l + "\n")
+        };
+        self.last = lines;
+        Some(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lines(l: &[&str]) -> Vec<String> {
+        l.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_terminal_is_redrawn_over_the_last_frame_only_when_it_changes() {
+        let mut screen = Screen::new(false);
+        assert_eq!(screen.frame(lines(&["a", "b"])).unwrap(), "a\nb\n");
+        assert_eq!(screen.frame(lines(&["a", "b"])), None);
+        assert_eq!(
+            screen.frame(lines(&["a", "c", "d"])).unwrap(),
+            "\x1b[2A\x1b[Ja\nc\nd\n"
+        );
+        assert_eq!(screen.frame(lines(&["e"])).unwrap(), "\x1b[3A\x1b[Je\n");
+    }
+
+    #[test]
+    fn a_log_gets_only_the_lines_that_changed() {
+        let mut screen = Screen::new(true);
+        assert_eq!(screen.frame(lines(&["a", "b"])).unwrap(), "a\nb\n");
+        assert_eq!(screen.frame(lines(&["a", "b"])), None);
+        assert_eq!(screen.frame(lines(&["a", "c"])).unwrap(), "c\n");
+    }
 
     #[test]
     fn bars_fill_in_proportion() {

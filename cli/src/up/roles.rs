@@ -1,0 +1,172 @@
+//! The child processes of `ringrift up`: controller replicas and agents, each started from this
+//! binary with a credential of its own ([`super::identities`]) and its log under `logs/`,
+//! watched, and stopped with SIGTERM then SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::process::{Child, Command};
+
+use super::identities::{self, Identity};
+
+/// A child process of `up`: a controller replica or an agent.
+pub(super) struct Role {
+    name: String,
+    child: Child,
+}
+
+/// A random secret in `path` (mode 0600), made the first time.
+fn secret_file(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        ringrift_tls::files::write_private(path, secret.as_bytes())
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The shared secrets of the processes `up` starts, each in a file of `dir` made the first time:
+/// the agents' REST token, the cluster key (gossip and peer fetches) and the metrics token.
+pub(super) struct Secrets {
+    token: PathBuf,
+    cluster_key: PathBuf,
+    metrics_token: PathBuf,
+}
+
+impl Secrets {
+    /// Makes the secrets in `dir` that are not there yet.
+    pub(super) fn in_dir(dir: &Path) -> anyhow::Result<Self> {
+        let secrets = Self {
+            token: dir.join("agent-token"),
+            cluster_key: dir.join("cluster-key"),
+            metrics_token: dir.join("metrics-token"),
+        };
+        for file in [&secrets.token, &secrets.cluster_key, &secrets.metrics_token] {
+            secret_file(file)?;
+        }
+        Ok(secrets)
+    }
+}
+
+/// Starts `controllers` controller replicas and `agents` agents against the API server at
+/// `url`, each with a client certificate from the cluster CA of `dir/apiserver` (kubeconfigs
+/// under `dir/credentials`).
+pub(super) fn start(
+    dir: &Path,
+    url: &str,
+    secrets: &Secrets,
+    controllers: u32,
+    agents: u32,
+) -> anyhow::Result<Vec<Role>> {
+    let exe = std::env::current_exe().context("cannot find the ringrift executable")?;
+    let ca = identities::cluster_ca(&dir.join("apiserver"))?;
+    let credentials = dir.join("credentials");
+    let metrics_token = secrets.metrics_token.display().to_string();
+    let mut roles = Vec::new();
+    for i in 1..=controllers {
+        let name = format!("controller-{i}");
+        let kc = identities::credential(&ca, url, &credentials, Identity::Controller(&name))?;
+        let kc = kc.display().to_string();
+        let a = [
+            "controller",
+            "--kubeconfig",
+            &kc,
+            "--identity",
+            &name,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--metrics-token-file",
+            &metrics_token,
+        ];
+        roles.push(spawn(&exe, dir, &name, &a.map(String::from))?);
+    }
+    for i in 1..=agents {
+        let name = format!("agent-{i}");
+        let data = dir.join(&name).display().to_string();
+        let kc = identities::credential(&ca, url, &credentials, Identity::Agent(&name))?;
+        let kc = kc.display().to_string();
+        let a = [
+            "agent",
+            "--kubeconfig",
+            &kc,
+            "--metrics-token-file",
+            &metrics_token,
+            "--name",
+            &name,
+            "--data-dir",
+            &data,
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            &secrets.token.display().to_string(),
+            "--cluster-key-file",
+            &secrets.cluster_key.display().to_string(),
+            "--gossip-listen",
+            "127.0.0.1:0",
+        ];
+        roles.push(spawn(&exe, dir, &name, &a.map(String::from))?);
+    }
+    Ok(roles)
+}
+
+/// Which of `roles` has exited, with where its log is.
+pub(super) fn exited(roles: &mut [Role], dir: &Path) -> Option<String> {
+    roles.iter_mut().find_map(|r| {
+        let status = r.child.try_wait().ok()??;
+        Some(format!(
+            "{} exited ({status}); see {}",
+            r.name,
+            dir.join("logs").join(format!("{}.log", r.name)).display()
+        ))
+    })
+}
+
+fn spawn(exe: &Path, dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Role> {
+    let log_path = dir.join("logs").join(format!("{name}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("failed to open {}", log_path.display()))?;
+    let child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("failed to start {name}"))?;
+    Ok(Role {
+        name: name.to_owned(),
+        child,
+    })
+}
+
+/// SIGTERM to each, then SIGKILL to those still running after `grace`.
+pub(super) async fn stop(roles: &mut [Role], grace: Duration) {
+    for r in roles.iter() {
+        if let Some(pid) = r
+            .child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p.cast_signed()))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    for r in roles.iter_mut() {
+        if tokio::time::timeout_at(deadline, r.child.wait()).await.is_err() {
+            eprintln!(
+                "ringrift up: {} did not stop within {grace:?}; killing it",
+                r.name
+            );
+            let _ = r.child.kill().await;
+        }
+    }
+}
