@@ -5,10 +5,37 @@
 // Test code: a failed unwrap or a panic is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::Path;
 use std::time::Duration;
 
 use ringrift_e2e::kubectl::{kubectl, ok, with_crds};
+use ringrift_e2e::process::ApiServerProcess;
 use ringrift_e2e::repo_root;
+
+/// The example SelfplayJob this file's tests own tasks by.
+const JOB: &str = "connect4-selfplay-demo";
+
+/// Applies the example SelfplayJob [`JOB`]; its uid.
+fn apply_job(server: &ApiServerProcess) -> String {
+    let file = repo_root().join("examples/selfplay-job.yaml");
+    ok(server, &["apply", "-f", file.to_str().unwrap()]);
+    ok(server, &["get", "sp", JOB, "-o", "jsonpath={.metadata.uid}"])
+}
+
+/// Applies a Task `name` whose controller is [`JOB`] (uid `uid`), blocking the job's foreground
+/// deletion when `blocks`.
+fn apply_owned_task(dir: &Path, server: &ApiServerProcess, uid: &str, name: &str, blocks: bool) {
+    let task = serde_json::json!({
+        "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
+        "metadata": {"name": name, "ownerReferences": [{
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob", "name": JOB, "uid": uid,
+            "controller": true, "blockOwnerDeletion": blocks}]},
+        "spec": {"role": "selfplay", "job": {"kind": "SelfplayJob", "name": JOB}, "workUnit": name, "attempt": 0}
+    });
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, task.to_string()).unwrap();
+    ok(server, &["apply", "-f", file.to_str().unwrap()]);
+}
 
 #[test]
 fn deleting_a_crd_removes_its_kind_and_objects() {
@@ -70,39 +97,10 @@ fn deleting_a_crd_removes_its_kind_and_objects() {
 #[test]
 fn owner_references_cascade_deletes() {
     let (dir, server) = with_crds("gc");
-    ok(
-        &server,
-        &[
-            "apply",
-            "-f",
-            repo_root().join("examples/selfplay-job.yaml").to_str().unwrap(),
-        ],
-    );
-    let uid = ok(
-        &server,
-        &[
-            "get",
-            "sp",
-            "connect4-selfplay-demo",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ],
-    );
-    let task = serde_json::json!({
-        "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
-        "metadata": {"name": "connect4-selfplay-demo-0000", "ownerReferences": [{
-            "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob", "name": "connect4-selfplay-demo",
-            "uid": uid, "controller": true}]},
-        "spec": {"role": "selfplay", "job": {"kind": "SelfplayJob", "name": "connect4-selfplay-demo"}, "workUnit": "games-0000", "attempt": 0}
-    });
-    let file = dir.0.join("task.json");
-    std::fs::write(&file, task.to_string()).unwrap();
-    ok(&server, &["apply", "-f", file.to_str().unwrap()]);
+    let uid = apply_job(&server);
+    apply_owned_task(&dir.0, &server, &uid, "connect4-selfplay-demo-0000", false);
     // API Concepts, garbage collection: deleting the owner deletes its dependents.
-    ok(
-        &server,
-        &["delete", "sp", "connect4-selfplay-demo", "--cascade=background"],
-    );
+    ok(&server, &["delete", "sp", JOB, "--cascade=background"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !ok(&server, &["get", "rtask", "-o", "name"]).trim().is_empty() {
         assert!(
@@ -116,42 +114,13 @@ fn owner_references_cascade_deletes() {
 #[test]
 fn foreground_deletion_waits_for_dependents_and_orphan_keeps_them() {
     let (dir, server) = with_crds("propagation");
-    let owned_task = |job: &str, uid: &str, name: &str| {
-        let task = serde_json::json!({
-            "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
-            "metadata": {"name": name, "ownerReferences": [{
-                "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob", "name": job, "uid": uid,
-                "controller": true, "blockOwnerDeletion": true}]},
-            "spec": {"role": "selfplay", "job": {"kind": "SelfplayJob", "name": job}, "workUnit": name, "attempt": 0}
-        });
-        let file = dir.0.join(format!("{name}.json"));
-        std::fs::write(&file, task.to_string()).unwrap();
-        ok(&server, &["apply", "-f", file.to_str().unwrap()]);
-    };
-    let job_file = repo_root().join("examples/selfplay-job.yaml");
-    ok(&server, &["apply", "-f", job_file.to_str().unwrap()]);
-    let uid = ok(
-        &server,
-        &[
-            "get",
-            "sp",
-            "connect4-selfplay-demo",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ],
-    );
-    owned_task("connect4-selfplay-demo", &uid, "fg-task");
+    let uid = apply_job(&server);
+    apply_owned_task(&dir.0, &server, &uid, "fg-task", true);
     // API Concepts, garbage collection, foreground: the owner is deleted after its dependents;
     // `kubectl delete --wait` returns once the owner is gone.
     ok(
         &server,
-        &[
-            "delete",
-            "sp",
-            "connect4-selfplay-demo",
-            "--cascade=foreground",
-            "--timeout=30s",
-        ],
+        &["delete", "sp", JOB, "--cascade=foreground", "--timeout=30s"],
     );
     assert_eq!(
         ok(&server, &["get", "rtask", "-o", "name"]).trim(),
@@ -161,27 +130,11 @@ fn foreground_deletion_waits_for_dependents_and_orphan_keeps_them() {
     assert_eq!(ok(&server, &["get", "sp", "-o", "name"]).trim(), "");
 
     // Orphan: the owner goes, the dependent stays with the owner reference removed.
-    ok(&server, &["apply", "-f", job_file.to_str().unwrap()]);
-    let uid = ok(
-        &server,
-        &[
-            "get",
-            "sp",
-            "connect4-selfplay-demo",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ],
-    );
-    owned_task("connect4-selfplay-demo", &uid, "orphan-task");
+    let uid = apply_job(&server);
+    apply_owned_task(&dir.0, &server, &uid, "orphan-task", true);
     ok(
         &server,
-        &[
-            "delete",
-            "sp",
-            "connect4-selfplay-demo",
-            "--cascade=orphan",
-            "--timeout=30s",
-        ],
+        &["delete", "sp", JOB, "--cascade=orphan", "--timeout=30s"],
     );
     assert_eq!(ok(&server, &["get", "sp", "-o", "name"]).trim(), "");
     let refs = ok(
