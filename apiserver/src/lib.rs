@@ -6,6 +6,7 @@
 //!   subresource, no-op writes, finalizers) as pure functions, persisted in SQLite with one
 //!   global revision and a bounded watch history;
 //! - [`registry`]: the served kinds, built-in and registered by CRDs at run time;
+//! - [`proto`]: the protobuf encoding of the built-in kinds kubectl and helm send;
 //! - [`http`]: discovery, CRUD, patches, selectors, watches and errors over HTTP;
 //! - [`certs`]: its CA and serving certificate (generated once, kept, renewed) or the operator's own;
 //! - [`run`]: the process: listen over TLS, announce, write a kubeconfig, serve until shutdown.
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod certs;
 pub mod http;
+pub mod proto;
 pub mod registry;
 pub mod run;
 pub mod schema;

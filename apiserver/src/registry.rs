@@ -34,6 +34,8 @@ pub struct ResourceType {
     pub categories: Vec<String>,
     /// Whether `status` goes through the `/status` subresource only.
     pub status_subresource: bool,
+    /// Whether its objects keep `metadata.generation`.
+    pub generation: bool,
     /// Fields usable in field selectors besides `metadata.name` and `metadata.namespace`.
     pub selectable_fields: Vec<String>,
     /// Schema admission, for custom resources.
@@ -267,6 +269,7 @@ fn version_type(crd: &Value, v: &Value, validator: ResourceValidator) -> Resourc
         short_names: strings(crd.pointer("/spec/names/shortNames")),
         categories: strings(crd.pointer("/spec/names/categories")),
         status_subresource: v.pointer("/subresources/status").is_some(),
+        generation: true,
         selectable_fields: v
             .get("selectableFields")
             .and_then(Value::as_array)

@@ -340,3 +340,82 @@ async fn events_carry_the_previous_object_from_history_and_live() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_write_is_fsynced_before_it_is_acknowledged() {
+    let db = TempDb::new("durability");
+    let store = Arc::new(Store::open(&db.path(), 100).await.unwrap());
+    assert_eq!(store.write_durability().await.unwrap(), ("wal".to_owned(), 2));
+    // Still so after a burst of concurrent writes (group commits) on the writer's connection.
+    let writes: Vec<_> = (0..50)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .create(&jobs(), "default", job(&format!("d{i}"), i), &CTX)
+                    .await
+            })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+    assert_eq!(store.write_durability().await.unwrap(), ("wal".to_owned(), 2));
+}
+
+#[tokio::test]
+async fn dry_runs_store_nothing_and_move_no_revision() {
+    let store = Store::in_memory(100).await.unwrap();
+    let a = store.create(&jobs(), "default", job("a", 1), &CTX).await.unwrap();
+    let mut events = store.subscribe(&jobs());
+    let before = store.revision().await.unwrap();
+
+    let would = store
+        .create_dry_run(&jobs(), "default", job("b", 2), &CTX)
+        .await
+        .unwrap();
+    assert_eq!(would["metadata"]["uid"], "uid-1");
+    assert!(would["metadata"].get("resourceVersion").is_none());
+    assert!(store.get(&jobs(), "default", "b").await.unwrap().is_none());
+    assert!(matches!(
+        store.create_dry_run(&jobs(), "default", job("a", 2), &CTX).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+
+    let mut changed = a.clone();
+    changed["spec"]["games"] = json!(2005);
+    let would = store
+        .update_dry_run(&jobs(), "default", "a", changed, Subresource::Main, &CTX)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            would["spec"]["games"].clone(),
+            would["metadata"]["generation"].clone()
+        ),
+        (json!(2005), json!(2))
+    );
+    assert_eq!(
+        rv(&would),
+        rv(&a),
+        "a dry-run update keeps the stored resourceVersion"
+    );
+    let mut stale = a.clone();
+    stale["metadata"]["resourceVersion"] = json!("999");
+    assert!(matches!(
+        store
+            .update_dry_run(&jobs(), "default", "a", stale, Subresource::Main, &CTX)
+            .await,
+        Err(StoreError::Write(WriteError::Conflict(_)))
+    ));
+
+    let gone = store
+        .delete_dry_run(&jobs(), "default", "a", &Preconditions::default(), &CTX)
+        .await
+        .unwrap();
+    assert!(gone.removed);
+
+    assert_eq!(store.get(&jobs(), "default", "a").await.unwrap().unwrap(), a);
+    assert_eq!(store.revision().await.unwrap(), before);
+    assert!(events.try_recv().is_err(), "a dry run sends no watch event");
+}

@@ -136,6 +136,10 @@ pub(crate) fn admit(
             return Err(invalid(&admission.errors));
         }
     }
+    let builtin = super::builtin::admit(&t.group, &t.kind, obj, old);
+    if !builtin.is_empty() {
+        return Err(invalid(&builtin));
+    }
     if target.key == crd_key() {
         Registry::default()
             .register_crd(obj)

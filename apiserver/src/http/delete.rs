@@ -9,35 +9,64 @@ use super::handlers::{Reply, Target, selectors};
 use super::meta::{meta_str, set_meta, write_context};
 use super::server::{ApiServer, Query, new_uid, now};
 use super::status::ApiError;
-use crate::store::semantics::{Preconditions, Subresource, WriteContext};
+use crate::store::semantics::{DeleteOutcome, Preconditions, Subresource, WriteContext};
 
-pub(crate) async fn delete(
-    server: &Arc<ApiServer>,
-    target: &Target,
-    name: &str,
-    body: &Bytes,
-) -> Result<Reply, ApiError> {
-    let options: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("failed to decode DeleteOptions: {e}")))?
-    };
-    let preconditions = Preconditions {
-        uid: options
-            .pointer("/preconditions/uid")
+/// `DeleteOptions` as the query and the body give them (the body wins), checked.
+#[derive(Debug, Default)]
+struct Options {
+    preconditions: Preconditions,
+    /// The propagation policy's finalizer; none for background deletion.
+    finalizer: Option<&'static str>,
+    dry_run: bool,
+}
+
+fn options(query: &Query, body: &Bytes) -> Result<Options, ApiError> {
+    let mut options = json!({});
+    for (name, value) in query.pairs() {
+        options[name] = match name {
+            "gracePeriodSeconds" => value.parse::<i64>().unwrap_or_default().into(),
+            "orphanDependents" => matches!(value, "true" | "1" | "True").into(),
+            "dryRun" => json!([value]),
+            _ => value.into(),
+        };
+    }
+    if !body.is_empty() {
+        let given: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("failed to decode DeleteOptions: {e}")))?;
+        let Value::Object(given) = given else {
+            return Err(ApiError::bad_request("DeleteOptions must be an object"));
+        };
+        for (name, value) in given {
+            options[name] = value;
+        }
+    }
+    let text = |pointer: &str| {
+        options
+            .pointer(pointer)
             .and_then(Value::as_str)
-            .map(str::to_owned),
-        resource_version: options
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+            .map(str::to_owned)
     };
-    let policy = options
-        .get("propagationPolicy")
-        .and_then(Value::as_str)
-        .unwrap_or("Background");
-    let finalizer = match policy {
+    let dry_run = match options.get("dryRun") {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(values)) if values.iter().all(|v| v == "All") => !values.is_empty(),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "DeleteOptions.dryRun: Unsupported value: {other}: supported values: \"All\""
+            )));
+        }
+    };
+    let orphan = options.get("orphanDependents").and_then(Value::as_bool);
+    let policy = match (text("/propagationPolicy"), orphan) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "DeleteOptions: orphanDependents and propagationPolicy cannot be both set",
+            ));
+        }
+        (Some(policy), None) => policy,
+        (None, Some(true)) => "Orphan".to_owned(),
+        (None, Some(false) | None) => "Background".to_owned(),
+    };
+    let finalizer = match policy.as_str() {
         "Background" => None,
         "Foreground" => Some(super::lifecycle::FOREGROUND),
         "Orphan" => Some(super::lifecycle::ORPHAN),
@@ -47,9 +76,48 @@ pub(crate) async fn delete(
             )));
         }
     };
+    Ok(Options {
+        preconditions: Preconditions {
+            uid: text("/preconditions/uid"),
+            resource_version: text("/preconditions/resourceVersion"),
+        },
+        finalizer,
+        dry_run,
+    })
+}
+
+/// What a delete that removed the object answers, as upstream for every kind it serves here:
+/// a `Status` naming the object, not the object (only kinds such as Pods return the object).
+fn success(target: &Target, object: &Value) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": meta_str(object, "name").unwrap_or_default(),
+            "group": target.t.group,
+            "kind": target.t.plural,
+            "uid": meta_str(object, "uid").unwrap_or_default(),
+        },
+    })
+}
+
+pub(crate) async fn delete(
+    server: &Arc<ApiServer>,
+    target: &Target,
+    name: &str,
+    query: &Query,
+    body: &Bytes,
+) -> Result<Reply, ApiError> {
+    let Options {
+        mut preconditions,
+        finalizer,
+        dry_run,
+    } = options(query, body)?;
+    let dry_run = dry_run || target.dry_run;
     let (now, uid) = (now(), new_uid());
     let ctx = write_context(&target.t, &now, &uid);
-    let mut preconditions = preconditions;
     if let Some(finalizer) = finalizer {
         // Hold the object with the policy's finalizer; the garbage collector releases it.
         let mut held = server
@@ -75,6 +143,28 @@ pub(crate) async fn delete(
                 status_subresource: false,
                 ..ctx.clone()
             };
+            if dry_run {
+                // Nothing is held: the delete below is judged on the object as it would be.
+                let would = server
+                    .store
+                    .update_dry_run(
+                        &target.key,
+                        &target.namespace,
+                        name,
+                        held,
+                        Subresource::Main,
+                        &main,
+                    )
+                    .await
+                    .map_err(|e| ApiError::from_store(e, &target.key, name))?;
+                let deleted = crate::store::semantics::prepare_delete(&would, &preconditions, &ctx)
+                    .map_err(|e| ApiError::from_store(e.into(), &target.key, name))?;
+                return Ok(Reply::ok(match deleted {
+                    DeleteOutcome::MarkDeleting(marked) => marked,
+                    DeleteOutcome::AlreadyDeleting => would,
+                    DeleteOutcome::Remove => success(target, &would),
+                }));
+            }
             server
                 .store
                 .update(
@@ -89,6 +179,18 @@ pub(crate) async fn delete(
                 .map_err(|e| ApiError::from_store(e, &target.key, name))?;
         }
     }
+    if dry_run {
+        let would = server
+            .store
+            .delete_dry_run(&target.key, &target.namespace, name, &preconditions, &ctx)
+            .await
+            .map_err(|e| ApiError::from_store(e, &target.key, name))?;
+        return Ok(Reply::ok(if would.removed {
+            success(target, &would.object)
+        } else {
+            would.object
+        }));
+    }
     let deleted = server
         .store
         .delete(&target.key, &target.namespace, name, &preconditions, &ctx)
@@ -99,7 +201,11 @@ pub(crate) async fn delete(
     } else if finalizer.is_some() {
         super::lifecycle::propagate(server, &target.key, &deleted.object);
     }
-    Ok(Reply::ok(deleted.object))
+    Ok(Reply::ok(if deleted.removed {
+        success(target, &deleted.object)
+    } else {
+        deleted.object
+    }))
 }
 
 pub(crate) async fn delete_collection(
@@ -127,9 +233,11 @@ pub(crate) async fn delete_collection(
             namespace: ns,
             name: Some(name.clone()),
             sub: Subresource::Main,
+            dry_run: target.dry_run,
         };
-        match delete(server, &one, &name, &Bytes::new()).await {
-            Ok(reply) => deleted.push(reply.body),
+        match delete(server, &one, &name, query, &Bytes::new()).await {
+            // Upstream lists the objects deleted (as they were), not one Status each.
+            Ok(_) => deleted.push(obj),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::admission::{admit, candidate, check_identity, content_type, decode, decode_object};
 use super::meta::{meta_str, set_meta, write_context};
+use super::params::Verb;
 use super::patch::{json_patch, merge_patch};
 use super::route::ObjectPath;
 use super::selectors::{Selector, parse_fields, parse_labels};
@@ -30,6 +31,8 @@ pub(crate) struct Target {
     pub(crate) namespace: String,
     pub(crate) name: Option<String>,
     pub(crate) sub: Subresource,
+    /// `dryRun=All`: everything a write does but store it.
+    pub(crate) dry_run: bool,
 }
 
 fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
@@ -55,6 +58,7 @@ fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
         namespace,
         name: path.name,
         sub,
+        dry_run: false,
     })
 }
 
@@ -67,8 +71,24 @@ pub(crate) async fn object(
     query: &Query,
     body: Bytes,
 ) -> Response<Body> {
-    let target = match resolve(server, path) {
+    let mut target = match resolve(server, path) {
         Ok(target) => target,
+        Err(e) => return error(&e),
+    };
+    let verb = match (method, target.name.is_some()) {
+        (&Method::GET, false) if query.flag("watch") => Verb::Watch,
+        (&Method::GET, false) => Verb::List,
+        (&Method::GET, true) => Verb::Get,
+        (&Method::POST, _) => Verb::Create,
+        (&Method::PUT, _) => Verb::Update,
+        (&Method::PATCH, _) => Verb::Patch,
+        (&Method::DELETE, true) => Verb::Delete,
+        (&Method::DELETE, false) => Verb::DeleteCollection,
+        _ => return error(&ApiError::method_not_allowed()),
+    };
+    let apply = content_type(headers) == "application/apply-patch+yaml";
+    target.dry_run = match super::params::check(query, verb, apply) {
+        Ok(dry_run) => dry_run,
         Err(e) => return error(&e),
     };
     let result = match (method, target.name.clone()) {
@@ -80,7 +100,7 @@ pub(crate) async fn object(
         (&Method::POST, None) => create(server, &target, headers, query, &body).await,
         (&Method::PUT, Some(name)) => update(server, &target, &name, headers, query, &body).await,
         (&Method::PATCH, Some(name)) => patch(server, &target, &name, headers, query, &body).await,
-        (&Method::DELETE, Some(name)) => super::delete::delete(server, &target, &name, &body).await,
+        (&Method::DELETE, Some(name)) => super::delete::delete(server, &target, &name, query, &body).await,
         (&Method::DELETE, None) => super::delete::delete_collection(server, &target, query).await,
         _ => Err(ApiError::method_not_allowed()),
     };
@@ -245,12 +265,21 @@ async fn create_object(
     }
     let warnings = admit(target, &mut obj, None, query)?;
     let (now, uid) = (now(), new_uid());
-    let created = server
-        .store
-        .create(&target.key, &target.namespace, obj, &write_context(t, &now, &uid))
-        .await
-        .map_err(|e| ApiError::from_store(e, &target.key, &name))?;
-    let created = super::lifecycle::after_write(server, &target.key, created).await;
+    let ctx = write_context(t, &now, &uid);
+    let created = if target.dry_run {
+        server
+            .store
+            .create_dry_run(&target.key, &target.namespace, obj, &ctx)
+            .await
+            .map_err(|e| ApiError::from_store(e, &target.key, &name))?
+    } else {
+        let created = server
+            .store
+            .create(&target.key, &target.namespace, obj, &ctx)
+            .await
+            .map_err(|e| ApiError::from_store(e, &target.key, &name))?;
+        super::lifecycle::after_write(server, &target.key, created).await
+    };
     Ok(Reply {
         status: StatusCode::CREATED,
         body: created,
@@ -293,6 +322,25 @@ async fn write_update(
 ) -> Result<Reply, ApiError> {
     let warnings = admit(target, &mut obj, Some(old), query)?;
     let (now, uid) = (now(), new_uid());
+    if target.dry_run {
+        let would = server
+            .store
+            .update_dry_run(
+                &target.key,
+                &target.namespace,
+                name,
+                obj,
+                target.sub,
+                &write_context(&target.t, &now, &uid),
+            )
+            .await
+            .map_err(|e| ApiError::from_store(e, &target.key, name))?;
+        return Ok(Reply {
+            status: StatusCode::OK,
+            body: would,
+            warnings,
+        });
+    }
     let written = server
         .store
         .update(

@@ -37,6 +37,7 @@ pub(crate) async fn after_write(server: &ApiServer, key: &ResourceKey, obj: Valu
         now: &now,
         uid: &uid,
         status_subresource: true,
+        generation: true,
     };
     match server
         .store
@@ -88,6 +89,8 @@ async fn remove_all(server: &ApiServer, key: &ResourceKey) {
         now: &now,
         uid: &uid,
         status_subresource: false,
+        // Metadata-only writes: generation stays as it is either way.
+        generation: false,
     };
     for obj in items {
         let (ns, name) = (
@@ -173,6 +176,8 @@ async fn release(server: &ApiServer, key: &ResourceKey, obj: &Value, owner_uid: 
         now: &now,
         uid: &uid,
         status_subresource: false,
+        // Metadata-only writes: generation stays as it is either way.
+        generation: false,
     };
     if let Err(e) = server
         .store
@@ -202,6 +207,7 @@ async fn collect_dependents(server: &Arc<ApiServer>, owner_uid: &str, owner_name
                 now: &now,
                 uid: &fresh,
                 status_subresource: false,
+                generation: false,
             };
             match server
                 .store
@@ -249,6 +255,8 @@ async fn drop_finalizer(
         now: &now,
         uid: &uid,
         status_subresource: false,
+        // Metadata-only writes: generation stays as it is either way.
+        generation: false,
     };
     match server
         .store

@@ -26,5 +26,6 @@ pub(crate) fn write_context<'a>(t: &ResourceType, now: &'a str, uid: &'a str) ->
         now,
         uid,
         status_subresource: t.status_subresource,
+        generation: t.generation,
     }
 }

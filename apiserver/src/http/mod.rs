@@ -2,13 +2,16 @@
 
 mod access;
 mod admission;
+mod builtin;
 mod delete;
 pub mod discovery;
 mod handlers;
 mod lifecycle;
 mod meta;
 pub mod metrics;
+mod params;
 pub mod patch;
+mod protobuf;
 pub mod route;
 pub mod selectors;
 mod server;

@@ -96,6 +96,11 @@ impl Query {
         )
     }
 
+    /// Every parameter and its value.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// A parameter's value.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
@@ -145,6 +150,7 @@ impl ApiServer {
                     now: &now,
                     uid: &uid,
                     status_subresource: true,
+                    generation: false,
                 };
                 store.create(&namespaces, "", ns, &ctx).await?;
             }
@@ -204,12 +210,21 @@ impl ApiServer {
             Ok(body) => body,
             Err(e) => return error(&e),
         };
+        // Protobuf bodies become JSON here: everything after works with JSON only.
+        let (headers, body) = if super::protobuf::is_protobuf(&parts.headers) {
+            match super::protobuf::to_json(&parts.headers, &body) {
+                Ok((headers, body)) => (std::borrow::Cow::Owned(headers), body),
+                Err(e) => return error(&e),
+            }
+        } else {
+            (std::borrow::Cow::Borrowed(&parts.headers), body)
+        };
         if let Some(message) = self.node_refusal(user, attributes, &body).await {
             tracing::info!(user = %user.name, verb = %attributes.verb, resource = %attributes.resource_path(),
                 name = ?attributes.name, "refused by the node restriction");
             return error(&ApiError::forbidden(message));
         }
-        super::handlers::object(self, &parts.method, &parts.headers, object, query, body).await
+        super::handlers::object(self, &parts.method, &headers, object, query, body).await
     }
 
     async fn metrics_response(&self) -> Response<Body> {
@@ -315,6 +330,11 @@ impl ApiServer {
             // `system:discovery` binding makes it in Kubernetes.
             (Some(other), _) if parts.method == Method::GET => super::discovery::answer(&self, &other),
             (Some(_), _) => error(&ApiError::method_not_allowed()),
+        };
+        let response = if super::protobuf::wants_protobuf(&parts.headers) && !query.flag("watch") {
+            super::protobuf::encode_response(response).await
+        } else {
+            response
         };
         let elapsed = started.elapsed();
         self.metrics

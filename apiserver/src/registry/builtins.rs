@@ -22,6 +22,12 @@ fn builtin(
         short_names: short.iter().map(|s| (*s).to_owned()).collect(),
         categories: Vec::new(),
         status_subresource: status,
+        // The kinds whose strategies set metadata.generation upstream: those with a spec a
+        // controller reconciles. ConfigMaps, Secrets, RBAC objects and the rest have none.
+        generation: matches!(
+            kind,
+            "CustomResourceDefinition" | "Deployment" | "DaemonSet" | "PodDisruptionBudget" | "NetworkPolicy"
+        ),
         selectable_fields: Vec::new(),
         validator: None,
         printer_columns: Vec::new(),

@@ -36,6 +36,9 @@ pub struct WriteContext<'a> {
     pub uid: &'a str,
     /// Whether the kind has a status subresource.
     pub status_subresource: bool,
+    /// Whether the kind keeps `metadata.generation` (custom resources and kinds with a spec
+    /// such as Deployments; not ConfigMaps, Secrets and the other core kinds, as upstream).
+    pub generation: bool,
 }
 
 /// What an update does.
@@ -93,7 +96,7 @@ pub fn finalizers(obj: &Value) -> Vec<&str> {
 }
 
 /// Prepares a new object: sets the metadata the server owns (uid, creationTimestamp,
-/// generation 1), clears what a client may not set on create, and drops `status` when the kind
+/// generation 1 where the kind keeps one), clears what a client may not set on create, and drops `status` when the kind
 /// has a status subresource. The store sets `resourceVersion`.
 ///
 /// # Errors
@@ -105,7 +108,11 @@ pub fn prepare_create(mut obj: Value, ctx: &WriteContext<'_>) -> Result<Value, W
     let meta = metadata_mut(&mut obj)?;
     meta.insert("uid".into(), ctx.uid.into());
     meta.insert("creationTimestamp".into(), ctx.now.into());
-    meta.insert("generation".into(), 1.into());
+    if ctx.generation {
+        meta.insert("generation".into(), 1.into());
+    } else {
+        meta.remove("generation");
+    }
     for owned in [
         "resourceVersion",
         "deletionTimestamp",
@@ -217,7 +224,7 @@ pub fn prepare_update(
             )));
         }
     }
-    if sub == Subresource::Main && spec_part(&result) != spec_part(old) {
+    if ctx.generation && sub == Subresource::Main && spec_part(&result) != spec_part(old) {
         let generation = metadata(old)
             .and_then(|m| m.get("generation"))
             .and_then(Value::as_i64)

@@ -24,7 +24,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::cache::{self, Objects, load_all};
 use super::rows::{current_revision, db, object_name, parse};
-use super::semantics::{Preconditions, Subresource, WriteContext, prepare_create};
+use super::semantics::{
+    DeleteOutcome, Preconditions, Subresource, UpdateOutcome, WriteContext, prepare_create, prepare_delete,
+    prepare_update,
+};
 use super::types::{Deleted, EventType, ResourceKey, StoreError, WatchEvent};
 use super::writer::{BATCH_MAX, Live, Op, Request, Writer, Written};
 
@@ -42,6 +45,8 @@ pub struct Store {
     pool: SqlitePool,
     /// Writes, to the writing task.
     writes: mpsc::Sender<Request>,
+    /// The writing task's connection (the same pool as `pool` in memory).
+    writer: SqlitePool,
     /// One live channel per kind, so a write wakes only the watchers of its kind.
     live: Live,
     /// Writes per committed transaction.
@@ -65,7 +70,10 @@ impl Store {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // FULL: every commit is fsynced before the writer answers, so an acknowledged
+            // write survives power loss, not only the process being killed (NORMAL would lose
+            // the last commits of the WAL). Group commit makes that one fsync per batch.
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -113,7 +121,7 @@ impl Store {
         let batch_sizes = Histogram::new(exponential_buckets(1.0, 2.0, 8));
         let (sender, requests) = mpsc::channel(4 * BATCH_MAX);
         let task = Writer {
-            pool: writer,
+            pool: writer.clone(),
             objects: objects.clone(),
             revision,
             history: history.max(1),
@@ -124,6 +132,7 @@ impl Store {
         Ok(Self {
             pool,
             writes: sender,
+            writer,
             live,
             batch_sizes,
             objects,
@@ -146,6 +155,29 @@ impl Store {
         live.entry(resource.clone())
             .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
             .subscribe()
+    }
+
+    /// The journal mode and `synchronous` level (0 off, 1 normal, 2 full, 3 extra) of the
+    /// connection every write goes through, as SQLite reports them: `("wal", 2)` for a store
+    /// on disk, whose acknowledged writes survive power loss.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn write_durability(&self) -> Result<(String, i64), StoreError> {
+        let mut conn = self
+            .writer
+            .acquire()
+            .await
+            .map_err(db("reach the writer's connection"))?;
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db("read the journal mode"))?;
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db("read the synchronous level"))?;
+        Ok((journal, synchronous))
     }
 
     /// The current global revision.
@@ -268,6 +300,97 @@ impl Store {
         self.submit(resource, namespace, op, ctx).await
     }
 
+    /// What [`Store::create`] would store, without storing it (`dryRun=All`): the object as
+    /// prepared, with no resourceVersion, as upstream answers a dry-run create.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] or [`StoreError::Write`], as the write would fail.
+    pub async fn create_dry_run(
+        &self,
+        resource: &ResourceKey,
+        namespace: &str,
+        object: Value,
+        ctx: &WriteContext<'_>,
+    ) -> Result<Value, StoreError> {
+        let object = prepare_create(object, ctx)?;
+        let name = object_name(&object)?;
+        let objects = self.objects.read().await;
+        if objects.contains_key(&cache::key(resource, namespace, &name)) {
+            return Err(StoreError::AlreadyExists {
+                resource: resource.clone(),
+                name,
+            });
+        }
+        Ok(object)
+    }
+
+    /// What [`Store::update`] would store, without storing it: the stored object's
+    /// resourceVersion stays on it.
+    ///
+    /// # Errors
+    /// As [`Store::update`] would fail.
+    pub async fn update_dry_run(
+        &self,
+        resource: &ResourceKey,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        sub: Subresource,
+        ctx: &WriteContext<'_>,
+    ) -> Result<Value, StoreError> {
+        let old = self.stored(resource, namespace, name).await?;
+        Ok(match prepare_update(&old, object, sub, ctx)? {
+            UpdateOutcome::Unchanged => (*old).clone(),
+            UpdateOutcome::Write(new) | UpdateOutcome::Remove(new) => new,
+        })
+    }
+
+    /// What [`Store::delete`] would do, without doing it.
+    ///
+    /// # Errors
+    /// As [`Store::delete`] would fail.
+    pub async fn delete_dry_run(
+        &self,
+        resource: &ResourceKey,
+        namespace: &str,
+        name: &str,
+        preconditions: &Preconditions,
+        ctx: &WriteContext<'_>,
+    ) -> Result<Deleted, StoreError> {
+        let old = self.stored(resource, namespace, name).await?;
+        Ok(match prepare_delete(&old, preconditions, ctx)? {
+            DeleteOutcome::Remove => Deleted {
+                object: (*old).clone(),
+                removed: true,
+            },
+            DeleteOutcome::AlreadyDeleting => Deleted {
+                object: (*old).clone(),
+                removed: false,
+            },
+            DeleteOutcome::MarkDeleting(marked) => Deleted {
+                object: marked,
+                removed: false,
+            },
+        })
+    }
+
+    /// The committed object, or `NotFound`.
+    async fn stored(
+        &self,
+        resource: &ResourceKey,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<Value>, StoreError> {
+        let objects = self.objects.read().await;
+        objects
+            .get(&cache::key(resource, namespace, name))
+            .map(|stored| Arc::clone(&stored.object))
+            .ok_or_else(|| StoreError::NotFound {
+                resource: resource.clone(),
+                name: name.to_owned(),
+            })
+    }
+
     /// Hands a write to the writer and waits for its commit. A write whose requester goes away
     /// meanwhile is still done.
     async fn submit(
@@ -288,6 +411,7 @@ impl Store {
             now: ctx.now.to_owned(),
             uid: ctx.uid.to_owned(),
             status_subresource: ctx.status_subresource,
+            generation: ctx.generation,
             reply,
         };
         self.writes.send(request).await.map_err(|_| stopped())?;

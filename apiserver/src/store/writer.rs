@@ -74,6 +74,8 @@ pub(super) struct Request {
     pub(super) uid: String,
     /// [`WriteContext::status_subresource`].
     pub(super) status_subresource: bool,
+    /// [`WriteContext::generation`].
+    pub(super) generation: bool,
     pub(super) reply: oneshot::Sender<Result<Written, StoreError>>,
 }
 
@@ -126,6 +128,7 @@ impl Writer {
                 now: &request.now,
                 uid: &request.uid,
                 status_subresource: request.status_subresource,
+                generation: request.generation,
             };
             let result = self
                 .stage(

@@ -10,6 +10,7 @@ pub const CTX: WriteContext<'static> = WriteContext {
     now: "2026-11-24T10:00:00Z",
     uid: "uid-1",
     status_subresource: true,
+    generation: true,
 };
 
 pub fn jobs() -> ResourceKey {

@@ -285,7 +285,7 @@ pub(crate) async fn measure(args: BenchApiserverArgs) -> anyhow::Result<Value> {
             "first_per_second": per_second(list_objects, first),
             "all_objects": objects,
             "all_per_second": per_second(objects, first + rest),
-            "storage": "SQLite WAL, synchronous=NORMAL, one transaction per write",
+            "storage": "SQLite WAL, synchronous=FULL (one fsync per group commit)",
         },
         "list": {"objects": items, "samples": list.len(), "p50_ms": round3(percentile(&mut list, 50.0)), "p99_ms": round3(percentile(&mut list, 99.0))},
         "watch": {

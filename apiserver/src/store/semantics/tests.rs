@@ -9,6 +9,7 @@ const CTX: WriteContext<'static> = WriteContext {
     now: "2026-11-24T10:00:00Z",
     uid: "u-1",
     status_subresource: true,
+    generation: true,
 };
 
 fn stored() -> Value {

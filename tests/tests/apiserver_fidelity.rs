@@ -1,0 +1,272 @@
+//! What kubectl and kube-rs really send and expect, as kube-apiserver answers it: protobuf
+//! bodies of built-in kinds, previews (`dryRun=All`) that never write, query parameters that are
+//! either honoured or refused, DELETE answered with a `Status`, Secrets' `stringData`, and no
+//! `metadata.generation` on ConfigMaps and Secrets.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use ringrift_e2e::kubectl::{kubectl, ok, with_crds};
+use ringrift_e2e::process::{ApiServerProcess, Scratch};
+use ringrift_e2e::repo_root;
+use serde_json::Value;
+
+fn json(server: &ApiServerProcess, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&ok(server, &all)).unwrap()
+}
+
+/// The server's current revision: every write moves it.
+fn revision(server: &ApiServerProcess) -> String {
+    let list: Value = serde_json::from_str(&ok(server, &["get", "--raw", "/api/v1/namespaces"])).unwrap();
+    list["metadata"]["resourceVersion"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn kubectl_creates_built_in_kinds_through_protobuf() {
+    let dir = Scratch::new("fidelity-protobuf").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    // kubectl 1.37 sends these as application/vnd.kubernetes.protobuf and asks for protobuf
+    // answers first.
+    for args in [
+        &["create", "namespace", "team"][..],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=a=b",
+            "-n",
+            "team",
+        ],
+        &["create", "configmap", "c", "--from-literal=k=v", "-n", "team"],
+        &["create", "serviceaccount", "robot", "-n", "team"],
+        &[
+            "create",
+            "role",
+            "reader",
+            "--verb=get,list",
+            "--resource=secrets",
+            "-n",
+            "team",
+        ],
+        &[
+            "create",
+            "rolebinding",
+            "reads",
+            "--role=reader",
+            "--serviceaccount=team:robot",
+            "-n",
+            "team",
+        ],
+        &[
+            "create",
+            "clusterrole",
+            "viewer",
+            "--verb=get",
+            "--resource=namespaces",
+        ],
+    ] {
+        ok(&server, args);
+    }
+    let secret = json(&server, &["get", "secret", "s", "-n", "team"]);
+    assert_eq!(secret["data"]["a"], "Yg==");
+    assert_eq!(secret["type"], "Opaque", "type defaults to Opaque");
+    let configmap = json(&server, &["get", "configmap", "c", "-n", "team"]);
+    assert_eq!(configmap["data"]["k"], "v");
+    for object in [&secret, &configmap] {
+        assert!(
+            object["metadata"].get("generation").is_none(),
+            "no generation: {object}"
+        );
+    }
+    let binding = json(&server, &["get", "rolebinding", "reads", "-n", "team"]);
+    assert_eq!(binding["subjects"][0]["name"], "robot");
+    assert_eq!(binding["roleRef"]["name"], "reader");
+    // Deletes send DeleteOptions as protobuf too.
+    ok(&server, &["delete", "secret", "s", "-n", "team"]);
+    ok(&server, &["delete", "namespace", "team"]);
+    // A kind this server does not read as protobuf says so, naming it.
+    let refused = kubectl(&server, &["create", "deployment", "d", "--image=x"]);
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("Deployment") && refused.stderr.contains("application/json"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn previews_never_write() {
+    let (dir, server) = with_crds("fidelity-dry-run");
+    let job = repo_root().join("examples/selfplay-job.yaml");
+    let job = job.to_str().unwrap();
+    ok(&server, &["apply", "-f", job]);
+    let live = json(&server, &["get", "selfplayjob", "connect4-selfplay-demo"]);
+    let games = live["spec"]["games"].as_i64().unwrap();
+    let before = revision(&server);
+
+    // kubectl diff of a changed spec shows the change (exit 1) and changes nothing.
+    let changed = dir.0.join("changed.yaml");
+    let text = std::fs::read_to_string(job).unwrap();
+    let edited = text.replace(&format!("games: {games}"), &format!("games: {}", games + 5));
+    assert_ne!(text, edited, "the example sets spec.games");
+    std::fs::write(&changed, edited).unwrap();
+    let diff = kubectl(&server, &["diff", "-f", changed.to_str().unwrap()]);
+    assert!(
+        !diff.success && diff.stdout.contains(&format!("games: {}", games + 5)),
+        "{}{}",
+        diff.stdout,
+        diff.stderr
+    );
+
+    // Server-side dry runs of apply, create, delete and a patch.
+    let apply = ok(
+        &server,
+        &["apply", "--dry-run=server", "-f", changed.to_str().unwrap()],
+    );
+    assert!(apply.contains("(server dry run)"), "{apply}");
+    ok(&server, &["create", "namespace", "preview", "--dry-run=server"]);
+    ok(
+        &server,
+        &[
+            "delete",
+            "selfplayjob",
+            "connect4-selfplay-demo",
+            "--dry-run=server",
+        ],
+    );
+    ok(
+        &server,
+        &[
+            "label",
+            "selfplayjob",
+            "connect4-selfplay-demo",
+            "seen=yes",
+            "--dry-run=server",
+        ],
+    );
+    let wrong = kubectl(&server, &["create", "namespace", "Not_Valid", "--dry-run=server"]);
+    assert!(
+        !wrong.success && wrong.stderr.contains("metadata.name"),
+        "a dry run validates: {}",
+        wrong.stderr
+    );
+
+    let after = json(&server, &["get", "selfplayjob", "connect4-selfplay-demo"]);
+    assert_eq!(after, live, "the live object is as it was");
+    assert_eq!(revision(&server), before, "no write happened");
+    assert!(!kubectl(&server, &["get", "namespace", "preview"]).success);
+}
+
+#[test]
+fn query_parameters_are_honoured_or_refused_by_name() {
+    let dir = Scratch::new("fidelity-params").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    for (path, named) in [
+        ("/api/v1/namespaces?bogus=1", "bogus"),
+        ("/api/v1/namespaces?limit=ten", "limit"),
+        ("/api/v1/namespaces/default?labelSelector=a", "labelSelector"),
+        (
+            "/api/v1/namespaces?resourceVersionMatch=Exact",
+            "resourceVersionMatch",
+        ),
+    ] {
+        let out = kubectl(&server, &["get", "--raw", path]);
+        assert!(!out.success, "{path} was served");
+        assert!(out.stderr.contains(named), "{path}: {}", out.stderr);
+    }
+    let out = kubectl(
+        &server,
+        &["create", "namespace", "x", "--dry-run=client", "-o", "name"],
+    );
+    assert!(out.success, "{}", out.stderr);
+}
+
+async fn client(server: &ApiServerProcess) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_rs_sees_secrets_deletes_and_generations_as_upstream() {
+    let dir = Scratch::new("fidelity-kube").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    let client = client(&server).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "creds"},
+        "data": {"kept": "a2VwdA=="},
+        "stringData": {"password": "hunter2"},
+    }))
+    .unwrap();
+    let created = secrets.create(&PostParams::default(), &secret).await.unwrap();
+    let data = created.data.clone().unwrap();
+    assert_eq!(data["password"], ByteString(b"hunter2".to_vec()));
+    assert_eq!(data["kept"], ByteString(b"kept".to_vec()));
+    assert_eq!(created.string_data, None, "stringData is never returned");
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+    assert_eq!(created.metadata.generation, None);
+    let read = secrets.get("creds").await.unwrap();
+    assert_eq!(read.string_data, None);
+    assert_eq!(read.data, created.data);
+
+    // A dry-run create answers the object it would store and stores nothing.
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("settings".into());
+    let preview = configmaps
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            },
+            &cm,
+        )
+        .await
+        .unwrap();
+    assert!(preview.metadata.uid.is_some() && preview.metadata.resource_version.is_none());
+    assert!(configmaps.get_opt("settings").await.unwrap().is_none());
+    let stored = configmaps.create(&PostParams::default(), &cm).await.unwrap();
+    assert_eq!(stored.metadata.generation, None);
+
+    // A delete that removes the object at once answers a Status: kube-rs reads Right.
+    let answer = secrets.delete("creds", &DeleteParams::default()).await.unwrap();
+    let status = answer.right().expect("a Status for an object deleted at once");
+    let details = status.details.unwrap();
+    assert_eq!(
+        (details.name.as_str(), details.kind.as_str()),
+        ("creds", "secrets")
+    );
+    assert!(secrets.get_opt("creds").await.unwrap().is_none());
+    // An object held by a finalizer is answered as it now is: Left, marked for deletion.
+    let mut held = ConfigMap::default();
+    held.metadata.name = Some("held".into());
+    held.metadata.finalizers = Some(vec!["example.com/keep".into()]);
+    configmaps.create(&PostParams::default(), &held).await.unwrap();
+    let answer = configmaps.delete("held", &DeleteParams::default()).await.unwrap();
+    let marked = answer.left().expect("the object, still there");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    // A dry-run delete answers as the delete would and deletes nothing.
+    let answer = configmaps
+        .delete(
+            "settings",
+            &DeleteParams {
+                dry_run: true,
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(answer.is_right());
+    assert!(configmaps.get_opt("settings").await.unwrap().is_some());
+}
