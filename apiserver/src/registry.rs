@@ -15,6 +15,8 @@ use builtins::builtins;
 
 /// One served kind at one group version.
 #[derive(Debug, Clone)]
+// Independent facts of a kind (scope, subresource, generation, review), as upstream keeps them.
+#[allow(clippy::struct_excessive_bools)]
 pub struct ResourceType {
     /// API group; empty for core.
     pub group: String,
@@ -36,6 +38,8 @@ pub struct ResourceType {
     pub status_subresource: bool,
     /// Whether its objects keep `metadata.generation`.
     pub generation: bool,
+    /// A review (access or identity): created only, answered at once, never stored.
+    pub review: bool,
     /// Fields usable in field selectors besides `metadata.name` and `metadata.namespace`.
     pub selectable_fields: Vec<String>,
     /// Schema admission, for custom resources.
@@ -270,6 +274,7 @@ fn version_type(crd: &Value, v: &Value, validator: ResourceValidator) -> Resourc
         categories: strings(crd.pointer("/spec/names/categories")),
         status_subresource: v.pointer("/subresources/status").is_some(),
         generation: true,
+        review: false,
         selectable_fields: v
             .get("selectableFields")
             .and_then(Value::as_array)

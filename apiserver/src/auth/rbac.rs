@@ -190,12 +190,19 @@ impl Policy {
     /// ClusterRole bound cluster-wide with a `nonResourceURLs` rule that names the path, or a
     /// prefix of it ending in `*`, or `*`.
     pub fn allows_path(&self, user: &User, verb: &str, path: &str) -> bool {
-        let matches = |pattern: &str| {
+        let matches = |pattern: &String| {
             pattern == path
                 || pattern
                     .strip_suffix('*')
                     .is_some_and(|prefix| path.starts_with(prefix))
         };
+        self.non_resource_rules_for(user)
+            .iter()
+            .any(|(verbs, urls)| verbs.iter().any(|v| v == "*" || v == verb) && urls.iter().any(matches))
+    }
+
+    /// The non-resource rules (verbs, URLs) of the ClusterRoles bound to `user` cluster-wide.
+    pub fn non_resource_rules_for(&self, user: &User) -> Vec<(Vec<String>, Vec<String>)> {
         self.cluster_role_bindings
             .iter()
             .filter(|b| b["roleRef"]["kind"] == "ClusterRole" && binds(b, user))
@@ -206,10 +213,9 @@ impl Policy {
                 )
             })
             .flat_map(|role| role["rules"].as_array().cloned().unwrap_or_default())
-            .any(|rule| {
-                strings(&rule, "verbs").iter().any(|v| v == "*" || v == verb)
-                    && strings(&rule, "nonResourceURLs").iter().any(|p| matches(p))
-            })
+            .filter(|rule| rule["nonResourceURLs"].is_array())
+            .map(|rule| (strings(&rule, "verbs"), strings(&rule, "nonResourceURLs")))
+            .collect()
     }
 
     /// Whether `user` may do what `attributes` ask.

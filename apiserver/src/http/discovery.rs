@@ -45,7 +45,7 @@ fn resource_entry(t: &ResourceType) -> Value {
         "singularName": t.singular,
         "namespaced": t.namespaced,
         "kind": t.kind,
-        "verbs": VERBS,
+        "verbs": if t.review { &["create"][..] } else { &VERBS[..] },
     });
     if !t.short_names.is_empty() {
         entry["shortNames"] = json!(t.short_names);

@@ -15,6 +15,7 @@ use super::route::ObjectPath;
 use super::selectors::{Selector, parse_fields, parse_labels};
 use super::server::{ApiServer, Body, Query, error, json_response, new_uid, now};
 use super::status::ApiError;
+use crate::auth::User;
 use crate::registry::ResourceType;
 use crate::store::ResourceKey;
 use crate::store::names::{GENERATED_SUFFIX_LEN, check_name, generate_name};
@@ -65,6 +66,7 @@ fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
 /// Answers a request on a collection or an object.
 pub(crate) async fn object(
     server: &Arc<ApiServer>,
+    user: &User,
     method: &Method,
     headers: &HeaderMap,
     path: ObjectPath,
@@ -92,6 +94,11 @@ pub(crate) async fn object(
         Err(e) => return error(&e),
     };
     let result = match (method, target.name.clone()) {
+        (&Method::POST, None) if target.t.review => match decode_object(headers, &body) {
+            Ok(review) => super::reviews::answer(server, user, &target, &review).await,
+            Err(e) => Err(e),
+        },
+        _ if target.t.review => Err(ApiError::method_not_allowed()),
         (&Method::GET, None) if query.flag("watch") => {
             return super::watch::watch(server, &target.t, &target.namespace, query);
         }

@@ -12,6 +12,7 @@ pub mod metrics;
 mod params;
 pub mod patch;
 mod protobuf;
+mod reviews;
 pub mod route;
 pub mod selectors;
 mod server;

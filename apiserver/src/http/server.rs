@@ -224,7 +224,7 @@ impl ApiServer {
                 name = ?attributes.name, "refused by the node restriction");
             return error(&ApiError::forbidden(message));
         }
-        super::handlers::object(self, &parts.method, &headers, object, query, body).await
+        super::handlers::object(self, user, &parts.method, &headers, object, query, body).await
     }
 
     async fn metrics_response(&self) -> Response<Body> {
@@ -259,7 +259,8 @@ impl ApiServer {
             namespace: object.namespace.clone(),
             name: object.name.clone(),
         };
-        let response = if self.options.rbac && !user.is_master() {
+        let self_review = super::reviews::is_self_review(&object.group, &object.resource);
+        let response = if self.options.rbac && !user.is_master() && !self_review {
             match self.policy(attributes.namespace.as_deref()).await {
                 Ok(policy) if policy.allows(user, &attributes) => {
                     self.object_request(parts, user, &attributes, object, query, body)
@@ -312,7 +313,10 @@ impl ApiServer {
         };
         let user = match route {
             Some(Route::Health | Route::Version) => Err(ApiError::unauthorized()),
-            _ => self.authenticate(&parts.headers, client),
+            _ => match self.authenticate(&parts.headers, client) {
+                Ok(user) => self.impersonate(user, &parts.headers).await,
+                Err(e) => Err(e),
+            },
         };
         let response = match (route, user) {
             (Some(Route::Health), _) => text(StatusCode::OK, "ok"),

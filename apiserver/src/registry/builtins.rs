@@ -28,6 +28,7 @@ fn builtin(
             kind,
             "CustomResourceDefinition" | "Deployment" | "DaemonSet" | "PodDisruptionBudget" | "NetworkPolicy"
         ),
+        review: false,
         selectable_fields: Vec::new(),
         validator: None,
         printer_columns: Vec::new(),
@@ -68,9 +69,35 @@ const EVENT_FIELDS: &[&str] = &[
     "type",
 ];
 
-/// The built-in kinds: those this system and its chart use, stored as objects.
+/// A review kind: POST only, answered by the server from its RBAC policy and the request's
+/// user (`kubectl auth can-i`, `kubectl auth whoami`).
+fn review(group: &str, plural: &str, kind: &str) -> ResourceType {
+    ResourceType {
+        review: true,
+        generation: false,
+        ..builtin(group, "v1", plural, kind, false, &[], false)
+    }
+}
+
+/// The built-in kinds: those this system and its chart use, stored as objects, and the reviews.
 pub(super) fn builtins() -> Vec<ResourceType> {
     vec![
+        review(
+            "authorization.k8s.io",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+        ),
+        review(
+            "authorization.k8s.io",
+            "selfsubjectrulesreviews",
+            "SelfSubjectRulesReview",
+        ),
+        review(
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            "SubjectAccessReview",
+        ),
+        review("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview"),
         builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true),
         builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false),
         builtin("", "v1", "secrets", "Secret", true, &[], false),
