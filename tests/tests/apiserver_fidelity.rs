@@ -271,13 +271,13 @@ async fn kube_rs_sees_secrets_deletes_and_generations_as_upstream() {
     assert!(configmaps.get_opt("settings").await.unwrap().is_some());
 }
 
-#[test]
-fn kubectl_auth_reviews_answer_from_rbac() {
-    let dir = Scratch::new("fidelity-auth").unwrap();
-    let tokens = dir.0.join("tokens.csv");
+/// A server under RBAC where bob (token `bob-token`) may get and list Secrets in `default` and
+/// read `/metrics`; and the `--kubeconfig` argument that makes kubectl bob.
+fn server_with_bob(dir: &std::path::Path) -> (ApiServerProcess, String) {
+    let tokens = dir.join("tokens.csv");
     std::fs::write(&tokens, "bob-token,bob,u-bob\n").unwrap();
     let server = ApiServerProcess::start(
-        &dir.0,
+        dir,
         &[
             "--authorization-mode",
             "RBAC",
@@ -333,7 +333,7 @@ fn kubectl_auth_reviews_answer_from_rbac() {
     // Bob's own kubeconfig: the server's CA and his token, no client certificate.
     let admin: Value =
         serde_json::from_str(&ok(&server, &["config", "view", "--raw", "-o", "json"])).unwrap();
-    let bob_config = dir.0.join("bob.kubeconfig");
+    let bob_config = dir.join("bob.kubeconfig");
     let bob = serde_json::json!({
         "apiVersion": "v1", "kind": "Config", "current-context": "bob",
         "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
@@ -343,6 +343,13 @@ fn kubectl_auth_reviews_answer_from_rbac() {
     std::fs::write(&bob_config, bob.to_string()).unwrap();
     let as_bob = format!("--kubeconfig={}", bob_config.display());
 
+    (server, as_bob)
+}
+
+#[test]
+fn kubectl_auth_reviews_answer_from_rbac() {
+    let dir = Scratch::new("fidelity-auth").unwrap();
+    let (server, as_bob) = server_with_bob(&dir.0);
     // The administrator (system:masters) may do anything.
     assert_eq!(
         ok(&server, &["auth", "can-i", "create", "selfplayjobs.ringrift.ai"]).trim(),

@@ -425,9 +425,16 @@ async fn patch(
                 message: format!("the patch could not be applied: {e}"),
                 details: None,
             })?,
-            "application/merge-patch+json"
-            | "application/strategic-merge-patch+json"
-            | "application/apply-patch+yaml" => {
+            "application/strategic-merge-patch+json" => {
+                if target.t.validator.is_some() {
+                    // Custom resources declare no patch strategies; upstream refuses too.
+                    return Err(ApiError::unsupported_media_type(&ct));
+                }
+                super::strategic::apply(&target.t.kind, &mut patched, &patch).map_err(|e| {
+                    ApiError::bad_request(format!("the strategic merge patch could not be applied: {e}"))
+                })?;
+            }
+            "application/merge-patch+json" | "application/apply-patch+yaml" => {
                 if !patch.is_object() {
                     return Err(ApiError::bad_request("a merge patch must be an object"));
                 }

@@ -17,6 +17,7 @@ pub mod route;
 pub mod selectors;
 mod server;
 pub mod status;
+pub mod strategic;
 pub mod table;
 mod watch;
 
