@@ -470,3 +470,91 @@ async fn kube_rs_asks_about_another_user_with_a_subject_access_review() {
         .unwrap();
     assert!(!answer.status.unwrap().allowed);
 }
+
+/// A CRD `widgets.example.com` whose `spec` has the CEL rule `rule` (with `extra` fields on it).
+fn widget_crd(rule: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: widgets.example.com}}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {{plural: widgets, singular: widget, kind: Widget}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {{type: integer}}
+            x-kubernetes-validations:
+            - rule: "{rule}"
+              message: size is capped{extra}
+"#
+    )
+}
+
+#[test]
+fn cel_rules_report_their_reason_and_optionals_are_refused_up_front() {
+    let dir = Scratch::new("fidelity-cel").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    let apply = |name: &str, text: &str| {
+        let file = dir.0.join(name);
+        std::fs::write(&file, text).unwrap();
+        kubectl(&server, &["apply", "-f", file.to_str().unwrap()])
+    };
+    // The optional library: refused when the CRD is created, naming the rule and the function.
+    let refused = apply("optional.yaml", &widget_crd("self.?size.orValue(0) <= 3", ""));
+    assert!(!refused.success, "accepted: {}", refused.stdout);
+    assert!(
+        refused.stderr.contains("x-kubernetes-validations[0].rule") && refused.stderr.contains(".?"),
+        "{}",
+        refused.stderr
+    );
+    let refused = apply(
+        "old-self.yaml",
+        &widget_crd(
+            "oldSelf.optMap(o, o.size <= self.size).orValue(true)",
+            "\n              optionalOldSelf: true",
+        ),
+    );
+    assert!(
+        !refused.success && refused.stderr.contains("optionalOldSelf"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!kubectl(&server, &["get", "crd", "widgets.example.com"]).success);
+
+    // A rule's reason is the cause's reason.
+    let crd = apply(
+        "reason.yaml",
+        &widget_crd("self.size <= 3", "\n              reason: FieldValueForbidden"),
+    );
+    assert!(crd.success, "{}", crd.stderr);
+    ok(
+        &server,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/widgets.example.com",
+            "--timeout=30s",
+        ],
+    );
+    let widget = apply(
+        "widget.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: default}\nspec: {size: 5}\n",
+    );
+    assert!(!widget.success);
+    assert!(
+        widget.stderr.contains("spec: Forbidden: size is capped"),
+        "{}",
+        widget.stderr
+    );
+}

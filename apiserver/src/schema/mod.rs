@@ -4,6 +4,7 @@
 
 mod field_error;
 mod normalize;
+mod optional;
 mod pattern;
 mod structural;
 mod validate;
@@ -24,6 +25,9 @@ pub enum SchemaError {
     /// A CEL rule does not compile.
     #[error("failed to compile CEL rules: {}", .0.join("; "))]
     Cel(Vec<String>),
+    /// A CEL rule needs the optional library, which is not evaluated here.
+    #[error("failed to accept CEL rules: {}", .0.join("; "))]
+    OptionalCel(Vec<String>),
     /// The CRD has no such version, or the version has no schema.
     #[error("failed to find schema: CRD has no schema for version {0:?}")]
     NoSchema(String),
@@ -97,6 +101,10 @@ impl ResourceValidator {
             .collect();
         if !cel_errors.is_empty() {
             return Err(SchemaError::Cel(cel_errors));
+        }
+        let optional = optional::optional_rules(&schema);
+        if !optional.is_empty() {
+            return Err(SchemaError::OptionalCel(optional));
         }
         let properties = schema
             .get("properties")
@@ -172,7 +180,14 @@ impl ResourceValidator {
                 }
                 (false, false) => format!("{prefix}.{}", f.field_path),
             };
-            FieldError::new(&path, ErrorKind::Invalid, None, f.message.clone())
+            // The rule's `reason`, as upstream reports it (Invalid when it names none).
+            let kind = match f.reason.as_deref() {
+                Some("FieldValueForbidden") => ErrorKind::Forbidden,
+                Some("FieldValueRequired") => ErrorKind::Required,
+                Some("FieldValueDuplicate") => ErrorKind::Duplicate,
+                _ => ErrorKind::Invalid,
+            };
+            FieldError::new(&path, kind, None, f.message.clone())
         };
         let Some(old) = old.filter(|_| !self.root_rules) else {
             return match self.cel.validate_compiled(&self.compiled, object, old) {
@@ -290,5 +305,28 @@ mod tests {
             json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.a +"}]}),
         );
         assert!(matches!(bad_cel, Err(SchemaError::Cel(_))), "{bad_cel:?}");
+        let optional = ResourceValidator::new(
+            json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [{"rule": "self.?a.orValue(0) >= 0"}], "properties": {"a": {"type": "integer"}}}}}),
+        );
+        let Err(SchemaError::OptionalCel(found)) = optional else {
+            panic!("accepted: {optional:?}");
+        };
+        assert!(
+            found[0].contains("x-kubernetes-validations[0].rule") && found[0].contains(".?"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_rule_reports_its_reason() {
+        let v = ResourceValidator::new(json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [{"rule": "self.n <= 3", "message": "too many", "reason": "FieldValueForbidden"}],
+            "properties": {"n": {"type": "integer"}}}}}))
+        .unwrap();
+        let a = v.admit(&mut json!({"spec": {"n": 5}}), None);
+        assert_eq!(a.errors.len(), 1);
+        assert_eq!(a.errors[0].kind, ErrorKind::Forbidden);
+        assert_eq!(messages(&a), ["spec: Forbidden: too many"]);
     }
 }
