@@ -13,6 +13,35 @@ use crate::store::names::{NameRule, check_name};
 mod builtins;
 use builtins::builtins;
 
+/// Where a custom resource keeps what its `/scale` subresource shows, as JSON pointers
+/// (`/spec/replicas`), from the CRD's `subresources.scale` paths (`.spec.replicas`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    /// `specReplicasPath`.
+    pub spec_replicas: String,
+    /// `statusReplicasPath`.
+    pub status_replicas: String,
+    /// `labelSelectorPath`, if any.
+    pub label_selector: Option<String>,
+}
+
+impl ScalePaths {
+    fn of(scale: &Value) -> Option<Self> {
+        let pointer = |field: &str| {
+            scale
+                .get(field)
+                .and_then(Value::as_str)
+                .map(|p| p.trim_start_matches('.').replace('.', "/"))
+                .map(|p| format!("/{p}"))
+        };
+        Some(Self {
+            spec_replicas: pointer("specReplicasPath")?,
+            status_replicas: pointer("statusReplicasPath")?,
+            label_selector: pointer("labelSelectorPath"),
+        })
+    }
+}
+
 /// One served kind at one group version.
 #[derive(Debug, Clone)]
 // Independent facts of a kind (scope, subresource, generation, review), as upstream keeps them.
@@ -40,6 +69,8 @@ pub struct ResourceType {
     pub generation: bool,
     /// A review (access or identity): created only, answered at once, never stored.
     pub review: bool,
+    /// The CRD's `scale` subresource: where its replicas and selector are.
+    pub scale: Option<ScalePaths>,
     /// Fields usable in field selectors besides `metadata.name` and `metadata.namespace`.
     pub selectable_fields: Vec<String>,
     /// Schema admission, for custom resources.
@@ -275,6 +306,7 @@ fn version_type(crd: &Value, v: &Value, validator: ResourceValidator) -> Resourc
         status_subresource: v.pointer("/subresources/status").is_some(),
         generation: true,
         review: false,
+        scale: v.pointer("/subresources/scale").and_then(ScalePaths::of),
         selectable_fields: v
             .get("selectableFields")
             .and_then(Value::as_array)
@@ -308,6 +340,23 @@ fn crd_types(crd: &Value) -> Result<Vec<ResourceType>, Vec<FieldError>> {
             continue;
         }
         let version = v.get("name").and_then(Value::as_str).unwrap_or_default();
+        if let Some(scale) = v.pointer("/subresources/scale") {
+            let path = |field: &str| scale.get(field).and_then(Value::as_str).unwrap_or_default();
+            for (field, under, required) in [
+                ("specReplicasPath", ".spec.", true),
+                ("statusReplicasPath", ".status.", true),
+                ("labelSelectorPath", ".", false),
+            ] {
+                let p = path(field);
+                if (p.is_empty() && required) || (!p.is_empty() && (!p.starts_with(under) || p.contains('[')))
+                {
+                    errors.push(field_error(
+                        &format!("spec.versions[{i}].subresources.scale.{field}"),
+                        &format!("{p:?}: should be a json path under {under} without array indexes"),
+                    ));
+                }
+            }
+        }
         match ResourceValidator::for_crd_version(crd, version) {
             Ok(validator) => types.push(version_type(crd, v, validator)),
             Err(e) => errors.push(field_error(

@@ -558,3 +558,128 @@ fn cel_rules_report_their_reason_and_optionals_are_refused_up_front() {
         widget.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_rs_aggregated_discovery_finds_every_kind_and_the_legacy_documents_remain() {
+    use kube::discovery::{Discovery, Scope};
+    let (_dir, server) = with_crds("fidelity-discovery");
+    let client = client(&server).await;
+    let aggregated = Discovery::new(client.clone()).run_aggregated().await.unwrap();
+    let legacy = Discovery::new(client).run().await.unwrap();
+    for discovery in [&aggregated, &legacy] {
+        let groups: Vec<String> = discovery.groups().map(|g| g.name().to_owned()).collect();
+        for group in [
+            "",
+            "ringrift.ai",
+            "apps",
+            "rbac.authorization.k8s.io",
+            "authorization.k8s.io",
+        ] {
+            assert!(groups.iter().any(|g| g == group), "{group} in {groups:?}");
+        }
+        let ringrift = discovery.get("ringrift.ai").unwrap();
+        let (job, caps) = ringrift
+            .recommended_resources()
+            .into_iter()
+            .find(|(r, _)| r.kind == "SelfplayJob")
+            .unwrap();
+        assert_eq!(
+            (job.plural.as_str(), job.version.as_str()),
+            ("selfplayjobs", "v1alpha1")
+        );
+        assert_eq!(caps.scope, Scope::Namespaced);
+        assert!(
+            caps.subresources
+                .iter()
+                .any(|(s, _)| s.plural == "selfplayjobs/status" || s.plural == "status"),
+            "{caps:?}"
+        );
+        let core = discovery.get("").unwrap();
+        assert!(
+            core.recommended_resources()
+                .iter()
+                .any(|(r, c)| r.kind == "Namespace" && c.scope == Scope::Cluster)
+        );
+    }
+}
+
+#[test]
+fn kubectl_scales_a_custom_resource_through_its_scale_subresource() {
+    let dir = Scratch::new("fidelity-scale").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    let crd = widget_crd("self.size >= 0", "").replace(
+        "    schema:",
+        "    subresources:\n      status: {}\n      scale: {specReplicasPath: .spec.size, statusReplicasPath: .status.ready, labelSelectorPath: .status.selector}\n    schema:",
+    );
+    let crd = crd.replace(
+        "              size: {type: integer}",
+        "              size: {type: integer}\n          status:\n            type: object\n            properties:\n              ready: {type: integer}\n              selector: {type: string}",
+    );
+    let file = dir.0.join("crd.yaml");
+    std::fs::write(&file, crd).unwrap();
+    ok(&server, &["apply", "-f", file.to_str().unwrap()]);
+    ok(
+        &server,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/widgets.example.com",
+            "--timeout=30s",
+        ],
+    );
+    let widget = dir.0.join("w.yaml");
+    std::fs::write(&widget, "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: default}\nspec: {size: 1}\n").unwrap();
+    ok(&server, &["apply", "-f", widget.to_str().unwrap()]);
+
+    ok(&server, &["scale", "widget", "w", "--replicas=3"]);
+    assert_eq!(
+        ok(&server, &["get", "widget", "w", "-o", "jsonpath={.spec.size}"]),
+        "3"
+    );
+    let scale: Value = serde_json::from_str(&ok(
+        &server,
+        &[
+            "get",
+            "--raw",
+            "/apis/example.com/v1/namespaces/default/widgets/w/scale",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        (scale["kind"].as_str(), scale["spec"]["replicas"].as_i64()),
+        (Some("Scale"), Some(3))
+    );
+    // A stale resourceVersion precondition and a negative count are refused; a dry run writes
+    // nothing.
+    let outdated = kubectl(
+        &server,
+        &["scale", "widget", "w", "--replicas=4", "--resource-version=1"],
+    );
+    assert!(
+        !outdated.success && outdated.stderr.contains("resource version"),
+        "{}",
+        outdated.stderr
+    );
+    let raw = dir.0.join("scale.json");
+    let path = "/apis/example.com/v1/namespaces/default/widgets/w/scale";
+    let mut stale_scale = scale.clone();
+    stale_scale["metadata"]["resourceVersion"] = "1".into();
+    stale_scale["spec"]["replicas"] = 4.into();
+    std::fs::write(&raw, stale_scale.to_string()).unwrap();
+    let refused = kubectl(&server, &["replace", "--raw", path, "-f", raw.to_str().unwrap()]);
+    assert!(
+        !refused.success && refused.stderr.contains("has been modified"),
+        "{}",
+        refused.stderr
+    );
+    let negative = kubectl(&server, &["scale", "widget", "w", "--replicas=-1"]);
+    assert!(!negative.success, "{}", negative.stdout);
+    ok(
+        &server,
+        &["scale", "widget", "w", "--replicas=9", "--dry-run=server"],
+    );
+    assert_eq!(
+        ok(&server, &["get", "widget", "w", "-o", "jsonpath={.spec.size}"]),
+        "3"
+    );
+}

@@ -234,6 +234,7 @@ pub(crate) async fn delete_collection(
             name: Some(name.clone()),
             sub: Subresource::Main,
             dry_run: target.dry_run,
+            scale: false,
         };
         match delete(server, &one, &name, query, &Bytes::new()).await {
             // Upstream lists the objects deleted (as they were), not one Status each.

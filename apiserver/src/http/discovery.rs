@@ -2,6 +2,7 @@
 //! and a minimal `/openapi/v3` built from the CRD schemas, so kubectl and kube-rs find every
 //! served kind.
 
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -73,6 +74,10 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
                 json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced,
                                   "kind": t.kind, "verbs": ["get", "patch", "update"]}),
             );
+        }
+        if t.scale.is_some() {
+            resources.push(json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
     }
     let group_version = if group.is_empty() {
@@ -154,9 +159,103 @@ pub fn openapi(registry: &Registry, group: &str, version: &str) -> Option<Value>
     }))
 }
 
+/// The media type of aggregated discovery documents (`apidiscovery.k8s.io/v2`).
+pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether the client asks for aggregated discovery before the legacy documents (kubectl
+/// 1.37 and kube-rs `Discovery::run_aggregated` do).
+fn wants_aggregated(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(ACCEPT).and_then(|a| a.to_str().ok()) else {
+        return false;
+    };
+    let Some(first) = accept.split(',').next() else {
+        return false;
+    };
+    let params: Vec<String> = first.split(';').map(|p| p.trim().replace(' ', "")).collect();
+    params.first().is_some_and(|m| m == "application/json")
+        && ["g=apidiscovery.k8s.io", "v=v2", "as=APIGroupDiscoveryList"]
+            .iter()
+            .all(|p| params.iter().any(|q| q == p))
+}
+
+fn response_kind(t: &ResourceType) -> Value {
+    json!({"group": t.group, "version": t.version, "kind": t.kind})
+}
+
+/// One group's aggregated document: every version (preferred first), its resources with their
+/// scope, verbs, names, categories and subresources.
+fn group_discovery(registry: &Registry, group: &str, versions: &[String]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|version| {
+            let resources: Vec<Value> = registry
+                .all()
+                .filter(|t| t.group == group && t.version == *version)
+                .map(|t| {
+                    let mut entry = json!({
+                        "resource": t.plural,
+                        "responseKind": response_kind(t),
+                        "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": t.singular,
+                        "verbs": if t.review { &["create"][..] } else { &VERBS[..] },
+                    });
+                    if !t.short_names.is_empty() {
+                        entry["shortNames"] = json!(t.short_names);
+                    }
+                    if !t.categories.is_empty() {
+                        entry["categories"] = json!(t.categories);
+                    }
+                    let mut subresources = Vec::new();
+                    if t.status_subresource {
+                        subresources.push(json!({"subresource": "status", "responseKind": response_kind(t),
+                            "verbs": ["get", "patch", "update"]}));
+                    }
+                    if t.scale.is_some() {
+                        subresources.push(json!({"subresource": "scale",
+                            "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+                            "verbs": ["get", "patch", "update"]}));
+                    }
+                    if !subresources.is_empty() {
+                        entry["subresources"] = Value::Array(subresources);
+                    }
+                    entry
+                })
+                .collect();
+            json!({"version": version, "resources": resources, "freshness": "Current"})
+        })
+        .collect();
+    let mut metadata = json!({"creationTimestamp": null});
+    if !group.is_empty() {
+        metadata["name"] = group.into();
+    }
+    json!({"metadata": metadata, "versions": versions})
+}
+
+/// The aggregated discovery document of `/api` (the core group) or `/apis` (every other).
+pub fn aggregated(registry: &Registry, core: bool) -> Value {
+    let items: Vec<Value> = if core {
+        vec![group_discovery(registry, "", &["v1".to_owned()])]
+    } else {
+        registry
+            .groups()
+            .iter()
+            .map(|(name, versions)| group_discovery(registry, name, versions))
+            .collect()
+    };
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
 /// Answers a discovery route.
-pub fn answer(server: &ApiServer, route: &Route) -> Response<Body> {
+pub fn answer(server: &ApiServer, route: &Route, headers: &HeaderMap) -> Response<Body> {
     let registry = server.registry();
+    if matches!(route, Route::CoreVersions | Route::Groups) && wants_aggregated(headers) {
+        let document = aggregated(&registry, matches!(route, Route::CoreVersions));
+        let mut response = json_response(StatusCode::OK, &document);
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(AGGREGATED));
+        return response;
+    }
     let found = match route {
         Route::CoreVersions => Some(json!({"kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})),

@@ -34,6 +34,8 @@ pub(crate) struct Target {
     pub(crate) sub: Subresource,
     /// `dryRun=All`: everything a write does but store it.
     pub(crate) dry_run: bool,
+    /// The request is on the object's `/scale` subresource.
+    pub(crate) scale: bool,
 }
 
 fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
@@ -48,9 +50,11 @@ fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
         (false, None) => String::new(),
         _ => return Err(ApiError::no_route()),
     };
+    let scale = path.subresource.as_deref() == Some("scale");
     let sub = match path.subresource.as_deref() {
         None => Subresource::Main,
         Some("status") if t.status_subresource => Subresource::Status,
+        Some("scale") if t.scale.is_some() && path.name.is_some() => Subresource::Main,
         Some(_) => return Err(ApiError::no_route()),
     };
     Ok(Target {
@@ -60,6 +64,7 @@ fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
         name: path.name,
         sub,
         dry_run: false,
+        scale,
     })
 }
 
@@ -99,6 +104,9 @@ pub(crate) async fn object(
             Err(e) => Err(e),
         },
         _ if target.t.review => Err(ApiError::method_not_allowed()),
+        (_, Some(name)) if target.scale => {
+            super::scale::scale(server, &target, &name, method, headers, query, &body).await
+        }
         (&Method::GET, None) if query.flag("watch") => {
             return super::watch::watch(server, &target.t, &target.namespace, query);
         }
@@ -319,7 +327,7 @@ async fn update(
     write_update(server, target, name, &old, candidate(target, &old, obj), query).await
 }
 
-async fn write_update(
+pub(crate) async fn write_update(
     server: &Arc<ApiServer>,
     target: &Target,
     name: &str,

@@ -14,6 +14,7 @@ pub mod patch;
 mod protobuf;
 mod reviews;
 pub mod route;
+mod scale;
 pub mod selectors;
 mod server;
 pub mod status;

@@ -332,7 +332,9 @@ impl ApiServer {
             }
             // Discovery is open to every authenticated user, as the default
             // `system:discovery` binding makes it in Kubernetes.
-            (Some(other), _) if parts.method == Method::GET => super::discovery::answer(&self, &other),
+            (Some(other), _) if parts.method == Method::GET => {
+                super::discovery::answer(&self, &other, &parts.headers)
+            }
             (Some(_), _) => error(&ApiError::method_not_allowed()),
         };
         let response = if super::protobuf::wants_protobuf(&parts.headers) && !query.flag("watch") {

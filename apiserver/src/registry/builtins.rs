@@ -29,6 +29,7 @@ fn builtin(
             "CustomResourceDefinition" | "Deployment" | "DaemonSet" | "PodDisruptionBudget" | "NetworkPolicy"
         ),
         review: false,
+        scale: None,
         selectable_fields: Vec::new(),
         validator: None,
         printer_columns: Vec::new(),
