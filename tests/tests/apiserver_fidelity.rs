@@ -683,3 +683,92 @@ fn kubectl_scales_a_custom_resource_through_its_scale_subresource() {
         "3"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_continued_list_reads_its_first_pages_snapshot_or_expires() {
+    use kube::api::ListParams;
+    let dir = Scratch::new("fidelity-pages").unwrap();
+    // A short watch history, so a few dozen writes compact the snapshot away.
+    let server = ApiServerProcess::start(&dir.0, &["--watch-history", "1"]).unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    let make = |name: &str| {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(name.into());
+        cm
+    };
+    for name in ["a", "b", "c", "d", "e"] {
+        configmaps
+            .create(&PostParams::default(), &make(name))
+            .await
+            .unwrap();
+    }
+    let first = configmaps.list(&ListParams::default().limit(2)).await.unwrap();
+    let names = |list: &kube::core::ObjectList<ConfigMap>| -> Vec<String> {
+        list.items
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect()
+    };
+    assert_eq!(names(&first), ["a", "b"]);
+    let token = first.metadata.continue_.clone().unwrap();
+
+    // Writes after the first page: the rest of the list is still the first page's snapshot.
+    configmaps.delete("c", &DeleteParams::default()).await.unwrap();
+    configmaps
+        .create(&PostParams::default(), &make("bb"))
+        .await
+        .unwrap();
+    let mut changed = configmaps.get("d").await.unwrap();
+    changed.data = Some([("k".to_owned(), "v".to_owned())].into());
+    configmaps
+        .replace("d", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+
+    let rest = configmaps
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(&rest), ["c", "d"]);
+    assert_eq!(rest.items[1].data, None, "d as it was");
+    assert_eq!(rest.metadata.resource_version, first.metadata.resource_version);
+    let last = configmaps
+        .list(&ListParams::default().continue_token(rest.metadata.continue_.as_deref().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(names(&last), ["e"]);
+    assert!(last.metadata.continue_.is_none());
+    // A fresh list sees the writes.
+    let now = configmaps.list(&ListParams::default()).await.unwrap();
+    assert_eq!(names(&now), ["a", "b", "bb", "d", "e"]);
+
+    // Once the history no longer reaches the snapshot: 410 Expired, as upstream.
+    for i in 0..40 {
+        configmaps
+            .create(&PostParams::default(), &make(&format!("x{i}")))
+            .await
+            .unwrap();
+    }
+    match configmaps
+        .list(&ListParams::default().continue_token(&token))
+        .await
+    {
+        Err(kube::Error::Api(status)) => assert_eq!((status.code, status.reason.as_str()), (410, "Expired")),
+        other => panic!("a compacted snapshot was served: {other:?}"),
+    }
+    // A revision the store has not reached: 504 Too large resource version (through kubectl:
+    // kube-rs retries a 504 with backoff for minutes, as it should for a transient one).
+    let ahead = kubectl(
+        &server,
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps?resourceVersion=999999",
+        ],
+    );
+    assert!(
+        !ahead.success && ahead.stderr.contains("Too large resource version"),
+        "{}",
+        ahead.stderr
+    );
+}

@@ -175,6 +175,18 @@ impl ApiError {
             StoreError::Expired { requested, oldest } => {
                 Self::expired(format!("too old resource version: {requested} ({oldest})"))
             }
+            // As upstream answers a resourceVersion it has not reached: 504, retry in a second.
+            StoreError::TooLarge { requested, current } => Self {
+                details: Some(
+                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                                     "retryAfterSeconds": 1}),
+                ),
+                ..Self::new(
+                    504,
+                    "Timeout",
+                    format!("Too large resource version: {requested}, current: {current}"),
+                )
+            },
             other => Self::internal(error_chain(&other)),
         }
     }

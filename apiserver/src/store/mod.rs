@@ -5,6 +5,7 @@ mod cache;
 pub mod names;
 mod rows;
 pub mod semantics;
+pub mod snapshot;
 mod sqlite;
 mod types;
 mod writer;

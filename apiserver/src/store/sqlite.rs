@@ -28,6 +28,7 @@ use super::semantics::{
     DeleteOutcome, Preconditions, Subresource, UpdateOutcome, WriteContext, prepare_create, prepare_delete,
     prepare_update,
 };
+use super::snapshot::{Change, rewind};
 use super::types::{Deleted, EventType, ResourceKey, StoreError, WatchEvent};
 use super::writer::{BATCH_MAX, Live, Op, Request, Writer, Written};
 
@@ -239,6 +240,75 @@ impl Store {
             .map(|r| parse(&r.get::<String, _>(0)))
             .collect::<Result<_, _>>()?;
         Ok((objects, revision))
+    }
+
+    /// Every object of a kind (in one namespace, or all) as it was at `revision`, sorted by
+    /// namespace and name: the objects now with the writes after `revision` undone from the
+    /// watch history, read in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Expired`] when the history no longer reaches back to `revision`;
+    /// [`StoreError::TooLarge`] when `revision` is newer than the store; database errors.
+    pub async fn list_at(
+        &self,
+        resource: &ResourceKey,
+        namespace: Option<&str>,
+        revision: u64,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("start a read"))?;
+        let current = current_revision(&mut *tx).await?;
+        if revision > current {
+            return Err(StoreError::TooLarge {
+                requested: revision,
+                current,
+            });
+        }
+        let oldest_kept = sqlx::query("SELECT MIN(revision) FROM events")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("read the history"))?
+            .get::<Option<i64>, _>(0)
+            .map_or(current + 1, |r| u64::try_from(r).unwrap_or(0));
+        if revision < current && revision + 1 < oldest_kept {
+            return Err(StoreError::Expired {
+                requested: revision,
+                oldest: oldest_kept.saturating_sub(1),
+            });
+        }
+        let objects = sqlx::query(
+            "SELECT namespace, name, body FROM objects WHERE resource = ?1 AND (?2 IS NULL OR namespace = ?2)",
+        )
+        .bind(resource.column())
+        .bind(namespace)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("list objects"))?;
+        let events = sqlx::query(
+            "SELECT namespace, name, type, prev_body FROM events
+             WHERE resource = ?1 AND revision > ?3 AND (?2 IS NULL OR namespace = ?2) ORDER BY revision",
+        )
+        .bind(resource.column())
+        .bind(namespace)
+        .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("read the history"))?;
+        tx.commit().await.map_err(db("finish a read"))?;
+        let now = objects
+            .iter()
+            .map(|r| Ok(((r.get(0), r.get(1)), parse(&r.get::<String, _>(2))?)))
+            .collect::<Result<_, StoreError>>()?;
+        let changes = events
+            .iter()
+            .map(|r| {
+                Ok(Change {
+                    key: (r.get(0), r.get(1)),
+                    event_type: EventType::parse(&r.get::<String, _>(2)).unwrap_or(EventType::Modified),
+                    previous: r.get::<Option<String>, _>(3).as_deref().map(parse).transpose()?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(rewind(now, changes).into_values().collect())
     }
 
     /// Creates an object (its name already set and validated by the caller).

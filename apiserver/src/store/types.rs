@@ -120,6 +120,15 @@ pub enum StoreError {
         /// The oldest revision that can still be resumed from.
         oldest: u64,
     },
+    /// The requested revision is newer than the store's: HTTP 504, as upstream answers a
+    /// resourceVersion it has not reached.
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooLarge {
+        /// The revision asked for.
+        requested: u64,
+        /// The store's revision.
+        current: u64,
+    },
     /// The database failed.
     #[error("failed to {action}")]
     Database {
@@ -157,6 +166,7 @@ impl StoreError {
             Self::Write(WriteError::BadRequest(_)) => "bad_request",
             Self::Write(WriteError::Forbidden(_)) => "forbidden",
             Self::Expired { .. } => "expired",
+            Self::TooLarge { .. } => "too_large",
             Self::Database { .. } | Self::Unavailable { .. } => "database",
             Self::Json { .. } => "json",
         }
