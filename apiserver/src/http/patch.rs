@@ -1,97 +1,14 @@
-//! Patch formats: JSON merge patch (RFC 7386) and JSON patch (RFC 6902, `test` included).
+//! Patch formats: JSON merge patch (RFC 7386) and JSON patch (RFC 6902, `test` included),
+//! through the `json-patch` crate (kube-runtime already builds it), with the one rule where the
+//! Kubernetes API server's library differs: a `test` of a missing member against `null` passes.
 
+use json_patch::{Patch, PatchErrorKind, PatchOperation};
 use serde_json::Value;
 
 /// Applies a JSON merge patch: objects merge key by key, `null` deletes, anything else
 /// replaces.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(serde_json::Map::new());
-    }
-    if let Value::Object(map) = target {
-        for (key, value) in patch {
-            if value.is_null() {
-                map.remove(key);
-            } else {
-                merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-    }
-}
-
-/// Decodes one JSON pointer token (`~1` is `/`, `~0` is `~`).
-fn token(s: &str) -> String {
-    s.replace("~1", "/").replace("~0", "~")
-}
-
-/// Splits a pointer into its parent pointer and last token.
-fn split(pointer: &str) -> Result<(&str, String), String> {
-    if pointer.is_empty() {
-        return Err("the root cannot be the target of this operation".into());
-    }
-    if !pointer.starts_with('/') {
-        return Err(format!("invalid JSON pointer {pointer:?}: must start with /"));
-    }
-    let (parent, last) = pointer.rsplit_once('/').unwrap_or(("", pointer));
-    Ok((parent, token(last)))
-}
-
-fn index(len: usize, last: &str, allow_end: bool) -> Result<usize, String> {
-    if allow_end && last == "-" {
-        return Ok(len);
-    }
-    let i: usize = last
-        .parse()
-        .map_err(|_| format!("invalid array index {last:?}"))?;
-    let max = if allow_end { len } else { len.saturating_sub(1) };
-    if (allow_end && i > len) || (!allow_end && (len == 0 || i > max)) {
-        return Err(format!("array index {i} out of bounds"));
-    }
-    Ok(i)
-}
-
-fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
-    if path.is_empty() {
-        *doc = value;
-        return Ok(());
-    }
-    let (parent, last) = split(path)?;
-    match doc.pointer_mut(parent) {
-        Some(Value::Object(map)) => {
-            map.insert(last, value);
-            Ok(())
-        }
-        Some(Value::Array(items)) => {
-            let i = index(items.len(), &last, true)?;
-            items.insert(i, value);
-            Ok(())
-        }
-        _ => Err(format!("the parent of {path:?} does not exist")),
-    }
-}
-
-fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
-    let (parent, last) = split(path)?;
-    match doc.pointer_mut(parent) {
-        Some(Value::Object(map)) => map
-            .remove(&last)
-            .ok_or_else(|| format!("{path:?} does not exist")),
-        Some(Value::Array(items)) => {
-            let i = index(items.len(), &last, false)?;
-            Ok(items.remove(i))
-        }
-        _ => Err(format!("{path:?} does not exist")),
-    }
-}
-
-fn get(doc: &Value, path: &str) -> Result<Value, String> {
-    doc.pointer(path)
-        .cloned()
-        .ok_or_else(|| format!("{path:?} does not exist"))
+    json_patch::merge(target, patch);
 }
 
 /// Applies a JSON patch: a list of operations, all or nothing.
@@ -99,48 +16,51 @@ fn get(doc: &Value, path: &str) -> Result<Value, String> {
 /// # Errors
 /// A message naming the failed operation; `doc` is unchanged then.
 pub fn json_patch(doc: &mut Value, operations: &Value) -> Result<(), String> {
-    let ops = operations
-        .as_array()
-        .ok_or("a JSON patch must be a list of operations")?;
+    if !operations.is_array() {
+        return Err("a JSON patch must be a list of operations".into());
+    }
+    let Patch(operations) =
+        serde_json::from_value(operations.clone()).map_err(|e| format!("the patch is malformed: {e}"))?;
     let mut work = doc.clone();
-    for (n, op) in ops.iter().enumerate() {
-        let field = |name: &str| {
-            op.get(name)
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("operation {n}: missing {name:?}"))
-        };
-        let value = || {
-            op.get("value")
-                .cloned()
-                .ok_or_else(|| format!("operation {n}: missing \"value\""))
-        };
-        let path = field("path")?;
-        let result = match field("op")? {
-            "add" => add(&mut work, path, value()?),
-            "remove" => remove(&mut work, path).map(drop),
-            "replace" => remove(&mut work, path).and_then(|_| add(&mut work, path, value()?)),
-            "move" => {
-                let from = field("from")?;
-                remove(&mut work, from).and_then(|moved| add(&mut work, path, moved))
-            }
-            "copy" => get(&work, field("from")?).and_then(|copied| add(&mut work, path, copied)),
-            "test" => {
-                // As the Kubernetes API server's JSON patch library: a missing member tests
-                // equal to null (kube-rs' finalizer helper relies on this).
-                let expected = value()?;
-                let actual = work.pointer(path).unwrap_or(&Value::Null);
-                if *actual == expected {
-                    Ok(())
-                } else {
-                    Err(format!("test failed: {path:?} is not {expected}"))
+    for (n, op) in operations.iter().enumerate() {
+        // As the Kubernetes API server's JSON patch library: a missing member tests equal to
+        // null (kube-rs' finalizer helper relies on this).
+        if let PatchOperation::Test(test) = op
+            && test.value.is_null()
+            && work.pointer(test.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(&mut work, std::slice::from_ref(op)).map_err(|e| {
+            let what = match e.kind {
+                PatchErrorKind::TestFailed => {
+                    format!("test failed: {:?} is not {}", e.path.as_str(), test_value(op))
                 }
-            }
-            other => Err(format!("unknown op {other:?}")),
-        };
-        result.map_err(|e| format!("operation {n} ({}): {e}", field("op").unwrap_or("?")))?;
+                other => format!("{other} ({:?})", e.path.as_str()),
+            };
+            format!("operation {n} ({}): {what}", op_name(op))
+        })?;
     }
     *doc = work;
     Ok(())
+}
+
+fn op_name(op: &PatchOperation) -> &'static str {
+    match op {
+        PatchOperation::Add(_) => "add",
+        PatchOperation::Remove(_) => "remove",
+        PatchOperation::Replace(_) => "replace",
+        PatchOperation::Move(_) => "move",
+        PatchOperation::Copy(_) => "copy",
+        PatchOperation::Test(_) => "test",
+    }
+}
+
+fn test_value(op: &PatchOperation) -> String {
+    match op {
+        PatchOperation::Test(test) => test.value.to_string(),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]
