@@ -71,6 +71,8 @@ pub struct ResourceType {
     pub review: bool,
     /// The CRD's `scale` subresource: where its replicas and selector are.
     pub scale: Option<ScalePaths>,
+    /// Its CRD is being deleted: objects are still read and deleted, no more are created.
+    pub terminating: bool,
     /// Fields usable in field selectors besides `metadata.name` and `metadata.namespace`.
     pub selectable_fields: Vec<String>,
     /// Schema admission, for custom resources.
@@ -174,6 +176,26 @@ impl Registry {
             );
         }
         Ok(types)
+    }
+
+    /// Marks the kinds of a CRD being deleted: no more of their objects may be created.
+    pub fn terminate_crd(&mut self, crd: &Value) {
+        let group = crd
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let plural = crd
+            .pointer("/spec/names/plural")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        for ((g, _, p), t) in &mut self.types {
+            if g == group && p == plural && t.validator.is_some() {
+                *t = Arc::new(ResourceType {
+                    terminating: true,
+                    ..ResourceType::clone(t)
+                });
+            }
+        }
     }
 
     /// Removes a CRD's kinds.
@@ -307,6 +329,7 @@ fn version_type(crd: &Value, v: &Value, validator: ResourceValidator) -> Resourc
         generation: true,
         review: false,
         scale: v.pointer("/subresources/scale").and_then(ScalePaths::of),
+        terminating: false,
         selectable_fields: v
             .get("selectableFields")
             .and_then(Value::as_array)

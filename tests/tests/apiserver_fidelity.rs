@@ -772,3 +772,124 @@ async fn a_continued_list_reads_its_first_pages_snapshot_or_expires() {
         ahead.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_crd_terminates_behind_its_finalizer_until_its_objects_are_gone() {
+    use futures_util::StreamExt;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{DynamicObject, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+    use kube::discovery::ApiResource;
+    let dir = Scratch::new("fidelity-crd-delete").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    let file = dir.0.join("crd.yaml");
+    std::fs::write(&file, widget_crd("self.size >= 0", "")).unwrap();
+    ok(&server, &["apply", "-f", file.to_str().unwrap()]);
+    ok(
+        &server,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/widgets.example.com",
+            "--timeout=30s",
+        ],
+    );
+    let widget = dir.0.join("w.yaml");
+    std::fs::write(
+        &widget,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: held, namespace: default, finalizers: [example.com/hold]}\nspec: {size: 1}\n",
+    )
+    .unwrap();
+    ok(&server, &["apply", "-f", widget.to_str().unwrap()]);
+
+    let client = client(&server).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crds.get("widgets.example.com").await.unwrap();
+    assert_eq!(
+        crd.metadata.finalizers.as_deref(),
+        Some(&["customresourcecleanup.apiextensions.k8s.io".to_owned()][..])
+    );
+    let answer = crds
+        .delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(answer.left().unwrap().metadata.deletion_timestamp.is_some());
+
+    // Terminating while its object is held; no new objects.
+    let terminating = until(|| {
+        let crd =
+            serde_json::from_str::<Value>(&ok(&server, &["get", "crd", "widgets.example.com", "-o", "json"]))
+                .ok()?;
+        let condition = crd["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Terminating")?
+            .clone();
+        Some(condition)
+    });
+    assert_eq!(terminating["status"], "True");
+    let resource = ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    };
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
+    let held = widgets.get("held").await.unwrap();
+    assert!(
+        held.metadata.deletion_timestamp.is_some(),
+        "its object is being deleted"
+    );
+    let mut another = DynamicObject::new("another", &resource);
+    another.data = serde_json::json!({"spec": {"size": 1}});
+    match widgets.create(&PostParams::default(), &another).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 405, "{status:?}"),
+        other => panic!("created while terminating: {other:?}"),
+    }
+
+    // A watcher that starts now sees the CRD go once its object's finalizer is removed.
+    let rv = crds
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = crds
+        .watch(&WatchParams::default().timeout(30), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let release = serde_json::json!({"metadata": {"finalizers": null}});
+    widgets
+        .patch("held", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+    let deleted = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(event) = events.next().await {
+            if let Ok(WatchEvent::Deleted(crd)) = event {
+                return crd;
+            }
+        }
+        panic!("the watch ended without DELETED");
+    })
+    .await
+    .unwrap();
+    assert_eq!(deleted.metadata.name.as_deref(), Some("widgets.example.com"));
+    assert!(crds.get_opt("widgets.example.com").await.unwrap().is_none());
+}
+
+/// Polls `f` until it returns Some, for up to 30 seconds.
+fn until<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached in 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

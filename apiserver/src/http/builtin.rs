@@ -17,7 +17,26 @@ fn invalid(path: &str, value: &Value, detail: &str) -> FieldError {
 pub(crate) fn admit(group: &str, kind: &str, obj: &mut Value, old: Option<&Value>) -> Vec<FieldError> {
     match (group, kind) {
         ("", "Secret") => secret(obj, old),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") if old.is_none() => {
+            crd_finalizer(obj);
+            Vec::new()
+        }
         _ => Vec::new(),
+    }
+}
+
+/// A new CRD gets the finalizer that holds it, once deleted, until its objects are gone.
+fn crd_finalizer(obj: &mut Value) {
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let finalizers = meta
+        .entry("finalizers")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(list) = finalizers
+        && !list.iter().any(|f| f == super::lifecycle::CRD_CLEANUP)
+    {
+        list.push(super::lifecycle::CRD_CLEANUP.into());
     }
 }
 

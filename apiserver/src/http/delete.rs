@@ -201,6 +201,9 @@ pub(crate) async fn delete(
     } else if finalizer.is_some() {
         super::lifecycle::propagate(server, &target.key, &deleted.object);
     }
+    if !deleted.removed && target.key == crate::registry::crd_key() {
+        super::lifecycle::terminate_crd(server, &deleted.object);
+    }
     Ok(Reply::ok(if deleted.removed {
         success(target, &deleted.object)
     } else {

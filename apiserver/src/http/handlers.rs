@@ -366,6 +366,17 @@ async fn create_object(
         set_meta(&mut obj, "name", generate_name(&prefix, suffix).into());
     }
     let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
+    if t.terminating {
+        return Err(ApiError {
+            code: 405,
+            reason: "MethodNotAllowed",
+            message: format!(
+                "create not allowed while custom resource definition is terminating ({}.{})",
+                t.plural, t.group
+            ),
+            details: None,
+        });
+    }
     let name_errors = check_name(&name, t.name_rule(), "metadata.name");
     if !name_errors.is_empty() {
         return Err(ApiError::invalid(&t.kind, &t.group, &name, &name_errors));

@@ -80,6 +80,162 @@ pub(crate) fn after_removal(server: &Arc<ApiServer>, key: &ResourceKey, obj: &Va
     });
 }
 
+/// The finalizer that holds a CRD being deleted until its objects are gone, as upstream's.
+pub(crate) const CRD_CLEANUP: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// A CRD was marked for deletion (its cleanup finalizer holds it): in the background, as
+/// upstream's finalizer controller, mark it `Terminating`, refuse new objects of its kinds,
+/// delete every object (each as a delete would: its own finalizers are honoured and waited
+/// for), then stop serving the kinds and drop the finalizer, which removes the CRD (watchers see
+/// it `DELETED`). Resumed after a restart.
+pub(crate) fn terminate_crd(server: &Arc<ApiServer>, crd: &Value) {
+    let holds = crd
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| f.iter().any(|v| v == CRD_CLEANUP));
+    if !holds || meta_str(crd, "deletionTimestamp").is_none() {
+        return;
+    }
+    let server = Arc::clone(server);
+    let crd = crd.clone();
+    tokio::spawn(async move {
+        let name = meta_str(&crd, "name").unwrap_or_default().to_owned();
+        if let Err(e) = cleanup_crd(&server, &crd).await {
+            tracing::warn!(
+                crd = name,
+                error = e,
+                "failed to finish deleting a CRD; retried at the next start"
+            );
+        }
+    });
+}
+
+async fn cleanup_crd(server: &Arc<ApiServer>, crd: &Value) -> Result<(), String> {
+    let name = meta_str(crd, "name").unwrap_or_default().to_owned();
+    server.with_registry(|r| r.terminate_crd(crd));
+    mark_terminating(server, crd).await;
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    delete_until_gone(server, &ResourceKey::new(group, plural)).await?;
+    server.with_registry(|r| r.unregister_crd(crd));
+    release_crd(server, &name).await?;
+    tracing::info!(crd = name, "CRD deleted with its objects");
+    Ok(())
+}
+
+fn system_write<'a>(now: &'a str, uid: &'a str, status_subresource: bool) -> WriteContext<'a> {
+    WriteContext {
+        now,
+        uid,
+        status_subresource,
+        generation: true,
+    }
+}
+
+/// Adds the `Terminating` condition to a CRD being deleted.
+async fn mark_terminating(server: &ApiServer, crd: &Value) {
+    let name = meta_str(crd, "name").unwrap_or_default();
+    let mut conditions: Vec<Value> = crd
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if conditions.iter().any(|c| c["type"] == "Terminating") {
+        return;
+    }
+    let (now, uid) = (now(), new_uid());
+    conditions.push(
+        json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress",
+        "message": "CustomResource deletion is in progress", "lastTransitionTime": now}),
+    );
+    let mut marked = crd.clone();
+    marked["status"]["conditions"] = Value::Array(conditions);
+    let ctx = system_write(&now, &uid, true);
+    if let Err(e) = server
+        .store
+        .update(&crd_key(), "", name, marked, Subresource::Status, &ctx)
+        .await
+    {
+        tracing::info!(
+            crd = name,
+            error = error_chain(&e),
+            "could not mark the CRD Terminating"
+        );
+    }
+}
+
+/// Deletes every object of a kind, as a delete request would (their finalizers honoured), and
+/// waits until they are all gone.
+async fn delete_until_gone(server: &Arc<ApiServer>, key: &ResourceKey) -> Result<(), String> {
+    let mut changes = server.store.subscribe(key);
+    loop {
+        let (items, _) = server.store.list(key, None).await.map_err(|e| error_chain(&e))?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (now, uid) = (now(), new_uid());
+        let ctx = system_write(&now, &uid, false);
+        for obj in items
+            .iter()
+            .filter(|o| meta_str(o, "deletionTimestamp").is_none())
+        {
+            let (ns, name) = (
+                meta_str(obj, "namespace").unwrap_or_default(),
+                meta_str(obj, "name").unwrap_or_default(),
+            );
+            match server
+                .store
+                .delete(key, ns, name, &Preconditions::default(), &ctx)
+                .await
+            {
+                Ok(deleted) if deleted.removed => after_removal(server, key, &deleted.object),
+                Ok(_) | Err(crate::store::StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(error_chain(&e)),
+            }
+        }
+        // Objects held by their finalizers go when their controllers release them.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), changes.recv()).await;
+    }
+}
+
+/// Drops the cleanup finalizer of a CRD whose objects are gone, which removes it.
+async fn release_crd(server: &Arc<ApiServer>, name: &str) -> Result<(), String> {
+    let current = server
+        .store
+        .get(&crd_key(), "", name)
+        .await
+        .map_err(|e| error_chain(&e))?
+        .ok_or_else(|| "the CRD is gone".to_owned())?;
+    let finalizers: Vec<Value> = current
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter(|v| *v != CRD_CLEANUP).cloned().collect())
+        .unwrap_or_default();
+    let mut released = current;
+    set_meta(&mut released, "finalizers", Value::Array(finalizers));
+    let (now, uid) = (now(), new_uid());
+    let ctx = system_write(&now, &uid, true);
+    let written = server
+        .store
+        .update(&crd_key(), "", name, released, Subresource::Main, &ctx)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let gone = written
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    if gone {
+        after_removal(server, &crd_key(), &written);
+    }
+    Ok(())
+}
+
 async fn remove_all(server: &ApiServer, key: &ResourceKey) {
     let Ok((items, _)) = server.store.list(key, None).await else {
         return;
@@ -316,6 +472,11 @@ pub(crate) fn propagate(server: &Arc<ApiServer>, key: &ResourceKey, obj: &Value)
 
 /// After a restart: resumes the propagation of owners that were being deleted.
 pub(crate) async fn resume(server: &Arc<ApiServer>) {
+    if let Ok((crds, _)) = server.store.list(&crd_key(), None).await {
+        for crd in crds.iter().filter(|c| meta_str(c, "deletionTimestamp").is_some()) {
+            terminate_crd(server, crd);
+        }
+    }
     let mut keys: Vec<ResourceKey> = server
         .registry()
         .all()

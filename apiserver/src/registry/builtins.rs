@@ -30,6 +30,7 @@ fn builtin(
         ),
         review: false,
         scale: None,
+        terminating: false,
         selectable_fields: Vec::new(),
         validator: None,
         printer_columns: Vec::new(),
