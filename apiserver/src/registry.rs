@@ -73,6 +73,8 @@ pub struct ResourceType {
     pub scale: Option<ScalePaths>,
     /// Its CRD is being deleted: objects are still read and deleted, no more are created.
     pub terminating: bool,
+    /// The version its objects are stored at (a CRD's storage version; its own for built-ins).
+    pub storage_version: String,
     /// Fields usable in field selectors besides `metadata.name` and `metadata.namespace`.
     pub selectable_fields: Vec<String>,
     /// Schema admission, for custom resources.
@@ -82,8 +84,13 @@ pub struct ResourceType {
 }
 
 impl ResourceType {
-    /// The storage key (group and plural; the same for every version).
+    /// The storage key (group and plural; the same for every version). Events of
+    /// `events.k8s.io` are the core group's, one resource seen through two versions, as
+    /// upstream stores them.
     pub fn key(&self) -> ResourceKey {
+        if self.group == "events.k8s.io" && self.plural == "events" {
+            return ResourceKey::new("", "events");
+        }
         ResourceKey::new(&self.group, &self.plural)
     }
 
@@ -330,6 +337,17 @@ fn version_type(crd: &Value, v: &Value, validator: ResourceValidator) -> Resourc
         review: false,
         scale: v.pointer("/subresources/scale").and_then(ScalePaths::of),
         terminating: false,
+        storage_version: crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .and_then(|vs| {
+                vs.iter()
+                    .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+            })
+            .and_then(|v| v.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         selectable_fields: v
             .get("selectableFields")
             .and_then(Value::as_array)

@@ -893,3 +893,144 @@ fn until<T>(mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_event_versions_are_one_store() {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::ListParams;
+    let dir = Scratch::new("fidelity-events").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    let client = client(&server).await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    // As kube-runtime's recorder writes them: events.k8s.io/v1.
+    let recorded: Event = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "job.1", "namespace": "default"},
+        "regarding": {"kind": "SelfplayJob", "name": "job", "namespace": "default", "apiVersion": "ringrift.ai/v1alpha1"},
+        "note": "3 tasks started", "reason": "Started", "type": "Normal", "action": "Dispatch",
+        "reportingController": "ringrift.ai/controller", "reportingInstance": "c-1",
+        "eventTime": "2026-12-05T10:00:00.000000Z",
+    }))
+    .unwrap();
+    events.create(&PostParams::default(), &recorded).await.unwrap();
+    let seen = core.get("job.1").await.unwrap();
+    assert_eq!(seen.message.as_deref(), Some("3 tasks started"));
+    assert_eq!(seen.involved_object.name.as_deref(), Some("job"));
+    assert_eq!(
+        seen.reporting_component.as_deref(),
+        Some("ringrift.ai/controller")
+    );
+    let described = ok(
+        &server,
+        &[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            "involvedObject.name=job",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(
+        described.contains("job.1"),
+        "kubectl get events shows it: {described}"
+    );
+
+    // And a core/v1 Event through events.k8s.io/v1, with its field selectors.
+    let mut old = CoreEvent::default();
+    old.metadata.name = Some("task.1".into());
+    old.involved_object = ObjectReference {
+        kind: Some("Task".into()),
+        name: Some("t".into()),
+        ..ObjectReference::default()
+    };
+    old.message = Some("lost".into());
+    old.reason = Some("Lost".into());
+    old.count = Some(3);
+    core.create(&PostParams::default(), &old).await.unwrap();
+    let new = events.get("task.1").await.unwrap();
+    assert_eq!(
+        (new.note.as_deref(), new.deprecated_count),
+        (Some("lost"), Some(3))
+    );
+    assert_eq!(new.regarding.unwrap().name.as_deref(), Some("t"));
+    let selected = events
+        .list(&ListParams::default().fields("regarding.name=t"))
+        .await
+        .unwrap();
+    assert_eq!(selected.items.len(), 1);
+    assert_eq!(core.list(&ListParams::default()).await.unwrap().items.len(), 2);
+}
+
+#[test]
+fn a_multi_version_crd_stores_at_its_storage_version_pruned_by_its_schema() {
+    let dir = Scratch::new("fidelity-versions").unwrap();
+    let server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    let crd = r"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object, properties: {size: {type: integer}}}}}}
+  - name: v2
+    served: true
+    storage: false
+    schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object, properties: {size: {type: integer}, colour: {type: string}}}}}}
+";
+    let file = dir.0.join("crd.yaml");
+    std::fs::write(&file, crd).unwrap();
+    ok(&server, &["apply", "-f", file.to_str().unwrap()]);
+    ok(
+        &server,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/gadgets.example.com",
+            "--timeout=30s",
+        ],
+    );
+    let gadget = dir.0.join("g.yaml");
+    std::fs::write(
+        &gadget,
+        "apiVersion: example.com/v2\nkind: Gadget\nmetadata: {name: g, namespace: default}\nspec: {size: 2, colour: red}\n",
+    )
+    .unwrap();
+    let created = ok(&server, &["create", "-f", gadget.to_str().unwrap(), "-o", "json"]);
+    let created: Value = serde_json::from_str(&created).unwrap();
+    assert_eq!(
+        created["apiVersion"], "example.com/v2",
+        "answered in the version asked"
+    );
+    assert_eq!(
+        created["spec"],
+        serde_json::json!({"size": 2}),
+        "pruned against the storage version's schema"
+    );
+    let v1: Value = serde_json::from_str(&ok(
+        &server,
+        &[
+            "get",
+            "--raw",
+            "/apis/example.com/v1/namespaces/default/gadgets/g",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(v1["apiVersion"], "example.com/v1");
+    assert_eq!(v1["spec"], serde_json::json!({"size": 2}));
+    let v2: Value = serde_json::from_str(&ok(
+        &server,
+        &["get", "--raw", "/apis/example.com/v2/namespaces/default/gadgets"],
+    ))
+    .unwrap();
+    assert_eq!(v2["items"][0]["apiVersion"], "example.com/v2");
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::convert::from_storage;
 use super::handlers::{Reply, Target, selectors};
 use super::meta::{meta_str, set_meta, write_context};
 use super::server::{ApiServer, Query, new_uid, now};
@@ -160,8 +161,8 @@ pub(crate) async fn delete(
                 let deleted = crate::store::semantics::prepare_delete(&would, &preconditions, &ctx)
                     .map_err(|e| ApiError::from_store(e.into(), &target.key, name))?;
                 return Ok(Reply::ok(match deleted {
-                    DeleteOutcome::MarkDeleting(marked) => marked,
-                    DeleteOutcome::AlreadyDeleting => would,
+                    DeleteOutcome::MarkDeleting(marked) => from_storage(&target.t, marked),
+                    DeleteOutcome::AlreadyDeleting => from_storage(&target.t, would),
                     DeleteOutcome::Remove => success(target, &would),
                 }));
             }
@@ -188,7 +189,7 @@ pub(crate) async fn delete(
         return Ok(Reply::ok(if would.removed {
             success(target, &would.object)
         } else {
-            would.object
+            from_storage(&target.t, would.object)
         }));
     }
     let deleted = server
@@ -207,7 +208,7 @@ pub(crate) async fn delete(
     Ok(Reply::ok(if deleted.removed {
         success(target, &deleted.object)
     } else {
-        deleted.object
+        from_storage(&target.t, deleted.object)
     }))
 }
 
@@ -241,7 +242,7 @@ pub(crate) async fn delete_collection(
         };
         match delete(server, &one, &name, query, &Bytes::new()).await {
             // Upstream lists the objects deleted (as they were), not one Status each.
-            Ok(_) => deleted.push(obj),
+            Ok(_) => deleted.push(from_storage(&target.t, obj)),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

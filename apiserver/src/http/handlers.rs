@@ -8,6 +8,7 @@ use hyper::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::admission::{admit, candidate, check_identity, content_type, decode, decode_object};
+use super::convert::{from_storage, to_storage};
 use super::meta::{meta_str, set_meta, write_context};
 use super::params::Verb;
 use super::patch::{json_patch, merge_patch};
@@ -153,6 +154,21 @@ impl Reply {
     }
 }
 
+/// An object as the request's version shows it (stored objects may be in another form:
+/// `convert`).
+pub(crate) async fn stored(
+    server: &ApiServer,
+    target: &Target,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
+    server
+        .store
+        .get(&target.key, &target.namespace, name)
+        .await
+        .map(|found| found.map(|obj| from_storage(&target.t, obj)))
+        .map_err(|e| ApiError::from_store(e, &target.key, name))
+}
+
 /// Whether the client asked for a server-side `Table` (kubectl does).
 fn wants_table(headers: &HeaderMap) -> bool {
     headers
@@ -170,14 +186,13 @@ async fn get(
 ) -> Result<Reply, ApiError> {
     // A single object is read as now, once the store has reached any resourceVersion named.
     reached(server, query).await?;
-    match server.store.get(&target.key, &target.namespace, name).await {
-        Ok(Some(obj)) if wants_table(headers) => {
+    match stored(server, target, name).await? {
+        Some(obj) if wants_table(headers) => {
             let metadata = json!({"resourceVersion": meta_str(&obj, "resourceVersion").unwrap_or_default()});
             Ok(Reply::ok(super::table::table(&target.t, &[obj], &metadata)))
         }
-        Ok(Some(obj)) => Ok(Reply::ok(obj)),
-        Ok(None) => Err(ApiError::not_found(&target.key, name)),
-        Err(e) => Err(ApiError::from_store(e, &target.key, name)),
+        Some(obj) => Ok(Reply::ok(obj)),
+        None => Err(ApiError::not_found(&target.key, name)),
     }
 }
 
@@ -311,6 +326,7 @@ async fn list(
     let start = continued.as_ref().map(|(_, start)| start.as_str());
     let mut items: Vec<Value> = items
         .into_iter()
+        .map(|o| from_storage(&target.t, o))
         .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
         .filter(|o| start.is_none_or(|c| list_key(o).as_str() > c))
         .collect();
@@ -390,6 +406,7 @@ async fn create_object(
         }
     }
     let warnings = admit(target, &mut obj, None, query)?;
+    let obj = to_storage(&server.registry(), t, obj);
     let (now, uid) = (now(), new_uid());
     let ctx = write_context(t, &now, &uid);
     let created = if target.dry_run {
@@ -408,7 +425,7 @@ async fn create_object(
     };
     Ok(Reply {
         status: StatusCode::CREATED,
-        body: created,
+        body: from_storage(t, created),
         warnings,
     })
 }
@@ -429,11 +446,8 @@ async fn update(
             "the name of the object ({given}) does not match the name on the URL ({name})"
         )));
     }
-    let old = server
-        .store
-        .get(&target.key, &target.namespace, name)
-        .await
-        .map_err(|e| ApiError::from_store(e, &target.key, name))?
+    let old = stored(server, target, name)
+        .await?
         .ok_or_else(|| ApiError::not_found(&target.key, name))?;
     write_update(server, target, name, &old, candidate(target, &old, obj), query).await
 }
@@ -447,6 +461,7 @@ pub(crate) async fn write_update(
     query: &Query,
 ) -> Result<Reply, ApiError> {
     let warnings = admit(target, &mut obj, Some(old), query)?;
+    let obj = to_storage(&server.registry(), &target.t, obj);
     let (now, uid) = (now(), new_uid());
     if target.dry_run {
         let would = server
@@ -463,7 +478,7 @@ pub(crate) async fn write_update(
             .map_err(|e| ApiError::from_store(e, &target.key, name))?;
         return Ok(Reply {
             status: StatusCode::OK,
-            body: would,
+            body: from_storage(&target.t, would),
             warnings,
         });
     }
@@ -491,7 +506,7 @@ pub(crate) async fn write_update(
     let written = super::lifecycle::after_write(server, &target.key, written).await;
     Ok(Reply {
         status: StatusCode::OK,
-        body: written,
+        body: from_storage(&target.t, written),
         warnings,
     })
 }
@@ -514,12 +529,7 @@ async fn patch(
     }
     let pinned = patch.pointer("/metadata/resourceVersion").is_some();
     for _ in 0..PATCH_RETRIES {
-        let old = server
-            .store
-            .get(&target.key, &target.namespace, name)
-            .await
-            .map_err(|e| ApiError::from_store(e, &target.key, name))?;
-        let Some(old) = old else {
+        let Some(old) = stored(server, target, name).await? else {
             if apply && target.sub == Subresource::Main {
                 let mut obj = patch.clone();
                 check_identity(target, &mut obj)?;

@@ -3,6 +3,7 @@
 mod access;
 mod admission;
 mod builtin;
+mod convert;
 mod delete;
 pub mod discovery;
 mod handlers;

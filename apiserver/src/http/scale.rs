@@ -69,11 +69,8 @@ pub(crate) async fn scale(
     let Some(paths) = target.t.scale.clone() else {
         return Err(ApiError::no_route());
     };
-    let old = server
-        .store
-        .get(&target.key, &target.namespace, name)
-        .await
-        .map_err(|e| ApiError::from_store(e, &target.key, name))?
+    let old = super::handlers::stored(server, target, name)
+        .await?
         .ok_or_else(|| ApiError::not_found(&target.key, name))?;
     let current = scale_of(&old, &paths);
     let wanted = match *method {

@@ -140,6 +140,7 @@ impl ApiServer {
                 tracing::warn!(crd = name, errors = ?errors, "stored CRD is not servable; skipped");
             }
         }
+        super::convert::migrate_events(&store).await?;
         let namespaces = ResourceKey::new("", "namespaces");
         for name in INITIAL_NAMESPACES {
             if store.get(&namespaces, "", name).await?.is_none() {

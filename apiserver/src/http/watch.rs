@@ -168,7 +168,7 @@ async fn stream(
                 last = rv;
                 for event in history {
                     last = event.revision;
-                    if !send(tx, filter, &event).await {
+                    if !send(tx, filter, &view(t, &event)).await {
                         return;
                     }
                 }
@@ -190,8 +190,9 @@ async fn stream(
         let Ok((items, revision)) = server.store.list(&key, scope).await else {
             return;
         };
-        for obj in items.iter().filter(|o| filter.selects(o)) {
-            if tx.send(line("ADDED", obj)).await.is_err() {
+        let items = items.into_iter().map(|o| super::convert::from_storage(t, o));
+        for obj in items.filter(|o| filter.selects(o)) {
+            if tx.send(line("ADDED", &obj)).await.is_err() {
                 return;
             }
         }
@@ -219,6 +220,7 @@ async fn stream(
                     match received {
                         Ok(event) if event.resource == key && event.revision > last => {
                             last = event.revision;
+                            let event = view(t, &event);
                             if let Some(event_type) = seen(filter, &event) {
                                 push_line(&mut chunk, event_type, &event.body);
                             }
@@ -250,6 +252,25 @@ async fn stream(
             }
         }
     }
+}
+
+/// A store event as a watcher of `t`'s version sees it: as stored, or converted (the objects
+/// of `events.k8s.io` Events and of CRD versions other than the storage one).
+fn view<'a>(t: &ResourceType, event: &'a WatchEvent) -> std::borrow::Cow<'a, WatchEvent> {
+    if !super::convert::converts(t) {
+        return std::borrow::Cow::Borrowed(event);
+    }
+    let object = super::convert::from_storage(t, (*event.object).clone());
+    let body: Arc<str> = serde_json::to_string(&object).unwrap_or_default().into();
+    std::borrow::Cow::Owned(WatchEvent {
+        object: Arc::new(object),
+        body,
+        previous: event
+            .previous
+            .as_ref()
+            .map(|p| Arc::new(super::convert::from_storage(t, (**p).clone()))),
+        ..event.clone()
+    })
 }
 
 /// Sends one store event as the client sees it through its selectors. False when the client is

@@ -31,6 +31,7 @@ fn builtin(
         review: false,
         scale: None,
         terminating: false,
+        storage_version: version.into(),
         selectable_fields: Vec::new(),
         validator: None,
         printer_columns: Vec::new(),
