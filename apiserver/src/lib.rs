@@ -18,4 +18,5 @@ pub mod proto;
 pub mod registry;
 pub mod run;
 pub mod schema;
+pub mod ssa;
 pub mod store;

@@ -2,6 +2,7 @@
 //! reading YAML fixtures, and running the real binaries ([`process`]).
 
 pub mod agent;
+pub mod api;
 pub mod chart;
 pub mod chart_install;
 pub mod cluster;

@@ -239,6 +239,7 @@ pub(crate) async fn delete_collection(
             sub: Subresource::Main,
             dry_run: target.dry_run,
             scale: false,
+            manager: target.manager.clone(),
         };
         match delete(server, &one, &name, query, &Bytes::new()).await {
             // Upstream lists the objects deleted (as they were), not one Status each.

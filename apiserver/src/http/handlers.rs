@@ -37,6 +37,58 @@ pub(crate) struct Target {
     pub(crate) dry_run: bool,
     /// The request is on the object's `/scale` subresource.
     pub(crate) scale: bool,
+    /// The field manager of a write: `fieldManager`, else the User-Agent's product (`kubectl`).
+    pub(crate) manager: String,
+}
+
+impl Target {
+    /// The kind's schema, where its lists declare how they merge (custom resources).
+    fn schema(&self) -> Option<&Value> {
+        self.t.validator.as_ref().map(|v| v.schema())
+    }
+
+    /// The subresource a write goes through, as managed fields name it.
+    fn subresource_name(&self) -> &'static str {
+        match (self.sub, self.scale) {
+            (_, true) => "scale",
+            (Subresource::Status, _) => "status",
+            (Subresource::Main, false) => "",
+        }
+    }
+
+    /// Records a write that is not an apply: the fields it changes become its manager's.
+    pub(crate) fn record_update(&self, old: Option<&Value>, new: &mut Value) {
+        crate::ssa::record_update(
+            old,
+            new,
+            self.schema(),
+            &self.manager,
+            &now(),
+            self.subresource_name(),
+        );
+    }
+}
+
+/// The field manager of a request, as upstream picks it.
+fn field_manager(query: &Query, headers: &HeaderMap) -> Result<String, ApiError> {
+    if let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) {
+        if manager.len() > 128 || manager.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "invalid query parameter fieldManager={manager:?}: must be at most 128 printable characters"
+            )));
+        }
+        return Ok(manager.to_owned());
+    }
+    let agent = headers
+        .get(hyper::header::USER_AGENT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or_default();
+    let product = agent.split('/').next().unwrap_or_default().trim();
+    Ok(if product.is_empty() {
+        "unknown".to_owned()
+    } else {
+        product.chars().take(128).collect()
+    })
 }
 
 fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
@@ -66,6 +118,7 @@ fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
         sub,
         dry_run: false,
         scale,
+        manager: String::new(),
     })
 }
 
@@ -97,6 +150,10 @@ pub(crate) async fn object(
     let apply = content_type(headers) == "application/apply-patch+yaml";
     target.dry_run = match super::params::check(query, verb, apply) {
         Ok(dry_run) => dry_run,
+        Err(e) => return error(&e),
+    };
+    target.manager = match field_manager(query, headers) {
+        Ok(manager) => manager,
         Err(e) => return error(&e),
     };
     let result = match (method, target.name.clone()) {
@@ -363,6 +420,7 @@ async fn create(
 ) -> Result<Reply, ApiError> {
     let mut obj = decode_object(headers, body)?;
     check_identity(target, &mut obj)?;
+    target.record_update(None, &mut obj);
     create_object(server, target, obj, query).await
 }
 
@@ -449,7 +507,9 @@ async fn update(
     let old = stored(server, target, name)
         .await?
         .ok_or_else(|| ApiError::not_found(&target.key, name))?;
-    write_update(server, target, name, &old, candidate(target, &old, obj), query).await
+    let mut obj = candidate(target, &old, obj);
+    target.record_update(Some(&old), &mut obj);
+    write_update(server, target, name, &old, obj, query).await
 }
 
 pub(crate) async fn write_update(
@@ -511,6 +571,49 @@ pub(crate) async fn write_update(
     })
 }
 
+/// A server-side apply of `config` over `old` (none: it creates): the object to write, or 409
+/// naming each conflict as upstream words it.
+fn server_side_apply(
+    target: &Target,
+    old: Option<&Value>,
+    config: &Value,
+    query: &Query,
+) -> Result<Value, ApiError> {
+    let (now, api_version) = (now(), target.t.api_version());
+    let who = crate::ssa::Applier {
+        manager: &target.manager,
+        force: query.flag("force"),
+        api_version: &api_version,
+        now: &now,
+        subresource: target.subresource_name(),
+    };
+    crate::ssa::apply(old, config, target.schema(), &who).map_err(|conflicts| {
+        let count = conflicts.len();
+        let listed: Vec<String> = conflicts
+            .iter()
+            .map(|c| format!("conflict with \"{}\" using {api_version}: {}", c.manager, c.field))
+            .collect();
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|c| {
+                json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\" using {api_version}", c.manager),
+                       "field": c.field})
+            })
+            .collect();
+        ApiError {
+            code: 409,
+            reason: "Conflict",
+            message: format!(
+                "Apply failed with {count} conflict{}: {}",
+                if count == 1 { "" } else { "s" },
+                listed.join("\n")
+            ),
+            details: Some(json!({"name": meta_str(config, "name").unwrap_or_default(), "group": target.t.group,
+                                 "kind": target.t.plural, "causes": causes})),
+        }
+    })
+}
+
 async fn patch(
     server: &Arc<ApiServer>,
     target: &Target,
@@ -542,6 +645,7 @@ async fn patch(
                     }
                     Some(_) => {}
                 }
+                let obj = server_side_apply(target, None, &obj, query)?;
                 return create_object(server, target, obj, query).await;
             }
             return Err(ApiError::not_found(&target.key, name));
@@ -570,11 +674,16 @@ async fn patch(
                     ApiError::bad_request(format!("the strategic merge patch could not be applied: {e}"))
                 })?;
             }
-            "application/merge-patch+json" | "application/apply-patch+yaml" => {
+            "application/merge-patch+json" => {
                 if !patch.is_object() {
                     return Err(ApiError::bad_request("a merge patch must be an object"));
                 }
                 merge_patch(&mut patched, &patch);
+            }
+            "application/apply-patch+yaml" => {
+                let mut config = patch.clone();
+                check_identity(target, &mut config)?;
+                patched = server_side_apply(target, Some(&old), &config, query)?;
             }
             other => return Err(ApiError::unsupported_media_type(other)),
         }
@@ -582,16 +691,11 @@ async fn patch(
             return Err(ApiError::bad_request("a patch may not change metadata.name"));
         }
         check_identity(target, &mut patched)?;
-        match write_update(
-            server,
-            target,
-            name,
-            &old,
-            candidate(target, &old, patched),
-            query,
-        )
-        .await
-        {
+        let mut patched = candidate(target, &old, patched);
+        if !apply {
+            target.record_update(Some(&old), &mut patched);
+        }
+        match write_update(server, target, name, &old, patched, query).await {
             Err(e) if e.reason == "Conflict" && !pinned => {}
             other => return other,
         }

@@ -132,8 +132,11 @@ pub(crate) async fn scale(
         sub: crate::store::semantics::Subresource::Main,
         dry_run: target.dry_run,
         scale: false,
+        manager: target.manager.clone(),
     };
-    let written = write_update(server, &main, name, &old, candidate(&main, &old, obj), query).await?;
+    let mut obj = candidate(&main, &old, obj);
+    target.record_update(Some(&old), &mut obj);
+    let written = write_update(server, &main, name, &old, obj, query).await?;
     Ok(Reply {
         body: scale_of(&written.body, &paths),
         ..written

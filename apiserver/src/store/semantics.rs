@@ -240,21 +240,43 @@ pub fn prepare_update(
     Ok(UpdateOutcome::Write(result))
 }
 
-/// Equal but for `resourceVersion` and `managedFields`, which a write stamps anew.
+/// Equal but for `resourceVersion`, which a write stamps anew, and the times of
+/// `managedFields` entries (an apply that changes nothing is no write; one that changes who
+/// manages a field is).
+#[allow(clippy::many_single_char_names)] // two objects compared level by level
 fn same_ignoring_version(a: &Value, b: &Value) -> bool {
-    const IGNORED: [&str; 2] = ["resourceVersion", "managedFields"];
     // Compared in place: this runs in the store's one writer for every update.
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return a == b;
     };
+    let same_managed = |x: &Value, y: &Value| match (x.as_array(), y.as_array()) {
+        (Some(x), Some(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(e, f)| match (e.as_object(), f.as_object()) {
+                        (Some(e), Some(f)) => {
+                            let kept = |m: &Map<String, Value>| m.keys().filter(|k| *k != "time").count();
+                            kept(e) == kept(f)
+                                && e.iter()
+                                    .filter(|(k, _)| *k != "time")
+                                    .all(|(k, v)| f.get(k) == Some(v))
+                        }
+                        _ => e == f,
+                    })
+        }
+        _ => x == y,
+    };
     let same_metadata = |x: &Value, y: &Value| match (x.as_object(), y.as_object()) {
         (Some(x), Some(y)) => {
-            let kept =
-                |m: &'_ Map<String, Value>| m.iter().filter(|(k, _)| !IGNORED.contains(&k.as_str())).count();
+            let kept = |m: &'_ Map<String, Value>| m.keys().filter(|k| *k != "resourceVersion").count();
             kept(x) == kept(y)
                 && x.iter()
-                    .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
-                    .all(|(k, v)| y.get(k) == Some(v))
+                    .filter(|(k, _)| *k != "resourceVersion")
+                    .all(|(k, v)| match y.get(k) {
+                        Some(w) if k == "managedFields" => same_managed(v, w),
+                        other => other == Some(v),
+                    })
         }
         _ => x == y,
     };

@@ -197,13 +197,19 @@ fn finalizers_defer_deletion_until_the_last_is_removed() {
 }
 
 #[test]
-fn sameness_ignores_only_the_version_and_managed_fields() {
-    let a = json!({"kind": "K", "metadata": {"name": "x", "resourceVersion": "1"}, "spec": {"n": 1}});
+fn sameness_ignores_only_the_version_and_managed_times() {
+    let a = json!({"kind": "K", "metadata": {"name": "x", "resourceVersion": "1",
+                   "managedFields": [{"manager": "m", "time": "2026-12-05T10:00:00Z"}]}, "spec": {"n": 1}});
     let mut b = a.clone();
     b["metadata"]["resourceVersion"] = "2".into();
-    b["metadata"]["managedFields"] = json!([{"manager": "m"}]);
+    b["metadata"]["managedFields"][0]["time"] = "2026-12-05T11:00:00Z".into();
     assert!(same_ignoring_version(&a, &b));
     assert!(same_ignoring_version(&b, &a));
+    // Another manager, or other fields managed: a change worth a write.
+    let mut shared = b.clone();
+    shared["metadata"]["managedFields"] =
+        json!([{"manager": "m", "time": "t"}, {"manager": "n", "time": "t"}]);
+    assert!(!same_ignoring_version(&a, &shared));
     let mut labelled = a.clone();
     labelled["metadata"]["labels"] = json!({"l": "v"});
     assert!(!same_ignoring_version(&a, &labelled));
