@@ -240,6 +240,7 @@ pub(crate) async fn delete_collection(
             dry_run: target.dry_run,
             scale: false,
             manager: target.manager.clone(),
+            manager_named: target.manager_named,
         };
         match delete(server, &one, &name, query, &Bytes::new()).await {
             // Upstream lists the objects deleted (as they were), not one Status each.

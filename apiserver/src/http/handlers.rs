@@ -39,6 +39,8 @@ pub(crate) struct Target {
     pub(crate) scale: bool,
     /// The field manager of a write: `fieldManager`, else the User-Agent's product (`kubectl`).
     pub(crate) manager: String,
+    /// Whether the request named its field manager (`fieldManager`).
+    pub(crate) manager_named: bool,
 }
 
 impl Target {
@@ -56,8 +58,16 @@ impl Target {
         }
     }
 
-    /// Records a write that is not an apply: the fields it changes become its manager's.
+    /// Records a write that is not an apply: the fields it changes become its manager's. A
+    /// write that names no `fieldManager` records nothing on an object without managed fields
+    /// (upstream would name it after the User-Agent): the system's own high-rate writes (task
+    /// creation and status) then carry no managed fields, which would double every object's
+    /// size (docs/benchmarks.md).
     pub(crate) fn record_update(&self, old: Option<&Value>, new: &mut Value) {
+        let managed = old.is_some_and(|o| o.pointer("/metadata/managedFields").is_some());
+        if !self.manager_named && !managed {
+            return;
+        }
         crate::ssa::record_update(
             old,
             new,
@@ -119,6 +129,7 @@ fn resolve(server: &ApiServer, path: ObjectPath) -> Result<Target, ApiError> {
         dry_run: false,
         scale,
         manager: String::new(),
+        manager_named: false,
     })
 }
 
@@ -152,6 +163,7 @@ pub(crate) async fn object(
         Ok(dry_run) => dry_run,
         Err(e) => return error(&e),
     };
+    target.manager_named = query.get("fieldManager").is_some_and(|m| !m.is_empty());
     target.manager = match field_manager(query, headers) {
         Ok(manager) => manager,
         Err(e) => return error(&e),

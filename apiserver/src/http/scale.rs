@@ -133,6 +133,7 @@ pub(crate) async fn scale(
         dry_run: target.dry_run,
         scale: false,
         manager: target.manager.clone(),
+        manager_named: target.manager_named,
     };
     let mut obj = candidate(&main, &old, obj);
     target.record_update(Some(&old), &mut obj);
