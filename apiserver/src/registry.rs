@@ -187,14 +187,7 @@ impl Registry {
 
     /// Marks the kinds of a CRD being deleted: no more of their objects may be created.
     pub fn terminate_crd(&mut self, crd: &Value) {
-        let group = crd
-            .pointer("/spec/group")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let plural = crd
-            .pointer("/spec/names/plural")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let (group, plural) = crd_resource(crd);
         for ((g, _, p), t) in &mut self.types {
             if g == group && p == plural && t.validator.is_some() {
                 *t = Arc::new(ResourceType {
@@ -207,19 +200,18 @@ impl Registry {
 
     /// Removes a CRD's kinds.
     pub fn unregister_crd(&mut self, crd: &Value) {
-        let group = crd
-            .pointer("/spec/group")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let plural = crd
-            .pointer("/spec/names/plural")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let (group, plural) = crd_resource(crd);
         if group.is_empty() || builtins().iter().any(|b| b.group == group) {
             return;
         }
         self.types.retain(|(g, _, p), _| !(g == group && p == plural));
     }
+}
+
+/// The group and plural a CRD defines.
+pub fn crd_resource(crd: &Value) -> (&str, &str) {
+    let text = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    (text("/spec/group"), text("/spec/names/plural"))
 }
 
 fn field_error(path: &str, detail: &str) -> FieldError {

@@ -62,7 +62,8 @@ pub struct Rule {
     pub resource_names: Vec<String>,
 }
 
-fn strings(value: &Value, field: &str) -> Vec<String> {
+/// The strings of a list field (others skipped; none when missing).
+pub(crate) fn strings(value: &Value, field: &str) -> Vec<String> {
     value[field]
         .as_array()
         .map(|items| {

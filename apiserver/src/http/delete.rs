@@ -144,40 +144,19 @@ pub(crate) async fn delete(
                 status_subresource: false,
                 ..ctx.clone()
             };
+            // A dry run holds nothing: the delete is judged on the object as it would be.
+            let held = target
+                .store_update(server, name, held, Subresource::Main, &main, dry_run)
+                .await?;
             if dry_run {
-                // Nothing is held: the delete below is judged on the object as it would be.
-                let would = server
-                    .store
-                    .update_dry_run(
-                        &target.key,
-                        &target.namespace,
-                        name,
-                        held,
-                        Subresource::Main,
-                        &main,
-                    )
-                    .await
-                    .map_err(|e| ApiError::from_store(e, &target.key, name))?;
-                let deleted = crate::store::semantics::prepare_delete(&would, &preconditions, &ctx)
+                let deleted = crate::store::semantics::prepare_delete(&held, &preconditions, &ctx)
                     .map_err(|e| ApiError::from_store(e.into(), &target.key, name))?;
                 return Ok(Reply::ok(match deleted {
                     DeleteOutcome::MarkDeleting(marked) => from_storage(&target.t, marked),
-                    DeleteOutcome::AlreadyDeleting => from_storage(&target.t, would),
-                    DeleteOutcome::Remove => success(target, &would),
+                    DeleteOutcome::AlreadyDeleting => from_storage(&target.t, held),
+                    DeleteOutcome::Remove => success(target, &held),
                 }));
             }
-            server
-                .store
-                .update(
-                    &target.key,
-                    &target.namespace,
-                    name,
-                    held,
-                    Subresource::Main,
-                    &main,
-                )
-                .await
-                .map_err(|e| ApiError::from_store(e, &target.key, name))?;
         }
     }
     if dry_run {

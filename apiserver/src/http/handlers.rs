@@ -49,6 +49,26 @@ impl Target {
         self.t.validator.as_ref().map(|v| v.schema())
     }
 
+    /// Updates `name` in the store through `sub`, or with `dry_run` only decides what the
+    /// update would store.
+    pub(crate) async fn store_update(
+        &self,
+        server: &ApiServer,
+        name: &str,
+        obj: Value,
+        sub: Subresource,
+        ctx: &crate::store::semantics::WriteContext<'_>,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let (key, ns) = (&self.key, &self.namespace);
+        let written = if dry_run {
+            server.store.update_dry_run(key, ns, name, obj, sub, ctx).await
+        } else {
+            server.store.update(key, ns, name, obj, sub, ctx).await
+        };
+        written.map_err(|e| ApiError::from_store(e, key, name))
+    }
+
     /// The subresource a write goes through, as managed fields name it.
     fn subresource_name(&self) -> &'static str {
         match (self.sub, self.scale) {
@@ -535,37 +555,17 @@ pub(crate) async fn write_update(
     let warnings = admit(target, &mut obj, Some(old), query)?;
     let obj = to_storage(&server.registry(), &target.t, obj);
     let (now, uid) = (now(), new_uid());
+    let ctx = write_context(&target.t, &now, &uid);
+    let written = target
+        .store_update(server, name, obj, target.sub, &ctx, target.dry_run)
+        .await?;
     if target.dry_run {
-        let would = server
-            .store
-            .update_dry_run(
-                &target.key,
-                &target.namespace,
-                name,
-                obj,
-                target.sub,
-                &write_context(&target.t, &now, &uid),
-            )
-            .await
-            .map_err(|e| ApiError::from_store(e, &target.key, name))?;
         return Ok(Reply {
             status: StatusCode::OK,
-            body: from_storage(&target.t, would),
+            body: from_storage(&target.t, written),
             warnings,
         });
     }
-    let written = server
-        .store
-        .update(
-            &target.key,
-            &target.namespace,
-            name,
-            obj,
-            target.sub,
-            &write_context(&target.t, &now, &uid),
-        )
-        .await
-        .map_err(|e| ApiError::from_store(e, &target.key, name))?;
     // An update that drops the last finalizer of an object being deleted removes it.
     let removed = meta_str(&written, "deletionTimestamp").is_some()
         && written

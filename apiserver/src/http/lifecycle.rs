@@ -64,14 +64,7 @@ pub(crate) fn after_removal(server: &Arc<ApiServer>, key: &ResourceKey, obj: &Va
     tokio::spawn(async move {
         if key == crd_key() {
             server.with_registry(|r| r.unregister_crd(&obj));
-            let group = obj
-                .pointer("/spec/group")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let plural = obj
-                .pointer("/spec/names/plural")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let (group, plural) = crate::registry::crd_resource(&obj);
             remove_all(&server, &ResourceKey::new(group, plural)).await;
         }
         if let Some(uid) = meta_str(&obj, "uid") {
@@ -114,14 +107,7 @@ async fn cleanup_crd(server: &Arc<ApiServer>, crd: &Value) -> Result<(), String>
     let name = meta_str(crd, "name").unwrap_or_default().to_owned();
     server.with_registry(|r| r.terminate_crd(crd));
     mark_terminating(server, crd).await;
-    let group = crd
-        .pointer("/spec/group")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let plural = crd
-        .pointer("/spec/names/plural")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let (group, plural) = crate::registry::crd_resource(crd);
     delete_until_gone(server, &ResourceKey::new(group, plural)).await?;
     server.with_registry(|r| r.unregister_crd(crd));
     release_crd(server, &name).await?;

@@ -10,7 +10,7 @@ use super::handlers::{Reply, Target};
 use super::server::ApiServer;
 use super::status::ApiError;
 use crate::auth::User;
-use crate::auth::rbac::{Attributes, Policy};
+use crate::auth::rbac::{Attributes, Policy, strings};
 
 /// Every user may review itself, as the `system:basic-user` ClusterRole grants upstream.
 pub(crate) fn is_self_review(group: &str, resource: &str) -> bool {
@@ -101,20 +101,6 @@ fn invalid(t: &crate::registry::ResourceType, field: &str, detail: &str) -> ApiE
         details: Some(json!({"kind": t.kind, "group": t.group,
             "causes": [{"reason": "FieldValueInvalid", "message": detail, "field": field}]})),
     }
-}
-
-fn strings(value: &Value, field: &str) -> Vec<String> {
-    value
-        .get(field)
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn text(value: &Value, field: &str) -> Option<String> {

@@ -263,18 +263,7 @@ impl Store {
                 current,
             });
         }
-        let oldest_kept = sqlx::query("SELECT MIN(revision) FROM events")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("read the history"))?
-            .get::<Option<i64>, _>(0)
-            .map_or(current + 1, |r| u64::try_from(r).unwrap_or(0));
-        if revision < current && revision + 1 < oldest_kept {
-            return Err(StoreError::Expired {
-                requested: revision,
-                oldest: oldest_kept.saturating_sub(1),
-            });
-        }
+        history_reaches(&mut tx, revision, current).await?;
         let objects = sqlx::query(
             "SELECT namespace, name, body FROM objects WHERE resource = ?1 AND (?2 IS NULL OR namespace = ?2)",
         )
@@ -499,20 +488,7 @@ impl Store {
     ) -> Result<Vec<WatchEvent>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("start a read"))?;
         let current = current_revision(&mut *tx).await?;
-        let oldest_kept = sqlx::query("SELECT MIN(revision) FROM events")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("read the history"))?
-            .get::<Option<i64>, _>(0)
-            .map_or(current + 1, |r| u64::try_from(r).unwrap_or(0));
-        // Resuming from `revision` needs every event after it: the history must reach back to
-        // revision + 1 (or there must be nothing newer).
-        if revision < current && revision + 1 < oldest_kept {
-            return Err(StoreError::Expired {
-                requested: revision,
-                oldest: oldest_kept.saturating_sub(1),
-            });
-        }
+        history_reaches(&mut tx, revision, current).await?;
         let rows = sqlx::query(
             "SELECT revision, namespace, type, body, prev_body FROM events WHERE resource = ? AND revision > ? ORDER BY revision",
         )
@@ -544,6 +520,28 @@ impl Store {
 }
 
 /// A pool of one connection that is never closed for being idle or old.
+/// Whether the watch history still holds every event after `revision` (or there is nothing
+/// newer): what resuming a watch or undoing writes back to `revision` needs.
+async fn history_reaches(
+    conn: &mut sqlx::SqliteConnection,
+    revision: u64,
+    current: u64,
+) -> Result<(), StoreError> {
+    let oldest_kept = sqlx::query("SELECT MIN(revision) FROM events")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db("read the history"))?
+        .get::<Option<i64>, _>(0)
+        .map_or(current + 1, |r| u64::try_from(r).unwrap_or(0));
+    if revision < current && revision + 1 < oldest_kept {
+        return Err(StoreError::Expired {
+            requested: revision,
+            oldest: oldest_kept.saturating_sub(1),
+        });
+    }
+    Ok(())
+}
+
 async fn single_connection(options: SqliteConnectOptions) -> Result<SqlitePool, StoreError> {
     SqlitePoolOptions::new()
         .max_connections(1)
