@@ -1,5 +1,5 @@
-//! The embedded API server under load and failure, over plain HTTP: what it acknowledged
-//! survives SIGKILL, concurrent writers get 409s and never overwrite each other silently, and
+//! The embedded API server under load and failure: what it acknowledged survives SIGKILL at
+//! random moments, several times over, with its resourceVersion, concurrent writers get 409s and never overwrite each other silently, and
 //! watches expire, bookmark and time out as the API Concepts document describes.
 
 // Test code: a failed unwrap or a panic is a failed test with its message.
@@ -24,19 +24,31 @@ fn parse(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
-#[test]
-fn acknowledged_writes_survive_sigkill_in_the_middle_of_a_write_load() {
-    let dir = Scratch::new("durability").unwrap();
-    let mut server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+/// One acknowledged write: the object's name, value and resourceVersion as the server answered.
+type Acked = (String, String, String);
+
+/// Runs `writers` threads creating ConfigMaps against `server` until it goes away; returns
+/// their handles and what was acknowledged.
+fn write_load(
+    server: &ApiServerProcess,
+    round: usize,
+    writers: usize,
+) -> (Vec<std::thread::JoinHandle<()>>, Arc<Mutex<Vec<Acked>>>) {
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..4)
+    let handles = (0..writers)
         .map(|w| {
             let (probe, acked) = (server.client(), Arc::clone(&acked));
             std::thread::spawn(move || {
                 for i in 0.. {
-                    let name = format!("w{w}-{i}");
+                    let name = format!("r{round}-w{w}-{i}");
                     match probe.http("POST", CONFIGMAPS, &JSON, &config_map(&name, &i.to_string())) {
-                        Ok((201, _)) => acked.lock().unwrap().push((name, i.to_string())),
+                        Ok((201, body)) => {
+                            let rv = parse(&body)["metadata"]["resourceVersion"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned();
+                            acked.lock().unwrap().push((name, i.to_string(), rv));
+                        }
                         Ok((code, body)) => panic!("unexpected {code}: {body}"),
                         Err(_) => return, // the server is gone
                     }
@@ -44,42 +56,87 @@ fn acknowledged_writes_survive_sigkill_in_the_middle_of_a_write_load() {
             })
         })
         .collect();
-    // Kill it while the writers are mid-flight, once a good number of writes are acknowledged.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < 200 {
-        assert!(Instant::now() < deadline, "the write load did not get going");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    server.kill();
-    for writer in writers {
-        writer.join().unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
-    server.restart().unwrap();
-    let (code, body) = server.http("GET", CONFIGMAPS, &[], b"").unwrap();
-    assert_eq!(code, 200, "{body}");
-    let stored: std::collections::HashMap<String, String> = parse(&body)["items"]
-        .as_array()
+    (handles, acked)
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_at_random_moments() {
+    let dir = Scratch::new("durability").unwrap();
+    let mut server = ApiServerProcess::start(&dir.0, &[]).unwrap();
+    // Kill thresholds drawn at random (printed, to rerun a failure with the same moments).
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .iter()
-        .map(|cm| {
-            (
-                cm["metadata"]["name"].as_str().unwrap().to_owned(),
-                cm["data"]["v"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    let lost: Vec<&String> = acked
-        .iter()
-        .filter(|(n, v)| stored.get(n) != Some(v))
-        .map(|(n, _)| n)
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost: {lost:?}",
-        lost.len(),
-        acked.len()
-    );
+        .subsec_nanos();
+    println!("kill moments seed: {seed}");
+    let mut state = u64::from(seed) | 1;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut all_acked: Vec<Acked> = Vec::new();
+    for round in 0..3 {
+        let (writers, acked) = write_load(&server, round, 8);
+        let threshold = 50 + usize::try_from(next() % 400).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked.lock().unwrap().len() < threshold {
+            assert!(Instant::now() < deadline, "the write load did not get going");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        server.kill();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        all_acked.extend(acked.lock().unwrap().iter().cloned());
+        server.restart().unwrap();
+        let (code, body) = server.http("GET", CONFIGMAPS, &[], b"").unwrap();
+        assert_eq!(code, 200, "{body}");
+        let listed = parse(&body);
+        // Every stored object is whole: a name of the load with the value its name says.
+        let stored: std::collections::HashMap<String, (String, String)> = listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|cm| {
+                let name = cm["metadata"]["name"].as_str().unwrap().to_owned();
+                let value = cm["data"]["v"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("half-applied: {cm}"))
+                    .to_owned();
+                assert!(name.ends_with(&format!("-{value}")), "{name} holds {value}");
+                let rv = cm["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+                (name, (value, rv))
+            })
+            .collect();
+        let lost: Vec<&String> = all_acked
+            .iter()
+            .filter(|(name, value, rv)| stored.get(name) != Some(&(value.clone(), rv.clone())))
+            .map(|(name, _, _)| name)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "after kill {round}: {} of {} acknowledged writes lost or changed: {lost:?}",
+            lost.len(),
+            all_acked.len()
+        );
+        // The revision never goes back behind an acknowledged write.
+        let revision: u64 = listed["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let newest = all_acked
+            .iter()
+            .map(|(_, _, rv)| rv.parse::<u64>().unwrap())
+            .max()
+            .unwrap_or(0);
+        assert!(
+            revision >= newest,
+            "revision {revision} is behind acknowledged {newest}"
+        );
+    }
 }
 
 #[test]
