@@ -154,8 +154,10 @@ impl Reconciler {
                 match writer.replace_status(&next).await {
                     Ok(written) => {
                         self.loops.wrote(written);
-                        for (warning, reason, note) in &plan.events {
-                            writer.event(&reference, *warning, reason, note.clone()).await;
+                        for event in &plan.events {
+                            writer
+                                .event(&reference, event.warning, &event.reason, event.message.clone())
+                                .await;
                         }
                         tracing::info!(
                             training_loop = key,

@@ -72,8 +72,8 @@ pub struct LoopPlan {
     pub create: Vec<NewJob>,
     /// The status to write.
     pub status: TrainingLoopStatus,
-    /// Events: (warning, reason, message).
-    pub events: Vec<(bool, String, String)>,
+    /// Events to record on the loop.
+    pub events: Vec<LoopEvent>,
 }
 
 /// `<loop>-g<NNN>[-suffix]`, the loop's name shortened so the whole fits 253 characters.
@@ -195,226 +195,360 @@ fn gauntlet_job(lp: &TrainingLoop, generation: u32, best: Option<&String>) -> Op
     })))
 }
 
-/// Plans one pass of the loop.
-#[allow(clippy::too_many_lines)] // one stage machine, read top to bottom
-pub fn plan_loop(lp: &TrainingLoop, world: &LoopWorld, now: Timestamp) -> LoopPlan {
-    let name = lp.metadata.name.clone().unwrap_or_default();
-    let generation_of_spec = lp.metadata.generation.unwrap_or(0);
-    let mut status = lp.status.clone().unwrap_or_default();
-    status.observed_generation = Some(generation_of_spec);
-    let mut create = Vec::new();
-    let mut events = Vec::new();
-    let mut degraded: Option<(String, String)> = None;
-    let mut waiting: Option<(String, String)> = None;
-    let suspended = lp.spec.suspend;
+/// An event the loop records on itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopEvent {
+    /// A warning (a stage failed), not a normal event.
+    pub warning: bool,
+    /// The reason, such as `Promoted`.
+    pub reason: String,
+    /// For people.
+    pub message: String,
+}
 
-    if status.generation == 0 {
-        // First pass: generation 1 starts from the initial model, if any.
-        if let Some(initial) = &lp.spec.initial_model {
-            if world.models.contains_key(initial) {
-                status.best_model = Some(initial.clone());
+impl LoopEvent {
+    fn normal(reason: &str, message: String) -> Self {
+        Self {
+            warning: false,
+            reason: reason.to_owned(),
+            message,
+        }
+    }
+}
+
+/// Why the loop does not go on: a condition's reason and message.
+type Halt = (String, String);
+
+/// Whether the stage machine moves on to the next stage in this pass.
+enum Step {
+    /// The stage is finished: go on.
+    Next,
+    /// Wait here (a job to create or running, or a failure).
+    Stay,
+}
+
+/// One pass of the loop: what it reads and what it decides so far.
+struct Pass<'a> {
+    lp: &'a TrainingLoop,
+    world: &'a LoopWorld,
+    now: Timestamp,
+    name: String,
+    status: TrainingLoopStatus,
+    create: Vec<NewJob>,
+    events: Vec<LoopEvent>,
+    degraded: Option<Halt>,
+    waiting: Option<Halt>,
+    suspended: bool,
+}
+
+impl<'a> Pass<'a> {
+    fn new(lp: &'a TrainingLoop, world: &'a LoopWorld, now: Timestamp) -> Self {
+        let mut status = lp.status.clone().unwrap_or_default();
+        status.observed_generation = Some(lp.metadata.generation.unwrap_or(0));
+        Self {
+            lp,
+            world,
+            now,
+            name: lp.metadata.name.clone().unwrap_or_default(),
+            status,
+            create: Vec::new(),
+            events: Vec::new(),
+            degraded: None,
+            waiting: None,
+            suspended: lp.spec.suspend,
+        }
+    }
+
+    /// First pass: generation 1 starts from the initial model, if any.
+    fn start(&mut self) {
+        if self.status.generation != 0 {
+            return;
+        }
+        if let Some(initial) = &self.lp.spec.initial_model {
+            if self.world.models.contains_key(initial) {
+                self.status.best_model = Some(initial.clone());
             } else {
-                waiting = Some((
+                self.waiting = Some((
                     "ModelNotFound".into(),
                     format!("spec.initialModel: Model {initial} does not exist"),
                 ));
+                return;
             }
         }
-        if waiting.is_none() {
-            status.generation = 1;
-            status.stage = Stage::Selfplay;
-            events.push((false, "GenerationStarted".into(), "generation 1 started".into()));
-        }
-    }
-    let max = lp.spec.max_generations;
-    // Advance through as many stages as are already finished (bounded: one generation).
-    for _ in 0..4 {
-        if waiting.is_some() || status.stage == Stage::Done {
-            break;
-        }
-        if max.is_some_and(|m| status.generation > m) {
-            status.stage = Stage::Done;
-            break;
-        }
-        let g = status.generation;
-        let best = status.best_model.clone();
-        match status.stage {
-            Stage::Selfplay => {
-                let job = child_name(&name, g, "selfplay");
-                status.active_jobs.selfplay = Some(job.clone());
-                match world.jobs.get(&job) {
-                    None if suspended => break,
-                    None => {
-                        create.push(selfplay_job(lp, g, best.as_ref()));
-                        break;
-                    }
-                    Some(c) if c.phase == JobPhase::Succeeded => status.stage = Stage::Training,
-                    Some(c) if c.phase == JobPhase::Failed => {
-                        degraded = Some(failed("SelfplayFailed", &job, c));
-                        break;
-                    }
-                    Some(_) => break,
-                }
-            }
-            Stage::Training => {
-                let job = child_name(&name, g, "train");
-                status.active_jobs.training = Some(job.clone());
-                match world.jobs.get(&job) {
-                    None if suspended => break,
-                    None => {
-                        create.push(training_job(lp, g, best.as_ref()));
-                        break;
-                    }
-                    Some(c) if c.phase == JobPhase::Succeeded => {
-                        if world.models.contains_key(&model_name(&name, g)) {
-                            status.stage = Stage::Gauntlet;
-                        } else {
-                            break;
-                        }
-                    }
-                    Some(c) if c.phase == JobPhase::Failed => {
-                        degraded = Some(failed("TrainingFailed", &job, c));
-                        break;
-                    }
-                    Some(_) => break,
-                }
-            }
-            Stage::Gauntlet => {
-                let job = child_name(&name, g, "gauntlet");
-                status.active_jobs.gauntlet = Some(job.clone());
-                let running = world.jobs.get(&job).is_none_or(|c| !c.phase.is_finished());
-                let overlap = lp.spec.overlap_selfplay && running && max.is_none_or(|m| g < m);
-                if overlap && !suspended {
-                    let next = child_name(&name, g + 1, "selfplay");
-                    if !world.jobs.contains_key(&next) {
-                        // The next generation's games, with the current best model: never the
-                        // candidate, which is not promoted yet.
-                        create.push(selfplay_job(lp, g + 1, best.as_ref()));
-                    }
-                }
-                match world.jobs.get(&job) {
-                    None if suspended => break,
-                    None => {
-                        match gauntlet_job(lp, g, best.as_ref()) {
-                            Some(j) => create.push(j),
-                            None => {
-                                degraded = Some((
-                                    "InvalidSpec".into(),
-                                    "gauntlet.opponents is empty and there is no best model to play".into(),
-                                ));
-                            }
-                        }
-                        break;
-                    }
-                    Some(c) if c.phase == JobPhase::Succeeded => {
-                        let candidate = model_name(&name, g);
-                        let decision = match c.decision {
-                            Decision::Promote => Decision::Promote,
-                            _ => Decision::Reject,
-                        };
-                        if !status.history.iter().any(|h| h.generation == g) {
-                            let games = world
-                                .jobs
-                                .get(&child_name(&name, g, "selfplay"))
-                                .map_or(0, |s| s.games);
-                            status.history.push(GenerationRecord {
-                                generation: g,
-                                candidate: Some(candidate.clone()),
-                                decision,
-                                win_rate: c.win_rate,
-                                elo: world.models.get(&candidate).copied().flatten(),
-                                games,
-                                jobs: ActiveJobs {
-                                    selfplay: Some(child_name(&name, g, "selfplay")),
-                                    training: Some(child_name(&name, g, "train")),
-                                    gauntlet: Some(job.clone()),
-                                },
-                                completion_time: Some(Time(now)),
-                            });
-                            let rate = c
-                                .win_rate
-                                .map_or_else(String::new, |w| format!(" (score {w:.2})"));
-                            if decision == Decision::Promote {
-                                status.best_model = Some(candidate.clone());
-                                events.push((
-                                    false,
-                                    "Promoted".into(),
-                                    format!("generation {g}: {candidate} is the new best model{rate}"),
-                                ));
-                            } else {
-                                events.push((
-                                    false,
-                                    "Rejected".into(),
-                                    format!("generation {g}: {candidate} is not better{rate}"),
-                                ));
-                            }
-                        }
-                        status.active_jobs = ActiveJobs::default();
-                        if max.is_some_and(|m| g + 1 > m) {
-                            // Done: the status keeps the last generation's number.
-                            status.stage = Stage::Done;
-                            events.push((
-                                false,
-                                "Succeeded".into(),
-                                format!(
-                                    "all {g} generations are done; best model {}",
-                                    status.best_model.clone().unwrap_or_default()
-                                ),
-                            ));
-                        } else {
-                            status.generation = g + 1;
-                            status.stage = Stage::Selfplay;
-                            events.push((
-                                false,
-                                "GenerationStarted".into(),
-                                format!("generation {} started", g + 1),
-                            ));
-                        }
-                    }
-                    Some(c) if c.phase == JobPhase::Failed => {
-                        degraded = Some(failed("GauntletFailed", &job, c));
-                        break;
-                    }
-                    Some(_) => break,
-                }
-            }
-            Stage::Done => break,
-        }
-    }
-    status.best_elo = status
-        .best_model
-        .as_ref()
-        .and_then(|b| world.models.get(b).copied().flatten());
-    if let Some(record) = status.history.last_mut()
-        && record.elo.is_none()
-        && let Some(c) = &record.candidate
-    {
-        record.elo = world.models.get(c).copied().flatten();
+        self.status.generation = 1;
+        self.status.stage = Stage::Selfplay;
+        self.events.push(LoopEvent::normal(
+            "GenerationStarted",
+            "generation 1 started".into(),
+        ));
     }
 
-    // Phase and conditions.
-    let previous = lp.status.as_ref().map(|s| s.phase);
-    let g = generation_of_spec;
-    let stage_text = format!("generation {}, {:?}", status.generation, status.stage);
-    status.phase = if status.stage == Stage::Done {
-        LoopPhase::Succeeded
-    } else if degraded.is_some() {
-        LoopPhase::Degraded
-    } else if waiting.is_some() {
-        LoopPhase::Pending
-    } else if suspended {
-        LoopPhase::Suspended
-    } else {
-        LoopPhase::Running
-    };
-    let c = &mut status.conditions;
-    match (&degraded, &waiting) {
-        (Some((reason, message)), _) | (None, Some((reason, message))) => {
-            set_condition(c, "Ready", false, reason, message, g, now);
+    /// Advances through as many stages as are already finished (bounded: one generation).
+    fn advance(&mut self) {
+        let max = self.lp.spec.max_generations;
+        for _ in 0..4 {
+            if self.waiting.is_some() || self.status.stage == Stage::Done {
+                return;
+            }
+            if max.is_some_and(|m| self.status.generation > m) {
+                self.status.stage = Stage::Done;
+                return;
+            }
+            let step = match self.status.stage {
+                Stage::Selfplay => self.selfplay(),
+                Stage::Training => self.training(),
+                Stage::Gauntlet => self.gauntlet(),
+                Stage::Done => Step::Stay,
+            };
+            if matches!(step, Step::Stay) {
+                return;
+            }
         }
-        (None, None) => set_condition(c, "Ready", true, "Reconciled", &stage_text, g, now),
     }
-    match &degraded {
+
+    /// The child job of a stage as the world has it: create it when missing (unless
+    /// suspended), stop on failure. Some: it succeeded.
+    fn stage_job(
+        &mut self,
+        job: &str,
+        failure: &str,
+        new: impl FnOnce() -> Option<NewJob>,
+    ) -> Option<&'a Child> {
+        match self.world.jobs.get(job) {
+            None if self.suspended => None,
+            None => {
+                if let Some(created) = new() {
+                    self.create.push(created);
+                }
+                None
+            }
+            Some(c) if c.phase == JobPhase::Succeeded => Some(c),
+            Some(c) if c.phase == JobPhase::Failed => {
+                self.degraded = Some(failed(failure, job, c));
+                None
+            }
+            Some(_) => None,
+        }
+    }
+
+    fn selfplay(&mut self) -> Step {
+        let (g, best) = (self.status.generation, self.status.best_model.clone());
+        let job = child_name(&self.name, g, "selfplay");
+        self.status.active_jobs.selfplay = Some(job.clone());
+        let lp = self.lp;
+        if self
+            .stage_job(&job, "SelfplayFailed", || {
+                Some(selfplay_job(lp, g, best.as_ref()))
+            })
+            .is_none()
+        {
+            return Step::Stay;
+        }
+        self.status.stage = Stage::Training;
+        Step::Next
+    }
+
+    fn training(&mut self) -> Step {
+        let (g, best) = (self.status.generation, self.status.best_model.clone());
+        let job = child_name(&self.name, g, "train");
+        self.status.active_jobs.training = Some(job.clone());
+        let lp = self.lp;
+        if self
+            .stage_job(&job, "TrainingFailed", || {
+                Some(training_job(lp, g, best.as_ref()))
+            })
+            .is_none()
+            || !self.world.models.contains_key(&model_name(&self.name, g))
+        {
+            return Step::Stay;
+        }
+        self.status.stage = Stage::Gauntlet;
+        Step::Next
+    }
+
+    fn gauntlet(&mut self) -> Step {
+        let (g, best) = (self.status.generation, self.status.best_model.clone());
+        let max = self.lp.spec.max_generations;
+        let job = child_name(&self.name, g, "gauntlet");
+        self.status.active_jobs.gauntlet = Some(job.clone());
+        let running = self.world.jobs.get(&job).is_none_or(|c| !c.phase.is_finished());
+        let overlap = self.lp.spec.overlap_selfplay && running && max.is_none_or(|m| g < m);
+        if overlap && !self.suspended {
+            let next = child_name(&self.name, g + 1, "selfplay");
+            if !self.world.jobs.contains_key(&next) {
+                // The next generation's games, with the current best model: never the
+                // candidate, which is not promoted yet.
+                self.create.push(selfplay_job(self.lp, g + 1, best.as_ref()));
+            }
+        }
+        let lp = self.lp;
+        let mut invalid = false;
+        let finished = self.stage_job(&job, "GauntletFailed", || {
+            let created = gauntlet_job(lp, g, best.as_ref());
+            invalid = created.is_none();
+            created
+        });
+        if invalid {
+            self.degraded = Some((
+                "InvalidSpec".into(),
+                "gauntlet.opponents is empty and there is no best model to play".into(),
+            ));
+        }
+        let Some(child) = finished else {
+            return Step::Stay;
+        };
+        self.finish_generation(g, &job, child);
+        Step::Next
+    }
+
+    /// Records a decided generation once (by number), promotes or not, and starts the next
+    /// generation or ends the loop.
+    fn finish_generation(&mut self, g: u32, job: &str, c: &Child) {
+        let candidate = model_name(&self.name, g);
+        let decision = match c.decision {
+            Decision::Promote => Decision::Promote,
+            _ => Decision::Reject,
+        };
+        if !self.status.history.iter().any(|h| h.generation == g) {
+            let games = self
+                .world
+                .jobs
+                .get(&child_name(&self.name, g, "selfplay"))
+                .map_or(0, |s| s.games);
+            self.status.history.push(GenerationRecord {
+                generation: g,
+                candidate: Some(candidate.clone()),
+                decision,
+                win_rate: c.win_rate,
+                elo: self.world.models.get(&candidate).copied().flatten(),
+                games,
+                jobs: ActiveJobs {
+                    selfplay: Some(child_name(&self.name, g, "selfplay")),
+                    training: Some(child_name(&self.name, g, "train")),
+                    gauntlet: Some(job.to_owned()),
+                },
+                completion_time: Some(Time(self.now)),
+            });
+            let rate = c
+                .win_rate
+                .map_or_else(String::new, |w| format!(" (score {w:.2})"));
+            if decision == Decision::Promote {
+                self.status.best_model = Some(candidate.clone());
+                self.events.push(LoopEvent::normal(
+                    "Promoted",
+                    format!("generation {g}: {candidate} is the new best model{rate}"),
+                ));
+            } else {
+                self.events.push(LoopEvent::normal(
+                    "Rejected",
+                    format!("generation {g}: {candidate} is not better{rate}"),
+                ));
+            }
+        }
+        self.status.active_jobs = ActiveJobs::default();
+        if self.lp.spec.max_generations.is_some_and(|m| g + 1 > m) {
+            // Done: the status keeps the last generation's number.
+            self.status.stage = Stage::Done;
+            self.events.push(LoopEvent::normal(
+                "Succeeded",
+                format!(
+                    "all {g} generations are done; best model {}",
+                    self.status.best_model.clone().unwrap_or_default()
+                ),
+            ));
+        } else {
+            self.status.generation = g + 1;
+            self.status.stage = Stage::Selfplay;
+            self.events.push(LoopEvent::normal(
+                "GenerationStarted",
+                format!("generation {} started", g + 1),
+            ));
+        }
+    }
+
+    /// The best model's Elo, and the newest record's once its candidate is rated.
+    fn ratings(&mut self) {
+        let models = &self.world.models;
+        self.status.best_elo = self
+            .status
+            .best_model
+            .as_ref()
+            .and_then(|b| models.get(b).copied().flatten());
+        if let Some(record) = self.status.history.last_mut()
+            && record.elo.is_none()
+            && let Some(c) = &record.candidate
+        {
+            record.elo = models.get(c).copied().flatten();
+        }
+    }
+
+    /// The phase, the conditions, and the events of a phase change.
+    fn conclude(mut self) -> LoopPlan {
+        let previous = self.lp.status.as_ref().map(|s| s.phase);
+        let status = &mut self.status;
+        let stage_text = format!("generation {}, {:?}", status.generation, status.stage);
+        status.phase = if status.stage == Stage::Done {
+            LoopPhase::Succeeded
+        } else if self.degraded.is_some() {
+            LoopPhase::Degraded
+        } else if self.waiting.is_some() {
+            LoopPhase::Pending
+        } else if self.suspended {
+            LoopPhase::Suspended
+        } else {
+            LoopPhase::Running
+        };
+        let message = conditions(
+            status,
+            self.degraded.as_ref(),
+            self.waiting.as_ref(),
+            &stage_text,
+            self.suspended,
+            self.lp.metadata.generation.unwrap_or(0),
+            self.now,
+        );
+        if previous != Some(status.phase) {
+            match status.phase {
+                LoopPhase::Degraded => {
+                    let (reason, message) = self.degraded.clone().unwrap_or_default();
+                    self.events.push(LoopEvent {
+                        warning: true,
+                        reason,
+                        message,
+                    });
+                }
+                LoopPhase::Suspended => self.events.push(LoopEvent::normal("Suspended", message)),
+                LoopPhase::Running if previous == Some(LoopPhase::Suspended) => {
+                    self.events.push(LoopEvent::normal("Resumed", stage_text));
+                }
+                _ => {}
+            }
+        }
+        LoopPlan {
+            create: self.create,
+            status: self.status,
+            events: self.events,
+        }
+    }
+}
+
+/// Sets the loop's conditions (Ready, Degraded, Progressing, Suspended) for its phase; returns
+/// the Progressing message.
+fn conditions(
+    status: &mut TrainingLoopStatus,
+    degraded: Option<&Halt>,
+    waiting: Option<&Halt>,
+    stage_text: &str,
+    suspended: bool,
+    g: i64,
+    now: Timestamp,
+) -> String {
+    let c = &mut status.conditions;
+    match degraded.or(waiting) {
+        Some((reason, message)) => set_condition(c, "Ready", false, reason, message, g, now),
+        None => set_condition(c, "Ready", true, "Reconciled", stage_text, g, now),
+    }
+    match degraded {
         Some((reason, message)) => set_condition(c, "Degraded", true, reason, message, g, now),
         None => set_condition(
             c,
@@ -432,44 +566,29 @@ pub fn plan_loop(lp: &TrainingLoop, world: &LoopWorld, now: Timestamp) -> LoopPl
         LoopPhase::Suspended => ("Suspended", format!("suspended at {stage_text}")),
         LoopPhase::Degraded => ("Degraded", format!("stopped at {stage_text}")),
         LoopPhase::Pending => ("Waiting", "waiting to start".to_owned()),
-        LoopPhase::Running => ("StageRunning", stage_text.clone()),
+        LoopPhase::Running => ("StageRunning", stage_text.to_owned()),
     };
     set_condition(c, "Progressing", progressing, reason, &message, g, now);
-    set_condition(
-        c,
-        "Suspended",
-        suspended,
-        if suspended {
-            "SuspendedBySpec"
-        } else {
-            "NotSuspended"
-        },
-        if suspended {
-            "spec.suspend is set: no new stage starts; the running one finishes"
-        } else {
-            "spec.suspend is not set"
-        },
-        g,
-        now,
-    );
-    if previous != Some(status.phase) {
-        match status.phase {
-            LoopPhase::Degraded => {
-                let (reason, message) = degraded.clone().unwrap_or_default();
-                events.push((true, reason, message));
-            }
-            LoopPhase::Suspended => events.push((false, "Suspended".into(), message.clone())),
-            LoopPhase::Running if previous == Some(LoopPhase::Suspended) => {
-                events.push((false, "Resumed".into(), stage_text.clone()));
-            }
-            _ => {}
-        }
-    }
-    LoopPlan {
-        create,
-        status,
-        events,
-    }
+    let (reason, text) = if suspended {
+        (
+            "SuspendedBySpec",
+            "spec.suspend is set: no new stage starts; the running one finishes",
+        )
+    } else {
+        ("NotSuspended", "spec.suspend is not set")
+    };
+    set_condition(c, "Suspended", suspended, reason, text, g, now);
+    message
+}
+
+/// Plans one pass of the loop: the first generation's start, the stages already finished, the
+/// ratings, then the phase, conditions and events.
+pub fn plan_loop(lp: &TrainingLoop, world: &LoopWorld, now: Timestamp) -> LoopPlan {
+    let mut pass = Pass::new(lp, world, now);
+    pass.start();
+    pass.advance();
+    pass.ratings();
+    pass.conclude()
 }
 
 fn failed(reason: &str, job: &str, child: &Child) -> (String, String) {

@@ -85,7 +85,7 @@ fn a_new_loop_starts_generation_one_with_selfplay_of_the_untrained_model() {
     );
     assert_eq!(s.active_jobs.selfplay.as_deref(), Some("c4-g001-selfplay"));
     assert_eq!(condition(s, "Ready").status, "True");
-    assert!(plan.events.iter().any(|e| e.1 == "GenerationStarted"));
+    assert!(plan.events.iter().any(|e| e.reason == "GenerationStarted"));
 }
 
 #[test]
@@ -163,7 +163,7 @@ fn stages_follow_each_other_and_a_promotion_is_recorded_once() {
     assert!(
         plan.events
             .iter()
-            .any(|e| e.1 == "Promoted" && e.2.contains("c4-g001"))
+            .any(|e| e.reason == "Promoted" && e.message.contains("c4-g001"))
     );
     // The same pass again (the status write failed): same status, nothing recorded twice.
     let again = plan_loop(&l, &world, now());
@@ -225,7 +225,7 @@ fn later_gauntlets_play_the_best_model_which_decides_and_a_rejection_keeps_it() 
         Some(ModelRef::model("c4-g001")),
         "selfplay keeps the old best"
     );
-    assert!(plan.events.iter().any(|e| e.1 == "Rejected"));
+    assert!(plan.events.iter().any(|e| e.reason == "Rejected"));
 }
 
 #[test]
@@ -258,7 +258,7 @@ fn the_last_generation_ends_the_loop() {
     );
     assert_eq!(s.best_model.as_deref(), Some("c4-g003"));
     assert!(plan.create.is_empty());
-    assert!(plan.events.iter().any(|e| e.1 == "Succeeded"));
+    assert!(plan.events.iter().any(|e| e.reason == "Succeeded"));
     assert_eq!(condition(s, "Progressing").status, "False");
     // And stays done.
     let after = plan_loop(&apply(l, &plan), &world, now());
@@ -293,7 +293,11 @@ fn a_failed_stage_degrades_the_loop_until_the_job_is_deleted() {
         "{}",
         degraded.message
     );
-    assert!(plan.events.iter().any(|e| e.0 && e.1 == "TrainingFailed"));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.warning && e.reason == "TrainingFailed")
+    );
     // Deleted: the stage runs again.
     let l = apply(l, &plan);
     world.jobs.clear();
@@ -313,7 +317,7 @@ fn suspend_lets_the_running_stage_finish_and_starts_nothing_new() {
     let plan = plan_loop(&l, &world, now());
     assert_eq!(plan.status.phase, LoopPhase::Suspended);
     assert!(plan.create.is_empty());
-    assert!(plan.events.iter().any(|e| e.1 == "Suspended"));
+    assert!(plan.events.iter().any(|e| e.reason == "Suspended"));
     world
         .jobs
         .insert("c4-g001-selfplay".into(), done(JobPhase::Succeeded));
@@ -330,7 +334,7 @@ fn suspend_lets_the_running_stage_finish_and_starts_nothing_new() {
     let plan = plan_loop(&l, &world, now());
     assert_eq!(names(&plan), ["c4-g001-train"]);
     assert_eq!(plan.status.phase, LoopPhase::Running);
-    assert!(plan.events.iter().any(|e| e.1 == "Resumed"));
+    assert!(plan.events.iter().any(|e| e.reason == "Resumed"));
 }
 
 #[test]
@@ -405,4 +409,19 @@ fn child_names_are_deterministic_and_fit() {
     assert_eq!(child_name("c4", 1234, ""), "c4-g1234");
     let long = "a".repeat(253);
     assert_eq!(child_name(&long, 1, "gauntlet").len(), 253);
+}
+
+#[test]
+fn a_gauntlet_with_no_one_to_play_degrades_the_loop_and_creates_nothing() {
+    // No opponents in the spec and no best model yet: there is no gauntlet to run.
+    let mut l = at(1, Stage::Gauntlet, None, serde_json::json!({}));
+    l.spec.gauntlet.opponents.clear();
+    let mut world = LoopWorld::default();
+    world.models.insert("c4-g001".into(), None);
+    let plan = plan_loop(&l, &world, now());
+    assert!(plan.create.is_empty(), "{:?}", names(&plan));
+    assert_eq!(plan.status.phase, LoopPhase::Degraded);
+    assert_eq!(condition(&plan.status, "Degraded").reason, "InvalidSpec");
+    assert!(plan.events.iter().any(|e| e.warning && e.reason == "InvalidSpec"));
+    assert_eq!(plan.status.stage, Stage::Gauntlet, "it stays where it is");
 }
