@@ -121,7 +121,6 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The metrics, counting trust failures in `trust` (shared with the API client's layer).
-    #[allow(clippy::too_many_lines)] // one registration per metric, nothing else
     pub fn with_trust(trust: ringrift_tls::trust::TrustMetrics) -> Self {
         let mut registry = Registry::default();
         let r = &mut registry;

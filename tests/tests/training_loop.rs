@@ -16,7 +16,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use ringrift_crds::gauntlet::Decision;
 use ringrift_crds::model::Model;
-use ringrift_crds::training_loop::{LoopPhase, Stage, TrainingLoop};
+use ringrift_crds::training_loop::{LoopPhase, Stage, TrainingLoop, TrainingLoopStatus};
 use ringrift_e2e::cluster::until;
 use ringrift_e2e::process::{Scratch, ringrift_bin};
 
@@ -117,8 +117,121 @@ fn running_with(needle: &str) -> Vec<String> {
     out
 }
 
+/// The registry: one Model per generation with its lineage and rating; exactly one promoted,
+/// the loop's best.
+async fn check_registry(client: &Client, status: &TrainingLoopStatus) {
+    // The registry: one Model per generation with its lineage and rating; exactly one promoted.
+    let models = until(
+        "the models' ratings and promotion",
+        Duration::from_secs(30),
+        || async {
+            let models = Api::<Model>::namespaced(client.clone(), "default")
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items;
+            let rated = models.iter().all(|m| {
+                m.status
+                    .as_ref()
+                    .is_some_and(|s| s.elo.is_some() && s.games_rated > 0)
+            });
+            // Promotion follows the loop's bestModel in the next pass.
+            let best_promoted = models.iter().any(|m| {
+                m.metadata.name == status.best_model && m.status.as_ref().is_some_and(|s| s.promoted)
+            });
+            (rated && best_promoted).then_some(models)
+        },
+    )
+    .await;
+    assert_eq!(models.len(), 2);
+    let g2 = models
+        .iter()
+        .find(|m| m.metadata.name.as_deref() == Some("short-g002"))
+        .unwrap();
+    assert_eq!(g2.spec.generation, 2);
+    assert_eq!(g2.spec.parent.as_deref(), Some("short-g001"));
+    assert_eq!(g2.spec.training_loop.as_deref(), Some("short"));
+    let promoted: Vec<&str> = models
+        .iter()
+        .filter(|m| m.status.as_ref().is_some_and(|s| s.promoted))
+        .filter_map(|m| m.metadata.name.as_deref())
+        .collect();
+    assert_eq!(promoted, [status.best_model.as_deref().unwrap()]);
+    let s = g2.status.clone().unwrap();
+    assert!(s.elo_low.unwrap() < s.elo.unwrap() && s.elo.unwrap() < s.elo_high.unwrap());
+    assert!(!s.holders.is_empty(), "{s:?}");
+}
+
+/// What a user sees: kubectl's model table, a second `up` refused, `ringrift status`, and the
+/// artifacts the agents pulled from each other.
+fn check_what_users_see(dir: &Path, kubeconfig: &Path) {
+    // kubectl sees the models in generation order with their Elo.
+    let kubectl = ringrift_e2e::tool("kubectl").unwrap();
+    let out = ringrift_e2e::run(
+        Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["get", "mdl"]),
+    )
+    .unwrap();
+    assert!(out.success, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].contains("GENERATION") && lines[0].contains("ELO"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[1].starts_with("short-g001") && lines[2].starts_with("short-g002"),
+        "{}",
+        out.stdout
+    );
+
+    // A second `up` on the same directory is refused while this one runs.
+    let out = ringrift_e2e::run(
+        Command::new(ringrift_bin().unwrap())
+            .args(["up", "--dir"])
+            .arg(dir.join("up")),
+    )
+    .unwrap();
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("another `ringrift up` (pid"),
+        "{}",
+        out.stderr
+    );
+
+    // `ringrift status` shows the same.
+    let out = ringrift_e2e::run(
+        Command::new(ringrift_bin().unwrap())
+            .args(["status", "--kubeconfig"])
+            .arg(kubeconfig),
+    )
+    .unwrap();
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("TrainingLoop short: Succeeded, generation 2/2"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("agents: 2 ready of 2"), "{}", out.stdout);
+
+    // Games and models moved between the two agents.
+    let logs = dir.join("up").join("logs");
+    let pulled: usize = ["agent-1.log", "agent-2.log"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(logs.join(f))
+                .unwrap_or_default()
+                .matches("artifact pulled")
+                .count()
+        })
+        .sum();
+    assert!(pulled >= 1, "no artifact was pulled from another agent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::too_many_lines)] // one story: up, check, stop, up again
 async fn ringrift_up_runs_a_short_loop_and_resumes() {
     let scratch = Scratch::new("training-loop").unwrap();
     let dir = scratch.0.clone();
@@ -164,111 +277,8 @@ async fn ringrift_up_runs_a_short_loop_and_resumes() {
         .and_then(|h| h.candidate.clone());
     assert_eq!(status.best_model, last_promoted);
 
-    // The registry: one Model per generation with its lineage and rating; exactly one promoted.
-    let models = until(
-        "the models' ratings and promotion",
-        Duration::from_secs(30),
-        || async {
-            let models = Api::<Model>::namespaced(client.clone(), "default")
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items;
-            let rated = models.iter().all(|m| {
-                m.status
-                    .as_ref()
-                    .is_some_and(|s| s.elo.is_some() && s.games_rated > 0)
-            });
-            // Promotion follows the loop's bestModel in the next pass.
-            let best_promoted = models.iter().any(|m| {
-                m.metadata.name == status.best_model && m.status.as_ref().is_some_and(|s| s.promoted)
-            });
-            (rated && best_promoted).then_some(models)
-        },
-    )
-    .await;
-    assert_eq!(models.len(), 2);
-    let g2 = models
-        .iter()
-        .find(|m| m.metadata.name.as_deref() == Some("short-g002"))
-        .unwrap();
-    assert_eq!(g2.spec.generation, 2);
-    assert_eq!(g2.spec.parent.as_deref(), Some("short-g001"));
-    assert_eq!(g2.spec.training_loop.as_deref(), Some("short"));
-    let promoted: Vec<&str> = models
-        .iter()
-        .filter(|m| m.status.as_ref().is_some_and(|s| s.promoted))
-        .filter_map(|m| m.metadata.name.as_deref())
-        .collect();
-    assert_eq!(promoted, [status.best_model.as_deref().unwrap()]);
-    let s = g2.status.clone().unwrap();
-    assert!(s.elo_low.unwrap() < s.elo.unwrap() && s.elo.unwrap() < s.elo_high.unwrap());
-    assert!(!s.holders.is_empty(), "{s:?}");
-
-    // kubectl sees the models in generation order with their Elo.
-    let kubectl = ringrift_e2e::tool("kubectl").unwrap();
-    let out = ringrift_e2e::run(
-        Command::new(kubectl)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["get", "mdl"]),
-    )
-    .unwrap();
-    assert!(out.success, "{}", out.stderr);
-    let lines: Vec<&str> = out.stdout.lines().collect();
-    assert!(
-        lines[0].contains("GENERATION") && lines[0].contains("ELO"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        lines[1].starts_with("short-g001") && lines[2].starts_with("short-g002"),
-        "{}",
-        out.stdout
-    );
-
-    // A second `up` on the same directory is refused while this one runs.
-    let out = ringrift_e2e::run(
-        Command::new(ringrift_bin().unwrap())
-            .args(["up", "--dir"])
-            .arg(dir.join("up")),
-    )
-    .unwrap();
-    assert!(!out.success);
-    assert!(
-        out.stderr.contains("another `ringrift up` (pid"),
-        "{}",
-        out.stderr
-    );
-
-    // `ringrift status` shows the same.
-    let out = ringrift_e2e::run(
-        Command::new(ringrift_bin().unwrap())
-            .args(["status", "--kubeconfig"])
-            .arg(&kubeconfig),
-    )
-    .unwrap();
-    assert!(out.success, "{}", out.stderr);
-    assert!(
-        out.stdout
-            .contains("TrainingLoop short: Succeeded, generation 2/2"),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("agents: 2 ready of 2"), "{}", out.stdout);
-
-    // Games and models moved between the two agents.
-    let logs = dir.join("up").join("logs");
-    let pulled: usize = ["agent-1.log", "agent-2.log"]
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(logs.join(f))
-                .unwrap_or_default()
-                .matches("artifact pulled")
-                .count()
-        })
-        .sum();
-    assert!(pulled >= 1, "no artifact was pulled from another agent");
+    check_registry(&client, &status).await;
+    check_what_users_see(&dir, &kubeconfig);
 
     // Ctrl-C (SIGTERM) stops everything cleanly.
     terminate(&first.0);

@@ -70,7 +70,6 @@ fn summary(samples: &[f64], wanted: u32) -> serde_json::Value {
     })
 }
 
-#[allow(clippy::too_many_lines)] // one run, read top to bottom
 async fn run_once(args: &BenchGossipArgs, saturate: bool) -> anyhow::Result<serde_json::Value> {
     let key = key()?;
     let timing = Timing {

@@ -120,7 +120,6 @@ impl Reconciler {
     }
 
     /// One pass. Returns how long until the next one is due if nothing changes.
-    #[allow(clippy::too_many_lines)] // observe → validate → plan → place → apply, top to bottom
     pub async fn pass(&mut self) -> Option<Duration> {
         let started = Instant::now();
         let now = Timestamp::now();
