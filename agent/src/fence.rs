@@ -7,9 +7,6 @@ use ringrift_crds::task::{Task, TaskPhase};
 
 use crate::exec::classify::Stop;
 
-/// The annotation the controller sets with `spec.cancel` to say why.
-pub const CANCEL_REASON_ANNOTATION: &str = "ringrift.ai/cancel-reason";
-
 /// What to do about one Task bound to this agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -21,16 +18,6 @@ pub enum Action {
     MarkCancelled,
     /// Nothing to do.
     Leave,
-}
-
-/// Whether the controller gave up on this attempt (agent lost): nothing it does may count.
-pub fn lost(task: &Task) -> bool {
-    let annotated = task.spec.cancel
-        && task
-            .annotations()
-            .get(CANCEL_REASON_ANNOTATION)
-            .is_some_and(|r| r == "Lost");
-    annotated || task.status.as_ref().is_some_and(|s| s.phase == TaskPhase::Lost)
 }
 
 /// The phase of the task's status, as long as the status is about this attempt.
@@ -46,7 +33,7 @@ fn phase(task: &Task) -> TaskPhase {
 /// uid (it was started before, maybe by an earlier life of this agent). `newest_attempt`: the
 /// highest attempt among this agent's Tasks of the same work unit.
 pub fn action(task: &Task, running: bool, seen: bool, newest_attempt: u32) -> Action {
-    let superseded = lost(task) || task.spec.attempt < newest_attempt;
+    let superseded = task.is_lost() || task.spec.attempt < newest_attempt;
     let final_phase = phase(task).is_finished();
     if running {
         return if superseded || (final_phase && phase(task) != TaskPhase::Succeeded) {
@@ -74,7 +61,7 @@ pub fn writable(task: &Task, uid: &str) -> Result<(), String> {
     if task.uid().as_deref() != Some(uid) {
         return Err("the Task was deleted and created again".into());
     }
-    if lost(task) {
+    if task.is_lost() {
         return Err("the controller marked this attempt lost".into());
     }
     let phase = phase(task);
@@ -88,7 +75,7 @@ pub fn writable(task: &Task, uid: &str) -> Result<(), String> {
 mod tests {
     use std::collections::BTreeMap;
 
-    use ringrift_crds::task::TaskStatus;
+    use ringrift_crds::task::{CANCEL_REASON_ANNOTATION, TaskStatus};
 
     use super::*;
 

@@ -234,16 +234,7 @@ fn cancelled(store: &Store<Task>, task: &Task) -> Option<bool> {
     if current.metadata.uid != task.metadata.uid {
         return Some(true);
     }
-    current.spec.cancel.then(|| {
-        current
-            .annotations()
-            .get("ringrift.ai/cancel-reason")
-            .is_some_and(|r| r == "Lost")
-            || current
-                .status
-                .as_ref()
-                .is_some_and(|s| s.phase == TaskPhase::Lost)
-    })
+    current.spec.cancel.then(|| current.is_lost())
 }
 
 /// Runs one task to its end.

@@ -14,6 +14,53 @@ pub const AGENT_LABEL: &str = "ringrift.ai/agent";
 /// Label on every `Task` naming the job it belongs to.
 pub const JOB_LABEL: &str = "ringrift.ai/job";
 
+/// Annotation the controller sets with `spec.cancel`, saying why it cancelled a task.
+pub const CANCEL_REASON_ANNOTATION: &str = "ringrift.ai/cancel-reason";
+
+/// Why the controller cancelled a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CancelReason {
+    /// The job was suspended; the unit runs again on resume, without using a retry.
+    Suspended,
+    /// Higher-priority work needed the room; the unit runs again, without using a retry.
+    Preempted,
+    /// No progress within `progressDeadlineSeconds`; the unit is retried.
+    Stuck,
+    /// Its agent stopped heartbeating; the unit runs again as a new attempt at once and this
+    /// attempt never counts, even if it reports success later.
+    Lost,
+    /// The job finished (succeeded, failed or was decided early), or its unit went away.
+    JobFinished,
+    /// Someone else set `spec.cancel`; counts as a failed attempt.
+    User,
+}
+
+impl CancelReason {
+    /// The annotation value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Suspended => "Suspended",
+            Self::Preempted => "Preempted",
+            Self::Stuck => "Stuck",
+            Self::Lost => "Lost",
+            Self::JobFinished => "JobFinished",
+            Self::User => "User",
+        }
+    }
+
+    /// Parses the annotation value; anything else is a cancel by someone else (`User`).
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "Suspended" => Self::Suspended,
+            "Preempted" => Self::Preempted,
+            "Stuck" => Self::Stuck,
+            "Lost" => Self::Lost,
+            "JobFinished" => Self::JobFinished,
+            _ => Self::User,
+        }
+    }
+}
+
 /// One unit of work (a batch of games, a training run) bound to one agent. Created by the
 /// controller; run, and reported on, by that agent. A retry is a new `Task` with `attempt + 1`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -250,4 +297,79 @@ pub struct TaskStatus {
     /// When the task finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+}
+
+impl Task {
+    /// Why the task was cancelled: none unless `spec.cancel` is set; a reason the controller did
+    /// not write (or none) reads as [`CancelReason::User`]. The controller and the agent both
+    /// read it here.
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        self.spec.cancel.then(|| {
+            self.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(CANCEL_REASON_ANNOTATION))
+                .map_or(CancelReason::User, |s| CancelReason::parse(s))
+        })
+    }
+
+    /// Whether the controller gave up on this attempt because its agent was lost (cancelled as
+    /// `Lost`, or marked `Lost` in its status): nothing the attempt does may count.
+    pub fn is_lost(&self) -> bool {
+        self.cancel_reason() == Some(CancelReason::Lost)
+            || self.status.as_ref().is_some_and(|s| s.phase == TaskPhase::Lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(cancel: bool, reason: Option<&str>, phase: TaskPhase) -> Task {
+        let mut t: Task = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task", "metadata": {"name": "t"},
+            "spec": {"role": "selfplay", "job": {"kind": "SelfplayJob", "name": "j"}, "workUnit": "u0", "attempt": 0}
+        }))
+        .unwrap();
+        t.spec.cancel = cancel;
+        t.metadata.annotations =
+            reason.map(|r| BTreeMap::from([(CANCEL_REASON_ANNOTATION.to_owned(), r.to_owned())]));
+        t.status = Some(TaskStatus {
+            phase,
+            ..TaskStatus::default()
+        });
+        t
+    }
+
+    #[test]
+    fn the_cancel_reason_is_read_the_same_way_by_controller_and_agent() {
+        for reason in [
+            CancelReason::Suspended,
+            CancelReason::Preempted,
+            CancelReason::Stuck,
+            CancelReason::Lost,
+            CancelReason::JobFinished,
+            CancelReason::User,
+        ] {
+            assert_eq!(CancelReason::parse(reason.as_str()), reason);
+            let t = task(true, Some(reason.as_str()), TaskPhase::Running);
+            assert_eq!(t.cancel_reason(), Some(reason));
+            assert_eq!(t.is_lost(), reason == CancelReason::Lost);
+        }
+        assert_eq!(
+            task(true, None, TaskPhase::Running).cancel_reason(),
+            Some(CancelReason::User)
+        );
+        assert_eq!(
+            task(true, Some("Whatever"), TaskPhase::Running).cancel_reason(),
+            Some(CancelReason::User)
+        );
+        // Not cancelled: the annotation alone means nothing; a Lost status still is lost.
+        assert_eq!(
+            task(false, Some("Lost"), TaskPhase::Running).cancel_reason(),
+            None
+        );
+        assert!(!task(false, Some("Lost"), TaskPhase::Running).is_lost());
+        assert!(task(false, None, TaskPhase::Lost).is_lost());
+    }
 }

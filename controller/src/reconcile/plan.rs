@@ -12,7 +12,9 @@ use ringrift_crds::gauntlet::Decision;
 use ringrift_crds::task::{FailureClass, TaskPhase};
 
 use super::gauntlet::{GauntletTally, tally};
-use super::view::{CancelReason, JobView, TaskView};
+use ringrift_crds::task::CancelReason;
+
+use super::view::{JobView, TaskView};
 use crate::plan::split::WorkUnit;
 
 /// Delay before a failed unit's next attempt: `base * 2^(failures - 1)`, at most `max`.

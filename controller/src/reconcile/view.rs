@@ -6,56 +6,9 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use ringrift_crds::common::{Artifact, RunPolicy, TaskResources, WorkloadTemplate};
 use ringrift_crds::gauntlet::PromotionPolicy;
-use ringrift_crds::task::{FailureClass, JobKind, Task, TaskPhase};
+use ringrift_crds::task::{CancelReason, FailureClass, JobKind, Task, TaskPhase};
 
 use crate::plan::split::WorkUnit;
-
-/// Annotation the controller sets with `spec.cancel`, saying why it cancelled a task.
-pub const CANCEL_REASON_ANNOTATION: &str = "ringrift.ai/cancel-reason";
-
-/// Why the controller cancelled a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum CancelReason {
-    /// The job was suspended; the unit runs again on resume, without using a retry.
-    Suspended,
-    /// Higher-priority work needed the room; the unit runs again, without using a retry.
-    Preempted,
-    /// No progress within `progressDeadlineSeconds`; the unit is retried.
-    Stuck,
-    /// Its agent stopped heartbeating; the unit runs again as a new attempt at once and this
-    /// attempt never counts, even if it reports success later.
-    Lost,
-    /// The job finished (succeeded, failed or was decided early), or its unit went away.
-    JobFinished,
-    /// Someone else set `spec.cancel`; counts as a failed attempt.
-    User,
-}
-
-impl CancelReason {
-    /// The annotation value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Suspended => "Suspended",
-            Self::Preempted => "Preempted",
-            Self::Stuck => "Stuck",
-            Self::Lost => "Lost",
-            Self::JobFinished => "JobFinished",
-            Self::User => "User",
-        }
-    }
-
-    /// Parses the annotation value; anything else is a cancel by someone else (`User`).
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "Suspended" => Self::Suspended,
-            "Preempted" => Self::Preempted,
-            "Stuck" => Self::Stuck,
-            "Lost" => Self::Lost,
-            "JobFinished" => Self::JobFinished,
-            _ => Self::User,
-        }
-    }
-}
 
 /// A task as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,12 +58,7 @@ impl TaskView {
         let status = task.status.clone().unwrap_or_default();
         // Fencing: a status that names another attempt is not about this object's attempt.
         let fenced = status.attempt.is_some_and(|a| a != task.spec.attempt);
-        let cancel = task.spec.cancel.then(|| {
-            meta.annotations
-                .as_ref()
-                .and_then(|a| a.get(CANCEL_REASON_ANNOTATION))
-                .map_or(CancelReason::User, |s| CancelReason::parse(s))
-        });
+        let cancel = task.cancel_reason();
         let message = [status.reason.as_deref(), status.message.as_deref()]
             .into_iter()
             .flatten()

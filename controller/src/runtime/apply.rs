@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::events::Recorder;
-use crate::reconcile::view::{CANCEL_REASON_ANNOTATION, CancelReason};
+use ringrift_crds::task::{CANCEL_REASON_ANNOTATION, CancelReason};
 
 /// A write that did not happen.
 #[derive(Debug, thiserror::Error)]

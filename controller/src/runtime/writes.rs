@@ -20,7 +20,7 @@ use super::metrics::KindLabels;
 use super::reconciler::{Entry, Reconciler, VOLATILE_REFRESH};
 use crate::reconcile::objects;
 use crate::reconcile::plan::Verdict;
-use crate::reconcile::view::CancelReason;
+use ringrift_crds::task::CancelReason;
 
 impl Reconciler {
     /// Counts a failed write and, for transient errors, backs the job off.
