@@ -90,6 +90,30 @@ pub struct TrainingWindow {
     pub positions: Option<u64>,
 }
 
+/// The parts of its datasets a training window reads, from the parts finished selfplay jobs
+/// wrote: the newest first (by `finished`), until they hold `window_games` games (every part
+/// when the window is not counted in games). The controller picks a training job's inputs with
+/// it and an agent's retention keeps what it picks: one rule, so retention never drops games a
+/// training will ask for.
+pub fn window_parts<T, K: Ord>(
+    window_games: Option<u64>,
+    mut parts: Vec<T>,
+    finished: impl Fn(&T) -> K,
+    games: impl Fn(&T) -> u64,
+) -> Vec<T> {
+    parts.sort_by_key(|p| std::cmp::Reverse(finished(p)));
+    let wanted = window_games.unwrap_or(u64::MAX);
+    let mut held = 0u64;
+    parts
+        .into_iter()
+        .take_while(|p| {
+            let more = held < wanted;
+            held = held.saturating_add(games(p));
+            more
+        })
+        .collect()
+}
+
 /// Optimisation settings handed to the trainer.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -208,4 +232,36 @@ pub struct TrainingJobStatus {
     /// When the job succeeded or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_parts;
+
+    #[test]
+    fn a_window_takes_the_newest_parts_until_it_holds_its_games() {
+        // (finished, games): the order given does not matter, only when each finished.
+        let parts = vec![(1, 100), (3, 100), (2, 100), (4, 0)];
+        let pick = |games| window_parts(games, parts.clone(), |p| p.0, |p| p.1);
+        assert_eq!(
+            pick(Some(150)),
+            [(4, 0), (3, 100), (2, 100)],
+            "the newest is empty: it does not count"
+        );
+        assert_eq!(pick(Some(100)), [(4, 0), (3, 100)]);
+        assert_eq!(pick(Some(1)), [(4, 0), (3, 100)]);
+        assert_eq!(
+            pick(None),
+            [(4, 0), (3, 100), (2, 100), (1, 100)],
+            "not counted in games: all"
+        );
+        assert_eq!(pick(Some(10_000)).len(), 4, "fewer games than the window: all");
+        assert!(window_parts(Some(5), Vec::<(u8, u64)>::new(), |p| p.0, |p| p.1).is_empty());
+        // Games that overflow are counted as everything.
+        let huge = vec![(2, u64::MAX), (1, 5)];
+        assert_eq!(
+            window_parts(Some(u64::MAX), huge, |p| p.0, |p| p.1),
+            [(2, u64::MAX)]
+        );
+    }
 }

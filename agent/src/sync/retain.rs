@@ -56,10 +56,7 @@ async fn keep(node: &Node) -> kube::Result<Keep> {
         parts.push(Part {
             namespace: j.metadata.namespace.unwrap_or_default(),
             dataset: j.spec.output.dataset,
-            finished: finished.then(|| {
-                s.completion_time
-                    .map_or_else(|| "0000".to_owned(), |t| t.0.to_string())
-            }),
+            finished: finished.then(|| s.completion_time.map_or(jiff::Timestamp::UNIX_EPOCH, |t| t.0)),
             games: s.games_done,
             digests: s.outputs.into_iter().map(|a| a.digest).collect(),
         });

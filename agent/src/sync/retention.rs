@@ -7,6 +7,8 @@
 
 use std::collections::HashSet;
 
+use ringrift_crds::training::window_parts;
+
 /// One held artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
@@ -68,8 +70,9 @@ pub struct Part {
     pub namespace: String,
     /// The dataset it writes.
     pub dataset: String,
-    /// When it finished (RFC 3339); `None` while it runs.
-    pub finished: Option<String>,
+    /// When it finished (the Unix epoch when its job has no completion time, as the controller
+    /// counts it); `None` while it runs.
+    pub finished: Option<jiff::Timestamp>,
     /// Games in it.
     pub games: u64,
     /// Its game files.
@@ -97,18 +100,11 @@ pub fn in_windows(parts: &[Part], windows: &[Window]) -> HashSet<String> {
         .flat_map(|p| p.digests.iter().cloned())
         .collect();
     for w in windows {
-        let mut read: Vec<&Part> = parts
+        let read: Vec<&Part> = parts
             .iter()
             .filter(|p| p.finished.is_some() && p.namespace == w.namespace && w.datasets.contains(&p.dataset))
             .collect();
-        read.sort_by(|a, b| b.finished.cmp(&a.finished));
-        let wanted = w.games.unwrap_or(u64::MAX);
-        let mut games = 0u64;
-        for p in read {
-            if games >= wanted {
-                break;
-            }
-            games = games.saturating_add(p.games);
+        for p in window_parts(w.games, read, |p| p.finished, |p| p.games) {
             keep.extend(p.digests.iter().cloned());
         }
     }
@@ -180,7 +176,7 @@ mod tests {
         Part {
             namespace: ns.into(),
             dataset: dataset.into(),
-            finished: finished.map(str::to_owned),
+            finished: finished.map(|f| f.parse().unwrap()),
             games,
             digests: vec![digest.into()],
         }
@@ -233,6 +229,22 @@ mod tests {
             in_windows(&parts, &[window(Some(1)), other]),
             set(&["running", "newer", "unread"])
         );
+    }
+
+    #[test]
+    fn parts_are_ordered_by_time_as_the_controller_orders_them() {
+        // As text, "…00.5Z" sorts before "…00Z"; in time it is later, and it is what the
+        // controller's training reads.
+        let parts = vec![
+            part("ns", "c4", Some("2026-01-01T00:00:00Z"), 100, "earlier"),
+            part("ns", "c4", Some("2026-01-01T00:00:00.5Z"), 100, "later"),
+        ];
+        let window = Window {
+            namespace: "ns".into(),
+            datasets: vec!["c4".into()],
+            games: Some(100),
+        };
+        assert_eq!(in_windows(&parts, &[window]), set(&["later"]));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ringrift_crds::common::{
 use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::JobKind;
-use ringrift_crds::training::TrainingJob;
+use ringrift_crds::training::{TrainingJob, window_parts};
 use serde_json::json;
 
 use super::status::Blocked;
@@ -187,26 +187,16 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
         .as_ref()
         .map(|r| resolve(world, &view.namespace, r, "spec.baseModel"))
         .transpose()?;
-    let mut parts: Vec<DatasetPart> = spec
+    let parts: Vec<DatasetPart> = spec
         .datasets
         .iter()
         .flat_map(|d| world.dataset(&view.namespace, d))
         .collect();
-    parts.sort_by_key(|p| std::cmp::Reverse(p.finished));
-    let wanted = s.window.games.unwrap_or(u64::MAX);
-    let mut games = 0;
-    let mut inputs: Vec<Artifact> = Vec::new();
-    for part in parts {
-        if games >= wanted {
-            break;
-        }
-        games += part.games;
-        inputs.extend(
-            part.artifacts
-                .into_iter()
-                .filter(|a| a.kind == ArtifactKind::Games),
-        );
-    }
+    let inputs: Vec<Artifact> = window_parts(s.window.games, parts, |p| p.finished, |p| p.games)
+        .into_iter()
+        .flat_map(|part| part.artifacts)
+        .filter(|a| a.kind == ArtifactKind::Games)
+        .collect();
     if inputs.is_empty() {
         return Err(blocked(
             "DatasetEmpty",
