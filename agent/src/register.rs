@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time}
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use ringrift_crds::agent::{Agent, AgentSpec, AgentStatus};
+use ringrift_crds::common::{ConditionStatus, set_condition};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -70,50 +71,24 @@ pub async fn heartbeat(leases: &Api<Lease>, name: &str, duration: Duration) -> k
     }
 }
 
-/// Sets a condition in `list`, keeping its `lastTransitionTime` unless its status changes.
-pub fn set_condition(
-    list: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: String,
-    now: &Time,
-) {
-    match list.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now.clone();
-            }
-            status.clone_into(&mut c.status);
-            reason.clone_into(&mut c.reason);
-            c.message = message;
-        }
-        None => list.push(Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message,
-            observed_generation: None,
-            last_transition_time: now.clone(),
-        }),
-    }
-}
-
 /// The `Agent` status for an inventory (pure). `previous` keeps transition times.
 pub fn agent_status(
     previous: &[Condition],
     inventory: &Inventory,
     reg: &Registration,
     version: &str,
+    generation: i64,
     now: &Time,
 ) -> AgentStatus {
+    let now = now.0;
     let mut conditions = previous.to_vec();
     set_condition(
         &mut conditions,
         "Ready",
-        "True",
+        ConditionStatus::True,
         "Registered",
-        "agent is running and heartbeating".into(),
+        "agent is running and heartbeating",
+        generation,
         now,
     );
     let unhealthy = inventory.unhealthy();
@@ -122,26 +97,36 @@ pub fn agent_status(
             .gpu_error
             .clone()
             .unwrap_or_else(|| "no GPUs found".into());
-        set_condition(&mut conditions, "GpuHealthy", "Unknown", "NoGpus", why, now);
+        set_condition(
+            &mut conditions,
+            "GpuHealthy",
+            ConditionStatus::Unknown,
+            "NoGpus",
+            &why,
+            generation,
+            now,
+        );
     } else if unhealthy.is_empty() {
         set_condition(
             &mut conditions,
             "GpuHealthy",
-            "True",
+            ConditionStatus::True,
             "AllHealthy",
-            format!("{} GPUs healthy", inventory.gpus.len()),
+            &format!("{} GPUs healthy", inventory.gpus.len()),
+            generation,
             now,
         );
     } else {
         set_condition(
             &mut conditions,
             "GpuHealthy",
-            "False",
+            ConditionStatus::False,
             "Unhealthy",
-            format!(
+            &format!(
                 "unhealthy GPUs (no work is placed on them): {}",
                 unhealthy.join(", ")
             ),
+            generation,
             now,
         );
     }
@@ -150,29 +135,31 @@ pub fn agent_status(
         set_condition(
             &mut conditions,
             "DiskPressure",
-            "True",
+            ConditionStatus::True,
             "LowDisk",
-            format!(
+            &format!(
                 "{free} MiB free in the data directory, below {} MiB",
                 reg.disk_pressure_mib
             ),
+            generation,
             now,
         );
     } else {
         set_condition(
             &mut conditions,
             "DiskPressure",
-            "False",
+            ConditionStatus::False,
             "EnoughDisk",
-            format!(
+            &format!(
                 "at least {} MiB free in the data directory",
                 reg.disk_pressure_mib
             ),
+            generation,
             now,
         );
     }
     AgentStatus {
-        observed_generation: None,
+        observed_generation: Some(generation),
         conditions,
         endpoint: Some(reg.endpoint.clone()),
         certificate_fingerprint: reg.certificate_fingerprint.clone(),
@@ -223,6 +210,8 @@ pub async fn run(node: Arc<Node>, reg: Registration, mut shutdown: watch::Receiv
     let mut last_write = tokio::time::Instant::now();
     let mut first = true;
     let mut lease_seen = false;
+    // The Agent's metadata.generation as last written: what its conditions observed.
+    let mut generation = 0;
     let mut tick = tokio::time::interval(reg.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -238,6 +227,7 @@ pub async fn run(node: Arc<Node>, reg: Registration, mut shutdown: watch::Receiv
             &inventory.borrow_and_update(),
             &reg,
             &node.version,
+            generation,
             &now,
         );
         let changed = last.as_ref().is_none_or(|l| {
@@ -255,7 +245,8 @@ pub async fn run(node: Arc<Node>, reg: Registration, mut shutdown: watch::Receiv
                 .get_or_create(&ResultLabels { result: label.into() })
                 .inc();
             match result {
-                Ok(_) => {
+                Ok(agent) => {
+                    generation = agent.metadata.generation.unwrap_or(generation);
                     if first || last.is_none() {
                         tracing::info!(agent = %node.name, gpus = status.capacity.gpu_count, endpoint = %reg.endpoint, "registered");
                     }
@@ -346,27 +337,30 @@ mod tests {
     fn conditions_follow_health_and_keep_transition_times() {
         let t0 = Time("2026-01-01T00:00:00Z".parse().unwrap());
         let t1 = Time("2026-01-01T00:01:00Z".parse().unwrap());
-        let a = agent_status(&[], &inventory(0, 5000), &reg(), "v1", &t0);
+        let a = agent_status(&[], &inventory(0, 5000), &reg(), "v1", 1, &t0);
         assert_eq!(condition(&a, "GpuHealthy").status, "True");
         assert_eq!(condition(&a, "DiskPressure").status, "False");
         assert_eq!(a.endpoint.as_deref(), Some("https://10.0.0.1:8770"));
         assert_eq!(a.certificate_fingerprint, reg().certificate_fingerprint);
         assert_eq!(a.capacity.gpu_count, 1);
 
-        let b = agent_status(&a.conditions, &inventory(0, 5000), &reg(), "v1", &t1);
+        let b = agent_status(&a.conditions, &inventory(0, 5000), &reg(), "v1", 1, &t1);
         assert_eq!(
             condition(&b, "GpuHealthy").last_transition_time,
             t0,
             "unchanged status keeps its time"
         );
 
-        let c = agent_status(&b.conditions, &inventory(3, 100), &reg(), "v1", &t1);
+        let c = agent_status(&b.conditions, &inventory(3, 100), &reg(), "v1", 2, &t1);
         let gpu = condition(&c, "GpuHealthy");
         assert_eq!((gpu.status.as_str(), gpu.reason.as_str()), ("False", "Unhealthy"));
         assert!(gpu.message.contains("GPU-0"));
         assert_eq!(gpu.last_transition_time, t1);
         assert_eq!(condition(&c, "DiskPressure").status, "True");
         assert_eq!(condition(&c, "Ready").last_transition_time, t0);
+        // Every condition says which generation of the Agent it observed.
+        assert!(c.conditions.iter().all(|x| x.observed_generation == Some(2)));
+        assert_eq!(c.observed_generation, Some(2));
     }
 
     #[test]
@@ -374,7 +368,7 @@ mod tests {
         let mut inv = inventory(0, 5000);
         inv.gpus.clear();
         inv.gpu_error = Some("NVML not found".into());
-        let s = agent_status(&[], &inv, &reg(), "v1", &Time(jiff::Timestamp::now()));
+        let s = agent_status(&[], &inv, &reg(), "v1", 1, &Time(jiff::Timestamp::now()));
         let gpu = condition(&s, "GpuHealthy");
         assert_eq!(
             (gpu.status.as_str(), gpu.message.as_str()),

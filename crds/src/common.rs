@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -303,4 +303,96 @@ pub(crate) fn free_form_object_schema(_: &mut schemars::SchemaGenerator) -> sche
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
     })
+}
+
+/// A condition's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionStatus {
+    /// `True`.
+    True,
+    /// `False`.
+    False,
+    /// `Unknown`: the writer cannot tell (an agent without GPUs for `GpuHealthy`).
+    Unknown,
+}
+
+impl ConditionStatus {
+    /// As the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(value: bool) -> Self {
+        if value { Self::True } else { Self::False }
+    }
+}
+
+/// Sets condition `type_` in `conditions`, as the API conventions describe it: its
+/// `lastTransitionTime` moves only when its status changes, and `observedGeneration` is the
+/// object's generation the writer acted on. The controller's and the agent's conditions are all
+/// set here.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: impl Into<ConditionStatus>,
+    reason: &str,
+    message: &str,
+    generation: i64,
+    now: jiff::Timestamp,
+) {
+    let status = status.into().as_str();
+    let kept = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone());
+    let condition = Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: Some(generation),
+        last_transition_time: kept.unwrap_or(Time(now)),
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => *c = condition,
+        None => conditions.push(condition),
+    }
+}
+
+#[cfg(test)]
+mod condition_tests {
+    use super::*;
+
+    fn at(seconds: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000 + seconds).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+        let mut c = Vec::new();
+        set_condition(&mut c, "Ready", true, "Accepted", "", 1, at(0));
+        set_condition(&mut c, "Ready", true, "Accepted", "again", 2, at(50));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].last_transition_time, Time(at(0)));
+        assert_eq!(c[0].message, "again");
+        assert_eq!(c[0].observed_generation, Some(2));
+        set_condition(&mut c, "Ready", false, "ModelNotFound", "", 2, at(60));
+        assert_eq!(c[0].last_transition_time, Time(at(60)));
+        set_condition(
+            &mut c,
+            "GpuHealthy",
+            ConditionStatus::Unknown,
+            "NoGpus",
+            "none",
+            2,
+            at(70),
+        );
+        assert_eq!((c.len(), c[1].status.as_str()), (2, "Unknown"));
+    }
 }

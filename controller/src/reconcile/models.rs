@@ -12,9 +12,9 @@ use ringrift_crds::model::{Model, ModelStatus};
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
 
-use super::status::set_condition;
 use crate::rating::Record;
 use crate::ratings::{self, Pairing, Rating};
+use ringrift_crds::common::set_condition;
 
 /// A rating pool: namespace and game board. Models of different games are never compared.
 pub type Pool = (String, String);

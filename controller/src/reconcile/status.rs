@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use ringrift_crds::common::{Artifact, JobPhase, QueueStatus, TaskCounts};
+use ringrift_crds::common::{Artifact, JobPhase, QueueStatus, TaskCounts, set_condition};
 use ringrift_crds::gauntlet::{Decision, GauntletJobStatus, OpponentResult, SprtStatus};
 use ringrift_crds::selfplay::SelfplayJobStatus;
 use ringrift_crds::training::TrainingJobStatus;
@@ -11,35 +11,6 @@ use ringrift_crds::training::TrainingJobStatus;
 use super::plan::{JobPlan, Verdict};
 use super::view::{JobSpecifics, JobView};
 use crate::rating;
-
-/// Sets a condition; its `lastTransitionTime` moves only when its status changes.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: i64,
-    now: Timestamp,
-) {
-    let status = if status { "True" } else { "False" };
-    let kept = conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone());
-    let condition = Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: Some(generation),
-        last_transition_time: kept.unwrap_or(Time(now)),
-    };
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => *c = condition,
-        None => conditions.push(condition),
-    }
-}
 
 /// Why a job cannot run as written (an unknown model, an invalid spec): shown as
 /// `Ready=False` until the spec or the world changes.

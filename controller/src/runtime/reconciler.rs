@@ -433,7 +433,7 @@ fn readiness_patch(agent: &Agent, heartbeat_current: bool, now: Timestamp) -> Op
     let mut conditions = status.conditions.clone();
     let generation = agent.metadata.generation.unwrap_or(0);
     if !heartbeat_current && !lapsed_mark {
-        crate::reconcile::status::set_condition(
+        ringrift_crds::common::set_condition(
             &mut conditions,
             "Ready",
             false,
@@ -446,7 +446,7 @@ fn readiness_patch(agent: &Agent, heartbeat_current: bool, now: Timestamp) -> Op
             now,
         );
     } else if heartbeat_current && lapsed_mark {
-        crate::reconcile::status::set_condition(
+        ringrift_crds::common::set_condition(
             &mut conditions,
             "Ready",
             true,

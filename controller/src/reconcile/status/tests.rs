@@ -50,19 +50,6 @@ fn condition<'a>(conditions: &'a [Condition], t: &str) -> &'a Condition {
 }
 
 #[test]
-fn a_condition_keeps_its_transition_time_until_its_status_changes() {
-    let mut c = Vec::new();
-    set_condition(&mut c, "Ready", true, "Accepted", "", 1, at(0));
-    set_condition(&mut c, "Ready", true, "Accepted", "again", 2, at(50));
-    assert_eq!(c.len(), 1);
-    assert_eq!(c[0].last_transition_time, Time(at(0)));
-    assert_eq!(c[0].message, "again");
-    assert_eq!(c[0].observed_generation, Some(2));
-    set_condition(&mut c, "Ready", false, "ModelNotFound", "", 2, at(60));
-    assert_eq!(c[0].last_transition_time, Time(at(60)));
-}
-
-#[test]
 fn eta_reads_like_a_person_would_write_it() {
     assert_eq!(eta(100, Some(10.0)), Some("10s".into()));
     assert_eq!(eta(250, Some(1.0)), Some("4m10s".into()));

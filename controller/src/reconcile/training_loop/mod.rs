@@ -21,7 +21,7 @@ use ringrift_crds::training_loop::{
     ActiveJobs, GenerationRecord, LoopPhase, Stage, TrainingLoop, TrainingLoopStatus,
 };
 
-use super::status::set_condition;
+use ringrift_crds::common::set_condition;
 
 /// Label on a loop's jobs with the loop's name.
 pub const LOOP_LABEL: &str = "ringrift.ai/training-loop";
