@@ -5,7 +5,7 @@
 //!
 //! Requests with `Content-Type: application/vnd.kubernetes.protobuf` are turned into JSON as
 //! they arrive; responses are encoded as protobuf when the client's `Accept` names protobuf
-//! first and the kind is one of [`kinds::KINDS`]. Custom resources are JSON only, as upstream.
+//! first and the kind is one of [`served_kinds`]. Custom resources are JSON only, as upstream.
 
 mod kinds;
 mod wire;
