@@ -2,15 +2,16 @@
 //! `SelfplayJob`, `TrainingJob` and `GauntletJob` objects into `Task`s bound to agents, runs
 //! each `TrainingLoop` generation after generation and keeps the model registry.
 //!
-//! [`leader`]: leader election; [`plan`]: work units and placement; [`rating`]: gauntlet
-//! statistics and the promotion decision; [`ratings`]: model ratings over every gauntlet game;
+//! [`leader`]: leader election; [`plan`]: work units and placement; [`sprt`]: gauntlet
+//! statistics (Elo interval, SPRT) and the promotion decision; [`bradley_terry`]: model ratings
+//! over every gauntlet game;
 //! [`reconcile`]: the pure reconcile steps (jobs, the loop's stage machine, the registry);
 //! [`runtime`]: the I/O around them (caches, the pass, leadership-gated writes, metrics). See
 //! DESIGN.md sections 4 and 5 and `docs/controller.md`.
 
+pub mod bradley_terry;
 pub mod leader;
 pub mod plan;
-pub mod rating;
-pub mod ratings;
 pub mod reconcile;
 pub mod runtime;
+pub mod sprt;

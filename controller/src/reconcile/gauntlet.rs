@@ -5,7 +5,7 @@ use ringrift_crds::gauntlet::Decision;
 
 use super::plan::UnitState;
 use super::view::{JobSpecifics, JobView};
-use crate::rating::{self, Record};
+use crate::sprt::{self, Record};
 
 /// A gauntlet's results so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub(super) fn tally(job: &JobView, states: &[UnitState<'_>]) -> Option<GauntletT
         .find(|(n, _)| n == deciding)
         .map(|(_, r)| *r)
         .unwrap_or_default();
-    let (decision, reason) = rating::decide(policy, &deciding_record, *per_opponent);
+    let (decision, reason) = sprt::decide(policy, &deciding_record, *per_opponent);
     Some(GauntletTally {
         records,
         decision,

@@ -1,5 +1,5 @@
 //! The model registry's status, without I/O: each `Model`'s rating from every gauntlet game it
-//! played (one pool per namespace and game board, see [`crate::ratings`]), whether it is the
+//! played (one pool per namespace and game board, see [`crate::bradley_terry`]), whether it is the
 //! best model of its loop now, and which agents hold its weights.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -12,8 +12,8 @@ use ringrift_crds::model::{Model, ModelStatus};
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
 
-use crate::rating::Record;
-use crate::ratings::{self, Pairing, Rating};
+use crate::bradley_terry::{self, Pairing, Rating};
+use crate::sprt::Record;
 use ringrift_crds::common::set_condition;
 
 /// A rating pool: namespace and game board. Models of different games are never compared.
@@ -22,7 +22,7 @@ pub type Pool = (String, String);
 /// The player name of a baseline in a pool.
 pub fn baseline_player(b: Baseline) -> &'static str {
     match b {
-        Baseline::Random => ratings::ANCHOR,
+        Baseline::Random => bradley_terry::ANCHOR,
         Baseline::Heuristic => "baseline:heuristic",
     }
 }
@@ -58,7 +58,7 @@ pub fn pool_ratings(gauntlets: &[GauntletJob]) -> Pools {
     }
     pools
         .into_iter()
-        .map(|(pool, pairings)| (pool, ratings::fit(&pairings)))
+        .map(|(pool, pairings)| (pool, bradley_terry::fit(&pairings)))
         .collect()
 }
 
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(pool["m2"].games, 200, "the bestOf opponent is not rated");
         assert!(pool["m2"].elo > pool["m1"].elo);
         assert!(pool.contains_key("baseline:heuristic"));
-        assert!(pool[ratings::ANCHOR].elo.abs() < f64::EPSILON);
+        assert!(pool[bradley_terry::ANCHOR].elo.abs() < f64::EPSILON);
     }
 
     #[test]

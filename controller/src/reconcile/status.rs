@@ -10,7 +10,7 @@ use ringrift_crds::training::TrainingJobStatus;
 
 use super::plan::{JobPlan, Verdict};
 use super::view::{JobSpecifics, JobView};
-use crate::rating;
+use crate::sprt;
 
 /// Why a job cannot run as written (an unknown model, an invalid spec): shown as
 /// `Ready=False` until the spec or the world changes.
@@ -346,7 +346,7 @@ pub fn gauntlet(job: &JobView, plan: Option<&JobPlan>, common: Common) -> Gauntl
         .records
         .iter()
         .map(|(name, r)| {
-            let elo = rating::elo(r);
+            let elo = sprt::elo(r);
             OpponentResult {
                 name: name.clone(),
                 wins: r.wins,
@@ -367,7 +367,7 @@ pub fn gauntlet(job: &JobView, plan: Option<&JobPlan>, common: Common) -> Gauntl
         .unwrap_or_default();
     status.win_rate = deciding_record.score();
     status.sprt = policy.sprt.as_ref().map(|p| {
-        let t = rating::sprt(&deciding_record, p.elo0, p.elo1, p.alpha, p.beta);
+        let t = sprt::sprt(&deciding_record, p.elo0, p.elo1, p.alpha, p.beta);
         SprtStatus {
             llr: t.llr,
             lower_bound: t.lower,

@@ -1,289 +1,289 @@
-//! Apply: every write the controller makes, each checked against the leadership claim right
-//! before it is sent, so a replica that lost its lease stops writing at once.
+//! Apply, for a pass: fences, new tasks, models, statuses, events and TTL deletes, with
+//! per-job backoff on transient errors.
 
-use std::fmt::Debug;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
-use kube::{Api, Client, Resource, ResourceExt};
-use ringrift_crds::model::Model;
-use ringrift_crds::task::Task;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::json;
-use tokio::sync::watch;
+use futures_util::StreamExt;
+use jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+use ringrift_crds::agent::Agent;
+use ringrift_crds::gauntlet::GauntletJob;
+use ringrift_crds::selfplay::SelfplayJob;
+use ringrift_crds::task::{JobKind, Task};
+use ringrift_crds::training::TrainingJob;
 
-use super::events::Recorder;
-use ringrift_crds::task::{CANCEL_REASON_ANNOTATION, CancelReason};
+use super::agents::HEARTBEAT_LAPSED;
+use super::jobs::{AnyJob, events};
+use super::metrics::KindLabels;
+use super::reconciler::{Entry, Reconciler, VOLATILE_REFRESH};
+use super::writer::{ApplyError, Fence};
+use crate::reconcile::objects;
+use crate::reconcile::plan::Verdict;
+use ringrift_crds::task::CancelReason;
 
-/// A write that did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// This replica does not hold the lease now.
-    #[error("failed to {what}: not the leader")]
-    NotLeading {
-        /// The write.
-        what: String,
-    },
-    /// The API refused the write or could not be reached.
-    #[error("failed to {what}: {source}")]
-    Api {
-        /// The write.
-        what: String,
-        /// Why.
-        #[source]
-        source: kube::Error,
-    },
-}
-
-impl ApplyError {
-    /// A stable label for metrics and events.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Self::NotLeading { .. } => "not_leading",
-            Self::Api { source, .. } => match source {
-                kube::Error::Api(s) if s.code == 409 => "conflict",
-                kube::Error::Api(s) if s.code == 404 => "not_found",
-                kube::Error::Api(s) if s.code == 400 || s.code == 422 => "invalid",
-                kube::Error::Api(_) => "api",
-                _ => "transport",
-            },
+impl Reconciler {
+    /// Counts a failed write and, for transient errors, backs the job off.
+    fn failed(&mut self, job_key: &str, kind: &str, e: &ApplyError) {
+        self.health.metrics.error(kind, e.category());
+        match e.category() {
+            // Someone changed or deleted the object meanwhile: the next pass sees it.
+            "conflict" | "not_found" | "not_leading" => {
+                tracing::debug!(job = job_key, error = %e, "write skipped");
+            }
+            _ => tracing::warn!(job = job_key, error = %e, category = e.category(), "write failed"),
+        }
+        if e.is_transient() {
+            let entry = self
+                .errors
+                .entry(job_key.to_owned())
+                .or_insert((0, Instant::now()));
+            entry.0 += 1;
+            let base = Duration::from_millis(200).saturating_mul(1 << entry.0.min(10));
+            let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]));
+            entry.1 = Instant::now() + base.min(Duration::from_secs(60)) + jitter;
         }
     }
 
-    /// Whether trying again later may succeed (the API was down or overloaded).
-    pub fn is_transient(&self) -> bool {
-        matches!(self.category(), "api" | "transport")
-    }
-}
-
-/// A write that stops a task.
-#[derive(Debug, Clone)]
-pub enum Fence {
-    /// Its agent stopped heartbeating.
-    Lost {
-        /// The agent.
-        agent: String,
-    },
-    /// Cancel it for this reason.
-    Cancel(CancelReason),
-}
-
-/// Writes to the API, gated on leadership.
-#[derive(Clone)]
-pub struct Writer {
-    client: Client,
-    leading: watch::Receiver<bool>,
-    recorder: Recorder,
-}
-
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").finish_non_exhaustive()
-    }
-}
-
-fn api_error(what: String) -> impl FnOnce(kube::Error) -> ApplyError {
-    move |source| ApplyError::Api { what, source }
-}
-
-impl Writer {
-    /// A writer that writes only while `leading` says so.
-    pub fn new(client: Client, leading: watch::Receiver<bool>, recorder: Recorder) -> Self {
-        Self {
-            client,
-            leading,
-            recorder,
-        }
-    }
-
-    fn gate(&self, what: impl FnOnce() -> String) -> Result<(), ApplyError> {
-        if *self.leading.borrow() {
-            Ok(())
-        } else {
-            Err(ApplyError::NotLeading { what: what() })
-        }
-    }
-
-    /// Whether this replica leads now.
-    pub fn leading(&self) -> bool {
-        *self.leading.borrow()
-    }
-
-    /// Creates a task.
-    ///
-    /// # Errors
-    /// [`ApplyError`].
-    pub async fn create_task(&self, task: &Task) -> Result<Task, ApplyError> {
-        let ns = task.namespace().unwrap_or_default();
-        let what = || format!("create Task {ns}/{}", task.name_any());
-        self.gate(what)?;
-        Api::<Task>::namespaced(self.client.clone(), &ns)
-            .create(&PostParams::default(), task)
-            .await
-            .map_err(api_error(what()))
-    }
-
-    /// Asks a task to stop, saying why.
-    ///
-    /// # Errors
-    /// [`ApplyError`].
-    pub async fn cancel_task(&self, ns: &str, name: &str, reason: CancelReason) -> Result<Task, ApplyError> {
-        let what = || format!("cancel Task {ns}/{name} ({})", reason.as_str());
-        self.gate(what)?;
-        let patch = json!({
-            "metadata": {"annotations": {CANCEL_REASON_ANNOTATION: reason.as_str()}},
-            "spec": {"cancel": true},
-        });
-        Api::<Task>::namespaced(self.client.clone(), ns)
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(api_error(what()))
-    }
-
-    /// Marks a task lost: first the fence (cancel with reason `Lost`, which makes any later
-    /// success of this attempt uncountable), then its status, for people.
-    ///
-    /// # Errors
-    /// [`ApplyError`].
-    pub async fn mark_lost(&self, ns: &str, name: &str, agent: &str) -> Result<Task, ApplyError> {
-        self.cancel_task(ns, name, CancelReason::Lost).await?;
-        let what = || format!("mark Task {ns}/{name} lost");
-        self.gate(what)?;
-        let patch = json!({"status": {
-            "phase": "Lost",
-            "reason": "AgentLost",
-            "message": format!("agent {agent} stopped heartbeating; the work unit runs again as a new attempt"),
-            "completionTime": jiff::Timestamp::now().to_string(),
-        }});
-        Api::<Task>::namespaced(self.client.clone(), ns)
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(api_error(what()))
-    }
-
-    /// Runs a fence write: marks a task lost or cancels it.
-    ///
-    /// # Errors
-    /// [`ApplyError`].
-    pub async fn fence(&self, ns: &str, name: &str, fence: Fence) -> Result<Task, ApplyError> {
-        match fence {
-            Fence::Lost { agent } => self.mark_lost(ns, name, &agent).await,
-            Fence::Cancel(reason) => self.cancel_task(ns, name, reason).await,
-        }
-    }
-
-    /// Replaces an object's status, with its resourceVersion as the precondition.
-    ///
-    /// # Errors
-    /// [`ApplyError`]; `conflict` when the object changed since it was read.
-    pub async fn replace_status<K>(&self, obj: &K) -> Result<K, ApplyError>
-    where
-        K: Resource<Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + Debug,
-        K::DynamicType: Default,
-    {
-        let ns = obj.namespace().unwrap_or_default();
-        let kind = K::kind(&K::DynamicType::default()).into_owned();
-        let what = || format!("update the status of {kind} {ns}/{}", obj.name_any());
-        self.gate(what)?;
-        Api::<K>::namespaced(self.client.clone(), &ns)
-            .replace_status(&obj.name_any(), &PostParams::default(), obj)
-            .await
-            .map_err(api_error(what()))
-    }
-
-    /// Creates a model; one that already exists is left as it is.
-    ///
-    /// # Errors
-    /// [`ApplyError`] other than "already exists".
-    pub async fn create_model(&self, model: &Model) -> Result<(), ApplyError> {
-        self.create_if_absent(model).await.map(|_| ())
-    }
-
-    /// Creates a namespaced object; returns false when one of that name already exists (left
-    /// as it is).
-    ///
-    /// # Errors
-    /// [`ApplyError`] other than "already exists".
-    pub async fn create_if_absent<K>(&self, obj: &K) -> Result<bool, ApplyError>
-    where
-        K: Resource<Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + Debug,
-        K::DynamicType: Default,
-    {
-        let ns = obj.namespace().unwrap_or_default();
-        let kind = K::kind(&K::DynamicType::default()).into_owned();
-        let what = || format!("create {kind} {ns}/{}", obj.name_any());
-        self.gate(what)?;
-        match Api::<K>::namespaced(self.client.clone(), &ns)
-            .create(&PostParams::default(), obj)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(e) => Err(api_error(what())(e)),
-        }
-    }
-
-    /// Deletes a job and, through the garbage collector, its tasks.
-    ///
-    /// # Errors
-    /// [`ApplyError`] other than "not found".
-    pub async fn delete<K>(&self, ns: &str, name: &str) -> Result<(), ApplyError>
-    where
-        K: Resource<Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-        K::DynamicType: Default,
-    {
-        let kind = K::kind(&K::DynamicType::default()).into_owned();
-        let what = || format!("delete {kind} {ns}/{name}");
-        self.gate(what)?;
-        let params = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..DeleteParams::default()
-        };
-        match Api::<K>::namespaced(self.client.clone(), ns)
-            .delete(name, &params)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(api_error(what())(e)),
-        }
-    }
-
-    /// Merge-patches an agent's status (its conditions), with a resourceVersion precondition.
-    ///
-    /// # Errors
-    /// [`ApplyError`].
-    pub async fn patch_agent_status(&self, name: &str, patch: &serde_json::Value) -> Result<(), ApplyError> {
-        let what = || format!("update the status of Agent {name}");
-        self.gate(what)?;
-        Api::<ringrift_crds::agent::Agent>::all(self.client.clone())
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map(|_| ())
-            .map_err(api_error(what()))
-    }
-
-    /// Records an event on an object. Best effort: a failure is logged, never fatal.
-    pub async fn event(
-        &self,
-        reference: &k8s_openapi::api::core::v1::ObjectReference,
-        warning: bool,
-        reason: &str,
-        note: String,
+    pub(super) async fn apply(
+        &mut self,
+        entries: &mut [Entry],
+        victims: Vec<String>,
+        agent_writes: Vec<(String, bool, serde_json::Value)>,
+        now: Timestamp,
+        soon: &mut impl FnMut(Duration),
     ) {
-        if !self.leading() {
+        let writer = self.writer.clone();
+        let n = self.tuning.concurrency.max(1);
+        // Agents whose heartbeat lapsed or resumed.
+        for (name, ok, patch) in agent_writes {
+            match writer.patch_agent_status(&name, &patch).await {
+                Ok(()) => {
+                    let reference =
+                        Agent::new(&name, ringrift_crds::agent::AgentSpec::default()).object_ref(&());
+                    if ok {
+                        writer
+                            .event(
+                                &reference,
+                                false,
+                                "HeartbeatResumed",
+                                format!("agent {name} is heartbeating again"),
+                            )
+                            .await;
+                    } else {
+                        writer
+                            .event(
+                                &reference,
+                                true,
+                                HEARTBEAT_LAPSED,
+                                format!(
+                                    "agent {name} stopped heartbeating; its tasks are lost and rescheduled"
+                                ),
+                            )
+                            .await;
+                    }
+                }
+                Err(e) => self.failed(&format!("Agent/{name}"), "Agent", &e),
+            }
+        }
+        // 1. Fences first: lost tasks, cancellations, preemptions.
+        self.apply_fences(entries, victims).await;
+
+        // 2. New attempts, bounded concurrency.
+        let creates: Vec<(usize, Task)> = entries
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(i, e)| std::mem::take(&mut e.placed).into_iter().map(move |t| (i, t)))
+            .collect();
+        let results: Vec<(usize, Result<Task, ApplyError>)> = futures_util::stream::iter(creates)
+            .map(|(i, t)| {
+                let w = writer.clone();
+                async move { (i, w.create_task(&t).await) }
+            })
+            .buffer_unordered(n)
+            .collect()
+            .await;
+        let mut created_per_job: HashMap<usize, usize> = HashMap::new();
+        for (i, r) in results {
+            if r.is_ok() {
+                let kind = format!("{:?}", entries[i].job.kind());
+                self.health
+                    .metrics
+                    .tasks_created
+                    .get_or_create(&KindLabels { kind })
+                    .inc();
+                *created_per_job.entry(i).or_default() += 1;
+            }
+            self.record_task_write(entries, Some(i), r);
+        }
+
+        // 3. Models, statuses, events, TTL deletes.
+        for (i, e) in entries.iter().enumerate() {
+            self.finish_job(e, created_per_job.get(&i).copied().unwrap_or(0), now, soon)
+                .await;
+        }
+    }
+
+    /// Marks lost tasks and cancels what the plans and placement say.
+    async fn apply_fences(&mut self, entries: &[Entry], victims: Vec<String>) {
+        let writer = self.writer.clone();
+        let n = self.tuning.concurrency.max(1);
+        let mut fences = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let Some(plan) = &e.plan else { continue };
+            if e.held_back {
+                continue;
+            }
+            let ns = e.job.namespace();
+            for (name, agent) in &plan.lost {
+                let agent = agent.clone();
+                fences.push((Some(i), ns.clone(), name.clone(), Fence::Lost { agent }));
+            }
+            for (name, reason) in &plan.cancel {
+                fences.push((Some(i), ns.clone(), name.clone(), Fence::Cancel(*reason)));
+            }
+        }
+        for victim in victims {
+            let (ns, name) = victim.split_once('/').unwrap_or(("", victim.as_str()));
+            fences.push((
+                None,
+                ns.to_owned(),
+                name.to_owned(),
+                Fence::Cancel(CancelReason::Preempted),
+            ));
+        }
+        let results: Vec<(Option<usize>, Result<Task, ApplyError>)> = futures_util::stream::iter(fences)
+            .map(|(i, ns, name, fence)| {
+                let w = writer.clone();
+                async move { (i, w.fence(&ns, &name, fence).await) }
+            })
+            .buffer_unordered(n)
+            .collect()
+            .await;
+        for (i, r) in results {
+            self.record_task_write(entries, i, r);
+        }
+    }
+
+    fn record_task_write(&mut self, entries: &[Entry], i: Option<usize>, r: Result<Task, ApplyError>) {
+        match r {
+            Ok(task) => self.tasks.wrote(task),
+            Err(e) => {
+                let (key, kind) = i
+                    .and_then(|i| entries.get(i))
+                    .map_or(("Task".to_owned(), "Task".to_owned()), |e| {
+                        (e.job.key(), format!("{:?}", e.job.kind()))
+                    });
+                self.failed(&key, &kind, &e);
+            }
+        }
+    }
+
+    async fn finish_job(
+        &mut self,
+        e: &Entry,
+        created: usize,
+        now: Timestamp,
+        soon: &mut impl FnMut(Duration),
+    ) {
+        if e.held_back {
             return;
         }
-        if let Err(e) = self.recorder.publish(reference, warning, reason, &note).await {
-            tracing::debug!(reason, error = %e, "failed to record an event");
+        if created > 0 {
+            let note = format!("created {created} task(s)");
+            self.writer
+                .event(&e.job.reference(), false, "TasksCreated", note)
+                .await;
+        }
+        if let Some(plan) = &e.plan
+            && !plan.lost.is_empty()
+        {
+            let note = format!(
+                "{} task(s) lost with their agent; their work units run again",
+                plan.lost.len()
+            );
+            self.writer
+                .event(&e.job.reference(), true, "TasksLost", note)
+                .await;
+        }
+        let key = e.job.key();
+        let kind = format!("{:?}", e.job.kind());
+        let writer = self.writer.clone();
+        let view = e.view.as_ref().ok();
+        let blocked = e.view.as_ref().err();
+        // A training job that just succeeded registers its model before saying so.
+        if let (Some(view), Some(plan)) = (view, &e.plan)
+            && view.finished.is_none()
+            && matches!(
+                plan.verdict,
+                Verdict::Finished {
+                    phase: ringrift_crds::common::JobPhase::Succeeded,
+                    ..
+                }
+            )
+            && let Some(model) = objects::trained_model(view, plan)
+        {
+            if let Err(err) = writer.create_model(&model).await {
+                self.failed(&key, &kind, &err);
+                return;
+            }
+            writer
+                .event(
+                    &e.job.reference(),
+                    false,
+                    "ModelCreated",
+                    format!("created Model {}", model.name_any()),
+                )
+                .await;
+        }
+        let refresh = self
+            .refreshed
+            .get(&key)
+            .is_none_or(|at| at.elapsed() >= VOLATILE_REFRESH);
+        let running = e.plan.as_ref().is_some_and(|p| p.verdict == Verdict::Running);
+        if running {
+            soon(VOLATILE_REFRESH);
+        }
+        if let Some(next) = e.job.with_status(
+            view,
+            e.plan.as_ref(),
+            blocked,
+            e.queue.clone(),
+            e.model.clone(),
+            now,
+            refresh,
+        ) {
+            let before = e.job.summary();
+            let last_failure = e.plan.as_ref().and_then(|p| p.summary.last_failure.clone());
+            let result = match &next {
+                AnyJob::Selfplay(j) => writer.replace_status(j).await.map(|j| self.selfplay.wrote(j)),
+                AnyJob::Training(j) => writer.replace_status(j).await.map(|j| self.training.wrote(j)),
+                AnyJob::Gauntlet(j) => writer.replace_status(j).await.map(|j| self.gauntlet.wrote(j)),
+            };
+            match result {
+                Ok(()) => {
+                    self.errors.remove(&key);
+                    self.refreshed.insert(key.clone(), Instant::now());
+                    for (warning, reason, note) in
+                        events(&before, &next.summary(), &next, last_failure.as_deref())
+                    {
+                        writer.event(&e.job.reference(), warning, &reason, note).await;
+                    }
+                }
+                Err(err) => self.failed(&key, &kind, &err),
+            }
+        }
+        if e.plan.as_ref().is_some_and(|p| p.delete) {
+            let (ns, name) = (e.job.namespace(), e.job.name());
+            let r = match e.job.kind() {
+                JobKind::SelfplayJob => writer.delete::<SelfplayJob>(&ns, &name).await,
+                JobKind::TrainingJob => writer.delete::<TrainingJob>(&ns, &name).await,
+                JobKind::GauntletJob => writer.delete::<GauntletJob>(&ns, &name).await,
+            };
+            match r {
+                Ok(()) => tracing::info!(job = key, "deleted after ttlSecondsAfterFinished"),
+                Err(err) => self.failed(&key, &kind, &err),
+            }
         }
     }
 }

@@ -2,12 +2,12 @@
 //!
 //! Every replica keeps its caches warm and serves `/ready` once they are synced; only the
 //! replica holding the Lease runs passes, and every write checks the claim right before it is
-//! sent ([`apply::Writer`]).
+//! sent ([`writer::Writer`]).
 
 pub mod admin;
 mod admin_tls;
 pub mod agents;
-pub mod apply;
+mod apply;
 pub mod caches;
 pub mod events;
 pub mod jobs;
@@ -17,4 +17,4 @@ pub mod overlay;
 pub mod reconciler;
 pub mod run;
 pub mod world;
-mod writes;
+pub mod writer;

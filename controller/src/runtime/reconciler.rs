@@ -19,12 +19,12 @@ use ringrift_crds::training_loop::TrainingLoop;
 
 use super::admin::Health;
 use super::agents::{HEARTBEAT_LAPSED, heartbeat_expiry, lease_name, view};
-use super::apply::Writer;
 use super::caches::{Caches, valid};
 use super::jobs::AnyJob;
 use super::metrics::KindLabels;
 use super::overlay::Overlay;
 use super::world::Snapshot;
+use super::writer::Writer;
 use crate::plan::placement::{self, Claim, Outcome, Request};
 use crate::reconcile::objects;
 use crate::reconcile::plan::{Backoff, Env, JobPlan, plan_job};

@@ -13,10 +13,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::admin::{self, Health};
-use super::apply::Writer;
 use super::caches;
 use super::events::Recorder;
 use super::reconciler::{Reconciler, Tuning};
+use super::writer::Writer;
 use crate::leader::{ElectionError, Elector, Timing};
 
 /// What the controller needs to run.

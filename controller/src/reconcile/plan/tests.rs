@@ -6,9 +6,9 @@ use ringrift_crds::task::JobKind;
 
 use super::*;
 use crate::plan::split;
-use crate::rating::Record;
 use crate::reconcile::fixtures::{at, selfplay, task};
 use crate::reconcile::view::JobSpecifics;
+use crate::sprt::Record;
 
 const BACKOFF: Backoff = Backoff {
     base: Duration::from_secs(10),

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::rating::Record;
+use crate::sprt::Record;
 
 /// Name of the anchor player (Elo 0 by definition).
 pub const ANCHOR: &str = "baseline:random";
