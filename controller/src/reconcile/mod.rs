@@ -1,12 +1,12 @@
 //! The reconcile pipeline's pure steps: what the planner sees ([`view`]), the decision per job
-//! ([`plan`]), and the status and conditions it leads to ([`status`]).
+//! ([`decide`]), and the status and conditions it leads to ([`status`]).
 
+pub mod decide;
 #[cfg(test)]
 mod fixtures;
 pub mod gauntlet;
 pub mod models;
 pub mod objects;
-pub mod plan;
 pub mod status;
 pub mod training_loop;
 pub mod validate;

@@ -10,7 +10,7 @@ use ringrift_crds::model::{Model, ModelSpec};
 use ringrift_crds::task::{AGENT_LABEL, JOB_LABEL, JobKind, JobRef, Role, Task, TaskSpec};
 use serde_json::json;
 
-use super::plan::{JobPlan, NewAttempt};
+use super::decide::{JobPlan, NewAttempt};
 use super::view::{JobSpecifics, JobView};
 
 /// Label on a `Task` with its work unit.

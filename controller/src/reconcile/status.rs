@@ -8,7 +8,7 @@ use ringrift_crds::gauntlet::{Decision, GauntletJobStatus, OpponentResult, SprtS
 use ringrift_crds::selfplay::SelfplayJobStatus;
 use ringrift_crds::training::TrainingJobStatus;
 
-use super::plan::{JobPlan, Verdict};
+use super::decide::{JobPlan, Verdict};
 use super::view::{JobSpecifics, JobView};
 use crate::sprt;
 

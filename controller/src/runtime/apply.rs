@@ -18,8 +18,8 @@ use super::jobs::{AnyJob, events};
 use super::metrics::KindLabels;
 use super::reconciler::{Entry, Reconciler, VOLATILE_REFRESH};
 use super::writer::{ApplyError, Fence};
+use crate::reconcile::decide::Verdict;
 use crate::reconcile::objects;
-use crate::reconcile::plan::Verdict;
 use ringrift_crds::task::CancelReason;
 
 impl Reconciler {

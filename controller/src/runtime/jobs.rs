@@ -10,7 +10,7 @@ use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::JobKind;
 use ringrift_crds::training::TrainingJob;
 
-use crate::reconcile::plan::JobPlan;
+use crate::reconcile::decide::JobPlan;
 use crate::reconcile::status::{self, Blocked, Previous};
 use crate::reconcile::validate::{self, World};
 use crate::reconcile::view::JobView;

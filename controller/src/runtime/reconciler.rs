@@ -26,8 +26,8 @@ use super::overlay::Overlay;
 use super::world::Snapshot;
 use super::writer::Writer;
 use crate::plan::placement::{self, Claim, Outcome, Request};
+use crate::reconcile::decide::{Backoff, Env, JobPlan, plan_job};
 use crate::reconcile::objects;
-use crate::reconcile::plan::{Backoff, Env, JobPlan, plan_job};
 use crate::reconcile::status::Blocked;
 use crate::reconcile::view::{JobView, TaskView, default_priority};
 

@@ -6,8 +6,8 @@ use ringrift_crds::task::TaskPhase;
 
 use super::*;
 use crate::plan::split;
+use crate::reconcile::decide::{Backoff, Env, plan_job};
 use crate::reconcile::fixtures::{self, at};
-use crate::reconcile::plan::{Backoff, Env, plan_job};
 use crate::reconcile::view::TaskView;
 
 fn job() -> JobView {
