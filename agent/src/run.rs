@@ -322,7 +322,7 @@ async fn start_sync(
     registration: &mut Registration,
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, RunError> {
-    let retention = tokio::spawn(crate::sync::retain::run(
+    let retention = tokio::spawn(crate::sync::sweep::run(
         node.clone(),
         config.retention,
         config.retention_interval,

@@ -22,7 +22,7 @@ pub mod plan;
 pub mod pull;
 pub mod range;
 pub mod receive;
-pub mod retain;
 pub mod retention;
 pub mod serve;
 pub mod state;
+pub mod sweep;
