@@ -7,7 +7,7 @@ use hyper::header::{AUTHORIZATION, HeaderMap};
 use ringrift_tls::serve::ClientCert;
 use serde_json::Value;
 
-use super::server::ApiServer;
+use super::state::ApiServer;
 use super::status::ApiError;
 use crate::auth::rbac::{self, Attributes, Policy};
 use crate::auth::{User, node};

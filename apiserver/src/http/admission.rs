@@ -5,10 +5,10 @@ use bytes::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderMap};
 use serde_json::Value;
 
-use super::handlers::Target;
 use super::meta::{meta_str, set_meta};
-use super::server::Query;
+use super::query::Query;
 use super::status::ApiError;
+use super::target::Target;
 use crate::registry::{Registry, crd_key};
 use crate::schema::FieldError;
 use crate::store::semantics::Subresource;

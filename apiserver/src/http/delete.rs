@@ -6,10 +6,11 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::convert::from_storage;
-use super::handlers::{Reply, Target, selectors};
 use super::meta::{meta_str, set_meta, write_context};
-use super::server::{ApiServer, Query, new_uid, now};
+use super::query::Query;
+use super::state::{ApiServer, new_uid, now};
 use super::status::ApiError;
+use super::target::{Reply, Target, selectors};
 use crate::store::semantics::{DeleteOutcome, Preconditions, Subresource, WriteContext};
 
 /// `DeleteOptions` as the query and the body give them (the body wins), checked.

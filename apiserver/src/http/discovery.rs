@@ -6,8 +6,9 @@ use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::reply::{Body, error, json_response};
 use super::route::Route;
-use super::server::{ApiServer, Body, error, json_response};
+use super::state::ApiServer;
 use super::status::ApiError;
 use crate::registry::{Registry, ResourceType};
 

@@ -12,12 +12,14 @@ use super::convert::{from_storage, to_storage};
 use super::meta::{meta_str, set_meta, write_context};
 use super::params::Verb;
 use super::patch::{json_patch, merge_patch};
+use super::query::Query;
+use super::reply::{Body, error, json_response};
 use super::route::ObjectPath;
-use super::selectors::{Selector, parse_fields, parse_labels};
-use super::server::{ApiServer, Body, Query, error, json_response, new_uid, now};
+use super::state::{ApiServer, new_uid, now};
 use super::status::ApiError;
+use super::target::{Reply, Target, selectors, stored};
+use super::write::write_update;
 use crate::auth::User;
-use crate::registry::ResourceType;
 use crate::store::ResourceKey;
 use crate::store::names::{GENERATED_SUFFIX_LEN, check_name, generate_name};
 use crate::store::semantics::Subresource;
@@ -25,79 +27,6 @@ use crate::store::semantics::Subresource;
 /// How many times a patch without a resourceVersion is re-applied when a concurrent write
 /// wins the race, as the Kubernetes API server does.
 const PATCH_RETRIES: usize = 5;
-
-/// The request, resolved against the registry.
-pub(crate) struct Target {
-    pub(crate) t: Arc<ResourceType>,
-    pub(crate) key: ResourceKey,
-    pub(crate) namespace: String,
-    pub(crate) name: Option<String>,
-    pub(crate) sub: Subresource,
-    /// `dryRun=All`: everything a write does but store it.
-    pub(crate) dry_run: bool,
-    /// The request is on the object's `/scale` subresource.
-    pub(crate) scale: bool,
-    /// The field manager of a write: `fieldManager`, else the User-Agent's product (`kubectl`).
-    pub(crate) manager: String,
-    /// Whether the request named its field manager (`fieldManager`).
-    pub(crate) manager_named: bool,
-}
-
-impl Target {
-    /// The kind's schema, where its lists declare how they merge (custom resources).
-    fn schema(&self) -> Option<&Value> {
-        self.t.validator.as_ref().map(|v| v.schema())
-    }
-
-    /// Updates `name` in the store through `sub`, or with `dry_run` only decides what the
-    /// update would store.
-    pub(crate) async fn store_update(
-        &self,
-        server: &ApiServer,
-        name: &str,
-        obj: Value,
-        sub: Subresource,
-        ctx: &crate::store::semantics::WriteContext<'_>,
-        dry_run: bool,
-    ) -> Result<Value, ApiError> {
-        let (key, ns) = (&self.key, &self.namespace);
-        let written = if dry_run {
-            server.store.update_dry_run(key, ns, name, obj, sub, ctx).await
-        } else {
-            server.store.update(key, ns, name, obj, sub, ctx).await
-        };
-        written.map_err(|e| ApiError::from_store(e, key, name))
-    }
-
-    /// The subresource a write goes through, as managed fields name it.
-    fn subresource_name(&self) -> &'static str {
-        match (self.sub, self.scale) {
-            (_, true) => "scale",
-            (Subresource::Status, _) => "status",
-            (Subresource::Main, false) => "",
-        }
-    }
-
-    /// Records a write that is not an apply: the fields it changes become its manager's. A
-    /// write that names no `fieldManager` records nothing on an object without managed fields
-    /// (upstream would name it after the User-Agent): the system's own high-rate writes (task
-    /// creation and status) then carry no managed fields, which would double every object's
-    /// size (docs/benchmarks.md).
-    pub(crate) fn record_update(&self, old: Option<&Value>, new: &mut Value) {
-        let managed = old.is_some_and(|o| o.pointer("/metadata/managedFields").is_some());
-        if !self.manager_named && !managed {
-            return;
-        }
-        crate::ssa::record_update(
-            old,
-            new,
-            self.schema(),
-            &self.manager,
-            &now(),
-            self.subresource_name(),
-        );
-    }
-}
 
 /// The field manager of a request, as upstream picks it.
 fn field_manager(query: &Query, headers: &HeaderMap) -> Result<String, ApiError> {
@@ -227,37 +156,6 @@ pub(crate) async fn object(
     }
 }
 
-pub(crate) struct Reply {
-    pub(crate) status: StatusCode,
-    pub(crate) body: Value,
-    pub(crate) warnings: Vec<String>,
-}
-
-impl Reply {
-    pub(crate) fn ok(body: Value) -> Self {
-        Self {
-            status: StatusCode::OK,
-            body,
-            warnings: Vec::new(),
-        }
-    }
-}
-
-/// An object as the request's version shows it (stored objects may be in another form:
-/// `convert`).
-pub(crate) async fn stored(
-    server: &ApiServer,
-    target: &Target,
-    name: &str,
-) -> Result<Option<Value>, ApiError> {
-    server
-        .store
-        .get(&target.key, &target.namespace, name)
-        .await
-        .map(|found| found.map(|obj| from_storage(&target.t, obj)))
-        .map_err(|e| ApiError::from_store(e, &target.key, name))
-}
-
 /// Whether the client asked for a server-side `Table` (kubectl does).
 fn wants_table(headers: &HeaderMap) -> bool {
     headers
@@ -283,17 +181,6 @@ async fn get(
         Some(obj) => Ok(Reply::ok(obj)),
         None => Err(ApiError::not_found(&target.key, name)),
     }
-}
-
-/// The selectors of a list or watch.
-pub(crate) fn selectors(t: &ResourceType, query: &Query) -> Result<(Selector, Selector), ApiError> {
-    let labels =
-        parse_labels(query.get("labelSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
-    let mut allowed = vec!["metadata.name", "metadata.namespace"];
-    allowed.extend(t.selectable_fields.iter().map(String::as_str));
-    let fields = parse_fields(query.get("fieldSelector").unwrap_or_default(), &allowed)
-        .map_err(ApiError::bad_request)?;
-    Ok((labels, fields))
 }
 
 fn list_key(obj: &Value) -> String {
@@ -542,45 +429,6 @@ async fn update(
     let mut obj = candidate(target, &old, obj);
     target.record_update(Some(&old), &mut obj);
     write_update(server, target, name, &old, obj, query).await
-}
-
-pub(crate) async fn write_update(
-    server: &Arc<ApiServer>,
-    target: &Target,
-    name: &str,
-    old: &Value,
-    mut obj: Value,
-    query: &Query,
-) -> Result<Reply, ApiError> {
-    let warnings = admit(target, &mut obj, Some(old), query)?;
-    let obj = to_storage(&server.registry(), &target.t, obj);
-    let (now, uid) = (now(), new_uid());
-    let ctx = write_context(&target.t, &now, &uid);
-    let written = target
-        .store_update(server, name, obj, target.sub, &ctx, target.dry_run)
-        .await?;
-    if target.dry_run {
-        return Ok(Reply {
-            status: StatusCode::OK,
-            body: from_storage(&target.t, written),
-            warnings,
-        });
-    }
-    // An update that drops the last finalizer of an object being deleted removes it.
-    let removed = meta_str(&written, "deletionTimestamp").is_some()
-        && written
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty);
-    if removed {
-        super::lifecycle::after_removal(server, &target.key, &written);
-    }
-    let written = super::lifecycle::after_write(server, &target.key, written).await;
-    Ok(Reply {
-        status: StatusCode::OK,
-        body: from_storage(&target.t, written),
-        warnings,
-    })
 }
 
 /// A server-side apply of `config` over `old` (none: it creates): the object to write, or 409

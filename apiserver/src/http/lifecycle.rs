@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::meta::{meta_str, set_meta};
-use super::server::{ApiServer, new_uid, now};
+use super::state::{ApiServer, new_uid, now};
 use super::status::error_chain;
 use crate::registry::{crd_key, established_status};
 use crate::store::ResourceKey;

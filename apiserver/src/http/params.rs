@@ -2,7 +2,7 @@
 //! does not take, or a value it cannot have, is refused with 400 naming it, so nothing a client
 //! asks for is silently ignored.
 
-use super::server::Query;
+use super::query::Query;
 use super::status::ApiError;
 
 /// What a request on a collection or an object does.

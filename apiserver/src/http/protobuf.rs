@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Response;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 
-use super::server::Body;
+use super::reply::Body;
 use super::status::ApiError;
 use crate::proto::{self, DecodeError, MEDIA_TYPE};
 
@@ -105,7 +105,7 @@ mod tests {
     #[tokio::test]
     async fn known_kinds_are_encoded_and_others_stay_json() {
         let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}});
-        let response = encode_response(super::super::server::json_response(
+        let response = encode_response(super::super::reply::json_response(
             hyper::StatusCode::CREATED,
             &secret,
         ))
@@ -116,8 +116,7 @@ mod tests {
         assert_eq!(proto::decode(&body.to_bytes()), Ok(secret));
 
         let job = serde_json::json!({"apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob"});
-        let response =
-            encode_response(super::super::server::json_response(hyper::StatusCode::OK, &job)).await;
+        let response = encode_response(super::super::reply::json_response(hyper::StatusCode::OK, &job)).await;
         assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
         let Ok(body) = response.into_body().collect().await;
         assert_eq!(

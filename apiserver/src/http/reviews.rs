@@ -6,9 +6,9 @@
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use super::handlers::{Reply, Target};
-use super::server::ApiServer;
+use super::state::ApiServer;
 use super::status::ApiError;
+use super::target::{Reply, Target};
 use crate::auth::User;
 use crate::auth::rbac::{Attributes, Policy, strings};
 

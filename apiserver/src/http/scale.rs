@@ -11,10 +11,12 @@ use hyper::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::admission::{candidate, content_type, decode};
-use super::handlers::{Reply, Target, write_update};
 use super::meta::set_meta;
-use super::server::{ApiServer, Query};
+use super::query::Query;
+use super::state::ApiServer;
 use super::status::ApiError;
+use super::target::{Reply, Target};
+use super::write::write_update;
 use crate::registry::ScalePaths;
 
 /// The `Scale` of `object`.
@@ -69,7 +71,7 @@ pub(crate) async fn scale(
     let Some(paths) = target.t.scale.clone() else {
         return Err(ApiError::no_route());
     };
-    let old = super::handlers::stored(server, target, name)
+    let old = super::target::stored(server, target, name)
         .await?
         .ok_or_else(|| ApiError::not_found(&target.key, name))?;
     let current = scale_of(&old, &paths);

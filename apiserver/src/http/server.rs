@@ -1,195 +1,28 @@
-//! [`ApiServer`]: the shared state and the request entry point, and [`serve`], the accept loop.
+//! The request entry point ([`ApiServer::handle`]: authenticate, authorize, route, negotiate
+//! the encoding) and [`serve`], the accept loop. The state it works on is in `state.rs`.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use ringrift_tls::serve::{AcceptError, Acceptor, ClientCert};
-use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use super::query::Query;
+use super::reply::{Body, error, json_response, text};
 use super::route::{self, ObjectPath, Route};
+use super::state::ApiServer;
 use super::status::ApiError;
-use crate::auth::audit::AuditLog;
+use crate::auth::User;
 use crate::auth::rbac::{self, Attributes};
-use crate::auth::{Tokens, User};
-use crate::registry::{Registry, crd_key};
-use crate::store::semantics::WriteContext;
-use crate::store::{ResourceKey, Store, StoreError};
-
-/// Response body: a whole JSON document or a watch stream.
-pub type Body = BoxBody<Bytes, Infallible>;
-
-/// Largest request body accepted, as the Kubernetes API server's default (3 MiB).
-pub const DEFAULT_MAX_BODY: usize = 3 * 1024 * 1024;
-
-/// Settings of an [`ApiServer`].
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Bearer tokens and their users. Every request but health checks, `/version` and
-    /// `/metrics` must authenticate: with a client certificate a client CA signed, or one of
-    /// these tokens.
-    pub tokens: Tokens,
-    /// No authentication at all: every request is the administrator's. Only for the insecure
-    /// plain-HTTP mode with no token configured (benchmark baselines).
-    pub open: bool,
-    /// Enforce RBAC (the stored Roles, ClusterRoles and bindings) on resource requests of users
-    /// outside `system:masters`.
-    pub rbac: bool,
-    /// Where to record every API request, if anywhere.
-    pub audit: Option<Arc<AuditLog>>,
-    /// With RBAC: a request without credentials is `system:anonymous` (group
-    /// `system:unauthenticated`), allowed what RBAC grants it, instead of refused 401.
-    pub anonymous: bool,
-    /// Largest request body, in bytes.
-    pub max_body: usize,
-    /// How often a watch that asked for bookmarks gets one.
-    pub bookmark_interval: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            tokens: Tokens::none(),
-            open: false,
-            rbac: false,
-            audit: None,
-            anonymous: false,
-            max_body: DEFAULT_MAX_BODY,
-            bookmark_interval: Duration::from_secs(10),
-        }
-    }
-}
-
-/// The API server's state: the store, the served kinds, and the settings.
-#[derive(Debug)]
-pub struct ApiServer {
-    pub(crate) store: Store,
-    /// Read on every request, changed only when a CRD is: readers take the `Arc`, writers
-    /// replace it (copy on write).
-    pub(crate) registry: RwLock<Arc<Registry>>,
-    pub(crate) options: Options,
-    pub(crate) metrics: super::metrics::Metrics,
-}
-
-/// Namespaces that always exist, as in a new cluster.
-const INITIAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
-
-/// Query parameters, decoded.
-#[derive(Debug, Default, Clone)]
-pub struct Query(BTreeMap<String, String>);
-
-impl Query {
-    pub(crate) fn parse(raw: Option<&str>) -> Self {
-        Self(
-            form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect(),
-        )
-    }
-
-    /// Every parameter and its value.
-    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    /// A parameter's value.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
-    }
-
-    /// A boolean parameter (`watch=1`, `watch=true`).
-    pub fn flag(&self, name: &str) -> bool {
-        matches!(self.get(name), Some("1" | "true" | "True"))
-    }
-}
-
-/// Now, as the API server writes timestamps.
-pub(crate) fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// A fresh uid.
-pub(crate) fn new_uid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 impl ApiServer {
-    /// Builds the server over `store`: re-registers the stored CRDs and creates the initial
-    /// namespaces if missing.
-    ///
-    /// # Errors
-    /// When the store cannot be read or written.
-    pub async fn new(store: Store, options: Options) -> Result<Arc<Self>, StoreError> {
-        let mut registry = Registry::default();
-        let (crds, _) = store.list(&crd_key(), None).await?;
-        for crd in &crds {
-            if let Err(errors) = registry.register_crd(crd) {
-                let name = crd
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                tracing::warn!(crd = name, errors = ?errors, "stored CRD is not servable; skipped");
-            }
-        }
-        super::convert::migrate_events(&store).await?;
-        let namespaces = ResourceKey::new("", "namespaces");
-        for name in INITIAL_NAMESPACES {
-            if store.get(&namespaces, "", name).await?.is_none() {
-                let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
-                                "spec": {"finalizers": ["kubernetes"]}});
-                let (now, uid) = (now(), new_uid());
-                let ctx = WriteContext {
-                    now: &now,
-                    uid: &uid,
-                    status_subresource: true,
-                    generation: false,
-                };
-                store.create(&namespaces, "", ns, &ctx).await?;
-            }
-        }
-        let server = Arc::new(Self {
-            metrics: super::metrics::Metrics::with_store(store.batch_sizes()),
-            store,
-            registry: RwLock::new(Arc::new(registry)),
-            options,
-        });
-        super::lifecycle::resume(&server).await;
-        Ok(server)
-    }
-
-    /// The store, for tests and tools in the same process.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub(crate) fn registry(&self) -> Arc<Registry> {
-        let guard = self
-            .registry
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(&guard)
-    }
-
-    pub(crate) fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
-        let mut guard = self
-            .registry
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut next = Registry::clone(&guard);
-        let result = f(&mut next);
-        *guard = Arc::new(next);
-        result
-    }
-
     async fn object_request(
         self: &Arc<Self>,
         parts: &hyper::http::request::Parts,
@@ -377,36 +210,6 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
             "failed to read the request body: {e}"
         ))),
     }
-}
-
-/// A JSON response.
-pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(bytes)).boxed());
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-/// A plain-text response.
-pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// A `Status` error response.
-pub(crate) fn error(e: &ApiError) -> Response<Body> {
-    json_response(
-        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        &e.to_status(),
-    )
 }
 
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and

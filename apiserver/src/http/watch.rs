@@ -16,10 +16,12 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::handlers::selectors;
+use super::query::Query;
+use super::reply::{Body, error};
 use super::selectors::Selector;
-use super::server::{ApiServer, Body, Query, error};
+use super::state::ApiServer;
 use super::status::ApiError;
+use super::target::selectors;
 use crate::registry::ResourceType;
 use crate::store::{EventType, StoreError, WatchEvent};
 
