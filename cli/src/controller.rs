@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ringrift_controller::leader::Timing;
-use ringrift_controller::reconcile::decide::Backoff;
+use ringrift_controller::reconcile::units::Backoff;
 use ringrift_controller::runtime::reconciler::Tuning;
 use ringrift_controller::runtime::run::{Config, run};
 

@@ -9,116 +9,17 @@ use std::time::Duration;
 use jiff::Timestamp;
 use ringrift_crds::common::{JobPhase, TaskCounts};
 use ringrift_crds::gauntlet::Decision;
-use ringrift_crds::task::{FailureClass, TaskPhase};
+use ringrift_crds::task::TaskPhase;
 
-use super::gauntlet::{GauntletTally, tally};
 use ringrift_crds::task::CancelReason;
 
+use super::gauntlet::{GauntletTally, tally};
+use super::units::{Backoff, UnitState, add, counts_as_failure, unit_states};
 use super::view::{JobView, TaskView};
 use crate::plan::split::WorkUnit;
 
-/// Delay before a failed unit's next attempt: `base * 2^(failures - 1)`, at most `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// After the first failure.
-    pub base: Duration,
-    /// The most.
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The delay after `failures` failures (at least one).
-    pub fn delay(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(30);
-        self.base.saturating_mul(1 << doublings).min(self.max)
-    }
-}
-
-/// Where one work unit stands.
-#[derive(Debug, Clone)]
-pub struct UnitState<'a> {
-    /// The unit.
-    pub unit: &'a WorkUnit,
-    /// Its one counted success.
-    pub counted: Option<&'a TaskView>,
-    /// Attempts that still hold an agent.
-    pub live: Vec<&'a TaskView>,
-    /// Attempts that used up a retry.
-    pub failures: Vec<&'a TaskView>,
-    /// Number for the next attempt.
-    pub next_attempt: u32,
-    /// Agents to avoid: where it had a GPU fault or was lost.
-    pub avoid: Vec<String>,
-    /// Not before this may it run again (backoff after a failure).
-    pub retry_at: Option<Timestamp>,
-}
-
-fn counts_as_failure(t: &TaskView) -> bool {
-    match t.cancel {
-        Some(
-            CancelReason::Lost
-            | CancelReason::Suspended
-            | CancelReason::Preempted
-            | CancelReason::JobFinished,
-        ) => false,
-        Some(CancelReason::Stuck | CancelReason::User) => {
-            matches!(t.phase, TaskPhase::Failed | TaskPhase::Cancelled)
-        }
-        None => matches!(t.phase, TaskPhase::Failed | TaskPhase::Cancelled),
-    }
-}
-
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    jiff::SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
-}
-
 fn until(now: Timestamp, at: Timestamp) -> Duration {
     Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
-}
-
-/// The state of every unit given the job's tasks.
-pub fn unit_states<'a>(units: &'a [WorkUnit], tasks: &'a [TaskView], backoff: Backoff) -> Vec<UnitState<'a>> {
-    units
-        .iter()
-        .map(|unit| {
-            let mine: Vec<&TaskView> = tasks.iter().filter(|t| t.unit == unit.id).collect();
-            let counted = mine
-                .iter()
-                .filter(|t| t.phase == TaskPhase::Succeeded && t.cancel != Some(CancelReason::Lost))
-                .min_by_key(|t| t.attempt)
-                .copied();
-            let failures: Vec<&TaskView> = mine.iter().copied().filter(|t| counts_as_failure(t)).collect();
-            let avoid = mine
-                .iter()
-                .filter(|t| {
-                    t.failure_class == Some(FailureClass::GpuFault) || t.cancel == Some(CancelReason::Lost)
-                })
-                .filter_map(|t| t.agent.clone())
-                .collect();
-            let retry_at = failures
-                .iter()
-                .map(|t| t.finished.unwrap_or(t.created))
-                .max()
-                .map(|last| {
-                    add(
-                        last,
-                        backoff.delay(u32::try_from(failures.len()).unwrap_or(u32::MAX)),
-                    )
-                });
-            UnitState {
-                unit,
-                counted,
-                live: mine.iter().copied().filter(|t| t.is_live()).collect(),
-                failures,
-                next_attempt: mine.iter().map(|t| t.attempt + 1).max().unwrap_or(0),
-                avoid,
-                retry_at,
-            }
-        })
-        .collect()
 }
 
 /// What is known about the world outside the job.

@@ -3,7 +3,7 @@
 
 use ringrift_crds::gauntlet::Decision;
 
-use super::decide::UnitState;
+use super::units::UnitState;
 use super::view::{JobSpecifics, JobView};
 use crate::sprt::{self, Record};
 

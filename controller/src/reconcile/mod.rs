@@ -9,5 +9,6 @@ pub mod models;
 pub mod objects;
 pub mod status;
 pub mod training_loop;
+pub mod units;
 pub mod validate;
 pub mod view;

@@ -12,7 +12,10 @@ use std::time::{Duration, SystemTime};
 use ringrift_tls::pki::{self, LEAF_VALIDITY, Pem};
 use ringrift_tls::serve::{Acceptor, certified_key};
 
-use super::run::RunError;
+/// The admin port's certificate could not be made or read.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to set up TLS on the admin port: {0}")]
+pub struct AdminTlsError(String);
 
 fn read_pair(cert: &PathBuf, key: &PathBuf) -> Result<Pem, String> {
     let read =
@@ -31,28 +34,25 @@ fn modified(files: &(PathBuf, PathBuf)) -> (Option<SystemTime>, Option<SystemTim
 /// The acceptor of the admin port bound at `bound`, and the served certificate's fingerprint.
 ///
 /// # Errors
-/// [`RunError::AdminTls`] when the files cannot be read or the certificate made.
+/// [`AdminTlsError`] when the files cannot be read or the certificate made.
 pub(super) fn acceptor(
     files: Option<&(PathBuf, PathBuf)>,
     bound: SocketAddr,
-) -> Result<(Acceptor, String), RunError> {
+) -> Result<(Acceptor, String), AdminTlsError> {
     let pem = if let Some((cert, key)) = files {
-        read_pair(cert, key).map_err(RunError::AdminTls)?
+        read_pair(cert, key).map_err(AdminTlsError)?
     } else {
         let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
         if !bound.ip().is_unspecified() {
             names.push(bound.ip().to_string());
         }
         pki::self_signed("ringrift-controller", &names, ringrift_tls::now(), LEAF_VALIDITY)
-            .map_err(|e| RunError::AdminTls(e.to_string()))?
+            .map_err(|e| AdminTlsError(e.to_string()))?
     };
-    let fingerprint = pem
-        .info()
-        .map_err(|e| RunError::AdminTls(e.to_string()))?
-        .fingerprint;
+    let fingerprint = pem.info().map_err(|e| AdminTlsError(e.to_string()))?.fingerprint;
     let key =
-        certified_key(&pem, "the admin port's certificate").map_err(|e| RunError::AdminTls(e.to_string()))?;
-    let acceptor = Acceptor::new(key, None).map_err(|e| RunError::AdminTls(e.to_string()))?;
+        certified_key(&pem, "the admin port's certificate").map_err(|e| AdminTlsError(e.to_string()))?;
+    let acceptor = Acceptor::new(key, None).map_err(|e| AdminTlsError(e.to_string()))?;
     Ok((acceptor, fingerprint))
 }
 

@@ -5,25 +5,14 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use kube::{Resource, ResourceExt};
-use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::model::Model;
-use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
 
 use super::metrics::KindLabels;
-use super::reconciler::Reconciler;
+use super::reconciler::{Reconciler, Registry};
 use crate::reconcile::models::{Pools, model_statuses, pool_ratings, rounded};
 use crate::reconcile::training_loop::{Child, LoopWorld, NewJob, plan_loop};
-
-/// Everything the loops and models are planned from, as read this pass.
-pub(super) struct Registry<'a> {
-    pub(super) loops: Vec<TrainingLoop>,
-    pub(super) selfplay: &'a [SelfplayJob],
-    pub(super) training: &'a [TrainingJob],
-    pub(super) gauntlet: &'a [GauntletJob],
-    pub(super) models: Vec<Model>,
-}
 
 /// Whether `meta` is controlled by the object with `uid`.
 fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {

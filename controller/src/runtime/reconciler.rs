@@ -26,10 +26,20 @@ use super::overlay::Overlay;
 use super::world::Snapshot;
 use super::writer::Writer;
 use crate::plan::placement::{self, Claim, Outcome, Request};
-use crate::reconcile::decide::{Backoff, Env, JobPlan, plan_job};
+use crate::reconcile::decide::{Env, JobPlan, plan_job};
 use crate::reconcile::objects;
 use crate::reconcile::status::Blocked;
+use crate::reconcile::units::Backoff;
 use crate::reconcile::view::{JobView, TaskView, default_priority};
+
+/// Everything the loops and models are planned from, as read this pass.
+pub(super) struct Registry<'a> {
+    pub(super) loops: Vec<TrainingLoop>,
+    pub(super) selfplay: &'a [SelfplayJob],
+    pub(super) training: &'a [TrainingJob],
+    pub(super) gauntlet: &'a [GauntletJob],
+    pub(super) models: Vec<Model>,
+}
 
 /// How often the clock-driven fields (rate, ETA) of running jobs are refreshed.
 pub(super) const VOLATILE_REFRESH: Duration = Duration::from_secs(5);
@@ -229,7 +239,7 @@ impl Reconciler {
             .await;
         // The loops (which create jobs) and the model registry.
         self.loops_and_models(
-            super::loops::Registry {
+            Registry {
                 loops,
                 selfplay: &selfplay_all,
                 training: &training_all,

@@ -47,8 +47,8 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The admin port's certificate could not be made or read.
-    #[error("failed to set up TLS on the admin port: {0}")]
-    AdminTls(String),
+    #[error(transparent)]
+    AdminTls(#[from] super::admin_tls::AdminTlsError),
     /// The admin port could not be bound.
     #[error("failed to bind the admin port {addr}: {source}")]
     Admin {

@@ -4,6 +4,8 @@
 use ringrift_crds::gauntlet::{PromotionPolicy, WinRatePolicy};
 use ringrift_crds::task::JobKind;
 
+use ringrift_crds::task::FailureClass;
+
 use super::*;
 use crate::plan::split;
 use crate::reconcile::fixtures::{at, selfplay, task};

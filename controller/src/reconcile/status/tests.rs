@@ -6,8 +6,9 @@ use ringrift_crds::task::TaskPhase;
 
 use super::*;
 use crate::plan::split;
-use crate::reconcile::decide::{Backoff, Env, plan_job};
+use crate::reconcile::decide::{Env, plan_job};
 use crate::reconcile::fixtures::{self, at};
+use crate::reconcile::units::Backoff;
 use crate::reconcile::view::TaskView;
 
 fn job() -> JobView {
