@@ -7,8 +7,8 @@ use ringrift_crds::task::{FailureClass, Role, Task, TaskPhase};
 use serde_json::{Map, Value};
 
 use super::RunHandle;
+use super::attempt::{Ended, now, progress_fields, write};
 use super::classify::{Exit, Outcome, Stop, classify};
-use super::run::{Ended, now, progress_fields, write};
 use crate::metrics::{PhaseLabels, TaskLabels};
 use crate::node::Node;
 use crate::status::WriteError;

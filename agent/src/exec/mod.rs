@@ -3,6 +3,7 @@
 //! [`supervisor`] watches the Tasks and decides; [`run`] carries one attempt from start to its
 //! final status; [`Runs`] is what the REST API reads.
 
+mod attempt;
 pub mod classify;
 mod finish;
 pub mod inputs;

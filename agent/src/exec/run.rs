@@ -10,13 +10,14 @@ use ringrift_crds::task::{FailureClass, Task, TaskPhase};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use super::attempt::{Ended, now, progress_fields, write};
 use super::classify::{Exit, Outcome, Stop, classify};
 use super::finish::{conclude, report};
 use super::logs::LogReader;
 use super::{RunHandle, launch, process, shim};
 use crate::metrics::TaskLabels;
 use crate::node::Node;
-use crate::status::{self, WriteError};
+use crate::status::WriteError;
 
 /// How an attempt is picked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +41,6 @@ pub enum Start {
 
 /// How often a running task is checked.
 const TICK: Duration = Duration::from_millis(250);
-
-pub(super) fn now() -> String {
-    jiff::Timestamp::now().to_string()
-}
 
 fn fields(pairs: Value) -> Map<String, Value> {
     match pairs {
@@ -115,15 +112,6 @@ enum Launched {
     Running(tokio::process::Child, u32, u64),
     NotStarted,
     Failed(Outcome),
-}
-
-pub(super) enum Ended {
-    Exited {
-        exit: Exit,
-        stop: Option<Stop>,
-        gpu_fault: bool,
-    },
-    Outcome(Outcome),
 }
 
 fn agent_failure(reason: &str, message: String, class: FailureClass) -> Launched {
@@ -272,24 +260,6 @@ fn spawn(node: &Node, task: &Task, handle: &RunHandle) -> Result<(tokio::process
     }
 }
 
-pub(super) async fn write(
-    node: &Node,
-    api: &Api<Task>,
-    handle: &RunHandle,
-    fields: &Map<String, Value>,
-) -> Result<(), WriteError> {
-    match status::write(api, &handle.name, &handle.uid, handle.attempt, fields).await {
-        Ok(_) => {
-            node.metrics.status_write("ok");
-            Ok(())
-        }
-        Err(e) => {
-            node.metrics.status_write(e.category());
-            Err(e)
-        }
-    }
-}
-
 async fn wait(child: &mut Option<tokio::process::Child>) -> Option<ExitStatus> {
     match child {
         Some(c) => c.wait().await.ok(),
@@ -343,23 +313,6 @@ fn take(node: &Node, handle: &RunHandle, lines: Vec<String>) -> bool {
         handle.log.push(line);
     }
     changed
-}
-
-pub(super) fn progress_fields(handle: &RunHandle) -> Map<String, Value> {
-    let info = handle.info();
-    let mut out = Map::new();
-    if let Some(p) = &info.progress {
-        out.insert("progressText".into(), Value::from(crate::progress::text(p)));
-        out.insert("progress".into(), serde_json::to_value(p).unwrap_or(Value::Null));
-    }
-    if !info.metrics.is_empty() {
-        out.insert(
-            "metrics".into(),
-            serde_json::to_value(&info.metrics).unwrap_or(Value::Null),
-        );
-    }
-    out.insert("lastProgressTime".into(), Value::from(now()));
-    out
 }
 
 /// Sums the GPU memory and utilization of the processes of group `pgid`.
