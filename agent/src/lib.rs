@@ -12,6 +12,7 @@ pub mod detect;
 pub mod exec;
 pub mod fence;
 pub mod gossip;
+pub mod labels;
 pub mod metrics;
 pub mod node;
 pub mod progress;

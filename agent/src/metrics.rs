@@ -12,6 +12,9 @@ use prometheus_client::registry::Registry;
 
 use crate::detect::{Inventory, health};
 
+pub use crate::labels::ResultLabels;
+pub(crate) use crate::labels::add;
+
 /// Labels of a GPU, as the DCGM exporter writes them.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 #[allow(non_snake_case)]
@@ -40,13 +43,6 @@ pub struct TaskLabels {
 pub struct PhaseLabels {
     /// Final phase (`Succeeded`, `Failed`, `Cancelled`).
     pub phase: String,
-}
-
-/// A result label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    /// `ok` or an error category.
-    pub result: String,
 }
 
 /// An HTTP route and status.
@@ -100,17 +96,6 @@ pub struct Metrics {
     pub sync: crate::sync::metrics::SyncMetrics,
     /// Trust failures with the API server and with peers.
     pub trust: ringrift_tls::trust::TrustMetrics,
-}
-
-/// Registers `metric` and hands it back.
-pub(crate) fn add<M: prometheus_client::registry::Metric + Clone>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-    metric: M,
-) -> M {
-    registry.register(name, help, metric.clone());
-    metric
 }
 
 impl Default for Metrics {

@@ -11,7 +11,8 @@ use ringrift_crds::task::Task;
 
 use crate::node::Node;
 use crate::sync::gate::class_of;
-use crate::sync::pull::{self, Holder, PullError};
+use crate::sync::holder::{Holder, PullError};
+use crate::sync::pull;
 
 /// How long a pull waits for some holder to answer before the task fails.
 const HOLDER_PATIENCE: Duration = Duration::from_secs(30);

@@ -13,11 +13,11 @@ use futures_util::stream::FuturesUnordered;
 
 use super::client::{Conn, FetchError, Peer};
 use super::gate::Class;
+use super::holder::{Holder, PullError, local_io};
 use super::manifest::Manifest;
+use super::partial::Partial;
 use super::plan::{Ban, Outcome, Planner};
-use super::pull::{Holder, PullError, local_io};
 use super::receive::ChunkSink;
-use super::serve::Partial;
 use crate::node::Node;
 
 /// Concurrent requests to one holder.
@@ -216,7 +216,7 @@ fn join_gossiped(node: &Node, digest: &str, distrusted: &HashSet<String>, known:
             endpoint,
             fingerprint,
         };
-        if let Some(peer) = super::pull::peer(node, &holder) {
+        if let Some(peer) = super::holder::peer(node, &holder) {
             known.push((name, peer));
         }
     }

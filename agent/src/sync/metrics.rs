@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::add;
+use crate::labels::{ResultLabels, add};
 
 /// Direction and priority class of transferred bytes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,7 +34,7 @@ pub struct SyncMetrics {
     /// Pulls in progress.
     pub active_transfers: Gauge<i64, AtomicI64>,
     /// Pulls finished, by result.
-    pub transfers: Family<crate::metrics::ResultLabels, Counter>,
+    pub transfers: Family<ResultLabels, Counter>,
     /// Chunks (or whole artifacts) whose bytes did not match their digest.
     pub verification_failures: Counter,
     /// Holders dropped from a pull, by reason.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::gate::{Bucket, Gate};
-use super::serve::Partials;
+use super::partial::Partials;
 use crate::gossip::Member;
 use crate::gossip::state::raw_digest;
 
