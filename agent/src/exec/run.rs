@@ -50,6 +50,7 @@ fn fields(pairs: Value) -> Map<String, Value> {
 }
 
 /// Carries the attempt `handle` of `task` through to its final status.
+#[tracing::instrument(name = "task", skip_all, fields(task = %handle.name, attempt = handle.attempt))]
 pub async fn execute(node: Arc<Node>, task: Task, handle: Arc<RunHandle>, start: Start) {
     let api: Api<Task> = Api::namespaced(node.client.clone(), &handle.namespace);
     let ended = match start {

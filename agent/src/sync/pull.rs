@@ -46,6 +46,7 @@ pub async fn held(node: &Node, artifact: &Artifact) -> bool {
 ///
 /// # Errors
 /// [`PullError`]; progress made stays recorded, and the next pull resumes it.
+#[tracing::instrument(name = "pull", skip_all, fields(digest = %artifact.digest, holders = holders.len()))]
 pub async fn pull(
     node: &Node,
     artifact: &Artifact,

@@ -130,6 +130,7 @@ impl Reconciler {
     }
 
     /// One pass. Returns how long until the next one is due if nothing changes.
+    #[tracing::instrument(name = "reconcile_pass", skip_all)]
     pub async fn pass(&mut self) -> Option<Duration> {
         let started = Instant::now();
         let now = Timestamp::now();
