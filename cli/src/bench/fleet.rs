@@ -45,7 +45,11 @@ impl Process {
 /// Starts `ringrift <args>` and waits for a stdout line starting with `prefix`.
 async fn spawn(args: &[String], prefix: &str) -> anyhow::Result<Process> {
     let exe = std::env::current_exe().context("failed to find the ringrift binary")?;
-    let mut child = Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    if args.first().is_some_and(|role| role == "agent") {
+        ringrift_agent::allocator_env(&mut command);
+    }
+    let mut child = Command::from(command)
         .args(args)
         .env(
             "RINGRIFT_LOG",

@@ -134,7 +134,11 @@ fn spawn(exe: &Path, dir: &Path, name: &str, args: &[String]) -> anyhow::Result<
         .append(true)
         .open(&log_path)
         .with_context(|| format!("failed to open {}", log_path.display()))?;
-    let child = Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    if args.first().is_some_and(|role| role == "agent") {
+        ringrift_agent::allocator_env(&mut command);
+    }
+    let child = Command::from(command)
         .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
