@@ -1,6 +1,6 @@
 //! What a request on a collection or an object addresses ([`Target`]), what a handler answers
 //! ([`Reply`]), and what every handler shares: reading an object in the request's version,
-//! selectors, writing an update (or its dry run) through admission, conversion and the store.
+//! selectors, and the store's update or its dry run (the whole write path is `write.rs`).
 
 use std::sync::Arc;
 
@@ -89,6 +89,7 @@ impl Target {
     }
 }
 
+/// A handler's answer: status, body, and `Warning` headers.
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) body: Value,
