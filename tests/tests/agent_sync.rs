@@ -338,8 +338,12 @@ async fn retention_drops_what_nothing_needs_and_keeps_what_a_task_needs() {
     .await;
     assert!(!a1.get("/v1/artifacts").1.contains(&stale.digest));
     assert!(a1.metric("ringrift_agent_retention_dropped_artifacts_total") >= 1.0);
-    // Several more rounds: what the waiting task needs stays.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Several more rounds (counted, not slept through): what the waiting task needs stays.
+    let rounds = a1.metric("ringrift_agent_retention_rounds_total");
+    until("three more retention rounds", Duration::from_secs(30), || async {
+        (a1.metric("ringrift_agent_retention_rounds_total") >= rounds + 3.0).then_some(())
+    })
+    .await;
     assert!(a1.stored(&wanted.digest).exists(), "needed by an unfinished task");
     drop(a2);
 }

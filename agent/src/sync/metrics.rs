@@ -41,6 +41,8 @@ pub struct SyncMetrics {
     pub holders_dropped: Family<ReasonLabels, Counter>,
     /// Artifacts dropped by retention.
     pub retention_dropped: Counter,
+    /// Retention rounds run (each checks the disk, and drops what it may when past the mark).
+    pub retention_rounds: Counter,
     /// Members alive in this agent's gossip view (itself included).
     pub gossip_members: Gauge<i64, AtomicI64>,
     /// Members this agent saw suspected or declared dead.
@@ -89,6 +91,12 @@ impl SyncMetrics {
                 registry,
                 "retention_dropped_artifacts",
                 "Artifacts dropped by retention",
+                Counter::default(),
+            ),
+            retention_rounds: add(
+                registry,
+                "retention_rounds",
+                "Retention rounds run",
                 Counter::default(),
             ),
             gossip_members: add(

@@ -97,6 +97,7 @@ async fn keep(node: &Node) -> kube::Result<Keep> {
 
 /// One round: returns the digests dropped.
 pub async fn round(node: &Node, marks: Marks) -> Vec<String> {
+    node.metrics.sync.retention_rounds.inc();
     let host = node.inventory.borrow().host;
     let disk = Disk {
         total: host.disk_mib.saturating_mul(1024 * 1024),
