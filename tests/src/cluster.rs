@@ -92,6 +92,38 @@ impl Cluster {
         RoleProcess::start(&self.dir(), identity, &args, "ringrift controller").unwrap()
     }
 
+    /// The reconcile passes `controller` has run so far (its
+    /// `ringrift_controller_pass_duration_seconds_count`): tests wait for passes to go by
+    /// rather than sleep, to show something does not happen.
+    pub fn passes(controller: &RoleProcess) -> f64 {
+        let (code, metrics) = controller
+            .announced_client()
+            .http(
+                "GET",
+                "/metrics",
+                &[("Authorization", &format!("Bearer {METRICS_TOKEN}"))],
+                b"",
+            )
+            .unwrap();
+        assert_eq!(code, 200, "{metrics}");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("ringrift_controller_pass_duration_seconds_count "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `controller` has run `more` passes after now.
+    pub async fn after_passes(controller: &RoleProcess, more: f64) {
+        let start = Self::passes(controller);
+        until(
+            &format!("{more} more reconcile passes"),
+            Duration::from_secs(30),
+            || async { (Self::passes(controller) >= start + more).then_some(()) },
+        )
+        .await;
+    }
+
     /// `count` simulated agents named `<prefix>-<i>` with `gpus` GPUs each.
     pub fn agents(&self, prefix: &str, count: usize, gpus: u32) -> RoleProcess {
         let args: Vec<String> = [

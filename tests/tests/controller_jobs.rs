@@ -193,7 +193,7 @@ async fn a_killed_agents_tasks_are_rescheduled_and_counted_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspend_cancels_running_tasks_and_resume_finishes_with_progress_kept() {
     let cluster = Cluster::start("suspend").await;
-    let _controller = cluster.controller("c1");
+    let controller = cluster.controller("c1");
     let _agents = cluster.agents("sim", 1, 2);
     let job = selfplay("pausable", 600, 100, &[("SIM_DURATION_MS", "1500")]);
     cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
@@ -224,7 +224,8 @@ async fn suspend_cancels_running_tasks_and_resume_finishes_with_progress_kept() 
         phase_count(&tasks, TaskPhase::Cancelled) >= 1,
         "running tasks were cancelled"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Passes go by (counted, not slept through) and create nothing new.
+    Cluster::after_passes(&controller, 3.0).await;
     assert_eq!(
         cluster.tasks_of("pausable").await.len(),
         tasks.len(),
@@ -252,7 +253,7 @@ async fn suspend_cancels_running_tasks_and_resume_finishes_with_progress_kept() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_job_deletes_its_tasks() {
     let cluster = Cluster::start("delete").await;
-    let _controller = cluster.controller("c1");
+    let controller = cluster.controller("c1");
     let _agents = cluster.agents("sim", 1, 2);
     let job = selfplay("doomed-job", 1000, 100, &[("SIM_DURATION_MS", "5000")]);
     cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
@@ -269,7 +270,7 @@ async fn deleting_a_job_deletes_its_tasks() {
         cluster.tasks_of("doomed-job").await.is_empty().then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    Cluster::after_passes(&controller, 3.0).await;
     assert!(
         cluster.tasks_of("doomed-job").await.is_empty(),
         "the controller does not recreate them"
