@@ -64,6 +64,8 @@ pub struct Metrics {
     pub tasks_started: Counter,
     /// Processes adopted after a restart.
     pub tasks_adopted: Counter,
+    /// Supervisor passes over the agent's Tasks (each decides what to start, stop or record).
+    pub supervisor_passes: Counter,
     /// Attempts finished, by phase.
     pub tasks_finished: Family<PhaseLabels, Counter>,
     /// Processes running now.
@@ -148,6 +150,12 @@ impl Metrics {
                 own,
                 "tasks_adopted",
                 "Task processes adopted after an agent restart",
+                Counter::default(),
+            ),
+            supervisor_passes: add(
+                own,
+                "supervisor_passes",
+                "Passes over this agent's Tasks deciding what to start, stop or record",
                 Counter::default(),
             ),
             tasks_finished: add(

@@ -173,6 +173,20 @@ impl AgentProcess {
             .unwrap_or(0.0)
     }
 
+    /// Waits until this agent has made `more` passes over its Tasks after now (its
+    /// `ringrift_agent_supervisor_passes_total`): tests wait for passes to go by rather than
+    /// sleep, to show something does not happen.
+    pub async fn after_passes(&self, more: f64) {
+        let sample = "ringrift_agent_supervisor_passes_total";
+        let start = self.metric(sample);
+        crate::cluster::until(
+            &format!("{more} more supervisor passes"),
+            std::time::Duration::from_secs(30),
+            || async { (self.metric(sample) >= start + more).then_some(()) },
+        )
+        .await;
+    }
+
     /// Names in this agent's gossip view: live members and members seen dead.
     pub fn gossip_view(&self) -> (Vec<String>, Vec<String>) {
         let (_, body) = self.get("/v1/peers");

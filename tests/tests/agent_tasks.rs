@@ -258,7 +258,8 @@ async fn after_kill_9_and_a_restart_tasks_are_readopted_or_collected_and_never_r
     // A third life of the agent starts nothing again.
     drop(agent);
     let agent = cluster.agent("a1", &[]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Passes over its Tasks go by (counted, not slept through) and start nothing.
+    agent.after_passes(3.0).await;
     for name in ["adopt", "collect"] {
         let runs = std::fs::read_to_string(dir.join(format!("{name}.runs"))).unwrap();
         assert_eq!(runs.lines().count(), 1, "{name} ran again after a restart");
@@ -320,7 +321,7 @@ async fn requests_without_the_token_change_nothing() {
         .unwrap();
     assert_eq!(code, 400, "{body}");
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    agent.after_passes(2.0).await;
     let t = cluster.tasks().get("t1").await.unwrap();
     assert_eq!(phase(&t), TaskPhase::Running, "nothing changed");
     let (_, body) = agent.get("/v1/tasks/default/t1");

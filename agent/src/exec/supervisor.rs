@@ -230,6 +230,7 @@ async fn sync(
     newest: &HashMap<(String, String), u32>,
     cancelled_marked: &mut HashSet<String>,
 ) {
+    node.metrics.supervisor_passes.inc();
     for task in all {
         let uid = task.uid().unwrap_or_default();
         let run = node.runs.get(&uid).filter(|r| !r.is_done());
