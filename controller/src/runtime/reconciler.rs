@@ -137,22 +137,15 @@ impl Reconciler {
         let mut wake: Option<Duration> = None;
         let mut soon = |d: Duration| wake = Some(wake.map_or(d, |w: Duration| w.min(d)));
 
-        // Observe.
-        let mut invalid = Vec::new();
-        let (tasks, bad) = valid(&self.caches.tasks);
-        invalid.extend(bad);
-        let tasks = self.tasks.merge(tasks);
-        let (agents, bad) = valid(&self.caches.agents);
-        invalid.extend(bad);
-        let selfplay = merge_jobs(&mut self.selfplay, valid(&self.caches.selfplay), &mut invalid);
-        let training = merge_jobs(&mut self.training, valid(&self.caches.training), &mut invalid);
-        let gauntlet = merge_jobs(&mut self.gauntlet, valid(&self.caches.gauntlet), &mut invalid);
-        let (models, bad) = valid(&self.caches.models);
-        invalid.extend(bad);
-        let (loops, bad) = valid(&self.caches.loops);
-        invalid.extend(bad);
-        self.report_invalid(&invalid);
-        let loops = self.loops.merge(loops);
+        let Observed {
+            tasks,
+            agents,
+            selfplay,
+            training,
+            gauntlet,
+            models,
+            loops,
+        } = self.observe();
         let world = Snapshot::new(models.clone(), &loops, &selfplay);
         let (selfplay_all, training_all, gauntlet_all) =
             (selfplay.clone(), training.clone(), gauntlet.clone());
@@ -187,38 +180,7 @@ impl Reconciler {
             .map(AnyJob::Selfplay)
             .chain(training.into_iter().map(AnyJob::Training))
             .chain(gauntlet.into_iter().map(AnyJob::Gauntlet));
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut priorities: HashMap<String, u32> = HashMap::new();
-        for job in all_jobs.filter(|j| !j.deleting()) {
-            let (view, model) = job.validate(&world);
-            let plan = view.as_ref().ok().map(|v| {
-                priorities.insert(v.uid.clone(), v.priority);
-                plan_job(v, by_job.get(&v.uid).map_or(&[][..], Vec::as_slice), &env)
-            });
-            if let Some(d) = plan.as_ref().and_then(|p| p.requeue_after) {
-                soon(d);
-            }
-            let held_back = self
-                .errors
-                .get(&job.key())
-                .is_some_and(|(_, at)| *at > Instant::now());
-            self.health
-                .metrics
-                .reconciles
-                .get_or_create(&KindLabels {
-                    kind: format!("{:?}", job.kind()),
-                })
-                .inc();
-            entries.push(Entry {
-                job,
-                view,
-                model,
-                plan,
-                queue: None,
-                placed: Vec::new(),
-                held_back,
-            });
-        }
+        let (mut entries, priorities) = self.plan_jobs(all_jobs, &world, &by_job, &env, &mut soon);
 
         let present: HashSet<String> = entries.iter().map(|e| e.job.key()).collect();
         self.refreshed.retain(|k, _| present.contains(k));
@@ -258,6 +220,81 @@ impl Reconciler {
         }
         self.health.metrics.pass.observe(started.elapsed().as_secs_f64());
         wake
+    }
+
+    /// Observe: every cached object checked (the malformed reported once), with this
+    /// replica's own recent writes laid over the caches.
+    fn observe(&mut self) -> Observed {
+        let mut invalid = Vec::new();
+        let (tasks, bad) = valid(&self.caches.tasks);
+        invalid.extend(bad);
+        let tasks = self.tasks.merge(tasks);
+        let (agents, bad) = valid(&self.caches.agents);
+        invalid.extend(bad);
+        let selfplay = merge_jobs(&mut self.selfplay, valid(&self.caches.selfplay), &mut invalid);
+        let training = merge_jobs(&mut self.training, valid(&self.caches.training), &mut invalid);
+        let gauntlet = merge_jobs(&mut self.gauntlet, valid(&self.caches.gauntlet), &mut invalid);
+        let (models, bad) = valid(&self.caches.models);
+        invalid.extend(bad);
+        let (loops, bad) = valid(&self.caches.loops);
+        invalid.extend(bad);
+        self.report_invalid(&invalid);
+        let loops = self.loops.merge(loops);
+        Observed {
+            tasks,
+            agents,
+            selfplay,
+            training,
+            gauntlet,
+            models,
+            loops,
+        }
+    }
+
+    /// Validate and plan each job not being deleted: its entry for placement and apply, and the
+    /// priorities placement weighs.
+    fn plan_jobs(
+        &mut self,
+        all_jobs: impl Iterator<Item = AnyJob>,
+        world: &Snapshot,
+        by_job: &TasksByJob,
+        env: &Env<'_>,
+        soon: &mut impl FnMut(Duration),
+    ) -> (Vec<Entry>, HashMap<String, u32>) {
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut priorities: HashMap<String, u32> = HashMap::new();
+        for job in all_jobs.filter(|j| !j.deleting()) {
+            let (view, model) = job.validate(world);
+            let plan = view.as_ref().ok().map(|v| {
+                priorities.insert(v.uid.clone(), v.priority);
+                plan_job(v, by_job.get(&v.uid).map_or(&[][..], Vec::as_slice), env)
+            });
+            if let Some(d) = plan.as_ref().and_then(|p| p.requeue_after) {
+                soon(d);
+            }
+            let held_back = self
+                .errors
+                .get(&job.key())
+                .is_some_and(|(_, at)| *at > Instant::now());
+            self.health
+                .metrics
+                .reconciles
+                .get_or_create(&KindLabels {
+                    kind: format!("{:?}", job.kind()),
+                })
+                .inc();
+            entries.push(Entry {
+                job,
+                view,
+                model,
+                plan,
+                queue: None,
+                placed: Vec::new(),
+                held_back,
+            });
+        }
+
+        (entries, priorities)
     }
 
     fn report_invalid(&mut self, invalid: &[(String, String)]) {
@@ -387,6 +424,17 @@ fn index_tasks(tasks: &[Task]) -> (TasksByJob, Vec<(Claim, String)>) {
         }
     }
     (by_job, claims)
+}
+
+/// The objects a pass works from.
+struct Observed {
+    tasks: Vec<Task>,
+    agents: Vec<Agent>,
+    selfplay: Vec<SelfplayJob>,
+    training: Vec<TrainingJob>,
+    gauntlet: Vec<GauntletJob>,
+    models: Vec<Model>,
+    loops: Vec<TrainingLoop>,
 }
 
 /// What the agents' heartbeats say.
