@@ -14,6 +14,7 @@ mod params;
 pub mod patch;
 mod protobuf;
 mod query;
+mod reads;
 mod reply;
 mod reviews;
 pub mod route;

@@ -8,20 +8,24 @@
 //! (`<loop>-g<NNN>-selfplay|train|gauntlet`, model `<loop>-g<NNN>`), so a pass repeated after a
 //! failed write creates nothing twice, and a finished generation is recorded once (by number).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::ObjectMeta;
-use ringrift_crds::common::{JobPhase, ModelRef};
-use ringrift_crds::gauntlet::{Decision, GauntletJob, GauntletJobSpec, Opponent};
-use ringrift_crds::selfplay::{DatasetOutput, SelfplayJob, SelfplayJobSpec};
-use ringrift_crds::training::{ModelOutput, TrainingJob, TrainingJobSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use ringrift_crds::common::JobPhase;
+use ringrift_crds::gauntlet::{Decision, GauntletJob};
+use ringrift_crds::selfplay::SelfplayJob;
+use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::{
     ActiveJobs, GenerationRecord, LoopPhase, Stage, TrainingLoop, TrainingLoopStatus,
 };
 
 use ringrift_crds::common::set_condition;
+
+mod jobs;
+
+pub use jobs::{child_name, model_name};
+use jobs::{gauntlet_job, selfplay_job, training_job};
 
 /// Label on a loop's jobs with the loop's name.
 pub const LOOP_LABEL: &str = "ringrift.ai/training-loop";
@@ -74,125 +78,6 @@ pub struct LoopPlan {
     pub status: TrainingLoopStatus,
     /// Events to record on the loop.
     pub events: Vec<LoopEvent>,
-}
-
-/// `<loop>-g<NNN>[-suffix]`, the loop's name shortened so the whole fits 253 characters.
-pub fn child_name(training_loop: &str, generation: u32, suffix: &str) -> String {
-    let tail = if suffix.is_empty() {
-        format!("-g{generation:03}")
-    } else {
-        format!("-g{generation:03}-{suffix}")
-    };
-    let keep = 253usize.saturating_sub(tail.len()).min(training_loop.len());
-    let mut head = training_loop[..keep].to_owned();
-    while head.ends_with(['-', '.']) {
-        head.pop();
-    }
-    format!("{head}{tail}")
-}
-
-/// The name of the model trained in a generation.
-pub fn model_name(training_loop: &str, generation: u32) -> String {
-    child_name(training_loop, generation, "")
-}
-
-fn meta(lp: &TrainingLoop, name: String, generation: u32) -> ObjectMeta {
-    let loop_name = lp.metadata.name.clone().unwrap_or_default();
-    let mut labels = BTreeMap::from([(GENERATION_LABEL.to_owned(), generation.to_string())]);
-    if loop_name.len() <= 63 {
-        labels.insert(LOOP_LABEL.to_owned(), loop_name.clone());
-    }
-    ObjectMeta {
-        name: Some(name),
-        namespace: lp.metadata.namespace.clone(),
-        labels: Some(labels),
-        annotations: Some(BTreeMap::from([
-            (GENERATION_LABEL.to_owned(), generation.to_string()),
-            (LOOP_LABEL.to_owned(), loop_name.clone()),
-        ])),
-        owner_references: Some(vec![OwnerReference {
-            api_version: "ringrift.ai/v1alpha1".into(),
-            kind: "TrainingLoop".into(),
-            name: loop_name,
-            uid: lp.metadata.uid.clone().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }]),
-        ..ObjectMeta::default()
-    }
-}
-
-fn selfplay_job(lp: &TrainingLoop, generation: u32, best: Option<&String>) -> NewJob {
-    let name = child_name(
-        &lp.metadata.name.clone().unwrap_or_default(),
-        generation,
-        "selfplay",
-    );
-    NewJob::Selfplay(Box::new(SelfplayJob {
-        metadata: meta(lp, name, generation),
-        spec: SelfplayJobSpec {
-            game: lp.spec.game.clone(),
-            model: best.map(ModelRef::model),
-            settings: lp.spec.selfplay.clone(),
-            output: DatasetOutput {
-                dataset: lp.metadata.name.clone().unwrap_or_default(),
-            },
-        },
-        status: None,
-    }))
-}
-
-fn training_job(lp: &TrainingLoop, generation: u32, best: Option<&String>) -> NewJob {
-    let loop_name = lp.metadata.name.clone().unwrap_or_default();
-    NewJob::Training(Box::new(TrainingJob {
-        metadata: meta(lp, child_name(&loop_name, generation, "train"), generation),
-        spec: TrainingJobSpec {
-            game: lp.spec.game.clone(),
-            datasets: vec![loop_name.clone()],
-            base_model: best.map(ModelRef::model),
-            settings: lp.spec.training.clone(),
-            output: ModelOutput {
-                model: model_name(&loop_name, generation),
-            },
-        },
-        status: None,
-    }))
-}
-
-/// The opponent that decides promotion: the spec's choice, else the best model, else (no best
-/// model yet) the first of the spec's opponents.
-fn deciding(lp: &TrainingLoop, best: Option<&String>) -> Option<String> {
-    match (&lp.spec.gauntlet.settings.promotion.opponent, best) {
-        (Some(o), _) if o != BEST => Some(o.clone()),
-        (_, Some(_)) => Some(BEST.into()),
-        _ => lp.spec.gauntlet.opponents.first().map(|o| o.name.clone()),
-    }
-}
-
-fn gauntlet_job(lp: &TrainingLoop, generation: u32, best: Option<&String>) -> Option<NewJob> {
-    let loop_name = lp.metadata.name.clone().unwrap_or_default();
-    let mut opponents = Vec::new();
-    if let Some(best) = best {
-        opponents.push(Opponent {
-            name: BEST.into(),
-            model: Some(best.clone()),
-            best_of: None,
-            baseline: None,
-        });
-    }
-    opponents.extend(lp.spec.gauntlet.opponents.iter().cloned());
-    let mut settings = lp.spec.gauntlet.settings.clone();
-    settings.promotion.opponent = Some(deciding(lp, best)?);
-    Some(NewJob::Gauntlet(Box::new(GauntletJob {
-        metadata: meta(lp, child_name(&loop_name, generation, "gauntlet"), generation),
-        spec: GauntletJobSpec {
-            game: lp.spec.game.clone(),
-            candidate: ModelRef::model(model_name(&loop_name, generation)),
-            opponents,
-            settings,
-        },
-        status: None,
-    })))
 }
 
 /// An event the loop records on itself.

@@ -1,3 +1,5 @@
+use ringrift_crds::common::ModelRef;
+
 use super::*;
 
 #[allow(clippy::needless_pass_by_value)] // call sites read better with json! inline
