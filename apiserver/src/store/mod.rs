@@ -2,6 +2,7 @@
 //! ([`semantics`], [`names`]) and persisted in SQLite ([`Store`]).
 
 mod cache;
+mod dry_run;
 pub mod names;
 mod rows;
 pub mod semantics;

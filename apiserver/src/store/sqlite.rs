@@ -24,10 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::cache::{self, Objects, load_all};
 use super::rows::{current_revision, db, object_name, parse};
-use super::semantics::{
-    DeleteOutcome, Preconditions, Subresource, UpdateOutcome, WriteContext, prepare_create, prepare_delete,
-    prepare_update,
-};
+use super::semantics::{Preconditions, Subresource, WriteContext, prepare_create};
 use super::snapshot::{Change, rewind};
 use super::types::{Deleted, EventType, ResourceKey, StoreError, WatchEvent};
 use super::writer::{BATCH_MAX, Live, Op, Request, Writer, Written};
@@ -52,8 +49,8 @@ pub struct Store {
     live: Live,
     /// Writes per committed transaction.
     batch_sizes: Histogram,
-    /// The objects as committed, for `get`.
-    objects: Objects,
+    /// The objects as committed, for `get` (and dry runs, `dry_run.rs`).
+    pub(super) objects: Objects,
     /// In memory: a connection that is never used, only held, so the database lives as long
     /// as the store even when the pool drops its connection (it does when a request is
     /// cancelled mid-query, and a fresh `:memory:` connection would be an empty database).
@@ -357,97 +354,6 @@ impl Store {
             preconditions: preconditions.clone(),
         };
         self.submit(resource, namespace, op, ctx).await
-    }
-
-    /// What [`Store::create`] would store, without storing it (`dryRun=All`): the object as
-    /// prepared, with no resourceVersion, as upstream answers a dry-run create.
-    ///
-    /// # Errors
-    /// [`StoreError::AlreadyExists`] or [`StoreError::Write`], as the write would fail.
-    pub async fn create_dry_run(
-        &self,
-        resource: &ResourceKey,
-        namespace: &str,
-        object: Value,
-        ctx: &WriteContext<'_>,
-    ) -> Result<Value, StoreError> {
-        let object = prepare_create(object, ctx)?;
-        let name = object_name(&object)?;
-        let objects = self.objects.read().await;
-        if objects.contains_key(&cache::key(resource, namespace, &name)) {
-            return Err(StoreError::AlreadyExists {
-                resource: resource.clone(),
-                name,
-            });
-        }
-        Ok(object)
-    }
-
-    /// What [`Store::update`] would store, without storing it: the stored object's
-    /// resourceVersion stays on it.
-    ///
-    /// # Errors
-    /// As [`Store::update`] would fail.
-    pub async fn update_dry_run(
-        &self,
-        resource: &ResourceKey,
-        namespace: &str,
-        name: &str,
-        object: Value,
-        sub: Subresource,
-        ctx: &WriteContext<'_>,
-    ) -> Result<Value, StoreError> {
-        let old = self.stored(resource, namespace, name).await?;
-        Ok(match prepare_update(&old, object, sub, ctx)? {
-            UpdateOutcome::Unchanged => (*old).clone(),
-            UpdateOutcome::Write(new) | UpdateOutcome::Remove(new) => new,
-        })
-    }
-
-    /// What [`Store::delete`] would do, without doing it.
-    ///
-    /// # Errors
-    /// As [`Store::delete`] would fail.
-    pub async fn delete_dry_run(
-        &self,
-        resource: &ResourceKey,
-        namespace: &str,
-        name: &str,
-        preconditions: &Preconditions,
-        ctx: &WriteContext<'_>,
-    ) -> Result<Deleted, StoreError> {
-        let old = self.stored(resource, namespace, name).await?;
-        Ok(match prepare_delete(&old, preconditions, ctx)? {
-            DeleteOutcome::Remove => Deleted {
-                object: (*old).clone(),
-                removed: true,
-            },
-            DeleteOutcome::AlreadyDeleting => Deleted {
-                object: (*old).clone(),
-                removed: false,
-            },
-            DeleteOutcome::MarkDeleting(marked) => Deleted {
-                object: marked,
-                removed: false,
-            },
-        })
-    }
-
-    /// The committed object, or `NotFound`.
-    async fn stored(
-        &self,
-        resource: &ResourceKey,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Arc<Value>, StoreError> {
-        let objects = self.objects.read().await;
-        objects
-            .get(&cache::key(resource, namespace, name))
-            .map(|stored| Arc::clone(&stored.object))
-            .ok_or_else(|| StoreError::NotFound {
-                resource: resource.clone(),
-                name: name.to_owned(),
-            })
     }
 
     /// Hands a write to the writer and waits for its commit. A write whose requester goes away
