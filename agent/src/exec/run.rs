@@ -67,11 +67,6 @@ pub async fn execute(node: Arc<Node>, task: Task, handle: Arc<RunHandle>, start:
         Start::Adopt { pid, pid_start } => {
             node.metrics.tasks_adopted.inc();
             node.metrics.tasks_running.inc();
-            handle.update(|i| {
-                i.phase = TaskPhase::Running;
-                i.pid = Some(pid);
-                i.adopted = true;
-            });
             tracing::info!(task = %handle.name, pid, "adopted a task process that outlived the agent's restart");
             monitor(&node, &api, &task, &handle, pid, pid_start, None).await
         }

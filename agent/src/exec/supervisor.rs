@@ -10,7 +10,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, ResourceExt as _};
-use ringrift_crds::task::{AGENT_LABEL, Task};
+use ringrift_crds::task::{AGENT_LABEL, Task, TaskPhase};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
@@ -62,6 +62,15 @@ fn start_run(node: &Arc<Node>, task: &Task, start: Start) {
         task.spec.gpus.clone(),
         dir,
     ));
+    if let Start::Adopt { pid, .. } = start {
+        // Shown as adopted from the moment it is listed: a reader never sees an
+        // adopted process as a Pending task that is about to start again.
+        handle.update(|i| {
+            i.phase = TaskPhase::Running;
+            i.pid = Some(pid);
+            i.adopted = true;
+        });
+    }
     node.runs.insert(handle.clone());
     tokio::spawn(execute(node.clone(), task.clone(), handle, start));
 }
