@@ -6,11 +6,8 @@
 
 use std::collections::BTreeMap;
 
+pub use ringrift_contract::PREFIX;
 use ringrift_crds::task::Progress;
-use serde::Deserialize;
-
-/// The prefix of a report line.
-pub const PREFIX: &str = "@ringrift ";
 
 /// Longest report line accepted; longer ones are logged, not parsed.
 pub const MAX_REPORT: usize = 16 * 1024;
@@ -26,16 +23,6 @@ pub struct Report {
     pub metrics: BTreeMap<String, f64>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Line {
-    done: Option<u64>,
-    total: Option<u64>,
-    unit: Option<String>,
-    #[serde(default)]
-    metrics: BTreeMap<String, f64>,
-}
-
 /// Parses one output line: `None` for a plain log line, `Some(Err)` with the reason for a
 /// report that cannot be read.
 pub fn parse(line: &str) -> Option<Result<Report, String>> {
@@ -43,7 +30,7 @@ pub fn parse(line: &str) -> Option<Result<Report, String>> {
     if body.len() > MAX_REPORT {
         return Some(Err(format!("report longer than {MAX_REPORT} bytes")));
     }
-    let parsed: Line = match serde_json::from_str(body.trim_end()) {
+    let parsed = match ringrift_contract::Report::from_json(body.trim_end()) {
         Ok(line) => line,
         Err(e) => return Some(Err(format!("invalid report: {e}"))),
     };

@@ -30,8 +30,10 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
+use ringrift_contract::Params;
 use ringrift_crds::agent::{Agent, AgentSpec, Capacity, Gpu, GpuHealth};
-use ringrift_crds::task::{AGENT_LABEL, Role, Task, TaskPhase};
+use ringrift_crds::common::{Artifact, ArtifactKind};
+use ringrift_crds::task::{AGENT_LABEL, FailureClass, Progress, Role, StatusUpdate, Task, TaskPhase};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -138,48 +140,61 @@ fn env<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
     task.spec.template.env.get(key).map(String::as_str)
 }
 
+/// The task's games (selfplay, gauntlet) or steps (training), as its parameters say.
+fn work(task: &Task) -> Option<u64> {
+    match Params::from_value(task.spec.role.into(), &task.spec.params).ok()? {
+        Params::Selfplay(p) => Some(p.games),
+        Params::Gauntlet(p) => Some(p.games),
+        Params::Training(p) => Some(p.hyperparameters.steps),
+    }
+}
+
+fn artifact(name: String, kind: ArtifactKind, size_bytes: u64) -> Artifact {
+    let digest = digest(&name);
+    Artifact {
+        name,
+        kind,
+        digest,
+        size_bytes,
+        holders: Vec::new(),
+    }
+}
+
 /// What a task's run ends with.
-fn outcome(task: &Task, agent: &str) -> serde_json::Value {
+fn outcome(task: &Task, agent: &str) -> StatusUpdate {
     let attempt = task.spec.attempt;
     let fail_attempts: u32 = env(task, "SIM_FAIL_ATTEMPTS")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let bad_agent = env(task, "SIM_FAIL_AGENTS").is_some_and(|l| l.split(',').any(|a| a.trim() == agent));
     if attempt < fail_attempts || bad_agent {
-        return json!({
-            "phase": "Failed",
-            "exitCode": 1,
-            "failureClass": env(task, "SIM_FAIL_CLASS").unwrap_or("UserError"),
-            "reason": "Error",
-            "message": format!("simulated failure of attempt {attempt} on {agent}"),
-        });
+        let class = env(task, "SIM_FAIL_CLASS")
+            .and_then(|c| serde_json::from_value(json!(c)).ok())
+            .unwrap_or(FailureClass::UserError);
+        return StatusUpdate {
+            phase: Some(TaskPhase::Failed),
+            exit_code: Some(1),
+            failure_class: Some(class),
+            reason: Some("Error".into()),
+            message: Some(format!("simulated failure of attempt {attempt} on {agent}")),
+            ..StatusUpdate::default()
+        };
     }
     let name = task.name_any();
-    let games = task
-        .spec
-        .params
-        .get("games")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0);
-    let (outputs, result, done) = match task.spec.role {
+    let done = work(task).unwrap_or(0);
+    let (outputs, result) = match task.spec.role {
         Role::Selfplay => (
-            json!([{"name": format!("{name}.games"), "kind": "games", "digest": digest(&name), "sizeBytes": games * 1000}]),
-            json!({"games": games}),
-            games,
+            vec![artifact(
+                format!("{name}.games"),
+                ArtifactKind::Games,
+                done * 1000,
+            )],
+            json!({"games": done}),
         ),
-        Role::Training => {
-            let steps = task
-                .spec
-                .params
-                .pointer("/hyperparameters/steps")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0);
-            (
-                json!([{"name": format!("{name}.model"), "kind": "model", "digest": digest(&name), "sizeBytes": 1_000_000}]),
-                json!({"steps": steps}),
-                steps,
-            )
-        }
+        Role::Training => (
+            vec![artifact(format!("{name}.model"), ArtifactKind::Model, 1_000_000)],
+            json!({"steps": done}),
+        ),
         Role::Gauntlet => {
             let rate: f64 = env(task, "SIM_WIN_RATE")
                 .and_then(|v| v.parse().ok())
@@ -189,31 +204,36 @@ fn outcome(task: &Task, agent: &str) -> serde_json::Value {
                 clippy::cast_sign_loss,
                 clippy::cast_precision_loss
             )]
-            let wins = ((games as f64) * rate.clamp(0.0, 1.0)).round() as u64;
+            let wins = ((done as f64) * rate.clamp(0.0, 1.0)).round() as u64;
             (
-                json!([]),
-                json!({"wins": wins, "losses": games - wins, "draws": 0}),
-                games,
+                Vec::new(),
+                json!({"wins": wins, "losses": done - wins, "draws": 0}),
             )
         }
     };
-    json!({
-        "phase": "Succeeded",
-        "exitCode": 0,
-        "reason": "Completed",
-        "outputs": outputs,
-        "result": result,
-        "progress": {"done": done, "total": done},
-        "progressText": format!("{done}/{done}"),
-    })
+    StatusUpdate {
+        phase: Some(TaskPhase::Succeeded),
+        exit_code: Some(0),
+        reason: Some("Completed".into()),
+        outputs: Some(outputs),
+        result: Some(result),
+        progress: Some(Progress {
+            done,
+            total: done,
+            unit: None,
+        }),
+        progress_text: Some(format!("{done}/{done}")),
+        ..StatusUpdate::default()
+    }
 }
 
 async fn patch_status(
     tasks: &Api<Task>,
     name: &str,
     attempt: u32,
-    mut status: serde_json::Value,
+    update: &StatusUpdate,
 ) -> kube::Result<()> {
+    let mut status = serde_json::to_value(update).map_err(kube::Error::SerdeError)?;
     if let Some(s) = status.as_object_mut() {
         s.insert("attempt".into(), json!(attempt));
     }
@@ -254,16 +274,27 @@ async fn run_task(
         .and_then(|v| v.parse().ok())
         .map_or(default, Duration::from_millis);
     let hang = env(&task, "SIM_HANG") == Some("true");
-    let total = task
-        .spec
-        .params
-        .get("games")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(100);
-    let started = now();
-    let running = json!({"phase": "Running", "startTime": started, "lastProgressTime": started,
-        "progress": {"done": 0, "total": total}, "progressText": format!("0/{total}")});
-    if let Err(e) = patch_status(&tasks, &name, attempt, running).await {
+    let total = match task.spec.role {
+        Role::Training => None,
+        Role::Selfplay | Role::Gauntlet => work(&task),
+    }
+    .unwrap_or(100);
+    let progress = |done: u64| StatusUpdate {
+        last_progress_time: Some(now()),
+        progress: Some(Progress {
+            done,
+            total,
+            unit: None,
+        }),
+        progress_text: Some(format!("{done}/{total}")),
+        ..StatusUpdate::default()
+    };
+    let running = StatusUpdate {
+        phase: Some(TaskPhase::Running),
+        start_time: Some(now()),
+        ..progress(0)
+    };
+    if let Err(e) = patch_status(&tasks, &name, attempt, &running).await {
         tracing::warn!(task = name, error = %e, "failed to report Running");
     }
     let steps = 4u32;
@@ -272,9 +303,13 @@ async fn run_task(
         loop {
             if let Some(lost) = cancelled(&store, &task) {
                 if !lost {
-                    let status =
-                        json!({"phase": "Cancelled", "reason": "Cancelled", "completionTime": now()});
-                    let _ = patch_status(&tasks, &name, attempt, status).await;
+                    let status = StatusUpdate {
+                        phase: Some(TaskPhase::Cancelled),
+                        reason: Some("Cancelled".into()),
+                        completion_time: Some(now()),
+                        ..StatusUpdate::default()
+                    };
+                    let _ = patch_status(&tasks, &name, attempt, &status).await;
                 }
                 tracing::info!(task = name, agent, lost, "stopped a cancelled task");
                 return;
@@ -292,18 +327,17 @@ async fn run_task(
         }
         if step < steps {
             let done = total * u64::from(step) / u64::from(steps);
-            let progress = json!({"lastProgressTime": now(), "progress": {"done": done, "total": total}, "progressText": format!("{done}/{total}")});
-            let _ = patch_status(&tasks, &name, attempt, progress).await;
+            let _ = patch_status(&tasks, &name, attempt, &progress(done)).await;
         }
     }
     if cancelled(&store, &task) == Some(true) {
         return;
     }
-    let mut end = outcome(&task, &agent);
-    if let Some(o) = end.as_object_mut() {
-        o.insert("completionTime".into(), json!(now()));
-    }
-    if let Err(e) = patch_status(&tasks, &name, attempt, end).await {
+    let end = StatusUpdate {
+        completion_time: Some(now()),
+        ..outcome(&task, &agent)
+    };
+    if let Err(e) = patch_status(&tasks, &name, attempt, &end).await {
         tracing::warn!(task = name, error = %e, "failed to report the end of a task");
     }
 }

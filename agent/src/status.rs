@@ -3,8 +3,7 @@
 
 use kube::Api;
 use kube::api::PostParams;
-use ringrift_crds::task::Task;
-use serde_json::{Map, Value};
+use ringrift_crds::task::{StatusUpdate, Task, TaskStatus};
 
 /// How many conflicts a write rides out before giving up for now.
 const CONFLICT_RETRIES: usize = 5;
@@ -29,15 +28,6 @@ pub enum WriteError {
         #[source]
         source: kube::Error,
     },
-    /// The status would not serialize.
-    #[error("failed to encode the status of Task {name}: {source}")]
-    Encode {
-        /// The Task.
-        name: String,
-        /// The error.
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 impl WriteError {
@@ -46,13 +36,12 @@ impl WriteError {
         match self {
             Self::NotCurrent { .. } => "not_current",
             Self::Api { .. } => "api",
-            Self::Encode { .. } => "encode",
         }
     }
 }
 
-/// Sets `fields` (camelCase status fields) on the status of Task `name`, attempt `attempt`, uid
-/// `uid`. Every other status field is kept.
+/// Sets the fields of `update` on the status of Task `name`, attempt `attempt`, uid `uid`.
+/// Every other status field is kept.
 ///
 /// # Errors
 /// [`WriteError::NotCurrent`] when the write is fenced off; [`WriteError::Api`] otherwise.
@@ -61,7 +50,7 @@ pub async fn write(
     name: &str,
     uid: &str,
     attempt: u32,
-    fields: &Map<String, Value>,
+    update: &StatusUpdate,
 ) -> Result<Task, WriteError> {
     let api_err = |source| WriteError::Api {
         name: name.to_owned(),
@@ -69,7 +58,7 @@ pub async fn write(
     };
     let mut conflicts = 0;
     loop {
-        let Some(task) = api.get_opt(name).await.map_err(api_err)? else {
+        let Some(mut task) = api.get_opt(name).await.map_err(api_err)? else {
             return Err(WriteError::NotCurrent {
                 name: name.to_owned(),
                 why: "the Task was deleted".into(),
@@ -79,32 +68,15 @@ pub async fn write(
             name: name.to_owned(),
             why,
         })?;
-        let mut object = serde_json::to_value(&task).map_err(|source| WriteError::Encode {
-            name: name.to_owned(),
-            source,
-        })?;
-        let status = object
-            .as_object_mut()
-            .map(|o| o.entry("status").or_insert_with(|| Value::Object(Map::new())));
-        if let Some(Value::Object(status)) = status {
-            // A status about an earlier attempt is not carried over.
-            if status.get("attempt").and_then(Value::as_u64) != Some(u64::from(attempt)) {
-                status.clear();
-            }
-            status.insert("attempt".into(), Value::from(attempt));
-            for (k, v) in fields {
-                if v.is_null() {
-                    status.remove(k);
-                } else {
-                    status.insert(k.clone(), v.clone());
-                }
-            }
+        let mut status = task.status.take().unwrap_or_default();
+        // A status about an earlier attempt is not carried over.
+        if status.attempt != Some(attempt) {
+            status = TaskStatus::default();
         }
-        let body: Task = serde_json::from_value(object).map_err(|source| WriteError::Encode {
-            name: name.to_owned(),
-            source,
-        })?;
-        match api.replace_status(name, &PostParams::default(), &body).await {
+        status.attempt = Some(attempt);
+        update.apply(&mut status);
+        task.status = Some(status);
+        match api.replace_status(name, &PostParams::default(), &task).await {
             Ok(t) => return Ok(t),
             Err(kube::Error::Api(s)) if s.code == 409 && conflicts < CONFLICT_RETRIES => conflicts += 1,
             Err(e) => return Err(api_err(e)),

@@ -30,15 +30,14 @@ const USER_ERROR: u8 = 2;
 
 /// Runs one role; prints `@ringrift` progress lines on stdout.
 pub fn run(args: WorkloadArgs) -> ExitCode {
-    let params = match serde_json::from_str(&args.params) {
+    let params = match ringrift_demo::Params::parse(args.role, &args.params) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("ringrift workload: --params (RINGRIFT_PARAMS) is not JSON: {e}");
+            eprintln!("ringrift workload: {e} (--params)");
             return ExitCode::from(USER_ERROR);
         }
     };
     let contract = ringrift_demo::Contract {
-        role: args.role,
         task: args.task,
         params,
         input_dir: args.input_dir,

@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod common;
+pub mod contract;
 pub mod gauntlet;
 pub mod identity;
 pub mod model;

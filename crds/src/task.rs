@@ -299,6 +299,88 @@ pub struct TaskStatus {
     pub completion_time: Option<Time>,
 }
 
+/// What one write of a Task's status sets: each field that is present replaces the status's;
+/// absent ones are kept. The agent reports an attempt's start, progress and end with these (and
+/// records the final one locally, to write again after a restart), so every status write is
+/// typed. Serialized, it is the JSON of the status fields it sets.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusUpdate {
+    /// See [`TaskStatus::phase`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TaskPhase>,
+    /// See [`TaskStatus::progress`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// See [`TaskStatus::progress_text`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_text: Option<String>,
+    /// See [`TaskStatus::metrics`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<BTreeMap<String, f64>>,
+    /// See [`TaskStatus::exit_code`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// See [`TaskStatus::signal`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// See [`TaskStatus::failure_class`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_class: Option<FailureClass>,
+    /// See [`TaskStatus::reason`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// See [`TaskStatus::message`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// See [`TaskStatus::outputs`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<Artifact>>,
+    /// See [`TaskStatus::result`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// See [`TaskStatus::start_time`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// See [`TaskStatus::last_progress_time`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<Time>,
+    /// See [`TaskStatus::completion_time`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+}
+
+impl StatusUpdate {
+    /// Sets the fields this update carries on `status`.
+    pub fn apply(&self, status: &mut TaskStatus) {
+        fn set<T: Clone>(to: &mut Option<T>, from: Option<&T>) {
+            if let Some(v) = from {
+                *to = Some(v.clone());
+            }
+        }
+        if let Some(phase) = self.phase {
+            status.phase = phase;
+        }
+        if let Some(metrics) = &self.metrics {
+            status.metrics.clone_from(metrics);
+        }
+        if let Some(outputs) = &self.outputs {
+            status.outputs.clone_from(outputs);
+        }
+        set(&mut status.progress, self.progress.as_ref());
+        set(&mut status.progress_text, self.progress_text.as_ref());
+        set(&mut status.exit_code, self.exit_code.as_ref());
+        set(&mut status.signal, self.signal.as_ref());
+        set(&mut status.failure_class, self.failure_class.as_ref());
+        set(&mut status.reason, self.reason.as_ref());
+        set(&mut status.message, self.message.as_ref());
+        set(&mut status.result, self.result.as_ref());
+        set(&mut status.start_time, self.start_time.as_ref());
+        set(&mut status.last_progress_time, self.last_progress_time.as_ref());
+        set(&mut status.completion_time, self.completion_time.as_ref());
+    }
+}
+
 impl Task {
     /// Why the task was cancelled: none unless `spec.cancel` is set; a reason the controller did
     /// not write (or none) reads as [`CancelReason::User`]. The controller and the agent both
@@ -324,6 +406,50 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_update_sets_what_it_carries_and_keeps_the_rest() {
+        let mut status = TaskStatus {
+            phase: TaskPhase::Running,
+            attempt: Some(2),
+            message: Some("running on a1".into()),
+            progress_text: Some("3/10 games".into()),
+            ..TaskStatus::default()
+        };
+        let update = StatusUpdate {
+            phase: Some(TaskPhase::Succeeded),
+            exit_code: Some(0),
+            metrics: Some(BTreeMap::from([("loss".to_owned(), 0.5)])),
+            ..StatusUpdate::default()
+        };
+        update.apply(&mut status);
+        assert_eq!(status.phase, TaskPhase::Succeeded);
+        assert_eq!(status.exit_code, Some(0));
+        assert_eq!(status.attempt, Some(2));
+        assert_eq!(status.message.as_deref(), Some("running on a1"));
+        assert_eq!(status.progress_text.as_deref(), Some("3/10 games"));
+        assert_eq!(status.metrics.get("loss"), Some(&0.5));
+    }
+
+    /// An outcome an agent recorded before updates were typed (a JSON object of status fields)
+    /// still reads: it is the same JSON.
+    #[test]
+    fn a_recorded_update_reads_back_as_the_status_fields_it_sets() {
+        let recorded = r#"{"phase":"Failed","reason":"Error","message":"exited with code 3","exitCode":3,
+            "failureClass":"UserError","completionTime":"2026-12-05T12:00:00.123456789Z","progressText":"1/2 games",
+            "progress":{"done":1,"total":2,"unit":"games"}}"#;
+        let update: StatusUpdate = serde_json::from_str(recorded).unwrap();
+        assert_eq!(update.phase, Some(TaskPhase::Failed));
+        assert_eq!(update.failure_class, Some(FailureClass::UserError));
+        assert_eq!(update.exit_code, Some(3));
+        assert!(update.completion_time.is_some());
+        let json = serde_json::to_value(&update).unwrap();
+        assert_eq!(json["reason"], "Error");
+        assert!(
+            json.get("outputs").is_none() && json.get("startTime").is_none(),
+            "{json}"
+        );
+    }
 
     fn task(cancel: bool, reason: Option<&str>, phase: TaskPhase) -> Task {
         let mut t: Task = serde_json::from_value(serde_json::json!({

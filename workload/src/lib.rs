@@ -20,7 +20,8 @@ pub mod rng;
 pub mod roles;
 pub mod train;
 
-pub use roles::{Contract, Role, run};
+pub use ringrift_contract::{Params, Role};
+pub use roles::{Contract, run};
 
 /// Whether `name` is a plain file name (no directories, not `.` or `..`).
 pub fn plain_name(name: &str) -> bool {

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ringrift_contract::{Baseline, Game, GauntletParams, Params, Report, SelfplayParams, TrainingParams};
 use serde_json::{Value, json};
 
 use crate::game::Board;
@@ -26,65 +27,17 @@ const OPENING_PLIES: usize = 2;
 /// Least time between two progress reports.
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 
-/// The role a task plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Record games with the best model.
-    Selfplay,
-    /// Fit a new model.
-    Training,
-    /// Play a candidate against an opponent.
-    Gauntlet,
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "selfplay" => Ok(Self::Selfplay),
-            "training" => Ok(Self::Training),
-            "gauntlet" => Ok(Self::Gauntlet),
-            other => Err(format!(
-                "role {other:?} is not one of selfplay, training, gauntlet"
-            )),
-        }
-    }
-}
-
 /// What the agent hands a task (DESIGN.md section 6).
 #[derive(Debug, Clone)]
 pub struct Contract {
-    /// `RINGRIFT_ROLE`.
-    pub role: Role,
+    /// `RINGRIFT_PARAMS`, read as `RINGRIFT_ROLE`'s parameters.
+    pub params: Params,
     /// `RINGRIFT_TASK`: names the output files.
     pub task: String,
-    /// `RINGRIFT_PARAMS`.
-    pub params: Value,
     /// `RINGRIFT_INPUT_DIR`.
     pub input_dir: PathBuf,
     /// `RINGRIFT_OUTPUT_DIR`.
     pub output_dir: PathBuf,
-}
-
-impl Contract {
-    /// Reads the contract's variables.
-    ///
-    /// # Errors
-    /// Naming the variable that is missing or malformed.
-    pub fn from_env() -> Result<Self, String> {
-        let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
-        let params = var("RINGRIFT_PARAMS")?;
-        Ok(Self {
-            role: var("RINGRIFT_ROLE")?
-                .parse()
-                .map_err(|e| format!("RINGRIFT_ROLE: {e}"))?,
-            task: std::env::var("RINGRIFT_TASK").unwrap_or_else(|_| "task".into()),
-            params: serde_json::from_str(&params).map_err(|e| format!("RINGRIFT_PARAMS is not JSON: {e}"))?,
-            input_dir: var("RINGRIFT_INPUT_DIR")?.into(),
-            output_dir: var("RINGRIFT_OUTPUT_DIR")?.into(),
-        })
-    }
 }
 
 /// Reports progress lines, at most every [`REPORT_EVERY`] unless told to flush.
@@ -94,49 +47,29 @@ struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
-    fn report(&mut self, line: &Value, force: bool) {
+    fn report(&mut self, report: &Report, force: bool) {
         if !force && self.last.is_some_and(|t| t.elapsed() < REPORT_EVERY) {
             return;
         }
         self.last = Some(Instant::now());
-        let _ = writeln!(self.out, "@ringrift {line}");
+        let _ = writeln!(self.out, "{report}");
         let _ = self.out.flush();
     }
 }
 
-fn get_u64(params: &Value, key: &str) -> Result<Option<u64>, String> {
-    match params.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| format!("params.{key} must be a non-negative integer, not {v}")),
-    }
-}
-
-fn get_str<'a>(params: &'a Value, key: &str) -> Result<Option<&'a str>, String> {
-    match params.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_str()
-            .map(Some)
-            .ok_or_else(|| format!("params.{key} must be a string, not {v}")),
-    }
-}
-
-/// Checks that the game is the one this workload plays.
-fn check_game(params: &Value) -> Result<(), String> {
-    let game = params.get("game").cloned().unwrap_or(Value::Null);
-    let board = game.get("board").and_then(Value::as_str).unwrap_or("connect4");
-    if board != "connect4" {
+/// Checks that the game is the one this workload plays (none named: that one).
+fn check_game(game: Option<&Game>) -> Result<(), String> {
+    let Some(game) = game else { return Ok(()) };
+    if game.board != "connect4" {
         return Err(format!(
-            "params.game.board: the demo workload plays \"connect4\", not {board:?}"
+            "params.game.board: the demo workload plays \"connect4\", not {:?}",
+            game.board
         ));
     }
-    let players = game.get("players").and_then(Value::as_u64).unwrap_or(2);
-    if players != 2 {
+    if game.players != 2 {
         return Err(format!(
-            "params.game.players: connect4 has 2 players, not {players}"
+            "params.game.players: connect4 has 2 players, not {}",
+            game.players
         ));
     }
     Ok(())
@@ -144,10 +77,8 @@ fn check_game(params: &Value) -> Result<(), String> {
 
 /// The seed of this unit: the unit's seed mixed with its job's name, so units of different
 /// jobs (and the same unit's retries alike) play different (respectively the same) games.
-fn seed_of(params: &Value) -> Result<u64, String> {
-    let seed = get_u64(params, "seed")?.unwrap_or(0);
-    let job = get_str(params, "job")?.unwrap_or("");
-    Ok(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ hash(job))
+fn seed_of(unit: &ringrift_contract::Unit) -> u64 {
+    unit.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ hash(&unit.job)
 }
 
 /// A model named by the parameters, read from the input directory.
@@ -175,14 +106,14 @@ fn write_json(path: &Path, value: &Value) -> Result<(), String> {
 /// A message naming what is wrong (bad parameters, a missing or malformed input, a failed
 /// write).
 pub fn run(contract: &Contract, out: &mut dyn Write) -> Result<(), String> {
-    check_game(&contract.params)?;
+    check_game(contract.params.game())?;
     std::fs::create_dir_all(&contract.output_dir)
         .map_err(|e| format!("cannot create {}: {e}", contract.output_dir.display()))?;
     let mut reporter = Reporter { out, last: None };
-    match contract.role {
-        Role::Selfplay => selfplay(contract, &mut reporter),
-        Role::Training => training(contract, &mut reporter),
-        Role::Gauntlet => gauntlet(contract, &mut reporter),
+    match &contract.params {
+        Params::Selfplay(p) => selfplay(contract, p, &mut reporter),
+        Params::Training(p) => training(contract, p, &mut reporter),
+        Params::Gauntlet(p) => gauntlet(contract, p, &mut reporter),
     }
 }
 
@@ -212,14 +143,11 @@ pub fn selfplay_game(net: Option<&Net>, simulations: u32, rng: &mut Rng, search:
 }
 
 #[allow(clippy::cast_precision_loss)] // counts
-fn selfplay(contract: &Contract, reporter: &mut Reporter<'_>) -> Result<(), String> {
-    let p = &contract.params;
-    let games = get_u64(p, "games")?.ok_or("params.games is required for selfplay")?;
-    let simulations = u32::try_from(get_u64(p, "simulations")?.unwrap_or(64).clamp(1, 100_000)).unwrap_or(64);
-    let net = get_str(p, "model")?
-        .map(|m| model_input(contract, m))
-        .transpose()?;
-    let mut rng = Rng::derive(seed_of(p)?, "selfplay");
+fn selfplay(contract: &Contract, p: &SelfplayParams, reporter: &mut Reporter<'_>) -> Result<(), String> {
+    let games = p.games;
+    let simulations = p.simulations.clamp(1, 100_000);
+    let net = p.model.as_deref().map(|m| model_input(contract, m)).transpose()?;
+    let mut rng = Rng::derive(seed_of(&p.unit), "selfplay");
     let mut search = Search::default();
     let path = contract.output_dir.join(format!("games-{}.jsonl", contract.task));
     let mut lines = String::new();
@@ -232,7 +160,7 @@ fn selfplay(contract: &Contract, reporter: &mut Reporter<'_>) -> Result<(), Stri
         lines.push('\n');
         let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
         reporter.report(
-            &json!({"done": done, "total": games, "unit": "games", "metrics": {"games_per_s": rate}}),
+            &Report::progress(done, games, "games").metric("games_per_s", rate),
             done == games,
         );
     }
@@ -240,7 +168,7 @@ fn selfplay(contract: &Contract, reporter: &mut Reporter<'_>) -> Result<(), Stri
     write_json(
         &contract.output_dir.join("result.json"),
         &json!({"games": games, "firstWins": tally[2], "secondWins": tally[0], "draws": tally[1],
-                "model": get_str(p, "model")?}),
+                "model": p.model}),
     )
 }
 
@@ -253,13 +181,11 @@ fn is_games_file(name: &str) -> bool {
 
 /// The newest games of the inputs, up to the window: files in the order the parameters list
 /// them (newest first), else every `*.jsonl` by name, newest name first.
-fn window(contract: &Contract) -> Result<(Vec<Sample>, u64), String> {
-    let p = &contract.params;
-    let window = p.get("window").cloned().unwrap_or(Value::Null);
-    let max_games = get_u64(&window, "games")?;
-    let max_positions = get_u64(&window, "positions")?;
-    let names: Vec<String> = if let Some(list) = p.get("inputs").and_then(Value::as_array) {
-        list.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+fn window(contract: &Contract, p: &TrainingParams) -> Result<(Vec<Sample>, u64), String> {
+    let max_games = p.window.games;
+    let max_positions = p.window.positions;
+    let names: Vec<String> = if let Some(list) = &p.inputs {
+        list.clone()
     } else {
         let mut names: Vec<String> = std::fs::read_dir(&contract.input_dir)
             .map_err(|e| format!("cannot read {}: {e}", contract.input_dir.display()))?
@@ -299,28 +225,27 @@ fn window(contract: &Contract) -> Result<(Vec<Sample>, u64), String> {
     Ok((samples, games))
 }
 
-fn training(contract: &Contract, reporter: &mut Reporter<'_>) -> Result<(), String> {
-    let p = &contract.params;
-    let hp = p.get("hyperparameters").cloned().unwrap_or(Value::Null);
-    let steps = get_u64(&hp, "steps")?.unwrap_or(1000);
-    let batch_size =
-        usize::try_from(get_u64(&hp, "batchSize")?.unwrap_or(256).clamp(1, 65_536)).unwrap_or(256);
+#[allow(clippy::cast_precision_loss)] // a count of games, as a metric
+fn training(contract: &Contract, p: &TrainingParams, reporter: &mut Reporter<'_>) -> Result<(), String> {
+    let hp = &p.hyperparameters;
+    let steps = hp.steps;
+    let batch_size = usize::try_from(hp.batch_size.clamp(1, 65_536)).unwrap_or(256);
     #[allow(clippy::cast_possible_truncation)] // a learning rate
-    let learning_rate = hp.get("learningRate").and_then(Value::as_f64).unwrap_or(0.001) as f32;
+    let learning_rate = hp.learning_rate as f32;
     #[allow(clippy::cast_possible_truncation)]
-    let weight_decay = hp.get("weightDecay").and_then(Value::as_f64).unwrap_or(0.0001) as f32;
-    let hidden = match hp.get("extra").and_then(|e| e.get("hidden")) {
+    let weight_decay = hp.weight_decay as f32;
+    let hidden = match hp.extra.get("hidden") {
         None => None,
         Some(v) => Some(
-            v.as_str()
-                .and_then(|s| s.parse::<usize>().ok())
+            v.parse::<usize>()
+                .ok()
                 .filter(|h| (1..=4096).contains(h))
-                .ok_or_else(|| format!("hyperparameters.extra.hidden must be 1 to 4096, not {v}"))?,
+                .ok_or_else(|| format!("hyperparameters.extra.hidden must be 1 to 4096, not {v:?}"))?,
         ),
     };
-    let seed = seed_of(p)?;
-    let (samples, games) = window(contract)?;
-    let mut net = match get_str(p, "baseModel")? {
+    let seed = seed_of(&p.unit);
+    let (samples, games) = window(contract, p)?;
+    let mut net = match &p.base_model {
         Some(name) => {
             let base = model_input(contract, name)?;
             match hidden {
@@ -346,9 +271,11 @@ fn training(contract: &Contract, reporter: &mut Reporter<'_>) -> Result<(), Stri
     train(&mut net, &samples, &settings, &mut rng, 20, |step, losses| {
         last = Some(losses);
         reporter.report(
-            &json!({"done": step, "total": steps, "unit": "steps", "metrics": {
-                "loss": losses.total(), "policy_loss": losses.policy, "value_loss": losses.value,
-                "window_games": games}}),
+            &Report::progress(step, steps, "steps")
+                .metric("loss", losses.total())
+                .metric("policy_loss", losses.policy)
+                .metric("value_loss", losses.value)
+                .metric("window_games", games as f64),
             step == steps,
         );
     })?;
@@ -390,29 +317,24 @@ fn gauntlet_game(
     }
 }
 
-fn gauntlet(contract: &Contract, reporter: &mut Reporter<'_>) -> Result<(), String> {
-    let p = &contract.params;
-    let games = get_u64(p, "games")?.ok_or("params.games is required for a gauntlet")?;
-    let simulations = u32::try_from(get_u64(p, "simulations")?.unwrap_or(64).clamp(1, 100_000)).unwrap_or(64);
-    let candidate_name = get_str(p, "candidate")?.ok_or("params.candidate is required for a gauntlet")?;
+fn gauntlet(contract: &Contract, p: &GauntletParams, reporter: &mut Reporter<'_>) -> Result<(), String> {
+    let games = p.games;
+    let simulations = p.simulations.clamp(1, 100_000);
+    let candidate_name = &p.candidate;
     let mut candidate = Player::search(Some(model_input(contract, candidate_name)?), simulations);
     let opponent = p
-        .get("opponent")
+        .opponent
+        .as_ref()
         .ok_or("params.opponent is required for a gauntlet")?;
-    let opponent_name = get_str(opponent, "name")?.unwrap_or("opponent").to_owned();
-    let details = opponent.get("details").cloned().unwrap_or(Value::Null);
-    let mut rival = match (get_str(&details, "model")?, get_str(&details, "baseline")?) {
+    let opponent_name = &opponent.name;
+    let details = opponent.details.clone().unwrap_or_default();
+    let mut rival = match (&details.model, details.baseline) {
         (Some(model), _) => Player::search(Some(model_input(contract, model)?), simulations),
-        (None, Some("random")) => Player::Random,
-        (None, Some("heuristic")) => Player::Heuristic,
-        (None, Some(other)) => {
-            return Err(format!(
-                "params.opponent.details.baseline: {other:?} is not random or heuristic"
-            ));
-        }
+        (None, Some(Baseline::Random)) => Player::Random,
+        (None, Some(Baseline::Heuristic)) => Player::Heuristic,
         (None, None) => return Err("params.opponent.details needs a model or a baseline".into()),
     };
-    let seed = seed_of(p)?;
+    let seed = seed_of(&p.unit);
     let (mut wins, mut losses, mut draws) = (0u64, 0u64, 0u64);
     for game in 0..games {
         // Each pair of games shares a random opening, with the colours swapped.
@@ -431,10 +353,7 @@ fn gauntlet(contract: &Contract, reporter: &mut Reporter<'_>) -> Result<(), Stri
             -1 => losses += 1,
             _ => draws += 1,
         }
-        reporter.report(
-            &json!({"done": game + 1, "total": games, "unit": "games"}),
-            game + 1 == games,
-        );
+        reporter.report(&Report::progress(game + 1, games, "games"), game + 1 == games);
     }
     let _ = writeln!(
         reporter.out,

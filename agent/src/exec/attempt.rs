@@ -1,9 +1,9 @@
 //! What the run of an attempt and its finish share: how it ended, its progress fields, and the
 //! fenced write of its status.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
-use ringrift_crds::task::Task;
-use serde_json::{Map, Value};
+use ringrift_crds::task::{StatusUpdate, Task};
 
 use super::RunHandle;
 use super::classify::{Exit, Outcome, Stop};
@@ -11,8 +11,8 @@ use crate::node::Node;
 use crate::status::{self, WriteError};
 
 /// Now, as the status fields write it.
-pub(super) fn now() -> String {
-    jiff::Timestamp::now().to_string()
+pub(super) fn now() -> Time {
+    Time(jiff::Timestamp::now())
 }
 
 /// How an attempt's process ended: it exited (maybe stopped by the agent), or it never ran and
@@ -31,9 +31,9 @@ pub(super) async fn write(
     node: &Node,
     api: &Api<Task>,
     handle: &RunHandle,
-    fields: &Map<String, Value>,
+    update: &StatusUpdate,
 ) -> Result<(), WriteError> {
-    match status::write(api, &handle.name, &handle.uid, handle.attempt, fields).await {
+    match status::write(api, &handle.name, &handle.uid, handle.attempt, update).await {
         Ok(_) => {
             node.metrics.status_write("ok");
             Ok(())
@@ -46,19 +46,13 @@ pub(super) async fn write(
 }
 
 /// The status fields of the attempt's progress and metrics so far.
-pub(super) fn progress_fields(handle: &RunHandle) -> Map<String, Value> {
+pub(super) fn progress_update(handle: &RunHandle) -> StatusUpdate {
     let info = handle.info();
-    let mut out = Map::new();
-    if let Some(p) = &info.progress {
-        out.insert("progressText".into(), Value::from(crate::progress::text(p)));
-        out.insert("progress".into(), serde_json::to_value(p).unwrap_or(Value::Null));
+    StatusUpdate {
+        progress_text: info.progress.as_ref().map(crate::progress::text),
+        progress: info.progress.clone(),
+        metrics: (!info.metrics.is_empty()).then(|| info.metrics.clone()),
+        last_progress_time: Some(now()),
+        ..StatusUpdate::default()
     }
-    if !info.metrics.is_empty() {
-        out.insert(
-            "metrics".into(),
-            serde_json::to_value(&info.metrics).unwrap_or(Value::Null),
-        );
-    }
-    out.insert("lastProgressTime".into(), Value::from(now()));
-    out
 }

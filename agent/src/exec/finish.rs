@@ -2,12 +2,12 @@
 //! recorded locally and then written (fenced), or kept for a later try.
 
 use kube::Api;
-use ringrift_crds::common::ArtifactKind;
-use ringrift_crds::task::{FailureClass, Role, Task, TaskPhase};
-use serde_json::{Map, Value};
+use ringrift_crds::common::{Artifact, ArtifactKind};
+use ringrift_crds::task::{FailureClass, Role, StatusUpdate, Task, TaskPhase};
+use serde_json::Value;
 
 use super::RunHandle;
-use super::attempt::{Ended, now, progress_fields, write};
+use super::attempt::{Ended, now, progress_update, write};
 use super::classify::{Exit, Outcome, Stop, classify};
 use crate::metrics::{PhaseLabels, TaskLabels};
 use crate::node::Node;
@@ -33,7 +33,7 @@ fn output_kind(role: Role, file: &str) -> ArtifactKind {
 }
 
 /// Moves the output files into the artifact store. `result.json` is read, not stored.
-async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Value>, Option<Value>), Outcome> {
+async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Artifact>, Option<Value>), Outcome> {
     let fail = |class, reason: &str, message: String| Outcome {
         phase: TaskPhase::Failed,
         failure_class: Some(class),
@@ -80,7 +80,7 @@ async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Value>, Option<
             .await
             .map_err(|e| fail(FailureClass::AgentError, "OutputsFailed", e.to_string()))?;
         artifact.holders = vec![node.name.clone()];
-        outputs.push(serde_json::to_value(artifact).unwrap_or(Value::Null));
+        outputs.push(artifact);
     }
     let result_path = out_dir.join("result.json");
     let result = match tokio::fs::metadata(&result_path).await {
@@ -128,42 +128,30 @@ pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, e
         }
         Ended::Outcome(o) => (o, None, None),
     };
-    let mut status = progress_fields(handle);
-    status.remove("lastProgressTime");
+    let mut status = StatusUpdate {
+        last_progress_time: None,
+        ..progress_update(handle)
+    };
     if outcome.phase == TaskPhase::Succeeded {
         match collect(node, handle).await {
             Ok((outputs, result)) => {
-                status.insert("outputs".into(), Value::Array(outputs));
-                if let Some(r) = result {
-                    status.insert("result".into(), r);
-                }
+                status.outputs = Some(outputs);
+                status.result = result;
             }
             Err(failed) => outcome = failed,
         }
     }
-    status.insert(
-        "phase".into(),
-        serde_json::to_value(outcome.phase).unwrap_or(Value::Null),
-    );
-    status.insert("reason".into(), Value::from(outcome.reason.clone()));
-    status.insert("message".into(), Value::from(outcome.message.clone()));
-    status.insert("completionTime".into(), Value::from(now()));
-    if let Some(class) = outcome.failure_class {
-        status.insert(
-            "failureClass".into(),
-            serde_json::to_value(class).unwrap_or(Value::Null),
-        );
-    }
+    status.phase = Some(outcome.phase);
+    status.reason = Some(outcome.reason.clone());
+    status.message = Some(outcome.message.clone());
+    status.completion_time = Some(now());
+    status.failure_class = outcome.failure_class;
     match exit {
-        Some(Exit::Code(c)) => {
-            status.insert("exitCode".into(), Value::from(c));
-        }
-        Some(Exit::Signal(s)) => {
-            status.insert("signal".into(), Value::from(s));
-        }
+        Some(Exit::Code(c)) => status.exit_code = Some(c),
+        Some(Exit::Signal(s)) => status.signal = Some(s),
         _ => {}
     }
-    let recorded = Value::Object(status.clone()).to_string();
+    let recorded = serde_json::to_string(&status).unwrap_or_default();
     if let Err(e) = node.db.finished(&handle.uid, &recorded).await {
         tracing::error!(task = %handle.name, error = %e, "failed to record the task's end");
     }
@@ -179,7 +167,7 @@ pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, e
         .inc();
     handle.update(|i| {
         i.phase = outcome.phase;
-        i.finished_at = Some(now());
+        i.finished_at = Some(now().0.to_string());
         i.exit_code = match exit {
             Some(Exit::Code(c)) => Some(c),
             _ => None,
@@ -198,7 +186,7 @@ pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, e
 
 /// Writes a final status; on success (or when the Task no longer wants it) nothing is left to
 /// do. On an API error the outcome stays recorded and is written later.
-pub(super) async fn report(node: &Node, api: &Api<Task>, handle: &RunHandle, status: &Map<String, Value>) {
+pub(super) async fn report(node: &Node, api: &Api<Task>, handle: &RunHandle, status: &StatusUpdate) {
     match write(node, api, handle, status).await {
         Ok(()) => {
             let _ = node.db.reported(&handle.uid).await;

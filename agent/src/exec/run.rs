@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Api;
-use ringrift_crds::task::{FailureClass, Task, TaskPhase};
-use serde_json::{Map, Value, json};
+use ringrift_crds::task::{FailureClass, StatusUpdate, Task, TaskPhase};
 use tokio::time::Instant;
 
-use super::attempt::{Ended, now, progress_fields, write};
+use super::attempt::{Ended, now, progress_update, write};
 use super::classify::{Exit, Outcome, Stop, classify};
 use super::finish::{conclude, report};
 use super::logs::LogReader;
@@ -41,13 +40,6 @@ pub enum Start {
 
 /// How often a running task is checked.
 const TICK: Duration = Duration::from_millis(250);
-
-fn fields(pairs: Value) -> Map<String, Value> {
-    match pairs {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
 
 /// Carries the attempt `handle` of `task` through to its final status.
 #[tracing::instrument(name = "task", skip_all, fields(task = %handle.name, attempt = handle.attempt))]
@@ -86,15 +78,11 @@ pub async fn execute(node: Arc<Node>, task: Task, handle: Arc<RunHandle>, start:
             message: message.into(),
         }),
         Start::Report(recorded) => {
-            let recorded: Map<String, Value> = serde_json::from_str(&recorded).unwrap_or_default();
-            let phase = recorded
-                .get("phase")
-                .cloned()
-                .and_then(|p| serde_json::from_value(p).ok());
+            let recorded: StatusUpdate = serde_json::from_str(&recorded).unwrap_or_default();
             handle.update(|i| {
-                i.phase = phase.unwrap_or_default();
-                i.reason = recorded.get("reason").and_then(Value::as_str).map(str::to_owned);
-                i.message = recorded.get("message").and_then(Value::as_str).map(str::to_owned);
+                i.phase = recorded.phase.unwrap_or_default();
+                i.reason.clone_from(&recorded.reason);
+                i.message.clone_from(&recorded.message);
             });
             report(&node, &api, &handle, &recorded).await;
             handle.mark_done();
@@ -152,9 +140,12 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
         }
     }
     let started = now();
-    let fetching = fields(
-        json!({"phase": "Fetching", "startTime": started, "message": format!("fetching inputs on {}", node.name)}),
-    );
+    let fetching = StatusUpdate {
+        phase: Some(TaskPhase::Fetching),
+        start_time: Some(started.clone()),
+        message: Some(format!("fetching inputs on {}", node.name)),
+        ..StatusUpdate::default()
+    };
     if let Err(WriteError::NotCurrent { why, .. }) = write(node, api, handle, &fetching).await {
         tracing::info!(task = %handle.name, why, "task no longer current before it started");
         let _ = node.db.reported(&handle.uid).await;
@@ -201,11 +192,14 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
     handle.update(|i| {
         i.phase = TaskPhase::Running;
         i.pid = Some(pid);
-        i.started_at = Some(started.clone());
+        i.started_at = Some(started.0.to_string());
     });
     tracing::info!(task = %handle.name, attempt = handle.attempt, pid, %program, "task started");
-    let running =
-        fields(json!({"phase": "Running", "message": format!("running on {} (pid {pid})", node.name)}));
+    let running = StatusUpdate {
+        phase: Some(TaskPhase::Running),
+        message: Some(format!("running on {} (pid {pid})", node.name)),
+        ..StatusUpdate::default()
+    };
     if let Err(e) = write(node, api, handle, &running).await {
         tracing::info!(task = %handle.name, error = %e, "could not report the start");
     }
@@ -397,7 +391,7 @@ async fn monitor(
                 if dirty && last_write.elapsed() >= node.progress_interval {
                     dirty = false;
                     last_write = Instant::now();
-                    if let Err(e) = write(node, api, handle, &progress_fields(handle)).await {
+                    if let Err(e) = write(node, api, handle, &progress_update(handle)).await {
                         tracing::debug!(task = %handle.name, error = %e, "progress not written");
                     }
                 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, ResourceExt as _};
-use ringrift_crds::task::{AGENT_LABEL, Task, TaskPhase};
-use serde_json::json;
+use ringrift_crds::task::{AGENT_LABEL, StatusUpdate, Task, TaskPhase};
 use tokio::sync::{Notify, watch};
 
 use super::RunHandle;
@@ -165,12 +165,14 @@ async fn retry_reports(node: &Arc<Node>, by_uid: &HashMap<String, Arc<Task>>) {
 async fn mark_cancelled(node: Arc<Node>, task: Arc<Task>) {
     let api: Api<Task> = Api::namespaced(node.client.clone(), &task.namespace().unwrap_or_default());
     let uid = task.uid().unwrap_or_default();
-    let fields = json!({
-        "phase": "Cancelled", "reason": "Cancelled", "message": "cancelled before it started",
-        "completionTime": jiff::Timestamp::now().to_string(),
-    });
-    let fields = fields.as_object().cloned().unwrap_or_default();
-    match crate::status::write(&api, &task.name_any(), &uid, task.spec.attempt, &fields).await {
+    let update = StatusUpdate {
+        phase: Some(TaskPhase::Cancelled),
+        reason: Some("Cancelled".into()),
+        message: Some("cancelled before it started".into()),
+        completion_time: Some(Time(jiff::Timestamp::now())),
+        ..StatusUpdate::default()
+    };
+    match crate::status::write(&api, &task.name_any(), &uid, task.spec.attempt, &update).await {
         Ok(_) => node.metrics.status_write("ok"),
         Err(e) => {
             node.metrics.status_write(e.category());

@@ -29,7 +29,7 @@ pub fn selfplay(games: u64, per_task: u64) -> JobView {
         policy: RunPolicy::default(),
         priority: 100,
         parallelism: None,
-        params: serde_json::json!({}),
+        params: None,
         inputs: Vec::new(),
         specifics: JobSpecifics::Selfplay,
         finished: None,

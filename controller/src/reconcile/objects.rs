@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
+use ringrift_contract::{NamedOpponent, Params, Unit};
 use ringrift_crds::common::ArtifactKind;
 use ringrift_crds::model::{Model, ModelSpec};
 use ringrift_crds::task::{AGENT_LABEL, JOB_LABEL, JobKind, JobRef, Role, Task, TaskSpec};
-use serde_json::json;
 
 use super::decide::{JobPlan, NewAttempt};
 use super::view::{JobSpecifics, JobView};
@@ -63,20 +63,29 @@ pub fn task(job: &JobView, attempt: &NewAttempt, agent: &str, gpus: &[String]) -
         JobKind::GauntletJob => Role::Gauntlet,
     };
     let unit = &attempt.unit;
-    let mut params = job.params.clone();
-    if let Some(p) = params.as_object_mut() {
-        p.insert("role".into(), json!(role));
-        p.insert("workUnit".into(), json!(unit.id));
-        p.insert("seed".into(), json!(unit.index));
-        p.insert("job".into(), json!(job.name));
-        if unit.games > 0 {
-            p.insert("games".into(), json!(unit.games));
-        }
-        if let Some(o) = &unit.opponent {
-            let details = p.get("opponents").and_then(|all| all.get(o)).cloned();
-            p.insert("opponent".into(), json!({"name": o, "details": details}));
-        }
-    }
+    let params = job.params.clone().map_or_else(
+        || serde_json::Value::Object(serde_json::Map::new()),
+        |mut params| {
+            *params.unit_mut() = Unit {
+                role: Some(role.into()),
+                work_unit: unit.id.clone(),
+                seed: unit.index,
+                job: job.name.clone(),
+            };
+            match &mut params {
+                Params::Selfplay(p) => p.games = unit.games,
+                Params::Gauntlet(p) => {
+                    p.games = unit.games;
+                    p.opponent = unit.opponent.as_ref().map(|o| NamedOpponent {
+                        name: o.clone(),
+                        details: p.opponents.get(o).cloned(),
+                    });
+                }
+                Params::Training(_) => {}
+            }
+            params.to_value()
+        },
+    );
     let mut labels = BTreeMap::from([(AGENT_LABEL.to_owned(), agent.to_owned())]);
     if let Some(v) = label_value(&job.name) {
         labels.insert(JOB_LABEL.to_owned(), v);
@@ -131,7 +140,7 @@ pub fn trained_model(job: &JobView, plan: &JobPlan) -> Option<Model> {
         .iter()
         .flat_map(|t| &t.outputs)
         .find(|a| a.kind == ArtifactKind::Model)?;
-    let game = serde_json::from_value(job.params.get("game")?.clone()).ok()?;
+    let game = job.params.as_ref()?.game()?.into();
     Some(Model {
         metadata: ObjectMeta {
             name: Some(model.clone()),
@@ -167,5 +176,73 @@ mod tests {
         assert!(name.ends_with("-games-0003-12"));
         let dashed = format!("{}-{}", "a".repeat(238), "b".repeat(14));
         assert!(!task_name(&dashed, "games-0003", 1).contains("--"));
+    }
+
+    /// What a gauntlet unit's Task carries is what the workload reads: its own games, seed and
+    /// opponent (with who that opponent is), beside the job's settings.
+    #[test]
+    fn a_units_task_carries_its_own_parameters_for_the_workload() {
+        use ringrift_contract::{Baseline, GauntletParams, OpponentDetails, Role as WorkRole};
+
+        let mut job = super::super::fixtures::selfplay(10, 5);
+        job.kind = JobKind::GauntletJob;
+        job.units = crate::plan::split::gauntlet(&["best".into(), "rand".into()], 4, 2);
+        job.params = Some(Params::Gauntlet(GauntletParams {
+            unit: Unit::default(),
+            game: None,
+            games: 0,
+            simulations: 8,
+            candidate: "m2".into(),
+            opponents: BTreeMap::from([
+                (
+                    "best".into(),
+                    OpponentDetails {
+                        model: Some("m1".into()),
+                        baseline: None,
+                    },
+                ),
+                (
+                    "rand".into(),
+                    OpponentDetails {
+                        model: None,
+                        baseline: Some(Baseline::Random),
+                    },
+                ),
+            ]),
+            opponent: None,
+        }));
+        let unit = job
+            .units
+            .iter()
+            .find(|u| u.opponent.as_deref() == Some("rand"))
+            .unwrap()
+            .clone();
+        let attempt = NewAttempt {
+            unit: unit.clone(),
+            attempt: 1,
+            avoid: Vec::new(),
+        };
+        let made = task(&job, &attempt, "a1", &["GPU-0".into()]);
+        let Params::Gauntlet(read) = Params::from_value(WorkRole::Gauntlet, &made.spec.params).unwrap()
+        else {
+            panic!("not gauntlet parameters");
+        };
+        assert_eq!(read.unit.role, Some(WorkRole::Gauntlet));
+        assert_eq!(
+            (
+                read.unit.seed,
+                read.unit.work_unit.as_str(),
+                read.unit.job.as_str()
+            ),
+            (unit.index, unit.id.as_str(), "sp")
+        );
+        assert_eq!(read.games, unit.games);
+        let opponent = read.opponent.unwrap();
+        assert_eq!(opponent.name, "rand");
+        assert_eq!(opponent.details.unwrap().baseline, Some(Baseline::Random));
+        assert_eq!((read.candidate.as_str(), read.simulations), ("m2", 8));
+
+        job.params = None;
+        assert_eq!(task(&job, &attempt, "a1", &[]).spec.params, serde_json::json!({}));
     }
 }

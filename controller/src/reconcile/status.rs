@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use ringrift_contract::Params;
 use ringrift_crds::common::{Artifact, JobPhase, QueueStatus, TaskCounts, set_condition};
 use ringrift_crds::gauntlet::{Decision, GauntletJobStatus, OpponentResult, SprtStatus};
 use ringrift_crds::selfplay::SelfplayJobStatus;
@@ -270,12 +271,10 @@ pub fn selfplay(
 
 /// A `TrainingJob`'s status.
 pub fn training(job: &JobView, plan: Option<&JobPlan>, common: Common, now: Timestamp) -> TrainingJobStatus {
-    let total = job
-        .params
-        .get("hyperparameters")
-        .and_then(|h| h.get("steps"))
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0);
+    let total = match &job.params {
+        Some(Params::Training(p)) => p.hyperparameters.steps,
+        _ => 0,
+    };
     let model_name = match &job.specifics {
         JobSpecifics::Training { model, .. } => Some(model.clone()),
         _ => None,

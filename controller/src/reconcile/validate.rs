@@ -2,9 +2,12 @@
 //! the [`JobView`] the planner works on. A job that cannot run as written gets a [`Blocked`]
 //! that its status shows until the spec or the world changes.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
+use ringrift_contract::{GauntletParams, OpponentDetails, Params, SelfplayParams, TrainingParams, Unit};
 use ringrift_crds::common::{
     Artifact, ArtifactKind, JobPhase, ModelRef, RunPolicy, TaskResources, WorkloadTemplate,
 };
@@ -12,7 +15,6 @@ use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::JobKind;
 use ringrift_crds::training::{TrainingJob, window_parts};
-use serde_json::json;
 
 use super::status::Blocked;
 use super::view::{JobSpecifics, JobView, default_priority};
@@ -129,7 +131,7 @@ fn base(kind: JobKind, meta: &kube::api::ObjectMeta, shared: Option<Shared<'_>>)
         policy: RunPolicy::default(),
         priority: default_priority(kind),
         parallelism: None,
-        params: json!({}),
+        params: None,
         inputs: Vec::new(),
         specifics: JobSpecifics::Selfplay,
         finished: None,
@@ -163,12 +165,14 @@ pub fn selfplay(job: &SelfplayJob, world: &dyn World) -> Result<(JobView, Option
         .transpose()?;
     view.units = split::selfplay(s.games, s.games_per_task);
     view.parallelism = s.parallelism;
-    view.params = json!({
-        "game": spec.game,
-        "simulations": s.simulations,
-        "model": model.as_ref().map(|m| &m.name),
-        "dataset": spec.output.dataset,
-    });
+    view.params = Some(Params::Selfplay(SelfplayParams {
+        unit: Unit::default(),
+        game: Some((&spec.game).into()),
+        games: 0,
+        simulations: s.simulations,
+        model: model.as_ref().map(|m| m.name.clone()),
+        dataset: Some(spec.output.dataset.clone()),
+    }));
     view.inputs = model.iter().map(|m| m.artifact.clone()).collect();
     Ok((view, model.map(|m| m.name)))
 }
@@ -207,15 +211,16 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
         ));
     }
     view.units = split::training();
-    view.params = json!({
-        "game": spec.game,
-        "hyperparameters": s.hyperparameters,
-        "window": s.window,
-        "baseModel": base_model.as_ref().map(|m| &m.name),
-        "outputModel": spec.output.model,
+    view.params = Some(Params::Training(TrainingParams {
+        unit: Unit::default(),
+        game: Some((&spec.game).into()),
+        hyperparameters: (&s.hyperparameters).into(),
+        window: (&s.window).into(),
+        base_model: base_model.as_ref().map(|m| m.name.clone()),
+        output_model: Some(spec.output.model.clone()),
         // Newest first, so the workload can keep the newest games of the window.
-        "inputs": inputs.iter().map(|a| &a.name).collect::<Vec<_>>(),
-    });
+        inputs: Some(inputs.iter().map(|a| a.name.clone()).collect()),
+    }));
     view.inputs = inputs;
     view.inputs.extend(base_model.iter().map(|m| m.artifact.clone()));
     let annotation = |key: &str| {
@@ -245,7 +250,7 @@ pub fn gauntlet(job: &GauntletJob, world: &dyn World) -> Result<JobView, Blocked
     let mut view = base(JobKind::GauntletJob, &job.metadata, Some(shared!(job, s)));
     let candidate = resolve(world, &view.namespace, &spec.candidate, "spec.candidate")?;
     let mut inputs = vec![candidate.artifact.clone()];
-    let mut opponents = serde_json::Map::new();
+    let mut opponents = BTreeMap::new();
     for o in &spec.opponents {
         let model_ref = match (&o.model, &o.best_of) {
             (Some(m), _) => Some(ModelRef::model(m)),
@@ -258,9 +263,15 @@ pub fn gauntlet(job: &GauntletJob, world: &dyn World) -> Result<JobView, Blocked
                 if !inputs.iter().any(|a| a.digest == m.artifact.digest) {
                     inputs.push(m.artifact.clone());
                 }
-                json!({"model": m.name})
+                OpponentDetails {
+                    model: Some(m.name),
+                    baseline: None,
+                }
             }
-            None => json!({"baseline": o.baseline}),
+            None => OpponentDetails {
+                model: None,
+                baseline: o.baseline.map(Into::into),
+            },
         };
         opponents.insert(o.name.clone(), entry);
     }
@@ -276,12 +287,15 @@ pub fn gauntlet(job: &GauntletJob, world: &dyn World) -> Result<JobView, Blocked
         u64::from(s.games_per_opponent),
         u64::from(s.games_per_task),
     );
-    view.params = json!({
-        "game": spec.game,
-        "simulations": s.simulations,
-        "candidate": candidate.name,
-        "opponents": opponents,
-    });
+    view.params = Some(Params::Gauntlet(GauntletParams {
+        unit: Unit::default(),
+        game: Some((&spec.game).into()),
+        games: 0,
+        simulations: s.simulations,
+        candidate: candidate.name.clone(),
+        opponents,
+        opponent: None,
+    }));
     view.inputs = inputs;
     view.specifics = JobSpecifics::Gauntlet {
         policy: s.promotion.clone(),

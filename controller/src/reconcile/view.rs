@@ -1,6 +1,7 @@
 //! What the planner sees of jobs and tasks: plain data taken from the API objects, so the
 //! decisions can be tested without a client.
 
+use ringrift_contract::Params;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -147,8 +148,8 @@ pub struct JobView {
     pub priority: u32,
     /// Most tasks at once.
     pub parallelism: Option<u32>,
-    /// Parameters common to every task (each unit adds its own).
-    pub params: serde_json::Value,
+    /// Parameters common to every task (each unit adds its own); none: an empty object.
+    pub params: Option<Params>,
     /// Inputs of every task.
     pub inputs: Vec<Artifact>,
     /// Kind specifics.
