@@ -380,7 +380,18 @@ fn the_demo_workload_plays_trains_and_judges_under_the_contract() {
         (
             "selfplay",
             serde_json::json!({"games": "many"}),
-            "params.games must be",
+            "RINGRIFT_PARAMS.games: invalid type: string \"many\", expected u64",
+        ),
+        (
+            "training",
+            serde_json::json!({"hyperparameters": {"steps": -3}}),
+            "RINGRIFT_PARAMS.hyperparameters.steps: invalid value",
+        ),
+        (
+            "gauntlet",
+            serde_json::json!({"games": 1, "candidate": "c",
+                "opponent": {"name": "x", "details": {"baseline": "perfect"}}}),
+            "RINGRIFT_PARAMS.opponent.details.baseline: unknown variant `perfect`",
         ),
         (
             "gauntlet",
