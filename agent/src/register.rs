@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use ringrift_crds::agent::{Agent, AgentSpec, AgentStatus};
 use ringrift_crds::common::{ConditionStatus, set_condition};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::detect::Inventory;
 use crate::metrics::ResultLabels;
@@ -200,9 +200,9 @@ async fn register(
         .await
 }
 
-/// Keeps the `Agent` and the heartbeat current until `shutdown` turns true. Status is written
+/// Keeps the `Agent` and the heartbeat current until `shutdown` is cancelled. Status is written
 /// when it changes, after an API outage, and at least every minute.
-pub async fn run(node: Arc<Node>, reg: Registration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(node: Arc<Node>, reg: Registration, shutdown: CancellationToken) {
     let agents: Api<Agent> = Api::all(node.client.clone());
     let leases: Api<Lease> = Api::namespaced(node.client.clone(), &reg.namespace);
     let mut inventory = node.inventory.clone();
@@ -218,7 +218,7 @@ pub async fn run(node: Arc<Node>, reg: Registration, mut shutdown: watch::Receiv
         tokio::select! {
             _ = tick.tick() => {}
             r = inventory.changed() => if r.is_err() { break },
-            _ = shutdown.wait_for(|s| *s) => break,
+            () = shutdown.cancelled() => break,
         }
         let now = Time(jiff::Timestamp::now());
         let previous = last.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();

@@ -1,7 +1,6 @@
 //! `ringrift agent`: wires detection, registration, the task supervisor and the REST API, and
 //! shuts them down cleanly.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +8,8 @@ use std::time::Duration;
 
 use kube::Client;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::artifacts::ContentStore;
 use crate::detect::nvml::NvmlSource;
@@ -181,15 +182,11 @@ fn node(config: &Config, client: Client, db: Store, inventory: watch::Receiver<I
     })
 }
 
-/// Runs the agent until `shutdown` resolves.
+/// Runs the agent until `shutdown` is cancelled.
 ///
 /// # Errors
 /// [`RunError`] when the data directory, the database or the port cannot be used.
-pub async fn run(
-    client: Client,
-    mut config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
+pub async fn run(client: Client, mut config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let data_dir_error = |source| RunError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -218,24 +215,26 @@ pub async fn run(
     let (inventory_tx, inventory_rx) = watch::channel(inventory);
     let node = node(&config, client, db.clone(), inventory_rx);
     node.metrics.observe(&node.name, &node.inventory.borrow());
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = shutdown;
+    let tasks = TaskTracker::new();
     let (ready_tx, ready_rx) = watch::channel(false);
     let mut registration = config.registration.clone();
     registration.endpoint.clone_from(&endpoint);
     registration.certificate_fingerprint.clone_from(&fingerprint);
 
-    let sampler = tokio::spawn(sampler_loop(
+    tasks.spawn(sampler_loop(
         node.clone(),
         source,
         inventory_tx,
         config.sample_interval,
-        stop_rx.clone(),
+        stop.clone(),
     ));
-    let sync = start_sync(&config, &node, &mut registration, &stop_rx).await?;
-    let registrar = tokio::spawn(register::run(node.clone(), registration, stop_rx.clone()));
+    start_sync(&config, &node, &mut registration, &tasks, &stop).await?;
+    tasks.spawn(register::run(node.clone(), registration, stop.clone()));
+    // Awaited first at shutdown: with draining, tasks are stopped while the rest still runs.
     let supervisor = tokio::spawn(supervisor::run(
         node.clone(),
-        stop_rx.clone(),
+        stop.clone(),
         config.drain_on_shutdown,
     ));
     let rest = Arc::new(Rest {
@@ -245,8 +244,9 @@ pub async fn run(
         metrics_token: config.metrics_token.clone(),
         ready: ready_rx,
     });
-    let server = tokio::spawn(rest::serve(rest, listener, Arc::new(acceptor), stop_rx.clone()));
-    let readiness = tokio::spawn(readiness(node.clone(), ready_tx, stop_rx.clone()));
+    tasks.spawn(rest::serve(rest, listener, Arc::new(acceptor), stop.clone()));
+    tasks.spawn(readiness(node.clone(), ready_tx, stop.clone()));
+    tasks.close();
     match &fingerprint {
         Some(fp) => println!(
             "ringrift agent {}: REST on {endpoint} (certificate {fp})",
@@ -259,18 +259,15 @@ pub async fn run(
     }
     tracing::info!(agent = %config.name, %endpoint, fingerprint = ?fingerprint, data_dir = %config.data_dir.display(), "agent started");
 
-    shutdown.await;
+    stop.cancelled().await;
     tracing::info!("shutting down");
-    stop_tx.send_replace(true);
     let _ = supervisor.await;
-    for task in [registrar, sampler, readiness].into_iter().chain(sync) {
-        let _ = task.await;
-    }
-    if tokio::time::timeout(Duration::from_secs(5), server)
+    // Every loop returns at once when cancelled; only open REST connections take their grace.
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
         .await
         .is_err()
     {
-        tracing::warn!("REST connections still open after 5 s; closing");
+        tracing::warn!(left = tasks.len(), "still stopping after 5 s; closing");
     }
     db.close().await;
     tracing::info!("agent stopped");
@@ -320,15 +317,16 @@ async fn start_sync(
     config: &Config,
     node: &Arc<Node>,
     registration: &mut Registration,
-    stop_rx: &watch::Receiver<bool>,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, RunError> {
-    let retention = tokio::spawn(crate::sync::sweep::run(
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> Result<(), RunError> {
+    tasks.spawn(crate::sync::sweep::run(
         node.clone(),
         config.retention,
         config.retention_interval,
-        stop_rx.clone(),
+        stop.clone(),
     ));
-    let gossip = match (&config.gossip, &config.cluster_key) {
+    match (&config.gossip, &config.cluster_key) {
         (Some(g), Some(key)) => {
             let gossip = Gossip::start(&node.name, g, key.clone(), node.metrics.sync.clone())
                 .await
@@ -337,22 +335,21 @@ async fn start_sync(
                     source,
                 })?;
             registration.gossip_address = Some(gossip.addr().to_string());
-            Some(tokio::spawn(crate::gossip::node::run(
+            tasks.spawn(crate::gossip::node::run(
                 node.clone(),
                 gossip,
                 registration.endpoint.clone(),
-                stop_rx.clone(),
-            )))
+                stop.clone(),
+            ));
         }
         (Some(_), None) => {
             tracing::warn!(
                 "no cluster key: not gossiping (give --cluster-key-file to gossip with other agents)"
             );
-            None
         }
-        (None, _) => None,
-    };
-    Ok(std::iter::once(retention).chain(gossip).collect())
+        (None, _) => {}
+    }
+    Ok(())
 }
 
 async fn sampler_loop(
@@ -360,12 +357,12 @@ async fn sampler_loop(
     mut source: Box<dyn GpuSource>,
     tx: watch::Sender<Inventory>,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
         }
         let (back, inventory) = sample(source, node.data_dir.clone()).await;
         source = back;
@@ -384,12 +381,12 @@ async fn sampler_loop(
 }
 
 /// Ready once the API answers; rechecked every 5 s.
-async fn readiness(node: Arc<Node>, ready: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+async fn readiness(node: Arc<Node>, ready: watch::Sender<bool>, stop: CancellationToken) {
     loop {
         ready.send_replace(register::reachable(&node.client).await);
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
         }
     }
 }

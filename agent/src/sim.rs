@@ -18,7 +18,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +35,7 @@ use ringrift_crds::common::{Artifact, ArtifactKind};
 use ringrift_crds::task::{AGENT_LABEL, FailureClass, Progress, Role, StatusUpdate, Task, TaskPhase};
 use serde_json::json;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::register::heartbeat;
 
@@ -342,7 +342,7 @@ async fn run_task(
     }
 }
 
-/// Runs the fleet until `shutdown`. Prints each agent's name when registered.
+/// Runs the fleet until `shutdown` is cancelled. Prints each agent's name when registered.
 ///
 /// # Errors
 /// When an agent cannot register.
@@ -350,7 +350,7 @@ pub async fn run(
     client: Client,
     config: SimConfig,
     version: &str,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) -> kube::Result<()> {
     let names: Vec<String> = (0..config.count)
         .map(|i| format!("{}-{i}", config.prefix))
@@ -434,7 +434,7 @@ pub async fn run(
         std::future::ready(())
     });
     tokio::select! {
-        () = shutdown => {}
+        () = shutdown.cancelled() => {}
         () = beat => {}
         () = work => {}
     }

@@ -1,6 +1,5 @@
 //! `ringrift apiserver`: the API server as a process.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +9,8 @@ use base64::Engine as _;
 use ringrift_tls::pki::{LEAF_VALIDITY, Pem};
 use ringrift_tls::serve::{Acceptor, certified_key};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::audit::AuditLog;
 use crate::auth::{MASTERS, Tokens};
@@ -205,16 +206,11 @@ fn acceptor(
 
 /// Checks the serving certificate every `every` and serves a renewed (or changed) one to new
 /// connections, until `stop`.
-async fn keep_current(
-    mut certs: Certs,
-    acceptor: Arc<Acceptor>,
-    every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+async fn keep_current(mut certs: Certs, acceptor: Arc<Acceptor>, every: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
         }
         match certs.refresh(ringrift_tls::now()) {
             Ok(None) => {}
@@ -263,7 +259,7 @@ fn write_kubeconfig(
 ///
 /// # Errors
 /// When the store, the certificates, the listener or the kubeconfig cannot be set up.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let Config {
         listen,
         advertise,
@@ -321,23 +317,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         write_kubeconfig(path, &url, certs.as_ref(), token.as_deref())?;
     }
     let acceptor = Arc::new(acceptor);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let renewal = match (certs, &tls) {
-        (Some(certs), Some(options)) => Some(tokio::spawn(keep_current(
+    let tasks = TaskTracker::new();
+    if let (Some(certs), Some(options)) = (certs, &tls) {
+        tasks.spawn(keep_current(
             certs,
             acceptor.clone(),
             options.renew_check,
-            stop_rx,
-        ))),
-        _ => None,
-    };
+            shutdown.clone(),
+        ));
+    }
+    tasks.close();
     println!("ringrift apiserver listening on {url}");
     tracing::info!(%url, data_dir = ?data_dir, rbac, audit_log = ?audit_log, "serving");
-    serve(listener, acceptor, server, shutdown).await;
-    stop_tx.send_replace(true);
-    if let Some(task) = renewal {
-        let _ = task.await;
-    }
+    serve(listener, acceptor, Arc::clone(&server), shutdown).await;
+    server.finish_background(Duration::from_secs(5)).await;
+    tasks.wait().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -13,7 +13,7 @@ use ringrift_agent::run::{Config, load_token, run};
 use ringrift_agent::sync::key::ClusterKey;
 use ringrift_agent::sync::retention::Marks;
 
-use crate::apiserver::shutdown_signal;
+use crate::apiserver::shutdown_on_signal;
 use crate::kubeclient::{self, KubeArgs};
 use crate::telemetry::{self, TelemetryArgs};
 
@@ -269,7 +269,7 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         retention_interval: sync.retention_interval,
     };
     runtime.block_on(async {
-        run(client, config, shutdown_signal())
+        run(client, config, shutdown_on_signal())
             .await
             .context("agent stopped")
     })?;

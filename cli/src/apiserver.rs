@@ -9,6 +9,7 @@ use anyhow::Context;
 use ringrift_apiserver::certs::TlsOptions;
 use ringrift_apiserver::http::DEFAULT_MAX_BODY;
 use ringrift_apiserver::run::{Config, run};
+use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::{self, TelemetryArgs};
 
@@ -191,13 +192,25 @@ pub(crate) fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = crate::runtime()?;
     runtime
-        .block_on(async { run(config, shutdown_signal()).await })
+        .block_on(async { run(config, shutdown_on_signal()).await })
         .context("apiserver failed")?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// The process's shutdown: a token cancelled on SIGTERM or Ctrl-C, handed down to every
+/// long-running task (each returns when it is cancelled). Call inside the runtime.
+pub(crate) fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        cancel.cancel();
+    });
+    token
+}
+
 /// Completes on SIGTERM or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
+async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -11,7 +11,7 @@ use ringrift_controller::reconcile::units::Backoff;
 use ringrift_controller::runtime::reconciler::Tuning;
 use ringrift_controller::runtime::run::{Config, run};
 
-use crate::apiserver::shutdown_signal;
+use crate::apiserver::shutdown_on_signal;
 use crate::kubeclient::{self, KubeArgs};
 use crate::telemetry::{self, TelemetryArgs};
 
@@ -148,7 +148,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         if namespace.is_none() {
             config.namespace = client.default_namespace().to_owned();
         }
-        run(client, config, shutdown_signal())
+        run(client, config, shutdown_on_signal())
             .await
             .context("controller stopped")
     })?;

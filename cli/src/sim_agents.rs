@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ringrift_agent::sim::{SimConfig, run};
 
-use crate::apiserver::shutdown_signal;
+use crate::apiserver::shutdown_on_signal;
 use crate::kubeclient::{self, KubeArgs};
 use crate::telemetry::{self, TelemetryArgs};
 
@@ -93,7 +93,7 @@ pub(crate) fn run_sim_agents(args: SimAgentsArgs) -> anyhow::Result<ExitCode> {
     let runtime = crate::runtime()?;
     runtime.block_on(async {
         let client = kubeclient::client(&kube).await?;
-        run(client, config, crate::VERSION, shutdown_signal())
+        run(client, config, crate::VERSION, shutdown_on_signal())
             .await
             .context("simulated agents stopped")
     })?;

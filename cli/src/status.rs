@@ -62,6 +62,7 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         let client = kubeclient::client(&args.kube).await?;
         let tty = std::io::stdout().is_terminal();
         let mut shown = 0;
+        let stop = crate::apiserver::shutdown_on_signal();
         loop {
             let text = lines(&client, &args.namespace).await?;
             let mut out = std::io::stdout().lock();
@@ -77,7 +78,7 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             tokio::select! {
-                () = crate::apiserver::shutdown_signal() => return Ok(ExitCode::SUCCESS),
+                () = stop.cancelled() => return Ok(ExitCode::SUCCESS),
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }

@@ -13,8 +13,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use ringrift_controller::leader::{ElectionError, Elector, Timing};
 use ringrift_e2e::process::{ApiServerProcess, Scratch};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 const TIMING: Timing = Timing {
     lease_duration: Duration::from_secs(2),
@@ -32,22 +33,16 @@ async fn client(server: &ApiServerProcess) -> Client {
 
 struct Replica {
     leading: watch::Receiver<bool>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
     task: JoinHandle<Result<(), ElectionError>>,
 }
 
 fn replica(client: &Client, identity: &str) -> Replica {
     let elector = Elector::new(client.clone(), "default", "ringrift-controller", identity, TIMING).unwrap();
     let (tx, leading) = watch::channel(false);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(elector.run(tx, async move {
-        let _ = stopped.await;
-    }));
-    Replica {
-        leading,
-        stop: Some(stop),
-        task,
-    }
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(elector.run(tx, stop.clone()));
+    Replica { leading, stop, task }
 }
 
 /// Waits until `replica` leads, checking that `other` never leads at the same moment.
@@ -97,7 +92,7 @@ async fn one_leader_and_a_graceful_hand_over_without_waiting_for_expiry() {
     }
     assert_eq!(holder(&client).await.as_deref(), Some("a"));
     // SIGTERM-like: A releases; B takes over at its next retry, well before the 2 s expiry.
-    a.stop.take().unwrap().send(()).unwrap();
+    a.stop.cancel();
     (&mut a.task).await.unwrap().unwrap();
     assert!(!*a.leading.borrow());
     let took = until_leading(&b, Some(&a), Duration::from_secs(10)).await;

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::serve::{AcceptError, Acceptor, ClientCert};
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` completes: each accepted connection's
+/// Serves HTTP/1.1 on `listener` until `shutdown` is cancelled: each accepted connection's
 /// handshake (through `acceptor`) runs on its own task, then `make(client)` makes the service
 /// for the connection. Connections refused at the handshake go to `refused`. After `shutdown`,
 /// no new connection is taken, handshakes in progress are dropped, and open connections get
@@ -16,7 +18,7 @@ pub async fn serve<M, S, B>(
     acceptor: Arc<Acceptor>,
     make: M,
     refused: impl Fn(std::net::SocketAddr, &AcceptError) + Send + Sync + 'static,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
     grace: Duration,
 ) where
     M: Fn(ClientCert) -> S + Send + Sync + 'static,
@@ -30,12 +32,10 @@ pub async fn serve<M, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (make, refused) = (Arc::new(make), Arc::new(refused));
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            () = &mut shutdown => break,
+            () = shutdown.cancelled() => break,
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
@@ -48,11 +48,11 @@ pub async fn serve<M, S, B>(
                 let _ = stream.set_nodelay(true);
                 let (acceptor, make, refused) = (Arc::clone(&acceptor), Arc::clone(&make), Arc::clone(&refused));
                 let watcher = graceful.watcher();
-                let mut stop = stop_rx.clone();
+                let stop = shutdown.clone();
                 tokio::spawn(async move {
                     let accepted = tokio::select! {
                         accepted = acceptor.accept(stream) => accepted,
-                        _ = stop.wait_for(|s| *s) => return,
+                        () = stop.cancelled() => return,
                     };
                     let accepted = match accepted {
                         Ok(accepted) => accepted,
@@ -71,6 +71,5 @@ pub async fn serve<M, S, B>(
             }
         }
     }
-    stop_tx.send_replace(true);
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
 }

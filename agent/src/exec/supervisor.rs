@@ -12,7 +12,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, ResourceExt as _};
 use ringrift_crds::task::{AGENT_LABEL, StatusUpdate, Task, TaskPhase};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::RunHandle;
 use super::classify::Stop;
@@ -181,9 +182,9 @@ async fn mark_cancelled(node: Arc<Node>, task: Arc<Task>) {
     }
 }
 
-/// Runs until `shutdown` turns true. With `drain`, running tasks are cancelled (and awaited)
+/// Runs until `shutdown` is cancelled. With `drain`, running tasks are cancelled (and awaited)
 /// before returning; otherwise they keep running and a restarted agent adopts them.
-pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>, drain: bool) {
+pub async fn run(node: Arc<Node>, shutdown: CancellationToken, drain: bool) {
     let api: Api<DeserializeGuard<Task>> = Api::all(node.client.clone());
     let config = watcher::Config::default().labels(&format!("{AGENT_LABEL}={}", node.name));
     let (store, writer) = reflector::store();
@@ -203,7 +204,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>, drain: bo
     });
     tokio::select! {
         r = store.wait_until_ready() => if r.is_err() { return },
-        _ = shutdown.wait_for(|s| *s) => { watch_task.abort(); return }
+        () = shutdown.cancelled() => { watch_task.abort(); return }
     }
     let mut malformed = HashSet::new();
     let mut cancelled_marked: HashSet<String> = HashSet::new();
@@ -218,7 +219,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>, drain: bo
         tokio::select! {
             () = notify.notified() => {}
             _ = tick.tick() => {}
-            _ = shutdown.wait_for(|s| *s) => break,
+            () = shutdown.cancelled() => break,
         }
         let all = tasks(&store, &mut malformed);
         let (by_uid, newest) = index(&all);

@@ -21,7 +21,8 @@ use rand::SeedableRng as _;
 use rand::rngs::SmallRng;
 use serde::Serialize;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use self::state::{AgentState, Id, States};
 use crate::sync::key::ClusterKey;
@@ -131,7 +132,7 @@ pub struct Gossip {
     commands: mpsc::UnboundedSender<Command>,
     view: Arc<Mutex<View>>,
     states: States,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -184,7 +185,7 @@ impl Gossip {
             states.clone(),
         );
         let (tx, rx) = mpsc::unbounded_channel();
-        let (stop, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
         let view = Arc::new(Mutex::new(View::default()));
         let member = Member {
             name: name.to_owned(),
@@ -210,7 +211,7 @@ impl Gossip {
                 timers: mpsc::unbounded_channel(),
                 suspects: HashSet::new(),
             }
-            .run(rx, stop_rx, seeds),
+            .run(rx, stop.clone(), seeds),
         );
         tracing::info!(gossip = %addr, "gossip started");
         Ok(Self {
@@ -263,7 +264,7 @@ impl Gossip {
 
     /// Leaves the cluster (others see it leave at once rather than suspecting it) and stops.
     pub async fn stop(mut self) {
-        self.stop.send_replace(true);
+        self.stop.cancel();
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
@@ -306,7 +307,7 @@ impl Loop {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut stop: watch::Receiver<bool>,
+        stop: CancellationToken,
         seeds: Vec<(String, SocketAddr)>,
     ) {
         self.announce(seeds);
@@ -357,7 +358,7 @@ impl Loop {
                     }
                     self.refresh();
                 }
-                () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                () = stop.cancelled() => {
                     let _ = self.foca.leave_cluster(&mut self.runtime);
                     self.drain().await;
                     break;

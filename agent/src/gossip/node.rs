@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use kube::Api;
 use kube::api::ListParams;
 use ringrift_crds::agent::Agent;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::Gossip;
 use super::state::{AgentState, MAX_LISTED, raw_digest};
@@ -92,7 +92,7 @@ async fn seeds(node: &Node) -> Vec<(String, SocketAddr)> {
 }
 
 /// Runs until `stop`, then leaves the gossip.
-pub async fn run(node: Arc<Node>, gossip: Gossip, endpoint: String, mut stop: watch::Receiver<bool>) {
+pub async fn run(node: Arc<Node>, gossip: Gossip, endpoint: String, stop: CancellationToken) {
     let mut published: Option<AgentState> = None;
     let mut sought: Option<Instant> = None;
     let mut recorded: HashSet<String> = HashSet::new();
@@ -126,7 +126,7 @@ pub async fn run(node: Arc<Node>, gossip: Gossip, endpoint: String, mut stop: wa
         node.sync.set_view(members, gossip.dead());
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
-            _ = stop.wait_for(|s| *s) => break,
+            () = stop.cancelled() => break,
         }
     }
     gossip.stop().await;

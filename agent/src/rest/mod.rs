@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use warp::Filter as _;
 use warp::http::StatusCode;
 use warp::reply::Reply as _;
@@ -457,13 +458,13 @@ pub fn routes(
         }))
 }
 
-/// Serves the API on `listener` until `shutdown` turns true: each connection through
+/// Serves the API on `listener` until `shutdown` is cancelled: each connection through
 /// `acceptor` (TLS; plain HTTP is answered 400), then the routes through hyper.
 pub async fn serve(
     rest: Arc<Rest>,
     listener: tokio::net::TcpListener,
     acceptor: Arc<ringrift_tls::serve::Acceptor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::debug!(?addr, tls = acceptor.is_tls(), "REST API serving");
@@ -483,9 +484,7 @@ pub async fn serve(
         acceptor,
         make,
         refused,
-        async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        },
+        shutdown,
         std::time::Duration::from_secs(5),
     )
     .await;

@@ -16,7 +16,7 @@ use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::{Task, TaskPhase};
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::retention::{Disk, Held, Keep, Marks, Part, Window, choose, in_windows};
 use crate::node::Node;
@@ -151,11 +151,11 @@ fn past(disk: Disk, marks: Marks) -> bool {
 }
 
 /// Runs rounds until `stop`.
-pub async fn run(node: Arc<Node>, marks: Marks, every: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(node: Arc<Node>, marks: Marks, every: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
         }
         round(&node, marks).await;
     }

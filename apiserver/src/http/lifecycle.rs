@@ -61,7 +61,8 @@ pub(crate) async fn after_write(server: &ApiServer, key: &ResourceKey, obj: Valu
 pub(crate) fn after_removal(server: &Arc<ApiServer>, key: &ResourceKey, obj: &Value) {
     let server = Arc::clone(server);
     let (key, obj) = (key.clone(), obj.clone());
-    tokio::spawn(async move {
+    let background = server.background.clone();
+    background.spawn(async move {
         if key == crd_key() {
             server.with_registry(|r| r.unregister_crd(&obj));
             let (group, plural) = crate::registry::crd_resource(&obj);
@@ -91,7 +92,8 @@ pub(crate) fn terminate_crd(server: &Arc<ApiServer>, crd: &Value) {
     }
     let server = Arc::clone(server);
     let crd = crd.clone();
-    tokio::spawn(async move {
+    let background = server.background.clone();
+    background.spawn(async move {
         let name = meta_str(&crd, "name").unwrap_or_default().to_owned();
         if let Err(e) = cleanup_crd(&server, &crd).await {
             tracing::warn!(
@@ -435,7 +437,8 @@ pub(crate) fn propagate(server: &Arc<ApiServer>, key: &ResourceKey, obj: &Value)
         meta_str(obj, "namespace").unwrap_or_default().to_owned(),
         meta_str(obj, "name").unwrap_or_default().to_owned(),
     );
-    tokio::spawn(async move {
+    let background = server.background.clone();
+    background.spawn(async move {
         if finalizers.iter().any(|f| f == ORPHAN) {
             for (dep_key, dep) in dependents(&server, &uid, &ns).await {
                 release(&server, &dep_key, &dep, &uid).await;

@@ -2,7 +2,6 @@
 //! the encoding) and [`serve`], the accept loop. The state it works on is in `state.rs`.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use ringrift_tls::serve::{AcceptError, Acceptor, ClientCert};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use super::query::Query;
 use super::reply::{Body, error, json_response, text};
@@ -212,7 +212,7 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     }
 }
 
-/// Serves connections from `listener` until `shutdown` completes, then stops accepting and
+/// Serves connections from `listener` until `shutdown` is cancelled, then stops accepting and
 /// lets open connections finish their current request (watches are long-lived: 5 s at most).
 /// Each connection's TLS handshake (through `acceptor`) runs on its own task; its client
 /// certificate goes with every request.
@@ -220,7 +220,7 @@ pub async fn serve(
     listener: TcpListener,
     acceptor: Arc<Acceptor>,
     server: Arc<ApiServer>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) {
     let refused_server = Arc::clone(&server);
     let refused = move |peer: std::net::SocketAddr, e: &AcceptError| {

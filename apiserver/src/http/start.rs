@@ -53,6 +53,7 @@ impl ApiServer {
             store,
             registry: RwLock::new(Arc::new(registry)),
             options,
+            background: tokio_util::task::TaskTracker::new(),
         });
         super::lifecycle::resume(&server).await;
         Ok(server)

@@ -4,6 +4,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio_util::task::TaskTracker;
+
 use crate::auth::Tokens;
 use crate::auth::audit::AuditLog;
 use crate::registry::Registry;
@@ -59,6 +61,9 @@ pub struct ApiServer {
     pub(crate) registry: RwLock<Arc<Registry>>,
     pub(crate) options: Options,
     pub(crate) metrics: super::metrics::Metrics,
+    /// Work a request leaves running (garbage collection, a CRD's cleanup): waited for at
+    /// shutdown, so the store is not closed under it.
+    pub(crate) background: TaskTracker,
 }
 
 /// Now, as the API server writes timestamps.
@@ -75,6 +80,17 @@ impl ApiServer {
     /// The store, for tests and tools in the same process.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Waits (at most `grace`) for background work to finish; none is taken after this.
+    pub async fn finish_background(&self, grace: std::time::Duration) {
+        self.background.close();
+        if tokio::time::timeout(grace, self.background.wait()).await.is_err() {
+            tracing::warn!(
+                left = self.background.len(),
+                "background work still running at shutdown; resumed at the next start"
+            );
+        }
     }
 
     pub(crate) fn registry(&self) -> Arc<Registry> {

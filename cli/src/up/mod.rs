@@ -24,6 +24,7 @@ use ringrift_crds::model::Model;
 use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::{LoopPhase, TrainingLoop};
+use tokio_util::sync::CancellationToken;
 
 use self::progress::View;
 
@@ -203,7 +204,7 @@ fn read_loop(file: Option<&Path>) -> anyhow::Result<TrainingLoop> {
 struct EmbeddedApi {
     kubeconfig: PathBuf,
     task: tokio::task::JoinHandle<Result<(), ringrift_apiserver::run::RunError>>,
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: CancellationToken,
 }
 
 impl EmbeddedApi {
@@ -212,7 +213,7 @@ impl EmbeddedApi {
     async fn start(dir: &Path, listen: std::net::SocketAddr) -> anyhow::Result<Self> {
         let kubeconfig = dir.join("kubeconfig");
         let _ = std::fs::remove_file(&kubeconfig);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop = CancellationToken::new();
         let config = ringrift_apiserver::run::Config {
             listen,
             advertise: None,
@@ -228,9 +229,7 @@ impl EmbeddedApi {
             max_body: ringrift_apiserver::http::DEFAULT_MAX_BODY,
             bookmark_interval: Duration::from_secs(10),
         };
-        let mut task = tokio::spawn(ringrift_apiserver::run::run(config, async {
-            let _ = stopped.await;
-        }));
+        let mut task = tokio::spawn(ringrift_apiserver::run::run(config, stop.clone()));
         let deadline = Instant::now() + Duration::from_secs(30);
         while !kubeconfig.exists() {
             if task.is_finished() {
@@ -262,7 +261,7 @@ impl EmbeddedApi {
 
     /// Stops the server, waiting 10 s at most.
     async fn stop(self) {
-        let _ = self.stop.send(());
+        self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
 }
@@ -308,11 +307,10 @@ async fn follow(
     let name = training_loop.name_any();
     let mut screen = progress::Screen::new(args.plain || !std::io::stdout().is_terminal());
     let mut finished = false;
-    let ctrl_c = crate::apiserver::shutdown_signal();
-    tokio::pin!(ctrl_c);
+    let ctrl_c = crate::apiserver::shutdown_on_signal();
     loop {
         tokio::select! {
-            () = &mut ctrl_c => return if finished { Ended::Finished } else { Ended::Stopped },
+            () = ctrl_c.cancelled() => return if finished { Ended::Finished } else { Ended::Stopped },
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         if let Some(why) = roles::exited(roles, dir) {

@@ -1,6 +1,5 @@
 //! [`Elector`]: runs leader election on a `coordination.k8s.io/v1` Lease through the API.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,6 +7,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::decision::{Step, Timing, decide, release};
 
@@ -199,7 +199,7 @@ impl Elector {
         self.observed = None;
     }
 
-    /// Campaigns until `shutdown`: publishes `true` on `leading` while this replica leads.
+    /// Campaigns until `shutdown` is cancelled: publishes `true` on `leading` while this replica leads.
     /// Returns `Ok` after `shutdown` (releasing the Lease if held), or
     /// [`ElectionError::Lost`] when a leader could not renew within the renew deadline; then
     /// `leading` is already `false` and the process should exit to restart with clean state.
@@ -209,9 +209,8 @@ impl Elector {
     pub async fn run(
         mut self,
         leading: watch::Sender<bool>,
-        shutdown: impl Future<Output = ()>,
+        shutdown: CancellationToken,
     ) -> Result<(), ElectionError> {
-        tokio::pin!(shutdown);
         let retry = self.timing.retry_period;
         loop {
             if self.try_acquire_or_renew().await {
@@ -225,7 +224,7 @@ impl Elector {
                 }
             };
             tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(retry) => {}
                 () = nudged => {}
             }
@@ -235,7 +234,7 @@ impl Elector {
         let mut renewed = Instant::now();
         loop {
             tokio::select! {
-                () = &mut shutdown => {
+                () = shutdown.cancelled() => {
                     let _ = leading.send(false);
                     self.release().await;
                     return Ok(());

@@ -2,7 +2,6 @@
 //! standbys are ready too) open to anyone (the kubelet's probes), `/metrics` behind the metrics
 //! token (`Authorization: Bearer <token>`, compared in constant time).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,6 +11,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use ringrift_tls::serve::Acceptor;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
 
@@ -71,12 +71,12 @@ fn answer(health: &Health, path: &str, authorization: Option<&str>) -> Response<
     response
 }
 
-/// Serves the admin port through `acceptor` until `shutdown`.
+/// Serves the admin port through `acceptor` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     acceptor: Arc<Acceptor>,
     health: Arc<Health>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) {
     let make = move |_client| {
         let health = health.clone();

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use ringrift_tls::pki::{self, LEAF_VALIDITY, Pem};
 use ringrift_tls::serve::{Acceptor, certified_key};
+use tokio_util::sync::CancellationToken;
 
 /// The admin port's certificate could not be made or read.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +58,17 @@ pub(super) fn acceptor(
 }
 
 /// Serves the files' new certificate whenever they change (checked every minute).
-pub(super) async fn keep_current(files: (PathBuf, PathBuf), acceptor: Arc<Acceptor>) {
+pub(super) async fn keep_current(
+    files: (PathBuf, PathBuf),
+    acceptor: Arc<Acceptor>,
+    stop: CancellationToken,
+) {
     let mut seen = modified(&files);
     loop {
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = stop.cancelled() => return,
+        }
         let now = modified(&files);
         if now == seen {
             continue;

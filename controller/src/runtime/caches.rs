@@ -22,6 +22,8 @@ use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A cache that tolerates malformed objects.
 pub type Guarded<K> = Store<DeserializeGuard<K>>;
@@ -129,37 +131,45 @@ where
     (reader, run)
 }
 
-/// Starts every cache; `notify` is woken on each change except heartbeat renewals (their
-/// expiry is a timer, not an event); `lease_changed` when the Lease `leader_lease` changes.
+/// A cache's watch, run until it is stopped.
+type CacheRun = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Starts every cache on `tasks`, each watching until `stop` is cancelled; `notify` is woken
+/// on each change except heartbeat renewals (their expiry is a timer, not an event);
+/// `lease_changed` when the Lease `leader_lease` changes.
 pub fn start(
     client: &Client,
     namespace: &str,
     notify: &Arc<Notify>,
-    leader_lease: &str,
-    lease_changed: &Arc<Notify>,
+    (leader_lease, lease_changed): (&str, &Arc<Notify>),
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
 ) -> Caches {
+    let spawn = |run: CacheRun| {
+        tasks.spawn(stop.clone().run_until_cancelled_owned(run));
+    };
     let wake = || Some(notify.clone());
     let (selfplay, run) = reflect(Api::<DeserializeGuard<SelfplayJob>>::all(client.clone()), wake());
-    tokio::spawn(run);
+    spawn(Box::pin(run));
     let (training, run) = reflect(Api::<DeserializeGuard<TrainingJob>>::all(client.clone()), wake());
-    tokio::spawn(run);
+    spawn(Box::pin(run));
     let (gauntlet, run) = reflect(Api::<DeserializeGuard<GauntletJob>>::all(client.clone()), wake());
-    tokio::spawn(run);
+    spawn(Box::pin(run));
     let (tasks, run) = reflect(Api::<DeserializeGuard<Task>>::all(client.clone()), wake());
-    tokio::spawn(run);
+    spawn(Box::pin(run));
     let (agents, run) = reflect(Api::<DeserializeGuard<Agent>>::all(client.clone()), wake());
-    tokio::spawn(run);
+    spawn(Box::pin(run));
     let (models, run) = reflect(Api::<DeserializeGuard<Model>>::all(client.clone()), wake());
-    tokio::spawn(run);
+    spawn(Box::pin(run));
     let (loops, run) = reflect(Api::<DeserializeGuard<TrainingLoop>>::all(client.clone()), wake());
-    tokio::spawn(run);
+    spawn(Box::pin(run));
     let leader_lease = leader_lease.to_owned();
     let (leases, run) = reflect_when(
         Api::<Lease>::namespaced(client.clone(), namespace),
         Some(lease_changed.clone()),
         move |l: &Lease| l.metadata.name.as_deref() == Some(leader_lease.as_str()),
     );
-    tokio::spawn(run);
+    spawn(Box::pin(run));
     Caches {
         selfplay,
         training,

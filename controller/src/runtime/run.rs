@@ -1,6 +1,5 @@
 //! [`run`]: the controller's main loop.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +9,9 @@ use std::time::Duration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{Api, Client};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::admin::{self, Health};
 use super::caches;
@@ -79,7 +80,7 @@ impl RunError {
 
 /// Waits until every RingRift CRD is established, logging what is missing now and then.
 /// False if `shutdown` came first.
-async fn crds_established(client: &Client, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+async fn crds_established(client: &Client, shutdown: &CancellationToken) -> bool {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let names: Vec<String> = ringrift_crds::all()
         .iter()
@@ -113,19 +114,19 @@ async fn crds_established(client: &Client, shutdown: &mut (impl Future<Output = 
             logged = Some(std::time::Instant::now());
         }
         tokio::select! {
-            () = &mut *shutdown => return false,
+            () = shutdown.cancelled() => return false,
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
 }
 
-/// Runs the controller until `shutdown`: then finishes the pass in flight, releases the Lease
+/// Runs the controller until `shutdown` is cancelled: then finishes the pass in flight, releases the Lease
 /// (so a standby takes over at once) and returns.
 ///
 /// # Errors
 /// [`RunError`]; [`ElectionError::Lost`] when leadership could not be renewed in time (writes
 /// have stopped already; the process should exit and restart clean).
-pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(client: Client, config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let Config {
         namespace,
         lease_name,
@@ -152,12 +153,23 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     let (acceptor, fingerprint) = super::admin_tls::acceptor(admin_tls.as_ref(), admin_addr)?;
     let acceptor = Arc::new(acceptor);
     println!("ringrift controller {identity}: admin on https://{admin_addr} (certificate {fingerprint})");
-    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
-    let reload = admin_tls.map(|files| tokio::spawn(super::admin_tls::keep_current(files, acceptor.clone())));
-    let admin_task = tokio::spawn(admin::serve(listener, acceptor, health.clone(), async move {
-        let _ = admin_stopped.await;
-    }));
-    tokio::pin!(shutdown);
+    // The admin port outlives `shutdown`: it answers (not ready) until the Lease is released.
+    let admin_stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    if let Some(files) = admin_tls {
+        tasks.spawn(super::admin_tls::keep_current(
+            files,
+            acceptor.clone(),
+            admin_stop.clone(),
+        ));
+    }
+    tasks.spawn(admin::serve(
+        listener,
+        acceptor,
+        health.clone(),
+        admin_stop.clone(),
+    ));
+    tasks.close();
     let result = lead(
         client,
         &namespace,
@@ -166,14 +178,11 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
         elector,
         tuning,
         &health,
-        &mut shutdown,
+        &shutdown,
     )
     .await;
-    let _ = stop_admin.send(());
-    let _ = admin_task.await;
-    if let Some(task) = reload {
-        task.abort();
-    }
+    admin_stop.cancel();
+    tasks.wait().await;
     result
 }
 
@@ -186,29 +195,38 @@ async fn lead(
     elector: Elector,
     tuning: Tuning,
     health: &Arc<Health>,
-    shutdown: &mut (impl Future<Output = ()> + Unpin),
+    shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
     if !crds_established(&client, shutdown).await {
         return Err(RunError::NoCrds);
     }
     let notify = Arc::new(Notify::new());
     let lease_changed = Arc::new(Notify::new());
-    let caches = caches::start(&client, namespace, &notify, lease_name, &lease_changed);
+    // The caches and their readiness live as long as this function.
+    let background = TaskTracker::new();
+    let stop_background = CancellationToken::new();
+    let caches = caches::start(
+        &client,
+        namespace,
+        &notify,
+        (lease_name, &lease_changed),
+        &background,
+        &stop_background,
+    );
     let elector = elector.with_nudge(lease_changed);
     {
         let (caches, health) = (caches.clone(), health.clone());
-        tokio::spawn(async move {
+        background.spawn(stop_background.clone().run_until_cancelled_owned(async move {
             if caches.synced().await.is_ok() {
                 health.ready.store(true, Ordering::Relaxed);
                 tracing::info!("caches synced; ready");
             }
-        });
+        }));
     }
     let (leading_tx, mut leading) = watch::channel(false);
-    let (stop_elector, elector_stopped) = oneshot::channel::<()>();
-    let mut election = tokio::spawn(elector.run(leading_tx, async move {
-        let _ = elector_stopped.await;
-    }));
+    // Stopped after the pass in flight, not at `shutdown`: the Lease is released last.
+    let stop_elector = CancellationToken::new();
+    let mut election = tokio::spawn(elector.run(leading_tx, stop_elector.clone()));
     let recorder = Recorder::new(client.clone(), "ringrift-controller", identity);
     let writer = Writer::new(client, leading.clone(), recorder);
     let mut reconciler = Reconciler::new(caches, writer, health.clone(), tuning);
@@ -216,7 +234,7 @@ async fn lead(
     let outcome = loop {
         let sleep = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
         tokio::select! {
-            () = &mut *shutdown => break Ok(()),
+            () = shutdown.cancelled() => break Ok(()),
             ended = &mut election => {
                 // The elector only ends on its own when leadership was lost.
                 break match ended {
@@ -244,10 +262,13 @@ async fn lead(
         }
     };
     // Finish: the pass in flight is done; release the Lease so a standby takes over now.
-    let _ = stop_elector.send(());
+    stop_elector.cancel();
     if !election.is_finished() {
         let _ = election.await;
     }
     health.metrics.leader.set(0);
+    stop_background.cancel();
+    background.close();
+    background.wait().await;
     outcome
 }
