@@ -1,6 +1,7 @@
 //! What every part of a running agent shares.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
@@ -38,8 +39,9 @@ pub struct Node {
     pub metrics: Metrics,
     /// Version reported in the `Agent` status.
     pub version: String,
-    /// Data sync: bandwidth gate, pulls in progress, peer directory.
-    pub sync: crate::sync::state::SyncState,
+    /// What data sync sees of the agent (its gate, pulls in progress, peer directory among
+    /// it): pulls, the chunk server and retention get only this.
+    pub sync: Arc<crate::sync::Context>,
 }
 
 impl Node {

@@ -155,30 +155,43 @@ async fn sample(mut source: Box<dyn GpuSource>, dir: PathBuf) -> (Box<dyn GpuSou
 
 /// What every part of the running agent shares.
 fn node(config: &Config, client: Client, db: Store, inventory: watch::Receiver<Inventory>) -> Arc<Node> {
+    let content = ContentStore::new(config.data_dir.join("artifacts"));
+    let metrics = Metrics::with_trust(config.trust.clone());
+    let state = crate::sync::state::SyncState::new(
+        config.transfer_slots,
+        config.transfer_rate,
+        config
+            .cluster_key
+            .as_ref()
+            .map_or_else(|| config.token.clone(), ClusterKey::peer_token),
+    )
+    .with_serve_rate(config.serve_rate)
+    .with_serve_slots(config.serve_slots)
+    .with_plain_peers(config.insecure_plain_http);
+    let sync = Arc::new(crate::sync::Context {
+        name: config.name.clone(),
+        client: client.clone(),
+        db: db.clone(),
+        content: content.clone(),
+        state: Arc::new(state),
+        metrics: metrics.sync.clone(),
+        trust: metrics.trust.clone(),
+        inventory: inventory.clone(),
+    });
     Arc::new(Node {
         name: config.name.clone(),
         client,
         db,
-        content: ContentStore::new(config.data_dir.join("artifacts")),
+        content,
         data_dir: config.data_dir.clone(),
         exe: config.exe.clone(),
         grace: config.grace,
         progress_interval: config.progress_interval,
         inventory,
         runs: Runs::default(),
-        metrics: Metrics::with_trust(config.trust.clone()),
+        metrics,
         version: config.version.clone(),
-        sync: crate::sync::state::SyncState::new(
-            config.transfer_slots,
-            config.transfer_rate,
-            config
-                .cluster_key
-                .as_ref()
-                .map_or_else(|| config.token.clone(), ClusterKey::peer_token),
-        )
-        .with_serve_rate(config.serve_rate)
-        .with_serve_slots(config.serve_slots)
-        .with_plain_peers(config.insecure_plain_http),
+        sync,
     })
 }
 
@@ -321,7 +334,7 @@ async fn start_sync(
     stop: &CancellationToken,
 ) -> Result<(), RunError> {
     tasks.spawn(crate::sync::sweep::run(
-        node.clone(),
+        node.sync.clone(),
         config.retention,
         config.retention_interval,
         stop.clone(),

@@ -21,7 +21,7 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// The holders to pull `artifact` from, best first.
 pub async fn holders(node: &Node, artifact: &Artifact) -> Vec<Holder> {
-    let (whole, partial) = node.sync.holders_of(&artifact.digest);
+    let (whole, partial) = node.sync.state.holders_of(&artifact.digest);
     let mut names: Vec<String> = artifact.holders.clone();
     for (n, _) in whole.iter().chain(&partial) {
         if !names.contains(n) {
@@ -30,14 +30,15 @@ pub async fn holders(node: &Node, artifact: &Artifact) -> Vec<Holder> {
     }
     names.retain(|n| *n != node.name);
     // Penalized holders go last: asked only when nobody else can serve.
-    names.sort_by_key(|n| node.sync.penalized(n));
+    names.sort_by_key(|n| node.sync.state.penalized(n));
     let mut out = Vec::new();
     for name in names {
         // Trusted by what its Agent status publishes (the API); reached where gossip says it
         // is now, or else where its Agent says.
-        let pin = node.sync.pins.of(&node.client, &name).await;
+        let pin = node.sync.state.pins.of(&node.client, &name).await;
         let endpoint = node
             .sync
+            .state
             .endpoint(&name)
             .or_else(|| pin.as_ref().and_then(|p| p.endpoint.clone()));
         let fingerprint = pin.and_then(|p| p.fingerprint);
@@ -60,7 +61,7 @@ pub async fn holders(node: &Node, artifact: &Artifact) -> Vec<Holder> {
 /// The first pull that failed.
 pub async fn fetch(node: &Node, task: &Task) -> Result<(), PullError> {
     let pulls = task.spec.inputs.iter().map(|input| async move {
-        if pull::held(node, input).await {
+        if pull::held(&node.sync, input).await {
             let _ = node.db.touch_artifact(&input.digest).await;
             return Ok(());
         }
@@ -74,7 +75,7 @@ pub async fn fetch(node: &Node, task: &Task) -> Result<(), PullError> {
                 bytes = input.size_bytes,
                 "pulling an input"
             );
-            match pull::pull(node, input, &from, class_of(task.spec.role, input.kind)).await {
+            match pull::pull(&node.sync, input, &from, class_of(task.spec.role, input.kind)).await {
                 // No holder answered: one may be restarting, or gossip may name another soon
                 // (a refusal of our credentials is final).
                 Err(PullError::NoHolder { denied: false, .. }) if started.elapsed() < HOLDER_PATIENCE => {

@@ -52,6 +52,7 @@ pub async fn own_state(node: &Node, endpoint: &str) -> AgentState {
             .collect(),
         fetching: node
             .sync
+            .state
             .partials
             .digests()
             .iter()
@@ -123,7 +124,7 @@ pub async fn run(node: Arc<Node>, gossip: Gossip, endpoint: String, stop: Cancel
                 tracing::debug!(error = %e, "cannot record a peer");
             }
         }
-        node.sync.set_view(members, gossip.dead());
+        node.sync.state.set_view(members, gossip.dead());
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
             () = stop.cancelled() => break,

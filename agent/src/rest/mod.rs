@@ -377,7 +377,7 @@ fn sync_routes(
         .and(auth.clone())
         .and(with(rest))
         .then(|rest: Arc<Rest>| async move {
-            let (members, dead) = rest.node.sync.view();
+            let (members, dead) = rest.node.sync.state.view();
             match rest.node.db.peers().await {
                 Ok(known) => json(
                     &serde_json::json!({
@@ -408,7 +408,7 @@ fn sync_routes(
         .and(with(rest))
         .then(
             |digest: String, head: bool, range: Option<String>, rest: Arc<Rest>| async move {
-                reply(crate::sync::serve::content(rest.node.clone(), digest, head, range).await)
+                reply(crate::sync::serve::content(rest.node.sync.clone(), digest, head, range).await)
             },
         );
     let artifact_chunks = warp::path!("v1" / "artifacts" / String / "chunks")
@@ -416,7 +416,7 @@ fn sync_routes(
         .and(peer_auth)
         .and(with(rest))
         .then(|digest: String, rest: Arc<Rest>| async move {
-            reply(crate::sync::serve::chunks(rest.node.clone(), digest).await)
+            reply(crate::sync::serve::chunks(rest.node.sync.clone(), digest).await)
         });
     peers
         .or(artifacts)

@@ -37,20 +37,36 @@ async fn rest(ready: bool) -> (Arc<Rest>, watch::Sender<bool>) {
         host: Host::default(),
         ..Inventory::default()
     };
+    let (db, content, metrics) = (
+        Store::in_memory().await.unwrap(),
+        ContentStore::new(dir.join("artifacts")),
+        Metrics::default(),
+    );
+    let inventory = watch::channel(inventory).1;
+    let sync = Arc::new(crate::sync::Context {
+        name: "n1".into(),
+        client: client.clone(),
+        db: db.clone(),
+        content: content.clone(),
+        state: Arc::new(crate::sync::state::SyncState::new(4, 0, PEER_TOKEN.into())),
+        metrics: metrics.sync.clone(),
+        trust: metrics.trust.clone(),
+        inventory: inventory.clone(),
+    });
     let node = Arc::new(Node {
         name: "n1".into(),
         client,
-        db: Store::in_memory().await.unwrap(),
-        content: ContentStore::new(dir.join("artifacts")),
+        db,
+        content,
         data_dir: dir.clone(),
         exe: PathBuf::from("/bin/true"),
         grace: Duration::from_secs(1),
         progress_interval: Duration::from_secs(1),
-        inventory: watch::channel(inventory).1,
+        inventory,
         runs: Runs::default(),
-        metrics: Metrics::default(),
+        metrics,
         version: "test".into(),
-        sync: crate::sync::state::SyncState::new(4, 0, PEER_TOKEN.into()),
+        sync,
     });
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("hello"), b"hello").unwrap();
@@ -374,7 +390,7 @@ async fn artifacts_are_served_whole_by_range_and_by_head() {
 async fn with_every_serving_slot_taken_a_peer_is_told_busy() {
     let (rest, _ready) = rest(true).await;
     let path = format!("/v1/artifacts/{HELLO}");
-    let slots = rest.node.sync.serve_slots.clone();
+    let slots = rest.node.sync.state.serve_slots.clone();
     let taken = slots
         .clone()
         .acquire_many_owned(u32::try_from(crate::sync::state::DEFAULT_SERVE_SLOTS).unwrap())
@@ -410,6 +426,7 @@ async fn a_partial_artifact_serves_only_its_verified_chunks() {
     let partial = rest
         .node
         .sync
+        .state
         .partials
         .insert(manifest, file, vec![true, false, false]);
     let path = format!("/v1/artifacts/{digest}");
@@ -441,7 +458,7 @@ async fn a_partial_artifact_serves_only_its_verified_chunks() {
             .as_ref(),
         &data[60..71]
     );
-    rest.node.sync.partials.remove(&digest);
+    rest.node.sync.state.partials.remove(&digest);
     assert_eq!(get(&rest, "GET", &path, Some("bytes=0-3")).await.status(), 404);
 }
 

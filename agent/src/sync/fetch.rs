@@ -12,13 +12,13 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 
 use super::client::{Conn, FetchError, Peer};
+use super::context::Context;
 use super::gate::Class;
 use super::holder::{Holder, PullError, local_io};
 use super::manifest::Manifest;
 use super::partial::Partial;
 use super::plan::{Ban, Outcome, Planner};
 use super::receive::ChunkSink;
-use crate::node::Node;
 
 /// Concurrent requests to one holder.
 const PER_HOLDER: usize = 3;
@@ -112,7 +112,7 @@ fn offset_of(name: &str, count: usize) -> usize {
 /// not check out.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn chunks(
-    node: &Node,
+    ctx: &Context,
     manifest: &Manifest,
     peers: &[(Holder, Peer)],
     distrusted: &HashSet<String>,
@@ -122,7 +122,7 @@ pub(super) async fn chunks(
     done: &[bool],
     bad_data: &mut Vec<String>,
 ) -> Result<(), PullError> {
-    let planner = Planner::new(manifest.len(), done).offset(offset_of(&node.name, manifest.len()));
+    let planner = Planner::new(manifest.len(), done).offset(offset_of(&ctx.name, manifest.len()));
     if planner.is_done() {
         return Ok(());
     }
@@ -133,7 +133,7 @@ pub(super) async fn chunks(
         .map(|(h, p)| (h.name.clone(), p.clone()))
         .collect();
     let mut fetch = Fetch {
-        node,
+        ctx,
         manifest: Arc::new(manifest.clone()),
         class,
         partial,
@@ -181,7 +181,7 @@ pub(super) async fn chunks(
             }
             () = tokio::time::sleep_until(busy_until.unwrap_or(next_refresh)), if busy_until.is_some() => {}
             () = tokio::time::sleep_until(next_refresh), if refresh.is_none() => {
-                join_gossiped(node, &manifest.digest, distrusted, &mut known);
+                join_gossiped(ctx, &manifest.digest, distrusted, &mut known);
                 // Ask the partial holders and those not asked yet (a whole holder stays whole).
                 let ask_now: Vec<(String, Peer)> = known
                     .iter()
@@ -199,15 +199,15 @@ pub(super) async fn chunks(
 /// Adds to `known` the holders gossip names now (other pullers, new whole holders). They are
 /// trusted by the fingerprints the API publishes: one not listed yet is looked up in the
 /// background, for the next round.
-fn join_gossiped(node: &Node, digest: &str, distrusted: &HashSet<String>, known: &mut Vec<(String, Peer)>) {
-    let (whole, pulling) = node.sync.holders_of(digest);
+fn join_gossiped(ctx: &Context, digest: &str, distrusted: &HashSet<String>, known: &mut Vec<(String, Peer)>) {
+    let (whole, pulling) = ctx.state.holders_of(digest);
     let mut unpinned = false;
     for (name, endpoint) in whole.into_iter().chain(pulling) {
-        if name == node.name || distrusted.contains(&name) || known.iter().any(|(k, _)| *k == name) {
+        if name == ctx.name || distrusted.contains(&name) || known.iter().any(|(k, _)| *k == name) {
             continue;
         }
-        let fingerprint = node.sync.pins.cached(&name).and_then(|p| p.fingerprint);
-        if fingerprint.is_none() && !node.sync.plain_peers {
+        let fingerprint = ctx.state.pins.cached(&name).and_then(|p| p.fingerprint);
+        if fingerprint.is_none() && !ctx.state.plain_peers {
             unpinned = true;
             continue;
         }
@@ -216,12 +216,12 @@ fn join_gossiped(node: &Node, digest: &str, distrusted: &HashSet<String>, known:
             endpoint,
             fingerprint,
         };
-        if let Some(peer) = super::holder::peer(node, &holder) {
+        if let Some(peer) = super::holder::peer(ctx, &holder) {
             known.push((name, peer));
         }
     }
     if unpinned {
-        let (pins, client) = (node.sync.pins.clone(), node.client.clone());
+        let (pins, client) = (ctx.state.pins.clone(), ctx.client.clone());
         tokio::spawn(async move { pins.refresh(&client).await });
     }
 }
@@ -230,7 +230,7 @@ fn join_gossiped(node: &Node, digest: &str, distrusted: &HashSet<String>, known:
 /// index), idle connections to reuse, holders that answered Busy (not asked again until the
 /// time given), and when it last made and recorded progress.
 struct Fetch<'a> {
-    node: &'a Node,
+    ctx: &'a Context,
     manifest: Arc<Manifest>,
     class: Class,
     partial: &'a Arc<Partial>,
@@ -259,7 +259,7 @@ impl Fetch<'_> {
     fn start(&mut self, in_flight: &mut FuturesUnordered<Request>) {
         let now = tokio::time::Instant::now();
         self.busy.retain(|_, until| *until > now);
-        let most = self.node.sync.gate.slots();
+        let most = self.ctx.state.gate.slots();
         for (h, peer) in &self.usable {
             let h = *h;
             while !self.busy.contains_key(&h)
@@ -277,8 +277,8 @@ impl Fetch<'_> {
     /// arrive.
     fn request(&self, peer: Peer, h: usize, c: usize, mut conn: Option<Conn>) -> Request {
         let range = self.manifest.range(c);
-        let gate = self.node.sync.gate.clone();
-        let metrics = self.node.metrics.sync.clone();
+        let gate = self.ctx.state.gate.clone();
+        let metrics = self.ctx.metrics.clone();
         let (manifest, file, class) = (self.manifest.clone(), self.file.clone(), self.class);
         Request(tokio::spawn(async move {
             let _permit = gate.acquire(class).await;
@@ -301,7 +301,7 @@ impl Fetch<'_> {
         (holder, chunk, conn, result): Fetched,
         bad_data: &mut Vec<String>,
     ) -> Result<(), PullError> {
-        let outcome = outcome(self.node, &self.planner, holder, chunk, result)
+        let outcome = outcome(self.ctx, &self.planner, holder, chunk, result)
             .map_err(|e| local_io("write", &self.partial.path)(e))?;
         if let Some(conn) = conn {
             self.idle.entry(holder).or_default().push(conn);
@@ -316,7 +316,7 @@ impl Fetch<'_> {
         }
         if let Some(ban) = self.planner.finish(chunk, holder, outcome) {
             let name = self.planner.name(holder);
-            dropped(self.node, name, &self.manifest.digest, ban);
+            dropped(self.ctx, name, &self.manifest.digest, ban);
             if ban == Ban::BadData {
                 bad_data.push(name.to_owned());
             }
@@ -337,13 +337,13 @@ impl Fetch<'_> {
 
     /// Records the pull's progress, so a later try resumes from it.
     async fn record(&self) {
-        record(self.node, &self.manifest.digest, &self.planner).await;
+        record(self.ctx, &self.manifest.digest, &self.planner).await;
     }
 }
 
 /// How a finished chunk request counts; `Err` for this agent's own write error.
 fn outcome(
-    node: &Node,
+    ctx: &Context,
     planner: &Planner,
     holder: usize,
     chunk: usize,
@@ -352,7 +352,7 @@ fn outcome(
     Ok(match result {
         Ok(true) => Outcome::Verified,
         Ok(false) => {
-            node.metrics.sync.verification_failures.inc();
+            ctx.metrics.verification_failures.inc();
             tracing::warn!(holder = planner.name(holder), chunk, "chunk failed verification");
             Outcome::Corrupt
         }
@@ -368,17 +368,16 @@ fn outcome(
 }
 
 /// Logs and counts a holder dropped from a pull (and penalizes one that served bad data).
-fn dropped(node: &Node, name: &str, digest: &str, ban: Ban) {
+fn dropped(ctx: &Context, name: &str, digest: &str, ban: Ban) {
     let reason = match ban {
         Ban::BadData => {
-            node.sync.penalize(name);
+            ctx.state.penalize(name);
             "bad_data"
         }
         Ban::Unreachable => "unreachable",
     };
     tracing::warn!(holder = %name, %digest, reason, "holder dropped from the pull");
-    node.metrics
-        .sync
+    ctx.metrics
         .holders_dropped
         .get_or_create(&super::metrics::ReasonLabels {
             reason: reason.into(),
@@ -386,8 +385,8 @@ fn dropped(node: &Node, name: &str, digest: &str, ban: Ban) {
         .inc();
 }
 
-async fn record(node: &Node, digest: &str, planner: &Planner) {
-    if let Err(e) = node.db.transfer_progress(digest, &bits(&planner.done())).await {
+async fn record(ctx: &Context, digest: &str, planner: &Planner) {
+    if let Err(e) = ctx.db.transfer_progress(digest, &bits(&planner.done())).await {
         tracing::warn!(%digest, error = %e, "could not record the pull's progress");
     }
 }

@@ -3,8 +3,8 @@
 //! them.
 
 use super::client::{Peer, Reporter};
+use super::context::Context;
 use crate::artifacts::ArtifactError;
-use crate::node::Node;
 
 /// Manifests tried before a pull gives up.
 pub(super) const MAX_ROUNDS: usize = 4;
@@ -22,17 +22,17 @@ pub struct Holder {
 
 /// The client for `holder`, when it can be trusted (a published fingerprint for an `https://`
 /// endpoint; plain HTTP only in the insecure benchmark mode).
-pub(crate) fn peer(node: &Node, holder: &Holder) -> Option<Peer> {
+pub(crate) fn peer(ctx: &Context, holder: &Holder) -> Option<Peer> {
     match Peer::new(
         &holder.name,
         &holder.endpoint,
         holder.fingerprint.as_deref(),
-        &node.sync.fetch_token,
-        node.sync.plain_peers,
+        &ctx.state.fetch_token,
+        ctx.state.plain_peers,
     ) {
         Ok(peer) => Some(peer.with_reporter(Reporter {
-            metrics: node.metrics.trust.clone(),
-            pins: node.sync.pins.clone(),
+            metrics: ctx.trust.clone(),
+            pins: ctx.state.pins.clone(),
         })),
         Err(e) => {
             tracing::warn!(holder = %holder.name, error = %e, "not pulling from this holder");

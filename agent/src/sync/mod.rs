@@ -12,6 +12,7 @@
 pub mod chain;
 pub mod checked;
 pub mod client;
+pub mod context;
 mod fetch;
 pub mod gate;
 pub mod holder;
@@ -28,3 +29,5 @@ pub mod retention;
 pub mod serve;
 pub mod state;
 pub mod sweep;
+
+pub use context::Context;

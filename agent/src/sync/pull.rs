@@ -16,25 +16,25 @@ use ringrift_crds::common::Artifact;
 
 use super::checked::FileId;
 use super::client::{FetchError, Peer};
+use super::context::Context;
 use super::fetch;
 use super::gate::Class;
 use super::holder::{Holder, MAX_ROUNDS, PullError, local_io, peer};
 use super::manifest::Manifest;
 use crate::artifacts::{ArtifactError, kind_name};
-use crate::node::Node;
 use crate::store::TransferRow;
 
-struct ActiveGuard<'a>(&'a Node);
+struct ActiveGuard<'a>(&'a Context);
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
-        self.0.metrics.sync.active_transfers.dec();
+        self.0.metrics.active_transfers.dec();
     }
 }
 
 /// Whether the content of `digest` is in the store.
-pub async fn held(node: &Node, artifact: &Artifact) -> bool {
-    let Some(path) = node.content.path(&artifact.digest) else {
+pub async fn held(ctx: &Context, artifact: &Artifact) -> bool {
+    let Some(path) = ctx.content.path(&artifact.digest) else {
         return false;
     };
     tokio::fs::metadata(&path)
@@ -48,29 +48,28 @@ pub async fn held(node: &Node, artifact: &Artifact) -> bool {
 /// [`PullError`]; progress made stays recorded, and the next pull resumes it.
 #[tracing::instrument(name = "pull", skip_all, fields(digest = %artifact.digest, holders = holders.len()))]
 pub async fn pull(
-    node: &Node,
+    ctx: &Context,
     artifact: &Artifact,
     holders: &[Holder],
     class: Class,
 ) -> Result<(), PullError> {
     let digest = artifact.digest.as_str();
-    let lock = node.sync.lock(digest);
+    let lock = ctx.state.lock(digest);
     let _one_pull = lock.lock().await;
-    if held(node, artifact).await {
-        let _ = node.db.touch_artifact(digest).await;
+    if held(ctx, artifact).await {
+        let _ = ctx.db.touch_artifact(digest).await;
         return Ok(());
     }
-    node.metrics.sync.active_transfers.inc();
-    let _active = ActiveGuard(node);
+    ctx.metrics.active_transfers.inc();
+    let _active = ActiveGuard(ctx);
     let started = Instant::now();
-    let result = rounds(node, artifact, holders, class).await;
+    let result = rounds(ctx, artifact, holders, class).await;
     let label = if result.is_ok() { "ok" } else { "failed" };
-    node.metrics
-        .sync
+    ctx.metrics
         .transfers
         .get_or_create(&crate::metrics::ResultLabels { result: label.into() })
         .inc();
-    node.sync.partials.remove(digest);
+    ctx.state.partials.remove(digest);
     match &result {
         Ok(()) => tracing::info!(
             artifact = %artifact.name, %digest, bytes = artifact.size_bytes,
@@ -81,31 +80,36 @@ pub async fn pull(
     result
 }
 
-async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Class) -> Result<(), PullError> {
+async fn rounds(
+    ctx: &Context,
+    artifact: &Artifact,
+    holders: &[Holder],
+    class: Class,
+) -> Result<(), PullError> {
     let digest = artifact.digest.as_str();
     let peers: Vec<(Holder, Peer)> = holders
         .iter()
-        .filter_map(|h| peer(node, h).map(|p| (h.clone(), p)))
+        .filter_map(|h| peer(ctx, h).map(|p| (h.clone(), p)))
         .collect();
     let mut distrusted: HashSet<String> = HashSet::new();
     for _ in 0..MAX_ROUNDS {
-        let (manifest, source) = manifest(node, artifact, &peers, &distrusted, class).await?;
-        let (path, file) = open_partial(node, &manifest).await?;
+        let (manifest, source) = manifest(ctx, artifact, &peers, &distrusted, class).await?;
+        let (path, file) = open_partial(ctx, &manifest).await?;
         let file = Arc::new(file);
-        let recorded: Vec<bool> = node
+        let recorded: Vec<bool> = ctx
             .db
             .transfer(digest)
             .await?
             .map(|r| r.done.chars().map(|c| c == '1').collect())
             .unwrap_or_default();
         let done = recheck(&manifest, &file, recorded, &path).await?;
-        let partial = node
-            .sync
+        let partial = ctx
+            .state
             .partials
             .insert(manifest.clone(), path.clone(), done.clone());
         let mut bad_data = Vec::new();
         let result = fetch::chunks(
-            node,
+            ctx,
             &manifest,
             &peers,
             &distrusted,
@@ -116,7 +120,7 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
             &mut bad_data,
         )
         .await;
-        node.sync.partials.remove(digest);
+        ctx.state.partials.remove(digest);
         match result {
             Ok(()) => {
                 let id = file
@@ -124,10 +128,10 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
                     .map(|m| FileId::of(&m))
                     .map_err(local_io("read", &path))?;
                 drop(file);
-                let dest = node
+                let dest = ctx
                     .content
                     .admit(
-                        &node.db,
+                        &ctx.db,
                         &path,
                         &artifact.name,
                         kind_name(artifact.kind),
@@ -136,9 +140,7 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
                     .await?;
                 // Every chunk was checked on its way into this file: serving it needs no
                 // second look while the file stays as written.
-                node.content
-                    .checked_whole(digest, &dest, id, manifest.len())
-                    .await;
+                ctx.content.checked_whole(digest, &dest, id, manifest.len()).await;
                 return Ok(());
             }
             // Stalled after bytes failed the manifest's checks, from the manifest's own holder
@@ -151,10 +153,10 @@ async fn rounds(node: &Node, artifact: &Artifact, holders: &[Holder], class: Cla
             {
                 if let Some(s) = source {
                     tracing::warn!(%digest, holder = %s, "holders' bytes failed the manifest's checks; distrusting its holder");
-                    node.sync.penalize(&s);
+                    ctx.state.penalize(&s);
                     distrusted.insert(s);
                 }
-                node.db.drop_transfer(digest).await?;
+                ctx.db.drop_transfer(digest).await?;
             }
             Err(e) => return Err(e),
         }
@@ -195,8 +197,8 @@ async fn recheck(
 }
 
 /// The file a pull writes into, sized to the artifact (kept as it is when resuming).
-async fn open_partial(node: &Node, manifest: &Manifest) -> Result<(PathBuf, std::fs::File), PullError> {
-    let path = node
+async fn open_partial(ctx: &Context, manifest: &Manifest) -> Result<(PathBuf, std::fs::File), PullError> {
+    let path = ctx
         .content
         .partial_path(&manifest.digest)
         .ok_or_else(|| ArtifactError::BadName(manifest.digest.clone()))?;
@@ -220,14 +222,14 @@ async fn open_partial(node: &Node, manifest: &Manifest) -> Result<(PathBuf, std:
 /// The manifest to pull by: the one recorded (a resumed pull) or the first valid one a trusted
 /// holder gives. Returns the holder it came from.
 async fn manifest(
-    node: &Node,
+    ctx: &Context,
     artifact: &Artifact,
     peers: &[(Holder, Peer)],
     distrusted: &HashSet<String>,
     class: Class,
 ) -> Result<(Manifest, Option<String>), PullError> {
     let digest = artifact.digest.as_str();
-    if let Some(t) = node.db.transfer(digest).await? {
+    if let Some(t) = ctx.db.transfer(digest).await? {
         let m = Manifest {
             digest: t.digest.clone(),
             size_bytes: t.size_bytes,
@@ -239,7 +241,7 @@ async fn manifest(
             tracing::info!(%digest, done = t.done.matches('1').count(), of = m.len(), "resuming a pull");
             return Ok((m, None));
         }
-        node.db.drop_transfer(digest).await?;
+        ctx.db.drop_transfer(digest).await?;
     }
     let mut last = String::from("no holder known");
     let mut asked = Vec::new();
@@ -250,7 +252,7 @@ async fn manifest(
         match peer.chunks(&mut conn, digest).await {
             Ok(c) => match c.manifest.check(digest, artifact.size_bytes) {
                 Ok(()) => {
-                    node.db
+                    ctx.db
                         .begin_transfer(&TransferRow {
                             digest: digest.to_owned(),
                             name: artifact.name.clone(),

@@ -18,11 +18,11 @@ use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Reply as _;
 
 use super::checked::FileId;
+use super::context::Context;
 use super::manifest::Manifest;
 use super::partial::Partial;
 use super::range;
 use crate::artifacts::hex_of;
-use crate::node::Node;
 use crate::rest::errors::ApiError;
 
 /// Size of the blocks a response is read and sent in.
@@ -56,18 +56,18 @@ fn check_digest(digest: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn locate(node: &Node, digest: &str) -> Result<Source, ApiError> {
+async fn locate(ctx: &Context, digest: &str) -> Result<Source, ApiError> {
     check_digest(digest)?;
-    match node.content.manifest(&node.db, digest).await {
+    match ctx.content.manifest(&ctx.db, digest).await {
         Ok(Some(m)) => {
-            if let Some(path) = node.content.path(digest) {
+            if let Some(path) = ctx.content.path(digest) {
                 return Ok(Source::Whole(path, m));
             }
         }
         Ok(None) => {}
         Err(e) => return Err(ApiError::internal(e.to_string())),
     }
-    node.sync
+    ctx.state
         .partials
         .get(digest)
         .map(Source::Partial)
@@ -78,8 +78,8 @@ async fn locate(node: &Node, digest: &str) -> Result<Source, ApiError> {
 ///
 /// # Errors
 /// [`ApiError`]: a malformed digest, an artifact not held.
-pub async fn chunks(node: Arc<Node>, digest: String) -> Result<warp::reply::Response, ApiError> {
-    let reply = match locate(&node, &digest).await? {
+pub async fn chunks(ctx: Arc<Context>, digest: String) -> Result<warp::reply::Response, ApiError> {
+    let reply = match locate(&ctx, &digest).await? {
         Source::Whole(_, manifest) => ChunksReply {
             manifest,
             complete: true,
@@ -103,12 +103,12 @@ fn header(value: &str) -> HeaderValue {
 /// # Errors
 /// [`ApiError`]: a malformed digest or range, an artifact or range not held.
 pub async fn content(
-    node: Arc<Node>,
+    ctx: Arc<Context>,
     digest: String,
     head: bool,
     range_header: Option<String>,
 ) -> Result<warp::reply::Response, ApiError> {
-    let source = locate(&node, &digest).await?;
+    let source = locate(&ctx, &digest).await?;
     let (path, manifest, partial) = match source {
         Source::Whole(path, m) => (path, m, None),
         Source::Partial(p) => (p.path.clone(), p.manifest.clone(), Some(p)),
@@ -133,7 +133,7 @@ pub async fn content(
     let mut response = if head {
         warp::reply().into_response()
     } else {
-        let slot = node.sync.serve_slots.clone().try_acquire_owned().map_err(|_| {
+        let slot = ctx.state.serve_slots.clone().try_acquire_owned().map_err(|_| {
             ApiError::busy(format!(
                 "every serving slot of this agent is taken; ask another holder of {digest} or retry shortly"
             ))
@@ -144,7 +144,7 @@ pub async fn content(
         let start = span.start;
         let checked = manifest.clone();
         let whole = partial.is_none();
-        let sender = node.clone();
+        let sender = ctx.clone();
         let sending = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             // A partial artifact's chunks were checked on their way in by this agent; a stored
@@ -155,16 +155,16 @@ pub async fn content(
                 &checked,
                 start..start + length,
                 &tx,
-                &sender.metrics.sync,
-                &sender.sync,
+                &sender.metrics,
+                &sender.state,
                 seen.as_ref(),
             )
         });
-        let node = node.clone();
+        let ctx = ctx.clone();
         let bad = digest.clone();
         tokio::spawn(async move {
             if let Ok(Err(chunk)) = sending.await {
-                corrupt(&node, &bad, chunk, whole).await;
+                corrupt(&ctx, &bad, chunk, whole).await;
             }
         });
         warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response()
@@ -195,7 +195,7 @@ pub async fn content(
 /// What a stored file's chunks need before they are sent: a check, unless it was checked lately
 /// and is unchanged since.
 struct Seen<'a> {
-    node: &'a Node,
+    ctx: &'a Context,
     digest: &'a str,
     /// `None` when the file's metadata cannot be read (every chunk is checked).
     id: Option<FileId>,
@@ -203,9 +203,9 @@ struct Seen<'a> {
 }
 
 impl<'a> Seen<'a> {
-    fn of(node: &'a Node, digest: &'a str, file: &std::fs::File) -> Self {
+    fn of(ctx: &'a Context, digest: &'a str, file: &std::fs::File) -> Self {
         Self {
-            node,
+            ctx,
             digest,
             id: file.metadata().ok().map(|m| FileId::of(&m)),
             opened: SystemTime::now(),
@@ -214,12 +214,12 @@ impl<'a> Seen<'a> {
 
     fn checked(&self, index: usize) -> bool {
         self.id
-            .is_some_and(|id| self.node.content.checked().is(self.digest, id, index))
+            .is_some_and(|id| self.ctx.content.checked().is(self.digest, id, index))
     }
 
     fn record(&self, index: usize, count: usize) {
         if let Some(id) = self.id.filter(|id| id.settled(self.opened)) {
-            self.node.content.checked().mark(self.digest, id, index, count);
+            self.ctx.content.checked().mark(self.digest, id, index, count);
         }
     }
 }
@@ -296,16 +296,16 @@ fn read_at(mut file: &std::fs::File, range: Range<u64>) -> Option<Vec<u8>> {
 /// A held artifact whose bytes no longer match: never served again. A whole artifact is
 /// dropped from the index and deleted (a later pull fetches it again); a partial one has the
 /// chunk unmarked.
-async fn corrupt(node: &Node, digest: &str, chunk: usize, whole: bool) {
-    node.metrics.sync.verification_failures.inc();
+async fn corrupt(ctx: &Context, digest: &str, chunk: usize, whole: bool) {
+    ctx.metrics.verification_failures.inc();
     tracing::error!(%digest, chunk, "stored artifact failed its chunk check; no longer serving it");
-    node.content.checked().forget(digest);
+    ctx.content.checked().forget(digest);
     if whole {
-        let _ = node.db.remove_artifact(digest).await;
-        if let Some(path) = node.content.path(digest) {
+        let _ = ctx.db.remove_artifact(digest).await;
+        if let Some(path) = ctx.content.path(digest) {
             let _ = tokio::fs::remove_file(path).await;
         }
-    } else if let Some(p) = node.sync.partials.get(digest) {
+    } else if let Some(p) = ctx.state.partials.get(digest) {
         p.unmark(chunk);
     }
 }

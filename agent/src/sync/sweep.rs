@@ -18,13 +18,13 @@ use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
 use tokio_util::sync::CancellationToken;
 
+use super::context::Context;
 use super::retention::{Disk, Held, Keep, Marks, Part, Window, choose, in_windows};
-use crate::node::Node;
 
-async fn keep(node: &Node) -> kube::Result<Keep> {
+async fn keep(ctx: &Context) -> kube::Result<Keep> {
     let lp = ListParams::default();
     let mut keep = Keep::default();
-    for t in Api::<Task>::all(node.client.clone()).list(&lp).await?.items {
+    for t in Api::<Task>::all(ctx.client.clone()).list(&lp).await?.items {
         let finished = t.status.as_ref().is_some_and(|s| {
             matches!(
                 s.phase,
@@ -35,18 +35,14 @@ async fn keep(node: &Node) -> kube::Result<Keep> {
             keep.needed.extend(t.spec.inputs.iter().map(|a| a.digest.clone()));
         }
     }
-    for m in Api::<Model>::all(node.client.clone()).list(&lp).await?.items {
+    for m in Api::<Model>::all(ctx.client.clone()).list(&lp).await?.items {
         if m.status.as_ref().is_some_and(|s| s.promoted) {
             keep.promoted.insert(m.spec.digest.clone());
         }
         keep.referenced.insert(m.spec.digest);
     }
     let mut parts = Vec::new();
-    for j in Api::<SelfplayJob>::all(node.client.clone())
-        .list(&lp)
-        .await?
-        .items
-    {
+    for j in Api::<SelfplayJob>::all(ctx.client.clone()).list(&lp).await?.items {
         let Some(s) = j.status else { continue };
         // A failed job's games are in no dataset a training reads (as the controller sees it).
         if s.phase == JobPhase::Failed {
@@ -62,7 +58,7 @@ async fn keep(node: &Node) -> kube::Result<Keep> {
         });
     }
     let mut windows = Vec::new();
-    for l in Api::<TrainingLoop>::all(node.client.clone())
+    for l in Api::<TrainingLoop>::all(ctx.client.clone())
         .list(&lp)
         .await?
         .items
@@ -73,11 +69,7 @@ async fn keep(node: &Node) -> kube::Result<Keep> {
             games: l.spec.training.window.games,
         });
     }
-    for t in Api::<TrainingJob>::all(node.client.clone())
-        .list(&lp)
-        .await?
-        .items
-    {
+    for t in Api::<TrainingJob>::all(ctx.client.clone()).list(&lp).await?.items {
         let done = t
             .status
             .as_ref()
@@ -91,14 +83,14 @@ async fn keep(node: &Node) -> kube::Result<Keep> {
         }
     }
     keep.in_window = in_windows(&parts, &windows);
-    keep.needed.extend(node.sync.partials.digests());
+    keep.needed.extend(ctx.state.partials.digests());
     Ok(keep)
 }
 
 /// One round: returns the digests dropped.
-pub async fn round(node: &Node, marks: Marks) -> Vec<String> {
-    node.metrics.sync.retention_rounds.inc();
-    let host = node.inventory.borrow().host;
+pub async fn round(ctx: &Context, marks: Marks) -> Vec<String> {
+    ctx.metrics.retention_rounds.inc();
+    let host = ctx.inventory.borrow().host;
     let disk = Disk {
         total: host.disk_mib.saturating_mul(1024 * 1024),
         used: host
@@ -109,14 +101,14 @@ pub async fn round(node: &Node, marks: Marks) -> Vec<String> {
     if !past(disk, marks) {
         return Vec::new();
     }
-    let keep = match keep(node).await {
+    let keep = match keep(ctx).await {
         Ok(k) => k,
         Err(e) => {
             tracing::warn!(error = %e, "disk past its high-water mark, but the API cannot say what is needed; dropping nothing");
             return Vec::new();
         }
     };
-    let held: Vec<Held> = node
+    let held: Vec<Held> = ctx
         .db
         .artifacts()
         .await
@@ -131,15 +123,15 @@ pub async fn round(node: &Node, marks: Marks) -> Vec<String> {
         .collect();
     let drop = choose(&held, &keep, disk, marks);
     for digest in &drop {
-        if let Err(e) = node.db.remove_artifact(digest).await {
+        if let Err(e) = ctx.db.remove_artifact(digest).await {
             tracing::warn!(%digest, error = %e, "cannot forget an artifact");
             continue;
         }
-        node.content.checked().forget(digest);
-        if let Some(path) = node.content.path(digest) {
+        ctx.content.checked().forget(digest);
+        if let Some(path) = ctx.content.path(digest) {
             let _ = tokio::fs::remove_file(path).await;
         }
-        node.metrics.sync.retention_dropped.inc();
+        ctx.metrics.retention_dropped.inc();
         tracing::info!(%digest, "retention dropped an artifact");
     }
     drop
@@ -151,12 +143,12 @@ fn past(disk: Disk, marks: Marks) -> bool {
 }
 
 /// Runs rounds until `stop`.
-pub async fn run(node: Arc<Node>, marks: Marks, every: Duration, stop: CancellationToken) {
+pub async fn run(ctx: Arc<Context>, marks: Marks, every: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
-        round(&node, marks).await;
+        round(&ctx, marks).await;
     }
 }
