@@ -26,6 +26,68 @@ pub enum Stop {
     Superseded,
 }
 
+/// Why an attempt ended as it did: the Task status's `reason` (CamelCase, as users and alerts
+/// read it; the values never change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Exited with code 0.
+    Completed,
+    /// Stopped on request.
+    Cancelled,
+    /// Ran past `activeDeadlineSeconds`.
+    DeadlineExceeded,
+    /// A GPU failed under it.
+    GpuFault,
+    /// Killed by a signal it did not get from the agent.
+    Signaled,
+    /// The command could not be started.
+    StartFailed,
+    /// It ended while the agent was away and left no exit status.
+    ProcessVanished,
+    /// Exited with another code.
+    Error,
+    /// Its outputs could not be taken into the content store.
+    OutputsFailed,
+    /// It left more output files than are taken.
+    TooManyOutputs,
+    /// Its `result.json` is not a JSON object of at most 1 MiB.
+    InvalidResult,
+    /// An input could not be fetched or materialized.
+    InputUnavailable,
+    /// The agent restarted and could neither adopt nor collect it.
+    AgentRestarted,
+    /// The agent failed around it (directories, its log).
+    AgentError,
+}
+
+impl Reason {
+    /// The reason as the Task status spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "Completed",
+            Self::Cancelled => "Cancelled",
+            Self::DeadlineExceeded => "DeadlineExceeded",
+            Self::GpuFault => "GpuFault",
+            Self::Signaled => "Signaled",
+            Self::StartFailed => "StartFailed",
+            Self::ProcessVanished => "ProcessVanished",
+            Self::Error => "Error",
+            Self::OutputsFailed => "OutputsFailed",
+            Self::TooManyOutputs => "TooManyOutputs",
+            Self::InvalidResult => "InvalidResult",
+            Self::InputUnavailable => "InputUnavailable",
+            Self::AgentRestarted => "AgentRestarted",
+            Self::AgentError => "AgentError",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The verdict written to the Task status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -33,8 +95,8 @@ pub struct Outcome {
     pub phase: TaskPhase,
     /// For failures: the class the retry policy uses.
     pub failure_class: Option<FailureClass>,
-    /// A CamelCase reason.
-    pub reason: String,
+    /// Why.
+    pub reason: Reason,
     /// For people.
     pub message: String,
 }
@@ -64,10 +126,10 @@ fn signal_name(signal: i32) -> &'static str {
 /// Classifies an ended process. `gpu_unhealthy` says whether one of its GPUs turned unhealthy
 /// while it ran; `tail` is the end of its log.
 pub fn classify(exit: &Exit, stop: Option<Stop>, gpu_unhealthy: bool, tail: &[String]) -> Outcome {
-    let failed = |class, reason: &str, message: String| Outcome {
+    let failed = |class, reason, message: String| Outcome {
         phase: TaskPhase::Failed,
         failure_class: Some(class),
-        reason: reason.to_owned(),
+        reason,
         message,
     };
     match stop {
@@ -75,14 +137,14 @@ pub fn classify(exit: &Exit, stop: Option<Stop>, gpu_unhealthy: bool, tail: &[St
             return Outcome {
                 phase: TaskPhase::Cancelled,
                 failure_class: None,
-                reason: "Cancelled".into(),
+                reason: Reason::Cancelled,
                 message: "stopped on request".into(),
             };
         }
         Some(Stop::Deadline) => {
             return failed(
                 FailureClass::DeadlineExceeded,
-                "DeadlineExceeded",
+                Reason::DeadlineExceeded,
                 "ran longer than activeDeadlineSeconds and was killed".into(),
             );
         }
@@ -92,7 +154,7 @@ pub fn classify(exit: &Exit, stop: Option<Stop>, gpu_unhealthy: bool, tail: &[St
         return Outcome {
             phase: TaskPhase::Succeeded,
             failure_class: None,
-            reason: "Completed".into(),
+            reason: Reason::Completed,
             message: "exited with code 0".into(),
         };
     }
@@ -107,29 +169,29 @@ pub fn classify(exit: &Exit, stop: Option<Stop>, gpu_unhealthy: bool, tail: &[St
         );
         return failed(
             FailureClass::GpuFault,
-            "GpuFault",
+            Reason::GpuFault,
             format!("{}; {why}", describe(exit)),
         );
     }
     match exit {
         Exit::Signal(s) => failed(
             FailureClass::Signal,
-            "Signaled",
+            Reason::Signaled,
             format!("killed by {} ({s})", signal_name(*s)),
         ),
         Exit::SpawnFailed(e) => failed(
             FailureClass::UserError,
-            "StartFailed",
+            Reason::StartFailed,
             format!("failed to start the command: {e}"),
         ),
         Exit::Unknown => failed(
             FailureClass::AgentError,
-            "ProcessVanished",
+            Reason::ProcessVanished,
             "the process ended while the agent was not running and left no exit status".into(),
         ),
         Exit::Code(code) => failed(
             FailureClass::UserError,
-            "Error",
+            Reason::Error,
             format!("exited with code {code}"),
         ),
     }

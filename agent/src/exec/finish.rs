@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::RunHandle;
 use super::attempt::{Ended, now, progress_update, write};
-use super::classify::{Exit, Outcome, Stop, classify};
+use super::classify::{Exit, Outcome, Reason, Stop, classify};
 use crate::metrics::{PhaseLabels, TaskLabels};
 use crate::node::Node;
 use crate::status::WriteError;
@@ -34,10 +34,10 @@ fn output_kind(role: Role, file: &str) -> ArtifactKind {
 
 /// Moves the output files into the artifact store. `result.json` is read, not stored.
 async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Artifact>, Option<Value>), Outcome> {
-    let fail = |class, reason: &str, message: String| Outcome {
+    let fail = |class, reason, message: String| Outcome {
         phase: TaskPhase::Failed,
         failure_class: Some(class),
-        reason: reason.into(),
+        reason,
         message,
     };
     let out_dir = handle.dir.join("output");
@@ -45,7 +45,7 @@ async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Artifact>, Opti
     let mut entries = tokio::fs::read_dir(&out_dir).await.map_err(|e| {
         fail(
             FailureClass::AgentError,
-            "OutputsFailed",
+            Reason::OutputsFailed,
             format!("failed to read the output directory: {e}"),
         )
     })?;
@@ -63,7 +63,7 @@ async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Artifact>, Opti
     if files.len() > MAX_OUTPUTS {
         return Err(fail(
             FailureClass::UserError,
-            "TooManyOutputs",
+            Reason::TooManyOutputs,
             format!("{} output files; at most {MAX_OUTPUTS}", files.len()),
         ));
     }
@@ -78,7 +78,7 @@ async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Artifact>, Opti
                 output_kind(handle.role, &name),
             )
             .await
-            .map_err(|e| fail(FailureClass::AgentError, "OutputsFailed", e.to_string()))?;
+            .map_err(|e| fail(FailureClass::AgentError, Reason::OutputsFailed, e.to_string()))?;
         artifact.holders = vec![node.name.clone()];
         outputs.push(artifact);
     }
@@ -88,7 +88,7 @@ async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Artifact>, Opti
         Ok(m) if m.len() > MAX_RESULT => {
             return Err(fail(
                 FailureClass::UserError,
-                "InvalidResult",
+                Reason::InvalidResult,
                 format!("result.json is {} bytes; at most {MAX_RESULT}", m.len()),
             ));
         }
@@ -99,14 +99,14 @@ async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Artifact>, Opti
                 Ok(_) => {
                     return Err(fail(
                         FailureClass::UserError,
-                        "InvalidResult",
+                        Reason::InvalidResult,
                         "result.json is not a JSON object".into(),
                     ));
                 }
                 Err(e) => {
                     return Err(fail(
                         FailureClass::UserError,
-                        "InvalidResult",
+                        Reason::InvalidResult,
                         format!("result.json is not JSON: {e}"),
                     ));
                 }
@@ -142,7 +142,7 @@ pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, e
         }
     }
     status.phase = Some(outcome.phase);
-    status.reason = Some(outcome.reason.clone());
+    status.reason = Some(outcome.reason.to_string());
     status.message = Some(outcome.message.clone());
     status.completion_time = Some(now());
     status.failure_class = outcome.failure_class;
@@ -172,7 +172,7 @@ pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, e
             Some(Exit::Code(c)) => Some(c),
             _ => None,
         };
-        i.reason = Some(outcome.reason.clone());
+        i.reason = Some(outcome.reason.to_string());
         i.message = Some(outcome.message.clone());
     });
     tracing::info!(task = %handle.name, attempt = handle.attempt, phase = ?outcome.phase, reason = %outcome.reason, message = %outcome.message, "task finished");

@@ -10,7 +10,7 @@ use ringrift_crds::task::{FailureClass, StatusUpdate, Task, TaskPhase};
 use tokio::time::Instant;
 
 use super::attempt::{Ended, now, progress_update, write};
-use super::classify::{Exit, Outcome, Stop, classify};
+use super::classify::{Exit, Outcome, Reason, Stop, classify};
 use super::finish::{conclude, report};
 use super::logs::LogReader;
 use super::{RunHandle, launch, process, shim};
@@ -74,7 +74,7 @@ pub async fn execute(node: Arc<Node>, task: Task, handle: Arc<RunHandle>, start:
         Start::Fail(message) => Ended::Outcome(Outcome {
             phase: TaskPhase::Failed,
             failure_class: Some(FailureClass::AgentError),
-            reason: "AgentRestarted".into(),
+            reason: Reason::AgentRestarted,
             message: message.into(),
         }),
         Start::Report(recorded) => {
@@ -98,11 +98,11 @@ enum Launched {
     Failed(Outcome),
 }
 
-fn agent_failure(reason: &str, message: String, class: FailureClass) -> Launched {
+fn agent_failure(reason: Reason, message: String, class: FailureClass) -> Launched {
     Launched::Failed(Outcome {
         phase: TaskPhase::Failed,
         failure_class: Some(class),
-        reason: reason.into(),
+        reason,
         message,
     })
 }
@@ -133,7 +133,7 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
     for sub in ["input", "output", "work"] {
         if let Err(e) = tokio::fs::create_dir_all(dir.join(sub)).await {
             return agent_failure(
-                "AgentError",
+                Reason::AgentError,
                 format!("failed to create {}: {e}", dir.join(sub).display()),
                 FailureClass::AgentError,
             );
@@ -156,7 +156,7 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
     let mut stops = handle.stop_requests();
     tokio::select! {
         fetched = super::inputs::fetch(node, task) => if let Err(e) = fetched {
-            return agent_failure("InputUnavailable", e.to_string(), FailureClass::InputUnavailable);
+            return agent_failure(Reason::InputUnavailable, e.to_string(), FailureClass::InputUnavailable);
         },
         why = async { stops.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
             tracing::info!(task = %handle.name, ?why, "stopped while fetching its inputs");
@@ -169,7 +169,11 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
     }
     for input in &task.spec.inputs {
         if let Err(e) = node.content.materialize(input, &dir.join("input")).await {
-            return agent_failure("InputUnavailable", e.to_string(), FailureClass::InputUnavailable);
+            return agent_failure(
+                Reason::InputUnavailable,
+                e.to_string(),
+                FailureClass::InputUnavailable,
+            );
         }
     }
     let (child, program) = match spawn(node, task, handle) {
@@ -178,7 +182,7 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
     };
     let Some(pid) = child.id() else {
         return agent_failure(
-            "StartFailed",
+            Reason::StartFailed,
             "the process exited at once".into(),
             FailureClass::UserError,
         );
@@ -213,7 +217,7 @@ fn spawn(node: &Node, task: &Task, handle: &RunHandle) -> Result<(tokio::process
     let log_error = |e: std::io::Error| Outcome {
         phase: TaskPhase::Failed,
         failure_class: Some(FailureClass::AgentError),
-        reason: "AgentError".into(),
+        reason: Reason::AgentError,
         message: format!("failed to open the log: {e}"),
     };
     let log = std::fs::OpenOptions::new()
@@ -244,7 +248,7 @@ fn spawn(node: &Node, task: &Task, handle: &RunHandle) -> Result<(tokio::process
         Err(e) => Err(Outcome {
             phase: TaskPhase::Failed,
             failure_class: Some(FailureClass::UserError),
-            reason: "StartFailed".into(),
+            reason: Reason::StartFailed,
             message: format!("failed to start {}: {e}", spec.program),
         }),
     }

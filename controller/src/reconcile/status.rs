@@ -17,10 +17,36 @@ use crate::sprt;
 /// `Ready=False` until the spec or the world changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
-    /// CamelCase reason, for example `ModelNotFound`.
-    pub reason: String,
+    /// Why.
+    pub reason: BlockedReason,
     /// For people.
     pub message: String,
+}
+
+/// Why a job cannot run now: its `Ready` condition's reason (and the event's), spelled as
+/// users and alerts read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockedReason {
+    /// Not validated yet.
+    Waiting,
+    /// A model it names (or a loop's best model) does not exist.
+    ModelNotFound,
+    /// The spec cannot be run as written.
+    InvalidSpec,
+    /// Its datasets hold no finished games yet.
+    DatasetEmpty,
+}
+
+impl BlockedReason {
+    /// The reason as conditions spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "Waiting",
+            Self::ModelNotFound => "ModelNotFound",
+            Self::InvalidSpec => "InvalidSpec",
+            Self::DatasetEmpty => "DatasetEmpty",
+        }
+    }
 }
 
 /// The fields every job kind's status shares.
@@ -65,15 +91,23 @@ pub fn common(
     let start_time = Some(previous.start_time.cloned().unwrap_or(Time(now)));
     let (Some(plan), None) = (plan, blocked) else {
         let b = blocked.cloned().unwrap_or(Blocked {
-            reason: "Waiting".into(),
+            reason: BlockedReason::Waiting,
             message: "waiting for the controller".into(),
         });
-        set_condition(&mut conditions, "Ready", false, &b.reason, &b.message, g, now);
+        set_condition(
+            &mut conditions,
+            "Ready",
+            false,
+            b.reason.as_str(),
+            &b.message,
+            g,
+            now,
+        );
         set_condition(
             &mut conditions,
             "Progressing",
             false,
-            &b.reason,
+            b.reason.as_str(),
             &b.message,
             g,
             now,

@@ -16,7 +16,7 @@ use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::JobKind;
 use ringrift_crds::training::{TrainingJob, window_parts};
 
-use super::status::Blocked;
+use super::status::{Blocked, BlockedReason};
 use super::view::{JobSpecifics, JobView, default_priority};
 use crate::plan::split;
 
@@ -52,11 +52,8 @@ pub trait World {
     fn dataset(&self, namespace: &str, dataset: &str) -> Vec<DatasetPart>;
 }
 
-fn blocked(reason: &str, message: String) -> Blocked {
-    Blocked {
-        reason: reason.into(),
-        message,
-    }
+fn blocked(reason: BlockedReason, message: String) -> Blocked {
+    Blocked { reason, message }
 }
 
 fn resolve(world: &dyn World, namespace: &str, r: &ModelRef, what: &str) -> Result<ModelInfo, Blocked> {
@@ -64,15 +61,23 @@ fn resolve(world: &dyn World, namespace: &str, r: &ModelRef, what: &str) -> Resu
         (Some(model), _) => model.clone(),
         (None, Some(l)) => world.best_of(namespace, l).ok_or_else(|| {
             blocked(
-                "ModelNotFound",
+                BlockedReason::ModelNotFound,
                 format!("{what}: TrainingLoop {l} has no best model yet"),
             )
         })?,
-        (None, None) => return Err(blocked("InvalidSpec", format!("{what}: set model or bestOf"))),
+        (None, None) => {
+            return Err(blocked(
+                BlockedReason::InvalidSpec,
+                format!("{what}: set model or bestOf"),
+            ));
+        }
     };
-    world
-        .model(namespace, &name)
-        .ok_or_else(|| blocked("ModelNotFound", format!("{what}: Model {name} does not exist")))
+    world.model(namespace, &name).ok_or_else(|| {
+        blocked(
+            BlockedReason::ModelNotFound,
+            format!("{what}: Model {name} does not exist"),
+        )
+    })
 }
 
 fn finished(
@@ -203,7 +208,7 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
         .collect();
     if inputs.is_empty() {
         return Err(blocked(
-            "DatasetEmpty",
+            BlockedReason::DatasetEmpty,
             format!(
                 "no finished selfplay games in dataset(s) {}",
                 spec.datasets.join(", ")
@@ -281,7 +286,7 @@ pub fn gauntlet(job: &GauntletJob, world: &dyn World) -> Result<JobView, Blocked
         .opponent
         .clone()
         .or_else(|| names.first().cloned())
-        .ok_or_else(|| blocked("InvalidSpec", "spec.opponents is empty".into()))?;
+        .ok_or_else(|| blocked(BlockedReason::InvalidSpec, "spec.opponents is empty".into()))?;
     view.units = split::gauntlet(
         &names,
         u64::from(s.games_per_opponent),

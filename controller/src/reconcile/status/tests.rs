@@ -157,7 +157,7 @@ fn a_failed_job_says_why_and_keeps_its_completion_time() {
 fn a_blocked_job_is_not_ready_and_waits() {
     let job = job();
     let blocked = Blocked {
-        reason: "ModelNotFound".into(),
+        reason: BlockedReason::ModelNotFound,
         message: "Model gen-3 does not exist".into(),
     };
     let c = common(&job, &Previous::default(), None, Some(&blocked), None, at(0));
