@@ -7,6 +7,7 @@ mod bench;
 mod controller;
 mod crds;
 mod duration;
+pub mod harness;
 mod kubeclient;
 mod logs;
 mod sim_agents;

@@ -10,11 +10,9 @@
 
 pub use crate::https::{HttpClient, Kubeconfig};
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 /// The `ringrift` binary: `$RINGRIFT_BIN`, or the one cargo built next to the test binary.
 ///
@@ -119,38 +117,14 @@ pub fn spawn_program(
     for name in remove {
         command.env_remove(name);
     }
-    let mut child = command
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(file)
-        .spawn()
-        .map_err(|e| format!("failed to start ringrift {what}: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + START_DEADLINE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
-            let _ = child.wait();
+    command.args(args).envs(env.iter().copied()).stderr(file);
+    let what = format!("ringrift {what}");
+    ringrift::harness::spawn_announced(&mut command, &what, prefix, START_DEADLINE)
+        .map(|a| (a.child, a.line))
+        .map_err(|e| {
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(format!(
-                "ringrift {what} did not announce itself within {START_DEADLINE:?}:\n{text}"
-            ));
-        };
-        if line.starts_with(prefix) {
-            return Ok((child, line));
-        }
-    }
+            format!("{e}:\n{text}")
+        })
 }
 
 /// A scratch directory for one test, removed on drop unless the test failed (then kept, and
@@ -238,8 +212,7 @@ impl ApiServerProcess {
 
     /// Kills it with SIGKILL, as a crash would, and waits for it to be gone.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        ringrift::harness::reap(&mut self.child);
     }
 
     /// Kills it, removes its database and starts it again on the same address, as if the

@@ -10,8 +10,8 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::process::{Child, ExitStatus};
+use std::time::Duration;
 
 use crate::process::{spawn_announced, spawn_program};
 
@@ -95,8 +95,7 @@ impl RoleProcess {
 
     /// SIGKILL, as a crash would, and waits for it to be gone.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        ringrift::harness::reap(&mut self.child);
     }
 
     /// Sends SIGTERM.
@@ -104,14 +103,7 @@ impl RoleProcess {
     /// # Errors
     /// When `kill` cannot be run.
     pub fn terminate(&self) -> Result<(), String> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .map_err(|e| format!("failed to run kill: {e}"))?;
-        status
-            .success()
-            .then_some(())
-            .ok_or_else(|| format!("kill -TERM failed: {status}"))
+        ringrift::harness::terminate(self.child.id()).map_err(|e| e.to_string())
     }
 
     /// Waits at most `within` for it to exit.
@@ -119,16 +111,9 @@ impl RoleProcess {
     /// # Errors
     /// When it is still running after `within`.
     pub fn wait(&mut self, within: Duration) -> Result<ExitStatus, String> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("ringrift {} still runs after {within:?}", self.name));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        ringrift::harness::wait_exit(&mut self.child, within)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("ringrift {} still runs after {within:?}", self.name))
     }
 
     /// A client for the server it announced (its URL and certificate fingerprint): an agent's

@@ -73,7 +73,7 @@ async fn bench(args: BenchAgentIdleArgs) -> anyhow::Result<serde_json::Value> {
         extra.extend(["--simulate-gpus", gpus.as_str()]);
     }
     let mut agent = fleet.agent("idle", &extra).await?;
-    let pid = agent.child.id().context("the agent exited")?;
+    let pid = agent.pid();
     tokio::time::sleep(args.warmup).await;
     let ticks_per_s = clock_ticks()?;
     let start = Instant::now();
@@ -86,7 +86,7 @@ async fn bench(args: BenchAgentIdleArgs) -> anyhow::Result<serde_json::Value> {
     let cpu = (cpu_ticks(pid)? - cpu_start) as f64 / ticks_per_s;
     let seconds = start.elapsed().as_secs_f64();
     let thread_count = threads(pid);
-    agent.kill().await;
+    agent.kill();
     let max = samples.iter().copied().max().unwrap_or(0);
     let last = samples.last().copied().unwrap_or(0);
     let mean = samples.iter().sum::<u64>() as f64 / samples.len().max(1) as f64;

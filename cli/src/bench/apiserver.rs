@@ -12,8 +12,7 @@ use anyhow::Context;
 use hyper::body::Body as _;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use std::process::Command;
 
 use super::http::{Connection, Target};
 use super::stats::{per_second, percentile, round3};
@@ -47,14 +46,14 @@ const WATCHED: &str = "/api/v1/namespaces/bench-watch/configmaps";
 const SENT_AT: &str = "bench.ringrift.ai/sent-ns";
 
 struct Server {
-    child: Child,
+    process: super::fleet::Process,
     target: Target,
     dir: PathBuf,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        crate::harness::reap(&mut self.process.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -76,31 +75,25 @@ async fn start_server(plain: bool) -> anyhow::Result<Server> {
         ])
         .arg(dir.join("data"))
         .arg("--write-kubeconfig")
-        .arg(&kubeconfig);
+        .arg(&kubeconfig)
+        .stderr(Stdio::inherit());
     if plain {
         command.arg("--insecure-plain-http");
     }
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("failed to start ringrift apiserver")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let announced = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            if line.starts_with("ringrift apiserver listening on ") {
-                return Ok::<_, std::io::Error>(true);
-            }
-        }
-        Ok(false)
+    let announced = tokio::task::spawn_blocking(move || {
+        crate::harness::spawn_announced(
+            &mut command,
+            "ringrift apiserver",
+            "ringrift apiserver listening on ",
+            Duration::from_secs(30),
+        )
     })
-    .await
-    .context("the server did not announce its address within 30s")??;
-    anyhow::ensure!(announced, "the server exited before announcing its address");
+    .await??;
+    let process = super::fleet::Process {
+        child: announced.child,
+    };
     let target = Target::from_kubeconfig(&kubeconfig)?;
-    Ok(Server { child, target, dir })
+    Ok(Server { process, target, dir })
 }
 
 fn config_map(name: &str, annotations: &Value) -> Vec<u8> {
@@ -261,7 +254,7 @@ pub(crate) async fn measure(args: BenchApiserverArgs) -> anyhow::Result<Value> {
     );
     let server = start_server(insecure_plain_http).await?;
     let target = &server.target;
-    let pid = server.child.id().unwrap_or(0);
+    let pid = server.process.pid();
     eprintln!(
         "bench: writing {list_objects} objects with {writers} writers ({})",
         target.scheme()

@@ -10,72 +10,82 @@ use std::time::Duration;
 use anyhow::Context;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-/// One `ringrift` process.
+/// One `ringrift` process, killed (and reaped) when dropped.
 #[derive(Debug)]
 pub struct Process {
     /// The child.
-    pub child: Child,
+    pub child: std::process::Child,
 }
 
 impl Process {
-    /// SIGKILL.
-    pub async fn kill(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and waits for it to be gone.
+    pub fn kill(&mut self) {
+        crate::harness::reap(&mut self.child);
     }
 
     /// SIGTERM.
     ///
     /// # Errors
-    /// When `kill` cannot be run.
+    /// When the signal cannot be sent.
     pub fn terminate(&self) -> anyhow::Result<()> {
-        let pid = self.child.id().context("the process is gone")?;
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .context("failed to run kill")?;
-        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
-        Ok(())
+        Ok(crate::harness::terminate(self.pid())?)
+    }
+
+    /// Waits at most `within` for it to exit.
+    ///
+    /// # Errors
+    /// When it still runs after `within`.
+    pub async fn exited(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "process {} still runs after {within:?}",
+                self.pid()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
-/// Starts `ringrift <args>` and waits for a stdout line starting with `prefix`.
+impl Drop for Process {
+    fn drop(&mut self) {
+        crate::harness::reap(&mut self.child);
+    }
+}
+
+/// Starts `ringrift <args>` (its stderr inherited, its log level `RINGRIFT_BENCH_LOG` or
+/// `warn`) and waits (60 s at most) for a stdout line starting with `prefix`.
 async fn spawn(args: &[String], prefix: &str) -> anyhow::Result<Process> {
     let exe = std::env::current_exe().context("failed to find the ringrift binary")?;
     let mut command = std::process::Command::new(exe);
     if args.first().is_some_and(|role| role == "agent") {
         ringrift_agent::allocator_env(&mut command);
     }
-    let mut child = Command::from(command)
+    command
         .args(args)
         .env(
             "RINGRIFT_LOG",
             std::env::var("RINGRIFT_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
         )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("failed to start ringrift {}", args[0]))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await? {
-            if line.starts_with(prefix) {
-                return Ok::<_, std::io::Error>(Some(line));
-            }
-        }
-        Ok(None)
+        .stderr(Stdio::inherit());
+    let (what, prefix) = (format!("ringrift {}", args[0]), prefix.to_owned());
+    let announced = tokio::task::spawn_blocking(move || {
+        crate::harness::spawn_announced(&mut command, &what, &prefix, Duration::from_secs(60))
     })
-    .await
-    .with_context(|| format!("ringrift {} did not start within 60s", args[0]))??
-    .with_context(|| format!("ringrift {} exited before it started", args[0]))?;
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Process { child })
+    .await??;
+    Ok(Process {
+        child: announced.child,
+    })
 }
 
 /// An API server with the CRDs installed.

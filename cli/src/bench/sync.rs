@@ -343,8 +343,8 @@ struct Samples {
 /// gigabyte of page cache writes into warm pages. When only the copies of `cp` and `rsync` were
 /// deleted, the step after `rsync`, always the plain-HTTP pull, got warm pages and the TLS
 /// pull never did: it looked three times slower for that alone.)
-async fn discard(b: &Bench, name: &str, mut puller: Process) {
-    puller.kill().await;
+fn discard(b: &Bench, name: &str, mut puller: Process) {
+    puller.kill();
     let _ = std::fs::remove_dir_all(b.fleet.dir().join(format!("agent-{name}")));
 }
 
@@ -369,7 +369,7 @@ async fn compare(
                         .one_transfer(&name, 0, big, args.patience, Transport::Tls)
                         .await?;
                     s.tls.push(secs);
-                    discard(b, &name, puller).await;
+                    discard(b, &name, puller);
                 }
                 3 => {
                     eprintln!("round {round}: agent to agent (insecure plain HTTP)");
@@ -378,7 +378,7 @@ async fn compare(
                         .one_transfer(&name, 0, big_plain, args.patience, Transport::Plain)
                         .await?;
                     s.plain.push(secs);
-                    discard(b, &name, puller).await;
+                    discard(b, &name, puller);
                 }
                 1 => {
                     eprintln!("round {round}: cp");
