@@ -400,11 +400,15 @@ async fn finished_or_cancelled(cluster: &Cluster, name: &str) -> Task {
 async fn a_pull_waits_for_a_holder_that_is_restarting() {
     let cluster = Cluster::start("sync-wait").await;
     let a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
-    let _a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
     let made = produce(&cluster, "make", "a1", 2).await;
     drop(a1);
     consume(&cluster, "patient", "a2", &made).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The pull has found the holder gone (a failed round, counted) and keeps waiting.
+    until("a2 to have tried a1 and failed", WAIT, || async {
+        (a2.metric("ringrift_agent_transfers_total{result=\"failed\"}") >= 1.0).then_some(())
+    })
+    .await;
     let _a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
     let t = finished(&cluster, "patient").await;
     assert_eq!(phase(&t), TaskPhase::Succeeded, "{:?}", t.status);

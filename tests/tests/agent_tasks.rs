@@ -86,7 +86,12 @@ echo "role=$RINGRIFT_ROLE attempt=$RINGRIFT_ATTEMPT gpus=$CUDA_VISIBLE_DEVICES t
         )
         .unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The follow has been answered (its headers counted) before the task may end.
+    let logs = r#"ringrift_agent_http_requests_total{route="task_logs",code="200"}"#;
+    until("the log follow to be answered", WAIT, || async {
+        (agent.metric(logs) >= 1.0).then_some(())
+    })
+    .await;
     std::fs::write(&go, "").unwrap();
 
     let done = task_when(&cluster, "t1", "t1 Succeeded", |t| {

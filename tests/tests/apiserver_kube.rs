@@ -212,8 +212,14 @@ async fn a_watcher_recovers_from_410_gone() {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
     // Short server-side timeouts make the watcher re-watch from its last resourceVersion, which
-    // the writes below push out of the 5-event history.
-    let stream = watcher(cms.clone(), watcher::Config::default().timeout(1)).applied_objects();
+    // the writes below push out of the 5-event history. Without bookmarks: a bookmark (sent
+    // before a watch times out, as upstream does) would move that version forward and the
+    // re-watch would never be too old.
+    let stream = watcher(
+        cms.clone(),
+        watcher::Config::default().timeout(1).disable_bookmarks(),
+    )
+    .applied_objects();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -234,8 +240,9 @@ async fn a_watcher_recovers_from_410_gone() {
     wait_for(&mut rx, "before")
         .await
         .expect("the watcher saw the first object");
-    // Twenty writes of another kind while the watch is between re-watches: its version expires.
-    for i in 0..20 {
+    // Forty writes of another kind while the watch is between re-watches: the history (5
+    // events, compacted every 32 writes) drops the watcher's version.
+    for i in 0..40 {
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(format!("l{i}")),
@@ -245,7 +252,11 @@ async fn a_watcher_recovers_from_410_gone() {
         };
         leases.create(&PostParams::default(), &lease).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The re-watch from the expired version is answered 410 Gone; the watcher relists, which
+    // hands it the first object again.
+    wait_for(&mut rx, "before")
+        .await
+        .expect("the watcher relisted after 410 Gone");
     cms.create(&PostParams::default(), &make("after")).await.unwrap();
     wait_for(&mut rx, "after")
         .await
