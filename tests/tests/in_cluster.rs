@@ -182,7 +182,21 @@ async fn a_controller_in_a_pod_finds_trusts_and_authenticates_in_cluster_and_fol
     std::fs::write(&tokens, token_file(&[SECOND])).unwrap();
     let before = users().len();
     api.restart_on_same_address().unwrap();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Renewals go by (counted in the audit log, not slept through): more than a lease's worth.
+    until(
+        "a dozen accepted requests after the restart",
+        Duration::from_secs(60),
+        || async {
+            (users()
+                .split_off(before)
+                .iter()
+                .filter(|(u, c)| u == SECOND.1 && *c == 200)
+                .count()
+                >= 12)
+                .then_some(())
+        },
+    )
+    .await;
     assert!(
         controller.wait(Duration::from_millis(10)).is_err(),
         "still running:\n{}",

@@ -37,6 +37,12 @@ impl ElectionError {
     }
 }
 
+/// Now on tokio's clock (as a std `Instant`, which the pure decision takes): a test that
+/// pauses time moves the elector's clock with it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// Leader election for one identity on one Lease.
 pub struct Elector {
     leases: Api<Lease>,
@@ -105,7 +111,7 @@ impl Elector {
                 return false;
             }
         };
-        let now = Instant::now();
+        let now = now();
         let (spec, version) = match &current {
             Some(lease) => (
                 Some(lease.spec.clone().unwrap_or_default()),
@@ -160,7 +166,7 @@ impl Elector {
         match written {
             Ok(Ok(lease)) => {
                 let spec = lease.spec.unwrap_or_default();
-                self.observed = Some((spec, lease.metadata.resource_version, Instant::now()));
+                self.observed = Some((spec, lease.metadata.resource_version, now()));
                 true
             }
             Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
@@ -231,7 +237,7 @@ impl Elector {
         }
         tracing::info!(lease = self.name, identity = self.identity, "leading");
         let _ = leading.send(true);
-        let mut renewed = Instant::now();
+        let mut renewed = now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
@@ -242,8 +248,8 @@ impl Elector {
                 () = tokio::time::sleep(retry) => {}
             }
             if self.try_acquire_or_renew().await {
-                renewed = Instant::now();
-            } else if renewed.elapsed() >= self.timing.renew_deadline {
+                renewed = now();
+            } else if now().saturating_duration_since(renewed) >= self.timing.renew_deadline {
                 let _ = leading.send(false);
                 tracing::error!(lease = self.name, identity = self.identity, "leadership lost");
                 return Err(ElectionError::Lost {
@@ -254,3 +260,6 @@ impl Elector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
