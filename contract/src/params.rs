@@ -145,29 +145,38 @@ pub struct Hyperparameters {
 impl Default for Hyperparameters {
     fn default() -> Self {
         Self {
-            steps: default_steps(),
-            batch_size: default_batch_size(),
-            learning_rate: default_learning_rate(),
-            weight_decay: default_weight_decay(),
+            steps: DEFAULT_STEPS,
+            batch_size: DEFAULT_BATCH_SIZE,
+            learning_rate: DEFAULT_LEARNING_RATE,
+            weight_decay: DEFAULT_WEIGHT_DECAY,
             extra: BTreeMap::new(),
         }
     }
 }
 
+/// Optimiser steps unless the job says otherwise.
+pub const DEFAULT_STEPS: u64 = 1000;
+/// Positions per batch unless the job says otherwise.
+pub const DEFAULT_BATCH_SIZE: u32 = 256;
+/// Learning rate unless the job says otherwise.
+pub const DEFAULT_LEARNING_RATE: f64 = 0.001;
+/// L2 weight decay unless the job says otherwise.
+pub const DEFAULT_WEIGHT_DECAY: f64 = 0.0001;
+
 fn default_steps() -> u64 {
-    1000
+    DEFAULT_STEPS
 }
 
 fn default_batch_size() -> u32 {
-    256
+    DEFAULT_BATCH_SIZE
 }
 
 fn default_learning_rate() -> f64 {
-    0.001
+    DEFAULT_LEARNING_RATE
 }
 
 fn default_weight_decay() -> f64 {
-    0.0001
+    DEFAULT_WEIGHT_DECAY
 }
 
 /// The newest part of the training data to use; neither set: all of the inputs.

@@ -40,6 +40,18 @@ impl From<&Hyperparameters> for contract::Hyperparameters {
     }
 }
 
+impl From<&contract::Hyperparameters> for Hyperparameters {
+    fn from(h: &contract::Hyperparameters) -> Self {
+        Self {
+            steps: h.steps,
+            batch_size: h.batch_size,
+            learning_rate: h.learning_rate,
+            weight_decay: h.weight_decay,
+            extra: h.extra.clone(),
+        }
+    }
+}
+
 impl From<&TrainingWindow> for contract::Window {
     fn from(w: &TrainingWindow) -> Self {
         Self {
@@ -78,8 +90,13 @@ mod tests {
     /// the CRD documents.
     #[test]
     fn defaults_agree() {
-        let api: contract::Hyperparameters = (&Hyperparameters::default()).into();
-        assert_eq!(api, contract::Hyperparameters::default());
+        // What the API defaults a job that sets no hyperparameters to.
+        let api: Hyperparameters = serde_json::from_str("{}").unwrap();
+        assert_eq!(
+            contract::Hyperparameters::from(&api),
+            contract::Hyperparameters::default()
+        );
+        assert_eq!(api, Hyperparameters::default());
         let game: GameSpec = serde_json::from_str(r#"{"board": "connect4"}"#).unwrap();
         let handed: contract::Game = serde_json::from_str(r#"{"board": "connect4"}"#).unwrap();
         assert_eq!(contract::Game::from(&game), handed);

@@ -139,32 +139,28 @@ pub struct Hyperparameters {
     pub extra: BTreeMap<String, String>,
 }
 
+/// The defaults the workload contract documents: a job that sets nothing hands the workload
+/// exactly these.
 impl Default for Hyperparameters {
     fn default() -> Self {
-        Self {
-            steps: default_steps(),
-            batch_size: default_batch_size(),
-            learning_rate: default_learning_rate(),
-            weight_decay: default_weight_decay(),
-            extra: BTreeMap::new(),
-        }
+        (&ringrift_contract::Hyperparameters::default()).into()
     }
 }
 
 fn default_steps() -> u64 {
-    1000
+    ringrift_contract::params::DEFAULT_STEPS
 }
 
 fn default_batch_size() -> u32 {
-    256
+    ringrift_contract::params::DEFAULT_BATCH_SIZE
 }
 
 fn default_learning_rate() -> f64 {
-    0.001
+    ringrift_contract::params::DEFAULT_LEARNING_RATE
 }
 
 fn default_weight_decay() -> f64 {
-    0.0001
+    ringrift_contract::params::DEFAULT_WEIGHT_DECAY
 }
 
 /// The model a training job registers when it succeeds.
