@@ -254,6 +254,14 @@ impl Certs {
         matches!(self.source, Source::Issued { .. }).then(|| self.ca.cert_pem())
     }
 
+    /// A second handle on the cluster CA, key included: what signs joining agents' requests.
+    ///
+    /// # Errors
+    /// When the CA's own PEM does not read back (it always should).
+    pub fn signer(&self) -> Result<Ca, ringrift_tls::pki::PkiError> {
+        Ca::from_pem(self.ca.cert_pem(), self.ca.key_pem(), "the cluster CA")
+    }
+
     /// The CAs whose client certificates authenticate: the cluster CA and `--client-ca-file`.
     ///
     /// # Errors

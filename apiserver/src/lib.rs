@@ -12,6 +12,7 @@
 //! - [`run`]: the process: listen over TLS, announce, write a kubeconfig, serve until shutdown.
 
 pub mod auth;
+pub mod bootstrap;
 pub mod certs;
 pub mod http;
 pub mod proto;

@@ -287,7 +287,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         None => None,
     };
     let (acceptor, certs) = acceptor(tls.as_ref(), data_dir.as_deref(), listen, advertise)?;
+    let signer = certs
+        .as_ref()
+        .map(Certs::signer)
+        .transpose()
+        .map_err(tls_error)?
+        .map(Arc::new);
     let options = Options {
+        signer,
         open: certs.is_none() && !tokens.enabled(),
         tokens,
         rbac,

@@ -162,7 +162,7 @@ pub struct ShimArgs {
     pub command: Vec<String>,
 }
 
-fn default_name() -> String {
+pub(crate) fn default_name() -> String {
     std::env::var("NODE_NAME")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -172,7 +172,7 @@ fn default_name() -> String {
         .unwrap_or_else(|| "agent".into())
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name

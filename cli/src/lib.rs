@@ -8,8 +8,10 @@ mod controller;
 mod crds;
 mod duration;
 pub mod harness;
+mod join;
 mod kubeclient;
 mod logs;
+mod server;
 mod sim_agents;
 mod status;
 mod telemetry;
@@ -48,6 +50,13 @@ pub enum Command {
     /// CRDs, writes a kubeconfig for kubectl, applies the sample loop and shows its progress
     /// until it finishes or Ctrl-C stops everything. Re-running it resumes.
     Up(up::UpArgs),
+    /// Run the control plane of a fleet without Kubernetes on this head host.
+    ///
+    /// The embedded API server (TLS, RBAC, port 6443, state under --dir) and two controller
+    /// replicas, no agents: GPU boxes join with `ringrift join`, whose command is printed at
+    /// start. `ringrift server token create|list|delete` manages the bootstrap tokens they join
+    /// with.
+    Server(server::ServerArgs),
     /// Run the embedded Kubernetes-compatible API server.
     ///
     /// Serves the subset of the Kubernetes REST API that RingRift, kubectl and kube-rs use:
@@ -66,6 +75,13 @@ pub enum Command {
     /// state in SQLite so a restart re-adopts running tasks, and serves its REST API (default
     /// port 8770, bearer token).
     Agent(Box<agent::AgentArgs>),
+    /// Join a `ringrift server`'s fleet from this GPU box, then run the agent.
+    ///
+    /// Checks the server's CA against --ca-cert-hash, trades the bootstrap token for this
+    /// agent's own client certificate (its key made here), writes a kubeconfig into the data
+    /// directory and runs the agent with the same options as `ringrift agent`. Run again with
+    /// the same data directory, it resumes with the stored credential.
+    Join(Box<join::JoinArgs>),
     /// Run one task's command and record how it ended (started by the agent).
     #[command(hide = true)]
     TaskShim(agent::ShimArgs),
@@ -157,6 +173,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Controller(args) => controller::run_controller(args),
         Command::SimAgents(args) => sim_agents::run_sim_agents(args),
         Command::Agent(args) => agent::run_agent(*args),
+        Command::Join(args) => join::run(*args),
+        Command::Server(args) => server::run(args),
         Command::TaskShim(args) => Ok(agent::run_shim(&args)),
         Command::Workload(args) => Ok(workload::run(args)),
         Command::Status(args) => status::run(&args),

@@ -102,6 +102,62 @@ pub fn client_config(fingerprint: &str) -> Result<Arc<ClientConfig>, rustls::Err
     Ok(Arc::new(config))
 }
 
+/// Trusts whatever certificate is presented (the handshake's signatures are still checked).
+#[derive(Debug)]
+struct AnyCertificate(Signatures);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.schemes()
+    }
+}
+
+/// A client configuration that trusts any server: only for reading public data whose
+/// integrity the caller checks itself, as `ringrift join` reads the cluster CA and then checks
+/// it against the hash it was given. Send nothing secret over it.
+///
+/// # Errors
+/// Only if the crypto provider supports no protocol version (never for ring).
+pub fn discovery_config() -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = crate::provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(Signatures::new(provider))))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The name to send in the handshake for `host` (an IP address or a DNS name; pinning ignores
 /// it, but the handshake needs one).
 pub fn server_name(host: &str) -> ServerName<'static> {

@@ -293,7 +293,12 @@ pub fn answer(server: &ApiServer, route: &Route, headers: &HeaderMap) -> Respons
             Some(json!({"paths": paths}))
         }
         Route::OpenApi { group, version } => openapi(&registry, group, version),
-        Route::Version | Route::Health | Route::Metrics | Route::Object(_) => None,
+        Route::Version
+        | Route::Health
+        | Route::Metrics
+        | Route::Object(_)
+        | Route::ClusterInfo
+        | Route::Join => None,
     };
     found.map_or_else(
         || error(&ApiError::no_route()),

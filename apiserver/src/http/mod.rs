@@ -7,6 +7,7 @@ mod convert;
 mod delete;
 pub mod discovery;
 mod handlers;
+mod join;
 mod lifecycle;
 mod meta;
 pub mod metrics;

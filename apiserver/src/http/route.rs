@@ -35,6 +35,10 @@ pub enum Route {
     },
     /// A collection, an object or an object's subresource.
     Object(ObjectPath),
+    /// `/ringrift/v1/cluster-info`: the cluster CA, for a box about to join.
+    ClusterInfo,
+    /// `/ringrift/v1/join`: a bootstrap token traded for an agent's certificate.
+    Join,
 }
 
 /// The resource part of a path.
@@ -61,6 +65,8 @@ pub fn parse(path: &str) -> Option<Route> {
         ["version"] => Some(Route::Version),
         ["healthz" | "livez" | "readyz", ..] => Some(Route::Health),
         ["metrics"] => Some(Route::Metrics),
+        ["ringrift", "v1", "cluster-info"] => Some(Route::ClusterInfo),
+        ["ringrift", "v1", "join"] => Some(Route::Join),
         ["api"] => Some(Route::CoreVersions),
         ["apis"] => Some(Route::Groups),
         ["apis", group] => Some(Route::Group((*group).to_owned())),

@@ -141,10 +141,27 @@ impl ApiServer {
                 }
             }
             Some(Route::Health | Route::Version) => "health".to_owned(),
+            Some(Route::ClusterInfo | Route::Join) => "join".to_owned(),
             Some(Route::Metrics) => "metrics".to_owned(),
             Some(_) => "discovery".to_owned(),
             None => "none".to_owned(),
         };
+        // Joining authenticates with a bootstrap token, not as a user; the CA is public.
+        if let Some(join_route @ (Route::ClusterInfo | Route::Join)) = &route {
+            let response = if *join_route == Route::Join {
+                let bearer = parts
+                    .headers
+                    .get(hyper::header::AUTHORIZATION)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .map(str::trim);
+                let body = read_body(body, 64 * 1024).await;
+                super::join::join(&self, &parts.method, bearer, body).await
+            } else {
+                super::join::cluster_info(&self, &parts.method)
+            };
+            return self.finish(&parts, &path, resource, started, response);
+        }
         let user = match route {
             Some(Route::Health | Route::Version) => Err(ApiError::unauthorized()),
             _ => match self.authenticate(&parts.headers, client) {
@@ -176,6 +193,18 @@ impl ApiServer {
         } else {
             response
         };
+        self.finish(&parts, &path, resource, started, response)
+    }
+
+    /// Counts and logs an answered request.
+    fn finish(
+        &self,
+        parts: &hyper::http::request::Parts,
+        path: &str,
+        resource: String,
+        started: Instant,
+        response: Response<Body>,
+    ) -> Response<Body> {
         let elapsed = started.elapsed();
         self.metrics
             .requests

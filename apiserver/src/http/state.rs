@@ -36,6 +36,9 @@ pub struct Options {
     pub max_body: usize,
     /// How often a watch that asked for bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// The cluster CA, with its key, when this server holds it: agents joining with a
+    /// bootstrap token get their client certificates signed by it (`/ringrift/v1/join`).
+    pub signer: Option<Arc<ringrift_tls::pki::Ca>>,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             anonymous: false,
             max_body: DEFAULT_MAX_BODY,
             bookmark_interval: Duration::from_secs(10),
+            signer: None,
         }
     }
 }

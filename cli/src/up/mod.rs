@@ -6,9 +6,9 @@
 //! loop is applied (unless it exists: re-running resumes) and its progress shown until it
 //! finishes or Ctrl-C stops everything.
 
-mod identities;
+pub(crate) mod identities;
 pub(crate) mod progress;
-mod roles;
+pub(crate) mod roles;
 
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
@@ -62,9 +62,10 @@ pub struct UpArgs {
     pub plain: bool,
 }
 
-/// Claims `dir` for this process: refuses when another live `ringrift up` holds it (two API
-/// servers on one database would diverge). A claim left by a process that is gone is taken over.
-fn claim(dir: &Path) -> anyhow::Result<PathBuf> {
+/// Claims `dir` for this process: refuses when another live `ringrift up` or `ringrift server`
+/// holds it (two API servers on one database would diverge). A claim left by a process that is
+/// gone is taken over.
+pub(crate) fn claim(dir: &Path) -> anyhow::Result<PathBuf> {
     let lock = dir.join("up.pid");
     if let Ok(text) = std::fs::read_to_string(&lock)
         && let Ok(pid) = text.trim().parse::<u32>()
@@ -72,7 +73,7 @@ fn claim(dir: &Path) -> anyhow::Result<PathBuf> {
         && Path::new(&format!("/proc/{pid}")).exists()
     {
         bail!(
-            "another `ringrift up` (pid {pid}) is using {}; stop it first (or use another --dir)",
+            "another `ringrift up` or `ringrift server` (pid {pid}) is using {}; stop it first (or use another --dir)",
             dir.display()
         );
     }
@@ -81,7 +82,7 @@ fn claim(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(lock)
 }
 
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
+pub(crate) async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in ringrift_crds::all() {
         let name = crd.name_any();
@@ -201,8 +202,8 @@ fn read_loop(file: Option<&Path>) -> anyhow::Result<TrainingLoop> {
 
 /// The API server, running in this process: over TLS with RBAC on, its state and CA under
 /// `apiserver/`, the administrator's kubeconfig written to `kubeconfig`.
-struct EmbeddedApi {
-    kubeconfig: PathBuf,
+pub(crate) struct EmbeddedApi {
+    pub(crate) kubeconfig: PathBuf,
     task: tokio::task::JoinHandle<Result<(), ringrift_apiserver::run::RunError>>,
     stop: CancellationToken,
 }
@@ -211,13 +212,26 @@ impl EmbeddedApi {
     /// Starts the server on `listen` and waits (30 s at most) until it has written its
     /// kubeconfig, which it does once serving.
     async fn start(dir: &Path, listen: std::net::SocketAddr) -> anyhow::Result<Self> {
+        Self::start_with(dir, listen, &[]).await
+    }
+
+    /// [`Self::start`], its serving certificate also naming `sans` (the names other hosts
+    /// reach it by).
+    pub(crate) async fn start_with(
+        dir: &Path,
+        listen: std::net::SocketAddr,
+        sans: &[String],
+    ) -> anyhow::Result<Self> {
         let kubeconfig = dir.join("kubeconfig");
         let _ = std::fs::remove_file(&kubeconfig);
         let stop = CancellationToken::new();
         let config = ringrift_apiserver::run::Config {
             listen,
             advertise: None,
-            tls: Some(ringrift_apiserver::certs::TlsOptions::default()),
+            tls: Some(ringrift_apiserver::certs::TlsOptions {
+                sans: sans.to_vec(),
+                ..ringrift_apiserver::certs::TlsOptions::default()
+            }),
             data_dir: Some(dir.join("apiserver")),
             token: None,
             token_file: None,
@@ -251,7 +265,7 @@ impl EmbeddedApi {
     }
 
     /// The server's URL, as its kubeconfig names it.
-    fn url(&self) -> anyhow::Result<String> {
+    pub(crate) fn url(&self) -> anyhow::Result<String> {
         kube::config::Kubeconfig::read_from(&self.kubeconfig)?
             .clusters
             .first()
@@ -260,7 +274,7 @@ impl EmbeddedApi {
     }
 
     /// Stops the server, waiting 10 s at most.
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }

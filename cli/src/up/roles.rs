@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 use super::identities::{self, Identity};
 
 /// A child process of `up`: a controller replica or an agent.
-pub(super) struct Role {
+pub(crate) struct Role {
     name: String,
     child: Child,
 }
@@ -33,7 +33,7 @@ fn secret_file(path: &Path) -> anyhow::Result<()> {
 
 /// The shared secrets of the processes `up` starts, each in a file of `dir` made the first time:
 /// the agents' REST token, the cluster key (gossip and peer fetches) and the metrics token.
-pub(super) struct Secrets {
+pub(crate) struct Secrets {
     token: PathBuf,
     cluster_key: PathBuf,
     metrics_token: PathBuf,
@@ -41,7 +41,7 @@ pub(super) struct Secrets {
 
 impl Secrets {
     /// Makes the secrets in `dir` that are not there yet.
-    pub(super) fn in_dir(dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn in_dir(dir: &Path) -> anyhow::Result<Self> {
         let secrets = Self {
             token: dir.join("agent-token"),
             cluster_key: dir.join("cluster-key"),
@@ -57,7 +57,7 @@ impl Secrets {
 /// Starts `controllers` controller replicas and `agents` agents against the API server at
 /// `url`, each with a client certificate from the cluster CA of `dir/apiserver` (kubeconfigs
 /// under `dir/credentials`).
-pub(super) fn start(
+pub(crate) fn start(
     dir: &Path,
     url: &str,
     secrets: &Secrets,
@@ -116,7 +116,7 @@ pub(super) fn start(
 }
 
 /// Which of `roles` has exited, with where its log is.
-pub(super) fn exited(roles: &mut [Role], dir: &Path) -> Option<String> {
+pub(crate) fn exited(roles: &mut [Role], dir: &Path) -> Option<String> {
     roles.iter_mut().find_map(|r| {
         let status = r.child.try_wait().ok()??;
         Some(format!(
@@ -153,7 +153,7 @@ fn spawn(exe: &Path, dir: &Path, name: &str, args: &[String]) -> anyhow::Result<
 }
 
 /// SIGTERM to each, then SIGKILL to those still running after `grace`.
-pub(super) async fn stop(roles: &mut [Role], grace: Duration) {
+pub(crate) async fn stop(roles: &mut [Role], grace: Duration) {
     for r in roles.iter() {
         if let Some(pid) = r
             .child

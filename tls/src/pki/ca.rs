@@ -239,6 +239,63 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Signs the key of a certificate signing request as a client certificate for `user` in
+    /// `group`, valid from `now` for `validity` seconds. Only the request's public key is
+    /// used (its signature proves the requester holds the key); the subject and every other
+    /// attribute come from the CA's side, so a requester cannot ask for another identity.
+    ///
+    /// # Errors
+    /// [`PkiError::Certificate`] when the request does not parse or its signature does not
+    /// verify; [`PkiError::Generate`] when the certificate cannot be made.
+    pub fn sign_client_request(
+        &self,
+        request_pem: &str,
+        user: &str,
+        group: Option<&str>,
+        now: i64,
+        validity: i64,
+    ) -> Result<String, PkiError> {
+        let mut request = rcgen::CertificateSigningRequestParams::from_pem(request_pem).map_err(|e| {
+            PkiError::Certificate {
+                what: "the certificate signing request".into(),
+                reason: e.to_string(),
+            }
+        })?;
+        let mut params = leaf_params(user, now, validity);
+        if let Some(group) = group {
+            params.distinguished_name.push(DnType::OrganizationName, group);
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        request.params = params;
+        let cert = request
+            .signed_by(&self.issuer)
+            .map_err(generate_err("a client certificate"))?;
+        Ok(cert.pem())
+    }
+}
+
+/// A new key pair and a certificate signing request for it (PEM both): what a joining agent
+/// sends, keeping its key. The request names `subject`; the CA decides the identity anyway.
+///
+/// # Errors
+/// When the key or request cannot be made.
+pub fn signing_request(subject: &str) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate().map_err(generate_err("a client key"))?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, subject);
+    params.distinguished_name = dn;
+    let request = params
+        .serialize_request(&key)
+        .map_err(generate_err("a certificate signing request"))?;
+    let pem = request
+        .pem()
+        .map_err(generate_err("a certificate signing request"))?;
+    Ok((key.serialize_pem(), pem))
+}
+
 /// A self-signed serving certificate for `names`: the key pair of one agent or controller,
 /// trusted by its fingerprint rather than by a CA.
 ///

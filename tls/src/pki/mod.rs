@@ -7,7 +7,7 @@
 mod ca;
 mod info;
 
-pub use ca::{Ca, self_signed, valid_dns_name};
+pub use ca::{Ca, self_signed, signing_request, valid_dns_name};
 pub use info::{CertInfo, renew_at, renewal, spki_hash};
 
 use rustls::pki_types::pem::PemObject as _;

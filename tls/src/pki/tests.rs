@@ -137,3 +137,54 @@ fn renewal_after_two_thirds_of_the_lifetime_or_for_missing_names_or_another_issu
     );
     assert!(renew_at(&cert) > NOW + 199 * DAY && renew_at(&cert) <= NOW + 201 * DAY);
 }
+
+#[test]
+fn a_signing_request_gets_the_identity_the_ca_decides_and_keeps_its_key() {
+    let ca = Ca::generate("ringrift-ca", NOW).unwrap();
+    let (key, request) = signing_request("ringrift:agent:someone-else").unwrap();
+    let cert = ca
+        .sign_client_request(
+            &request,
+            "ringrift:agent:gpu-1",
+            Some("ringrift:agents"),
+            NOW,
+            DAY,
+        )
+        .unwrap();
+    let info = CertInfo::from_pem(cert.as_bytes(), "issued").unwrap();
+    assert_eq!(
+        info.common_names,
+        ["ringrift:agent:gpu-1"],
+        "the CA names it, not the request"
+    );
+    assert_eq!(info.organizations, ["ringrift:agents"]);
+    assert_eq!(info.issuer, "ringrift-ca");
+    // The certificate is for the requester's own key.
+    let pem = Pem { cert, key };
+    assert!(pem.chain().is_ok() && pem.private_key().is_ok());
+    let issued_key = rcgen::KeyPair::from_pem(&pem.key).unwrap();
+    let chain = pem.chain().unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+    assert_eq!(
+        parsed.public_key().raw,
+        rcgen::PublicKeyData::subject_public_key_info(&issued_key)
+    );
+    // A request that is not one, or whose signature does not verify, is refused.
+    assert!(ca.sign_client_request("garbage", "u", None, NOW, DAY).is_err());
+    // The same request with one byte of its signed subject changed.
+    let (_, marked) = signing_request("zzzzzzzz").unwrap();
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(marked.as_bytes())
+        .map(|d: rustls::pki_types::CertificateSigningRequestDer<'_>| d.as_ref().to_vec())
+        .unwrap();
+    let at = der.windows(8).position(|w| w == b"zzzzzzzz").unwrap();
+    let mut changed = der.clone();
+    changed[at] = b'y';
+    let tampered = format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &changed)
+    );
+    let e = ca
+        .sign_client_request(&tampered, "u", None, NOW, DAY)
+        .unwrap_err();
+    assert!(e.to_string().contains("signature"), "{e}");
+}

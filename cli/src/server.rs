@@ -1,0 +1,309 @@
+//! `ringrift server`: the control plane of a fleet without Kubernetes, for a head host. The
+//! embedded API server (TLS, RBAC, state under `--dir`, port 6443 on every address by default)
+//! and the controller replicas (as `ringrift up` runs them), no agents and no demo loop. GPU
+//! boxes join with `ringrift join`; the command to run on them is printed at start.
+//!
+//! `ringrift server token create|list|delete` manages the bootstrap tokens they join with
+//! (Secrets `kube-system/bootstrap-token-<id>`, as kubeadm keeps them), through the API with
+//! the administrator's kubeconfig in `--dir`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use ringrift_apiserver::bootstrap::{self, Stored, Token};
+
+use crate::up::{EmbeddedApi, claim, identities, install_crds, roles};
+
+/// Options of `ringrift server`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServerArgs {
+    /// Manage bootstrap tokens instead of running the server.
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
+    /// Where the state lives: the API server's database and CA, credentials, logs. Keep it
+    /// across upgrades: restarting with the same directory resumes.
+    #[arg(
+        long,
+        env = "RINGRIFT_SERVER_DIR",
+        default_value = "/var/lib/ringrift-server",
+        global = true
+    )]
+    pub dir: PathBuf,
+    /// Address of the API server.
+    #[arg(long, env = "RINGRIFT_SERVER_LISTEN", default_value = "0.0.0.0:6443")]
+    pub listen: SocketAddr,
+    /// The name or address GPU boxes reach this host by (repeatable): put in the serving
+    /// certificate and in the printed join command. Default: this host's name.
+    #[arg(long, env = "RINGRIFT_SERVER_ADVERTISE", value_delimiter = ',')]
+    pub advertise: Vec<String>,
+    /// Controller replicas (one leads).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub controllers: u32,
+}
+
+/// `ringrift server token …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ServerCommand {
+    /// Bootstrap tokens for `ringrift join`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `ringrift server token create|list|delete`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Make a token and print it (with the join command).
+    Create {
+        /// How long it works (`0s`: forever).
+        #[arg(long, default_value = "24h", value_parser = crate::duration::parse)]
+        ttl: Duration,
+        /// How many boxes may join with it (default: any number until it expires).
+        #[arg(long)]
+        usages: Option<u32>,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the tokens: id, expiry, uses.
+    List,
+    /// Delete a token (by id or whole token): boxes can no longer join with it.
+    Delete {
+        /// The token id (the part before the dot) or the whole token.
+        id: String,
+    },
+}
+
+/// The URL joining boxes use: the first advertised name, else this host's name, and `port`.
+fn join_url(args: &ServerArgs, port: u16) -> String {
+    let host = args.advertise.first().cloned().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    });
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    format!("https://{host}:{port}")
+}
+
+/// `sha256:<hex>` of the cluster CA's public key, from `dir`.
+fn ca_hash(dir: &Path) -> anyhow::Result<String> {
+    Ok(identities::cluster_ca(&dir.join("apiserver"))?.hash())
+}
+
+/// The join command for `token`.
+fn join_command(url: &str, token: &Token, hash: &str) -> String {
+    format!("ringrift join {url} --token {token} --ca-cert-hash {hash}")
+}
+
+async fn admin_client(dir: &Path) -> anyhow::Result<Client> {
+    let kubeconfig = dir.join("kubeconfig");
+    anyhow::ensure!(
+        kubeconfig.exists(),
+        "{} does not exist: is `ringrift server --dir {}` running (or has it run)?",
+        kubeconfig.display(),
+        dir.display()
+    );
+    crate::kubeclient::client(&crate::kubeclient::KubeArgs {
+        kubeconfig: Some(kubeconfig),
+    })
+    .await
+}
+
+/// Creates a token in the API.
+async fn create_token(
+    client: &Client,
+    ttl: Duration,
+    usages: Option<u32>,
+    description: &str,
+) -> anyhow::Result<Token> {
+    let token = Token::generate();
+    let expires = (!ttl.is_zero())
+        .then(|| jiff::Timestamp::now().checked_add(jiff::SignedDuration::try_from(ttl).unwrap_or_default()))
+        .transpose()
+        .context("--ttl is too long")?;
+    let secret: Secret = serde_json::from_value(bootstrap::secret(&token, expires, usages, description))?;
+    Api::<Secret>::namespaced(client.clone(), bootstrap::NAMESPACE)
+        .create(&PostParams::default(), &secret)
+        .await
+        .context("failed to store the token")?;
+    Ok(token)
+}
+
+/// The tokens stored, usable or not.
+async fn tokens(client: &Client) -> anyhow::Result<Vec<Stored>> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), bootstrap::NAMESPACE)
+        .list(&ListParams::default().fields(&format!("type={}", bootstrap::SECRET_TYPE)))
+        .await
+        .context("failed to list the tokens")?;
+    Ok(secrets
+        .items
+        .iter()
+        .filter_map(|s| serde_json::to_value(s).ok())
+        .filter_map(|v| Stored::from_secret(&v))
+        .collect())
+}
+
+async fn token_command(dir: &Path, advertise: &[String], command: TokenCommand) -> anyhow::Result<()> {
+    let client = admin_client(dir).await?;
+    // The URL the running server printed (its port may have been chosen at start).
+    let url = std::fs::read_to_string(dir.join("join-url")).unwrap_or_else(|_| {
+        format!(
+            "https://{}:6443",
+            advertise.first().map_or("HEAD", String::as_str)
+        )
+    });
+    match command {
+        TokenCommand::Create {
+            ttl,
+            usages,
+            description,
+        } => {
+            let token = create_token(&client, ttl, usages, &description).await?;
+            println!("{token}");
+            eprintln!("join with: {}", join_command(&url, &token, &ca_hash(dir)?));
+        }
+        TokenCommand::List => {
+            println!("{:<8} {:<22} {:<8} DESCRIPTION", "ID", "EXPIRES", "USES");
+            for t in tokens(&client).await? {
+                let expires = t.expires.map_or_else(
+                    || "never".to_owned(),
+                    |e| e.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                );
+                let uses = match t.usage_limit {
+                    Some(limit) => format!("{}/{limit}", t.usages),
+                    None => t.usages.to_string(),
+                };
+                println!("{:<8} {expires:<22} {uses:<8} {}", t.id, t.description);
+            }
+        }
+        TokenCommand::Delete { id } => {
+            let id = id.split('.').next().unwrap_or(&id).to_owned();
+            Api::<Secret>::namespaced(client, bootstrap::NAMESPACE)
+                .delete(
+                    &format!("{}{id}", bootstrap::NAME_PREFIX),
+                    &DeleteParams::default(),
+                )
+                .await
+                .with_context(|| format!("failed to delete token {id}"))?;
+            println!("deleted token {id}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `ringrift server` (or one of its token commands).
+pub(crate) fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let dir = std::path::absolute(&args.dir).with_context(|| format!("bad --dir {}", args.dir.display()))?;
+    let runtime = crate::runtime()?;
+    if let Some(ServerCommand::Token(command)) = args.command {
+        runtime.block_on(token_command(&dir, &args.advertise, command))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    runtime.block_on(serve(&args, &dir))
+}
+
+async fn serve(args: &ServerArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir.join("logs"))
+        .with_context(|| format!("failed to create {}", dir.display()))?;
+    let lock = claim(dir)?;
+    let secrets = roles::Secrets::in_dir(dir)?;
+    let mut sans = args.advertise.clone();
+    sans.extend(
+        join_url(args, 0)
+            .strip_prefix("https://")
+            .and_then(|h| h.rsplit_once(':'))
+            .map(|(h, _)| h.trim_matches(['[', ']']).to_owned()),
+    );
+    let api = EmbeddedApi::start_with(dir, args.listen, &sans).await?;
+    let port = api
+        .url()?
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(args.listen.port());
+    let url = &join_url(args, port);
+    std::fs::write(dir.join("join-url"), url)
+        .with_context(|| format!("failed to write {}", dir.join("join-url").display()))?;
+    let client = crate::kubeclient::client(&crate::kubeclient::KubeArgs {
+        kubeconfig: Some(api.kubeconfig.clone()),
+    })
+    .await?;
+    install_crds(&client).await?;
+    identities::grant(&client, "default").await?;
+    let mut roles = roles::start(dir, &api.url()?, &secrets, args.controllers, 0)?;
+    // As `kubeadm init`: a fresh token for the banner, valid for a day (stored tokens are
+    // never printed back).
+    let token = create_token(
+        &client,
+        Duration::from_secs(24 * 3600),
+        None,
+        "printed by ringrift server at start",
+    )
+    .await?;
+    println!(
+        "ringrift server: serving {url} (state in {}, logs in {})",
+        dir.display(),
+        dir.join("logs").display()
+    );
+    println!("kubectl: export KUBECONFIG={}", api.kubeconfig.display());
+    println!("join a GPU box (this token works for 24 h; `ringrift server token create` makes more):");
+    println!("  {}", join_command(url, &token, &ca_hash(dir)?));
+    let stop = crate::apiserver::shutdown_on_signal();
+    let ended = loop {
+        tokio::select! {
+            () = stop.cancelled() => break None,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Some(why) = roles::exited(&mut roles, dir) {
+            break Some(why);
+        }
+    };
+    println!("stopping…");
+    roles::stop(&mut roles, Duration::from_secs(20)).await;
+    api.stop().await;
+    let _ = std::fs::remove_file(&lock);
+    if let Some(why) = ended {
+        bail!("{why}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_join_command_names_the_advertised_host_and_port() {
+        let args = |advertise: &[&str], listen: &str| ServerArgs {
+            command: None,
+            dir: PathBuf::from("/tmp/x"),
+            listen: listen.parse().unwrap(),
+            advertise: advertise.iter().map(|s| (*s).to_owned()).collect(),
+            controllers: 2,
+        };
+        assert_eq!(
+            join_url(&args(&["head.example", "198.18.0.2"], "0.0.0.0:6443"), 6443),
+            "https://head.example:6443"
+        );
+        assert_eq!(
+            join_url(&args(&["2001:db8::1"], "[::]:0"), 7443),
+            "https://[2001:db8::1]:7443"
+        );
+        let token = Token::parse("abcdef.0123456789abcdef").unwrap();
+        assert_eq!(
+            join_command("https://h:6443", &token, "sha256:ab"),
+            "ringrift join https://h:6443 --token abcdef.0123456789abcdef --ca-cert-hash sha256:ab"
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! `ringrift server` and `ringrift join`, as real processes: the server prints a join command;
+//! a box joins with it (CA checked by hash, bootstrap token traded for its own client
+//! certificate), registers and becomes Ready under its node-restricted identity; a rejoin with
+//! the same data directory resumes without a token; and joins that must not happen are refused
+//! with a message saying why (wrong CA hash, expired or used-up token, a name a live agent
+//! holds, a malformed token).
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use ringrift_apiserver::bootstrap::{self, Token};
+use ringrift_crds::agent::Agent;
+use ringrift_e2e::cluster::until;
+use ringrift_e2e::process::{Scratch, ringrift_bin};
+use ringrift_e2e::role::RoleProcess;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A process stopped as an operator would (SIGTERM, then waited for), also when the test
+/// fails: `ringrift server` then stops its controllers too.
+struct Graceful(RoleProcess);
+
+impl Drop for Graceful {
+    fn drop(&mut self) {
+        let _ = self.0.terminate();
+        let _ = self.0.wait(Duration::from_secs(30));
+    }
+}
+
+struct Joined {
+    url: String,
+    token: String,
+    hash: String,
+}
+
+/// `ringrift join …` once, to its end: exit status and stderr.
+fn join_fails(url: &str, token: &str, hash: &str, name: &str, data_dir: &Path) -> (i32, String) {
+    let out = Command::new(ringrift_bin().unwrap())
+        .args([
+            "join",
+            url,
+            "--token",
+            token,
+            "--ca-cert-hash",
+            hash,
+            "--name",
+            name,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "--simulate-gpus", "1xT4-16GB"])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn join_args(j: &Joined, name: &str, data_dir: &Path, token: bool) -> Vec<String> {
+    let mut args: Vec<String> = vec!["join".into(), j.url.clone()];
+    if token {
+        args.extend([
+            "--token".into(),
+            j.token.clone(),
+            "--ca-cert-hash".into(),
+            j.hash.clone(),
+        ]);
+    }
+    args.extend(
+        [
+            "--name",
+            name,
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--simulate-gpus",
+            "1xT4-16GB",
+            "--heartbeat",
+            "500ms",
+            "--heartbeat-lease",
+            "3s",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+async fn admin(dir: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(dir.join("kubeconfig")).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+async fn ready(agents: &Api<Agent>, name: &str) -> bool {
+    agents.get_opt(name).await.ok().flatten().is_some_and(|a| {
+        a.status
+            .unwrap_or_default()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// A stored token with these fields changed (`stringData`).
+async fn put_token(client: &Client, changes: &[(&str, &str)]) -> Token {
+    let token = Token::generate();
+    let mut secret = bootstrap::secret(&token, None, None, "test");
+    for (k, v) in changes {
+        secret["stringData"][*k] = serde_json::json!(v);
+    }
+    Api::<Secret>::namespaced(client.clone(), bootstrap::NAMESPACE)
+        .create(&PostParams::default(), &serde_json::from_value(secret).unwrap())
+        .await
+        .unwrap();
+    token
+}
+
+/// Joins that must not happen, each refused saying why; none leaves a credential behind.
+async fn refusals(j: &Joined, client: &Client, other: &Path) {
+    let wrong_hash = format!("sha256:{}", "0".repeat(64));
+    for (token, hash, name, why) in [
+        (
+            j.token.clone(),
+            wrong_hash.clone(),
+            "box2",
+            "does not match --ca-cert-hash",
+        ),
+        (
+            j.token.clone(),
+            j.hash.clone(),
+            "box1",
+            "a live agent holds this name",
+        ),
+        ("not-a-token".to_owned(), j.hash.clone(), "box2", "<id>.<secret>"),
+        (
+            "abcdef.0123456789abcdef".to_owned(),
+            j.hash.clone(),
+            "box2",
+            "the bootstrap token is not valid",
+        ),
+        (
+            put_token(client, &[("expiration", "2020-01-01T00:00:00Z")])
+                .await
+                .to_string(),
+            j.hash.clone(),
+            "box2",
+            "expired",
+        ),
+        (
+            put_token(client, &[("usage-limit", "1"), ("usages", "1")])
+                .await
+                .to_string(),
+            j.hash.clone(),
+            "box2",
+            "used up",
+        ),
+    ] {
+        let (code, stderr) = join_fails(&j.url, &token, &hash, name, other);
+        assert_ne!(code, 0, "{name} with {token}: {stderr}");
+        assert!(stderr.contains(why), "{why:?} in: {stderr}");
+        assert!(
+            !other.join("kubeconfig").exists(),
+            "no credential after a refusal"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_joins_with_the_printed_command_and_bad_joins_are_refused() {
+    let scratch = Scratch::new("fleet-join").unwrap();
+    let dir = scratch.0.join("server");
+    let server = Graceful(
+        RoleProcess::start(
+            &scratch.0,
+            "server",
+            &[
+                "server",
+                "--dir",
+                &dir.display().to_string(),
+                "--listen",
+                "127.0.0.1:0",
+                "--advertise",
+                "127.0.0.1",
+                "--controllers",
+                "1",
+            ]
+            .map(String::from),
+            "  ringrift join https://",
+        )
+        .unwrap(),
+    );
+    // The printed command, word for word.
+    let words: Vec<&str> = server.0.announced.split_whitespace().collect();
+    assert_eq!(
+        (words[0], words[1], words[3], words[5]),
+        ("ringrift", "join", "--token", "--ca-cert-hash")
+    );
+    let j = Joined {
+        url: words[2].to_owned(),
+        token: words[4].to_owned(),
+        hash: words[6].to_owned(),
+    };
+    let client = admin(&dir).await;
+    let agents: Api<Agent> = Api::all(client.clone());
+
+    // A box joins and becomes Ready under its own identity.
+    let box1 = scratch.0.join("box1");
+    let joined = RoleProcess::start(
+        &scratch.0,
+        "box1",
+        &join_args(&j, "box1", &box1, true),
+        "ringrift agent box1: REST on",
+    )
+    .unwrap();
+    assert!(
+        joined.log().is_empty() || !joined.log().contains("ERROR"),
+        "{}",
+        joined.log()
+    );
+    until("box1 Ready", WAIT, || async {
+        ready(&agents, "box1").await.then_some(())
+    })
+    .await;
+    let kubeconfig = std::fs::read_to_string(box1.join("kubeconfig")).unwrap();
+    assert!(kubeconfig.contains("client-certificate-data") && !kubeconfig.contains(&j.token));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(box1.join("kubeconfig")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    refusals(&j, &client, &scratch.0.join("other")).await;
+
+    // Stopped and started again with its data directory: no token needed, Ready again.
+    joined.terminate().unwrap();
+    let mut joined = joined;
+    joined.wait(Duration::from_secs(30)).unwrap();
+    let again = RoleProcess::start(
+        &scratch.0,
+        "box1-again",
+        &join_args(&j, "box1", &box1, false),
+        "ringrift agent box1: REST on",
+    )
+    .unwrap();
+    assert!(std::fs::read_to_string(scratch.0.join("box1-again.log")).is_ok());
+    until("box1 Ready again", WAIT, || async {
+        ready(&agents, "box1").await.then_some(())
+    })
+    .await;
+    drop(again);
+    drop(server);
+}
