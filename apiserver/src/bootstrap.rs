@@ -19,6 +19,10 @@ pub const SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
 /// The prefix of a bootstrap token Secret's name; the token id follows.
 pub const NAME_PREFIX: &str = "bootstrap-token-";
 
+/// The Secret (in [`NAMESPACE`]) whose `key` a joining agent is handed: the fleet's cluster key
+/// (gossip and fetches between agents), when the server keeps one.
+pub const CLUSTER_KEY_SECRET: &str = "ringrift-cluster-key";
+
 const ID_LEN: usize = 6;
 const SECRET_LEN: usize = 16;
 

@@ -129,12 +129,7 @@ async fn call(
 ///
 /// # Errors
 /// A wrong CA hash, an unreachable server, or the server's refusal, said plainly.
-pub async fn exchange(
-    url: &str,
-    token: &str,
-    ca_cert_hash: &str,
-    name: &str,
-) -> anyhow::Result<(String, Pem)> {
+pub async fn exchange(url: &str, token: &str, ca_cert_hash: &str, name: &str) -> anyhow::Result<Joined> {
     let authority = authority(url)?;
     let wanted = normalize_hash(ca_cert_hash)?;
     // 1. The CA, read without trusting anyone: public data, checked against the hash.
@@ -186,7 +181,28 @@ pub async fn exchange(
         .as_str()
         .context("the server's answer holds no certificate")?
         .to_owned();
-    Ok((ca_pem, Pem { cert, key }))
+    let cluster_key = match answer["clusterKey"].as_str() {
+        Some(b64) => Some(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                .context("the server's cluster key is not base64")?,
+        ),
+        None => None,
+    };
+    Ok(Joined {
+        ca: ca_pem,
+        identity: Pem { cert, key },
+        cluster_key,
+    })
+}
+
+/// What joining gives a box.
+pub struct Joined {
+    /// The cluster CA, PEM.
+    pub ca: String,
+    /// The agent's client certificate and key.
+    pub identity: Pem,
+    /// The fleet's cluster key (gossip and fetches between agents), when the server has one.
+    pub cluster_key: Option<Vec<u8>>,
 }
 
 /// A systemd unit running `ringrift join` with these arguments.
@@ -252,13 +268,23 @@ pub(crate) fn run(mut args: JoinArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .context("--ca-cert-hash is needed to join (`ringrift server` prints it)")?;
         ringrift_apiserver::bootstrap::Token::parse(token).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
-        let (ca, identity) = crate::runtime()?.block_on(exchange(&args.url, token, hash, &name))?;
-        write_kubeconfig(&path, &args.url, &ca, &identity)?;
+        let joined = crate::runtime()?.block_on(exchange(&args.url, token, hash, &name))?;
+        write_kubeconfig(&path, &args.url, &joined.ca, &joined.identity)?;
+        if let Some(key) = &joined.cluster_key {
+            let key_file = data_dir.join("cluster-key");
+            ringrift_tls::files::write_private(&key_file, key)
+                .with_context(|| format!("cannot write {}", key_file.display()))?;
+        }
         println!(
             "ringrift join: {name} joined {}; credential in {}",
             args.url,
             path.display()
         );
+    }
+    // The fleet's cluster key, as joining stored it, unless one was given.
+    let key_file = data_dir.join("cluster-key");
+    if args.agent.sync.cluster_key_file.is_none() && key_file.exists() {
+        args.agent.sync.cluster_key_file = Some(key_file);
     }
     args.agent.kube.kubeconfig = Some(path);
     args.agent.name = Some(name);

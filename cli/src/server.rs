@@ -121,6 +121,26 @@ async fn admin_client(dir: &Path) -> anyhow::Result<Client> {
     .await
 }
 
+/// Stores the fleet's cluster key where joining agents are handed it
+/// ([`bootstrap::CLUSTER_KEY_SECRET`]), readable by the administrator only.
+async fn share_cluster_key(client: &Client, path: &Path) -> anyhow::Result<()> {
+    let key = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": bootstrap::CLUSTER_KEY_SECRET, "namespace": bootstrap::NAMESPACE},
+        "data": {"key": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key)},
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), bootstrap::NAMESPACE)
+        .patch(
+            bootstrap::CLUSTER_KEY_SECRET,
+            &kube::api::PatchParams::apply("ringrift-server").force(),
+            &kube::api::Patch::Apply(&secret),
+        )
+        .await
+        .context("failed to store the cluster key for joining agents")?;
+    Ok(())
+}
+
 /// Creates a token in the API.
 async fn create_token(
     client: &Client,
@@ -241,6 +261,7 @@ async fn serve(args: &ServerArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     .await?;
     install_crds(&client).await?;
     identities::grant(&client, "default").await?;
+    share_cluster_key(&client, &secrets.cluster_key_path()).await?;
     let mut roles = roles::start(dir, &api.url()?, &secrets, args.controllers, 0)?;
     // As `kubeadm init`: a fresh token for the banner, valid for a day (stored tokens are
     // never printed back).

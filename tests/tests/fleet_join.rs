@@ -89,6 +89,8 @@ fn join_args(j: &Joined, name: &str, data_dir: &Path, token: bool) -> Vec<String
             "500ms",
             "--heartbeat-lease",
             "3s",
+            "--gossip-listen",
+            "127.0.0.1:0",
         ]
         .map(String::from),
     );
@@ -239,6 +241,11 @@ async fn a_box_joins_with_the_printed_command_and_bad_joins_are_refused() {
         &std::fs::metadata(box1.join("kubeconfig")).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
+    // It was handed the fleet's cluster key (gossip and fetches between agents).
+    assert_eq!(
+        std::fs::read(box1.join("cluster-key")).unwrap(),
+        std::fs::read(dir.join("cluster-key")).unwrap()
+    );
 
     refusals(&j, &client, &scratch.0.join("other")).await;
 

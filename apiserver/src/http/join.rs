@@ -8,7 +8,8 @@
 //!   ([`crate::bootstrap`]: known, not expired, not used up), refuses a name a live agent holds
 //!   (its `Agent` is `Ready`), signs the request's key as `ringrift:agent:<name>` in
 //!   `ringrift:agents` (the node-restricted identity), counts the use, and answers
-//!   `{"certificate": "<PEM>", "caCertificate": "<PEM>"}`. The key never leaves the box.
+//!   `{"certificate": "<PEM>", "caCertificate": "<PEM>", "clusterKey": "<base64>"}` (the
+//!   fleet's cluster key, when the server keeps one). The agent's key never leaves the box.
 //!
 //! Both answer 404 when the server has no CA of its own to sign with (plain HTTP, or client
 //! certificates from a CA it does not hold).
@@ -157,12 +158,30 @@ pub(crate) async fn join(
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         count_use(server, stored_secret.as_ref(), &token).await?;
         tracing::info!(agent = name, token = %token.id, "an agent joined");
-        Ok(json!({"certificate": certificate, "caCertificate": ca.cert_pem(), "name": name}))
+        let mut answer = json!({"certificate": certificate, "caCertificate": ca.cert_pem(), "name": name});
+        if let Some(key) = cluster_key(server).await? {
+            answer["clusterKey"] = Value::String(key);
+        }
+        Ok(answer)
     };
     match answer.await {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => error(&e),
     }
+}
+
+/// The fleet's cluster key, base64, if the server keeps one ([`bootstrap::CLUSTER_KEY_SECRET`]).
+async fn cluster_key(server: &ApiServer) -> Result<Option<String>, ApiError> {
+    let secret = server
+        .store
+        .get(&secrets(), bootstrap::NAMESPACE, bootstrap::CLUSTER_KEY_SECRET)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(secret
+        .as_ref()
+        .and_then(|s| s.pointer("/data/key"))
+        .and_then(Value::as_str)
+        .map(str::to_owned))
 }
 
 /// Counts one use of the token, against the version read (a race with another join on a

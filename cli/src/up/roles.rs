@@ -40,6 +40,11 @@ pub(crate) struct Secrets {
 }
 
 impl Secrets {
+    /// The cluster key's file.
+    pub(crate) fn cluster_key_path(&self) -> PathBuf {
+        self.cluster_key.clone()
+    }
+
     /// Makes the secrets in `dir` that are not there yet.
     pub(crate) fn in_dir(dir: &Path) -> anyhow::Result<Self> {
         let secrets = Self {
