@@ -221,11 +221,15 @@ fn systemd_unit(exe: &Path, args: &[String]) -> String {
         .collect();
     format!(
         "[Unit]\nDescription=RingRift agent (joined to a ringrift server)\nWants=network-online.target\n\
-         After=network-online.target\n\n[Service]\nExecStart={} {}\nEnvironment=MIMALLOC_ARENA_EAGER_COMMIT=0\n\
+         After=network-online.target\n\n[Service]\nExecStart={} {}\n{}\
          Restart=always\nRestartSec=5\nKillMode=process\nTimeoutStopSec=30\nLimitNOFILE=65536\n\n\
          [Install]\nWantedBy=multi-user.target\n",
         exe.display(),
-        quoted.join(" ")
+        quoted.join(" "),
+        ringrift_agent::ALLOCATOR_ENV
+            .iter()
+            .map(|(k, v)| format!("Environment={k}={v}\n"))
+            .collect::<String>()
     )
 }
 
@@ -348,7 +352,8 @@ mod tests {
             ],
         );
         assert!(unit.contains("ExecStart=/usr/local/bin/ringrift join https://head:6443 --token abcdef.0123456789abcdef --name \"gpu 1\"\n"), "{unit}");
-        assert!(unit.contains("Restart=always") && unit.contains("WantedBy=multi-user.target"));
+        assert!(unit.contains("\nRestart=always\n") && unit.contains("WantedBy=multi-user.target"));
+        assert!(unit.contains("\nEnvironment=MIMALLOC_ARENA_EAGER_COMMIT=0\n"), "{unit}");
         assert!(
             unit.contains("KillMode=process"),
             "tasks outlive an agent restart: only the agent is stopped"
