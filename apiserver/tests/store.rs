@@ -419,3 +419,86 @@ async fn dry_runs_store_nothing_and_move_no_revision() {
     assert_eq!(store.revision().await.unwrap(), before);
     assert!(events.try_recv().is_err(), "a dry run sends no watch event");
 }
+
+#[tokio::test]
+async fn a_backup_taken_while_writing_restores_exactly_and_revisions_continue_above_everything() {
+    let db = TempDb::new("backup");
+    let snapshot = db.path().with_extension("backup");
+    let _ = std::fs::remove_file(&snapshot);
+    let (backed_up_at, served) = {
+        let store = Store::open(&db.path(), 100).await.unwrap();
+        for i in 0..5 {
+            store
+                .create(&jobs(), "default", job(&format!("before-{i}"), i), &CTX)
+                .await
+                .unwrap();
+        }
+        // Online: the store is open and keeps writing.
+        let at = ringrift_apiserver::store::backup::backup(&db.path(), &snapshot)
+            .await
+            .unwrap();
+        assert_eq!(at, 5, "the snapshot is at the revision of its last write");
+        for i in 0..3 {
+            store
+                .create(&jobs(), "default", job(&format!("after-{i}"), i), &CTX)
+                .await
+                .unwrap();
+        }
+        (at, store.revision().await.unwrap())
+    };
+    assert_eq!(served, 8);
+    let restored = ringrift_apiserver::store::backup::restore(&db.path(), &snapshot)
+        .await
+        .unwrap();
+    assert_eq!(
+        (restored.backup_revision, restored.replaced_revision),
+        (backed_up_at, served)
+    );
+    assert!(restored.continues_at > served);
+    assert!(
+        restored.kept.as_ref().is_some_and(|k| k.exists()),
+        "the replaced database is kept"
+    );
+    let store = Store::open(&db.path(), 100).await.unwrap();
+    let (objects, _) = store.list(&jobs(), None).await.unwrap();
+    let names: Vec<&str> = objects
+        .iter()
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["before-0", "before-1", "before-2", "before-3", "before-4"],
+        "exactly the backed-up state"
+    );
+    // Every version served before is too old to watch from; new writes are above all of them.
+    for seen in [1, backed_up_at, served] {
+        let e = store.events_since(&jobs(), seen).await.unwrap_err();
+        assert!(matches!(e, StoreError::Expired { .. }), "watch from {seen}: {e}");
+    }
+    let next = store
+        .create(&jobs(), "default", job("new", 1), &CTX)
+        .await
+        .unwrap();
+    assert!(rv(&next) > served, "{} after serving {served}", rv(&next));
+    // A file that is not a store is refused before anything is replaced.
+    std::fs::write(&snapshot, b"not a database").unwrap();
+    drop(store);
+    assert!(
+        ringrift_apiserver::store::backup::restore(&db.path(), &snapshot)
+            .await
+            .is_err()
+    );
+    assert!(
+        Store::open(&db.path(), 100)
+            .await
+            .unwrap()
+            .get(&jobs(), "default", "new")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let _ = std::fs::remove_file(&snapshot);
+    if let Some(k) = restored.kept {
+        let _ = std::fs::remove_file(k);
+    }
+}

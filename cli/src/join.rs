@@ -10,6 +10,7 @@
 //! 3. Writes `<data-dir>/kubeconfig` (mode 0600) and runs the agent with it. Run again with the
 //!    same data directory, it resumes with the stored credential (no token needed).
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -228,8 +229,10 @@ fn systemd_unit(exe: &Path, args: &[String]) -> String {
         quoted.join(" "),
         ringrift_agent::ALLOCATOR_ENV
             .iter()
-            .map(|(k, v)| format!("Environment={k}={v}\n"))
-            .collect::<String>()
+            .fold(String::new(), |mut out, (k, v)| {
+                let _ = writeln!(out, "Environment={k}={v}");
+                out
+            })
     )
 }
 
@@ -353,7 +356,10 @@ mod tests {
         );
         assert!(unit.contains("ExecStart=/usr/local/bin/ringrift join https://head:6443 --token abcdef.0123456789abcdef --name \"gpu 1\"\n"), "{unit}");
         assert!(unit.contains("\nRestart=always\n") && unit.contains("WantedBy=multi-user.target"));
-        assert!(unit.contains("\nEnvironment=MIMALLOC_ARENA_EAGER_COMMIT=0\n"), "{unit}");
+        assert!(
+            unit.contains("\nEnvironment=MIMALLOC_ARENA_EAGER_COMMIT=0\n"),
+            "{unit}"
+        );
         assert!(
             unit.contains("KillMode=process"),
             "tasks outlive an agent restart: only the agent is stopped"

@@ -46,6 +46,11 @@ pub struct ServerArgs {
     /// Controller replicas (one leads).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4))]
     pub controllers: u32,
+    /// Start from this backup (`ringrift server backup`) instead of the current state, which
+    /// is kept beside it. Every client then relists: versions they hold are too old to watch
+    /// from, and new ones continue above every version served before.
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
 }
 
 /// `ringrift server token …`.
@@ -54,6 +59,12 @@ pub enum ServerCommand {
     /// Bootstrap tokens for `ringrift join`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write a consistent snapshot of the state to FILE, while the server runs (as `etcdctl
+    /// snapshot save`); start from it with `ringrift server --restore FILE`.
+    Backup {
+        /// Where to write it (must not exist).
+        file: PathBuf,
+    },
 }
 
 /// `ringrift server token create|list|delete`.
@@ -224,20 +235,57 @@ async fn token_command(dir: &Path, advertise: &[String], command: TokenCommand) 
 }
 
 /// Runs `ringrift server` (or one of its token commands).
-pub(crate) fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(mut args: ServerArgs) -> anyhow::Result<ExitCode> {
     let dir = std::path::absolute(&args.dir).with_context(|| format!("bad --dir {}", args.dir.display()))?;
     let runtime = crate::runtime()?;
-    if let Some(ServerCommand::Token(command)) = args.command {
-        runtime.block_on(token_command(&dir, &args.advertise, command))?;
-        return Ok(ExitCode::SUCCESS);
+    match args.command.take() {
+        Some(ServerCommand::Token(command)) => {
+            runtime.block_on(token_command(&dir, &args.advertise, command))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(ServerCommand::Backup { file }) => {
+            let database = database(&dir);
+            anyhow::ensure!(database.exists(), "no state in {} to back up", dir.display());
+            anyhow::ensure!(!file.exists(), "{} exists; give a new file", file.display());
+            let at = runtime
+                .block_on(ringrift_apiserver::store::backup::backup(&database, &file))
+                .with_context(|| format!("failed to back up {} to {}", database.display(), file.display()))?;
+            println!(
+                "backed up {} at resourceVersion {at} to {}",
+                dir.display(),
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => runtime.block_on(serve(&args, &dir)),
     }
-    runtime.block_on(serve(&args, &dir))
+}
+
+/// The API server's database in `dir`.
+fn database(dir: &Path) -> PathBuf {
+    dir.join("apiserver").join("apiserver.db")
 }
 
 async fn serve(args: &ServerArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir.join("logs"))
         .with_context(|| format!("failed to create {}", dir.display()))?;
     let lock = claim(dir)?;
+    if let Some(file) = &args.restore {
+        std::fs::create_dir_all(dir.join("apiserver"))?;
+        let r = ringrift_apiserver::store::backup::restore(&database(dir), file)
+            .await
+            .with_context(|| format!("failed to restore from {}", file.display()))?;
+        println!(
+            "restored {} (at resourceVersion {}); versions continue at {} (above the {} served before){}",
+            file.display(),
+            r.backup_revision,
+            r.continues_at,
+            r.replaced_revision,
+            r.kept
+                .map(|k| format!("; the replaced state is kept in {}", k.display()))
+                .unwrap_or_default()
+        );
+    }
     let secrets = roles::Secrets::in_dir(dir)?;
     let mut sans = args.advertise.clone();
     sans.extend(
@@ -312,6 +360,7 @@ mod tests {
             listen: listen.parse().unwrap(),
             advertise: advertise.iter().map(|s| (*s).to_owned()).collect(),
             controllers: 2,
+            restore: None,
         };
         assert_eq!(
             join_url(&args(&["head.example", "198.18.0.2"], "0.0.0.0:6443"), 6443),

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use ringrift_apiserver::bootstrap::{self, Token};
@@ -183,26 +183,7 @@ async fn refusals(j: &Joined, client: &Client, other: &Path) {
 async fn a_box_joins_with_the_printed_command_and_bad_joins_are_refused() {
     let scratch = Scratch::new("fleet-join").unwrap();
     let dir = scratch.0.join("server");
-    let server = Graceful(
-        RoleProcess::start(
-            &scratch.0,
-            "server",
-            &[
-                "server",
-                "--dir",
-                &dir.display().to_string(),
-                "--listen",
-                "127.0.0.1:0",
-                "--advertise",
-                "127.0.0.1",
-                "--controllers",
-                "1",
-            ]
-            .map(String::from),
-            "  ringrift join https://",
-        )
-        .unwrap(),
-    );
+    let server = server(&scratch.0, "server", &dir, &[]);
     // The printed command, word for word.
     let words: Vec<&str> = server.0.announced.split_whitespace().collect();
     assert_eq!(
@@ -267,4 +248,96 @@ async fn a_box_joins_with_the_printed_command_and_bad_joins_are_refused() {
     .await;
     drop(again);
     drop(server);
+}
+
+fn server(scratch: &Path, name: &str, dir: &Path, extra: &[&str]) -> Graceful {
+    let mut args: Vec<String> = [
+        "server",
+        "--dir",
+        &dir.display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--advertise",
+        "127.0.0.1",
+        "--controllers",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Graceful(RoleProcess::start(scratch, name, &args, "  ringrift join https://").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_serving_restores_exactly_and_every_client_relists() {
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::WatchParams;
+    use kube::core::WatchEvent;
+
+    let scratch = Scratch::new("server-backup").unwrap();
+    let dir = scratch.0.join("server");
+    let first = server(&scratch.0, "server", &dir, &[]);
+    let maps: Api<ConfigMap> = Api::namespaced(admin(&dir).await, "default");
+    let map = |name: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap()
+    };
+    maps.create(&PostParams::default(), &map("kept")).await.unwrap();
+    let file = scratch.0.join("state.backup");
+    let out = Command::new(ringrift_bin().unwrap())
+        .args(["server", "backup"])
+        .arg(&file)
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("at resourceVersion"));
+    let lost = maps
+        .create(&PostParams::default(), &map("after-the-backup"))
+        .await
+        .unwrap();
+    let lost_rv = lost.metadata.resource_version.clone().unwrap();
+    drop(first);
+
+    let _second = server(
+        &scratch.0,
+        "server-restored",
+        &dir,
+        &["--restore", &file.display().to_string()],
+    );
+    let maps: Api<ConfigMap> = Api::namespaced(admin(&dir).await, "default");
+    let names: Vec<String> = maps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.name)
+        .filter(|n| n != "kube-root-ca.crt")
+        .collect();
+    assert_eq!(names, ["kept"], "exactly the backed-up state");
+    // A watch from a version served before the restore is answered 410: the client relists.
+    let mut events = maps
+        .watch(&WatchParams::default(), &lost_rv)
+        .await
+        .unwrap()
+        .boxed();
+    match events.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => assert_eq!(e.code, 410, "{e:?}"),
+        other => panic!("expected 410 Gone, got {other:?}"),
+    }
+    // New versions continue above every one served before.
+    let new = maps.create(&PostParams::default(), &map("new")).await.unwrap();
+    let (new_rv, lost_rv): (u64, u64) = (
+        new.metadata.resource_version.unwrap().parse().unwrap(),
+        lost_rv.parse().unwrap(),
+    );
+    assert!(new_rv > lost_rv, "{new_rv} after {lost_rv}");
+    assert!(
+        std::fs::read_dir(dir.join("apiserver"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("before-restore"))
+    );
 }

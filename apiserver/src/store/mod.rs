@@ -1,6 +1,7 @@
 //! The object store behind the API server: write semantics decided by pure functions
 //! ([`semantics`], [`names`]) and persisted in SQLite ([`Store`]).
 
+pub mod backup;
 mod cache;
 mod dry_run;
 pub mod names;

@@ -98,7 +98,7 @@ async fn bench(args: BenchAgentIdleArgs) -> anyhow::Result<serde_json::Value> {
         "cpu_percent_of_one_core": round3(cpu / seconds * 100.0),
         "cpu_seconds": round3(cpu),
         "threads": thread_count,
-        "targets": {"rss_mib": 30, "cpu_percent_of_one_core": 1},
+        "targets": {"rss_mib": 20, "cpu_percent_of_one_core": 1},
     }))
 }
 
