@@ -129,6 +129,51 @@ async fn put_token(client: &Client, changes: &[(&str, &str)]) -> Token {
     token
 }
 
+/// `ringrift server token …` against the running server's directory.
+fn token_command(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(ringrift_bin().unwrap())
+        .args(["server", "token"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The banner's token is listed (its secret never is); one made and deleted comes and goes.
+fn tokens_are_managed(dir: &Path, banner: &str) {
+    let (id, secret) = banner.split_once('.').unwrap();
+    let listed = token_command(dir, &["list"]);
+    assert!(listed.contains(id) && !listed.contains(secret), "{listed}");
+    let made = token_command(
+        dir,
+        &[
+            "create",
+            "--ttl",
+            "1h",
+            "--usages",
+            "3",
+            "--description",
+            "three boxes",
+        ],
+    );
+    let made = Token::parse(made.trim()).unwrap();
+    let listed = token_command(dir, &["list"]);
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&made.id))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains("0/3") && line.contains("three boxes"), "{line}");
+    token_command(dir, &["delete", &made.to_string()]);
+    assert!(!token_command(dir, &["list"]).contains(&made.id));
+}
+
 /// Joins that must not happen, each refused saying why; none leaves a credential behind.
 async fn refusals(j: &Joined, client: &Client, other: &Path) {
     let wrong_hash = format!("sha256:{}", "0".repeat(64));
@@ -197,6 +242,7 @@ async fn a_box_joins_with_the_printed_command_and_bad_joins_are_refused() {
     };
     let client = admin(&dir).await;
     let agents: Api<Agent> = Api::all(client.clone());
+    tokens_are_managed(&dir, &j.token);
 
     // A box joins and becomes Ready under its own identity.
     let box1 = scratch.0.join("box1");

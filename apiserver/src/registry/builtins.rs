@@ -103,7 +103,12 @@ pub(super) fn builtins() -> Vec<ResourceType> {
         review("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview"),
         builtin("", "v1", "namespaces", "Namespace", false, &["ns"], true),
         builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false),
-        builtin("", "v1", "secrets", "Secret", true, &[], false),
+        // Selectable by `type`, as upstream (`kubectl get secrets --field-selector
+        // type=bootstrap.kubernetes.io/token` lists the join tokens).
+        ResourceType {
+            selectable_fields: vec!["type".to_owned()],
+            ..builtin("", "v1", "secrets", "Secret", true, &[], false)
+        },
         events("", CORE_EVENT_FIELDS),
         builtin(
             "",
