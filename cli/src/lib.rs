@@ -164,53 +164,6 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|e| anyhow::anyhow!("failed to start the async runtime: {e}"))
 }
 
-// `ringrift agent …` alone, parsed without the rest of the command tree (see `parse`).
-#[derive(Debug, Parser)]
-#[command(
-    name = "ringrift agent",
-    bin_name = "ringrift agent",
-    version = VERSION,
-    max_term_width = 100,
-    about = "Run the node agent: registration, GPU detection, task execution and the REST API.",
-    long_about = None
-)]
-struct AgentOnly {
-    #[command(flatten)]
-    args: agent::AgentArgs,
-}
-
-// `ringrift task-shim …` alone.
-#[derive(Debug, Parser)]
-#[command(
-    name = "ringrift task-shim",
-    bin_name = "ringrift task-shim",
-    version = VERSION,
-    about = "Run one task's command and record how it ended (started by the agent).",
-    long_about = None
-)]
-struct ShimOnly {
-    #[command(flatten)]
-    args: agent::ShimArgs,
-}
-
-/// Parses the process's command line. The agent and the task shim (one per running task) are
-/// parsed by parsers of their own: building the whole command tree runs every subcommand's
-/// argument code, and in a long-running process the pages it touched stay resident (the idle
-/// agent's memory, docs/benchmarks.md). Their options, help and errors are the same.
-pub fn parse() -> Cli {
-    let role = std::env::args_os().nth(1);
-    let tail = || std::env::args_os().skip(1);
-    match role.as_deref().and_then(std::ffi::OsStr::to_str) {
-        Some("agent") => Cli {
-            command: Command::Agent(Box::new(AgentOnly::parse_from(tail()).args)),
-        },
-        Some("task-shim") => Cli {
-            command: Command::TaskShim(ShimOnly::parse_from(tail()).args),
-        },
-        _ => Cli::parse(),
-    }
-}
-
 /// Runs a parsed command line and returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
