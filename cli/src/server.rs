@@ -186,6 +186,21 @@ async fn tokens(client: &Client) -> anyhow::Result<Vec<Stored>> {
         .collect())
 }
 
+/// Deletes expired tokens (kubeadm's token cleaner does the same): the banner makes one at every
+/// start, and they would pile up.
+async fn prune_expired(client: &Client) {
+    let Ok(stored) = tokens(client).await else { return };
+    let api = Api::<Secret>::namespaced(client.clone(), bootstrap::NAMESPACE);
+    let now = jiff::Timestamp::now();
+    for t in stored.iter().filter(|t| t.expires.is_some_and(|e| e <= now)) {
+        let name = format!("{}{}", bootstrap::NAME_PREFIX, t.id);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(token = t.id, "deleted an expired bootstrap token"),
+            Err(e) => tracing::warn!(token = t.id, error = %e, "failed to delete an expired bootstrap token"),
+        }
+    }
+}
+
 async fn token_command(dir: &Path, advertise: &[String], command: TokenCommand) -> anyhow::Result<()> {
     let client = admin_client(dir).await?;
     // The URL the running server printed (its port may have been chosen at start).
@@ -311,6 +326,7 @@ async fn serve(args: &ServerArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     identities::grant(&client, "default").await?;
     share_cluster_key(&client, &secrets.cluster_key_path()).await?;
     let mut roles = roles::start(dir, &api.url()?, &secrets, args.controllers, 0)?;
+    prune_expired(&client).await;
     // As `kubeadm init`: a fresh token for the banner, valid for a day (stored tokens are
     // never printed back).
     let token = create_token(

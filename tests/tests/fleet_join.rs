@@ -324,6 +324,7 @@ async fn a_backup_taken_while_serving_restores_exactly_and_every_client_relists(
     let scratch = Scratch::new("server-backup").unwrap();
     let dir = scratch.0.join("server");
     let first = server(&scratch.0, "server", &dir, &[]);
+    let expired = put_token(&admin(&dir).await, &[("expiration", "2020-01-01T00:00:00Z")]).await;
     let maps: Api<ConfigMap> = Api::namespaced(admin(&dir).await, "default");
     let map = |name: &str| -> ConfigMap {
         serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap()
@@ -380,6 +381,9 @@ async fn a_backup_taken_while_serving_restores_exactly_and_every_client_relists(
         lost_rv.parse().unwrap(),
     );
     assert!(new_rv > lost_rv, "{new_rv} after {lost_rv}");
+    // Expired tokens are cleaned up at start (each start prints a new one).
+    let secrets: Api<Secret> = Api::namespaced(admin(&dir).await, bootstrap::NAMESPACE);
+    assert!(secrets.get_opt(&expired.secret_name()).await.unwrap().is_none());
     assert!(
         std::fs::read_dir(dir.join("apiserver"))
             .unwrap()
