@@ -19,10 +19,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ringrift_tls::pki::Pem;
-use ringrift_tls::verify::Signatures;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::ClientConfig;
 
 /// What the API server's kubeconfig says: where it is, its CA, the admin's certificate.
 #[derive(Debug, Clone)]
@@ -70,46 +67,6 @@ impl Kubeconfig {
             identity,
             token: user["token"].as_str().map(str::to_owned),
         })
-    }
-}
-
-/// Accepts any server certificate (the handshake signature is still checked), as a kubelet's
-/// HTTPS probe does.
-#[derive(Debug)]
-struct AnyCertificate(Signatures);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls12(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls13(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
     }
 }
 
@@ -193,16 +150,7 @@ impl HttpClient {
 
     /// TLS trusting any certificate, as the kubelet's HTTPS probes do.
     pub fn unverified(url: &str) -> Self {
-        let provider = ringrift_tls::provider();
-        let config = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map(|b| {
-                b.dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyCertificate(Signatures::new(provider))))
-                    .with_no_client_auth()
-            })
-            .ok()
-            .map(Arc::new);
+        let config = ringrift_tls::pin::discovery_config().ok();
         Self {
             address: authority(url),
             tls: config,

@@ -33,9 +33,11 @@ pub fn valid(s: &str) -> bool {
     })
 }
 
+/// Trusts the certificate with `fingerprint`, or (none) any certificate; either way the
+/// handshake's signatures are checked with the presented key.
 #[derive(Debug)]
 struct Pinned {
-    fingerprint: String,
+    fingerprint: Option<String>,
     signatures: Signatures,
 }
 
@@ -48,13 +50,16 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pinned) = &self.fingerprint else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let presented = fingerprint(end_entity);
-        if presented == self.fingerprint {
+        if presented == *pinned {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
-                    pinned: self.fingerprint.clone(),
+                    pinned: pinned.clone(),
                     presented,
                 }))),
             ))
@@ -94,51 +99,12 @@ pub fn client_config(fingerprint: &str) -> Result<Arc<ClientConfig>, rustls::Err
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Pinned {
-            fingerprint: fingerprint.to_owned(),
+            fingerprint: Some(fingerprint.to_owned()),
             signatures: Signatures::new(provider),
         }))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// Trusts whatever certificate is presented (the handshake's signatures are still checked).
-#[derive(Debug)]
-struct AnyCertificate(Signatures);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls12(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls13(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
-    }
 }
 
 /// A client configuration that trusts any server: only for reading public data whose
@@ -152,7 +118,10 @@ pub fn discovery_config() -> Result<Arc<ClientConfig>, rustls::Error> {
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(Signatures::new(provider))))
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            fingerprint: None,
+            signatures: Signatures::new(provider),
+        }))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
