@@ -196,7 +196,8 @@ fn check_what_users_see(dir: &Path, kubeconfig: &Path) {
     .unwrap();
     assert!(!out.success);
     assert!(
-        out.stderr.contains("another `ringrift up` (pid"),
+        out.stderr
+            .contains("another `ringrift up` or `ringrift server` (pid"),
         "{}",
         out.stderr
     );
