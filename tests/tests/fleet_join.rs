@@ -275,6 +275,23 @@ async fn a_box_joins_with_the_printed_command_and_bad_joins_are_refused() {
     );
 
     refusals(&j, &client, &scratch.0.join("other")).await;
+    // The three refused for their token (unknown, expired, used up; a malformed one never
+    // reaches the server) are counted as authentication failures.
+    let http = ringrift_e2e::https::HttpClient::from_kubeconfig(
+        &ringrift_e2e::https::Kubeconfig::read(&dir.join("kubeconfig")).unwrap(),
+    )
+    .unwrap();
+    let (code, metrics) = http.http("GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(code, 200, "{metrics}");
+    let sample = "ringrift_apiserver_authentication_failures_total{reason=\"bootstrap_token\"} ";
+    let count: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(sample))
+        .unwrap_or_else(|| panic!("{sample} in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(count, 3);
 
     // Stopped and started again with its data directory: no token needed, Ready again.
     joined.terminate().unwrap();

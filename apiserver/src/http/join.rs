@@ -86,7 +86,16 @@ fn held_by_live_agent(agent: &Value) -> bool {
         })
 }
 
-fn refused(r: &Refusal) -> ApiError {
+/// A join refused for its token: 401, counted as an authentication failure
+/// (`reason="bootstrap_token"`), so guessing shows on the dashboard.
+fn refused(server: &ApiServer, r: &Refusal) -> ApiError {
+    server
+        .metrics
+        .auth_failures
+        .get_or_create(&super::metrics::AuthFailureLabels {
+            reason: "bootstrap_token",
+        })
+        .inc();
     ApiError::unauthorized_because(r.to_string())
 }
 
@@ -128,10 +137,10 @@ pub(crate) async fn join(
         let stored = stored_secret
             .as_ref()
             .and_then(Stored::from_secret)
-            .ok_or_else(|| refused(&Refusal::Unknown))?;
+            .ok_or_else(|| refused(server, &Refusal::Unknown))?;
         stored.check(&token, Timestamp::now()).map_err(|r| {
             tracing::info!(token = %token.id, reason = %r, "join refused");
-            refused(&r)
+            refused(server, &r)
         })?;
         let agents = ResourceKey::new("ringrift.ai", "agents");
         if let Some(agent) = server
