@@ -78,7 +78,9 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 /// This host's name, when it is one a certificate can carry.
-fn host_name() -> Option<String> {
+/// This host's name, when it is one a certificate can carry (it always is in the serving
+/// certificate's names).
+pub fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

@@ -56,9 +56,10 @@ pub fn authority(url: &str) -> anyhow::Result<String> {
     })?;
     let host_port = rest.split('/').next().unwrap_or(rest);
     anyhow::ensure!(!host_port.is_empty(), "the server URL {url:?} names no host");
-    let has_port = host_port.rsplit_once(':').is_some_and(|(h, p)| {
-        !h.ends_with('[') && p.parse::<u16>().is_ok() && !p.is_empty() && !host_port.ends_with(']')
-    });
+    // `[::1]` has colons but no port; `[::1]:7443` and `head:7443` end in one.
+    let has_port = host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
     Ok(if has_port {
         host_port.to_owned()
     } else {
@@ -317,6 +318,8 @@ mod tests {
         assert_eq!(authority("https://head:6443").unwrap(), "head:6443");
         assert_eq!(authority("https://198.18.0.2").unwrap(), "198.18.0.2:6443");
         assert_eq!(authority("https://head:7443/").unwrap(), "head:7443");
+        assert_eq!(authority("https://[::1]").unwrap(), "[::1]:6443");
+        assert_eq!(authority("https://[::1]:7443").unwrap(), "[::1]:7443");
         assert!(
             authority("http://head:6443")
                 .unwrap_err()

@@ -91,15 +91,15 @@ pub enum TokenCommand {
     },
 }
 
-/// The URL joining boxes use: the first advertised name, else this host's name, and `port`.
+/// The URL joining boxes use: the first advertised name, else this host's name (the serving
+/// certificate names both), and `port`.
 fn join_url(args: &ServerArgs, port: u16) -> String {
-    let host = args.advertise.first().cloned().unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .ok()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".into())
-    });
+    let host = args
+        .advertise
+        .first()
+        .cloned()
+        .or_else(ringrift_apiserver::certs::host_name)
+        .unwrap_or_else(|| "localhost".into());
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {
@@ -302,14 +302,7 @@ async fn serve(args: &ServerArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let secrets = roles::Secrets::in_dir(dir)?;
-    let mut sans = args.advertise.clone();
-    sans.extend(
-        join_url(args, 0)
-            .strip_prefix("https://")
-            .and_then(|h| h.rsplit_once(':'))
-            .map(|(h, _)| h.trim_matches(['[', ']']).to_owned()),
-    );
-    let api = EmbeddedApi::start_with(dir, args.listen, &sans).await?;
+    let api = EmbeddedApi::start_with(dir, args.listen, &args.advertise).await?;
     let port = api
         .url()?
         .rsplit_once(':')

@@ -253,11 +253,7 @@ async fn a_box_joins_with_the_printed_command_and_bad_joins_are_refused() {
         "ringrift agent box1: REST on",
     )
     .unwrap();
-    assert!(
-        joined.log().is_empty() || !joined.log().contains("ERROR"),
-        "{}",
-        joined.log()
-    );
+    assert!(!joined.log().contains("ERROR"), "{}", joined.log());
     until("box1 Ready", WAIT, || async {
         ready(&agents, "box1").await.then_some(())
     })
@@ -304,7 +300,6 @@ async fn a_box_joins_with_the_printed_command_and_bad_joins_are_refused() {
         "ringrift agent box1: REST on",
     )
     .unwrap();
-    assert!(std::fs::read_to_string(scratch.0.join("box1-again.log")).is_ok());
     until("box1 Ready again", WAIT, || async {
         ready(&agents, "box1").await.then_some(())
     })

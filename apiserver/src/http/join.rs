@@ -129,15 +129,13 @@ pub(crate) async fn join(
             )));
         }
         let name = request.name.to_ascii_lowercase();
-        let stored_secret = server
+        let secret = server
             .store
             .get(&secrets(), bootstrap::NAMESPACE, &token.secret_name())
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let stored = stored_secret
-            .as_ref()
-            .and_then(Stored::from_secret)
+            .map_err(|e| ApiError::internal(e.to_string()))?
             .ok_or_else(|| refused(server, &Refusal::Unknown))?;
+        let stored = Stored::from_secret(&secret).ok_or_else(|| refused(server, &Refusal::Unknown))?;
         stored.check(&token, Timestamp::now()).map_err(|r| {
             tracing::info!(token = %token.id, reason = %r, "join refused");
             refused(server, &r)
@@ -165,7 +163,7 @@ pub(crate) async fn join(
                 AGENT_CERT_VALIDITY,
             )
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        count_use(server, stored_secret.as_ref(), &token).await?;
+        count_use(server, &secret, &token).await?;
         tracing::info!(agent = name, token = %token.id, "an agent joined");
         let mut answer = json!({"certificate": certificate, "caCertificate": ca.cert_pem(), "name": name});
         if let Some(key) = cluster_key(server).await? {
@@ -195,8 +193,7 @@ async fn cluster_key(server: &ApiServer) -> Result<Option<String>, ApiError> {
 
 /// Counts one use of the token, against the version read (a race with another join on a
 /// token about to be used up is refused, not counted twice).
-async fn count_use(server: &ApiServer, secret: Option<&Value>, token: &Token) -> Result<(), ApiError> {
-    let Some(secret) = secret else { return Ok(()) };
+async fn count_use(server: &ApiServer, secret: &Value, token: &Token) -> Result<(), ApiError> {
     let (now, uid) = (now(), new_uid());
     let ctx = WriteContext {
         now: &now,
