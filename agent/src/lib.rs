@@ -8,10 +8,14 @@
 //! simulated fleet used by controller tests and benchmarks.
 
 /// The allocator settings whatever starts an agent passes in its environment (`ringrift up`,
-/// the benchmarks, the chart's DaemonSet): mimalloc commits arena memory only as it is used, so
-/// an idle agent holds about 3 MiB of heap instead of 13 (docs/benchmarks.md). A value already
-/// in the environment is left alone.
-pub const ALLOCATOR_ENV: [(&str, &str); 1] = [("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
+/// `ringrift join`'s unit file, the benchmarks, the chart's DaemonSet): the C library's malloc
+/// (`ringrift_alloc`), which holds an idle agent's heap at 1.7 MiB where mimalloc holds 2.6;
+/// and, should mimalloc be chosen, arena memory committed only as it is used (3 MiB of heap
+/// instead of 13). See docs/benchmarks.md. A value already in the environment is left alone.
+pub const ALLOCATOR_ENV: [(&str, &str); 2] = [
+    ("RINGRIFT_ALLOCATOR", "system"),
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+];
 
 /// Adds [`ALLOCATOR_ENV`] to `command`, but for variables the caller's environment already sets.
 pub fn allocator_env(command: &mut std::process::Command) {
@@ -33,6 +37,7 @@ pub mod node;
 pub mod progress;
 pub mod recover;
 pub mod register;
+pub mod relay;
 pub mod rest;
 pub mod run;
 pub mod sim;

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: every role parses and copies JSON objects all day,
-/// and with glibc's malloc the API server spent a quarter of its time allocating.
+/// mimalloc, or the C library's malloc where `RINGRIFT_ALLOCATOR=system` asks for it (an agent):
+/// see the `ringrift_alloc` crate.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: ringrift_alloc::Allocator = ringrift_alloc::Allocator;
 
 fn main() -> ExitCode {
     ringrift::run(ringrift::Cli::parse())

@@ -1,6 +1,13 @@
 //! `ringrift bench agent-idle`: the resident memory and CPU of an idle agent (registered,
 //! heartbeating, sampling its GPUs, watching its Tasks, serving REST) over a period, read from
 //! `/proc`. Prints JSON; never fails on speed.
+//!
+//! Most of an idle agent's resident memory is the binary's own pages, and how many of them a
+//! process maps depends on what the page cache holds: the kernel maps the cached neighbours of
+//! every page it faults in (fault-around). So the binary's cache state is set before the run,
+//! not left to chance: `cold` (default) drops it from the cache, as on a box just booted, which
+//! gives the same figure run after run; `warm` reads the whole binary first, the state that maps
+//! the most, but one the rest of the machine can undo (other work evicts pages meanwhile).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -23,6 +30,48 @@ pub struct BenchAgentIdleArgs {
     /// Simulated GPUs (default: NVML, as on a real node; none on a machine without a driver).
     #[arg(long)]
     pub simulate_gpus: Option<String>,
+    /// The binary's pages in the page cache before the run: `cold` (dropped first) or `warm`
+    /// (all read first).
+    #[arg(long, default_value = "cold", value_parser = ["warm", "cold"])]
+    pub binary_cache: String,
+}
+
+/// Reads the whole of `file` (`warm`) or asks the kernel to drop its cached pages (`cold`).
+fn set_cache(file: &std::path::Path, state: &str) -> anyhow::Result<()> {
+    let opened = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    if state == "cold" {
+        rustix::fs::fadvise(&opened, 0, None, rustix::fs::Advice::DontNeed)
+            .with_context(|| format!("cannot drop {} from the page cache", file.display()))?;
+    } else {
+        std::io::copy(&mut std::io::BufReader::new(opened), &mut std::io::sink())
+            .with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    Ok(())
+}
+
+/// The allocator `pid` chose (`ringrift_alloc`), from its environment.
+fn allocator_of(pid: u32) -> &'static str {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let wanted = format!("{}=system", ringrift_alloc::VARIABLE);
+    if environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
+        "system"
+    } else {
+        "mimalloc"
+    }
+}
+
+/// `RssAnon` and `RssFile` of `pid` (private memory, the binary's and libraries' pages), KiB.
+fn rss_parts(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:"))
 }
 
 /// Resident set size of `pid`, KiB.
@@ -67,6 +116,8 @@ fn clock_ticks() -> anyhow::Result<f64> {
 
 #[allow(clippy::cast_precision_loss)]
 async fn bench(args: BenchAgentIdleArgs) -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe().context("cannot find the ringrift executable")?;
+    set_cache(&exe, &args.binary_cache)?;
     let fleet = Fleet::start("agent-idle", false).await?;
     let mut extra = vec![];
     if let Some(gpus) = &args.simulate_gpus {
@@ -86,6 +137,8 @@ async fn bench(args: BenchAgentIdleArgs) -> anyhow::Result<serde_json::Value> {
     let cpu = (cpu_ticks(pid)? - cpu_start) as f64 / ticks_per_s;
     let seconds = start.elapsed().as_secs_f64();
     let thread_count = threads(pid);
+    let (anon, file) = rss_parts(pid);
+    let allocator = allocator_of(pid);
     agent.kill();
     let max = samples.iter().copied().max().unwrap_or(0);
     let last = samples.last().copied().unwrap_or(0);
@@ -98,6 +151,9 @@ async fn bench(args: BenchAgentIdleArgs) -> anyhow::Result<serde_json::Value> {
         "cpu_percent_of_one_core": round3(cpu / seconds * 100.0),
         "cpu_seconds": round3(cpu),
         "threads": thread_count,
+        "rss_at_end_mib": {"private": round3(anon as f64 / 1024.0), "file_pages": round3(file as f64 / 1024.0)},
+        "binary_page_cache": args.binary_cache,
+        "allocator": allocator,
         "targets": {"rss_mib": 20, "cpu_percent_of_one_core": 1},
     }))
 }
