@@ -31,9 +31,12 @@ pub fn controller_user(identity: &str) -> String {
     format!("ringrift:controller:{identity}")
 }
 
+/// What the name of every agent's heartbeat Lease starts with.
+pub const HEARTBEAT_LEASE_PREFIX: &str = "agent-";
+
 /// The name of an agent's heartbeat Lease.
 pub fn heartbeat_lease(agent: &str) -> String {
-    format!("agent-{agent}")
+    format!("{HEARTBEAT_LEASE_PREFIX}{agent}")
 }
 
 #[cfg(test)]

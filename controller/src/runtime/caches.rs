@@ -104,6 +104,26 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
+    let routes: Vec<Route<K>> = match notify {
+        Some(n) => vec![(n, Box::new(filter))],
+        None => Vec::new(),
+    };
+    reflect_routed(api, routes)
+}
+
+/// A notification and the objects whose changes fire it.
+type Route<K> = (Arc<Notify>, Box<dyn Fn(&K) -> bool + Send + Sync>);
+
+/// Like [`reflect`], firing each route's notification for the objects its filter passes
+/// (and for restarts of the watch).
+fn reflect_routed<K>(
+    api: Api<K>,
+    routes: Vec<Route<K>>,
+) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
     let (reader, writer) = reflector::store();
     let kind = K::kind(&K::DynamicType::default()).into_owned();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
@@ -112,14 +132,16 @@ where
             .for_each(|event| {
                 match event {
                     Ok(event) => {
-                        let relevant = match &event {
-                            watcher::Event::Apply(k)
-                            | watcher::Event::Delete(k)
-                            | watcher::Event::InitApply(k) => filter(k),
-                            _ => true,
-                        };
-                        if let (Some(n), true) = (&notify, relevant) {
-                            n.notify_one();
+                        for (notify, filter) in &routes {
+                            let relevant = match &event {
+                                watcher::Event::Apply(k)
+                                | watcher::Event::Delete(k)
+                                | watcher::Event::InitApply(k) => filter(k),
+                                _ => true,
+                            };
+                            if relevant {
+                                notify.notify_one();
+                            }
                         }
                     }
                     Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
@@ -129,6 +151,17 @@ where
             .await;
     };
     (reader, run)
+}
+
+/// A filter that passes an object the first time its name is seen (and `wanted` says so).
+fn first_seen<K: Resource>(
+    wanted: impl Fn(&K) -> bool + Send + Sync + 'static,
+) -> impl Fn(&K) -> bool + Send + Sync + 'static {
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    move |k: &K| {
+        let name = k.meta().name.clone().unwrap_or_default();
+        wanted(k) && seen.lock().is_ok_and(|mut s| s.insert(name))
+    }
 }
 
 /// A cache's watch, run until it is stopped.
@@ -164,10 +197,26 @@ pub fn start(
     let (loops, run) = reflect(Api::<DeserializeGuard<TrainingLoop>>::all(client.clone()), wake());
     spawn(Box::pin(run));
     let leader_lease = leader_lease.to_owned();
-    let (leases, run) = reflect_when(
+    let (leases, run) = reflect_routed(
         Api::<Lease>::namespaced(client.clone(), namespace),
-        Some(lease_changed.clone()),
-        move |l: &Lease| l.metadata.name.as_deref() == Some(leader_lease.as_str()),
+        vec![
+            (
+                lease_changed.clone(),
+                Box::new(move |l: &Lease| l.metadata.name.as_deref() == Some(leader_lease.as_str())),
+            ),
+            // A pass when an agent's heartbeat Lease first appears: an agent registers (its
+            // Agent, which wakes a pass) a moment before its first heartbeat, and a pass in
+            // between marks it lapsed. Renewals wake no pass (their expiry is a timer).
+            (
+                notify.clone(),
+                Box::new(first_seen(|l: &Lease| {
+                    l.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with(ringrift_crds::identity::HEARTBEAT_LEASE_PREFIX))
+                })),
+            ),
+        ],
     );
     spawn(Box::pin(run));
     Caches {
@@ -228,5 +277,26 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].0, "default/bad");
         assert!(errors[0].1.contains("\"lots\""), "{}", errors[0].1);
+    }
+
+    #[test]
+    fn a_new_agent_lease_passes_once_and_other_leases_never() {
+        let lease = |name: &str| Lease {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: None,
+        };
+        let filter = first_seen(|l: &Lease| {
+            l.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("agent-"))
+        });
+        assert!(filter(&lease("agent-a1")), "first sight");
+        assert!(!filter(&lease("agent-a1")), "a renewal");
+        assert!(filter(&lease("agent-a2")));
+        assert!(!filter(&lease("ringrift-controller")));
     }
 }
