@@ -170,34 +170,73 @@ pub fn agent_status(
     }
 }
 
+/// Condition types the agent writes; others on its `Agent` (the controller's `Reachable`) are
+/// kept as they are.
+const OWN_CONDITIONS: [&str; 3] = ["Ready", "GpuHealthy", "DiskPressure"];
+
+/// `own` conditions in place of those of the same types in `stored`, the other types of
+/// `stored` kept (pure).
+pub fn merge_conditions(stored: &[Condition], own: &[Condition]) -> Vec<Condition> {
+    let mut out: Vec<Condition> = stored
+        .iter()
+        .filter(|c| !OWN_CONDITIONS.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
+    out.splice(0..0, own.iter().cloned());
+    out
+}
+
+/// Creates the `Agent` if needed and writes `status` over it, keeping the conditions others
+/// own. The write names the resourceVersion it was based on; when someone wrote meanwhile it
+/// is based on the new object and sent again.
 async fn register(
     agents: &Api<Agent>,
     node: &Node,
     status: &AgentStatus,
     first: bool,
 ) -> kube::Result<Agent> {
-    match agents
-        .create(
-            &PostParams::default(),
-            &Agent::new(&node.name, AgentSpec::default()),
-        )
-        .await
-    {
-        Ok(_) => tracing::info!(agent = %node.name, "created the Agent object"),
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(e),
+    let mut conflicts = 0;
+    loop {
+        let current = match agents.get_opt(&node.name).await? {
+            Some(agent) => agent,
+            None => match agents
+                .create(
+                    &PostParams::default(),
+                    &Agent::new(&node.name, AgentSpec::default()),
+                )
+                .await
+            {
+                Ok(agent) => {
+                    tracing::info!(agent = %node.name, "created the Agent object");
+                    agent
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        let stored = current
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        let mut status = status.clone();
+        status.conditions = merge_conditions(stored, &status.conditions);
+        let mut body = serde_json::to_value(&status).unwrap_or_default();
+        if first && let Some(o) = body.as_object_mut() {
+            o.insert("registeredAt".into(), json!(jiff::Timestamp::now().to_string()));
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": current.metadata.resource_version},
+            "status": body,
+        });
+        match agents
+            .patch_status(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 409 && conflicts < 5 => conflicts += 1,
+            other => return other,
+        }
     }
-    let mut body = serde_json::to_value(status).unwrap_or_default();
-    if first && let Some(o) = body.as_object_mut() {
-        o.insert("registeredAt".into(), json!(jiff::Timestamp::now().to_string()));
-    }
-    agents
-        .patch_status(
-            &node.name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": body})),
-        )
-        .await
 }
 
 /// Keeps the `Agent` and the heartbeat current until `shutdown` is cancelled. Status is written
@@ -361,6 +400,31 @@ mod tests {
         // Every condition says which generation of the Agent it observed.
         assert!(c.conditions.iter().all(|x| x.observed_generation == Some(2)));
         assert_eq!(c.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn the_agents_conditions_replace_its_own_and_keep_the_controllers() {
+        let t0 = Time("2026-01-01T00:00:00Z".parse().unwrap());
+        let own = agent_status(&[], &inventory(0, 5000), &reg(), "v1", 1, &t0).conditions;
+        let mut stored = agent_status(&[], &inventory(3, 100), &reg(), "v1", 1, &t0).conditions;
+        set_condition(
+            &mut stored,
+            "Reachable",
+            false,
+            "ConnectFailed",
+            "no route",
+            1,
+            t0.0,
+        );
+        let merged = merge_conditions(&stored, &own);
+        let types: Vec<&str> = merged.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Ready", "GpuHealthy", "DiskPressure", "Reachable"]);
+        assert_eq!(merged[1].status, "True", "the agent's own GPU health wins");
+        assert_eq!(
+            merged[3].reason, "ConnectFailed",
+            "the controller's condition is kept"
+        );
+        assert_eq!(merge_conditions(&[], &own), own);
     }
 
     #[test]

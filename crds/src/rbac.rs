@@ -65,16 +65,17 @@ pub fn controller() -> Rules {
     }
 }
 
-/// The agent's: it watches its Tasks and writes their status, registers its Agent (and lists
-/// the others: peers, their endpoints and fingerprints), reads what retention must keep, and
-/// renews its heartbeat Lease.
+/// The agent's: it watches its Tasks and writes their status, registers its Agent (reading it
+/// first, to keep the conditions the controller writes beside its own, such as `Reachable`; and
+/// lists the others: peers, their endpoints, fingerprints and reachability), reads what
+/// retention must keep, and renews its heartbeat Lease.
 pub fn agent() -> Rules {
     let g = crate::GROUP;
     Rules {
         cluster: vec![
             rule(g, &["tasks"], &["get", "list", "watch"]),
             rule(g, &["tasks/status"], &["update"]),
-            rule(g, &["agents"], &["list", "create"]),
+            rule(g, &["agents"], &["get", "list", "create"]),
             rule(g, &["agents/status"], &["patch"]),
             rule(g, &["models", "selfplayjobs"], &["list"]),
         ],

@@ -116,6 +116,36 @@ async fn collect(node: &Node, handle: &RunHandle) -> Result<(Vec<Artifact>, Opti
     Ok((outputs, result))
 }
 
+/// How long outputs wait for a reachable agent to take them before the attempt fails.
+const REPLICATE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+/// Time between tries.
+const REPLICATE_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// When peers cannot reach this agent, its outputs are pushed to one that they can reach
+/// before the attempt counts as Succeeded (`sync::replicate`); tried again for a while when no
+/// agent takes them, then the attempt fails as the agent's error (the controller runs it again,
+/// elsewhere if it can).
+async fn replicate(node: &Node, outputs: &mut [Artifact]) -> Result<(), Outcome> {
+    let deadline = tokio::time::Instant::now() + REPLICATE_PATIENCE;
+    loop {
+        match crate::sync::replicate::replicate(&node.sync, outputs).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() + REPLICATE_RETRY < deadline => {
+                tracing::warn!(error = %e, "outputs not replicated yet; trying again");
+                tokio::time::sleep(REPLICATE_RETRY).await;
+            }
+            Err(e) => {
+                return Err(Outcome {
+                    phase: TaskPhase::Failed,
+                    failure_class: Some(FailureClass::AgentError),
+                    reason: Reason::OutputsFailed,
+                    message: format!("outputs not available to peers: {e}"),
+                });
+            }
+        }
+    }
+}
+
 pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, ended: Ended) {
     let (mut outcome, exit, stop) = match ended {
         Ended::Exited {
@@ -134,10 +164,13 @@ pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, e
     };
     if outcome.phase == TaskPhase::Succeeded {
         match collect(node, handle).await {
-            Ok((outputs, result)) => {
-                status.outputs = Some(outputs);
-                status.result = result;
-            }
+            Ok((mut outputs, result)) => match replicate(node, &mut outputs).await {
+                Ok(()) => {
+                    status.outputs = Some(outputs);
+                    status.result = result;
+                }
+                Err(failed) => outcome = failed,
+            },
             Err(failed) => outcome = failed,
         }
     }

@@ -70,6 +70,11 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "Busy", message)
     }
 
+    /// 507: the disk cannot take what was sent.
+    pub fn insufficient_storage(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage", message)
+    }
+
     /// 500.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", message)

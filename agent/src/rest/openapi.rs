@@ -138,6 +138,15 @@ pub const ROUTES: &[Route] = &[
         content: BYTES,
     },
     Route {
+        method: "put",
+        path: "/v1/artifacts/{digest}",
+        id: "artifact_push",
+        summary: "A copy pushed by a peer (`?name=<file>&kind=games|model|checkpoint`, `Content-Length` required): kept, and served from then on, only when the bytes hash to the digest (400 otherwise; 507 when the disk cannot take them; 200 when already held, 201 when taken). An agent its peers cannot reach pushes its outputs this way. Peers authenticate with the token derived from the cluster key.",
+        auth: true,
+        ok: 201,
+        content: JSON,
+    },
+    Route {
         method: "get",
         path: "/v1/artifacts/{digest}/chunks",
         id: "artifact_chunks",

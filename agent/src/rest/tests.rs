@@ -21,6 +21,8 @@ const PEER_TOKEN: &str = "peer-token";
 const METRICS_TOKEN: &str = "metrics-token";
 /// sha256 of the artifact every test agent holds: `hello`.
 const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+/// sha256 of `world`, which no test agent holds until it is pushed.
+const WORLD: &str = "sha256:486ea46224d1bb4fb680f34f7c9ad96a8f24ec88be73ea8e5a6c65260e9cb8a7";
 
 async fn rest(ready: bool) -> (Arc<Rest>, watch::Sender<bool>) {
     let dir = std::env::temp_dir().join(format!(
@@ -34,7 +36,10 @@ async fn rest(ready: bool) -> (Arc<Rest>, watch::Sender<bool>) {
     let inventory = Inventory {
         gpus: source.sample().unwrap(),
         simulated: true,
-        host: Host::default(),
+        host: Host {
+            disk_free_mib: 10_000,
+            ..Host::default()
+        },
         ..Inventory::default()
     };
     let (db, content, metrics) = (
@@ -144,9 +149,16 @@ async fn every_documented_route_is_served_with_the_token() {
     let (rest, _ready) = rest(true).await;
     for route in ROUTES {
         let path = concrete(route.path);
-        let body: &[u8] = if route.method == "post" { b"{}" } else { b"" };
-        let (code, text) = call(&rest, route.method, &path, Some(TOKEN), body).await;
-        assert_eq!(code, route.ok, "{} {path}: {text}", route.method);
+        let (target, body): (String, &[u8]) = match route.method {
+            "post" => (path.clone(), b"{}"),
+            "put" => (
+                format!("{}?name=world&kind=games", path.replace(HELLO, WORLD)),
+                b"world",
+            ),
+            _ => (path.clone(), b""),
+        };
+        let (code, text) = call(&rest, route.method, &target, Some(TOKEN), body).await;
+        assert_eq!(code, route.ok, "{} {target}: {text}", route.method);
         assert_eq!(route_id(route.method, &path), route.id);
     }
 }
@@ -490,4 +502,62 @@ async fn a_stored_artifact_that_changed_on_disk_is_never_served_and_is_dropped()
             .status(),
         404
     );
+}
+
+#[tokio::test]
+async fn a_pushed_copy_is_kept_only_when_it_is_what_it_claims() {
+    let (rest, _ready) = rest(true).await;
+    let put = |digest: &str, query: &str| format!("/v1/artifacts/{digest}{query}");
+    let query = "?name=world.jsonl&kind=games";
+    // Other bytes than the digest names: refused, nothing kept.
+    let (code, text) = call(&rest, "put", &put(WORLD, query), Some(PEER_TOKEN), b"wor1d").await;
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("not sha256:486e"), "{text}");
+    let (code, _) = call(
+        &rest,
+        "get",
+        &format!("/v1/artifacts/{WORLD}"),
+        Some(PEER_TOKEN),
+        b"",
+    )
+    .await;
+    assert_eq!(code, 404);
+    // A bad kind or name, or no peer token: refused.
+    let (code, text) = call(
+        &rest,
+        "put",
+        &put(WORLD, "?name=w&kind=pictures"),
+        Some(PEER_TOKEN),
+        b"world",
+    )
+    .await;
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("kind \\\"pictures\\\""), "{text}");
+    let (code, _) = call(
+        &rest,
+        "put",
+        &put(WORLD, "?name=..&kind=games"),
+        Some(PEER_TOKEN),
+        b"world",
+    )
+    .await;
+    assert_eq!(code, 400);
+    let (code, _) = call(&rest, "put", &put(WORLD, query), Some("wrong"), b"world").await;
+    assert_eq!(code, 401);
+    // The real bytes: taken, listed, and served to peers from then on; pushed again: held.
+    let (code, text) = call(&rest, "put", &put(WORLD, query), Some(PEER_TOKEN), b"world").await;
+    assert_eq!(code, 201, "{text}");
+    let (code, text) = call(
+        &rest,
+        "get",
+        &format!("/v1/artifacts/{WORLD}"),
+        Some(PEER_TOKEN),
+        b"",
+    )
+    .await;
+    assert_eq!((code, text.as_str()), (200, "world"));
+    let (_, list) = call(&rest, "get", "/v1/artifacts", Some(TOKEN), b"").await;
+    assert!(list.contains("world.jsonl"), "{list}");
+    let (code, _) = call(&rest, "put", &put(WORLD, query), Some(PEER_TOKEN), b"world").await;
+    assert_eq!(code, 200);
 }

@@ -203,12 +203,24 @@ impl Peer {
     }
 
     async fn connect(&self) -> Result<Conn, FetchError> {
-        let sender = match &self.transport {
+        Ok(Conn {
+            sender: self.open().await?,
+        })
+    }
+
+    /// A new connection, for requests whose bodies are `B`.
+    async fn open<B>(&self) -> Result<SendRequest<B>, FetchError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match &self.transport {
             Transport::Pinned(pinned, config) => {
                 let stream = ringrift_tls::pin::connect(&self.authority, Arc::clone(config), CONNECT_TIMEOUT)
                     .await
                     .map_err(|e| self.connect_failed(pinned, &e))?;
-                self.handshake(stream).await?
+                self.handshake(stream).await
             }
             Transport::Plain => {
                 let stream =
@@ -217,16 +229,18 @@ impl Peer {
                         .map_err(|_| FetchError::Timeout(self.authority.clone(), CONNECT_TIMEOUT))?
                         .map_err(|e| FetchError::Connect(self.authority.clone(), e.to_string()))?;
                 let _ = stream.set_nodelay(true);
-                self.handshake(stream).await?
+                self.handshake(stream).await
             }
-        };
-        Ok(Conn { sender })
+        }
     }
 
     /// HTTP/1.1 over `stream`, its connection driven on a task of its own.
-    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Empty<Bytes>>, FetchError>
+    async fn handshake<S, B>(&self, stream: S) -> Result<SendRequest<B>, FetchError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -407,9 +421,89 @@ impl Peer {
     }
 }
 
+/// A file's content as a request body, read in [`PUSH_BLOCK`] pieces.
+fn file_body(
+    file: tokio::fs::File,
+) -> http_body_util::StreamBody<impl futures_util::Stream<Item = std::io::Result<hyper::body::Frame<Bytes>>>>
+{
+    use tokio::io::AsyncReadExt as _;
+    let pieces = futures_util::stream::try_unfold(file, |mut file| async move {
+        let mut block = vec![0u8; PUSH_BLOCK];
+        let n = file.read(&mut block).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        block.truncate(n);
+        Ok(Some((hyper::body::Frame::data(Bytes::from(block)), file)))
+    });
+    http_body_util::StreamBody::new(pieces)
+}
+
+/// Size of the pieces a pushed file is read and sent in.
+const PUSH_BLOCK: usize = 1024 * 1024;
+/// Longest wait for the answer to a push once its body is sent (the receiver syncs the file and
+/// indexes it).
+const PUSH_ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Peer {
+    /// Pushes the content of `artifact`, stored at `path`, to the peer (`PUT
+    /// /v1/artifacts/{digest}`), which keeps it when the bytes are the digest.
+    ///
+    /// # Errors
+    /// [`FetchError`]; a refusal is [`FetchError::Status`].
+    pub async fn push(
+        &self,
+        artifact: &ringrift_crds::common::Artifact,
+        path: &std::path::Path,
+    ) -> Result<(), FetchError> {
+        let file = tokio::fs::File::open(path).await.map_err(FetchError::Local)?;
+        let length = file.metadata().await.map_err(FetchError::Local)?.len();
+        let mut sender = self.open().await?;
+        let broken = |e: &dyn std::fmt::Display| FetchError::Broken(self.authority.clone(), e.to_string());
+        sender.ready().await.map_err(|e| broken(&e))?;
+        let query = format!(
+            "name={}&kind={}",
+            percent(&artifact.name),
+            crate::artifacts::kind_name(artifact.kind)
+        );
+        let request = hyper::Request::put(format!("/v1/artifacts/{}?{query}", artifact.digest))
+            .header("host", &self.authority)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-length", length)
+            .header("content-type", "application/octet-stream")
+            .body(file_body(file))
+            .map_err(|e| broken(&e))?;
+        let response = tokio::time::timeout(PUSH_ANSWER_TIMEOUT, sender.send_request(request))
+            .await
+            .map_err(|_| FetchError::Timeout(self.authority.clone(), PUSH_ANSWER_TIMEOUT))?
+            .map_err(|e| broken(&e))?;
+        self.check_status(response).await.map(|_| ())
+    }
+}
+
+/// `value` for a URL query: unreserved characters as they are, every other byte `%XX`.
+fn percent(value: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(percent("games-0001.jsonl"), "games-0001.jsonl");
+        assert_eq!(percent("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
 
     #[test]
     fn endpoints() {

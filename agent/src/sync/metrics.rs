@@ -51,6 +51,8 @@ pub struct SyncMetrics {
     pub gossip_deaths: Counter,
     /// Gossip packets refused (wrong key, malformed, too old).
     pub gossip_rejected: Counter,
+    /// Artifacts pushed to another agent (replication), by result.
+    pub pushes: Family<ResultLabels, Counter>,
 }
 
 impl SyncMetrics {
@@ -122,6 +124,12 @@ impl SyncMetrics {
                 "gossip_rejected_packets",
                 "Gossip packets refused: wrong key, malformed or replayed",
                 Counter::default(),
+            ),
+            pushes: add(
+                registry,
+                "replication_pushes",
+                "Artifacts pushed to another agent (an unreachable agent's outputs), by result",
+                Family::default(),
             ),
         }
     }

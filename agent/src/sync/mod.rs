@@ -25,6 +25,7 @@ pub mod plan;
 pub mod pull;
 pub mod range;
 pub mod receive;
+pub mod replicate;
 pub mod retention;
 pub mod serve;
 pub mod state;

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub leader: Gauge<i64, AtomicI64>,
     /// Agents with a current heartbeat.
     pub agents_ready: Gauge<i64, AtomicI64>,
+    /// Ready agents whose advertised endpoint the controller cannot connect to.
+    pub agents_unreachable: Gauge<i64, AtomicI64>,
     /// Trust failures with the API server (counted by the API client's layer).
     pub trust: ringrift_tls::trust::TrustMetrics,
 }
@@ -97,6 +99,12 @@ impl Metrics {
             "Agents with a current heartbeat",
             agents_ready.clone(),
         );
+        let agents_unreachable = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "agents_unreachable",
+            "Ready agents whose advertised endpoint the controller cannot connect to",
+            agents_unreachable.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -107,6 +115,7 @@ impl Metrics {
             queue_depth,
             leader,
             agents_ready,
+            agents_unreachable,
             trust,
         }
     }

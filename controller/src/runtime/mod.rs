@@ -14,6 +14,7 @@ pub mod jobs;
 mod loops;
 pub mod metrics;
 pub mod overlay;
+pub mod reach;
 pub mod reconciler;
 pub mod run;
 pub mod world;

@@ -229,6 +229,13 @@ async fn lead(
     let mut election = tokio::spawn(elector.run(leading_tx, stop_elector.clone()));
     let recorder = Recorder::new(client.clone(), "ringrift-controller", identity);
     let writer = Writer::new(client, leading.clone(), recorder);
+    background.spawn(super::reach::run(
+        caches.clone(),
+        writer.clone(),
+        leading.clone(),
+        health.clone(),
+        stop_background.clone(),
+    ));
     let mut reconciler = Reconciler::new(caches, writer, health.clone(), tuning);
     let mut wake: Option<Duration> = None;
     let outcome = loop {

@@ -1,0 +1,400 @@
+//! Replication: copies of an artifact pushed from the agent that holds it to agents that do
+//! not. Today's one use is an agent nobody can reach (behind NAT, inbound closed): peers cannot
+//! pull from it, so before its task counts as done it pushes each output to a reachable agent,
+//! which becomes a holder the `Task` names ([`replicate`]). The durability issue generalises
+//! this to N copies of what matters; the receiving side ([`accept`]) and the choice of
+//! targets ([`choose`]) are written for that already.
+//!
+//! The receiver takes the bytes only from a peer with the peer token, hashes them as they
+//! arrive, and keeps them only when they are the digest named in the request.
+
+use std::path::Path;
+
+use bytes::Buf;
+use futures_util::{Stream, StreamExt as _};
+use kube::Api;
+use kube::api::ListParams;
+use ringrift_crds::agent::Agent;
+use ringrift_crds::common::{Artifact, ArtifactKind};
+use sha2::Digest as _;
+use tokio::io::AsyncWriteExt as _;
+use warp::http::StatusCode;
+
+use super::context::Context;
+use super::holder::{Holder, peer};
+use crate::artifacts::{kind_name, plain_name};
+use crate::rest::errors::ApiError;
+
+/// What the agents' `Reachable` conditions say, as replication needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reachability {
+    /// This agent's endpoint was probed and could not be reached.
+    pub this_unreachable: bool,
+    /// Other agents that are Ready and were reached, with what a client needs.
+    pub reachable: Vec<Holder>,
+}
+
+fn condition<'a>(agent: &'a Agent, type_: &str) -> Option<&'a str> {
+    agent
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.status.as_str())
+}
+
+/// Reads [`Reachability`] from the `Agent` objects (pure). Only agents the controller reached
+/// (`Reachable=True`) count as targets: an agent never probed may be as unreachable as this one.
+pub fn reachability(this: &str, agents: &[Agent]) -> Reachability {
+    let mut out = Reachability::default();
+    for agent in agents {
+        let name = kube::ResourceExt::name_any(agent);
+        if name == this {
+            out.this_unreachable = condition(agent, "Reachable") == Some("False");
+            continue;
+        }
+        if condition(agent, "Ready") != Some("True") || condition(agent, "Reachable") != Some("True") {
+            continue;
+        }
+        let status = agent.status.as_ref();
+        if let Some(endpoint) = status.and_then(|s| s.endpoint.clone()) {
+            out.reachable.push(Holder {
+                name,
+                endpoint,
+                fingerprint: status.and_then(|s| s.certificate_fingerprint.clone()),
+            });
+        }
+    }
+    out
+}
+
+/// The targets to try for one more copy, best first (pure): candidates that do not hold it
+/// yet, starting at `offset` (so successive artifacts spread over the candidates).
+pub fn choose<'a>(candidates: &'a [Holder], holders: &[String], offset: usize) -> Vec<&'a Holder> {
+    let fresh: Vec<&Holder> = candidates.iter().filter(|c| !holders.contains(&c.name)).collect();
+    if fresh.is_empty() {
+        return fresh;
+    }
+    let start = offset % fresh.len();
+    fresh[start..].iter().chain(&fresh[..start]).copied().collect()
+}
+
+/// Why outputs could not be replicated.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicateError {
+    /// The `Agent` objects could not be read.
+    #[error("cannot list the agents: {0}")]
+    Api(#[from] kube::Error),
+    /// No agent is known to be reachable.
+    #[error(
+        "this agent cannot be reached by its peers and no other agent is both Ready and Reachable to take its outputs"
+    )]
+    NoTarget,
+    /// Every target refused or failed.
+    #[error("no reachable agent took {artifact}: {errors}")]
+    Refused {
+        /// The artifact's name.
+        artifact: String,
+        /// What each target answered.
+        errors: String,
+    },
+}
+
+/// When this agent cannot be reached, pushes every artifact in `outputs` (stored here) to one
+/// reachable agent and names it among the holders; when it can be (or nobody probed it),
+/// nothing. Returns how many copies were pushed.
+///
+/// # Errors
+/// [`ReplicateError`]: the caller does not report the outputs as available.
+pub async fn replicate(ctx: &Context, outputs: &mut [Artifact]) -> Result<usize, ReplicateError> {
+    if outputs.is_empty() {
+        return Ok(0);
+    }
+    let agents = Api::<Agent>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?;
+    let seen = reachability(&ctx.name, &agents.items);
+    if !seen.this_unreachable {
+        return Ok(0);
+    }
+    if seen.reachable.is_empty() {
+        return Err(ReplicateError::NoTarget);
+    }
+    let mut pushed = 0;
+    for (i, artifact) in outputs.iter_mut().enumerate() {
+        let Some(path) = ctx.content.path(&artifact.digest) else {
+            continue;
+        };
+        let mut errors = Vec::new();
+        for target in choose(&seen.reachable, &artifact.holders, i) {
+            let Some(client) = peer(ctx, target) else {
+                errors.push(format!("{}: not trusted", target.name));
+                continue;
+            };
+            match client.push(artifact, &path).await {
+                Ok(()) => {
+                    tracing::info!(artifact = %artifact.name, digest = %artifact.digest, to = %target.name, "pushed an output to a reachable agent");
+                    ctx.metrics
+                        .pushes
+                        .get_or_create(&crate::metrics::ResultLabels { result: "ok".into() })
+                        .inc();
+                    artifact.holders.push(target.name.clone());
+                    pushed += 1;
+                    break;
+                }
+                Err(e) => {
+                    ctx.metrics
+                        .pushes
+                        .get_or_create(&crate::metrics::ResultLabels {
+                            result: "failed".into(),
+                        })
+                        .inc();
+                    tracing::warn!(artifact = %artifact.name, to = %target.name, error = %e, "push failed");
+                    errors.push(format!("{}: {e}", target.name));
+                }
+            }
+        }
+        if !artifact.holders.iter().any(|h| *h != ctx.name) {
+            return Err(ReplicateError::Refused {
+                artifact: artifact.name.clone(),
+                errors: errors.join("; "),
+            });
+        }
+    }
+    Ok(pushed)
+}
+
+/// What a push names besides the digest (`PUT /v1/artifacts/{digest}?name=…&kind=…`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PushQuery {
+    /// The artifact's file name.
+    pub name: String,
+    /// `games`, `model` or `checkpoint`.
+    pub kind: String,
+}
+
+fn kind_of(name: &str) -> Option<ArtifactKind> {
+    [ArtifactKind::Games, ArtifactKind::Model, ArtifactKind::Checkpoint]
+        .into_iter()
+        .find(|k| kind_name(*k) == name)
+}
+
+/// Takes a pushed artifact: `length` bytes from `body`, kept when they hash to `digest`.
+///
+/// # Errors
+/// [`ApiError`]: 400 for a bad digest, name, kind or length, or bytes that are not `digest`;
+/// 507 when the disk cannot take it; 500 for local trouble.
+pub async fn accept<S, B>(
+    ctx: &Context,
+    digest: &str,
+    query: PushQuery,
+    length: Option<u64>,
+    body: S,
+) -> Result<(StatusCode, serde_json::Value), ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let Some(path) = ctx.content.path(digest) else {
+        return Err(ApiError::invalid_path(format!(
+            "{digest:?} is not a digest (sha256: and 64 lowercase hex digits)"
+        )));
+    };
+    let kind = kind_of(&query.kind).ok_or_else(|| {
+        ApiError::bad_request(format!("kind {:?}: one of games, model, checkpoint", query.kind))
+    })?;
+    if !plain_name(&query.name) {
+        return Err(ApiError::bad_request(format!(
+            "name {:?} is not a plain file name",
+            query.name
+        )));
+    }
+    let length = length.ok_or_else(|| ApiError::bad_request("Content-Length is required"))?;
+    let lock = ctx.state.lock(digest);
+    let _one_transfer = lock.lock().await;
+    if tokio::fs::metadata(&path).await.is_ok_and(|m| m.len() == length) {
+        return Ok((
+            StatusCode::OK,
+            serde_json::json!({"digest": digest, "held": true}),
+        ));
+    }
+    let free_mib = ctx.inventory.borrow().host.disk_free_mib;
+    if length / (1024 * 1024) + 1 > free_mib {
+        return Err(ApiError::insufficient_storage(format!(
+            "{length} bytes do not fit: {free_mib} MiB free"
+        )));
+    }
+    let incoming = ctx
+        .content
+        .partial_path(digest)
+        .map(|p| p.with_extension(format!("push-{}", uuid::Uuid::new_v4().simple())))
+        .ok_or_else(|| ApiError::internal("no place for the incoming file"))?;
+    let result = receive(&incoming, length, digest, body).await;
+    let kept = match result {
+        Ok(()) => ctx
+            .content
+            .ingest(&ctx.db, &incoming, &query.name, kind)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string())),
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_file(&incoming).await;
+    let artifact = kept?;
+    if artifact.digest != digest {
+        return Err(ApiError::internal(format!(
+            "stored as {} instead of {digest}",
+            artifact.digest
+        )));
+    }
+    tracing::info!(artifact = %query.name, %digest, bytes = length, "took a pushed artifact");
+    Ok((
+        StatusCode::CREATED,
+        serde_json::json!({"digest": digest, "held": true}),
+    ))
+}
+
+/// Writes `body` into `file`, checking its length and its SHA-256 against `digest`.
+async fn receive<S, B>(file: &Path, length: u64, digest: &str, body: S) -> Result<(), ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let local = |e: std::io::Error| ApiError::internal(format!("cannot write {}: {e}", file.display()));
+    if let Some(parent) = file.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(local)?;
+    }
+    let mut out = tokio::fs::File::create(file).await.map_err(local)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut got = 0u64;
+    let mut body = std::pin::pin!(body);
+    while let Some(piece) = body.next().await {
+        let mut piece = piece.map_err(|e| ApiError::bad_request(format!("the body broke off: {e}")))?;
+        while piece.has_remaining() {
+            let bytes = piece.chunk();
+            got += bytes.len() as u64;
+            if got > length {
+                return Err(ApiError::bad_request(format!(
+                    "more than the {length} bytes of Content-Length"
+                )));
+            }
+            hasher.update(bytes);
+            out.write_all(bytes).await.map_err(local)?;
+            let n = bytes.len();
+            piece.advance(n);
+        }
+    }
+    if got != length {
+        return Err(ApiError::bad_request(format!(
+            "{got} bytes of the {length} announced"
+        )));
+    }
+    out.sync_all().await.map_err(local)?;
+    let actual = format!("sha256:{:x}", hasher.finalize());
+    if actual != digest {
+        return Err(ApiError::bad_request(format!(
+            "the bytes are {actual}, not {digest}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn agent(name: &str, ready: &str, reachable: Option<&str>) -> Agent {
+        let mut conditions = vec![
+            serde_json::json!({"type": "Ready", "status": ready, "reason": "R",
+            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}),
+        ];
+        if let Some(r) = reachable {
+            conditions.push(
+                serde_json::json!({"type": "Reachable", "status": r, "reason": "R",
+                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}),
+            );
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "Agent",
+            "metadata": {"name": name}, "spec": {},
+            "status": {"endpoint": format!("https://{name}:8770"), "certificateFingerprint": "sha256:ab",
+                       "conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    fn holder(name: &str) -> Holder {
+        Holder {
+            name: name.into(),
+            endpoint: format!("https://{name}:8770"),
+            fingerprint: Some("sha256:ab".into()),
+        }
+    }
+
+    #[test]
+    fn only_ready_agents_the_controller_reached_are_targets() {
+        let agents = [
+            agent("me", "True", Some("False")),
+            agent("up", "True", Some("True")),
+            agent("unprobed", "True", None),
+            agent("natted", "True", Some("False")),
+            agent("down", "False", Some("True")),
+        ];
+        let seen = reachability("me", &agents);
+        assert!(seen.this_unreachable);
+        assert_eq!(seen.reachable, vec![holder("up")]);
+        // An agent never probed, or probed and reached, does not push.
+        assert!(!reachability("unprobed", &agents).this_unreachable);
+        assert!(!reachability("up", &agents).this_unreachable);
+    }
+
+    #[test]
+    fn targets_skip_holders_and_rotate() {
+        let c = [holder("a"), holder("b"), holder("c")];
+        let names = |v: Vec<&Holder>| v.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(choose(&c, &["me".into()], 0)), ["a", "b", "c"]);
+        assert_eq!(names(choose(&c, &["me".into()], 1)), ["b", "c", "a"]);
+        assert_eq!(names(choose(&c, &["me".into(), "b".into()], 1)), ["c", "a"]);
+        assert!(choose(&c, &["a".into(), "b".into(), "c".into()], 5).is_empty());
+        assert!(choose(&[], &[], 0).is_empty());
+    }
+
+    #[test]
+    fn kinds_are_read_as_stored() {
+        assert_eq!(kind_of("games"), Some(ArtifactKind::Games));
+        assert_eq!(kind_of("checkpoint"), Some(ArtifactKind::Checkpoint));
+        assert_eq!(kind_of("Model"), None);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_kept_only_when_it_is_the_digest_and_the_length() {
+        let dir = std::env::temp_dir().join(format!("push-{}", uuid::Uuid::new_v4().simple()));
+        let file = dir.join("in");
+        let data = b"twelve bytes".to_vec();
+        let digest = format!("sha256:{:x}", sha2::Sha256::digest(&data));
+        let body = |parts: Vec<&'static [u8]>| {
+            futures_util::stream::iter(
+                parts
+                    .into_iter()
+                    .map(|p| Ok::<_, warp::Error>(bytes::Bytes::from_static(p))),
+            )
+        };
+        receive(&file, 12, &digest, body(vec![b"twelve", b" bytes"]))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), data);
+        let wrong = receive(&file, 12, &digest, body(vec![b"twelve bytez"]))
+            .await
+            .unwrap_err();
+        assert!(wrong.message.contains("not sha256:"), "{}", wrong.message);
+        let short = receive(&file, 12, &digest, body(vec![b"twelve"]))
+            .await
+            .unwrap_err();
+        assert!(short.message.contains("6 bytes of the 12"), "{}", short.message);
+        let long = receive(&file, 6, &digest, body(vec![b"twelve bytes"]))
+            .await
+            .unwrap_err();
+        assert!(long.message.contains("more than the 6 bytes"), "{}", long.message);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
