@@ -12,6 +12,10 @@ use base64::Engine as _;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+/// How long a joined agent's client certificate is valid, by default (`ringrift server
+/// --agent-certificate-validity`); the agent renews it after two thirds of that.
+pub const AGENT_CERT_VALIDITY: i64 = 365 * ringrift_tls::pki::DAY;
+
 /// The namespace of bootstrap token Secrets.
 pub const NAMESPACE: &str = "kube-system";
 /// The Secret type of a bootstrap token.

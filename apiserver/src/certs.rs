@@ -36,6 +36,8 @@ pub struct TlsOptions {
     pub serving_validity: Duration,
     /// How often the serving certificate is checked for renewal (or its files for changes).
     pub renew_check: Duration,
+    /// How long the client certificate of an agent that joins (or renews) is valid.
+    pub agent_certificate_validity: Duration,
 }
 
 impl Default for TlsOptions {
@@ -47,6 +49,9 @@ impl Default for TlsOptions {
             sans: Vec::new(),
             serving_validity: Duration::from_secs(LEAF_VALIDITY.unsigned_abs()),
             renew_check: Duration::from_secs(3600),
+            agent_certificate_validity: Duration::from_secs(
+                crate::bootstrap::AGENT_CERT_VALIDITY.unsigned_abs(),
+            ),
         }
     }
 }

@@ -293,8 +293,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .transpose()
         .map_err(tls_error)?
         .map(Arc::new);
+    let agent_cert_validity = tls.as_ref().map_or(crate::bootstrap::AGENT_CERT_VALIDITY, |t| {
+        i64::try_from(t.agent_certificate_validity.as_secs()).unwrap_or(i64::MAX)
+    });
     let options = Options {
         signer,
+        agent_cert_validity,
         open: certs.is_none() && !tokens.enabled(),
         tokens,
         rbac,

@@ -183,6 +183,24 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    run_agent_until(args, None).map(|_| ExitCode::SUCCESS)
+}
+
+/// Something that asks a running agent to stop so that it can be started again (a renewed
+/// credential).
+pub(crate) type Restart = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// How an agent run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Stopped (SIGTERM, Ctrl-C).
+    Stopped,
+    /// `restart` completed: the caller starts it again.
+    Restart,
+}
+
+/// Runs the agent until a signal, or until `restart` completes.
+pub(crate) fn run_agent_until(args: AgentArgs, restart: Option<Restart>) -> anyhow::Result<Ended> {
     let AgentArgs {
         kube,
         name,
@@ -268,12 +286,25 @@ pub(crate) fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         retention,
         retention_interval: sync.retention_interval,
     };
+    let restarting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     runtime.block_on(async {
-        run(client, config, shutdown_on_signal())
-            .await
-            .context("agent stopped")
+        let shutdown = shutdown_on_signal();
+        if let Some(restart) = restart {
+            let (stop, flag) = (shutdown.clone(), restarting.clone());
+            tokio::spawn(async move {
+                restart.await;
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                stop.cancel();
+            });
+        }
+        run(client, config, shutdown).await.context("agent stopped")
     })?;
-    Ok(ExitCode::SUCCESS)
+    drop(runtime);
+    Ok(if restarting.load(std::sync::atomic::Ordering::SeqCst) {
+        Ended::Restart
+    } else {
+        Ended::Stopped
+    })
 }
 
 pub(crate) fn run_shim(args: &ShimArgs) -> ExitCode {

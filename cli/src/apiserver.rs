@@ -148,6 +148,7 @@ impl TlsArgs {
             sans: tls_san,
             serving_validity: tls_serving_validity,
             renew_check: tls_renew_check,
+            ..TlsOptions::default()
         }))
     }
 }

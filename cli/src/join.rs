@@ -85,7 +85,7 @@ pub fn normalize_hash(hash: &str) -> anyhow::Result<String> {
 }
 
 /// One HTTP/1.1 request over TLS (`config`) to `authority`: the status and the body as JSON.
-async fn call(
+pub(crate) async fn call(
     authority: &str,
     config: std::sync::Arc<rustls::ClientConfig>,
     method: Method,
@@ -294,12 +294,28 @@ pub(crate) fn run(mut args: JoinArgs) -> anyhow::Result<ExitCode> {
     if args.agent.sync.cluster_key_file.is_none() && key_file.exists() {
         args.agent.sync.cluster_key_file = Some(key_file);
     }
-    args.agent.kube.kubeconfig = Some(path);
-    args.agent.name = Some(name);
-    crate::agent::run_agent(args.agent)
+    // A certificate due for renewal is renewed before the agent starts, and while it runs at
+    // the due time; the agent then starts again on it.
+    crate::runtime()?.block_on(crate::renew::at_start(&path, &name))?;
+    args.agent.kube.kubeconfig = Some(path.clone());
+    args.agent.name = Some(name.clone());
+    let restart: crate::agent::Restart = Box::pin(crate::renew::when_due(path, name));
+    match crate::agent::run_agent_until(args.agent, Some(restart))? {
+        crate::agent::Ended::Stopped => Ok(ExitCode::SUCCESS),
+        crate::agent::Ended::Restart => {
+            // The same command again, in this process: it finds the new credential.
+            use std::os::unix::process::CommandExt as _;
+            let exe = std::env::current_exe().context("cannot find the ringrift executable")?;
+            let error = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .exec();
+            Err(anyhow::Error::new(error)
+                .context("cannot start the agent again after renewing its certificate"))
+        }
+    }
 }
 
-fn write_kubeconfig(path: &Path, url: &str, ca: &str, identity: &Pem) -> anyhow::Result<()> {
+pub(crate) fn write_kubeconfig(path: &Path, url: &str, ca: &str, identity: &Pem) -> anyhow::Result<()> {
     let text = kubeconfig(
         url.trim_end_matches('/'),
         Some(ca),
@@ -360,7 +376,8 @@ mod tests {
         assert!(unit.contains("ExecStart=/usr/local/bin/ringrift join https://head:6443 --token abcdef.0123456789abcdef --name \"gpu 1\"\n"), "{unit}");
         assert!(unit.contains("\nRestart=always\n") && unit.contains("WantedBy=multi-user.target"));
         assert!(
-            unit.contains("\nEnvironment=MIMALLOC_ARENA_EAGER_COMMIT=0\n"),
+            unit.contains("\nEnvironment=RINGRIFT_ALLOCATOR=system\n")
+                && unit.contains("\nEnvironment=MIMALLOC_ARENA_EAGER_COMMIT=0\n"),
             "{unit}"
         );
         assert!(

@@ -11,6 +11,7 @@ pub mod harness;
 mod join;
 mod kubeclient;
 mod logs;
+mod renew;
 mod server;
 mod sim_agents;
 mod status;

@@ -51,6 +51,10 @@ pub struct ServerArgs {
     /// from, and new ones continue above every version served before.
     #[arg(long, value_name = "FILE")]
     pub restore: Option<PathBuf>,
+    /// How long the client certificate of a box that joins is valid; boxes renew theirs
+    /// after two thirds of it (short values are for tests).
+    #[arg(long, default_value = "8760h", value_parser = crate::duration::parse, hide = true)]
+    pub agent_certificate_validity: Duration,
 }
 
 /// `ringrift server token …`.
@@ -302,7 +306,13 @@ async fn serve(args: &ServerArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let secrets = roles::Secrets::in_dir(dir)?;
-    let api = EmbeddedApi::start_with(dir, args.listen, &args.advertise).await?;
+    let api = EmbeddedApi::start_with(
+        dir,
+        args.listen,
+        &args.advertise,
+        Some(args.agent_certificate_validity),
+    )
+    .await?;
     let port = api
         .url()?
         .rsplit_once(':')
@@ -370,6 +380,7 @@ mod tests {
             advertise: advertise.iter().map(|s| (*s).to_owned()).collect(),
             controllers: 2,
             restore: None,
+            agent_certificate_validity: Duration::from_secs(3600),
         };
         assert_eq!(
             join_url(&args(&["head.example", "198.18.0.2"], "0.0.0.0:6443"), 6443),

@@ -403,3 +403,81 @@ async fn a_backup_taken_while_serving_restores_exactly_and_every_client_relists(
             .any(|e| e.file_name().to_string_lossy().contains("before-restore"))
     );
 }
+
+/// The client certificate in a joined box's kubeconfig.
+fn client_certificate(data_dir: &Path) -> String {
+    let text = std::fs::read_to_string(data_dir.join("kubeconfig")).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    doc["users"][0]["user"]["client-certificate-data"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_box_renews_its_certificate_before_it_expires_and_stays_ready() {
+    let scratch = Scratch::new("join-renew").unwrap();
+    let dir = scratch.0.join("server");
+    // Certificates of 15 s: renewed after 10 (two thirds of the lifetime).
+    let server = server(
+        &scratch.0,
+        "server",
+        &dir,
+        &["--agent-certificate-validity", "15s"],
+    );
+    let words: Vec<&str> = server.0.announced.split_whitespace().collect();
+    let j = Joined {
+        url: words[2].to_owned(),
+        token: words[4].to_owned(),
+        hash: words[6].to_owned(),
+    };
+    let agents: Api<Agent> = Api::all(admin(&dir).await);
+    let box1 = scratch.0.join("box1");
+    let joined = RoleProcess::start(
+        &scratch.0,
+        "box1",
+        &join_args(&j, "box1", &box1, true),
+        "ringrift agent box1: REST on",
+    )
+    .unwrap();
+    until("box1 Ready", WAIT, || async {
+        ready(&agents, "box1").await.then_some(())
+    })
+    .await;
+    let first = client_certificate(&box1);
+    let registered = |a: Agent| a.status.and_then(|s| s.registered_at);
+    let before = registered(agents.get("box1").await.unwrap()).unwrap();
+    // A new certificate in the kubeconfig, and the agent registered again on it.
+    until("box1 renewed and registered again", WAIT, || async {
+        let again = registered(agents.get("box1").await.ok()?)?;
+        (client_certificate(&box1) != first && again.0 > before.0).then_some(())
+    })
+    .await;
+    until("box1 Ready on its new certificate", WAIT, || async {
+        ready(&agents, "box1").await.then_some(())
+    })
+    .await;
+    let log = joined.log();
+    assert!(log.contains("renewed the agent's certificate"), "{log}");
+    // The box is still the same process (it started itself again in place).
+    assert!(
+        std::fs::read_to_string(format!("/proc/{}/cmdline", joined.pid())).is_ok_and(|c| c.contains("join"))
+    );
+    // Renewal is for agents only, with their own certificate: the administrator's is refused.
+    let http = ringrift_e2e::https::HttpClient::from_kubeconfig(
+        &ringrift_e2e::https::Kubeconfig::read(&dir.join("kubeconfig")).unwrap(),
+    )
+    .unwrap();
+    let (code, body) = http
+        .http(
+            "POST",
+            "/ringrift/v1/renew",
+            &[],
+            br#"{"certificateSigningRequest": "x"}"#,
+        )
+        .unwrap();
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("not an agent's identity"), "{body}");
+    drop(joined);
+    drop(server);
+}

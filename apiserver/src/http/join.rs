@@ -11,25 +11,31 @@
 //!   `{"certificate": "<PEM>", "caCertificate": "<PEM>", "clusterKey": "<base64>"}` (the
 //!   fleet's cluster key, when the server keeps one). The agent's key never leaves the box.
 //!
-//! Both answer 404 when the server has no CA of its own to sign with (plain HTTP, or client
+//! - `POST /ringrift/v1/renew`, over TLS with the agent's current client certificate and a JSON
+//!   body `{"certificateSigningRequest": "<PEM>"}`: a new certificate for the same identity
+//!   (`ringrift join` asks after two thirds of the old one's lifetime), as kubelets rotate
+//!   theirs. Only an agent's own identity (`ringrift:agent:<name>` in `ringrift:agents`,
+//!   authenticated by a certificate, not impersonated) is renewed; it can never become another.
+//!
+//! All three answer 404 when the server has no CA of its own to sign with (plain HTTP, or client
 //! certificates from a CA it does not hold).
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use jiff::Timestamp;
-use ringrift_crds::identity::{AGENTS_GROUP, agent_user};
+use ringrift_crds::identity::{AGENTS_GROUP, agent_of, agent_user};
 use serde_json::{Value, json};
 
 use super::reply::{Body, error, json_response};
 use super::state::{ApiServer, new_uid, now};
 use super::status::ApiError;
+use crate::auth::User;
 use crate::bootstrap::{self, Refusal, Stored, Token};
 use crate::store::semantics::Subresource;
 use crate::store::semantics::WriteContext;
 use crate::store::{ResourceKey, StoreError};
 
-/// How long a joined agent's certificate is valid.
-pub const AGENT_CERT_VALIDITY: i64 = 365 * ringrift_tls::pki::DAY;
+pub use crate::bootstrap::AGENT_CERT_VALIDITY;
 
 /// What a joining box sends.
 struct JoinRequest {
@@ -160,7 +166,7 @@ pub(crate) async fn join(
                 &agent_user(&name),
                 Some(AGENTS_GROUP),
                 ringrift_tls::now(),
-                AGENT_CERT_VALIDITY,
+                server.options.agent_cert_validity,
             )
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         count_use(server, &secret, &token).await?;
@@ -170,6 +176,50 @@ pub(crate) async fn join(
             answer["clusterKey"] = Value::String(key);
         }
         Ok(answer)
+    };
+    match answer.await {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => error(&e),
+    }
+}
+
+/// `POST /ringrift/v1/renew`, for `user`, authenticated by its client certificate.
+pub(crate) async fn renew(
+    server: &ApiServer,
+    method: &Method,
+    user: &User,
+    body: Result<Bytes, ApiError>,
+) -> hyper::Response<Body> {
+    let answer = async {
+        let ca = server.options.signer.as_ref().ok_or_else(ApiError::no_route)?;
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let agent = agent_of(&user.name, &user.groups).ok_or_else(|| {
+            ApiError::forbidden(format!(
+                "{:?} is not an agent's identity (ringrift:agent:<name> in {AGENTS_GROUP}): only agents renew their certificates here",
+                user.name
+            ))
+        })?;
+        let value: Value = serde_json::from_slice(&body?)
+            .map_err(|e| ApiError::bad_request(format!("the renewal request is not JSON: {e}")))?;
+        let request = value
+            .get("certificateSigningRequest")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ApiError::bad_request("the renewal request needs \"certificateSigningRequest\" (a string)")
+            })?;
+        let certificate = ca
+            .sign_client_request(
+                request,
+                &agent_user(agent),
+                Some(AGENTS_GROUP),
+                ringrift_tls::now(),
+                server.options.agent_cert_validity,
+            )
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        tracing::info!(agent, "renewed an agent's certificate");
+        Ok(json!({"certificate": certificate, "caCertificate": ca.cert_pem()}))
     };
     match answer.await {
         Ok(v) => json_response(StatusCode::OK, &v),

@@ -39,6 +39,8 @@ pub struct Options {
     /// The cluster CA, with its key, when this server holds it: agents joining with a
     /// bootstrap token get their client certificates signed by it (`/ringrift/v1/join`).
     pub signer: Option<Arc<ringrift_tls::pki::Ca>>,
+    /// How long an agent's client certificate (joined or renewed) is valid, in seconds.
+    pub agent_cert_validity: i64,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             max_body: DEFAULT_MAX_BODY,
             bookmark_interval: Duration::from_secs(10),
             signer: None,
+            agent_cert_validity: super::join::AGENT_CERT_VALIDITY,
         }
     }
 }
@@ -68,6 +71,8 @@ pub struct ApiServer {
     /// Work a request leaves running (garbage collection, a CRD's cleanup): waited for at
     /// shutdown, so the store is not closed under it.
     pub(crate) background: TaskTracker,
+    /// Task logs passed from agents nobody can connect to (`relay`).
+    pub(crate) relay: super::relay::Relay,
 }
 
 /// Now, as the API server writes timestamps.

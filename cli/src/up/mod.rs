@@ -212,16 +212,19 @@ impl EmbeddedApi {
     /// Starts the server on `listen` and waits (30 s at most) until it has written its
     /// kubeconfig, which it does once serving.
     async fn start(dir: &Path, listen: std::net::SocketAddr) -> anyhow::Result<Self> {
-        Self::start_with(dir, listen, &[]).await
+        Self::start_with(dir, listen, &[], None).await
     }
 
     /// [`Self::start`], its serving certificate also naming `sans` (the names other hosts
-    /// reach it by).
+    /// reach it by), agents that join given certificates valid `agent_validity` (default: a
+    /// year).
     pub(crate) async fn start_with(
         dir: &Path,
         listen: std::net::SocketAddr,
         sans: &[String],
+        agent_validity: Option<Duration>,
     ) -> anyhow::Result<Self> {
+        let defaults = ringrift_apiserver::certs::TlsOptions::default();
         let kubeconfig = dir.join("kubeconfig");
         let _ = std::fs::remove_file(&kubeconfig);
         let stop = CancellationToken::new();
@@ -230,7 +233,8 @@ impl EmbeddedApi {
             advertise: None,
             tls: Some(ringrift_apiserver::certs::TlsOptions {
                 sans: sans.to_vec(),
-                ..ringrift_apiserver::certs::TlsOptions::default()
+                agent_certificate_validity: agent_validity.unwrap_or(defaults.agent_certificate_validity),
+                ..defaults
             }),
             data_dir: Some(dir.join("apiserver")),
             token: None,
