@@ -244,6 +244,7 @@ pub async fn run(client: Client, mut config: Config, shutdown: CancellationToken
     ));
     start_sync(&config, &node, &mut registration, &tasks, &stop).await?;
     tasks.spawn(register::run(node.clone(), registration, stop.clone()));
+    tasks.spawn(crate::relay::run(node.clone(), stop.clone()));
     // Awaited first at shutdown: with draining, tasks are stopped while the rest still runs.
     let supervisor = tokio::spawn(supervisor::run(
         node.clone(),

@@ -1,6 +1,10 @@
-//! `ringrift logs`: a task's log, from the agent that runs it (its REST API over TLS, trusting
-//! exactly the certificate whose fingerprint the agent's `Agent` status publishes, read through
-//! the API).
+//! `ringrift logs`: a task's log, from the agent that runs it: with `--token-file`, straight
+//! from its REST API over TLS (trusting exactly the certificate whose fingerprint the agent's
+//! `Agent` status publishes, read through the API); without, through the API server (`GET
+//! …/tasks/{name}/log`, as `get` on `tasks/log`), which passes it from the agent over the
+//! connection the agent keeps to it: that reaches agents nobody can connect to (NAT), and needs
+//! no agent token. Only `ringrift server` (and `ringrift up`) relay; against a Kubernetes
+//! cluster, give `--token-file`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -34,9 +38,61 @@ pub struct LogsArgs {
     #[arg(long, default_value_t = 100)]
     pub tail: usize,
     /// File holding the agents' REST token (`<data-dir>/token` on an agent's node, or the
-    /// chart's Secret).
+    /// chart's Secret): read the log from the agent directly. Without it, through the API
+    /// server (`ringrift server`, `ringrift up`).
     #[arg(long, env = "RINGRIFT_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: PathBuf,
+    pub token_file: Option<PathBuf>,
+}
+
+/// Copies a response body to standard output as it arrives.
+async fn print_body<B>(mut body: B) -> anyhow::Result<()>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut out = std::io::stdout().lock();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            out.write_all(&data)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// The message of an error body (a `Status` or the agent's JSON), else its text.
+fn message_of(text: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(text).into_owned())
+}
+
+/// The log through the API server.
+async fn through_server(args: &LogsArgs, client: kube::Client) -> anyhow::Result<()> {
+    let path = format!(
+        "/apis/ringrift.ai/v1alpha1/namespaces/{}/tasks/{}/log?tailLines={}&follow={}",
+        args.namespace, args.task, args.tail, args.follow
+    );
+    let request = hyper::Request::get(path).body(kube::client::Body::empty())?;
+    let response = client
+        .send(request)
+        .await
+        .context("failed to ask the API server for the log")?;
+    let status = response.status();
+    if status != StatusCode::OK {
+        let text = response.into_body().collect().await?.to_bytes();
+        anyhow::bail!(
+            "the API server answered {status}: {}{}",
+            message_of(&text),
+            if status == StatusCode::NOT_FOUND {
+                " (a Kubernetes cluster does not relay logs: give --token-file to read them from the agent)"
+            } else {
+                ""
+            }
+        );
+    }
+    print_body(response.into_body()).await
 }
 
 /// `host:port` of an `https://` endpoint.
@@ -49,6 +105,9 @@ fn authority(endpoint: &str) -> anyhow::Result<&str> {
 
 async fn stream(args: &LogsArgs) -> anyhow::Result<()> {
     let client = kubeclient::client(&args.kube).await?;
+    let Some(token_file) = &args.token_file else {
+        return through_server(args, client).await;
+    };
     let task = Api::<Task>::namespaced(client.clone(), &args.namespace)
         .get_opt(&args.task)
         .await
@@ -71,7 +130,7 @@ async fn stream(args: &LogsArgs) -> anyhow::Result<()> {
         .certificate_fingerprint
         .filter(|f| ringrift_tls::pin::valid(f))
         .with_context(|| format!("agent {agent_name} publishes no certificate fingerprint to trust it by"))?;
-    let token = crate::tokens::read(&args.token_file, "--token-file")?;
+    let token = crate::tokens::read(token_file, "--token-file")?;
     let address = authority(&endpoint)?;
     let config = ringrift_tls::pin::client_config(&fingerprint)?;
     let stream = ringrift_tls::pin::connect(address, config, std::time::Duration::from_secs(10))
@@ -96,23 +155,12 @@ async fn stream(args: &LogsArgs) -> anyhow::Result<()> {
         .body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
     let status = response.status();
-    let mut body = response.into_body();
+    let body = response.into_body();
     if status != StatusCode::OK {
         let text = body.collect().await?.to_bytes();
-        let message = serde_json::from_slice::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&text).into_owned());
-        anyhow::bail!("agent {agent_name} answered {status}: {message}");
+        anyhow::bail!("agent {agent_name} answered {status}: {}", message_of(&text));
     }
-    let mut out = std::io::stdout().lock();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            out.write_all(&data)?;
-            out.flush()?;
-        }
-    }
-    Ok(())
+    print_body(body).await
 }
 
 pub(crate) fn run_logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {

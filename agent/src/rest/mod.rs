@@ -147,7 +147,57 @@ fn node_info(rest: &Rest) -> warp::reply::Response {
 }
 
 fn logs(run: &Arc<RunHandle>, query: &LogQuery) -> Result<warp::reply::Response, ApiError> {
-    let tail = query.tail.unwrap_or(100);
+    let stream = log_stream(run, query.tail, query.follow.unwrap_or(false))?;
+    let Some(rx) = stream.rest else {
+        return Ok(warp::reply::with_header(
+            stream.first.to_vec(),
+            "content-type",
+            "text/plain; charset=utf-8",
+        )
+        .into_response());
+    };
+    let first = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(stream.first)));
+    let body = warp::reply::stream(futures_util::StreamExt::chain(
+        first,
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    Ok(warp::reply::with_header(body, "content-type", "text/plain; charset=utf-8").into_response())
+}
+
+/// A task's log: the last lines, and for a live task followed, the lines as they come.
+pub struct LogStream {
+    /// The last lines (newline-terminated).
+    pub first: Bytes,
+    /// The lines that follow, until the task ends (or the receiver is dropped).
+    pub rest: Option<mpsc::Receiver<Result<Bytes, Infallible>>>,
+}
+
+/// The log of the task `namespace/name` on this agent: `tail` last lines (default 100), then,
+/// with `follow`, the new ones until it ends.
+///
+/// # Errors
+/// [`ApiError`]: no such task here (404), a tail too long (400).
+pub fn task_log(
+    node: &Node,
+    namespace: &str,
+    name: &str,
+    tail: Option<usize>,
+    follow: bool,
+) -> Result<LogStream, ApiError> {
+    task_path(namespace, name)?;
+    let run = node
+        .runs
+        .by_name(namespace, name)
+        .ok_or_else(|| ApiError::not_found(format!("no task {namespace}/{name} on this agent")))?;
+    log_stream(&run, tail, follow)
+}
+
+fn log_stream(
+    run: &Arc<RunHandle>,
+    tail: Option<usize>,
+    keep_following: bool,
+) -> Result<LogStream, ApiError> {
+    let tail = tail.unwrap_or(100);
     if tail > MAX_TAIL {
         return Err(ApiError::bad_request(format!("tail must be at most {MAX_TAIL}")));
     }
@@ -167,17 +217,15 @@ fn logs(run: &Arc<RunHandle>, query: &LogQuery) -> Result<warp::reply::Response,
     if !text.is_empty() {
         text.push('\n');
     }
-    if !query.follow.unwrap_or(false) || run.is_done() {
-        return Ok(
-            warp::reply::with_header(text, "content-type", "text/plain; charset=utf-8").into_response(),
-        );
+    if !keep_following || run.is_done() {
+        return Ok(LogStream {
+            first: Bytes::from(text),
+            rest: None,
+        });
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     let mut done = run.done();
     tokio::spawn(async move {
-        if tx.send(Ok(Bytes::from(text))).await.is_err() {
-            return;
-        }
         loop {
             tokio::select! {
                 line = follow.recv() => match line {
@@ -201,8 +249,10 @@ fn logs(run: &Arc<RunHandle>, query: &LogQuery) -> Result<warp::reply::Response,
             }
         }
     });
-    let body = warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    Ok(warp::reply::with_header(body, "content-type", "text/plain; charset=utf-8").into_response())
+    Ok(LogStream {
+        first: Bytes::from(text),
+        rest: Some(rx),
+    })
 }
 
 fn cancel(run: &Arc<RunHandle>, body: &Bytes) -> Result<warp::reply::Response, ApiError> {
@@ -413,17 +463,35 @@ fn sync_routes(
         );
     let artifact_chunks = warp::path!("v1" / "artifacts" / String / "chunks")
         .and(warp::get())
-        .and(peer_auth)
+        .and(peer_auth.clone())
         .and(with(rest))
         .then(|digest: String, rest: Arc<Rest>| async move {
             reply(crate::sync::serve::chunks(rest.node.sync.clone(), digest).await)
         });
+    // A copy pushed by a peer (replication: an unreachable agent's outputs).
+    let push = warp::path!("v1" / "artifacts" / String)
+        .and(warp::put())
+        .and(peer_auth)
+        .and(warp::query::<crate::sync::replicate::PushQuery>())
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .and(with(rest))
+        .then(
+            |digest: String, query, length, body, rest: Arc<Rest>| async move {
+                match crate::sync::replicate::accept(&rest.node.sync, &digest, query, length, body).await {
+                    Ok((code, value)) => json(&value, code),
+                    Err(e) => e.into_response(),
+                }
+            },
+        );
     peers
         .or(artifacts)
         .unify()
         .or(artifact)
         .unify()
         .or(artifact_chunks)
+        .unify()
+        .or(push)
         .unify()
 }
 

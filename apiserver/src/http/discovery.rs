@@ -298,7 +298,10 @@ pub fn answer(server: &ApiServer, route: &Route, headers: &HeaderMap) -> Respons
         | Route::Metrics
         | Route::Object(_)
         | Route::ClusterInfo
-        | Route::Join => None,
+        | Route::Join
+        | Route::Renew
+        | Route::RelayNext
+        | Route::RelayAnswer(_) => None,
     };
     found.map_or_else(
         || error(&ApiError::no_route()),

@@ -16,6 +16,7 @@ pub mod patch;
 mod protobuf;
 mod query;
 mod reads;
+mod relay;
 mod reply;
 mod reviews;
 pub mod route;

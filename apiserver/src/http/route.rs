@@ -39,6 +39,12 @@ pub enum Route {
     ClusterInfo,
     /// `/ringrift/v1/join`: a bootstrap token traded for an agent's certificate.
     Join,
+    /// `/ringrift/v1/renew`: an agent's certificate, presented, traded for a new one.
+    Renew,
+    /// `/ringrift/v1/relay/next`: an agent asks for the next log request for it.
+    RelayNext,
+    /// `/ringrift/v1/relay/answer/{id}`: an agent sends a piece of a log.
+    RelayAnswer(String),
 }
 
 /// The resource part of a path.
@@ -67,6 +73,9 @@ pub fn parse(path: &str) -> Option<Route> {
         ["metrics"] => Some(Route::Metrics),
         ["ringrift", "v1", "cluster-info"] => Some(Route::ClusterInfo),
         ["ringrift", "v1", "join"] => Some(Route::Join),
+        ["ringrift", "v1", "renew"] => Some(Route::Renew),
+        ["ringrift", "v1", "relay", "next"] => Some(Route::RelayNext),
+        ["ringrift", "v1", "relay", "answer", id] => Some(Route::RelayAnswer((*id).to_owned())),
         ["api"] => Some(Route::CoreVersions),
         ["apis"] => Some(Route::Groups),
         ["apis", group] => Some(Route::Group((*group).to_owned())),

@@ -32,6 +32,14 @@ impl ApiServer {
         query: &Query,
         body: Incoming,
     ) -> Response<Body> {
+        if object.group == "ringrift.ai"
+            && object.resource == "tasks"
+            && object.subresource.as_deref() == Some("log")
+            && parts.method == Method::GET
+            && let (Some(namespace), Some(name)) = (&object.namespace, &object.name)
+        {
+            return super::relay::task_log(self, namespace, name, query).await;
+        }
         let declared = parts
             .headers
             .get(hyper::header::CONTENT_LENGTH)
@@ -73,6 +81,37 @@ impl ApiServer {
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         );
         response
+    }
+
+    /// An agent's side of the log relay (`relay`): only an agent's own identity, never
+    /// impersonated, asks for and answers the requests made of it.
+    async fn agent_relay(
+        &self,
+        parts: &hyper::http::request::Parts,
+        route: &Route,
+        client: &ClientCert,
+        body: Incoming,
+    ) -> Response<Body> {
+        let user = match self.authenticate(&parts.headers, client) {
+            Ok(user) => user,
+            Err(e) => return error(&e),
+        };
+        let Some(agent) = ringrift_crds::identity::agent_of(&user.name, &user.groups) else {
+            return error(&ApiError::forbidden(format!(
+                "{:?} is not an agent's identity: only agents answer log requests",
+                user.name
+            )));
+        };
+        match (route, &parts.method) {
+            (Route::RelayNext, &Method::GET) => super::relay::next(self, agent).await,
+            (Route::RelayAnswer(id), &Method::POST) => match read_body(body, 1024 * 1024).await {
+                Ok(data) => {
+                    super::relay::answer(self, agent, id, &Query::parse(parts.uri.query()), data).await
+                }
+                Err(e) => error(&e),
+            },
+            _ => error(&ApiError::method_not_allowed()),
+        }
     }
 
     /// Answers a resource request: authorizes it (under RBAC), serves it, and records it in the
@@ -141,7 +180,8 @@ impl ApiServer {
                 }
             }
             Some(Route::Health | Route::Version) => "health".to_owned(),
-            Some(Route::ClusterInfo | Route::Join) => "join".to_owned(),
+            Some(Route::ClusterInfo | Route::Join | Route::Renew) => "join".to_owned(),
+            Some(Route::RelayNext | Route::RelayAnswer(_)) => "relay".to_owned(),
             Some(Route::Metrics) => "metrics".to_owned(),
             Some(_) => "discovery".to_owned(),
             None => "none".to_owned(),
@@ -159,6 +199,24 @@ impl ApiServer {
                 super::join::join(&self, &parts.method, bearer, body).await
             } else {
                 super::join::cluster_info(&self, &parts.method)
+            };
+            return self.finish(&parts, &path, resource, started, response);
+        }
+        if let Some(relay @ (Route::RelayNext | Route::RelayAnswer(_))) = &route {
+            let response = self.agent_relay(&parts, relay, client, body).await;
+            return self.finish(&parts, &path, resource, started, response);
+        }
+        // Renewal authenticates with the agent's current certificate, never impersonated.
+        if route == Some(Route::Renew) {
+            let response = match (self.authenticate(&parts.headers, client), client) {
+                (Ok(user), ClientCert::Verified(_)) => {
+                    let body = read_body(body, 64 * 1024).await;
+                    super::join::renew(&self, &parts.method, &user, body).await
+                }
+                (Ok(_), _) => error(&ApiError::forbidden(
+                    "an agent renews its certificate by presenting it (TLS client certificate)",
+                )),
+                (Err(e), _) => error(&e),
             };
             return self.finish(&parts, &path, resource, started, response);
         }

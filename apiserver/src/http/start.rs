@@ -54,6 +54,7 @@ impl ApiServer {
             registry: RwLock::new(Arc::new(registry)),
             options,
             background: tokio_util::task::TaskTracker::new(),
+            relay: super::relay::Relay::default(),
         });
         super::lifecycle::resume(&server).await;
         Ok(server)
