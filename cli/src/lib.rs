@@ -11,6 +11,7 @@ pub mod harness;
 mod join;
 mod kubeclient;
 mod logs;
+pub mod netns;
 mod renew;
 mod server;
 mod sim_agents;
@@ -143,6 +144,14 @@ pub enum Bench {
     /// `cp` of the file and `rsync` from a daemon on loopback, then a 256 MiB artifact spread
     /// from one holder to 16 agents against one transfer.
     Sync(bench::sync::BenchSyncArgs),
+    /// The fleet across shaped links: joins, transfers and spread between hosts in network
+    /// namespaces (root only).
+    ///
+    /// Builds hosts as network namespaces on a bridge, links shaped with tc (1 Gbit/s, and
+    /// 100 Mbit/s for the spread), runs `ringrift server` on one and joins agents with `ringrift
+    /// join`: times join to Ready, a 1 GiB pull agent to agent against rsync over the same link,
+    /// and a 256 MiB spread to 8 hosts against one pull and against 8 in a row.
+    Wan(bench::wan::BenchWanArgs),
     /// What TLS costs the control plane: dispatch and apiserver over HTTPS and over plain HTTP.
     ///
     /// Runs `bench dispatch` and `bench apiserver` once over HTTPS and once over plain HTTP
@@ -186,6 +195,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Bench::Failover(args) => bench::failover::run(args),
             Bench::AgentIdle(args) => bench::agent_idle::run(args),
             Bench::Sync(args) => bench::sync::run(args),
+            Bench::Wan(args) => bench::wan::run(args),
             Bench::Gossip(args) => bench::gossip::run(args),
             Bench::Tls(args) => bench::tls::run(args),
         },

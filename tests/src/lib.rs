@@ -9,7 +9,6 @@ pub mod cluster;
 pub mod holders;
 pub mod https;
 pub mod kubectl;
-pub mod netns;
 pub mod pod;
 pub mod process;
 pub mod role;

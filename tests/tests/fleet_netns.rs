@@ -17,16 +17,20 @@ use std::time::Duration;
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
+use ringrift::netns::{Host, Net, Plan};
 use ringrift_crds::agent::Agent;
 use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::{Task, TaskPhase};
 use ringrift_crds::training_loop::{LoopPhase, TrainingLoop};
 use ringrift_e2e::cluster::until;
-use ringrift_e2e::netns::{Host, Net, Plan};
 use ringrift_e2e::process::{Scratch, ringrift_bin};
 use ringrift_e2e::role::RoleProcess;
 
 const SUBNET: u8 = 71;
+
+/// The fleet test and the bench each use the machine's two cores to the full: one at a time,
+/// so neither's timing (a box caught mid-task) depends on the other.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The sample loop, its selfplay `games` in tasks of `per_task` at `simulations` per move.
 fn sample_loop(name: &str, generations: u32, games: u32, per_task: u32, simulations: u32) -> TrainingLoop {
@@ -273,12 +277,15 @@ async fn running_victim(tasks: &Api<Task>) -> Task {
     .await
 }
 
+// The lock is held by whole tests on their own runtimes and threads, never by two tasks of one.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_and_three_joined_hosts_one_behind_nat_run_the_loop_and_survive_losing_a_host() {
     assert!(
-        ringrift_e2e::netns::is_root(),
+        ringrift::netns::is_root(),
         "this test builds network namespaces and needs root (CI runs as root)"
     );
+    let _one_at_a_time = HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let scratch = Scratch::new("fleet-netns").unwrap();
     let mut net = Net::build(
         "rrfn",
@@ -304,7 +311,7 @@ async fn a_server_and_three_joined_hosts_one_behind_nat_run_the_loop_and_survive
         "1gbit",
     )
     .unwrap();
-    let head = net.host("head").clone();
+    let head = net.host("head").unwrap().clone();
     let dir = scratch.0.join("server");
     let server_args: Vec<String> = [
         "server",
@@ -333,7 +340,7 @@ async fn a_server_and_three_joined_hosts_one_behind_nat_run_the_loop_and_survive
 
     let boxes: Vec<RoleProcess> = ["gpu1", "gpu2", "gpu3"]
         .iter()
-        .map(|n| join(&scratch.0, net.host(n), &join_line))
+        .map(|n| join(&scratch.0, net.host(n).unwrap(), &join_line))
         .collect();
     let client = admin(&dir, &head).await;
     let agents: Api<Agent> = Api::all(client.clone());
@@ -397,7 +404,7 @@ async fn a_server_and_three_joined_hosts_one_behind_nat_run_the_loop_and_survive
     drop(server);
     drop(net);
     // Nothing left behind: no namespace or link with the prefix.
-    let left = ringrift_e2e::netns::run("ip", &["netns", "list"]).unwrap();
+    let left = ringrift::netns::run("ip", &["netns", "list"]).unwrap();
     assert!(!left.contains("rrfn"), "{left}");
 }
 
@@ -445,7 +452,7 @@ fn wait_listening(child: &mut std::process::Child) {
 #[test]
 fn the_harness_joins_hosts_on_a_shaped_bridge_and_lets_a_natd_host_only_dial_out() {
     assert!(
-        ringrift_e2e::netns::is_root(),
+        ringrift::netns::is_root(),
         "this test builds network namespaces and needs root"
     );
     let mut net = Net::build(
@@ -466,16 +473,16 @@ fn the_harness_joins_hosts_on_a_shaped_bridge_and_lets_a_natd_host_only_dial_out
     )
     .unwrap();
     let (a, b, n) = (
-        net.host("a").clone(),
-        net.host("b").clone(),
-        net.host("n").clone(),
+        net.host("a").unwrap().clone(),
+        net.host("b").unwrap().clone(),
+        net.host("n").unwrap().clone(),
     );
     assert!(
         a.addr.starts_with("198.18.") && n.addr.starts_with("198.19."),
         "{a:?} {n:?}"
     );
     // Each link is shaped at both ends.
-    let qdisc = ringrift_e2e::netns::run(
+    let qdisc = ringrift::netns::run(
         "ip",
         &["netns", "exec", &a.netns, "tc", "qdisc", "show", "dev", "eth0"],
     )
@@ -506,8 +513,60 @@ fn the_harness_joins_hosts_on_a_shaped_bridge_and_lets_a_natd_host_only_dial_out
     net.kill_host("b");
     assert!(connect(&a, &b.addr).is_err());
     drop(net);
-    let left = ringrift_e2e::netns::run("ip", &["netns", "list"]).unwrap();
+    let left = ringrift::netns::run("ip", &["netns", "list"]).unwrap();
     assert!(!left.contains("rrnh"), "{left}");
-    let links = ringrift_e2e::netns::run("ip", &["-o", "link", "show"]).unwrap();
+    let links = ringrift::netns::run("ip", &["-o", "link", "show"]).unwrap();
     assert!(!links.contains("rrnhu"), "{links}");
+}
+
+#[test]
+fn bench_wan_reports_its_figures_under_the_names_others_read() {
+    assert!(
+        ringrift::netns::is_root(),
+        "this test builds network namespaces and needs root"
+    );
+    let _one_at_a_time = HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Tiny sizes: the figures' names and sense, not their values.
+    let out = std::process::Command::new(ringrift_bin().unwrap())
+        .args([
+            "bench",
+            "wan",
+            "--size-mib",
+            "8",
+            "--spread-mib",
+            "4",
+            "--hosts",
+            "2",
+            "--rounds",
+            "1",
+            "--rate",
+            "200mbit",
+            "--spread-rate",
+            "100mbit",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for pointer in [
+        "/transfer/link_utilization",
+        "/transfer/vs_rsync",
+        "/spread/vs_one_transfer",
+        "/spread/sequential_s",
+        "/spread/cpu_busy_fraction",
+        "/join_to_ready_s/median",
+    ] {
+        let v = report.pointer(pointer).and_then(serde_json::Value::as_f64);
+        assert!(v.is_some_and(|v| v > 0.0), "{pointer} in {report}");
+    }
+    assert_eq!(report["links"]["rate"], "200mbit");
+    assert_eq!(report["links"]["delay_ms"], 0);
+    // Its namespaces are gone.
+    let left = ringrift::netns::run("ip", &["netns", "list"]).unwrap();
+    assert!(!left.contains("rrbw") && !left.contains("rrbs"), "{left}");
 }

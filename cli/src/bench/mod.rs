@@ -10,6 +10,7 @@ mod http;
 mod stats;
 pub(crate) mod sync;
 pub(crate) mod tls;
+pub(crate) mod wan;
 
 /// Runs a benchmark on a multi-threaded runtime and prints its JSON report.
 pub(crate) fn report(

@@ -92,79 +92,15 @@ impl Bench {
     }
 
     async fn task(&self, name: &str, agent: &str, script: &str, inputs: &[Artifact]) -> anyhow::Result<()> {
-        let task: Task = serde_json::from_value(json!({
-            "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
-            "metadata": {"name": name, "namespace": "default", "labels": {"ringrift.ai/agent": agent}},
-            "spec": {
-                "role": "training", "job": {"kind": "TrainingJob", "name": "bench"}, "workUnit": name,
-                "attempt": 0, "agent": agent,
-                "template": {"command": ["/bin/sh", "-c", script]},
-                "inputs": inputs,
-            },
-        }))?;
-        let tasks: Api<Task> = Api::namespaced(self.fleet.client.clone(), "default");
-        tasks
-            .create(&PostParams::default(), &task)
-            .await
-            .with_context(|| format!("failed to create Task {name}"))?;
-        Ok(())
+        create_task(&self.fleet.client, name, agent, script, inputs).await
     }
 
-    /// Waits until every task in `names` runs (or ran); the time from `since`.
     async fn running(&self, names: &[String], since: Instant, patience: Duration) -> anyhow::Result<f64> {
-        let tasks: Api<Task> = Api::namespaced(self.fleet.client.clone(), "default");
-        let mut left: Vec<String> = names.to_vec();
-        while !left.is_empty() {
-            anyhow::ensure!(
-                since.elapsed() < patience,
-                "tasks {left:?} not running within {patience:?}"
-            );
-            let mut still = Vec::new();
-            for name in left {
-                let phase = tasks
-                    .get(&name)
-                    .await
-                    .ok()
-                    .and_then(|t| t.status)
-                    .map(|s| (s.phase, s.message));
-                match phase {
-                    Some((TaskPhase::Running | TaskPhase::Succeeded, _)) => {}
-                    Some((TaskPhase::Failed, message)) => anyhow::bail!("task {name} failed: {message:?}"),
-                    _ => still.push(name),
-                }
-            }
-            left = still;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(since.elapsed().as_secs_f64())
+        running(&self.fleet.client, names, since, patience).await
     }
 
-    /// Makes an artifact of `mib` random MiB on `agent`.
     async fn produce(&self, name: &str, agent: &str, mib: u64) -> anyhow::Result<Artifact> {
-        self.task(
-            name,
-            agent,
-            &format!("head -c {mib}M /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/{name}.bin\""),
-            &[],
-        )
-        .await?;
-        let tasks: Api<Task> = Api::namespaced(self.fleet.client.clone(), "default");
-        let start = Instant::now();
-        loop {
-            let t = tasks.get(name).await?;
-            if let Some(s) = t.status.filter(|s| s.phase == TaskPhase::Succeeded) {
-                return s
-                    .outputs
-                    .into_iter()
-                    .next()
-                    .context("the producing task has no output");
-            }
-            anyhow::ensure!(
-                start.elapsed() < Duration::from_secs(600),
-                "producing {name} took too long"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        produce(&self.fleet.client, name, agent, mib).await
     }
 
     /// Pulls `artifact` onto a fresh agent `name` (behind `link`); the seconds it took.
@@ -190,7 +126,101 @@ impl Bench {
     }
 }
 
-fn time_command(program: &str, args: &[&str]) -> anyhow::Result<f64> {
+/// Creates a Task `name` bound to `agent` that runs `script` with `inputs`.
+pub(super) async fn create_task(
+    client: &kube::Client,
+    name: &str,
+    agent: &str,
+    script: &str,
+    inputs: &[Artifact],
+) -> anyhow::Result<()> {
+    let task: Task = serde_json::from_value(json!({
+        "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
+        "metadata": {"name": name, "namespace": "default", "labels": {"ringrift.ai/agent": agent}},
+        "spec": {
+            "role": "training", "job": {"kind": "TrainingJob", "name": "bench"}, "workUnit": name,
+            "attempt": 0, "agent": agent,
+            "template": {"command": ["/bin/sh", "-c", script]},
+            "inputs": inputs,
+        },
+    }))?;
+    let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
+    tasks
+        .create(&PostParams::default(), &task)
+        .await
+        .with_context(|| format!("failed to create Task {name}"))?;
+    Ok(())
+}
+
+/// Waits until every task in `names` runs (or ran); the time from `since`.
+pub(super) async fn running(
+    client: &kube::Client,
+    names: &[String],
+    since: Instant,
+    patience: Duration,
+) -> anyhow::Result<f64> {
+    let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
+    let mut left: Vec<String> = names.to_vec();
+    while !left.is_empty() {
+        anyhow::ensure!(
+            since.elapsed() < patience,
+            "tasks {left:?} not running within {patience:?}"
+        );
+        let mut still = Vec::new();
+        for name in left {
+            let phase = tasks
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|t| t.status)
+                .map(|s| (s.phase, s.message));
+            match phase {
+                Some((TaskPhase::Running | TaskPhase::Succeeded, _)) => {}
+                Some((TaskPhase::Failed, message)) => anyhow::bail!("task {name} failed: {message:?}"),
+                _ => still.push(name),
+            }
+        }
+        left = still;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(since.elapsed().as_secs_f64())
+}
+
+/// Makes an artifact of `mib` random MiB on `agent`.
+pub(super) async fn produce(
+    client: &kube::Client,
+    name: &str,
+    agent: &str,
+    mib: u64,
+) -> anyhow::Result<Artifact> {
+    create_task(
+        client,
+        name,
+        agent,
+        &format!("head -c {mib}M /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/{name}.bin\""),
+        &[],
+    )
+    .await?;
+    let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
+    let start = Instant::now();
+    loop {
+        let t = tasks.get(name).await?;
+        if let Some(s) = t.status.filter(|s| s.phase == TaskPhase::Succeeded) {
+            return s
+                .outputs
+                .into_iter()
+                .next()
+                .context("the producing task has no output");
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "producing {name} took too long"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub(super) fn time_command(program: &str, args: &[&str]) -> anyhow::Result<f64> {
     let start = Instant::now();
     let status = std::process::Command::new(program)
         .args(args)
@@ -259,13 +289,13 @@ fn sha256_rate() -> f64 {
 }
 
 /// The median of `samples` (not empty).
-fn median(samples: &[f64]) -> f64 {
+pub(super) fn median(samples: &[f64]) -> f64 {
     let mut s = samples.to_vec();
     s.sort_by(f64::total_cmp);
     s.get(s.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn figure(samples: &[f64], mib: u64) -> serde_json::Value {
+pub(super) fn figure(samples: &[f64], mib: u64) -> serde_json::Value {
     let m = median(samples);
     json!({
         "seconds": round3(m),

@@ -1,5 +1,5 @@
-//! Several hosts on one machine, each in a network namespace of its own, for tests of what
-//! crosses a network: every host is joined by a veth pair to a bridge that lives in a namespace
+//! Several hosts on one machine, each in a network namespace of its own, for the tests and
+//! benchmarks of what crosses a network (`tests/tests/fleet_netns.rs`, `ringrift bench wan`): every host is joined by a veth pair to a bridge that lives in a namespace
 //! of its own (not the machine's), each link is shaped with `tc tbf` at both ends, and a host
 //! may sit behind NAT (a router namespace with nftables masquerade and no inbound path), as a
 //! rented GPU box does. The test process itself reaches the bridged hosts through one more
@@ -12,9 +12,6 @@
 //!
 //! Needs root (CI runs as root), `ip` and `tc` (iproute2) and `nft` (nftables), which
 //! `scripts/install-tools.sh` installs from Debian.
-
-// Test harness: a failed unwrap is a failed test with its message.
-#![allow(clippy::missing_panics_doc, clippy::panic)]
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -358,11 +355,8 @@ impl Net {
     }
 
     /// The host named `name`.
-    pub fn host(&self, name: &str) -> &Host {
-        self.hosts
-            .iter()
-            .find(|h| h.name == name)
-            .unwrap_or_else(|| panic!("no host {name}"))
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
     }
 
     /// Pulls the plug on `name`: every process in it killed, its namespace (and router) gone.
