@@ -72,6 +72,8 @@ pub struct Net {
     pub hosts: Vec<Host>,
     /// The rate every link is shaped to (`tc` syntax, for example `1gbit`).
     pub rate: String,
+    /// Delay added at each end of every link, ms (`netem`; 0: none).
+    pub delay_ms: u32,
 }
 
 /// Whether this process runs as root (the network namespaces need it).
@@ -147,16 +149,27 @@ pub fn sweep(prefix: &str) {
     let _ = run("ip", &["link", "del", "dev", &format!("{prefix}u")]);
 }
 
-/// Shapes egress of `dev` in `netns` to `rate` (a burst of 256 KiB: less starves a fast link).
-fn shape(netns: &str, dev: &str, rate: &str) -> Result<(), String> {
+/// Shapes egress of `dev` in `netns` to `rate` (a burst of 256 KiB: less starves a fast link),
+/// behind `delay_ms` of `netem` delay when that is not 0.
+fn shape(netns: &str, dev: &str, rate: &str, delay_ms: u32) -> Result<(), String> {
+    let tbf = ["tbf", "rate", rate, "burst", "256kb", "latency", "100ms"];
+    if delay_ms == 0 {
+        let mut args = vec!["qdisc", "replace", "dev", dev, "root"];
+        args.extend(tbf);
+        return within(netns, "tc", &args).map(drop);
+    }
+    let delay = format!("{delay_ms}ms");
     within(
         netns,
         "tc",
         &[
-            "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "256kb", "latency", "100ms",
+            "qdisc", "replace", "dev", dev, "root", "handle", "1:", "netem", "delay", &delay,
         ],
     )
-    .map(drop)
+    .map_err(|e| format!("{e} (a delay needs netem, which this kernel may lack: sch_netem)"))?;
+    let mut args = vec!["qdisc", "replace", "dev", dev, "parent", "1:", "handle", "2:"];
+    args.extend(tbf);
+    within(netns, "tc", &args).map(drop)
 }
 
 fn up(netns: &str, dev: &str) -> Result<(), String> {
@@ -177,6 +190,21 @@ impl Net {
     /// # Errors
     /// When a step fails (what was built is removed).
     pub fn build(prefix: &str, subnet: u8, plan: &[Plan<'_>], rate: &str) -> Result<Self, String> {
+        Self::build_with_delay(prefix, subnet, plan, rate, 0)
+    }
+
+    /// [`Net::build`], every link also delayed by `delay_ms` at each end (`netem`; an error
+    /// where the kernel has none).
+    ///
+    /// # Errors
+    /// When a step fails (what was built is removed).
+    pub fn build_with_delay(
+        prefix: &str,
+        subnet: u8,
+        plan: &[Plan<'_>],
+        rate: &str,
+        delay_ms: u32,
+    ) -> Result<Self, String> {
         if prefix.len() > 6 || plan.iter().any(|p| p.name.len() > 6) {
             return Err(
                 "prefix and host names: at most 6 characters (interface names are at most 15)".into(),
@@ -189,6 +217,7 @@ impl Net {
             uplink: format!("{prefix}u"),
             hosts: Vec::new(),
             rate: rate.to_owned(),
+            delay_ms,
         };
         net.build_bridge(subnet)?;
         for (i, p) in plan.iter().enumerate() {
@@ -253,8 +282,8 @@ impl Net {
         within(br, "ip", &["link", "set", "dev", port, "master", "br0"])?;
         up(br, port)?;
         up(netns, dev)?;
-        shape(br, port, &self.rate)?;
-        shape(netns, dev, &self.rate)
+        shape(br, port, &self.rate, self.delay_ms)?;
+        shape(netns, dev, &self.rate, self.delay_ms)
     }
 
     fn build_host(&self, subnet: u8, index: u8, name: &str) -> Result<Host, String> {

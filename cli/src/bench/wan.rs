@@ -12,8 +12,8 @@
 //!   (100 Mbit/s, slow enough that eight stay within what two cores move; the CPU's busy share is
 //!   recorded), against one pull alone (`vs_one_transfer`) and the 8 one after another.
 //!
-//! No delay is added: the harness shapes rate only (this machine's kernel has no `netem`), and
-//! the JSON says so. Needs root, `ip`, `tc`, `nft` and `rsync`. Never fails on speed.
+//! No delay is added unless `--delay-ms` asks (it needs `netem`, which this machine's kernel
+//! lacks); the JSON says which were in force. Needs root, `ip`, `tc`, `nft` and `rsync`. Never fails on speed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -55,6 +55,10 @@ pub struct BenchWanArgs {
     /// Longest wait for any one transfer.
     #[arg(long, default_value = "900s", value_parser = crate::duration::parse)]
     pub patience: Duration,
+    /// Delay added at each end of every link, ms (needs `netem` in the kernel; this machine's
+    /// has none, so the default adds none).
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u32,
 }
 
 /// A rate in `tc` syntax, bits per second.
@@ -322,7 +326,7 @@ async fn transfer(
     dir: &Path,
     joins: &mut Vec<f64>,
 ) -> anyhow::Result<serde_json::Value> {
-    let net = Net::build(
+    let net = Net::build_with_delay(
         "rrbw",
         90,
         &[
@@ -340,6 +344,7 @@ async fn transfer(
             },
         ],
         &args.rate,
+        args.delay_ms,
     )
     .map_err(anyhow::Error::msg)?;
     let site = Site::start(net, dir).await?;
@@ -397,7 +402,8 @@ async fn spread(args: &BenchWanArgs, dir: &Path, joins: &mut Vec<f64>) -> anyhow
         },
     ];
     plan.extend(names.iter().map(|n| Plan { name: n, nat: false }));
-    let net = Net::build("rrbs", 91, &plan, &args.spread_rate).map_err(anyhow::Error::msg)?;
+    let net = Net::build_with_delay("rrbs", 91, &plan, &args.spread_rate, args.delay_ms)
+        .map_err(anyhow::Error::msg)?;
     let site = Site::start(net, dir).await?;
     let (holder, joined) = site.join(&site.host("src")?, "source").await?;
     joins.push(joined);
@@ -477,8 +483,12 @@ async fn bench(args: BenchWanArgs) -> anyhow::Result<serde_json::Value> {
             "shaping": "tc tbf at both ends of every link, burst 256 KiB",
             "rate": args.rate,
             "spread_rate": args.spread_rate,
-            "delay_ms": 0,
-            "delay": "none added: the harness shapes rate only (no netem on this machine's kernel)",
+            "delay_ms": args.delay_ms,
+            "delay": if args.delay_ms == 0 {
+                "none added (--delay-ms needs netem, which this machine's kernel lacks)".to_owned()
+            } else {
+                format!("{} ms at each end of every link (netem), so {} ms per round trip", args.delay_ms, 4 * args.delay_ms)
+            },
         },
         "join_to_ready_s": {
             "median": round3(median(&joins)),
