@@ -41,6 +41,18 @@ struct Joined {
     hash: String,
 }
 
+impl Joined {
+    /// The URL, token and CA hash of the printed `ringrift join URL --token T --ca-cert-hash H`.
+    fn from_banner(line: &str) -> Self {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        Self {
+            url: words[2].to_owned(),
+            token: words[4].to_owned(),
+            hash: words[6].to_owned(),
+        }
+    }
+}
+
 /// `ringrift join …` once, to its end: exit status and stderr.
 fn join_fails(url: &str, token: &str, hash: &str, name: &str, data_dir: &Path) -> (i32, String) {
     let out = Command::new(ringrift_bin().unwrap())
@@ -235,11 +247,7 @@ async fn a_box_joins_with_the_printed_command_and_bad_joins_are_refused() {
         (words[0], words[1], words[3], words[5]),
         ("ringrift", "join", "--token", "--ca-cert-hash")
     );
-    let j = Joined {
-        url: words[2].to_owned(),
-        token: words[4].to_owned(),
-        hash: words[6].to_owned(),
-    };
+    let j = Joined::from_banner(&server.0.announced);
     let client = admin(&dir).await;
     let agents: Api<Agent> = Api::all(client.clone());
     tokens_are_managed(&dir, &j.token);
@@ -425,12 +433,7 @@ async fn a_joined_box_renews_its_certificate_before_it_expires_and_stays_ready()
         &dir,
         &["--agent-certificate-validity", "15s"],
     );
-    let words: Vec<&str> = server.0.announced.split_whitespace().collect();
-    let j = Joined {
-        url: words[2].to_owned(),
-        token: words[4].to_owned(),
-        hash: words[6].to_owned(),
-    };
+    let j = Joined::from_banner(&server.0.announced);
     let agents: Api<Agent> = Api::all(admin(&dir).await);
     let box1 = scratch.0.join("box1");
     let joined = RoleProcess::start(

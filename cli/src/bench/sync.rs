@@ -230,9 +230,9 @@ pub(super) fn time_command(program: &str, args: &[&str]) -> anyhow::Result<f64> 
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// An rsync daemon on loopback serving the directory of `file`; the URL of `file`.
-async fn rsync_daemon(file: &Path, dir: &Path) -> anyhow::Result<(tokio::process::Child, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+/// Writes the configuration of an rsync daemon serving the directory of `file` as module `m`
+/// (its log and pid file in `dir`); its path.
+pub(super) fn rsync_conf(file: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
     let conf = dir.join("rsyncd.conf");
     let module = file.parent().context("artifact without a directory")?;
     std::fs::write(
@@ -244,6 +244,13 @@ async fn rsync_daemon(file: &Path, dir: &Path) -> anyhow::Result<(tokio::process
             module.display()
         ),
     )?;
+    Ok(conf)
+}
+
+/// An rsync daemon on loopback serving the directory of `file`; the URL of `file`.
+async fn rsync_daemon(file: &Path, dir: &Path) -> anyhow::Result<(tokio::process::Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let conf = rsync_conf(file, dir)?;
     let daemon = tokio::process::Command::new("rsync")
         .args([
             "--daemon",

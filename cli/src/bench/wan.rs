@@ -253,17 +253,7 @@ impl Site {
 
 /// rsync from a daemon on `from` (serving `file`) to `to`: the seconds it took.
 fn rsync_between(from: &Host, to: &Host, file: &Path, dir: &Path) -> anyhow::Result<f64> {
-    let conf = dir.join("rsyncd.conf");
-    let module = file.parent().context("artifact without a directory")?;
-    std::fs::write(
-        &conf,
-        format!(
-            "use chroot = false\nlog file = {}\npid file = {}\n[m]\npath = {}\nread only = true\n",
-            dir.join("rsyncd.log").display(),
-            dir.join("rsyncd.pid").display(),
-            module.display()
-        ),
-    )?;
+    let conf = super::sync::rsync_conf(file, dir)?;
     let _ = std::fs::remove_file(dir.join("rsyncd.pid"));
     let daemon = from
         .command("rsync")
