@@ -124,12 +124,19 @@ const REPLICATE_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
 /// When peers cannot reach this agent, its outputs are pushed to one that they can reach
 /// before the attempt counts as Succeeded (`sync::replicate`); tried again for a while when no
 /// agent takes them, then the attempt fails as the agent's error (the controller runs it again,
-/// elsewhere if it can).
+/// elsewhere if it can). When no other agent is reachable at all, there is nowhere to push and
+/// nobody a copy would serve: the outputs stay here, with a warning.
 async fn replicate(node: &Node, outputs: &mut [Artifact]) -> Result<(), Outcome> {
     let deadline = tokio::time::Instant::now() + REPLICATE_PATIENCE;
     loop {
         match crate::sync::replicate::replicate(&node.sync, outputs).await {
             Ok(_) => return Ok(()),
+            // Nobody else is reachable (or the only agent is this one): nobody could pull from
+            // a copy either, and agents on this box still can read them here.
+            Err(e @ crate::sync::replicate::ReplicateError::NoTarget) => {
+                tracing::warn!(error = %e, "outputs held only by this agent");
+                return Ok(());
+            }
             Err(e) if tokio::time::Instant::now() + REPLICATE_RETRY < deadline => {
                 tracing::warn!(error = %e, "outputs not replicated yet; trying again");
                 tokio::time::sleep(REPLICATE_RETRY).await;
