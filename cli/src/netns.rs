@@ -49,7 +49,7 @@ impl Host {
         c
     }
 
-    /// The arguments for [`crate::process::spawn_program`] with `ip` as the program.
+    /// The arguments of `ip` that run `program args…` in this host (for a harness that spawns `ip`).
     pub fn wrap(&self, program: &str, args: &[String]) -> Vec<String> {
         let mut out = vec![
             "netns".to_owned(),

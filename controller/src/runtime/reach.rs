@@ -106,7 +106,7 @@ async fn probe(authority: &str) -> Result<(), String> {
 }
 
 /// Probes every ready agent's endpoint while this replica leads: a new or changed endpoint at
-/// once, the others every [`REPROBE`]. Ends at `shutdown`.
+/// once, the others every 30 s. Ends at `shutdown`.
 pub async fn run(
     caches: Caches,
     writer: Writer,
