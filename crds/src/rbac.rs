@@ -77,7 +77,11 @@ pub fn agent() -> Rules {
             rule(g, &["tasks/status"], &["update"]),
             rule(g, &["agents"], &["get", "list", "create"]),
             rule(g, &["agents/status"], &["patch"]),
-            rule(g, &["models", "selfplayjobs"], &["list"]),
+            rule(
+                g,
+                &["models", "selfplayjobs", "trainingjobs", "trainingloops"],
+                &["list"],
+            ),
         ],
         namespaced: vec![rule("coordination.k8s.io", &["leases"], &["create", "patch"])],
     }

@@ -120,6 +120,20 @@ const GRANTED_UNUSED: &[(&str, &str, &str, &str, &str)] = &[
         "selfplayjobs",
         "retention keeps games in a training window; read only above the high-water mark",
     ),
+    (
+        "agent",
+        "list",
+        "ringrift.ai",
+        "trainingloops",
+        "retention reads the loops' training windows; only above the high-water mark",
+    ),
+    (
+        "agent",
+        "list",
+        "ringrift.ai",
+        "trainingjobs",
+        "retention reads unfinished training jobs' windows; only above the high-water mark",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

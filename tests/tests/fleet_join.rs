@@ -484,3 +484,52 @@ async fn a_joined_box_renews_its_certificate_before_it_expires_and_stays_ready()
     drop(joined);
     drop(server);
 }
+
+/// A counter's value in Prometheus text.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_box_may_read_everything_retention_needs_under_its_node_restricted_identity() {
+    let scratch = Scratch::new("join-retention").unwrap();
+    let dir = scratch.0.join("server");
+    let server = server(&scratch.0, "server", &dir, &[]);
+    let j = Joined::from_banner(&server.0.announced);
+    let box1 = scratch.0.join("box1");
+    // Any disk is past a high-water mark of 1%: every round asks the API what must be kept.
+    let mut args = join_args(&j, "box1", &box1, true);
+    args.extend(
+        [
+            "--disk-high-water",
+            "0.01",
+            "--disk-low-water",
+            "0.005",
+            "--retention-interval",
+            "100ms",
+        ]
+        .map(String::from),
+    );
+    let joined = RoleProcess::start(&scratch.0, "box1", &args, "ringrift agent box1: REST on").unwrap();
+    let token = std::fs::read_to_string(box1.join("token")).unwrap();
+    let rest = joined.announced_client();
+    let bearer = format!("Bearer {}", token.trim());
+    until("three retention rounds", WAIT, || async {
+        let (code, metrics) = rest
+            .http("GET", "/metrics", &[("authorization", &bearer)], b"")
+            .ok()?;
+        (code == 200 && counter(&metrics, "ringrift_agent_retention_rounds_total") >= 3).then_some(())
+    })
+    .await;
+    let log = joined.log();
+    assert!(
+        !log.contains("cannot say what is needed") && !log.contains("forbidden"),
+        "{log}"
+    );
+    drop(joined);
+    drop(server);
+}
