@@ -210,7 +210,11 @@ async fn register(
                     tracing::info!(agent = %node.name, "created the Agent object");
                     agent
                 }
-                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                // Created meanwhile (another start of this agent): read it again.
+                Err(kube::Error::Api(s)) if s.code == 409 && conflicts < 5 => {
+                    conflicts += 1;
+                    continue;
+                }
                 Err(e) => return Err(e),
             },
         };

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use jiff::Timestamp;
 use kube::ResourceExt as _;
 use ringrift_crds::agent::Agent;
@@ -105,6 +106,43 @@ async fn probe(authority: &str) -> Result<(), String> {
     }
 }
 
+/// Writes what a probe of `agent` found, when its condition does not say so already, with an
+/// event; whether the condition now says it (false: changed meanwhile, probed again next tick).
+async fn record(writer: &Writer, agent: &Agent, endpoint: &str, result: &Result<(), String>) -> bool {
+    let name = agent.name_any();
+    let Some(patch) = reachable_patch(agent, endpoint, result, Timestamp::now()) else {
+        return true;
+    };
+    if let Err(e) = writer.patch_agent_status(&name, &patch).await {
+        tracing::debug!(agent = %name, error = %e, "reachability not recorded");
+        return false;
+    }
+    let (warning, reason, note) = match result {
+        Ok(()) => {
+            tracing::info!(agent = %name, %endpoint, "agent reachable");
+            (false, "Reachable", format!("agent {name} answers at {endpoint}"))
+        }
+        Err(e) => {
+            tracing::warn!(agent = %name, %endpoint, error = %e, "agent unreachable; it will push its outputs to a reachable agent");
+            (
+                true,
+                "Unreachable",
+                format!("agent {name} cannot be reached at {endpoint}: {e}"),
+            )
+        }
+    };
+    let reference = Agent::new(&name, ringrift_crds::agent::AgentSpec::default());
+    writer
+        .event(
+            &kube::Resource::object_ref(&reference, &()),
+            warning,
+            reason,
+            note,
+        )
+        .await;
+    true
+}
+
 /// Probes every ready agent's endpoint while this replica leads: a new or changed endpoint at
 /// once, the others every 30 s. Ends at `shutdown`.
 pub async fn run(
@@ -130,8 +168,8 @@ pub async fn run(
         let (agents, _) = valid(&caches.agents);
         probed.retain(|name, _| agents.iter().any(|a| a.name_any() == *name));
         let mut unreachable = 0;
+        let mut due = Vec::new();
         for agent in &agents {
-            let name = agent.name_any();
             let endpoint = agent.status.as_ref().and_then(|s| s.endpoint.clone());
             let (Some(endpoint), true) = (endpoint, ready(agent)) else {
                 continue;
@@ -144,43 +182,28 @@ pub async fn run(
             if says_unreachable {
                 unreachable += 1;
             }
-            let due = probed
-                .get(&name)
-                .is_none_or(|(e, at)| *e != endpoint || at.elapsed() >= REPROBE);
-            if !due {
-                continue;
+            if probed
+                .get(&agent.name_any())
+                .is_none_or(|(e, at)| *e != endpoint || at.elapsed() >= REPROBE)
+            {
+                due.push((agent.clone(), endpoint));
             }
-            let result = match authority(&endpoint) {
-                Some(a) => probe(a).await,
-                None => Err(format!("{endpoint:?} is not scheme://host:port")),
-            };
-            let Some(patch) = reachable_patch(agent, &endpoint, &result, Timestamp::now()) else {
-                probed.insert(name, (endpoint, Instant::now()));
-                continue;
-            };
-            match writer.patch_agent_status(&name, &patch).await {
-                Ok(()) => {
-                    probed.insert(name.clone(), (endpoint.clone(), Instant::now()));
-                    match &result {
-                        Ok(()) => tracing::info!(agent = %name, %endpoint, "agent reachable"),
-                        Err(e) => {
-                            tracing::warn!(agent = %name, %endpoint, error = %e, "agent unreachable; it will push its outputs to a reachable agent");
-                        }
-                    }
-                    let reference = Agent::new(&name, ringrift_crds::agent::AgentSpec::default());
-                    let reference = kube::Resource::object_ref(&reference, &());
-                    let (warning, reason, note) = match &result {
-                        Ok(()) => (false, "Reachable", format!("agent {name} answers at {endpoint}")),
-                        Err(e) => (
-                            true,
-                            "Unreachable",
-                            format!("agent {name} cannot be reached at {endpoint}: {e}"),
-                        ),
-                    };
-                    writer.event(&reference, warning, reason, note).await;
-                }
-                // Changed meanwhile (the agent wrote its own conditions): probed again next tick.
-                Err(e) => tracing::debug!(agent = %name, error = %e, "reachability not recorded"),
+        }
+        // Probes at once (an unreachable endpoint takes the whole timeout), at most 32 in flight.
+        let results: Vec<(Agent, String, Result<(), String>)> = futures_util::stream::iter(due)
+            .map(|(agent, endpoint)| async move {
+                let result = match authority(&endpoint) {
+                    Some(a) => probe(a).await,
+                    None => Err(format!("{endpoint:?} is not scheme://host:port")),
+                };
+                (agent, endpoint, result)
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        for (agent, endpoint, result) in results {
+            if record(&writer, &agent, &endpoint, &result).await {
+                probed.insert(agent.name_any(), (endpoint, Instant::now()));
             }
         }
         health.metrics.agents_unreachable.set(unreachable);
