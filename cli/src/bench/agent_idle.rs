@@ -60,20 +60,6 @@ fn allocator_of(pid: u32) -> &'static str {
     }
 }
 
-/// `RssAnon` and `RssFile` of `pid` (private memory, the binary's and libraries' pages), KiB.
-fn rss_parts(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("RssAnon:"), field("RssFile:"))
-}
-
 /// Resident set size of `pid`, KiB.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("the agent is gone")?;
@@ -137,7 +123,7 @@ async fn bench(args: BenchAgentIdleArgs) -> anyhow::Result<serde_json::Value> {
     let cpu = (cpu_ticks(pid)? - cpu_start) as f64 / ticks_per_s;
     let seconds = start.elapsed().as_secs_f64();
     let thread_count = threads(pid);
-    let (anon, file) = rss_parts(pid);
+    let [anon, file] = super::stats::proc_status_kib(pid, ["RssAnon:", "RssFile:"]);
     let allocator = allocator_of(pid);
     agent.kill();
     let max = samples.iter().copied().max().unwrap_or(0);

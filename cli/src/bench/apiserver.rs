@@ -222,17 +222,10 @@ async fn watch_latency(target: &Target, watchers: usize, events: usize) -> anyho
     Ok((all, missed))
 }
 
+#[allow(clippy::cast_precision_loss)]
 fn rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| round3(kb / 1024.0))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let [rss, hwm] = super::stats::proc_status_kib(pid, ["VmRSS:", "VmHWM:"]);
+    (round3(rss as f64 / 1024.0), round3(hwm as f64 / 1024.0))
 }
 
 /// Runs the benchmark; its JSON report.

@@ -32,6 +32,20 @@ pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// The memory figures `names` (`VmRSS:`, `RssAnon:`, …) of process `pid`, KiB, read from
+/// `/proc/<pid>/status`; 0 for one it does not give (or a process gone).
+pub fn proc_status_kib<const N: usize>(pid: u32, names: [&str; N]) -> [u64; N] {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    names.map(|name| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::float_cmp)] // exact values by construction
 mod tests {
