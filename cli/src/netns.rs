@@ -388,6 +388,17 @@ impl Net {
         self.hosts.iter().find(|h| h.name == name)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to every process in host `name`: a frozen host says
+    /// nothing until it is thawed (or its plug is pulled).
+    pub fn signal_host(&self, name: &str, signal: &str) {
+        if let Some(host) = self.host(name) {
+            let pids = run("ip", &["netns", "pids", &host.netns]).unwrap_or_default();
+            for pid in pids.split_whitespace() {
+                let _ = run("kill", &[&format!("-{signal}"), pid]);
+            }
+        }
+    }
+
     /// Pulls the plug on `name`: every process in it killed, its namespace (and router) gone.
     pub fn kill_host(&mut self, name: &str) {
         if let Some(i) = self.hosts.iter().position(|h| h.name == name) {

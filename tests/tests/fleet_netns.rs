@@ -241,40 +241,62 @@ async fn natd_outputs_are_held_by_reachable_boxes(tasks: &Api<Task>) -> String {
     on_nat[0].metadata.name.clone().unwrap()
 }
 
-/// A selfplay task of the second loop running on a reachable box that made nothing of that
-/// loop yet and holds no only reachable copy of its outputs.
-async fn running_victim(tasks: &Api<Task>) -> Task {
-    until(
-        "a reachable box running a selfplay task of the second loop",
-        Duration::from_secs(300),
-        || async {
-            let list = tasks.list(&ListParams::default()).await.ok()?.items;
-            let second = |t: &&Task| t.spec.job.name.starts_with("second-");
-            let phase = |t: &Task| t.status.as_ref().map(|s| s.phase);
-            ["gpu1", "gpu2"].into_iter().find_map(|host| {
-                let on_host = |t: &&Task| t.spec.agent.as_deref() == Some(host);
-                let made_something = list
-                    .iter()
-                    .filter(second)
-                    .filter(on_host)
-                    .any(|t| phase(t) == Some(TaskPhase::Succeeded));
-                let only_copy = list
-                    .iter()
-                    .filter(second)
-                    .filter_map(|t| t.status.as_ref())
-                    .flat_map(|s| &s.outputs)
-                    .any(|o| o.holders.iter().all(|h| h == host || h == "gpu3"));
-                let running = list.iter().filter(second).filter(on_host).find(|t| {
-                    t.spec.role == ringrift_crds::task::Role::Selfplay && phase(t) == Some(TaskPhase::Running)
-                });
-                (!made_something && !only_copy)
-                    .then_some(running)
-                    .flatten()
-                    .cloned()
-            })
-        },
-    )
-    .await
+/// Whether `host` can be unplugged now without losing anything of the second loop: it made
+/// nothing of it yet, holds no output nobody reachable else holds, and runs one of its
+/// selfplay tasks (returned).
+fn victim_on(list: &[Task], host: &str) -> Option<Task> {
+    let second = |t: &&Task| t.spec.job.name.starts_with("second-");
+    let on_host = |t: &&Task| t.spec.agent.as_deref() == Some(host);
+    let phase = |t: &Task| t.status.as_ref().map(|s| s.phase);
+    let made_something = list
+        .iter()
+        .filter(second)
+        .filter(on_host)
+        .any(|t| phase(t) == Some(TaskPhase::Succeeded));
+    let only_copy = list
+        .iter()
+        .filter(second)
+        .filter_map(|t| t.status.as_ref())
+        .flat_map(|s| &s.outputs)
+        .any(|o| o.holders.iter().all(|h| h == host || h == "gpu3"));
+    let running =
+        list.iter().filter(second).filter(on_host).find(|t| {
+            t.spec.role == ringrift_crds::task::Role::Selfplay && phase(t) == Some(TaskPhase::Running)
+        });
+    (!made_something && !only_copy)
+        .then_some(running)
+        .flatten()
+        .cloned()
+}
+
+/// Unplugs a reachable box while it runs a selfplay task of the second loop, before it made
+/// anything of that loop: the box is frozen (SIGSTOP) first, the state checked again once
+/// nothing it sent can still be arriving, and only then killed (else thawed, and another moment
+/// taken). Returns the task it was running.
+async fn unplug_mid_task(net: &mut Net, tasks: &Api<Task>) -> Task {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no moment to unplug a box running a selfplay task of the second loop"
+        );
+        let list = tasks.list(&ListParams::default()).await.unwrap().items;
+        let Some(host) = ["gpu1", "gpu2"]
+            .into_iter()
+            .find(|h| victim_on(&list, h).is_some())
+        else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        net.signal_host(host, "STOP");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let list = tasks.list(&ListParams::default()).await.unwrap().items;
+        if let Some(victim) = victim_on(&list, host) {
+            net.kill_host(host);
+            return victim;
+        }
+        net.signal_host(host, "CONT");
+    }
 }
 
 // The lock is held by whole tests on their own runtimes and threads, never by two tasks of one.
@@ -369,9 +391,8 @@ async fn a_server_and_three_joined_hosts_one_behind_nat_run_the_loop_and_survive
         .create(&PostParams::default(), &sample_loop("second", 2, 300, 100, 100))
         .await
         .unwrap();
-    let victim = running_victim(&tasks).await;
+    let victim = unplug_mid_task(&mut net, &tasks).await;
     let host = victim.spec.agent.clone().unwrap();
-    net.kill_host(&host);
     let unit = victim.spec.work_unit.clone();
     let job = victim.spec.job.name.clone();
     // Its work unit runs again elsewhere.
