@@ -105,6 +105,19 @@ fn refused(server: &ApiServer, r: &Refusal) -> ApiError {
     ApiError::unauthorized_because(r.to_string())
 }
 
+/// The CA that signs agents' certificates, for a `POST` (404 when the server holds none, 405
+/// for another method).
+fn signer_for_post<'a>(
+    server: &'a ApiServer,
+    method: &Method,
+) -> Result<&'a ringrift_tls::pki::Ca, ApiError> {
+    let ca = server.options.signer.as_deref().ok_or_else(ApiError::no_route)?;
+    if method != Method::POST {
+        return Err(ApiError::method_not_allowed());
+    }
+    Ok(ca)
+}
+
 /// `POST /ringrift/v1/join`.
 pub(crate) async fn join(
     server: &ApiServer,
@@ -113,10 +126,7 @@ pub(crate) async fn join(
     body: Result<Bytes, ApiError>,
 ) -> hyper::Response<Body> {
     let answer = async {
-        let ca = server.options.signer.as_ref().ok_or_else(ApiError::no_route)?;
-        if method != Method::POST {
-            return Err(ApiError::method_not_allowed());
-        }
+        let ca = signer_for_post(server, method)?;
         let token = bearer
             .ok_or_else(|| {
                 ApiError::unauthorized_because(
@@ -191,10 +201,7 @@ pub(crate) async fn renew(
     body: Result<Bytes, ApiError>,
 ) -> hyper::Response<Body> {
     let answer = async {
-        let ca = server.options.signer.as_ref().ok_or_else(ApiError::no_route)?;
-        if method != Method::POST {
-            return Err(ApiError::method_not_allowed());
-        }
+        let ca = signer_for_post(server, method)?;
         let agent = agent_of(&user.name, &user.groups).ok_or_else(|| {
             ApiError::forbidden(format!(
                 "{:?} is not an agent's identity (ringrift:agent:<name> in {AGENTS_GROUP}): only agents renew their certificates here",

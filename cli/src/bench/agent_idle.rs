@@ -62,13 +62,9 @@ fn allocator_of(pid: u32) -> &'static str {
 
 /// Resident set size of `pid`, KiB.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("the agent is gone")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .context("no VmRSS in /proc/<pid>/status")
+    let [rss] = super::stats::proc_status_kib(pid, ["VmRSS:"]);
+    anyhow::ensure!(rss > 0, "the agent is gone (no VmRSS in /proc/{pid}/status)");
+    Ok(rss)
 }
 
 /// User + system CPU time of every thread of `pid`, clock ticks.
