@@ -29,6 +29,15 @@ fn says_ready(agent: &Agent) -> bool {
         .is_none_or(|c| c.status != "False" || c.reason == HEARTBEAT_LAPSED)
 }
 
+/// Whether the agent reports condition `type_` as `True`.
+fn condition_true(agent: &Agent, type_: &str) -> bool {
+    agent
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .is_some_and(|c| c.status == "True")
+}
+
 /// Reason of the `Ready=False` condition the controller sets when a heartbeat lapses.
 pub const HEARTBEAT_LAPSED: &str = "HeartbeatLapsed";
 
@@ -40,6 +49,7 @@ pub fn view(agent: &Agent, heartbeat_current: bool) -> AgentView {
         name: agent.metadata.name.clone().unwrap_or_default(),
         ready: heartbeat_current && says_ready(agent),
         unschedulable: agent.spec.unschedulable,
+        disk_pressure: condition_true(agent, "DiskPressure"),
         cpu_millis: status.capacity.cpu_millis,
         memory_mib: status.capacity.memory_mib,
         gpus: status

@@ -2,7 +2,7 @@
 //! place (pure, all jobs at once, so priorities and preemption see the whole fleet) → apply →
 //! status. Passes run on changes and on timers (backoff, deadlines, heartbeat expiry).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -332,6 +332,12 @@ impl Reconciler {
             if e.held_back {
                 continue;
             }
+            let mut input_bytes: BTreeMap<String, u64> = BTreeMap::new();
+            for input in &view.inputs {
+                for holder in &input.holders {
+                    *input_bytes.entry(holder.clone()).or_default() += input.size_bytes;
+                }
+            }
             for (j, c) in plan.create.iter().enumerate() {
                 requests.push(Request {
                     id: format!("{i}/{j}"),
@@ -339,6 +345,9 @@ impl Reconciler {
                     resources: view.resources.clone(),
                     elastic: view.kind == JobKind::SelfplayJob,
                     avoid: c.avoid.clone(),
+                    // A gauntlet writes only its result.
+                    writes_outputs: view.kind != JobKind::GauntletJob,
+                    input_bytes: input_bytes.clone(),
                 });
             }
         }

@@ -3,9 +3,11 @@
 //!
 //! Requests go in priority order (first come first within a priority). A unit fits an agent
 //! that is Ready, schedulable and has the CPU, memory and enough free healthy GPUs matching its
-//! selector. Elastic (selfplay) units spread to the least loaded agent; others take the tightest
-//! fit, keeping big holes for big jobs. A unit that fits nowhere may preempt elastic units of
-//! lower priority; otherwise it waits, with a reason and its queue position.
+//! selector; a unit that writes outputs does not go to an agent under `DiskPressure`. Other
+//! units (training, gauntlets) go where most of their input bytes already are, then take the
+//! tightest fit, keeping big holes for big jobs; elastic (selfplay) units spread to the least
+//! loaded agent, then where their inputs are. A unit that fits nowhere may preempt elastic units
+//! of lower priority; otherwise it waits, with a reason and its queue position.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +35,8 @@ pub struct AgentView {
     pub ready: bool,
     /// Cordoned.
     pub unschedulable: bool,
+    /// Its disk is nearly full: no work that writes outputs goes there.
+    pub disk_pressure: bool,
     /// CPU, thousandths of a core.
     pub cpu_millis: u64,
     /// Memory, MiB.
@@ -73,6 +77,10 @@ pub struct Request {
     pub elastic: bool,
     /// Agents to avoid if any other fits (a retry after a hardware fault).
     pub avoid: Vec<String>,
+    /// Whether it writes output artifacts (kept off agents under `DiskPressure`).
+    pub writes_outputs: bool,
+    /// Bytes of its inputs each agent already holds (preferred: fewer bytes moved).
+    pub input_bytes: BTreeMap<String, u64>,
 }
 
 /// Where a request goes, or why it waits.
@@ -126,6 +134,7 @@ struct Free {
     memory: i128,
     gpus: Vec<GpuView>,
     claims: Vec<Claim>,
+    disk_pressure: bool,
 }
 
 fn gpu_matches(gpu: &GpuView, r: &TaskResources) -> bool {
@@ -141,6 +150,11 @@ fn gpu_matches(gpu: &GpuView, r: &TaskResources) -> bool {
 }
 
 impl Free {
+    /// Whether the request may go here at all (its outputs need disk).
+    fn allows(&self, req: &Request) -> bool {
+        !(self.disk_pressure && req.writes_outputs)
+    }
+
     /// The GPUs this request would get here, if it fits.
     fn fit(&self, r: &TaskResources) -> Option<Vec<String>> {
         if self.cpu < i128::from(r.cpu_millis) || self.memory < i128::from(r.memory_mib) {
@@ -217,19 +231,23 @@ fn free_capacity(agents: &[AgentView], claims: &[Claim]) -> BTreeMap<String, Fre
                     .cloned()
                     .collect(),
                 claims: mine,
+                disk_pressure: a.disk_pressure,
             };
             (a.name.clone(), free)
         })
         .collect()
 }
 
-/// Chooses among the agents a request fits: spread for elastic work, tightest fit otherwise;
-/// agents to avoid only when nothing else fits.
+/// Chooses among the agents a request fits: spread for elastic work, then where its inputs
+/// are; where its inputs are for other work, then the tightest fit; agents to avoid only when
+/// nothing else fits.
 fn choose<'a>(free: &'a BTreeMap<String, Free>, req: &Request) -> Option<(&'a String, Vec<String>)> {
     let fits: Vec<(&String, Vec<String>, (usize, i128))> = free
         .iter()
+        .filter(|(_, f)| f.allows(req))
         .filter_map(|(name, f)| f.fit(&req.resources).map(|gpus| (name, gpus, f.load())))
         .collect();
+    let held = |name: &String| req.input_bytes.get(name).copied().unwrap_or(0);
     let preferred: Vec<_> = fits
         .iter()
         .filter(|(name, _, _)| !req.avoid.contains(name))
@@ -240,11 +258,18 @@ fn choose<'a>(free: &'a BTreeMap<String, Free>, req: &Request) -> Option<(&'a St
         preferred
     };
     let best = if req.elastic {
-        pool.into_iter()
-            .max_by(|a, b| a.2.cmp(&b.2).then_with(|| b.0.cmp(a.0)))
+        pool.into_iter().max_by(|a, b| {
+            a.2.cmp(&b.2)
+                .then_with(|| held(a.0).cmp(&held(b.0)))
+                .then_with(|| b.0.cmp(a.0))
+        })
     } else {
-        pool.into_iter()
-            .min_by(|a, b| a.2.cmp(&b.2).then_with(|| a.0.cmp(b.0)))
+        pool.into_iter().min_by(|a, b| {
+            held(b.0)
+                .cmp(&held(a.0))
+                .then_with(|| a.2.cmp(&b.2))
+                .then_with(|| a.0.cmp(b.0))
+        })
     };
     best.map(|(name, gpus, _)| (*name, gpus.clone()))
 }
@@ -257,7 +282,7 @@ fn preemption(
     req: &Request,
 ) -> Option<(String, Vec<String>, Vec<String>)> {
     let mut best: Option<(String, Vec<String>, Vec<String>)> = None;
-    for (name, f) in free {
+    for (name, f) in free.iter().filter(|(_, f)| f.allows(req)) {
         let mut trial = f.clone();
         let mut victims = Vec::new();
         let candidates: Vec<Claim> = f
@@ -287,7 +312,7 @@ fn preemption(
 }
 
 /// Why a request fits nowhere, in words.
-fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, r: &TaskResources) -> String {
+fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, req: &Request) -> String {
     if free.is_empty() {
         return if agents.is_empty() {
             "no agents registered".into()
@@ -295,6 +320,19 @@ fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, r: &TaskResources
             "no Ready, schedulable agent".into()
         };
     }
+    let allowed: BTreeMap<String, Free> = free
+        .iter()
+        .filter(|(_, f)| f.allows(req))
+        .map(|(n, f)| (n.clone(), f.clone()))
+        .collect();
+    if allowed.is_empty() {
+        return format!(
+            "every Ready, schedulable agent is under DiskPressure (work that writes outputs waits \
+             for disk): {}",
+            free.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let (free, r) = (&allowed, &req.resources);
     let most_gpus = free
         .values()
         .map(|f| f.gpus.iter().filter(|g| gpu_matches(g, r)).count())
@@ -357,7 +395,7 @@ pub fn place(agents: &[AgentView], claims: &[Claim], requests: &[Request]) -> Ve
             out.push((
                 req.id.clone(),
                 Outcome::Wait {
-                    reason: reason(agents, &free, &req.resources),
+                    reason: reason(agents, &free, req),
                     position: waiting,
                 },
             ));

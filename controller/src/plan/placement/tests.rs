@@ -18,6 +18,7 @@ fn agent(name: &str, gpus: Vec<GpuView>) -> AgentView {
         name: name.into(),
         ready: true,
         unschedulable: false,
+        disk_pressure: false,
         cpu_millis: 16_000,
         memory_mib: 65_536,
         gpus,
@@ -45,6 +46,8 @@ fn req(id: &str, priority: u32, gpus: u32, elastic: bool) -> Request {
         },
         elastic,
         avoid: Vec::new(),
+        writes_outputs: true,
+        input_bytes: BTreeMap::new(),
     }
 }
 
@@ -271,4 +274,80 @@ fn waiting_work_gets_queue_positions_in_priority_order() {
         other => panic!("{other:?}"),
     };
     assert_eq!((position("high"), position("mid"), position("low")), (1, 2, 3));
+}
+
+#[test]
+fn work_that_writes_outputs_stays_off_agents_under_disk_pressure() {
+    let mut full = h100s("full", 8);
+    full.disk_pressure = true;
+    let agents = vec![full, h100s("roomy", 1)];
+    // Training (tightest fit) would take the 1-GPU agent anyway; selfplay (spread) would take
+    // the emptier one, but its disk is full.
+    let r = place(&agents, &[], &[req("sp", 1, 1, true)]);
+    assert_eq!(placed_on(outcome(&r, "sp")), "roomy");
+    // A second GPU request fits only on the full agent: it waits, saying why.
+    let r = place(&agents, &[], &[req("a", 1, 1, true), req("b", 1, 1, true)]);
+    assert_eq!(placed_on(outcome(&r, "a")), "roomy");
+    match outcome(&r, "b") {
+        Outcome::Wait { reason, .. } => assert!(reason.contains("needs 1 free GPUs"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // Work that writes nothing (a gauntlet) may still go there.
+    let mut gauntlet = req("g", 3, 8, false);
+    gauntlet.writes_outputs = false;
+    let r = place(&agents, &[], &[gauntlet]);
+    assert_eq!(placed_on(outcome(&r, "g")), "full");
+    // Nor is it a preemption target for work that writes outputs.
+    let claims = vec![Claim {
+        task: "sp-old".into(),
+        agent: "full".into(),
+        cpu_millis: 1000,
+        memory_mib: 1024,
+        gpus: (0..8).map(|i| format!("full-gpu{i}")).collect(),
+        priority: 1,
+        elastic: true,
+    }];
+    let r = place(&agents, &claims, &[req("train", 2, 8, false)]);
+    match outcome(&r, "train") {
+        Outcome::Wait { reason, .. } => assert!(reason.contains("needs 8 free GPUs"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // When every agent is under pressure the reason says so.
+    let mut only = h100s("only", 2);
+    only.disk_pressure = true;
+    let r = place(&[only], &[], &[req("x", 1, 1, true)]);
+    match outcome(&r, "x") {
+        Outcome::Wait { reason, .. } => {
+            assert!(
+                reason.contains("DiskPressure") && reason.contains("only"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn training_goes_where_its_inputs_are_and_selfplay_still_spreads() {
+    let agents = vec![h100s("a", 1), h100s("b", 2), h100s("c", 2)];
+    let mut train = req("train", 2, 1, false);
+    train.input_bytes = BTreeMap::from([("c".to_owned(), 5_000_000_000), ("b".to_owned(), 10)]);
+    let r = place(&agents, &[], &[train.clone()]);
+    assert_eq!(
+        placed_on(outcome(&r, "train")),
+        "c",
+        "most input bytes wins over the tightest fit (a)"
+    );
+    // Without inputs held anywhere: the tightest fit, as before.
+    train.input_bytes.clear();
+    let r = place(&agents, &[], &[train]);
+    assert_eq!(placed_on(outcome(&r, "train")), "a");
+    // Selfplay spreads first; among equally loaded agents, where its model is.
+    let mut sp = req("sp", 1, 1, true);
+    sp.input_bytes = BTreeMap::from([("b".to_owned(), 100)]);
+    let r = place(&agents, &[], &[sp.clone()]);
+    assert_eq!(placed_on(outcome(&r, "sp")), "b");
+    sp.input_bytes = BTreeMap::from([("a".to_owned(), 100)]);
+    let r = place(&agents, &[], &[sp]);
+    assert_ne!(placed_on(outcome(&r, "sp")), "a", "load comes first for selfplay");
 }
