@@ -74,6 +74,9 @@ pub struct Chunks {
     /// For a partial holder, `1` per chunk held.
     #[serde(default)]
     pub have: Option<String>,
+    /// How often the holder sent each chunk lately, one digit per chunk.
+    #[serde(default)]
+    pub sent: Option<String>,
 }
 
 impl Chunks {
@@ -90,6 +93,12 @@ impl Chunks {
                 .map(|c| c == '1')
                 .collect(),
         )
+    }
+
+    /// How often the holder sent each chunk lately; `None` when it did not say (or said
+    /// something that does not fit the manifest).
+    pub fn sent(&self) -> Option<Vec<u8>> {
+        super::sent::decode(self.sent.as_deref()?, self.manifest.len())
     }
 }
 
@@ -548,5 +557,21 @@ mod tests {
             serde_json::from_str(r#"{"digest":"d","sizeBytes":0,"chunkSize":4,"chunks":[],"complete":true}"#)
                 .unwrap();
         assert_eq!(whole.have(), None);
+        assert_eq!(whole.sent(), None, "not reported");
+        assert_eq!(c.sent(), None, "not reported");
+        let reported: Chunks = serde_json::from_str(
+            r#"{"digest":"d","sizeBytes":9,"chunkSize":4,"chunks":["a","b","c"],"complete":true,"sent":"201"}"#,
+        )
+        .unwrap();
+        assert_eq!(reported.sent(), Some(vec![2, 0, 1]));
+        let misfit: Chunks = serde_json::from_str(
+            r#"{"digest":"d","sizeBytes":9,"chunkSize":4,"chunks":["a","b","c"],"complete":true,"sent":"20"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            misfit.sent(),
+            None,
+            "a report that does not fit the manifest is ignored"
+        );
     }
 }

@@ -59,8 +59,9 @@ impl Drop for Request {
 }
 
 /// What a round of asking holders what they have found: holders (name, peer) whose manifest
-/// is the pull's, with the chunks they have (`None`: all).
-type Asked = Vec<(String, Peer, Option<Vec<bool>>)>;
+/// is the pull's, with the chunks they have (`None`: all) and how often they sent each lately
+/// (when they said).
+type Asked = Vec<(String, Peer, Option<Vec<bool>>, Option<Vec<u8>>)>;
 
 /// Asks `peers` at once what they have of `manifest`'s artifact, each within a second.
 async fn ask(peers: Vec<(String, Peer)>, manifest: Arc<Manifest>) -> Asked {
@@ -69,7 +70,7 @@ async fn ask(peers: Vec<(String, Peer)>, manifest: Arc<Manifest>) -> Asked {
         async move {
             let mut conn = None;
             match tokio::time::timeout(ASK_TIMEOUT, peer.chunks(&mut conn, &manifest.digest)).await {
-                Ok(Ok(c)) if c.manifest == *manifest => Some((name, peer, c.have())),
+                Ok(Ok(c)) if c.manifest == *manifest => Some((name, peer, c.have(), c.sent())),
                 Ok(Ok(_)) => {
                     tracing::warn!(holder = %name, digest = %manifest.digest, "holder's manifest differs; not asking it");
                     None
@@ -144,17 +145,21 @@ pub(super) async fn chunks(
         busy: HashMap::new(),
         last_progress: Instant::now(),
         last_record: Instant::now(),
+        tally: Tally::default(),
     };
+    let began = Instant::now();
     fetch.add(ask(known.clone(), fetch.manifest.clone()).await);
     let mut in_flight = FuturesUnordered::new();
     let mut refresh: Option<tokio::task::JoinHandle<Asked>> = None;
     let mut next_refresh = tokio::time::Instant::now() + REFRESH;
     loop {
         fetch.start(&mut in_flight);
+        fetch.tally.level(in_flight.len());
         if in_flight.is_empty() {
             if fetch.planner.is_done() {
                 break;
             }
+            fetch.tally.idle_since.get_or_insert_with(Instant::now);
             if fetch.stalled() {
                 fetch.record().await;
                 return Err(PullError::Stalled {
@@ -182,10 +187,11 @@ pub(super) async fn chunks(
             () = tokio::time::sleep_until(busy_until.unwrap_or(next_refresh)), if busy_until.is_some() => {}
             () = tokio::time::sleep_until(next_refresh), if refresh.is_none() => {
                 join_gossiped(ctx, &manifest.digest, distrusted, &mut known);
-                // Ask the partial holders and those not asked yet (a whole holder stays whole).
+                // Ask the partial holders, those not asked yet, and whole holders whose send
+                // counts steer the plan (a whole holder stays whole).
                 let ask_now: Vec<(String, Peer)> = known
                     .iter()
-                    .filter(|(name, _)| fetch.planner.has_all(name) != Some(true))
+                    .filter(|(name, _)| !fetch.planner.settled(name))
                     .cloned()
                     .collect();
                 refresh = Some(tokio::spawn(ask(ask_now, fetch.manifest.clone())));
@@ -193,6 +199,13 @@ pub(super) async fn chunks(
         }
     }
     fetch.record().await;
+    let t = &fetch.tally;
+    tracing::debug!(
+        digest = %manifest.digest, secs = began.elapsed().as_secs_f64(), requests = t.requests,
+        busy = t.busy, failed = t.failed, from_whole = t.from_whole, from_partial = t.from_partial,
+        idle_secs = t.idle.as_secs_f64(), mean_in_flight = t.weighted / began.elapsed().as_secs_f64().max(1e-9),
+        holders = fetch.usable.len(), "chunks fetched"
+    );
     Ok(())
 }
 
@@ -241,34 +254,79 @@ struct Fetch<'a> {
     busy: HashMap<usize, tokio::time::Instant>,
     last_progress: Instant,
     last_record: Instant,
+    tally: Tally,
+}
+
+/// What one pull's requests came to, logged when it ends (how a swarm behaved).
+#[derive(Debug, Default)]
+struct Tally {
+    requests: u32,
+    busy: u32,
+    failed: u32,
+    from_whole: u32,
+    from_partial: u32,
+    /// Time with nothing in flight while chunks were missing.
+    idle: Duration,
+    idle_since: Option<Instant>,
+    /// Requests in flight integrated over time (seconds), and the level since `at`.
+    weighted: f64,
+    at: Option<(Instant, usize)>,
+}
+
+impl Tally {
+    /// Records that `n` requests are in flight from now on.
+    #[allow(clippy::cast_precision_loss)]
+    fn level(&mut self, n: usize) {
+        let now = Instant::now();
+        if let Some((at, level)) = self.at {
+            self.weighted += now.duration_since(at).as_secs_f64() * level as f64;
+        }
+        self.at = Some((now, n));
+    }
 }
 
 impl Fetch<'_> {
     /// Makes the holders of a round of asking usable, with what they have.
     fn add(&mut self, asked: Asked) {
-        for (name, peer, have) in asked {
+        for (name, peer, have, sent) in asked {
             let i = self.planner.holder(&name, have);
+            self.planner.sent(i, sent);
             if !self.usable.iter().any(|(u, _)| *u == i) {
                 self.usable.push((i, peer));
             }
         }
     }
 
-    /// Starts the requests the plan allows: per holder not busy, up to [`PER_HOLDER`], and no
-    /// more than the agent's request slots in all.
+    /// Starts the requests the plan allows, one at a time to the holder this pull asks least
+    /// at the moment (so every puller's requests, and the swarm's load, spread over all the
+    /// holders, not the first few every puller lists alike): per holder not busy, up to
+    /// [`PER_HOLDER`], and no more than the agent's request slots in all.
     fn start(&mut self, in_flight: &mut FuturesUnordered<Request>) {
         let now = tokio::time::Instant::now();
         self.busy.retain(|_, until| *until > now);
         let most = self.ctx.state.gate.slots();
-        for (h, peer) in &self.usable {
-            let h = *h;
-            while !self.busy.contains_key(&h)
-                && in_flight.len() < most
-                && self.planner.in_flight(h) < PER_HOLDER
-                && let Some(c) = self.planner.next(h)
-            {
-                let conn = self.idle.get_mut(&h).and_then(Vec::pop);
-                in_flight.push(self.request(peer.clone(), h, c, conn));
+        // Holders with nothing more for this pull until something changes.
+        let mut spent: HashSet<usize> = HashSet::new();
+        let rotation = offset_of(&self.ctx.name, self.usable.len());
+        while in_flight.len() < most {
+            let open = self.usable.iter().map(|(h, _)| *h).filter(|h| {
+                !self.busy.contains_key(h) && !spent.contains(h) && self.planner.in_flight(*h) < PER_HOLDER
+            });
+            let Some(h) = self.planner.least_loaded(open, rotation) else {
+                break;
+            };
+            let Some(c) = self.planner.next(h) else {
+                spent.insert(h);
+                continue;
+            };
+            let Some(peer) = self.usable.iter().find(|(u, _)| *u == h).map(|(_, p)| p.clone()) else {
+                break;
+            };
+            let conn = self.idle.get_mut(&h).and_then(Vec::pop);
+            in_flight.push(self.request(peer, h, c, conn));
+            self.tally.requests += 1;
+            if let Some(since) = self.tally.idle_since.take() {
+                self.tally.idle += since.elapsed();
             }
         }
     }
@@ -306,13 +364,22 @@ impl Fetch<'_> {
         if let Some(conn) = conn {
             self.idle.entry(holder).or_default().push(conn);
         }
-        if outcome == Outcome::Busy {
-            self.busy
-                .insert(holder, tokio::time::Instant::now() + BUSY_BACKOFF);
-        }
-        if outcome == Outcome::Verified {
-            self.partial.mark(chunk);
-            self.last_progress = Instant::now();
+        match outcome {
+            Outcome::Busy => {
+                self.tally.busy += 1;
+                self.busy
+                    .insert(holder, tokio::time::Instant::now() + BUSY_BACKOFF);
+            }
+            Outcome::Verified => {
+                if self.planner.whole(holder) {
+                    self.tally.from_whole += 1;
+                } else {
+                    self.tally.from_partial += 1;
+                }
+                self.partial.mark(chunk);
+                self.last_progress = Instant::now();
+            }
+            Outcome::Transient | Outcome::Corrupt => self.tally.failed += 1,
         }
         if let Some(ban) = self.planner.finish(chunk, holder, outcome) {
             let name = self.planner.name(holder);

@@ -6,8 +6,9 @@
 //!
 //! Pure decisions: [`chain`] (SHA-256 cut at chunk boundaries), [`manifest`] (chunk layout and
 //! checks), [`plan`] (which holder serves which chunk, and what a bad one costs it), [`gate`]
-//! (priority order, token bucket), [`range`] (the `Range` header) and [`retention`] (what to
-//! drop when the disk fills).
+//! (priority order, token bucket), [`range`] (the `Range` header), [`sent`] (what a holder has
+//! sent lately, so its first copies go to different chunks) and [`retention`] (what to drop when
+//! the disk fills).
 
 pub mod chain;
 pub mod checked;
@@ -27,6 +28,7 @@ pub mod range;
 pub mod receive;
 pub mod replicate;
 pub mod retention;
+pub mod sent;
 pub mod serve;
 pub mod state;
 pub mod sweep;

@@ -8,6 +8,12 @@
 //! holders do not all start on the same chunk. The starting points are turned by the puller's
 //! own offset ([`Planner::offset`]), so pullers of one artifact ask a shared holder for
 //! different chunks, and soon have different chunks to give each other.
+//!
+//! A holder that reports how often it sent each chunk lately ([`super::sent`]) is asked first
+//! for what it sent least, and a chunk it sent more often than its least-sent one is left to the
+//! pullers that already have it (asked of this holder only when no other puller has it). So the
+//! first holder of a new artifact puts each chunk into the swarm once before any twice, and the
+//! copies after the first come from the pullers' uplinks, not from its one.
 
 /// How a chunk request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +53,8 @@ struct Holder {
     name: String,
     /// The chunks it can serve; `None` for all (a holder with the whole artifact).
     have: Option<Vec<bool>>,
+    /// How often it sent each chunk lately, when it said.
+    sent: Option<Vec<u8>>,
     in_flight: usize,
     failures: u32,
     ban: Option<Ban>,
@@ -59,6 +67,13 @@ impl Holder {
                 .have
                 .as_ref()
                 .is_none_or(|h| h.get(chunk).copied().unwrap_or(false))
+    }
+
+    fn sent(&self, chunk: usize) -> u8 {
+        self.sent
+            .as_ref()
+            .and_then(|s| s.get(chunk).copied())
+            .unwrap_or(0)
     }
 }
 
@@ -105,6 +120,7 @@ impl Planner {
         self.holders.push(Holder {
             name: name.to_owned(),
             have,
+            sent: None,
             in_flight: 0,
             failures: 0,
             ban: None,
@@ -112,13 +128,35 @@ impl Planner {
         self.holders.len() - 1
     }
 
-    /// Whether the holder named `name` has every chunk (`None`: not a holder of this pull, or
-    /// dropped from it).
-    pub fn has_all(&self, name: &str) -> Option<bool> {
+    /// Records how often a holder sent each chunk lately (`None`: it did not say).
+    pub fn sent(&mut self, holder: usize, sent: Option<Vec<u8>>) {
+        if let Some(h) = self.holders.get_mut(holder) {
+            h.sent = sent;
+        }
+    }
+
+    /// Among `holders`, the one with the fewest requests in flight; ties go to the first at or
+    /// after `rotation` in holder order (each puller turns by its own, so pullers that list
+    /// the same holders in the same order still start on different ones).
+    pub fn least_loaded(&self, holders: impl IntoIterator<Item = usize>, rotation: usize) -> Option<usize> {
+        let n = self.holders.len().max(1);
+        holders
+            .into_iter()
+            .filter(|&h| h < self.holders.len())
+            .min_by_key(|&h| (self.in_flight(h), (h + n - rotation % n) % n))
+    }
+
+    /// Whether a holder has every chunk.
+    pub fn whole(&self, holder: usize) -> bool {
+        self.holders.get(holder).is_some_and(|h| h.have.is_none())
+    }
+
+    /// Whether asking the holder named `name` again can tell nothing new: it has every chunk and
+    /// reported no send counts (which change as it serves).
+    pub fn settled(&self, name: &str) -> bool {
         self.holders
             .iter()
-            .find(|h| h.name == name && h.ban.is_none())
-            .map(|h| h.have.is_none())
+            .any(|h| h.name == name && h.ban.is_none() && h.have.is_none() && h.sent.is_none())
     }
 
     /// The holder's name.
@@ -137,7 +175,8 @@ impl Planner {
     }
 
     /// The next chunk to ask `holder` for, marked in flight; `None` when it has none that is
-    /// missing and not already asked of another holder (or it was dropped).
+    /// missing and not already asked of another holder (or it was dropped, or what it has is
+    /// left to the partial holders: see the module's documentation).
     pub fn next(&mut self, holder: usize) -> Option<usize> {
         let h = self.holders.get(holder)?;
         if h.ban.is_some() {
@@ -147,9 +186,23 @@ impl Planner {
         let usable = self.holders.len().max(1);
         let start = (holder * n / usable + self.offset) % n.max(1);
         let rarity = |c: usize| self.holders.iter().filter(|o| o.has(c)).count();
+        // The least this holder sent any chunk it has; chunks sent more often than that go to
+        // another partial holder that has them, when there is one.
+        let least = h
+            .sent
+            .as_ref()
+            .and_then(|_| (0..n).filter(|&c| h.has(c)).map(|c| h.sent(c)).min())
+            .unwrap_or(0);
+        let elsewhere = |c: usize| {
+            self.holders
+                .iter()
+                .enumerate()
+                .any(|(j, o)| j != holder && o.have.is_some() && o.has(c))
+        };
         let best = (0..n)
             .filter(|&c| self.chunks[c] == Chunk::Missing && h.has(c))
-            .min_by_key(|&c| (rarity(c), (c + n - start) % n.max(1)))?;
+            .filter(|&c| h.sent(c) <= least || !elsewhere(c))
+            .min_by_key(|&c| (h.sent(c), rarity(c), (c + n - start) % n.max(1)))?;
         self.chunks[best] = Chunk::InFlight(holder);
         self.holders[holder].in_flight += 1;
         Some(best)
@@ -377,6 +430,83 @@ mod tests {
         assert_eq!(p.next(a), None, "still in flight to b");
         p.finish(c, b, Outcome::Verified);
         assert!(p.is_done());
+    }
+
+    #[test]
+    fn a_holder_is_asked_first_for_what_it_sent_least() {
+        let mut p = Planner::new(4, &[]);
+        let seed = p.holder("seed", None);
+        p.sent(seed, Some(vec![1, 0, 2, 0]));
+        // No other holder: every chunk is asked of it, least sent first.
+        assert_eq!(drain(&mut p, seed), vec![1, 3, 0, 2]);
+    }
+
+    #[test]
+    fn chunks_a_holder_sent_more_often_are_left_to_partial_holders_that_have_them() {
+        let mut p = Planner::new(6, &[]);
+        let seed = p.holder("seed", None);
+        // The seed sent chunks 0 and 1 once already; 2..6 never.
+        p.sent(seed, Some(vec![1, 1, 0, 0, 0, 0]));
+        let peer = p.holder("peer", Some(vec![true, false, false, false, false, false]));
+        let from_seed = drain(&mut p, seed);
+        assert!(
+            !from_seed.contains(&0),
+            "chunk 0 is the peer's to give: {from_seed:?}"
+        );
+        assert!(
+            from_seed.contains(&1),
+            "chunk 1 is nowhere else, so the seed is asked anyway: {from_seed:?}"
+        );
+        assert_eq!(&from_seed[..4], &[2, 3, 4, 5], "unsent chunks first");
+        assert_eq!(drain(&mut p, peer), vec![0]);
+        // Once the peer is dropped, the seed is asked for chunk 0 after all.
+        p.finish(0, peer, Outcome::Corrupt);
+        assert_eq!(p.next(seed), Some(0));
+        assert!(!p.settled("seed"), "a seed with counts is asked again");
+    }
+
+    #[test]
+    fn a_whole_holder_without_counts_is_settled_and_one_with_counts_is_not() {
+        let mut p = Planner::new(2, &[]);
+        let a = p.holder("a", None);
+        p.holder("b", Some(vec![true, false]));
+        assert!(p.settled("a"));
+        assert!(!p.settled("b"), "a partial holder gains chunks");
+        assert!(!p.settled("c"), "not asked yet");
+        p.sent(a, Some(vec![0, 1]));
+        assert!(!p.settled("a"));
+        p.sent(a, None);
+        assert!(p.settled("a"));
+        p.finish(0, a, Outcome::Corrupt);
+        assert!(!p.settled("a"), "dropped");
+    }
+
+    #[test]
+    fn requests_go_to_the_least_loaded_holder_turned_by_the_pullers_rotation() {
+        let mut p = Planner::new(16, &[]);
+        let hs: Vec<usize> = ["seed", "a", "b", "c"]
+            .iter()
+            .map(|n| p.holder(n, None))
+            .collect();
+        assert_eq!(p.least_loaded(hs.clone(), 0), Some(0));
+        assert_eq!(
+            p.least_loaded(hs.clone(), 2),
+            Some(2),
+            "another puller starts elsewhere"
+        );
+        assert_eq!(p.least_loaded(hs.clone(), 6), Some(2), "the rotation wraps");
+        p.next(2);
+        assert_eq!(
+            p.least_loaded(hs.clone(), 2),
+            Some(3),
+            "then the next with fewest requests"
+        );
+        p.next(3);
+        p.next(0);
+        assert_eq!(p.least_loaded(hs.clone(), 2), Some(1));
+        assert_eq!(p.least_loaded([0, 2], 2), Some(2), "only among those offered");
+        assert_eq!(p.least_loaded([], 0), None);
+        assert_eq!(p.least_loaded([9], 0), None, "not a holder");
     }
 
     #[test]

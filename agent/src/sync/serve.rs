@@ -40,6 +40,10 @@ pub struct ChunksReply {
     /// For a partial artifact: one character per chunk, `1` when held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub have: Option<String>,
+    /// How often each chunk was sent lately, one digit per chunk (capped at 9), when any was:
+    /// pullers ask this holder first for what it has sent least ([`super::sent`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent: Option<String>,
 }
 
 enum Source {
@@ -79,16 +83,19 @@ async fn locate(ctx: &Context, digest: &str) -> Result<Source, ApiError> {
 /// # Errors
 /// [`ApiError`]: a malformed digest, an artifact not held.
 pub async fn chunks(ctx: Arc<Context>, digest: String) -> Result<warp::reply::Response, ApiError> {
+    let sent = ctx.state.sent.report(&digest, std::time::Instant::now());
     let reply = match locate(&ctx, &digest).await? {
         Source::Whole(_, manifest) => ChunksReply {
             manifest,
             complete: true,
             have: None,
+            sent,
         },
         Source::Partial(p) => ChunksReply {
             manifest: p.manifest.clone(),
             complete: false,
             have: Some(p.have().iter().map(|h| if *h { '1' } else { '0' }).collect()),
+            sent,
         },
     };
     Ok(warp::reply::json(&reply).into_response())
@@ -140,6 +147,12 @@ pub async fn content(
         })?;
         let file = std::fs::File::open(&path)
             .map_err(|e| ApiError::internal(format!("failed to open {digest}: {e}")))?;
+        ctx.state.sent.record(
+            &digest,
+            super::sent::chunks_of(&span, manifest.chunk_size),
+            manifest.len(),
+            std::time::Instant::now(),
+        );
         let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
         let start = span.start;
         let checked = manifest.clone();

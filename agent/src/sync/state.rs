@@ -39,6 +39,8 @@ pub struct SyncState {
     serving: Mutex<Bucket>,
     /// Responses with content being sent at once (the rest are told to ask elsewhere).
     pub serve_slots: Arc<tokio::sync::Semaphore>,
+    /// What was sent of each artifact lately, chunk by chunk (reported to pullers).
+    pub sent: super::sent::Sent,
     view: Mutex<(Vec<Member>, Vec<String>)>,
     penalties: Mutex<HashMap<String, Instant>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -56,6 +58,7 @@ impl SyncState {
             partials: Partials::default(),
             serving: Mutex::new(Bucket::new(0, Instant::now())),
             serve_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_SERVE_SLOTS)),
+            sent: super::sent::Sent::default(),
             view: Mutex::default(),
             penalties: Mutex::default(),
             locks: Mutex::default(),
