@@ -123,4 +123,30 @@ mod tests {
             "the controller's own mark clears with the heartbeat"
         );
     }
+
+    #[test]
+    fn disk_pressure_is_read_from_the_agents_condition() {
+        let mut agent = Agent::new("a", AgentSpec::default());
+        assert!(!view(&agent, true).disk_pressure, "no condition: no pressure");
+        let pressure = |status: &str| Condition {
+            type_: "DiskPressure".into(),
+            status: status.into(),
+            reason: "LowDisk".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+        };
+        agent.status = Some(AgentStatus {
+            conditions: vec![pressure("True")],
+            ..AgentStatus::default()
+        });
+        let v = view(&agent, true);
+        assert!(v.disk_pressure);
+        assert!(v.ready, "pressure does not make an agent NotReady");
+        agent.status = Some(AgentStatus {
+            conditions: vec![pressure("False")],
+            ..AgentStatus::default()
+        });
+        assert!(!view(&agent, true).disk_pressure);
+    }
 }
