@@ -37,6 +37,10 @@ pub struct BenchSyncArgs {
     /// Rounds of the agent / cp / rsync comparison (medians reported).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     pub rounds: u64,
+    /// Rounds of each spread: all agents at once, and (unlimited links; behind links only in
+    /// the first round) the same number of agents one after another (medians reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub spread_rounds: u64,
     /// The modelled link of every agent in the second spread, MiB/s in and out (0: skip it).
     /// Slow enough that 16 such links stay within what two cores move (about 250 MiB/s
     /// written and hashed), so the links, not the shared CPU, bound the spread.
@@ -311,57 +315,99 @@ pub(super) fn figure(samples: &[f64], mib: u64) -> serde_json::Value {
     })
 }
 
-/// One spread: a holder behind `link` makes a `mib` MiB artifact, one fresh agent pulls it
-/// alone, then `agents` fresh agents get a Task each at once.
+/// One spread: a holder behind `link` makes a `mib` MiB artifact; then, in each of `rounds`
+/// rounds (in turn which goes first), `agents` fresh agents get a Task each at once, and, in
+/// the first `sequential_rounds` rounds, `agents` fresh agents pull it one after another. Every
+/// puller is stopped and its data deleted after its step, so each step starts from the same
+/// disk and page cache.
+#[allow(clippy::too_many_arguments)]
 async fn spread(
     b: &Bench,
     tag: &str,
     link: u64,
     mib: u64,
     agents: usize,
+    rounds: u64,
+    sequential_rounds: u64,
     patience: Duration,
 ) -> anyhow::Result<serde_json::Value> {
     let _holder = b.agent(&format!("{tag}-seed"), link, Transport::Tls).await?;
     let artifact = b
         .produce(&format!("{tag}-art"), &format!("{tag}-seed"), mib)
         .await?;
-    let (one_s, _one) = b
-        .one_transfer(
-            &format!("{tag}-single"),
-            link,
-            &artifact,
-            patience,
-            Transport::Tls,
-        )
-        .await?;
-    let mut spreaders = Vec::new();
-    for i in 0..agents {
-        spreaders.push(b.agent(&format!("{tag}{i}"), link, Transport::Tls).await?);
+    let (mut all, mut singles, mut sequential) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for step in 0..2 {
+            if (round + step) % 2 == 0 {
+                eprintln!("round {round}: {agents} agents at once");
+                all.push(at_once(b, &format!("{tag}{round}a"), link, agents, &artifact, patience).await?);
+            } else if round < sequential_rounds {
+                eprintln!("round {round}: {agents} agents one after another");
+                let mut total = 0.0;
+                for i in 0..agents {
+                    let name = format!("{tag}{round}q{i}");
+                    let (secs, puller) = b
+                        .one_transfer(&name, link, &artifact, patience, Transport::Tls)
+                        .await?;
+                    discard(b, &name, puller);
+                    singles.push(secs);
+                    total += secs;
+                }
+                sequential.push(total);
+            }
+        }
     }
-    // Let gossip tell everyone about everyone (a pull asks partial holders it knows of).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let names: Vec<String> = (0..agents).map(|i| format!("{tag}{i}-pull")).collect();
-    let since = Instant::now();
-    for (i, name) in names.iter().enumerate() {
-        b.task(
-            name,
-            &format!("{tag}{i}"),
-            "true",
-            std::slice::from_ref(&artifact),
-        )
-        .await?;
-    }
-    let all_s = b.running(&names, since, patience).await?;
+    let (all_s, one_s, sequential_s) = (median(&all), median(&singles), median(&sequential));
     #[allow(clippy::cast_precision_loss)]
     Ok(json!({
         "size_mib": mib,
         "agents": agents,
         "link_mib_per_s": link,
+        "rounds": rounds,
         "one_transfer_s": round3(one_s),
+        "one_transfer_samples_s": singles.iter().map(|s| round3(*s)).collect::<Vec<_>>(),
         "all_agents_s": round3(all_s),
-        "single_transfers_one_after_another_s": round3(one_s * agents as f64),
+        "all_agents_samples_s": all.iter().map(|s| round3(*s)).collect::<Vec<_>>(),
+        "single_transfers_one_after_another_s": round3(sequential_s),
+        "one_after_another_samples_s": sequential.iter().map(|s| round3(*s)).collect::<Vec<_>>(),
         "vs_one_transfer": round3(all_s / one_s.max(1e-9)),
+        "vs_one_after_another": round3(all_s / sequential_s.max(1e-9)),
     }))
+}
+
+/// `agents` fresh agents named `prefix<i>` pull `artifact` at once; the seconds until every
+/// one's Task runs. They are stopped and their data deleted after.
+async fn at_once(
+    b: &Bench,
+    prefix: &str,
+    link: u64,
+    agents: usize,
+    artifact: &Artifact,
+    patience: Duration,
+) -> anyhow::Result<f64> {
+    let mut spreaders = Vec::new();
+    for i in 0..agents {
+        let name = format!("{prefix}{i}");
+        spreaders.push((name.clone(), b.agent(&name, link, Transport::Tls).await?));
+    }
+    // Let gossip tell everyone about everyone (a pull asks partial holders it knows of).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let names: Vec<String> = spreaders.iter().map(|(n, _)| format!("{n}-pull")).collect();
+    let since = Instant::now();
+    for (name, _) in &spreaders {
+        b.task(
+            &format!("{name}-pull"),
+            name,
+            "true",
+            std::slice::from_ref(artifact),
+        )
+        .await?;
+    }
+    let secs = b.running(&names, since, patience).await?;
+    for (name, agent) in spreaders {
+        discard(b, &name, agent);
+    }
+    Ok(secs)
 }
 
 /// Seconds each way of moving the big artifact, per round: agent to agent over TLS and over
@@ -461,18 +507,31 @@ async fn bench(args: BenchSyncArgs) -> anyhow::Result<serde_json::Value> {
         "spreading {} MiB to {} agents",
         args.spread_mib, args.spread_agents
     );
-    let free = spread(&b, "s", 0, args.spread_mib, args.spread_agents, args.patience).await?;
+    let free = spread(
+        &b,
+        "s",
+        0,
+        args.spread_mib,
+        args.spread_agents,
+        args.spread_rounds,
+        args.spread_rounds,
+        args.patience,
+    )
+    .await?;
     let linked = if args.link_mib > 0 {
         eprintln!(
             "spreading {} MiB to {} agents behind {} MiB/s links",
             args.spread_mib, args.spread_agents, args.link_mib
         );
+        // One round one after another: 16 transfers behind links take minutes.
         spread(
             &b,
             "l",
             args.link_mib,
             args.spread_mib,
             args.spread_agents,
+            args.spread_rounds,
+            1,
             args.patience,
         )
         .await?
@@ -498,7 +557,7 @@ async fn bench(args: BenchSyncArgs) -> anyhow::Result<serde_json::Value> {
         },
         "spread": free,
         "spread_behind_links": linked,
-        "targets": {"vs_rsync": 2.0, "vs_cp": 0.5, "spread_vs_one_transfer": 3.0, "tls_vs_plain_http": 0.85},
+        "targets": {"vs_rsync": 2.0, "vs_cp": 0.5, "spread_vs_one_transfer": 3.0, "spread.vs_one_after_another": 1.0, "tls_vs_plain_http": 0.85},
     }))
 }
 
