@@ -10,7 +10,8 @@
 //!   the agent's);
 //! - `spread`: one artifact (256 MiB) pulled by 8 hosts at once over links of `--spread-rate`
 //!   (100 Mbit/s, slow enough that eight stay within what two cores move; the CPU's busy share is
-//!   recorded), against one pull alone (`vs_one_transfer`) and the 8 one after another.
+//!   recorded), against one pull alone (`vs_one_transfer`), rounds of both interleaved, and
+//!   the 8 one after another (once).
 //!
 //! No delay is added unless `--delay-ms` asks (it needs `netem`, which this machine's kernel
 //! lacks); the JSON says which were in force. Needs root, `ip`, `tc`, `nft` and `rsync`. Never fails on speed.
@@ -49,7 +50,8 @@ pub struct BenchWanArgs {
     /// Hosts the artifact is spread to.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(2..=40))]
     pub hosts: u8,
-    /// Rounds of the agent / rsync comparison (medians reported).
+    /// Rounds of the agent / rsync comparison and of the spread against one pull alone
+    /// (medians reported).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=20))]
     pub rounds: u8,
     /// Longest wait for any one transfer.
@@ -398,15 +400,73 @@ async fn spread(args: &BenchWanArgs, dir: &Path, joins: &mut Vec<f64>) -> anyhow
     let (holder, joined) = site.join(&site.host("src")?, "source").await?;
     joins.push(joined);
     let artifact = produce(&site.client, "spread", "source", args.spread_mib).await?;
-    let (one_s, _) = site
-        .pull(&site.host("solo")?, "solo", &artifact, args.patience)
-        .await?;
-    // All at once.
+    // Rounds of one pull alone and of the spread, in turn which goes first; fresh agents each
+    // time, retired (data deleted) after.
+    let (mut alone, mut together, mut busy) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        for step in 0..2 {
+            if (round + step) % 2 == 0 {
+                let (one_s, _) = site
+                    .pull(
+                        &site.host("solo")?,
+                        &format!("solo{round}"),
+                        &artifact,
+                        args.patience,
+                    )
+                    .await?;
+                alone.push(one_s);
+            } else {
+                let (all_s, cpu) = at_once(&site, &names, round, &artifact, args.patience, joins).await?;
+                together.push(all_s);
+                busy.push(cpu);
+            }
+        }
+    }
+    // One after another (once: eight transfers behind these links take minutes).
+    let mut sequential = 0.0;
+    for (i, n) in names.iter().enumerate() {
+        let (secs, _) = site
+            .pull(&site.host(n)?, &format!("q{i}"), &artifact, args.patience)
+            .await?;
+        sequential += secs;
+    }
+    drop(holder);
+    drop(site);
+    let (one_s, all_s) = (median(&alone), median(&together));
+    let samples = |v: &[f64]| v.iter().map(|s| round3(*s)).collect::<Vec<_>>();
+    Ok(json!({
+        "size_mib": args.spread_mib,
+        "hosts": args.hosts,
+        "rate": args.spread_rate,
+        "rounds": args.rounds,
+        "one_transfer_s": round3(one_s),
+        "one_transfer_samples_s": samples(&alone),
+        "spread_s": round3(all_s),
+        "spread_samples_s": samples(&together),
+        "sequential_s": round3(sequential),
+        "vs_one_transfer": round3(all_s / one_s.max(1e-9)),
+        "vs_sequential": round3(all_s / f64::max(sequential, 1e-9)),
+        "cpu_busy_fraction": round3(median(&busy)),
+    }))
+}
+
+/// One spread: a fresh agent on each of the hosts `names` pulls `artifact` at once; the seconds
+/// until every one's Task runs, and the CPU's busy share meanwhile. The agents are retired
+/// after.
+async fn at_once(
+    site: &Site,
+    names: &[String],
+    round: u8,
+    artifact: &Artifact,
+    patience: Duration,
+    joins: &mut Vec<f64>,
+) -> anyhow::Result<(f64, f64)> {
     let mut agents = Vec::new();
     for (i, n) in names.iter().enumerate() {
-        let (agent, joined) = site.join(&site.host(n)?, &format!("s{i}")).await?;
+        let name = format!("s{round}-{i}");
+        let (agent, joined) = site.join(&site.host(n)?, &name).await?;
         joins.push(joined);
-        agents.push((format!("s{i}"), agent));
+        agents.push((name, agent));
     }
     let (busy0, total0) = cpu_jiffies();
     let since = Instant::now();
@@ -417,36 +477,17 @@ async fn spread(args: &BenchWanArgs, dir: &Path, joins: &mut Vec<f64>) -> anyhow
             &format!("{n}-pull"),
             n,
             "true",
-            std::slice::from_ref(&artifact),
+            std::slice::from_ref(artifact),
         )
         .await?;
     }
-    let all_s = running(&site.client, &tasks, since, args.patience).await?;
+    let all_s = running(&site.client, &tasks, since, patience).await?;
     let (busy1, total1) = cpu_jiffies();
     for (n, agent) in agents {
         site.retire(&n, agent).await;
     }
-    // One after another.
-    let mut sequential = 0.0;
-    for (i, n) in names.iter().enumerate() {
-        let (secs, _) = site
-            .pull(&site.host(n)?, &format!("q{i}"), &artifact, args.patience)
-            .await?;
-        sequential += secs;
-    }
-    drop(holder);
-    drop(site);
-    Ok(json!({
-        "size_mib": args.spread_mib,
-        "hosts": args.hosts,
-        "rate": args.spread_rate,
-        "one_transfer_s": round3(one_s),
-        "spread_s": round3(all_s),
-        "sequential_s": round3(sequential),
-        "vs_one_transfer": round3(all_s / one_s.max(1e-9)),
-        "vs_sequential": round3(all_s / f64::max(sequential, 1e-9)),
-        "cpu_busy_fraction": round3((busy1 - busy0) as f64 / (total1 - total0).max(1) as f64),
-    }))
+    #[allow(clippy::cast_precision_loss)]
+    Ok((all_s, (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64))
 }
 
 async fn bench(args: BenchWanArgs) -> anyhow::Result<serde_json::Value> {
