@@ -13,6 +13,13 @@ pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$";
 /// Pattern of an artifact digest: `sha256:` and 64 lowercase hex digits.
 pub const DIGEST_PATTERN: &str = r"^sha256:[a-f0-9]{64}$";
 
+/// Copies of each games artifact kept on distinct agents unless a job or loop says otherwise.
+pub const DEFAULT_GAMES_REPLICAS: u32 = 2;
+/// Copies of each model kept on distinct agents unless a job or loop says otherwise.
+pub const DEFAULT_MODEL_REPLICAS: u32 = 3;
+/// Most copies a job or loop may ask for.
+pub const MAX_REPLICAS: u32 = 16;
+
 /// The game to play. Passed to the workload untouched (in `RINGRIFT_PARAMS`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

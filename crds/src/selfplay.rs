@@ -77,6 +77,11 @@ pub struct SelfplaySettings {
     /// Retries, deadlines and priority.
     #[serde(default)]
     pub run_policy: RunPolicy,
+    /// Copies of each task's games kept on distinct agents (the producer's own included),
+    /// spread over zones. Defaults to 2; fewer while fewer agents can take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = crate::common::MAX_REPLICAS))]
+    pub replicas: Option<u32>,
 }
 
 fn default_games_per_task() -> u64 {

@@ -138,6 +138,12 @@ pub struct TaskSpec {
     /// Asks the agent to stop the process. Defaults to false.
     #[serde(default)]
     pub cancel: bool,
+    /// Copies of each output to have on distinct agents (this one's included) before the task
+    /// counts as Succeeded: the agent pushes the others, fewer when fewer agents can take one.
+    /// Unset: only this agent's (or one reachable agent's, when this one cannot be reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = crate::common::MAX_REPLICAS))]
+    pub replicas: Option<u32>,
 }
 
 fn empty_object() -> serde_json::Value {

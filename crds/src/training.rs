@@ -72,6 +72,11 @@ pub struct TrainingSettings {
     /// Retries, deadlines and priority.
     #[serde(default)]
     pub run_policy: RunPolicy,
+    /// Copies of the trained model kept on distinct agents (the trainer's own included),
+    /// spread over zones. Defaults to 3; fewer while fewer agents can take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = crate::common::MAX_REPLICAS))]
+    pub replicas: Option<u32>,
 }
 
 /// The newest part of the training data to use. Exactly one of `games` or `positions` is set.

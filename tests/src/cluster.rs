@@ -231,6 +231,7 @@ pub fn selfplay(name: &str, games: u64, per_task: u64, env: &[(&str, &str)]) -> 
                     ..TaskResources::default()
                 },
                 run_policy: RunPolicy::default(),
+                replicas: None,
             },
             output: DatasetOutput {
                 dataset: format!("{name}-games"),

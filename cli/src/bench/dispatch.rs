@@ -73,6 +73,7 @@ fn job(name: &str, tasks: u64, gpus: u32) -> SelfplayJob {
                     ..TaskResources::default()
                 },
                 run_policy: RunPolicy::default(),
+                replicas: None,
             },
             output: DatasetOutput {
                 dataset: format!("{name}-games"),

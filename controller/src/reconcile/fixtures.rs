@@ -31,6 +31,7 @@ pub fn selfplay(games: u64, per_task: u64) -> JobView {
         parallelism: None,
         params: None,
         inputs: Vec::new(),
+        replicas: None,
         specifics: JobSpecifics::Selfplay,
         finished: None,
         started: Some(at(0)),

@@ -118,6 +118,7 @@ pub fn task(job: &JobView, attempt: &NewAttempt, agent: &str, gpus: &[String]) -
             active_deadline_seconds: None,
             progress_deadline_seconds: job.policy.progress_deadline_seconds,
             cancel: false,
+            replicas: job.replicas,
         },
         status: None,
     }

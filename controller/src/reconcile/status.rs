@@ -136,6 +136,9 @@ pub fn common(
     );
     let (phase, completion_time) =
         progress_conditions(job, previous, plan, queue.as_ref(), &mut conditions, now);
+    if let Some((ok, reason, message)) = replication(job, plan) {
+        set_condition(&mut conditions, "Replicated", ok, reason, &message, g, now);
+    }
     let suspended = phase == JobPhase::Suspended;
     let (reason, msg) = if suspended {
         ("Suspended", "runPolicy.suspend is set")
@@ -150,6 +153,43 @@ pub fn common(
         start_time,
         completion_time,
     }
+}
+
+/// The `Replicated` condition, once counted tasks reported outputs: whether each has the
+/// job's `replicas` copies on distinct agents, as its holders say. A shortfall (fewer Ready,
+/// reachable agents with disk to spare than copies) never holds the job back; this says it.
+fn replication(job: &JobView, plan: &JobPlan) -> Option<(bool, &'static str, String)> {
+    let replicas = usize::try_from(job.replicas?).unwrap_or(usize::MAX);
+    let outputs: Vec<&Artifact> = plan.summary.counted.iter().flat_map(|t| &t.outputs).collect();
+    if outputs.is_empty() {
+        return None;
+    }
+    let short: Vec<&&Artifact> = outputs.iter().filter(|a| a.holders.len() < replicas).collect();
+    if short.is_empty() {
+        return Some((
+            true,
+            "Replicated",
+            format!("every output has {replicas} copies on distinct agents"),
+        ));
+    }
+    let fewest = short.iter().map(|a| a.holders.len()).min().unwrap_or(0);
+    let names: Vec<&str> = short.iter().take(3).map(|a| a.name.as_str()).collect();
+    let more = short.len().saturating_sub(names.len());
+    Some((
+        false,
+        "ShortOfCopies",
+        format!(
+            "{} of {} outputs have fewer than {replicas} copies (fewest {fewest}): {}{}; not enough Ready, reachable agents with disk to spare took one",
+            short.len(),
+            outputs.len(),
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
+        ),
+    ))
 }
 
 /// Phase, completion time, and the Progressing and Failed conditions of an accepted job.

@@ -138,6 +138,7 @@ fn base(kind: JobKind, meta: &kube::api::ObjectMeta, shared: Option<Shared<'_>>)
         parallelism: None,
         params: None,
         inputs: Vec::new(),
+        replicas: None,
         specifics: JobSpecifics::Selfplay,
         finished: None,
         started: None,
@@ -179,6 +180,10 @@ pub fn selfplay(job: &SelfplayJob, world: &dyn World) -> Result<(JobView, Option
         dataset: Some(spec.output.dataset.clone()),
     }));
     view.inputs = model.iter().map(|m| m.artifact.clone()).collect();
+    view.replicas = Some(
+        s.replicas
+            .unwrap_or(ringrift_crds::common::DEFAULT_GAMES_REPLICAS),
+    );
     Ok((view, model.map(|m| m.name)))
 }
 
@@ -228,6 +233,10 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
     }));
     view.inputs = inputs;
     view.inputs.extend(base_model.iter().map(|m| m.artifact.clone()));
+    view.replicas = Some(
+        s.replicas
+            .unwrap_or(ringrift_crds::common::DEFAULT_MODEL_REPLICAS),
+    );
     let annotation = |key: &str| {
         job.metadata
             .annotations

@@ -152,6 +152,8 @@ pub struct JobView {
     pub params: Option<Params>,
     /// Inputs of every task.
     pub inputs: Vec<Artifact>,
+    /// Copies each task's outputs should have on distinct agents (none: the agent's default).
+    pub replicas: Option<u32>,
     /// Kind specifics.
     pub specifics: JobSpecifics,
     /// The phase and completion time already recorded in its status, if finished: a finished

@@ -179,3 +179,48 @@ fn suspended_jobs_say_so() {
     assert_eq!(condition(&c.conditions, "Suspended").status, "True");
     assert_eq!(condition(&c.conditions, "Progressing").reason, "Suspended");
 }
+
+#[test]
+fn the_replicated_condition_says_which_outputs_are_short_of_copies() {
+    let output = |name: &str, holders: &[&str]| Artifact {
+        name: name.into(),
+        kind: ringrift_crds::common::ArtifactKind::Games,
+        digest: format!("sha256:{}", "a".repeat(64)),
+        size_bytes: 1,
+        holders: holders.iter().map(|h| (*h).to_owned()).collect(),
+    };
+    let mut job = job();
+    job.replicas = Some(2);
+    let done = |unit: &str, holders: &[&str]| TaskView {
+        finished: Some(at(50)),
+        outputs: vec![output(&format!("{unit}.games"), holders)],
+        ..task(unit, TaskPhase::Succeeded, 100)
+    };
+    // Nothing counted yet: no condition.
+    let p = plan(&job, &[task("games-0000", TaskPhase::Running, 5)], 100);
+    let c = common(&job, &Previous::default(), Some(&p), None, None, at(100));
+    assert!(c.conditions.iter().all(|c| c.type_ != "Replicated"));
+    // Both outputs have two copies.
+    let tasks = [done("games-0000", &["a", "b"]), done("games-0001", &["b", "c"])];
+    let p = plan(&job, &tasks, 100);
+    let c = common(&job, &Previous::default(), Some(&p), None, None, at(100));
+    let r = condition(&c.conditions, "Replicated");
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("True", "Replicated"));
+    // One has only its producer's.
+    let tasks = [done("games-0000", &["a", "b"]), done("games-0001", &["c"])];
+    let p = plan(&job, &tasks, 100);
+    let c = common(&job, &Previous::default(), Some(&p), None, None, at(100));
+    let r = condition(&c.conditions, "Replicated");
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "ShortOfCopies"));
+    assert!(
+        r.message
+            .starts_with("1 of 2 outputs have fewer than 2 copies (fewest 1): games-0001.games"),
+        "{}",
+        r.message
+    );
+    assert_ne!(c.phase, JobPhase::Failed, "a shortfall never holds a job back");
+    // A job without replicas (a gauntlet) gets no condition.
+    job.replicas = None;
+    let c = common(&job, &Previous::default(), Some(&p), None, None, at(100));
+    assert!(c.conditions.iter().all(|c| c.type_ != "Replicated"));
+}
