@@ -121,15 +121,17 @@ const REPLICATE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1
 /// Time between tries.
 const REPLICATE_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// When peers cannot reach this agent, its outputs are pushed to one that they can reach
-/// before the attempt counts as Succeeded (`sync::replicate`); tried again for a while when no
-/// agent takes them, then the attempt fails as the agent's error (the controller runs it again,
-/// elsewhere if it can). When no other agent is reachable at all, there is nowhere to push and
-/// nobody a copy would serve: the outputs stay here, with a warning.
-async fn replicate(node: &Node, outputs: &mut [Artifact]) -> Result<(), Outcome> {
+/// Before the attempt counts as Succeeded, each output is pushed to other agents until it has
+/// `replicas` copies (`sync::replicate`): fewer when fewer agents can take one, which is a
+/// shortfall (logged and counted), never a failure. When peers cannot reach this agent, its
+/// own copy does not count and at least one must land elsewhere: tried again for a while when
+/// no agent takes them, then the attempt fails as the agent's error (the controller runs it
+/// again, elsewhere if it can). When no other agent is reachable at all, there is nowhere to
+/// push and nobody a copy would serve: the outputs stay here, with a warning.
+async fn replicate(node: &Node, outputs: &mut [Artifact], replicas: u32) -> Result<(), Outcome> {
     let deadline = tokio::time::Instant::now() + REPLICATE_PATIENCE;
     loop {
-        match crate::sync::replicate::replicate(&node.sync, outputs).await {
+        match crate::sync::replicate::replicate(&node.sync, outputs, replicas).await {
             Ok(_) => return Ok(()),
             // Nobody else is reachable (or the only agent is this one): nobody could pull from
             // a copy either, and agents on this box still can read them here.
@@ -171,7 +173,7 @@ pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, e
     };
     if outcome.phase == TaskPhase::Succeeded {
         match collect(node, handle).await {
-            Ok((mut outputs, result)) => match replicate(node, &mut outputs).await {
+            Ok((mut outputs, result)) => match replicate(node, &mut outputs, handle.replicas).await {
                 Ok(()) => {
                     status.outputs = Some(outputs);
                     status.result = result;

@@ -93,6 +93,9 @@ pub struct RunHandle {
     pub dir: PathBuf,
     /// Log tail and followers.
     pub log: LogTail,
+    /// Copies of each output to have on distinct agents before it counts as Succeeded (the
+    /// Task's `replicas`; 1: this agent's only).
+    pub replicas: u32,
     info: Mutex<RunInfo>,
     stop: watch::Sender<Option<Stop>>,
     done: watch::Sender<bool>,
@@ -118,9 +121,19 @@ impl RunHandle {
             gpus,
             dir,
             log: LogTail::new(TAIL_LINES, TAIL_BYTES),
+            replicas: 1,
             info: Mutex::new(RunInfo::default()),
             stop: watch::channel(None).0,
             done: watch::channel(false).0,
+        }
+    }
+
+    /// Asks for `replicas` copies of each output (at least one).
+    #[must_use]
+    pub fn with_replicas(self, replicas: u32) -> Self {
+        Self {
+            replicas: replicas.max(1),
+            ..self
         }
     }
 

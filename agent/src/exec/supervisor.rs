@@ -54,15 +54,18 @@ fn start_run(node: &Arc<Node>, task: &Task, start: Start) {
     let namespace = task.namespace().unwrap_or_default();
     let name = task.name_any();
     let dir = node.attempt_dir(&namespace, &name, &uid);
-    let handle = Arc::new(RunHandle::new(
-        &uid,
-        &namespace,
-        &name,
-        task.spec.attempt,
-        task.spec.role,
-        task.spec.gpus.clone(),
-        dir,
-    ));
+    let handle = Arc::new(
+        RunHandle::new(
+            &uid,
+            &namespace,
+            &name,
+            task.spec.attempt,
+            task.spec.role,
+            task.spec.gpus.clone(),
+            dir,
+        )
+        .with_replicas(task.spec.replicas.unwrap_or(1)),
+    );
     if let Start::Adopt { pid, .. } = start {
         // Shown as adopted from the moment it is listed: a reader never sees an
         // adopted process as a Pending task that is about to start again.

@@ -53,6 +53,8 @@ pub struct SyncMetrics {
     pub gossip_rejected: Counter,
     /// Artifacts pushed to another agent (replication), by result.
     pub pushes: Family<ResultLabels, Counter>,
+    /// Copies of outputs wanted (the Task's `replicas`) that no agent could take.
+    pub replica_shortfall: Counter,
 }
 
 impl SyncMetrics {
@@ -128,8 +130,14 @@ impl SyncMetrics {
             pushes: add(
                 registry,
                 "replication_pushes",
-                "Artifacts pushed to another agent (an unreachable agent's outputs), by result",
+                "Copies of outputs pushed to another agent (replication), by result",
                 Family::default(),
+            ),
+            replica_shortfall: add(
+                registry,
+                "replication_shortfall_copies",
+                "Copies of outputs a Task's replicas asked for that no Ready, reachable agent with disk to spare could take",
+                Counter::default(),
             ),
         }
     }

@@ -1,9 +1,11 @@
 //! Replication: copies of an artifact pushed from the agent that holds it to agents that do
-//! not. Today's one use is an agent nobody can reach (behind NAT, inbound closed): peers cannot
-//! pull from it, so before its task counts as done it pushes each output to a reachable agent,
-//! which becomes a holder the `Task` names ([`replicate`]). The durability issue generalises
-//! this to N copies of what matters; the receiving side ([`accept`]) and the choice of
-//! targets ([`choose`]) are written for that already.
+//! not, before the task that made it counts as done ([`replicate`]): each output gets the
+//! Task's `replicas` copies on distinct agents (its own included), each pushed copy's agent
+//! named among the holders the `Task` reports. An agent nobody can reach (behind NAT, inbound
+//! closed) does not count its own copy: peers cannot pull from it, so at least one copy must
+//! land on a reachable agent. Targets are agents that are Ready, were reached by the
+//! controller's probe, and are not short of disk ([`reachability`], [`choose`]); fewer
+//! targets than copies wanted is a shortfall, counted, never a failure.
 //!
 //! The receiver takes the bytes only from a peer with the peer token, hashes them as they
 //! arrive, and keeps them only when they are the digest named in the request.
@@ -25,12 +27,13 @@ use super::holder::{Holder, peer};
 use crate::artifacts::{kind_name, plain_name};
 use crate::rest::errors::ApiError;
 
-/// What the agents' `Reachable` conditions say, as replication needs it.
+/// What the agents' conditions say, as replication needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reachability {
     /// This agent's endpoint was probed and could not be reached.
     pub this_unreachable: bool,
-    /// Other agents that are Ready and were reached, with what a client needs.
+    /// Other agents that are Ready, were reached and have disk to spare, with what a client
+    /// needs.
     pub reachable: Vec<Holder>,
 }
 
@@ -44,6 +47,8 @@ fn condition<'a>(agent: &'a Agent, type_: &str) -> Option<&'a str> {
 
 /// Reads [`Reachability`] from the `Agent` objects (pure). Only agents the controller reached
 /// (`Reachable=True`) count as targets: an agent never probed may be as unreachable as this one.
+/// Nor do agents under `DiskPressure`: a copy there would be the first thing their retention
+/// drops, if it fits at all.
 pub fn reachability(this: &str, agents: &[Agent]) -> Reachability {
     let mut out = Reachability::default();
     for agent in agents {
@@ -52,7 +57,10 @@ pub fn reachability(this: &str, agents: &[Agent]) -> Reachability {
             out.this_unreachable = condition(agent, "Reachable") == Some("False");
             continue;
         }
-        if condition(agent, "Ready") != Some("True") || condition(agent, "Reachable") != Some("True") {
+        if condition(agent, "Ready") != Some("True")
+            || condition(agent, "Reachable") != Some("True")
+            || condition(agent, "DiskPressure") == Some("True")
+        {
             continue;
         }
         let status = agent.status.as_ref();
@@ -65,6 +73,13 @@ pub fn reachability(this: &str, agents: &[Agent]) -> Reachability {
         }
     }
     out
+}
+
+/// Copies of each output to push elsewhere for `replicas` in all (pure): this agent's own
+/// counts unless peers cannot reach it, in which case at least one must land elsewhere.
+pub fn copies_wanted(replicas: u32, this_unreachable: bool) -> usize {
+    let replicas = usize::try_from(replicas.max(1)).unwrap_or(1);
+    if this_unreachable { replicas } else { replicas - 1 }
 }
 
 /// The targets to try for one more copy, best first (pure): candidates that do not hold it
@@ -99,47 +114,60 @@ pub enum ReplicateError {
     },
 }
 
-/// When this agent cannot be reached, pushes every artifact in `outputs` (stored here) to one
-/// reachable agent and names it among the holders; when it can be (or nobody probed it),
-/// nothing. Returns how many copies were pushed.
+/// Pushes every artifact in `outputs` (stored here) to other agents until it has `replicas`
+/// copies ([`copies_wanted`]), naming each agent that took one among its holders. Returns how
+/// many copies were pushed and how many were wanted but could not be made (no agent to take
+/// them, or every candidate refused): a shortfall, counted in the metrics.
 ///
 /// # Errors
-/// [`ReplicateError`]: the caller does not report the outputs as available.
-pub async fn replicate(ctx: &Context, outputs: &mut [Artifact]) -> Result<usize, ReplicateError> {
+/// [`ReplicateError`]: this agent cannot be reached and no copy of some output landed
+/// elsewhere (the caller does not report the outputs as available); the agents could not be
+/// listed.
+pub async fn replicate(
+    ctx: &Context,
+    outputs: &mut [Artifact],
+    replicas: u32,
+) -> Result<Pushed, ReplicateError> {
     if outputs.is_empty() {
-        return Ok(0);
+        return Ok(Pushed::default());
     }
     let agents = Api::<Agent>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await?;
     let seen = reachability(&ctx.name, &agents.items);
-    if !seen.this_unreachable {
-        return Ok(0);
+    let wanted = copies_wanted(replicas, seen.this_unreachable);
+    if wanted == 0 {
+        return Ok(Pushed::default());
     }
-    if seen.reachable.is_empty() {
+    if seen.reachable.is_empty() && seen.this_unreachable {
         return Err(ReplicateError::NoTarget);
     }
-    let mut pushed = 0;
+    let mut done = Pushed::default();
     for (i, artifact) in outputs.iter_mut().enumerate() {
         let Some(path) = ctx.content.path(&artifact.digest) else {
             continue;
         };
+        let elsewhere = |a: &Artifact| a.holders.iter().filter(|h| **h != ctx.name).count();
         let mut errors = Vec::new();
-        for target in choose(&seen.reachable, &artifact.holders, i) {
+        // Turned by the digest, so the copies of many tasks' outputs spread over the agents.
+        let turn = usize::from_str_radix(artifact.digest.get(7..15).unwrap_or("0"), 16).unwrap_or(0);
+        for target in choose(&seen.reachable, &artifact.holders, turn.wrapping_add(i)) {
+            if elsewhere(artifact) >= wanted {
+                break;
+            }
             let Some(client) = peer(ctx, target) else {
                 errors.push(format!("{}: not trusted", target.name));
                 continue;
             };
             match client.push(artifact, &path).await {
                 Ok(()) => {
-                    tracing::info!(artifact = %artifact.name, digest = %artifact.digest, to = %target.name, "pushed an output to a reachable agent");
+                    tracing::info!(artifact = %artifact.name, digest = %artifact.digest, to = %target.name, "pushed a copy of an output");
                     ctx.metrics
                         .pushes
                         .get_or_create(&crate::metrics::ResultLabels { result: "ok".into() })
                         .inc();
                     artifact.holders.push(target.name.clone());
-                    pushed += 1;
-                    break;
+                    done.pushed += 1;
                 }
                 Err(e) => {
                     ctx.metrics
@@ -153,14 +181,33 @@ pub async fn replicate(ctx: &Context, outputs: &mut [Artifact]) -> Result<usize,
                 }
             }
         }
-        if !artifact.holders.iter().any(|h| *h != ctx.name) {
+        if seen.this_unreachable && elsewhere(artifact) == 0 {
             return Err(ReplicateError::Refused {
                 artifact: artifact.name.clone(),
                 errors: errors.join("; "),
             });
         }
+        let short = wanted.saturating_sub(elsewhere(artifact));
+        if short > 0 {
+            tracing::warn!(
+                artifact = %artifact.name, digest = %artifact.digest, copies = elsewhere(artifact) + usize::from(!seen.this_unreachable),
+                replicas, candidates = seen.reachable.len(), errors = %errors.join("; "),
+                "fewer copies than asked for: not enough Ready, reachable agents with disk to spare took one"
+            );
+            ctx.metrics.replica_shortfall.inc_by(short as u64);
+            done.short += short;
+        }
     }
-    Ok(pushed)
+    Ok(done)
+}
+
+/// What [`replicate`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Copies pushed.
+    pub pushed: usize,
+    /// Copies wanted that could not be made.
+    pub short: usize,
 }
 
 /// What a push names besides the digest (`PUT /v1/artifacts/{digest}?name=…&kind=…`).
@@ -304,7 +351,13 @@ mod tests {
     use super::*;
 
     fn agent(name: &str, ready: &str, reachable: Option<&str>) -> Agent {
+        agent_with(name, ready, reachable, "False")
+    }
+
+    fn agent_with(name: &str, ready: &str, reachable: Option<&str>, disk_pressure: &str) -> Agent {
         let mut conditions = vec![
+            serde_json::json!({"type": "DiskPressure", "status": disk_pressure, "reason": "R",
+            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}),
             serde_json::json!({"type": "Ready", "status": ready, "reason": "R",
             "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}),
         ];
@@ -346,6 +399,32 @@ mod tests {
         // An agent never probed, or probed and reached, does not push.
         assert!(!reachability("unprobed", &agents).this_unreachable);
         assert!(!reachability("up", &agents).this_unreachable);
+    }
+
+    #[test]
+    fn agents_short_of_disk_take_no_copies() {
+        let agents = [
+            agent("me", "True", Some("True")),
+            agent_with("full", "True", Some("True"), "True"),
+            agent("roomy", "True", Some("True")),
+        ];
+        let seen = reachability("me", &agents);
+        assert!(!seen.this_unreachable);
+        assert_eq!(seen.reachable, vec![holder("roomy")]);
+    }
+
+    #[test]
+    fn copies_pushed_count_this_agents_own_unless_nobody_can_reach_it() {
+        assert_eq!(copies_wanted(3, false), 2);
+        assert_eq!(copies_wanted(2, false), 1);
+        assert_eq!(copies_wanted(1, false), 0, "one copy: this agent's");
+        assert_eq!(copies_wanted(0, false), 0, "zero reads as one");
+        assert_eq!(
+            copies_wanted(1, true),
+            1,
+            "unreachable: one copy must land elsewhere"
+        );
+        assert_eq!(copies_wanted(3, true), 3);
     }
 
     #[test]

@@ -1,0 +1,170 @@
+//! Replication end to end, with real `ringrift agent` processes: a task's outputs get the
+//! Task's `replicas` copies on distinct agents before it counts as Succeeded, so the producer
+//! SIGKILLed right after leaves a copy that feeds the next task; fewer agents than copies is a
+//! shortfall (counted), never a failure; an agent short of disk takes no copy.
+//!
+//! No controller runs here: the `Reachable` conditions its probe would set are written by the
+//! test (as the controller's identity does), so which agents count as targets is the test's
+//! choice.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+use ringrift_crds::agent::Agent;
+use ringrift_crds::common::Artifact;
+use ringrift_crds::task::{Task, TaskPhase};
+use ringrift_e2e::agent::{AgentProcess, CLUSTER_KEY};
+use ringrift_e2e::cluster::{Cluster, until};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn phase(t: &Task) -> TaskPhase {
+    t.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+async fn finished(cluster: &Cluster, name: &str) -> Task {
+    until(&format!("{name} to finish"), WAIT, || async {
+        cluster
+            .tasks()
+            .get(name)
+            .await
+            .ok()
+            .filter(|t| matches!(phase(t), TaskPhase::Succeeded | TaskPhase::Failed))
+    })
+    .await
+}
+
+/// Sets `type_` to `status` among the agent's conditions, as the controller would (the agent
+/// keeps conditions it does not own), once the agent has registered.
+async fn set_condition(cluster: &Cluster, agent: &str, type_: &str, status: &str) {
+    let agents: Api<Agent> = Api::all(cluster.client.clone());
+    until(&format!("{agent} to register"), WAIT, || async {
+        let a = agents.get_opt(agent).await.ok().flatten()?;
+        let mut conditions = a.status.map(|s| s.conditions).unwrap_or_default();
+        conditions.retain(|c| c.type_ != type_);
+        conditions.push(
+            serde_json::from_value(json!({
+                "type": type_, "status": status, "reason": "Test", "message": "set by the test",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }))
+            .unwrap(),
+        );
+        let patch = json!({"status": {"conditions": conditions}});
+        agents
+            .patch_status(agent, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .ok()
+    })
+    .await;
+}
+
+/// Marks the agents `names` reachable and waits until each is Ready and Reachable in the API.
+async fn reachable(cluster: &Cluster, names: &[&str]) {
+    for name in names {
+        set_condition(cluster, name, "Reachable", "True").await;
+    }
+    let agents: Api<Agent> = Api::all(cluster.client.clone());
+    until("every agent Ready and Reachable", WAIT, || async {
+        let list = agents.list(&ListParams::default()).await.ok()?;
+        names
+            .iter()
+            .all(|n| {
+                list.items.iter().any(|a| {
+                    a.metadata.name.as_deref() == Some(n)
+                        && ["Ready", "Reachable"].iter().all(|t| {
+                            a.status.as_ref().is_some_and(|s| {
+                                s.conditions.iter().any(|c| c.type_ == *t && c.status == "True")
+                            })
+                        })
+                })
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+/// A task on `agent` writing `mib` MiB of random bytes as `data.bin`, asking for `replicas`
+/// copies; the finished Task.
+async fn produce(cluster: &Cluster, task: &str, agent: &str, mib: u32, replicas: u32) -> Task {
+    let script = format!("head -c {mib}M /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/data.bin\"");
+    cluster
+        .shell_task(task, agent, &script, json!({"replicas": replicas}))
+        .await;
+    finished(cluster, task).await
+}
+
+fn output(t: &Task) -> Artifact {
+    assert_eq!(phase(t), TaskPhase::Succeeded, "{:?}", t.status);
+    t.status.as_ref().unwrap().outputs[0].clone()
+}
+
+fn by_name<'a>(agents: &'a [&'a AgentProcess], name: &str) -> &'a AgentProcess {
+    agents.iter().find(|a| a.name == name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_get_their_copies_before_success_and_outlive_their_producer() {
+    let cluster = Cluster::start("replication").await;
+    let mut a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    let a3 = cluster.synced_agent("a3", CLUSTER_KEY, &[]);
+    reachable(&cluster, &["a1", "a2", "a3"]).await;
+
+    // Two copies: a1's own and one pushed to another agent, named among the holders.
+    let made = output(&produce(&cluster, "make", "a1", 8, 2).await);
+    assert_eq!(made.holders.len(), 2, "{:?}", made.holders);
+    assert_eq!(made.holders[0], "a1");
+    let copy = made.holders[1].clone();
+    assert_ne!(copy, "a1");
+    assert!(a1.metric("ringrift_agent_replication_pushes_total{result=\"ok\"}") >= 1.0);
+    // The producer dies right after.
+    a1.role.kill();
+    let agents = [&a2, &a3];
+    let keeper = by_name(&agents, &copy);
+    assert!(
+        keeper.stored(&made.digest).exists(),
+        "the copy is stored on {copy}"
+    );
+    assert!(keeper.get("/v1/artifacts").1.contains(&made.digest), "and listed");
+
+    // The third agent's task still gets the bytes, from the copy.
+    let third = ["a2", "a3"].into_iter().find(|n| *n != copy).unwrap();
+    let script = format!("sha256sum \"$RINGRIFT_INPUT_DIR/{}\"", made.name);
+    cluster
+        .shell_task("use", third, &script, json!({"inputs": [made]}))
+        .await;
+    let used = finished(&cluster, "use").await;
+    assert_eq!(phase(&used), TaskPhase::Succeeded, "{:?}", used.status);
+    let (_, log) = by_name(&agents, third).get("/v1/tasks/default/use/logs");
+    assert!(log.contains(made.digest.trim_start_matches("sha256:")), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_agents_than_copies_is_a_shortfall_and_a_full_disk_takes_none() {
+    let cluster = Cluster::start("replication-short").await;
+    let a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    // a3 counts any disk as short: its own DiskPressure condition is True, and it takes no copy.
+    let a3 = cluster.synced_agent("a3", CLUSTER_KEY, &["--disk-pressure-mib", "1000000000"]);
+    reachable(&cluster, &["a1", "a2", "a3"]).await;
+
+    let made = output(&produce(&cluster, "make", "a1", 1, 3).await);
+    assert_eq!(made.holders, ["a1", "a2"], "a3 is under DiskPressure");
+    assert!(!a3.stored(&made.digest).exists());
+    let short = a1.metric("ringrift_agent_replication_shortfall_copies_total");
+    assert!(
+        (short - 1.0).abs() < f64::EPSILON,
+        "three copies asked, two made: {short}"
+    );
+    // One copy asked: nothing pushed.
+    let pushes = a2.metric("ringrift_agent_replication_pushes_total{result=\"ok\"}");
+    let alone = output(&produce(&cluster, "alone", "a2", 1, 1).await);
+    assert_eq!(alone.holders, ["a2"]);
+    let after = a2.metric("ringrift_agent_replication_pushes_total{result=\"ok\"}");
+    assert!((after - pushes).abs() < f64::EPSILON, "{pushes} then {after}");
+}
