@@ -7,7 +7,10 @@
 //! /apis/ringrift.ai/v1alpha1/namespaces/{ns}/tasks/{name}/log`, what `ringrift logs` reads).
 //!
 //! Against an API server without these paths (a Kubernetes cluster's), the agent stops asking
-//! after the first 404: there, agents are reached directly.
+//! after the first 404: there, agents are reached directly. It stops too when the server
+//! refuses its credential these paths (401, 403: it runs with a credential other than an
+//! agent's own, such as an administrator's kubeconfig), with one warning, rather than asking
+//! again every few seconds for as long as it runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +69,13 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             },
             Ok(Err(kube::Error::Api(s))) if s.code == 404 => {
                 tracing::debug!("the API server does not relay logs; agents are reached directly");
+                return;
+            }
+            Ok(Err(kube::Error::Api(s))) if s.code == 401 || s.code == 403 => {
+                tracing::warn!(
+                    code = s.code, message = %s.message,
+                    "the API server does not relay task logs for this agent's credential (an agent's own identity may, from `ringrift join`); `ringrift logs` through the server will not reach this agent"
+                );
                 return;
             }
             Ok(Err(e)) => {
