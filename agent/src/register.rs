@@ -11,6 +11,7 @@ use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use ringrift_crds::agent::{Agent, AgentSpec, AgentStatus};
 use ringrift_crds::common::{ConditionStatus, set_condition};
+use ringrift_crds::identity::ZONE_LABEL;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,8 @@ pub struct Registration {
     pub disk_pressure_mib: u64,
     /// Address the gossip listens on, when the agent gossips.
     pub gossip_address: Option<String>,
+    /// Its failure domain, the `ringrift.ai/zone` label of its `Agent` (none: no label).
+    pub zone: Option<String>,
 }
 
 /// Renews a heartbeat Lease `agent-<name>`, creating it when it does not exist; returns whether
@@ -193,17 +196,15 @@ async fn register(
     agents: &Api<Agent>,
     node: &Node,
     status: &AgentStatus,
+    zone: Option<&str>,
     first: bool,
 ) -> kube::Result<Agent> {
     let mut conflicts = 0;
     loop {
         let current = match agents.get_opt(&node.name).await? {
-            Some(agent) => agent,
+            Some(agent) => label_zone(agents, agent, zone).await?,
             None => match agents
-                .create(
-                    &PostParams::default(),
-                    &Agent::new(&node.name, AgentSpec::default()),
-                )
+                .create(&PostParams::default(), &new_agent(&node.name, zone))
                 .await
             {
                 Ok(agent) => {
@@ -241,6 +242,40 @@ async fn register(
             other => return other,
         }
     }
+}
+
+/// A new `Agent` named `name`, labelled with its zone.
+fn new_agent(name: &str, zone: Option<&str>) -> Agent {
+    let mut agent = Agent::new(name, AgentSpec::default());
+    if let Some(z) = zone {
+        agent.metadata.labels = Some([(ZONE_LABEL.to_owned(), z.to_owned())].into());
+    }
+    agent
+}
+
+/// The zone label `agent` should have changed (set, or removed when `zone` is none), when it
+/// differs: the agent was started with another `--zone`.
+fn zone_change(agent: &Agent, zone: Option<&str>) -> Option<serde_json::Value> {
+    let current = agent
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ZONE_LABEL))
+        .map(String::as_str);
+    (current != zone).then(|| json!({"metadata": {"labels": {ZONE_LABEL: zone}}}))
+}
+
+/// Patches the zone label of this agent's `Agent` when `--zone` changed; the object as it is
+/// now.
+async fn label_zone(agents: &Api<Agent>, agent: Agent, zone: Option<&str>) -> kube::Result<Agent> {
+    let Some(patch) = zone_change(&agent, zone) else {
+        return Ok(agent);
+    };
+    let name = kube::ResourceExt::name_any(&agent);
+    tracing::info!(agent = %name, zone = zone.unwrap_or("(none)"), "labelling the Agent with its zone");
+    agents
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
 }
 
 /// Keeps the `Agent` and the heartbeat current until `shutdown` is cancelled. Status is written
@@ -281,7 +316,7 @@ pub async fn run(node: Arc<Node>, reg: Registration, shutdown: CancellationToken
                     .any(|(a, b)| a.status != b.status || a.message != b.message)
         });
         if changed || last_write.elapsed() >= Duration::from_secs(60) {
-            let result = register(&agents, &node, &status, first).await;
+            let result = register(&agents, &node, &status, reg.zone.as_deref(), first).await;
             let label = if result.is_ok() { "ok" } else { "error" };
             node.metrics
                 .registrations
@@ -348,6 +383,7 @@ mod tests {
             certificate_fingerprint: Some(format!("sha256:{}", "ab".repeat(32))),
             disk_pressure_mib: 1024,
             gossip_address: None,
+            zone: None,
         }
     }
 
@@ -446,5 +482,30 @@ mod tests {
             s.capacity.gpu_detection_message.as_deref(),
             Some("NVML not found")
         );
+    }
+
+    #[test]
+    fn the_zone_label_is_set_at_creation_and_changed_only_when_it_differs() {
+        let a = new_agent("a", Some("eu-1"));
+        assert_eq!(
+            a.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(ZONE_LABEL))
+                .map(String::as_str),
+            Some("eu-1")
+        );
+        assert!(new_agent("b", None).metadata.labels.is_none());
+        assert_eq!(zone_change(&a, Some("eu-1")), None, "unchanged: no write");
+        assert_eq!(
+            zone_change(&a, Some("us-2")),
+            Some(json!({"metadata": {"labels": {ZONE_LABEL: "us-2"}}}))
+        );
+        assert_eq!(
+            zone_change(&a, None),
+            Some(json!({"metadata": {"labels": {ZONE_LABEL: null}}})),
+            "a zone no longer given is removed"
+        );
+        assert_eq!(zone_change(&new_agent("b", None), None), None);
     }
 }

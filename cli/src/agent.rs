@@ -73,6 +73,11 @@ pub struct AgentArgs {
     /// Free space in the data directory below which the agent reports DiskPressure, MiB.
     #[arg(long, env = "RINGRIFT_DISK_PRESSURE_MIB", default_value_t = 1024)]
     pub disk_pressure_mib: u64,
+    /// This box's failure domain (a rack, a provider's region, a building), the
+    /// `ringrift.ai/zone` label of its Agent: copies of an output go to agents in other zones
+    /// first. A label value: letters, digits, '-', '_' and '.', at most 63 characters.
+    #[arg(long, env = "RINGRIFT_ZONE")]
+    pub zone: Option<String>,
     /// On SIGTERM, cancel running tasks and wait for them (default: leave them running for the
     /// restarted agent to adopt).
     #[arg(long, env = "RINGRIFT_DRAIN_ON_SHUTDOWN")]
@@ -218,6 +223,7 @@ pub(crate) fn run_agent_until(args: AgentArgs, restart: Option<Restart>) -> anyh
         progress_interval,
         sample_interval,
         disk_pressure_mib,
+        zone,
         drain_on_shutdown,
         sync,
         telemetry,
@@ -228,6 +234,12 @@ pub(crate) fn run_agent_until(args: AgentArgs, restart: Option<Restart>) -> anyh
         valid_name(&name),
         "invalid --name {name:?}: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"
     );
+    if let Some(z) = &zone {
+        anyhow::ensure!(
+            ringrift_crds::identity::valid_zone(z),
+            "invalid --zone {z:?}: letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most 63 characters"
+        );
+    }
     let exe = std::env::current_exe().context("failed to find the ringrift executable")?;
     // Two workers are plenty for an agent and keep its footprint small on big nodes.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -262,6 +274,7 @@ pub(crate) fn run_agent_until(args: AgentArgs, restart: Option<Restart>) -> anyh
             certificate_fingerprint: None,
             disk_pressure_mib,
             gossip_address: None,
+            zone,
         },
         grace,
         progress_interval,

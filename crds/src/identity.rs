@@ -34,6 +34,24 @@ pub fn controller_user(identity: &str) -> String {
 /// What the name of every agent's heartbeat Lease starts with.
 pub const HEARTBEAT_LEASE_PREFIX: &str = "agent-";
 
+/// The label on an `Agent` naming its failure domain (its `--zone`): copies of an output go to
+/// agents in other zones first.
+pub const ZONE_LABEL: &str = "ringrift.ai/zone";
+
+/// Whether `value` is a valid label value (and so a zone): at most 63 characters, letters,
+/// digits, `-`, `_` and `.`, starting and ending with a letter or digit.
+pub fn valid_zone(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let edge = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+    !value.is_empty()
+        && value.len() <= 63
+        && edge(bytes.first())
+        && edge(bytes.last())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// The name of an agent's heartbeat Lease.
 pub fn heartbeat_lease(agent: &str) -> String {
     format!("{HEARTBEAT_LEASE_PREFIX}{agent}")
@@ -41,6 +59,15 @@ pub fn heartbeat_lease(agent: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn zones_are_label_values() {
+        for ok in ["eu-west-1a", "rack_3", "a", "dc1.row2"] {
+            assert!(super::valid_zone(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a b", "a/b", &"x".repeat(64)] {
+            assert!(!super::valid_zone(bad), "{bad}");
+        }
+    }
     use super::*;
 
     #[test]

@@ -66,16 +66,17 @@ pub fn controller() -> Rules {
 }
 
 /// The agent's: it watches its Tasks and writes their status, registers its Agent (reading it
-/// first, to keep the conditions the controller writes beside its own, such as `Reachable`; and
-/// lists the others: peers, their endpoints, fingerprints and reachability), reads what
-/// retention must keep, and renews its heartbeat Lease.
+/// first, to keep the conditions the controller writes beside its own, such as `Reachable`;
+/// patching its zone label when `--zone` changed; and lists the others: peers, their
+/// endpoints, fingerprints, zones and reachability), reads what retention must keep, and renews
+/// its heartbeat Lease.
 pub fn agent() -> Rules {
     let g = crate::GROUP;
     Rules {
         cluster: vec![
             rule(g, &["tasks"], &["get", "list", "watch"]),
             rule(g, &["tasks/status"], &["update"]),
-            rule(g, &["agents"], &["get", "list", "create"]),
+            rule(g, &["agents"], &["get", "list", "create", "patch"]),
             rule(g, &["agents/status"], &["patch"]),
             rule(
                 g,

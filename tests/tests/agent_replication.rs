@@ -1,7 +1,8 @@
 //! Replication end to end, with real `ringrift agent` processes: a task's outputs get the
 //! Task's `replicas` copies on distinct agents before it counts as Succeeded, so the producer
 //! SIGKILLed right after leaves a copy that feeds the next task; fewer agents than copies is a
-//! shortfall (counted), never a failure; an agent short of disk takes no copy.
+//! shortfall (counted), never a failure; an agent short of disk takes no copy. (And an agent
+//! whose credential may not relay logs stops asking the server.)
 //!
 //! No controller runs here: the `Reachable` conditions its probe would set are written by the
 //! test (as the controller's identity does), so which agents count as targets is the test's
@@ -54,7 +55,11 @@ async fn set_condition(cluster: &Cluster, agent: &str, type_: &str, status: &str
             }))
             .unwrap(),
         );
-        let patch = json!({"status": {"conditions": conditions}});
+        // Based on the version read, as the agent's own writes are: neither clobbers the other.
+        let patch = json!({
+            "metadata": {"resourceVersion": a.metadata.resource_version},
+            "status": {"conditions": conditions},
+        });
         agents
             .patch_status(agent, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -167,4 +172,59 @@ async fn fewer_agents_than_copies_is_a_shortfall_and_a_full_disk_takes_none() {
     assert_eq!(alone.holders, ["a2"]);
     let after = a2.metric("ringrift_agent_replication_pushes_total{result=\"ok\"}");
     assert!((after - pushes).abs() < f64::EPSILON, "{pushes} then {after}");
+
+    // These agents run with the administrator's kubeconfig, which the server does not let
+    // relay task logs: each says so once and stops asking (it asked every 5 s before).
+    let said = |a: &AgentProcess| {
+        a.role
+            .log()
+            .matches("does not relay task logs for this agent")
+            .count()
+    };
+    until("a1 to give up relaying logs", WAIT, || async {
+        (said(&a1) > 0).then_some(())
+    })
+    .await;
+    a1.after_passes(8.0).await;
+    assert_eq!(said(&a1), 1, "{}", a1.role.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_go_to_another_zone_first_and_a_bad_zone_is_refused_at_start() {
+    let cluster = Cluster::start("replication-zones").await;
+    let _a1 = cluster.synced_agent("a1", CLUSTER_KEY, &["--zone", "z1"]);
+    let a2 = cluster.synced_agent("a2", CLUSTER_KEY, &["--zone", "z1"]);
+    let a3 = cluster.synced_agent("a3", CLUSTER_KEY, &["--zone", "z2"]);
+    reachable(&cluster, &["a1", "a2", "a3"]).await;
+    let agents: Api<Agent> = Api::all(cluster.client.clone());
+    let zone = |a: &Agent| {
+        a.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(ringrift_crds::identity::ZONE_LABEL))
+            .cloned()
+    };
+    assert_eq!(zone(&agents.get("a3").await.unwrap()).as_deref(), Some("z2"));
+    // Whatever the digest, a1's one copy goes to the other zone.
+    for i in 0..3 {
+        let made = output(&produce(&cluster, &format!("make{i}"), "a1", 1, 2).await);
+        assert_eq!(made.holders, ["a1", "a3"], "copy {i}");
+        assert!(a3.stored(&made.digest).exists());
+    }
+    // Another zone on restart: the label follows.
+    drop(a2);
+    let _a2 = cluster.synced_agent("a2", CLUSTER_KEY, &["--zone", "z3"]);
+    until("a2's label to change", WAIT, || async {
+        (zone(&agents.get("a2").await.ok()?).as_deref() == Some("z3")).then_some(())
+    })
+    .await;
+    // A zone that is not a label value: refused before anything starts, naming the flag.
+    let out = std::process::Command::new(ringrift_e2e::process::ringrift_bin().unwrap())
+        .args(["agent", "--zone", "not a zone", "--kubeconfig"])
+        .arg(&cluster.api.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid --zone \"not a zone\""), "{err}");
 }

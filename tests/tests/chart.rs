@@ -260,6 +260,10 @@ fn the_agent_runs_on_gpu_nodes_with_its_node_name_data_dir_and_no_privileges() {
         args.contains(&"--metrics-token-file=/etc/ringrift/secret/metrics-token"),
         "{args:?}"
     );
+    assert!(
+        !args.iter().any(|a| a.starts_with("--zone")),
+        "no zone unless set: {args:?}"
+    );
     let data = pod["volumes"]
         .as_array()
         .unwrap()
@@ -297,6 +301,12 @@ fn the_agent_runs_on_gpu_nodes_with_its_node_name_data_dir_and_no_privileges() {
     let ds = object(&objs, "DaemonSet", "agent");
     assert_eq!(container(ds)["resources"]["limits"]["nvidia.com/gpu"], 4);
     assert_eq!(ds["spec"]["template"]["spec"]["runtimeClassName"], "nvidia");
+    // A zone, when set; one that is not a label value is refused by the values schema.
+    let objs = objects(&template(&["--set", "agent.zone=eu-west-1a"]).unwrap());
+    let args = arguments(container(object(&objs, "DaemonSet", "agent")));
+    assert!(args.contains(&"--zone=eu-west-1a"), "{args:?}");
+    let refused = template(&["--set", "agent.zone=not a zone"]).unwrap_err();
+    assert!(refused.contains("zone"), "{refused}");
 }
 
 #[test]

@@ -134,6 +134,13 @@ const GRANTED_UNUSED: &[(&str, &str, &str, &str, &str)] = &[
         "trainingjobs",
         "retention reads unfinished training jobs' windows; only above the high-water mark",
     ),
+    (
+        "agent",
+        "patch",
+        "ringrift.ai",
+        "agents",
+        "the zone label of an existing Agent, only when the agent is started with another --zone",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,14 +10,17 @@
 //! The receiver takes the bytes only from a peer with the peer token, hashes them as they
 //! arrive, and keeps them only when they are the digest named in the request.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytes::Buf;
 use futures_util::{Stream, StreamExt as _};
 use kube::Api;
+use kube::ResourceExt as _;
 use kube::api::ListParams;
 use ringrift_crds::agent::Agent;
 use ringrift_crds::common::{Artifact, ArtifactKind};
+use ringrift_crds::identity::ZONE_LABEL;
 use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
 use warp::http::StatusCode;
@@ -35,6 +38,8 @@ pub struct Reachability {
     /// Other agents that are Ready, were reached and have disk to spare, with what a client
     /// needs.
     pub reachable: Vec<Holder>,
+    /// The zone of every agent that has one (its `ringrift.ai/zone` label).
+    pub zones: BTreeMap<String, String>,
 }
 
 fn condition<'a>(agent: &'a Agent, type_: &str) -> Option<&'a str> {
@@ -53,6 +58,9 @@ pub fn reachability(this: &str, agents: &[Agent]) -> Reachability {
     let mut out = Reachability::default();
     for agent in agents {
         let name = kube::ResourceExt::name_any(agent);
+        if let Some(zone) = agent.labels().get(ZONE_LABEL) {
+            out.zones.insert(name.clone(), zone.clone());
+        }
         if name == this {
             out.this_unreachable = condition(agent, "Reachable") == Some("False");
             continue;
@@ -83,14 +91,28 @@ pub fn copies_wanted(replicas: u32, this_unreachable: bool) -> usize {
 }
 
 /// The targets to try for one more copy, best first (pure): candidates that do not hold it
-/// yet, starting at `offset` (so successive artifacts spread over the candidates).
-pub fn choose<'a>(candidates: &'a [Holder], holders: &[String], offset: usize) -> Vec<&'a Holder> {
+/// yet, those in a zone no holder is in first, then those with no zone, then those in a zone
+/// that already has a copy; within each, starting at `offset` (so successive artifacts spread
+/// over the candidates).
+pub fn choose<'a>(
+    candidates: &'a [Holder],
+    holders: &[String],
+    offset: usize,
+    zones: &BTreeMap<String, String>,
+) -> Vec<&'a Holder> {
     let fresh: Vec<&Holder> = candidates.iter().filter(|c| !holders.contains(&c.name)).collect();
     if fresh.is_empty() {
         return fresh;
     }
     let start = offset % fresh.len();
-    fresh[start..].iter().chain(&fresh[..start]).copied().collect()
+    let mut order: Vec<&Holder> = fresh[start..].iter().chain(&fresh[..start]).copied().collect();
+    let covered: Vec<&String> = holders.iter().filter_map(|h| zones.get(h)).collect();
+    order.sort_by_key(|c| match zones.get(&c.name) {
+        Some(z) if !covered.contains(&z) => 0,
+        None => 1,
+        Some(_) => 2,
+    });
+    order
 }
 
 /// Why outputs could not be replicated.
@@ -151,10 +173,20 @@ pub async fn replicate(
         let mut errors = Vec::new();
         // Turned by the digest, so the copies of many tasks' outputs spread over the agents.
         let turn = usize::from_str_radix(artifact.digest.get(7..15).unwrap_or("0"), 16).unwrap_or(0);
-        for target in choose(&seen.reachable, &artifact.holders, turn.wrapping_add(i)) {
-            if elsewhere(artifact) >= wanted {
+        let mut tried: Vec<String> = Vec::new();
+        while elsewhere(artifact) < wanted {
+            // Chosen again after every copy: the zones covered change.
+            let Some(target) = choose(
+                &seen.reachable,
+                &artifact.holders,
+                turn.wrapping_add(i),
+                &seen.zones,
+            )
+            .into_iter()
+            .find(|t| !tried.contains(&t.name)) else {
                 break;
-            }
+            };
+            tried.push(target.name.clone());
             let Some(client) = peer(ctx, target) else {
                 errors.push(format!("{}: not trusted", target.name));
                 continue;
@@ -396,6 +428,7 @@ mod tests {
         let seen = reachability("me", &agents);
         assert!(seen.this_unreachable);
         assert_eq!(seen.reachable, vec![holder("up")]);
+        assert!(seen.zones.is_empty(), "no agent has a zone label");
         // An agent never probed, or probed and reached, does not push.
         assert!(!reachability("unprobed", &agents).this_unreachable);
         assert!(!reachability("up", &agents).this_unreachable);
@@ -431,11 +464,33 @@ mod tests {
     fn targets_skip_holders_and_rotate() {
         let c = [holder("a"), holder("b"), holder("c")];
         let names = |v: Vec<&Holder>| v.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
-        assert_eq!(names(choose(&c, &["me".into()], 0)), ["a", "b", "c"]);
-        assert_eq!(names(choose(&c, &["me".into()], 1)), ["b", "c", "a"]);
-        assert_eq!(names(choose(&c, &["me".into(), "b".into()], 1)), ["c", "a"]);
-        assert!(choose(&c, &["a".into(), "b".into(), "c".into()], 5).is_empty());
-        assert!(choose(&[], &[], 0).is_empty());
+        let none = BTreeMap::new();
+        assert_eq!(names(choose(&c, &["me".into()], 0, &none)), ["a", "b", "c"]);
+        assert_eq!(names(choose(&c, &["me".into()], 1, &none)), ["b", "c", "a"]);
+        assert_eq!(
+            names(choose(&c, &["me".into(), "b".into()], 1, &none)),
+            ["c", "a"]
+        );
+        assert!(choose(&c, &["a".into(), "b".into(), "c".into()], 5, &none).is_empty());
+        assert!(choose(&[], &[], 0, &none).is_empty());
+    }
+
+    #[test]
+    fn copies_go_to_other_zones_first() {
+        let c = [holder("a"), holder("b"), holder("c"), holder("d")];
+        let names = |v: Vec<&Holder>| v.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
+        let zones: BTreeMap<String, String> = [("me", "z1"), ("a", "z1"), ("b", "z2"), ("d", "z2")]
+            .into_iter()
+            .map(|(n, z)| (n.to_owned(), z.to_owned()))
+            .collect();
+        // me is in z1: z2 first (b, d in rotation order), then c (no zone), then a (z1).
+        assert_eq!(names(choose(&c, &["me".into()], 0, &zones)), ["b", "d", "c", "a"]);
+        assert_eq!(names(choose(&c, &["me".into()], 3, &zones)), ["d", "b", "c", "a"]);
+        // With a copy in z2 already, nothing is in a new zone: no zone, then the rest.
+        assert_eq!(
+            names(choose(&c, &["me".into(), "b".into()], 0, &zones)),
+            ["c", "a", "d"]
+        );
     }
 
     #[test]
