@@ -55,6 +55,8 @@ struct Holder {
     have: Option<Vec<bool>>,
     /// How often it sent each chunk lately, when it said.
     sent: Option<Vec<u8>>,
+    /// The least it sent any chunk it has (0 without counts).
+    least: u8,
     in_flight: usize,
     failures: u32,
     ban: Option<Ban>,
@@ -74,6 +76,23 @@ impl Holder {
             .as_ref()
             .and_then(|s| s.get(chunk).copied())
             .unwrap_or(0)
+    }
+
+    /// Whether it serves `chunk` as one of its least sent: a chunk it sent more often is left
+    /// to others that have it, when one of them serves it this way.
+    fn serves_first(&self, chunk: usize) -> bool {
+        self.has(chunk) && self.sent(chunk) <= self.least
+    }
+
+    fn update_least(&mut self) {
+        let least = self.sent.as_ref().and_then(|sent| {
+            sent.iter()
+                .enumerate()
+                .filter(|(c, _)| self.has(*c))
+                .map(|(_, n)| *n)
+                .min()
+        });
+        self.least = least.unwrap_or(0);
     }
 }
 
@@ -115,12 +134,14 @@ impl Planner {
     pub fn holder(&mut self, name: &str, have: Option<Vec<bool>>) -> usize {
         if let Some(i) = self.holders.iter().position(|h| h.name == name) {
             self.holders[i].have = have;
+            self.holders[i].update_least();
             return i;
         }
         self.holders.push(Holder {
             name: name.to_owned(),
             have,
             sent: None,
+            least: 0,
             in_flight: 0,
             failures: 0,
             ban: None,
@@ -132,6 +153,7 @@ impl Planner {
     pub fn sent(&mut self, holder: usize, sent: Option<Vec<u8>>) {
         if let Some(h) = self.holders.get_mut(holder) {
             h.sent = sent;
+            h.update_least();
         }
     }
 
@@ -186,22 +208,18 @@ impl Planner {
         let usable = self.holders.len().max(1);
         let start = (holder * n / usable + self.offset) % n.max(1);
         let rarity = |c: usize| self.holders.iter().filter(|o| o.has(c)).count();
-        // The least this holder sent any chunk it has; chunks sent more often than that go to
-        // another partial holder that has them, when there is one.
-        let least = h
-            .sent
-            .as_ref()
-            .and_then(|_| (0..n).filter(|&c| h.has(c)).map(|c| h.sent(c)).min())
-            .unwrap_or(0);
+        // A chunk this holder sent more often than its least-sent one goes to another partial
+        // holder that serves it as one of its own least sent, when there is one. (Never to one
+        // that would defer it in turn: some holder always takes every chunk.)
         let elsewhere = |c: usize| {
             self.holders
                 .iter()
                 .enumerate()
-                .any(|(j, o)| j != holder && o.have.is_some() && o.has(c))
+                .any(|(j, o)| j != holder && o.have.is_some() && o.serves_first(c))
         };
         let best = (0..n)
             .filter(|&c| self.chunks[c] == Chunk::Missing && h.has(c))
-            .filter(|&c| h.sent(c) <= least || !elsewhere(c))
+            .filter(|&c| h.serves_first(c) || !elsewhere(c))
             .min_by_key(|&c| (h.sent(c), rarity(c), (c + n - start) % n.max(1)))?;
         self.chunks[best] = Chunk::InFlight(holder);
         self.holders[holder].in_flight += 1;
@@ -463,6 +481,31 @@ mod tests {
         p.finish(0, peer, Outcome::Corrupt);
         assert_eq!(p.next(seed), Some(0));
         assert!(!p.settled("seed"), "a seed with counts is asked again");
+    }
+
+    #[test]
+    fn holders_that_each_sent_a_chunk_often_do_not_all_leave_it_to_each_other() {
+        let mut p = Planner::new(2, &[true, false]);
+        let seed = p.holder("seed", None);
+        let q = p.holder("q", Some(vec![true, true]));
+        let r = p.holder("r", Some(vec![true, true]));
+        // Each sent chunk 1 more often than chunk 0: each would leave it to the others.
+        for h in [seed, q, r] {
+            p.sent(h, Some(vec![0, 3]));
+        }
+        // Nobody serves it first, so nobody defers it: it is asked of someone.
+        assert_eq!(p.next(q), Some(1));
+        // When one of them does serve it first, the others leave it to that one.
+        let mut p = Planner::new(2, &[true, false]);
+        let seed = p.holder("seed", None);
+        let q = p.holder("q", Some(vec![true, true]));
+        let r = p.holder("r", Some(vec![false, true]));
+        p.sent(seed, Some(vec![0, 3]));
+        p.sent(q, Some(vec![0, 3]));
+        p.sent(r, Some(vec![0, 1]));
+        assert_eq!(p.next(seed), None);
+        assert_eq!(p.next(q), None);
+        assert_eq!(p.next(r), Some(1), "r has only chunk 1: its least sent");
     }
 
     #[test]
