@@ -221,15 +221,24 @@ pub async fn replicate(
         }
         let short = wanted.saturating_sub(elsewhere(artifact));
         if short > 0 {
-            tracing::warn!(
-                artifact = %artifact.name, digest = %artifact.digest, copies = elsewhere(artifact) + usize::from(!seen.this_unreachable),
-                replicas, candidates = seen.reachable.len(), errors = %errors.join("; "),
-                "fewer copies than asked for: not enough Ready, reachable agents with disk to spare took one"
-            );
-            ctx.metrics.replica_shortfall.inc_by(short as u64);
+            let copies = elsewhere(artifact) + usize::from(!seen.this_unreachable);
+            if errors.is_empty() {
+                // Not enough agents to take one: expected on a small fleet (`ringrift up`).
+                tracing::info!(
+                    artifact = %artifact.name, copies, replicas, candidates = seen.reachable.len(),
+                    "fewer copies than asked for: no more Ready, reachable agents with disk to spare"
+                );
+            } else {
+                tracing::warn!(
+                    artifact = %artifact.name, digest = %artifact.digest, copies, replicas,
+                    errors = %errors.join("; "), "fewer copies than asked for: pushes failed"
+                );
+            }
             done.short += short;
         }
     }
+    // Counted once the outputs are reported (a retried call would count them again).
+    ctx.metrics.replica_shortfall.inc_by(done.short as u64);
     Ok(done)
 }
 
