@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use kube::Api;
 use kube::api::PostParams;
-use ringrift_crds::task::Task;
+use ringrift_crds::task::{Task, TaskPhase};
 use serde_json::json;
 
 use crate::cluster::Cluster;
@@ -231,4 +231,26 @@ impl Cluster {
         args.extend_from_slice(extra);
         self.agent(name, &args)
     }
+}
+
+/// A Task's phase (Pending before any status).
+pub fn phase(t: &Task) -> TaskPhase {
+    t.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+/// The Task `name` in `default` once it has Succeeded or Failed (a minute at most).
+pub async fn finished(cluster: &Cluster, name: &str) -> Task {
+    crate::cluster::until(
+        &format!("{name} to finish"),
+        std::time::Duration::from_secs(60),
+        || async {
+            cluster
+                .tasks()
+                .get(name)
+                .await
+                .ok()
+                .filter(|t| matches!(phase(t), TaskPhase::Succeeded | TaskPhase::Failed))
+        },
+    )
+    .await
 }

@@ -18,27 +18,11 @@ use kube::api::{ListParams, Patch, PatchParams};
 use ringrift_crds::agent::Agent;
 use ringrift_crds::common::Artifact;
 use ringrift_crds::task::{Task, TaskPhase};
-use ringrift_e2e::agent::{AgentProcess, CLUSTER_KEY};
+use ringrift_e2e::agent::{AgentProcess, CLUSTER_KEY, finished, phase};
 use ringrift_e2e::cluster::{Cluster, until};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn phase(t: &Task) -> TaskPhase {
-    t.status.as_ref().map(|s| s.phase).unwrap_or_default()
-}
-
-async fn finished(cluster: &Cluster, name: &str) -> Task {
-    until(&format!("{name} to finish"), WAIT, || async {
-        cluster
-            .tasks()
-            .get(name)
-            .await
-            .ok()
-            .filter(|t| matches!(phase(t), TaskPhase::Succeeded | TaskPhase::Failed))
-    })
-    .await
-}
 
 /// Sets `type_` to `status` among the agent's conditions, as the controller would (the agent
 /// keeps conditions it does not own), once the agent has registered.

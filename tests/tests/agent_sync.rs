@@ -12,28 +12,12 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use ringrift_crds::common::Artifact;
 use ringrift_crds::task::{FailureClass, Task, TaskPhase};
-use ringrift_e2e::agent::{AgentProcess, CLUSTER_KEY};
+use ringrift_e2e::agent::{AgentProcess, CLUSTER_KEY, finished, phase};
 use ringrift_e2e::cluster::{Cluster, until};
 use ringrift_e2e::holders::{evil_holder, fake_agent, key_pair};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn phase(t: &Task) -> TaskPhase {
-    t.status.as_ref().map(|s| s.phase).unwrap_or_default()
-}
-
-async fn finished(cluster: &Cluster, name: &str) -> Task {
-    until(&format!("{name} to finish"), WAIT, || async {
-        cluster
-            .tasks()
-            .get(name)
-            .await
-            .ok()
-            .filter(|t| matches!(phase(t), TaskPhase::Succeeded | TaskPhase::Failed))
-    })
-    .await
-}
 
 /// Runs a task on `agent` writing `mib` MiB of random bytes as `data.bin`; returns the artifact.
 async fn produce(cluster: &Cluster, task: &str, agent: &str, mib: u32) -> Artifact {

@@ -96,57 +96,42 @@ mod tests {
         assert_eq!(heartbeat_expiry(Some(&Lease::default())), None);
     }
 
+    /// An agent with one condition.
+    fn with_condition(type_: &str, status: &str, reason: &str) -> Agent {
+        let mut agent = Agent::new("a", AgentSpec::default());
+        agent.status = Some(AgentStatus {
+            conditions: vec![Condition {
+                type_: type_.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            }],
+            ..AgentStatus::default()
+        });
+        agent
+    }
+
     #[test]
     fn an_agent_that_says_it_is_not_ready_takes_no_work() {
-        let mut agent = Agent::new("a", AgentSpec::default());
+        let agent = Agent::new("a", AgentSpec::default());
         assert!(view(&agent, true).ready);
         assert!(!view(&agent, false).ready);
-        let condition = |reason: &str| Condition {
-            type_: "Ready".into(),
-            status: "False".into(),
-            reason: reason.into(),
-            message: String::new(),
-            observed_generation: None,
-            last_transition_time: Time(Timestamp::UNIX_EPOCH),
-        };
-        agent.status = Some(AgentStatus {
-            conditions: vec![condition("DiskFull")],
-            ..AgentStatus::default()
-        });
-        assert!(!view(&agent, true).ready);
-        agent.status = Some(AgentStatus {
-            conditions: vec![condition(HEARTBEAT_LAPSED)],
-            ..AgentStatus::default()
-        });
+        assert!(!view(&with_condition("Ready", "False", "DiskFull"), true).ready);
         assert!(
-            view(&agent, true).ready,
+            view(&with_condition("Ready", "False", HEARTBEAT_LAPSED), true).ready,
             "the controller's own mark clears with the heartbeat"
         );
     }
 
     #[test]
     fn disk_pressure_is_read_from_the_agents_condition() {
-        let mut agent = Agent::new("a", AgentSpec::default());
+        let agent = Agent::new("a", AgentSpec::default());
         assert!(!view(&agent, true).disk_pressure, "no condition: no pressure");
-        let pressure = |status: &str| Condition {
-            type_: "DiskPressure".into(),
-            status: status.into(),
-            reason: "LowDisk".into(),
-            message: String::new(),
-            observed_generation: None,
-            last_transition_time: Time(Timestamp::UNIX_EPOCH),
-        };
-        agent.status = Some(AgentStatus {
-            conditions: vec![pressure("True")],
-            ..AgentStatus::default()
-        });
-        let v = view(&agent, true);
+        let v = view(&with_condition("DiskPressure", "True", "LowDisk"), true);
         assert!(v.disk_pressure);
         assert!(v.ready, "pressure does not make an agent NotReady");
-        agent.status = Some(AgentStatus {
-            conditions: vec![pressure("False")],
-            ..AgentStatus::default()
-        });
-        assert!(!view(&agent, true).disk_pressure);
+        assert!(!view(&with_condition("DiskPressure", "False", "EnoughDisk"), true).disk_pressure);
     }
 }
