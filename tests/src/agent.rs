@@ -254,3 +254,30 @@ pub async fn finished(cluster: &Cluster, name: &str) -> Task {
     )
     .await
 }
+
+/// Runs a task on `agent` writing `mib` MiB of random bytes as `data.bin` (with `extra` spec
+/// fields); the finished Task.
+pub async fn make_random(
+    cluster: &Cluster,
+    task: &str,
+    agent: &str,
+    mib: u32,
+    extra: serde_json::Value,
+) -> Task {
+    let script = format!("head -c {mib}M /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/data.bin\"");
+    cluster.shell_task(task, agent, &script, extra).await;
+    finished(cluster, task).await
+}
+
+/// Creates a task on `agent` that reads `input` and prints its sha256.
+pub async fn consume(
+    cluster: &Cluster,
+    task: &str,
+    agent: &str,
+    input: &ringrift_crds::common::Artifact,
+) -> Task {
+    let script = format!("sha256sum \"$RINGRIFT_INPUT_DIR/{}\"", input.name);
+    cluster
+        .shell_task(task, agent, &script, json!({"inputs": [input]}))
+        .await
+}

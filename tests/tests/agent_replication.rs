@@ -18,7 +18,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use ringrift_crds::agent::Agent;
 use ringrift_crds::common::Artifact;
 use ringrift_crds::task::{Task, TaskPhase};
-use ringrift_e2e::agent::{AgentProcess, CLUSTER_KEY, finished, phase};
+use ringrift_e2e::agent::{AgentProcess, CLUSTER_KEY, consume, finished, make_random, phase};
 use ringrift_e2e::cluster::{Cluster, until};
 use serde_json::json;
 
@@ -80,11 +80,7 @@ async fn reachable(cluster: &Cluster, names: &[&str]) {
 /// A task on `agent` writing `mib` MiB of random bytes as `data.bin`, asking for `replicas`
 /// copies; the finished Task.
 async fn produce(cluster: &Cluster, task: &str, agent: &str, mib: u32, replicas: u32) -> Task {
-    let script = format!("head -c {mib}M /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/data.bin\"");
-    cluster
-        .shell_task(task, agent, &script, json!({"replicas": replicas}))
-        .await;
-    finished(cluster, task).await
+    make_random(cluster, task, agent, mib, json!({"replicas": replicas})).await
 }
 
 fn output(t: &Task) -> Artifact {
@@ -123,10 +119,7 @@ async fn outputs_get_their_copies_before_success_and_outlive_their_producer() {
 
     // The third agent's task still gets the bytes, from the copy.
     let third = ["a2", "a3"].into_iter().find(|n| *n != copy).unwrap();
-    let script = format!("sha256sum \"$RINGRIFT_INPUT_DIR/{}\"", made.name);
-    cluster
-        .shell_task("use", third, &script, json!({"inputs": [made]}))
-        .await;
+    consume(&cluster, "use", third, &made).await;
     let used = finished(&cluster, "use").await;
     assert_eq!(phase(&used), TaskPhase::Succeeded, "{:?}", used.status);
     let (_, log) = by_name(&agents, third).get("/v1/tasks/default/use/logs");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use ringrift_crds::common::Artifact;
 use ringrift_crds::task::{FailureClass, Task, TaskPhase};
-use ringrift_e2e::agent::{AgentProcess, CLUSTER_KEY, finished, phase};
+use ringrift_e2e::agent::{AgentProcess, CLUSTER_KEY, consume, finished, make_random, phase};
 use ringrift_e2e::cluster::{Cluster, until};
 use ringrift_e2e::holders::{evil_holder, fake_agent, key_pair};
 use serde_json::json;
@@ -21,19 +21,9 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Runs a task on `agent` writing `mib` MiB of random bytes as `data.bin`; returns the artifact.
 async fn produce(cluster: &Cluster, task: &str, agent: &str, mib: u32) -> Artifact {
-    let script = format!("head -c {mib}M /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/data.bin\"");
-    cluster.shell_task(task, agent, &script, json!({})).await;
-    let t = finished(cluster, task).await;
+    let t = make_random(cluster, task, agent, mib, json!({})).await;
     assert_eq!(phase(&t), TaskPhase::Succeeded, "{:?}", t.status);
     t.status.unwrap().outputs.remove(0)
-}
-
-/// A task on `agent` that reads `input` and prints its sha256.
-async fn consume(cluster: &Cluster, task: &str, agent: &str, input: &Artifact) -> Task {
-    let script = format!("sha256sum \"$RINGRIFT_INPUT_DIR/{}\"", input.name);
-    cluster
-        .shell_task(task, agent, &script, json!({"inputs": [input]}))
-        .await
 }
 
 fn sha256_of(path: &std::path::Path) -> String {

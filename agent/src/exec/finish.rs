@@ -132,7 +132,7 @@ async fn replicate(node: &Node, outputs: &mut [Artifact], replicas: u32) -> Resu
     let deadline = tokio::time::Instant::now() + REPLICATE_PATIENCE;
     loop {
         match crate::sync::replicate::replicate(&node.sync, outputs, replicas).await {
-            Ok(_) => return Ok(()),
+            Ok(()) => return Ok(()),
             // Nobody else is reachable (or the only agent is this one): nobody could pull from
             // a copy either, and agents on this box still can read them here.
             Err(e @ crate::sync::replicate::ReplicateError::NoTarget) => {

@@ -10,10 +10,11 @@
 //! different chunks, and soon have different chunks to give each other.
 //!
 //! A holder that reports how often it sent each chunk lately ([`super::sent`]) is asked first
-//! for what it sent least, and a chunk it sent more often than its least-sent one is left to the
-//! pullers that already have it (asked of this holder only when no other puller has it). So the
-//! first holder of a new artifact puts each chunk into the swarm once before any twice, and the
-//! copies after the first come from the pullers' uplinks, not from its one.
+//! for what it sent least, and a chunk it sent more often than its least-sent one is left to a
+//! puller that has it and would serve it as one of its own least sent (asked of this holder
+//! when no such puller exists, so some holder always takes every chunk). So the first holder of
+//! a new artifact puts each chunk into the swarm once before any twice, and the copies after
+//! the first come from the pullers' uplinks, not from its one.
 
 /// How a chunk request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

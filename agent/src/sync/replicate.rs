@@ -137,21 +137,17 @@ pub enum ReplicateError {
 }
 
 /// Pushes every artifact in `outputs` (stored here) to other agents until it has `replicas`
-/// copies ([`copies_wanted`]), naming each agent that took one among its holders. Returns how
-/// many copies were pushed and how many were wanted but could not be made (no agent to take
-/// them, or every candidate refused): a shortfall, counted in the metrics.
+/// copies ([`copies_wanted`]), naming each agent that took one among its holders. Copies
+/// wanted but not made (no agent to take them, or every candidate refused) are a shortfall:
+/// logged and counted in the metrics, not an error.
 ///
 /// # Errors
 /// [`ReplicateError`]: this agent cannot be reached and no copy of some output landed
 /// elsewhere (the caller does not report the outputs as available); the agents could not be
 /// listed.
-pub async fn replicate(
-    ctx: &Context,
-    outputs: &mut [Artifact],
-    replicas: u32,
-) -> Result<Pushed, ReplicateError> {
+pub async fn replicate(ctx: &Context, outputs: &mut [Artifact], replicas: u32) -> Result<(), ReplicateError> {
     if outputs.is_empty() {
-        return Ok(Pushed::default());
+        return Ok(());
     }
     let agents = Api::<Agent>::all(ctx.client.clone())
         .list(&ListParams::default())
@@ -159,12 +155,12 @@ pub async fn replicate(
     let seen = reachability(&ctx.name, &agents.items);
     let wanted = copies_wanted(replicas, seen.this_unreachable);
     if wanted == 0 {
-        return Ok(Pushed::default());
+        return Ok(());
     }
     if seen.reachable.is_empty() && seen.this_unreachable {
         return Err(ReplicateError::NoTarget);
     }
-    let mut done = Pushed::default();
+    let mut shortfall = 0;
     for (i, artifact) in outputs.iter_mut().enumerate() {
         let Some(path) = ctx.content.path(&artifact.digest) else {
             continue;
@@ -199,7 +195,6 @@ pub async fn replicate(
                         .get_or_create(&crate::metrics::ResultLabels { result: "ok".into() })
                         .inc();
                     artifact.holders.push(target.name.clone());
-                    done.pushed += 1;
                 }
                 Err(e) => {
                     ctx.metrics
@@ -234,21 +229,12 @@ pub async fn replicate(
                     errors = %errors.join("; "), "fewer copies than asked for: pushes failed"
                 );
             }
-            done.short += short;
+            shortfall += short;
         }
     }
     // Counted once the outputs are reported (a retried call would count them again).
-    ctx.metrics.replica_shortfall.inc_by(done.short as u64);
-    Ok(done)
-}
-
-/// What [`replicate`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pushed {
-    /// Copies pushed.
-    pub pushed: usize,
-    /// Copies wanted that could not be made.
-    pub short: usize,
+    ctx.metrics.replica_shortfall.inc_by(shortfall as u64);
+    Ok(())
 }
 
 /// What a push names besides the digest (`PUT /v1/artifacts/{digest}?name=…&kind=…`).

@@ -358,7 +358,6 @@ async fn spread(
         }
     }
     let (all_s, one_s, sequential_s) = (median(&all), median(&singles), median(&sequential));
-    #[allow(clippy::cast_precision_loss)]
     Ok(json!({
         "size_mib": mib,
         "agents": agents,
@@ -557,7 +556,7 @@ async fn bench(args: BenchSyncArgs) -> anyhow::Result<serde_json::Value> {
         },
         "spread": free,
         "spread_behind_links": linked,
-        "targets": {"vs_rsync": 2.0, "vs_cp": 0.5, "spread_vs_one_transfer": 3.0, "spread.vs_one_after_another": 1.0, "tls_vs_plain_http": 0.85},
+        "targets": {"vs_rsync": 2.0, "vs_cp": 0.5, "spread_vs_one_transfer": 3.0, "spread_vs_one_after_another": 1.0, "tls_vs_plain_http": 0.85},
     }))
 }
 
