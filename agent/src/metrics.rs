@@ -64,6 +64,8 @@ pub struct Metrics {
     pub tasks_started: Counter,
     /// Processes adopted after a restart.
     pub tasks_adopted: Counter,
+    /// Copy tasks done: a copy of a needed artifact made here again after a holder was lost.
+    pub copies_made: Counter,
     /// Supervisor passes over the agent's Tasks (each decides what to start, stop or record).
     pub supervisor_passes: Counter,
     /// Attempts finished, by phase.
@@ -146,6 +148,12 @@ impl Metrics {
         Self {
             trust,
             tasks_started: add(own, "tasks_started", "Task attempts started", Counter::default()),
+            copies_made: add(
+                own,
+                "copies_made",
+                "Copy tasks done: copies of needed artifacts made here after a holder was lost",
+                Counter::default(),
+            ),
             tasks_adopted: add(
                 own,
                 "tasks_adopted",

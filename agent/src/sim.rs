@@ -142,7 +142,7 @@ fn env<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
 
 /// The task's games (selfplay, gauntlet) or steps (training), as its parameters say.
 fn work(task: &Task) -> Option<u64> {
-    match Params::from_value(task.spec.role.into(), &task.spec.params).ok()? {
+    match Params::from_value(task.spec.role.workload()?, &task.spec.params).ok()? {
         Params::Selfplay(p) => Some(p.games),
         Params::Gauntlet(p) => Some(p.games),
         Params::Training(p) => Some(p.hyperparameters.steps),
@@ -183,6 +183,19 @@ fn outcome(task: &Task, agent: &str) -> StatusUpdate {
     let name = task.name_any();
     let done = work(task).unwrap_or(0);
     let (outputs, result) = match task.spec.role {
+        // A copy: the inputs, now held here too.
+        Role::Copy => (
+            task.spec
+                .inputs
+                .iter()
+                .cloned()
+                .map(|mut a| {
+                    a.holders = vec![agent.to_owned()];
+                    a
+                })
+                .collect(),
+            json!({}),
+        ),
         Role::Selfplay => (
             vec![artifact(
                 format!("{name}.games"),
@@ -275,7 +288,7 @@ async fn run_task(
         .map_or(default, Duration::from_millis);
     let hang = env(&task, "SIM_HANG") == Some("true");
     let total = match task.spec.role {
-        Role::Training => None,
+        Role::Training | Role::Copy => None,
         Role::Selfplay | Role::Gauntlet => work(&task),
     }
     .unwrap_or(100);

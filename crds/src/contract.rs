@@ -70,12 +70,14 @@ impl From<Baseline> for contract::Baseline {
     }
 }
 
-impl From<Role> for contract::Role {
-    fn from(r: Role) -> Self {
-        match r {
-            Role::Selfplay => Self::Selfplay,
-            Role::Training => Self::Training,
-            Role::Gauntlet => Self::Gauntlet,
+impl Role {
+    /// The role the workload is told, for a task that runs one (a copy runs none).
+    pub fn workload(self) -> Option<contract::Role> {
+        match self {
+            Self::Selfplay => Some(contract::Role::Selfplay),
+            Self::Training => Some(contract::Role::Training),
+            Self::Gauntlet => Some(contract::Role::Gauntlet),
+            Self::Copy => None,
         }
     }
 }
@@ -138,9 +140,11 @@ mod tests {
                 serde_json::to_value(b).unwrap()
             );
             assert_eq!(
-                serde_json::to_value(contract::Role::from(r)).unwrap(),
+                serde_json::to_value(r.workload().unwrap()).unwrap(),
                 serde_json::to_value(r).unwrap()
             );
         }
+        assert_eq!(Role::Training.workload(), Some(contract::Role::Training));
+        assert_eq!(Role::Copy.workload(), None, "a copy runs no workload");
     }
 }

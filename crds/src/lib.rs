@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod common;
 pub mod contract;
+pub mod durability;
 pub mod gauntlet;
 pub mod identity;
 pub mod model;

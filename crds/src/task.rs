@@ -92,7 +92,7 @@ impl CancelReason {
         .message("role, job and workUnit are immutable")
 )]
 pub struct TaskSpec {
-    /// What the process does: `selfplay`, `training` or `gauntlet`.
+    /// What the process does: `selfplay`, `training` or `gauntlet`; `copy` runs no process.
     pub role: Role,
     /// The job this task is a unit of.
     pub job: JobRef,
@@ -160,6 +160,11 @@ pub enum Role {
     Training,
     /// Play a candidate against opponents.
     Gauntlet,
+    /// No process: keep one more copy of the task's inputs on its agent. The controller
+    /// creates these when a needed artifact has fewer copies than its job asks for (a holder
+    /// was lost); the task succeeds once the inputs are held and verified, reporting them as
+    /// its outputs with its agent as holder.
+    Copy,
 }
 
 /// The job a task belongs to.

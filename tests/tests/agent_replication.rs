@@ -57,24 +57,7 @@ async fn reachable(cluster: &Cluster, names: &[&str]) {
     for name in names {
         set_condition(cluster, name, "Reachable", "True").await;
     }
-    let agents: Api<Agent> = Api::all(cluster.client.clone());
-    until("every agent Ready and Reachable", WAIT, || async {
-        let list = agents.list(&ListParams::default()).await.ok()?;
-        names
-            .iter()
-            .all(|n| {
-                list.items.iter().any(|a| {
-                    a.metadata.name.as_deref() == Some(n)
-                        && ["Ready", "Reachable"].iter().all(|t| {
-                            a.status.as_ref().is_some_and(|s| {
-                                s.conditions.iter().any(|c| c.type_ == *t && c.status == "True")
-                            })
-                        })
-                })
-            })
-            .then_some(())
-    })
-    .await;
+    ready_and_reachable(cluster, names).await;
 }
 
 /// A task on `agent` writing `mib` MiB of random bytes as `data.bin`, asking for `replicas`
@@ -204,4 +187,179 @@ async fn copies_go_to_another_zone_first_and_a_bad_zone_is_refused_at_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid --zone \"not a zone\""), "{err}");
+}
+
+/// The copies of `job`'s one output as its status records them, once it has one.
+async fn recorded(cluster: &Cluster, job: &str) -> Option<Artifact> {
+    let j = cluster.jobs().get(job).await.ok()?;
+    j.status?.outputs.into_iter().next()
+}
+
+/// The reason of the job's `Replicated` condition and its message.
+async fn replicated(cluster: &Cluster, job: &str) -> Option<(String, String)> {
+    let j = cluster.jobs().get(job).await.ok()?;
+    let c = j
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Replicated")?;
+    Some((c.reason, c.message))
+}
+
+/// With the controller: a selfplay job's games (two copies, read by a training job) lose a
+/// holder, and the controller has a copy made on the third agent; then every holder goes and
+/// the job names the lost games.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_holder_is_replaced_and_losing_every_copy_is_said() {
+    use kube::api::PostParams;
+    use ringrift_crds::common::JobPhase;
+    use ringrift_e2e::cluster::{apply_json, selfplay};
+
+    let cluster = Cluster::start("replication-repair").await;
+    let controller = cluster.controller("c1");
+    let mut agents = vec![
+        Some(cluster.synced_agent("a1", CLUSTER_KEY, &[])),
+        Some(cluster.synced_agent("a2", CLUSTER_KEY, &[])),
+        Some(cluster.synced_agent("a3", CLUSTER_KEY, &[])),
+    ];
+    // The controller's probe finds every agent reachable.
+    ready_and_reachable(&cluster, &["a1", "a2", "a3"]).await;
+
+    let mut job = selfplay("games", 1, 1, &[]);
+    job.spec.settings.resources.gpus = 0;
+    job.spec.settings.replicas = Some(2);
+    job.spec.settings.template.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "head -c 2M /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/part.games\"".into(),
+    ];
+    cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
+    // A training job reads the dataset (suspended, so it stays unfinished): the games are
+    // needed, and kept at their count.
+    let _: ringrift_crds::training::TrainingJob = apply_json(
+        &cluster,
+        json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "TrainingJob",
+            "metadata": {"name": "reader", "namespace": "default"},
+            "spec": {"game": {"board": "connect4"}, "datasets": ["games-games"], "window": {"games": 10},
+                     "runPolicy": {"suspend": true}, "output": {"model": "m1"}}
+        }),
+    )
+    .await;
+    let made = until("the games with two copies", WAIT, || async {
+        let j = cluster.jobs().get("games").await.ok()?;
+        let s = j.status?;
+        let out = s.outputs.into_iter().next()?;
+        (s.phase == JobPhase::Succeeded && out.holders.len() == 2).then_some(out)
+    })
+    .await;
+    let index = |name: &str| usize::from(name.as_bytes()[1] - b'1');
+    let third = ["a1", "a2", "a3"]
+        .into_iter()
+        .find(|n| !made.holders.iter().any(|h| h == n))
+        .unwrap();
+    assert!(
+        !agents[index(third)]
+            .as_ref()
+            .unwrap()
+            .stored(&made.digest)
+            .exists()
+    );
+
+    // The pushed copy's agent dies: the controller has the third agent make one.
+    let lost = made.holders[1].clone();
+    agents[index(&lost)].take().unwrap().role.kill();
+    let repaired = until("a copy on the third agent", WAIT, || async {
+        let out = recorded(&cluster, "games").await?;
+        out.holders.iter().any(|h| h == third).then_some(out)
+    })
+    .await;
+    assert_eq!(repaired.digest, made.digest);
+    let keeper = agents[index(third)].as_ref().unwrap();
+    let stored = std::fs::read(keeper.stored(&made.digest)).unwrap();
+    assert_eq!(stored.len(), 2 * 1024 * 1024, "the whole copy");
+    let copies: Vec<Task> = cluster
+        .tasks()
+        .list(&ListParams::default().labels("ringrift.ai/job=games"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|t| t.spec.role == ringrift_crds::task::Role::Copy)
+        .collect();
+    assert_eq!(copies.len(), 1, "one copy made, not one per pass");
+    assert_eq!(copies[0].spec.agent.as_deref(), Some(third));
+    assert_eq!(phase(&copies[0]), TaskPhase::Succeeded, "{:?}", copies[0].status);
+    until("Replicated again", WAIT, || async {
+        (replicated(&cluster, "games").await?.0 == "Replicated").then_some(())
+    })
+    .await;
+    let described = cluster.kubectl(&["describe", "sp", "games"]);
+    assert!(described.contains("CopyingOutputs"), "{described}");
+    assert!(keeper.metric("ringrift_agent_copies_made_total") >= 1.0);
+    let metric = |name: &str| {
+        let (code, text) = controller
+            .announced_client()
+            .http(
+                "GET",
+                "/metrics",
+                &[(
+                    "Authorization",
+                    &format!("Bearer {}", ringrift_e2e::cluster::METRICS_TOKEN),
+                )],
+                b"",
+            )
+            .unwrap();
+        assert_eq!(code, 200);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!((metric("ringrift_controller_copies_created_total") - 1.0).abs() < f64::EPSILON);
+
+    // Every holder goes: the job says which output has no copy left, and who held it.
+    for a in &mut agents {
+        if let Some(mut a) = a.take() {
+            a.role.kill();
+        }
+    }
+    let (_, message) = until("CopiesLost", WAIT, || async {
+        let r = replicated(&cluster, "games").await?;
+        (r.0 == "CopiesLost").then_some(r)
+    })
+    .await;
+    assert!(
+        message.contains("part.games") && message.contains(&made.digest) && message.contains(third),
+        "{message}"
+    );
+    until("the OutputsLost event and metric", WAIT, || async {
+        let described = cluster.kubectl(&["describe", "sp", "games"]);
+        (described.contains("OutputsLost")
+            && (metric("ringrift_controller_outputs_lost") - 1.0).abs() < f64::EPSILON)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits until each of `names` is Ready and Reachable in the API.
+async fn ready_and_reachable(cluster: &Cluster, names: &[&str]) {
+    let agents: Api<Agent> = Api::all(cluster.client.clone());
+    until("every agent Ready and Reachable", WAIT, || async {
+        let list = agents.list(&ListParams::default()).await.ok()?;
+        names
+            .iter()
+            .all(|n| {
+                list.items.iter().any(|a| {
+                    a.metadata.name.as_deref() == Some(n)
+                        && ["Ready", "Reachable"].iter().all(|t| {
+                            a.status.as_ref().is_some_and(|s| {
+                                s.conditions.iter().any(|c| c.type_ == *t && c.status == "True")
+                            })
+                        })
+                })
+            })
+            .then_some(())
+    })
+    .await;
 }

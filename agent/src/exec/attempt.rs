@@ -24,6 +24,8 @@ pub(super) enum Ended {
         gpu_fault: bool,
     },
     Outcome(Outcome),
+    /// A copy task's inputs are held and verified here: these are its outputs.
+    Copied(Vec<ringrift_crds::common::Artifact>),
 }
 
 /// Writes fields of the attempt's status, fenced on its uid and attempt, and counts the result.

@@ -28,7 +28,8 @@ fn output_kind(role: Role, file: &str) -> ArtifactKind {
             ArtifactKind::Checkpoint
         }
         Role::Training => ArtifactKind::Model,
-        Role::Selfplay | Role::Gauntlet => ArtifactKind::Games,
+        // A copy runs no process and collects nothing: its outputs are its inputs.
+        Role::Selfplay | Role::Gauntlet | Role::Copy => ArtifactKind::Games,
     }
 }
 
@@ -156,6 +157,7 @@ async fn replicate(node: &Node, outputs: &mut [Artifact], replicas: u32) -> Resu
 }
 
 pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, ended: Ended) {
+    let mut copied = None;
     let (mut outcome, exit, stop) = match ended {
         Ended::Exited {
             exit,
@@ -166,12 +168,24 @@ pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, e
             (classify(&exit, stop, gpu_fault, &tail), Some(exit), stop)
         }
         Ended::Outcome(o) => (o, None, None),
+        Ended::Copied(outputs) => {
+            copied = Some(outputs);
+            let done = Outcome {
+                phase: TaskPhase::Succeeded,
+                failure_class: None,
+                reason: Reason::Completed,
+                message: format!("a copy of its inputs is held on {}", node.name),
+            };
+            (done, None, None)
+        }
     };
     let mut status = StatusUpdate {
         last_progress_time: None,
         ..progress_update(handle)
     };
-    if outcome.phase == TaskPhase::Succeeded {
+    if let Some(outputs) = copied {
+        status.outputs = Some(outputs);
+    } else if outcome.phase == TaskPhase::Succeeded {
         match collect(node, handle).await {
             Ok((mut outputs, result)) => match replicate(node, &mut outputs, handle.replicas).await {
                 Ok(()) => {

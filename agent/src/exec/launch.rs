@@ -25,6 +25,7 @@ pub fn role_name(role: Role) -> &'static str {
         Role::Selfplay => "selfplay",
         Role::Training => "training",
         Role::Gauntlet => "gauntlet",
+        Role::Copy => "copy",
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Api;
-use ringrift_crds::task::{FailureClass, StatusUpdate, Task, TaskPhase};
+use ringrift_crds::task::{FailureClass, Role, StatusUpdate, Task, TaskPhase};
 use tokio::time::Instant;
 
 use super::attempt::{Ended, now, progress_update, write};
@@ -55,6 +55,7 @@ pub async fn execute(node: Arc<Node>, task: Task, handle: Arc<RunHandle>, start:
                 return;
             }
             Launched::Failed(outcome) => Ended::Outcome(outcome),
+            Launched::Copied(outputs) => Ended::Copied(outputs),
         },
         Start::Adopt { pid, pid_start } => {
             node.metrics.tasks_adopted.inc();
@@ -94,6 +95,8 @@ pub async fn execute(node: Arc<Node>, task: Task, handle: Arc<RunHandle>, start:
 
 enum Launched {
     Running(tokio::process::Child, u32, u64),
+    /// A copy task: its inputs are here, verified; nothing to run.
+    Copied(Vec<ringrift_crds::common::Artifact>),
     NotStarted,
     Failed(Outcome),
 }
@@ -166,6 +169,21 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
             }
             return Launched::Failed(classify(&Exit::Signal(15), why, false, &[]));
         }
+    }
+    if task.spec.role == Role::Copy {
+        let outputs = task
+            .spec
+            .inputs
+            .iter()
+            .cloned()
+            .map(|mut a| {
+                a.holders = vec![node.name.clone()];
+                a
+            })
+            .collect();
+        node.metrics.copies_made.inc();
+        tracing::info!(task = %handle.name, inputs = task.spec.inputs.len(), "copy made");
+        return Launched::Copied(outputs);
     }
     for input in &task.spec.inputs {
         if let Err(e) = node.content.materialize(input, &dir.join("input")).await {

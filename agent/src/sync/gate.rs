@@ -56,7 +56,7 @@ pub fn class_of(role: Role, kind: ArtifactKind) -> Class {
         (ArtifactKind::Model | ArtifactKind::Checkpoint, _) => Class::Model,
         (ArtifactKind::Games, Role::Gauntlet) => Class::Gauntlet,
         (ArtifactKind::Games, Role::Training) => Class::Training,
-        (ArtifactKind::Games, Role::Selfplay) => Class::Background,
+        (ArtifactKind::Games, Role::Selfplay | Role::Copy) => Class::Background,
     }
 }
 

@@ -20,6 +20,7 @@ use kube::ResourceExt as _;
 use kube::api::ListParams;
 use ringrift_crds::agent::Agent;
 use ringrift_crds::common::{Artifact, ArtifactKind};
+use ringrift_crds::durability::zone_order;
 use ringrift_crds::identity::ZONE_LABEL;
 use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
@@ -90,29 +91,15 @@ pub fn copies_wanted(replicas: u32, this_unreachable: bool) -> usize {
     if this_unreachable { replicas } else { replicas - 1 }
 }
 
-/// The targets to try for one more copy, best first (pure): candidates that do not hold it
-/// yet, those in a zone no holder is in first, then those with no zone, then those in a zone
-/// that already has a copy; within each, starting at `offset` (so successive artifacts spread
-/// over the candidates).
+/// The targets to try for one more copy, best first (pure): the zone order the controller
+/// also uses when it makes copies again ([`ringrift_crds::durability::zone_order`]).
 pub fn choose<'a>(
     candidates: &'a [Holder],
     holders: &[String],
     offset: usize,
     zones: &BTreeMap<String, String>,
 ) -> Vec<&'a Holder> {
-    let fresh: Vec<&Holder> = candidates.iter().filter(|c| !holders.contains(&c.name)).collect();
-    if fresh.is_empty() {
-        return fresh;
-    }
-    let start = offset % fresh.len();
-    let mut order: Vec<&Holder> = fresh[start..].iter().chain(&fresh[..start]).copied().collect();
-    let covered: Vec<&String> = holders.iter().filter_map(|h| zones.get(h)).collect();
-    order.sort_by_key(|c| match zones.get(&c.name) {
-        Some(z) if !covered.contains(&z) => 0,
-        None => 1,
-        Some(_) => 2,
-    });
-    order
+    zone_order(candidates, |c| c.name.as_str(), holders, offset, zones)
 }
 
 /// Why outputs could not be replicated.
@@ -468,24 +455,6 @@ mod tests {
         );
         assert!(choose(&c, &["a".into(), "b".into(), "c".into()], 5, &none).is_empty());
         assert!(choose(&[], &[], 0, &none).is_empty());
-    }
-
-    #[test]
-    fn copies_go_to_other_zones_first() {
-        let c = [holder("a"), holder("b"), holder("c"), holder("d")];
-        let names = |v: Vec<&Holder>| v.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
-        let zones: BTreeMap<String, String> = [("me", "z1"), ("a", "z1"), ("b", "z2"), ("d", "z2")]
-            .into_iter()
-            .map(|(n, z)| (n.to_owned(), z.to_owned()))
-            .collect();
-        // me is in z1: z2 first (b, d in rotation order), then c (no zone), then a (z1).
-        assert_eq!(names(choose(&c, &["me".into()], 0, &zones)), ["b", "d", "c", "a"]);
-        assert_eq!(names(choose(&c, &["me".into()], 3, &zones)), ["d", "b", "c", "a"]);
-        // With a copy in z2 already, nothing is in a new zone: no zone, then the rest.
-        assert_eq!(
-            names(choose(&c, &["me".into(), "b".into()], 0, &zones)),
-            ["c", "a", "d"]
-        );
     }
 
     #[test]

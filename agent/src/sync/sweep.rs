@@ -1,90 +1,39 @@
-//! Retention on a running agent: every interval (a minute by default), when the data directory's file system is past
-//! its high-water mark, drop what [`super::retention::choose`] picks. What must stay is read
-//! from the API each round (inputs of unfinished Tasks, every `Model`'s weights, promoted or
-//! not, the games inside the window of every `TrainingLoop` and unfinished `TrainingJob`, and
-//! the games of selfplay still running) plus the pulls in progress; when the API cannot be
-//! read, nothing is dropped.
+//! Retention on a running agent: every interval (a minute by default), when the data
+//! directory's file system is past its high-water mark, drop what [`super::retention::choose`]
+//! picks. What must stay is read from the API each round ([`Needed::from_objects`]: inputs of
+//! unfinished Tasks, every `Model`'s weights, promoted or not, the games inside the window of
+//! every `TrainingLoop` and unfinished `TrainingJob`, and the games of selfplay still running)
+//! plus the pulls in progress; when the API cannot be read, nothing is dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Api;
 use kube::api::ListParams;
-use ringrift_crds::common::JobPhase;
+use ringrift_crds::durability::Needed;
 use ringrift_crds::model::Model;
 use ringrift_crds::selfplay::SelfplayJob;
-use ringrift_crds::task::{Task, TaskPhase};
+use ringrift_crds::task::Task;
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
 use tokio_util::sync::CancellationToken;
 
 use super::context::Context;
-use super::retention::{Disk, Held, Keep, Marks, Part, Window, choose, in_windows};
+use super::retention::{Disk, Held, Marks, choose};
 
-async fn keep(ctx: &Context) -> kube::Result<Keep> {
+/// What must stay: the fleet's needs as the API's objects say them (the one definition the
+/// controller uses too), and the pulls in progress here.
+async fn keep(ctx: &Context) -> kube::Result<Needed> {
     let lp = ListParams::default();
-    let mut keep = Keep::default();
-    for t in Api::<Task>::all(ctx.client.clone()).list(&lp).await?.items {
-        let finished = t.status.as_ref().is_some_and(|s| {
-            matches!(
-                s.phase,
-                TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Cancelled | TaskPhase::Lost
-            )
-        });
-        if !finished {
-            keep.needed.extend(t.spec.inputs.iter().map(|a| a.digest.clone()));
-        }
-    }
-    for m in Api::<Model>::all(ctx.client.clone()).list(&lp).await?.items {
-        if m.status.as_ref().is_some_and(|s| s.promoted) {
-            keep.promoted.insert(m.spec.digest.clone());
-        }
-        keep.referenced.insert(m.spec.digest);
-    }
-    let mut parts = Vec::new();
-    for j in Api::<SelfplayJob>::all(ctx.client.clone()).list(&lp).await?.items {
-        let Some(s) = j.status else { continue };
-        // A failed job's games are in no dataset a training reads (as the controller sees it).
-        if s.phase == JobPhase::Failed {
-            continue;
-        }
-        let finished = s.phase == JobPhase::Succeeded;
-        parts.push(Part {
-            namespace: j.metadata.namespace.unwrap_or_default(),
-            dataset: j.spec.output.dataset,
-            finished: finished.then(|| s.completion_time.map_or(jiff::Timestamp::UNIX_EPOCH, |t| t.0)),
-            games: s.games_done,
-            digests: s.outputs.into_iter().map(|a| a.digest).collect(),
-        });
-    }
-    let mut windows = Vec::new();
-    for l in Api::<TrainingLoop>::all(ctx.client.clone())
-        .list(&lp)
-        .await?
-        .items
-    {
-        windows.push(Window {
-            datasets: vec![l.metadata.name.unwrap_or_default()],
-            namespace: l.metadata.namespace.unwrap_or_default(),
-            games: l.spec.training.window.games,
-        });
-    }
-    for t in Api::<TrainingJob>::all(ctx.client.clone()).list(&lp).await?.items {
-        let done = t
-            .status
-            .as_ref()
-            .is_some_and(|s| matches!(s.phase, JobPhase::Succeeded | JobPhase::Failed));
-        if !done {
-            windows.push(Window {
-                namespace: t.metadata.namespace.unwrap_or_default(),
-                datasets: t.spec.datasets,
-                games: t.spec.settings.window.games,
-            });
-        }
-    }
-    keep.in_window = in_windows(&parts, &windows);
-    keep.needed.extend(ctx.state.partials.digests());
-    Ok(keep)
+    let client = &ctx.client;
+    let tasks = Api::<Task>::all(client.clone()).list(&lp).await?.items;
+    let models = Api::<Model>::all(client.clone()).list(&lp).await?.items;
+    let selfplay = Api::<SelfplayJob>::all(client.clone()).list(&lp).await?.items;
+    let loops = Api::<TrainingLoop>::all(client.clone()).list(&lp).await?.items;
+    let training = Api::<TrainingJob>::all(client.clone()).list(&lp).await?.items;
+    let mut needed = Needed::from_objects(&tasks, &models, &selfplay, &loops, &training);
+    needed.inputs.extend(ctx.state.partials.digests());
+    Ok(needed)
 }
 
 /// One round: returns the digests dropped.

@@ -6,13 +6,16 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
-use ringrift_crds::common::{JobPhase, TaskCounts};
+use ringrift_crds::common::{Artifact, JobPhase, TaskCounts};
 use ringrift_crds::gauntlet::Decision;
 use ringrift_crds::task::TaskPhase;
 
 use ringrift_crds::task::CancelReason;
 
+use super::durability::merged_outputs;
 use super::gauntlet::{GauntletTally, tally};
 use super::units::{Backoff, UnitState, add, counts_as_failure, unit_states};
 use super::view::{JobView, TaskView};
@@ -82,6 +85,12 @@ pub struct Summary {
     pub live: Vec<TaskView>,
     /// What the latest failed or lost attempt reported.
     pub last_failure: Option<String>,
+    /// Copies of its outputs made after a holder was lost (copy Tasks, not work units).
+    pub copies: Vec<TaskView>,
+    /// The counted tasks' outputs with the copies since among their holders.
+    pub outputs: Vec<Artifact>,
+    /// Per output digest, its holders whose heartbeat is current.
+    pub live_holders: BTreeMap<String, Vec<String>>,
 }
 
 /// What to do for one job.
@@ -242,10 +251,27 @@ pub fn plan_job(job: &JobView, tasks: &[TaskView], env: &Env<'_>) -> JobPlan {
             t
         })
         .collect();
+    // Copies of outputs are not work units: they count toward the outputs' holders only.
+    let (copies, tasks): (Vec<TaskView>, Vec<TaskView>) = tasks.into_iter().partition(|t| t.copy);
     let states = unit_states(&job.units, &tasks, env.backoff);
     let gauntlet = tally(job, &states);
     let verdict = verdict(job, &states, gauntlet.as_ref(), now);
-    let summary = summarize(&states, &tasks);
+    let mut summary = summarize(&states, &tasks);
+    summary.outputs = merged_outputs(&summary.counted, &copies);
+    summary.live_holders = summary
+        .outputs
+        .iter()
+        .map(|a| {
+            let live = a
+                .holders
+                .iter()
+                .filter(|h| (env.agent_ready)(h))
+                .cloned()
+                .collect();
+            (a.digest.clone(), live)
+        })
+        .collect();
+    summary.copies = copies;
     let mut plan = JobPlan {
         lost,
         cancel: Vec::new(),

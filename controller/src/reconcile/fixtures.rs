@@ -60,5 +60,6 @@ pub fn task(unit: &str, attempt: u32, agent: &str, phase: TaskPhase) -> TaskView
         metrics: BTreeMap::new(),
         resources: TaskResources::default(),
         gpus: Vec::new(),
+        copy: false,
     }
 }

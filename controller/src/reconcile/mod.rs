@@ -2,6 +2,7 @@
 //! ([`decide`]), and the status and conditions it leads to ([`status`]).
 
 pub mod decide;
+pub mod durability;
 #[cfg(test)]
 mod fixtures;
 pub mod gauntlet;

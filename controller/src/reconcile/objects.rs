@@ -1,16 +1,18 @@
-//! The objects the controller creates, built without I/O: a `Task` for a placed attempt and the
-//! `Model` a succeeded `TrainingJob` produced.
+//! The objects the controller creates, built without I/O: a `Task` for a placed attempt, a
+//! `copy` Task for an output short of copies, and the `Model` a succeeded `TrainingJob`
+//! produced.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use ringrift_contract::{NamedOpponent, Params, Unit};
-use ringrift_crds::common::ArtifactKind;
+use ringrift_crds::common::{ArtifactKind, TaskResources, WorkloadTemplate};
 use ringrift_crds::model::{Model, ModelSpec};
 use ringrift_crds::task::{AGENT_LABEL, JOB_LABEL, JobKind, JobRef, Role, Task, TaskSpec};
 
 use super::decide::{JobPlan, NewAttempt};
+use super::durability::{NewCopy, copy_unit};
 use super::view::{JobSpecifics, JobView};
 
 /// Label on a `Task` with its work unit.
@@ -67,7 +69,7 @@ pub fn task(job: &JobView, attempt: &NewAttempt, agent: &str, gpus: &[String]) -
         || serde_json::Value::Object(serde_json::Map::new()),
         |mut params| {
             *params.unit_mut() = Unit {
-                role: Some(role.into()),
+                role: role.workload(),
                 work_unit: unit.id.clone(),
                 seed: unit.index,
                 job: job.name.clone(),
@@ -119,6 +121,55 @@ pub fn task(job: &JobView, attempt: &NewAttempt, agent: &str, gpus: &[String]) -
             progress_deadline_seconds: job.policy.progress_deadline_seconds,
             cancel: false,
             replicas: job.replicas,
+        },
+        status: None,
+    }
+}
+
+/// The `copy` Task that makes one more copy of one of `job`'s outputs on `copy.agent`: no
+/// process, the output its one input (pulled from its live holders), one copy (its own).
+pub fn copy_task(job: &JobView, copy: &NewCopy) -> Task {
+    let unit = copy_unit(&copy.artifact.digest);
+    let mut labels = BTreeMap::from([
+        (AGENT_LABEL.to_owned(), copy.agent.clone()),
+        (UNIT_LABEL.to_owned(), unit.clone()),
+    ]);
+    if let Some(v) = label_value(&job.name) {
+        labels.insert(JOB_LABEL.to_owned(), v);
+    }
+    Task {
+        metadata: ObjectMeta {
+            name: Some(task_name(&job.name, &unit, copy.attempt)),
+            namespace: Some(job.namespace.clone()),
+            labels: Some(labels),
+            owner_references: Some(vec![owner(job)]),
+            ..ObjectMeta::default()
+        },
+        spec: TaskSpec {
+            role: Role::Copy,
+            job: JobRef {
+                kind: job.kind,
+                name: job.name.clone(),
+            },
+            work_unit: unit,
+            attempt: copy.attempt,
+            agent: Some(copy.agent.clone()),
+            template: WorkloadTemplate::default(),
+            params: serde_json::Value::Object(serde_json::Map::new()),
+            // A pull holds a little CPU and memory, no GPU.
+            resources: TaskResources {
+                gpus: 0,
+                gpu_memory_mib: 0,
+                cpu_millis: 100,
+                memory_mib: 64,
+                gpu_selector: None,
+            },
+            gpus: Vec::new(),
+            inputs: vec![copy.artifact.clone()],
+            active_deadline_seconds: None,
+            progress_deadline_seconds: None,
+            cancel: false,
+            replicas: Some(1),
         },
         status: None,
     }

@@ -156,15 +156,52 @@ pub fn common(
 }
 
 /// The `Replicated` condition, once counted tasks reported outputs: whether each has the
-/// job's `replicas` copies on distinct agents, as its holders say. A shortfall (fewer Ready,
-/// reachable agents with disk to spare than copies) never holds the job back; this says it.
+/// job's `replicas` copies on distinct agents whose heartbeat is current. A shortfall (fewer
+/// Ready, reachable agents with disk to spare than copies) never holds the job back; this says
+/// it. An output with no live copy at all is `CopiesLost`, named with the agents that held it.
 fn replication(job: &JobView, plan: &JobPlan) -> Option<(bool, &'static str, String)> {
     let replicas = usize::try_from(job.replicas?).unwrap_or(usize::MAX);
-    let outputs: Vec<&Artifact> = plan.summary.counted.iter().flat_map(|t| &t.outputs).collect();
+    let outputs = &plan.summary.outputs;
     if outputs.is_empty() {
         return None;
     }
-    let short: Vec<&&Artifact> = outputs.iter().filter(|a| a.holders.len() < replicas).collect();
+    let live = |a: &Artifact| plan.summary.live_holders.get(&a.digest).map_or(0, Vec::len);
+    let listed = |items: &[&Artifact], each: &dyn Fn(&Artifact) -> String| {
+        let names: Vec<String> = items.iter().take(3).map(|a| each(a)).collect();
+        let more = items.len().saturating_sub(names.len());
+        format!(
+            "{}{}",
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let lost: Vec<&Artifact> = outputs.iter().filter(|a| live(a) == 0).collect();
+    if !lost.is_empty() {
+        return Some((
+            false,
+            "CopiesLost",
+            format!(
+                "{} of {} outputs have no copy on a Ready agent: {}",
+                lost.len(),
+                outputs.len(),
+                listed(&lost, &|a| format!(
+                    "{} ({}, held by {})",
+                    a.name,
+                    a.digest,
+                    if a.holders.is_empty() {
+                        "nobody".to_owned()
+                    } else {
+                        a.holders.join(", ")
+                    }
+                )),
+            ),
+        ));
+    }
+    let short: Vec<&Artifact> = outputs.iter().filter(|a| live(a) < replicas).collect();
     if short.is_empty() {
         return Some((
             true,
@@ -172,22 +209,15 @@ fn replication(job: &JobView, plan: &JobPlan) -> Option<(bool, &'static str, Str
             format!("every output has {replicas} copies on distinct agents"),
         ));
     }
-    let fewest = short.iter().map(|a| a.holders.len()).min().unwrap_or(0);
-    let names: Vec<&str> = short.iter().take(3).map(|a| a.name.as_str()).collect();
-    let more = short.len().saturating_sub(names.len());
+    let fewest = short.iter().map(|a| live(a)).min().unwrap_or(0);
     Some((
         false,
         "ShortOfCopies",
         format!(
-            "{} of {} outputs have fewer than {replicas} copies (fewest {fewest}): {}{}; not enough Ready, reachable agents with disk to spare took one",
+            "{} of {} outputs have fewer than {replicas} copies (fewest {fewest}): {}; not enough Ready, reachable agents with disk to spare took one",
             short.len(),
             outputs.len(),
-            names.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            },
+            listed(&short, &|a| a.name.clone()),
         ),
     ))
 }
@@ -289,11 +319,7 @@ pub fn eta(remaining: u64, rate: Option<f64>) -> Option<String> {
 }
 
 fn outputs(plan: &JobPlan) -> Vec<Artifact> {
-    plan.summary
-        .counted
-        .iter()
-        .flat_map(|t| t.outputs.iter().cloned())
-        .collect()
+    plan.summary.outputs.clone()
 }
 
 /// A `SelfplayJob`'s status.

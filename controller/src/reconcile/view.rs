@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use ringrift_crds::common::{Artifact, RunPolicy, TaskResources, WorkloadTemplate};
 use ringrift_crds::gauntlet::PromotionPolicy;
-use ringrift_crds::task::{CancelReason, FailureClass, JobKind, Task, TaskPhase};
+use ringrift_crds::task::{CancelReason, FailureClass, JobKind, Role, Task, TaskPhase};
 
 use crate::plan::split::WorkUnit;
 
@@ -50,6 +50,8 @@ pub struct TaskView {
     pub resources: TaskResources,
     /// GPUs assigned.
     pub gpus: Vec<String>,
+    /// A copy of its job's output ([`ringrift_crds::task::Role::Copy`]), not a work unit.
+    pub copy: bool,
 }
 
 impl TaskView {
@@ -87,6 +89,7 @@ impl TaskView {
             metrics: status.metrics,
             resources: task.spec.resources.clone(),
             gpus: task.spec.gpus.clone(),
+            copy: task.spec.role == Role::Copy,
         }
     }
 

@@ -1,10 +1,14 @@
-//! Agents as placement sees them, from their `Agent` objects and heartbeat Leases. Pure.
+//! Agents as placement and durability see them, from their `Agent` objects and heartbeat
+//! Leases. Pure.
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::ResourceExt as _;
 use ringrift_crds::agent::{Agent, GpuHealth};
+use ringrift_crds::identity::ZONE_LABEL;
 
 use crate::plan::placement::{AgentView, GpuView};
+use crate::reconcile::durability::Candidate;
 
 /// Name of an agent's heartbeat Lease.
 pub fn lease_name(agent: &str) -> String {
@@ -36,6 +40,26 @@ fn condition_true(agent: &Agent, type_: &str) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
         .is_some_and(|c| c.status == "True")
+}
+
+/// The agent as durability sees it: whether it may take a copy of an output (Ready with a
+/// current heartbeat, not cordoned, not under `DiskPressure`, not found unreachable) and its
+/// zone.
+pub fn candidate(agent: &Agent, heartbeat_current: bool) -> Candidate {
+    let unreachable = agent
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Reachable"))
+        .is_some_and(|c| c.status == "False");
+    Candidate {
+        name: agent.metadata.name.clone().unwrap_or_default(),
+        eligible: heartbeat_current
+            && says_ready(agent)
+            && !agent.spec.unschedulable
+            && !condition_true(agent, "DiskPressure")
+            && !unreachable,
+        zone: agent.labels().get(ZONE_LABEL).cloned(),
+    }
 }
 
 /// Reason of the `Ready=False` condition the controller sets when a heartbeat lapses.

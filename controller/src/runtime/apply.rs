@@ -105,6 +105,11 @@ impl Reconciler {
             .await;
         let mut created_per_job: HashMap<usize, usize> = HashMap::new();
         for (i, r) in results {
+            if let Ok(t) = &r
+                && t.spec.role == ringrift_crds::task::Role::Copy
+            {
+                self.health.metrics.copies_created.inc();
+            }
             if r.is_ok() {
                 let kind = format!("{:?}", entries[i].job.kind());
                 self.health
@@ -189,10 +194,20 @@ impl Reconciler {
         if e.held_back {
             return;
         }
-        if created > 0 {
-            let note = format!("created {created} task(s)");
+        let copies = e.copying.len().min(created);
+        if created > copies {
+            let note = format!("created {} task(s)", created - copies);
             self.writer
                 .event(&e.job.reference(), false, "TasksCreated", note)
+                .await;
+        }
+        if !e.copying.is_empty() {
+            let note = format!(
+                "holders of outputs were lost; making copies: {}",
+                e.copying.join(", ")
+            );
+            self.writer
+                .event(&e.job.reference(), false, "CopyingOutputs", note)
                 .await;
         }
         if let Some(plan) = &e.plan
@@ -268,6 +283,16 @@ impl Reconciler {
                         events(&before, &next.summary(), &next, last_failure.as_deref())
                     {
                         writer.event(&e.job.reference(), warning, &reason, note).await;
+                    }
+                    let lost = |j: &AnyJob| {
+                        j.old()
+                            .conditions
+                            .iter()
+                            .find(|c| c.type_ == "Replicated" && c.reason == "CopiesLost")
+                            .map(|c| c.message.clone())
+                    };
+                    if let (None, Some(note)) = (lost(&e.job), lost(&next)) {
+                        writer.event(&e.job.reference(), true, "OutputsLost", note).await;
                     }
                 }
                 Err(err) => self.failed(&key, &kind, &err),

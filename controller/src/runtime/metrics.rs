@@ -48,6 +48,10 @@ pub struct Metrics {
     pub agents_ready: Gauge<i64, AtomicI64>,
     /// Ready agents whose advertised endpoint the controller cannot connect to.
     pub agents_unreachable: Gauge<i64, AtomicI64>,
+    /// Copy Tasks created: copies of needed outputs made again after a holder was lost.
+    pub copies_created: Counter,
+    /// Needed outputs with no copy on a Ready agent, as of the last pass.
+    pub outputs_lost: Gauge<i64, AtomicI64>,
     /// Trust failures with the API server (counted by the API client's layer).
     pub trust: ringrift_tls::trust::TrustMetrics,
 }
@@ -105,6 +109,18 @@ impl Metrics {
             "Ready agents whose advertised endpoint the controller cannot connect to",
             agents_unreachable.clone(),
         );
+        let copies_created = Counter::default();
+        registry.register(
+            "copies_created",
+            "Copy Tasks created: copies of needed outputs made again after a holder was lost",
+            copies_created.clone(),
+        );
+        let outputs_lost = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "outputs_lost",
+            "Needed outputs with no copy on a Ready agent",
+            outputs_lost.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -116,6 +132,8 @@ impl Metrics {
             leader,
             agents_ready,
             agents_unreachable,
+            copies_created,
+            outputs_lost,
             trust,
         }
     }

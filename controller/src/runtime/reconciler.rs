@@ -18,7 +18,7 @@ use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
 
 use super::admin::Health;
-use super::agents::{HEARTBEAT_LAPSED, heartbeat_expiry, lease_name, view};
+use super::agents::{HEARTBEAT_LAPSED, candidate, heartbeat_expiry, lease_name, view};
 use super::caches::{Caches, valid};
 use super::jobs::AnyJob;
 use super::metrics::KindLabels;
@@ -27,10 +27,13 @@ use super::world::Snapshot;
 use super::writer::Writer;
 use crate::plan::placement::{self, Claim, Outcome, Request};
 use crate::reconcile::decide::{Env, JobPlan, plan_job};
+use crate::reconcile::durability::{Candidate, repairs};
 use crate::reconcile::objects;
 use crate::reconcile::status::Blocked;
 use crate::reconcile::units::Backoff;
 use crate::reconcile::view::{JobView, TaskView, default_priority};
+use ringrift_crds::common::ArtifactKind;
+use ringrift_crds::durability::Needed;
 
 /// Everything the loops and models are planned from, as read this pass.
 pub(super) struct Registry<'a> {
@@ -62,6 +65,8 @@ pub(super) struct Entry {
     pub(super) queue: Option<QueueStatus>,
     pub(super) placed: Vec<Task>,
     pub(super) held_back: bool,
+    /// Copies of its outputs asked for this pass, for the event.
+    pub(super) copying: Vec<String>,
 }
 
 /// The reconciler's state between passes.
@@ -188,6 +193,13 @@ impl Reconciler {
 
         // Place every waiting unit of every job at once.
         let victims = self.place(&mut entries, claims, &priorities, &agent_views);
+        // Copies of needed outputs whose holders were lost.
+        let needed = Needed::from_objects(&tasks, &models, &selfplay_all, &loops, &training_all);
+        let candidates: Vec<Candidate> = agents
+            .iter()
+            .map(|a| candidate(a, current.contains(&a.name_any())))
+            .collect();
+        self.durability(&mut entries, &needed, &candidates, &ready, now, &mut soon);
         let placed: usize = entries.iter().map(|e| e.placed.len()).sum();
         if placed > 0 {
             tracing::debug!(
@@ -291,10 +303,71 @@ impl Reconciler {
                 queue: None,
                 placed: Vec::new(),
                 held_back,
+                copying: Vec::new(),
             });
         }
 
         (entries, priorities)
+    }
+
+    /// For every job whose outputs should have copies: the copy Tasks that bring each needed
+    /// output back to its count after holders were lost (added to the job's placed tasks), and
+    /// the needed outputs with no copy left (counted).
+    fn durability(
+        &self,
+        entries: &mut [Entry],
+        needed: &Needed,
+        candidates: &[Candidate],
+        live: &dyn Fn(&str) -> bool,
+        now: Timestamp,
+        soon: &mut impl FnMut(Duration),
+    ) {
+        let is_needed =
+            |a: &ringrift_crds::common::Artifact| needed.keeps(&a.digest, a.kind == ArtifactKind::Games);
+        let mut lost = 0usize;
+        for e in entries.iter_mut().filter(|e| !e.held_back) {
+            let (Ok(view), Some(plan)) = (&e.view, &e.plan) else {
+                continue;
+            };
+            let Some(replicas) = view.replicas else {
+                continue;
+            };
+            let r = repairs(
+                &plan.summary.outputs,
+                replicas,
+                &is_needed,
+                live,
+                &plan.summary.copies,
+                candidates,
+                now,
+            );
+            if let Some(d) = r.wake {
+                soon(d);
+            }
+            lost += r.lost.len();
+            for copy in &r.copies {
+                tracing::info!(
+                    job = %e.job.key(),
+                    artifact = %copy.artifact.name,
+                    digest = %copy.artifact.digest,
+                    to = %copy.agent,
+                    live = copy.artifact.holders.len(),
+                    replicas,
+                    "an output lost a holder; making a copy"
+                );
+                e.copying.push(format!(
+                    "{} on {} ({} live of {replicas})",
+                    copy.artifact.name,
+                    copy.agent,
+                    copy.artifact.holders.len()
+                ));
+                e.placed.push(objects::copy_task(view, copy));
+            }
+        }
+        self.health
+            .metrics
+            .outputs_lost
+            .set(i64::try_from(lost).unwrap_or(i64::MAX));
     }
 
     fn report_invalid(&mut self, invalid: &[(String, String)]) {

@@ -182,10 +182,11 @@ fn suspended_jobs_say_so() {
 
 #[test]
 fn the_replicated_condition_says_which_outputs_are_short_of_copies() {
+    // Each output's digest: its unit's last digit, 64 times.
     let output = |name: &str, holders: &[&str]| Artifact {
         name: name.into(),
         kind: ringrift_crds::common::ArtifactKind::Games,
-        digest: format!("sha256:{}", "a".repeat(64)),
+        digest: format!("sha256:{}", name[9..10].repeat(64)),
         size_bytes: 1,
         holders: holders.iter().map(|h| (*h).to_owned()).collect(),
     };
@@ -219,6 +220,20 @@ fn the_replicated_condition_says_which_outputs_are_short_of_copies() {
         r.message
     );
     assert_ne!(c.phase, JobPhase::Failed, "a shortfall never holds a job back");
+    // Every holder's heartbeat lapsed: the outputs are named as lost, with who held them.
+    let mut gone = p.clone();
+    gone.summary.live_holders.clear();
+    let c = common(&job, &Previous::default(), Some(&gone), None, None, at(100));
+    let r = condition(&c.conditions, "Replicated");
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "CopiesLost"));
+    assert!(
+        r.message.starts_with(&format!(
+            "2 of 2 outputs have no copy on a Ready agent: games-0000.games (sha256:{}, held by a, b)",
+            "0".repeat(64)
+        )),
+        "{}",
+        r.message
+    );
     // A job without replicas (a gauntlet) gets no condition.
     job.replicas = None;
     let c = common(&job, &Previous::default(), Some(&p), None, None, at(100));
