@@ -31,6 +31,9 @@ pub enum CancelReason {
     Lost,
     /// The job finished (succeeded, failed or was decided early), or its unit went away.
     JobFinished,
+    /// It succeeded, but every copy of its outputs was lost while they were still needed: it
+    /// no longer counts, and its unit runs again (without using a retry).
+    OutputsLost,
     /// Someone else set `spec.cancel`; counts as a failed attempt.
     User,
 }
@@ -44,6 +47,7 @@ impl CancelReason {
             Self::Stuck => "Stuck",
             Self::Lost => "Lost",
             Self::JobFinished => "JobFinished",
+            Self::OutputsLost => "OutputsLost",
             Self::User => "User",
         }
     }
@@ -56,6 +60,7 @@ impl CancelReason {
             "Stuck" => Self::Stuck,
             "Lost" => Self::Lost,
             "JobFinished" => Self::JobFinished,
+            "OutputsLost" => Self::OutputsLost,
             _ => Self::User,
         }
     }

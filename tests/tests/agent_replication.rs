@@ -217,7 +217,7 @@ async fn a_lost_holder_is_replaced_and_losing_every_copy_is_said() {
 
     let cluster = Cluster::start("replication-repair").await;
     let controller = cluster.controller("c1");
-    let mut agents = vec![
+    let mut agents = [
         Some(cluster.synced_agent("a1", CLUSTER_KEY, &[])),
         Some(cluster.synced_agent("a2", CLUSTER_KEY, &[])),
         Some(cluster.synced_agent("a3", CLUSTER_KEY, &[])),
@@ -362,4 +362,87 @@ async fn ready_and_reachable(cluster: &Cluster, names: &[&str]) {
             .then_some(())
     })
     .await;
+}
+
+/// With the controller: games kept as one copy (`replicas: 1`) and still needed lose their only
+/// holder; the units that made them run again elsewhere, and the job is whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn games_lost_with_every_copy_are_made_again() {
+    use kube::api::PostParams;
+    use ringrift_crds::common::JobPhase;
+    use ringrift_e2e::cluster::{apply_json, selfplay};
+
+    let cluster = Cluster::start("replication-regenerate").await;
+    let _controller = cluster.controller("c1");
+    let mut agents = [
+        Some(cluster.synced_agent("a1", CLUSTER_KEY, &[])),
+        Some(cluster.synced_agent("a2", CLUSTER_KEY, &[])),
+        Some(cluster.synced_agent("a3", CLUSTER_KEY, &[])),
+    ];
+    ready_and_reachable(&cluster, &["a1", "a2", "a3"]).await;
+    let mut job = selfplay("games", 2, 1, &[]);
+    job.spec.settings.resources.gpus = 0;
+    job.spec.settings.replicas = Some(1);
+    job.spec.settings.template.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "head -c 64K /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/part.games\"".into(),
+    ];
+    cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
+    let _: ringrift_crds::training::TrainingJob = apply_json(
+        &cluster,
+        json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "TrainingJob",
+            "metadata": {"name": "reader", "namespace": "default"},
+            "spec": {"game": {"board": "connect4"}, "datasets": ["games-games"], "window": {"games": 10},
+                     "runPolicy": {"suspend": true}, "output": {"model": "m1"}}
+        }),
+    )
+    .await;
+    let first = until("the games, one copy each", WAIT, || async {
+        let s = cluster.jobs().get("games").await.ok()?.status?;
+        (s.phase == JobPhase::Succeeded && s.outputs.len() == 2).then_some(s.outputs)
+    })
+    .await;
+    // The holder of the first unit's games dies with the only copy.
+    let gone = first[0].holders[0].clone();
+    let index = usize::from(gone.as_bytes()[1] - b'1');
+    agents[index].take().unwrap().role.kill();
+    let lost: Vec<String> = first
+        .iter()
+        .filter(|a| a.holders == [gone.clone()])
+        .map(|a| a.digest.clone())
+        .collect();
+
+    let again = until("the lost games made again", Duration::from_secs(90), || async {
+        let s = cluster.jobs().get("games").await.ok()?.status?;
+        let whole = s.phase == JobPhase::Succeeded
+            && s.outputs.len() == 2
+            && s.outputs.iter().all(|a| !a.holders.contains(&gone));
+        whole.then_some(s.outputs)
+    })
+    .await;
+    assert!(
+        again.iter().all(|a| !lost.contains(&a.digest)),
+        "new games, not the lost ones: {again:?}"
+    );
+    let fenced: Vec<Task> = cluster
+        .tasks_of("games")
+        .await
+        .into_iter()
+        .filter(|t| {
+            t.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ringrift_crds::task::CANCEL_REASON_ANNOTATION))
+                .is_some_and(|r| r == "OutputsLost")
+        })
+        .collect();
+    assert_eq!(
+        fenced.len(),
+        lost.len(),
+        "each unit whose games were lost: {fenced:?}"
+    );
+    let described = cluster.kubectl(&["describe", "sp", "games"]);
+    assert!(described.contains("RegeneratingOutputs"), "{described}");
 }

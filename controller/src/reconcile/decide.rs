@@ -87,6 +87,8 @@ pub struct Summary {
     pub last_failure: Option<String>,
     /// Copies of its outputs made after a holder was lost (copy Tasks, not work units).
     pub copies: Vec<TaskView>,
+    /// Units that run again because every copy of their outputs was lost.
+    pub regenerating: Vec<String>,
     /// The counted tasks' outputs with the copies since among their holders.
     pub outputs: Vec<Artifact>,
     /// Per output digest, its holders whose heartbeat is current.
@@ -117,6 +119,9 @@ pub struct JobPlan {
 fn summarize(states: &[UnitState<'_>], tasks: &[TaskView]) -> Summary {
     let mut s = Summary::default();
     for state in states {
+        if state.outputs_lost {
+            s.regenerating.push(state.unit.id.clone());
+        }
         if let Some(t) = state.counted {
             s.units_done += 1;
             s.games_done += state.unit.games;
@@ -174,7 +179,12 @@ fn verdict(
     gauntlet: Option<&GauntletTally>,
     now: Timestamp,
 ) -> Verdict {
-    if let Some((phase, _)) = job.finished {
+    // A succeeded job stays finished, unless the outputs of some of its units were lost with
+    // every copy while still needed: then those units run again.
+    let regenerating = states.iter().any(|s| s.outputs_lost);
+    if let Some((phase, _)) = job.finished
+        && !(phase == JobPhase::Succeeded && regenerating)
+    {
         return finished(phase, "", String::new());
     }
     let started = job.started.unwrap_or(job.created);

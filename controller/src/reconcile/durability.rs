@@ -81,7 +81,7 @@ pub struct NewCopy {
 pub struct Repairs {
     /// Copies to make now.
     pub copies: Vec<NewCopy>,
-    /// Needed outputs with no live holder left and no copy to make them from.
+    /// Needed outputs whose recorded holders are all gone: no copy to make them from.
     pub lost: Vec<Artifact>,
     /// Look again after this (a failed copy's retry).
     pub wake: Option<Duration>,
@@ -116,7 +116,10 @@ pub fn repairs(
         seen.push(&artifact.digest);
         let holders: Vec<String> = artifact.holders.iter().filter(|h| live(h)).cloned().collect();
         if holders.is_empty() {
-            out.lost.push(artifact.clone());
+            // No holder recorded (simulated agents record none): nothing is known to be lost.
+            if !artifact.holders.is_empty() {
+                out.lost.push(artifact.clone());
+            }
             continue;
         }
         let unit = copy_unit(&artifact.digest);
@@ -361,8 +364,9 @@ mod tests {
             ..artifact('f', &["a", "b"])
         };
         let gone = artifact('a', &["b"]);
-        let r = plan(&[unneeded, gone.clone()], 2, &["b"], &[], &fleet());
+        let unknown = artifact('b', &[]);
+        let r = plan(&[unneeded, gone.clone(), unknown], 2, &["b"], &[], &fleet());
         assert!(r.copies.is_empty());
-        assert_eq!(r.lost, [gone]);
+        assert_eq!(r.lost, [gone], "no holder recorded is not known to be lost");
     }
 }

@@ -158,7 +158,8 @@ pub fn common(
 /// The `Replicated` condition, once counted tasks reported outputs: whether each has the
 /// job's `replicas` copies on distinct agents whose heartbeat is current. A shortfall (fewer
 /// Ready, reachable agents with disk to spare than copies) never holds the job back; this says
-/// it. An output with no live copy at all is `CopiesLost`, named with the agents that held it.
+/// it. An output whose recorded holders are all gone is `CopiesLost`, named with the agents
+/// that held it.
 fn replication(job: &JobView, plan: &JobPlan) -> Option<(bool, &'static str, String)> {
     let replicas = usize::try_from(job.replicas?).unwrap_or(usize::MAX);
     let outputs = &plan.summary.outputs;
@@ -179,7 +180,10 @@ fn replication(job: &JobView, plan: &JobPlan) -> Option<(bool, &'static str, Str
             }
         )
     };
-    let lost: Vec<&Artifact> = outputs.iter().filter(|a| live(a) == 0).collect();
+    let lost: Vec<&Artifact> = outputs
+        .iter()
+        .filter(|a| !a.holders.is_empty() && live(a) == 0)
+        .collect();
     if !lost.is_empty() {
         return Some((
             false,
@@ -192,11 +196,7 @@ fn replication(job: &JobView, plan: &JobPlan) -> Option<(bool, &'static str, Str
                     "{} ({}, held by {})",
                     a.name,
                     a.digest,
-                    if a.holders.is_empty() {
-                        "nobody".to_owned()
-                    } else {
-                        a.holders.join(", ")
-                    }
+                    a.holders.join(", ")
                 )),
             ),
         ));
@@ -268,6 +268,14 @@ fn progress_conditions(
         }
         Verdict::Running => {
             let (reason, msg) = match queue {
+                _ if !s.regenerating.is_empty() => (
+                    "RegeneratingLostOutputs",
+                    format!(
+                        "every copy of the outputs of {} work unit(s) was lost while still needed; running them again: {}",
+                        s.regenerating.len(),
+                        s.regenerating.join(", ")
+                    ),
+                ),
                 Some(q) if s.live.is_empty() => ("Unschedulable", q.reason.clone()),
                 _ => (
                     "TasksRunning",

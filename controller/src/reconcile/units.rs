@@ -44,6 +44,8 @@ pub struct UnitState<'a> {
     pub avoid: Vec<String>,
     /// Not before this may it run again (backoff after a failure).
     pub retry_at: Option<Timestamp>,
+    /// It had succeeded, but every copy of its outputs was lost: it runs again.
+    pub outputs_lost: bool,
 }
 
 /// Whether an attempt used up a retry: failed or cancelled, unless the controller cancelled it for
@@ -54,7 +56,8 @@ pub(super) fn counts_as_failure(t: &TaskView) -> bool {
             CancelReason::Lost
             | CancelReason::Suspended
             | CancelReason::Preempted
-            | CancelReason::JobFinished,
+            | CancelReason::JobFinished
+            | CancelReason::OutputsLost,
         ) => false,
         Some(CancelReason::Stuck | CancelReason::User) => {
             matches!(t.phase, TaskPhase::Failed | TaskPhase::Cancelled)
@@ -79,7 +82,10 @@ pub fn unit_states<'a>(units: &'a [WorkUnit], tasks: &'a [TaskView], backoff: Ba
             let mine: Vec<&TaskView> = tasks.iter().filter(|t| t.unit == unit.id).collect();
             let counted = mine
                 .iter()
-                .filter(|t| t.phase == TaskPhase::Succeeded && t.cancel != Some(CancelReason::Lost))
+                .filter(|t| {
+                    t.phase == TaskPhase::Succeeded
+                        && !matches!(t.cancel, Some(CancelReason::Lost | CancelReason::OutputsLost))
+                })
                 .min_by_key(|t| t.attempt)
                 .copied();
             let failures: Vec<&TaskView> = mine.iter().copied().filter(|t| counts_as_failure(t)).collect();
@@ -100,8 +106,11 @@ pub fn unit_states<'a>(units: &'a [WorkUnit], tasks: &'a [TaskView], backoff: Ba
                         backoff.delay(u32::try_from(failures.len()).unwrap_or(u32::MAX)),
                     )
                 });
+            let outputs_lost =
+                counted.is_none() && mine.iter().any(|t| t.cancel == Some(CancelReason::OutputsLost));
             UnitState {
                 unit,
+                outputs_lost,
                 counted,
                 live: mine.iter().copied().filter(|t| t.is_live()).collect(),
                 failures,

@@ -184,21 +184,23 @@ impl Reconciler {
         }
     }
 
-    async fn finish_job(
-        &mut self,
-        e: &Entry,
-        created: usize,
-        now: Timestamp,
-        soon: &mut impl FnMut(Duration),
-    ) {
-        if e.held_back {
-            return;
-        }
+    /// Events for the tasks a pass created for a job: work units, copies of outputs, units
+    /// run again because their outputs were lost.
+    async fn creation_events(&self, e: &Entry, created: usize) {
         let copies = e.copying.len().min(created);
         if created > copies {
             let note = format!("created {} task(s)", created - copies);
             self.writer
                 .event(&e.job.reference(), false, "TasksCreated", note)
+                .await;
+        }
+        if !e.regenerating.is_empty() {
+            let note = format!(
+                "every copy of the outputs of work unit(s) {} was lost while still needed; running them again",
+                e.regenerating.join(", ")
+            );
+            self.writer
+                .event(&e.job.reference(), true, "RegeneratingOutputs", note)
                 .await;
         }
         if !e.copying.is_empty() {
@@ -210,6 +212,19 @@ impl Reconciler {
                 .event(&e.job.reference(), false, "CopyingOutputs", note)
                 .await;
         }
+    }
+
+    async fn finish_job(
+        &mut self,
+        e: &Entry,
+        created: usize,
+        now: Timestamp,
+        soon: &mut impl FnMut(Duration),
+    ) {
+        if e.held_back {
+            return;
+        }
+        self.creation_events(e, created).await;
         if let Some(plan) = &e.plan
             && !plan.lost.is_empty()
         {

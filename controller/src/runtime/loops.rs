@@ -71,7 +71,25 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools) -> LoopWorld {
             (m.name_any(), elo)
         })
         .collect();
-    LoopWorld { jobs, models }
+    let lost_models = r
+        .models
+        .iter()
+        .filter(|m| m.namespace().unwrap_or_default() == ns)
+        .filter(|m| {
+            let holders = m
+                .status
+                .as_ref()
+                .map(|s| s.holders.as_slice())
+                .unwrap_or_default();
+            !r.disrupted && !holders.is_empty() && !holders.iter().any(|h| r.live.contains(h))
+        })
+        .map(ResourceExt::name_any)
+        .collect();
+    LoopWorld {
+        jobs,
+        models,
+        lost_models,
+    }
 }
 
 impl Reconciler {

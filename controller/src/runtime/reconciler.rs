@@ -34,6 +34,7 @@ use crate::reconcile::units::Backoff;
 use crate::reconcile::view::{JobView, TaskView, default_priority};
 use ringrift_crds::common::ArtifactKind;
 use ringrift_crds::durability::Needed;
+use ringrift_crds::task::CancelReason;
 
 /// Everything the loops and models are planned from, as read this pass.
 pub(super) struct Registry<'a> {
@@ -42,6 +43,10 @@ pub(super) struct Registry<'a> {
     pub(super) training: &'a [TrainingJob],
     pub(super) gauntlet: &'a [GauntletJob],
     pub(super) models: Vec<Model>,
+    /// Agents whose heartbeat is current.
+    pub(super) live: &'a HashSet<String>,
+    /// Fewer than half the agents are Ready: nothing is given up as lost.
+    pub(super) disrupted: bool,
 }
 
 /// How often the clock-driven fields (rate, ETA) of running jobs are refreshed.
@@ -67,6 +72,8 @@ pub(super) struct Entry {
     pub(super) held_back: bool,
     /// Copies of its outputs asked for this pass, for the event.
     pub(super) copying: Vec<String>,
+    /// Units run again this pass because every copy of their outputs was lost, for the event.
+    pub(super) regenerating: Vec<String>,
 }
 
 /// The reconciler's state between passes.
@@ -199,7 +206,19 @@ impl Reconciler {
             .iter()
             .map(|a| candidate(a, current.contains(&a.name_any())))
             .collect();
-        self.durability(&mut entries, &needed, &candidates, &ready, now, &mut soon);
+        // Fewer than half the agents Ready reads as an outage of the network or the control
+        // plane, not as lost agents: nothing is regenerated or given up then (as the node
+        // lifecycle controller stops evicting when a whole zone goes dark).
+        let disrupted = current.len() * 2 < agents.len() || current.is_empty();
+        self.durability(
+            &mut entries,
+            &needed,
+            &candidates,
+            &ready,
+            disrupted,
+            now,
+            &mut soon,
+        );
         let placed: usize = entries.iter().map(|e| e.placed.len()).sum();
         if placed > 0 {
             tracing::debug!(
@@ -220,6 +239,8 @@ impl Reconciler {
                 training: &training_all,
                 gauntlet: &gauntlet_all,
                 models,
+                live: &current,
+                disrupted,
             },
             now,
         )
@@ -304,6 +325,7 @@ impl Reconciler {
                 placed: Vec::new(),
                 held_back,
                 copying: Vec::new(),
+                regenerating: Vec::new(),
             });
         }
 
@@ -312,13 +334,16 @@ impl Reconciler {
 
     /// For every job whose outputs should have copies: the copy Tasks that bring each needed
     /// output back to its count after holders were lost (added to the job's placed tasks), and
-    /// the needed outputs with no copy left (counted).
+    /// the needed outputs with no copy left (counted). A selfplay unit whose games all went
+    /// that way runs again (its task fenced `OutputsLost`), unless the fleet is `disrupted`.
+    #[allow(clippy::too_many_arguments)] // one pass's state, passed as it is
     fn durability(
         &self,
         entries: &mut [Entry],
         needed: &Needed,
         candidates: &[Candidate],
         live: &dyn Fn(&str) -> bool,
+        disrupted: bool,
         now: Timestamp,
         soon: &mut impl FnMut(Duration),
     ) {
@@ -326,7 +351,7 @@ impl Reconciler {
             |a: &ringrift_crds::common::Artifact| needed.keeps(&a.digest, a.kind == ArtifactKind::Games);
         let mut lost = 0usize;
         for e in entries.iter_mut().filter(|e| !e.held_back) {
-            let (Ok(view), Some(plan)) = (&e.view, &e.plan) else {
+            let (Ok(view), Some(plan)) = (&e.view, &mut e.plan) else {
                 continue;
             };
             let Some(replicas) = view.replicas else {
@@ -345,6 +370,25 @@ impl Reconciler {
                 soon(d);
             }
             lost += r.lost.len();
+            if view.kind == JobKind::SelfplayJob && !r.lost.is_empty() {
+                if disrupted {
+                    tracing::debug!(
+                        job = %e.job.key(),
+                        agents = candidates.len(),
+                        "outputs have no copy on a Ready agent, but most agents are not Ready: waiting before running their units again"
+                    );
+                } else {
+                    let gone =
+                        |a: &ringrift_crds::common::Artifact| r.lost.iter().any(|l| l.digest == a.digest);
+                    for t in &plan.summary.counted {
+                        if !t.outputs.is_empty() && t.outputs.iter().all(gone) {
+                            tracing::warn!(job = %e.job.key(), unit = %t.unit, task = %t.name, "every copy of a unit's games was lost; running it again");
+                            plan.cancel.push((t.name.clone(), CancelReason::OutputsLost));
+                            e.regenerating.push(t.unit.clone());
+                        }
+                    }
+                }
+            }
             for copy in &r.copies {
                 tracing::info!(
                     job = %e.job.key(),

@@ -284,6 +284,41 @@ fn a_finished_job_stays_finished_when_tasks_change() {
 }
 
 #[test]
+fn a_succeeded_job_whose_games_were_lost_runs_those_units_again() {
+    let mut job = selfplay(200, 100);
+    job.finished = Some((JobPhase::Succeeded, at(100)));
+    let lost = TaskView {
+        cancel: Some(CancelReason::OutputsLost),
+        ..task("games-0001", 0, "a", TaskPhase::Succeeded)
+    };
+    let tasks = [task("games-0000", 0, "b", TaskPhase::Succeeded), lost];
+    let plan = plan_job(&job, &tasks, &env(200));
+    assert_eq!(plan.verdict, Verdict::Running, "reopened");
+    assert_eq!(units(&plan), [("games-0001".to_owned(), 1)]);
+    assert_eq!(plan.summary.units_done, 1);
+    assert_eq!(plan.summary.regenerating, ["games-0001"]);
+    assert_eq!(
+        plan.summary.counts.failed, 0,
+        "not the attempt's fault: no retry used"
+    );
+    // Once it succeeded again, the job is done again.
+    let again = task("games-0001", 1, "c", TaskPhase::Succeeded);
+    let plan = plan_job(&job, &[tasks[0].clone(), tasks[1].clone(), again], &env(300));
+    assert!(matches!(
+        plan.verdict,
+        Verdict::Finished {
+            phase: JobPhase::Succeeded,
+            ..
+        }
+    ));
+    assert!(plan.summary.regenerating.is_empty());
+    // A failed job is not reopened.
+    job.finished = Some((JobPhase::Failed, at(100)));
+    let plan = plan_job(&job, &tasks, &env(200));
+    assert!(matches!(plan.verdict, Verdict::Finished { .. }));
+}
+
+#[test]
 fn a_gauntlet_stops_once_decided() {
     let policy = PromotionPolicy {
         opponent: None,

@@ -8,7 +8,7 @@
 //! (`<loop>-g<NNN>-selfplay|train|gauntlet`, model `<loop>-g<NNN>`), so a pass repeated after a
 //! failed write creates nothing twice, and a finished generation is recorded once (by number).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -56,6 +56,8 @@ pub struct LoopWorld {
     pub jobs: HashMap<String, Child>,
     /// Models of the namespace that exist, with their Elo if rated.
     pub models: HashMap<String, Option<f64>>,
+    /// Models whose weights had holders and have none left whose heartbeat is current.
+    pub lost_models: HashSet<String>,
 }
 
 /// A job to create.
@@ -166,6 +168,40 @@ impl<'a> Pass<'a> {
             "GenerationStarted",
             "generation 1 started".into(),
         ));
+    }
+
+    /// A best model whose weights were lost with every copy: the loop falls back to its
+    /// previous best (the newest promoted candidate before it whose weights are held, else the
+    /// initial model, else none: untrained), with a warning event. Jobs already created keep
+    /// the model they named.
+    fn fall_back(&mut self) {
+        let Some(best) = self.status.best_model.clone() else {
+            return;
+        };
+        if !self.world.lost_models.contains(&best) {
+            return;
+        }
+        let usable = |m: &String| {
+            *m != best && self.world.models.contains_key(m) && !self.world.lost_models.contains(m)
+        };
+        let previous = self
+            .status
+            .history
+            .iter()
+            .rev()
+            .filter(|h| h.decision == Decision::Promote)
+            .filter_map(|h| h.candidate.clone())
+            .find(usable)
+            .or_else(|| self.lp.spec.initial_model.clone().filter(usable));
+        self.events.push(LoopEvent {
+            warning: true,
+            reason: "BestModelLost".into(),
+            message: format!(
+                "Model {best} has no copy of its weights on a Ready agent; the best model is now {}",
+                previous.as_deref().unwrap_or("none (an untrained model plays)")
+            ),
+        });
+        self.status.best_model = previous;
     }
 
     /// Advances through as many stages as are already finished (bounded: one generation).
@@ -471,6 +507,7 @@ fn conditions(
 pub fn plan_loop(lp: &TrainingLoop, world: &LoopWorld, now: Timestamp) -> LoopPlan {
     let mut pass = Pass::new(lp, world, now);
     pass.start();
+    pass.fall_back();
     pass.advance();
     pass.ratings();
     pass.conclude()

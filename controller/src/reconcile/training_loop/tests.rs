@@ -427,3 +427,68 @@ fn a_gauntlet_with_no_one_to_play_degrades_the_loop_and_creates_nothing() {
     assert!(plan.events.iter().any(|e| e.warning && e.reason == "InvalidSpec"));
     assert_eq!(plan.status.stage, Stage::Gauntlet, "it stays where it is");
 }
+
+#[test]
+fn a_best_model_lost_with_every_copy_falls_back_to_the_previous_best() {
+    let record = |g: u32, decision: Decision| GenerationRecord {
+        generation: g,
+        candidate: Some(model_name("c4", g)),
+        decision,
+        win_rate: None,
+        elo: None,
+        games: 0,
+        jobs: ActiveJobs::default(),
+        completion_time: None,
+    };
+    let mut l = at(
+        4,
+        Stage::Selfplay,
+        Some("c4-g003"),
+        serde_json::json!({"initialModel": "seed", "maxGenerations": 10}),
+    );
+    let status = l.status.as_mut().unwrap();
+    status.history = vec![
+        record(1, Decision::Promote),
+        record(2, Decision::Reject),
+        record(3, Decision::Promote),
+    ];
+    let mut world = LoopWorld::default();
+    for m in ["seed", "c4-g001", "c4-g002", "c4-g003"] {
+        world.models.insert(m.into(), None);
+    }
+    // Held: nothing changes.
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(plan.status.best_model.as_deref(), Some("c4-g003"));
+    assert!(plan.events.iter().all(|e| e.reason != "BestModelLost"));
+    // Lost: the newest promoted before it, never a rejected candidate.
+    world.lost_models.insert("c4-g003".into());
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(plan.status.best_model.as_deref(), Some("c4-g001"));
+    let event = plan.events.iter().find(|e| e.reason == "BestModelLost").unwrap();
+    assert!(event.warning);
+    assert!(
+        event.message.contains("c4-g003") && event.message.ends_with("now c4-g001"),
+        "{}",
+        event.message
+    );
+    let NewJob::Selfplay(sp) = &plan.create[0] else {
+        panic!()
+    };
+    assert_eq!(
+        sp.spec.model,
+        Some(ModelRef::model("c4-g001")),
+        "the next jobs play it"
+    );
+    // That one lost too: the initial model; and with it lost, an untrained one.
+    world.lost_models.insert("c4-g001".into());
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(plan.status.best_model.as_deref(), Some("seed"));
+    world.lost_models.insert("seed".into());
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(plan.status.best_model, None);
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.message.ends_with("untrained model plays)"))
+    );
+}
