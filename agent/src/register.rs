@@ -244,6 +244,40 @@ async fn register(
     }
 }
 
+/// The zone in `label` of the Kubernetes `Node` named `node`, when it is a valid zone; none,
+/// with a warning, when the Node cannot be read, lacks the label or holds something else.
+pub async fn zone_of_node(client: &kube::Client, node: &str, label: &str) -> Option<String> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    match nodes.get_opt(node).await {
+        Ok(Some(n)) => match kube::ResourceExt::labels(&n).get(label) {
+            Some(z) if ringrift_crds::identity::valid_zone(z) => {
+                tracing::info!(node, label, zone = %z, "zone taken from the node's label");
+                Some(z.clone())
+            }
+            Some(z) => {
+                tracing::warn!(node, label, value = %z, "the node's zone label is not a valid zone; running without one");
+                None
+            }
+            None => {
+                tracing::warn!(node, label, "the node has no such label; running without a zone");
+                None
+            }
+        },
+        Ok(None) => {
+            tracing::warn!(
+                node,
+                label,
+                "no Node of this agent's name; running without a zone"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(node, label, error = %e, "cannot read the Node for its zone label; running without a zone");
+            None
+        }
+    }
+}
+
 /// A new `Agent` named `name`, labelled with its zone.
 fn new_agent(name: &str, zone: Option<&str>) -> Agent {
     let mut agent = Agent::new(name, AgentSpec::default());
@@ -373,6 +407,67 @@ pub async fn reachable(client: &Client) -> bool {
 mod tests {
     use super::*;
     use crate::detect::{GpuSample, Host};
+
+    /// An API that serves the Nodes `nodes` (name, labels) and answers 404 for the rest.
+    fn nodes_api(nodes: &[(&str, &[(&str, &str)])]) -> Client {
+        let nodes: Vec<(String, serde_json::Value)> = nodes
+            .iter()
+            .map(|(name, labels)| {
+                let labels: serde_json::Map<String, serde_json::Value> =
+                    labels.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+                let node = json!({"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": name, "labels": labels}});
+                ((*name).to_owned(), node)
+            })
+            .collect();
+        let api = tower::service_fn(move |request: hyper::Request<kube::client::Body>| {
+            let found = nodes
+                .iter()
+                .find(|(n, _)| request.uri().path() == format!("/api/v1/nodes/{n}"))
+                .map(|(_, node)| node.clone());
+            async move {
+                let (status, body) = match found {
+                    Some(node) => (200, node),
+                    None => (
+                        404,
+                        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                            "reason": "NotFound", "code": 404, "message": "not found"}),
+                    ),
+                };
+                let mut response = hyper::Response::new(kube::client::Body::from(
+                    serde_json::to_vec(&body).unwrap_or_default(),
+                ));
+                *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        Client::new(api, "default")
+    }
+
+    #[tokio::test]
+    async fn the_zone_comes_from_the_nodes_label_when_there_is_a_valid_one() {
+        const LABEL: &str = "topology.kubernetes.io/zone";
+        let client = nodes_api(&[
+            ("gpu1", &[(LABEL, "eu-west-1a")]),
+            ("gpu2", &[("other", "x")]),
+            ("gpu3", &[(LABEL, "not a zone")]),
+        ]);
+        assert_eq!(
+            zone_of_node(&client, "gpu1", LABEL).await.as_deref(),
+            Some("eu-west-1a")
+        );
+        assert_eq!(zone_of_node(&client, "gpu2", LABEL).await, None, "no such label");
+        assert_eq!(
+            zone_of_node(&client, "gpu3", LABEL).await,
+            None,
+            "not a label value"
+        );
+        assert_eq!(
+            zone_of_node(&client, "elsewhere", LABEL).await,
+            None,
+            "no such node"
+        );
+    }
 
     fn reg() -> Registration {
         Registration {

@@ -78,6 +78,11 @@ pub struct AgentArgs {
     /// first. A label value: letters, digits, '-', '_' and '.', at most 63 characters.
     #[arg(long, env = "RINGRIFT_ZONE")]
     pub zone: Option<String>,
+    /// Without `--zone`: take the zone from this label of the Kubernetes Node named like the
+    /// agent (for example `topology.kubernetes.io/zone`; the chart sets it). A Node that cannot
+    /// be read, or lacks the label, leaves the agent without a zone, with a warning.
+    #[arg(long, env = "RINGRIFT_ZONE_NODE_LABEL", conflicts_with = "zone")]
+    pub zone_node_label: Option<String>,
     /// On SIGTERM, cancel running tasks and wait for them (default: leave them running for the
     /// restarted agent to adopt).
     #[arg(long, env = "RINGRIFT_DRAIN_ON_SHUTDOWN")]
@@ -224,6 +229,7 @@ pub(crate) fn run_agent_until(args: AgentArgs, restart: Option<Restart>) -> anyh
         sample_interval,
         disk_pressure_mib,
         zone,
+        zone_node_label,
         drain_on_shutdown,
         sync,
         telemetry,
@@ -249,6 +255,12 @@ pub(crate) fn run_agent_until(args: AgentArgs, restart: Option<Restart>) -> anyh
         .context("failed to start the async runtime")?;
     // The API first: a wrong kubeconfig is reported before anything is written to disk.
     let (client, trust) = runtime.block_on(kubeclient::connect(&kube))?;
+    let zone = match (zone, zone_node_label) {
+        (None, Some(label)) => {
+            runtime.block_on(ringrift_agent::register::zone_of_node(&client, &name, &label))
+        }
+        (zone, _) => zone,
+    };
     let metrics_token = metrics_token_file
         .as_deref()
         .map(|f| crate::tokens::read(f, "--metrics-token-file"))

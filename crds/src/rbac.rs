@@ -68,8 +68,9 @@ pub fn controller() -> Rules {
 /// The agent's: it watches its Tasks and writes their status, registers its Agent (reading it
 /// first, to keep the conditions the controller writes beside its own, such as `Reachable`;
 /// patching its zone label when `--zone` changed; and lists the others: peers, their
-/// endpoints, fingerprints, zones and reachability), reads what retention must keep, and renews
-/// its heartbeat Lease.
+/// endpoints, fingerprints, zones and reachability), reads what retention must keep, reads its
+/// Node's zone label (`--zone-node-label`, as the chart runs it), and renews its heartbeat
+/// Lease.
 pub fn agent() -> Rules {
     let g = crate::GROUP;
     Rules {
@@ -83,6 +84,7 @@ pub fn agent() -> Rules {
                 &["models", "selfplayjobs", "trainingjobs", "trainingloops"],
                 &["list"],
             ),
+            rule("", &["nodes"], &["get"]),
         ],
         namespaced: vec![rule("coordination.k8s.io", &["leases"], &["create", "patch"])],
     }

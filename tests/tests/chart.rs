@@ -261,8 +261,9 @@ fn the_agent_runs_on_gpu_nodes_with_its_node_name_data_dir_and_no_privileges() {
         "{args:?}"
     );
     assert!(
-        !args.iter().any(|a| a.starts_with("--zone")),
-        "no zone unless set: {args:?}"
+        args.contains(&"--zone-node-label=topology.kubernetes.io/zone")
+            && !args.iter().any(|a| a.starts_with("--zone=")),
+        "the zone from the node's topology label unless set: {args:?}"
     );
     let data = pod["volumes"]
         .as_array()
@@ -305,8 +306,31 @@ fn the_agent_runs_on_gpu_nodes_with_its_node_name_data_dir_and_no_privileges() {
     let objs = objects(&template(&["--set", "agent.zone=eu-west-1a"]).unwrap());
     let args = arguments(container(object(&objs, "DaemonSet", "agent")));
     assert!(args.contains(&"--zone=eu-west-1a"), "{args:?}");
+    assert!(
+        !args.iter().any(|a| a.starts_with("--zone-node-label")),
+        "{args:?}"
+    );
     let refused = template(&["--set", "agent.zone=not a zone"]).unwrap_err();
     assert!(refused.contains("zone"), "{refused}");
+    // Reading the node is granted only while the zone comes from it.
+    let reads_nodes = |objs: &[serde_json::Value]| {
+        object(objs, "ClusterRole", "agent")["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["resources"] == serde_json::json!(["nodes"]))
+    };
+    assert!(!reads_nodes(&objs), "a set zone reads no node");
+    let objs = objects(&template(&["--set", "agent.zoneNodeLabel="]).unwrap());
+    assert!(!reads_nodes(&objs));
+    let args = arguments(container(object(&objs, "DaemonSet", "agent")));
+    assert!(
+        !args.iter().any(|a| a.starts_with("--zone")),
+        "no zone at all: {args:?}"
+    );
+    assert!(reads_nodes(&objects(&template(&[]).unwrap())));
+    let refused = template(&["--set", "agent.zoneNodeLabel=not a label"]).unwrap_err();
+    assert!(refused.contains("zoneNodeLabel"), "{refused}");
 }
 
 #[test]
