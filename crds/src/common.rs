@@ -208,6 +208,12 @@ impl ModelRef {
     }
 }
 
+/// For `skip_serializing_if`: a count that is zero.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What an artifact holds.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -256,6 +256,10 @@ pub struct GauntletJobStatus {
     /// Why work is waiting, when some fits on no agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueStatus>,
+    /// Bytes its tasks moved between agents: inputs pulled and copies of outputs pushed or
+    /// made again, by every attempt.
+    #[serde(default, skip_serializing_if = "crate::common::is_zero")]
+    pub bytes_moved: u64,
     /// When the first task started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,

@@ -138,6 +138,10 @@ pub struct SelfplayJobStatus {
     /// Recorded game files, one per succeeded work unit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<Artifact>,
+    /// Bytes its tasks moved between agents: inputs pulled and copies of outputs pushed or
+    /// made again, by every attempt.
+    #[serde(default, skip_serializing_if = "crate::common::is_zero")]
+    pub bytes_moved: u64,
     /// When the first task started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,

@@ -313,6 +313,13 @@ pub struct TaskStatus {
     /// When the task finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// Bytes of inputs its agent pulled from other agents for it (inputs already held there
+    /// count nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_fetched: Option<u64>,
+    /// Bytes of its outputs pushed to other agents as copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_pushed: Option<u64>,
 }
 
 /// What one write of a Task's status sets: each field that is present replaces the status's;
@@ -364,6 +371,12 @@ pub struct StatusUpdate {
     /// See [`TaskStatus::completion_time`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// See [`TaskStatus::bytes_fetched`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_fetched: Option<u64>,
+    /// See [`TaskStatus::bytes_pushed`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_pushed: Option<u64>,
 }
 
 impl StatusUpdate {
@@ -394,6 +407,8 @@ impl StatusUpdate {
         set(&mut status.start_time, self.start_time.as_ref());
         set(&mut status.last_progress_time, self.last_progress_time.as_ref());
         set(&mut status.completion_time, self.completion_time.as_ref());
+        set(&mut status.bytes_fetched, self.bytes_fetched.as_ref());
+        set(&mut status.bytes_pushed, self.bytes_pushed.as_ref());
     }
 }
 

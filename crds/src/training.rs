@@ -224,6 +224,10 @@ pub struct TrainingJobStatus {
     /// Produced files: the model weights and checkpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<Artifact>,
+    /// Bytes its tasks moved between agents: inputs pulled and copies of outputs pushed or
+    /// made again, by every attempt.
+    #[serde(default, skip_serializing_if = "crate::common::is_zero")]
+    pub bytes_moved: u64,
     /// Attempts made so far.
     #[serde(default)]
     pub attempts: u32,

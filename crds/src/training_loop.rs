@@ -183,6 +183,10 @@ pub struct GenerationRecord {
     /// Games recorded in this generation.
     #[serde(default)]
     pub games: u64,
+    /// Bytes its jobs moved between agents (inputs pulled, copies of outputs), when it was
+    /// recorded.
+    #[serde(default)]
+    pub bytes_moved: u64,
     /// The child jobs, for drilling down.
     #[serde(default)]
     pub jobs: ActiveJobs,

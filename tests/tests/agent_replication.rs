@@ -294,6 +294,9 @@ async fn a_lost_holder_is_replaced_and_losing_every_copy_is_said() {
         (replicated(&cluster, "games").await?.0 == "Replicated").then_some(())
     })
     .await;
+    // Bytes moved: the producer's push and the copy's pull, 2 MiB each.
+    let moved = cluster.job("games").await.status.unwrap().bytes_moved;
+    assert_eq!(moved, 2 * 2 * 1024 * 1024);
     let described = cluster.kubectl(&["describe", "sp", "games"]);
     assert!(described.contains("CopyingOutputs"), "{described}");
     assert!(keeper.metric("ringrift_agent_copies_made_total") >= 1.0);

@@ -24,8 +24,9 @@ pub(super) enum Ended {
         gpu_fault: bool,
     },
     Outcome(Outcome),
-    /// A copy task's inputs are held and verified here: these are its outputs.
-    Copied(Vec<ringrift_crds::common::Artifact>),
+    /// A copy task's inputs are held and verified here: these are its outputs (and the bytes
+    /// pulled for them).
+    Copied(Vec<ringrift_crds::common::Artifact>, u64),
 }
 
 /// Writes fields of the attempt's status, fenced on its uid and attempt, and counts the result.

@@ -156,6 +156,19 @@ async fn replicate(node: &Node, outputs: &mut [Artifact], replicas: u32) -> Resu
     }
 }
 
+/// Bytes of `outputs` pushed to other agents: each output's size once per holder besides
+/// `this`.
+fn pushed(outputs: &[Artifact], this: &str) -> u64 {
+    outputs
+        .iter()
+        .map(|a| {
+            let others = a.holders.iter().filter(|h| *h != this).count();
+            a.size_bytes
+                .saturating_mul(u64::try_from(others).unwrap_or(u64::MAX))
+        })
+        .fold(0, u64::saturating_add)
+}
+
 pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, ended: Ended) {
     let mut copied = None;
     let (mut outcome, exit, stop) = match ended {
@@ -168,8 +181,8 @@ pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, e
             (classify(&exit, stop, gpu_fault, &tail), Some(exit), stop)
         }
         Ended::Outcome(o) => (o, None, None),
-        Ended::Copied(outputs) => {
-            copied = Some(outputs);
+        Ended::Copied(outputs, fetched) => {
+            copied = Some((outputs, fetched));
             let done = Outcome {
                 phase: TaskPhase::Succeeded,
                 failure_class: None,
@@ -183,12 +196,14 @@ pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, e
         last_progress_time: None,
         ..progress_update(handle)
     };
-    if let Some(outputs) = copied {
+    if let Some((outputs, fetched)) = copied {
         status.outputs = Some(outputs);
+        status.bytes_fetched = Some(fetched);
     } else if outcome.phase == TaskPhase::Succeeded {
         match collect(node, handle).await {
             Ok((mut outputs, result)) => match replicate(node, &mut outputs, handle.replicas).await {
                 Ok(()) => {
+                    status.bytes_pushed = Some(pushed(&outputs, &node.name));
                     status.outputs = Some(outputs);
                     status.result = result;
                 }
@@ -252,5 +267,28 @@ pub(super) async fn report(node: &Node, api: &Api<Task>, handle: &RunHandle, sta
             let _ = node.db.reported(&handle.uid).await;
         }
         Err(e) => tracing::warn!(task = %handle.name, error = %e, "final status not written yet; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushed_bytes_count_each_copy_on_another_agent() {
+        let output = |size, holders: &[&str]| Artifact {
+            name: "x".into(),
+            kind: ArtifactKind::Games,
+            digest: String::new(),
+            size_bytes: size,
+            holders: holders.iter().map(|h| (*h).to_owned()).collect(),
+        };
+        let outputs = [
+            output(10, &["me", "a", "b"]),
+            output(7, &["me"]),
+            output(5, &["a"]),
+        ];
+        assert_eq!(pushed(&outputs, "me"), 10 * 2 + 5);
+        assert_eq!(pushed(&[], "me"), 0);
     }
 }

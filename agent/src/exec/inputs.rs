@@ -55,15 +55,15 @@ pub async fn holders(node: &Node, artifact: &Artifact) -> Vec<Holder> {
     out
 }
 
-/// Pulls every input of `task` not held here.
+/// Pulls every input of `task` not held here; the bytes of those pulled.
 ///
 /// # Errors
 /// The first pull that failed.
-pub async fn fetch(node: &Node, task: &Task) -> Result<(), PullError> {
+pub async fn fetch(node: &Node, task: &Task) -> Result<u64, PullError> {
     let pulls = task.spec.inputs.iter().map(|input| async move {
         if pull::held(&node.sync, input).await {
             let _ = node.db.touch_artifact(&input.digest).await;
-            return Ok(());
+            return Ok(0);
         }
         let started = Instant::now();
         loop {
@@ -81,9 +81,12 @@ pub async fn fetch(node: &Node, task: &Task) -> Result<(), PullError> {
                 Err(PullError::NoHolder { denied: false, .. }) if started.elapsed() < HOLDER_PATIENCE => {
                     tokio::time::sleep(RETRY).await;
                 }
-                done => return done,
+                done => return done.map(|()| input.size_bytes),
             }
         }
     });
-    join_all(pulls).await.into_iter().collect()
+    join_all(pulls)
+        .await
+        .into_iter()
+        .try_fold(0u64, |sum, pulled| pulled.map(|b| sum.saturating_add(b)))
 }

@@ -55,7 +55,7 @@ pub async fn execute(node: Arc<Node>, task: Task, handle: Arc<RunHandle>, start:
                 return;
             }
             Launched::Failed(outcome) => Ended::Outcome(outcome),
-            Launched::Copied(outputs) => Ended::Copied(outputs),
+            Launched::Copied(outputs, fetched) => Ended::Copied(outputs, fetched),
         },
         Start::Adopt { pid, pid_start } => {
             node.metrics.tasks_adopted.inc();
@@ -95,8 +95,8 @@ pub async fn execute(node: Arc<Node>, task: Task, handle: Arc<RunHandle>, start:
 
 enum Launched {
     Running(tokio::process::Child, u32, u64),
-    /// A copy task: its inputs are here, verified; nothing to run.
-    Copied(Vec<ringrift_crds::common::Artifact>),
+    /// A copy task: its inputs are here, verified (and the bytes pulled); nothing to run.
+    Copied(Vec<ringrift_crds::common::Artifact>, u64),
     NotStarted,
     Failed(Outcome),
 }
@@ -157,9 +157,10 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
     // A stop (cancel, deadline, superseded) ends the pull; what it fetched so far stays for
     // the next pull of the same artifact.
     let mut stops = handle.stop_requests();
-    tokio::select! {
-        fetched = super::inputs::fetch(node, task) => if let Err(e) = fetched {
-            return agent_failure(Reason::InputUnavailable, e.to_string(), FailureClass::InputUnavailable);
+    let fetched = tokio::select! {
+        fetched = super::inputs::fetch(node, task) => match fetched {
+            Ok(bytes) => bytes,
+            Err(e) => return agent_failure(Reason::InputUnavailable, e.to_string(), FailureClass::InputUnavailable),
         },
         why = async { stops.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
             tracing::info!(task = %handle.name, ?why, "stopped while fetching its inputs");
@@ -169,7 +170,7 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
             }
             return Launched::Failed(classify(&Exit::Signal(15), why, false, &[]));
         }
-    }
+    };
     if task.spec.role == Role::Copy {
         let outputs = task
             .spec
@@ -183,7 +184,7 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
             .collect();
         node.metrics.copies_made.inc();
         tracing::info!(task = %handle.name, inputs = task.spec.inputs.len(), "copy made");
-        return Launched::Copied(outputs);
+        return Launched::Copied(outputs, fetched);
     }
     for input in &task.spec.inputs {
         if let Err(e) = node.content.materialize(input, &dir.join("input")).await {
@@ -220,6 +221,7 @@ async fn launch_process(node: &Node, api: &Api<Task>, task: &Task, handle: &RunH
     let running = StatusUpdate {
         phase: Some(TaskPhase::Running),
         message: Some(format!("running on {} (pid {pid})", node.name)),
+        bytes_fetched: Some(fetched),
         ..StatusUpdate::default()
     };
     if let Err(e) = write(node, api, handle, &running).await {

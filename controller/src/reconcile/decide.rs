@@ -93,6 +93,8 @@ pub struct Summary {
     pub outputs: Vec<Artifact>,
     /// Per output digest, its holders whose heartbeat is current.
     pub live_holders: BTreeMap<String, Vec<String>>,
+    /// Bytes every attempt and copy moved between agents.
+    pub bytes_moved: u64,
 }
 
 /// What to do for one job.
@@ -281,6 +283,11 @@ pub fn plan_job(job: &JobView, tasks: &[TaskView], env: &Env<'_>) -> JobPlan {
             (a.digest.clone(), live)
         })
         .collect();
+    summary.bytes_moved = tasks
+        .iter()
+        .chain(&copies)
+        .map(|t| t.bytes_moved)
+        .fold(0, u64::saturating_add);
     summary.copies = copies;
     let mut plan = JobPlan {
         lost,

@@ -228,6 +228,7 @@ mod tests {
             resources: ringrift_crds::common::TaskResources::default(),
             gpus: Vec::new(),
             copy: true,
+            bytes_moved: 0,
         }
     }
 

@@ -61,5 +61,6 @@ pub fn task(unit: &str, attempt: u32, agent: &str, phase: TaskPhase) -> TaskView
         resources: TaskResources::default(),
         gpus: Vec::new(),
         copy: false,
+        bytes_moved: 0,
     }
 }

@@ -372,6 +372,7 @@ pub fn selfplay(
         tasks: counts,
         queue: common.queue,
         outputs: outs,
+        bytes_moved: plan.map_or(0, |p| p.summary.bytes_moved),
         start_time: common.start_time,
         completion_time: common.completion_time,
     }
@@ -420,6 +421,7 @@ pub fn training(job: &JobView, plan: Option<&JobPlan>, common: Common, now: Time
         );
     }
     status.outputs = outputs(plan);
+    status.bytes_moved = plan.summary.bytes_moved;
     if common.phase == JobPhase::Succeeded {
         status.model = model_name;
     }
@@ -444,6 +446,7 @@ pub fn gauntlet(job: &JobView, plan: Option<&JobPlan>, common: Common) -> Gauntl
         return status;
     };
     status.games_done = plan.summary.games_done;
+    status.bytes_moved = plan.summary.bytes_moved;
     status.progress = Some(format!("{}/{total}", plan.summary.games_done));
     status.tasks = plan.summary.counts.clone();
     let Some(tally) = &plan.gauntlet else {

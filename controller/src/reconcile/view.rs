@@ -52,6 +52,8 @@ pub struct TaskView {
     pub gpus: Vec<String>,
     /// A copy of its job's output ([`ringrift_crds::task::Role::Copy`]), not a work unit.
     pub copy: bool,
+    /// Bytes its agent pulled for it and pushed as copies of its outputs.
+    pub bytes_moved: u64,
 }
 
 impl TaskView {
@@ -90,6 +92,10 @@ impl TaskView {
             resources: task.spec.resources.clone(),
             gpus: task.spec.gpus.clone(),
             copy: task.spec.role == Role::Copy,
+            bytes_moved: status
+                .bytes_fetched
+                .unwrap_or(0)
+                .saturating_add(status.bytes_pushed.unwrap_or(0)),
         }
     }
 

@@ -9,7 +9,7 @@ use ringrift_crds::model::Model;
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
 
-use super::metrics::KindLabels;
+use super::metrics::{KindLabels, LoopLabels};
 use super::reconciler::{Reconciler, Registry};
 use crate::reconcile::models::{Pools, model_statuses, pool_ratings, rounded};
 use crate::reconcile::training_loop::{Child, LoopWorld, NewJob, plan_loop};
@@ -43,6 +43,7 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools) -> LoopWorld {
                 let base = Child {
                     phase: $s.phase,
                     failure: failure(&$s.conditions),
+                    bytes_moved: $s.bytes_moved,
                     ..Child::default()
                 };
                 jobs.insert(j.name_any(), ($extra)(base));
@@ -161,6 +162,22 @@ impl Reconciler {
                 match writer.replace_status(&next).await {
                     Ok(written) => {
                         self.loops.wrote(written);
+                        let recorded = lp.status.as_ref().map_or(&[][..], |s| s.history.as_slice());
+                        for g in plan
+                            .status
+                            .history
+                            .iter()
+                            .filter(|g| !recorded.iter().any(|r| r.generation == g.generation))
+                        {
+                            self.health
+                                .metrics
+                                .generation_bytes_moved
+                                .get_or_create(&LoopLabels {
+                                    namespace: lp.namespace().unwrap_or_default(),
+                                    training_loop: lp.name_any(),
+                                })
+                                .inc_by(g.bytes_moved);
+                        }
                         for event in &plan.events {
                             writer
                                 .event(&reference, event.warning, &event.reason, event.message.clone())

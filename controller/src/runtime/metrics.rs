@@ -26,6 +26,15 @@ pub struct ErrorLabels {
     pub category: String,
 }
 
+/// A training loop.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoopLabels {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub training_loop: String,
+}
+
 /// The controller's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -52,6 +61,8 @@ pub struct Metrics {
     pub copies_created: Counter,
     /// Needed outputs with no copy on a Ready agent, as of the last pass.
     pub outputs_lost: Gauge<i64, AtomicI64>,
+    /// Bytes moved between agents by the recorded generations of each loop.
+    pub generation_bytes_moved: Family<LoopLabels, Counter>,
     /// Trust failures with the API server (counted by the API client's layer).
     pub trust: ringrift_tls::trust::TrustMetrics,
 }
@@ -121,6 +132,12 @@ impl Metrics {
             "Needed outputs with no copy on a Ready agent",
             outputs_lost.clone(),
         );
+        let generation_bytes_moved = Family::<LoopLabels, Counter>::default();
+        registry.register(
+            "generation_bytes_moved",
+            "Bytes moved between agents (inputs pulled, copies of outputs) by each loop's recorded generations",
+            generation_bytes_moved.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -134,6 +151,7 @@ impl Metrics {
             agents_unreachable,
             copies_created,
             outputs_lost,
+            generation_bytes_moved,
             trust,
         }
     }

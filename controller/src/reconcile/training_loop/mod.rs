@@ -47,6 +47,8 @@ pub struct Child {
     pub decision: Decision,
     /// The candidate's score against the deciding opponent (gauntlet).
     pub win_rate: Option<f64>,
+    /// Bytes its tasks moved between agents.
+    pub bytes_moved: u64,
 }
 
 /// The world as the loop sees it.
@@ -331,11 +333,13 @@ impl<'a> Pass<'a> {
             _ => Decision::Reject,
         };
         if !self.status.history.iter().any(|h| h.generation == g) {
-            let games = self
-                .world
-                .jobs
-                .get(&child_name(&self.name, g, "selfplay"))
-                .map_or(0, |s| s.games);
+            let stage = |s: &str| self.world.jobs.get(&child_name(&self.name, g, s));
+            let games = stage("selfplay").map_or(0, |s| s.games);
+            let bytes_moved = ["selfplay", "train", "gauntlet"]
+                .into_iter()
+                .filter_map(stage)
+                .map(|c| c.bytes_moved)
+                .fold(0, u64::saturating_add);
             self.status.history.push(GenerationRecord {
                 generation: g,
                 candidate: Some(candidate.clone()),
@@ -343,6 +347,7 @@ impl<'a> Pass<'a> {
                 win_rate: c.win_rate,
                 elo: self.world.models.get(&candidate).copied().flatten(),
                 games,
+                bytes_moved,
                 jobs: ActiveJobs {
                     selfplay: Some(child_name(&self.name, g, "selfplay")),
                     training: Some(child_name(&self.name, g, "train")),

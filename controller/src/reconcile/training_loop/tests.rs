@@ -101,6 +101,7 @@ fn stages_follow_each_other_and_a_promotion_is_recorded_once() {
         "c4-g001-selfplay".into(),
         Child {
             games: 40,
+            bytes_moved: 1000,
             ..done(JobPhase::Succeeded)
         },
     );
@@ -117,9 +118,13 @@ fn stages_follow_each_other_and_a_promotion_is_recorded_once() {
     assert_eq!(t.metadata.annotations.as_ref().unwrap()[GENERATION_LABEL], "1");
     l = apply(l, &plan);
     // Training succeeded but its Model is not there yet: wait.
-    world
-        .jobs
-        .insert("c4-g001-train".into(), done(JobPhase::Succeeded));
+    world.jobs.insert(
+        "c4-g001-train".into(),
+        Child {
+            bytes_moved: 200,
+            ..done(JobPhase::Succeeded)
+        },
+    );
     let plan = plan_loop(&l, &world, now());
     assert!(plan.create.is_empty());
     assert_eq!(plan.status.stage, Stage::Training);
@@ -141,6 +146,7 @@ fn stages_follow_each_other_and_a_promotion_is_recorded_once() {
         Child {
             decision: Decision::Promote,
             win_rate: Some(0.97),
+            bytes_moved: 30,
             ..done(JobPhase::Succeeded)
         },
     );
@@ -157,6 +163,7 @@ fn stages_follow_each_other_and_a_promotion_is_recorded_once() {
         (1, Decision::Promote, Some(0.97), Some(412.0), 40)
     );
     assert_eq!(h.jobs.gauntlet.as_deref(), Some("c4-g001-gauntlet"));
+    assert_eq!(h.bytes_moved, 1230, "what its three jobs moved");
     assert_eq!(names(&plan), ["c4-g002-selfplay"]);
     let NewJob::Selfplay(sp) = &plan.create[0] else {
         panic!()
@@ -437,6 +444,7 @@ fn a_best_model_lost_with_every_copy_falls_back_to_the_previous_best() {
         win_rate: None,
         elo: None,
         games: 0,
+        bytes_moved: 0,
         jobs: ActiveJobs::default(),
         completion_time: None,
     };
