@@ -206,14 +206,62 @@ async fn replicated(cluster: &Cluster, job: &str) -> Option<(String, String)> {
     Some((c.reason, c.message))
 }
 
+/// A selfplay job `games` of `units` units, each writing `size` random bytes (`head -c`) as
+/// its games, kept as `replicas` copies; and a training job that reads its dataset (suspended,
+/// so it stays unfinished): the games are needed, and kept at their count.
+async fn needed_games(cluster: &Cluster, units: u64, size: &str, replicas: u32) {
+    let mut job = ringrift_e2e::cluster::selfplay("games", units, 1, &[]);
+    job.spec.settings.resources.gpus = 0;
+    job.spec.settings.replicas = Some(replicas);
+    job.spec.settings.template.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("head -c {size} /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/part.games\""),
+    ];
+    cluster
+        .jobs()
+        .create(&kube::api::PostParams::default(), &job)
+        .await
+        .unwrap();
+    let _: ringrift_crds::training::TrainingJob = ringrift_e2e::cluster::apply_json(
+        cluster,
+        json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "TrainingJob",
+            "metadata": {"name": "reader", "namespace": "default"},
+            "spec": {"game": {"board": "connect4"}, "datasets": ["games-games"], "window": {"games": 10},
+                     "runPolicy": {"suspend": true}, "output": {"model": "m1"}}
+        }),
+    )
+    .await;
+}
+
+/// The value of the controller's metric `name` (a sample without labels), 0 when absent.
+fn controller_metric(controller: &ringrift_e2e::role::RoleProcess, name: &str) -> f64 {
+    let (code, text) = controller
+        .announced_client()
+        .http(
+            "GET",
+            "/metrics",
+            &[(
+                "Authorization",
+                &format!("Bearer {}", ringrift_e2e::cluster::METRICS_TOKEN),
+            )],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(code, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// With the controller: a selfplay job's games (two copies, read by a training job) lose a
 /// holder, and the controller has a copy made on the third agent; then every holder goes and
 /// the job names the lost games.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_holder_is_replaced_and_losing_every_copy_is_said() {
-    use kube::api::PostParams;
     use ringrift_crds::common::JobPhase;
-    use ringrift_e2e::cluster::{apply_json, selfplay};
 
     let cluster = Cluster::start("replication-repair").await;
     let controller = cluster.controller("c1");
@@ -225,27 +273,7 @@ async fn a_lost_holder_is_replaced_and_losing_every_copy_is_said() {
     // The controller's probe finds every agent reachable.
     ready_and_reachable(&cluster, &["a1", "a2", "a3"]).await;
 
-    let mut job = selfplay("games", 1, 1, &[]);
-    job.spec.settings.resources.gpus = 0;
-    job.spec.settings.replicas = Some(2);
-    job.spec.settings.template.command = vec![
-        "/bin/sh".into(),
-        "-c".into(),
-        "head -c 2M /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/part.games\"".into(),
-    ];
-    cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
-    // A training job reads the dataset (suspended, so it stays unfinished): the games are
-    // needed, and kept at their count.
-    let _: ringrift_crds::training::TrainingJob = apply_json(
-        &cluster,
-        json!({
-            "apiVersion": "ringrift.ai/v1alpha1", "kind": "TrainingJob",
-            "metadata": {"name": "reader", "namespace": "default"},
-            "spec": {"game": {"board": "connect4"}, "datasets": ["games-games"], "window": {"games": 10},
-                     "runPolicy": {"suspend": true}, "output": {"model": "m1"}}
-        }),
-    )
-    .await;
+    needed_games(&cluster, 1, "2M", 2).await;
     let made = until("the games with two copies", WAIT, || async {
         let j = cluster.jobs().get("games").await.ok()?;
         let s = j.status?;
@@ -300,25 +328,7 @@ async fn a_lost_holder_is_replaced_and_losing_every_copy_is_said() {
     let described = cluster.kubectl(&["describe", "sp", "games"]);
     assert!(described.contains("CopyingOutputs"), "{described}");
     assert!(keeper.metric("ringrift_agent_copies_made_total") >= 1.0);
-    let metric = |name: &str| {
-        let (code, text) = controller
-            .announced_client()
-            .http(
-                "GET",
-                "/metrics",
-                &[(
-                    "Authorization",
-                    &format!("Bearer {}", ringrift_e2e::cluster::METRICS_TOKEN),
-                )],
-                b"",
-            )
-            .unwrap();
-        assert_eq!(code, 200);
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let metric = |name: &str| controller_metric(&controller, name);
     assert!((metric("ringrift_controller_copies_created_total") - 1.0).abs() < f64::EPSILON);
 
     // Every holder goes: the job says which output has no copy left, and who held it.
@@ -371,9 +381,7 @@ async fn ready_and_reachable(cluster: &Cluster, names: &[&str]) {
 /// holder; the units that made them run again elsewhere, and the job is whole again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn games_lost_with_every_copy_are_made_again() {
-    use kube::api::PostParams;
     use ringrift_crds::common::JobPhase;
-    use ringrift_e2e::cluster::{apply_json, selfplay};
 
     let cluster = Cluster::start("replication-regenerate").await;
     let _controller = cluster.controller("c1");
@@ -383,25 +391,7 @@ async fn games_lost_with_every_copy_are_made_again() {
         Some(cluster.synced_agent("a3", CLUSTER_KEY, &[])),
     ];
     ready_and_reachable(&cluster, &["a1", "a2", "a3"]).await;
-    let mut job = selfplay("games", 2, 1, &[]);
-    job.spec.settings.resources.gpus = 0;
-    job.spec.settings.replicas = Some(1);
-    job.spec.settings.template.command = vec![
-        "/bin/sh".into(),
-        "-c".into(),
-        "head -c 64K /dev/urandom > \"$RINGRIFT_OUTPUT_DIR/part.games\"".into(),
-    ];
-    cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
-    let _: ringrift_crds::training::TrainingJob = apply_json(
-        &cluster,
-        json!({
-            "apiVersion": "ringrift.ai/v1alpha1", "kind": "TrainingJob",
-            "metadata": {"name": "reader", "namespace": "default"},
-            "spec": {"game": {"board": "connect4"}, "datasets": ["games-games"], "window": {"games": 10},
-                     "runPolicy": {"suspend": true}, "output": {"model": "m1"}}
-        }),
-    )
-    .await;
+    needed_games(&cluster, 2, "64K", 1).await;
     let first = until("the games, one copy each", WAIT, || async {
         let s = cluster.jobs().get("games").await.ok()?.status?;
         (s.phase == JobPhase::Succeeded && s.outputs.len() == 2).then_some(s.outputs)
