@@ -88,6 +88,17 @@ impl Cluster {
     /// Starts (or restarts, with the same data directory) the agent `name` with two simulated
     /// GPUs, fast heartbeats, a 1 s stop grace period and `extra` arguments.
     pub fn agent(&self, name: &str, extra: &[&str]) -> AgentProcess {
+        self.agent_wrapped(name, extra, None)
+    }
+
+    /// [`Cluster::agent`] whose data directory is a tmpfs of `mib` MiB, mounted in a mount
+    /// namespace of its own (`unshare`): it fills up for real, and the mount goes with the
+    /// process. The test sees the directory empty from outside; it asks the agent instead.
+    pub fn agent_on_tmpfs(&self, name: &str, mib: u32, extra: &[&str]) -> AgentProcess {
+        self.agent_wrapped(name, extra, Some(mib))
+    }
+
+    fn agent_wrapped(&self, name: &str, extra: &[&str], tmpfs_mib: Option<u32>) -> AgentProcess {
         let data_dir = self.dir().join(format!("agent-{name}"));
         std::fs::create_dir_all(&data_dir).unwrap();
         let token_file = self.dir().join("agent-token");
@@ -120,8 +131,38 @@ impl Cluster {
         .map(String::from)
         .to_vec();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let role =
-            RoleProcess::start(&self.dir(), &format!("agent-{name}"), &args, "ringrift agent").unwrap();
+        let role = match tmpfs_mib {
+            None => {
+                RoleProcess::start(&self.dir(), &format!("agent-{name}"), &args, "ringrift agent").unwrap()
+            }
+            Some(mib) => {
+                let mut wrapped: Vec<String> = [
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    "mount -t tmpfs -o size=\"$1\"m tmpfs \"$2\" && shift 2 && exec \"$@\"",
+                    "sh",
+                ]
+                .map(String::from)
+                .to_vec();
+                wrapped.push(mib.to_string());
+                wrapped.push(data_dir.display().to_string());
+                wrapped.push(crate::process::ringrift_bin().unwrap().display().to_string());
+                wrapped.extend(args);
+                RoleProcess::start_program(
+                    &self.dir(),
+                    &format!("agent-{name}"),
+                    std::path::Path::new("unshare"),
+                    &wrapped,
+                    "ringrift agent",
+                    &[("RINGRIFT_LOG".to_owned(), "info".to_owned())],
+                    &[],
+                )
+                .unwrap()
+            }
+        };
         let (url, fingerprint) = announced_endpoint(&role.announced);
         AgentProcess {
             role,

@@ -439,3 +439,236 @@ async fn games_lost_with_every_copy_are_made_again() {
     let described = cluster.kubectl(&["describe", "sp", "games"]);
     assert!(described.contains("RegeneratingOutputs"), "{described}");
 }
+
+/// Runs `script` with `/bin/sh -c` in the mount namespace of the process `pid` (where an
+/// agent's tmpfs is mounted).
+fn in_mounts_of(pid: u32, script: &str) {
+    let status = std::process::Command::new("nsenter")
+        .args(["--target", &pid.to_string(), "--mount", "sh", "-c", script])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script}");
+}
+
+/// The digests an agent lists as held (`GET /v1/artifacts`).
+fn held(agent: &AgentProcess) -> String {
+    let (code, body) = agent.get("/v1/artifacts");
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// An agent whose data directory is a small tmpfs that fills up for real: while it is under
+/// DiskPressure, work and copies go elsewhere and retention drops only what nothing needs;
+/// once it has room again, the controller brings the outputs' copies up to their count on it,
+/// and retention, past its high-water mark again, keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_takes_no_work_and_retention_keeps_what_replication_counts_on() {
+    use ringrift_crds::common::JobPhase;
+
+    let cluster = Cluster::start("replication-tmpfs").await;
+    let _controller = cluster.controller("c1");
+    let _a1 = cluster.synced_agent("a1", CLUSTER_KEY, &[]);
+    let _a2 = cluster.synced_agent("a2", CLUSTER_KEY, &[]);
+    // 32 MiB; DiskPressure under 12 MiB free; retention past half full, down to 40%.
+    let key_file = cluster.dir().join("cluster-key-small");
+    std::fs::write(&key_file, CLUSTER_KEY).unwrap();
+    let small = cluster.agent_on_tmpfs(
+        "small",
+        32,
+        &[
+            "--cluster-key-file",
+            &key_file.display().to_string(),
+            "--gossip-listen",
+            "127.0.0.1:0",
+            "--disk-pressure-mib",
+            "12",
+            "--disk-high-water",
+            "0.5",
+            "--disk-low-water",
+            "0.4",
+            "--retention-interval",
+            "1s",
+        ],
+    );
+    ready_and_reachable(&cluster, &["a1", "a2", "small"]).await;
+    let agents: Api<Agent> = Api::all(cluster.client.clone());
+    let pressure = || async {
+        let a = agents.get("small").await.ok()?;
+        let c = a
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "DiskPressure")?;
+        Some(c.status == "True")
+    };
+
+    // An output nothing needs, then a file the agent knows nothing of: the disk fills.
+    let scratch = output(&produce(&cluster, "scratch", "small", 4, 1).await);
+    assert!(held(&small).contains(&scratch.digest));
+    in_mounts_of(
+        small.role.pid(),
+        &format!("head -c 22M /dev/zero > {}/filler", small.data_dir.display()),
+    );
+    until("small under DiskPressure", WAIT, || async {
+        pressure().await?.then_some(())
+    })
+    .await;
+    // Retention, past the high-water mark, drops what nothing needs (and only that).
+    until("the scratch output dropped", WAIT, || async {
+        (!held(&small).contains(&scratch.digest)).then_some(())
+    })
+    .await;
+    assert!(small.metric("ringrift_agent_retention_dropped_artifacts_total") >= 1.0);
+
+    // Needed games, three copies each: none of the work, and no copy, on the full agent.
+    needed_games(&cluster, 4, "2M", 3).await;
+    let outputs = until("the games", Duration::from_secs(90), || async {
+        let s = cluster.jobs().get("games").await.ok()?.status?;
+        (s.phase == JobPhase::Succeeded && s.outputs.len() == 4).then_some(s.outputs)
+    })
+    .await;
+    for t in cluster.tasks_of("games").await {
+        assert_ne!(
+            t.spec.agent.as_deref(),
+            Some("small"),
+            "{}",
+            t.metadata.name.unwrap()
+        );
+    }
+    for o in &outputs {
+        assert_eq!(o.holders.len(), 2, "two agents may hold a copy: {:?}", o.holders);
+        assert!(!o.holders.iter().any(|h| h == "small"));
+    }
+
+    // Room again: the controller has the third copies made on it.
+    in_mounts_of(
+        small.role.pid(),
+        &format!("rm {}/filler", small.data_dir.display()),
+    );
+    until("small without DiskPressure", WAIT, || async {
+        (!pressure().await?).then_some(())
+    })
+    .await;
+    let digests: Vec<String> = outputs.iter().map(|o| o.digest.clone()).collect();
+    until(
+        "three copies of every output",
+        Duration::from_secs(60),
+        || async {
+            let s = cluster.jobs().get("games").await.ok()?.status?;
+            let listed = held(&small);
+            (s.outputs.iter().all(|o| o.holders.len() == 3)
+                && digests.iter().all(|d| listed.contains(d.as_str())))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // Past the high-water mark again: retention runs and keeps every needed copy.
+    in_mounts_of(
+        small.role.pid(),
+        &format!("head -c 12M /dev/zero > {}/filler", small.data_dir.display()),
+    );
+    let dropped = small.metric("ringrift_agent_retention_dropped_artifacts_total");
+    let rounds = small.metric("ringrift_agent_retention_rounds_total");
+    until("three more retention rounds", WAIT, || async {
+        (small.metric("ringrift_agent_retention_rounds_total") >= rounds + 3.0).then_some(())
+    })
+    .await;
+    let listed = held(&small);
+    assert!(digests.iter().all(|d| listed.contains(d.as_str())), "{listed}");
+    assert!(
+        (small.metric("ringrift_agent_retention_dropped_artifacts_total") - dropped).abs() < f64::EPSILON,
+        "nothing needed was dropped"
+    );
+}
+
+/// The sum of an agent's metric samples whose text starts with `prefix` (labels included).
+fn metric_sum(agent: &AgentProcess, prefix: &str) -> f64 {
+    let (_, text) = agent.get("/metrics");
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A holder killed while the controller's copy is being pulled from it: the copy goes on
+/// from the holder left, whole and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_killed_in_the_middle_of_a_copy_leaves_it_whole() {
+    use ringrift_crds::common::JobPhase;
+
+    let cluster = Cluster::start("replication-midcopy").await;
+    let _controller = cluster.controller("c1");
+    let mut agents = [
+        Some(cluster.synced_agent("a1", CLUSTER_KEY, &[])),
+        Some(cluster.synced_agent("a2", CLUSTER_KEY, &[])),
+        Some(cluster.synced_agent("a3", CLUSTER_KEY, &[])),
+    ];
+    ready_and_reachable(&cluster, &["a1", "a2", "a3"]).await;
+    needed_games(&cluster, 1, "32M", 3).await;
+    let made = until("the games on all three", Duration::from_secs(90), || async {
+        let s = cluster.jobs().get("games").await.ok()?.status?;
+        let out = s.outputs.into_iter().next()?;
+        (s.phase == JobPhase::Succeeded && out.holders.len() == 3).then_some(out)
+    })
+    .await;
+    // A fourth agent, slow to receive (8 MiB/s: four seconds for the copy), then a holder dies.
+    let a4 = cluster.synced_agent("a4", CLUSTER_KEY, &["--transfer-rate-mib", "8"]);
+    ready_and_reachable(&cluster, &["a4"]).await;
+    let (first, second, left) = (
+        made.holders[0].clone(),
+        made.holders[1].clone(),
+        made.holders[2].clone(),
+    );
+    let index = |name: &str| usize::from(name.as_bytes()[1] - b'1');
+    agents[index(&first)].take().unwrap().role.kill();
+    // Mid-copy: a4 pulls and has some bytes; a second holder dies.
+    until("a4 pulling the copy", WAIT, || async {
+        (metric_sum(&a4, "ringrift_agent_transfers_active") >= 1.0
+            && metric_sum(&a4, "ringrift_agent_transfer_bytes_total") > 0.0)
+            .then_some(())
+    })
+    .await;
+    agents[index(&second)].take().unwrap().role.kill();
+    let repaired = until(
+        "the copy made from the holder left",
+        Duration::from_secs(60),
+        || async {
+            let out = recorded(&cluster, "games").await?;
+            out.holders.iter().any(|h| h == "a4").then_some(out)
+        },
+    )
+    .await;
+    assert_eq!(repaired.digest, made.digest);
+    assert!(held(&a4).contains(&made.digest));
+    let stored = std::fs::read(a4.stored(&made.digest)).unwrap();
+    assert_eq!(stored.len(), 32 * 1024 * 1024, "whole");
+    let digest = format!("sha256:{}", hex_digest(&stored));
+    assert_eq!(digest, made.digest, "and the bytes it should be");
+    assert!(
+        metric_sum(&a4, "ringrift_agent_transfer_verification_failures") < 1.0,
+        "nothing failed its check"
+    );
+    // Two live copies (a4 and the one left); no agent is left to take a third.
+    let left_agent = agents[index(&left)].as_ref().unwrap();
+    assert!(held(left_agent).contains(&made.digest));
+}
+
+/// The sha256 of `bytes`, in hex.
+fn hex_digest(bytes: &[u8]) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(bytes)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
