@@ -63,14 +63,19 @@ impl Drop for Request {
 /// (when they said).
 type Asked = Vec<(String, Peer, Option<Vec<bool>>, Option<Vec<u8>>)>;
 
-/// Asks `peers` at once what they have of `manifest`'s artifact, each within a second.
-async fn ask(peers: Vec<(String, Peer)>, manifest: Arc<Manifest>) -> Asked {
-    let asks = peers.into_iter().map(|(name, peer)| {
+/// A round of asking: the answers, and the connections to ask on next time, by peer.
+type Round = (Asked, Vec<(String, Conn)>);
+
+/// Asks `peers` at once what they have of `manifest`'s artifact, each within a second, on the
+/// connection kept from the last round when there is one (a new TLS session every half second
+/// to every peer was most of what a swarm on one machine spent besides the bytes). Returns the
+/// answers and the connections to keep for the next round.
+async fn ask(peers: Vec<(String, Peer, Option<Conn>)>, manifest: Arc<Manifest>) -> Round {
+    let asks = peers.into_iter().map(|(name, peer, mut conn)| {
         let manifest = manifest.clone();
         async move {
-            let mut conn = None;
-            match tokio::time::timeout(ASK_TIMEOUT, peer.chunks(&mut conn, &manifest.digest)).await {
-                Ok(Ok(c)) if c.manifest == *manifest => Some((name, peer, c.have(), c.sent())),
+            let answer = match tokio::time::timeout(ASK_TIMEOUT, peer.chunks(&mut conn, &manifest.digest)).await {
+                Ok(Ok(c)) if c.manifest == *manifest => Some((name.clone(), peer, c.have(), c.sent())),
                 Ok(Ok(_)) => {
                     tracing::warn!(holder = %name, digest = %manifest.digest, "holder's manifest differs; not asking it");
                     None
@@ -80,18 +85,20 @@ async fn ask(peers: Vec<(String, Peer)>, manifest: Arc<Manifest>) -> Asked {
                     None
                 }
                 Err(_) => None,
-            }
+            };
+            let kept = answer.as_ref().and(conn).map(|c| (name, c));
+            (answer, kept)
         }
     });
-    futures_util::future::join_all(asks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    let (answers, kept): (Vec<_>, Vec<_>) = futures_util::future::join_all(asks).await.into_iter().unzip();
+    (
+        answers.into_iter().flatten().collect(),
+        kept.into_iter().flatten().collect(),
+    )
 }
 
 /// The answers of a round of asking, once in (never, when none is under way).
-async fn answered(refresh: &mut Option<tokio::task::JoinHandle<Asked>>) -> Asked {
+async fn answered(refresh: &mut Option<tokio::task::JoinHandle<Round>>) -> Round {
     match refresh {
         Some(r) => r.await.unwrap_or_default(),
         None => std::future::pending().await,
@@ -145,12 +152,18 @@ pub(super) async fn chunks(
         busy: HashMap::new(),
         last_progress: Instant::now(),
         last_record: Instant::now(),
+        recording: None,
         tally: Tally::default(),
     };
     let began = Instant::now();
-    fetch.add(ask(known.clone(), fetch.manifest.clone()).await);
+    let first: Vec<(String, Peer, Option<Conn>)> =
+        known.iter().map(|(n, p)| (n.clone(), p.clone(), None)).collect();
+    let (asked, kept) = ask(first, fetch.manifest.clone()).await;
+    fetch.add(asked);
+    // Connections kept for asking each peer again.
+    let mut ask_conns: HashMap<String, Conn> = kept.into_iter().collect();
     let mut in_flight = FuturesUnordered::new();
-    let mut refresh: Option<tokio::task::JoinHandle<Asked>> = None;
+    let mut refresh: Option<tokio::task::JoinHandle<Round>> = None;
     let mut next_refresh = tokio::time::Instant::now() + REFRESH;
     loop {
         fetch.start(&mut in_flight);
@@ -177,22 +190,23 @@ pub(super) async fn chunks(
                         "a chunk request ended abnormally",
                     )));
                 };
-                fetch.finished(fetched, bad_data).await?;
+                fetch.finished(fetched, bad_data)?;
             }
-            asked = answered(&mut refresh), if refresh.is_some() => {
+            (asked, kept) = answered(&mut refresh), if refresh.is_some() => {
                 refresh = None;
                 next_refresh = tokio::time::Instant::now() + REFRESH;
                 fetch.add(asked);
+                ask_conns.extend(kept);
             }
             () = tokio::time::sleep_until(busy_until.unwrap_or(next_refresh)), if busy_until.is_some() => {}
             () = tokio::time::sleep_until(next_refresh), if refresh.is_none() => {
                 join_gossiped(ctx, &manifest.digest, distrusted, &mut known);
                 // Ask the partial holders, those not asked yet, and whole holders whose send
                 // counts steer the plan (a whole holder stays whole).
-                let ask_now: Vec<(String, Peer)> = known
+                let ask_now: Vec<(String, Peer, Option<Conn>)> = known
                     .iter()
                     .filter(|(name, _)| !fetch.planner.settled(name))
-                    .cloned()
+                    .map(|(name, peer)| (name.clone(), peer.clone(), ask_conns.remove(name)))
                     .collect();
                 refresh = Some(tokio::spawn(ask(ask_now, fetch.manifest.clone())));
             }
@@ -254,6 +268,8 @@ struct Fetch<'a> {
     busy: HashMap<usize, tokio::time::Instant>,
     last_progress: Instant,
     last_record: Instant,
+    /// The progress record being written in the background, if one is.
+    recording: Option<tokio::task::JoinHandle<()>>,
     tally: Tally,
 }
 
@@ -354,7 +370,7 @@ impl Fetch<'_> {
     /// Counts a finished request: its connection kept, a busy holder left alone a moment, a
     /// verified chunk marked, a failing or lying holder dropped (into `bad_data` when it lied),
     /// progress recorded now and then. `Err` for this agent's own write error.
-    async fn finished(
+    fn finished(
         &mut self,
         (holder, chunk, conn, result): Fetched,
         bad_data: &mut Vec<String>,
@@ -388,9 +404,25 @@ impl Fetch<'_> {
                 bad_data.push(name.to_owned());
             }
         }
-        if self.last_record.elapsed() > RECORD_EVERY {
+        // Now and then, in the background (a commit waits for the disk; the pull goes on): at
+        // most one at a time, a later one catching up what one skipped.
+        if self.last_record.elapsed() > RECORD_EVERY
+            && self
+                .recording
+                .as_ref()
+                .is_none_or(tokio::task::JoinHandle::is_finished)
+        {
             self.last_record = Instant::now();
-            self.record().await;
+            let (db, digest, done) = (
+                self.ctx.db.clone(),
+                self.manifest.digest.clone(),
+                bits(&self.planner.done()),
+            );
+            self.recording = Some(tokio::spawn(async move {
+                if let Err(e) = db.transfer_progress(&digest, &done).await {
+                    tracing::warn!(%digest, error = %e, "could not record the pull's progress");
+                }
+            }));
         }
         Ok(())
     }
@@ -403,7 +435,10 @@ impl Fetch<'_> {
     }
 
     /// Records the pull's progress, so a later try resumes from it.
-    async fn record(&self) {
+    async fn record(&mut self) {
+        if let Some(r) = self.recording.take() {
+            let _ = r.await;
+        }
         record(self.ctx, &self.manifest.digest, &self.planner).await;
     }
 }

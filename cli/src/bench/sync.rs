@@ -317,9 +317,12 @@ pub(super) fn figure(samples: &[f64], mib: u64) -> serde_json::Value {
 
 /// One spread: a holder behind `link` makes a `mib` MiB artifact; then, in each of `rounds`
 /// rounds (in turn which goes first), `agents` fresh agents get a Task each at once, and, in
-/// the first `sequential_rounds` rounds, `agents` fresh agents pull it one after another. Every
-/// puller is stopped and its data deleted after its step, so each step starts from the same
-/// disk and page cache.
+/// the first `sequential_rounds` rounds, `agents` fresh agents pull it one after another from
+/// the holder (each stopped once it has its copy, so it serves none of the next). Every copy
+/// stays until its step ends, so both ways write the same bytes and leave the same dirty page
+/// cache for the kernel to write back (sixteen 256 MiB copies pass its background threshold
+/// on this machine: a copy deleted at once is never written back at all); then every puller is
+/// stopped and its data deleted, so each step starts from the same disk and page cache.
 #[allow(clippy::too_many_arguments)]
 async fn spread(
     b: &Bench,
@@ -344,14 +347,21 @@ async fn spread(
             } else if round < sequential_rounds {
                 eprintln!("round {round}: {agents} agents one after another");
                 let mut total = 0.0;
+                let mut copies = Vec::new();
                 for i in 0..agents {
                     let name = format!("{tag}{round}q{i}");
-                    let (secs, puller) = b
+                    let (secs, mut puller) = b
                         .one_transfer(&name, link, &artifact, patience, Transport::Tls)
                         .await?;
-                    discard(b, &name, puller);
+                    // Stopped, so the next pulls from the holder alone; its copy stays until
+                    // the round ends, as the swarm's sixteen copies do.
+                    puller.kill();
+                    copies.push(name);
                     singles.push(secs);
                     total += secs;
+                }
+                for name in copies {
+                    let _ = std::fs::remove_dir_all(b.fleet.dir().join(format!("agent-{name}")));
                 }
                 sequential.push(total);
             }
