@@ -265,13 +265,7 @@ async fn a_lost_holder_is_replaced_and_losing_every_copy_is_said() {
 
     let cluster = Cluster::start("replication-repair").await;
     let controller = cluster.controller("c1");
-    let mut agents = [
-        Some(cluster.synced_agent("a1", CLUSTER_KEY, &[])),
-        Some(cluster.synced_agent("a2", CLUSTER_KEY, &[])),
-        Some(cluster.synced_agent("a3", CLUSTER_KEY, &[])),
-    ];
-    // The controller's probe finds every agent reachable.
-    ready_and_reachable(&cluster, &["a1", "a2", "a3"]).await;
+    let mut agents = three_agents(&cluster).await;
 
     needed_games(&cluster, 1, "2M", 2).await;
     let made = until("the games with two copies", WAIT, || async {
@@ -355,6 +349,18 @@ async fn a_lost_holder_is_replaced_and_losing_every_copy_is_said() {
     .await;
 }
 
+/// Agents a1, a2 and a3 gossiping, once the controller's probe found each Ready and Reachable
+/// (an option each, for the test to take one out and kill it).
+async fn three_agents(cluster: &Cluster) -> [Option<AgentProcess>; 3] {
+    let agents = [
+        Some(cluster.synced_agent("a1", CLUSTER_KEY, &[])),
+        Some(cluster.synced_agent("a2", CLUSTER_KEY, &[])),
+        Some(cluster.synced_agent("a3", CLUSTER_KEY, &[])),
+    ];
+    ready_and_reachable(cluster, &["a1", "a2", "a3"]).await;
+    agents
+}
+
 /// Waits until each of `names` is Ready and Reachable in the API.
 async fn ready_and_reachable(cluster: &Cluster, names: &[&str]) {
     let agents: Api<Agent> = Api::all(cluster.client.clone());
@@ -385,12 +391,7 @@ async fn games_lost_with_every_copy_are_made_again() {
 
     let cluster = Cluster::start("replication-regenerate").await;
     let _controller = cluster.controller("c1");
-    let mut agents = [
-        Some(cluster.synced_agent("a1", CLUSTER_KEY, &[])),
-        Some(cluster.synced_agent("a2", CLUSTER_KEY, &[])),
-        Some(cluster.synced_agent("a3", CLUSTER_KEY, &[])),
-    ];
-    ready_and_reachable(&cluster, &["a1", "a2", "a3"]).await;
+    let mut agents = three_agents(&cluster).await;
     needed_games(&cluster, 2, "64K", 1).await;
     let first = until("the games, one copy each", WAIT, || async {
         let s = cluster.jobs().get("games").await.ok()?.status?;
@@ -599,12 +600,7 @@ async fn a_holder_killed_in_the_middle_of_a_copy_leaves_it_whole() {
 
     let cluster = Cluster::start("replication-midcopy").await;
     let _controller = cluster.controller("c1");
-    let mut agents = [
-        Some(cluster.synced_agent("a1", CLUSTER_KEY, &[])),
-        Some(cluster.synced_agent("a2", CLUSTER_KEY, &[])),
-        Some(cluster.synced_agent("a3", CLUSTER_KEY, &[])),
-    ];
-    ready_and_reachable(&cluster, &["a1", "a2", "a3"]).await;
+    let mut agents = three_agents(&cluster).await;
     needed_games(&cluster, 1, "32M", 3).await;
     let made = until("the games on all three", Duration::from_secs(90), || async {
         let s = cluster.jobs().get("games").await.ok()?.status?;

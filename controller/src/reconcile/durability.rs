@@ -177,10 +177,7 @@ mod tests {
     use ringrift_crds::task::CancelReason;
 
     use super::*;
-
-    fn at(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_700_000_000 + secs).unwrap()
-    }
+    use crate::reconcile::fixtures::{at, task};
 
     fn artifact(c: char, holders: &[&str]) -> Artifact {
         Artifact {
@@ -211,24 +208,11 @@ mod tests {
         TaskView {
             name: format!("copy-{agent}-{attempt}"),
             unit: copy_unit(&of.digest),
-            attempt,
-            agent: Some(agent.into()),
-            phase,
-            cancel: None,
-            failure_class: None,
-            message: String::new(),
             created: at(0),
-            started: None,
-            last_progress: None,
             finished: phase.is_finished().then(|| at(finished)),
-            done: 0,
             outputs,
-            result: None,
-            metrics: BTreeMap::new(),
-            resources: ringrift_crds::common::TaskResources::default(),
-            gpus: Vec::new(),
             copy: true,
-            bytes_moved: 0,
+            ..task("", attempt, agent, phase)
         }
     }
 
