@@ -338,9 +338,15 @@ async fn spread(
     let artifact = b
         .produce(&format!("{tag}-art"), &format!("{tag}-seed"), mib)
         .await?;
+    let seed_file = b
+        .fleet
+        .dir()
+        .join(format!("agent-{tag}-seed/artifacts/sha256"))
+        .join(artifact.digest.trim_start_matches("sha256:"));
     let (mut all, mut singles, mut sequential) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         for step in 0..2 {
+            settle(&seed_file);
             if (round + step) % 2 == 0 {
                 eprintln!("round {round}: {agents} agents at once");
                 all.push(at_once(b, &format!("{tag}{round}a"), link, agents, &artifact, patience).await?);
@@ -382,6 +388,26 @@ async fn spread(
         "vs_one_transfer": round3(all_s / one_s.max(1e-9)),
         "vs_one_after_another": round3(all_s / sequential_s.max(1e-9)),
     }))
+}
+
+/// Puts the machine in the same state before every timed step of a spread: every dirty page
+/// written back (`sync`), the clean page cache dropped when this runs as root (so no step has
+/// to reclaim the gigabytes of cache the steps before it filled memory with: on two cores the
+/// kernel's reclaim competed with the sixteen pullers, and the first spread after the big
+/// transfer comparison took 1.6 × the last), and the seed's copy of the artifact read back into
+/// the cache (`seed_file`), where a holder's hot artifact is.
+fn settle(seed_file: &Path) {
+    if let Err(e) = std::process::Command::new("sync").status() {
+        eprintln!("sync failed ({e}); the next step may pay for the last one's write-back");
+    }
+    if std::fs::write("/proc/sys/vm/drop_caches", "1").is_err() {
+        eprintln!("cannot drop the page cache (not root?); steps may differ in what they reclaim");
+    }
+    if let Err(e) =
+        std::fs::File::open(seed_file).and_then(|mut f| std::io::copy(&mut f, &mut std::io::sink()))
+    {
+        eprintln!("cannot read {} back into the cache: {e}", seed_file.display());
+    }
 }
 
 /// `agents` fresh agents named `prefix<i>` pull `artifact` at once; the seconds until every
