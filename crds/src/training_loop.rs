@@ -122,7 +122,8 @@ pub struct TrainingLoopStatus {
     /// Pending, Running, Suspended, Degraded or Succeeded.
     #[serde(default)]
     pub phase: LoopPhase,
-    /// Ready, Progressing, Degraded and Suspended, with reasons.
+    /// Ready, Progressing, Degraded, Suspended and OutputsAvailable (False while outputs of its
+    /// jobs have no copy left), with reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::common::conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -44,6 +44,11 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools) -> LoopWorld {
                     phase: $s.phase,
                     failure: failure(&$s.conditions),
                     bytes_moved: $s.bytes_moved,
+                    outputs_lost: $s
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == "Replicated" && c.reason == "CopiesLost")
+                        .map(|c| c.message.clone()),
                     ..Child::default()
                 };
                 jobs.insert(j.name_any(), ($extra)(base));

@@ -49,6 +49,9 @@ pub struct Child {
     pub win_rate: Option<f64>,
     /// Bytes its tasks moved between agents.
     pub bytes_moved: u64,
+    /// Which of its outputs have no copy left, when some have none (its `Replicated`
+    /// condition's message when the reason is `CopiesLost`).
+    pub outputs_lost: Option<String>,
 }
 
 /// The world as the loop sees it.
@@ -408,6 +411,56 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// The `OutputsAvailable` condition: False (`CopiesLost`) naming each child job with
+    /// outputs whose every copy is lost, and what they are; a warning event when it turns so.
+    fn outputs(&mut self) {
+        let mut lost: Vec<String> = self
+            .world
+            .jobs
+            .iter()
+            .filter_map(|(name, c)| Some(format!("{name}: {}", c.outputs_lost.as_ref()?)))
+            .collect();
+        lost.sort();
+        let g = self.lp.metadata.generation.unwrap_or(0);
+        let was = self
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "OutputsAvailable" && c.status == "False");
+        if lost.is_empty() {
+            set_condition(
+                &mut self.status.conditions,
+                "OutputsAvailable",
+                true,
+                "CopiesHeld",
+                "every output of its jobs has a copy on a Ready agent",
+                g,
+                self.now,
+            );
+            return;
+        }
+        let message = format!(
+            "{}; lost games are made again, a lost best model falls back to the previous best",
+            lost.join("; ")
+        );
+        set_condition(
+            &mut self.status.conditions,
+            "OutputsAvailable",
+            false,
+            "CopiesLost",
+            &message,
+            g,
+            self.now,
+        );
+        if !was {
+            self.events.push(LoopEvent {
+                warning: true,
+                reason: "OutputsLost".into(),
+                message,
+            });
+        }
+    }
+
     /// The phase, the conditions, and the events of a phase change.
     fn conclude(mut self) -> LoopPlan {
         let previous = self.lp.status.as_ref().map(|s| s.phase);
@@ -515,6 +568,7 @@ pub fn plan_loop(lp: &TrainingLoop, world: &LoopWorld, now: Timestamp) -> LoopPl
     pass.fall_back();
     pass.advance();
     pass.ratings();
+    pass.outputs();
     pass.conclude()
 }
 

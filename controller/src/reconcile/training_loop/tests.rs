@@ -500,3 +500,43 @@ fn a_best_model_lost_with_every_copy_falls_back_to_the_previous_best() {
             .any(|e| e.message.ends_with("untrained model plays)"))
     );
 }
+
+#[test]
+fn the_loop_names_child_jobs_whose_outputs_lost_every_copy() {
+    let l = at(2, Stage::Training, Some("c4-g001"), serde_json::json!({}));
+    let mut world = LoopWorld::default();
+    world.models.insert("c4-g001".into(), None);
+    let plan = plan_loop(&l, &world, now());
+    let c = condition(&plan.status, "OutputsAvailable");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "CopiesHeld"));
+    world.jobs.insert(
+        "c4-g002-selfplay".into(),
+        Child {
+            outputs_lost: Some("1 of 4 outputs have no copy on a Ready agent: g.games".into()),
+            ..done(JobPhase::Running)
+        },
+    );
+    let plan = plan_loop(&l, &world, now());
+    let c = condition(&plan.status, "OutputsAvailable");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "CopiesLost"));
+    assert!(
+        c.message.starts_with("c4-g002-selfplay: 1 of 4 outputs"),
+        "{}",
+        c.message
+    );
+    let event = plan.events.iter().find(|e| e.reason == "OutputsLost").unwrap();
+    assert!(event.warning && event.message == c.message);
+    assert_ne!(
+        plan.status.phase,
+        LoopPhase::Degraded,
+        "saying so holds nothing back"
+    );
+    // Said once: the next pass with the same loss records no second event.
+    let l = apply(l, &plan);
+    let again = plan_loop(&l, &world, now());
+    assert!(again.events.iter().all(|e| e.reason != "OutputsLost"));
+    // Made again: available once more.
+    world.jobs.get_mut("c4-g002-selfplay").unwrap().outputs_lost = None;
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(condition(&plan.status, "OutputsAvailable").status, "True");
+}
