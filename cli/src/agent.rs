@@ -210,6 +210,30 @@ pub(crate) enum Ended {
 }
 
 /// Runs the agent until a signal, or until `restart` completes.
+/// Refuses a `--zone` that is not a label value, before anything starts.
+fn check_zone(zone: Option<&str>) -> anyhow::Result<()> {
+    if let Some(z) = zone {
+        anyhow::ensure!(
+            ringrift_crds::identity::valid_zone(z),
+            "invalid --zone {z:?}: letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most 63 characters"
+        );
+    }
+    Ok(())
+}
+
+/// The agent's zone: `--zone`, else the `--zone-node-label` label of its Node, else none.
+async fn resolve_zone(
+    client: &kube::Client,
+    name: &str,
+    zone: Option<String>,
+    node_label: Option<String>,
+) -> Option<String> {
+    match (zone, node_label) {
+        (None, Some(label)) => ringrift_agent::register::zone_of_node(client, name, &label).await,
+        (zone, _) => zone,
+    }
+}
+
 pub(crate) fn run_agent_until(args: AgentArgs, restart: Option<Restart>) -> anyhow::Result<Ended> {
     let AgentArgs {
         kube,
@@ -240,12 +264,7 @@ pub(crate) fn run_agent_until(args: AgentArgs, restart: Option<Restart>) -> anyh
         valid_name(&name),
         "invalid --name {name:?}: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"
     );
-    if let Some(z) = &zone {
-        anyhow::ensure!(
-            ringrift_crds::identity::valid_zone(z),
-            "invalid --zone {z:?}: letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most 63 characters"
-        );
-    }
+    check_zone(zone.as_deref())?;
     let exe = std::env::current_exe().context("failed to find the ringrift executable")?;
     // Two workers are plenty for an agent and keep its footprint small on big nodes.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -255,12 +274,7 @@ pub(crate) fn run_agent_until(args: AgentArgs, restart: Option<Restart>) -> anyh
         .context("failed to start the async runtime")?;
     // The API first: a wrong kubeconfig is reported before anything is written to disk.
     let (client, trust) = runtime.block_on(kubeclient::connect(&kube))?;
-    let zone = match (zone, zone_node_label) {
-        (None, Some(label)) => {
-            runtime.block_on(ringrift_agent::register::zone_of_node(&client, &name, &label))
-        }
-        (zone, _) => zone,
-    };
+    let zone = runtime.block_on(resolve_zone(&client, &name, zone, zone_node_label));
     let metrics_token = metrics_token_file
         .as_deref()
         .map(|f| crate::tokens::read(f, "--metrics-token-file"))

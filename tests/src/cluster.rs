@@ -96,6 +96,11 @@ impl Cluster {
     /// `ringrift_controller_pass_duration_seconds_count`): tests wait for passes to go by
     /// rather than sleep, to show something does not happen.
     pub fn passes(controller: &RoleProcess) -> f64 {
+        Self::metric(controller, "ringrift_controller_pass_duration_seconds_count")
+    }
+
+    /// The value of `controller`'s metric sample `name` (without labels), 0 when absent.
+    pub fn metric(controller: &RoleProcess, name: &str) -> f64 {
         let (code, metrics) = controller
             .announced_client()
             .http(
@@ -108,7 +113,7 @@ impl Cluster {
         assert_eq!(code, 200, "{metrics}");
         metrics
             .lines()
-            .find_map(|l| l.strip_prefix("ringrift_controller_pass_duration_seconds_count "))
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     }

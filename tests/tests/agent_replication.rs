@@ -235,27 +235,6 @@ async fn needed_games(cluster: &Cluster, units: u64, size: &str, replicas: u32) 
     .await;
 }
 
-/// The value of the controller's metric `name` (a sample without labels), 0 when absent.
-fn controller_metric(controller: &ringrift_e2e::role::RoleProcess, name: &str) -> f64 {
-    let (code, text) = controller
-        .announced_client()
-        .http(
-            "GET",
-            "/metrics",
-            &[(
-                "Authorization",
-                &format!("Bearer {}", ringrift_e2e::cluster::METRICS_TOKEN),
-            )],
-            b"",
-        )
-        .unwrap();
-    assert_eq!(code, 200);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
-
 /// With the controller: a selfplay job's games (two copies, read by a training job) lose a
 /// holder, and the controller has a copy made on the third agent; then every holder goes and
 /// the job names the lost games.
@@ -322,7 +301,7 @@ async fn a_lost_holder_is_replaced_and_losing_every_copy_is_said() {
     let described = cluster.kubectl(&["describe", "sp", "games"]);
     assert!(described.contains("CopyingOutputs"), "{described}");
     assert!(keeper.metric("ringrift_agent_copies_made_total") >= 1.0);
-    let metric = |name: &str| controller_metric(&controller, name);
+    let metric = |name: &str| Cluster::metric(&controller, name);
     assert!((metric("ringrift_controller_copies_created_total") - 1.0).abs() < f64::EPSILON);
 
     // Every holder goes: the job says which output has no copy left, and who held it.

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod overlay;
 pub mod reach;
 pub mod reconciler;
+mod repair;
 pub mod run;
 pub mod world;
 pub mod writer;
