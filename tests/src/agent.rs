@@ -272,6 +272,35 @@ impl Cluster {
         args.extend_from_slice(extra);
         self.agent(name, &args)
     }
+
+    /// Waits (a minute at most) until each of `names` is `Ready` and `Reachable` in the API
+    /// (the controller's probe sets `Reachable`).
+    pub async fn ready_and_reachable(&self, names: &[&str]) {
+        let agents: Api<ringrift_crds::agent::Agent> = Api::all(self.client.clone());
+        crate::cluster::until(
+            "every agent Ready and Reachable",
+            std::time::Duration::from_secs(60),
+            || async {
+                let list = agents.list(&kube::api::ListParams::default()).await.ok()?;
+                let good = |a: &ringrift_crds::agent::Agent| {
+                    ["Ready", "Reachable"].iter().all(|t| {
+                        a.status
+                            .as_ref()
+                            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == *t && c.status == "True"))
+                    })
+                };
+                names
+                    .iter()
+                    .all(|n| {
+                        list.items
+                            .iter()
+                            .any(|a| a.metadata.name.as_deref() == Some(n) && good(a))
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 /// A Task's phase (Pending before any status).

@@ -57,7 +57,7 @@ async fn reachable(cluster: &Cluster, names: &[&str]) {
     for name in names {
         set_condition(cluster, name, "Reachable", "True").await;
     }
-    ready_and_reachable(cluster, names).await;
+    cluster.ready_and_reachable(names).await;
 }
 
 /// A task on `agent` writing `mib` MiB of random bytes as `data.bin`, asking for `replicas`
@@ -336,30 +336,8 @@ async fn three_agents(cluster: &Cluster) -> [Option<AgentProcess>; 3] {
         Some(cluster.synced_agent("a2", CLUSTER_KEY, &[])),
         Some(cluster.synced_agent("a3", CLUSTER_KEY, &[])),
     ];
-    ready_and_reachable(cluster, &["a1", "a2", "a3"]).await;
+    cluster.ready_and_reachable(&["a1", "a2", "a3"]).await;
     agents
-}
-
-/// Waits until each of `names` is Ready and Reachable in the API.
-async fn ready_and_reachable(cluster: &Cluster, names: &[&str]) {
-    let agents: Api<Agent> = Api::all(cluster.client.clone());
-    until("every agent Ready and Reachable", WAIT, || async {
-        let list = agents.list(&ListParams::default()).await.ok()?;
-        names
-            .iter()
-            .all(|n| {
-                list.items.iter().any(|a| {
-                    a.metadata.name.as_deref() == Some(n)
-                        && ["Ready", "Reachable"].iter().all(|t| {
-                            a.status.as_ref().is_some_and(|s| {
-                                s.conditions.iter().any(|c| c.type_ == *t && c.status == "True")
-                            })
-                        })
-                })
-            })
-            .then_some(())
-    })
-    .await;
 }
 
 /// With the controller: games kept as one copy (`replicas: 1`) and still needed lose their only
@@ -470,7 +448,7 @@ async fn a_full_disk_takes_no_work_and_retention_keeps_what_replication_counts_o
             "1s",
         ],
     );
-    ready_and_reachable(&cluster, &["a1", "a2", "small"]).await;
+    cluster.ready_and_reachable(&["a1", "a2", "small"]).await;
     let agents: Api<Agent> = Api::all(cluster.client.clone());
     let pressure = || async {
         let a = agents.get("small").await.ok()?;
@@ -589,7 +567,7 @@ async fn a_holder_killed_in_the_middle_of_a_copy_leaves_it_whole() {
     .await;
     // A fourth agent, slow to receive (8 MiB/s: four seconds for the copy), then a holder dies.
     let a4 = cluster.synced_agent("a4", CLUSTER_KEY, &["--transfer-rate-mib", "8"]);
-    ready_and_reachable(&cluster, &["a4"]).await;
+    cluster.ready_and_reachable(&["a4"]).await;
     let (first, second, left) = (
         made.holders[0].clone(),
         made.holders[1].clone(),

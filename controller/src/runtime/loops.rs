@@ -5,14 +5,16 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use kube::{Resource, ResourceExt};
+use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::model::Model;
+use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
 
 use super::metrics::{KindLabels, LoopLabels};
 use super::reconciler::{Reconciler, Registry};
 use crate::reconcile::models::{Pools, model_statuses, pool_ratings, rounded};
-use crate::reconcile::training_loop::{Child, LoopWorld, NewJob, plan_loop};
+use crate::reconcile::training_loop::{BEST, Child, ChildKind, LoopWorld, NewJob, plan_loop};
 
 /// Whether `meta` is controlled by the object with `uid`.
 fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
@@ -29,6 +31,19 @@ fn failure(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Conditi
         .map(|c| format!("{}: {}", c.reason, c.message))
 }
 
+/// What a child job says of its outputs that lost every copy: its `Replicated` condition's
+/// message when the reason is `CopiesLost`, else, while the units that made them run again,
+/// its `Progressing` message (`RegeneratingLostOutputs`): not available until they are made.
+fn outputs_lost(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<String> {
+    let said = |t: &str, reason: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.reason == reason)
+            .map(|c| c.message.clone())
+    };
+    said("Replicated", "CopiesLost").or_else(|| said("Progressing", "RegeneratingLostOutputs"))
+}
+
 /// The loop's child jobs and the namespace's models with their ratings as of this pass, as the
 /// stage machine sees them.
 fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools) -> LoopWorld {
@@ -37,32 +52,39 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools) -> LoopWorld {
     let mut jobs = HashMap::new();
     // Phase and failure of any kind of job, plus what only that kind has.
     macro_rules! children {
-        ($list:expr, |$s:ident| $extra:expr) => {
-            for j in $list.iter().filter(|j| owned_by(&j.metadata, &uid)) {
-                let $s = j.status.clone().unwrap_or_default();
+        ($list:expr, |$j:ident, $s:ident| $extra:expr) => {
+            for $j in $list.iter().filter(|j| owned_by(&j.metadata, &uid)) {
+                let $s = $j.status.clone().unwrap_or_default();
                 let base = Child {
                     phase: $s.phase,
                     failure: failure(&$s.conditions),
                     bytes_moved: $s.bytes_moved,
-                    outputs_lost: $s
-                        .conditions
-                        .iter()
-                        .find(|c| c.type_ == "Replicated" && c.reason == "CopiesLost")
-                        .map(|c| c.message.clone()),
+                    outputs_lost: outputs_lost(&$s.conditions),
+                    deleting: $j.metadata.deletion_timestamp.is_some(),
                     ..Child::default()
                 };
-                jobs.insert(j.name_any(), ($extra)(base));
+                jobs.insert($j.name_any(), ($extra)(base));
             }
         };
     }
-    children!(r.selfplay, |s| |c| Child {
+    children!(r.selfplay, |j, s| |c| Child {
         games: s.games_done,
+        model: j.spec.model.as_ref().and_then(|m| m.model.clone()),
         ..c
     });
-    children!(r.training, |s| |c: Child| c);
-    children!(r.gauntlet, |s| |c| Child {
+    children!(r.training, |j, s| |c| Child {
+        model: j.spec.base_model.as_ref().and_then(|m| m.model.clone()),
+        ..c
+    });
+    children!(r.gauntlet, |j, s| |c| Child {
         decision: s.decision,
         win_rate: s.win_rate,
+        model: j
+            .spec
+            .opponents
+            .iter()
+            .find(|o| o.name == BEST)
+            .and_then(|o| o.model.clone()),
         ..c
     });
     let models = r
@@ -157,6 +179,7 @@ impl Reconciler {
                     }
                 }
             }
+            failed |= !self.delete_replaced(lp, &key, &plan.delete).await;
             if failed {
                 // The status would claim jobs that do not exist; the next pass tries again.
                 continue;
@@ -205,6 +228,34 @@ impl Reconciler {
         }
         self.apply_models(registry.models, &registry.loops, &pools, registry.training, now)
             .await;
+    }
+
+    /// Deletes the loop's jobs that its plan replaces (they name a lost model); false when a
+    /// delete failed.
+    async fn delete_replaced(&mut self, lp: &TrainingLoop, key: &str, jobs: &[(ChildKind, String)]) -> bool {
+        let writer = self.writer.clone();
+        let ns = lp.namespace().unwrap_or_default();
+        let mut deleted = true;
+        for (kind, name) in jobs {
+            let result = match kind {
+                ChildKind::Selfplay => writer.delete::<SelfplayJob>(&ns, name).await,
+                ChildKind::Training => writer.delete::<TrainingJob>(&ns, name).await,
+                ChildKind::Gauntlet => writer.delete::<GauntletJob>(&ns, name).await,
+            };
+            match result {
+                Ok(()) => tracing::warn!(
+                    training_loop = key,
+                    job = name,
+                    "deleted: it names a model whose weights are lost"
+                ),
+                Err(e) => {
+                    self.health.metrics.error("TrainingLoop", e.category());
+                    tracing::warn!(training_loop = key, job = name, error = %e, "delete failed");
+                    deleted = false;
+                }
+            }
+        }
+        deleted
     }
 
     /// Models: ratings, promotion (demotions first, so two are never promoted at once),

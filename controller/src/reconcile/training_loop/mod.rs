@@ -50,8 +50,25 @@ pub struct Child {
     /// Bytes its tasks moved between agents.
     pub bytes_moved: u64,
     /// Which of its outputs have no copy left, when some have none (its `Replicated`
-    /// condition's message when the reason is `CopiesLost`).
+    /// condition's message when the reason is `CopiesLost`), or which are being made again
+    /// (its `Progressing` message while it regenerates them).
     pub outputs_lost: Option<String>,
+    /// The Model it plays or trains from, by name (a selfplay's model, a training's base, a
+    /// gauntlet's `best` opponent).
+    pub model: Option<String>,
+    /// Marked for deletion: gone soon, not to be created again until it is.
+    pub deleting: bool,
+}
+
+/// The kind of one of a loop's child jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildKind {
+    /// A `SelfplayJob`.
+    Selfplay,
+    /// A `TrainingJob`.
+    Training,
+    /// A `GauntletJob`.
+    Gauntlet,
 }
 
 /// The world as the loop sees it.
@@ -81,6 +98,9 @@ pub enum NewJob {
 pub struct LoopPlan {
     /// Jobs to create (already existing ones are left alone).
     pub create: Vec<NewJob>,
+    /// Unfinished jobs to delete: they name a model whose weights are lost; the stage creates
+    /// them again with the best model once they are gone.
+    pub delete: Vec<(ChildKind, String)>,
     /// The status to write.
     pub status: TrainingLoopStatus,
     /// Events to record on the loop.
@@ -127,6 +147,7 @@ struct Pass<'a> {
     name: String,
     status: TrainingLoopStatus,
     create: Vec<NewJob>,
+    delete: Vec<(ChildKind, String)>,
     events: Vec<LoopEvent>,
     degraded: Option<Halt>,
     waiting: Option<Halt>,
@@ -144,6 +165,7 @@ impl<'a> Pass<'a> {
             name: lp.metadata.name.clone().unwrap_or_default(),
             status,
             create: Vec::new(),
+            delete: Vec::new(),
             events: Vec::new(),
             degraded: None,
             waiting: None,
@@ -209,6 +231,45 @@ impl<'a> Pass<'a> {
         self.status.best_model = previous;
     }
 
+    /// The current generation's jobs (and the next one's overlapped selfplay) that are not
+    /// finished and name a model whose weights are lost (after [`Self::fall_back`], never the
+    /// best): deleted, to be created again with the best model once they are gone; a failed
+    /// one too, as it most likely failed for want of that model. An event names each.
+    fn replace_lost(&mut self) {
+        let g = self.status.generation;
+        let jobs = [
+            (ChildKind::Selfplay, child_name(&self.name, g, "selfplay")),
+            (ChildKind::Training, child_name(&self.name, g, "train")),
+            (ChildKind::Gauntlet, child_name(&self.name, g, "gauntlet")),
+            (ChildKind::Selfplay, child_name(&self.name, g + 1, "selfplay")),
+        ];
+        for (kind, job) in jobs {
+            let Some(child) = self.world.jobs.get(&job) else {
+                continue;
+            };
+            let Some(model) = child
+                .model
+                .as_ref()
+                .filter(|m| self.world.lost_models.contains(*m))
+            else {
+                continue;
+            };
+            if child.deleting || child.phase == JobPhase::Succeeded {
+                continue;
+            }
+            self.events.push(LoopEvent {
+                warning: true,
+                reason: "JobReplaced".into(),
+                message: format!(
+                    "{job} uses Model {model}, whose weights have no copy on a Ready agent: \
+                     deleted, to run again with {}",
+                    self.status.best_model.as_deref().unwrap_or("an untrained model")
+                ),
+            });
+            self.delete.push((kind, job));
+        }
+    }
+
     /// Advances through as many stages as are already finished (bounded: one generation).
     fn advance(&mut self) {
         let max = self.lp.spec.max_generations;
@@ -240,7 +301,9 @@ impl<'a> Pass<'a> {
         failure: &str,
         new: impl FnOnce() -> Option<NewJob>,
     ) -> Option<&'a Child> {
+        let replaced = self.delete.iter().any(|(_, name)| name == job);
         match self.world.jobs.get(job) {
+            Some(c) if c.deleting || replaced => None,
             None if self.suspended => None,
             None => {
                 if let Some(created) = new() {
@@ -505,6 +568,7 @@ impl<'a> Pass<'a> {
         }
         LoopPlan {
             create: self.create,
+            delete: self.delete,
             status: self.status,
             events: self.events,
         }
@@ -566,6 +630,7 @@ pub fn plan_loop(lp: &TrainingLoop, world: &LoopWorld, now: Timestamp) -> LoopPl
     let mut pass = Pass::new(lp, world, now);
     pass.start();
     pass.fall_back();
+    pass.replace_lost();
     pass.advance();
     pass.ratings();
     pass.outputs();

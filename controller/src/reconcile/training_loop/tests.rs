@@ -540,3 +540,64 @@ fn the_loop_names_child_jobs_whose_outputs_lost_every_copy() {
     let plan = plan_loop(&l, &world, now());
     assert_eq!(condition(&plan.status, "OutputsAvailable").status, "True");
 }
+
+#[test]
+fn unfinished_jobs_on_a_lost_model_are_replaced_with_the_fallback() {
+    let l = at(
+        2,
+        Stage::Training,
+        Some("c4-g001"),
+        serde_json::json!({"initialModel": "seed"}),
+    );
+    let mut world = LoopWorld::default();
+    for m in ["seed", "c4-g001"] {
+        world.models.insert(m.into(), None);
+    }
+    let on = |model: &str, phase: JobPhase| Child {
+        model: Some(model.into()),
+        ..done(phase)
+    };
+    world
+        .jobs
+        .insert("c4-g002-selfplay".into(), on("c4-g001", JobPhase::Succeeded));
+    world
+        .jobs
+        .insert("c4-g002-train".into(), on("c4-g001", JobPhase::Running));
+    // Held: the running training is left alone.
+    let plan = plan_loop(&l, &world, now());
+    assert!(plan.delete.is_empty());
+    assert!(plan.events.iter().all(|e| e.reason != "JobReplaced"));
+    // Lost: the training on it is deleted (the finished selfplay is not), nothing is created
+    // in its place while it exists, and the stage does not move on.
+    world.lost_models.insert("c4-g001".into());
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(plan.status.best_model.as_deref(), Some("seed"));
+    assert_eq!(plan.delete, [(ChildKind::Training, "c4-g002-train".to_owned())]);
+    assert!(plan.create.is_empty());
+    assert_eq!(plan.status.stage, Stage::Training);
+    let event = plan.events.iter().find(|e| e.reason == "JobReplaced").unwrap();
+    assert!(
+        event.warning && event.message.contains("Model c4-g001") && event.message.ends_with("with seed"),
+        "{}",
+        event.message
+    );
+    // Being deleted: asked once, nothing created yet.
+    let l = apply(l, &plan);
+    world.jobs.get_mut("c4-g002-train").unwrap().deleting = true;
+    let plan = plan_loop(&l, &world, now());
+    assert!(plan.delete.is_empty() && plan.create.is_empty());
+    // Gone: created again on the fallback.
+    world.jobs.remove("c4-g002-train");
+    let plan = plan_loop(&l, &world, now());
+    let NewJob::Training(t) = &plan.create[0] else {
+        panic!("{:?}", names(&plan))
+    };
+    assert_eq!(t.spec.base_model, Some(ModelRef::model("seed")));
+    // A failed job on the lost model is replaced too instead of degrading the loop.
+    world
+        .jobs
+        .insert("c4-g002-train".into(), on("c4-g001", JobPhase::Failed));
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(plan.delete.len(), 1);
+    assert_ne!(plan.status.phase, LoopPhase::Degraded);
+}
