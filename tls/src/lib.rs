@@ -32,9 +32,18 @@ use std::sync::Arc;
 /// (X25519MLKEM768, which aws-lc-rs has); ring is still the provider chosen for this workspace,
 /// for its build (no cmake, no C toolchain run per build) — docs/architecture.md records the
 /// trade. This is the one place that names it.
+///
+/// Key exchange prefers X25519, as Go's crypto/tls and OpenSSL do: ring's provider lists P-384
+/// first, whose generic code made every handshake several times dearer (a swarm opens a
+/// connection to each holder; `bench sync` showed it in the profile). P-256 and P-384 stay
+/// accepted for peers that offer only those.
 #[allow(deprecated)]
 fn ring() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
+    rustls::crypto::CryptoProvider {
+        kx_groups: vec![X25519, SECP256R1, SECP384R1],
+        ..rustls::crypto::ring::default_provider()
+    }
 }
 
 /// The crypto provider of every TLS connection: ring.

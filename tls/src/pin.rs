@@ -89,11 +89,37 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
-/// A client configuration that trusts exactly the certificate with `fingerprint`.
+/// Configurations made by [`client_config`], by fingerprint, kept so that connections to the
+/// same peer share one session cache: the second connection resumes the first one's TLS
+/// session (no certificate, no signature to make or check), which matters when a pull opens a
+/// connection to each of a swarm's holders. Bounded: emptied when it reaches [`KEPT_CONFIGS`].
+static CONFIGS: std::sync::Mutex<Option<std::collections::HashMap<String, Arc<ClientConfig>>>> =
+    std::sync::Mutex::new(None);
+
+/// How many pinned configurations [`CONFIGS`] holds at most (one per peer certificate).
+const KEPT_CONFIGS: usize = 4096;
+
+/// A client configuration that trusts exactly the certificate with `fingerprint`; the same one
+/// for the same fingerprint, so its sessions resume. A resumed session was made with a server
+/// that showed that certificate (the cache is per configuration, hence per pin).
 ///
 /// # Errors
 /// Only if the crypto provider supports no protocol version (never for ring).
 pub fn client_config(fingerprint: &str) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let mut kept = CONFIGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let kept = kept.get_or_insert_with(std::collections::HashMap::new);
+    if let Some(config) = kept.get(fingerprint) {
+        return Ok(config.clone());
+    }
+    let config = new_client_config(fingerprint)?;
+    if kept.len() >= KEPT_CONFIGS {
+        kept.clear();
+    }
+    kept.insert(fingerprint.to_owned(), config.clone());
+    Ok(config)
+}
+
+fn new_client_config(fingerprint: &str) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = crate::provider();
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?

@@ -209,3 +209,42 @@ async fn a_replaced_certificate_is_served_to_new_connections() {
     let e = certified_key(&mismatched, "mismatched pair").unwrap_err();
     assert!(e.to_string().contains("mismatched pair"), "{e}");
 }
+
+/// Every handshake agrees on X25519 (ring's provider would start with P-384, several times
+/// dearer), and a second connection to the same pinned peer resumes the first one's session.
+#[tokio::test]
+async fn handshakes_use_x25519_and_the_next_connection_to_a_peer_resumes() {
+    let pem = agent_cert();
+    let fp = pem.info().unwrap().fingerprint;
+    let acceptor = Arc::new(Acceptor::new(certified_key(&pem, "agent").unwrap(), None).unwrap());
+    let config = pin::client_config(&fp).unwrap();
+    assert!(
+        Arc::ptr_eq(&config, &pin::client_config(&fp).unwrap()),
+        "one configuration (and session cache) per pin"
+    );
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let (addr, server) = serve_once(acceptor.clone()).await;
+        let mut stream = pin::connect(&addr, config.clone(), std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut got = String::new();
+        stream.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "hello");
+        server.await.unwrap().unwrap();
+        let conn = stream.get_ref().1;
+        assert_eq!(
+            conn.negotiated_key_exchange_group()
+                .map(rustls::crypto::SupportedKxGroup::name),
+            Some(rustls::NamedGroup::X25519)
+        );
+        kinds.push(conn.handshake_kind());
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+}
