@@ -1,6 +1,7 @@
 //! Deletion with the real kubectl, as the API Concepts document's garbage collection section
 //! describes it: deleting a CRD removes its kind and objects, owner references cascade in the
-//! background, foreground deletion waits for blocking dependents, and orphaning keeps them.
+//! background (also to a dependent created after its owner was gone), foreground deletion
+//! waits for blocking dependents, and orphaning keeps them.
 
 // Test code: a failed unwrap or a panic is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -109,6 +110,41 @@ fn owner_references_cascade_deletes() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// As upstream's garbage collector: a dependent created after its owner was deleted (a
+/// controller acting on a stale view) is collected too; one whose owner exists stays.
+#[test]
+fn a_dependent_created_after_its_owner_is_gone_is_collected() {
+    let (dir, server) = with_crds("gc-late");
+    let uid = apply_job(&server);
+    ok(&server, &["delete", "sp", JOB, "--cascade=background"]);
+    apply_owned_task(&dir.0, &server, &uid, "late-0000", false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ok(&server, &["get", "rtask", "-o", "name"]).trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task created for a deleted owner was not collected"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A new owner of the same name is another object: a task naming the old uid still goes,
+    // one naming the new uid stays.
+    let fresh = apply_job(&server);
+    apply_owned_task(&dir.0, &server, &uid, "late-0001", false);
+    apply_owned_task(&dir.0, &server, &fresh, "kept-0000", false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let names = ok(&server, &["get", "rtask", "-o", "name"]);
+        if !names.contains("late-0001") {
+            assert!(names.contains("kept-0000"), "{names}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{names}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ok(&server, &["get", "rtask", "-o", "name"]).contains("kept-0000"));
 }
 
 #[test]

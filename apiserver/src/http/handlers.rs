@@ -158,7 +158,7 @@ pub(crate) async fn object(
 }
 
 async fn create(
-    server: &ApiServer,
+    server: &Arc<ApiServer>,
     target: &Target,
     headers: &HeaderMap,
     query: &Query,
@@ -171,7 +171,7 @@ async fn create(
 }
 
 async fn create_object(
-    server: &ApiServer,
+    server: &Arc<ApiServer>,
     target: &Target,
     mut obj: Value,
     query: &Query,
@@ -225,6 +225,7 @@ async fn create_object(
             .create(&target.key, &target.namespace, obj, &ctx)
             .await
             .map_err(|e| ApiError::from_store(e, &target.key, &name))?;
+        super::lifecycle::after_create(server, &target.key, &created);
         super::lifecycle::after_write(server, &target.key, created).await
     };
     Ok(Reply {

@@ -1,6 +1,8 @@
 //! What follows a write beyond storing it: a CRD that is written gets its kinds served and is
 //! marked established; a removed CRD takes its kinds and objects with it; a removed owner's
-//! dependents are garbage-collected (background propagation).
+//! dependents are garbage-collected (background propagation), and so is an object created with
+//! owners that are all gone already (upstream's garbage collector deletes a dependent whose
+//! owners it finds absent, whenever it was created).
 
 use std::sync::Arc;
 
@@ -72,6 +74,73 @@ pub(crate) fn after_removal(server: &Arc<ApiServer>, key: &ResourceKey, obj: &Va
             collect_dependents(&server, uid, meta_str(&obj, "namespace").unwrap_or_default()).await;
         }
     });
+}
+
+/// After an object is created with owner references: in the background, when every owner is
+/// absent (no object of that kind and name, or one with another uid), the new object is
+/// garbage-collected as the dependent of a removed owner is. A client that acted on a stale
+/// view (a controller creating a task for a job deleted a moment before) leaves nothing behind.
+/// An owner of a kind not served here counts as present: it cannot be checked.
+pub(crate) fn after_create(server: &Arc<ApiServer>, key: &ResourceKey, obj: &Value) {
+    let refs = owner_refs(obj);
+    if refs.is_empty() {
+        return;
+    }
+    let server = Arc::clone(server);
+    let (key, obj) = (key.clone(), obj.clone());
+    let background = server.background.clone();
+    background.spawn(async move {
+        let namespace = meta_str(&obj, "namespace").unwrap_or_default();
+        for r in &refs {
+            if owner_present(&server, r, namespace).await {
+                return;
+            }
+        }
+        let name = meta_str(&obj, "name").unwrap_or_default();
+        let (now, fresh) = (now(), new_uid());
+        let ctx = WriteContext {
+            now: &now,
+            uid: &fresh,
+            status_subresource: false,
+            generation: false,
+        };
+        // Only this object, as it was created (a newer one of the same name is left alone).
+        let only = Preconditions {
+            uid: meta_str(&obj, "uid").map(str::to_owned),
+            ..Preconditions::default()
+        };
+        match server.store.delete(&key, namespace, name, &only, &ctx).await {
+            Ok(d) if d.removed => {
+                tracing::info!(%key, namespace, name, "collected an object created with every owner gone");
+                after_removal(&server, &key, &d.object);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%key, name, error = error_chain(&e), "not collected"),
+        }
+    });
+}
+
+/// Whether the owner a reference names exists with its uid (or cannot be checked).
+async fn owner_present(server: &ApiServer, reference: &Value, namespace: &str) -> bool {
+    let text = |f: &str| reference.get(f).and_then(Value::as_str).unwrap_or_default();
+    let (api_version, kind, name, uid) = (text("apiVersion"), text("kind"), text("name"), text("uid"));
+    // By group and kind: any version of the owner's kind finds it, as upstream's mapper does.
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let found = server.with_registry(|r| {
+        r.all()
+            .find(|t| t.group == group && t.kind == kind)
+            .map(|t| (t.key(), t.namespaced))
+    });
+    let Some((key, namespaced)) = found else {
+        return true;
+    };
+    let scope = if namespaced { namespace } else { "" };
+    match server.store.get(&key, scope, name).await {
+        Ok(Some(owner)) => meta_str(&owner, "uid") == Some(uid),
+        Ok(None) => false,
+        // Not known to be gone.
+        Err(_) => true,
+    }
 }
 
 /// The finalizer that holds a CRD being deleted until its objects are gone, as upstream's.
