@@ -77,6 +77,7 @@ impl<K: Resource + Clone> Overlay<K> {
     /// has caught up with are dropped.
     pub fn merge(&mut self, cached: Vec<K>) -> Vec<K> {
         self.written.retain(|_, (_, at)| at.elapsed() < KEEP);
+        let newest = cached.iter().map(version).max().unwrap_or(0);
         let mut out = Vec::with_capacity(cached.len() + self.written.len());
         for obj in cached {
             let k = key(&obj);
@@ -91,8 +92,11 @@ impl<K: Resource + Clone> Overlay<K> {
         }
         let seen: std::collections::HashSet<String> = out.iter().map(key).collect();
         let absent = self.absent;
+        // resourceVersions count every write to the store: a cache holding a version as new
+        // as a write of mine has seen that write's event, so if the object is not there it was
+        // deleted since (a task garbage-collected with its job), not created too recently.
         self.written
-            .retain(|k, (_, at)| seen.contains(k) || at.elapsed() < absent);
+            .retain(|k, (mine, at)| seen.contains(k) || (at.elapsed() < absent && version(mine) > newest));
         out.extend(
             self.written
                 .iter()
@@ -146,6 +150,20 @@ mod tests {
                 .iter()
                 .all(|o| o.metadata.name.as_deref() != Some("gone"))
         );
+        assert!(overlay.is_empty());
+    }
+
+    #[test]
+    fn a_created_object_the_cache_has_not_seen_is_kept_until_it_has_seen_later_writes() {
+        let mut overlay = Overlay::for_created(Duration::from_secs(5));
+        overlay.wrote(cm("task", 7));
+        // The cache is behind (nothing newer than 6): the task is just not there yet.
+        let merged = overlay.merge(vec![cm("other", 6)]);
+        assert!(merged.iter().any(|o| o.metadata.name.as_deref() == Some("task")));
+        // The cache holds version 9: it saw the task's write; absent, the task was deleted
+        // (garbage-collected with its job) and must not come back as a live claim.
+        let merged = overlay.merge(vec![cm("other", 9)]);
+        assert!(merged.iter().all(|o| o.metadata.name.as_deref() != Some("task")));
         assert!(overlay.is_empty());
     }
 
