@@ -173,6 +173,58 @@ fn default_backoff_limit() -> u32 {
     3
 }
 
+/// A claimant's terms in the fleet's fair share: a `TrainingLoop`'s (for all its jobs), or a
+/// job's own when no loop owns it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareSpec {
+    /// Weight against the other claimants: with twice the weight, twice the share of the
+    /// fleet while both want more than they have. Defaults to 1.
+    #[serde(default = "default_weight")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub weight: u32,
+    /// GPUs it is entitled to before the rest is shared by weight (when its work asks for as
+    /// many), so it never starves. Defaults to 0.
+    #[serde(default, rename = "minGPUs")]
+    #[schemars(range(max = 1_000_000))]
+    pub min_gpus: u32,
+}
+
+impl Default for ShareSpec {
+    fn default() -> Self {
+        Self {
+            weight: default_weight(),
+            min_gpus: 0,
+        }
+    }
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// How a claimant stands in the fleet's fair share, as of the controller's last pass.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareStatus {
+    /// GPUs it is entitled to: its weighted share of the fleet, capped by what its work asks
+    /// for (two decimals; a share need not be whole GPUs).
+    #[serde(rename = "entitledGPUs")]
+    pub entitled_gpus: f64,
+    /// CPU it is entitled to, thousandths of a core.
+    #[serde(rename = "entitledCPUMillis")]
+    pub entitled_cpu_millis: u64,
+    /// GPUs its running tasks hold (more than entitled: capacity lent while others have no
+    /// work for it).
+    #[serde(rename = "usedGPUs")]
+    pub used_gpus: u32,
+    /// CPU its running tasks hold, thousandths of a core.
+    #[serde(rename = "usedCPUMillis")]
+    pub used_cpu_millis: u64,
+    /// Work units waiting for room.
+    pub waiting: u32,
+}
+
 /// A reference to a model: a `Model` by name, or the current best model of a `TrainingLoop`.
 /// Exactly one of the two is set.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]

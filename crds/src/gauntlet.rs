@@ -56,6 +56,10 @@ pub struct GauntletJobSpec {
     /// How many games, how the decision is made, and how each task runs.
     #[serde(flatten)]
     pub settings: GauntletSettings,
+    /// Its terms in the fleet's fair share when no `TrainingLoop` owns it (a loop's jobs count
+    /// under the loop's `spec.share`). Unset: weight 1, no floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<crate::common::ShareSpec>,
 }
 
 /// How much to play and how to decide: shared by `GauntletJob` and a `TrainingLoop`'s gauntlet

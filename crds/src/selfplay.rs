@@ -46,6 +46,10 @@ pub struct SelfplayJobSpec {
     pub settings: SelfplaySettings,
     /// Where the recorded games go.
     pub output: DatasetOutput,
+    /// Its terms in the fleet's fair share when no `TrainingLoop` owns it (a loop's jobs count
+    /// under the loop's `spec.share`). Unset: weight 1, no floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<crate::common::ShareSpec>,
 }
 
 /// How much selfplay to do and how: shared by `SelfplayJob` and a `TrainingLoop`'s selfplay

@@ -51,6 +51,10 @@ pub struct TrainingJobSpec {
     pub settings: TrainingSettings,
     /// The model this job produces.
     pub output: ModelOutput,
+    /// Its terms in the fleet's fair share when no `TrainingLoop` owns it (a loop's jobs count
+    /// under the loop's `spec.share`). Unset: weight 1, no floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<crate::common::ShareSpec>,
 }
 
 /// What to train on and how: shared by `TrainingJob` and a `TrainingLoop`'s training stage.

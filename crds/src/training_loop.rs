@@ -5,8 +5,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::GameSpec;
 use crate::common::NAME_PATTERN;
+use crate::common::{GameSpec, ShareSpec, ShareStatus};
 use crate::gauntlet::{Decision, GauntletSettings, Opponent};
 use crate::selfplay::SelfplaySettings;
 use crate::training::TrainingSettings;
@@ -29,6 +29,8 @@ use crate::training::TrainingSettings;
     printcolumn(name = "Stage", type_ = "string", json_path = ".status.stage"),
     printcolumn(name = "Best", type_ = "string", json_path = ".status.bestModel"),
     printcolumn(name = "BestElo", type_ = "number", json_path = ".status.bestElo"),
+    printcolumn(name = "GPUs", type_ = "integer", json_path = ".status.share.usedGPUs"),
+    printcolumn(name = "Entitled", type_ = "number", json_path = ".status.share.entitledGPUs"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -56,6 +58,9 @@ pub struct TrainingLoopSpec {
     pub training: TrainingSettings,
     /// The gauntlet stage of each generation.
     pub gauntlet: GauntletStage,
+    /// Its terms in the fleet's fair share, for all its jobs. Defaults to weight 1, no floor.
+    #[serde(default)]
+    pub share: ShareSpec,
 }
 
 /// Template of each generation's `GauntletJob`. The current best model is always added as the
@@ -142,6 +147,9 @@ pub struct TrainingLoopStatus {
     /// The jobs of the generation in progress.
     #[serde(default)]
     pub active_jobs: ActiveJobs,
+    /// Its standing in the fleet's fair share (all its jobs together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<ShareStatus>,
     /// One record per finished generation, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["generation".into()]))]

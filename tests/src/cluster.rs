@@ -241,6 +241,7 @@ pub fn selfplay(name: &str, games: u64, per_task: u64, env: &[(&str, &str)]) -> 
             output: DatasetOutput {
                 dataset: format!("{name}-games"),
             },
+            share: None,
         },
     );
     job.metadata.namespace = Some("default".into());

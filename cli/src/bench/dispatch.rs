@@ -78,6 +78,7 @@ fn job(name: &str, tasks: u64, gpus: u32) -> SelfplayJob {
             output: DatasetOutput {
                 dataset: format!("{name}-games"),
             },
+            share: None,
         },
     );
     job.metadata.namespace = Some("default".into());

@@ -65,8 +65,20 @@ pub fn render(view: &View) -> Vec<String> {
         .spec
         .max_generations
         .map_or_else(|| "∞".to_owned(), |m| m.to_string());
+    let share = status.share.as_ref().map_or_else(String::new, |s| {
+        format!(
+            ", fleet share {} of {:.2} GPUs{}",
+            s.used_gpus,
+            s.entitled_gpus,
+            if s.waiting > 0 {
+                format!(" ({} units waiting)", s.waiting)
+            } else {
+                String::new()
+            }
+        )
+    });
     let mut lines = vec![format!(
-        "TrainingLoop {name}: {:?}, generation {}/{max}, stage {:?}",
+        "TrainingLoop {name}: {:?}, generation {}/{max}, stage {:?}{share}",
         status.phase, status.generation, status.stage
     )];
     let active = &status.active_jobs;
@@ -300,5 +312,27 @@ mod tests {
             "{lines:?}"
         );
         assert!(lines[3].ends_with("Elo 410"), "{lines:?}");
+    }
+
+    #[test]
+    fn the_first_line_shows_the_fleet_share() {
+        let lp: TrainingLoop = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "TrainingLoop",
+            "metadata": {"name": "c4", "namespace": "default"},
+            "spec": {"game": {"board": "connect4"}, "selfplay": {"games": 10},
+                     "training": {"window": {"games": 10}}, "gauntlet": {"promotion": {}}},
+            "status": {"phase": "Running", "generation": 1, "stage": "Selfplay",
+                       "share": {"entitledGPUs": 2.5, "entitledCPUMillis": 4000, "usedGPUs": 3,
+                                 "usedCPUMillis": 3000, "waiting": 7}}
+        }))
+        .unwrap();
+        let lines = render(&View {
+            training_loop: Some(lp),
+            ..View::default()
+        });
+        assert_eq!(
+            lines[0],
+            "TrainingLoop c4: Running, generation 1/∞, stage Selfplay, fleet share 3 of 2.50 GPUs (7 units waiting)"
+        );
     }
 }

@@ -85,6 +85,35 @@ impl AnyJob {
         )
     }
 
+    /// Who it counts against in the fleet's fair share: the `TrainingLoop` that controls it
+    /// (`TrainingLoop/<namespace>/<name>`), else itself (its [`Self::key`]).
+    pub fn claimant(&self) -> String {
+        let meta = self.meta();
+        meta.owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == "TrainingLoop")
+            .map_or_else(
+                || self.key(),
+                |o| {
+                    format!(
+                        "TrainingLoop/{}/{}",
+                        meta.namespace.as_deref().unwrap_or_default(),
+                        o.name
+                    )
+                },
+            )
+    }
+
+    /// Its own terms in the fair share (`spec.share`), which count when no loop controls it.
+    pub fn share(&self) -> Option<ringrift_crds::common::ShareSpec> {
+        match self {
+            Self::Selfplay(j) => j.spec.share,
+            Self::Training(j) => j.spec.share,
+            Self::Gauntlet(j) => j.spec.share,
+        }
+    }
+
     /// A reference for events.
     pub fn reference(&self) -> ObjectReference {
         match self {

@@ -13,8 +13,10 @@ use ringrift_crds::training_loop::TrainingLoop;
 
 use super::metrics::{KindLabels, LoopLabels};
 use super::reconciler::{Reconciler, Registry};
+use crate::plan::placement::Standing;
 use crate::reconcile::models::{Pools, model_statuses, pool_ratings, rounded};
 use crate::reconcile::training_loop::{BEST, Child, ChildKind, LoopWorld, NewJob, plan_loop};
+use ringrift_crds::common::ShareStatus;
 
 /// Whether `meta` is controlled by the object with `uid`.
 fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
@@ -42,6 +44,19 @@ fn outputs_lost(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Co
             .map(|c| c.message.clone())
     };
     said("Replicated", "CopiesLost").or_else(|| said("Progressing", "RegeneratingLostOutputs"))
+}
+
+/// A claimant's standing as its status shows it: entitled GPUs to two decimals, whole
+/// thousandths of a core.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn share_status(s: &Standing) -> ShareStatus {
+    ShareStatus {
+        entitled_gpus: (s.entitled.gpus * 100.0).round() / 100.0,
+        entitled_cpu_millis: s.entitled.cpu_millis.round().max(0.0) as u64,
+        used_gpus: s.used.gpus.round().max(0.0) as u32,
+        used_cpu_millis: s.used.cpu_millis.round().max(0.0) as u64,
+        waiting: s.waiting,
+    }
 }
 
 /// The loop's child jobs and the namespace's models with their ratings as of this pass, as the
@@ -113,10 +128,13 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools) -> LoopWorld {
         })
         .map(ResourceExt::name_any)
         .collect();
+    let claimant = format!("TrainingLoop/{ns}/{}", lp.name_any());
+    let share = r.shares.get(&claimant).map(share_status);
     LoopWorld {
         jobs,
         models,
         lost_models,
+        share,
     }
 }
 

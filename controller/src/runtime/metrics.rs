@@ -1,7 +1,7 @@
 //! Prometheus metrics of the controller, served on the admin port at `/metrics`. Label values
 //! are bounded: job kinds and error categories.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +35,14 @@ pub struct LoopLabels {
     pub training_loop: String,
 }
 
+/// A claimant in the fleet's fair share: `TrainingLoop/<namespace>/<name>`, or a job's
+/// `<Kind>/<namespace>/<name>`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClaimantLabels {
+    /// Who.
+    pub claimant: String,
+}
+
 /// The controller's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -63,6 +71,12 @@ pub struct Metrics {
     pub outputs_lost: Gauge<i64, AtomicI64>,
     /// Bytes moved between agents by the recorded generations of each loop.
     pub generation_bytes_moved: Family<LoopLabels, Counter>,
+    /// GPUs each claimant is entitled to in the fair share.
+    pub share_entitled_gpus: Family<ClaimantLabels, Gauge<f64, AtomicU64>>,
+    /// GPUs each claimant's running tasks hold.
+    pub share_used_gpus: Family<ClaimantLabels, Gauge<f64, AtomicU64>>,
+    /// Work units of each claimant waiting for room.
+    pub share_waiting_units: Family<ClaimantLabels, Gauge<i64, AtomicI64>>,
     /// Trust failures with the API server (counted by the API client's layer).
     pub trust: ringrift_tls::trust::TrustMetrics,
 }
@@ -138,6 +152,24 @@ impl Metrics {
             "Bytes moved between agents (inputs pulled, copies of outputs) by each loop's recorded generations",
             generation_bytes_moved.clone(),
         );
+        let share_entitled_gpus = Family::<ClaimantLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "share_entitled_gpus",
+            "GPUs each claimant (loop, or job outside a loop) is entitled to in the fleet's fair share",
+            share_entitled_gpus.clone(),
+        );
+        let share_used_gpus = Family::<ClaimantLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "share_used_gpus",
+            "GPUs each claimant's running tasks hold",
+            share_used_gpus.clone(),
+        );
+        let share_waiting_units = Family::<ClaimantLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "share_waiting_units",
+            "Work units of each claimant waiting for room",
+            share_waiting_units.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -152,12 +184,44 @@ impl Metrics {
             copies_created,
             outputs_lost,
             generation_bytes_moved,
+            share_entitled_gpus,
+            share_used_gpus,
+            share_waiting_units,
             trust,
         }
     }
 }
 
 impl Metrics {
+    /// Sets the share gauges of every claimant in `shares`, and removes those of claimants
+    /// `before` had that are gone.
+    pub fn shares(
+        &self,
+        shares: &std::collections::BTreeMap<String, crate::plan::placement::Standing>,
+        before: &std::collections::HashSet<String>,
+    ) {
+        for gone in before.iter().filter(|c| !shares.contains_key(*c)) {
+            let labels = ClaimantLabels {
+                claimant: gone.clone(),
+            };
+            self.share_entitled_gpus.remove(&labels);
+            self.share_used_gpus.remove(&labels);
+            self.share_waiting_units.remove(&labels);
+        }
+        for (claimant, s) in shares {
+            let labels = ClaimantLabels {
+                claimant: claimant.clone(),
+            };
+            self.share_entitled_gpus
+                .get_or_create(&labels)
+                .set(s.entitled.gpus);
+            self.share_used_gpus.get_or_create(&labels).set(s.used.gpus);
+            self.share_waiting_units
+                .get_or_create(&labels)
+                .set(i64::from(s.waiting));
+        }
+    }
+
     /// Counts a failed write.
     pub fn error(&self, kind: &str, category: &str) {
         self.errors

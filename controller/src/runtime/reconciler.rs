@@ -25,13 +25,14 @@ use super::metrics::KindLabels;
 use super::overlay::Overlay;
 use super::world::Snapshot;
 use super::writer::Writer;
-use crate::plan::placement::{self, Claim, Outcome, Request};
+use crate::plan::placement::{self, Claim, Outcome, Request, Standing, Terms};
 use crate::reconcile::decide::{Env, JobPlan, plan_job};
 use crate::reconcile::durability::Candidate;
 use crate::reconcile::objects;
 use crate::reconcile::status::Blocked;
 use crate::reconcile::units::Backoff;
 use crate::reconcile::view::{JobView, TaskView, default_priority};
+use ringrift_crds::common::ShareSpec;
 use ringrift_crds::durability::Needed;
 
 /// Everything the loops and models are planned from, as read this pass.
@@ -45,6 +46,8 @@ pub(super) struct Registry<'a> {
     pub(super) live: &'a HashSet<String>,
     /// Fewer than half the agents are Ready: nothing is given up as lost.
     pub(super) disrupted: bool,
+    /// How each claimant stands in the fair share after this pass's placement.
+    pub(super) shares: &'a BTreeMap<String, Standing>,
 }
 
 /// How often the clock-driven fields (rate, ETA) of running jobs are refreshed.
@@ -91,6 +94,8 @@ pub struct Reconciler {
     /// Per job: when its rate and ETA were last written.
     pub(super) refreshed: HashMap<String, Instant>,
     pub(super) reported: HashSet<String>,
+    /// The claimants whose share gauges the last pass set (to remove those gone).
+    pub(super) shares_reported: HashSet<String>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -125,6 +130,7 @@ impl Reconciler {
             errors: HashMap::new(),
             refreshed: HashMap::new(),
             reported: HashSet::new(),
+            shares_reported: HashSet::new(),
         }
     }
 
@@ -196,8 +202,12 @@ impl Reconciler {
         self.refreshed.retain(|k, _| present.contains(k));
         self.errors.retain(|k, _| present.contains(k));
 
-        // Place every waiting unit of every job at once.
-        let victims = self.place(&mut entries, claims, &priorities, &agent_views);
+        // Place every waiting unit of every job at once, sharing the fleet between loops and
+        // standalone jobs.
+        let terms = share_terms(&loops, &entries);
+        let (victims, shares) = self.place(&mut entries, claims, &priorities, &agent_views, &terms);
+        self.health.metrics.shares(&shares, &self.shares_reported);
+        self.shares_reported = shares.keys().cloned().collect::<HashSet<_>>();
         // Copies of needed outputs whose holders were lost.
         let needed = Needed::from_objects(&tasks, &models, &selfplay_all, &loops, &training_all);
         let candidates: Vec<Candidate> = agents
@@ -239,6 +249,7 @@ impl Reconciler {
                 models,
                 live: &current,
                 disrupted,
+                shares: &shares,
             },
             now,
         )
@@ -339,21 +350,29 @@ impl Reconciler {
         }
     }
 
-    /// Runs placement given the live tasks' claims (with their job's uid); fills each entry's
-    /// `placed` tasks and queue status. Returns the tasks to preempt, as `namespace/name`.
+    /// Runs placement given the live tasks' claims (with their job's uid) and the claimants'
+    /// terms; fills each entry's `placed` tasks and queue status. Returns the tasks to preempt,
+    /// as `namespace/name`, and how each claimant stands in the fair share.
     fn place(
         &self,
         entries: &mut [Entry],
         claims: Vec<(Claim, String)>,
         priorities: &HashMap<String, u32>,
         agents: &[placement::AgentView],
-    ) -> Vec<String> {
+        terms: &BTreeMap<String, Terms>,
+    ) -> (Vec<String>, BTreeMap<String, Standing>) {
+        let claimant_of: HashMap<String, String> = entries
+            .iter()
+            .filter_map(|e| Some((e.job.meta().uid.clone()?, e.job.claimant())))
+            .collect();
         let claims: Vec<Claim> = claims
             .into_iter()
             .map(|(mut claim, owner)| {
                 if let Some(p) = priorities.get(&owner) {
                     claim.priority = *p;
                 }
+                // A task whose job is gone counts under that job's uid until it stops.
+                claim.claimant = claimant_of.get(&owner).cloned().unwrap_or(owner);
                 claim
             })
             .collect();
@@ -381,11 +400,13 @@ impl Reconciler {
                     // A gauntlet writes only its result.
                     writes_outputs: view.kind != JobKind::GauntletJob,
                     input_bytes: input_bytes.clone(),
+                    claimant: e.job.claimant(),
                 });
             }
         }
         let started = Instant::now();
-        let outcomes = placement::place(agents, &claims, &requests);
+        let placement::Placed { outcomes, shares } =
+            placement::place_shared(agents, &claims, &requests, terms);
         self.health
             .metrics
             .placement
@@ -427,8 +448,38 @@ impl Reconciler {
             }
         }
         self.health.metrics.queue_depth.set(waiting);
-        victims
+        (victims, shares)
     }
+}
+
+/// Each claimant's terms in the fair share: every loop's `spec.share`, and the `spec.share` of
+/// each job no loop controls.
+fn share_terms(loops: &[TrainingLoop], entries: &[Entry]) -> BTreeMap<String, Terms> {
+    let terms = |s: ShareSpec| Terms {
+        weight: f64::from(s.weight),
+        min_gpus: f64::from(s.min_gpus),
+    };
+    let mut out: BTreeMap<String, Terms> = loops
+        .iter()
+        .map(|l| {
+            (
+                format!(
+                    "TrainingLoop/{}/{}",
+                    l.namespace().unwrap_or_default(),
+                    l.name_any()
+                ),
+                terms(l.spec.share),
+            )
+        })
+        .collect();
+    for e in entries {
+        if let Some(s) = e.job.share()
+            && e.job.claimant() == e.job.key()
+        {
+            out.insert(e.job.key(), terms(s));
+        }
+    }
+    out
 }
 
 /// Tasks by the uid of the job that owns them.
@@ -458,6 +509,7 @@ fn index_tasks(tasks: &[Task]) -> (TasksByJob, Vec<(Claim, String)>) {
                 gpus: v.gpus.clone(),
                 priority: default_priority(kind),
                 elastic: kind == JobKind::SelfplayJob,
+                claimant: String::new(),
             };
             claims.push((claim, owner.clone().unwrap_or_default()));
         }

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use ringrift_crds::common::TaskResources;
 
+use super::share::{Amount, Claimant, entitlements};
+
 /// One GPU of an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuView {
@@ -62,6 +64,8 @@ pub struct Claim {
     pub priority: u32,
     /// Whether it may be preempted (selfplay).
     pub elastic: bool,
+    /// Who it counts against in the fleet's fair share (see [`super::share`]).
+    pub claimant: String,
 }
 
 /// A work unit waiting for an agent.
@@ -81,6 +85,8 @@ pub struct Request {
     pub writes_outputs: bool,
     /// Bytes of its inputs each agent already holds (preferred: fewer bytes moved).
     pub input_bytes: BTreeMap<String, u64>,
+    /// Who it counts against in the fleet's fair share (see [`super::share`]).
+    pub claimant: String,
 }
 
 /// Where a request goes, or why it waits.
@@ -170,26 +176,20 @@ impl Free {
         (gpus.len() >= wanted).then(|| gpus.into_iter().take(wanted).collect())
     }
 
-    fn take(
-        &mut self,
-        task: &str,
-        agent: &str,
-        r: &TaskResources,
-        gpus: &[String],
-        priority: u32,
-        elastic: bool,
-    ) {
+    fn take(&mut self, req: &Request, agent: &str, gpus: &[String]) {
+        let r = &req.resources;
         self.cpu -= i128::from(r.cpu_millis);
         self.memory -= i128::from(r.memory_mib);
         self.gpus.retain(|g| !gpus.contains(&g.uuid));
         self.claims.push(Claim {
-            task: task.to_owned(),
+            task: req.id.clone(),
             agent: agent.to_owned(),
             cpu_millis: u64::from(r.cpu_millis),
             memory_mib: r.memory_mib,
             gpus: gpus.to_vec(),
-            priority,
-            elastic,
+            priority: req.priority,
+            elastic: req.elastic,
+            claimant: req.claimant.clone(),
         });
     }
 
@@ -274,29 +274,30 @@ fn choose<'a>(free: &'a BTreeMap<String, Free>, req: &Request) -> Option<(&'a St
     best.map(|(name, gpus, _)| (*name, gpus.clone()))
 }
 
-/// The cheapest preemption that makes room: the agent where cancelling the fewest elastic,
-/// lower-priority tasks (youngest claims first) lets the request fit.
+/// The cheapest preemption that makes room: the agent where cancelling the fewest elastic
+/// tasks that `may_evict` allows (youngest claims first) lets the request fit. `may_evict` sees
+/// each candidate with what this agent's earlier victims already took from each claimant.
 fn preemption(
     agents: &[AgentView],
     free: &BTreeMap<String, Free>,
     req: &Request,
+    may_evict: &dyn Fn(&Claim, &BTreeMap<String, Amount>) -> bool,
 ) -> Option<(String, Vec<String>, Vec<String>)> {
     let mut best: Option<(String, Vec<String>, Vec<String>)> = None;
     for (name, f) in free.iter().filter(|(_, f)| f.allows(req)) {
         let mut trial = f.clone();
         let mut victims = Vec::new();
-        let candidates: Vec<Claim> = f
-            .claims
-            .iter()
-            .rev()
-            .filter(|c| c.elastic && c.priority < req.priority)
-            .cloned()
-            .collect();
-        for victim in candidates {
+        let mut taken: BTreeMap<String, Amount> = BTreeMap::new();
+        for victim in f.claims.iter().rev().filter(|c| c.elastic) {
             if trial.fit(&req.resources).is_some() {
                 break;
             }
-            trial.release(&victim, inventory(agents, name));
+            if !may_evict(victim, &taken) {
+                continue;
+            }
+            trial.release(victim, inventory(agents, name));
+            let t = taken.entry(victim.claimant.clone()).or_default();
+            *t = t.plus(&claim_amount(victim));
             victims.push(victim.task.clone());
         }
         if victims.is_empty() {
@@ -364,44 +365,244 @@ fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, req: &Request) ->
     )
 }
 
-/// Places `requests` given the `agents` and the `claims` of their live tasks.
+/// Places `requests` given the `agents` and the `claims` of their live tasks, every claimant
+/// with weight 1 and no floor.
 pub fn place(agents: &[AgentView], claims: &[Claim], requests: &[Request]) -> Vec<(String, Outcome)> {
-    let mut free = free_capacity(agents, claims);
-    let mut order: Vec<&Request> = requests.iter().collect();
-    order.sort_by_key(|r| std::cmp::Reverse(r.priority));
-    let mut waiting = 0;
-    let mut out = Vec::new();
-    for req in order {
-        if let Some((agent, gpus)) = choose(&free, req).map(|(a, g)| (a.clone(), g)) {
-            if let Some(f) = free.get_mut(&agent) {
-                f.take(&req.id, &agent, &req.resources, &gpus, req.priority, req.elastic);
-            }
-            out.push((req.id.clone(), Outcome::Place { agent, gpus }));
-        } else if let Some((agent, gpus, victims)) =
-            (!req.elastic).then(|| preemption(agents, &free, req)).flatten()
-        {
-            if let Some(f) = free.get_mut(&agent) {
-                for victim in &victims {
-                    if let Some(i) = f.claims.iter().position(|c| &c.task == victim) {
-                        let claim = f.claims.remove(i);
-                        f.release(&claim, inventory(agents, &agent));
-                    }
-                }
-                f.take(&req.id, &agent, &req.resources, &gpus, req.priority, req.elastic);
-            }
-            out.push((req.id.clone(), Outcome::Preempt { agent, gpus, victims }));
-        } else {
-            waiting += 1;
-            out.push((
-                req.id.clone(),
-                Outcome::Wait {
-                    reason: reason(agents, &free, req),
-                    position: waiting,
-                },
-            ));
+    place_shared(agents, claims, requests, &BTreeMap::new()).outcomes
+}
+
+/// A claimant's terms in the fair share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Terms {
+    /// `share.weight`.
+    pub weight: f64,
+    /// `share.minGPUs`.
+    pub min_gpus: f64,
+}
+
+impl Default for Terms {
+    fn default() -> Self {
+        Self {
+            weight: 1.0,
+            min_gpus: 0.0,
         }
     }
-    out
+}
+
+/// How a claimant stands after a placement pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Standing {
+    /// Its entitlement ([`super::share::entitlements`] of the demands of this pass).
+    pub entitled: Amount,
+    /// What its live tasks hold, those placed in this pass included (victims excluded).
+    pub used: Amount,
+    /// Its work units still waiting.
+    pub waiting: u32,
+}
+
+/// Where each request goes, and how every claimant stands.
+#[derive(Debug, Clone, Default)]
+pub struct Placed {
+    /// Per request, in the order placement decided them.
+    pub outcomes: Vec<(String, Outcome)>,
+    /// Per claimant with live or waiting work.
+    pub shares: BTreeMap<String, Standing>,
+}
+
+fn claim_amount(c: &Claim) -> Amount {
+    #[allow(clippy::cast_precision_loss)]
+    Amount::new(c.gpus.len() as f64, c.cpu_millis as f64)
+}
+
+fn request_amount(r: &Request) -> Amount {
+    Amount::new(f64::from(r.resources.gpus), f64::from(r.resources.cpu_millis))
+}
+
+/// What the fleet shares: the healthy GPUs and the CPU of Ready, schedulable agents.
+fn capacity(agents: &[AgentView]) -> Amount {
+    agents
+        .iter()
+        .filter(|a| a.ready && !a.unschedulable)
+        .fold(Amount::default(), |sum, a| {
+            #[allow(clippy::cast_precision_loss)]
+            let gpus = a.gpus.iter().filter(|g| g.healthy).count() as f64;
+            #[allow(clippy::cast_precision_loss)]
+            sum.plus(&Amount::new(gpus, a.cpu_millis as f64))
+        })
+}
+
+/// The claimants' standings before placing: used from the claims, entitled from the demands
+/// (claims and requests).
+fn standings(
+    agents: &[AgentView],
+    claims: &[Claim],
+    requests: &[Request],
+    terms: &BTreeMap<String, Terms>,
+) -> (Amount, BTreeMap<String, Standing>) {
+    let mut shares: BTreeMap<String, Standing> = BTreeMap::new();
+    let mut demand: BTreeMap<String, Amount> = BTreeMap::new();
+    for c in claims {
+        let s = shares.entry(c.claimant.clone()).or_default();
+        s.used = s.used.plus(&claim_amount(c));
+        let d = demand.entry(c.claimant.clone()).or_default();
+        *d = d.plus(&claim_amount(c));
+    }
+    for r in requests {
+        shares.entry(r.claimant.clone()).or_default();
+        let d = demand.entry(r.claimant.clone()).or_default();
+        *d = d.plus(&request_amount(r));
+    }
+    let capacity = capacity(agents);
+    let claimants: Vec<Claimant> = shares
+        .keys()
+        .map(|id| {
+            let t = terms.get(id).copied().unwrap_or_default();
+            Claimant {
+                id: id.clone(),
+                weight: t.weight,
+                min_gpus: t.min_gpus,
+                demand: demand.get(id).copied().unwrap_or_default(),
+            }
+        })
+        .collect();
+    for (c, entitled) in claimants.iter().zip(entitlements(capacity, &claimants)) {
+        if let Some(s) = shares.get_mut(&c.id) {
+            s.entitled = entitled;
+        }
+    }
+    (capacity, shares)
+}
+
+/// How far a claimant is served: its dominant share of `used` over that of its entitlement
+/// (below 1: it is owed; above: it holds capacity lent to it).
+fn served(used: &Amount, entitled: &Amount, capacity: &Amount) -> f64 {
+    used.dominant(capacity) / entitled.dominant(capacity).max(1e-12)
+}
+
+/// Places `requests` given the `agents`, the `claims` of their live tasks and each claimant's
+/// `terms` (absent: weight 1, no floor).
+///
+/// Claimants take turns: the next request placed is the first (by priority, then age) of the
+/// claimant that would be least served relative to its entitlement with it, so work fills the
+/// fleet in proportion to the shares, and idle capacity still goes to whoever has work. A request that fits nowhere
+/// may take back capacity lent: elastic tasks of a claimant served beyond its entitlement,
+/// when its own claimant is owed and stays less served than the other was; inside one
+/// claimant, work that is not elastic preempts elastic work of lower priority, as before.
+pub fn place_shared(
+    agents: &[AgentView],
+    claims: &[Claim],
+    requests: &[Request],
+    terms: &BTreeMap<String, Terms>,
+) -> Placed {
+    let mut free = free_capacity(agents, claims);
+    let (capacity, mut shares) = standings(agents, claims, requests, terms);
+    let mut queues: BTreeMap<&str, std::collections::VecDeque<&Request>> = BTreeMap::new();
+    let mut order: Vec<&Request> = requests.iter().collect();
+    order.sort_by_key(|r| std::cmp::Reverse(r.priority));
+    for r in order {
+        queues.entry(r.claimant.as_str()).or_default().push_back(r);
+    }
+    let mut waiting = 0;
+    let mut out = Vec::new();
+    loop {
+        // The claimant that would be least served once its next unit is placed (as weighted
+        // fair queueing orders by finish time): a claimant entitled to a sliver does not get
+        // a whole GPU first just because it holds nothing yet.
+        let next = queues
+            .iter()
+            .filter_map(|(id, q)| Some((*id, q.front()?)))
+            .map(|(id, r)| {
+                let s = shares.get(id).cloned().unwrap_or_default();
+                (
+                    served(&s.used.plus(&request_amount(r)), &s.entitled, &capacity),
+                    id,
+                )
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let Some(req) = next
+            .and_then(|(_, id)| queues.get_mut(id))
+            .and_then(std::collections::VecDeque::pop_front)
+        else {
+            break;
+        };
+        let outcome = place_one(agents, &mut free, &mut shares, &capacity, req);
+        if matches!(outcome, Outcome::Wait { .. }) {
+            waiting += 1;
+            if let Some(s) = shares.get_mut(&req.claimant) {
+                s.waiting += 1;
+            }
+        }
+        let outcome = match outcome {
+            Outcome::Wait { reason, .. } => Outcome::Wait {
+                reason,
+                position: waiting,
+            },
+            other => other,
+        };
+        out.push((req.id.clone(), outcome));
+    }
+    Placed {
+        outcomes: out,
+        shares,
+    }
+}
+
+/// One request: placed where it fits, else by preemption, else waiting (position filled in by
+/// the caller). Updates the free capacity and the claimants' use.
+fn place_one(
+    agents: &[AgentView],
+    free: &mut BTreeMap<String, Free>,
+    shares: &mut BTreeMap<String, Standing>,
+    capacity: &Amount,
+    req: &Request,
+) -> Outcome {
+    let amount = request_amount(req);
+    if let Some((agent, gpus)) = choose(free, req).map(|(a, g)| (a.clone(), g)) {
+        if let Some(f) = free.get_mut(&agent) {
+            f.take(req, &agent, &gpus);
+        }
+        if let Some(s) = shares.get_mut(&req.claimant) {
+            s.used = s.used.plus(&amount);
+        }
+        return Outcome::Place { agent, gpus };
+    }
+    let standing = |id: &str| shares.get(id).cloned().unwrap_or_default();
+    let mine = standing(&req.claimant);
+    let owed = served(&mine.used, &mine.entitled, capacity) < 1.0 - 1e-9;
+    let after = served(&mine.used.plus(&amount), &mine.entitled, capacity);
+    let may_evict = |c: &Claim, taken: &BTreeMap<String, Amount>| {
+        if c.claimant == req.claimant {
+            return !req.elastic && c.priority < req.priority;
+        }
+        let other = standing(&c.claimant);
+        let used = other
+            .used
+            .minus(&taken.get(&c.claimant).copied().unwrap_or_default());
+        let lent = served(&used, &other.entitled, capacity);
+        owed && lent > 1.0 + 1e-9 && after < lent
+    };
+    if let Some((agent, gpus, victims)) = preemption(agents, free, req, &may_evict) {
+        if let Some(f) = free.get_mut(&agent) {
+            for victim in &victims {
+                if let Some(i) = f.claims.iter().position(|c| &c.task == victim) {
+                    let claim = f.claims.remove(i);
+                    f.release(&claim, inventory(agents, &agent));
+                    if let Some(s) = shares.get_mut(&claim.claimant) {
+                        s.used = s.used.minus(&claim_amount(&claim));
+                    }
+                }
+            }
+            f.take(req, &agent, &gpus);
+        }
+        if let Some(s) = shares.get_mut(&req.claimant) {
+            s.used = s.used.plus(&amount);
+        }
+        return Outcome::Preempt { agent, gpus, victims };
+    }
+    Outcome::Wait {
+        reason: reason(agents, free, req),
+        position: 0,
+    }
 }
 
 #[cfg(test)]

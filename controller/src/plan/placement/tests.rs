@@ -48,6 +48,7 @@ fn req(id: &str, priority: u32, gpus: u32, elastic: bool) -> Request {
         avoid: Vec::new(),
         writes_outputs: true,
         input_bytes: BTreeMap::new(),
+        claimant: String::new(),
     }
 }
 
@@ -104,6 +105,7 @@ fn live_claims_and_cpu_only_work() {
         gpus: vec!["a-gpu0".into()],
         priority: 100,
         elastic: true,
+        claimant: String::new(),
     }];
     let result = place(
         &agents,
@@ -184,6 +186,7 @@ fn selfplay_spreads_and_training_packs() {
         gpus: vec!["b-gpu0".into()],
         priority: 100,
         elastic: true,
+        claimant: String::new(),
     }];
     let packed = place(&agents, &claims, &[req("train", 200, 2, false)]);
     assert_eq!(
@@ -204,6 +207,7 @@ fn training_preempts_the_fewest_selfplay_tasks() {
         gpus: vec![gpu.into()],
         priority,
         elastic,
+        claimant: String::new(),
     };
     let claims = [
         claim("sp-1", "a", "a-gpu0", 100, true),
@@ -306,6 +310,7 @@ fn work_that_writes_outputs_stays_off_agents_under_disk_pressure() {
         gpus: (0..8).map(|i| format!("full-gpu{i}")).collect(),
         priority: 1,
         elastic: true,
+        claimant: String::new(),
     }];
     let r = place(&agents, &claims, &[req("train", 2, 8, false)]);
     match outcome(&r, "train") {
@@ -350,4 +355,183 @@ fn training_goes_where_its_inputs_are_and_selfplay_still_spreads() {
     sp.input_bytes = BTreeMap::from([("a".to_owned(), 100)]);
     let r = place(&agents, &[], &[sp]);
     assert_ne!(placed_on(outcome(&r, "sp")), "a", "load comes first for selfplay");
+}
+
+fn of(claimant: &str, r: Request) -> Request {
+    Request {
+        claimant: claimant.into(),
+        ..r
+    }
+}
+
+/// `n` one-GPU requests of `claimant`, ids `<claimant>-<i>`.
+fn units(claimant: &str, n: usize, priority: u32, elastic: bool) -> Vec<Request> {
+    (0..n)
+        .map(|i| of(claimant, req(&format!("{claimant}-{i}"), priority, 1, elastic)))
+        .collect()
+}
+
+fn placed_of(placed: &Placed, claimant: &str) -> usize {
+    placed
+        .outcomes
+        .iter()
+        .filter(|(id, o)| id.starts_with(&format!("{claimant}-")) && !matches!(o, Outcome::Wait { .. }))
+        .count()
+}
+
+fn terms(weights: &[(&str, f64)]) -> BTreeMap<String, Terms> {
+    weights
+        .iter()
+        .map(|(c, w)| {
+            (
+                (*c).to_owned(),
+                Terms {
+                    weight: *w,
+                    min_gpus: 0.0,
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn claimants_take_turns_by_share_not_by_arrival_or_priority() {
+    let agents = [h100s("a", 8)];
+    // b's work has the higher priority and comes last: across claimants the share decides.
+    let mut requests = units("a", 8, 1, true);
+    requests.extend(units("b", 8, 9, true));
+    let placed = place_shared(&agents, &[], &requests, &BTreeMap::new());
+    assert_eq!((placed_of(&placed, "a"), placed_of(&placed, "b")), (4, 4));
+    assert!((placed.shares["a"].entitled.gpus - 4.0).abs() < 1e-6);
+    assert_eq!(placed.shares["a"].waiting, 4);
+    // Weighted 1:3.
+    let placed = place_shared(&agents, &[], &requests, &terms(&[("a", 1.0), ("b", 3.0)]));
+    assert_eq!((placed_of(&placed, "a"), placed_of(&placed, "b")), (2, 6));
+    assert!((placed.shares["b"].used.gpus - 6.0).abs() < 1e-6);
+}
+
+#[test]
+fn capacity_nobody_else_wants_is_lent() {
+    let agents = [h100s("a", 8)];
+    let mut requests = units("a", 8, 1, true);
+    requests.extend(units("b", 1, 1, true));
+    let placed = place_shared(&agents, &[], &requests, &BTreeMap::new());
+    assert_eq!((placed_of(&placed, "a"), placed_of(&placed, "b")), (7, 1));
+    // b has no work: a takes every GPU, beyond nothing (its demand is the whole fleet).
+    let placed = place_shared(&agents, &[], &units("a", 8, 1, true), &BTreeMap::new());
+    assert_eq!(placed_of(&placed, "a"), 8);
+}
+
+fn held_by(claimant: &str, agent: &str, n: usize) -> Vec<Claim> {
+    (0..n)
+        .map(|i| Claim {
+            task: format!("{claimant}-old-{i}"),
+            agent: agent.into(),
+            cpu_millis: 1000,
+            memory_mib: 1024,
+            gpus: vec![format!("{agent}-gpu{i}")],
+            priority: 1,
+            elastic: true,
+            claimant: claimant.into(),
+        })
+        .collect()
+}
+
+#[test]
+fn lent_selfplay_is_taken_back_when_its_owner_wants_it_and_then_stays() {
+    let agents = [h100s("a", 8)];
+    // a holds all 8 GPUs (lent: b had no work); b now wants 4.
+    let claims = held_by("a", "a", 8);
+    let placed = place_shared(&agents, &claims, &units("b", 4, 1, true), &BTreeMap::new());
+    let victims: Vec<&String> = placed
+        .outcomes
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Preempt { victims, .. } => Some(victims),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(victims.len(), 4, "{:?}", placed.outcomes);
+    assert!(victims.iter().all(|v| v.starts_with("a-old-")));
+    assert!((placed.shares["a"].used.gpus - 4.0).abs() < 1e-6);
+    assert!((placed.shares["b"].used.gpus - 4.0).abs() < 1e-6);
+    // Then nobody takes anything back: each holds its share, with work waiting on both sides.
+    let mut claims = held_by("a", "a", 4);
+    claims.extend((4..8).map(|i| Claim {
+        task: format!("b-{i}"),
+        gpus: vec![format!("a-gpu{i}")],
+        claimant: "b".into(),
+        ..held_by("b", "a", 1).remove(0)
+    }));
+    let mut requests = units("a", 4, 1, true);
+    requests.extend(units("b", 4, 1, true));
+    let placed = place_shared(&agents, &claims, &requests, &BTreeMap::new());
+    assert!(
+        placed
+            .outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Wait { .. })),
+        "{:?}",
+        placed.outcomes
+    );
+    assert_eq!((placed.shares["a"].waiting, placed.shares["b"].waiting), (4, 4));
+}
+
+#[test]
+fn work_that_is_not_lent_is_never_taken() {
+    // a holds 2 of 4 GPUs, its share; b holds the other 2 and wants 2 more: b is not owed.
+    let agents = [h100s("a", 4)];
+    let mut claims = held_by("a", "a", 2);
+    claims.extend((2..4).map(|i| Claim {
+        task: format!("b-old-{i}"),
+        gpus: vec![format!("a-gpu{i}")],
+        claimant: "b".into(),
+        ..held_by("b", "a", 1).remove(0)
+    }));
+    let mut requests = units("b", 2, 1, true);
+    requests.extend(units("a", 1, 1, true));
+    let placed = place_shared(&agents, &claims, &requests, &BTreeMap::new());
+    assert!(
+        placed
+            .outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Wait { .. })),
+        "{:?}",
+        placed.outcomes
+    );
+    // Inside one claimant, priority still preempts its own elastic work.
+    let placed = place_shared(
+        &agents,
+        &claims,
+        &[of("b", req("b-train", 9, 1, false))],
+        &BTreeMap::new(),
+    );
+    match outcome(&placed.outcomes, "b-train") {
+        Outcome::Preempt { victims, .. } => assert!(victims[0].starts_with("b-old-"), "{victims:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_floor_keeps_a_light_claimant_from_starving() {
+    let agents = [h100s("a", 8)];
+    let mut requests = units("light", 8, 1, true);
+    requests.extend(units("heavy", 8, 1, true));
+    let mut t = terms(&[("light", 1.0), ("heavy", 1000.0)]);
+    let placed = place_shared(&agents, &[], &requests, &t);
+    assert_eq!(
+        placed_of(&placed, "light"),
+        0,
+        "1:1000 of 8 GPUs is less than one"
+    );
+    t.insert(
+        "light".into(),
+        Terms {
+            weight: 1.0,
+            min_gpus: 2.0,
+        },
+    );
+    let placed = place_shared(&agents, &[], &requests, &t);
+    assert_eq!((placed_of(&placed, "light"), placed_of(&placed, "heavy")), (2, 6));
 }

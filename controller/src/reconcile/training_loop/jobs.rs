@@ -74,6 +74,7 @@ pub(super) fn selfplay_job(lp: &TrainingLoop, generation: u32, best: Option<&Str
             output: DatasetOutput {
                 dataset: lp.metadata.name.clone().unwrap_or_default(),
             },
+            share: None,
         },
         status: None,
     }))
@@ -91,6 +92,7 @@ pub(super) fn training_job(lp: &TrainingLoop, generation: u32, best: Option<&Str
             output: ModelOutput {
                 model: model_name(&loop_name, generation),
             },
+            share: None,
         },
         status: None,
     }))
@@ -127,6 +129,7 @@ pub(super) fn gauntlet_job(lp: &TrainingLoop, generation: u32, best: Option<&Str
             candidate: ModelRef::model(model_name(&loop_name, generation)),
             opponents,
             settings,
+            share: None,
         },
         status: None,
     })))

@@ -80,6 +80,9 @@ pub struct LoopWorld {
     pub models: HashMap<String, Option<f64>>,
     /// Models whose weights had holders and have none left whose heartbeat is current.
     pub lost_models: HashSet<String>,
+    /// The loop's standing in the fleet's fair share, as of this pass's placement (none:
+    /// the status keeps what it had).
+    pub share: Option<ringrift_crds::common::ShareStatus>,
 }
 
 /// A job to create.
@@ -634,6 +637,9 @@ pub fn plan_loop(lp: &TrainingLoop, world: &LoopWorld, now: Timestamp) -> LoopPl
     pass.advance();
     pass.ratings();
     pass.outputs();
+    if let Some(share) = &world.share {
+        pass.status.share = Some(share.clone());
+    }
     pass.conclude()
 }
 

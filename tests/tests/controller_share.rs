@@ -1,0 +1,155 @@
+//! The fleet's fair share end to end: the real controller with simulated agents (2 × 4 GPUs).
+//! Two standalone selfplay jobs weighted 1 and 3 run 2 and 6 tasks; with the heavy one gone
+//! the light one takes every GPU (idle capacity is lent); when the heavy one comes back, the
+//! lent tasks are preempted and the split is 2 and 6 again. A loop shows its share in its
+//! status, in `ringrift status` and in the controller's metrics.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use ringrift_crds::common::ShareSpec;
+use ringrift_crds::task::{Task, TaskPhase};
+use ringrift_crds::training_loop::TrainingLoop;
+use ringrift_e2e::cluster::{Cluster, apply_json, selfplay, until};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A selfplay job of 16 one-GPU units that run for ten minutes, with `weight`.
+async fn hungry(cluster: &Cluster, name: &str, weight: u32) {
+    let mut job = selfplay(name, 16, 1, &[("SIM_DURATION_MS", "600000")]);
+    job.spec.share = Some(ShareSpec { weight, min_gpus: 0 });
+    cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
+}
+
+/// Running (or bound) tasks of each job, in the order asked.
+async fn running(cluster: &Cluster, jobs: &[&str]) -> Vec<usize> {
+    let tasks = cluster
+        .tasks()
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let live = |t: &Task| {
+        !t.spec.cancel
+            && t.spec.agent.is_some()
+            && t.status
+                .as_ref()
+                .is_none_or(|s| matches!(s.phase, TaskPhase::Pending | TaskPhase::Running))
+    };
+    jobs.iter()
+        .map(|j| tasks.iter().filter(|t| t.spec.job.name == *j && live(t)).count())
+        .collect()
+}
+
+async fn split_is(cluster: &Cluster, jobs: &[&str], want: &[usize]) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = running(cluster, jobs).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{jobs:?} running {got:?} after {WAIT:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_is_shared_by_weight_lent_when_idle_and_taken_back() {
+    let cluster = Cluster::start("share").await;
+    let controller = cluster.controller("c1");
+    let _agents = cluster.agents("sim", 2, 4);
+
+    hungry(&cluster, "light", 1).await;
+    hungry(&cluster, "heavy", 3).await;
+    split_is(&cluster, &["light", "heavy"], &[2, 6]).await;
+    // It stays so: a few more passes change nothing.
+    Cluster::after_passes(&controller, 5.0).await;
+    assert_eq!(running(&cluster, &["light", "heavy"]).await, [2, 6]);
+    let entitled = |job: &str| {
+        Cluster::metric(
+            &controller,
+            &format!("ringrift_controller_share_entitled_gpus{{claimant=\"SelfplayJob/default/{job}\"}}"),
+        )
+    };
+    assert!((entitled("light") - 2.0).abs() < 1e-6, "{}", entitled("light"));
+    assert!((entitled("heavy") - 6.0).abs() < 1e-6, "{}", entitled("heavy"));
+
+    // Heavy gone: light takes the whole fleet.
+    cluster
+        .jobs()
+        .delete("heavy", &DeleteParams::background())
+        .await
+        .unwrap();
+    split_is(&cluster, &["light"], &[8]).await;
+    // Heavy back: what was lent is taken back.
+    until("the old heavy's tasks gone", WAIT, || async {
+        (running(&cluster, &["heavy"]).await == [0]).then_some(())
+    })
+    .await;
+    hungry(&cluster, "heavy", 3).await;
+    split_is(&cluster, &["light", "heavy"], &[2, 6]).await;
+    let preempted = cluster
+        .tasks()
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|t| {
+            t.spec.job.name == "light"
+                && t.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ringrift_crds::task::CANCEL_REASON_ANNOTATION))
+                    .is_some_and(|r| r == "Preempted")
+        })
+        .count();
+    assert_eq!(preempted, 6, "light's six lent tasks were preempted");
+
+    // A loop's share is in its status and in `ringrift status`.
+    let _: TrainingLoop = apply_json(
+        &cluster,
+        json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "TrainingLoop",
+            "metadata": {"name": "looped", "namespace": "default"},
+            "spec": {"game": {"board": "connect4"}, "share": {"weight": 4},
+                     "selfplay": {"games": 16, "gamesPerTask": 1, "resources": {"gpus": 1},
+                                  "template": {"env": {"SIM_DURATION_MS": "600000"}}},
+                     "training": {"window": {"games": 16}},
+                     "gauntlet": {"opponents": [{"name": "random", "baseline": "random"}],
+                                  "gamesPerOpponent": 2,
+                                  "promotion": {"winRate": {"minWinRate": 0.5, "minGames": 2}}}}
+        }),
+    )
+    .await;
+    let loops: Api<TrainingLoop> = Api::namespaced(cluster.client.clone(), "default");
+    // Weights 1, 3 and 4 on 8 GPUs: 1, 3 and 4.
+    let share = until("the loop's share", WAIT, || async {
+        let s = loops.get("looped").await.ok()?.status?.share?;
+        (s.used_gpus == 4).then_some(s)
+    })
+    .await;
+    assert!((share.entitled_gpus - 4.0).abs() < 1e-6, "{share:?}");
+    assert_eq!(share.waiting, 12, "{share:?}");
+    split_is(&cluster, &["light", "heavy"], &[1, 3]).await;
+    let status = std::process::Command::new(ringrift_e2e::process::ringrift_bin().unwrap())
+        .args(["status", "--kubeconfig"])
+        .arg(&cluster.api.kubeconfig)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("fleet share 4 of 4.00 GPUs (12 units waiting)"),
+        "{text}"
+    );
+    let columns = cluster.kubectl(&["get", "trainingloops"]);
+    assert!(columns.contains("ENTITLED"), "{columns}");
+}
