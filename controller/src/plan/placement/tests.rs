@@ -535,3 +535,36 @@ fn a_floor_keeps_a_light_claimant_from_starving() {
     let placed = place_shared(&agents, &[], &requests, &t);
     assert_eq!((placed_of(&placed, "light"), placed_of(&placed, "heavy")), (2, 6));
 }
+
+/// The worked example of docs/controller.md ("Sharing the fleet"): 4 agents of 8 GPUs; sq8
+/// (weight 1) and hex (weight 2) each want 40 one-GPU units, sq19 (weight 1, minGPUs 4) wants
+/// 3. Entitled: sq19 3, sq8 29/3, hex 58/3; placed in whole units: 3, 9 and 20.
+#[test]
+fn the_worked_example_of_three_loops() {
+    let agents: Vec<AgentView> = (0..4).map(|i| h100s(&format!("n{i}"), 8)).collect();
+    let mut requests = units("sq8", 40, 100, true);
+    requests.extend(units("hex", 40, 100, true));
+    requests.extend(units("sq19", 3, 100, true));
+    let mut t = terms(&[("sq8", 1.0), ("hex", 2.0)]);
+    t.insert(
+        "sq19".into(),
+        Terms {
+            weight: 1.0,
+            min_gpus: 4.0,
+        },
+    );
+    let placed = place_shared(&agents, &[], &requests, &t);
+    let entitled = |c: &str| placed.shares[c].entitled.gpus;
+    assert!((entitled("sq19") - 3.0).abs() < 1e-6);
+    assert!((entitled("sq8") - 29.0 / 3.0).abs() < 1e-6, "{}", entitled("sq8"));
+    assert!((entitled("hex") - 58.0 / 3.0).abs() < 1e-6, "{}", entitled("hex"));
+    assert_eq!(
+        (
+            placed_of(&placed, "sq19"),
+            placed_of(&placed, "sq8"),
+            placed_of(&placed, "hex")
+        ),
+        (3, 9, 20)
+    );
+    assert_eq!(placed.shares["sq8"].waiting, 31);
+}
