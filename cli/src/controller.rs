@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ringrift_controller::leader::Timing;
+use ringrift_controller::reconcile::breaker::Policy;
 use ringrift_controller::reconcile::units::Backoff;
 use ringrift_controller::runtime::reconciler::Tuning;
 use ringrift_controller::runtime::run::{Config, run};
@@ -80,6 +81,16 @@ pub struct ControllerArgs {
     /// API writes in flight at once.
     #[arg(long, env = "RINGRIFT_WRITE_CONCURRENCY", default_value_t = 32)]
     pub write_concurrency: usize,
+    /// Tasks of one agent that must fail for reasons of the agent (`GpuFault`, `AgentError`)
+    /// within `--breaker-window` to keep it from new work (0: never).
+    #[arg(long, env = "RINGRIFT_BREAKER_FAILURES", default_value_t = 3)]
+    pub breaker_failures: u32,
+    /// The window those failures are counted in.
+    #[arg(long, env = "RINGRIFT_BREAKER_WINDOW", default_value = "10m", value_parser = crate::duration::parse)]
+    pub breaker_window: Duration,
+    /// The first quarantine; each further trip within 6 hours doubles it, up to an hour.
+    #[arg(long, env = "RINGRIFT_BREAKER_QUARANTINE", default_value = "5m", value_parser = crate::duration::parse)]
+    pub breaker_quarantine: Duration,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -113,6 +124,9 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         retry_backoff,
         retry_backoff_max,
         write_concurrency,
+        breaker_failures,
+        breaker_window,
+        breaker_quarantine,
         telemetry,
     } = args;
     telemetry::init(&telemetry)?;
@@ -139,6 +153,13 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 max: retry_backoff_max,
             },
             concurrency: write_concurrency,
+            breaker: (breaker_failures > 0).then(|| Policy {
+                failures: breaker_failures,
+                window: breaker_window,
+                quarantine: breaker_quarantine,
+                longest: breaker_quarantine.max(Duration::from_secs(3600)),
+                ..Policy::default()
+            }),
         },
     };
     let runtime = crate::runtime()?;

@@ -64,6 +64,11 @@ impl Cluster {
     /// A controller with short leader-election and retry timings, its `/metrics` behind
     /// [`METRICS_TOKEN`].
     pub fn controller(&self, identity: &str) -> RoleProcess {
+        self.controller_with(identity, &[])
+    }
+
+    /// [`Self::controller`] with `extra` arguments.
+    pub fn controller_with(&self, identity: &str, extra: &[&str]) -> RoleProcess {
         let token_file = self.dir().join("metrics-token");
         std::fs::write(&token_file, METRICS_TOKEN).unwrap();
         let args: Vec<String> = [
@@ -89,6 +94,10 @@ impl Cluster {
         ]
         .map(String::from)
         .to_vec();
+        let args: Vec<String> = args
+            .into_iter()
+            .chain(extra.iter().map(|a| (*a).to_owned()))
+            .collect();
         RoleProcess::start(&self.dir(), identity, &args, "ringrift controller").unwrap()
     }
 

@@ -1,6 +1,7 @@
 //! The reconcile pipeline's pure steps: what the planner sees ([`view`]), the decision per job
 //! ([`decide`]), and the status and conditions it leads to ([`status`]).
 
+pub mod breaker;
 pub mod decide;
 pub mod durability;
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use jiff::Timestamp;
-use kube::{Resource, ResourceExt};
-use ringrift_crds::agent::Agent;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::ResourceExt;
 use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::{JobKind, Task};
@@ -16,7 +16,7 @@ use ringrift_crds::training::TrainingJob;
 use super::agents::HEARTBEAT_LAPSED;
 use super::jobs::{AnyJob, events};
 use super::metrics::KindLabels;
-use super::reconciler::{Entry, Reconciler, VOLATILE_REFRESH};
+use super::reconciler::{Entry, QuarantineWrite, Reconciler, VOLATILE_REFRESH};
 use super::writer::{ApplyError, Fence};
 use crate::reconcile::decide::Verdict;
 use crate::reconcile::objects;
@@ -45,22 +45,51 @@ impl Reconciler {
         }
     }
 
+    /// Agents whose quarantine starts (with why) or ends: their `Quarantined` condition, an
+    /// event, the trips counted.
+    pub(super) async fn apply_quarantines(&mut self, changes: Vec<QuarantineWrite>) {
+        let writer = self.writer.clone();
+        for (reference, message, patch) in changes {
+            let name = reference.name.clone().unwrap_or_default();
+            match writer.patch_agent_status(&name, &patch).await {
+                Ok(()) => {
+                    if let Some(message) = message {
+                        self.health.metrics.agent_quarantines.inc();
+                        tracing::warn!(agent = name, "quarantined: {message}");
+                        writer.event(&reference, true, "AgentQuarantined", message).await;
+                    } else {
+                        tracing::info!(agent = name, "quarantine ended");
+                        writer
+                            .event(
+                                &reference,
+                                false,
+                                "AgentReleased",
+                                format!("agent {name}'s quarantine ended: it takes new work again"),
+                            )
+                            .await;
+                    }
+                }
+                Err(e) => self.failed(&format!("Agent/{name}"), "Agent", &e),
+            }
+        }
+    }
+
     pub(super) async fn apply(
         &mut self,
         entries: &mut [Entry],
         victims: Vec<String>,
-        agent_writes: Vec<(String, bool, serde_json::Value)>,
+        agent_writes: Vec<(ObjectReference, bool, serde_json::Value)>,
         now: Timestamp,
         soon: &mut impl FnMut(Duration),
     ) {
         let writer = self.writer.clone();
         let n = self.tuning.concurrency.max(1);
         // Agents whose heartbeat lapsed or resumed.
-        for (name, ok, patch) in agent_writes {
+        // Events name the Agent with its uid: `kubectl describe agent` finds them by it.
+        for (reference, ok, patch) in agent_writes {
+            let name = reference.name.clone().unwrap_or_default();
             match writer.patch_agent_status(&name, &patch).await {
                 Ok(()) => {
-                    let reference =
-                        Agent::new(&name, ringrift_crds::agent::AgentSpec::default()).object_ref(&());
                     if ok {
                         writer
                             .event(

@@ -71,6 +71,10 @@ pub struct Metrics {
     pub outputs_lost: Gauge<i64, AtomicI64>,
     /// Bytes moved between agents by the recorded generations of each loop.
     pub generation_bytes_moved: Family<LoopLabels, Counter>,
+    /// Agents kept from new work by the circuit breaker.
+    pub agents_quarantined: Gauge<i64, AtomicI64>,
+    /// Quarantines started (each trip of the breaker, and each longer one).
+    pub agent_quarantines: Counter,
     /// GPUs each claimant is entitled to in the fair share.
     pub share_entitled_gpus: Family<ClaimantLabels, Gauge<f64, AtomicU64>>,
     /// GPUs each claimant's running tasks hold.
@@ -152,6 +156,18 @@ impl Metrics {
             "Bytes moved between agents (inputs pulled, copies of outputs) by each loop's recorded generations",
             generation_bytes_moved.clone(),
         );
+        let agents_quarantined = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "agents_quarantined",
+            "Agents kept from new work because their tasks keep failing for reasons of the agent",
+            agents_quarantined.clone(),
+        );
+        let agent_quarantines = Counter::default();
+        registry.register(
+            "agent_quarantines",
+            "Quarantines of agents started by the circuit breaker",
+            agent_quarantines.clone(),
+        );
         let share_entitled_gpus = Family::<ClaimantLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "share_entitled_gpus",
@@ -184,6 +200,8 @@ impl Metrics {
             copies_created,
             outputs_lost,
             generation_bytes_moved,
+            agents_quarantined,
+            agent_quarantines,
             share_entitled_gpus,
             share_used_gpus,
             share_waiting_units,

@@ -131,14 +131,8 @@ async fn record(writer: &Writer, agent: &Agent, endpoint: &str, result: &Result<
             )
         }
     };
-    let reference = Agent::new(&name, ringrift_crds::agent::AgentSpec::default());
     writer
-        .event(
-            &kube::Resource::object_ref(&reference, &()),
-            warning,
-            reason,
-            note,
-        )
+        .event(&kube::Resource::object_ref(agent, &()), warning, reason, note)
         .await;
     true
 }

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{Resource, ResourceExt};
 use ringrift_crds::agent::Agent;
 use ringrift_crds::common::QueueStatus;
 use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::model::Model;
 use ringrift_crds::selfplay::SelfplayJob;
-use ringrift_crds::task::{JobKind, Task};
+use ringrift_crds::task::{FailureClass, JobKind, Task};
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
 
@@ -26,6 +27,7 @@ use super::overlay::Overlay;
 use super::world::Snapshot;
 use super::writer::Writer;
 use crate::plan::placement::{self, Claim, Outcome, Request, Standing, Terms};
+use crate::reconcile::breaker::{self, Policy};
 use crate::reconcile::decide::{Env, JobPlan, plan_job};
 use crate::reconcile::durability::Candidate;
 use crate::reconcile::objects;
@@ -60,6 +62,8 @@ pub struct Tuning {
     pub backoff: Backoff,
     /// Writes in flight at once.
     pub concurrency: usize,
+    /// The circuit breaker for failing agents (none: off).
+    pub breaker: Option<Policy>,
 }
 
 /// One job in a pass.
@@ -183,6 +187,15 @@ impl Reconciler {
             .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
 
         let (by_job, claims) = index_tasks(&tasks);
+        // Agents whose tasks keep failing for reasons of the agent: no new work for a while.
+        let (quarantines, quarantine_writes) = self.breaker(&tasks, &agents, now, &mut soon);
+        let mut agent_views = agent_views;
+        for v in &mut agent_views {
+            if quarantines.contains_key(&v.name) {
+                // Placement treats it as cordoned: nothing new goes there, nothing preempted.
+                v.unschedulable = true;
+            }
+        }
 
         // Validate and plan each job.
         let ready = |a: &str| current.contains(a);
@@ -212,7 +225,11 @@ impl Reconciler {
         let needed = Needed::from_objects(&tasks, &models, &selfplay_all, &loops, &training_all);
         let candidates: Vec<Candidate> = agents
             .iter()
-            .map(|a| candidate(a, current.contains(&a.name_any())))
+            .map(|a| {
+                let mut c = candidate(a, current.contains(&a.name_any()));
+                c.eligible &= !quarantines.contains_key(&c.name);
+                c
+            })
             .collect();
         // Fewer than half the agents Ready reads as an outage of the network or the control
         // plane, not as lost agents: nothing is regenerated or given up then (as the node
@@ -239,6 +256,7 @@ impl Reconciler {
         // Apply.
         self.apply(&mut entries, victims, agent_writes, now, &mut soon)
             .await;
+        self.apply_quarantines(quarantine_writes).await;
         // The loops (which create jobs) and the model registry.
         self.loops_and_models(
             Registry {
@@ -262,6 +280,33 @@ impl Reconciler {
         }
         self.health.metrics.pass.observe(started.elapsed().as_secs_f64());
         wake
+    }
+
+    /// The circuit breaker: the agents quarantined now (from the tasks' failures), the status
+    /// patches of those whose `Quarantined` condition changes, a wake-up for the first release.
+    fn breaker(
+        &self,
+        tasks: &[Task],
+        agents: &[Agent],
+        now: Timestamp,
+        soon: &mut impl FnMut(Duration),
+    ) -> (BTreeMap<String, breaker::Quarantine>, Vec<QuarantineWrite>) {
+        let Some(policy) = self.tuning.breaker else {
+            return (BTreeMap::new(), Vec::new());
+        };
+        let quarantines = breaker::quarantined(&agent_failures(tasks), now, &policy);
+        if let Some(first) = quarantines.values().map(|q| q.until).min() {
+            soon(Duration::try_from(first.duration_since(now)).unwrap_or_default());
+        }
+        let writes = agents
+            .iter()
+            .filter_map(|a| quarantine_patch(a, quarantines.get(&a.name_any()), &policy, now))
+            .collect();
+        self.health
+            .metrics
+            .agents_quarantined
+            .set(i64::try_from(quarantines.len()).unwrap_or(i64::MAX));
+        (quarantines, writes)
     }
 
     /// Observe: every cached object checked (the malformed reported once), with this
@@ -538,7 +583,7 @@ struct Heartbeats {
     /// Agents for placement.
     views: Vec<placement::AgentView>,
     /// Agents whose Ready condition must change: name, heartbeat current, status patch.
-    writes: Vec<(String, bool, serde_json::Value)>,
+    writes: Vec<(ObjectReference, bool, serde_json::Value)>,
     /// When the next current heartbeat runs out.
     next_expiry: Option<Duration>,
 }
@@ -570,11 +615,74 @@ impl Reconciler {
             }
             out.views.push(view(agent, ok));
             if let Some(patch) = readiness_patch(agent, ok, now) {
-                out.writes.push((name, ok, patch));
+                out.writes.push((agent.object_ref(&()), ok, patch));
             }
         }
         out
     }
+}
+
+/// The failures that count against agents: tasks that ended `GpuFault` or `AgentError` on
+/// them (never the workload's own failures).
+fn agent_failures(tasks: &[Task]) -> Vec<breaker::Failure> {
+    tasks
+        .iter()
+        .filter_map(|t| {
+            let v = TaskView::from_task(t);
+            let why = match v.failure_class? {
+                FailureClass::GpuFault => "GpuFault",
+                FailureClass::AgentError => "AgentError",
+                _ => return None,
+            };
+            Some(breaker::Failure {
+                agent: v.agent?,
+                at: v.finished.unwrap_or(v.created),
+                why: why.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// An agent's quarantine starting (with why) or ending: its reference, the message when it
+/// starts, the status patch.
+pub(super) type QuarantineWrite = (ObjectReference, Option<String>, serde_json::Value);
+
+/// Reason of the `Quarantined=True` condition.
+pub(super) const QUARANTINED: &str = "RepeatedFailures";
+
+/// The status patch that records an agent's quarantine starting or ending, when its
+/// `Quarantined` condition does not say so already: (agent, the message when quarantined,
+/// the patch).
+fn quarantine_patch(
+    agent: &Agent,
+    quarantine: Option<&breaker::Quarantine>,
+    policy: &breaker::Policy,
+    now: Timestamp,
+) -> Option<QuarantineWrite> {
+    let status = agent.status.clone().unwrap_or_default();
+    let current = status.conditions.iter().find(|c| c.type_ == "Quarantined");
+    let message = quarantine.map(|q| q.message(policy));
+    let (on, reason, text) = match &message {
+        Some(m) if current.is_some_and(|c| c.status == "True" && c.message == *m) => return None,
+        Some(m) => (true, QUARANTINED, m.clone()),
+        None if current.is_some_and(|c| c.status == "True") => (
+            false,
+            "Released",
+            "its quarantine ended: it takes new work again".to_owned(),
+        ),
+        None => return None,
+    };
+    let mut conditions = status.conditions;
+    let generation = agent.metadata.generation.unwrap_or(0);
+    ringrift_crds::common::set_condition(&mut conditions, "Quarantined", on, reason, &text, generation, now);
+    Some((
+        agent.object_ref(&()),
+        message,
+        serde_json::json!({
+            "metadata": {"resourceVersion": agent.metadata.resource_version},
+            "status": {"conditions": conditions},
+        }),
+    ))
 }
 
 /// The status patch that records an agent's heartbeat lapsing or resuming, if its `Ready`

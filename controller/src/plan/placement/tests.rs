@@ -422,26 +422,38 @@ fn capacity_nobody_else_wants_is_lent() {
     assert_eq!(placed_of(&placed, "a"), 8);
 }
 
-fn held_by(claimant: &str, agent: &str, n: usize) -> Vec<Claim> {
-    (0..n)
-        .map(|i| Claim {
-            task: format!("{claimant}-old-{i}"),
-            agent: agent.into(),
-            cpu_millis: 1000,
-            memory_mib: 1024,
-            gpus: vec![format!("{agent}-gpu{i}")],
-            priority: 1,
-            elastic: true,
-            claimant: claimant.into(),
-        })
-        .collect()
+/// Elastic one-GPU tasks `<claimant>-old-<i>` of `claimant` on `agent`'s GPUs `gpus`.
+fn held_by(claimant: &str, agent: &str, gpus: std::ops::Range<usize>) -> Vec<Claim> {
+    gpus.map(|i| Claim {
+        task: format!("{claimant}-old-{i}"),
+        agent: agent.into(),
+        cpu_millis: 1000,
+        memory_mib: 1024,
+        gpus: vec![format!("{agent}-gpu{i}")],
+        priority: 1,
+        elastic: true,
+        claimant: claimant.into(),
+    })
+    .collect()
+}
+
+#[track_caller]
+fn all_wait(placed: &Placed) {
+    assert!(
+        placed
+            .outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Wait { .. })),
+        "{:?}",
+        placed.outcomes
+    );
 }
 
 #[test]
 fn lent_selfplay_is_taken_back_when_its_owner_wants_it_and_then_stays() {
     let agents = [h100s("a", 8)];
     // a holds all 8 GPUs (lent: b had no work); b now wants 4.
-    let claims = held_by("a", "a", 8);
+    let claims = held_by("a", "a", 0..8);
     let placed = place_shared(&agents, &claims, &units("b", 4, 1, true), &BTreeMap::new());
     let victims: Vec<&String> = placed
         .outcomes
@@ -457,24 +469,12 @@ fn lent_selfplay_is_taken_back_when_its_owner_wants_it_and_then_stays() {
     assert!((placed.shares["a"].used.gpus - 4.0).abs() < 1e-6);
     assert!((placed.shares["b"].used.gpus - 4.0).abs() < 1e-6);
     // Then nobody takes anything back: each holds its share, with work waiting on both sides.
-    let mut claims = held_by("a", "a", 4);
-    claims.extend((4..8).map(|i| Claim {
-        task: format!("b-{i}"),
-        gpus: vec![format!("a-gpu{i}")],
-        claimant: "b".into(),
-        ..held_by("b", "a", 1).remove(0)
-    }));
+    let mut claims = held_by("a", "a", 0..4);
+    claims.extend(held_by("b", "a", 4..8));
     let mut requests = units("a", 4, 1, true);
     requests.extend(units("b", 4, 1, true));
     let placed = place_shared(&agents, &claims, &requests, &BTreeMap::new());
-    assert!(
-        placed
-            .outcomes
-            .iter()
-            .all(|(_, o)| matches!(o, Outcome::Wait { .. })),
-        "{:?}",
-        placed.outcomes
-    );
+    all_wait(&placed);
     assert_eq!((placed.shares["a"].waiting, placed.shares["b"].waiting), (4, 4));
 }
 
@@ -482,24 +482,12 @@ fn lent_selfplay_is_taken_back_when_its_owner_wants_it_and_then_stays() {
 fn work_that_is_not_lent_is_never_taken() {
     // a holds 2 of 4 GPUs, its share; b holds the other 2 and wants 2 more: b is not owed.
     let agents = [h100s("a", 4)];
-    let mut claims = held_by("a", "a", 2);
-    claims.extend((2..4).map(|i| Claim {
-        task: format!("b-old-{i}"),
-        gpus: vec![format!("a-gpu{i}")],
-        claimant: "b".into(),
-        ..held_by("b", "a", 1).remove(0)
-    }));
+    let mut claims = held_by("a", "a", 0..2);
+    claims.extend(held_by("b", "a", 2..4));
     let mut requests = units("b", 2, 1, true);
     requests.extend(units("a", 1, 1, true));
     let placed = place_shared(&agents, &claims, &requests, &BTreeMap::new());
-    assert!(
-        placed
-            .outcomes
-            .iter()
-            .all(|(_, o)| matches!(o, Outcome::Wait { .. })),
-        "{:?}",
-        placed.outcomes
-    );
+    all_wait(&placed);
     // Inside one claimant, priority still preempts its own elastic work.
     let placed = place_shared(
         &agents,
