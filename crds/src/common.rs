@@ -86,9 +86,75 @@ pub struct TaskResources {
     #[schemars(range(min = 1))]
     #[serde(rename = "memoryMiB")]
     pub memory_mib: u64,
-    /// Which GPUs may be used, when `gpus` is more than 0.
+    /// Which GPUs may be used, when `gpus` is more than 0 or `gpuFraction` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_selector: Option<GpuSelector>,
+    /// A share of one GPU instead of whole `gpus` (selfplay only; `gpus` must be 0): tasks are
+    /// packed onto one device until their fractions fill it (0.25: four to a GPU), each seeing
+    /// that device's UUID in `CUDA_VISIBLE_DEVICES`; their `gpuMemoryMiB` together must fit
+    /// its memory. From 0.001 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_fraction: Option<GpuFraction>,
+}
+
+/// A fraction of one GPU, kept in thousandths and written as a number (`0.25`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GpuFraction(u16);
+
+impl GpuFraction {
+    /// A whole GPU, in thousandths.
+    pub const WHOLE: u16 = 1000;
+
+    /// `thousandths` of a GPU, from 1 to 1000.
+    pub fn from_thousandths(thousandths: u16) -> Option<Self> {
+        (1..=Self::WHOLE)
+            .contains(&thousandths)
+            .then_some(Self(thousandths))
+    }
+
+    /// In thousandths of a GPU.
+    pub fn thousandths(self) -> u16 {
+        self.0
+    }
+}
+
+impl Serialize for GpuFraction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(f64::from(self.0) / 1000.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for GpuFraction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = f64::deserialize(d)?;
+        let thousandths = (value * 1000.0).round();
+        if !(value > 0.0 && value <= 1.0) || thousandths < 1.0 {
+            return Err(serde::de::Error::custom(format!(
+                "gpuFraction must be more than 0 and at most 1 (in steps of 0.001), not {value}"
+            )));
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 1..=1000
+        Ok(Self(thousandths as u16))
+    }
+}
+
+impl JsonSchema for GpuFraction {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "GpuFraction".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "number",
+            "minimum": 0.001,
+            "maximum": 1,
+            "description": "A fraction of one GPU, from 0.001 to 1."
+        })
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
 }
 
 impl Default for TaskResources {
@@ -99,6 +165,7 @@ impl Default for TaskResources {
             cpu_millis: default_cpu_millis(),
             memory_mib: default_memory_mib(),
             gpu_selector: None,
+            gpu_fraction: None,
         }
     }
 }

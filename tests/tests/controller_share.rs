@@ -153,3 +153,62 @@ async fn the_fleet_is_shared_by_weight_lent_when_idle_and_taken_back() {
     let columns = cluster.kubectl(&["get", "trainingloops"]);
     assert!(columns.contains("ENTITLED"), "{columns}");
 }
+
+/// Selfplay asking a quarter of a GPU each: eight tasks run at once on one agent's two GPUs,
+/// four to a device, each given that device's UUID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarter_gpu_selfplay_is_packed_four_to_a_device() {
+    let cluster = Cluster::start("share-fractions").await;
+    let _controller = cluster.controller("c1");
+    let _agents = cluster.agents("sim", 1, 2);
+    let job: ringrift_crds::selfplay::SelfplayJob = apply_json(
+        &cluster,
+        json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob",
+            "metadata": {"name": "quarters", "namespace": "default"},
+            "spec": {"game": {"board": "connect4"}, "games": 8, "gamesPerTask": 1,
+                     "resources": {"gpuFraction": 0.25},
+                     "template": {"env": {"SIM_DURATION_MS": "600000"}},
+                     "output": {"dataset": "quarters"}}
+        }),
+    )
+    .await;
+    assert_eq!(
+        job.spec
+            .settings
+            .resources
+            .gpu_fraction
+            .map(ringrift_crds::common::GpuFraction::thousandths),
+        Some(250),
+        "stored as written"
+    );
+    split_is(&cluster, &["quarters"], &[8]).await;
+    let mut per_device: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for t in cluster.tasks_of("quarters").await {
+        assert_eq!(t.spec.gpus.len(), 1, "{:?}", t.spec.gpus);
+        *per_device.entry(t.spec.gpus[0].clone()).or_default() += 1;
+    }
+    assert_eq!(
+        per_device.values().copied().collect::<Vec<_>>(),
+        [4, 4],
+        "{per_device:?}"
+    );
+    // A fraction beside whole GPUs is refused, naming both fields.
+    let mut both = selfplay("both", 1, 1, &[]);
+    both.spec.settings.resources.gpu_fraction = ringrift_crds::common::GpuFraction::from_thousandths(500);
+    cluster
+        .jobs()
+        .create(&PostParams::default(), &both)
+        .await
+        .unwrap();
+    let message = until("the job refused", WAIT, || async {
+        let s = cluster.job("both").await.status?;
+        let c = s.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        (c.reason == "InvalidSpec").then_some(c.message)
+    })
+    .await;
+    assert!(
+        message.contains("resources.gpuFraction and resources.gpus"),
+        "{message}"
+    );
+}

@@ -163,6 +163,7 @@ pub fn copy_task(job: &JobView, copy: &NewCopy) -> Task {
                 cpu_millis: 100,
                 memory_mib: 64,
                 gpu_selector: None,
+                gpu_fraction: None,
             },
             gpus: Vec::new(),
             inputs: vec![copy.artifact.clone()],

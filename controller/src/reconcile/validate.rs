@@ -80,6 +80,23 @@ fn resolve(world: &dyn World, namespace: &str, r: &ModelRef, what: &str) -> Resu
     })
 }
 
+/// `resources.gpuFraction`: selfplay only, and not with whole `gpus`.
+fn fraction_allowed(resources: &TaskResources, selfplay: bool) -> Result<(), Blocked> {
+    match (resources.gpu_fraction, selfplay, resources.gpus) {
+        (None, _, _) | (Some(_), true, 0) => Ok(()),
+        (Some(_), false, _) => Err(blocked(
+            BlockedReason::InvalidSpec,
+            "resources.gpuFraction is for selfplay only: training and gauntlets take whole gpus"
+                .into(),
+        )),
+        (Some(_), true, _) => Err(blocked(
+            BlockedReason::InvalidSpec,
+            "resources.gpuFraction and resources.gpus are both set: ask for a share of one GPU or for whole GPUs"
+                .into(),
+        )),
+    }
+}
+
 fn finished(
     phase: JobPhase,
     completion: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
@@ -163,6 +180,7 @@ fn base(kind: JobKind, meta: &kube::api::ObjectMeta, shared: Option<Shared<'_>>)
 pub fn selfplay(job: &SelfplayJob, world: &dyn World) -> Result<(JobView, Option<String>), Blocked> {
     let spec = &job.spec;
     let s = &spec.settings;
+    fraction_allowed(&s.resources, true)?;
     let mut view = base(JobKind::SelfplayJob, &job.metadata, Some(shared!(job, s)));
     let model = spec
         .model
@@ -195,6 +213,7 @@ pub fn selfplay(job: &SelfplayJob, world: &dyn World) -> Result<(JobView, Option
 pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked> {
     let spec = &job.spec;
     let s = &spec.settings;
+    fraction_allowed(&s.resources, false)?;
     let mut view = base(JobKind::TrainingJob, &job.metadata, Some(shared!(job, s)));
     let base_model = spec
         .base_model
@@ -261,6 +280,7 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
 pub fn gauntlet(job: &GauntletJob, world: &dyn World) -> Result<JobView, Blocked> {
     let spec = &job.spec;
     let s = &spec.settings;
+    fraction_allowed(&s.resources, false)?;
     let mut view = base(JobKind::GauntletJob, &job.metadata, Some(shared!(job, s)));
     let candidate = resolve(world, &view.namespace, &spec.candidate, "spec.candidate")?;
     let mut inputs = vec![candidate.artifact.clone()];

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{Resource, ResourceExt};
 use ringrift_crds::agent::Agent;
-use ringrift_crds::common::QueueStatus;
+use ringrift_crds::common::{GpuFraction, QueueStatus};
 use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::model::Model;
 use ringrift_crds::selfplay::SelfplayJob;
@@ -555,6 +555,8 @@ fn index_tasks(tasks: &[Task]) -> (TasksByJob, Vec<(Claim, String)>) {
                 priority: default_priority(kind),
                 elastic: kind == JobKind::SelfplayJob,
                 claimant: String::new(),
+                gpu_fraction: v.resources.gpu_fraction.map(GpuFraction::thousandths),
+                gpu_memory_mib: v.resources.gpu_memory_mib,
             };
             claims.push((claim, owner.clone().unwrap_or_default()));
         }

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use ringrift_crds::common::TaskResources;
+use ringrift_crds::common::{GpuFraction, TaskResources};
 
 use super::share::{Amount, Claimant, entitlements};
 
@@ -66,6 +66,10 @@ pub struct Claim {
     pub elastic: bool,
     /// Who it counts against in the fleet's fair share (see [`super::share`]).
     pub claimant: String,
+    /// Its share of its one GPU, in thousandths, when it holds a fraction (`gpuFraction`).
+    pub gpu_fraction: Option<u16>,
+    /// GPU memory it needs on each of its GPUs, MiB (what GPUs shared by fractions count).
+    pub gpu_memory_mib: u64,
 }
 
 /// A work unit waiting for an agent.
@@ -138,15 +142,42 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 struct Free {
     cpu: i128,
     memory: i128,
+    /// GPUs nothing holds.
     gpus: Vec<GpuView>,
+    /// GPUs held by fractional tasks only: what is left of each.
+    shared: Vec<Shared>,
     claims: Vec<Claim>,
     disk_pressure: bool,
 }
 
+/// A GPU that fractional tasks share.
+#[derive(Debug, Clone)]
+struct Shared {
+    gpu: GpuView,
+    /// Thousandths not taken.
+    left: u16,
+    /// Memory not taken, MiB.
+    memory_left: u64,
+}
+
+impl Shared {
+    fn whole(gpu: &GpuView) -> Self {
+        Self {
+            gpu: gpu.clone(),
+            left: GpuFraction::WHOLE,
+            memory_left: gpu.memory_mib,
+        }
+    }
+}
+
 fn gpu_matches(gpu: &GpuView, r: &TaskResources) -> bool {
+    gpu.memory_mib >= r.gpu_memory_mib && selected(gpu, r)
+}
+
+/// Whether the GPU is healthy and what the request's selector asks for (memory aside).
+fn selected(gpu: &GpuView, r: &TaskResources) -> bool {
     let selector = r.gpu_selector.as_ref();
     gpu.healthy
-        && gpu.memory_mib >= r.gpu_memory_mib
         && selector
             .and_then(|s| s.product.as_deref())
             .is_none_or(|p| glob_match(p, &gpu.product))
@@ -161,10 +192,27 @@ impl Free {
         !(self.disk_pressure && req.writes_outputs)
     }
 
-    /// The GPUs this request would get here, if it fits.
+    /// The GPUs this request would get here, if it fits: whole free GPUs, or for a fraction
+    /// the fullest shared GPU it still fits on (packing), else a free one.
     fn fit(&self, r: &TaskResources) -> Option<Vec<String>> {
         if self.cpu < i128::from(r.cpu_millis) || self.memory < i128::from(r.memory_mib) {
             return None;
+        }
+        if let Some(f) = r.gpu_fraction.map(GpuFraction::thousandths) {
+            let shared = self
+                .shared
+                .iter()
+                .filter(|s| s.left >= f && s.memory_left >= r.gpu_memory_mib && selected(&s.gpu, r))
+                .min_by_key(|s| (s.left, s.gpu.uuid.clone()))
+                .map(|s| s.gpu.uuid.clone());
+            return shared
+                .or_else(|| {
+                    self.gpus
+                        .iter()
+                        .find(|g| gpu_matches(g, r))
+                        .map(|g| g.uuid.clone())
+                })
+                .map(|uuid| vec![uuid]);
         }
         let gpus: Vec<String> = self
             .gpus
@@ -180,7 +228,21 @@ impl Free {
         let r = &req.resources;
         self.cpu -= i128::from(r.cpu_millis);
         self.memory -= i128::from(r.memory_mib);
-        self.gpus.retain(|g| !gpus.contains(&g.uuid));
+        let fraction = r.gpu_fraction.map(GpuFraction::thousandths);
+        if let Some(f) = fraction {
+            for uuid in gpus {
+                if let Some(i) = self.gpus.iter().position(|g| &g.uuid == uuid) {
+                    let gpu = self.gpus.remove(i);
+                    self.shared.push(Shared::whole(&gpu));
+                }
+                if let Some(s) = self.shared.iter_mut().find(|s| &s.gpu.uuid == uuid) {
+                    s.left = s.left.saturating_sub(f);
+                    s.memory_left = s.memory_left.saturating_sub(r.gpu_memory_mib);
+                }
+            }
+        } else {
+            self.gpus.retain(|g| !gpus.contains(&g.uuid));
+        }
         self.claims.push(Claim {
             task: req.id.clone(),
             agent: agent.to_owned(),
@@ -190,13 +252,30 @@ impl Free {
             priority: req.priority,
             elastic: req.elastic,
             claimant: req.claimant.clone(),
+            gpu_fraction: fraction,
+            gpu_memory_mib: r.gpu_memory_mib,
         });
     }
 
-    /// Gives back what a claim held; `inventory` says what its GPUs are.
+    /// Gives back what a claim held; `inventory` says what its GPUs are. A shared GPU its
+    /// fractions all left is whole again.
     fn release(&mut self, claim: &Claim, inventory: &[GpuView]) {
         self.cpu += i128::from(claim.cpu_millis);
         self.memory += i128::from(claim.memory_mib);
+        if let Some(f) = claim.gpu_fraction {
+            for uuid in &claim.gpus {
+                if let Some(i) = self.shared.iter().position(|s| &s.gpu.uuid == uuid) {
+                    let s = &mut self.shared[i];
+                    s.left = (s.left + f).min(GpuFraction::WHOLE);
+                    s.memory_left = (s.memory_left + claim.gpu_memory_mib).min(s.gpu.memory_mib);
+                    if s.left == GpuFraction::WHOLE {
+                        let whole = self.shared.remove(i);
+                        self.gpus.push(whole.gpu);
+                    }
+                }
+            }
+            return;
+        }
         self.gpus
             .extend(inventory.iter().filter(|g| claim.gpus.contains(&g.uuid)).cloned());
     }
@@ -219,7 +298,26 @@ fn free_capacity(agents: &[AgentView], claims: &[Claim]) -> BTreeMap<String, Fre
         .filter(|a| a.ready && !a.unschedulable)
         .map(|a| {
             let mine: Vec<Claim> = claims.iter().filter(|c| c.agent == a.name).cloned().collect();
-            let held: Vec<&String> = mine.iter().flat_map(|c| &c.gpus).collect();
+            let whole: Vec<&String> = mine
+                .iter()
+                .filter(|c| c.gpu_fraction.is_none())
+                .flat_map(|c| &c.gpus)
+                .collect();
+            let mut shared: Vec<Shared> = Vec::new();
+            for c in mine.iter().filter(|c| c.gpu_fraction.is_some()) {
+                for uuid in &c.gpus {
+                    let Some(gpu) = a.gpus.iter().find(|g| &g.uuid == uuid) else {
+                        continue;
+                    };
+                    if !shared.iter().any(|s| &s.gpu.uuid == uuid) {
+                        shared.push(Shared::whole(gpu));
+                    }
+                    if let Some(s) = shared.iter_mut().find(|s| &s.gpu.uuid == uuid) {
+                        s.left = s.left.saturating_sub(c.gpu_fraction.unwrap_or(0));
+                        s.memory_left = s.memory_left.saturating_sub(c.gpu_memory_mib);
+                    }
+                }
+            }
             let free = Free {
                 cpu: i128::from(a.cpu_millis) - mine.iter().map(|c| i128::from(c.cpu_millis)).sum::<i128>(),
                 memory: i128::from(a.memory_mib)
@@ -227,9 +325,10 @@ fn free_capacity(agents: &[AgentView], claims: &[Claim]) -> BTreeMap<String, Fre
                 gpus: a
                     .gpus
                     .iter()
-                    .filter(|g| !held.contains(&&g.uuid))
+                    .filter(|g| !whole.contains(&&g.uuid) && !shared.iter().any(|s| s.gpu.uuid == g.uuid))
                     .cloned()
                     .collect(),
+                shared,
                 claims: mine,
                 disk_pressure: a.disk_pressure,
             };
@@ -334,6 +433,21 @@ fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, req: &Request) ->
         );
     }
     let (free, r) = (&allowed, &req.resources);
+    if let Some(f) = r.gpu_fraction {
+        let fits_one = free.values().any(|a| {
+            a.gpus.iter().any(|g| gpu_matches(g, r))
+                || a.shared.iter().any(|s| {
+                    s.left >= f.thousandths() && s.memory_left >= r.gpu_memory_mib && selected(&s.gpu, r)
+                })
+        });
+        if !fits_one {
+            return format!(
+                "needs {:.3} of a GPU with {} MiB of its memory free; no GPU has that left",
+                f64::from(f.thousandths()) / 1000.0,
+                r.gpu_memory_mib
+            );
+        }
+    }
     let most_gpus = free
         .values()
         .map(|f| f.gpus.iter().filter(|g| gpu_matches(g, r)).count())
@@ -411,11 +525,20 @@ pub struct Placed {
 
 fn claim_amount(c: &Claim) -> Amount {
     #[allow(clippy::cast_precision_loss)]
-    Amount::new(c.gpus.len() as f64, c.cpu_millis as f64)
+    let gpus = match c.gpu_fraction {
+        Some(f) => f64::from(f) / f64::from(GpuFraction::WHOLE),
+        None => c.gpus.len() as f64,
+    };
+    #[allow(clippy::cast_precision_loss)]
+    Amount::new(gpus, c.cpu_millis as f64)
 }
 
 fn request_amount(r: &Request) -> Amount {
-    Amount::new(f64::from(r.resources.gpus), f64::from(r.resources.cpu_millis))
+    let gpus = match r.resources.gpu_fraction {
+        Some(f) => f64::from(f.thousandths()) / f64::from(GpuFraction::WHOLE),
+        None => f64::from(r.resources.gpus),
+    };
+    Amount::new(gpus, f64::from(r.resources.cpu_millis))
 }
 
 /// What the fleet shares: the healthy GPUs and the CPU of Ready, schedulable agents.

@@ -106,6 +106,8 @@ fn live_claims_and_cpu_only_work() {
         priority: 100,
         elastic: true,
         claimant: String::new(),
+        gpu_fraction: None,
+        gpu_memory_mib: 0,
     }];
     let result = place(
         &agents,
@@ -187,6 +189,8 @@ fn selfplay_spreads_and_training_packs() {
         priority: 100,
         elastic: true,
         claimant: String::new(),
+        gpu_fraction: None,
+        gpu_memory_mib: 0,
     }];
     let packed = place(&agents, &claims, &[req("train", 200, 2, false)]);
     assert_eq!(
@@ -208,6 +212,8 @@ fn training_preempts_the_fewest_selfplay_tasks() {
         priority,
         elastic,
         claimant: String::new(),
+        gpu_fraction: None,
+        gpu_memory_mib: 0,
     };
     let claims = [
         claim("sp-1", "a", "a-gpu0", 100, true),
@@ -311,6 +317,8 @@ fn work_that_writes_outputs_stays_off_agents_under_disk_pressure() {
         priority: 1,
         elastic: true,
         claimant: String::new(),
+        gpu_fraction: None,
+        gpu_memory_mib: 0,
     }];
     let r = place(&agents, &claims, &[req("train", 2, 8, false)]);
     match outcome(&r, "train") {
@@ -433,6 +441,8 @@ fn held_by(claimant: &str, agent: &str, gpus: std::ops::Range<usize>) -> Vec<Cla
         priority: 1,
         elastic: true,
         claimant: claimant.into(),
+        gpu_fraction: None,
+        gpu_memory_mib: 0,
     })
     .collect()
 }
@@ -555,4 +565,105 @@ fn the_worked_example_of_three_loops() {
         (3, 9, 20)
     );
     assert_eq!(placed.shares["sq8"].waiting, 31);
+}
+
+/// `n` selfplay requests of `fraction` of a GPU (and `memory` MiB of it).
+fn fractions(prefix: &str, n: usize, fraction: u16, memory: u64) -> Vec<Request> {
+    (0..n)
+        .map(|i| {
+            let mut r = req(&format!("{prefix}-{i}"), 100, 0, true);
+            r.resources.gpu_fraction = ringrift_crds::common::GpuFraction::from_thousandths(fraction);
+            r.resources.gpu_memory_mib = memory;
+            r
+        })
+        .collect()
+}
+
+fn gpus_of(placed: &[(String, Outcome)]) -> Vec<String> {
+    placed
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Place { gpus, .. } | Outcome::Preempt { gpus, .. } => Some(gpus.join(",")),
+            Outcome::Wait { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn quarter_gpus_are_packed_four_to_a_device() {
+    let agents = [h100s("a", 2)];
+    let placed = place(&agents, &[], &fractions("sp", 5, 250, 0));
+    assert_eq!(
+        gpus_of(&placed),
+        ["a-gpu0", "a-gpu0", "a-gpu0", "a-gpu0", "a-gpu1"],
+        "the first device fills before the second is touched"
+    );
+    // With those running, a whole-GPU task finds no whole GPU; a quarter still fits.
+    let claims: Vec<Claim> = placed
+        .iter()
+        .map(|(id, o)| {
+            let Outcome::Place { agent, gpus } = o else {
+                panic!("{o:?}")
+            };
+            Claim {
+                task: id.clone(),
+                agent: agent.clone(),
+                cpu_millis: 1000,
+                memory_mib: 1024,
+                gpus: gpus.clone(),
+                priority: 100,
+                elastic: true,
+                claimant: String::new(),
+                gpu_fraction: Some(250),
+                gpu_memory_mib: 0,
+            }
+        })
+        .collect();
+    let r = place(&agents, &claims, &[req("whole", 100, 1, true)]);
+    match outcome(&r, "whole") {
+        Outcome::Wait { reason, .. } => assert!(reason.contains("needs 1 free GPUs"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let r = place(&agents, &claims, &fractions("more", 1, 250, 0));
+    assert_eq!(gpus_of(&r), ["a-gpu1"]);
+    // Three quarters on one device leave no room for a half.
+    let r = place(&agents, &claims, &fractions("half", 1, 500, 0));
+    assert_eq!(gpus_of(&r), ["a-gpu1"]);
+    let mut full = claims.clone();
+    full[4].gpu_fraction = Some(750);
+    let r = place(&agents, &full, &fractions("half", 1, 500, 0));
+    match outcome(&r, "half-0") {
+        Outcome::Wait { reason, .. } => {
+            assert!(reason.contains("needs 0.500 of a GPU"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn shared_devices_respect_gpu_memory() {
+    // 81 559 MiB per H100: two tasks asking 30 000 MiB fit on one, the third goes to the next,
+    // whatever their fractions allow.
+    let agents = [h100s("a", 2)];
+    let placed = place(&agents, &[], &fractions("sp", 3, 100, 30_000));
+    assert_eq!(gpus_of(&placed), ["a-gpu0", "a-gpu0", "a-gpu1"]);
+}
+
+#[test]
+fn fractions_count_as_fractions_in_the_share() {
+    let agents = [h100s("a", 1)];
+    let mut requests: Vec<Request> = fractions("x", 4, 250, 0)
+        .into_iter()
+        .map(|r| of("x", r))
+        .collect();
+    requests.extend(units("y", 1, 100, true));
+    let placed = place_shared(&agents, &[], &requests, &BTreeMap::new());
+    // One GPU: each is entitled to half. x's quarters count a quarter each, so it takes turns
+    // with y at that grain; y's next unit is the whole device, which leaves it the less served
+    // to go next only once x has had its half and more: x fills the device, y waits (and may
+    // not preempt: with the device it would be as far over its share as x is).
+    let (x, y) = (&placed.shares["x"], &placed.shares["y"]);
+    assert!((x.entitled.gpus - 0.5).abs() < 1e-6, "{:?}", placed.shares);
+    assert!((x.used.gpus - 1.0).abs() < 1e-6, "{:?}", placed.shares);
+    assert_eq!((y.used.gpus, y.waiting), (0.0, 1));
 }
