@@ -212,6 +212,15 @@ fn the_controller_runs_restricted_with_two_spread_replicas_a_budget_and_admin_pr
         args.contains(&"--metrics-token-file=/etc/ringrift/metrics/metrics-token"),
         "{args:?}"
     );
+    for flag in [
+        "--breaker-failures=3",
+        "--breaker-window=10m",
+        "--breaker-quarantine=5m",
+    ] {
+        assert!(args.contains(&flag), "{flag}: {args:?}");
+    }
+    let off = objects(&template(&["--set", "controller.breaker.failures=0"]).unwrap());
+    assert!(arguments(container(object(&off, "Deployment", "controller"))).contains(&"--breaker-failures=0"));
     let volume = &pod["volumes"][0]["secret"];
     assert_eq!(
         volume["items"],
