@@ -129,7 +129,12 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools) -> LoopWorld {
         .map(ResourceExt::name_any)
         .collect();
     let claimant = format!("TrainingLoop/{ns}/{}", lp.name_any());
-    let share = r.shares.get(&claimant).map(share_status);
+    // No standing: nothing of the loop runs or waits (zeros, not the last pass's figures).
+    let share = Some(
+        r.shares
+            .get(&claimant)
+            .map_or_else(ShareStatus::default, share_status),
+    );
     LoopWorld {
         jobs,
         models,

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{Resource, ResourceExt};
 use ringrift_crds::agent::Agent;
-use ringrift_crds::common::{GpuFraction, QueueStatus};
+use ringrift_crds::common::{GpuFraction, QueueStatus, ShareSpec};
 use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::model::Model;
 use ringrift_crds::selfplay::SelfplayJob;
@@ -34,7 +34,6 @@ use crate::reconcile::objects;
 use crate::reconcile::status::Blocked;
 use crate::reconcile::units::Backoff;
 use crate::reconcile::view::{JobView, TaskView, default_priority};
-use ringrift_crds::common::ShareSpec;
 use ringrift_crds::durability::Needed;
 
 /// Everything the loops and models are planned from, as read this pass.

@@ -147,6 +147,8 @@ struct Free {
     /// GPUs held by fractional tasks only: what is left of each.
     shared: Vec<Shared>,
     claims: Vec<Claim>,
+    /// Requests placed here in this pass: their claims are no tasks yet, never preempted.
+    fresh: std::collections::HashSet<String>,
     disk_pressure: bool,
 }
 
@@ -243,6 +245,7 @@ impl Free {
         } else {
             self.gpus.retain(|g| !gpus.contains(&g.uuid));
         }
+        self.fresh.insert(req.id.clone());
         self.claims.push(Claim {
             task: req.id.clone(),
             agent: agent.to_owned(),
@@ -330,6 +333,7 @@ fn free_capacity(agents: &[AgentView], claims: &[Claim]) -> BTreeMap<String, Fre
                     .collect(),
                 shared,
                 claims: mine,
+                fresh: std::collections::HashSet::new(),
                 disk_pressure: a.disk_pressure,
             };
             (a.name.clone(), free)
@@ -387,7 +391,12 @@ fn preemption(
         let mut trial = f.clone();
         let mut victims = Vec::new();
         let mut taken: BTreeMap<String, Amount> = BTreeMap::new();
-        for victim in f.claims.iter().rev().filter(|c| c.elastic) {
+        for victim in f
+            .claims
+            .iter()
+            .rev()
+            .filter(|c| c.elastic && !f.fresh.contains(&c.task))
+        {
             if trial.fit(&req.resources).is_some() {
                 break;
             }

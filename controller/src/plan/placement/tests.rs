@@ -667,3 +667,24 @@ fn fractions_count_as_fractions_in_the_share() {
     assert!((x.used.gpus - 1.0).abs() < 1e-6, "{:?}", placed.shares);
     assert_eq!((y.used.gpus, y.waiting), (0.0, 1));
 }
+
+#[test]
+fn work_placed_in_the_same_pass_is_never_a_victim() {
+    // Units placed in this pass are no tasks yet: even where eviction is allowed, none of
+    // them is offered as a victim (cancelling it would cancel nothing and double-book).
+    let agents = [h100s("a", 2)];
+    let mut free = free_capacity(&agents, &held_by("b", "a", 0..1));
+    let fresh = of("b", req("b-new", 100, 1, true));
+    free.get_mut("a")
+        .unwrap()
+        .take(&fresh, "a", &["a-gpu1".to_owned()]);
+    let anything = |_: &Claim, _: &BTreeMap<String, Amount>| true;
+    let one = of("c", req("c-1", 100, 1, true));
+    let (_, _, victims) = preemption(&agents, &free, &one, &anything).unwrap();
+    assert_eq!(victims, ["b-old-0"], "the running task, not the fresh unit");
+    let two = of("c", req("c-2", 100, 2, true));
+    assert!(
+        preemption(&agents, &free, &two, &anything).is_none(),
+        "only the running task may go: two GPUs cannot be made free"
+    );
+}
