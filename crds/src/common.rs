@@ -281,10 +281,10 @@ pub struct ShareStatus {
     /// CPU it is entitled to, thousandths of a core.
     #[serde(rename = "entitledCPUMillis")]
     pub entitled_cpu_millis: u64,
-    /// GPUs its running tasks hold (more than entitled: capacity lent while others have no
-    /// work for it).
+    /// GPUs its running tasks hold, fractions of shared devices included (two decimals; more
+    /// than entitled: capacity lent while others have no work for it).
     #[serde(rename = "usedGPUs")]
-    pub used_gpus: u32,
+    pub used_gpus: f64,
     /// CPU its running tasks hold, thousandths of a core.
     #[serde(rename = "usedCPUMillis")]
     pub used_cpu_millis: u64,

@@ -29,7 +29,7 @@ use crate::training::TrainingSettings;
     printcolumn(name = "Stage", type_ = "string", json_path = ".status.stage"),
     printcolumn(name = "Best", type_ = "string", json_path = ".status.bestModel"),
     printcolumn(name = "BestElo", type_ = "number", json_path = ".status.bestElo"),
-    printcolumn(name = "GPUs", type_ = "integer", json_path = ".status.share.usedGPUs"),
+    printcolumn(name = "GPUs", type_ = "number", json_path = ".status.share.usedGPUs"),
     printcolumn(name = "Entitled", type_ = "number", json_path = ".status.share.entitledGPUs"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

@@ -46,14 +46,14 @@ fn outputs_lost(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Co
     said("Replicated", "CopiesLost").or_else(|| said("Progressing", "RegeneratingLostOutputs"))
 }
 
-/// A claimant's standing as its status shows it: entitled GPUs to two decimals, whole
-/// thousandths of a core.
+/// A claimant's standing as its status shows it: GPUs to two decimals, whole thousandths of
+/// a core.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn share_status(s: &Standing) -> ShareStatus {
     ShareStatus {
         entitled_gpus: (s.entitled.gpus * 100.0).round() / 100.0,
         entitled_cpu_millis: s.entitled.cpu_millis.round().max(0.0) as u64,
-        used_gpus: s.used.gpus.round().max(0.0) as u32,
+        used_gpus: (s.used.gpus * 100.0).round() / 100.0,
         used_cpu_millis: s.used.cpu_millis.round().max(0.0) as u64,
         waiting: s.waiting,
     }
