@@ -98,12 +98,7 @@ pub(crate) fn after_create(server: &Arc<ApiServer>, key: &ResourceKey, obj: &Val
         }
         let name = meta_str(&obj, "name").unwrap_or_default();
         let (now, fresh) = (now(), new_uid());
-        let ctx = WriteContext {
-            now: &now,
-            uid: &fresh,
-            status_subresource: false,
-            generation: false,
-        };
+        let ctx = metadata_write(&now, &fresh);
         // Only this object, as it was created (a newer one of the same name is left alone).
         let only = Preconditions {
             uid: meta_str(&obj, "uid").map(str::to_owned),
@@ -184,6 +179,17 @@ async fn cleanup_crd(server: &Arc<ApiServer>, crd: &Value) -> Result<(), String>
     release_crd(server, &name).await?;
     tracing::info!(crd = name, "CRD deleted with its objects");
     Ok(())
+}
+
+/// The context of a write of metadata only (finalizers, owner references, a delete): the
+/// generation stays as it is either way.
+fn metadata_write<'a>(now: &'a str, uid: &'a str) -> WriteContext<'a> {
+    WriteContext {
+        now,
+        uid,
+        status_subresource: false,
+        generation: false,
+    }
 }
 
 fn system_write<'a>(now: &'a str, uid: &'a str, status_subresource: bool) -> WriteContext<'a> {
@@ -298,13 +304,7 @@ async fn remove_all(server: &ApiServer, key: &ResourceKey) {
         return;
     };
     let (now, uid) = (now(), new_uid());
-    let ctx = WriteContext {
-        now: &now,
-        uid: &uid,
-        status_subresource: false,
-        // Metadata-only writes: generation stays as it is either way.
-        generation: false,
-    };
+    let ctx = metadata_write(&now, &uid);
     for obj in items {
         let (ns, name) = (
             meta_str(&obj, "namespace").unwrap_or_default(),
@@ -385,13 +385,7 @@ async fn release(server: &ApiServer, key: &ResourceKey, obj: &Value, owner_uid: 
         meta_str(obj, "name").unwrap_or_default(),
     );
     let (now, uid) = (now(), new_uid());
-    let ctx = WriteContext {
-        now: &now,
-        uid: &uid,
-        status_subresource: false,
-        // Metadata-only writes: generation stays as it is either way.
-        generation: false,
-    };
+    let ctx = metadata_write(&now, &uid);
     if let Err(e) = server
         .store
         .update(key, ns, name, kept, Subresource::Main, &ctx)
@@ -416,12 +410,7 @@ async fn collect_dependents(server: &Arc<ApiServer>, owner_uid: &str, owner_name
                 meta_str(&obj, "name").unwrap_or_default(),
             );
             let (now, fresh) = (now(), new_uid());
-            let ctx = WriteContext {
-                now: &now,
-                uid: &fresh,
-                status_subresource: false,
-                generation: false,
-            };
+            let ctx = metadata_write(&now, &fresh);
             match server
                 .store
                 .delete(&key, ns, name, &Preconditions::default(), &ctx)
@@ -464,13 +453,7 @@ async fn drop_finalizer(
         .unwrap_or_default();
     set_meta(&mut obj, "finalizers", Value::Array(kept));
     let (now, uid) = (now(), new_uid());
-    let ctx = WriteContext {
-        now: &now,
-        uid: &uid,
-        status_subresource: false,
-        // Metadata-only writes: generation stays as it is either way.
-        generation: false,
-    };
+    let ctx = metadata_write(&now, &uid);
     match server
         .store
         .update(key, namespace, name, obj, Subresource::Main, &ctx)
