@@ -303,6 +303,12 @@ impl Cluster {
     }
 }
 
+/// The first output of a Task that must have Succeeded.
+pub fn output(t: &Task) -> ringrift_crds::common::Artifact {
+    assert_eq!(phase(t), TaskPhase::Succeeded, "{:?}", t.status);
+    t.status.as_ref().unwrap().outputs[0].clone()
+}
+
 /// A Task's phase (Pending before any status).
 pub fn phase(t: &Task) -> TaskPhase {
     t.status.as_ref().map(|s| s.phase).unwrap_or_default()
