@@ -202,8 +202,8 @@ impl<'a> Pass<'a> {
 
     /// A best model whose weights were lost with every copy: the loop falls back to its
     /// previous best (the newest promoted candidate before it whose weights are held, else the
-    /// initial model, else none: untrained), with a warning event. Jobs already created keep
-    /// the model they named.
+    /// initial model, else none: untrained), with a warning event. Unfinished jobs that name
+    /// the lost model are replaced next ([`Self::replace_lost`]).
     fn fall_back(&mut self) {
         let Some(best) = self.status.best_model.clone() else {
             return;
