@@ -213,13 +213,7 @@ async fn games_lost_with_every_copy_are_made_again() {
         .tasks_of("games")
         .await
         .into_iter()
-        .filter(|t| {
-            t.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ringrift_crds::task::CANCEL_REASON_ANNOTATION))
-                .is_some_and(|r| r == "OutputsLost")
-        })
+        .filter(|t| t.cancel_reason() == Some(ringrift_crds::task::CancelReason::OutputsLost))
         .collect();
     assert_eq!(
         fenced.len(),

@@ -97,20 +97,10 @@ async fn the_fleet_is_shared_by_weight_lent_when_idle_and_taken_back() {
     hungry(&cluster, "heavy", 3).await;
     split_is(&cluster, &["light", "heavy"], &[2, 6]).await;
     let preempted = cluster
-        .tasks()
-        .list(&kube::api::ListParams::default())
+        .tasks_of("light")
         .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|t| {
-            t.spec.job.name == "light"
-                && t.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(ringrift_crds::task::CANCEL_REASON_ANNOTATION))
-                    .is_some_and(|r| r == "Preempted")
-        })
+        .iter()
+        .filter(|t| t.cancel_reason() == Some(ringrift_crds::task::CancelReason::Preempted))
         .count();
     assert_eq!(preempted, 6, "light's six lent tasks were preempted");
 

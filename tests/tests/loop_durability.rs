@@ -166,13 +166,9 @@ async fn a_loop_makes_lost_games_again_and_replaces_jobs_playing_a_lost_model() 
     })
     .await;
     let read: Vec<String> = cluster
-        .tasks()
-        .list(&kube::api::ListParams::default())
+        .tasks_of("l-g001-train")
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|t| t.spec.job.name == "l-g001-train")
         .flat_map(|t| t.spec.inputs.into_iter().map(|i| i.digest))
         .collect();
     assert!(

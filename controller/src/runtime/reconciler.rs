@@ -187,14 +187,9 @@ impl Reconciler {
 
         let (by_job, claims) = index_tasks(&tasks);
         // Agents whose tasks keep failing for reasons of the agent: no new work for a while.
-        let (quarantines, quarantine_writes) = self.breaker(&tasks, &agents, now, &mut soon);
         let mut agent_views = agent_views;
-        for v in &mut agent_views {
-            if quarantines.contains_key(&v.name) {
-                // Placement treats it as cordoned: nothing new goes there, nothing preempted.
-                v.unschedulable = true;
-            }
-        }
+        let (quarantines, quarantine_writes) =
+            self.breaker(&tasks, &agents, &mut agent_views, now, &mut soon);
 
         // Validate and plan each job.
         let ready = |a: &str| current.contains(a);
@@ -210,16 +205,10 @@ impl Reconciler {
             .chain(gauntlet.into_iter().map(AnyJob::Gauntlet));
         let (mut entries, priorities) = self.plan_jobs(all_jobs, &world, &by_job, &env, &mut soon);
 
-        let present: HashSet<String> = entries.iter().map(|e| e.job.key()).collect();
-        self.refreshed.retain(|k, _| present.contains(k));
-        self.errors.retain(|k, _| present.contains(k));
-
         // Place every waiting unit of every job at once, sharing the fleet between loops and
         // standalone jobs.
         let terms = share_terms(&loops, &entries);
         let (victims, shares) = self.place(&mut entries, claims, &priorities, &agent_views, &terms);
-        self.health.metrics.shares(&shares, &self.shares_reported);
-        self.shares_reported = shares.keys().cloned().collect::<HashSet<_>>();
         // Copies of needed outputs whose holders were lost.
         let needed = Needed::from_objects(&tasks, &models, &selfplay_all, &loops, &training_all);
         let candidates: Vec<Candidate> = agents
@@ -281,12 +270,15 @@ impl Reconciler {
         wake
     }
 
-    /// The circuit breaker: the agents quarantined now (from the tasks' failures), the status
-    /// patches of those whose `Quarantined` condition changes, a wake-up for the first release.
+    /// The circuit breaker: the agents quarantined now (from the tasks' failures), marked in
+    /// `views` as cordoned for placement (nothing new goes there, nothing is preempted); the
+    /// status patches of those whose `Quarantined` condition changes; a wake-up for the first
+    /// release.
     fn breaker(
         &self,
         tasks: &[Task],
         agents: &[Agent],
+        views: &mut [placement::AgentView],
         now: Timestamp,
         soon: &mut impl FnMut(Duration),
     ) -> (BTreeMap<String, breaker::Quarantine>, Vec<QuarantineWrite>) {
@@ -294,6 +286,9 @@ impl Reconciler {
             return (BTreeMap::new(), Vec::new());
         };
         let quarantines = breaker::quarantined(&agent_failures(tasks), now, &policy);
+        for v in views.iter_mut().filter(|v| quarantines.contains_key(&v.name)) {
+            v.unschedulable = true;
+        }
         if let Some(first) = quarantines.values().map(|q| q.until).min() {
             soon(Duration::try_from(first.duration_since(now)).unwrap_or_default());
         }
@@ -381,7 +376,10 @@ impl Reconciler {
                 regenerating: Vec::new(),
             });
         }
-
+        // Forget the bookkeeping of jobs gone.
+        let present: HashSet<String> = entries.iter().map(|e| e.job.key()).collect();
+        self.refreshed.retain(|k, _| present.contains(k));
+        self.errors.retain(|k, _| present.contains(k));
         (entries, priorities)
     }
 
@@ -398,7 +396,7 @@ impl Reconciler {
     /// terms; fills each entry's `placed` tasks and queue status. Returns the tasks to preempt,
     /// as `namespace/name`, and how each claimant stands in the fair share.
     fn place(
-        &self,
+        &mut self,
         entries: &mut [Entry],
         claims: Vec<(Claim, String)>,
         priorities: &HashMap<String, u32>,
@@ -492,6 +490,8 @@ impl Reconciler {
             }
         }
         self.health.metrics.queue_depth.set(waiting);
+        self.health.metrics.shares(&shares, &self.shares_reported);
+        self.shares_reported = shares.keys().cloned().collect();
         (victims, shares)
     }
 }
