@@ -63,8 +63,14 @@ impl Drop for Request {
 /// (when they said).
 type Asked = Vec<(String, Peer, Option<Vec<bool>>, Option<Vec<u8>>)>;
 
-/// A round of asking: the answers, and the connections to ask on next time, by peer.
-type Round = (Asked, Vec<(String, Conn)>);
+/// A round of asking: the answers, the connections to ask on next time (by peer), and the
+/// peers that could not be reached (refused, cut, or silent past [`ASK_TIMEOUT`]).
+#[derive(Default)]
+struct Round {
+    asked: Asked,
+    kept: Vec<(String, Conn)>,
+    unanswered: Vec<String>,
+}
 
 /// Asks `peers` at once what they have of `manifest`'s artifact, each within a second, on the
 /// connection kept from the last round when there is one (a new TLS session every half second
@@ -74,27 +80,30 @@ async fn ask(peers: Vec<(String, Peer, Option<Conn>)>, manifest: Arc<Manifest>) 
     let asks = peers.into_iter().map(|(name, peer, mut conn)| {
         let manifest = manifest.clone();
         async move {
-            let answer = match tokio::time::timeout(ASK_TIMEOUT, peer.chunks(&mut conn, &manifest.digest)).await {
-                Ok(Ok(c)) if c.manifest == *manifest => Some((name.clone(), peer, c.have(), c.sent())),
-                Ok(Ok(_)) => {
-                    tracing::warn!(holder = %name, digest = %manifest.digest, "holder's manifest differs; not asking it");
-                    None
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(holder = %name, error = %e, "holder unavailable");
-                    None
-                }
-                Err(_) => None,
-            };
-            let kept = answer.as_ref().and(conn).map(|c| (name, c));
-            (answer, kept)
+            let (answer, reached) =
+                match tokio::time::timeout(ASK_TIMEOUT, peer.chunks(&mut conn, &manifest.digest)).await {
+                    Ok(Ok(c)) if c.manifest == *manifest => (Some((name.clone(), peer, c.have(), c.sent())), true),
+                    Ok(Ok(_)) => {
+                        tracing::warn!(holder = %name, digest = %manifest.digest, "holder's manifest differs; not asking it");
+                        (None, true)
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(holder = %name, error = %e, "holder unavailable");
+                        (None, false)
+                    }
+                    Err(_) => (None, false),
+                };
+            let kept = answer.as_ref().and(conn).map(|c| (name.clone(), c));
+            (answer, kept, (!reached).then_some(name))
         }
     });
-    let (answers, kept): (Vec<_>, Vec<_>) = futures_util::future::join_all(asks).await.into_iter().unzip();
-    (
-        answers.into_iter().flatten().collect(),
-        kept.into_iter().flatten().collect(),
-    )
+    let mut round = Round::default();
+    for (answer, kept, unanswered) in futures_util::future::join_all(asks).await {
+        round.asked.extend(answer);
+        round.kept.extend(kept);
+        round.unanswered.extend(unanswered);
+    }
+    round
 }
 
 /// The answers of a round of asking, once in (never, when none is under way).
@@ -158,10 +167,10 @@ pub(super) async fn chunks(
     let began = Instant::now();
     let first: Vec<(String, Peer, Option<Conn>)> =
         known.iter().map(|(n, p)| (n.clone(), p.clone(), None)).collect();
-    let (asked, kept) = ask(first, fetch.manifest.clone()).await;
-    fetch.add(asked);
+    let round = ask(first, fetch.manifest.clone()).await;
+    fetch.add(round.asked);
     // Connections kept for asking each peer again.
-    let mut ask_conns: HashMap<String, Conn> = kept.into_iter().collect();
+    let mut ask_conns: HashMap<String, Conn> = round.kept.into_iter().collect();
     let mut in_flight = FuturesUnordered::new();
     let mut refresh: Option<tokio::task::JoinHandle<Round>> = None;
     let mut next_refresh = tokio::time::Instant::now() + REFRESH;
@@ -192,11 +201,12 @@ pub(super) async fn chunks(
                 };
                 fetch.finished(fetched, bad_data)?;
             }
-            (asked, kept) = answered(&mut refresh), if refresh.is_some() => {
+            round = answered(&mut refresh), if refresh.is_some() => {
                 refresh = None;
                 next_refresh = tokio::time::Instant::now() + REFRESH;
-                fetch.add(asked);
-                ask_conns.extend(kept);
+                fetch.unanswered(&round.unanswered);
+                fetch.add(round.asked);
+                ask_conns.extend(round.kept);
             }
             () = tokio::time::sleep_until(busy_until.unwrap_or(next_refresh)), if busy_until.is_some() => {}
             () = tokio::time::sleep_until(next_refresh), if refresh.is_none() => {
@@ -309,6 +319,25 @@ impl Fetch<'_> {
             self.planner.sent(i, sent);
             if !self.usable.iter().any(|(u, _)| *u == i) {
                 self.usable.push((i, peer));
+            }
+        }
+    }
+
+    /// Counts a failed ask of each holder in use that could not be reached, as a failed chunk
+    /// request would: one that stays unreachable is dropped after [`super::plan::MAX_FAILURES`]
+    /// in a row, even when the plan had nothing to ask it for in the meantime.
+    fn unanswered(&mut self, names: &[String]) {
+        for name in names {
+            let Some(h) = self
+                .usable
+                .iter()
+                .map(|(h, _)| *h)
+                .find(|h| self.planner.name(*h) == name)
+            else {
+                continue;
+            };
+            if let Some(ban) = self.planner.unanswered(h) {
+                dropped(self.ctx, name, &self.manifest.digest, ban);
             }
         }
     }

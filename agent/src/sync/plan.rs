@@ -247,19 +247,24 @@ impl Planner {
                 h.failures = 0;
                 None
             }
-            Outcome::Transient => {
-                h.failures += 1;
-                (h.failures >= MAX_FAILURES && h.ban.is_none()).then(|| {
-                    h.ban = Some(Ban::Unreachable);
-                    Ban::Unreachable
-                })
-            }
+            Outcome::Transient => self.unanswered(holder),
             Outcome::Corrupt => {
                 let fresh = h.ban != Some(Ban::BadData);
                 h.ban = Some(Ban::BadData);
                 fresh.then_some(Ban::BadData)
             }
         }
+    }
+
+    /// Records that a holder could not be reached when asked what it has: a failure in a row,
+    /// as a failed chunk request. Returns the ban when this call made one.
+    pub fn unanswered(&mut self, holder: usize) -> Option<Ban> {
+        let h = self.holders.get_mut(holder)?;
+        h.failures += 1;
+        (h.failures >= MAX_FAILURES && h.ban.is_none()).then(|| {
+            h.ban = Some(Ban::Unreachable);
+            Ban::Unreachable
+        })
     }
 
     /// Whether every chunk is here.
@@ -396,6 +401,37 @@ mod tests {
         let b = p.holder("b", None);
         assert!(!p.stuck(), "a new holder unsticks it");
         assert!(p.next(b).is_some());
+    }
+
+    #[test]
+    fn unanswered_asks_count_with_failed_requests_toward_dropping_a_holder() {
+        let mut p = Planner::new(4, &[]);
+        let a = p.holder("a", None);
+        let b = p.holder("b", None);
+        // The plan has nothing for `a` now (all in flight to `b`), but `a` stops answering.
+        let _ = drain(&mut p, b);
+        assert_eq!(p.next(a), None);
+        assert_eq!(p.unanswered(a), None);
+        assert_eq!(p.unanswered(a), None);
+        assert_eq!(
+            p.unanswered(a),
+            Some(Ban::Unreachable),
+            "the third failure in a row"
+        );
+        assert_eq!(p.unanswered(a), None, "dropped once");
+        // A failed request and failed asks are one count; a verified chunk resets it.
+        let mut p = Planner::new(4, &[]);
+        let a = p.holder("a", None);
+        let c = p.next(a).unwrap();
+        p.finish(c, a, Outcome::Transient);
+        assert_eq!(p.unanswered(a), None);
+        let c = p.next(a).unwrap();
+        p.finish(c, a, Outcome::Verified);
+        assert_eq!(p.unanswered(a), None);
+        assert_eq!(p.unanswered(a), None);
+        assert_eq!(p.ban(a), None);
+        let c = p.next(a).unwrap();
+        assert_eq!(p.finish(c, a, Outcome::Transient), Some(Ban::Unreachable));
     }
 
     #[test]
