@@ -91,6 +91,11 @@ pub struct ControllerArgs {
     /// The first quarantine; each further trip within 6 hours doubles it, up to an hour.
     #[arg(long, env = "RINGRIFT_BREAKER_QUARANTINE", default_value = "5m", value_parser = crate::duration::parse)]
     pub breaker_quarantine: Duration,
+    /// How placement decides: `share` (the fleet's fair share by `share.weight`) or
+    /// `priority` (plain priority, first come first served: the baseline `ringrift bench
+    /// fleet` measures against).
+    #[arg(long, env = "RINGRIFT_PLACEMENT", default_value = "share")]
+    pub placement: ringrift_controller::plan::placement::Policy,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -127,6 +132,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         breaker_failures,
         breaker_window,
         breaker_quarantine,
+        placement,
         telemetry,
     } = args;
     telemetry::init(&telemetry)?;
@@ -160,6 +166,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 longest: breaker_quarantine.max(Duration::from_secs(3600)),
                 ..Policy::default()
             }),
+            placement,
         },
     };
     let runtime = crate::runtime()?;

@@ -63,6 +63,8 @@ pub struct Tuning {
     pub concurrency: usize,
     /// The circuit breaker for failing agents (none: off).
     pub breaker: Option<Policy>,
+    /// How placement orders work: the fair share, or plain priority (a baseline).
+    pub placement: placement::Policy,
 }
 
 /// One job in a pass.
@@ -448,7 +450,7 @@ impl Reconciler {
         }
         let started = Instant::now();
         let placement::Placed { outcomes, shares } =
-            placement::place_shared(agents, &claims, &requests, terms);
+            placement::place_by(agents, &claims, &requests, terms, self.tuning.placement);
         self.health
             .metrics
             .placement

@@ -410,6 +410,123 @@ fn served(used: &Amount, entitled: &Amount, capacity: &Amount) -> f64 {
     used.dominant(capacity) / entitled.dominant(capacity).max(1e-12)
 }
 
+/// How placement orders work and what may preempt what.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// The fleet's fair share ([`place_shared`]): claimants take turns by how far each is
+    /// served; lent elastic work is taken back.
+    #[default]
+    Share,
+    /// Plain priority: every request in priority order, then first come first served, and work
+    /// that is not elastic preempts elastic work of lower priority, whoever owns either. No
+    /// share decides anything; the standings are still reported. The baseline `ringrift bench
+    /// fleet` compares the share with.
+    Priority,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "share" => Ok(Self::Share),
+            "priority" => Ok(Self::Priority),
+            other => Err(format!("unknown placement policy {other:?}: expected share or priority")),
+        }
+    }
+}
+
+/// Places `requests` by `policy`: [`place_shared`], or plain priority (see [`Policy`]).
+pub fn place_by(
+    agents: &[AgentView],
+    claims: &[Claim],
+    requests: &[Request],
+    terms: &BTreeMap<String, Terms>,
+    policy: Policy,
+) -> Placed {
+    match policy {
+        Policy::Share => place_shared(agents, claims, requests, terms),
+        Policy::Priority => place_by_priority(agents, claims, requests, terms),
+    }
+}
+
+/// Plain priority placement (see [`Policy::Priority`]).
+fn place_by_priority(
+    agents: &[AgentView],
+    claims: &[Claim],
+    requests: &[Request],
+    terms: &BTreeMap<String, Terms>,
+) -> Placed {
+    let mut free = free_capacity(agents, claims);
+    let (_, mut shares) = standings(agents, claims, requests, terms);
+    let mut order: Vec<&Request> = requests.iter().collect();
+    order.sort_by_key(|r| std::cmp::Reverse(r.priority));
+    let mut waiting = 0;
+    let mut out = Vec::new();
+    for req in order {
+        let amount = request_amount(req);
+        let outcome = if let Some((agent, gpus)) = choose(&free, req).map(|(a, g)| (a.clone(), g)) {
+            if let Some(f) = free.get_mut(&agent) {
+                f.take(req, &agent, &gpus);
+            }
+            Outcome::Place { agent, gpus }
+        } else {
+            let may_evict = |c: &Claim, _: &BTreeMap<String, Amount>| !req.elastic && c.priority < req.priority;
+            match preemption(agents, &free, req, &may_evict) {
+                Some((agent, gpus, victims)) => {
+                    evict(agents, &mut free, &mut shares, &agent, &victims);
+                    if let Some(f) = free.get_mut(&agent) {
+                        f.take(req, &agent, &gpus);
+                    }
+                    Outcome::Preempt { agent, gpus, victims }
+                }
+                None => {
+                    waiting += 1;
+                    if let Some(s) = shares.get_mut(&req.claimant) {
+                        s.waiting += 1;
+                    }
+                    out.push((
+                        req.id.clone(),
+                        Outcome::Wait {
+                            reason: reason(agents, &free, req),
+                            position: waiting,
+                        },
+                    ));
+                    continue;
+                }
+            }
+        };
+        if let Some(s) = shares.get_mut(&req.claimant) {
+            s.used = s.used.plus(&amount);
+        }
+        out.push((req.id.clone(), outcome));
+    }
+    Placed {
+        outcomes: out,
+        shares,
+    }
+}
+
+/// Releases `victims` on `agent`: their capacity free again, their claimants' use less.
+fn evict(
+    agents: &[AgentView],
+    free: &mut BTreeMap<String, Free>,
+    shares: &mut BTreeMap<String, Standing>,
+    agent: &str,
+    victims: &[String],
+) {
+    let Some(f) = free.get_mut(agent) else { return };
+    for victim in victims {
+        if let Some(i) = f.claims.iter().position(|c| &c.task == victim) {
+            let claim = f.claims.remove(i);
+            f.release(&claim, inventory(agents, agent));
+            if let Some(s) = shares.get_mut(&claim.claimant) {
+                s.used = s.used.minus(&claim_amount(&claim));
+            }
+        }
+    }
+}
+
 /// Places `requests` given the `agents`, the `claims` of their live tasks and each claimant's
 /// `terms` (absent: weight 1, no floor).
 ///
@@ -513,16 +630,8 @@ fn place_one(
         owed && lent > 1.0 + 1e-9 && after < lent
     };
     if let Some((agent, gpus, victims)) = preemption(agents, free, req, &may_evict) {
+        evict(agents, free, shares, &agent, &victims);
         if let Some(f) = free.get_mut(&agent) {
-            for victim in &victims {
-                if let Some(i) = f.claims.iter().position(|c| &c.task == victim) {
-                    let claim = f.claims.remove(i);
-                    f.release(&claim, inventory(agents, &agent));
-                    if let Some(s) = shares.get_mut(&claim.claimant) {
-                        s.used = s.used.minus(&claim_amount(&claim));
-                    }
-                }
-            }
             f.take(req, &agent, &gpus);
         }
         if let Some(s) = shares.get_mut(&req.claimant) {

@@ -688,3 +688,40 @@ fn work_placed_in_the_same_pass_is_never_a_victim() {
         "only the running task may go: two GPUs cannot be made free"
     );
 }
+
+#[test]
+fn plain_priority_ignores_the_share_and_preempts_by_priority_alone() {
+    let agents = [h100s("a", 8)];
+    let mut requests = units("a", 8, 1, true);
+    requests.extend(units("b", 8, 1, true));
+    let weights = terms(&[("a", 1.0), ("b", 3.0)]);
+    // First come first served: a's units came first and take every GPU, whatever the weights;
+    // the standings are still computed (entitled 2 and 6).
+    let placed = place_by(&agents, &[], &requests, &weights, Policy::Priority);
+    assert_eq!((placed_of(&placed, "a"), placed_of(&placed, "b")), (8, 0));
+    assert!((placed.shares["a"].entitled.gpus - 2.0).abs() < 1e-6);
+    assert!((placed.shares["a"].used.gpus - 8.0).abs() < 1e-6);
+    assert_eq!(placed.shares["b"].waiting, 8);
+    // The share policy on the same input: 2 and 6.
+    let placed = place_by(&agents, &[], &requests, &weights, Policy::Share);
+    assert_eq!((placed_of(&placed, "a"), placed_of(&placed, "b")), (2, 6));
+    // Higher priority goes first, whoever asks.
+    let mut requests = units("a", 8, 1, true);
+    requests.extend(units("b", 8, 5, true));
+    let placed = place_by(&agents, &[], &requests, &weights, Policy::Priority);
+    assert_eq!((placed_of(&placed, "a"), placed_of(&placed, "b")), (0, 8));
+    // Lent selfplay is not taken back for its owner (elastic never preempts) ...
+    let claims = held_by("a", "a", 0..8);
+    let placed = place_by(&agents, &claims, &units("b", 4, 1, true), &weights, Policy::Priority);
+    all_wait(&placed);
+    // ... but work that is not elastic preempts elastic work of lower priority, of anyone.
+    let placed = place_by(&agents, &claims, &units("b", 1, 5, false), &weights, Policy::Priority);
+    assert!(
+        matches!(&placed.outcomes[0].1, Outcome::Preempt { victims, .. } if victims.len() == 1),
+        "{:?}",
+        placed.outcomes
+    );
+    assert!((placed.shares["a"].used.gpus - 7.0).abs() < 1e-6);
+    assert_eq!("priority".parse::<Policy>(), Ok(Policy::Priority));
+    assert!("fair".parse::<Policy>().unwrap_err().contains("share or priority"));
+}
