@@ -127,6 +127,13 @@ pub enum Bench {
     /// then times a 1,000-task one-GPU job and a 5,000-task job from creation to bound and
     /// running.
     Dispatch(bench::dispatch::BenchDispatchArgs),
+    /// The fleet's fair share under load: GPU use, share error and starved loops, against plain
+    /// priority placement.
+    ///
+    /// Starts an API server, a controller and (by default) 200 simulated agents of 8 GPUs as
+    /// processes, runs 12 TrainingLoops weighted 1 to 3 with tasks of a few seconds for five
+    /// minutes, then does it again in a fresh system with `--placement priority` (`baseline`).
+    Fleet(bench::fleet::BenchFleetArgs),
     /// Time from a leader's SIGKILL or SIGTERM to the standby's first write.
     ///
     /// Starts an API server and controllers as processes, stops the leader each way and times
@@ -192,6 +199,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench(bench) => match bench {
             Bench::Apiserver(args) => bench::apiserver::run(args),
             Bench::Dispatch(args) => bench::dispatch::run(args),
+            Bench::Fleet(args) => bench::fleet::run(args),
             Bench::Failover(args) => bench::failover::run(args),
             Bench::AgentIdle(args) => bench::agent_idle::run(args),
             Bench::Sync(args) => bench::sync::run(args),

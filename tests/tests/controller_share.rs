@@ -202,3 +202,52 @@ async fn quarter_gpu_selfplay_is_packed_four_to_a_device() {
         "{message}"
     );
 }
+
+#[test]
+fn bench_fleet_reports_its_figures_and_the_share_beats_plain_priority() {
+    // Tiny sizes (3 loops on 4 × 4 GPUs, tasks of a second): the figures' names and sense.
+    let out = std::process::Command::new(ringrift_e2e::process::ringrift_bin().unwrap())
+        .args([
+            "bench",
+            "fleet",
+            "--agents",
+            "4",
+            "--gpus",
+            "4",
+            "--loops",
+            "3",
+            "--task-seconds",
+            "1",
+            "--warmup",
+            "6s",
+            "--duration",
+            "8s",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for figures in [&report, &report["baseline"]] {
+        let busy = figures["gpu_busy_fraction"].as_f64().unwrap();
+        assert!(busy > 0.0 && busy <= 1.0, "{report}");
+        assert!(figures["share_error_max"].as_f64().is_some(), "{report}");
+        assert!(figures["starved_loops"].as_u64().is_some(), "{report}");
+    }
+    assert_eq!(report["baseline"]["placement"], "priority");
+    assert_eq!(report["per_loop"].as_array().unwrap().len(), 3, "{report}");
+    // First come first served gives the oldest loop the whole fleet; the share gives each its
+    // part.
+    let (share, priority) = (
+        report["share_error_max"].as_f64().unwrap(),
+        report["baseline"]["share_error_max"].as_f64().unwrap(),
+    );
+    assert!(
+        share < 0.5 && priority > 0.5,
+        "share {share}, priority {priority}: {report}"
+    );
+}

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use super::fleet::Fleet;
 use super::stats::round3;
+use super::system::Fleet;
 
 /// Options of `ringrift bench agent-idle`.
 #[derive(Debug, Clone, clap::Args)]

@@ -46,7 +46,7 @@ const WATCHED: &str = "/api/v1/namespaces/bench-watch/configmaps";
 const SENT_AT: &str = "bench.ringrift.ai/sent-ns";
 
 struct Server {
-    process: super::fleet::Process,
+    process: super::system::Process,
     target: Target,
     dir: PathBuf,
 }
@@ -89,7 +89,7 @@ async fn start_server(plain: bool) -> anyhow::Result<Server> {
         )
     })
     .await??;
-    let process = super::fleet::Process {
+    let process = super::system::Process {
         child: announced.child,
     };
     let target = Target::from_kubeconfig(&kubeconfig)?;

@@ -15,8 +15,8 @@ use ringrift_crds::selfplay::{DatasetOutput, SelfplayJob, SelfplayJobSpec, Selfp
 use ringrift_crds::task::{Task, TaskPhase};
 use serde_json::json;
 
-use super::fleet::Fleet;
 use super::stats::{per_second, percentile, round3};
+use super::system::Fleet;
 
 /// Options of `ringrift bench dispatch`.
 #[derive(Debug, Clone, Copy, clap::Args)]

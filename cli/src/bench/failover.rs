@@ -12,8 +12,8 @@ use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::Task;
 use serde_json::json;
 
-use super::fleet::Fleet;
 use super::stats::round3;
+use super::system::Fleet;
 
 /// Options of `ringrift bench failover`.
 #[derive(Debug, Clone, clap::Args)]

@@ -4,11 +4,12 @@ pub(crate) mod agent_idle;
 pub(crate) mod apiserver;
 pub(crate) mod dispatch;
 pub(crate) mod failover;
-mod fleet;
+pub(crate) mod fleet;
 pub(crate) mod gossip;
 mod http;
 mod stats;
 pub(crate) mod sync;
+mod system;
 pub(crate) mod tls;
 pub(crate) mod wan;
 

@@ -19,8 +19,8 @@ use ringrift_crds::common::Artifact;
 use ringrift_crds::task::{Task, TaskPhase};
 use serde_json::json;
 
-use super::fleet::{Fleet, Process};
 use super::stats::round3;
+use super::system::{Fleet, Process};
 
 /// Options of `ringrift bench sync`.
 #[derive(Debug, Clone, clap::Args)]

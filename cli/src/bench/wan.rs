@@ -27,9 +27,9 @@ use ringrift_crds::agent::Agent;
 use ringrift_crds::common::Artifact;
 use serde_json::json;
 
-use super::fleet::Process;
 use super::stats::round3;
 use super::sync::{create_task, figure, median, produce, running};
+use super::system::Process;
 use crate::netns::{Host, Net, Plan};
 
 /// Options of `ringrift bench wan`.

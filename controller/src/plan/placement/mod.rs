@@ -431,7 +431,9 @@ impl std::str::FromStr for Policy {
         match s {
             "share" => Ok(Self::Share),
             "priority" => Ok(Self::Priority),
-            other => Err(format!("unknown placement policy {other:?}: expected share or priority")),
+            other => Err(format!(
+                "unknown placement policy {other:?}: expected share or priority"
+            )),
         }
     }
 }
@@ -464,40 +466,34 @@ fn place_by_priority(
     let mut waiting = 0;
     let mut out = Vec::new();
     for req in order {
-        let amount = request_amount(req);
+        let may_evict = |c: &Claim, _: &BTreeMap<String, Amount>| !req.elastic && c.priority < req.priority;
         let outcome = if let Some((agent, gpus)) = choose(&free, req).map(|(a, g)| (a.clone(), g)) {
             if let Some(f) = free.get_mut(&agent) {
                 f.take(req, &agent, &gpus);
             }
             Outcome::Place { agent, gpus }
-        } else {
-            let may_evict = |c: &Claim, _: &BTreeMap<String, Amount>| !req.elastic && c.priority < req.priority;
-            match preemption(agents, &free, req, &may_evict) {
-                Some((agent, gpus, victims)) => {
-                    evict(agents, &mut free, &mut shares, &agent, &victims);
-                    if let Some(f) = free.get_mut(&agent) {
-                        f.take(req, &agent, &gpus);
-                    }
-                    Outcome::Preempt { agent, gpus, victims }
-                }
-                None => {
-                    waiting += 1;
-                    if let Some(s) = shares.get_mut(&req.claimant) {
-                        s.waiting += 1;
-                    }
-                    out.push((
-                        req.id.clone(),
-                        Outcome::Wait {
-                            reason: reason(agents, &free, req),
-                            position: waiting,
-                        },
-                    ));
-                    continue;
-                }
+        } else if let Some((agent, gpus, victims)) = preemption(agents, &free, req, &may_evict) {
+            evict(agents, &mut free, &mut shares, &agent, &victims);
+            if let Some(f) = free.get_mut(&agent) {
+                f.take(req, &agent, &gpus);
             }
+            Outcome::Preempt { agent, gpus, victims }
+        } else {
+            waiting += 1;
+            if let Some(s) = shares.get_mut(&req.claimant) {
+                s.waiting += 1;
+            }
+            out.push((
+                req.id.clone(),
+                Outcome::Wait {
+                    reason: reason(agents, &free, req),
+                    position: waiting,
+                },
+            ));
+            continue;
         };
         if let Some(s) = shares.get_mut(&req.claimant) {
-            s.used = s.used.plus(&amount);
+            s.used = s.used.plus(&request_amount(req));
         }
         out.push((req.id.clone(), outcome));
     }

@@ -1,0 +1,226 @@
+//! The figures of `ringrift bench fleet`, from what the bench saw (pure): how busy the GPUs
+//! were, how far each loop's use strayed from its entitlement, and which loops starved.
+
+use std::collections::BTreeMap;
+
+/// A task's time on its GPUs: seconds from the bench's start, and how many GPUs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Busy {
+    /// When it was first seen running.
+    pub start: f64,
+    /// When it was first seen ended (or the window's end, for one still running).
+    pub end: f64,
+    /// Its GPUs (a fraction for a shared one).
+    pub gpus: f64,
+}
+
+/// GPU-seconds busy inside `window` over the GPU-seconds the fleet had in it.
+pub fn busy_fraction(busy: &[Busy], window: (f64, f64), capacity_gpus: f64) -> f64 {
+    let (from, to) = window;
+    let offered = (to - from) * capacity_gpus;
+    if offered <= 0.0 {
+        return 0.0;
+    }
+    let used: f64 = busy
+        .iter()
+        .map(|b| (b.end.min(to) - b.start.max(from)).max(0.0) * b.gpus)
+        .sum();
+    used / offered
+}
+
+/// One loop's standing in the fair share as its status said, at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Standing {
+    /// GPUs it is entitled to.
+    pub entitled: f64,
+    /// GPUs its tasks hold.
+    pub used: f64,
+    /// Its work units waiting for a place.
+    pub waiting: u32,
+}
+
+/// Every loop's standing at one instant (seconds from the bench's start).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// When.
+    pub at: f64,
+    /// By loop.
+    pub loops: BTreeMap<String, Standing>,
+}
+
+/// Shortfall or excess under one GPU is rounding: work comes in whole GPUs.
+const SLACK_GPUS: f64 = 1.0;
+
+/// Each snapshot's weight in a time average: the time to the next one (the last gets the
+/// mean interval).
+fn weights(snapshots: &[Snapshot]) -> Vec<f64> {
+    let gaps: Vec<f64> = snapshots
+        .windows(2)
+        .map(|w| (w[1].at - w[0].at).max(0.0))
+        .collect();
+    #[allow(clippy::cast_precision_loss)]
+    let mean = if gaps.is_empty() {
+        1.0
+    } else {
+        gaps.iter().sum::<f64>() / gaps.len() as f64
+    };
+    gaps.into_iter().chain(std::iter::once(mean)).collect()
+}
+
+/// For each loop, the time average of |used − entitled| / entitled over the snapshots where
+/// it was entitled to something (a loop with no demand is entitled to nothing and owed
+/// nothing).
+pub fn share_errors(snapshots: &[Snapshot]) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for (s, w) in snapshots.iter().zip(weights(snapshots)) {
+        for (name, st) in &s.loops {
+            if st.entitled > 0.0 {
+                let e = sums.entry(name.clone()).or_default();
+                e.0 += w * (st.used - st.entitled).abs() / st.entitled;
+                e.1 += w;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(name, (sum, time))| (name, if time > 0.0 { sum / time } else { 0.0 }))
+        .collect()
+}
+
+/// Whether `name` starves in `s`: it has work waiting and holds at least a GPU less than its
+/// entitlement, while another loop holds at least a GPU more than its own (its share is lent).
+fn starving(s: &Snapshot, name: &str) -> bool {
+    let Some(me) = s.loops.get(name) else {
+        return false;
+    };
+    me.waiting > 0
+        && me.used < me.entitled - SLACK_GPUS
+        && s.loops
+            .iter()
+            .any(|(other, st)| other != name && st.used > st.entitled + SLACK_GPUS)
+}
+
+/// For each loop, its longest spell of starving (seconds, from the first snapshot that saw it
+/// to the first that did not, or to the last snapshot).
+pub fn longest_starvation(snapshots: &[Snapshot]) -> BTreeMap<String, f64> {
+    let names: std::collections::BTreeSet<&String> = snapshots.iter().flat_map(|s| s.loops.keys()).collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let (mut longest, mut since): (f64, Option<f64>) = (0.0, None);
+            for s in snapshots {
+                match (starving(s, name), since) {
+                    (true, None) => since = Some(s.at),
+                    (false, Some(t)) => {
+                        longest = longest.max(s.at - t);
+                        since = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(t), Some(last)) = (since, snapshots.last()) {
+                longest = longest.max(last.at - t);
+            }
+            (name.clone(), longest)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn busy_counts_only_the_window_and_the_gpus_held() {
+        let busy = [
+            Busy {
+                start: 0.0,
+                end: 10.0,
+                gpus: 2.0,
+            },
+            // Half inside the window.
+            Busy {
+                start: 15.0,
+                end: 25.0,
+                gpus: 1.0,
+            },
+            // A quarter GPU the whole window.
+            Busy {
+                start: 0.0,
+                end: 30.0,
+                gpus: 0.25,
+            },
+            // Outside.
+            Busy {
+                start: 21.0,
+                end: 30.0,
+                gpus: 4.0,
+            },
+        ];
+        // Window 10..20 on 4 GPUs: 40 GPU-seconds offered; 5 + 2.5 used.
+        assert!(close(busy_fraction(&busy, (10.0, 20.0), 4.0), 7.5 / 40.0));
+        assert!(
+            close(busy_fraction(&busy, (10.0, 10.0), 4.0), 0.0),
+            "an empty window"
+        );
+    }
+
+    fn snap(at: f64, loops: &[(&str, f64, f64, u32)]) -> Snapshot {
+        Snapshot {
+            at,
+            loops: loops
+                .iter()
+                .map(|(n, entitled, used, waiting)| {
+                    (
+                        (*n).to_owned(),
+                        Standing {
+                            entitled: *entitled,
+                            used: *used,
+                            waiting: *waiting,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_share_error_is_a_time_average_over_the_time_a_loop_was_entitled() {
+        let snapshots = [
+            snap(0.0, &[("a", 10.0, 5.0, 3), ("b", 0.0, 0.0, 0)]),
+            // Three seconds on: a exact for the rest of the run.
+            snap(3.0, &[("a", 10.0, 10.0, 0), ("b", 0.0, 0.0, 0)]),
+            snap(4.0, &[("a", 10.0, 10.0, 0), ("b", 4.0, 6.0, 0)]),
+        ];
+        let errors = share_errors(&snapshots);
+        // a: 0.5 for 3 s, 0 for 1 s, 0 for the last (weighted by the mean gap, 2 s): 1.5 / 6.
+        assert!(close(errors["a"], 1.5 / 6.0), "{errors:?}");
+        // b counted only where it was entitled: 0.5.
+        assert!(close(errors["b"], 0.5), "{errors:?}");
+    }
+
+    #[test]
+    fn a_loop_starves_only_while_short_with_work_waiting_and_its_share_lent() {
+        let snapshots = [
+            // Short with work waiting, b over its share: starving from 0 ...
+            snap(0.0, &[("a", 10.0, 2.0, 5), ("b", 10.0, 18.0, 0)]),
+            snap(2.0, &[("a", 10.0, 4.0, 5), ("b", 10.0, 16.0, 0)]),
+            // ... until 5.
+            snap(5.0, &[("a", 10.0, 9.5, 5), ("b", 10.0, 10.5, 0)]),
+            // Short but nothing waits: not starving.
+            snap(6.0, &[("a", 10.0, 2.0, 0), ("b", 10.0, 18.0, 3)]),
+            // Short and waiting, but nobody holds more than its own: the fleet is just full.
+            snap(7.0, &[("a", 10.0, 5.0, 2), ("b", 10.0, 10.0, 3)]),
+            // Starving again at the end of the run: 8..9.
+            snap(8.0, &[("a", 10.0, 2.0, 5), ("b", 10.0, 18.0, 0)]),
+            snap(9.0, &[("a", 10.0, 2.0, 5), ("b", 10.0, 18.0, 0)]),
+        ];
+        let spells = longest_starvation(&snapshots);
+        assert!(close(spells["a"], 5.0), "{spells:?}");
+        assert!(close(spells["b"], 0.0), "{spells:?}");
+        assert!(longest_starvation(&[]).is_empty());
+    }
+}
