@@ -96,6 +96,10 @@ pub struct ControllerArgs {
     /// fleet` measures against).
     #[arg(long, env = "RINGRIFT_PLACEMENT", default_value = "share")]
     pub placement: ringrift_controller::plan::placement::Policy,
+    /// Trainings TrainingLoops may run at once across the fleet: a loop's next training waits
+    /// while this many TrainingJobs are unfinished (0: no limit).
+    #[arg(long, env = "RINGRIFT_MAX_CONCURRENT_TRAININGS", default_value_t = 0)]
+    pub max_concurrent_trainings: usize,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -133,6 +137,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         breaker_window,
         breaker_quarantine,
         placement,
+        max_concurrent_trainings,
         telemetry,
     } = args;
     telemetry::init(&telemetry)?;
@@ -167,6 +172,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 ..Policy::default()
             }),
             placement,
+            max_concurrent_trainings,
         },
     };
     let runtime = crate::runtime()?;

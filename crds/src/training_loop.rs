@@ -61,6 +61,64 @@ pub struct TrainingLoopSpec {
     /// Its terms in the fleet's fair share, for all its jobs. Defaults to weight 1, no floor.
     #[serde(default)]
     pub share: ShareSpec,
+    /// How the stages follow each other: `Generational` (the default: each generation's
+    /// selfplay, then training, then gauntlet) or `Continuous` (selfplay runs all the time, in
+    /// batches of `selfplay.games` games with the best model; a training starts when
+    /// `continuous.trainEvery` new games have arrived and the cooldown has passed; the gauntlet
+    /// runs while selfplay goes on).
+    #[serde(default)]
+    pub pipeline: Pipeline,
+    /// When trainings start in the continuous pipeline (ignored by the generational one).
+    #[serde(default)]
+    pub continuous: ContinuousSpec,
+}
+
+/// How a loop's stages follow each other.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Pipeline {
+    /// Each generation's selfplay, training and gauntlet in turn (`overlapSelfplay` starts the
+    /// next selfplay during the gauntlet).
+    #[default]
+    Generational,
+    /// Selfplay all the time; training when enough new games have arrived.
+    Continuous,
+}
+
+/// When a continuous loop trains.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContinuousSpec {
+    /// New games (of finished selfplay batches) since the last training start that start the
+    /// next training. Unset: `selfplay.games`, one batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub train_every: Option<u64>,
+    /// Least seconds between the starts of two trainings. Defaults to 0.
+    #[serde(default)]
+    #[schemars(range(max = 604_800))]
+    pub cooldown_seconds: u64,
+}
+
+/// Where a continuous loop's selfplay and game count stand.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContinuousStatus {
+    /// The selfplay batch running (or next to run), from 1; its job is `<loop>-s<NNNN>`.
+    #[serde(default)]
+    pub batch: u32,
+    /// Games of the finished batches.
+    #[serde(default)]
+    pub games: u64,
+    /// `games` when the last training started.
+    #[serde(default)]
+    pub games_at_last_training: u64,
+    /// The new games that started the generation in progress's training (its history
+    /// record's `games`).
+    #[serde(default)]
+    pub generation_games: u64,
+    /// When the last training started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_training_time: Option<Time>,
 }
 
 /// Template of each generation's `GauntletJob`. The current best model is always added as the
@@ -150,6 +208,9 @@ pub struct TrainingLoopStatus {
     /// Its standing in the fleet's fair share (all its jobs together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share: Option<ShareStatus>,
+    /// The continuous pipeline's selfplay batches and game counts (that pipeline only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<ContinuousStatus>,
     /// One record per finished generation, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["generation".into()]))]

@@ -29,6 +29,7 @@ fn crds_and_examples_apply_and_list_under_the_ringrift_category() {
     let names = ok(&server, &["get", "ringrift", "-o", "name"]);
     for expected in [
         "trainingloop.ringrift.ai/connect4",
+        "trainingloop.ringrift.ai/connect4-continuous",
         "selfplayjob.ringrift.ai/connect4-selfplay-demo",
         "trainingjob.ringrift.ai/connect4-train-gen4",
         "gauntletjob.ringrift.ai/connect4-gauntlet-gen4",
@@ -358,7 +359,12 @@ fn acknowledged_objects_survive_sigkill_and_restart() {
         ],
     );
     assert_eq!(before, after);
-    assert_eq!(before.split_whitespace().count(), 4, "{before}");
+    let files = std::fs::read_dir(&examples).unwrap().count();
+    assert_eq!(
+        before.split_whitespace().count(),
+        files,
+        "one object per example: {before}"
+    );
     // New writes continue the revision sequence.
     ok(&server, &["label", "loop", "connect4", "after=restart"]);
     let rv: u64 = ok(

@@ -216,11 +216,21 @@ fn the_controller_runs_restricted_with_two_spread_replicas_a_budget_and_admin_pr
         "--breaker-failures=3",
         "--breaker-window=10m",
         "--breaker-quarantine=5m",
+        "--max-concurrent-trainings=0",
     ] {
         assert!(args.contains(&flag), "{flag}: {args:?}");
     }
     let off = objects(&template(&["--set", "controller.breaker.failures=0"]).unwrap());
     assert!(arguments(container(object(&off, "Deployment", "controller"))).contains(&"--breaker-failures=0"));
+    let two = objects(&template(&["--set", "controller.maxConcurrentTrainings=2"]).unwrap());
+    assert!(
+        arguments(container(object(&two, "Deployment", "controller")))
+            .contains(&"--max-concurrent-trainings=2")
+    );
+    assert!(
+        template(&["--set", "controller.maxConcurrentTrainings=-1"]).is_err(),
+        "the schema refuses a negative limit"
+    );
     let volume = &pod["volumes"][0]["secret"];
     assert_eq!(
         volume["items"],

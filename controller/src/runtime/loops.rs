@@ -61,7 +61,7 @@ fn share_status(s: &Standing) -> ShareStatus {
 
 /// The loop's child jobs and the namespace's models with their ratings as of this pass, as the
 /// stage machine sees them.
-fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools) -> LoopWorld {
+fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools, trainings_full: bool) -> LoopWorld {
     let uid = lp.metadata.uid.clone().unwrap_or_default();
     let ns = lp.namespace().unwrap_or_default();
     let mut jobs = HashMap::new();
@@ -140,6 +140,7 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools) -> LoopWorld {
         models,
         lost_models,
         share,
+        trainings_full,
     }
 }
 
@@ -149,6 +150,13 @@ impl Reconciler {
     pub(super) async fn loops_and_models(&mut self, registry: Registry<'_>, now: Timestamp) {
         let writer = self.writer.clone();
         let pools = pool_ratings(registry.gauntlet);
+        // Trainings running in the fleet, against --max-concurrent-trainings (0: no limit).
+        let most = self.tuning.max_concurrent_trainings;
+        let mut trainings = registry
+            .training
+            .iter()
+            .filter(|j| j.status.as_ref().is_none_or(|s| !s.phase.is_finished()))
+            .count();
         for lp in registry
             .loops
             .iter()
@@ -166,7 +174,13 @@ impl Reconciler {
                 lp.namespace().unwrap_or_default(),
                 lp.name_any()
             );
-            let plan = plan_loop(lp, &world_of(lp, &registry, &pools), now);
+            let full = most > 0 && trainings >= most;
+            let plan = plan_loop(lp, &world_of(lp, &registry, &pools, full), now);
+            trainings += plan
+                .create
+                .iter()
+                .filter(|j| matches!(j, NewJob::Training(_)))
+                .count();
             let reference = lp.object_ref(&());
             let mut failed = false;
             for job in &plan.create {

@@ -65,6 +65,8 @@ pub struct Tuning {
     pub breaker: Option<Policy>,
     /// How placement orders work: the fair share, or plain priority (a baseline).
     pub placement: placement::Policy,
+    /// Trainings the loops may run at once across the fleet (0: no limit).
+    pub max_concurrent_trainings: usize,
 }
 
 /// One job in a pass.

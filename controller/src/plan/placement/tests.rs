@@ -712,10 +712,22 @@ fn plain_priority_ignores_the_share_and_preempts_by_priority_alone() {
     assert_eq!((placed_of(&placed, "a"), placed_of(&placed, "b")), (0, 8));
     // Lent selfplay is not taken back for its owner (elastic never preempts) ...
     let claims = held_by("a", "a", 0..8);
-    let placed = place_by(&agents, &claims, &units("b", 4, 1, true), &weights, Policy::Priority);
+    let placed = place_by(
+        &agents,
+        &claims,
+        &units("b", 4, 1, true),
+        &weights,
+        Policy::Priority,
+    );
     all_wait(&placed);
     // ... but work that is not elastic preempts elastic work of lower priority, of anyone.
-    let placed = place_by(&agents, &claims, &units("b", 1, 5, false), &weights, Policy::Priority);
+    let placed = place_by(
+        &agents,
+        &claims,
+        &units("b", 1, 5, false),
+        &weights,
+        Policy::Priority,
+    );
     assert!(
         matches!(&placed.outcomes[0].1, Outcome::Preempt { victims, .. } if victims.len() == 1),
         "{:?}",
@@ -723,5 +735,10 @@ fn plain_priority_ignores_the_share_and_preempts_by_priority_alone() {
     );
     assert!((placed.shares["a"].used.gpus - 7.0).abs() < 1e-6);
     assert_eq!("priority".parse::<Policy>(), Ok(Policy::Priority));
-    assert!("fair".parse::<Policy>().unwrap_err().contains("share or priority"));
+    assert!(
+        "fair"
+            .parse::<Policy>()
+            .unwrap_err()
+            .contains("share or priority")
+    );
 }

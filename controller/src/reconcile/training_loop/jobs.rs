@@ -28,6 +28,18 @@ pub fn child_name(training_loop: &str, generation: u32, suffix: &str) -> String 
     format!("{head}{tail}")
 }
 
+/// `<loop>-s<NNNN>`: a continuous loop's selfplay batch, the loop's name shortened as
+/// [`child_name`] does.
+pub fn batch_name(training_loop: &str, batch: u32) -> String {
+    let tail = format!("-s{batch:04}");
+    let keep = 253usize.saturating_sub(tail.len()).min(training_loop.len());
+    let mut head = training_loop[..keep].to_owned();
+    while head.ends_with(['-', '.']) {
+        head.pop();
+    }
+    format!("{head}{tail}")
+}
+
 /// The name of the model trained in a generation.
 pub fn model_name(training_loop: &str, generation: u32) -> String {
     child_name(training_loop, generation, "")
@@ -65,6 +77,16 @@ pub(super) fn selfplay_job(lp: &TrainingLoop, generation: u32, best: Option<&Str
         generation,
         "selfplay",
     );
+    selfplay_named(lp, name, generation, best)
+}
+
+/// A continuous loop's selfplay batch `batch`, labelled with the generation its games feed.
+pub(super) fn batch_job(lp: &TrainingLoop, batch: u32, generation: u32, best: Option<&String>) -> NewJob {
+    let name = batch_name(&lp.metadata.name.clone().unwrap_or_default(), batch);
+    selfplay_named(lp, name, generation, best)
+}
+
+fn selfplay_named(lp: &TrainingLoop, name: String, generation: u32, best: Option<&String>) -> NewJob {
     NewJob::Selfplay(Box::new(SelfplayJob {
         metadata: meta(lp, name, generation),
         spec: SelfplayJobSpec {

@@ -17,15 +17,15 @@ use ringrift_crds::gauntlet::{Decision, GauntletJob};
 use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::{
-    ActiveJobs, GenerationRecord, LoopPhase, Stage, TrainingLoop, TrainingLoopStatus,
+    ActiveJobs, GenerationRecord, LoopPhase, Pipeline, Stage, TrainingLoop, TrainingLoopStatus,
 };
 
 use ringrift_crds::common::set_condition;
 
 mod jobs;
 
-pub use jobs::{child_name, model_name};
-use jobs::{gauntlet_job, selfplay_job, training_job};
+use jobs::{batch_job, gauntlet_job, selfplay_job, training_job};
+pub use jobs::{batch_name, child_name, model_name};
 
 /// Label on a loop's jobs with the loop's name.
 pub const LOOP_LABEL: &str = "ringrift.ai/training-loop";
@@ -83,6 +83,9 @@ pub struct LoopWorld {
     /// The loop's standing in the fleet's fair share, as of this pass's placement (none:
     /// the status keeps what it had).
     pub share: Option<ringrift_crds::common::ShareStatus>,
+    /// The fleet runs as many trainings as `--max-concurrent-trainings` allows: no training
+    /// starts now.
+    pub trainings_full: bool,
 }
 
 /// A job to create.
@@ -131,6 +134,9 @@ impl LoopEvent {
     }
 }
 
+/// The note of a training held back by `--max-concurrent-trainings`.
+const TRAINING_SLOT: &str = "waiting for a training slot (the fleet runs --max-concurrent-trainings)";
+
 /// Why the loop does not go on: a condition's reason and message.
 type Halt = (String, String);
 
@@ -155,6 +161,8 @@ struct Pass<'a> {
     degraded: Option<Halt>,
     waiting: Option<Halt>,
     suspended: bool,
+    /// What the stage waits for, when not its jobs (said in the Progressing message).
+    note: Option<&'static str>,
 }
 
 impl<'a> Pass<'a> {
@@ -173,6 +181,7 @@ impl<'a> Pass<'a> {
             degraded: None,
             waiting: None,
             suspended: lp.spec.suspend,
+            note: None,
         }
     }
 
@@ -240,12 +249,15 @@ impl<'a> Pass<'a> {
     /// one too, as it most likely failed for want of that model. An event names each.
     fn replace_lost(&mut self) {
         let g = self.status.generation;
-        let jobs = [
+        let mut jobs = vec![
             (ChildKind::Selfplay, child_name(&self.name, g, "selfplay")),
             (ChildKind::Training, child_name(&self.name, g, "train")),
             (ChildKind::Gauntlet, child_name(&self.name, g, "gauntlet")),
             (ChildKind::Selfplay, child_name(&self.name, g + 1, "selfplay")),
         ];
+        if let Some(c) = &self.status.continuous {
+            jobs.push((ChildKind::Selfplay, batch_name(&self.name, c.batch)));
+        }
         for (kind, job) in jobs {
             let Some(child) = self.world.jobs.get(&job) else {
                 continue;
@@ -285,6 +297,7 @@ impl<'a> Pass<'a> {
                 return;
             }
             let step = match self.status.stage {
+                Stage::Selfplay if self.continuous() => self.collect(),
                 Stage::Selfplay => self.selfplay(),
                 Stage::Training => self.training(),
                 Stage::Gauntlet => self.gauntlet(),
@@ -294,6 +307,89 @@ impl<'a> Pass<'a> {
                 return;
             }
         }
+    }
+
+    /// Whether the loop runs the continuous pipeline.
+    fn continuous(&self) -> bool {
+        self.lp.spec.pipeline == Pipeline::Continuous
+    }
+
+    /// The continuous pipeline's selfplay: the running batch, or the next once it has
+    /// finished (its games counted once, by batch number), always with the best model. A
+    /// batch that has recorded no game yet when a new best is promoted is replaced with one on
+    /// the new best; one that has games finishes with the model it started with (its games
+    /// are good training data). No new batch once the loop is done.
+    fn batches(&mut self) {
+        if !self.continuous() || self.status.stage == Stage::Done || self.waiting.is_some() {
+            return;
+        }
+        let mut c = self.status.continuous.clone().unwrap_or_default();
+        c.batch = c.batch.max(1);
+        let (g, best) = (self.status.generation, self.status.best_model.clone());
+        let lp = self.lp;
+        // Bounded: the batches finished since the last pass (a few at most), then the next one.
+        for _ in 0..8 {
+            let job = batch_name(&self.name, c.batch);
+            self.status.active_jobs.selfplay = Some(job.clone());
+            if let Some(child) = self.world.jobs.get(&job)
+                && !child.deleting
+                && !child.phase.is_finished()
+                && child.games == 0
+                && child.model != best
+                && !self.delete.iter().any(|(_, name)| *name == job)
+            {
+                self.events.push(LoopEvent::normal(
+                    "SelfplayRestarted",
+                    format!(
+                        "{job} has recorded no game yet: restarted with the new best model {}",
+                        best.as_deref().unwrap_or("none")
+                    ),
+                ));
+                self.delete.push((ChildKind::Selfplay, job));
+                break;
+            }
+            let batch = c.batch;
+            let Some(done) = self.stage_job(&job, "SelfplayFailed", || {
+                Some(batch_job(lp, batch, g, best.as_ref()))
+            }) else {
+                break;
+            };
+            c.games = c.games.saturating_add(done.games);
+            c.batch += 1;
+        }
+        self.status.continuous = Some(c);
+    }
+
+    /// The continuous pipeline between trainings: the next training starts once
+    /// `continuous.trainEvery` new games have arrived since the last one started, its
+    /// cooldown has passed, and the fleet runs fewer trainings than it allows.
+    fn collect(&mut self) -> Step {
+        let mut c = self.status.continuous.clone().unwrap_or_default();
+        let spec = &self.lp.spec;
+        let every = spec.continuous.train_every.unwrap_or(spec.selfplay.games).max(1);
+        let new = c.games.saturating_sub(c.games_at_last_training);
+        let cooled = c.last_training_time.as_ref().is_none_or(|t| {
+            let cooldown = i64::try_from(spec.continuous.cooldown_seconds).unwrap_or(i64::MAX);
+            self.now.as_second().saturating_sub(t.0.as_second()) >= cooldown
+        });
+        self.note = if new < every {
+            Some("collecting games for the next training")
+        } else if !cooled {
+            Some("waiting for the training cooldown")
+        } else if self.world.trainings_full {
+            Some(TRAINING_SLOT)
+        } else {
+            None
+        };
+        if self.note.is_some() || self.suspended {
+            return Step::Stay;
+        }
+        c.games_at_last_training = c.games;
+        c.generation_games = new;
+        c.last_training_time = Some(Time(self.now));
+        self.status.continuous = Some(c);
+        self.status.stage = Stage::Training;
+        Step::Next
     }
 
     /// The child job of a stage as the world has it: create it when missing (unless
@@ -345,9 +441,13 @@ impl<'a> Pass<'a> {
         let job = child_name(&self.name, g, "train");
         self.status.active_jobs.training = Some(job.clone());
         let lp = self.lp;
+        let full = self.world.trainings_full;
+        if full && !self.world.jobs.contains_key(&job) {
+            self.note = Some(TRAINING_SLOT);
+        }
         if self
             .stage_job(&job, "TrainingFailed", || {
-                Some(training_job(lp, g, best.as_ref()))
+                (!full).then(|| training_job(lp, g, best.as_ref()))
             })
             .is_none()
             || !self.world.models.contains_key(&model_name(&self.name, g))
@@ -364,7 +464,8 @@ impl<'a> Pass<'a> {
         let job = child_name(&self.name, g, "gauntlet");
         self.status.active_jobs.gauntlet = Some(job.clone());
         let running = self.world.jobs.get(&job).is_none_or(|c| !c.phase.is_finished());
-        let overlap = self.lp.spec.overlap_selfplay && running && max.is_none_or(|m| g < m);
+        let overlap =
+            self.lp.spec.overlap_selfplay && !self.continuous() && running && max.is_none_or(|m| g < m);
         if overlap && !self.suspended {
             let next = child_name(&self.name, g + 1, "selfplay");
             if !self.world.jobs.contains_key(&next) {
@@ -403,7 +504,11 @@ impl<'a> Pass<'a> {
         };
         if !self.status.history.iter().any(|h| h.generation == g) {
             let stage = |s: &str| self.world.jobs.get(&child_name(&self.name, g, s));
-            let games = stage("selfplay").map_or(0, |s| s.games);
+            let games = match &self.status.continuous {
+                // The new games that started its training.
+                Some(c) if self.continuous() => c.generation_games,
+                _ => stage("selfplay").map_or(0, |s| s.games),
+            };
             let bytes_moved = ["selfplay", "train", "gauntlet"]
                 .into_iter()
                 .filter_map(stage)
@@ -440,7 +545,14 @@ impl<'a> Pass<'a> {
                 ));
             }
         }
-        self.status.active_jobs = ActiveJobs::default();
+        self.status.active_jobs = ActiveJobs {
+            // The continuous pipeline's selfplay goes on.
+            selfplay: self
+                .continuous()
+                .then(|| self.status.active_jobs.selfplay.clone())
+                .flatten(),
+            ..ActiveJobs::default()
+        };
         if self.lp.spec.max_generations.is_some_and(|m| g + 1 > m) {
             // Done: the status keeps the last generation's number.
             self.status.stage = Stage::Done;
@@ -531,7 +643,10 @@ impl<'a> Pass<'a> {
     fn conclude(mut self) -> LoopPlan {
         let previous = self.lp.status.as_ref().map(|s| s.phase);
         let status = &mut self.status;
-        let stage_text = format!("generation {}, {:?}", status.generation, status.stage);
+        let stage_text = match self.note {
+            Some(note) => format!("generation {}, {:?}: {note}", status.generation, status.stage),
+            None => format!("generation {}, {:?}", status.generation, status.stage),
+        };
         status.phase = if status.stage == Stage::Done {
             LoopPhase::Succeeded
         } else if self.degraded.is_some() {
@@ -634,6 +749,7 @@ pub fn plan_loop(lp: &TrainingLoop, world: &LoopWorld, now: Timestamp) -> LoopPl
     pass.start();
     pass.fall_back();
     pass.replace_lost();
+    pass.batches();
     pass.advance();
     pass.ratings();
     pass.outputs();

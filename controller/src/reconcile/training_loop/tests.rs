@@ -601,3 +601,5 @@ fn unfinished_jobs_on_a_lost_model_are_replaced_with_the_fallback() {
     assert_eq!(plan.delete.len(), 1);
     assert_ne!(plan.status.phase, LoopPhase::Degraded);
 }
+
+mod continuous;
