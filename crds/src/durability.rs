@@ -93,14 +93,14 @@ impl Needed {
     /// unfinished `TrainingJob`, and the games of selfplay still running. A failed selfplay
     /// job's games are in no dataset a training reads.
     pub fn from_objects(
-        tasks: &[Task],
+        tasks: &[impl std::borrow::Borrow<Task>],
         models: &[Model],
         selfplay: &[SelfplayJob],
         loops: &[TrainingLoop],
         training: &[TrainingJob],
     ) -> Self {
         let mut needed = Self::default();
-        for t in tasks {
+        for t in tasks.iter().map(std::borrow::Borrow::borrow) {
             if !t.status.as_ref().is_some_and(|s| s.phase.is_finished()) {
                 needed
                     .inputs

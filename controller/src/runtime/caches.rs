@@ -70,17 +70,84 @@ where
     for obj in store.state() {
         match &obj.0 {
             Ok(k) => ok.push(k.clone()),
-            Err(e) => bad.push((
-                format!(
-                    "{}/{}",
-                    e.metadata.namespace.as_deref().unwrap_or_default(),
-                    e.metadata.name.as_deref().unwrap_or_default()
-                ),
-                e.error.clone(),
-            )),
+            Err(e) => bad.push(malformed(e)),
         }
     }
     (ok, bad)
+}
+
+/// Shared copies of a cache's valid objects, made once per resourceVersion: a pass reads every
+/// Task, and copying tens of thousands of them on every pass was most of its time.
+#[derive(Debug)]
+pub struct Copies<K> {
+    by_uid: std::collections::HashMap<String, (String, Arc<K>, u64)>,
+    round: u64,
+}
+
+impl<K> Default for Copies<K> {
+    fn default() -> Self {
+        Self {
+            by_uid: std::collections::HashMap::new(),
+            round: 0,
+        }
+    }
+}
+
+impl<K> Copies<K>
+where
+    K: Resource + Clone,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    /// The valid objects of `store` (a copy only of those new or changed since the last call),
+    /// and the errors of the malformed ones with their `namespace/name`.
+    pub fn valid(&mut self, store: &Guarded<K>) -> (Vec<Arc<K>>, Vec<(String, String)>) {
+        self.round += 1;
+        let round = self.round;
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for obj in store.state() {
+            match &obj.0 {
+                Ok(k) => {
+                    let meta = k.meta();
+                    let (uid, rv) = (
+                        meta.uid.as_deref().unwrap_or_default(),
+                        meta.resource_version.as_deref().unwrap_or_default(),
+                    );
+                    match self.by_uid.get_mut(uid) {
+                        Some((version, shared, seen)) if version == rv => {
+                            *seen = round;
+                            ok.push(shared.clone());
+                        }
+                        _ => {
+                            let shared = Arc::new(k.clone());
+                            self.by_uid
+                                .insert(uid.to_owned(), (rv.to_owned(), shared.clone(), round));
+                            ok.push(shared);
+                        }
+                    }
+                }
+                Err(e) => bad.push(malformed(e)),
+            }
+        }
+        self.by_uid.retain(|_, (_, _, seen)| *seen == round);
+        (ok, bad)
+    }
+
+    /// Forgets every copy.
+    pub fn clear(&mut self) {
+        self.by_uid.clear();
+    }
+}
+
+fn malformed(e: &kube::core::error_boundary::InvalidObject) -> (String, String) {
+    (
+        format!(
+            "{}/{}",
+            e.metadata.namespace.as_deref().unwrap_or_default(),
+            e.metadata.name.as_deref().unwrap_or_default()
+        ),
+        e.error.clone(),
+    )
 }
 
 fn reflect<K>(
@@ -277,6 +344,39 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].0, "default/bad");
         assert!(errors[0].1.contains("\"lots\""), "{}", errors[0].1);
+    }
+
+    #[test]
+    fn copies_are_made_once_per_version_and_forgotten_with_the_object() {
+        let (reader, mut writer) = reflector::store::<DeserializeGuard<SelfplayJob>>();
+        let job = |name: &str, uid: &str, rv: &str| {
+            guarded(serde_json::json!({
+                "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob",
+                "metadata": {"name": name, "namespace": "default", "uid": uid, "resourceVersion": rv},
+                "spec": {"game": {"board": "connect4"}, "games": 10, "output": {"dataset": "d"}}
+            }))
+        };
+        writer.apply_watcher_event(&Event::Apply(job("a", "uid-a", "1")));
+        writer.apply_watcher_event(&Event::Apply(job("b", "uid-b", "2")));
+        let mut copies = Copies::default();
+        let by_name = |objects: &[Arc<SelfplayJob>], name: &str| {
+            objects
+                .iter()
+                .find(|o| o.metadata.name.as_deref() == Some(name))
+                .cloned()
+                .unwrap()
+        };
+        let (first, _) = copies.valid(&reader);
+        let (second, _) = copies.valid(&reader);
+        assert!(Arc::ptr_eq(&by_name(&first, "a"), &by_name(&second, "a")), "unchanged: the same copy");
+        writer.apply_watcher_event(&Event::Apply(job("a", "uid-a", "3")));
+        writer.apply_watcher_event(&Event::Delete(job("b", "uid-b", "2")));
+        let (third, _) = copies.valid(&reader);
+        assert_eq!(third.len(), 1);
+        let a = by_name(&third, "a");
+        assert!(!Arc::ptr_eq(&by_name(&first, "a"), &a), "a new version: a new copy");
+        assert_eq!(a.metadata.resource_version.as_deref(), Some("3"));
+        assert_eq!(copies.by_uid.len(), 1, "the deleted object's copy is gone");
     }
 
     #[test]

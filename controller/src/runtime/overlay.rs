@@ -1,6 +1,7 @@
 //! Read-your-writes: objects this replica wrote, kept until its watch cache has caught up, so
 //! the next pass does not act on a stale copy (create a task twice, count capacity twice).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -75,14 +76,16 @@ impl<K: Resource + Clone> Overlay<K> {
 
     /// The cache's objects with this replica's newer writes laid over them; writes the cache
     /// has caught up with are dropped.
-    pub fn merge(&mut self, cached: Vec<K>) -> Vec<K> {
+    ///
+    /// `T` is the object or a shared pointer to it (`Arc<K>`: the cache's copy, not a clone).
+    pub fn merge<T: Borrow<K> + From<K>>(&mut self, cached: Vec<T>) -> Vec<T> {
         self.written.retain(|_, (_, at)| at.elapsed() < KEEP);
-        let newest = cached.iter().map(version).max().unwrap_or(0);
+        let newest = cached.iter().map(|o| version(o.borrow())).max().unwrap_or(0);
         let mut out = Vec::with_capacity(cached.len() + self.written.len());
         for obj in cached {
-            let k = key(&obj);
+            let k = key(obj.borrow());
             match self.written.get(&k) {
-                Some((mine, _)) if version(mine) > version(&obj) => out.push(mine.clone()),
+                Some((mine, _)) if version(mine) > version(obj.borrow()) => out.push(T::from(mine.clone())),
                 Some(_) => {
                     self.written.remove(&k);
                     out.push(obj);
@@ -90,7 +93,7 @@ impl<K: Resource + Clone> Overlay<K> {
                 None => out.push(obj),
             }
         }
-        let seen: std::collections::HashSet<String> = out.iter().map(key).collect();
+        let seen: std::collections::HashSet<String> = out.iter().map(|o| key(o.borrow())).collect();
         let absent = self.absent;
         // resourceVersions count every write to the store: a cache holding a version as new
         // as a write of mine has seen that write's event, so if the object is not there it was
@@ -101,7 +104,7 @@ impl<K: Resource + Clone> Overlay<K> {
             self.written
                 .iter()
                 .filter(|(k, _)| !seen.contains(*k))
-                .map(|(_, (v, _))| v.clone()),
+                .map(|(_, (v, _))| T::from(v.clone())),
         );
         out
     }

@@ -20,7 +20,7 @@ use ringrift_crds::training_loop::TrainingLoop;
 
 use super::admin::Health;
 use super::agents::{HEARTBEAT_LAPSED, candidate, heartbeat_expiry, lease_name, view};
-use super::caches::{Caches, valid};
+use super::caches::{Caches, Copies, valid};
 use super::jobs::AnyJob;
 use super::metrics::KindLabels;
 use super::overlay::Overlay;
@@ -91,6 +91,8 @@ pub struct Reconciler {
     pub(super) health: Arc<Health>,
     pub(super) tuning: Tuning,
     pub(super) tasks: Overlay<Task>,
+    /// The tasks cache's objects, copied once per version.
+    task_copies: Copies<Task>,
     pub(super) selfplay: Overlay<SelfplayJob>,
     pub(super) training: Overlay<TrainingJob>,
     pub(super) gauntlet: Overlay<GauntletJob>,
@@ -129,6 +131,7 @@ impl Reconciler {
             health,
             tuning,
             tasks: Overlay::for_created(Duration::from_secs(5)),
+            task_copies: Copies::default(),
             selfplay: Overlay::for_updated(),
             training: Overlay::for_updated(),
             gauntlet: Overlay::for_updated(),
@@ -144,6 +147,7 @@ impl Reconciler {
     /// Forgets this replica's own writes (call when leadership is gained or lost).
     pub fn reset(&mut self) {
         self.tasks.clear();
+        self.task_copies.clear();
         self.selfplay.clear();
         self.training.clear();
         self.gauntlet.clear();
@@ -280,7 +284,7 @@ impl Reconciler {
     /// release.
     fn breaker(
         &self,
-        tasks: &[Task],
+        tasks: &[Arc<Task>],
         agents: &[Agent],
         views: &mut [placement::AgentView],
         now: Timestamp,
@@ -311,7 +315,7 @@ impl Reconciler {
     /// replica's own recent writes laid over the caches.
     fn observe(&mut self) -> Observed {
         let mut invalid = Vec::new();
-        let (tasks, bad) = valid(&self.caches.tasks);
+        let (tasks, bad) = self.task_copies.valid(&self.caches.tasks);
         invalid.extend(bad);
         let tasks = self.tasks.merge(tasks);
         let (agents, bad) = valid(&self.caches.agents);
@@ -537,7 +541,7 @@ type TasksByJob = HashMap<String, Vec<TaskView>>;
 /// the same name, not yet garbage-collected, are not the new job's), and, while live on an
 /// agent, a claim on that agent's resources with its job's uid (placement fills in the job's
 /// priority).
-fn index_tasks(tasks: &[Task]) -> (TasksByJob, Vec<(Claim, String)>) {
+fn index_tasks(tasks: &[Arc<Task>]) -> (TasksByJob, Vec<(Claim, String)>) {
     let mut by_job = TasksByJob::new();
     let mut claims: Vec<(Claim, String)> = Vec::new();
     for t in tasks {
@@ -570,9 +574,9 @@ fn index_tasks(tasks: &[Task]) -> (TasksByJob, Vec<(Claim, String)>) {
     (by_job, claims)
 }
 
-/// The objects a pass works from.
+/// The objects a pass works from (the tasks shared with the cache's copies, not copied).
 struct Observed {
-    tasks: Vec<Task>,
+    tasks: Vec<Arc<Task>>,
     agents: Vec<Agent>,
     selfplay: Vec<SelfplayJob>,
     training: Vec<TrainingJob>,
@@ -629,9 +633,17 @@ impl Reconciler {
 
 /// The failures that count against agents: tasks that ended `GpuFault` or `AgentError` on
 /// them (never the workload's own failures).
-fn agent_failures(tasks: &[Task]) -> Vec<breaker::Failure> {
+fn agent_failures(tasks: &[Arc<Task>]) -> Vec<breaker::Failure> {
     tasks
         .iter()
+        .filter(|t| {
+            t.status.as_ref().is_some_and(|s| {
+                matches!(
+                    s.failure_class,
+                    Some(FailureClass::GpuFault | FailureClass::AgentError)
+                )
+            })
+        })
         .filter_map(|t| {
             let v = TaskView::from_task(t);
             let why = match v.failure_class? {

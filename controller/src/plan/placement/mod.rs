@@ -186,16 +186,23 @@ fn preemption(
     may_evict: &dyn Fn(&Claim, &BTreeMap<String, Amount>) -> bool,
 ) -> Option<(String, Vec<String>, Vec<String>)> {
     let mut best: Option<(String, Vec<String>, Vec<String>)> = None;
+    let candidate = |f: &Free, c: &Claim| c.elastic && !f.fresh.contains(&c.task);
+    let nothing_taken = BTreeMap::new();
     for (name, f) in free.iter().filter(|(_, f)| f.allows(req)) {
+        // What `may_evict` refuses with nothing taken yet it refuses with more taken (a
+        // claimant only gets less lent): an agent with no such victim is skipped before any
+        // copy is made (this runs for every unit that fits nowhere).
+        if !f
+            .claims
+            .iter()
+            .any(|c| candidate(f, c) && may_evict(c, &nothing_taken))
+        {
+            continue;
+        }
         let mut trial = f.clone();
         let mut victims = Vec::new();
         let mut taken: BTreeMap<String, Amount> = BTreeMap::new();
-        for victim in f
-            .claims
-            .iter()
-            .rev()
-            .filter(|c| c.elastic && !f.fresh.contains(&c.task))
-        {
+        for victim in f.claims.iter().rev().filter(|c| candidate(f, c)) {
             if trial.fit(&req.resources).is_some() {
                 break;
             }
@@ -228,11 +235,8 @@ fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, req: &Request) ->
             "no Ready, schedulable agent".into()
         };
     }
-    let allowed: BTreeMap<String, Free> = free
-        .iter()
-        .filter(|(_, f)| f.allows(req))
-        .map(|(n, f)| (n.clone(), f.clone()))
-        .collect();
+    // References, not copies: this runs for every unit that waits.
+    let allowed: Vec<&Free> = free.values().filter(|f| f.allows(req)).collect();
     if allowed.is_empty() {
         return format!(
             "every Ready, schedulable agent is under DiskPressure (work that writes outputs waits \
@@ -242,7 +246,7 @@ fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, req: &Request) ->
     }
     let (free, r) = (&allowed, &req.resources);
     if let Some(f) = r.gpu_fraction {
-        let fits_one = free.values().any(|a| {
+        let fits_one = free.iter().any(|a| {
             a.gpus.iter().any(|g| gpu_matches(g, r))
                 || a.shared.iter().any(|s| {
                     s.left >= f.thousandths() && s.memory_left >= r.gpu_memory_mib && selected(&s.gpu, r)
@@ -257,7 +261,7 @@ fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, req: &Request) ->
         }
     }
     let most_gpus = free
-        .values()
+        .iter()
         .map(|f| f.gpus.iter().filter(|g| gpu_matches(g, r)).count())
         .max()
         .unwrap_or(0);
@@ -273,14 +277,14 @@ fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, req: &Request) ->
             r.gpus
         );
     }
-    let most_cpu = free.values().map(|f| f.cpu).max().unwrap_or(0);
+    let most_cpu = free.iter().map(|f| f.cpu).max().unwrap_or(0);
     if most_cpu < i128::from(r.cpu_millis) {
         return format!(
             "needs {}m CPU; the most free on any agent is {most_cpu}m",
             r.cpu_millis
         );
     }
-    let most_memory = free.values().map(|f| f.memory).max().unwrap_or(0);
+    let most_memory = free.iter().map(|f| f.memory).max().unwrap_or(0);
     format!(
         "needs {} MiB memory with {}m CPU; the most free memory on any agent is {most_memory} MiB",
         r.memory_mib, r.cpu_millis
@@ -472,7 +476,10 @@ fn place_by_priority(
                 f.take(req, &agent, &gpus);
             }
             Outcome::Place { agent, gpus }
-        } else if let Some((agent, gpus, victims)) = preemption(agents, &free, req, &may_evict) {
+        } else if let Some((agent, gpus, victims)) = (!req.elastic)
+            .then(|| preemption(agents, &free, req, &may_evict))
+            .flatten()
+        {
             evict(agents, &mut free, &mut shares, &agent, &victims);
             if let Some(f) = free.get_mut(&agent) {
                 f.take(req, &agent, &gpus);
@@ -625,7 +632,12 @@ fn place_one(
         let lent = served(&used, &other.entitled, capacity);
         owed && lent > 1.0 + 1e-9 && after < lent
     };
-    if let Some((agent, gpus, victims)) = preemption(agents, free, req, &may_evict) {
+    // Elastic work preempts only across claimants, for a claimant that is owed.
+    let hopeless = req.elastic && !owed;
+    if let Some((agent, gpus, victims)) = (!hopeless)
+        .then(|| preemption(agents, free, req, &may_evict))
+        .flatten()
+    {
         evict(agents, free, shares, &agent, &victims);
         if let Some(f) = free.get_mut(&agent) {
             f.take(req, &agent, &gpus);
