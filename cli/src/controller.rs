@@ -100,6 +100,10 @@ pub struct ControllerArgs {
     /// while this many TrainingJobs are unfinished (0: no limit).
     #[arg(long, env = "RINGRIFT_MAX_CONCURRENT_TRAININGS", default_value_t = 0)]
     pub max_concurrent_trainings: usize,
+    /// Act as Kueue's external framework: a job labelled `kueue.x-k8s.io/queue-name` gets a
+    /// Workload and runs only while Kueue admits it (needs Kueue's Workload CRD).
+    #[arg(long, env = "RINGRIFT_KUEUE")]
+    pub kueue: bool,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -138,6 +142,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         breaker_quarantine,
         placement,
         max_concurrent_trainings,
+        kueue,
         telemetry,
     } = args;
     telemetry::init(&telemetry)?;
@@ -173,6 +178,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             }),
             placement,
             max_concurrent_trainings,
+            kueue,
         },
     };
     let runtime = crate::runtime()?;
@@ -182,7 +188,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         if namespace.is_none() {
             config.namespace = client.default_namespace().to_owned();
         }
-        run(client, config, shutdown_on_signal())
+        Box::pin(run(client, config, shutdown_on_signal()))
             .await
             .context("controller stopped")
     })?;

@@ -15,6 +15,7 @@ pub mod contract;
 pub mod durability;
 pub mod gauntlet;
 pub mod identity;
+pub mod kueue;
 pub mod model;
 pub mod rbac;
 pub mod render;

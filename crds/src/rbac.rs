@@ -56,6 +56,8 @@ pub fn controller() -> Rules {
             rule(g, &["agents/status"], &["patch"]),
             rule("", &["events"], &["create", "patch"]),
             rule("apiextensions.k8s.io", &["customresourcedefinitions"], &["get"]),
+            rule("kueue.x-k8s.io", &["workloads"], &["list", "watch", "create"]),
+            rule("kueue.x-k8s.io", &["workloads/status"], &["update"]),
         ],
         namespaced: vec![rule(
             "coordination.k8s.io",

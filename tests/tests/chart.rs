@@ -222,6 +222,9 @@ fn the_controller_runs_restricted_with_two_spread_replicas_a_budget_and_admin_pr
     }
     let off = objects(&template(&["--set", "controller.breaker.failures=0"]).unwrap());
     assert!(arguments(container(object(&off, "Deployment", "controller"))).contains(&"--breaker-failures=0"));
+    assert!(!args.contains(&"--kueue"), "Kueue is off by default");
+    let kueue = objects(&template(&["--set", "controller.kueue.enabled=true"]).unwrap());
+    assert!(arguments(container(object(&kueue, "Deployment", "controller"))).contains(&"--kueue"));
     let two = objects(&template(&["--set", "controller.maxConcurrentTrainings=2"]).unwrap());
     assert!(
         arguments(container(object(&two, "Deployment", "controller")))

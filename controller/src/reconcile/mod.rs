@@ -7,6 +7,7 @@ pub mod durability;
 #[cfg(test)]
 mod fixtures;
 pub mod gauntlet;
+pub mod kueue;
 pub mod models;
 pub mod objects;
 pub mod status;

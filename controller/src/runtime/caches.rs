@@ -15,6 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use ringrift_crds::agent::Agent;
 use ringrift_crds::gauntlet::GauntletJob;
+use ringrift_crds::kueue::Workload;
 use ringrift_crds::model::Model;
 use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::Task;
@@ -47,6 +48,8 @@ pub struct Caches {
     pub loops: Guarded<TrainingLoop>,
     /// Leases in the controller's namespace (agent heartbeats).
     pub leases: Store<Lease>,
+    /// Kueue's Workloads, all namespaces, when the Kueue integration is on.
+    pub workloads: Option<Guarded<Workload>>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -236,14 +239,15 @@ type CacheRun = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Starts every cache on `tasks`, each watching until `stop` is cancelled; `notify` is woken
 /// on each change except heartbeat renewals (their expiry is a timer, not an event);
-/// `lease_changed` when the Lease `leader_lease` changes.
+/// `lease_changed` when the Lease `leader_lease` changes. Kueue's Workloads are watched only
+/// with `kueue` (their CRD is Kueue's, installed with it).
 pub fn start(
     client: &Client,
     namespace: &str,
     notify: &Arc<Notify>,
     (leader_lease, lease_changed): (&str, &Arc<Notify>),
-    tasks: &TaskTracker,
-    stop: &CancellationToken,
+    (tasks, stop): (&TaskTracker, &CancellationToken),
+    kueue: bool,
 ) -> Caches {
     let spawn = |run: CacheRun| {
         tasks.spawn(stop.clone().run_until_cancelled_owned(run));
@@ -286,6 +290,11 @@ pub fn start(
         ],
     );
     spawn(Box::pin(run));
+    let workloads = kueue.then(|| {
+        let (workloads, run) = reflect(Api::<DeserializeGuard<Workload>>::all(client.clone()), wake());
+        spawn(Box::pin(run));
+        workloads
+    });
     Caches {
         selfplay,
         training,
@@ -295,6 +304,7 @@ pub fn start(
         models,
         loops,
         leases,
+        workloads,
     }
 }
 
@@ -311,6 +321,9 @@ impl Caches {
         self.agents.wait_until_ready().await?;
         self.models.wait_until_ready().await?;
         self.loops.wait_until_ready().await?;
+        if let Some(w) = &self.workloads {
+            w.wait_until_ready().await?;
+        }
         self.leases.wait_until_ready().await
     }
 }
@@ -368,13 +381,19 @@ mod tests {
         };
         let (first, _) = copies.valid(&reader);
         let (second, _) = copies.valid(&reader);
-        assert!(Arc::ptr_eq(&by_name(&first, "a"), &by_name(&second, "a")), "unchanged: the same copy");
+        assert!(
+            Arc::ptr_eq(&by_name(&first, "a"), &by_name(&second, "a")),
+            "unchanged: the same copy"
+        );
         writer.apply_watcher_event(&Event::Apply(job("a", "uid-a", "3")));
         writer.apply_watcher_event(&Event::Delete(job("b", "uid-b", "2")));
         let (third, _) = copies.valid(&reader);
         assert_eq!(third.len(), 1);
         let a = by_name(&third, "a");
-        assert!(!Arc::ptr_eq(&by_name(&first, "a"), &a), "a new version: a new copy");
+        assert!(
+            !Arc::ptr_eq(&by_name(&first, "a"), &a),
+            "a new version: a new copy"
+        );
         assert_eq!(a.metadata.resource_version.as_deref(), Some("3"));
         assert_eq!(copies.by_uid.len(), 1, "the deleted object's copy is gone");
     }

@@ -11,6 +11,7 @@ mod apply;
 pub mod caches;
 pub mod events;
 pub mod jobs;
+mod kueue;
 mod loops;
 pub mod metrics;
 pub mod overlay;

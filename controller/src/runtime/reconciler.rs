@@ -67,6 +67,8 @@ pub struct Tuning {
     pub placement: placement::Policy,
     /// Trainings the loops may run at once across the fleet (0: no limit).
     pub max_concurrent_trainings: usize,
+    /// Act as Kueue's external framework for jobs labelled `kueue.x-k8s.io/queue-name`.
+    pub kueue: bool,
 }
 
 /// One job in a pass.
@@ -78,6 +80,8 @@ pub(super) struct Entry {
     pub(super) queue: Option<QueueStatus>,
     pub(super) placed: Vec<Task>,
     pub(super) held_back: bool,
+    /// Kueue has not admitted it (or evicted it): no unit is placed, and why.
+    pub(super) gated: Option<String>,
     /// Copies of its outputs asked for this pass, for the event.
     pub(super) copying: Vec<String>,
     /// Units run again this pass because every copy of their outputs was lost, for the event.
@@ -215,8 +219,12 @@ impl Reconciler {
 
         // Place every waiting unit of every job at once, sharing the fleet between loops and
         // standalone jobs.
+        // Jobs queued in Kueue wait for its admission.
+        let mut evicted = Vec::new();
+        let kueue_writes = self.kueue_gate(&mut entries, &by_job, &mut evicted, now);
         let terms = share_terms(&loops, &entries);
-        let (victims, shares) = self.place(&mut entries, claims, &priorities, &agent_views, &terms);
+        let (mut victims, shares) = self.place(&mut entries, claims, &priorities, &agent_views, &terms);
+        victims.extend(evicted);
         // Copies of needed outputs whose holders were lost.
         let needed = Needed::from_objects(&tasks, &models, &selfplay_all, &loops, &training_all);
         let candidates: Vec<Candidate> = agents
@@ -253,6 +261,7 @@ impl Reconciler {
         self.apply(&mut entries, victims, agent_writes, now, &mut soon)
             .await;
         self.apply_quarantines(quarantine_writes).await;
+        self.apply_kueue(kueue_writes).await;
         // The loops (which create jobs) and the model registry.
         self.loops_and_models(
             Registry {
@@ -380,6 +389,7 @@ impl Reconciler {
                 queue: None,
                 placed: Vec::new(),
                 held_back,
+                gated: None,
                 copying: Vec::new(),
                 regenerating: Vec::new(),
             });
@@ -431,7 +441,7 @@ impl Reconciler {
             let (Ok(view), Some(plan)) = (&e.view, &e.plan) else {
                 continue;
             };
-            if e.held_back {
+            if e.held_back || e.gated.is_some() {
                 continue;
             }
             let mut input_bytes: BTreeMap<String, u64> = BTreeMap::new();
@@ -535,7 +545,7 @@ fn share_terms(loops: &[TrainingLoop], entries: &[Entry]) -> BTreeMap<String, Te
 }
 
 /// Tasks by the uid of the job that owns them.
-type TasksByJob = HashMap<String, Vec<TaskView>>;
+pub(super) type TasksByJob = HashMap<String, Vec<TaskView>>;
 
 /// Reads each task once: grouped by the uid of the job that owns it (tasks of a deleted job of
 /// the same name, not yet garbage-collected, are not the new job's), and, while live on an

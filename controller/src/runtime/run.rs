@@ -210,8 +210,8 @@ async fn lead(
         namespace,
         &notify,
         (lease_name, &lease_changed),
-        &background,
-        &stop_background,
+        (&background, &stop_background),
+        tuning.kueue,
     );
     let elector = elector.with_nudge(lease_changed);
     {
