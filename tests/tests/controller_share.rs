@@ -142,6 +142,18 @@ async fn the_fleet_is_shared_by_weight_lent_when_idle_and_taken_back() {
     );
     let columns = cluster.kubectl(&["get", "trainingloops"]);
     assert!(columns.contains("ENTITLED"), "{columns}");
+    // The gauges the chart's dashboard and alerts read: the loop's generation and health, each
+    // agent's readiness and disk.
+    let gauge = |sample: &str| Cluster::metric(&controller, sample);
+    let looped = "namespace=\"default\",training_loop=\"looped\"";
+    assert!((gauge(&format!("ringrift_controller_loop_generation{{{looped}}}")) - 1.0).abs() < 1e-9);
+    assert!(gauge(&format!("ringrift_controller_loop_degraded{{{looped}}}")).abs() < 1e-9);
+    for agent in ["sim-0", "sim-1"] {
+        let ready = gauge(&format!("ringrift_controller_agent_ready{{agent=\"{agent}\"}}"));
+        assert!((ready - 1.0).abs() < 1e-9, "{agent}: {ready}");
+        let pressure = gauge(&format!("ringrift_controller_agent_disk_pressure{{agent=\"{agent}\"}}"));
+        assert!(pressure.abs() < 1e-9, "{agent}: {pressure}");
+    }
 }
 
 /// Selfplay asking a quarter of a GPU each: eight tasks run at once on one agent's two GPUs,

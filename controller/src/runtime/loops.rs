@@ -150,6 +150,7 @@ impl Reconciler {
     pub(super) async fn loops_and_models(&mut self, registry: Registry<'_>, now: Timestamp) {
         let writer = self.writer.clone();
         let pools = pool_ratings(registry.gauntlet);
+        let mut reported = std::collections::HashSet::new();
         // Trainings running in the fleet, against --max-concurrent-trainings (0: no limit).
         let most = self.tuning.max_concurrent_trainings;
         let mut trainings = registry
@@ -181,6 +182,19 @@ impl Reconciler {
                 .iter()
                 .filter(|j| matches!(j, NewJob::Training(_)))
                 .count();
+            let labels = LoopLabels {
+                namespace: lp.namespace().unwrap_or_default(),
+                training_loop: lp.name_any(),
+            };
+            self.health.metrics.training_loop(
+                &labels,
+                Some((
+                    plan.status.generation,
+                    plan.status.phase == ringrift_crds::training_loop::LoopPhase::Degraded,
+                    plan.status.best_elo,
+                )),
+            );
+            reported.insert((labels.namespace, labels.training_loop));
             let reference = lp.object_ref(&());
             let mut failed = false;
             for job in &plan.create {
@@ -263,6 +277,14 @@ impl Reconciler {
                 }
             }
         }
+        for (namespace, training_loop) in self.loops_reported.difference(&reported) {
+            let labels = LoopLabels {
+                namespace: namespace.clone(),
+                training_loop: training_loop.clone(),
+            };
+            self.health.metrics.training_loop(&labels, None);
+        }
+        self.loops_reported = reported;
         self.apply_models(registry.models, &registry.loops, &pools, registry.training, now)
             .await;
     }

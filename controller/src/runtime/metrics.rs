@@ -43,6 +43,13 @@ pub struct ClaimantLabels {
     pub claimant: String,
 }
 
+/// An agent.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    /// Its name.
+    pub agent: String,
+}
+
 /// The controller's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -81,6 +88,16 @@ pub struct Metrics {
     pub share_used_gpus: Family<ClaimantLabels, Gauge<f64, AtomicU64>>,
     /// Work units of each claimant waiting for room.
     pub share_waiting_units: Family<ClaimantLabels, Gauge<i64, AtomicI64>>,
+    /// Per agent: 1 while its heartbeat is current.
+    pub agent_ready: Family<AgentLabels, Gauge<i64, AtomicI64>>,
+    /// Per agent: 1 while it reports DiskPressure.
+    pub agent_disk_pressure: Family<AgentLabels, Gauge<i64, AtomicI64>>,
+    /// Per loop: the generation in progress.
+    pub loop_generation: Family<LoopLabels, Gauge<i64, AtomicI64>>,
+    /// Per loop: 1 while it is Degraded.
+    pub loop_degraded: Family<LoopLabels, Gauge<i64, AtomicI64>>,
+    /// Per loop: the Elo rating of its best model (absent before one is rated).
+    pub loop_best_elo: Family<LoopLabels, Gauge<f64, AtomicU64>>,
     /// Trust failures with the API server (counted by the API client's layer).
     pub trust: ringrift_tls::trust::TrustMetrics,
 }
@@ -186,6 +203,36 @@ impl Metrics {
             "Work units of each claimant waiting for room",
             share_waiting_units.clone(),
         );
+        let agent_ready = Family::<AgentLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "agent_ready",
+            "1 while the agent's heartbeat is current, per agent",
+            agent_ready.clone(),
+        );
+        let agent_disk_pressure = Family::<AgentLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "agent_disk_pressure",
+            "1 while the agent reports DiskPressure, per agent",
+            agent_disk_pressure.clone(),
+        );
+        let loop_generation = Family::<LoopLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "loop_generation",
+            "The generation each training loop is in",
+            loop_generation.clone(),
+        );
+        let loop_degraded = Family::<LoopLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "loop_degraded",
+            "1 while the training loop is Degraded (a stage failed past its retries)",
+            loop_degraded.clone(),
+        );
+        let loop_best_elo = Family::<LoopLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "loop_best_elo",
+            "Elo rating of each training loop's best model",
+            loop_best_elo.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -205,6 +252,11 @@ impl Metrics {
             share_entitled_gpus,
             share_used_gpus,
             share_waiting_units,
+            agent_ready,
+            agent_disk_pressure,
+            loop_generation,
+            loop_degraded,
+            loop_best_elo,
             trust,
         }
     }
@@ -237,6 +289,45 @@ impl Metrics {
             self.share_waiting_units
                 .get_or_create(&labels)
                 .set(i64::from(s.waiting));
+        }
+    }
+
+    /// Sets each agent's readiness and disk pressure from `agents` (name, heartbeat current,
+    /// DiskPressure), and removes the gauges of agents `before` had that are gone.
+    pub fn agents(&self, agents: &[(String, bool, bool)], before: &std::collections::HashSet<String>) {
+        for gone in before.iter().filter(|b| !agents.iter().any(|(a, _, _)| a == *b)) {
+            let labels = AgentLabels { agent: gone.clone() };
+            self.agent_ready.remove(&labels);
+            self.agent_disk_pressure.remove(&labels);
+        }
+        for (agent, ready, pressure) in agents {
+            let labels = AgentLabels { agent: agent.clone() };
+            self.agent_ready.get_or_create(&labels).set(i64::from(*ready));
+            self.agent_disk_pressure
+                .get_or_create(&labels)
+                .set(i64::from(*pressure));
+        }
+    }
+
+    /// Sets a loop's gauges; `None` removes them (the loop is gone).
+    pub fn training_loop(&self, labels: &LoopLabels, state: Option<(u32, bool, Option<f64>)>) {
+        let Some((generation, degraded, elo)) = state else {
+            self.loop_generation.remove(labels);
+            self.loop_degraded.remove(labels);
+            self.loop_best_elo.remove(labels);
+            return;
+        };
+        self.loop_generation
+            .get_or_create(labels)
+            .set(i64::from(generation));
+        self.loop_degraded.get_or_create(labels).set(i64::from(degraded));
+        match elo {
+            Some(elo) => {
+                self.loop_best_elo.get_or_create(labels).set(elo);
+            }
+            None => {
+                self.loop_best_elo.remove(labels);
+            }
         }
     }
 

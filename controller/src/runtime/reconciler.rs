@@ -109,6 +109,9 @@ pub struct Reconciler {
     pub(super) reported: HashSet<String>,
     /// The claimants whose share gauges the last pass set (to remove those gone).
     pub(super) shares_reported: HashSet<String>,
+    /// Agents and loops whose gauges were set, to remove those of the gone.
+    pub(super) agents_reported: HashSet<String>,
+    pub(super) loops_reported: HashSet<(String, String)>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -145,6 +148,8 @@ impl Reconciler {
             refreshed: HashMap::new(),
             reported: HashSet::new(),
             shares_reported: HashSet::new(),
+            agents_reported: HashSet::new(),
+            loops_reported: HashSet::new(),
         }
     }
 
@@ -196,6 +201,12 @@ impl Reconciler {
             .metrics
             .agents_ready
             .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
+        let per_agent: Vec<(String, bool, bool)> = agent_views
+            .iter()
+            .map(|v| (v.name.clone(), v.ready, v.disk_pressure))
+            .collect();
+        self.health.metrics.agents(&per_agent, &self.agents_reported);
+        self.agents_reported = per_agent.into_iter().map(|(a, _, _)| a).collect();
 
         let (by_job, claims) = index_tasks(&tasks);
         // Agents whose tasks keep failing for reasons of the agent: no new work for a while.
