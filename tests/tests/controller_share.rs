@@ -46,6 +46,15 @@ async fn running(cluster: &Cluster, jobs: &[&str]) -> Vec<usize> {
         .collect()
 }
 
+async fn preempted_tasks(cluster: &Cluster, job: &str) -> usize {
+    cluster
+        .tasks_of(job)
+        .await
+        .iter()
+        .filter(|t| t.cancel_reason() == Some(ringrift_crds::task::CancelReason::Preempted))
+        .count()
+}
+
 async fn split_is(cluster: &Cluster, jobs: &[&str], want: &[usize]) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -82,6 +91,9 @@ async fn the_fleet_is_shared_by_weight_lent_when_idle_and_taken_back() {
     assert!((entitled("light") - 2.0).abs() < 1e-6, "{}", entitled("light"));
     assert!((entitled("heavy") - 6.0).abs() < 1e-6, "{}", entitled("heavy"));
 
+    // Light may have been preempted already, when a pass ran between the two jobs' creation
+    // and lent it the whole fleet: only what follows is counted.
+    let preempted_before = preempted_tasks(&cluster, "light").await;
     // Heavy gone: light takes the whole fleet.
     cluster
         .jobs()
@@ -96,12 +108,7 @@ async fn the_fleet_is_shared_by_weight_lent_when_idle_and_taken_back() {
     .await;
     hungry(&cluster, "heavy", 3).await;
     split_is(&cluster, &["light", "heavy"], &[2, 6]).await;
-    let preempted = cluster
-        .tasks_of("light")
-        .await
-        .iter()
-        .filter(|t| t.cancel_reason() == Some(ringrift_crds::task::CancelReason::Preempted))
-        .count();
+    let preempted = preempted_tasks(&cluster, "light").await - preempted_before;
     assert_eq!(preempted, 6, "light's six lent tasks were preempted");
 
     // A loop's share is in its status and in `ringrift status`.
@@ -151,7 +158,9 @@ async fn the_fleet_is_shared_by_weight_lent_when_idle_and_taken_back() {
     for agent in ["sim-0", "sim-1"] {
         let ready = gauge(&format!("ringrift_controller_agent_ready{{agent=\"{agent}\"}}"));
         assert!((ready - 1.0).abs() < 1e-9, "{agent}: {ready}");
-        let pressure = gauge(&format!("ringrift_controller_agent_disk_pressure{{agent=\"{agent}\"}}"));
+        let pressure = gauge(&format!(
+            "ringrift_controller_agent_disk_pressure{{agent=\"{agent}\"}}"
+        ));
         assert!(pressure.abs() < 1e-9, "{agent}: {pressure}");
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{Resource, ResourceExt};
 use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::model::Model;
@@ -196,40 +197,7 @@ impl Reconciler {
             );
             reported.insert((labels.namespace, labels.training_loop));
             let reference = lp.object_ref(&());
-            let mut failed = false;
-            for job in &plan.create {
-                let (kind, name, result) = match job {
-                    NewJob::Selfplay(j) => (
-                        "SelfplayJob",
-                        j.name_any(),
-                        writer.create_if_absent(j.as_ref()).await,
-                    ),
-                    NewJob::Training(j) => (
-                        "TrainingJob",
-                        j.name_any(),
-                        writer.create_if_absent(j.as_ref()).await,
-                    ),
-                    NewJob::Gauntlet(j) => (
-                        "GauntletJob",
-                        j.name_any(),
-                        writer.create_if_absent(j.as_ref()).await,
-                    ),
-                };
-                match result {
-                    Ok(true) => {
-                        tracing::info!(training_loop = key, job = name, "created {kind}");
-                        writer
-                            .event(&reference, false, "JobCreated", format!("created {kind} {name}"))
-                            .await;
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        self.health.metrics.error("TrainingLoop", e.category());
-                        tracing::warn!(training_loop = key, job = name, error = %e, "create failed");
-                        failed = true;
-                    }
-                }
-            }
+            let mut failed = !self.create_jobs(&key, &reference, &plan.create).await;
             failed |= !self.delete_replaced(lp, &key, &plan.delete).await;
             if failed {
                 // The status would claim jobs that do not exist; the next pass tries again.
@@ -287,6 +255,47 @@ impl Reconciler {
         self.loops_reported = reported;
         self.apply_models(registry.models, &registry.loops, &pools, registry.training, now)
             .await;
+    }
+
+    /// Creates the jobs a loop's plan asks for (an existing one is left alone), with an event
+    /// for each; false when a create failed.
+    async fn create_jobs(&mut self, key: &str, reference: &ObjectReference, create: &[NewJob]) -> bool {
+        let writer = self.writer.clone();
+        let mut failed = false;
+        for job in create {
+            let (kind, name, result) = match job {
+                NewJob::Selfplay(j) => (
+                    "SelfplayJob",
+                    j.name_any(),
+                    writer.create_if_absent(j.as_ref()).await,
+                ),
+                NewJob::Training(j) => (
+                    "TrainingJob",
+                    j.name_any(),
+                    writer.create_if_absent(j.as_ref()).await,
+                ),
+                NewJob::Gauntlet(j) => (
+                    "GauntletJob",
+                    j.name_any(),
+                    writer.create_if_absent(j.as_ref()).await,
+                ),
+            };
+            match result {
+                Ok(true) => {
+                    tracing::info!(training_loop = key, job = name, "created {kind}");
+                    writer
+                        .event(reference, false, "JobCreated", format!("created {kind} {name}"))
+                        .await;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.health.metrics.error("TrainingLoop", e.category());
+                    tracing::warn!(training_loop = key, job = name, error = %e, "create failed");
+                    failed = true;
+                }
+            }
+        }
+        !failed
     }
 
     /// Deletes the loop's jobs that its plan replaces (they name a lost model); false when a

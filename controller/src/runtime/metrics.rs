@@ -102,6 +102,16 @@ pub struct Metrics {
     pub trust: ringrift_tls::trust::TrustMetrics,
 }
 
+/// A new metric registered in `registry` under `name`.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::with_trust(ringrift_tls::trust::TrustMetrics::default())
@@ -113,151 +123,88 @@ impl Metrics {
     pub fn with_trust(trust: ringrift_tls::trust::TrustMetrics) -> Self {
         let mut registry = Registry::with_prefix("ringrift_controller");
         trust.register(&mut registry);
-        let reconciles = Family::<KindLabels, Counter>::default();
-        registry.register("reconciles", "Jobs reconciled, by kind", reconciles.clone());
-        let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
-            "reconcile_errors",
-            "Failed writes, by kind and error category",
-            errors.clone(),
-        );
-        let tasks_created = Family::<KindLabels, Counter>::default();
-        registry.register(
-            "tasks_created",
-            "Tasks created, by job kind",
-            tasks_created.clone(),
-        );
+        let r = &mut registry;
         let placement = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
-        registry.register(
+        r.register(
             "placement_duration_seconds",
             "Time to place the waiting work units of one pass",
             placement.clone(),
         );
         let pass = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        registry.register(
+        r.register(
             "pass_duration_seconds",
             "Time of one reconcile pass over every job",
             pass.clone(),
         );
-        let queue_depth = Gauge::<i64, AtomicI64>::default();
-        registry.register("queue_depth", "Work units waiting for room", queue_depth.clone());
-        let leader = Gauge::<i64, AtomicI64>::default();
-        registry.register("leader", "1 while this replica leads", leader.clone());
-        let agents_ready = Gauge::<i64, AtomicI64>::default();
-        registry.register(
-            "agents_ready",
-            "Agents with a current heartbeat",
-            agents_ready.clone(),
-        );
-        let agents_unreachable = Gauge::<i64, AtomicI64>::default();
-        registry.register(
-            "agents_unreachable",
-            "Ready agents whose advertised endpoint the controller cannot connect to",
-            agents_unreachable.clone(),
-        );
-        let copies_created = Counter::default();
-        registry.register(
-            "copies_created",
-            "Copy Tasks created: copies of needed outputs made again after a holder was lost",
-            copies_created.clone(),
-        );
-        let outputs_lost = Gauge::<i64, AtomicI64>::default();
-        registry.register(
-            "outputs_lost",
-            "Needed outputs with no copy on a Ready agent",
-            outputs_lost.clone(),
-        );
-        let generation_bytes_moved = Family::<LoopLabels, Counter>::default();
-        registry.register(
-            "generation_bytes_moved",
-            "Bytes moved between agents (inputs pulled, copies of outputs) by each loop's recorded generations",
-            generation_bytes_moved.clone(),
-        );
-        let agents_quarantined = Gauge::<i64, AtomicI64>::default();
-        registry.register(
-            "agents_quarantined",
-            "Agents kept from new work because their tasks keep failing for reasons of the agent",
-            agents_quarantined.clone(),
-        );
-        let agent_quarantines = Counter::default();
-        registry.register(
-            "agent_quarantines",
-            "Quarantines of agents started by the circuit breaker",
-            agent_quarantines.clone(),
-        );
-        let share_entitled_gpus = Family::<ClaimantLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "share_entitled_gpus",
-            "GPUs each claimant (loop, or job outside a loop) is entitled to in the fleet's fair share",
-            share_entitled_gpus.clone(),
-        );
-        let share_used_gpus = Family::<ClaimantLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "share_used_gpus",
-            "GPUs each claimant's running tasks hold",
-            share_used_gpus.clone(),
-        );
-        let share_waiting_units = Family::<ClaimantLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
-            "share_waiting_units",
-            "Work units of each claimant waiting for room",
-            share_waiting_units.clone(),
-        );
-        let agent_ready = Family::<AgentLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
-            "agent_ready",
-            "1 while the agent's heartbeat is current, per agent",
-            agent_ready.clone(),
-        );
-        let agent_disk_pressure = Family::<AgentLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
-            "agent_disk_pressure",
-            "1 while the agent reports DiskPressure, per agent",
-            agent_disk_pressure.clone(),
-        );
-        let loop_generation = Family::<LoopLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
-            "loop_generation",
-            "The generation each training loop is in",
-            loop_generation.clone(),
-        );
-        let loop_degraded = Family::<LoopLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
-            "loop_degraded",
-            "1 while the training loop is Degraded (a stage failed past its retries)",
-            loop_degraded.clone(),
-        );
-        let loop_best_elo = Family::<LoopLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "loop_best_elo",
-            "Elo rating of each training loop's best model",
-            loop_best_elo.clone(),
-        );
         Self {
-            registry,
-            reconciles,
-            errors,
-            tasks_created,
+            reconciles: registered(r, "reconciles", "Jobs reconciled, by kind"),
+            errors: registered(r, "reconcile_errors", "Failed writes, by kind and error category"),
+            tasks_created: registered(r, "tasks_created", "Tasks created, by job kind"),
             placement,
             pass,
-            queue_depth,
-            leader,
-            agents_ready,
-            agents_unreachable,
-            copies_created,
-            outputs_lost,
-            generation_bytes_moved,
-            agents_quarantined,
-            agent_quarantines,
-            share_entitled_gpus,
-            share_used_gpus,
-            share_waiting_units,
-            agent_ready,
-            agent_disk_pressure,
-            loop_generation,
-            loop_degraded,
-            loop_best_elo,
+            queue_depth: registered(r, "queue_depth", "Work units waiting for room"),
+            leader: registered(r, "leader", "1 while this replica leads"),
+            agents_ready: registered(r, "agents_ready", "Agents with a current heartbeat"),
+            agents_unreachable: registered(
+                r,
+                "agents_unreachable",
+                "Ready agents whose advertised endpoint the controller cannot connect to",
+            ),
+            copies_created: registered(
+                r,
+                "copies_created",
+                "Copy Tasks created: copies of needed outputs made again after a holder was lost",
+            ),
+            outputs_lost: registered(r, "outputs_lost", "Needed outputs with no copy on a Ready agent"),
+            generation_bytes_moved: registered(
+                r,
+                "generation_bytes_moved",
+                "Bytes moved between agents (inputs pulled, copies of outputs) by each loop's recorded generations",
+            ),
+            agents_quarantined: registered(
+                r,
+                "agents_quarantined",
+                "Agents kept from new work because their tasks keep failing for reasons of the agent",
+            ),
+            agent_quarantines: registered(
+                r,
+                "agent_quarantines",
+                "Quarantines of agents started by the circuit breaker",
+            ),
+            share_entitled_gpus: registered(
+                r,
+                "share_entitled_gpus",
+                "GPUs each claimant (loop, or job outside a loop) is entitled to in the fleet's fair share",
+            ),
+            share_used_gpus: registered(r, "share_used_gpus", "GPUs each claimant's running tasks hold"),
+            share_waiting_units: registered(
+                r,
+                "share_waiting_units",
+                "Work units of each claimant waiting for room",
+            ),
+            agent_ready: registered(
+                r,
+                "agent_ready",
+                "1 while the agent's heartbeat is current, per agent",
+            ),
+            agent_disk_pressure: registered(
+                r,
+                "agent_disk_pressure",
+                "1 while the agent reports DiskPressure, per agent",
+            ),
+            loop_generation: registered(r, "loop_generation", "The generation each training loop is in"),
+            loop_degraded: registered(
+                r,
+                "loop_degraded",
+                "1 while the training loop is Degraded (a stage failed past its retries)",
+            ),
+            loop_best_elo: registered(
+                r,
+                "loop_best_elo",
+                "Elo rating of each training loop's best model",
+            ),
             trust,
+            registry,
         }
     }
 }

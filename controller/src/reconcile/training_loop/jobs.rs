@@ -51,6 +51,15 @@ fn meta(lp: &TrainingLoop, name: String, generation: u32) -> ObjectMeta {
     if loop_name.len() <= 63 {
         labels.insert(LOOP_LABEL.to_owned(), loop_name.clone());
     }
+    // A loop queued in Kueue queues each of its jobs in the same LocalQueue.
+    if let Some(queue) = lp
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(crate::reconcile::kueue::QUEUE_LABEL))
+    {
+        labels.insert(crate::reconcile::kueue::QUEUE_LABEL.to_owned(), queue.clone());
+    }
     ObjectMeta {
         name: Some(name),
         namespace: lp.metadata.namespace.clone(),

@@ -80,6 +80,25 @@ fn a_new_loop_starts_generation_one_with_selfplay_of_the_untrained_model() {
         ("TrainingLoop", "loop-uid", Some(true))
     );
     assert_eq!(job.metadata.labels.as_ref().unwrap()[LOOP_LABEL], "c4");
+    assert!(
+        !job.metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .contains_key(crate::reconcile::kueue::QUEUE_LABEL),
+        "not queued in Kueue unless the loop is"
+    );
+    // A loop queued in Kueue queues its jobs in the same LocalQueue.
+    let mut queued = l.clone();
+    queued.metadata.labels =
+        Some([(crate::reconcile::kueue::QUEUE_LABEL.to_owned(), "team".to_owned())].into());
+    let NewJob::Selfplay(job) = &plan_loop(&queued, &LoopWorld::default(), now()).create[0] else {
+        panic!()
+    };
+    assert_eq!(
+        job.metadata.labels.as_ref().unwrap()[crate::reconcile::kueue::QUEUE_LABEL],
+        "team"
+    );
     let s = &plan.status;
     assert_eq!(
         (s.phase, s.generation, s.stage),
