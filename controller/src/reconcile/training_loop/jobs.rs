@@ -20,18 +20,18 @@ pub fn child_name(training_loop: &str, generation: u32, suffix: &str) -> String 
     } else {
         format!("-g{generation:03}-{suffix}")
     };
-    let keep = 253usize.saturating_sub(tail.len()).min(training_loop.len());
-    let mut head = training_loop[..keep].to_owned();
-    while head.ends_with(['-', '.']) {
-        head.pop();
-    }
-    format!("{head}{tail}")
+    with_tail(training_loop, &tail)
 }
 
 /// `<loop>-s<NNNN>`: a continuous loop's selfplay batch, the loop's name shortened as
 /// [`child_name`] does.
 pub fn batch_name(training_loop: &str, batch: u32) -> String {
-    let tail = format!("-s{batch:04}");
+    with_tail(training_loop, &format!("-s{batch:04}"))
+}
+
+/// The loop's name, shortened (and never ending in `-` or `.`) so that with `tail` it fits
+/// 253 characters.
+fn with_tail(training_loop: &str, tail: &str) -> String {
     let keep = 253usize.saturating_sub(tail.len()).min(training_loop.len());
     let mut head = training_loop[..keep].to_owned();
     while head.ends_with(['-', '.']) {
