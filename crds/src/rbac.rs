@@ -25,6 +25,16 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
+/// What the controller needs beyond [`controller`] with `--kueue`: Kueue's Workloads, one
+/// created per queued job, and their status (`Finished`). The chart adds them to its
+/// ClusterRole only when `controller.kueue.enabled`.
+pub fn controller_kueue() -> Vec<PolicyRule> {
+    vec![
+        rule("kueue.x-k8s.io", &["workloads"], &["list", "watch", "create"]),
+        rule("kueue.x-k8s.io", &["workloads/status"], &["update"]),
+    ]
+}
+
 /// The controller's: it reads everything through watches, creates and deletes jobs, creates
 /// Tasks and Models, writes the status of what it reconciles, marks lapsed agents, records
 /// Events, waits for the CRDs, and holds the leader Lease (reading the agents' heartbeats).
@@ -56,8 +66,6 @@ pub fn controller() -> Rules {
             rule(g, &["agents/status"], &["patch"]),
             rule("", &["events"], &["create", "patch"]),
             rule("apiextensions.k8s.io", &["customresourcedefinitions"], &["get"]),
-            rule("kueue.x-k8s.io", &["workloads"], &["list", "watch", "create"]),
-            rule("kueue.x-k8s.io", &["workloads/status"], &["update"]),
         ],
         namespaced: vec![rule(
             "coordination.k8s.io",

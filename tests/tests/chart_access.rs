@@ -29,6 +29,14 @@ fn the_chart_grants_exactly_the_rules_the_code_declares() {
             "the {component}'s Role is ringrift_crds::rbac::{component}().namespaced"
         );
     }
+    // With Kueue on, the controller's ClusterRole has its Workload rules too, and only then.
+    let kueue = objects(&template(&["--set", "controller.kueue.enabled=true"]).unwrap());
+    let mut rules = ringrift_crds::rbac::controller().cluster;
+    rules.extend(ringrift_crds::rbac::controller_kueue());
+    assert_eq!(
+        object(&kueue, "ClusterRole", "controller")["rules"],
+        serde_json::to_value(&rules).unwrap()
+    );
 }
 
 /// Admits one request through a rendered ValidatingAdmissionPolicy as the API server would:
