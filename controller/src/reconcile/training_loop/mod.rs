@@ -17,15 +17,17 @@ use ringrift_crds::gauntlet::{Decision, GauntletJob};
 use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::{
-    ActiveJobs, GenerationRecord, LoopPhase, Pipeline, Stage, TrainingLoop, TrainingLoopStatus,
+    ActiveJobs, GenerationRecord, LoopPhase, Stage, TrainingLoop, TrainingLoopStatus,
 };
 
 use ringrift_crds::common::set_condition;
 
+mod continuous;
+mod durability;
 mod jobs;
 
-use jobs::{batch_job, gauntlet_job, selfplay_job, training_job};
 pub use jobs::{batch_name, child_name, model_name};
+use jobs::{gauntlet_job, selfplay_job, training_job};
 
 /// Label on a loop's jobs with the loop's name.
 pub const LOOP_LABEL: &str = "ringrift.ai/training-loop";
@@ -209,82 +211,6 @@ impl<'a> Pass<'a> {
         ));
     }
 
-    /// A best model whose weights were lost with every copy: the loop falls back to its
-    /// previous best (the newest promoted candidate before it whose weights are held, else the
-    /// initial model, else none: untrained), with a warning event. Unfinished jobs that name
-    /// the lost model are replaced next ([`Self::replace_lost`]).
-    fn fall_back(&mut self) {
-        let Some(best) = self.status.best_model.clone() else {
-            return;
-        };
-        if !self.world.lost_models.contains(&best) {
-            return;
-        }
-        let usable = |m: &String| {
-            *m != best && self.world.models.contains_key(m) && !self.world.lost_models.contains(m)
-        };
-        let previous = self
-            .status
-            .history
-            .iter()
-            .rev()
-            .filter(|h| h.decision == Decision::Promote)
-            .filter_map(|h| h.candidate.clone())
-            .find(usable)
-            .or_else(|| self.lp.spec.initial_model.clone().filter(usable));
-        self.events.push(LoopEvent {
-            warning: true,
-            reason: "BestModelLost".into(),
-            message: format!(
-                "Model {best} has no copy of its weights on a Ready agent; the best model is now {}",
-                previous.as_deref().unwrap_or("none (an untrained model plays)")
-            ),
-        });
-        self.status.best_model = previous;
-    }
-
-    /// The current generation's jobs (and the next one's overlapped selfplay) that are not
-    /// finished and name a model whose weights are lost (after [`Self::fall_back`], never the
-    /// best): deleted, to be created again with the best model once they are gone; a failed
-    /// one too, as it most likely failed for want of that model. An event names each.
-    fn replace_lost(&mut self) {
-        let g = self.status.generation;
-        let mut jobs = vec![
-            (ChildKind::Selfplay, child_name(&self.name, g, "selfplay")),
-            (ChildKind::Training, child_name(&self.name, g, "train")),
-            (ChildKind::Gauntlet, child_name(&self.name, g, "gauntlet")),
-            (ChildKind::Selfplay, child_name(&self.name, g + 1, "selfplay")),
-        ];
-        if let Some(c) = &self.status.continuous {
-            jobs.push((ChildKind::Selfplay, batch_name(&self.name, c.batch)));
-        }
-        for (kind, job) in jobs {
-            let Some(child) = self.world.jobs.get(&job) else {
-                continue;
-            };
-            let Some(model) = child
-                .model
-                .as_ref()
-                .filter(|m| self.world.lost_models.contains(*m))
-            else {
-                continue;
-            };
-            if child.deleting || child.phase == JobPhase::Succeeded {
-                continue;
-            }
-            self.events.push(LoopEvent {
-                warning: true,
-                reason: "JobReplaced".into(),
-                message: format!(
-                    "{job} uses Model {model}, whose weights have no copy on a Ready agent: \
-                     deleted, to run again with {}",
-                    self.status.best_model.as_deref().unwrap_or("an untrained model")
-                ),
-            });
-            self.delete.push((kind, job));
-        }
-    }
-
     /// Advances through as many stages as are already finished (bounded: one generation).
     fn advance(&mut self) {
         let max = self.lp.spec.max_generations;
@@ -307,89 +233,6 @@ impl<'a> Pass<'a> {
                 return;
             }
         }
-    }
-
-    /// Whether the loop runs the continuous pipeline.
-    fn continuous(&self) -> bool {
-        self.lp.spec.pipeline == Pipeline::Continuous
-    }
-
-    /// The continuous pipeline's selfplay: the running batch, or the next once it has
-    /// finished (its games counted once, by batch number), always with the best model. A
-    /// batch that has recorded no game yet when a new best is promoted is replaced with one on
-    /// the new best; one that has games finishes with the model it started with (its games
-    /// are good training data). No new batch once the loop is done.
-    fn batches(&mut self) {
-        if !self.continuous() || self.status.stage == Stage::Done || self.waiting.is_some() {
-            return;
-        }
-        let mut c = self.status.continuous.clone().unwrap_or_default();
-        c.batch = c.batch.max(1);
-        let (g, best) = (self.status.generation, self.status.best_model.clone());
-        let lp = self.lp;
-        // Bounded: the batches finished since the last pass (a few at most), then the next one.
-        for _ in 0..8 {
-            let job = batch_name(&self.name, c.batch);
-            self.status.active_jobs.selfplay = Some(job.clone());
-            if let Some(child) = self.world.jobs.get(&job)
-                && !child.deleting
-                && !child.phase.is_finished()
-                && child.games == 0
-                && child.model != best
-                && !self.delete.iter().any(|(_, name)| *name == job)
-            {
-                self.events.push(LoopEvent::normal(
-                    "SelfplayRestarted",
-                    format!(
-                        "{job} has recorded no game yet: restarted with the new best model {}",
-                        best.as_deref().unwrap_or("none")
-                    ),
-                ));
-                self.delete.push((ChildKind::Selfplay, job));
-                break;
-            }
-            let batch = c.batch;
-            let Some(done) = self.stage_job(&job, "SelfplayFailed", || {
-                Some(batch_job(lp, batch, g, best.as_ref()))
-            }) else {
-                break;
-            };
-            c.games = c.games.saturating_add(done.games);
-            c.batch += 1;
-        }
-        self.status.continuous = Some(c);
-    }
-
-    /// The continuous pipeline between trainings: the next training starts once
-    /// `continuous.trainEvery` new games have arrived since the last one started, its
-    /// cooldown has passed, and the fleet runs fewer trainings than it allows.
-    fn collect(&mut self) -> Step {
-        let mut c = self.status.continuous.clone().unwrap_or_default();
-        let spec = &self.lp.spec;
-        let every = spec.continuous.train_every.unwrap_or(spec.selfplay.games).max(1);
-        let new = c.games.saturating_sub(c.games_at_last_training);
-        let cooled = c.last_training_time.as_ref().is_none_or(|t| {
-            let cooldown = i64::try_from(spec.continuous.cooldown_seconds).unwrap_or(i64::MAX);
-            self.now.as_second().saturating_sub(t.0.as_second()) >= cooldown
-        });
-        self.note = if new < every {
-            Some("collecting games for the next training")
-        } else if !cooled {
-            Some("waiting for the training cooldown")
-        } else if self.world.trainings_full {
-            Some(TRAINING_SLOT)
-        } else {
-            None
-        };
-        if self.note.is_some() || self.suspended {
-            return Step::Stay;
-        }
-        c.games_at_last_training = c.games;
-        c.generation_games = new;
-        c.last_training_time = Some(Time(self.now));
-        self.status.continuous = Some(c);
-        self.status.stage = Stage::Training;
-        Step::Next
     }
 
     /// The child job of a stage as the world has it: create it when missing (unless
@@ -586,56 +429,6 @@ impl<'a> Pass<'a> {
             && let Some(c) = &record.candidate
         {
             record.elo = models.get(c).copied().flatten();
-        }
-    }
-
-    /// The `OutputsAvailable` condition: False (`CopiesLost`) naming each child job with
-    /// outputs whose every copy is lost, and what they are; a warning event when it turns so.
-    fn outputs(&mut self) {
-        let mut lost: Vec<String> = self
-            .world
-            .jobs
-            .iter()
-            .filter_map(|(name, c)| Some(format!("{name}: {}", c.outputs_lost.as_ref()?)))
-            .collect();
-        lost.sort();
-        let g = self.lp.metadata.generation.unwrap_or(0);
-        let was = self
-            .status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "OutputsAvailable" && c.status == "False");
-        if lost.is_empty() {
-            set_condition(
-                &mut self.status.conditions,
-                "OutputsAvailable",
-                true,
-                "CopiesHeld",
-                "every output of its jobs has a copy on a Ready agent",
-                g,
-                self.now,
-            );
-            return;
-        }
-        let message = format!(
-            "{}; lost games are made again, a lost best model falls back to the previous best",
-            lost.join("; ")
-        );
-        set_condition(
-            &mut self.status.conditions,
-            "OutputsAvailable",
-            false,
-            "CopiesLost",
-            &message,
-            g,
-            self.now,
-        );
-        if !was {
-            self.events.push(LoopEvent {
-                warning: true,
-                reason: "OutputsLost".into(),
-                message,
-            });
         }
     }
 
