@@ -197,16 +197,7 @@ impl Reconciler {
             writes: agent_writes,
             ..
         } = heartbeats;
-        self.health
-            .metrics
-            .agents_ready
-            .set(i64::try_from(current.len()).unwrap_or(i64::MAX));
-        let per_agent: Vec<(String, bool, bool)> = agent_views
-            .iter()
-            .map(|v| (v.name.clone(), v.ready, v.disk_pressure))
-            .collect();
-        self.health.metrics.agents(&per_agent, &self.agents_reported);
-        self.agents_reported = per_agent.into_iter().map(|(a, _, _)| a).collect();
+        self.report_agents(current.len(), &agent_views);
 
         let (by_job, claims) = index_tasks(&tasks);
         // Agents whose tasks keep failing for reasons of the agent: no new work for a while.
@@ -228,9 +219,8 @@ impl Reconciler {
             .chain(gauntlet.into_iter().map(AnyJob::Gauntlet));
         let (mut entries, priorities) = self.plan_jobs(all_jobs, &world, &by_job, &env, &mut soon);
 
-        // Place every waiting unit of every job at once, sharing the fleet between loops and
-        // standalone jobs.
-        // Jobs queued in Kueue wait for its admission.
+        // Jobs queued in Kueue wait for its admission. Then every waiting unit of every job is
+        // placed at once, sharing the fleet between loops and standalone jobs.
         let mut evicted = Vec::new();
         let kueue_writes = self.kueue_gate(&mut entries, &by_job, &mut evicted, now);
         let terms = share_terms(&loops, &entries);
@@ -288,14 +278,35 @@ impl Reconciler {
             now,
         )
         .await;
-        // Wake when a job held back by a transient error may try again (not for backoffs
-        // already over: that would spin).
-        let now_instant = Instant::now();
-        for (_, at) in self.errors.values().filter(|(_, at)| *at > now_instant) {
-            soon(at.saturating_duration_since(now_instant));
+        if let Some(d) = self.next_retry() {
+            soon(d);
         }
         self.health.metrics.pass.observe(started.elapsed().as_secs_f64());
         wake
+    }
+
+    /// When the first job held back by a transient error may try again (not backoffs already
+    /// over: waking for those would spin).
+    fn next_retry(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.errors
+            .values()
+            .filter(|(_, at)| *at > now)
+            .map(|(_, at)| at.saturating_duration_since(now))
+            .min()
+    }
+
+    /// The agents' gauges: how many are Ready, and each one's readiness and disk pressure
+    /// (those of agents gone removed).
+    fn report_agents(&mut self, ready: usize, views: &[placement::AgentView]) {
+        let metrics = &self.health.metrics;
+        metrics.agents_ready.set(i64::try_from(ready).unwrap_or(i64::MAX));
+        let per_agent: Vec<(String, bool, bool)> = views
+            .iter()
+            .map(|v| (v.name.clone(), v.ready, v.disk_pressure))
+            .collect();
+        metrics.agents(&per_agent, &self.agents_reported);
+        self.agents_reported = per_agent.into_iter().map(|(a, _, _)| a).collect();
     }
 
     /// The circuit breaker: the agents quarantined now (from the tasks' failures), marked in

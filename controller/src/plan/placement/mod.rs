@@ -16,9 +16,9 @@ use ringrift_crds::common::{GpuFraction, TaskResources};
 use super::share::{Amount, Claimant, entitlements};
 
 mod free;
-mod priority;
+mod policy;
 use free::{Free, free_capacity, gpu_matches, inventory, selected};
-pub use priority::{Policy, place_by};
+pub use policy::Policy;
 
 /// One GPU of an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -451,13 +451,25 @@ pub fn place_shared(
     requests: &[Request],
     terms: &BTreeMap<String, Terms>,
 ) -> Placed {
+    place_by(agents, claims, requests, terms, Policy::Share)
+}
+
+/// Places `requests` by `policy`: [`place_shared`], or plain priority (one queue for all, in
+/// priority order, preempting by priority alone: see [`Policy`]).
+pub fn place_by(
+    agents: &[AgentView],
+    claims: &[Claim],
+    requests: &[Request],
+    terms: &BTreeMap<String, Terms>,
+    policy: Policy,
+) -> Placed {
     let mut free = free_capacity(agents, claims);
     let (capacity, mut shares) = standings(agents, claims, requests, terms);
     let mut queues: BTreeMap<&str, std::collections::VecDeque<&Request>> = BTreeMap::new();
     let mut order: Vec<&Request> = requests.iter().collect();
     order.sort_by_key(|r| std::cmp::Reverse(r.priority));
     for r in order {
-        queues.entry(r.claimant.as_str()).or_default().push_back(r);
+        queues.entry(policy.queue(r)).or_default().push_back(r);
     }
     let mut waiting = 0;
     let mut out = Vec::new();
@@ -482,7 +494,7 @@ pub fn place_shared(
         else {
             break;
         };
-        let outcome = place_one(agents, &mut free, &mut shares, &capacity, req);
+        let outcome = place_one(agents, &mut free, &mut shares, (&capacity, policy), req);
         if matches!(outcome, Outcome::Wait { .. }) {
             waiting += 1;
             if let Some(s) = shares.get_mut(&req.claimant) {
@@ -510,52 +522,32 @@ fn place_one(
     agents: &[AgentView],
     free: &mut BTreeMap<String, Free>,
     shares: &mut BTreeMap<String, Standing>,
-    capacity: &Amount,
+    (capacity, policy): (&Amount, Policy),
     req: &Request,
 ) -> Outcome {
-    let amount = request_amount(req);
-    if let Some((agent, gpus)) = choose(free, req).map(|(a, g)| (a.clone(), g)) {
-        if let Some(f) = free.get_mut(&agent) {
-            f.take(req, &agent, &gpus);
-        }
-        if let Some(s) = shares.get_mut(&req.claimant) {
-            s.used = s.used.plus(&amount);
-        }
-        return Outcome::Place { agent, gpus };
-    }
-    let standing = |id: &str| shares.get(id).cloned().unwrap_or_default();
-    let mine = standing(&req.claimant);
-    let owed = served(&mine.used, &mine.entitled, capacity) < 1.0 - 1e-9;
-    let after = served(&mine.used.plus(&amount), &mine.entitled, capacity);
-    let may_evict = |c: &Claim, taken: &BTreeMap<String, Amount>| {
-        if c.claimant == req.claimant {
-            return !req.elastic && c.priority < req.priority;
-        }
-        let other = standing(&c.claimant);
-        let used = other
-            .used
-            .minus(&taken.get(&c.claimant).copied().unwrap_or_default());
-        let lent = served(&used, &other.entitled, capacity);
-        owed && lent > 1.0 + 1e-9 && after < lent
+    let room = match choose(free, req) {
+        Some((agent, gpus)) => Some((agent.clone(), gpus, Vec::new())),
+        None => policy
+            .evictable(req, shares, capacity)
+            .and_then(|rule| preemption(agents, free, req, &*rule)),
     };
-    // Elastic work preempts only across claimants, for a claimant that is owed.
-    let hopeless = req.elastic && !owed;
-    if let Some((agent, gpus, victims)) = (!hopeless)
-        .then(|| preemption(agents, free, req, &may_evict))
-        .flatten()
-    {
-        evict(agents, free, shares, &agent, &victims);
-        if let Some(f) = free.get_mut(&agent) {
-            f.take(req, &agent, &gpus);
-        }
-        if let Some(s) = shares.get_mut(&req.claimant) {
-            s.used = s.used.plus(&amount);
-        }
-        return Outcome::Preempt { agent, gpus, victims };
+    let Some((agent, gpus, victims)) = room else {
+        return Outcome::Wait {
+            reason: reason(agents, free, req),
+            position: 0,
+        };
+    };
+    evict(agents, free, shares, &agent, &victims);
+    if let Some(f) = free.get_mut(&agent) {
+        f.take(req, &agent, &gpus);
     }
-    Outcome::Wait {
-        reason: reason(agents, free, req),
-        position: 0,
+    if let Some(s) = shares.get_mut(&req.claimant) {
+        s.used = s.used.plus(&request_amount(req));
+    }
+    if victims.is_empty() {
+        Outcome::Place { agent, gpus }
+    } else {
+        Outcome::Preempt { agent, gpus, victims }
     }
 }
 
