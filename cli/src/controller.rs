@@ -105,7 +105,97 @@ pub struct ControllerArgs {
     #[arg(long, env = "RINGRIFT_KUEUE")]
     pub kueue: bool,
     #[command(flatten)]
+    pub dashboard: DashboardArgs,
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// The web dashboard's options.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DashboardArgs {
+    /// Serve the read-only web dashboard here (port 0 picks one; the URL is printed). Unset:
+    /// no dashboard.
+    #[arg(long, env = "RINGRIFT_DASHBOARD_LISTEN", value_name = "ADDR")]
+    pub dashboard_listen: Option<SocketAddr>,
+    /// File holding the dashboard token: a bearer token, or typed into the login page; it
+    /// also signs login links and session cookies. Required with --dashboard-listen.
+    #[arg(long, env = "RINGRIFT_DASHBOARD_TOKEN_FILE", value_name = "FILE")]
+    pub dashboard_token_file: Option<PathBuf>,
+    /// The dashboard's certificate (PEM; one the cluster CA issued, so browsers that trust
+    /// the CA open it without a warning).
+    #[arg(
+        long,
+        env = "RINGRIFT_DASHBOARD_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "dashboard_tls_key_file"
+    )]
+    pub dashboard_tls_cert_file: Option<PathBuf>,
+    /// The private key of --dashboard-tls-cert-file.
+    #[arg(
+        long,
+        env = "RINGRIFT_DASHBOARD_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "dashboard_tls_cert_file"
+    )]
+    pub dashboard_tls_key_file: Option<PathBuf>,
+    /// Serve the dashboard over plain HTTP instead of TLS: only on a loopback address (as
+    /// `kubectl proxy` does; `ringrift up` uses it).
+    #[arg(long, env = "RINGRIFT_DASHBOARD_PLAIN_HTTP")]
+    pub dashboard_plain_http: bool,
+    /// File holding the agents' REST token: the dashboard shows the agents' GPU utilization
+    /// and memory and the tasks' logs from their REST API. Unset: neither is shown.
+    #[arg(long, env = "RINGRIFT_AGENT_TOKEN_FILE", value_name = "FILE")]
+    pub agent_token_file: Option<PathBuf>,
+}
+
+/// The dashboard's configuration from its options: none without --dashboard-listen.
+///
+/// # Errors
+/// When a token file cannot be read, or the options contradict each other (plain HTTP off
+/// loopback, neither a certificate nor plain HTTP, a dashboard without a token).
+pub(crate) fn dashboard_config(
+    args: DashboardArgs,
+) -> anyhow::Result<Option<ringrift_controller::runtime::dashboard::DashboardConfig>> {
+    let Some(listen) = args.dashboard_listen else {
+        for (given, flag) in [
+            (args.dashboard_token_file.is_some(), "--dashboard-token-file"),
+            (
+                args.dashboard_tls_cert_file.is_some(),
+                "--dashboard-tls-cert-file",
+            ),
+            (args.dashboard_plain_http, "--dashboard-plain-http"),
+        ] {
+            anyhow::ensure!(!given, "{flag} is given without --dashboard-listen");
+        }
+        return Ok(None);
+    };
+    let token_file = args
+        .dashboard_token_file
+        .context("--dashboard-listen needs --dashboard-token-file: the dashboard is never open to all")?;
+    let tls = args.dashboard_tls_cert_file.zip(args.dashboard_tls_key_file);
+    match (&tls, args.dashboard_plain_http) {
+        (Some(_), true) => {
+            anyhow::bail!("--dashboard-plain-http and --dashboard-tls-cert-file exclude each other")
+        }
+        (None, false) => anyhow::bail!(
+            "--dashboard-listen {listen} needs --dashboard-tls-cert-file and --dashboard-tls-key-file (a certificate from the cluster CA), or --dashboard-plain-http on a loopback address"
+        ),
+        (None, true) => anyhow::ensure!(
+            listen.ip().is_loopback(),
+            "--dashboard-plain-http serves only on a loopback address (127.0.0.1, ::1), not {listen}: elsewhere give --dashboard-tls-cert-file"
+        ),
+        (Some(_), false) => {}
+    }
+    Ok(Some(ringrift_controller::runtime::dashboard::DashboardConfig {
+        listen,
+        token: crate::tokens::read(&token_file, "--dashboard-token-file")?,
+        tls,
+        agent_token: args
+            .agent_token_file
+            .as_deref()
+            .map(|f| crate::tokens::read(f, "--agent-token-file"))
+            .transpose()?,
+    }))
 }
 
 fn default_identity() -> String {
@@ -143,9 +233,11 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         placement,
         max_concurrent_trainings,
         kueue,
+        dashboard,
         telemetry,
     } = args;
     telemetry::init(&telemetry)?;
+    let dashboard = dashboard_config(dashboard)?;
     let metrics_token = metrics_token_file
         .as_deref()
         .map(|f| crate::tokens::read(f, "--metrics-token-file"))
@@ -180,6 +272,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             max_concurrent_trainings,
             kueue,
         },
+        dashboard,
     };
     let runtime = crate::runtime()?;
     runtime.block_on(async {
@@ -193,4 +286,78 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             .context("controller stopped")
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_file(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ringrift-dashboard-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join(name);
+        std::fs::write(&f, "dash-token\n").unwrap();
+        f
+    }
+
+    #[test]
+    fn the_dashboard_needs_a_token_and_tls_or_plain_http_on_loopback() {
+        let token = token_file("token");
+        let base = DashboardArgs {
+            dashboard_listen: Some("127.0.0.1:0".parse().unwrap()),
+            dashboard_token_file: Some(token.clone()),
+            dashboard_plain_http: true,
+            ..DashboardArgs::default()
+        };
+        let config = dashboard_config(base.clone()).unwrap().unwrap();
+        assert_eq!(config.token, "dash-token");
+        assert!(config.tls.is_none() && config.agent_token.is_none());
+        assert!(dashboard_config(DashboardArgs::default()).unwrap().is_none());
+        let err = |args: DashboardArgs| dashboard_config(args).unwrap_err().to_string();
+        assert!(
+            err(DashboardArgs {
+                dashboard_token_file: None,
+                ..base.clone()
+            })
+            .contains("--dashboard-token-file")
+        );
+        assert!(
+            err(DashboardArgs {
+                dashboard_listen: Some("0.0.0.0:80".parse().unwrap()),
+                ..base.clone()
+            })
+            .contains("loopback")
+        );
+        assert!(
+            err(DashboardArgs {
+                dashboard_plain_http: false,
+                ..base.clone()
+            })
+            .contains("--dashboard-tls-cert-file")
+        );
+        assert!(
+            err(DashboardArgs {
+                dashboard_listen: None,
+                ..base.clone()
+            })
+            .contains("without --dashboard-listen")
+        );
+        let tls = DashboardArgs {
+            dashboard_tls_cert_file: Some(token.clone()),
+            dashboard_tls_key_file: Some(token.clone()),
+            ..base.clone()
+        };
+        assert!(err(tls.clone()).contains("exclude"));
+        let tls = DashboardArgs {
+            dashboard_plain_http: false,
+            dashboard_listen: Some("0.0.0.0:0".parse().unwrap()),
+            ..tls
+        };
+        assert!(dashboard_config(tls).unwrap().unwrap().tls.is_some());
+        let missing = DashboardArgs {
+            agent_token_file: Some(token.with_file_name("missing")),
+            ..base
+        };
+        assert!(err(missing).contains("--agent-token-file"));
+    }
 }

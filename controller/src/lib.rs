@@ -6,10 +6,12 @@
 //! statistics (Elo interval, SPRT) and the promotion decision; [`bradley_terry`]: model ratings
 //! over every gauntlet game;
 //! [`reconcile`]: the pure reconcile steps (jobs, the loop's stage machine, the registry);
-//! [`runtime`]: the I/O around them (caches, the pass, leadership-gated writes, metrics). See
+//! [`runtime`]: the I/O around them (caches, the pass, leadership-gated writes, metrics, the
+//! web [`dashboard`]). See
 //! DESIGN.md sections 4 and 5 and `docs/controller.md`.
 
 pub mod bradley_terry;
+pub mod dashboard;
 pub mod leader;
 pub mod plan;
 pub mod reconcile;

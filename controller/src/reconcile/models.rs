@@ -27,9 +27,18 @@ pub fn baseline_player(b: Baseline) -> &'static str {
     }
 }
 
-/// Every pool's ratings from the gauntlets' counted results. Only explicitly named models are
-/// rated (a `bestOf` reference may have pointed elsewhere when the games were played).
+/// Every pool's ratings from the gauntlets' counted results, as [`pairings`] gathers them.
 pub fn pool_ratings(gauntlets: &[GauntletJob]) -> Pools {
+    pairings(gauntlets)
+        .into_iter()
+        .map(|(pool, pairings)| (pool, bradley_terry::fit(&pairings)))
+        .collect()
+}
+
+/// Every pool's games between two players, from the gauntlets' counted results (the ratings'
+/// input and the dashboard's matchup matrix). Only explicitly named models are players (a
+/// `bestOf` reference may have pointed elsewhere when the games were played).
+pub fn pairings(gauntlets: &[GauntletJob]) -> BTreeMap<Pool, Vec<Pairing>> {
     let mut pools: BTreeMap<Pool, Vec<Pairing>> = BTreeMap::new();
     for g in gauntlets {
         let (Some(candidate), Some(status)) = (&g.spec.candidate.model, &g.status) else {
@@ -57,9 +66,6 @@ pub fn pool_ratings(gauntlets: &[GauntletJob]) -> Pools {
         }
     }
     pools
-        .into_iter()
-        .map(|(pool, pairings)| (pool, bradley_terry::fit(&pairings)))
-        .collect()
 }
 
 /// Ratings as written to statuses: to a tenth of a point, so refits that move nothing visible

@@ -42,6 +42,8 @@ pub struct Config {
     pub trust: ringrift_tls::trust::TrustMetrics,
     /// Reconciler tuning.
     pub tuning: Tuning,
+    /// The web dashboard; none: not served.
+    pub dashboard: Option<super::dashboard::DashboardConfig>,
 }
 
 /// Why the controller stopped.
@@ -59,6 +61,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The dashboard's address could not be bound or its certificate read.
+    #[error("{0}")]
+    Dashboard(String),
     /// Leadership was lost or the timing is invalid.
     #[error(transparent)]
     Election(#[from] ElectionError),
@@ -71,7 +76,7 @@ impl RunError {
     /// A stable label.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Admin { .. } | Self::AdminTls(_) => "config",
+            Self::Admin { .. } | Self::AdminTls(_) | Self::Dashboard(_) => "config",
             Self::Election(e) => e.category(),
             Self::NoCrds => "crds",
         }
@@ -137,6 +142,7 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         metrics_token,
         trust,
         tuning,
+        dashboard,
     } = config;
     let elector = Elector::new(client.clone(), &namespace, &lease_name, &identity, timing)?;
     let health = Arc::new(Health {
@@ -153,6 +159,10 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
     let (acceptor, fingerprint) = super::admin_tls::acceptor(admin_tls.as_ref(), admin_addr)?;
     let acceptor = Arc::new(acceptor);
     println!("ringrift controller {identity}: admin on https://{admin_addr} (certificate {fingerprint})");
+    let dashboard = match dashboard {
+        Some(d) => Some(super::dashboard::bind(d).await.map_err(RunError::Dashboard)?),
+        None => None,
+    };
     // The admin port outlives `shutdown`: it answers (not ready) until the Lease is released.
     let admin_stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -177,6 +187,7 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         &identity,
         elector,
         tuning,
+        dashboard,
         &health,
         &shutdown,
     )
@@ -194,6 +205,7 @@ async fn lead(
     identity: &str,
     elector: Elector,
     tuning: Tuning,
+    dashboard: Option<super::dashboard::Bound>,
     health: &Arc<Health>,
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
@@ -214,6 +226,15 @@ async fn lead(
         tuning.kueue,
     );
     let elector = elector.with_nudge(lease_changed);
+    if let Some(bound) = dashboard {
+        // Every replica serves it from its own caches, leader or not.
+        background.spawn(super::dashboard::serve(
+            bound,
+            caches.clone(),
+            client.clone(),
+            stop_background.clone(),
+        ));
+    }
     {
         let (caches, health) = (caches.clone(), health.clone());
         background.spawn(stop_background.clone().run_until_cancelled_owned(async move {
