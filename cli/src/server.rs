@@ -55,6 +55,14 @@ pub struct ServerArgs {
     /// after two thirds of it (short values are for tests).
     #[arg(long, default_value = "8760h", value_parser = crate::duration::parse, hide = true)]
     pub agent_certificate_validity: Duration,
+    /// Where the web dashboard is served, over TLS with a certificate from the cluster CA
+    /// (port 0: a free one); its login link is printed at start.
+    #[arg(
+        long,
+        env = "RINGRIFT_SERVER_DASHBOARD_LISTEN",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub dashboard_listen: SocketAddr,
 }
 
 /// `ringrift server token …`.
@@ -95,9 +103,51 @@ pub enum TokenCommand {
     },
 }
 
-/// The URL joining boxes use: the first advertised name, else this host's name (the serving
-/// certificate names both), and `port`.
+/// The URL joining boxes use.
 fn join_url(args: &ServerArgs, port: u16) -> String {
+    host_url(args, port)
+}
+
+/// The dashboard's serving certificate, from the cluster CA, for the names the API server's
+/// certificate has (the advertised names, this host's name, loopback) and the dashboard's own
+/// address; made at every start into `<dir>/dashboard/` (key 0600).
+fn dashboard_certificate(
+    dir: &Path,
+    args: &ServerArgs,
+    at: SocketAddr,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ca = identities::cluster_ca(&dir.join("apiserver"))?;
+    let mut names: Vec<String> = args.advertise.clone();
+    names.extend(ringrift_apiserver::certs::host_name());
+    names.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
+    if !at.ip().is_unspecified() {
+        names.push(at.ip().to_string());
+    }
+    names.sort();
+    names.dedup();
+    let pem = ca
+        .serving(
+            "ringrift-dashboard",
+            &names,
+            ringrift_tls::now(),
+            ringrift_tls::pki::LEAF_VALIDITY,
+        )
+        .context("failed to issue the dashboard's certificate")?;
+    let files = (
+        dir.join("dashboard").join("tls.crt"),
+        dir.join("dashboard").join("tls.key"),
+    );
+    std::fs::create_dir_all(dir.join("dashboard")).context("failed to create the dashboard's directory")?;
+    ringrift_tls::files::write_private(&files.1, pem.key.as_bytes())
+        .with_context(|| format!("failed to write {}", files.1.display()))?;
+    std::fs::write(&files.0, pem.cert.as_bytes())
+        .with_context(|| format!("failed to write {}", files.0.display()))?;
+    Ok(files)
+}
+
+/// `https://` the first advertised name, else this host's name (the serving certificates name
+/// both), and `port`.
+fn host_url(args: &ServerArgs, port: u16) -> String {
     let host = args
         .advertise
         .first()
@@ -328,7 +378,15 @@ async fn serve(args: &ServerArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     install_crds(&client).await?;
     identities::grant(&client, "default").await?;
     share_cluster_key(&client, &secrets.cluster_key_path()).await?;
-    let mut roles = roles::start(dir, &api.url()?, &secrets, args.controllers, 0)?;
+    let dashboard = crate::up::free_address(args.dashboard_listen)?;
+    let files = dashboard_certificate(dir, args, dashboard)?;
+    let mut roles = roles::start(
+        dir,
+        &api.url()?,
+        &secrets,
+        (args.controllers, 0),
+        &roles::Dashboard::Tls { at: dashboard, files },
+    )?;
     prune_expired(&client).await;
     // As `kubeadm init`: a fresh token for the banner, valid for a day (stored tokens are
     // never printed back).
@@ -345,6 +403,16 @@ async fn serve(args: &ServerArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         dir.join("logs").display()
     );
     println!("kubectl: export KUBECONFIG={}", api.kubeconfig.display());
+    let base = host_url(args, dashboard.port());
+    std::fs::write(dir.join("dashboard-url"), format!("{base}/\n"))
+        .with_context(|| format!("failed to write {}", dir.join("dashboard-url").display()))?;
+    println!(
+        "{} (its certificate is from the cluster CA, {})",
+        crate::up::dashboard_line(&secrets, &base)?,
+        ringrift_apiserver::run::ca_files(&dir.join("apiserver"))
+            .0
+            .display()
+    );
     println!("join a GPU box (this token works for 24 h; `ringrift server token create` makes more):");
     println!("  {}", join_command(url, &token, &ca_hash(dir)?));
     let stop = crate::apiserver::shutdown_on_signal();
@@ -381,6 +449,7 @@ mod tests {
             controllers: 2,
             restore: None,
             agent_certificate_validity: Duration::from_secs(3600),
+            dashboard_listen: "127.0.0.1:0".parse().unwrap(),
         };
         assert_eq!(
             join_url(&args(&["head.example", "198.18.0.2"], "0.0.0.0:6443"), 6443),

@@ -35,6 +35,13 @@ pub fn controller_kueue() -> Vec<PolicyRule> {
     ]
 }
 
+/// What the controller needs beyond [`controller`] to serve its web dashboard
+/// (`--dashboard-listen`): the recent events it shows. `ringrift up`, which serves the
+/// dashboard, grants it.
+pub fn controller_dashboard() -> Vec<PolicyRule> {
+    vec![rule("", &["events"], &["list"])]
+}
+
 /// The controller's: it reads everything through watches, creates and deletes jobs, creates
 /// Tasks and Models, writes the status of what it reconciles, marks lapsed agents, records
 /// Events, waits for the CRDs, and holds the leader Lease (reading the agents' heartbeats).

@@ -137,6 +137,17 @@ impl HttpClient {
         })
     }
 
+    /// TLS to `url` trusting the CA certificate `ca_pem`, presenting no client certificate.
+    ///
+    /// # Errors
+    /// When the CA is unusable.
+    pub fn trusting(url: &str, ca_pem: &str) -> Result<Self, String> {
+        Ok(Self {
+            address: authority(url),
+            tls: Some(ringrift_tls::client::with_ca(ca_pem.as_bytes(), None).map_err(|e| e.to_string())?),
+        })
+    }
+
     /// TLS trusting exactly the certificate with `fingerprint`.
     ///
     /// # Errors

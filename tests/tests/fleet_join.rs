@@ -117,6 +117,56 @@ async fn admin(dir: &Path) -> Client {
     Client::try_from(config).unwrap()
 }
 
+/// The server's web dashboard (its login line is on stdout, which the harness does not keep):
+/// served over TLS with a certificate the cluster CA issued (a
+/// client trusting only the CA connects), behind the dashboard token, showing the joined box.
+async fn dashboard_over_tls(dir: &Path) {
+    // `ringrift server` writes where its dashboard is beside `join-url`.
+    let url = std::fs::read_to_string(dir.join("dashboard-url"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca = Kubeconfig::read_from(dir.join("kubeconfig")).unwrap();
+    let ca_pem = ca.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.certificate_authority_data.clone())
+        .map(|d| {
+            String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, d).unwrap())
+                .unwrap()
+        })
+        .unwrap();
+    let client = ringrift_e2e::https::HttpClient::trusting(&url, &ca_pem).unwrap();
+    let token = std::fs::read_to_string(dir.join("dashboard-token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let (code, body) = tokio::task::spawn_blocking({
+        let client = client.clone();
+        move || client.http("GET", "/api/overview", &[], b"").unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = tokio::task::spawn_blocking(move || {
+        client
+            .http("GET", "/api/agents", &[("Authorization", bearer.as_str())], b"")
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"name\":\"box1\""), "{body}");
+    // Plain HTTP is refused: the server's dashboard speaks only TLS.
+    let plain = ringrift_e2e::https::HttpClient::plain(&url);
+    let answered = tokio::task::spawn_blocking(move || plain.http("GET", "/api/overview", &[], b""))
+        .await
+        .unwrap();
+    assert!(
+        answered.is_err() || answered.as_ref().is_ok_and(|(code, _)| *code != 200),
+        "{answered:?}"
+    );
+}
+
 async fn ready(agents: &Api<Agent>, name: &str) -> bool {
     agents.get_opt(name).await.ok().flatten().is_some_and(|a| {
         a.status
@@ -266,6 +316,7 @@ async fn a_box_joins_with_the_printed_command_and_bad_joins_are_refused() {
         ready(&agents, "box1").await.then_some(())
     })
     .await;
+    dashboard_over_tls(&dir).await;
     let kubeconfig = std::fs::read_to_string(box1.join("kubeconfig")).unwrap();
     assert!(kubeconfig.contains("client-certificate-data") && !kubeconfig.contains(&j.token));
     let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -327,6 +378,8 @@ fn server(scratch: &Path, name: &str, dir: &Path, extra: &[&str]) -> Graceful {
         "127.0.0.1",
         "--controllers",
         "1",
+        "--dashboard-listen",
+        "127.0.0.1:0",
     ]
     .map(String::from)
     .to_vec();

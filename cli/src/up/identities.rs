@@ -102,7 +102,15 @@ async fn component(
     .await
 }
 
-/// Grants the controllers' and the agents' groups what the chart grants them.
+/// The controllers' rules: the chart's, and what the dashboard `up` serves reads.
+fn controller_rules() -> ringrift_crds::rbac::Rules {
+    let mut rules = ringrift_crds::rbac::controller();
+    rules.cluster.extend(ringrift_crds::rbac::controller_dashboard());
+    rules
+}
+
+/// Grants the controllers' and the agents' groups what the chart grants them (and the
+/// controllers what their dashboard reads).
 ///
 /// # Errors
 /// When the API refuses an object.
@@ -112,7 +120,7 @@ pub(crate) async fn grant(client: &Client, namespace: &str) -> anyhow::Result<()
         namespace,
         "ringrift-controller",
         CONTROLLERS_GROUP,
-        ringrift_crds::rbac::controller(),
+        controller_rules(),
     )
     .await?;
     component(

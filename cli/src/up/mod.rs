@@ -56,6 +56,10 @@ pub struct UpArgs {
     /// Keep everything running after the loop finishes (until Ctrl-C).
     #[arg(long)]
     pub keep_running: bool,
+    /// The dashboard's port on 127.0.0.1 (plain HTTP; its login link is printed at start).
+    /// 0: a free one.
+    #[arg(long, env = "RINGRIFT_UP_DASHBOARD_PORT", default_value_t = 0)]
+    pub dashboard_port: u16,
     /// Print a line per change instead of redrawing progress bars (the default when the output
     /// is not a terminal).
     #[arg(long)]
@@ -102,6 +106,24 @@ pub(crate) async fn install_crds(client: &Client) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `at`, or with port 0 a free port on its address (found by binding it here and letting it
+/// go): where the first controller serves the dashboard.
+pub(crate) fn free_address(at: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
+    let free = std::net::TcpListener::bind(at)
+        .with_context(|| format!("the dashboard's address {at} cannot be bound"))?;
+    free.local_addr().context("no local address")
+}
+
+/// The line that gives the dashboard's login link at `base` (`http://host:port`; the link
+/// works for an hour, then the login page takes the token in `dashboard-token`).
+pub(crate) fn dashboard_line(secrets: &roles::Secrets, base: &str) -> anyhow::Result<String> {
+    let login = ringrift_controller::dashboard::auth::login_path(
+        &secrets.dashboard_token()?,
+        jiff::Timestamp::now().as_second(),
+    );
+    Ok(format!("dashboard: {base}{login}"))
 }
 
 /// Reads the loop's objects for the progress display.
@@ -159,13 +181,21 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     install_crds(&client).await?;
     identities::grant(&client, "default").await?;
     println!("kubectl: export KUBECONFIG={}", api.kubeconfig.display());
-    let mut roles = roles::start(&dir, &api.url()?, &secrets, args.controllers, args.agents)?;
+    let dashboard = free_address((std::net::Ipv4Addr::LOCALHOST, args.dashboard_port).into())?;
+    let mut roles = roles::start(
+        &dir,
+        &api.url()?,
+        &secrets,
+        (args.controllers, args.agents),
+        &roles::Dashboard::Plain { at: dashboard },
+    )?;
     println!(
         "started the API server, {} controller(s) and {} agent(s); logs in {}",
         args.controllers,
         args.agents,
         dir.join("logs").display()
     );
+    println!("{}", dashboard_line(&secrets, &format!("http://{dashboard}"))?);
     if !args.no_loop {
         apply_loop(&client, &training_loop).await?;
     }

@@ -32,11 +32,13 @@ fn secret_file(path: &Path) -> anyhow::Result<()> {
 }
 
 /// The shared secrets of the processes `up` starts, each in a file of `dir` made the first time:
-/// the agents' REST token, the cluster key (gossip and peer fetches) and the metrics token.
+/// the agents' REST token, the cluster key (gossip and peer fetches), the metrics token and the
+/// dashboard token.
 pub(crate) struct Secrets {
     token: PathBuf,
     cluster_key: PathBuf,
     metrics_token: PathBuf,
+    dashboard_token: PathBuf,
 }
 
 impl Secrets {
@@ -45,29 +47,82 @@ impl Secrets {
         self.cluster_key.clone()
     }
 
+    /// The dashboard token (it signs the login link `up` prints).
+    pub(crate) fn dashboard_token(&self) -> anyhow::Result<String> {
+        crate::tokens::read(&self.dashboard_token, "the dashboard token")
+    }
+
     /// Makes the secrets in `dir` that are not there yet.
     pub(crate) fn in_dir(dir: &Path) -> anyhow::Result<Self> {
         let secrets = Self {
             token: dir.join("agent-token"),
             cluster_key: dir.join("cluster-key"),
             metrics_token: dir.join("metrics-token"),
+            dashboard_token: dir.join("dashboard-token"),
         };
-        for file in [&secrets.token, &secrets.cluster_key, &secrets.metrics_token] {
+        for file in [
+            &secrets.token,
+            &secrets.cluster_key,
+            &secrets.metrics_token,
+            &secrets.dashboard_token,
+        ] {
             secret_file(file)?;
         }
         Ok(secrets)
     }
 }
 
+/// How the controllers serve the web dashboard: every replica serves it, the first at `at`,
+/// the others on ports of their own on the same address.
+pub(crate) enum Dashboard {
+    /// Plain HTTP on a loopback address (`ringrift up`).
+    Plain {
+        /// Where the first replica listens.
+        at: std::net::SocketAddr,
+    },
+    /// TLS with a certificate from the cluster CA (`ringrift server`).
+    Tls {
+        /// Where the first replica listens.
+        at: std::net::SocketAddr,
+        /// The certificate and its key.
+        files: (PathBuf, PathBuf),
+    },
+}
+
+impl Dashboard {
+    /// The flags of replica `i` (from 1).
+    fn flags(&self, i: u32) -> Vec<String> {
+        let at = match self {
+            Self::Plain { at } | Self::Tls { at, .. } => *at,
+        };
+        let listen = if i == 1 {
+            at
+        } else {
+            std::net::SocketAddr::new(at.ip(), 0)
+        };
+        let mut flags = vec!["--dashboard-listen".to_owned(), listen.to_string()];
+        match self {
+            Self::Plain { .. } => flags.push("--dashboard-plain-http".into()),
+            Self::Tls { files, .. } => flags.extend([
+                "--dashboard-tls-cert-file".to_owned(),
+                files.0.display().to_string(),
+                "--dashboard-tls-key-file".to_owned(),
+                files.1.display().to_string(),
+            ]),
+        }
+        flags
+    }
+}
+
 /// Starts `controllers` controller replicas and `agents` agents against the API server at
 /// `url`, each with a client certificate from the cluster CA of `dir/apiserver` (kubeconfigs
-/// under `dir/credentials`).
+/// under `dir/credentials`). Every replica serves the web dashboard as `dashboard` says.
 pub(crate) fn start(
     dir: &Path,
     url: &str,
     secrets: &Secrets,
-    controllers: u32,
-    agents: u32,
+    (controllers, agents): (u32, u32),
+    dashboard: &Dashboard,
 ) -> anyhow::Result<Vec<Role>> {
     let exe = std::env::current_exe().context("cannot find the ringrift executable")?;
     let ca = identities::cluster_ca(&dir.join("apiserver"))?;
@@ -88,8 +143,14 @@ pub(crate) fn start(
             "127.0.0.1:0",
             "--metrics-token-file",
             &metrics_token,
+            "--dashboard-token-file",
+            &secrets.dashboard_token.display().to_string(),
+            "--agent-token-file",
+            &secrets.token.display().to_string(),
         ];
-        roles.push(spawn(&exe, dir, &name, &a.map(String::from))?);
+        let mut a: Vec<String> = a.map(String::from).to_vec();
+        a.extend(dashboard.flags(i));
+        roles.push(spawn(&exe, dir, &name, &a)?);
     }
     for i in 1..=agents {
         let name = format!("agent-{i}");
