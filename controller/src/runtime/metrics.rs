@@ -50,6 +50,15 @@ pub struct AgentLabels {
     pub agent: String,
 }
 
+/// A dashboard request: which route and what it answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DashboardLabels {
+    /// The route (`overview`, `loop`, `agents`, `log`, `page`, `login`, …; bounded).
+    pub route: String,
+    /// The status code.
+    pub code: String,
+}
+
 /// The controller's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -98,6 +107,8 @@ pub struct Metrics {
     pub loop_degraded: Family<LoopLabels, Gauge<i64, AtomicI64>>,
     /// Per loop: the Elo rating of its best model (absent before one is rated).
     pub loop_best_elo: Family<LoopLabels, Gauge<f64, AtomicU64>>,
+    /// Requests the web dashboard answered, by route and status code.
+    pub dashboard_requests: Family<DashboardLabels, Counter>,
     /// Trust failures with the API server (counted by the API client's layer).
     pub trust: ringrift_tls::trust::TrustMetrics,
 }
@@ -202,6 +213,11 @@ impl Metrics {
                 r,
                 "loop_best_elo",
                 "Elo rating of each training loop's best model",
+            ),
+            dashboard_requests: registered(
+                r,
+                "dashboard_requests",
+                "Requests the web dashboard answered, by route and status code",
             ),
             trust,
             registry,

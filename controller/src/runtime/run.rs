@@ -230,8 +230,8 @@ async fn lead(
         // Every replica serves it from its own caches, leader or not.
         background.spawn(super::dashboard::serve(
             bound,
-            caches.clone(),
-            client.clone(),
+            (caches.clone(), client.clone()),
+            health.clone(),
             stop_background.clone(),
         ));
     }

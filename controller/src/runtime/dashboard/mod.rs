@@ -51,6 +51,7 @@ pub struct DashboardConfig {
 /// The dashboard's state, shared by its connections.
 pub struct Dashboard {
     caches: Caches,
+    health: Arc<super::admin::Health>,
     client: Client,
     token: String,
     agent_token: Option<String>,
@@ -104,6 +105,26 @@ fn redirect(to: &str, cookie: Option<String>) -> Response<Body> {
     r
 }
 
+/// A bounded label for a request path.
+fn route_of(path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", "overview"] => "overview",
+        ["api", "loops", ..] => "loop",
+        ["api", "lineage"] => "lineage",
+        ["api", "matchups"] => "matchups",
+        ["api", "agents"] => "agents",
+        ["api", "jobs", ..] => "job",
+        ["api", "tasks", _, _, "log"] => "log",
+        ["api", "tasks", ..] => "task",
+        ["api", "events"] => "events",
+        ["api", ..] => "api-other",
+        ["assets", ..] => "asset",
+        ["login" | "logout"] => "login",
+        _ => "page",
+    }
+}
+
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == name)
@@ -149,8 +170,23 @@ impl Dashboard {
         }
     }
 
-    /// Answers one request.
+    /// Answers one request, and counts it by route and status.
     async fn answer(self: Arc<Self>, request: Request<hyper::body::Incoming>) -> Response<Body> {
+        let route = route_of(request.uri().path());
+        let health = self.health.clone();
+        let response = self.respond(request).await;
+        health
+            .metrics
+            .dashboard_requests
+            .get_or_create(&crate::runtime::metrics::DashboardLabels {
+                route: route.to_owned(),
+                code: response.status().as_u16().to_string(),
+            })
+            .inc();
+        response
+    }
+
+    async fn respond(self: Arc<Self>, request: Request<hyper::body::Incoming>) -> Response<Body> {
         let now = Timestamp::now();
         let path = request.uri().path().to_owned();
         let query = request.uri().query().map(str::to_owned);
@@ -407,7 +443,12 @@ pub async fn bind(config: DashboardConfig) -> Result<Bound, String> {
 }
 
 /// Serves the dashboard from `caches` until `shutdown`.
-pub async fn serve(bound: Bound, caches: Caches, client: Client, shutdown: CancellationToken) {
+pub async fn serve(
+    bound: Bound,
+    (caches, client): (Caches, Client),
+    health: Arc<super::admin::Health>,
+    shutdown: CancellationToken,
+) {
     let Bound {
         listener,
         acceptor,
@@ -415,6 +456,7 @@ pub async fn serve(bound: Bound, caches: Caches, client: Client, shutdown: Cance
     } = bound;
     let dashboard = Arc::new(Dashboard {
         caches,
+        health,
         client,
         token: config.token,
         agent_token: config.agent_token,
@@ -440,4 +482,30 @@ pub async fn serve(bound: Bound, caches: Caches, client: Client, shutdown: Cance
         Duration::from_secs(2),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_counts_under_a_bounded_route() {
+        for (path, route) in [
+            ("/api/overview", "overview"),
+            ("/api/loops/ns/lp", "loop"),
+            ("/api/tasks/ns/t", "task"),
+            ("/api/tasks/ns/t/log", "log"),
+            ("/api/jobs/ns/j/tasks", "job"),
+            ("/api/whatever/else", "api-other"),
+            ("/assets/app.js", "asset"),
+            ("/login", "login"),
+            ("/loops/ns/lp", "page"),
+            ("/", "page"),
+            ("/../../etc/passwd", "page"),
+        ] {
+            assert_eq!(route_of(path), route, "{path}");
+        }
+        assert_eq!(query_param(Some("a=1&t=x%2By"), "t").as_deref(), Some("x+y"));
+        assert_eq!(query_param(None, "t"), None);
+    }
 }
