@@ -1,13 +1,12 @@
 //! Gauntlet statistics: score, Elo difference with a 95% interval, the sequential probability
-//! ratio test (SPRT) on the Elo difference, and the promotion decision. Pure functions.
+//! ratio test (SPRT) on the Elo difference. Pure functions; the promotion gates built on them
+//! are [`crate::reconcile::promotion`].
 //!
 //! The SPRT is the generalized (trinomial) SPRT used by engine-testing frameworks: with the
 //! per-game score variance estimated from the games played, the log-likelihood ratio of
 //! H1 (Elo difference `elo1`) against H0 (`elo0`) is approximately
 //! `N (s1 - s0) (2 s - s0 - s1) / (2 var)`, where `s` is the observed mean score and
 //! `s0`, `s1` the expected scores under each hypothesis.
-
-use ringrift_crds::gauntlet::{Decision, PromotionPolicy};
 
 /// Results against one opponent, from the candidate's side.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -118,72 +117,9 @@ pub fn sprt(record: &Record, elo0: f64, elo1: f64, alpha: f64, beta: f64) -> Spr
     Sprt { llr, lower, upper }
 }
 
-/// The promotion decision, with the reason in words, from the record against the deciding
-/// opponent. `total` is the most games that will be played against it.
-pub fn decide(policy: &PromotionPolicy, record: &Record, total: u64) -> (Decision, String) {
-    let games = record.games();
-    if let Some(sprt_policy) = &policy.sprt {
-        let t = sprt(
-            record,
-            sprt_policy.elo0,
-            sprt_policy.elo1,
-            sprt_policy.alpha,
-            sprt_policy.beta,
-        );
-        if t.llr >= t.upper {
-            return (
-                Decision::Promote,
-                format!("SPRT accepted H1: LLR {:.2} >= {:.2}", t.llr, t.upper),
-            );
-        }
-        if t.llr <= t.lower {
-            return (
-                Decision::Reject,
-                format!("SPRT accepted H0: LLR {:.2} <= {:.2}", t.llr, t.lower),
-            );
-        }
-        if games >= total {
-            return (
-                Decision::Reject,
-                format!("SPRT undecided after all {games} games: LLR {:.2}", t.llr),
-            );
-        }
-        return (
-            Decision::Pending,
-            format!("SPRT LLR {:.2} in ({:.2}, {:.2})", t.llr, t.lower, t.upper),
-        );
-    }
-    if let Some(win_rate) = &policy.win_rate {
-        let score = record.score().unwrap_or(0.0);
-        let needed = u64::from(win_rate.min_games).min(total);
-        if games < needed {
-            return (Decision::Pending, format!("{games} of {needed} games played"));
-        }
-        if score >= win_rate.min_win_rate {
-            return (
-                Decision::Promote,
-                format!(
-                    "score {score:.3} >= {:.3} over {games} games",
-                    win_rate.min_win_rate
-                ),
-            );
-        }
-        return (
-            Decision::Reject,
-            format!(
-                "score {score:.3} < {:.3} over {games} games",
-                win_rate.min_win_rate
-            ),
-        );
-    }
-    (Decision::Pending, "no promotion policy".to_owned())
-}
-
 #[cfg(test)]
 #[allow(clippy::float_cmp)]
 mod tests {
-    use ringrift_crds::gauntlet::{SprtPolicy, WinRatePolicy};
-
     use super::*;
 
     fn rec(wins: u64, losses: u64, draws: u64) -> Record {
@@ -234,55 +170,6 @@ mod tests {
             sprt(&rec(5, 0, 0), 0.0, 10.0, 0.05, 0.05).llr,
             0.0,
             "no variance, no evidence yet"
-        );
-    }
-
-    #[test]
-    fn sprt_decides_early_for_a_clearly_stronger_or_weaker_candidate() {
-        let policy = PromotionPolicy {
-            opponent: None,
-            win_rate: None,
-            sprt: Some(SprtPolicy {
-                elo0: 0.0,
-                elo1: 10.0,
-                alpha: 0.05,
-                beta: 0.05,
-            }),
-        };
-        // 300-200 (about +70 Elo) gives LLR 2.78: just short of the 2.94 bound for 0 vs 10 Elo.
-        assert_eq!(decide(&policy, &rec(300, 200, 0), 10_000).0, Decision::Pending);
-        assert_eq!(decide(&policy, &rec(400, 200, 0), 10_000).0, Decision::Promote);
-        assert_eq!(decide(&policy, &rec(200, 400, 0), 10_000).0, Decision::Reject);
-        assert_eq!(decide(&policy, &rec(11, 9, 0), 10_000).0, Decision::Pending);
-        assert_eq!(
-            decide(&policy, &rec(11, 9, 0), 20).0,
-            Decision::Reject,
-            "out of games, undecided"
-        );
-    }
-
-    #[test]
-    fn win_rate_waits_for_min_games() {
-        let policy = PromotionPolicy {
-            opponent: None,
-            win_rate: Some(WinRatePolicy {
-                min_win_rate: 0.55,
-                min_games: 100,
-            }),
-            sprt: None,
-        };
-        assert_eq!(decide(&policy, &rec(50, 10, 0), 100).0, Decision::Pending);
-        assert_eq!(decide(&policy, &rec(56, 44, 0), 100).0, Decision::Promote);
-        assert_eq!(
-            decide(&policy, &rec(54, 44, 2), 100).0,
-            Decision::Promote,
-            "two draws are one point: 0.55"
-        );
-        assert_eq!(decide(&policy, &rec(54, 45, 1), 100).0, Decision::Reject, "0.545");
-        assert_eq!(
-            decide(&policy, &rec(6, 4, 0), 10).0,
-            Decision::Promote,
-            "min games capped by the games there are"
         );
     }
 }

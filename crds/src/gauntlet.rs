@@ -40,10 +40,16 @@ use crate::common::{
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(
-    "!has(self.promotion.opponent) || self.opponents.exists(o, o.name == self.promotion.opponent)")
-    .message("promotion.opponent must name one of the opponents")
-    .field_path(".promotion.opponent"))]
+#[x_kube(
+    validation = Rule::new(
+        "!has(self.promotion.opponent) || self.opponents.exists(o, o.name == self.promotion.opponent)")
+        .message("promotion.opponent must name one of the opponents")
+        .field_path(".promotion.opponent"),
+    validation = Rule::new(
+        "!has(self.promotion.gates) || self.promotion.gates.all(g, !has(g.opponent) || self.opponents.exists(o, o.name == g.opponent))")
+        .message("every promotion gate's opponent must name one of the opponents")
+        .field_path(".promotion.gates")
+)]
 pub struct GauntletJobSpec {
     /// The game to play.
     pub game: GameSpec,
@@ -134,23 +140,105 @@ pub struct Opponent {
     pub baseline: Option<Baseline>,
 }
 
-/// How the promotion decision is made: a win-rate threshold or a sequential probability ratio
-/// test, never both.
+/// How the promotion decision is made: one test (`winRate` or `sprt`, against `opponent`), or
+/// `gates`, several that must all pass. Exactly one of the three is set.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.winRate) != has(self.sprt)")
-    .message("set exactly one of winRate or sprt"))]
+#[x_kube(validation = Rule::new(
+    "(has(self.winRate) ? 1 : 0) + (has(self.sprt) ? 1 : 0) + (has(self.gates) ? 1 : 0) == 1")
+    .message("set exactly one of winRate, sprt or gates"))]
 pub struct PromotionPolicy {
-    /// The opponent whose games decide. Defaults to the first opponent.
+    /// The opponent whose games decide (and the default opponent of each gate). Defaults to
+    /// the first opponent (in a `TrainingLoop`: the current best model, once there is one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub opponent: Option<String>,
-    /// Promote when the candidate's score reaches `minWinRate` after at least `minGames` games.
+    /// Promote when the candidate's score reaches `minWinRate` after at least `minGames` games:
+    /// shorthand for one `winRate` gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub win_rate: Option<WinRatePolicy>,
-    /// Promote or reject by SPRT between Elo hypotheses `elo0` and `elo1`.
+    /// Promote or reject by SPRT between Elo hypotheses `elo0` and `elo1`: shorthand for one
+    /// `sprt` gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sprt: Option<SprtPolicy>,
+    /// Tests that must all pass, each against its own opponent: for example a win rate of 0.9
+    /// against `random`, 0.6 against `heuristic`, an SPRT against `best` and a minimum Elo
+    /// gain. The gauntlet stops as soon as one fails (reject) or all have passed (promote).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 16))]
+    pub gates: Vec<PromotionGate>,
+}
+
+/// One test a candidate must pass to be promoted: exactly one of `winRate`, `sprt` and
+/// `eloGain`, on the games against `opponent`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "(has(self.winRate) ? 1 : 0) + (has(self.sprt) ? 1 : 0) + (has(self.eloGain) ? 1 : 0) == 1")
+    .message("a gate sets exactly one of winRate, sprt or eloGain"))]
+pub struct PromotionGate {
+    /// Its name in the status and in reasons. Defaults to `<kind>-<opponent>` (for example
+    /// `winRate-random`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
+    pub name: Option<String>,
+    /// The opponent whose games it reads. Defaults to `promotion.opponent`, else the first
+    /// opponent (in a `TrainingLoop`: the best model once there is one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub opponent: Option<String>,
+    /// A score threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub win_rate: Option<WinRatePolicy>,
+    /// A sequential probability ratio test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sprt: Option<SprtPolicy>,
+    /// A smallest Elo gain over the opponent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elo_gain: Option<EloGainPolicy>,
+}
+
+/// A smallest Elo gain over the opponent: passes once the 95% interval of the Elo difference
+/// lies at or above `minElo`, fails once it lies below; when every game is played, the
+/// estimate decides.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EloGainPolicy {
+    /// The gain, in Elo (negative: a loss of at most that much is accepted).
+    #[schemars(range(min = -1000.0, max = 1000.0))]
+    pub min_elo: f64,
+    /// Games needed before deciding early. Defaults to 100.
+    #[serde(default = "default_min_games")]
+    #[schemars(range(min = 1))]
+    pub min_games: u32,
+}
+
+/// Where one promotion gate stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum GateVerdict {
+    /// Not decided yet.
+    #[default]
+    Pending,
+    /// The candidate passed it.
+    Passed,
+    /// The candidate failed it.
+    Failed,
+}
+
+/// One promotion gate's verdict.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateStatus {
+    /// The gate's name.
+    pub name: String,
+    /// The opponent it reads.
+    pub opponent: String,
+    /// Pending, Passed or Failed.
+    #[serde(default)]
+    pub verdict: GateVerdict,
+    /// Why, in words.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// A score threshold. Draws count half.
@@ -245,6 +333,10 @@ pub struct GauntletJobStatus {
     /// The test's state, when `promotion.sprt` is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sprt: Option<SprtStatus>,
+    /// Each promotion gate's verdict (one gate for the `winRate`/`sprt` shorthand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub gates: Vec<GateStatus>,
     /// Games played, counted once per succeeded work unit.
     #[serde(default)]
     pub games_done: u64,

@@ -132,7 +132,11 @@ pub struct ContinuousStatus {
     validation = Rule::new(
         "!has(self.promotion.opponent) || self.promotion.opponent == 'best' || self.opponents.exists(o, o.name == self.promotion.opponent)")
         .message("promotion.opponent must be 'best' or name one of the opponents")
-        .field_path(".promotion.opponent")
+        .field_path(".promotion.opponent"),
+    validation = Rule::new(
+        "!has(self.promotion.gates) || self.promotion.gates.all(g, !has(g.opponent) || g.opponent == 'best' || self.opponents.exists(o, o.name == g.opponent))")
+        .message("every promotion gate's opponent must be 'best' or name one of the opponents")
+        .field_path(".promotion.gates")
 )]
 pub struct GauntletStage {
     /// Further opponents, typically the `random` and `heuristic` baselines.
@@ -247,6 +251,10 @@ pub struct GenerationRecord {
     /// Candidate's score against the deciding opponent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub win_rate: Option<f64>,
+    /// Why the gauntlet decided so: the deciding test's reason, or which promotion gate
+    /// failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Candidate's Elo rating after the gauntlet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elo: Option<f64>,

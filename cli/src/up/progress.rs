@@ -178,11 +178,12 @@ pub fn summary(view: &View) -> Vec<String> {
             })
             .collect();
         lines.push(format!(
-            "  generation {} {} {:?}: {} (won-lost-drawn, score)",
+            "  generation {} {} {:?}: {} (won-lost-drawn, score){}",
             h.generation,
             h.candidate.clone().unwrap_or_default(),
             h.decision,
-            results.join(", ")
+            results.join(", "),
+            h.reason.as_ref().map_or_else(String::new, |r| format!("; {r}"))
         ));
     }
     lines

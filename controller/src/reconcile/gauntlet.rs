@@ -1,17 +1,20 @@
-//! A gauntlet's tally, without I/O: the counted attempts' results per opponent and the
-//! promotion decision on the deciding opponent's record.
+//! A gauntlet's tally, without I/O: the counted attempts' results per opponent, each promotion
+//! gate's verdict on its opponent's record, and the decision they make.
 
-use ringrift_crds::gauntlet::Decision;
+use ringrift_crds::gauntlet::{Decision, GateStatus};
 
+use super::promotion;
 use super::units::UnitState;
 use super::view::{JobSpecifics, JobView};
-use crate::sprt::{self, Record};
+use crate::sprt::Record;
 
 /// A gauntlet's results so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GauntletTally {
     /// Per opponent, in spec order.
     pub records: Vec<(String, Record)>,
+    /// Each gate's verdict, in spec order.
+    pub gates: Vec<GateStatus>,
     /// The decision.
     pub decision: Decision,
     /// Why.
@@ -36,9 +39,7 @@ pub fn record_of(result: Option<&serde_json::Value>) -> Record {
 
 pub(super) fn tally(job: &JobView, states: &[UnitState<'_>]) -> Option<GauntletTally> {
     let JobSpecifics::Gauntlet {
-        policy,
-        deciding,
-        per_opponent,
+        gates, per_opponent, ..
     } = &job.specifics
     else {
         return None;
@@ -61,14 +62,31 @@ pub(super) fn tally(job: &JobView, states: &[UnitState<'_>]) -> Option<GauntletT
             total.draws += r.draws;
         }
     }
-    let deciding_record = records
+    let verdicts: Vec<_> = gates
         .iter()
-        .find(|(n, _)| n == deciding)
-        .map(|(_, r)| *r)
-        .unwrap_or_default();
-    let (decision, reason) = sprt::decide(policy, &deciding_record, *per_opponent);
+        .map(|g| {
+            let record = records
+                .iter()
+                .find(|(n, _)| *n == g.opponent)
+                .map(|(_, r)| *r)
+                .unwrap_or_default();
+            let (verdict, reason) = promotion::judge(&g.test, &record, *per_opponent);
+            (g.clone(), verdict, reason)
+        })
+        .collect();
+    let (decision, reason) = promotion::decide(&verdicts);
+    let gates = verdicts
+        .into_iter()
+        .map(|(g, verdict, reason)| GateStatus {
+            name: g.name,
+            opponent: g.opponent,
+            verdict,
+            reason,
+        })
+        .collect();
     Some(GauntletTally {
         records,
+        gates,
         decision,
         reason,
     })

@@ -10,6 +10,7 @@ pub mod gauntlet;
 pub mod kueue;
 pub mod models;
 pub mod objects;
+pub mod promotion;
 pub mod status;
 pub mod training_loop;
 pub mod units;

@@ -10,6 +10,7 @@ use ringrift_crds::selfplay::SelfplayJobStatus;
 use ringrift_crds::training::TrainingJobStatus;
 
 use super::decide::{JobPlan, Verdict};
+use super::promotion;
 use super::view::{JobSpecifics, JobView};
 use crate::sprt;
 
@@ -442,7 +443,7 @@ pub fn gauntlet(job: &JobView, plan: Option<&JobPlan>, common: Common) -> Gauntl
         completion_time: common.completion_time,
         ..GauntletJobStatus::default()
     };
-    let (Some(plan), JobSpecifics::Gauntlet { policy, deciding, .. }) = (plan, &job.specifics) else {
+    let (Some(plan), JobSpecifics::Gauntlet { gates, deciding, .. }) = (plan, &job.specifics) else {
         return status;
     };
     status.games_done = plan.summary.games_done;
@@ -469,21 +470,28 @@ pub fn gauntlet(job: &JobView, plan: Option<&JobPlan>, common: Common) -> Gauntl
             }
         })
         .collect();
-    let deciding_record = tally
-        .records
-        .iter()
-        .find(|(n, _)| n == deciding)
-        .map(|(_, r)| *r)
-        .unwrap_or_default();
-    status.win_rate = deciding_record.score();
-    status.sprt = policy.sprt.as_ref().map(|p| {
-        let t = sprt::sprt(&deciding_record, p.elo0, p.elo1, p.alpha, p.beta);
-        SprtStatus {
-            llr: t.llr,
-            lower_bound: t.lower,
-            upper_bound: t.upper,
+    let record_of = |opponent: &str| {
+        tally
+            .records
+            .iter()
+            .find(|(n, _)| n == opponent)
+            .map(|(_, r)| *r)
+            .unwrap_or_default()
+    };
+    status.win_rate = record_of(deciding).score();
+    // The state of the first SPRT among the gates.
+    status.sprt = gates.iter().find_map(|g| match &g.test {
+        promotion::Test::Sprt(p) => {
+            let t = sprt::sprt(&record_of(&g.opponent), p.elo0, p.elo1, p.alpha, p.beta);
+            Some(SprtStatus {
+                llr: t.llr,
+                lower_bound: t.lower,
+                upper_bound: t.upper,
+            })
         }
+        _ => None,
     });
+    status.gates.clone_from(&tally.gates);
     // Failed gauntlets decide nothing.
     if common.phase == JobPhase::Failed {
         status.decision = Decision::Pending;

@@ -16,6 +16,7 @@ use ringrift_crds::selfplay::SelfplayJob;
 use ringrift_crds::task::JobKind;
 use ringrift_crds::training::{TrainingJob, window_parts};
 
+use super::promotion;
 use super::status::{Blocked, BlockedReason};
 use super::view::{JobSpecifics, JobView, default_priority};
 use crate::plan::split;
@@ -331,8 +332,10 @@ pub fn gauntlet(job: &GauntletJob, world: &dyn World) -> Result<JobView, Blocked
         opponent: None,
     }));
     view.inputs = inputs;
+    let gates = promotion::gates(&s.promotion, &deciding);
+    promotion::check(&s.promotion, &gates, &names).map_err(|m| blocked(BlockedReason::InvalidSpec, m))?;
     view.specifics = JobSpecifics::Gauntlet {
-        policy: s.promotion.clone(),
+        gates,
         deciding,
         per_opponent: u64::from(s.games_per_opponent),
     };

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use ringrift_crds::common::{Artifact, RunPolicy, TaskResources, WorkloadTemplate};
-use ringrift_crds::gauntlet::PromotionPolicy;
 use ringrift_crds::task::{CancelReason, FailureClass, JobKind, Role, Task, TaskPhase};
 
 use crate::plan::split::WorkUnit;
@@ -119,11 +118,12 @@ pub enum JobSpecifics {
         /// The loop generation and loop that asked for it (annotations on the job), if any.
         training_loop: Option<(String, u32)>,
     },
-    /// Gauntlet: the promotion policy, the deciding opponent, games per opponent.
+    /// Gauntlet: the promotion gates, the deciding opponent, games per opponent.
     Gauntlet {
-        /// The policy.
-        policy: PromotionPolicy,
-        /// The opponent whose record decides.
+        /// The promotion gates, defaults filled in.
+        gates: Vec<crate::reconcile::promotion::Gate>,
+        /// The opponent whose score is the job's `winRate` (`promotion.opponent`, else the
+        /// first opponent).
         deciding: String,
         /// Games against each opponent.
         per_opponent: u64,

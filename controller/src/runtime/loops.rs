@@ -95,6 +95,7 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools, trainings_full: 
     children!(r.gauntlet, |j, s| |c| Child {
         decision: s.decision,
         win_rate: s.win_rate,
+        reason: s.decision_reason.clone(),
         model: j
             .spec
             .opponents

@@ -327,12 +327,13 @@ fn a_gauntlet_stops_once_decided() {
             min_games: 40,
         }),
         sprt: None,
+        gates: Vec::new(),
     };
     let job = JobView {
         kind: JobKind::GauntletJob,
         units: split::gauntlet(&["best".into()], 100, 20),
         specifics: JobSpecifics::Gauntlet {
-            policy,
+            gates: crate::reconcile::promotion::gates(&policy, "best"),
             deciding: "best".into(),
             per_opponent: 100,
         },
@@ -370,6 +371,53 @@ fn a_gauntlet_stops_once_decided() {
         [("sp-best-0002-0".into(), CancelReason::JobFinished)]
     );
     assert!(plan.create.is_empty());
+}
+
+#[test]
+fn one_failed_gate_rejects_before_the_other_gates_are_decided() {
+    let policy: PromotionPolicy = serde_json::from_value(serde_json::json!({"gates": [
+        {"opponent": "random", "winRate": {"minWinRate": 0.9, "minGames": 20}},
+        {"opponent": "best", "sprt": {"elo0": 0, "elo1": 10}},
+    ]}))
+    .unwrap();
+    let job = JobView {
+        kind: JobKind::GauntletJob,
+        units: split::gauntlet(&["random".into(), "best".into()], 100, 20),
+        specifics: JobSpecifics::Gauntlet {
+            gates: crate::reconcile::promotion::gates(&policy, "best"),
+            deciding: "best".into(),
+            per_opponent: 100,
+        },
+        ..selfplay(1, 1)
+    };
+    let played = |unit: &str, wins: u64| {
+        let mut t = task(unit, 0, "a", TaskPhase::Succeeded);
+        t.result = Some(serde_json::json!({"wins": wins, "losses": 20 - wins, "draws": 0}));
+        t
+    };
+    // 16 of 20 against random (0.8 < 0.9) while the SPRT against the best is still open.
+    let tasks = [
+        played("random-0000", 16),
+        played("best-0000", 11),
+        task("best-0001", 0, "a", TaskPhase::Running),
+    ];
+    let plan = plan_job(&job, &tasks, &env(10));
+    let tally = plan.gauntlet.as_ref().unwrap();
+    assert_eq!(tally.decision, Decision::Reject);
+    assert_eq!(
+        tally.reason,
+        "gate winRate-random failed: score 0.800 < 0.900 over 20 games"
+    );
+    let verdicts: Vec<_> = tally.gates.iter().map(|g| (g.name.as_str(), g.verdict)).collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("winRate-random", ringrift_crds::gauntlet::GateVerdict::Failed),
+            ("sprt-best", ringrift_crds::gauntlet::GateVerdict::Pending)
+        ]
+    );
+    assert!(matches!(&plan.verdict, Verdict::Finished { reason, .. } if reason == "Decided"));
+    assert_eq!(plan.cancel.len(), 1, "the rest of the gauntlet stops");
 }
 
 #[test]

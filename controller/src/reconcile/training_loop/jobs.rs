@@ -153,6 +153,17 @@ pub(super) fn gauntlet_job(lp: &TrainingLoop, generation: u32, best: Option<&Str
     opponents.extend(lp.spec.gauntlet.opponents.iter().cloned());
     let mut settings = lp.spec.gauntlet.settings.clone();
     settings.promotion.opponent = Some(deciding(lp, best)?);
+    if best.is_none() {
+        // Generation 1 has no best model to play: its gates are left out, and if that leaves
+        // none, the first gate judges against the first listed opponent instead.
+        let gates = &mut settings.promotion.gates;
+        let first = gates.first().cloned();
+        gates.retain(|g| g.opponent.as_deref() != Some(BEST));
+        if let (true, Some(mut g)) = (gates.is_empty(), first) {
+            g.opponent.clone_from(&settings.promotion.opponent);
+            gates.push(g);
+        }
+    }
     Some(NewJob::Gauntlet(Box::new(GauntletJob {
         metadata: meta(lp, child_name(&loop_name, generation, "gauntlet"), generation),
         spec: GauntletJobSpec {

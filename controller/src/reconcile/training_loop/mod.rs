@@ -49,6 +49,8 @@ pub struct Child {
     pub decision: Decision,
     /// The candidate's score against the deciding opponent (gauntlet).
     pub win_rate: Option<f64>,
+    /// Why it decided as it did, naming the gate that failed (gauntlet).
+    pub reason: Option<String>,
     /// Bytes its tasks moved between agents.
     pub bytes_moved: u64,
     /// Which of its outputs have no copy left, when some have none (its `Replicated`
@@ -362,6 +364,7 @@ impl<'a> Pass<'a> {
                 candidate: Some(candidate.clone()),
                 decision,
                 win_rate: c.win_rate,
+                reason: c.reason.clone(),
                 elo: self.world.models.get(&candidate).copied().flatten(),
                 games,
                 bytes_moved,
@@ -372,9 +375,11 @@ impl<'a> Pass<'a> {
                 },
                 completion_time: Some(Time(self.now)),
             });
-            let rate = c
-                .win_rate
-                .map_or_else(String::new, |w| format!(" (score {w:.2})"));
+            let rate = match (&c.reason, c.win_rate) {
+                (Some(why), _) => format!(": {why}"),
+                (None, Some(w)) => format!(" (score {w:.2})"),
+                (None, None) => String::new(),
+            };
             if decision == Decision::Promote {
                 self.status.best_model = Some(candidate.clone());
                 self.events.push(LoopEvent::normal(

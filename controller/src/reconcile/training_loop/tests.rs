@@ -461,6 +461,7 @@ fn a_best_model_lost_with_every_copy_falls_back_to_the_previous_best() {
         candidate: Some(model_name("c4", g)),
         decision,
         win_rate: None,
+        reason: None,
         elo: None,
         games: 0,
         bytes_moved: 0,
@@ -622,3 +623,68 @@ fn unfinished_jobs_on_a_lost_model_are_replaced_with_the_fallback() {
 }
 
 mod continuous;
+
+#[test]
+fn gates_against_the_best_model_wait_for_one_and_the_first_gate_stands_in_when_none_is_left() {
+    let gauntlet = |promotion: serde_json::Value| {
+        serde_json::json!({"gauntlet": {
+            "opponents": [{"name": "random", "baseline": "random"}, {"name": "heuristic", "baseline": "heuristic"}],
+            "gamesPerOpponent": 20,
+            "promotion": promotion,
+        }})
+    };
+    let gate_names = |l: &TrainingLoop| {
+        let plan = plan_loop(l, &LoopWorld::default(), now());
+        let NewJob::Gauntlet(g) = &plan.create[0] else {
+            panic!("{:?}", names(&plan))
+        };
+        let policy = &g.spec.settings.promotion;
+        let opponents: Vec<String> = g.spec.opponents.iter().map(|o| o.name.clone()).collect();
+        let gates = crate::reconcile::promotion::gates(policy, "unused");
+        assert_eq!(
+            crate::reconcile::promotion::check(policy, &gates, &opponents),
+            Ok(())
+        );
+        gates
+            .into_iter()
+            .map(|g| format!("{}@{}", g.name, g.opponent))
+            .collect::<Vec<_>>()
+    };
+    let seed = gauntlet(serde_json::json!({"gates": [
+        {"opponent": "random", "winRate": {"minWinRate": 0.9}},
+        {"opponent": "heuristic", "winRate": {"minWinRate": 0.6}},
+        {"opponent": "best", "sprt": {"elo0": 0, "elo1": 10}},
+        {"name": "gain", "eloGain": {"minElo": 0}},
+    ]}));
+    // Generation 1: no best model, so no SPRT against it; a gate without an opponent reads the
+    // deciding one, the first listed until there is a best model.
+    let first = at(1, Stage::Gauntlet, None, seed.clone());
+    assert_eq!(
+        gate_names(&first),
+        [
+            "winRate-random@random",
+            "winRate-heuristic@heuristic",
+            "gain@random"
+        ]
+    );
+    // Later: every gate, the unnamed opponent being the best model.
+    let later = at(2, Stage::Gauntlet, Some("c4-g001"), seed);
+    assert_eq!(
+        gate_names(&later),
+        [
+            "winRate-random@random",
+            "winRate-heuristic@heuristic",
+            "sprt-best@best",
+            "gain@best"
+        ]
+    );
+    // Only gates against the best model: in generation 1 the first judges the first opponent.
+    let only_best = gauntlet(serde_json::json!({"gates": [
+        {"opponent": "best", "sprt": {"elo0": 0, "elo1": 10}},
+        {"opponent": "best", "eloGain": {"minElo": 10}},
+    ]}));
+    assert_eq!(
+        gate_names(&at(1, Stage::Gauntlet, None, only_best)),
+        ["sprt-random@random"]
+    );
+}
