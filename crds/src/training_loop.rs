@@ -71,6 +71,49 @@ pub struct TrainingLoopSpec {
     /// When trainings start in the continuous pipeline (ignored by the generational one).
     #[serde(default)]
     pub continuous: ContinuousSpec,
+    /// Make this earlier `Model` the best model again. Applied once per distinct value (the
+    /// value applied is `status.rollbackApplied`): a later promotion is not undone unless the
+    /// value changes. Unfinished jobs on another model are started again on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub rollback_to: Option<String>,
+    /// Roll back a promoted model on its own when it proves worse than the model it replaced.
+    /// Unset: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback: Option<AutoRollback>,
+}
+
+/// When a promoted model is rolled back on its own: once the upper end of the 95% interval of
+/// its Elo minus its parent's (the best model it replaced) falls below `-marginElo`, as the
+/// ratings refit over every gauntlet game.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoRollback {
+    /// How much worse than its parent, in Elo, a model must surely be. Defaults to 0.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub margin_elo: f64,
+}
+
+/// One rollback of a loop's best model.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRecord {
+    /// The generation the loop was in.
+    pub generation: u32,
+    /// The best model before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The best model after.
+    pub to: String,
+    /// `Manual` (`spec.rollbackTo`) or `Automatic` (`spec.autoRollback`).
+    pub trigger: String,
+    /// Why, in words.
+    #[serde(default)]
+    pub message: String,
+    /// When.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
 }
 
 /// How a loop's stages follow each other.
@@ -219,6 +262,12 @@ pub struct TrainingLoopStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["generation".into()]))]
     pub history: Vec<GenerationRecord>,
+    /// The `spec.rollbackTo` value last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_applied: Option<String>,
+    /// Every rollback of the best model, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollbacks: Vec<RollbackRecord>,
 }
 
 /// Names of the child jobs currently running.

@@ -232,6 +232,44 @@ fn check_what_users_see(dir: &Path, kubeconfig: &Path) {
     assert!(pulled >= 1, "no artifact was pulled from another agent");
 }
 
+/// `spec.rollbackTo` on the finished loop: the other model becomes the best (the loop's status
+/// and the Models' `promoted` follow), recorded once.
+async fn roll_back(client: &Client, status: &TrainingLoopStatus) {
+    use kube::api::{Patch, PatchParams};
+    let loops: Api<TrainingLoop> = Api::namespaced(client.clone(), "default");
+    let models: Api<Model> = Api::namespaced(client.clone(), "default");
+    let best = status.best_model.clone().unwrap();
+    let target = if best == "short-g001" {
+        "short-g002"
+    } else {
+        "short-g001"
+    };
+    loops
+        .patch(
+            "short",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"rollbackTo": target}})),
+        )
+        .await
+        .unwrap();
+    let rolled = until("the rollback", Duration::from_secs(60), || async {
+        let s = loops.get_opt("short").await.ok()??.status?;
+        (s.best_model.as_deref() == Some(target)).then_some(s)
+    })
+    .await;
+    assert_eq!(rolled.rollback_applied.as_deref(), Some(target));
+    assert_eq!(rolled.rollbacks.len(), 1, "{:?}", rolled.rollbacks);
+    assert_eq!(rolled.rollbacks[0].from.as_deref(), Some(best.as_str()));
+    assert_eq!(rolled.rollbacks[0].trigger, "Manual");
+    until("the Models to follow", Duration::from_secs(60), || async {
+        let promoted = |m: Option<Model>| m?.status.map(|s| s.promoted);
+        let now_best = promoted(models.get_opt(target).await.ok()?)?;
+        let old_best = promoted(models.get_opt(&best).await.ok()?)?;
+        (now_best && !old_best).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ringrift_up_runs_a_short_loop_and_resumes() {
     let scratch = Scratch::new("training-loop").unwrap();
@@ -280,6 +318,7 @@ async fn ringrift_up_runs_a_short_loop_and_resumes() {
 
     check_registry(&client, &status).await;
     check_what_users_see(&dir, &kubeconfig);
+    roll_back(&client, &status).await;
 
     // Ctrl-C (SIGTERM) stops everything cleanly.
     terminate(&first.0);

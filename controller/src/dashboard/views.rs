@@ -237,6 +237,7 @@ pub fn training_loop(s: &Snapshot, ns: &str, name: &str, now: Timestamp) -> Opti
         "activeJobs": status.active_jobs,
         "continuous": status.continuous,
         "lastGauntlet": gauntlet,
+        "rollbacks": status.rollbacks,
     }))
 }
 

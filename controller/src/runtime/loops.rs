@@ -116,6 +116,17 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools, trainings_full: 
             (m.name_any(), elo)
         })
         .collect();
+    let intervals = r
+        .models
+        .iter()
+        .filter(|m| m.namespace().unwrap_or_default() == ns)
+        .filter_map(|m| {
+            let rating = pools
+                .get(&(ns.clone(), m.spec.game.board.clone()))
+                .and_then(|p| p.get(&m.name_any()))?;
+            Some((m.name_any(), (rounded(rating.low), rounded(rating.high))))
+        })
+        .collect();
     let lost_models = r
         .models
         .iter()
@@ -140,6 +151,7 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools, trainings_full: 
     LoopWorld {
         jobs,
         models,
+        intervals,
         lost_models,
         share,
         trainings_full,

@@ -47,6 +47,24 @@ impl Pass<'_> {
     /// best): deleted, to be created again with the best model once they are gone; a failed
     /// one too, as it most likely failed for want of that model. An event names each.
     pub(super) fn replace_lost(&mut self) {
+        let lost = self.world.lost_models.clone();
+        self.replace_where(
+            &|m| lost.contains(m),
+            ("JobReplaced", true),
+            "whose weights have no copy on a Ready agent",
+        );
+    }
+
+    /// The current generation's jobs (and the next one's overlapped selfplay, and the running
+    /// continuous batch) that are not finished and name a model `stale` says must not be used:
+    /// deleted, to be created again with the best model once they are gone, each with an
+    /// event (`reason`, a warning or not; the message says the model is `why`).
+    pub(super) fn replace_where(
+        &mut self,
+        stale: &dyn Fn(&String) -> bool,
+        (reason, warning): (&str, bool),
+        why: &str,
+    ) {
         let g = self.status.generation;
         let mut jobs = vec![
             (ChildKind::Selfplay, child_name(&self.name, g, "selfplay")),
@@ -61,22 +79,20 @@ impl Pass<'_> {
             let Some(child) = self.world.jobs.get(&job) else {
                 continue;
             };
-            let Some(model) = child
-                .model
-                .as_ref()
-                .filter(|m| self.world.lost_models.contains(*m))
-            else {
+            let Some(model) = child.model.as_ref().filter(|m| stale(m)) else {
                 continue;
             };
-            if child.deleting || child.phase == JobPhase::Succeeded {
+            if child.deleting
+                || child.phase == JobPhase::Succeeded
+                || self.delete.iter().any(|(_, name)| *name == job)
+            {
                 continue;
             }
             self.events.push(LoopEvent {
-                warning: true,
-                reason: "JobReplaced".into(),
+                warning,
+                reason: reason.into(),
                 message: format!(
-                    "{job} uses Model {model}, whose weights have no copy on a Ready agent: \
-                     deleted, to run again with {}",
+                    "{job} uses Model {model}, {why}: deleted, to run again with {}",
                     self.status.best_model.as_deref().unwrap_or("an untrained model")
                 ),
             });

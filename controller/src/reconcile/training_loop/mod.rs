@@ -25,6 +25,7 @@ use ringrift_crds::common::set_condition;
 mod continuous;
 mod durability;
 mod jobs;
+pub mod rollback;
 
 pub use jobs::{batch_name, child_name, model_name};
 use jobs::{gauntlet_job, selfplay_job, training_job};
@@ -82,6 +83,8 @@ pub struct LoopWorld {
     pub jobs: HashMap<String, Child>,
     /// Models of the namespace that exist, with their Elo if rated.
     pub models: HashMap<String, Option<f64>>,
+    /// The 95% interval of each rated model's Elo (low, high).
+    pub intervals: HashMap<String, (f64, f64)>,
     /// Models whose weights had holders and have none left whose heartbeat is current.
     pub lost_models: HashSet<String>,
     /// The loop's standing in the fleet's fair share, as of this pass's placement (none:
@@ -546,7 +549,10 @@ pub fn plan_loop(lp: &TrainingLoop, world: &LoopWorld, now: Timestamp) -> LoopPl
     let mut pass = Pass::new(lp, world, now);
     pass.start();
     pass.fall_back();
+    pass.roll_back();
+    pass.auto_roll_back();
     pass.replace_lost();
+    pass.replace_stale();
     pass.batches();
     pass.advance();
     pass.ratings();

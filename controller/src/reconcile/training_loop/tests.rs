@@ -623,6 +623,7 @@ fn unfinished_jobs_on_a_lost_model_are_replaced_with_the_fallback() {
 }
 
 mod continuous;
+mod rollback;
 
 #[test]
 fn gates_against_the_best_model_wait_for_one_and_the_first_gate_stands_in_when_none_is_left() {
