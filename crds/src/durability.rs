@@ -142,7 +142,7 @@ impl Needed {
             .map(|l| Window {
                 namespace: namespace(&l.metadata),
                 datasets: vec![l.metadata.name.clone().unwrap_or_default()],
-                games: l.spec.training.window.games,
+                games: l.spec.training.settings.window.games,
             })
             .collect();
         for t in training {

@@ -174,8 +174,8 @@ pub struct PromotionPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "(has(self.winRate) ? 1 : 0) + (has(self.sprt) ? 1 : 0) + (has(self.eloGain) ? 1 : 0) == 1")
-    .message("a gate sets exactly one of winRate, sprt or eloGain"))]
+    "(has(self.winRate) ? 1 : 0) + (has(self.sprt) ? 1 : 0) + (has(self.eloGain) ? 1 : 0) + (has(self.metric) ? 1 : 0) == 1")
+    .message("a gate sets exactly one of winRate, sprt, eloGain or metric"))]
 pub struct PromotionGate {
     /// Its name in the status and in reasons. Defaults to `<kind>-<opponent>` (for example
     /// `winRate-random`).
@@ -196,6 +196,28 @@ pub struct PromotionGate {
     /// A smallest Elo gain over the opponent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elo_gain: Option<EloGainPolicy>,
+    /// A bound on a figure the candidate's training reported (the demo's `holdout_loss`, its
+    /// loss on held-out games): decided before any game; `opponent` does not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<MetricTest>,
+}
+
+/// A bound on a reported metric: it passes when the metric was reported and lies within
+/// `min` and `max` (each inclusive; at least one is set), and fails otherwise.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.min) || has(self.max)")
+    .message("a metric gate sets min, max or both"))]
+pub struct MetricTest {
+    /// The metric, as the workload reports it (`@ringrift {"metrics": {...}}`).
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Smallest value that passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest value that passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
 }
 
 /// A smallest Elo gain over the opponent: passes once the 95% interval of the Elo difference
@@ -231,7 +253,8 @@ pub enum GateVerdict {
 pub struct GateStatus {
     /// The gate's name.
     pub name: String,
-    /// The opponent it reads.
+    /// The opponent it reads (none for a metric gate).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub opponent: String,
     /// Pending, Passed or Failed.
     #[serde(default)]

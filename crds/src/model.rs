@@ -9,7 +9,7 @@ use crate::common::{DIGEST_PATTERN, GameSpec, NAME_PATTERN};
 
 /// A trained model: its weights (by digest), lineage and rating. Created by the `TrainingJob`
 /// that produced it; the spec never changes after creation.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "ringrift.ai",
     version = "v1alpha1",
@@ -56,6 +56,10 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
     pub training_job: Option<String>,
+    /// What its training reported last (the demo's `loss`, `holdout_loss`): promotion gates
+    /// of kind `metric` read them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metrics: std::collections::BTreeMap<String, f64>,
 }
 
 /// Observed state of a `Model`.

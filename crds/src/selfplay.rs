@@ -142,6 +142,10 @@ pub struct SelfplayJobStatus {
     /// Recorded game files, one per succeeded work unit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<Artifact>,
+    /// The metrics its counted tasks reported, each averaged over them weighted by games
+    /// (data-quality figures such as the demo's `draw_rate`; a loop's training gates read them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metrics: std::collections::BTreeMap<String, f64>,
     /// Bytes its tasks moved between agents: inputs pulled and copies of outputs pushed or
     /// made again, by every attempt.
     #[serde(default, skip_serializing_if = "crate::common::is_zero")]

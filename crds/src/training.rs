@@ -228,6 +228,9 @@ pub struct TrainingJobStatus {
     /// Produced files: the model weights and checkpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<Artifact>,
+    /// The last metrics the counted task reported (the demo's `loss`, `holdout_loss`, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
     /// Bytes its tasks moved between agents: inputs pulled and copies of outputs pushed or
     /// made again, by every attempt.
     #[serde(default, skip_serializing_if = "crate::common::is_zero")]

@@ -34,6 +34,9 @@ use crate::training::TrainingSettings;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.training.gates) || !has(self.pipeline) || self.pipeline != 'Continuous'")
+    .message("training.gates apply to the Generational pipeline only")
+    .field_path(".training.gates"))]
 pub struct TrainingLoopSpec {
     /// The game to learn.
     pub game: GameSpec,
@@ -54,8 +57,9 @@ pub struct TrainingLoopSpec {
     pub overlap_selfplay: bool,
     /// The selfplay stage of each generation (each becomes a `SelfplayJob`).
     pub selfplay: SelfplaySettings,
-    /// The training stage of each generation (each becomes a `TrainingJob`).
-    pub training: TrainingSettings,
+    /// The training stage of each generation (each becomes a `TrainingJob`), and the gates
+    /// the generation's games must pass first.
+    pub training: TrainingStage,
     /// The gauntlet stage of each generation.
     pub gauntlet: GauntletStage,
     /// Its terms in the fleet's fair share, for all its jobs. Defaults to weight 1, no floor.
@@ -190,6 +194,34 @@ pub struct GauntletStage {
     /// How many games, how the decision is made, and how each task runs.
     #[serde(flatten)]
     pub settings: GauntletSettings,
+}
+
+/// A loop's training stage: the `TrainingJob` settings, and quality gates on the games.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingStage {
+    /// The window, the optimisation settings and how the trainer runs.
+    #[serde(flatten)]
+    pub settings: TrainingSettings,
+    /// Bounds on the figures the generation's selfplay reported (each metric averaged over its
+    /// tasks, weighted by games; the demo's `draw_rate` and `mean_moves`), checked once the
+    /// selfplay has finished: one that fails rejects the generation without training, naming
+    /// the gate (no retry). Generational pipeline only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub gates: Vec<TrainingGate>,
+}
+
+/// A quality gate on a generation's games.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingGate {
+    /// Its name in reasons. Defaults to `metric-<metric name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
+    pub name: Option<String>,
+    /// The bound.
+    pub metric: crate::gauntlet::MetricTest,
 }
 
 /// Phase of a loop.

@@ -352,3 +352,117 @@ async fn ringrift_up_runs_a_short_loop_and_resumes() {
     assert!(wait_exit(&mut second.0, Duration::from_secs(60)).success());
     drop(scratch);
 }
+
+/// Quality gates end to end, with the demo's real figures: a loop whose training gate its games
+/// always fail (no game lasts one move) is rejected untrained in each generation; a loop whose
+/// candidate's held-out loss fails a promotion gate is rejected before its gauntlet plays a
+/// game, the gate named in the gauntlet's status and the loop's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_gates_reject_on_the_workloads_own_figures() {
+    let scratch = Scratch::new("quality-gates").unwrap();
+    let dir = scratch.0.clone();
+    let untrained = LOOP.replace("name: short", "name: untrained").replace(
+        "    resources: {cpuMillis: 100, memoryMiB: 64}\n  gauntlet:",
+        "    resources: {cpuMillis: 100, memoryMiB: 64}\n    gates: [{name: long-games, metric: {name: mean_moves, min: 1000}}]\n  gauntlet:",
+    );
+    assert!(untrained.contains("long-games"), "{untrained}");
+    let manifest = dir.join("loop.yaml");
+    std::fs::write(&manifest, &untrained).unwrap();
+    let log = dir.join("up.log");
+    let _up = up(&dir, &manifest, &log);
+    let kubeconfig = dir.join("up").join("kubeconfig");
+    until("the kubeconfig", Duration::from_secs(60), || async {
+        kubeconfig.exists().then_some(())
+    })
+    .await;
+    let client = client(&kubeconfig).await;
+    let loops: Api<TrainingLoop> = Api::namespaced(client.clone(), "default");
+    // The second loop: its candidates' held-out loss is never that small.
+    let overfit = LOOP.replace("name: short", "name: overfit").replace(
+        "    promotion: {winRate: {minWinRate: 0.5, minGames: 10}}",
+        "    promotion:\n      gates: [{name: generalizes, metric: {name: holdout_loss, max: 0.001}}, {opponent: random, winRate: {minWinRate: 0.5, minGames: 10}}]",
+    );
+    assert!(overfit.contains("generalizes"), "{overfit}");
+    let overfit: TrainingLoop = serde_saphyr::from_str(&overfit).unwrap();
+    until(
+        "the second loop to be created",
+        Duration::from_secs(60),
+        || async {
+            loops
+                .create(&kube::api::PostParams::default(), &overfit)
+                .await
+                .ok()
+        },
+    )
+    .await;
+
+    let done = |name: &'static str| {
+        let loops = loops.clone();
+        async move {
+            until(
+                &format!("loop {name} to succeed"),
+                Duration::from_secs(240),
+                || async {
+                    let s = loops.get_opt(name).await.ok()??.status?;
+                    (s.phase == LoopPhase::Succeeded).then_some(s)
+                },
+            )
+            .await
+        }
+    };
+    let status = done("untrained").await;
+    assert_eq!(status.history.len(), 2, "{status:?}");
+    for h in &status.history {
+        assert_eq!(
+            (h.decision, h.candidate.as_deref()),
+            (Decision::Reject, None),
+            "{h:?}"
+        );
+        let reason = h.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.starts_with("training gate long-games failed: mean_moves "),
+            "{reason}"
+        );
+        assert_eq!(h.jobs.training, None);
+    }
+    let trainings: Api<ringrift_crds::training::TrainingJob> = Api::namespaced(client.clone(), "default");
+    let names: Vec<String> = trainings
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|t| t.metadata.name.clone())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("untrained-")), "{names:?}");
+
+    let status = done("overfit").await;
+    for h in &status.history {
+        assert_eq!(h.decision, Decision::Reject, "{h:?}");
+        let reason = h.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.starts_with("gate generalizes failed: holdout_loss "),
+            "{reason}"
+        );
+    }
+    let gauntlets: Api<ringrift_crds::gauntlet::GauntletJob> = Api::namespaced(client.clone(), "default");
+    let g = gauntlets
+        .get("overfit-g001-gauntlet")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(g.games_done, 0, "decided before any game: {g:?}");
+    let gate = &g.gates[0];
+    assert_eq!(
+        (gate.name.as_str(), gate.verdict),
+        ("generalizes", ringrift_crds::gauntlet::GateVerdict::Failed)
+    );
+    let models: Api<Model> = Api::namespaced(client, "default");
+    let m = models.get("overfit-g001").await.unwrap();
+    assert!(
+        m.spec.metrics.get("holdout_loss").is_some_and(|l| *l > 0.001),
+        "{:?}",
+        m.spec.metrics
+    );
+}

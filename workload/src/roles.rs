@@ -153,14 +153,21 @@ fn selfplay(contract: &Contract, p: &SelfplayParams, reporter: &mut Reporter<'_>
     let mut lines = String::new();
     let started = Instant::now();
     let mut tally = [0u64; 3];
+    let mut moves = 0u64;
     for done in 1..=games {
         let record = selfplay_game(net.as_ref(), simulations, &mut rng, &mut search);
         tally[usize::try_from(record.result + 1).unwrap_or(1)] += 1;
+        moves += record.moves.len() as u64;
         lines.push_str(&serde_json::to_string(&record).map_err(|e| e.to_string())?);
         lines.push('\n');
         let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        // Data-quality figures (a loop's training gates can read them): the share of drawn
+        // games and the mean game length in moves.
         reporter.report(
-            &Report::progress(done, games, "games").metric("games_per_s", rate),
+            &Report::progress(done, games, "games")
+                .metric("games_per_s", rate)
+                .metric("draw_rate", tally[1] as f64 / done as f64)
+                .metric("mean_moves", moves as f64 / done as f64),
             done == games,
         );
     }
@@ -181,7 +188,7 @@ fn is_games_file(name: &str) -> bool {
 
 /// The newest games of the inputs, up to the window: files in the order the parameters list
 /// them (newest first), else every `*.jsonl` by name, newest name first.
-fn window(contract: &Contract, p: &TrainingParams) -> Result<(Vec<Sample>, u64), String> {
+fn window(contract: &Contract, p: &TrainingParams) -> Result<(Vec<(u64, Sample)>, u64), String> {
     let max_games = p.window.games;
     let max_positions = p.window.positions;
     let names: Vec<String> = if let Some(list) = &p.inputs {
@@ -215,7 +222,7 @@ fn window(contract: &Contract, p: &TrainingParams) -> Result<(Vec<Sample>, u64),
             let positions = record
                 .samples()
                 .map_err(|e| format!("input {name}, line {}: {e}", i + 1))?;
-            samples.extend(positions);
+            samples.extend(positions.into_iter().map(|s| (games, s)));
             games += 1;
         }
     }
@@ -244,7 +251,18 @@ fn training(contract: &Contract, p: &TrainingParams, reporter: &mut Reporter<'_>
         ),
     };
     let seed = seed_of(&p.unit);
-    let (samples, games) = window(contract, p)?;
+    let (all, games) = window(contract, p)?;
+    // Every tenth game (when there are ten) is held out: the loss on it says how the model
+    // does on games it did not train on (`holdout_loss`, which a promotion gate can read).
+    let mut samples = Vec::with_capacity(all.len());
+    let mut holdout = Vec::new();
+    for (game, sample) in all {
+        if games >= 10 && game % 10 == 9 {
+            holdout.push(sample);
+        } else {
+            samples.push(sample);
+        }
+    }
     let mut net = match &p.base_model {
         Some(name) => {
             let base = model_input(contract, name)?;
@@ -279,11 +297,24 @@ fn training(contract: &Contract, p: &TrainingParams, reporter: &mut Reporter<'_>
             step == steps,
         );
     })?;
+    let holdout_loss = (!holdout.is_empty()).then(|| crate::train::evaluate(&net, &holdout).total());
+    if let Some(loss) = holdout_loss {
+        let _ = writeln!(
+            reporter.out,
+            "loss on {} held-out positions: {loss:.4}",
+            holdout.len()
+        );
+        reporter.report(
+            &Report::progress(steps, steps, "steps").metric("holdout_loss", loss),
+            true,
+        );
+    }
     net.save(&contract.output_dir.join("model.json"))?;
     write_json(
         &contract.output_dir.join("result.json"),
         &json!({"steps": steps, "positions": positions, "windowGames": games,
-                "loss": last.map(|l| l.total()), "hidden": net.hidden}),
+                "loss": last.map(|l| l.total()), "holdoutLoss": holdout_loss,
+                "holdoutPositions": holdout.len(), "hidden": net.hidden}),
     )
 }
 

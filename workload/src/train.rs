@@ -143,6 +143,24 @@ fn backprop(net: &Net, sample: &Sample, mirror: bool, g: &mut Grads, features: &
     }
 }
 
+/// The mean losses of `net` on `samples` (held-out positions), without training.
+pub fn evaluate(net: &Net, samples: &[Sample]) -> Losses {
+    let mut scratch = Grads::zeros(net.hidden);
+    let mut features = Vec::new();
+    let mut sum = Losses::default();
+    for sample in samples {
+        let l = backprop(net, sample, false, &mut scratch, &mut features);
+        sum.policy += l.policy;
+        sum.value += l.value;
+    }
+    #[allow(clippy::cast_precision_loss)] // a count of positions
+    let n = samples.len().max(1) as f64;
+    Losses {
+        policy: sum.policy / n,
+        value: sum.value / n,
+    }
+}
+
 /// Trains `net` on `samples` (not empty). `report(step, losses)` is called every
 /// `report_every` steps and after the last one, with the mean losses since the previous call.
 ///

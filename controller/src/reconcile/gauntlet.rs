@@ -39,7 +39,10 @@ pub fn record_of(result: Option<&serde_json::Value>) -> Record {
 
 pub(super) fn tally(job: &JobView, states: &[UnitState<'_>]) -> Option<GauntletTally> {
     let JobSpecifics::Gauntlet {
-        gates, per_opponent, ..
+        gates,
+        per_opponent,
+        candidate_metrics,
+        ..
     } = &job.specifics
     else {
         return None;
@@ -70,7 +73,7 @@ pub(super) fn tally(job: &JobView, states: &[UnitState<'_>]) -> Option<GauntletT
                 .find(|(n, _)| *n == g.opponent)
                 .map(|(_, r)| *r)
                 .unwrap_or_default();
-            let (verdict, reason) = promotion::judge(&g.test, &record, *per_opponent);
+            let (verdict, reason) = promotion::judge(&g.test, &record, *per_opponent, candidate_metrics);
             (g.clone(), verdict, reason)
         })
         .collect();

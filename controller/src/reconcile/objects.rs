@@ -211,6 +211,12 @@ pub fn trained_model(job: &JobView, plan: &JobPlan) -> Option<Model> {
             parent: parent.as_ref().map(|(n, _)| n.clone()),
             training_loop: training_loop.as_ref().map(|(l, _)| l.clone()),
             training_job: Some(job.name.clone()),
+            metrics: plan
+                .summary
+                .counted
+                .first()
+                .map(|t| t.metrics.clone())
+                .unwrap_or_default(),
         },
         status: None,
     })

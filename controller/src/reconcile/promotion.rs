@@ -3,8 +3,10 @@
 //! record against the gate's opponent, and the decision they make together: every gate passed
 //! promotes, one failed gate rejects at once (the gauntlet stops early), else it waits.
 
+use std::collections::BTreeMap;
+
 use ringrift_crds::gauntlet::{
-    Decision, EloGainPolicy, GateVerdict, PromotionPolicy, SprtPolicy, WinRatePolicy,
+    Decision, EloGainPolicy, GateVerdict, MetricTest, PromotionPolicy, SprtPolicy, WinRatePolicy,
 };
 
 use crate::sprt::{self, Record};
@@ -18,6 +20,8 @@ pub enum Test {
     Sprt(SprtPolicy),
     /// A smallest Elo gain.
     EloGain(EloGainPolicy),
+    /// A bound on a metric the candidate's training reported.
+    Metric(MetricTest),
 }
 
 impl Test {
@@ -26,6 +30,7 @@ impl Test {
             Self::WinRate(_) => "winRate",
             Self::Sprt(_) => "sprt",
             Self::EloGain(_) => "eloGain",
+            Self::Metric(_) => "metric",
         }
     }
 }
@@ -46,6 +51,14 @@ pub struct Gate {
 pub fn gates(policy: &PromotionPolicy, default_opponent: &str) -> Vec<Gate> {
     let fallback = policy.opponent.as_deref().unwrap_or(default_opponent);
     let gate = |name: Option<&String>, opponent: Option<&String>, test: Test| {
+        if let Test::Metric(m) = &test {
+            // Read before any game: no opponent.
+            return Gate {
+                name: name.cloned().unwrap_or_else(|| format!("metric-{}", m.name)),
+                opponent: String::new(),
+                test,
+            };
+        }
         let opponent = opponent.map_or(fallback, String::as_str).to_owned();
         Gate {
             name: name
@@ -60,10 +73,11 @@ pub fn gates(policy: &PromotionPolicy, default_opponent: &str) -> Vec<Gate> {
             .gates
             .iter()
             .filter_map(|g| {
-                let test = match (&g.win_rate, &g.sprt, &g.elo_gain) {
-                    (Some(w), _, _) => Test::WinRate(w.clone()),
-                    (_, Some(s), _) => Test::Sprt(s.clone()),
-                    (_, _, Some(e)) => Test::EloGain(e.clone()),
+                let test = match (&g.win_rate, &g.sprt, &g.elo_gain, &g.metric) {
+                    (Some(w), ..) => Test::WinRate(w.clone()),
+                    (_, Some(s), ..) => Test::Sprt(s.clone()),
+                    (_, _, Some(e), _) => Test::EloGain(e.clone()),
+                    (.., Some(m)) => Test::Metric(m.clone()),
                     _ => return None,
                 };
                 Some(gate(g.name.as_ref(), g.opponent.as_ref(), test))
@@ -85,7 +99,7 @@ pub fn gates(policy: &PromotionPolicy, default_opponent: &str) -> Vec<Gate> {
 pub fn check(policy: &PromotionPolicy, gates: &[Gate], opponents: &[String]) -> Result<(), String> {
     if gates.is_empty() || gates.len() < policy.gates.len() {
         return Err(
-            "spec.promotion needs winRate, sprt, or gates that each set one of winRate, sprt or eloGain"
+            "spec.promotion needs winRate, sprt, or gates that each set one of winRate, sprt, eloGain or metric"
                 .into(),
         );
     }
@@ -96,7 +110,7 @@ pub fn check(policy: &PromotionPolicy, gates: &[Gate], opponents: &[String]) -> 
                 g.name
             ));
         }
-        if !opponents.contains(&g.opponent) {
+        if !matches!(g.test, Test::Metric(_)) && !opponents.contains(&g.opponent) {
             return Err(format!(
                 "spec.promotion.gates: gate {:?} reads opponent {:?}, which is not one of the opponents ({})",
                 g.name,
@@ -109,10 +123,17 @@ pub fn check(policy: &PromotionPolicy, gates: &[Gate], opponents: &[String]) -> 
 }
 
 /// One test's verdict on `record`, with the reason in words; `total` is the most games that
-/// will be played against the gate's opponent.
-pub fn judge(test: &Test, record: &Record, total: u64) -> (GateVerdict, String) {
+/// will be played against the gate's opponent; `metrics` what the candidate's training
+/// reported.
+pub fn judge(
+    test: &Test,
+    record: &Record,
+    total: u64,
+    metrics: &BTreeMap<String, f64>,
+) -> (GateVerdict, String) {
     let games = record.games();
     match test {
+        Test::Metric(m) => metric(m, metrics),
         Test::Sprt(p) => {
             let t = sprt::sprt(record, p.elo0, p.elo1, p.alpha, p.beta);
             if t.llr >= t.upper {
@@ -156,6 +177,26 @@ pub fn judge(test: &Test, record: &Record, total: u64) -> (GateVerdict, String) 
         }
         Test::EloGain(e) => elo_gain(e, record, total),
     }
+}
+
+/// A metric's bound: passed or failed at once (a metric never reported fails).
+pub fn metric(m: &MetricTest, metrics: &BTreeMap<String, f64>) -> (GateVerdict, String) {
+    let Some(value) = metrics.get(&m.name).copied() else {
+        return (GateVerdict::Failed, format!("{} was not reported", m.name));
+    };
+    if let Some(min) = m.min.filter(|min| value.is_nan() || value < *min) {
+        return (GateVerdict::Failed, format!("{} {value:.4} < {min}", m.name));
+    }
+    if let Some(max) = m.max.filter(|max| value.is_nan() || value > *max) {
+        return (GateVerdict::Failed, format!("{} {value:.4} > {max}", m.name));
+    }
+    let bounds = match (m.min, m.max) {
+        (Some(lo), Some(hi)) => format!("within [{lo}, {hi}]"),
+        (Some(lo), None) => format!(">= {lo}"),
+        (None, Some(hi)) => format!("<= {hi}"),
+        (None, None) => "unbounded".into(),
+    };
+    (GateVerdict::Passed, format!("{} {value:.4} {bounds}", m.name))
 }
 
 fn elo_gain(e: &EloGainPolicy, record: &Record, total: u64) -> (GateVerdict, String) {
@@ -208,6 +249,24 @@ fn elo_gain(e: &EloGainPolicy, record: &Record, total: u64) -> (GateVerdict, Str
         GateVerdict::Pending,
         format!("{interval}; needs {:.0}", e.min_elo),
     )
+}
+
+/// The first of a loop's training gates that the selfplay's `metrics` fail: its name (given,
+/// else `metric-<name>`) and why.
+pub fn failed_training_gate(
+    gates: &[ringrift_crds::training_loop::TrainingGate],
+    metrics: &BTreeMap<String, f64>,
+) -> Option<(String, String)> {
+    gates.iter().find_map(|g| {
+        let (verdict, reason) = metric(&g.metric, metrics);
+        (verdict == GateVerdict::Failed).then(|| {
+            let name = g
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("metric-{}", g.metric.name));
+            (name, reason)
+        })
+    })
 }
 
 /// The decision the gates' verdicts make, with the reason: one gate's own reason when it is the

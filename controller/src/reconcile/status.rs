@@ -373,10 +373,31 @@ pub fn selfplay(
         tasks: counts,
         queue: common.queue,
         outputs: outs,
+        metrics: plan.map(|p| mean_metrics(&p.summary.counted)).unwrap_or_default(),
         bytes_moved: plan.map_or(0, |p| p.summary.bytes_moved),
         start_time: common.start_time,
         completion_time: common.completion_time,
     }
+}
+
+/// Each metric the `tasks` reported, averaged over those that reported it, weighted by their
+/// progress (games, for selfplay; at least 1).
+pub fn mean_metrics(tasks: &[super::view::TaskView]) -> std::collections::BTreeMap<String, f64> {
+    let mut sums: std::collections::BTreeMap<String, (f64, f64)> = std::collections::BTreeMap::new();
+    for t in tasks {
+        #[allow(clippy::cast_precision_loss)] // a count of games
+        let weight = t.done.max(1) as f64;
+        for (name, value) in &t.metrics {
+            if value.is_finite() {
+                let (sum, weights) = sums.entry(name.clone()).or_default();
+                *sum += value * weight;
+                *weights += weight;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(name, (sum, weights))| (name, sum / weights))
+        .collect()
 }
 
 /// A `TrainingJob`'s status.
@@ -412,6 +433,7 @@ pub fn training(job: &JobView, plan: Option<&JobPlan>, common: Common, now: Time
     };
     status.progress = Some(format!("{}/{total}", status.step));
     status.loss = current.and_then(|t| t.metrics.get("loss").copied());
+    status.metrics = current.map(|t| t.metrics.clone()).unwrap_or_default();
     status.epoch = current.and_then(|t| t.metrics.get("epoch").copied());
     status.agent = current.and_then(|t| t.agent.clone());
     status.attempts = s.attempts;

@@ -22,7 +22,7 @@ use super::view::{JobSpecifics, JobView, default_priority};
 use crate::plan::split;
 
 /// A model the registry knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
     /// `Model` name.
     pub name: String,
@@ -30,6 +30,8 @@ pub struct ModelInfo {
     pub artifact: Artifact,
     /// Its generation.
     pub generation: u32,
+    /// What its training reported (`spec.metrics`).
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// Recorded games of a dataset from one selfplay job.
@@ -336,6 +338,7 @@ pub fn gauntlet(job: &GauntletJob, world: &dyn World) -> Result<JobView, Blocked
     promotion::check(&s.promotion, &gates, &names).map_err(|m| blocked(BlockedReason::InvalidSpec, m))?;
     view.specifics = JobSpecifics::Gauntlet {
         gates,
+        candidate_metrics: candidate.metrics.clone(),
         deciding,
         per_opponent: u64::from(s.games_per_opponent),
     };

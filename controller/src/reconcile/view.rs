@@ -122,6 +122,8 @@ pub enum JobSpecifics {
     Gauntlet {
         /// The promotion gates, defaults filled in.
         gates: Vec<crate::reconcile::promotion::Gate>,
+        /// What the candidate's training reported (metric gates read it).
+        candidate_metrics: BTreeMap<String, f64>,
         /// The opponent whose score is the job's `winRate` (`promotion.opponent`, else the
         /// first opponent).
         deciding: String,

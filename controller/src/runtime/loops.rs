@@ -85,6 +85,7 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools, trainings_full: 
     }
     children!(r.selfplay, |j, s| |c| Child {
         games: s.games_done,
+        metrics: s.metrics.clone(),
         model: j.spec.model.as_ref().and_then(|m| m.model.clone()),
         ..c
     });

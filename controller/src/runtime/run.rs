@@ -180,7 +180,7 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         admin_stop.clone(),
     ));
     tasks.close();
-    let result = lead(
+    let result = Box::pin(lead(
         client,
         &namespace,
         &lease_name,
@@ -190,7 +190,7 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         dashboard,
         &health,
         &shutdown,
-    )
+    ))
     .await;
     admin_stop.cancel();
     tasks.wait().await;

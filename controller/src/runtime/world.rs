@@ -64,6 +64,7 @@ impl World for Snapshot {
             name: name.to_owned(),
             artifact: model_artifact(m),
             generation: m.spec.generation,
+            metrics: m.spec.metrics.clone(),
         })
     }
 

@@ -333,6 +333,7 @@ fn a_gauntlet_stops_once_decided() {
         kind: JobKind::GauntletJob,
         units: split::gauntlet(&["best".into()], 100, 20),
         specifics: JobSpecifics::Gauntlet {
+            candidate_metrics: std::collections::BTreeMap::new(),
             gates: crate::reconcile::promotion::gates(&policy, "best"),
             deciding: "best".into(),
             per_opponent: 100,
@@ -384,6 +385,7 @@ fn one_failed_gate_rejects_before_the_other_gates_are_decided() {
         kind: JobKind::GauntletJob,
         units: split::gauntlet(&["random".into(), "best".into()], 100, 20),
         specifics: JobSpecifics::Gauntlet {
+            candidate_metrics: std::collections::BTreeMap::new(),
             gates: crate::reconcile::promotion::gates(&policy, "best"),
             deciding: "best".into(),
             per_opponent: 100,

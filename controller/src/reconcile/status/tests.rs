@@ -239,3 +239,19 @@ fn the_replicated_condition_says_which_outputs_are_short_of_copies() {
     let c = common(&job, &Previous::default(), Some(&p), None, None, at(100));
     assert!(c.conditions.iter().all(|c| c.type_ != "Replicated"));
 }
+
+#[test]
+fn selfplay_metrics_are_averaged_over_tasks_by_games() {
+    let task = |done: u64, draw_rate: f64| {
+        let mut t = crate::reconcile::fixtures::task("u", 0, "a", ringrift_crds::task::TaskPhase::Succeeded);
+        t.done = done;
+        t.metrics = std::collections::BTreeMap::from([("draw_rate".to_owned(), draw_rate)]);
+        t
+    };
+    let mut odd = task(0, f64::NAN);
+    odd.metrics.insert("only_here".into(), 3.0);
+    let m = super::mean_metrics(&[task(30, 0.1), task(10, 0.5), odd]);
+    assert!((m["draw_rate"] - 0.2).abs() < 1e-12, "{m:?}: a NaN is left out");
+    assert!((m["only_here"] - 3.0).abs() < 1e-12);
+    assert!(super::mean_metrics(&[]).is_empty());
+}

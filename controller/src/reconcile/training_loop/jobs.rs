@@ -119,7 +119,7 @@ pub(super) fn training_job(lp: &TrainingLoop, generation: u32, best: Option<&Str
             game: lp.spec.game.clone(),
             datasets: vec![loop_name.clone()],
             base_model: best.map(ModelRef::model),
-            settings: lp.spec.training.clone(),
+            settings: lp.spec.training.settings.clone(),
             output: ModelOutput {
                 model: model_name(&loop_name, generation),
             },

@@ -46,6 +46,8 @@ pub struct Child {
     pub failure: Option<String>,
     /// Games recorded (selfplay).
     pub games: u64,
+    /// The metrics its tasks reported, averaged (selfplay: the training gates read them).
+    pub metrics: std::collections::BTreeMap<String, f64>,
     /// The decision (gauntlet).
     pub decision: Decision,
     /// The candidate's score against the deciding opponent (gauntlet).
@@ -272,16 +274,52 @@ impl<'a> Pass<'a> {
         let job = child_name(&self.name, g, "selfplay");
         self.status.active_jobs.selfplay = Some(job.clone());
         let lp = self.lp;
-        if self
-            .stage_job(&job, "SelfplayFailed", || {
-                Some(selfplay_job(lp, g, best.as_ref()))
-            })
-            .is_none()
-        {
+        let Some(child) = self.stage_job(&job, "SelfplayFailed", || {
+            Some(selfplay_job(lp, g, best.as_ref()))
+        }) else {
             return Step::Stay;
+        };
+        if let Some((gate, why)) =
+            crate::reconcile::promotion::failed_training_gate(&lp.spec.training.gates, &child.metrics)
+        {
+            // The games fail a quality gate: the generation is rejected untrained (no retry).
+            self.reject_untrained(
+                g,
+                &job,
+                child.games,
+                &format!("training gate {gate} failed: {why}"),
+            );
+            return Step::Next;
         }
         self.status.stage = Stage::Training;
         Step::Next
+    }
+
+    /// Records generation `g` as rejected before training (a training gate failed on its games
+    /// of `job`), then starts the next generation or ends the loop.
+    fn reject_untrained(&mut self, g: u32, job: &str, games: u64, reason: &str) {
+        if !self.status.history.iter().any(|h| h.generation == g) {
+            self.status.history.push(GenerationRecord {
+                generation: g,
+                candidate: None,
+                decision: Decision::Reject,
+                reason: Some(reason.to_owned()),
+                games,
+                bytes_moved: self.world.jobs.get(job).map_or(0, |c| c.bytes_moved),
+                jobs: ActiveJobs {
+                    selfplay: Some(job.to_owned()),
+                    ..ActiveJobs::default()
+                },
+                completion_time: Some(Time(self.now)),
+                ..GenerationRecord::default()
+            });
+            self.events.push(LoopEvent {
+                warning: true,
+                reason: "Rejected".into(),
+                message: format!("generation {g}: {reason}; not trained"),
+            });
+        }
+        self.next_generation(g);
     }
 
     fn training(&mut self) -> Step {
@@ -396,6 +434,11 @@ impl<'a> Pass<'a> {
                 ));
             }
         }
+        self.next_generation(g);
+    }
+
+    /// After generation `g`: the next one starts, or the loop is done.
+    fn next_generation(&mut self, g: u32) {
         self.status.active_jobs = ActiveJobs {
             // The continuous pipeline's selfplay goes on.
             selfplay: self

@@ -689,3 +689,46 @@ fn gates_against_the_best_model_wait_for_one_and_the_first_gate_stands_in_when_n
         ["sprt-random@random"]
     );
 }
+
+#[test]
+fn games_that_fail_a_training_gate_reject_the_generation_untrained() {
+    let gates = serde_json::json!({
+        "maxGenerations": 3,
+        "training": {"window": {"games": 100}, "gates": [{"name": "few-draws", "metric": {"name": "draw_rate", "max": 0.5}}]}
+    });
+    let l = at(1, Stage::Selfplay, None, gates);
+    let mut world = LoopWorld::default();
+    let selfplay = |draw_rate: f64| Child {
+        games: 40,
+        metrics: std::collections::BTreeMap::from([("draw_rate".to_owned(), draw_rate)]),
+        ..done(JobPhase::Succeeded)
+    };
+    // Fine games: training starts.
+    world.jobs.insert("c4-g001-selfplay".into(), selfplay(0.2));
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(names(&plan), ["c4-g001-train"]);
+    // Too many draws: rejected, not trained, the next generation starts.
+    world.jobs.insert("c4-g001-selfplay".into(), selfplay(0.8));
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(names(&plan), ["c4-g002-selfplay"]);
+    let record = &plan.status.history[0];
+    assert_eq!(
+        (record.generation, record.decision, record.candidate.as_deref()),
+        (1, Decision::Reject, None)
+    );
+    assert_eq!(
+        record.reason.as_deref(),
+        Some("training gate few-draws failed: draw_rate 0.8000 > 0.5")
+    );
+    assert_eq!(record.games, 40);
+    assert_eq!(record.jobs.training, None);
+    assert_eq!(plan.status.generation, 2);
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == "Rejected" && e.warning && e.message.contains("not trained"))
+    );
+    // Recorded once.
+    let again = plan_loop(&apply(l, &plan), &world, now());
+    assert_eq!(again.status.history.len(), 1);
+}
