@@ -323,13 +323,13 @@ impl Tree<'_> {
     }
 }
 
-/// The matchup matrix of each rating pool (namespace and board): every pair that played, with
+/// The matchup matrix of each rating pool (namespace, board, player count): every pair that played, with
 /// the wins, losses and draws of the row's player against the column's.
 pub fn matchups(s: &Snapshot) -> Value {
     let mut pools = Vec::new();
-    for ((ns, board), games) in pairings(&s.gauntlets) {
+    for ((ns, board, players), games) in pairings(&s.gauntlets) {
         let mut cells: BTreeMap<(String, String), [u64; 3]> = BTreeMap::new();
-        let mut players = BTreeSet::new();
+        let mut names = BTreeSet::new();
         for p in games {
             let r = &p.record;
             for (a, b, w, l) in [(&p.a, &p.b, r.wins, r.losses), (&p.b, &p.a, r.losses, r.wins)] {
@@ -338,14 +338,16 @@ pub fn matchups(s: &Snapshot) -> Value {
                 cell[1] += l;
                 cell[2] += r.draws;
             }
-            players.insert(p.a);
-            players.insert(p.b);
+            names.insert(p.a);
+            names.insert(p.b);
         }
         let results: Vec<Value> = cells
             .into_iter()
             .map(|((a, b), [w, l, d])| json!({"row": a, "column": b, "wins": w, "losses": l, "draws": d}))
             .collect();
-        pools.push(json!({"namespace": ns, "board": board, "players": players, "results": results}));
+        pools.push(
+            json!({"namespace": ns, "board": board, "seats": players, "players": names, "results": results}),
+        );
     }
     json!({"pools": pools})
 }

@@ -1,5 +1,5 @@
 //! The model registry's status, without I/O: each `Model`'s rating from every gauntlet game it
-//! played (one pool per namespace and game board, see [`crate::bradley_terry`]), whether it is the
+//! played (one pool per namespace, game board and player count, see [`crate::bradley_terry`]), whether it is the
 //! best model of its loop now, and which agents hold its weights.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -16,8 +16,14 @@ use crate::bradley_terry::{self, Pairing, Rating};
 use crate::sprt::Record;
 use ringrift_crds::common::set_condition;
 
-/// A rating pool: namespace and game board. Models of different games are never compared.
-pub type Pool = (String, String);
+/// A rating pool: namespace, game board and player count. Models of different games, or of
+/// the same board with different numbers of players, are never compared.
+pub type Pool = (String, String, u8);
+
+/// The pool of a game played in `namespace`.
+pub fn pool_of(namespace: &str, game: &ringrift_crds::common::GameSpec) -> Pool {
+    (namespace.to_owned(), game.board.clone(), game.players)
+}
 
 /// The player name of a baseline in a pool.
 pub fn baseline_player(b: Baseline) -> &'static str {
@@ -44,7 +50,7 @@ pub fn pairings(gauntlets: &[GauntletJob]) -> BTreeMap<Pool, Vec<Pairing>> {
         let (Some(candidate), Some(status)) = (&g.spec.candidate.model, &g.status) else {
             continue;
         };
-        let pool = (g.namespace().unwrap_or_default(), g.spec.game.board.clone());
+        let pool = pool_of(&g.namespace().unwrap_or_default(), &g.spec.game);
         for result in &status.results {
             let Some(opponent) = g.spec.opponents.iter().find(|o| o.name == result.name) else {
                 continue;
@@ -101,9 +107,7 @@ pub fn model_statuses(
         let old = m.status.clone().unwrap_or_default();
         let mut new = old.clone();
         new.observed_generation = m.metadata.generation;
-        let rating = pools
-            .get(&(ns.clone(), m.spec.game.board.clone()))
-            .and_then(|p| p.get(&name));
+        let rating = pools.get(&pool_of(&ns, &m.spec.game)).and_then(|p| p.get(&name));
         if let Some(r) = rating {
             new.elo = Some(rounded(r.elo));
             new.elo_low = Some(rounded(r.low));
@@ -200,7 +204,7 @@ mod tests {
             ),
         ];
         let pools = pool_ratings(&gauntlets);
-        let pool = &pools[&("default".to_owned(), "connect4".to_owned())];
+        let pool = &pools[&("default".to_owned(), "connect4".to_owned(), 2)];
         assert_eq!(
             pool["m1"].games,
             100 + 100 + 100,
@@ -210,6 +214,22 @@ mod tests {
         assert!(pool["m2"].elo > pool["m1"].elo);
         assert!(pool.contains_key("baseline:heuristic"));
         assert!(pool[bradley_terry::ANCHOR].elo.abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn models_of_one_board_with_other_player_counts_are_rated_apart() {
+        let mut three = gauntlet("g3", "m3", &[("random", 90, 10, 0)]);
+        three.spec.game.players = 3;
+        let pools = pool_ratings(&[gauntlet("g1", "m1", &[("random", 50, 50, 0)]), three]);
+        let two = &pools[&("default".to_owned(), "connect4".to_owned(), 2)];
+        let three = &pools[&("default".to_owned(), "connect4".to_owned(), 3)];
+        assert!(two.contains_key("m1") && !two.contains_key("m3"));
+        assert!(three.contains_key("m3") && !three.contains_key("m1"));
+        // A model is rated in its own game's pool only.
+        let mut m3 = model("m3", D1);
+        m3.spec.game.players = 3;
+        let out = model_statuses(&[m3], &pools, &[], &[], now());
+        assert!(out[0].1.elo.is_some_and(|e| e > 100.0), "{:?}", out[0].1);
     }
 
     #[test]

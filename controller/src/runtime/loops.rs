@@ -111,7 +111,7 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools, trainings_full: 
         .filter(|m| m.namespace().unwrap_or_default() == ns)
         .map(|m| {
             let elo = pools
-                .get(&(ns.clone(), m.spec.game.board.clone()))
+                .get(&crate::reconcile::models::pool_of(&ns, &m.spec.game))
                 .and_then(|p| p.get(&m.name_any()))
                 .map(|r| rounded(r.elo));
             (m.name_any(), elo)
@@ -123,7 +123,7 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools, trainings_full: 
         .filter(|m| m.namespace().unwrap_or_default() == ns)
         .filter_map(|m| {
             let rating = pools
-                .get(&(ns.clone(), m.spec.game.board.clone()))
+                .get(&crate::reconcile::models::pool_of(&ns, &m.spec.game))
                 .and_then(|p| p.get(&m.name_any()))?;
             Some((m.name_any(), (rounded(rating.low), rounded(rating.high))))
         })

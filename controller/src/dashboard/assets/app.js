@@ -284,7 +284,7 @@ async function matchupsPage() {
   for (const pool of d.pools) {
     const cell = {};
     for (const r of pool.results) cell[r.row + "\u0000" + r.column] = r;
-    out.push(h("h2", {}, `${pool.namespace} · ${pool.board}`),
+    out.push(h("h2", {}, `${pool.namespace} · ${pool.board} · ${pool.seats} players`),
       h("table", { class: "matrix", "data-testid": "matchups" },
         h("thead", {}, h("tr", {}, h("th", {}, ""), pool.players.map((p) => h("th", {}, p)))),
         h("tbody", {}, pool.players.map((a) => h("tr", {}, h("th", {}, a), pool.players.map((b) => {
