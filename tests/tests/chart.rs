@@ -71,6 +71,17 @@ const COMBINATIONS: &[(&str, &[&str])] = &[
     ),
     ("controller only", &["--set", "agent.enabled=false"]),
     (
+        "the web dashboard with its own certificate, behind network policies",
+        &[
+            "--set",
+            "controller.dashboard.enabled=true",
+            "--set",
+            "controller.dashboard.tls.secretName=ringrift-dashboard-tls",
+            "--set",
+            "networkPolicy.enabled=true",
+        ],
+    ),
+    (
         "the agents' node restriction policy on Kubernetes 1.33, the admin port's certificate from a Secret",
         &[
             "--kube-version",
@@ -356,10 +367,73 @@ fn the_agent_runs_on_gpu_nodes_with_its_node_name_data_dir_and_no_privileges() {
 }
 
 #[test]
+fn the_dashboard_is_served_over_tls_with_its_token_only_when_enabled() {
+    let off = objects(&template(&[]).unwrap());
+    let args = arguments(container(object(&off, "Deployment", "controller")));
+    assert!(!args.iter().any(|a| a.starts_with("--dashboard")), "{args:?}");
+    // Without a certificate the chart refuses, naming the values.
+    refused(
+        &["--set", "controller.dashboard.enabled=true"],
+        &["controller.dashboard.tls.secretName", "TLS only"],
+    );
+    // The admin port's certificate serves when the dashboard names none.
+    let on = objects(
+        &template(&[
+            "--set",
+            "controller.dashboard.enabled=true",
+            "--set",
+            "controller.tls.secretName=admin-tls",
+        ])
+        .unwrap(),
+    );
+    let deployment = object(&on, "Deployment", "controller");
+    let c = container(deployment);
+    let args = arguments(c);
+    for expected in [
+        "--dashboard-listen=0.0.0.0:8443",
+        "--dashboard-token-file=/etc/ringrift/dashboard/dashboard-token",
+        "--dashboard-tls-cert-file=/etc/ringrift/dashboard-tls/tls.crt",
+        "--dashboard-tls-key-file=/etc/ringrift/dashboard-tls/tls.key",
+        "--agent-token-file=/etc/ringrift/dashboard/agent-token",
+    ] {
+        assert!(args.contains(&expected), "{expected} in {args:?}");
+    }
+    assert!(!args.contains(&"--dashboard-plain-http"));
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    let tls = volumes.iter().find(|v| v["name"] == "dashboard-tls").unwrap();
+    assert_eq!(tls["secret"]["secretName"], "admin-tls");
+    let tokens = volumes.iter().find(|v| v["name"] == "dashboard").unwrap();
+    let keys: Vec<&str> = tokens["secret"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["dashboard-token", "agent-token"]);
+    assert!(
+        c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "dashboard")
+    );
+    let service = object(&on, "Service", "controller");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "dashboard" && p["port"] == 8443)
+    );
+}
+
+#[test]
 fn the_secret_is_generated_or_taken_from_an_existing_one() {
     let objs = objects(&template(&[]).unwrap());
     let secret = object(&objs, "Secret", "agent");
-    for key in ["agent-token", "cluster-key", "metrics-token"] {
+    for key in ["agent-token", "cluster-key", "metrics-token", "dashboard-token"] {
         assert!(
             secret["data"][key].as_str().unwrap().len() >= 44,
             "{key} is long enough"

@@ -29,6 +29,22 @@ fn the_chart_grants_exactly_the_rules_the_code_declares() {
             "the {component}'s Role is ringrift_crds::rbac::{component}().namespaced"
         );
     }
+    // With the dashboard on, the controller may list events too, and only then.
+    let dashboard = objects(
+        &template(&[
+            "--set",
+            "controller.dashboard.enabled=true",
+            "--set",
+            "controller.tls.secretName=admin-tls",
+        ])
+        .unwrap(),
+    );
+    let mut rules = ringrift_crds::rbac::controller().cluster;
+    rules.extend(ringrift_crds::rbac::controller_dashboard());
+    assert_eq!(
+        object(&dashboard, "ClusterRole", "controller")["rules"],
+        serde_json::to_value(&rules).unwrap()
+    );
     // With Kueue on, the controller's ClusterRole has its Workload rules too, and only then.
     let kueue = objects(&template(&["--set", "controller.kueue.enabled=true"]).unwrap());
     let mut rules = ringrift_crds::rbac::controller().cluster;
