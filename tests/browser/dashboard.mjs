@@ -104,8 +104,10 @@ try {
   await page.locator("[data-testid=history-row]").first().waitFor();
   const jobLink = page.locator("[data-testid=history]").locator("a").first();
   await jobLink.click();
-  await page.locator("[data-testid=task-row] a").first().waitFor();
-  await page.locator("[data-testid=task-row] a").first().click();
+  // A selfplay task (a copy task runs no process and has no log).
+  const selfplayTask = page.locator("[data-testid=task-row][data-role=selfplay] a").first();
+  await selfplayTask.waitFor();
+  await selfplayTask.click();
   await page.waitForFunction(() => (document.querySelector("pre[data-testid=log]")?.textContent || "").length > 0);
   seen.logBytes = (await page.locator("pre[data-testid=log]").innerText()).length;
   await shot("task");

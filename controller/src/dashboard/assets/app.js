@@ -253,7 +253,7 @@ function taskTable(items) {
   if (!items.length) return h("p", { class: "muted" }, "No tasks.");
   return h("table", {},
     h("thead", {}, h("tr", {}, ["Task", "Role", "Agent", "GPUs", "Phase", "Progress", "Ran for"].map((t) => h("th", {}, t)))),
-    h("tbody", {}, items.map((t) => h("tr", { "data-testid": "task-row" },
+    h("tbody", {}, items.map((t) => h("tr", { "data-testid": "task-row", "data-role": t.role },
       h("td", {}, link(`/tasks/${enc(t.namespace)}/${enc(t.name)}`, t.name)),
       h("td", {}, t.role), h("td", {}, t.agent || "–"), h("td", {}, (t.gpus || []).length),
       h("td", {}, tag(t.phase)),
@@ -338,6 +338,11 @@ async function taskPage(ns, name) {
     st.reason ? h("p", { class: st.phase === "Failed" ? "error" : "" }, `${st.reason}: ${st.message || ""}`) : null,
     h("h2", {}, live ? "Log (following)" : "Log"),
   ];
+  if (t.role === "copy") {
+    // A copy task runs no process: it has no log.
+    page.push(h("p", { class: "muted" }, "A copy task runs no process: it pulls a copy of an output and has no log."));
+    return { nodes: page, keep: true };
+  }
   const key = `${ns}/${name}`;
   if (follow && follow.key === key) {
     page.push(follow.pre);
@@ -363,7 +368,10 @@ async function streamLog(path, pre, signal) {
     const decoder = new TextDecoder();
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) break;
+      if (done) {
+        if (pre.textContent === "") pre.after(h("p", { class: "muted" }, "The log is empty."));
+        break;
+      }
       const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       pre.append(decoder.decode(value, { stream: true }));
       if (atEnd) pre.scrollTop = pre.scrollHeight;
