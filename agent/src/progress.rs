@@ -1,8 +1,8 @@
 //! `@ringrift {json}` report lines of the workload contract (DESIGN.md section 6).
 //!
 //! A report is one line on the process's output: the prefix `@ringrift `, then a JSON object
-//! with any of `done`, `total`, `unit` (progress) and `metrics` (an object of numbers). Any
-//! other line is log.
+//! with any of `done`, `total`, `unit` (progress), `metrics` (an object of numbers) and
+//! `checkpoint` (a file just written under the output directory). Any other line is log.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +21,18 @@ pub struct Report {
     pub progress: Option<Progress>,
     /// Metrics it carried.
     pub metrics: BTreeMap<String, f64>,
+    /// A checkpoint announced: its path under the output directory, checked to stay inside.
+    pub checkpoint: Option<String>,
+}
+
+/// Whether an announced checkpoint path stays inside the output directory: one or two plain
+/// components (`step-400.ckpt`, `checkpoints/step-400.ckpt`), no `..`, no absolute path.
+pub fn checkpoint_path_ok(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    (1..=2).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\\') && p.len() <= 255)
 }
 
 /// Parses one output line: `None` for a plain log line, `Some(Err)` with the reason for a
@@ -39,6 +51,13 @@ pub fn parse(line: &str) -> Option<Result<Report, String>> {
     }
     if parsed.metrics.keys().any(|k| k.is_empty() || k.len() > 63) {
         return Some(Err("metric names must be 1 to 63 characters".into()));
+    }
+    if let Some(c) = &parsed.checkpoint
+        && !checkpoint_path_ok(c)
+    {
+        return Some(Err(format!(
+            "checkpoint {c:?} is not a file under the output directory (`name` or `dir/name`)"
+        )));
     }
     let progress = match (parsed.done, parsed.total) {
         (Some(done), total) => Some(Progress {
@@ -59,6 +78,7 @@ pub fn parse(line: &str) -> Option<Result<Report, String>> {
             .into_iter()
             .filter(|(_, v)| v.is_finite())
             .collect(),
+        checkpoint: parsed.checkpoint,
     }))
 }
 
@@ -75,6 +95,26 @@ pub fn text(p: &Progress) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoints_are_files_under_the_output_directory() {
+        let r = parse(r#"@ringrift {"checkpoint": "checkpoints/step-400.ckpt"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.checkpoint.as_deref(), Some("checkpoints/step-400.ckpt"));
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/b/c",
+            "",
+            "a//b",
+            "./x",
+            "checkpoints/..",
+        ] {
+            let line = format!(r#"@ringrift {{"checkpoint": {bad:?}}}"#);
+            assert!(parse(&line).unwrap().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn plain_lines_are_log() {

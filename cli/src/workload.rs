@@ -23,6 +23,9 @@ pub struct WorkloadArgs {
     /// The task's name (names the output files).
     #[arg(long, env = "RINGRIFT_TASK", default_value = "task")]
     pub task: String,
+    /// A checkpoint an earlier attempt wrote (training): go on from it.
+    #[arg(long, env = "RINGRIFT_RESUME_FROM", value_name = "FILE")]
+    pub resume_from: Option<PathBuf>,
 }
 
 /// Exit status of a workload that was given something it cannot use.
@@ -42,6 +45,7 @@ pub fn run(args: WorkloadArgs) -> ExitCode {
         params,
         input_dir: args.input_dir,
         output_dir: args.output_dir,
+        resume_from: args.resume_from,
     };
     match ringrift_demo::run(&contract, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,

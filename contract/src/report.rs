@@ -28,6 +28,11 @@ pub struct Report {
     /// Numbers by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
+    /// A checkpoint just written: its path under the output directory (`checkpoints/<file>`
+    /// or a plain file name). The agent keeps it whatever becomes of the attempt; the next
+    /// attempt of the unit gets it as `RINGRIFT_RESUME_FROM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 impl Report {
@@ -38,6 +43,7 @@ impl Report {
             total: Some(total),
             unit: Some(unit.to_owned()),
             metrics: BTreeMap::new(),
+            checkpoint: None,
         }
     }
 

@@ -73,6 +73,9 @@ pub struct Needed {
     pub in_window: HashSet<String>,
     /// Weights of every `Model` that exists.
     pub models: HashSet<String>,
+    /// Checkpoints the attempts of unfinished `TrainingJob`s announced (a next attempt resumes
+    /// from the newest).
+    pub checkpoints: HashSet<String>,
 }
 
 impl Needed {
@@ -84,14 +87,15 @@ impl Needed {
             || if games {
                 self.in_window.contains(digest)
             } else {
-                self.models.contains(digest)
+                self.models.contains(digest) || self.checkpoints.contains(digest)
             }
     }
 
     /// What the API's objects say is needed: the inputs of unfinished `Task`s, every `Model`'s
     /// weights (promoted or not), the games in the window of every `TrainingLoop` and every
-    /// unfinished `TrainingJob`, and the games of selfplay still running. A failed selfplay
-    /// job's games are in no dataset a training reads.
+    /// unfinished `TrainingJob`, the games of selfplay still running, and the checkpoints of
+    /// unfinished `TrainingJob`s' attempts. A failed selfplay job's games are in no dataset a
+    /// training reads.
     pub fn from_objects(
         tasks: &[impl std::borrow::Borrow<Task>],
         models: &[Model],
@@ -145,6 +149,25 @@ impl Needed {
                 games: l.spec.training.settings.window.games,
             })
             .collect();
+        let unfinished: HashSet<(String, String)> = training
+            .iter()
+            .filter(|t| !t.status.as_ref().is_some_and(|s| s.phase.is_finished()))
+            .map(|t| {
+                (
+                    namespace(&t.metadata),
+                    t.metadata.name.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        for t in tasks.iter().map(std::borrow::Borrow::borrow) {
+            let job = (namespace(&t.metadata), t.spec.job.name.clone());
+            if t.spec.job.kind == crate::task::JobKind::TrainingJob
+                && unfinished.contains(&job)
+                && let Some(c) = t.status.as_ref().and_then(|s| s.checkpoint.as_ref())
+            {
+                needed.checkpoints.insert(c.digest.clone());
+            }
+        }
         for t in training {
             if !t.status.as_ref().is_some_and(|s| s.phase.is_finished()) {
                 windows.push(Window {
@@ -278,12 +301,14 @@ mod tests {
             promoted: set(&["best"]),
             in_window: set(&["window"]),
             models: set(&["weights"]),
+            checkpoints: set(&["checkpoint"]),
         };
         for games in [true, false] {
             assert!(needed.keeps("input", games));
             assert!(needed.keeps("best", games));
             assert!(!needed.keeps("stale", games));
         }
+        assert!(needed.keeps("checkpoint", false) && !needed.keeps("checkpoint", true));
         assert!(needed.keeps("window", true));
         assert!(!needed.keeps("window", false), "windows hold games only");
         assert!(needed.keeps("weights", false));
@@ -354,6 +379,43 @@ mod tests {
             set(&[&digest('b')]),
             "the loop's window of 10 games holds the newest part; a failed job's games are in none"
         );
+    }
+
+    #[test]
+    fn checkpoints_are_needed_while_their_training_job_is_unfinished() {
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let task = |job: &str, phase: &str, c: char| -> Task {
+            object(serde_json::json!({
+                "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
+                "metadata": {"name": format!("{job}-{c}"), "namespace": "ns"},
+                "spec": {"role": "training", "job": {"kind": "TrainingJob", "name": job},
+                         "workUnit": "train", "attempt": 0},
+                "status": {"phase": phase, "checkpoint": {"name": "c", "kind": "checkpoint",
+                           "digest": digest(c), "sizeBytes": 1}}
+            }))
+        };
+        let training = |name: &str, phase: &str| -> TrainingJob {
+            object(serde_json::json!({
+                "apiVersion": "ringrift.ai/v1alpha1", "kind": "TrainingJob",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"game": {"board": "square8"}, "datasets": ["d"], "window": {"games": 5},
+                         "output": {"model": "m"}},
+                "status": {"phase": phase}
+            }))
+        };
+        let needed = Needed::from_objects(
+            &[task("running", "Failed", 'a'), task("done", "Failed", 'b')],
+            &[],
+            &[],
+            &[],
+            &[training("running", "Running"), training("done", "Succeeded")],
+        );
+        assert_eq!(
+            needed.checkpoints,
+            set(&[&digest('a')]),
+            "a failed attempt's, while its job runs"
+        );
+        assert!(needed.keeps(&digest('a'), false) && !needed.keeps(&digest('b'), false));
     }
 
     #[test]

@@ -149,6 +149,11 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = crate::common::MAX_REPLICAS))]
     pub replicas: Option<u32>,
+    /// The name of one of `inputs`: a checkpoint an earlier attempt of the unit wrote, which
+    /// the process resumes from (`RINGRIFT_RESUME_FROM` is its path in the input directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub resume_from: Option<String>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -320,6 +325,11 @@ pub struct TaskStatus {
     /// Bytes of its outputs pushed to other agents as copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_pushed: Option<u64>,
+    /// The newest checkpoint the process announced (`@ringrift {"checkpoint": …}`), kept in the
+    /// agent's store (and pushed to other agents) whatever becomes of the attempt: the next
+    /// attempt of its unit resumes from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Artifact>,
 }
 
 /// What one write of a Task's status sets: each field that is present replaces the status's;
@@ -377,6 +387,9 @@ pub struct StatusUpdate {
     /// See [`TaskStatus::bytes_pushed`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_pushed: Option<u64>,
+    /// See [`TaskStatus::checkpoint`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Artifact>,
 }
 
 impl StatusUpdate {
@@ -397,6 +410,7 @@ impl StatusUpdate {
             status.outputs.clone_from(outputs);
         }
         set(&mut status.progress, self.progress.as_ref());
+        set(&mut status.checkpoint, self.checkpoint.as_ref());
         set(&mut status.progress_text, self.progress_text.as_ref());
         set(&mut status.exit_code, self.exit_code.as_ref());
         set(&mut status.signal, self.signal.as_ref());

@@ -466,3 +466,119 @@ async fn quality_gates_reject_on_the_workloads_own_figures() {
         m.spec.metrics
     );
 }
+
+/// The pid of the workload process of `task` (the child of its shim, whose `--exit-file` path
+/// is under the task's directory, `<task>-<uid>`), if it runs.
+fn workload_pid(task: &str) -> Option<String> {
+    let shim = Command::new("pgrep")
+        .args(["-f", &format!("/{task}-[0-9a-f-]+/exit.json")])
+        .output()
+        .ok()?;
+    let shim = String::from_utf8_lossy(&shim.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .to_owned();
+    let child = Command::new("pgrep").args(["-P", &shim]).output().ok()?;
+    let pid = String::from_utf8_lossy(&child.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .to_owned();
+    (!pid.is_empty()).then_some(pid)
+}
+
+/// Resumable training end to end: the training process is SIGKILLed after it announced a
+/// checkpoint; the agent kept it, the controller hands it to the next attempt
+/// (`resumeFrom`, one more input), and the demo goes on from that step instead of from zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_training_resumes_from_its_checkpoint() {
+    use ringrift_crds::task::Task;
+    let scratch = Scratch::new("resume").unwrap();
+    let dir = scratch.0.clone();
+    let manifest = dir.join("loop.yaml");
+    let manifest_text = LOOP
+        .replace("name: short", "name: resumed")
+        .replace("maxGenerations: 2", "maxGenerations: 1")
+        .replace(
+            "hyperparameters: {steps: 200, batchSize: 32}",
+            "hyperparameters: {steps: 200000, batchSize: 16, extra: {checkpointEvery: \"10000\"}}",
+        );
+    assert!(manifest_text.contains("checkpointEvery"), "{manifest_text}");
+    std::fs::write(&manifest, &manifest_text).unwrap();
+    let log = dir.join("up.log");
+    let _up = up(&dir, &manifest, &log);
+    let kubeconfig = dir.join("up").join("kubeconfig");
+    until("the kubeconfig", Duration::from_secs(60), || async {
+        kubeconfig.exists().then_some(())
+    })
+    .await;
+    let client = client(&kubeconfig).await;
+    let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
+    let first = "resumed-g001-train-train-0";
+    // Its first checkpoint is kept and recorded: then its process is killed.
+    let checkpoint = until("the first checkpoint", Duration::from_secs(180), || async {
+        tasks.get_opt(first).await.ok()??.status?.checkpoint
+    })
+    .await;
+    assert_eq!(checkpoint.kind, ringrift_crds::common::ArtifactKind::Checkpoint);
+    assert!(!checkpoint.holders.is_empty(), "{checkpoint:?}");
+    let pid = until("the training process", Duration::from_secs(30), || async {
+        workload_pid(first)
+    })
+    .await;
+    let what = Command::new("ps")
+        .args(["-o", "pid,ppid,args", "-p", &pid])
+        .output()
+        .unwrap();
+    eprintln!("killing {pid}: {}", String::from_utf8_lossy(&what.stdout));
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let failed = until("the attempt to fail", Duration::from_secs(60), || async {
+        let s = tasks.get_opt(first).await.ok()??.status?;
+        (s.phase == ringrift_crds::task::TaskPhase::Failed).then_some(s)
+    })
+    .await;
+    let kept = failed.checkpoint.clone().unwrap();
+
+    // The next attempt resumes from the newest checkpoint the failed one kept.
+    let second = "resumed-g001-train-train-1";
+    let next = until("the next attempt", Duration::from_secs(60), || async {
+        tasks.get_opt(second).await.ok()?
+    })
+    .await;
+    assert_eq!(next.spec.resume_from.as_deref(), Some(kept.name.as_str()));
+    assert!(
+        next.spec.inputs.iter().any(|a| a.digest == kept.digest),
+        "{:?}",
+        next.spec.inputs
+    );
+    let loops: Api<TrainingLoop> = Api::namespaced(client.clone(), "default");
+    until("the loop to finish", Duration::from_secs(300), || async {
+        let s = loops.get_opt("resumed").await.ok()??.status?;
+        (s.phase == LoopPhase::Succeeded).then_some(())
+    })
+    .await;
+    // Its log says where it went on from.
+    let out = ringrift_e2e::run(
+        Command::new(ringrift_bin().unwrap())
+            .args(["logs", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["--tail", "1000", second]),
+    )
+    .unwrap();
+    assert!(out.success, "{}", out.stderr);
+    let step = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("resuming from step "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no resume line in:\n{}", out.stdout));
+    assert!(step >= 10_000 && step % 10_000 == 0, "{step}");
+}

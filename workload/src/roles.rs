@@ -15,7 +15,7 @@ use crate::net::{DEFAULT_HIDDEN, Net};
 use crate::players::Player;
 use crate::record::{GameRecord, Sample, result_of};
 use crate::rng::{Rng, hash};
-use crate::train::{Settings, train};
+use crate::train::Settings;
 
 /// Plies played by sampling the search's visits in selfplay (for variety), before playing its
 /// best move.
@@ -38,6 +38,8 @@ pub struct Contract {
     pub input_dir: PathBuf,
     /// `RINGRIFT_OUTPUT_DIR`.
     pub output_dir: PathBuf,
+    /// `RINGRIFT_RESUME_FROM`: a checkpoint an earlier attempt wrote (training).
+    pub resume_from: Option<PathBuf>,
 }
 
 /// Reports progress lines, at most every [`REPORT_EVERY`] unless told to flush.
@@ -232,6 +234,50 @@ fn window(contract: &Contract, p: &TrainingParams) -> Result<(Vec<(u64, Sample)>
     Ok((samples, games))
 }
 
+/// The training positions and the held-out ones: every tenth game's, when there are ten games.
+fn split_holdout(all: Vec<(u64, Sample)>, games: u64) -> (Vec<Sample>, Vec<Sample>) {
+    let mut samples = Vec::with_capacity(all.len());
+    let mut holdout = Vec::new();
+    for (game, sample) in all {
+        if games >= 10 && game % 10 == 9 {
+            holdout.push(sample);
+        } else {
+            samples.push(sample);
+        }
+    }
+    (samples, holdout)
+}
+
+/// The checkpoint `RINGRIFT_RESUME_FROM` names, read and announced in the log.
+fn resume_point(
+    contract: &Contract,
+    steps: u64,
+    reporter: &mut Reporter<'_>,
+) -> Result<Option<crate::train::Checkpoint>, String> {
+    let Some(path) = &contract.resume_from else {
+        return Ok(None);
+    };
+    let c = crate::train::Checkpoint::load(path)?;
+    let _ = writeln!(
+        reporter.out,
+        "resuming from step {} of {steps} ({})",
+        c.step,
+        path.display()
+    );
+    Ok(Some(c))
+}
+
+/// Steps between checkpoints: `hyperparameters.extra.checkpointEvery`, else a quarter of the
+/// steps (0: none).
+fn checkpoint_every(hp: &ringrift_contract::Hyperparameters, steps: u64) -> Result<u64, String> {
+    match hp.extra.get("checkpointEvery") {
+        None => Ok((steps / 4).max(1)),
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            format!("hyperparameters.extra.checkpointEvery must be a number of steps, not {v:?}")
+        }),
+    }
+}
+
 #[allow(clippy::cast_precision_loss)] // a count of games, as a metric
 fn training(contract: &Contract, p: &TrainingParams, reporter: &mut Reporter<'_>) -> Result<(), String> {
     let hp = &p.hyperparameters;
@@ -254,15 +300,7 @@ fn training(contract: &Contract, p: &TrainingParams, reporter: &mut Reporter<'_>
     let (all, games) = window(contract, p)?;
     // Every tenth game (when there are ten) is held out: the loss on it says how the model
     // does on games it did not train on (`holdout_loss`, which a promotion gate can read).
-    let mut samples = Vec::with_capacity(all.len());
-    let mut holdout = Vec::new();
-    for (game, sample) in all {
-        if games >= 10 && game % 10 == 9 {
-            holdout.push(sample);
-        } else {
-            samples.push(sample);
-        }
-    }
+    let (samples, holdout) = split_holdout(all, games);
     let mut net = match &p.base_model {
         Some(name) => {
             let base = model_input(contract, name)?;
@@ -284,19 +322,54 @@ fn training(contract: &Contract, p: &TrainingParams, reporter: &mut Reporter<'_>
         reporter.out,
         "training on {positions} positions from the newest {games} games, {steps} steps of {batch_size}"
     );
-    let mut rng = Rng::derive(seed, "training");
+    // Resuming: an earlier attempt's checkpoint replaces the starting network (the minibatches
+    // drawn from here on depend on the step resumed from).
+    let resume = resume_point(contract, steps, reporter)?;
+    let mut rng = match &resume {
+        Some(c) => Rng::derive(seed, &format!("training-from-{}", c.step)),
+        None => Rng::derive(seed, "training"),
+    };
+    let every = checkpoint_every(hp, steps)?;
+    let checkpoints = contract.output_dir.join("checkpoints");
+    if every > 0 {
+        std::fs::create_dir_all(&checkpoints)
+            .map_err(|e| format!("cannot create {}: {e}", checkpoints.display()))?;
+    }
     let mut last = None;
-    train(&mut net, &samples, &settings, &mut rng, 20, |step, losses| {
-        last = Some(losses);
-        reporter.report(
-            &Report::progress(step, steps, "steps")
-                .metric("loss", losses.total())
-                .metric("policy_loss", losses.policy)
-                .metric("value_loss", losses.value)
-                .metric("window_games", games as f64),
-            step == steps,
-        );
-    })?;
+    let shared = std::cell::RefCell::new(&mut *reporter);
+    let mut failed_checkpoint = None;
+    crate::train::train_resumable(
+        &mut net,
+        &samples,
+        &settings,
+        &mut rng,
+        (20, |step, losses: crate::train::Losses| {
+            last = Some(losses);
+            shared.borrow_mut().report(
+                &Report::progress(step, steps, "steps")
+                    .metric("loss", losses.total())
+                    .metric("policy_loss", losses.policy)
+                    .metric("value_loss", losses.value)
+                    .metric("window_games", games as f64),
+                step == steps,
+            );
+        }),
+        resume,
+        (every, |c: &crate::train::Checkpoint| {
+            let name = format!("step-{:08}.ckpt", c.step);
+            match c.save(&checkpoints.join(&name)) {
+                Ok(()) => {
+                    let mut announce = Report::progress(c.step, steps, "steps");
+                    announce.checkpoint = Some(format!("checkpoints/{name}"));
+                    shared.borrow_mut().report(&announce, true);
+                }
+                Err(e) => failed_checkpoint = Some(e),
+            }
+        }),
+    )?;
+    if let Some(e) = failed_checkpoint {
+        let _ = writeln!(shared.borrow_mut().out, "a checkpoint was not written: {e}");
+    }
     let holdout_loss = (!holdout.is_empty()).then(|| crate::train::evaluate(&net, &holdout).total());
     if let Some(loss) = holdout_loss {
         let _ = writeln!(

@@ -40,8 +40,8 @@ impl Losses {
 }
 
 /// Gradients (or Adam moments), shaped like the network.
-#[derive(Debug, Clone)]
-struct Grads {
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Grads {
     w1: Vec<f32>,
     b1: Vec<f32>,
     wp: Vec<f32>,
@@ -161,33 +161,131 @@ pub fn evaluate(net: &Net, samples: &[Sample]) -> Losses {
     }
 }
 
+/// The format of a training checkpoint.
+pub const CHECKPOINT_FORMAT: &str = "ringrift-demo/connect4-checkpoint/v1";
+
+/// A training's state after a step: the network, Adam's moments and the step reached; enough
+/// to go on as if never stopped (but for the minibatches drawn, which depend on the step
+/// resumed from).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Always [`CHECKPOINT_FORMAT`].
+    pub format: String,
+    /// Steps done.
+    pub step: u64,
+    /// The network after that step.
+    pub net: Net,
+    /// Adam's first moments.
+    pub m: Grads,
+    /// Adam's second moments.
+    pub s: Grads,
+}
+
+impl Checkpoint {
+    /// Writes it as JSON.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), String> {
+        let text = serde_json::to_vec(self).map_err(|e| format!("cannot encode the checkpoint: {e}"))?;
+        std::fs::write(path, text).map_err(|e| format!("cannot write checkpoint {}: {e}", path.display()))
+    }
+
+    /// Reads one, checking its format and shapes.
+    ///
+    /// # Errors
+    /// When it cannot be read, is not a checkpoint of this workload, or its parts disagree.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read checkpoint {}: {e}", path.display()))?;
+        let c: Self = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("checkpoint {} is not a demo checkpoint: {e}", path.display()))?;
+        if c.format != CHECKPOINT_FORMAT {
+            return Err(format!(
+                "checkpoint {} has format {:?}, not {CHECKPOINT_FORMAT:?}",
+                path.display(),
+                c.format
+            ));
+        }
+        c.net
+            .check()
+            .map_err(|e| format!("checkpoint {}: {e}", path.display()))?;
+        let shape = Grads::zeros(c.net.hidden);
+        let same = |g: &Grads| {
+            g.w1.len() == shape.w1.len()
+                && g.b1.len() == shape.b1.len()
+                && g.wp.len() == shape.wp.len()
+                && g.bp.len() == shape.bp.len()
+                && g.wv.len() == shape.wv.len()
+                && g.bv.len() == shape.bv.len()
+        };
+        if !same(&c.m) || !same(&c.s) {
+            return Err(format!(
+                "checkpoint {}: Adam's moments do not fit the network",
+                path.display()
+            ));
+        }
+        Ok(c)
+    }
+}
+
 /// Trains `net` on `samples` (not empty). `report(step, losses)` is called every
 /// `report_every` steps and after the last one, with the mean losses since the previous call.
 ///
 /// # Errors
 /// When there are no samples.
-#[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)] // step counts, sizes
 pub fn train(
     net: &mut Net,
     samples: &[Sample],
     settings: &Settings,
     rng: &mut Rng,
     report_every: u64,
-    mut report: impl FnMut(u64, Losses),
+    report: impl FnMut(u64, Losses),
+) -> Result<(), String> {
+    train_resumable(
+        net,
+        samples,
+        settings,
+        rng,
+        (report_every, report),
+        None,
+        (0, |_: &Checkpoint| {}),
+    )
+}
+
+/// [`train`], going on from `resume` (its network replaces `net`; steps already done are not
+/// done again), calling `checkpoint` every `every` steps (0: never) with the state reached.
+///
+/// # Errors
+/// When there are no samples.
+#[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)] // step counts, sizes
+pub fn train_resumable(
+    net: &mut Net,
+    samples: &[Sample],
+    settings: &Settings,
+    rng: &mut Rng,
+    (report_every, mut report): (u64, impl FnMut(u64, Losses)),
+    resume: Option<Checkpoint>,
+    (every, mut checkpoint): (u64, impl FnMut(&Checkpoint)),
 ) -> Result<(), String> {
     if samples.is_empty() {
         return Err("no positions to train on".into());
     }
+    let (first, mut m, mut s) = match resume {
+        Some(c) => {
+            *net = c.net;
+            (c.step + 1, c.m, c.s)
+        }
+        None => (1, Grads::zeros(net.hidden), Grads::zeros(net.hidden)),
+    };
     let h = net.hidden;
     let mut g = Grads::zeros(h);
-    let mut m = Grads::zeros(h);
-    let mut s = Grads::zeros(h);
     let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
     let mut features = Vec::new();
     let mut acc = Losses::default();
     let mut acc_n = 0u64;
     let batch = settings.batch_size.max(1);
-    for step in 1..=settings.steps {
+    for step in first..=settings.steps {
         g.clear();
         for _ in 0..batch {
             let sample = &samples[rng.below(samples.len())];
@@ -238,6 +336,15 @@ pub fn train(
             acc = Losses::default();
             acc_n = 0;
         }
+        if every > 0 && step % every == 0 && step < settings.steps {
+            checkpoint(&Checkpoint {
+                format: CHECKPOINT_FORMAT.into(),
+                step,
+                net: net.clone(),
+                m: m.clone(),
+                s: s.clone(),
+            });
+        }
     }
     Ok(())
 }
@@ -246,6 +353,67 @@ pub fn train(
 mod tests {
     use super::*;
     use crate::game::Board;
+
+    #[test]
+    fn a_run_resumed_from_a_checkpoint_goes_on_where_it_stopped() {
+        let mut policy = [0.0; COLUMNS];
+        policy[3] = 1.0;
+        let sample = Sample {
+            board: Board::new(),
+            policy,
+            value: 1.0,
+        };
+        let settings = Settings {
+            steps: 400,
+            batch_size: 8,
+            learning_rate: 0.02,
+            weight_decay: 0.0,
+        };
+        // Uninterrupted, with checkpoints every 100 steps (none after the last step).
+        let mut whole = Net::new(16, 4);
+        let mut saved = Vec::new();
+        train_resumable(
+            &mut whole,
+            std::slice::from_ref(&sample),
+            &settings,
+            &mut Rng::new(1),
+            (50, |_, _| {}),
+            None,
+            (100, |c: &Checkpoint| saved.push(c.clone())),
+        )
+        .unwrap();
+        let steps: Vec<u64> = saved.iter().map(|c| c.step).collect();
+        assert_eq!(steps, [100, 200, 300]);
+        // Through a file and back, then on from step 200: only the remaining steps run.
+        let path = std::env::temp_dir().join(format!("ringrift-ckpt-{}", std::process::id()));
+        saved[1].save(&path).unwrap();
+        let loaded = Checkpoint::load(&path).unwrap();
+        assert_eq!(loaded, saved[1]);
+        let mut reported = Vec::new();
+        let mut resumed = Net::new(16, 99);
+        train_resumable(
+            &mut resumed,
+            &[sample],
+            &settings,
+            &mut Rng::new(7),
+            (50, |step, _| reported.push(step)),
+            Some(loaded),
+            (0, |_: &Checkpoint| {}),
+        )
+        .unwrap();
+        assert_eq!(reported, [250, 300, 350, 400]);
+        assert_eq!(resumed.steps, whole.steps, "the same number of steps in all");
+        let (p, _) = resumed.evaluate(&Board::new(), &mut crate::net::Scratch::default());
+        assert!(p[3] > 0.9, "{p:?}");
+        // A file that is not a checkpoint is refused, naming it.
+        std::fs::write(&path, b"{}").unwrap();
+        assert!(
+            Checkpoint::load(&path)
+                .unwrap_err()
+                .contains("not a demo checkpoint")
+        );
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn learns_a_fixed_target() {

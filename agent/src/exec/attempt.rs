@@ -55,6 +55,7 @@ pub(super) fn progress_update(handle: &RunHandle) -> StatusUpdate {
         progress_text: info.progress.as_ref().map(crate::progress::text),
         progress: info.progress.clone(),
         metrics: (!info.metrics.is_empty()).then(|| info.metrics.clone()),
+        checkpoint: info.checkpoint.clone(),
         last_progress_time: Some(now()),
         ..StatusUpdate::default()
     }

@@ -55,6 +55,18 @@ pub fn launch(exe: &Path, task: &Task, dir: &Path) -> Launch {
         ("CUDA_VISIBLE_DEVICES", task.spec.gpus.join(",")),
     ];
     env.extend(contract.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    if let Some(name) = task
+        .spec
+        .resume_from
+        .as_deref()
+        .filter(|n| crate::progress::checkpoint_path_ok(n) && !n.contains('/'))
+    {
+        // An earlier attempt's checkpoint, fetched with the inputs.
+        env.push((
+            "RINGRIFT_RESUME_FROM".to_owned(),
+            dir.join("input").join(name).display().to_string(),
+        ));
+    }
     let work = dir.join("work");
     let cwd = match &template.working_dir {
         Some(d) if Path::new(d).is_absolute() => PathBuf::from(d),

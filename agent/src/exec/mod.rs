@@ -4,6 +4,7 @@
 //! final status; [`Runs`] is what the REST API reads.
 
 mod attempt;
+mod checkpoint;
 pub mod classify;
 mod finish;
 pub mod inputs;
@@ -72,6 +73,12 @@ pub struct RunInfo {
     /// SM utilization of its processes, percent (from NVML).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu_utilization_pct: Option<u32>,
+    /// The newest checkpoint the process announced, kept in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<ringrift_crds::common::Artifact>,
+    /// A checkpoint announced and not kept yet: its path under the output directory.
+    #[serde(skip)]
+    pub checkpoint_announced: Option<String>,
 }
 
 /// One attempt this agent runs or ran.

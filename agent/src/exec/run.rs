@@ -312,6 +312,9 @@ fn take(node: &Node, handle: &RunHandle, lines: Vec<String>) -> bool {
                         i.progress = report.progress;
                     }
                     i.metrics.extend(report.metrics);
+                    if report.checkpoint.is_some() {
+                        i.checkpoint_announced = report.checkpoint;
+                    }
                     while i.metrics.len() > crate::progress::MAX_METRICS {
                         i.metrics.pop_last();
                     }
@@ -397,6 +400,7 @@ async fn monitor(
             _ = tick.tick() => {
                 ticks += 1;
                 dirty |= pump(node, handle, &mut reader, false);
+                dirty |= super::checkpoint::keep(node, handle).await;
                 if child.is_none() && !process::alive(pid, pid_start) {
                     break None;
                 }
@@ -443,6 +447,8 @@ async fn monitor(
     }
     node.metrics.tasks_running.dec();
     pump(node, handle, &mut reader, true);
+    // A checkpoint announced last is kept too, whatever the exit.
+    super::checkpoint::keep(node, handle).await;
     let exit = shim::read(&handle.dir.join("exit.json")).map_or_else(
         || match status {
             Some(s) => match (s.code(), s.signal()) {

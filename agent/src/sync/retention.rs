@@ -151,6 +151,7 @@ mod tests {
             promoted: set(&["best"]),
             in_window: set(&["window"]),
             models: set(&["ref"]),
+            checkpoints: set(&[]),
         };
         assert_eq!(
             choose(&h, &keep, FULL, Marks::default()),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use ringrift_crds::common::{Artifact, JobPhase, TaskCounts};
 use ringrift_crds::gauntlet::Decision;
-use ringrift_crds::task::TaskPhase;
+use ringrift_crds::task::{JobKind, TaskPhase};
 
 use ringrift_crds::task::CancelReason;
 
@@ -62,6 +62,9 @@ pub struct NewAttempt {
     pub attempt: u32,
     /// Agents to avoid if another fits.
     pub avoid: Vec<String>,
+    /// The newest checkpoint an earlier attempt of the unit left with a copy on a Ready agent:
+    /// this attempt resumes from it.
+    pub resume: Option<Artifact>,
 }
 
 /// Aggregates for the job's status.
@@ -320,7 +323,7 @@ pub fn plan_job(job: &JobView, tasks: &[TaskView], env: &Env<'_>) -> JobPlan {
                 plan.cancel.push((t.name.clone(), CancelReason::Suspended));
             }
         }
-        Verdict::Running => plan_running(job, &tasks, &states, now, &mut plan),
+        Verdict::Running => plan_running(job, &tasks, &states, (now, env.agent_ready), &mut plan),
     }
     plan
 }
@@ -332,12 +335,25 @@ impl JobPlan {
     }
 }
 
+/// The checkpoint a new attempt of `unit` resumes from: the one of its newest attempt that left
+/// one held by an agent whose heartbeat is current (an older attempt's, when the newest's
+/// holders are all gone).
+pub fn resume_point(tasks: &[TaskView], unit: &str, agent_ready: &dyn Fn(&str) -> bool) -> Option<Artifact> {
+    tasks
+        .iter()
+        .filter(|t| t.unit == unit)
+        .filter_map(|t| Some((t.attempt, t.checkpoint.as_ref()?)))
+        .filter(|(_, c)| c.holders.iter().any(|h| agent_ready(h)))
+        .max_by_key(|(attempt, _)| *attempt)
+        .map(|(_, c)| c.clone())
+}
+
 /// A running job: stuck tasks, tasks of units that went away, and new attempts.
 fn plan_running(
     job: &JobView,
     tasks: &[TaskView],
     states: &[UnitState<'_>],
-    now: Timestamp,
+    (now, agent_ready): (Timestamp, &dyn Fn(&str) -> bool),
     plan: &mut JobPlan,
 ) {
     let live = tasks.iter().filter(|t| t.is_live());
@@ -384,6 +400,11 @@ fn plan_running(
             unit: state.unit.clone(),
             attempt: state.next_attempt,
             avoid: state.avoid.clone(),
+            resume: if job.kind == JobKind::TrainingJob {
+                resume_point(tasks, &state.unit.id, agent_ready)
+            } else {
+                None
+            },
         });
     }
 }

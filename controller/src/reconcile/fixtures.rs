@@ -56,6 +56,7 @@ pub fn task(unit: &str, attempt: u32, agent: &str, phase: TaskPhase) -> TaskView
         finished: phase.is_finished().then(|| at(5)),
         done: 0,
         outputs: Vec::new(),
+        checkpoint: None,
         result: None,
         metrics: BTreeMap::new(),
         resources: TaskResources::default(),

@@ -116,11 +116,12 @@ pub fn task(job: &JobView, attempt: &NewAttempt, agent: &str, gpus: &[String]) -
             params,
             resources: job.resources.clone(),
             gpus: gpus.to_vec(),
-            inputs: job.inputs.clone(),
+            inputs: job.inputs.iter().chain(&attempt.resume).cloned().collect(),
             active_deadline_seconds: None,
             progress_deadline_seconds: job.policy.progress_deadline_seconds,
             cancel: false,
             replicas: job.replicas,
+            resume_from: attempt.resume.as_ref().map(|c| c.name.clone()),
         },
         status: None,
     }
@@ -171,6 +172,7 @@ pub fn copy_task(job: &JobView, copy: &NewCopy) -> Task {
             progress_deadline_seconds: None,
             cancel: false,
             replicas: Some(1),
+            resume_from: None,
         },
         status: None,
     }
@@ -280,6 +282,7 @@ mod tests {
             unit: unit.clone(),
             attempt: 1,
             avoid: Vec::new(),
+            resume: None,
         };
         let made = task(&job, &attempt, "a1", &["GPU-0".into()]);
         let Params::Gauntlet(read) = Params::from_value(WorkRole::Gauntlet, &made.spec.params).unwrap()
@@ -300,6 +303,24 @@ mod tests {
         assert_eq!(opponent.name, "rand");
         assert_eq!(opponent.details.unwrap().baseline, Some(Baseline::Random));
         assert_eq!((read.candidate.as_str(), read.simulations), ("m2", 8));
+
+        assert_eq!(made.spec.resume_from, None);
+        // An attempt that resumes gets the checkpoint as one more input, named in resumeFrom.
+        let checkpoint = ringrift_crds::common::Artifact {
+            name: "checkpoint-t-0.ckpt".into(),
+            kind: ringrift_crds::common::ArtifactKind::Checkpoint,
+            digest: "sha256:c".into(),
+            size_bytes: 1,
+            holders: vec!["a2".into()],
+        };
+        let resuming = NewAttempt {
+            resume: Some(checkpoint.clone()),
+            ..attempt.clone()
+        };
+        let made = task(&job, &resuming, "a1", &[]);
+        assert_eq!(made.spec.inputs.last(), Some(&checkpoint));
+        assert_eq!(made.spec.inputs.len(), job.inputs.len() + 1);
+        assert_eq!(made.spec.resume_from.as_deref(), Some("checkpoint-t-0.ckpt"));
 
         job.params = None;
         assert_eq!(task(&job, &attempt, "a1", &[]).spec.params, serde_json::json!({}));

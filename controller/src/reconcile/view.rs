@@ -41,6 +41,8 @@ pub struct TaskView {
     pub done: u64,
     /// Outputs.
     pub outputs: Vec<Artifact>,
+    /// The newest checkpoint it announced.
+    pub checkpoint: Option<Artifact>,
     /// The workload's result.
     pub result: Option<serde_json::Value>,
     /// Latest workload metrics.
@@ -86,6 +88,7 @@ impl TaskView {
             finished: status.completion_time.map(|t| t.0),
             done: status.progress.map_or(0, |p| p.done),
             outputs: if fenced { Vec::new() } else { status.outputs },
+            checkpoint: status.checkpoint,
             result: if fenced { None } else { status.result },
             metrics: status.metrics,
             resources: task.spec.resources.clone(),

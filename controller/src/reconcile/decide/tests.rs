@@ -118,6 +118,58 @@ fn a_failed_unit_is_retried_after_backoff_then_given_up() {
 }
 
 #[test]
+fn a_training_attempt_resumes_from_the_newest_checkpoint_still_held() {
+    let checkpoint = |name: &str, holder: &str| ringrift_crds::common::Artifact {
+        name: name.into(),
+        kind: ringrift_crds::common::ArtifactKind::Checkpoint,
+        digest: format!("sha256:{}", name.len()),
+        size_bytes: 10,
+        holders: vec![holder.into()],
+    };
+    let with = |attempt: u32, c: Option<ringrift_crds::common::Artifact>| TaskView {
+        checkpoint: c,
+        ..failed("train", attempt, "a", 5)
+    };
+    let tasks = [
+        with(0, Some(checkpoint("ckpt-0", "a"))),
+        with(1, Some(checkpoint("ckpt-one", "gone"))),
+        with(2, None),
+    ];
+    let training = JobView {
+        kind: JobKind::TrainingJob,
+        ..selfplay(100, 100)
+    };
+    let training = JobView {
+        units: vec![WorkUnit {
+            id: "train".into(),
+            ..training.units[0].clone()
+        }],
+        ..training
+    };
+    let ready = |a: &str| a != "gone";
+    let env = Env {
+        now: at(1000),
+        agent_ready: &ready,
+        backoff: BACKOFF,
+    };
+    let plan = plan_job(&training, &tasks, &env);
+    assert_eq!(units(&plan), [("train".into(), 3)]);
+    // Attempt 1's is newer, but its only holder is gone: attempt 0's.
+    assert_eq!(
+        plan.create[0].resume.as_ref().map(|c| c.name.as_str()),
+        Some("ckpt-0")
+    );
+    // Nothing held: from scratch. A selfplay job never resumes.
+    let none = [with(0, Some(checkpoint("ckpt-0", "gone")))];
+    assert_eq!(plan_job(&training, &none, &env).create[0].resume, None);
+    let selfplay_job = JobView {
+        kind: JobKind::SelfplayJob,
+        ..training.clone()
+    };
+    assert_eq!(plan_job(&selfplay_job, &tasks, &env).create[0].resume, None);
+}
+
+#[test]
 fn a_gpu_fault_avoids_the_agent_next_time() {
     let job = selfplay(100, 100);
     let mut t = failed("games-0000", 0, "gpu-box", 0);
