@@ -353,6 +353,21 @@ async fn ringrift_up_runs_a_short_loop_and_resumes() {
     drop(scratch);
 }
 
+/// `ringrift up` running `manifest_text` in `dir` (log `up.log`), and a client of its API
+/// server once its kubeconfig is written.
+async fn up_with(dir: &Path, manifest_text: &str) -> (Up, Client, std::path::PathBuf) {
+    let manifest = dir.join("loop.yaml");
+    std::fs::write(&manifest, manifest_text).unwrap();
+    let running = up(dir, &manifest, &dir.join("up.log"));
+    let kubeconfig = dir.join("up").join("kubeconfig");
+    until("the kubeconfig", Duration::from_secs(60), || async {
+        kubeconfig.exists().then_some(())
+    })
+    .await;
+    let client = client(&kubeconfig).await;
+    (running, client, kubeconfig)
+}
+
 /// Quality gates end to end, with the demo's real figures: a loop whose training gate its games
 /// always fail (no game lasts one move) is rejected untrained in each generation; a loop whose
 /// candidate's held-out loss fails a promotion gate is rejected before its gauntlet plays a
@@ -366,16 +381,7 @@ async fn quality_gates_reject_on_the_workloads_own_figures() {
         "    resources: {cpuMillis: 100, memoryMiB: 64}\n    gates: [{name: long-games, metric: {name: mean_moves, min: 1000}}]\n  gauntlet:",
     );
     assert!(untrained.contains("long-games"), "{untrained}");
-    let manifest = dir.join("loop.yaml");
-    std::fs::write(&manifest, &untrained).unwrap();
-    let log = dir.join("up.log");
-    let _up = up(&dir, &manifest, &log);
-    let kubeconfig = dir.join("up").join("kubeconfig");
-    until("the kubeconfig", Duration::from_secs(60), || async {
-        kubeconfig.exists().then_some(())
-    })
-    .await;
-    let client = client(&kubeconfig).await;
+    let (_up, client, _) = up_with(&dir, &untrained).await;
     let loops: Api<TrainingLoop> = Api::namespaced(client.clone(), "default");
     // The second loop: its candidates' held-out loss is never that small.
     let overfit = LOOP.replace("name: short", "name: overfit").replace(
@@ -496,7 +502,6 @@ async fn a_killed_training_resumes_from_its_checkpoint() {
     use ringrift_crds::task::Task;
     let scratch = Scratch::new("resume").unwrap();
     let dir = scratch.0.clone();
-    let manifest = dir.join("loop.yaml");
     let manifest_text = LOOP
         .replace("name: short", "name: resumed")
         .replace("maxGenerations: 2", "maxGenerations: 1")
@@ -505,15 +510,7 @@ async fn a_killed_training_resumes_from_its_checkpoint() {
             "hyperparameters: {steps: 200000, batchSize: 16, extra: {checkpointEvery: \"10000\"}}",
         );
     assert!(manifest_text.contains("checkpointEvery"), "{manifest_text}");
-    std::fs::write(&manifest, &manifest_text).unwrap();
-    let log = dir.join("up.log");
-    let _up = up(&dir, &manifest, &log);
-    let kubeconfig = dir.join("up").join("kubeconfig");
-    until("the kubeconfig", Duration::from_secs(60), || async {
-        kubeconfig.exists().then_some(())
-    })
-    .await;
-    let client = client(&kubeconfig).await;
+    let (_up, client, kubeconfig) = up_with(&dir, &manifest_text).await;
     let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
     let first = "resumed-g001-train-train-0";
     // Its first checkpoint is kept and recorded: then its process is killed.

@@ -85,54 +85,55 @@ fn loop_progress(s: &Snapshot, l: &TrainingLoop, now: Timestamp) -> Value {
         return Value::Null;
     };
     let active = &status.active_jobs;
-    match status.stage {
+    // The active job of the stage: its name, done of total in its unit, and when it started.
+    let figures = match status.stage {
         Stage::Training => active
             .training
             .as_deref()
             .and_then(|n| find(&s.training, &ns, n))
-            .and_then(|j| Some((j, j.status.as_ref()?)))
-            .map_or(Value::Null, |(j, st)| {
-                progress(
+            .and_then(|j| {
+                let st = j.status.as_ref()?;
+                Some((
+                    j.name_any(),
                     st.step,
                     st.total_steps,
                     "steps",
-                    &j.name_any(),
                     st.start_time.as_ref(),
-                    now,
-                )
+                ))
             }),
         Stage::Gauntlet => active
             .gauntlet
             .as_deref()
             .and_then(|n| find(&s.gauntlets, &ns, n))
-            .and_then(|j| Some((j, j.status.as_ref()?)))
-            .map_or(Value::Null, |(j, st)| {
-                progress(
+            .and_then(|j| {
+                let st = j.status.as_ref()?;
+                Some((
+                    j.name_any(),
                     st.games_done,
                     st.games_total,
                     "games",
-                    &j.name_any(),
                     st.start_time.as_ref(),
-                    now,
-                )
+                ))
             }),
         Stage::Selfplay => active
             .selfplay
             .as_deref()
             .and_then(|n| find(&s.selfplay, &ns, n))
-            .and_then(|j| Some((j, j.status.as_ref()?)))
-            .map_or(Value::Null, |(j, st)| {
-                progress(
+            .and_then(|j| {
+                let st = j.status.as_ref()?;
+                Some((
+                    j.name_any(),
                     st.games_done,
                     st.games_total,
                     "games",
-                    &j.name_any(),
                     st.start_time.as_ref(),
-                    now,
-                )
+                ))
             }),
-        Stage::Done => Value::Null,
-    }
+        Stage::Done => None,
+    };
+    figures.map_or(Value::Null, |(job, done, total, unit, started)| {
+        progress(done, total, unit, &job, started, now)
+    })
 }
 
 /// One loop's line on the fleet page.
