@@ -473,11 +473,13 @@ async fn quality_gates_reject_on_the_workloads_own_figures() {
     );
 }
 
-/// The pid of the workload process of `task` (the child of its shim, whose `--exit-file` path
-/// is under the task's directory, `<task>-<uid>`), if it runs.
-fn workload_pid(task: &str) -> Option<String> {
+/// The pid of the workload process of `task` run by an agent under `dir` (the child of its shim,
+/// whose `--exit-file` path is the task's directory there, `<task>-<uid>`), if it runs. Only
+/// under `dir`: an agent stopped by another test leaves its tasks running for the next agent to
+/// adopt, and one may have the same name.
+fn workload_pid(dir: &Path, task: &str) -> Option<String> {
     let shim = Command::new("pgrep")
-        .args(["-f", &format!("/{task}-[0-9a-f-]+/exit.json")])
+        .args(["-f", &format!("{}/.*/{task}-[0-9a-f-]+/exit.json", dir.display())])
         .output()
         .ok()?;
     let shim = String::from_utf8_lossy(&shim.stdout)
@@ -521,7 +523,7 @@ async fn a_killed_training_resumes_from_its_checkpoint() {
     assert_eq!(checkpoint.kind, ringrift_crds::common::ArtifactKind::Checkpoint);
     assert!(!checkpoint.holders.is_empty(), "{checkpoint:?}");
     let pid = until("the training process", Duration::from_secs(30), || async {
-        workload_pid(first)
+        workload_pid(&dir, first)
     })
     .await;
     let what = Command::new("ps")
