@@ -179,6 +179,61 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::cast_precision_loss)]
+    fn four_player_rankings_rate_players_of_known_strength() {
+        // Four players of known Elo finish four-seat games in a Plackett–Luce order (each next
+        // place drawn among those left with odds 10^(elo/400)). A ranking implies pairwise
+        // outcomes (ahead of: a win) whose odds are exactly the Bradley–Terry ones, so the fit
+        // over them recovers the strengths. Pairs from one ranking are not independent: the
+        // intervals are somewhat too narrow, so the check allows twice their half-width.
+        let truth = [(ANCHOR, 0.0), ("p100", 100.0), ("p250", 250.0), ("p400", 400.0)];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut uniform = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut tallies: BTreeMap<(usize, usize), Record> = BTreeMap::new();
+        for _ in 0..4000 {
+            let mut left: Vec<usize> = (0..truth.len()).collect();
+            let mut order = Vec::new();
+            while !left.is_empty() {
+                let odds: Vec<f64> = left.iter().map(|i| 10f64.powf(truth[*i].1 / 400.0)).collect();
+                let mut pick = uniform() * odds.iter().sum::<f64>();
+                let mut at = left.len() - 1;
+                for (k, o) in odds.iter().enumerate() {
+                    if pick < *o {
+                        at = k;
+                        break;
+                    }
+                    pick -= o;
+                }
+                order.push(left.remove(at));
+            }
+            for (place, &a) in order.iter().enumerate() {
+                for &b in &order[place + 1..] {
+                    tallies.entry((a, b)).or_default().wins += 1;
+                }
+            }
+        }
+        let pairings: Vec<Pairing> = tallies
+            .iter()
+            .map(|(&(a, b), r)| pairing(truth[a].0, truth[b].0, r.wins, r.losses, r.draws))
+            .collect();
+        let fit = fit(&pairings);
+        for (name, elo) in truth {
+            let r = fit[name];
+            let half = (r.high - r.low) / 2.0;
+            assert!(
+                (r.elo - elo).abs() <= 2.0 * half + 1.0,
+                "{name}: fitted {r:?}, truth {elo}"
+            );
+        }
+        assert!(fit["p100"].elo < fit["p250"].elo && fit["p250"].elo < fit["p400"].elo);
+    }
+
+    #[test]
     fn a_76_percent_score_is_about_200_elo() {
         let r = fit(&[pairing("m", ANCHOR, 76, 24, 0)]);
         let m = r["m"];
