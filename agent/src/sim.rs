@@ -11,7 +11,7 @@
 //! | `SIM_FAIL_CLASS` | failure class of those failures, for example `GpuFault` (default `UserError`) |
 //! | `SIM_FAIL_AGENTS` | comma-separated agents on which every attempt fails |
 //! | `SIM_HANG` | `true`: the task reports no progress and never ends (until cancelled) |
-//! | `SIM_WIN_RATE` | gauntlet: the candidate's share of wins (default 0.5) |
+//! | `SIM_WIN_RATE` | gauntlet: the candidate's share of wins (default 0.5); with more than two players (`game.players`) the result is finishing places: first in that share of games, last in the others |
 //!
 //! Artifact digests are made up (a hash of the task's name, in the `sha256:` format): nothing
 //! is transferred.
@@ -218,10 +218,24 @@ fn outcome(task: &Task, agent: &str) -> StatusUpdate {
                 clippy::cast_precision_loss
             )]
             let wins = ((done as f64) * rate.clamp(0.0, 1.0)).round() as u64;
-            (
-                Vec::new(),
-                json!({"wins": wins, "losses": done - wins, "draws": 0}),
-            )
+            let players = task.spec.params["game"]["players"].as_u64().unwrap_or(2);
+            let result = if players > 2 {
+                // Games of more seats report finishing places, the candidate's first: first of
+                // all in the games it wins, last in the others.
+                let places: Vec<Vec<u64>> = (0..done)
+                    .map(|g| {
+                        if g < wins {
+                            (1..=players).collect()
+                        } else {
+                            std::iter::once(players).chain(1..players).collect()
+                        }
+                    })
+                    .collect();
+                json!({"places": places})
+            } else {
+                json!({"wins": wins, "losses": done - wins, "draws": 0})
+            };
+            (Vec::new(), result)
         }
     };
     StatusUpdate {
