@@ -168,11 +168,6 @@ fn data_field(secret: &Value, key: &str) -> Result<Option<String>, ()> {
     String::from_utf8(bytes).map(Some).map_err(|_| ())
 }
 
-/// Constant-time equality of two secrets (the time does not say how much matched).
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Stored {
     /// The token a Secret holds; none when the Secret is no usable bootstrap token (another
     /// type, a missing or malformed field, authentication usage not enabled).
@@ -211,7 +206,9 @@ impl Stored {
     /// # Errors
     /// The [`Refusal`].
     pub fn check(&self, presented: &Token, now: Timestamp) -> Result<(), Refusal> {
-        if presented.id != self.id || !same(&presented.secret, &self.secret) {
+        if presented.id != self.id
+            || !ringrift_tls::secret::same(presented.secret.as_bytes(), self.secret.as_bytes())
+        {
             return Err(Refusal::Unknown);
         }
         if let Some(at) = self.expires.filter(|at| *at <= now) {

@@ -11,6 +11,7 @@
 //! - [`trust`]: trust failures found in an error chain, explained, and counted.
 //! - [`client`]: client configurations that trust a CA and may present a certificate.
 //! - [`files`]: keys written 0600, atomically.
+//! - [`secret`]: constant-time comparison of secrets and bearer tokens.
 //! - [`verify`]: the handshake signature checks every certificate verifier shares.
 //!
 //! One crypto provider for the whole workspace: ring ([`provider`]). Everything here passes it
@@ -22,6 +23,7 @@ pub mod files;
 pub mod http;
 pub mod pin;
 pub mod pki;
+pub mod secret;
 pub mod serve;
 pub mod trust;
 pub mod verify;

@@ -46,14 +46,7 @@ pub struct Rest {
 
 /// Whether an `Authorization` header carries `token`, compared in constant time.
 pub fn authorized(header: Option<&str>, token: &str) -> bool {
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return false;
-    };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
-    if a.len() != b.len() || b.is_empty() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    ringrift_tls::secret::bearer_is(header, token)
 }
 
 /// Whether `s` is a DNS-1123 name of at most `max` characters.

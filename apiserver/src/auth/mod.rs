@@ -193,13 +193,9 @@ impl Tokens {
         let given = bearer?;
         self.0
             .iter()
-            .find(|(token, _)| constant_time_eq(token.as_bytes(), given.as_bytes()))
+            .find(|(token, _)| ringrift_tls::secret::same(token.as_bytes(), given.as_bytes()))
             .map(|(_, user)| user.clone())
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

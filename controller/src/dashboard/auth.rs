@@ -67,11 +67,6 @@ pub enum Refused {
     Expired,
 }
 
-/// Equal in constant time (for equal lengths).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Checks a credential minted by [`mint`] at `now` (Unix seconds).
 ///
 /// # Errors
@@ -82,20 +77,13 @@ pub fn check(token: &str, purpose: Purpose, credential: &str, now: i64) -> Resul
     }
     let (expiry, given) = credential.split_once('.').ok_or(Refused::Invalid)?;
     let expiry: i64 = expiry.parse().map_err(|_| Refused::Invalid)?;
-    if !same(given.as_bytes(), tag(token, purpose, expiry).as_bytes()) {
+    if !ringrift_tls::secret::same(given.as_bytes(), tag(token, purpose, expiry).as_bytes()) {
         return Err(Refused::Invalid);
     }
     if now >= expiry {
         return Err(Refused::Expired);
     }
     Ok(())
-}
-
-/// Whether an `Authorization` header is `Bearer <token>`.
-pub fn bearer_is(header: Option<&str>, token: &str) -> bool {
-    header
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .is_some_and(|given| !token.is_empty() && same(given.trim().as_bytes(), token.as_bytes()))
 }
 
 /// The value of cookie `name` in a `Cookie` header.
@@ -125,7 +113,7 @@ pub enum Access {
 
 /// Whether a request with these `Authorization` and `Cookie` headers may read the dashboard.
 pub fn access(token: &str, authorization: Option<&str>, cookies: Option<&str>, now: i64) -> Access {
-    if bearer_is(authorization, token) {
+    if ringrift_tls::secret::bearer_is(authorization, token) {
         return Access::Granted;
     }
     match cookie(cookies, COOKIE).map(|c| check(token, Purpose::Session, c, now)) {
@@ -173,12 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn bearer_and_cookies_are_read_from_their_headers() {
-        assert!(bearer_is(Some("Bearer tok"), "tok"));
-        assert!(!bearer_is(Some("Bearer tok2"), "tok"));
-        assert!(!bearer_is(Some("Basic tok"), "tok"));
-        assert!(!bearer_is(Some("Bearer "), ""));
-        assert!(!bearer_is(None, "tok"));
+    fn cookies_are_read_from_their_header() {
         let header = Some("a=1; ringrift_dashboard=42.ab ;b=2");
         assert_eq!(cookie(header, COOKIE), Some("42.ab"));
         assert_eq!(cookie(header, "b"), Some("2"));

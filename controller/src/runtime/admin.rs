@@ -26,15 +26,6 @@ pub struct Health {
     pub metrics_token: Option<String>,
 }
 
-/// Whether `header` is `Bearer <token>`, compared in constant time.
-fn bearer_is(header: Option<&str>, token: &str) -> bool {
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return false;
-    };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
-    !b.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn answer(health: &Health, path: &str, authorization: Option<&str>) -> Response<Full<Bytes>> {
     let text = |code, body: &str| (code, "text/plain", body.to_owned());
     let (code, content_type, body) = match path {
@@ -51,7 +42,7 @@ fn answer(health: &Health, path: &str, authorization: Option<&str>) -> Response<
                 StatusCode::FORBIDDEN,
                 "no metrics token is configured (--metrics-token-file)\n",
             ),
-            Some(token) if !bearer_is(authorization, token) => text(
+            Some(token) if !ringrift_tls::secret::bearer_is(authorization, token) => text(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized: /metrics needs the metrics token\n",
             ),

@@ -125,6 +125,18 @@ fn route_of(path: &str) -> &'static str {
     }
 }
 
+/// The valid object `namespace/name` (cluster-scoped: no namespace) of a cache.
+fn one<K>(store: &super::caches::Guarded<K>, namespace: Option<&str>, name: &str) -> Option<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    let mut key = kube::runtime::reflector::ObjectRef::<kube::core::DeserializeGuard<K>>::new(name);
+    if let Some(ns) = namespace {
+        key = key.within(ns);
+    }
+    store.get(&key)?.0.as_ref().ok().cloned()
+}
+
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == name)
@@ -232,7 +244,9 @@ impl Dashboard {
                 let given = form_urlencoded::parse(&body)
                     .find(|(k, _)| k == "token")
                     .map(|(_, v)| v.into_owned());
-                return if given.is_some_and(|g| auth::bearer_is(Some(&format!("Bearer {g}")), &self.token)) {
+                return if given
+                    .is_some_and(|g| ringrift_tls::secret::same(g.trim().as_bytes(), self.token.as_bytes()))
+                {
                     redirect("/", Some(self.session_cookie(now.as_second())))
                 } else {
                     tracing::info!("dashboard login refused: wrong token");
@@ -318,19 +332,15 @@ impl Dashboard {
             .unwrap_or(200)
             .min(5000);
         let follow = query_param(query, "follow").as_deref() == Some("true");
-        let snapshot = self.snapshot();
-        let Some(task) = snapshot
-            .tasks
-            .iter()
-            .find(|t| t.name_any() == name && t.namespace().as_deref() == Some(ns))
-        else {
+        // Two objects by key, not a copy of every cache.
+        let Some(task) = one(&self.caches.tasks, Some(ns), name) else {
             return problem(StatusCode::NOT_FOUND, &format!("Task {ns}/{name} not found"));
         };
         let Some(agent) = task
             .spec
             .agent
             .as_deref()
-            .and_then(|a| snapshot.agents.iter().find(|x| x.name_any() == a))
+            .and_then(|a| one(&self.caches.agents, None, a))
         else {
             return problem(
                 StatusCode::NOT_FOUND,
@@ -338,7 +348,7 @@ impl Dashboard {
             );
         };
         let path = format!("/v1/tasks/{ns}/{name}/logs?tail={tail}&follow={follow}");
-        match agents::get(agent, token, &path).await {
+        match agents::get(&agent, token, &path).await {
             Ok((StatusCode::OK, body)) => {
                 let mut r = full(StatusCode::OK, "text/plain; charset=utf-8", "");
                 *r.body_mut() = body.map_err(std::io::Error::other).boxed();
