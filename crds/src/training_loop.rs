@@ -99,6 +99,16 @@ pub struct AutoRollback {
     pub margin_elo: f64,
 }
 
+/// What rolled a loop's best model back.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RollbackTrigger {
+    /// `spec.rollbackTo`.
+    #[default]
+    Manual,
+    /// `spec.autoRollback`.
+    Automatic,
+}
+
 /// One rollback of a loop's best model.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -111,7 +121,8 @@ pub struct RollbackRecord {
     /// The best model after.
     pub to: String,
     /// `Manual` (`spec.rollbackTo`) or `Automatic` (`spec.autoRollback`).
-    pub trigger: String,
+    #[serde(default)]
+    pub trigger: RollbackTrigger,
     /// Why, in words.
     #[serde(default)]
     pub message: String,

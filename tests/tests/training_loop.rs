@@ -260,7 +260,10 @@ async fn roll_back(client: &Client, status: &TrainingLoopStatus) {
     assert_eq!(rolled.rollback_applied.as_deref(), Some(target));
     assert_eq!(rolled.rollbacks.len(), 1, "{:?}", rolled.rollbacks);
     assert_eq!(rolled.rollbacks[0].from.as_deref(), Some(best.as_str()));
-    assert_eq!(rolled.rollbacks[0].trigger, "Manual");
+    assert_eq!(
+        rolled.rollbacks[0].trigger,
+        ringrift_crds::training_loop::RollbackTrigger::Manual
+    );
     until("the Models to follow", Duration::from_secs(60), || async {
         let promoted = |m: Option<Model>| m?.status.map(|s| s.promoted);
         let now_best = promoted(models.get_opt(target).await.ok()?)?;

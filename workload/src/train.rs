@@ -354,21 +354,31 @@ mod tests {
     use super::*;
     use crate::game::Board;
 
-    #[test]
-    fn a_run_resumed_from_a_checkpoint_goes_on_where_it_stopped() {
+    /// From the empty board, always column 3 and a win for the side to move.
+    fn column_three() -> Sample {
         let mut policy = [0.0; COLUMNS];
         policy[3] = 1.0;
-        let sample = Sample {
+        Sample {
             board: Board::new(),
             policy,
             value: 1.0,
-        };
-        let settings = Settings {
+        }
+    }
+
+    /// 400 steps of 8 at a large step size: enough to learn [`column_three`].
+    fn quick() -> Settings {
+        Settings {
             steps: 400,
             batch_size: 8,
             learning_rate: 0.02,
             weight_decay: 0.0,
-        };
+        }
+    }
+
+    #[test]
+    fn a_run_resumed_from_a_checkpoint_goes_on_where_it_stopped() {
+        let sample = column_three();
+        let settings = quick();
         // Uninterrupted, with checkpoints every 100 steps (none after the last step).
         let mut whole = Net::new(16, 4);
         let mut saved = Vec::new();
@@ -417,22 +427,10 @@ mod tests {
 
     #[test]
     fn learns_a_fixed_target() {
-        // From the empty board, always column 3 and a win for the side to move.
-        let mut policy = [0.0; COLUMNS];
-        policy[3] = 1.0;
-        let sample = Sample {
-            board: Board::new(),
-            policy,
-            value: 1.0,
-        };
+        let sample = column_three();
         let mut net = Net::new(16, 4);
         let mut losses = Vec::new();
-        let settings = Settings {
-            steps: 400,
-            batch_size: 8,
-            learning_rate: 0.02,
-            weight_decay: 0.0,
-        };
+        let settings = quick();
         train(&mut net, &[sample], &settings, &mut Rng::new(1), 50, |_, l| {
             losses.push(l);
         })

@@ -5,7 +5,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use ringrift_crds::gauntlet::Decision;
-use ringrift_crds::training_loop::RollbackRecord;
+use ringrift_crds::training_loop::{RollbackRecord, RollbackTrigger};
 
 use super::{LoopEvent, Pass};
 
@@ -54,7 +54,7 @@ impl Pass<'_> {
             "spec.rollbackTo: {to} is the best model again (it was {})",
             self.status.best_model.as_deref().unwrap_or("none")
         );
-        self.rolled_back(to, "Manual", message);
+        self.rolled_back(to, RollbackTrigger::Manual, message);
     }
 
     /// `spec.autoRollback`: the best model, when a promotion made it so and its rating shows it
@@ -87,7 +87,7 @@ impl Pass<'_> {
             .status
             .rollbacks
             .iter()
-            .any(|r| r.trigger == "Automatic" && r.from.as_ref() == Some(&best))
+            .any(|r| r.trigger == RollbackTrigger::Automatic && r.from.as_ref() == Some(&best))
             || self.world.lost_models.contains(&parent)
         {
             return;
@@ -109,16 +109,16 @@ impl Pass<'_> {
              best model again",
             b.0, p.0, auto.margin_elo
         );
-        self.rolled_back(parent, "Automatic", message);
+        self.rolled_back(parent, RollbackTrigger::Automatic, message);
     }
 
-    fn rolled_back(&mut self, to: String, trigger: &str, message: String) {
+    fn rolled_back(&mut self, to: String, trigger: RollbackTrigger, message: String) {
         let from = self.status.best_model.replace(to.clone());
         self.status.rollbacks.push(RollbackRecord {
             generation: self.status.generation,
             from,
             to,
-            trigger: trigger.into(),
+            trigger,
             message: message.clone(),
             time: Some(Time(self.now)),
         });

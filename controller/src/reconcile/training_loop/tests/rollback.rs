@@ -1,6 +1,8 @@
 //! Rollback: `spec.rollbackTo` once per value, `spec.autoRollback` on a model surely worse
 //! than its parent, and the jobs on the model rolled back from started again.
 
+use ringrift_crds::training_loop::RollbackTrigger;
+
 use super::*;
 
 fn record(g: u32, candidate: &str, decision: Decision) -> GenerationRecord {
@@ -55,8 +57,8 @@ fn rollback_to_makes_the_model_best_once_and_restarts_selfplay_on_it() {
     assert_eq!(plan.status.rollback_applied.as_deref(), Some("c4-g001"));
     let r = &plan.status.rollbacks[0];
     assert_eq!(
-        (r.generation, r.from.as_deref(), r.to.as_str(), r.trigger.as_str()),
-        (4, Some("c4-g003"), "c4-g001", "Manual")
+        (r.generation, r.from.as_deref(), r.to.as_str(), r.trigger),
+        (4, Some("c4-g003"), "c4-g001", RollbackTrigger::Manual)
     );
     assert!(reasons(&plan).contains(&"RolledBack"), "{:?}", plan.events);
     assert_eq!(
@@ -156,8 +158,8 @@ fn auto_rollback_undoes_a_promotion_that_is_surely_worse_than_its_parent_once() 
     );
     let r = &plan.status.rollbacks[0];
     assert_eq!(
-        (r.from.as_deref(), r.to.as_str(), r.trigger.as_str()),
-        (Some("c4-g003"), "c4-g001", "Automatic")
+        (r.from.as_deref(), r.to.as_str(), r.trigger),
+        (Some("c4-g003"), "c4-g001", RollbackTrigger::Automatic)
     );
     assert!(r.message.contains("below -20"), "{}", r.message);
     assert_eq!(
@@ -173,7 +175,7 @@ fn auto_rollback_undoes_a_promotion_that_is_surely_worse_than_its_parent_once() 
     let plan = plan_loop(&again, &world, now());
     assert_eq!(plan.status.best_model.as_deref(), Some("c4-g003"));
     assert_eq!(plan.status.rollbacks.len(), 2);
-    assert_eq!(plan.status.rollbacks[1].trigger, "Manual");
+    assert_eq!(plan.status.rollbacks[1].trigger, RollbackTrigger::Manual);
     // Without autoRollback nothing happens.
     let plan = plan_loop(&loop_at_g4(serde_json::json!({})), &world, now());
     assert_eq!(plan.status.best_model.as_deref(), Some("c4-g003"));
