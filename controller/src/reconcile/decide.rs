@@ -4,9 +4,10 @@
 //! Fencing: a unit counts exactly one succeeded attempt, the lowest; an attempt marked lost
 //! never counts, even when its agent comes back and reports success.
 
-use std::time::Duration;
-
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use ringrift_crds::common::{Artifact, JobPhase, TaskCounts};
@@ -79,17 +80,17 @@ pub struct Summary {
     /// Progress reported by live tasks (games or steps), not yet counted.
     pub in_flight: u64,
     /// The counted tasks, in unit order.
-    pub counted: Vec<TaskView>,
+    pub counted: Vec<Arc<TaskView>>,
     /// Attempts made in all.
     pub attempts: u32,
     /// When the first task started, if one has.
     pub first_start: Option<Timestamp>,
     /// The live tasks.
-    pub live: Vec<TaskView>,
+    pub live: Vec<Arc<TaskView>>,
     /// What the latest failed or lost attempt reported.
     pub last_failure: Option<String>,
     /// Copies of its outputs made after a holder was lost (copy Tasks, not work units).
-    pub copies: Vec<TaskView>,
+    pub copies: Vec<Arc<TaskView>>,
     /// Units that run again because every copy of their outputs was lost.
     pub regenerating: Vec<String>,
     /// The counted tasks' outputs with the copies since among their holders.
@@ -121,7 +122,7 @@ pub struct JobPlan {
     pub summary: Summary,
 }
 
-fn summarize(states: &[UnitState<'_>], tasks: &[TaskView]) -> Summary {
+fn summarize(states: &[UnitState<'_>], tasks: &[&Arc<TaskView>]) -> Summary {
     let mut s = Summary::default();
     for state in states {
         if state.outputs_lost {
@@ -130,7 +131,7 @@ fn summarize(states: &[UnitState<'_>], tasks: &[TaskView]) -> Summary {
         if let Some(t) = state.counted {
             s.units_done += 1;
             s.games_done += state.unit.games;
-            s.counted.push(t.clone());
+            s.counted.push(Arc::clone(t));
         }
     }
     for t in tasks {
@@ -144,7 +145,7 @@ fn summarize(states: &[UnitState<'_>], tasks: &[TaskView]) -> Summary {
         }
         if t.is_live() {
             s.in_flight += t.done;
-            s.live.push(t.clone());
+            s.live.push(Arc::clone(t));
         }
     }
     s.last_failure = tasks
@@ -249,25 +250,34 @@ fn verdict(
     Verdict::Running
 }
 
-/// Plans one job from its tasks.
-pub fn plan_job(job: &JobView, tasks: &[TaskView], env: &Env<'_>) -> JobPlan {
+/// Plans one job from its tasks: the planner's views, shared (a pass plans every job from all
+/// its tasks, and the plan keeps those it counts), or owned.
+pub fn plan_job<T>(job: &JobView, tasks: &[T], env: &Env<'_>) -> JobPlan
+where
+    T: Borrow<TaskView> + Clone + Into<Arc<TaskView>>,
+{
     let now = env.now;
-    // Tasks on agents that stopped heartbeating are lost: from here on they read as such.
+    // Tasks on agents that stopped heartbeating are lost: from here on they read as such (a
+    // copy of those only).
     let mut lost = Vec::new();
-    let tasks: Vec<TaskView> = tasks
+    let tasks: Vec<Arc<TaskView>> = tasks
         .iter()
-        .cloned()
-        .map(|mut t| {
+        .map(|shared| {
+            let t: &TaskView = shared.borrow();
             if t.is_live() && t.agent.as_deref().is_some_and(|a| !(env.agent_ready)(a)) {
                 lost.push((t.name.clone(), t.agent.clone().unwrap_or_default()));
+                let mut t = t.clone();
                 t.cancel = Some(CancelReason::Lost);
                 t.phase = TaskPhase::Lost;
+                Arc::new(t)
+            } else {
+                shared.clone().into()
             }
-            t
         })
         .collect();
     // Copies of outputs are not work units: they count toward the outputs' holders only.
-    let (copies, tasks): (Vec<TaskView>, Vec<TaskView>) = tasks.into_iter().partition(|t| t.copy);
+    let (copies, tasks): (Vec<&Arc<TaskView>>, Vec<&Arc<TaskView>>) = tasks.iter().partition(|t| t.copy);
+    let copies: Vec<Arc<TaskView>> = copies.into_iter().cloned().collect();
     let states = unit_states(&job.units, &tasks, env.backoff);
     let gauntlet = tally(job, &states);
     let verdict = verdict(job, &states, gauntlet.as_ref(), now);
@@ -288,6 +298,7 @@ pub fn plan_job(job: &JobView, tasks: &[TaskView], env: &Env<'_>) -> JobPlan {
         .collect();
     summary.bytes_moved = tasks
         .iter()
+        .copied()
         .chain(&copies)
         .map(|t| t.bytes_moved)
         .fold(0, u64::saturating_add);
@@ -338,7 +349,11 @@ impl JobPlan {
 /// The checkpoint a new attempt of `unit` resumes from: the one of its newest attempt that left
 /// one held by an agent whose heartbeat is current (an older attempt's, when the newest's
 /// holders are all gone).
-pub fn resume_point(tasks: &[TaskView], unit: &str, agent_ready: &dyn Fn(&str) -> bool) -> Option<Artifact> {
+pub fn resume_point(
+    tasks: &[&Arc<TaskView>],
+    unit: &str,
+    agent_ready: &dyn Fn(&str) -> bool,
+) -> Option<Artifact> {
     tasks
         .iter()
         .filter(|t| t.unit == unit)
@@ -351,15 +366,15 @@ pub fn resume_point(tasks: &[TaskView], unit: &str, agent_ready: &dyn Fn(&str) -
 /// A running job: stuck tasks, tasks of units that went away, and new attempts.
 fn plan_running(
     job: &JobView,
-    tasks: &[TaskView],
+    tasks: &[&Arc<TaskView>],
     states: &[UnitState<'_>],
     (now, agent_ready): (Timestamp, &dyn Fn(&str) -> bool),
     plan: &mut JobPlan,
 ) {
     let live = tasks.iter().filter(|t| t.is_live());
-    let known = |t: &&TaskView| job.units.iter().any(|u| u.id == t.unit);
+    let known = |t: &TaskView| job.units.iter().any(|u| u.id == t.unit);
     for t in live.clone().filter(|t| t.cancel.is_none()) {
-        if !known(&t) {
+        if !known(t) {
             plan.cancel.push((t.name.clone(), CancelReason::JobFinished));
         } else if let (Some(limit), TaskPhase::Fetching | TaskPhase::Running) =
             (job.policy.progress_deadline_seconds, t.phase)

@@ -11,6 +11,7 @@
 //! its agent pulls it from the live holders and reports it as its output once verified; the
 //! job's status then names that agent among the output's holders.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -33,16 +34,23 @@ pub fn copy_unit(digest: &str) -> String {
 
 /// A job's outputs as recorded: each counted task's outputs, with the agents that made a copy
 /// since (succeeded copy Tasks) added to the holders of the artifact they copied.
-pub fn merged_outputs(counted: &[TaskView], copies: &[TaskView]) -> Vec<Artifact> {
+pub fn merged_outputs<T: Borrow<TaskView>>(counted: &[T], copies: &[T]) -> Vec<Artifact> {
     let mut more: HashMap<&str, Vec<&str>> = HashMap::new();
-    for c in copies.iter().filter(|c| c.phase == TaskPhase::Succeeded) {
+    for c in copies
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|c| c.phase == TaskPhase::Succeeded)
+    {
         for a in &c.outputs {
             for h in &a.holders {
                 more.entry(a.digest.as_str()).or_default().push(h.as_str());
             }
         }
     }
-    let mut outputs: Vec<Artifact> = counted.iter().flat_map(|t| t.outputs.iter().cloned()).collect();
+    let mut outputs: Vec<Artifact> = counted
+        .iter()
+        .flat_map(|t| t.borrow().outputs.iter().cloned())
+        .collect();
     for a in &mut outputs {
         for h in more.get(a.digest.as_str()).into_iter().flatten() {
             if !a.holders.iter().any(|x| x == h) {
@@ -93,12 +101,12 @@ pub struct Repairs {
 /// ([`zone_order`]). `live` says whether an agent's heartbeat is current; `copies` are the
 /// job's copy Tasks so far (their attempts and which are in flight); a copy of an output that
 /// failed less than [`COPY_RETRY`] ago waits.
-pub fn repairs(
+pub fn repairs<T: Borrow<TaskView>>(
     outputs: &[Artifact],
     replicas: u32,
     needed: &dyn Fn(&Artifact) -> bool,
     live: &dyn Fn(&str) -> bool,
-    copies: &[TaskView],
+    copies: &[T],
     agents: &[Candidate],
     now: Timestamp,
 ) -> Repairs {
@@ -123,7 +131,11 @@ pub fn repairs(
             continue;
         }
         let unit = copy_unit(&artifact.digest);
-        let mine: Vec<&TaskView> = copies.iter().filter(|c| c.unit == unit).collect();
+        let mine: Vec<&TaskView> = copies
+            .iter()
+            .map(Borrow::borrow)
+            .filter(|c| c.unit == unit)
+            .collect();
         let in_flight: Vec<String> = mine
             .iter()
             .filter(|c| c.is_live())

@@ -382,9 +382,11 @@ pub fn selfplay(
 
 /// Each metric the `tasks` reported, averaged over those that reported it, weighted by their
 /// progress (games, for selfplay; at least 1).
-pub fn mean_metrics(tasks: &[super::view::TaskView]) -> std::collections::BTreeMap<String, f64> {
+pub fn mean_metrics<T: std::borrow::Borrow<super::view::TaskView>>(
+    tasks: &[T],
+) -> std::collections::BTreeMap<String, f64> {
     let mut sums: std::collections::BTreeMap<String, (f64, f64)> = std::collections::BTreeMap::new();
-    for t in tasks {
+    for t in tasks.iter().map(std::borrow::Borrow::borrow) {
         #[allow(clippy::cast_precision_loss)] // a count of games
         let weight = t.done.max(1) as f64;
         for (name, value) in &t.metrics {

@@ -2,6 +2,8 @@
 //! its live attempts, the failures that used up retries, the agents to avoid, and when it may
 //! run again. The job's decision (`decide`) and the gauntlet's tally both read it.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -33,11 +35,11 @@ pub struct UnitState<'a> {
     /// The unit.
     pub unit: &'a WorkUnit,
     /// Its one counted success.
-    pub counted: Option<&'a TaskView>,
+    pub counted: Option<&'a Arc<TaskView>>,
     /// Attempts that still hold an agent.
-    pub live: Vec<&'a TaskView>,
+    pub live: Vec<&'a Arc<TaskView>>,
     /// Attempts that used up a retry.
-    pub failures: Vec<&'a TaskView>,
+    pub failures: Vec<&'a Arc<TaskView>>,
     /// Number for the next attempt.
     pub next_attempt: u32,
     /// Agents to avoid: where it had a GPU fault or was lost.
@@ -74,12 +76,21 @@ pub(super) fn add(t: Timestamp, d: Duration) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-/// The state of every unit given the job's tasks.
-pub fn unit_states<'a>(units: &'a [WorkUnit], tasks: &'a [TaskView], backoff: Backoff) -> Vec<UnitState<'a>> {
+/// The state of every unit given the job's tasks (each task read once: a job of thousands of
+/// units and tasks is planned on every pass).
+pub fn unit_states<'a>(
+    units: &'a [WorkUnit],
+    tasks: &[&'a Arc<TaskView>],
+    backoff: Backoff,
+) -> Vec<UnitState<'a>> {
+    let mut by_unit: HashMap<&str, Vec<&'a Arc<TaskView>>> = HashMap::with_capacity(units.len());
+    for t in tasks {
+        by_unit.entry(t.unit.as_str()).or_default().push(t);
+    }
     units
         .iter()
         .map(|unit| {
-            let mine: Vec<&TaskView> = tasks.iter().filter(|t| t.unit == unit.id).collect();
+            let mine: &[&Arc<TaskView>] = by_unit.get(unit.id.as_str()).map_or(&[], Vec::as_slice);
             let counted = mine
                 .iter()
                 .filter(|t| {
@@ -88,7 +99,8 @@ pub fn unit_states<'a>(units: &'a [WorkUnit], tasks: &'a [TaskView], backoff: Ba
                 })
                 .min_by_key(|t| t.attempt)
                 .copied();
-            let failures: Vec<&TaskView> = mine.iter().copied().filter(|t| counts_as_failure(t)).collect();
+            let failures: Vec<&Arc<TaskView>> =
+                mine.iter().copied().filter(|t| counts_as_failure(t)).collect();
             let avoid = mine
                 .iter()
                 .filter(|t| {

@@ -56,7 +56,7 @@ fn backoff_doubles_up_to_the_cap() {
 #[test]
 fn a_new_job_asks_for_every_unit_within_parallelism() {
     let mut job = selfplay(250, 100);
-    let plan = plan_job(&job, &[], &env(0));
+    let plan = plan_job::<TaskView>(&job, &[], &env(0));
     assert_eq!(
         units(&plan),
         [

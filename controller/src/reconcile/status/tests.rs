@@ -253,5 +253,5 @@ fn selfplay_metrics_are_averaged_over_tasks_by_games() {
     let m = super::mean_metrics(&[task(30, 0.1), task(10, 0.5), odd]);
     assert!((m["draw_rate"] - 0.2).abs() < 1e-12, "{m:?}: a NaN is left out");
     assert!((m["only_here"] - 3.0).abs() < 1e-12);
-    assert!(super::mean_metrics(&[]).is_empty());
+    assert!(super::mean_metrics::<TaskView>(&[]).is_empty());
 }
