@@ -5,7 +5,7 @@ pub mod breaker;
 pub mod decide;
 pub mod durability;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod gauntlet;
 pub mod kueue;
 pub mod models;

@@ -34,15 +34,15 @@ pub struct ModelInfo {
     pub metrics: BTreeMap<String, f64>,
 }
 
-/// Recorded games of a dataset from one selfplay job.
+/// Recorded games of a dataset from one selfplay job (its outputs, borrowed from the job).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DatasetPart {
+pub struct DatasetPart<'a> {
     /// When the job finished (newest parts are used first).
     pub finished: Timestamp,
     /// Games in it.
     pub games: u64,
     /// Its game files.
-    pub artifacts: Vec<Artifact>,
+    pub artifacts: &'a [Artifact],
 }
 
 /// What a job may name, looked up in the controller's caches.
@@ -52,7 +52,7 @@ pub trait World {
     /// The name of the best model of the `TrainingLoop` `namespace/name`.
     fn best_of(&self, namespace: &str, training_loop: &str) -> Option<String>;
     /// The finished parts of a dataset, any order.
-    fn dataset(&self, namespace: &str, dataset: &str) -> Vec<DatasetPart>;
+    fn dataset(&self, namespace: &str, dataset: &str) -> &[DatasetPart<'_>];
 }
 
 fn blocked(reason: BlockedReason, message: String) -> Blocked {
@@ -223,7 +223,8 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
         .as_ref()
         .map(|r| resolve(world, &view.namespace, r, "spec.baseModel"))
         .transpose()?;
-    let parts: Vec<DatasetPart> = spec
+    // A loop's dataset holds every generation's games: only the window's parts are copied.
+    let parts: Vec<&DatasetPart<'_>> = spec
         .datasets
         .iter()
         .flat_map(|d| world.dataset(&view.namespace, d))
@@ -232,6 +233,7 @@ pub fn training(job: &TrainingJob, world: &dyn World) -> Result<JobView, Blocked
         .into_iter()
         .flat_map(|part| part.artifacts)
         .filter(|a| a.kind == ArtifactKind::Games)
+        .cloned()
         .collect();
     if inputs.is_empty() {
         return Err(blocked(

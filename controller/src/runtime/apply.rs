@@ -299,13 +299,13 @@ impl Reconciler {
             .refreshed
             .get(&key)
             .is_none_or(|at| at.elapsed() >= VOLATILE_REFRESH);
-        let running = e.plan.as_ref().is_some_and(|p| p.verdict == Verdict::Running);
+        let running = e.plan.as_deref().is_some_and(|p| p.verdict == Verdict::Running);
         if running {
             soon(VOLATILE_REFRESH);
         }
         if let Some(next) = e.job.with_status(
             view,
-            e.plan.as_ref(),
+            e.plan.as_deref(),
             blocked,
             e.queue.clone(),
             e.model.clone(),
@@ -313,7 +313,7 @@ impl Reconciler {
             refresh,
         ) {
             let before = e.job.summary();
-            let last_failure = e.plan.as_ref().and_then(|p| p.summary.last_failure.clone());
+            let last_failure = e.plan.as_deref().and_then(|p| p.summary.last_failure.clone());
             let result = match &next {
                 AnyJob::Selfplay(j) => writer.replace_status(j).await.map(|j| self.selfplay.wrote(j)),
                 AnyJob::Training(j) => writer.replace_status(j).await.map(|j| self.training.wrote(j)),
@@ -342,7 +342,7 @@ impl Reconciler {
                 Err(err) => self.failed(&key, &kind, &err),
             }
         }
-        if e.plan.as_ref().is_some_and(|p| p.delete) {
+        if e.plan.as_deref().is_some_and(|p| p.delete) {
             let (ns, name) = (e.job.namespace(), e.job.name());
             let r = match e.job.kind() {
                 JobKind::SelfplayJob => writer.delete::<SelfplayJob>(&ns, &name).await,

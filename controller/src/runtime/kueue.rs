@@ -9,7 +9,8 @@ use ringrift_crds::common::{JobPhase, QueueStatus};
 use ringrift_crds::kueue::Workload;
 
 use super::caches::valid;
-use super::reconciler::{Entry, Reconciler, TasksByJob};
+use super::reconciler::{Entry, Reconciler};
+use super::task_index::TasksByJob;
 use crate::reconcile::kueue::{self, Admission, Asked};
 
 /// The Kueue integration's writes for a pass.

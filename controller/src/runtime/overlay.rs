@@ -2,7 +2,7 @@
 //! the next pass does not act on a stale copy (create a task twice, count capacity twice).
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use kube::Resource;
@@ -80,9 +80,24 @@ impl<K: Resource + Clone> Overlay<K> {
     /// `T` is the object or a shared pointer to it (`Arc<K>`: the cache's copy, not a clone).
     pub fn merge<T: Borrow<K> + From<K>>(&mut self, cached: Vec<T>) -> Vec<T> {
         self.written.retain(|_, (_, at)| at.elapsed() < KEEP);
+        if self.written.is_empty() {
+            return cached;
+        }
         let newest = cached.iter().map(|o| version(o.borrow())).max().unwrap_or(0);
+        // A cache holds tens of thousands of objects and this replica a few hundred writes:
+        // only an object whose name was written is looked up by its key.
+        let names: HashSet<String> = self
+            .written
+            .values()
+            .filter_map(|(o, _)| o.meta().name.clone())
+            .collect();
+        let mut seen: HashSet<String> = HashSet::new();
         let mut out = Vec::with_capacity(cached.len() + self.written.len());
         for obj in cached {
+            if !names.contains(obj.borrow().meta().name.as_deref().unwrap_or_default()) {
+                out.push(obj);
+                continue;
+            }
             let k = key(obj.borrow());
             match self.written.get(&k) {
                 Some((mine, _)) if version(mine) > version(obj.borrow()) => out.push(T::from(mine.clone())),
@@ -92,8 +107,8 @@ impl<K: Resource + Clone> Overlay<K> {
                 }
                 None => out.push(obj),
             }
+            seen.insert(k);
         }
-        let seen: std::collections::HashSet<String> = out.iter().map(|o| key(o.borrow())).collect();
         let absent = self.absent;
         // resourceVersions count every write to the store: a cache holding a version as new
         // as a write of mine has seen that write's event, so if the object is not there it was

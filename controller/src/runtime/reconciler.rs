@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{Resource, ResourceExt};
 use ringrift_crds::agent::Agent;
-use ringrift_crds::common::{GpuFraction, QueueStatus, ShareSpec};
+use ringrift_crds::common::{QueueStatus, ShareSpec};
 use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::model::Model;
 use ringrift_crds::selfplay::SelfplayJob;
@@ -24,16 +24,18 @@ use super::caches::{Caches, Copies, valid};
 use super::jobs::AnyJob;
 use super::metrics::KindLabels;
 use super::overlay::Overlay;
+use super::plans::Plans;
+use super::task_index::{TaskIndex, TasksByJob};
 use super::world::Snapshot;
 use super::writer::Writer;
 use crate::plan::placement::{self, Claim, Outcome, Request, Standing, Terms};
 use crate::reconcile::breaker::{self, Policy};
-use crate::reconcile::decide::{Env, JobPlan, plan_job};
+use crate::reconcile::decide::{Env, JobPlan};
 use crate::reconcile::durability::Candidate;
 use crate::reconcile::objects;
 use crate::reconcile::status::Blocked;
 use crate::reconcile::units::Backoff;
-use crate::reconcile::view::{JobView, TaskView, default_priority};
+use crate::reconcile::view::{JobView, TaskView};
 use ringrift_crds::durability::Needed;
 
 /// Everything the loops and models are planned from, as read this pass.
@@ -76,7 +78,8 @@ pub(super) struct Entry {
     pub(super) job: AnyJob,
     pub(super) view: Result<JobView, Blocked>,
     pub(super) model: Option<String>,
-    pub(super) plan: Option<JobPlan>,
+    /// Shared with the plans kept between passes ([`Plans`]).
+    pub(super) plan: Option<Arc<JobPlan>>,
     pub(super) queue: Option<QueueStatus>,
     pub(super) placed: Vec<Task>,
     pub(super) held_back: bool,
@@ -97,6 +100,10 @@ pub struct Reconciler {
     pub(super) tasks: Overlay<Task>,
     /// The tasks cache's objects, copied once per version.
     task_copies: Copies<Task>,
+    /// The planner's views of those objects, made once per object.
+    task_index: TaskIndex,
+    /// Plans of settled jobs, kept while nothing they were made from changes.
+    plans: Plans,
     pub(super) selfplay: Overlay<SelfplayJob>,
     pub(super) training: Overlay<TrainingJob>,
     pub(super) gauntlet: Overlay<GauntletJob>,
@@ -139,6 +146,8 @@ impl Reconciler {
             tuning,
             tasks: Overlay::for_created(Duration::from_secs(5)),
             task_copies: Copies::default(),
+            task_index: TaskIndex::default(),
+            plans: Plans::default(),
             selfplay: Overlay::for_updated(),
             training: Overlay::for_updated(),
             gauntlet: Overlay::for_updated(),
@@ -157,6 +166,7 @@ impl Reconciler {
     pub fn reset(&mut self) {
         self.tasks.clear();
         self.task_copies.clear();
+        self.plans.clear();
         self.selfplay.clear();
         self.training.clear();
         self.gauntlet.clear();
@@ -182,9 +192,9 @@ impl Reconciler {
             models,
             loops,
         } = self.observe();
-        let world = Snapshot::new(models.clone(), &loops, &selfplay);
         let (selfplay_all, training_all, gauntlet_all) =
             (selfplay.clone(), training.clone(), gauntlet.clone());
+        let world = Snapshot::new(models.clone(), &loops, &selfplay_all);
 
         // Agents: heartbeats.
         let heartbeats = self.heartbeats(&agents, now);
@@ -199,7 +209,7 @@ impl Reconciler {
         } = heartbeats;
         self.report_agents(current.len(), &agent_views);
 
-        let (by_job, claims) = index_tasks(&tasks);
+        let (by_job, claims) = self.task_index.index(&tasks);
         // Agents whose tasks keep failing for reasons of the agent: no new work for a while.
         let mut agent_views = agent_views;
         let (quarantines, quarantine_writes) =
@@ -217,7 +227,8 @@ impl Reconciler {
             .map(AnyJob::Selfplay)
             .chain(training.into_iter().map(AnyJob::Training))
             .chain(gauntlet.into_iter().map(AnyJob::Gauntlet));
-        let (mut entries, priorities) = self.plan_jobs(all_jobs, &world, &by_job, &env, &mut soon);
+        let (mut entries, priorities) =
+            self.plan_jobs(all_jobs, &world, &by_job, (&env, &current), &mut soon);
 
         // Jobs queued in Kueue wait for its admission. Then every waiting unit of every job is
         // placed at once, sharing the fleet between loops and standalone jobs.
@@ -378,16 +389,18 @@ impl Reconciler {
         all_jobs: impl Iterator<Item = AnyJob>,
         world: &Snapshot,
         by_job: &TasksByJob,
-        env: &Env<'_>,
+        (env, ready): (&Env<'_>, &HashSet<String>),
         soon: &mut impl FnMut(Duration),
     ) -> (Vec<Entry>, HashMap<String, u32>) {
         let mut entries: Vec<Entry> = Vec::new();
         let mut priorities: HashMap<String, u32> = HashMap::new();
+        let ready = self.plans.begin(ready);
         for job in all_jobs.filter(|j| !j.deleting()) {
             let (view, model) = job.validate(world);
             let plan = view.as_ref().ok().map(|v| {
                 priorities.insert(v.uid.clone(), v.priority);
-                plan_job(v, by_job.get(&v.uid).map_or(&[][..], Vec::as_slice), env)
+                let tasks = by_job.get(&v.uid).map_or(&[][..], Vec::as_slice);
+                self.plans.plan(v, tasks, env, ready)
             });
             if let Some(d) = plan.as_ref().and_then(|p| p.requeue_after) {
                 soon(d);
@@ -416,6 +429,7 @@ impl Reconciler {
                 regenerating: Vec::new(),
             });
         }
+        self.plans.end();
         // Forget the bookkeeping of jobs gone.
         let present: HashSet<String> = entries.iter().map(|e| e.job.key()).collect();
         self.refreshed.retain(|k, _| present.contains(k));
@@ -564,46 +578,6 @@ fn share_terms(loops: &[TrainingLoop], entries: &[Entry]) -> BTreeMap<String, Te
         }
     }
     out
-}
-
-/// Tasks by the uid of the job that owns them.
-pub(super) type TasksByJob = HashMap<String, Vec<TaskView>>;
-
-/// Reads each task once: grouped by the uid of the job that owns it (tasks of a deleted job of
-/// the same name, not yet garbage-collected, are not the new job's), and, while live on an
-/// agent, a claim on that agent's resources with its job's uid (placement fills in the job's
-/// priority).
-fn index_tasks(tasks: &[Arc<Task>]) -> (TasksByJob, Vec<(Claim, String)>) {
-    let mut by_job = TasksByJob::new();
-    let mut claims: Vec<(Claim, String)> = Vec::new();
-    for t in tasks {
-        let v = TaskView::from_task(t);
-        let owner = t
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true))
-            .map(|o| o.uid.clone());
-        if let (Some(agent), true) = (v.agent.clone(), v.is_live()) {
-            let kind = t.spec.job.kind;
-            let claim = Claim {
-                task: format!("{}/{}", t.namespace().unwrap_or_default(), v.name),
-                agent,
-                cpu_millis: u64::from(v.resources.cpu_millis),
-                memory_mib: v.resources.memory_mib,
-                gpus: v.gpus.clone(),
-                priority: default_priority(kind),
-                elastic: kind == JobKind::SelfplayJob,
-                claimant: String::new(),
-                gpu_fraction: v.resources.gpu_fraction.map(GpuFraction::thousandths),
-                gpu_memory_mib: v.resources.gpu_memory_mib,
-            };
-            claims.push((claim, owner.clone().unwrap_or_default()));
-        }
-        if let Some(owner) = owner {
-            by_job.entry(owner).or_default().push(v);
-        }
-    }
-    (by_job, claims)
 }
 
 /// The objects a pass works from (the tasks shared with the cache's copies, not copied).

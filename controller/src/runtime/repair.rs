@@ -3,6 +3,7 @@
 //! run again when every copy of their games is gone (the decisions are
 //! [`crate::reconcile::durability`]'s; this applies them to the pass's entries).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -61,12 +62,17 @@ impl Reconciler {
                     );
                 } else {
                     let gone = |a: &Artifact| r.lost.iter().any(|l| l.digest == a.digest);
+                    let mut cancel = Vec::new();
                     for t in &plan.summary.counted {
                         if !t.outputs.is_empty() && t.outputs.iter().all(gone) {
                             tracing::warn!(job = %e.job.key(), unit = %t.unit, task = %t.name, "every copy of a unit's games was lost; running it again");
-                            plan.cancel.push((t.name.clone(), CancelReason::OutputsLost));
+                            cancel.push((t.name.clone(), CancelReason::OutputsLost));
                             e.regenerating.push(t.unit.clone());
                         }
+                    }
+                    if !cancel.is_empty() {
+                        // The plan may be shared with the kept plans: this pass's copy only.
+                        Arc::make_mut(plan).cancel.extend(cancel);
                     }
                 }
             }

@@ -12,17 +12,17 @@ use crate::reconcile::validate::{DatasetPart, ModelInfo, World, model_artifact};
 
 /// A snapshot of what jobs may refer to.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub struct Snapshot<'a> {
     models: HashMap<(String, String), Model>,
     best: HashMap<(String, String), String>,
-    datasets: HashMap<(String, String), Vec<DatasetPart>>,
+    datasets: HashMap<(String, String), Vec<DatasetPart<'a>>>,
 }
 
-impl Snapshot {
+impl<'a> Snapshot<'a> {
     /// Indexes the caches' objects.
-    pub fn new(models: Vec<Model>, loops: &[TrainingLoop], selfplay: &[SelfplayJob]) -> Self {
+    pub fn new(models: Vec<Model>, loops: &[TrainingLoop], selfplay: &'a [SelfplayJob]) -> Self {
         let ns = |m: &kube::api::ObjectMeta| m.namespace.clone().unwrap_or_default();
-        let mut datasets: HashMap<(String, String), Vec<DatasetPart>> = HashMap::new();
+        let mut datasets: HashMap<(String, String), Vec<DatasetPart<'a>>> = HashMap::new();
         for job in selfplay {
             let Some(status) = &job.status else { continue };
             if status.phase != ringrift_crds::common::JobPhase::Succeeded {
@@ -37,7 +37,7 @@ impl Snapshot {
                         .as_ref()
                         .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
                     games: status.games_done,
-                    artifacts: status.outputs.clone(),
+                    artifacts: &status.outputs,
                 });
         }
         Self {
@@ -57,7 +57,7 @@ impl Snapshot {
     }
 }
 
-impl World for Snapshot {
+impl World for Snapshot<'_> {
     fn model(&self, namespace: &str, name: &str) -> Option<ModelInfo> {
         let m = self.models.get(&(namespace.to_owned(), name.to_owned()))?;
         Some(ModelInfo {
@@ -74,10 +74,9 @@ impl World for Snapshot {
             .cloned()
     }
 
-    fn dataset(&self, namespace: &str, dataset: &str) -> Vec<DatasetPart> {
+    fn dataset(&self, namespace: &str, dataset: &str) -> &[DatasetPart<'_>] {
         self.datasets
             .get(&(namespace.to_owned(), dataset.to_owned()))
-            .cloned()
-            .unwrap_or_default()
+            .map_or(&[], Vec::as_slice)
     }
 }
