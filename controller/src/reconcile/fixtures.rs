@@ -1,17 +1,39 @@
 //! Sample jobs and tasks for the reconcile tests.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use ringrift_crds::common::{RunPolicy, TaskResources, WorkloadTemplate};
 use ringrift_crds::task::{JobKind, TaskPhase};
 
+use super::decide::Env;
+use super::units::Backoff;
 use super::view::{JobSpecifics, JobView, TaskView};
 use crate::plan::split;
 
 /// A fixed instant `secs` after a base time.
 pub fn at(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+/// The retry backoff of the tests: 10 s doubling up to 60 s.
+pub const BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(10),
+    max: Duration::from_secs(60),
+};
+
+fn all_ready(_: &str) -> bool {
+    true
+}
+
+/// The world at `at(now)` with every agent Ready and [`BACKOFF`].
+pub fn env(now: i64) -> Env<'static> {
+    Env {
+        now: at(now),
+        agent_ready: &all_ready,
+        backoff: BACKOFF,
+    }
 }
 
 /// A selfplay job of `games` games in units of `per_task`, started at `at(0)`.

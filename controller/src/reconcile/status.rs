@@ -1,6 +1,9 @@
 //! Status and conditions from a job's plan, without I/O. Conditions keep their
 //! `lastTransitionTime` unless their status changes.
 
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use ringrift_contract::Params;
@@ -11,7 +14,7 @@ use ringrift_crds::training::TrainingJobStatus;
 
 use super::decide::{JobPlan, Verdict};
 use super::promotion;
-use super::view::{JobSpecifics, JobView};
+use super::view::{JobSpecifics, JobView, TaskView};
 use crate::sprt;
 
 /// Why a job cannot run as written (an unknown model, an invalid spec): shown as
@@ -382,11 +385,9 @@ pub fn selfplay(
 
 /// Each metric the `tasks` reported, averaged over those that reported it, weighted by their
 /// progress (games, for selfplay; at least 1).
-pub fn mean_metrics<T: std::borrow::Borrow<super::view::TaskView>>(
-    tasks: &[T],
-) -> std::collections::BTreeMap<String, f64> {
-    let mut sums: std::collections::BTreeMap<String, (f64, f64)> = std::collections::BTreeMap::new();
-    for t in tasks.iter().map(std::borrow::Borrow::borrow) {
+pub fn mean_metrics<T: Borrow<TaskView>>(tasks: &[T]) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for t in tasks.iter().map(Borrow::borrow) {
         #[allow(clippy::cast_precision_loss)] // a count of games
         let weight = t.done.max(1) as f64;
         for (name, value) in &t.metrics {

@@ -113,29 +113,11 @@ fn settled(plan: &JobPlan) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use ringrift_crds::common::JobPhase;
     use ringrift_crds::task::TaskPhase;
 
     use super::*;
-    use crate::reconcile::fixtures::{at, selfplay, task};
-    use crate::reconcile::units::Backoff;
-
-    fn ready(_: &str) -> bool {
-        true
-    }
-
-    fn env(now: i64) -> Env<'static> {
-        Env {
-            now: at(now),
-            agent_ready: &ready,
-            backoff: Backoff {
-                base: Duration::from_secs(10),
-                max: Duration::from_secs(60),
-            },
-        }
-    }
+    use crate::reconcile::fixtures::{at, env, selfplay, task};
 
     /// A finished job of two units and its two succeeded tasks.
     fn finished() -> (JobView, Vec<Arc<TaskView>>) {

@@ -8,32 +8,15 @@ use ringrift_crds::task::FailureClass;
 
 use super::*;
 use crate::plan::split;
-use crate::reconcile::fixtures::{at, selfplay, task};
+use crate::reconcile::fixtures::{BACKOFF, at, env, selfplay, task};
 use crate::reconcile::view::JobSpecifics;
 use crate::sprt::Record;
-
-const BACKOFF: Backoff = Backoff {
-    base: Duration::from_secs(10),
-    max: Duration::from_secs(60),
-};
 
 fn failed(unit: &str, attempt: u32, agent: &str, finished_at: i64) -> TaskView {
     TaskView {
         finished: Some(at(finished_at)),
         message: "Error: exit code 1".into(),
         ..task(unit, attempt, agent, TaskPhase::Failed)
-    }
-}
-
-fn all_ready(_: &str) -> bool {
-    true
-}
-
-fn env(now: i64) -> Env<'static> {
-    Env {
-        now: at(now),
-        agent_ready: &all_ready,
-        backoff: BACKOFF,
     }
 }
 
