@@ -68,6 +68,10 @@ pub struct SimConfig {
     pub lease_duration: Duration,
     /// Default run time of a task.
     pub task_duration: Duration,
+    /// Least time between two status writes of one task before its end, as a real agent's
+    /// `--progress-interval`: a task reports progress at a quarter, half and three quarters
+    /// of its run only when this much time passed since its last write.
+    pub progress_interval: Duration,
 }
 
 fn now() -> Time {
@@ -292,6 +296,7 @@ async fn run_task(
     agent: String,
     default: Duration,
     wake: Arc<Notify>,
+    progress_interval: Duration,
 ) {
     let ns = task.namespace().unwrap_or_default();
     let name = task.name_any();
@@ -324,6 +329,7 @@ async fn run_task(
     if let Err(e) = patch_status(&tasks, &name, attempt, &running).await {
         tracing::warn!(task = name, error = %e, "failed to report Running");
     }
+    let mut last_write = tokio::time::Instant::now();
     let steps = 4u32;
     for step in 1..=steps {
         let deadline = tokio::time::Instant::now() + duration / steps;
@@ -352,9 +358,10 @@ async fn run_task(
                 }
             }
         }
-        if step < steps {
+        if step < steps && last_write.elapsed() >= progress_interval {
             let done = total * u64::from(step) / u64::from(steps);
             let _ = patch_status(&tasks, &name, attempt, &progress(done)).await;
+            last_write = tokio::time::Instant::now();
         }
     }
     if cancelled(&store, &task) == Some(true) {
@@ -448,9 +455,9 @@ pub async fn run(
                         w.insert(uid.clone(), wake.clone());
                     }
                     let (client, store, wakers) = (client.clone(), store.clone(), wakers.clone());
-                    let duration = config.task_duration;
+                    let (duration, interval) = (config.task_duration, config.progress_interval);
                     tokio::spawn(async move {
-                        run_task(client, store, task, agent, duration, wake).await;
+                        run_task(client, store, task, agent, duration, wake, interval).await;
                         if let Ok(mut w) = wakers.lock() {
                             w.remove(&uid);
                         }

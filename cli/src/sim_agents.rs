@@ -52,6 +52,10 @@ pub struct SimAgentsArgs {
     /// Run time of a task unless its `SIM_DURATION_MS` says otherwise.
     #[arg(long, env = "RINGRIFT_SIM_TASK_DURATION", default_value = "2s", value_parser = crate::duration::parse)]
     pub task_duration: Duration,
+    /// Least time between two progress writes of one task (a real agent's
+    /// `--progress-interval`).
+    #[arg(long, env = "RINGRIFT_PROGRESS_INTERVAL", default_value = "2s", value_parser = crate::duration::parse)]
+    pub progress_interval: Duration,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -70,6 +74,7 @@ pub(crate) fn run_sim_agents(args: SimAgentsArgs) -> anyhow::Result<ExitCode> {
         heartbeat,
         heartbeat_lease,
         task_duration,
+        progress_interval,
         telemetry,
     } = args;
     telemetry::init(&telemetry)?;
@@ -89,6 +94,7 @@ pub(crate) fn run_sim_agents(args: SimAgentsArgs) -> anyhow::Result<ExitCode> {
         heartbeat,
         lease_duration: heartbeat_lease,
         task_duration,
+        progress_interval,
     };
     let runtime = crate::runtime()?;
     runtime.block_on(async {
