@@ -75,6 +75,8 @@ pub struct Metrics {
     pub pass: Histogram,
     /// Work units waiting for room.
     pub queue_depth: Gauge<i64, AtomicI64>,
+    /// Agents held for a waiting gang (several whole GPUs) while they drain.
+    pub agents_held: Gauge<i64, AtomicI64>,
     /// 1 while this replica leads.
     pub leader: Gauge<i64, AtomicI64>,
     /// Agents with a current heartbeat.
@@ -154,6 +156,11 @@ impl Metrics {
             placement,
             pass,
             queue_depth: registered(r, "queue_depth", "Work units waiting for room"),
+            agents_held: registered(
+                r,
+                "agents_held",
+                "Agents held for a waiting gang (several whole GPUs) while they drain",
+            ),
             leader: registered(r, "leader", "1 while this replica leads"),
             agents_ready: registered(r, "agents_ready", "Agents with a current heartbeat"),
             agents_unreachable: registered(

@@ -501,8 +501,11 @@ impl Reconciler {
             }
         }
         let started = Instant::now();
-        let placement::Placed { outcomes, shares } =
-            placement::place_by(agents, &claims, &requests, terms, self.tuning.placement);
+        let placement::Placed {
+            outcomes,
+            shares,
+            reservations,
+        } = placement::place_by(agents, &claims, &requests, terms, self.tuning.placement);
         self.health
             .metrics
             .placement
@@ -544,6 +547,10 @@ impl Reconciler {
             }
         }
         self.health.metrics.queue_depth.set(waiting);
+        self.health
+            .metrics
+            .agents_held
+            .set(i64::try_from(reservations.len()).unwrap_or(i64::MAX));
         self.health.metrics.shares(&shares, &self.shares_reported);
         self.shares_reported = shares.keys().cloned().collect();
         (victims, shares)

@@ -21,6 +21,8 @@ pub(super) struct Free {
     /// Requests placed here in this pass: their claims are no tasks yet, never preempted.
     pub(super) fresh: std::collections::HashSet<String>,
     pub(super) disk_pressure: bool,
+    /// The waiting gang this agent is held for (see `super::reserve`): nothing else goes here.
+    pub(super) reserved_for: Option<String>,
 }
 
 /// A GPU that fractional tasks share.
@@ -63,6 +65,17 @@ impl Free {
     /// Whether the request may go here at all (its outputs need disk).
     pub(super) fn allows(&self, req: &Request) -> bool {
         !(self.disk_pressure && req.writes_outputs)
+    }
+
+    /// Whether the request may go here now: its outputs need disk, and an agent held for a
+    /// waiting gang takes only that gang.
+    pub(super) fn open_to(&self, req: &Request) -> bool {
+        self.allows(req) && self.reserved_for.as_ref().is_none_or(|id| *id == req.id)
+    }
+
+    /// How many of its free whole GPUs the request could use (memory and selector).
+    pub(super) fn matching_gpus(&self, r: &TaskResources) -> usize {
+        self.gpus.iter().filter(|g| gpu_matches(g, r)).count()
     }
 
     /// The GPUs this request would get here, if it fits: whole free GPUs, or for a fraction
@@ -206,6 +219,7 @@ pub(super) fn free_capacity(agents: &[AgentView], claims: &[Claim]) -> BTreeMap<
                 claims: mine,
                 fresh: std::collections::HashSet::new(),
                 disk_pressure: a.disk_pressure,
+                reserved_for: None,
             };
             (a.name.clone(), free)
         })

@@ -7,7 +7,9 @@
 //! units (training, gauntlets) go where most of their input bytes already are, then take the
 //! tightest fit, keeping big holes for big jobs; elastic (selfplay) units spread to the least
 //! loaded agent, then where their inputs are. A unit that fits nowhere may preempt elastic units
-//! of lower priority; otherwise it waits, with a reason and its queue position.
+//! of lower priority; otherwise it waits, with a reason and its queue position. With the share,
+//! a gang (several whole GPUs, not elastic) that its claimant is owed holds one agent while it
+//! waits, so that agent drains instead of being refilled (see [`place_by`]).
 
 use std::collections::BTreeMap;
 
@@ -148,7 +150,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 fn choose<'a>(free: &'a BTreeMap<String, Free>, req: &Request) -> Option<(&'a String, Vec<String>)> {
     let fits: Vec<(&String, Vec<String>, (usize, i128))> = free
         .iter()
-        .filter(|(_, f)| f.allows(req))
+        .filter(|(_, f)| f.open_to(req))
         .filter_map(|(name, f)| f.fit(&req.resources).map(|gpus| (name, gpus, f.load())))
         .collect();
     let held = |name: &String| req.input_bytes.get(name).copied().unwrap_or(0);
@@ -190,7 +192,7 @@ fn preemption(
     let mut best: Option<(String, Vec<String>, Vec<String>)> = None;
     let candidate = |f: &Free, c: &Claim| c.elastic && !f.fresh.contains(&c.task);
     let nothing_taken = BTreeMap::new();
-    for (name, f) in free.iter().filter(|(_, f)| f.allows(req)) {
+    for (name, f) in free.iter().filter(|(_, f)| f.open_to(req)) {
         // What `may_evict` refuses with nothing taken yet it refuses with more taken (a
         // claimant only gets less lent): an agent with no such victim is skipped before any
         // copy is made (this runs for every unit that fits nowhere).
@@ -222,7 +224,12 @@ fn preemption(
         if let Some(gpus) = trial.fit(&req.resources)
             && best.as_ref().is_none_or(|(_, _, v)| victims.len() < v.len())
         {
+            let one = victims.len() == 1;
             best = Some((name.clone(), gpus, victims));
+            // Nothing takes fewer than one: the first agent found with one is the answer.
+            if one {
+                break;
+            }
         }
     }
     best
@@ -246,7 +253,13 @@ fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, req: &Request) ->
             free.keys().cloned().collect::<Vec<_>>().join(", ")
         );
     }
-    let (free, r) = (&allowed, &req.resources);
+    let open: Vec<&Free> = allowed.into_iter().filter(|f| f.open_to(req)).collect();
+    if open.is_empty() {
+        return "every agent it may use is held for a waiting gang (work that needs several \
+                whole GPUs and is owed them)"
+            .into();
+    }
+    let (free, r) = (&open, &req.resources);
     if let Some(f) = r.gpu_fraction {
         let fits_one = free.iter().any(|a| {
             a.gpus.iter().any(|g| gpu_matches(g, r))
@@ -335,6 +348,8 @@ pub struct Placed {
     pub outcomes: Vec<(String, Outcome)>,
     /// Per claimant with live or waiting work.
     pub shares: BTreeMap<String, Standing>,
+    /// The gangs still waiting that hold an agent, by request id, with that agent.
+    pub reservations: BTreeMap<String, String>,
 }
 
 fn claim_amount(c: &Claim) -> Amount {
@@ -454,8 +469,65 @@ pub fn place_shared(
     place_by(agents, claims, requests, terms, Policy::Share)
 }
 
+/// Whether the agent `name` could ever hold `r`: enough CPU, memory and matching healthy GPUs
+/// in all.
+fn could_hold(agent: &AgentView, r: &TaskResources) -> bool {
+    agent.cpu_millis >= u64::from(r.cpu_millis)
+        && agent.memory_mib >= r.memory_mib
+        && agent.gpus.iter().filter(|g| gpu_matches(g, r)).count()
+            >= usize::try_from(r.gpus).unwrap_or(usize::MAX)
+}
+
+/// Holds one agent for each gang that `policy` lets wait on one ([`Policy::reserves`]), in
+/// priority order: the agent, not held yet and able to hold the gang at all, with the most free
+/// GPUs the gang could use (then the most free CPU, then by name). Nothing else is placed there
+/// in this pass, so it drains as its tasks end and the gang fits within one task's time;
+/// without it, elastic work, which spreads to the least loaded agent, refills exactly the
+/// agents that are emptying. Chosen afresh each pass, the choice stays put: nothing new lands
+/// on a held agent, so its free GPUs only grow. Request id → agent.
+fn reserve(
+    agents: &[AgentView],
+    free: &mut BTreeMap<String, Free>,
+    order: &[&Request],
+    shares: &BTreeMap<String, Standing>,
+    (capacity, policy): (&Amount, Policy),
+) -> BTreeMap<String, String> {
+    let mut reservations = BTreeMap::new();
+    let mut held: BTreeMap<String, Amount> = BTreeMap::new();
+    for req in order {
+        if !policy.reserves(req, shares, &held, capacity) {
+            continue;
+        }
+        let r = &req.resources;
+        let best = agents
+            .iter()
+            .filter(|a| could_hold(a, r))
+            .filter_map(|a| free.get(&a.name).map(|f| (&a.name, f)))
+            .filter(|(_, f)| f.reserved_for.is_none() && f.allows(req))
+            .max_by(|(a, fa), (b, fb)| {
+                fa.matching_gpus(r)
+                    .cmp(&fb.matching_gpus(r))
+                    .then_with(|| fa.cpu.cmp(&fb.cpu))
+                    .then_with(|| b.cmp(a))
+            })
+            .map(|(name, _)| name.clone());
+        let Some(name) = best else { continue };
+        if let Some(f) = free.get_mut(&name) {
+            f.reserved_for = Some(req.id.clone());
+        }
+        let h = held.entry(req.claimant.clone()).or_default();
+        *h = h.plus(&request_amount(req));
+        reservations.insert(req.id.clone(), name);
+    }
+    reservations
+}
+
 /// Places `requests` by `policy`: [`place_shared`], or plain priority (one queue for all, in
 /// priority order, preempting by priority alone: see [`Policy`]).
+///
+/// With the share, each gang its claimant is owed first holds an agent ([`reserve`]): only it
+/// may be placed there, and when it still fits nowhere it waits on that agent (its reason says
+/// which, and how far it has drained); placed anywhere, it lets the agent go.
 pub fn place_by(
     agents: &[AgentView],
     claims: &[Claim],
@@ -468,6 +540,7 @@ pub fn place_by(
     let mut queues: BTreeMap<&str, std::collections::VecDeque<&Request>> = BTreeMap::new();
     let mut order: Vec<&Request> = requests.iter().collect();
     order.sort_by_key(|r| std::cmp::Reverse(r.priority));
+    let mut reservations = reserve(agents, &mut free, &order, &shares, (&capacity, policy));
     for r in order {
         queues.entry(policy.queue(r)).or_default().push_back(r);
     }
@@ -494,7 +567,13 @@ pub fn place_by(
         else {
             break;
         };
-        let outcome = place_one(agents, &mut free, &mut shares, (&capacity, policy), req);
+        let outcome = place_one(
+            agents,
+            (&mut free, &mut reservations),
+            &mut shares,
+            (&capacity, policy),
+            req,
+        );
         if matches!(outcome, Outcome::Wait { .. }) {
             waiting += 1;
             if let Some(s) = shares.get_mut(&req.claimant) {
@@ -513,14 +592,15 @@ pub fn place_by(
     Placed {
         outcomes: out,
         shares,
+        reservations,
     }
 }
 
 /// One request: placed where it fits, else by preemption, else waiting (position filled in by
-/// the caller). Updates the free capacity and the claimants' use.
+/// the caller). Updates the free capacity, the agents held for gangs and the claimants' use.
 fn place_one(
     agents: &[AgentView],
-    free: &mut BTreeMap<String, Free>,
+    (free, reservations): (&mut BTreeMap<String, Free>, &mut BTreeMap<String, String>),
     shares: &mut BTreeMap<String, Standing>,
     (capacity, policy): (&Amount, Policy),
     req: &Request,
@@ -532,11 +612,28 @@ fn place_one(
             .and_then(|rule| preemption(agents, free, req, &*rule)),
     };
     let Some((agent, gpus, victims)) = room else {
+        let mut why = reason(agents, free, req);
+        if let Some((held, f)) = reservations
+            .get(&req.id)
+            .and_then(|a| free.get(a).map(|f| (a, f)))
+        {
+            why = format!(
+                "{why}; agent {held} is held for it ({} of {} GPUs free there) and takes no \
+                 other work until it fits",
+                f.matching_gpus(&req.resources),
+                req.resources.gpus
+            );
+        }
         return Outcome::Wait {
-            reason: reason(agents, free, req),
+            reason: why,
             position: 0,
         };
     };
+    if let Some(held) = reservations.remove(&req.id)
+        && let Some(f) = free.get_mut(&held)
+    {
+        f.reserved_for = None;
+    }
     evict(agents, free, shares, &agent, &victims);
     if let Some(f) = free.get_mut(&agent) {
         f.take(req, &agent, &gpus);

@@ -1,6 +1,7 @@
 //! The placement policies: the fleet's fair share and plain priority (the baseline `ringrift
-//! bench fleet` measures the share against). They differ in two things only, both here: which
-//! queue a request waits in, and what it may preempt when it fits nowhere.
+//! bench fleet` measures the share against). They differ in three things only, all here: which
+//! queue a request waits in, what it may preempt when it fits nowhere, and whether a gang may
+//! hold an agent while it waits.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +49,34 @@ impl Policy {
         }
     }
 
+    /// Whether `req` holds an agent for itself while it waits, given the claimants' standings
+    /// and what gangs placed before it already hold (`held`, per claimant): with the share, a
+    /// gang (work that is not elastic and needs several whole GPUs) whose claimant stays within
+    /// its entitlement with it, and what it holds already; with plain priority, nothing (a
+    /// gang there takes room by preempting lower priorities).
+    pub(super) fn reserves(
+        self,
+        req: &Request,
+        shares: &BTreeMap<String, Standing>,
+        held: &BTreeMap<String, Amount>,
+        capacity: &Amount,
+    ) -> bool {
+        match self {
+            Self::Priority => false,
+            Self::Share => {
+                if req.elastic || req.resources.gpus < 2 {
+                    return false;
+                }
+                let mine = shares.get(&req.claimant).cloned().unwrap_or_default();
+                let with = mine
+                    .used
+                    .plus(&held.get(&req.claimant).copied().unwrap_or_default())
+                    .plus(&request_amount(req));
+                served(&with, &mine.entitled, capacity) <= 1.0 + 1e-9
+            }
+        }
+    }
+
     /// What `req` may preempt when it fits nowhere, given the claimants' standings; `None`
     /// when it may preempt nothing (checked before any agent is looked at).
     pub(super) fn evictable<'a>(
@@ -69,6 +98,17 @@ impl Policy {
                     return None;
                 }
                 let after = served(&mine.used.plus(&request_amount(req)), &mine.entitled, capacity);
+                // Elastic work may take only what another claimant holds lent; when nobody is
+                // served beyond its entitlement (and beyond this claimant with the unit), no
+                // agent needs looking at: this runs for every waiting unit of every pass.
+                if req.elastic
+                    && !shares.iter().any(|(id, s)| {
+                        let lent = served(&s.used, &s.entitled, capacity);
+                        *id != req.claimant && lent > 1.0 + 1e-9 && after < lent
+                    })
+                {
+                    return None;
+                }
                 Some(Box::new(move |c: &Claim, taken: &BTreeMap<String, Amount>| {
                     if c.claimant == req.claimant {
                         return own(c);

@@ -742,3 +742,87 @@ fn plain_priority_ignores_the_share_and_preempts_by_priority_alone() {
             .contains("share or priority")
     );
 }
+
+fn waits_because(placed: &Placed, id: &str) -> String {
+    match outcome(&placed.outcomes, id) {
+        Outcome::Wait { reason, .. } => reason.clone(),
+        other => panic!("{id} does not wait: {other:?}"),
+    }
+}
+
+fn on(placed: &Placed, claimant: &str, agent: &str) -> usize {
+    placed
+        .outcomes
+        .iter()
+        .filter(|(id, o)| {
+            id.starts_with(&format!("{claimant}-"))
+                && matches!(o, Outcome::Place { agent: a, .. } if a == agent)
+        })
+        .count()
+}
+
+#[test]
+fn an_owed_gang_holds_the_agent_closest_to_fitting_until_it_drains() {
+    // t wants 8 GPUs on one agent and is owed them; s holds 12 GPUs, its entitlement, spread
+    // over a (5 of 8) and b (7 of 8), so nothing of s is lent and t cannot preempt. small has 4
+    // free GPUs but could never hold 8.
+    let agents = [h100s("a", 8), h100s("b", 8), h100s("small", 4)];
+    let mut claims = held_by("s", "a", 0..5);
+    claims.extend(held_by("s", "b", 0..7));
+    let mut requests = vec![of("t", req("t-train", 1, 8, false))];
+    requests.extend(units("s", 6, 1, true));
+    let placed = place_shared(&agents, &claims, &requests, &BTreeMap::new());
+    assert_eq!(
+        placed.reservations,
+        BTreeMap::from([("t-train".to_owned(), "a".to_owned())])
+    );
+    let why = waits_because(&placed, "t-train");
+    assert!(
+        why.contains("agent a is held for it (3 of 8 GPUs free there)"),
+        "{why}"
+    );
+    // s's elastic work spreads everywhere but a, though a has the most free GPUs.
+    assert_eq!(on(&placed, "s", "a"), 0, "{:?}", placed.outcomes);
+    assert_eq!(placed_of(&placed, "s"), 5, "4 on small and 1 on b");
+    // The next pass, after s's tasks on a ended: t fits there and lets it go.
+    let claims = held_by("s", "b", 0..7);
+    let placed = place_shared(&agents, &claims, &requests, &BTreeMap::new());
+    assert_eq!(placed_on(outcome(&placed.outcomes, "t-train")), "a");
+    assert!(placed.reservations.is_empty());
+}
+
+#[test]
+fn a_gang_that_fits_is_not_crowded_out_by_elastic_work_taking_its_turn_first() {
+    // Two empty agents; s's eight units take their turns before t's gang (equal standing, and
+    // s sorts first). Spread one by one they would leave 4 free GPUs on each agent and t none.
+    let agents = [h100s("a", 8), h100s("b", 8)];
+    let mut requests = units("s", 8, 1, true);
+    requests.push(of("t", req("t-train", 1, 8, false)));
+    let placed = place_shared(&agents, &[], &requests, &BTreeMap::new());
+    let t = placed_on(outcome(&placed.outcomes, "t-train")).to_owned();
+    assert_eq!(on(&placed, "s", &t), 0, "{:?}", placed.outcomes);
+    assert_eq!(placed_of(&placed, "s"), 8);
+    assert!(placed.reservations.is_empty(), "placed: nothing held");
+}
+
+#[test]
+fn a_gang_beyond_its_share_or_under_plain_priority_holds_nothing() {
+    let agents = [h100s("a", 8), h100s("b", 8)];
+    // t holds its whole entitlement (8 of 16) already: another 8 would be lent, not owed.
+    let mut claims = held_by("t", "b", 0..8);
+    claims.extend(held_by("s", "a", 0..5));
+    let mut requests = vec![of("t", req("t-train", 1, 8, false))];
+    requests.extend(units("s", 3, 1, true));
+    let placed = place_shared(&agents, &claims, &requests, &BTreeMap::new());
+    assert!(placed.reservations.is_empty());
+    assert!(!waits_because(&placed, "t-train").contains("held"));
+    assert_eq!(on(&placed, "s", "a"), 3, "s fills a");
+    // Plain priority never holds an agent (a gang there preempts lower priorities instead; here
+    // there are none, so it just waits, and s's work takes a's free GPUs).
+    let mut claims = held_by("s", "a", 0..5);
+    claims.extend(held_by("s", "b", 0..7));
+    let placed = place_by(&agents, &claims, &requests, &BTreeMap::new(), Policy::Priority);
+    assert!(placed.reservations.is_empty());
+    assert!(!waits_because(&placed, "t-train").contains("held"));
+    assert!(on(&placed, "s", "a") >= 2, "{:?}", placed.outcomes);
+}
