@@ -469,8 +469,8 @@ pub fn place_shared(
     place_by(agents, claims, requests, terms, Policy::Share)
 }
 
-/// Whether the agent `name` could ever hold `r`: enough CPU, memory and matching healthy GPUs
-/// in all.
+/// Whether `agent` could ever hold `r`, empty: enough CPU, memory and matching healthy GPUs in
+/// all.
 fn could_hold(agent: &AgentView, r: &TaskResources) -> bool {
     agent.cpu_millis >= u64::from(r.cpu_millis)
         && agent.memory_mib >= r.memory_mib
