@@ -525,7 +525,7 @@ fn reserve(
 /// Places `requests` by `policy`: [`place_shared`], or plain priority (one queue for all, in
 /// priority order, preempting by priority alone: see [`Policy`]).
 ///
-/// With the share, each gang its claimant is owed first holds an agent ([`reserve`]): only it
+/// With the share, each gang its claimant is owed first holds an agent (`reserve`): only it
 /// may be placed there, and when it still fits nowhere it waits on that agent (its reason says
 /// which, and how far it has drained); placed anywhere, it lets the agent go.
 pub fn place_by(
