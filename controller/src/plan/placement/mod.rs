@@ -275,11 +275,7 @@ fn reason(agents: &[AgentView], free: &BTreeMap<String, Free>, req: &Request) ->
             );
         }
     }
-    let most_gpus = free
-        .iter()
-        .map(|f| f.gpus.iter().filter(|g| gpu_matches(g, r)).count())
-        .max()
-        .unwrap_or(0);
+    let most_gpus = free.iter().map(|f| f.matching_gpus(r)).max().unwrap_or(0);
     if r.gpus > 0 && most_gpus < usize::try_from(r.gpus).unwrap_or(usize::MAX) {
         let selector = r
             .gpu_selector
