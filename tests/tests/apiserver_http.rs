@@ -1,6 +1,7 @@
 //! The embedded API server under load and failure: what it acknowledged survives SIGKILL at
 //! random moments, several times over, with its resourceVersion, concurrent writers get 409s and never overwrite each other silently, and
-//! watches expire, bookmark and time out as the API Concepts document describes.
+//! watches expire, bookmark (with the store's revision, also for a quiet kind) and time out as
+//! the API Concepts document describes.
 
 // Test code: a failed unwrap or a panic is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -269,6 +270,94 @@ fn watches_bookmark_and_end_at_their_timeout() {
     // Without a resourceVersion the watch starts with the current state.
     assert!(body.contains("\"type\":\"ADDED\""), "{body}");
     assert!(body.contains("\"type\":\"BOOKMARK\""), "{body}");
+}
+
+/// The `resourceVersion` of the last BOOKMARK in a watch's body.
+fn last_bookmark(body: &str) -> Option<u64> {
+    body.lines()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .map(parse)
+        .filter(|e| e["type"] == "BOOKMARK")
+        .find_map(|e| e["object"]["metadata"]["resourceVersion"].as_str()?.parse().ok())
+}
+
+#[test]
+fn a_quiet_kinds_bookmarks_follow_the_store_so_its_watch_resumes_after_compaction() {
+    let dir = Scratch::new("watch-quiet-bookmarks").unwrap();
+    let server =
+        ApiServerProcess::start(&dir.0, &["--watch-history", "5", "--bookmark-interval", "200ms"]).unwrap();
+    let (code, created) = server
+        .http("POST", CONFIGMAPS, &JSON, &config_map("quiet", "1"))
+        .unwrap();
+    assert_eq!(code, 201, "{created}");
+    let from: u64 = parse(&created)["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A watch of ConfigMaps, which stay quiet while another kind is written past the history.
+    let watcher = server.client();
+    let watch = std::thread::spawn(move || {
+        watcher.http(
+            "GET",
+            &format!("{CONFIGMAPS}?watch=1&resourceVersion={from}&allowWatchBookmarks=true&timeoutSeconds=3"),
+            &[],
+            b"",
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = server.http("GET", "/metrics", &[], b"").unwrap();
+        if metrics.contains("ringrift_apiserver_watches 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watch never opened: {metrics}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut written = 0;
+    for i in 0..40 {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("s{i}")},
+                            "stringData": {"k": "v"}});
+        let (code, body) = server
+            .http(
+                "POST",
+                "/api/v1/namespaces/default/secrets",
+                &JSON,
+                secret.to_string().as_bytes(),
+            )
+            .unwrap();
+        assert_eq!(code, 201, "{body}");
+        written = parse(&body)["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    }
+    let (code, body) = watch.join().unwrap().unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains("\"type\":\"ERROR\""), "{body}");
+    let bookmarked = last_bookmark(&body).unwrap_or_else(|| panic!("no bookmark: {body}"));
+    assert!(
+        bookmarked >= written,
+        "the last bookmark ({bookmarked}) is behind the store ({written}): {body}"
+    );
+    // The version the watch began at is compacted away; the bookmarked one resumes.
+    let resume = |rv: u64| {
+        server
+            .http(
+                "GET",
+                &format!("{CONFIGMAPS}?watch=1&resourceVersion={rv}&timeoutSeconds=1"),
+                &[],
+                b"",
+            )
+            .unwrap()
+    };
+    let (_, stale) = resume(from);
+    assert!(stale.contains("\"code\":410"), "{stale}");
+    let (code, resumed) = resume(bookmarked);
+    assert_eq!(code, 200);
+    assert!(!resumed.contains("ERROR"), "{resumed}");
 }
 
 #[test]

@@ -206,53 +206,74 @@ async fn stream(
     let mut ticker = tokio::time::interval(server.options.bookmark_interval);
     ticker.tick().await;
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             () = tx.closed() => return,
-            _ = ticker.tick(), if bookmarks => {
-                if tx.send(bookmark(t, last, false)).await.is_err() {
-                    return;
-                }
-            }
-            received = live.recv() => {
-                // The events already waiting go out together, as one chunk: one write and one
-                // wake-up of the client for a burst instead of one per event.
-                let mut chunk = Vec::new();
-                let mut next = Some(received);
-                while let Some(received) = next.take() {
-                    match received {
-                        Ok(event) if event.resource == key && event.revision > last => {
-                            last = event.revision;
-                            let event = view(t, &event);
-                            if let Some(event_type) = seen(filter, &event) {
-                                push_line(&mut chunk, event_type, &event.body);
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let status = ApiError::expired("the watch fell behind; list again and watch from the new resourceVersion").to_status();
-                            chunk.extend_from_slice(&line("ERROR", &status));
-                            let _ = tx.send(chunk.into()).await;
-                            return;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    }
-                    if chunk.len() < CHUNK_MAX {
-                        next = match live.try_recv() {
-                            Err(broadcast::error::TryRecvError::Empty) => None,
-                            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
-                            Err(broadcast::error::TryRecvError::Closed) => Some(Err(broadcast::error::RecvError::Closed)),
-                            Ok(event) => Some(Ok(event)),
-                        };
+            _ = ticker.tick(), if bookmarks => None,
+            received = live.recv() => Some(received),
+        };
+        // A bookmark carries the store's revision, not only this kind's last: read before
+        // taking what waits in the channel, every event of this kind up to it is there. A
+        // watch of a quiet kind then resumes from a version the history still holds (as
+        // kube-apiserver's bookmarks advance with etcd's progress notifications).
+        let published = first.is_none().then(|| server.store.published_revision());
+        // The events already waiting go out together, as one chunk: one write and one wake-up
+        // of the client for a burst instead of one per event.
+        let mut chunk = Vec::new();
+        let mut next = first.or_else(|| waiting(&mut live));
+        while let Some(received) = next.take() {
+            match received {
+                Ok(event) if event.resource == key && event.revision > last => {
+                    last = event.revision;
+                    let event = view(t, &event);
+                    if let Some(event_type) = seen(filter, &event) {
+                        push_line(&mut chunk, event_type, &event.body);
                     }
                 }
-                if !chunk.is_empty() && tx.send(chunk.into()).await.is_err() {
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let status = ApiError::expired(
+                        "the watch fell behind; list again and watch from the new resourceVersion",
+                    )
+                    .to_status();
+                    chunk.extend_from_slice(&line("ERROR", &status));
+                    let _ = tx.send(chunk.into()).await;
                     return;
                 }
-                if live.is_closed() {
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+            if chunk.len() >= CHUNK_MAX {
+                if tx.send(std::mem::take(&mut chunk).into()).await.is_err() {
                     return;
+                }
+                // A live burst goes back to the select (a bookmark must drain the channel).
+                if published.is_none() {
+                    break;
                 }
             }
+            next = waiting(&mut live);
         }
+        if let Some(revision) = published {
+            last = last.max(revision);
+            chunk.extend_from_slice(&bookmark(t, last, false));
+        }
+        if !chunk.is_empty() && tx.send(chunk.into()).await.is_err() {
+            return;
+        }
+        if live.is_closed() {
+            return;
+        }
+    }
+}
+
+/// The next event already waiting in `live`, if any.
+fn waiting(
+    live: &mut broadcast::Receiver<WatchEvent>,
+) -> Option<Result<WatchEvent, broadcast::error::RecvError>> {
+    match live.try_recv() {
+        Err(broadcast::error::TryRecvError::Empty) => None,
+        Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
+        Err(broadcast::error::TryRecvError::Closed) => Some(Err(broadcast::error::RecvError::Closed)),
+        Ok(event) => Some(Ok(event)),
     }
 }
 

@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -47,6 +48,8 @@ pub struct Store {
     writer: SqlitePool,
     /// One live channel per kind, so a write wakes only the watchers of its kind.
     live: Live,
+    /// The revision up to which every event is in the live channels.
+    published: Arc<AtomicU64>,
     /// Writes per committed transaction.
     batch_sizes: Histogram,
     /// The objects as committed, for `get` (and dry runs, `dry_run.rs`).
@@ -116,6 +119,7 @@ impl Store {
         let revision = current_revision(&pool).await?;
         let objects = Objects::new(tokio::sync::RwLock::new(load_all(&pool).await?));
         let live = Live::default();
+        let published = Arc::new(AtomicU64::new(revision));
         let batch_sizes = Histogram::new(exponential_buckets(1.0, 2.0, 8));
         let (sender, requests) = mpsc::channel(4 * BATCH_MAX);
         let task = Writer {
@@ -124,6 +128,7 @@ impl Store {
             revision,
             history: history.max(1),
             live: live.clone(),
+            published: published.clone(),
             batch_sizes: batch_sizes.clone(),
         };
         tokio::spawn(task.run(requests));
@@ -132,6 +137,7 @@ impl Store {
             writes: sender,
             writer,
             live,
+            published,
             batch_sizes,
             objects,
             keep_alive: None,
@@ -153,6 +159,14 @@ impl Store {
         live.entry(resource.clone())
             .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
             .subscribe()
+    }
+
+    /// The store's revision up to which every committed event has been sent to the live
+    /// channels ([`Store::subscribe`]): a watcher that read this and then took everything
+    /// waiting in its channel has seen every event of its kind up to it, so it may bookmark
+    /// this revision even when its own kind has been quiet.
+    pub fn published_revision(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
     }
 
     /// The journal mode and `synchronous` level (0 off, 1 normal, 2 full, 3 extra) of the

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::metrics::histogram::Histogram;
 use serde_json::Value;
@@ -94,6 +95,9 @@ pub(super) struct Writer {
     /// Watch events kept.
     pub(super) history: u64,
     pub(super) live: Live,
+    /// The revision up to which every event is in the live channels (see
+    /// [`super::Store::published_revision`]).
+    pub(super) published: Arc<AtomicU64>,
     /// Writes per committed transaction.
     pub(super) batch_sizes: Histogram,
 }
@@ -198,6 +202,8 @@ impl Writer {
                 let _ = sender.send(event);
             }
         }
+        // After the events: a reader of this revision finds each of them in its channel.
+        self.published.fetch_max(self.revision, Ordering::Release);
     }
 
     /// Runs one write inside the batch's transaction.
