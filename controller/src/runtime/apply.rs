@@ -116,7 +116,9 @@ impl Reconciler {
             }
         }
         // 1. Fences first: lost tasks, cancellations, preemptions.
+        let started = Instant::now();
         self.apply_fences(entries, victims).await;
+        let fences_done = Instant::now();
 
         // 2. New attempts, bounded concurrency.
         let creates: Vec<(usize, Task)> = entries
@@ -151,11 +153,39 @@ impl Reconciler {
             self.record_task_write(entries, Some(i), r);
         }
 
-        // 3. Models, statuses, events, TTL deletes.
-        for (i, e) in entries.iter().enumerate() {
-            self.finish_job(e, created_per_job.get(&i).copied().unwrap_or(0), now, soon)
-                .await;
+        let creates_done = Instant::now();
+        // 3. Models, statuses, events, TTL deletes: each job's in order, the jobs at once.
+        if entries
+            .iter()
+            .any(|e| !e.held_back && e.plan.as_deref().is_some_and(|p| p.verdict == Verdict::Running))
+        {
+            soon(VOLATILE_REFRESH);
         }
+        let this = &*self;
+        let finished: Vec<Finished> = futures_util::stream::iter(entries.iter().enumerate())
+            .map(|(i, e)| this.finish_job(e, created_per_job.get(&i).copied().unwrap_or(0), now))
+            .buffer_unordered(n)
+            .collect()
+            .await;
+        for f in finished {
+            for e in &f.errors {
+                self.failed(&f.key, &f.kind, e);
+            }
+            match f.status {
+                Some(AnyJob::Selfplay(j)) => self.selfplay.wrote(j),
+                Some(AnyJob::Training(j)) => self.training.wrote(j),
+                Some(AnyJob::Gauntlet(j)) => self.gauntlet.wrote(j),
+                None => continue,
+            }
+            self.errors.remove(&f.key);
+            self.refreshed.insert(f.key, Instant::now());
+        }
+        tracing::debug!(
+            fences_ms = fences_done.duration_since(started).as_millis(),
+            creates_ms = creates_done.duration_since(fences_done).as_millis(),
+            statuses_ms = creates_done.elapsed().as_millis(),
+            "applied a pass"
+        );
     }
 
     /// Marks lost tasks and cancels what the plans and placement say.
@@ -243,15 +273,19 @@ impl Reconciler {
         }
     }
 
-    async fn finish_job(
-        &mut self,
-        e: &Entry,
-        created: usize,
-        now: Timestamp,
-        soon: &mut impl FnMut(Duration),
-    ) {
+    /// A job's writes after its tasks': its model (a training job that succeeded), status and
+    /// events, its TTL delete; what was written and what failed, for the caller to record.
+    async fn finish_job(&self, e: &Entry, created: usize, now: Timestamp) -> Finished {
+        let key = e.job.key();
+        let kind = format!("{:?}", e.job.kind());
+        let mut done = Finished {
+            key,
+            kind,
+            status: None,
+            errors: Vec::new(),
+        };
         if e.held_back {
-            return;
+            return done;
         }
         self.creation_events(e, created).await;
         if let Some(plan) = &e.plan
@@ -265,9 +299,7 @@ impl Reconciler {
                 .event(&e.job.reference(), true, "TasksLost", note)
                 .await;
         }
-        let key = e.job.key();
-        let kind = format!("{:?}", e.job.kind());
-        let writer = self.writer.clone();
+        let writer = &self.writer;
         let view = e.view.as_ref().ok();
         let blocked = e.view.as_ref().err();
         // A training job that just succeeded registers its model before saying so.
@@ -283,8 +315,8 @@ impl Reconciler {
             && let Some(model) = objects::trained_model(view, plan)
         {
             if let Err(err) = writer.create_model(&model).await {
-                self.failed(&key, &kind, &err);
-                return;
+                done.errors.push(err);
+                return done;
             }
             writer
                 .event(
@@ -297,12 +329,8 @@ impl Reconciler {
         }
         let refresh = self
             .refreshed
-            .get(&key)
+            .get(&done.key)
             .is_none_or(|at| at.elapsed() >= VOLATILE_REFRESH);
-        let running = e.plan.as_deref().is_some_and(|p| p.verdict == Verdict::Running);
-        if running {
-            soon(VOLATILE_REFRESH);
-        }
         if let Some(next) = e.job.with_status(
             view,
             e.plan.as_deref(),
@@ -315,14 +343,13 @@ impl Reconciler {
             let before = e.job.summary();
             let last_failure = e.plan.as_deref().and_then(|p| p.summary.last_failure.clone());
             let result = match &next {
-                AnyJob::Selfplay(j) => writer.replace_status(j).await.map(|j| self.selfplay.wrote(j)),
-                AnyJob::Training(j) => writer.replace_status(j).await.map(|j| self.training.wrote(j)),
-                AnyJob::Gauntlet(j) => writer.replace_status(j).await.map(|j| self.gauntlet.wrote(j)),
+                AnyJob::Selfplay(j) => writer.replace_status(j).await.map(AnyJob::Selfplay),
+                AnyJob::Training(j) => writer.replace_status(j).await.map(AnyJob::Training),
+                AnyJob::Gauntlet(j) => writer.replace_status(j).await.map(AnyJob::Gauntlet),
             };
             match result {
-                Ok(()) => {
-                    self.errors.remove(&key);
-                    self.refreshed.insert(key.clone(), Instant::now());
+                Ok(written) => {
+                    done.status = Some(written);
                     for (warning, reason, note) in
                         events(&before, &next.summary(), &next, last_failure.as_deref())
                     {
@@ -339,7 +366,7 @@ impl Reconciler {
                         writer.event(&e.job.reference(), true, "OutputsLost", note).await;
                     }
                 }
-                Err(err) => self.failed(&key, &kind, &err),
+                Err(err) => done.errors.push(err),
             }
         }
         if e.plan.as_deref().is_some_and(|p| p.delete) {
@@ -350,9 +377,20 @@ impl Reconciler {
                 JobKind::GauntletJob => writer.delete::<GauntletJob>(&ns, &name).await,
             };
             match r {
-                Ok(()) => tracing::info!(job = key, "deleted after ttlSecondsAfterFinished"),
-                Err(err) => self.failed(&key, &kind, &err),
+                Ok(()) => tracing::info!(job = done.key, "deleted after ttlSecondsAfterFinished"),
+                Err(err) => done.errors.push(err),
             }
         }
+        done
     }
+}
+
+/// What a job's writes after its tasks' came to.
+struct Finished {
+    key: String,
+    kind: String,
+    /// Its status as written.
+    status: Option<AnyJob>,
+    /// Writes that failed.
+    errors: Vec<ApplyError>,
 }

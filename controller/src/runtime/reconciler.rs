@@ -275,6 +275,7 @@ impl Reconciler {
         self.apply_quarantines(quarantine_writes).await;
         self.apply_kueue(kueue_writes).await;
         // The loops (which create jobs) and the model registry.
+        let applied = Instant::now();
         self.loops_and_models(
             Registry {
                 loops,
@@ -292,6 +293,11 @@ impl Reconciler {
         if let Some(d) = self.next_retry() {
             soon(d);
         }
+        tracing::debug!(
+            applied_ms = applied.duration_since(started).as_millis(),
+            loops_ms = applied.elapsed().as_millis(),
+            "passed"
+        );
         self.health.metrics.pass.observe(started.elapsed().as_secs_f64());
         wake
     }
