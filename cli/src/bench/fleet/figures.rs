@@ -1,5 +1,6 @@
 //! The figures of `ringrift bench fleet`, from what the bench saw (pure): how busy the GPUs
-//! were, how far each loop's use strayed from its entitlement, and which loops starved.
+//! were, how long a GPU stood idle between two tasks and where that time went, how far each
+//! loop's use strayed from its entitlement, and which loops starved.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,92 @@ pub fn busy_fraction(busy: &[Busy], window: (f64, f64), capacity_gpus: f64) -> f
         .map(|b| (b.end.min(to) - b.start.max(from)).max(0.0) * b.gpus)
         .sum();
     used / offered
+}
+
+/// One task's time on one whole GPU, seconds from the bench's start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenancy {
+    /// The GPU (its agent and UUID).
+    pub gpu: String,
+    /// When the task was first seen (created, with its GPUs assigned).
+    pub created: f64,
+    /// When it was first seen running.
+    pub start: f64,
+    /// When it was first seen ended (none: still running).
+    pub end: Option<f64>,
+}
+
+/// How long a GPU stood idle between the end of one task and the start of the next, on
+/// average over the changes of tenant that started inside the window, and the two parts of
+/// that gap: until the next task was created (the controller's: seeing the end, a pass, the
+/// create), then until it ran (the agent's: seeing the task, starting it, saying so).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Turnover {
+    /// Changes of tenant counted.
+    pub changes: usize,
+    /// Mean seconds from one task's end to the next one's start on the same GPU.
+    pub idle_mean_s: f64,
+    /// Mean seconds from that end to the next task's creation (0 when it came first).
+    pub until_created_mean_s: f64,
+    /// Mean seconds from the later of that end and the creation to the start.
+    pub until_running_mean_s: f64,
+    /// Changes of tenant whose GPU freed while some loop had work waiting (by the last
+    /// snapshot before the end): the gaps placement, not the want of work, is answerable for.
+    pub while_waiting: usize,
+    /// Their mean gap, seconds.
+    pub while_waiting_idle_mean_s: f64,
+}
+
+/// The [`Turnover`] of every GPU, from the tasks that held each and the loops' standings
+/// (snapshots in time order).
+pub fn turnover(tenancies: &[Tenancy], window: (f64, f64), snapshots: &[Snapshot]) -> Turnover {
+    let waiting_at = |t: f64| {
+        let i = snapshots.partition_point(|s| s.at <= t);
+        i > 0 && snapshots[i - 1].loops.values().any(|l| l.waiting > 0)
+    };
+    let mut by_gpu: BTreeMap<&str, Vec<&Tenancy>> = BTreeMap::new();
+    for t in tenancies {
+        by_gpu.entry(t.gpu.as_str()).or_default().push(t);
+    }
+    let (mut changes, mut idle, mut until_created, mut until_running) = (0_usize, 0.0, 0.0, 0.0);
+    let (mut while_waiting, mut waiting_idle) = (0_usize, 0.0);
+    for held in by_gpu.values_mut() {
+        held.sort_by(|a, b| a.start.total_cmp(&b.start));
+        for pair in held.windows(2) {
+            let (before, next) = (pair[0], pair[1]);
+            let Some(ended) = before.end else { continue };
+            if next.start < window.0 || next.start > window.1 || next.start < ended {
+                continue;
+            }
+            changes += 1;
+            idle += next.start - ended;
+            until_created += (next.created - ended).max(0.0);
+            until_running += next.start - next.created.max(ended);
+            if waiting_at(ended) {
+                while_waiting += 1;
+                waiting_idle += next.start - ended;
+            }
+        }
+    }
+    if changes == 0 {
+        return Turnover::default();
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let n = changes as f64;
+    #[allow(clippy::cast_precision_loss)]
+    let while_waiting_idle_mean_s = if while_waiting == 0 {
+        0.0
+    } else {
+        waiting_idle / while_waiting as f64
+    };
+    Turnover {
+        changes,
+        idle_mean_s: idle / n,
+        until_created_mean_s: until_created / n,
+        until_running_mean_s: until_running / n,
+        while_waiting,
+        while_waiting_idle_mean_s,
+    }
 }
 
 /// One loop's standing in the fair share as its status said, at one instant.
@@ -84,6 +171,21 @@ pub fn share_errors(snapshots: &[Snapshot]) -> BTreeMap<String, f64> {
     sums.into_iter()
         .map(|(name, (sum, time))| (name, if time > 0.0 { sum / time } else { 0.0 }))
         .collect()
+}
+
+/// The share of the snapshots in which no loop had a work unit waiting for a place: while
+/// none waits, idle GPUs are for want of work, not of placement.
+pub fn nothing_waiting(snapshots: &[Snapshot]) -> f64 {
+    if snapshots.is_empty() {
+        return 0.0;
+    }
+    let idle = snapshots
+        .iter()
+        .filter(|s| s.loops.values().all(|l| l.waiting == 0))
+        .count();
+    #[allow(clippy::cast_precision_loss)]
+    let share = idle as f64 / snapshots.len() as f64;
+    share
 }
 
 /// Whether `name` starves in `s`: it has work waiting and holds at least a GPU less than its
@@ -168,6 +270,45 @@ mod tests {
         );
     }
 
+    fn tenancy(gpu: &str, created: f64, start: f64, end: Option<f64>) -> Tenancy {
+        Tenancy {
+            gpu: gpu.to_owned(),
+            created,
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn turnover_splits_each_gpus_idle_gaps_between_controller_and_agent() {
+        let held = [
+            // GPU a: ends at 4; the next is created at 4.5 and runs at 4.75.
+            tenancy("a", 0.0, 0.1, Some(4.0)),
+            tenancy("a", 4.5, 4.75, Some(9.0)),
+            // … then one created before that end (a preemption's replacement), running at 9.25.
+            tenancy("a", 8.5, 9.25, None),
+            // GPU b: ends at 3; the next starts at 4, before the window.
+            tenancy("b", 0.0, 0.0, Some(3.0)),
+            tenancy("b", 3.5, 4.0, Some(8.0)),
+            // A task still running has no gap after it.
+            tenancy("c", 0.0, 0.0, None),
+        ];
+        // Work waited from 8 s on: the second change only.
+        let standings = [snap(0.0, &[("l", 4.0, 4.0, 0)]), snap(8.0, &[("l", 4.0, 3.0, 5)])];
+        let t = turnover(&held, (4.5, 20.0), &standings);
+        assert_eq!(t.changes, 2);
+        assert_eq!(t.while_waiting, 1);
+        assert!(close(t.while_waiting_idle_mean_s, 0.25), "{t:?}");
+        assert!(close(t.idle_mean_s, 0.5), "{t:?}");
+        assert!(close(t.until_created_mean_s, 0.25), "{t:?}");
+        assert!(close(t.until_running_mean_s, 0.25), "{t:?}");
+        assert_eq!(
+            turnover(&held, (30.0, 40.0), &standings),
+            Turnover::default(),
+            "nothing in the window"
+        );
+    }
+
     fn snap(at: f64, loops: &[(&str, f64, f64, u32)]) -> Snapshot {
         Snapshot {
             at,
@@ -200,6 +341,18 @@ mod tests {
         assert!(close(errors["a"], 1.5 / 6.0), "{errors:?}");
         // b counted only where it was entitled: 0.5.
         assert!(close(errors["b"], 0.5), "{errors:?}");
+    }
+
+    #[test]
+    fn nothing_waiting_counts_the_snapshots_without_any_waiting_unit() {
+        let snaps = [
+            snap(0.0, &[("a", 4.0, 4.0, 0), ("b", 4.0, 4.0, 0)]),
+            snap(1.0, &[("a", 4.0, 4.0, 0), ("b", 4.0, 3.0, 2)]),
+            snap(2.0, &[("a", 4.0, 2.0, 0), ("b", 4.0, 4.0, 0)]),
+            snap(3.0, &[("a", 4.0, 4.0, 1), ("b", 4.0, 4.0, 0)]),
+        ];
+        assert!(close(nothing_waiting(&snaps), 0.5));
+        assert!(close(nothing_waiting(&[]), 0.0));
     }
 
     #[test]

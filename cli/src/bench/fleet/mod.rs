@@ -2,8 +2,10 @@
 //! controller with simulated agents (200 of 8 GPUs by default) run 12 TrainingLoops weighted
 //! 1 to 3 whose tasks last a few seconds, once with the share and once with plain priority
 //! placement (`--placement priority`, the baseline), each in a fresh system. Reports how busy
-//! the GPUs were (from the Tasks' phases), how far each loop's use strayed from its entitlement
-//! and which loops starved (from the loops' `status.share`). Prints JSON; never fails on speed.
+//! the GPUs were (from the Tasks' phases) and where their idle time went (the gap between two
+//! tasks on a GPU, and how often no work waited), how far each loop's use strayed from its
+//! entitlement and which loops starved (from the loops' `status.share`). Prints JSON; never
+//! fails on speed.
 
 mod figures;
 
@@ -20,7 +22,7 @@ use ringrift_crds::task::{Task, TaskPhase};
 use ringrift_crds::training_loop::TrainingLoop;
 use serde_json::json;
 
-use self::figures::{Busy, Snapshot, Standing};
+use self::figures::{Busy, Snapshot, Standing, Tenancy};
 use super::stats::round3;
 use super::system::Fleet;
 
@@ -52,6 +54,20 @@ pub struct BenchFleetArgs {
     /// Measure only the fair share, not the priority baseline.
     #[arg(long)]
     pub no_baseline: bool,
+    /// The loops' pipeline: `generational` (each generation's selfplay, then training, then
+    /// the gauntlet, the next selfplay overlapping it) or `continuous` (selfplay all the time,
+    /// training every batch of games).
+    #[arg(long, value_enum, default_value_t = BenchPipeline::Generational)]
+    pub pipeline: BenchPipeline,
+}
+
+/// The loops' pipeline in `ringrift bench fleet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPipeline {
+    /// `pipeline: Generational` with `overlapSelfplay`.
+    Generational,
+    /// `pipeline: Continuous`, training every batch.
+    Continuous,
 }
 
 /// Selfplay units per generation of each loop.
@@ -59,10 +75,10 @@ const UNITS_PER_GENERATION: u64 = 400;
 /// Games per selfplay unit.
 const GAMES_PER_UNIT: u64 = 4;
 
-/// Loop `i`: weight 1 + i mod 3, generations that run until stopped, selfplay of
+/// Loop `i`: weight 1 + i mod 3, generations that run until stopped (in `pipeline`), selfplay of
 /// [`UNITS_PER_GENERATION`] one-GPU units overlapping the gauntlet, training on 8 GPUs, a gauntlet
 /// of 8 one-GPU units its candidate wins; every task runs `task_seconds`.
-fn training_loop(i: usize, task_seconds: u64) -> anyhow::Result<TrainingLoop> {
+fn training_loop(i: usize, task_seconds: u64, pipeline: BenchPipeline) -> anyhow::Result<TrainingLoop> {
     let weight = 1 + i % 3;
     let run = json!({"SIM_DURATION_MS": (task_seconds * 1000).to_string()});
     let gpu = |gpus: u32| json!({"gpus": gpus, "cpuMillis": 1000, "memoryMiB": 1024});
@@ -73,6 +89,10 @@ fn training_loop(i: usize, task_seconds: u64) -> anyhow::Result<TrainingLoop> {
         "spec": {
             "game": {"board": format!("bench{i}"), "players": 2},
             "overlapSelfplay": true,
+            "pipeline": match pipeline {
+                BenchPipeline::Generational => "Generational",
+                BenchPipeline::Continuous => "Continuous",
+            },
             "share": {"weight": weight},
             "selfplay": {"games": games, "gamesPerTask": GAMES_PER_UNIT, "simulations": 1,
                          "replicas": 1, "resources": gpu(1), "template": {"env": run}},
@@ -93,11 +113,16 @@ fn loop_name(i: usize) -> String {
     format!("config-{i:02}")
 }
 
-/// What the Task watch saw: when each task was first seen running and ended, with its GPUs.
+/// What the Task watch saw: when each task was first seen, seen running and ended, with its
+/// GPUs.
 #[derive(Default)]
 struct Tasks {
+    /// When each was first seen (created, with its agent and GPUs set).
+    seen: HashMap<String, f64>,
     started: HashMap<String, (f64, f64)>,
     ended: HashMap<String, f64>,
+    /// The whole GPUs each holds, as `agent/UUID`.
+    devices: HashMap<String, Vec<String>>,
     resource_version: String,
 }
 
@@ -108,6 +133,13 @@ impl Tasks {
         };
         if let Some(rv) = &task.metadata.resource_version {
             self.resource_version.clone_from(rv);
+        }
+        if !self.seen.contains_key(&name) {
+            self.seen.insert(name.clone(), at);
+            if let (Some(agent), None) = (&task.spec.agent, task.spec.resources.gpu_fraction) {
+                let devices = task.spec.gpus.iter().map(|g| format!("{agent}/{g}")).collect();
+                self.devices.insert(name.clone(), devices);
+            }
         }
         let phase = task.status.as_ref().map(|s| s.phase);
         if phase == Some(TaskPhase::Running) && !self.started.contains_key(&name) {
@@ -133,6 +165,23 @@ impl Tasks {
                 gpus: *gpus,
             })
             .collect()
+    }
+
+    /// Each started task's time on each whole GPU it held.
+    fn tenancies(&self) -> Vec<Tenancy> {
+        let mut held = Vec::new();
+        for (name, (start, _)) in &self.started {
+            let created = self.seen.get(name).copied().unwrap_or(*start);
+            for gpu in self.devices.get(name).into_iter().flatten() {
+                held.push(Tenancy {
+                    gpu: gpu.clone(),
+                    created,
+                    start: *start,
+                    end: self.ended.get(name).copied(),
+                });
+            }
+        }
+        held
     }
 }
 
@@ -210,7 +259,7 @@ async fn run_with(args: BenchFleetArgs, policy: &str) -> anyhow::Result<serde_js
     let loops: Api<TrainingLoop> = Api::namespaced(fleet.client.clone(), "default");
     let mut weights = BTreeMap::new();
     for i in 0..args.loops {
-        let l = training_loop(i, args.task_seconds)?;
+        let l = training_loop(i, args.task_seconds, args.pipeline)?;
         weights.insert(loop_name(i), l.spec.share.weight);
         loops
             .create(&PostParams::default(), &l)
@@ -237,11 +286,15 @@ async fn run_with(args: BenchFleetArgs, policy: &str) -> anyhow::Result<serde_js
     }
     let to = began.elapsed().as_secs_f64();
     watcher.abort();
-    let (busy, tasks_run) = {
+    let (busy, tasks_run, turnover) = {
         let s = seen
             .lock()
             .map_err(|_| anyhow::anyhow!("the task watch panicked"))?;
-        (s.busy(to), s.started.len())
+        (
+            s.busy(to),
+            s.started.len(),
+            figures::turnover(&s.tenancies(), (from, to), &snapshots),
+        )
     };
     #[allow(clippy::cast_precision_loss)]
     let capacity = (args.agents as f64) * f64::from(args.gpus);
@@ -265,6 +318,7 @@ async fn run_with(args: BenchFleetArgs, policy: &str) -> anyhow::Result<serde_js
                 "weight": weight,
                 "mean_entitled_gpus": mean(name, |s| s.entitled),
                 "mean_used_gpus": mean(name, |s| s.used),
+                "mean_waiting_units": mean(name, |s| f64::from(s.waiting)),
                 "share_error": round3(errors.get(name).copied().unwrap_or(0.0)),
                 "longest_starvation_s": round3(starvation.get(name).copied().unwrap_or(0.0)),
                 "generations": generations_after.get(name).copied().unwrap_or(0)
@@ -281,7 +335,16 @@ async fn run_with(args: BenchFleetArgs, policy: &str) -> anyhow::Result<serde_js
         "starved_loops": starved,
         "measured_s": round3(to - from),
         "tasks_started": tasks_run,
+        "gpu_turnover": {
+            "changes": turnover.changes,
+            "idle_mean_s": round3(turnover.idle_mean_s),
+            "until_created_mean_s": round3(turnover.until_created_mean_s),
+            "until_running_mean_s": round3(turnover.until_running_mean_s),
+            "while_waiting": turnover.while_waiting,
+            "while_waiting_idle_mean_s": round3(turnover.while_waiting_idle_mean_s),
+        },
         "samples": snapshots.len(),
+        "nothing_waiting_fraction": round3(figures::nothing_waiting(&snapshots)),
         "loops": per_loop,
     }))
 }
@@ -303,6 +366,7 @@ pub(crate) async fn bench(args: BenchFleetArgs) -> anyhow::Result<serde_json::Va
         "gpus_per_agent": args.gpus,
         "loops": args.loops,
         "task_seconds": args.task_seconds,
+        "pipeline": format!("{:?}", args.pipeline).to_lowercase(),
         "warmup_s": args.warmup.as_secs_f64(),
         "preemption_latency_s": args.preemption_latency.as_secs_f64(),
         "baseline": baseline,
@@ -314,6 +378,8 @@ pub(crate) async fn bench(args: BenchFleetArgs) -> anyhow::Result<serde_json::Va
         "starved_loops",
         "measured_s",
         "tasks_started",
+        "gpu_turnover",
+        "nothing_waiting_fraction",
         "samples",
     ] {
         report[key] = share[key].clone();
