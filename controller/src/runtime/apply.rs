@@ -14,6 +14,7 @@ use ringrift_crds::task::{JobKind, Task};
 use ringrift_crds::training::TrainingJob;
 
 use super::agents::HEARTBEAT_LAPSED;
+use super::creates::ForJob;
 use super::jobs::{AnyJob, events};
 use super::metrics::KindLabels;
 use super::reconciler::{Entry, QuarantineWrite, Reconciler, VOLATILE_REFRESH};
@@ -120,40 +121,20 @@ impl Reconciler {
         self.apply_fences(entries, victims).await;
         let fences_done = Instant::now();
 
-        // 2. New attempts, bounded concurrency.
-        let creates: Vec<(usize, Task)> = entries
-            .iter_mut()
-            .enumerate()
-            .flat_map(|(i, e)| std::mem::take(&mut e.placed).into_iter().map(move |t| (i, t)))
-            .collect();
-        let results: Vec<(usize, Result<Task, ApplyError>)> = futures_util::stream::iter(creates)
-            .map(|(i, t)| {
-                let w = writer.clone();
-                async move { (i, w.create_task(&t).await) }
-            })
-            .buffer_unordered(n)
-            .collect()
-            .await;
-        let mut created_per_job: HashMap<usize, usize> = HashMap::new();
-        for (i, r) in results {
-            if let Ok(t) = &r
-                && t.spec.role == ringrift_crds::task::Role::Copy
-            {
-                self.health.metrics.copies_created.inc();
+        // 2. New attempts, sent off: the next pass sees them as created (see `creates`).
+        let mut sent = 0_usize;
+        for e in entries.iter_mut() {
+            let job = ForJob {
+                key: e.job.key(),
+                kind: format!("{:?}", e.job.kind()),
+                reference: e.job.reference(),
+            };
+            for task in std::mem::take(&mut e.placed) {
+                sent += 1;
+                self.creates.send(&writer, task, job.clone());
             }
-            if r.is_ok() {
-                let kind = format!("{:?}", entries[i].job.kind());
-                self.health
-                    .metrics
-                    .tasks_created
-                    .get_or_create(&KindLabels { kind })
-                    .inc();
-                *created_per_job.entry(i).or_default() += 1;
-            }
-            self.record_task_write(entries, Some(i), r);
         }
 
-        let creates_done = Instant::now();
         // 3. Models, statuses, events, TTL deletes: each job's in order, the jobs at once.
         if entries
             .iter()
@@ -162,8 +143,8 @@ impl Reconciler {
             soon(VOLATILE_REFRESH);
         }
         let this = &*self;
-        let finished: Vec<Finished> = futures_util::stream::iter(entries.iter().enumerate())
-            .map(|(i, e)| this.finish_job(e, created_per_job.get(&i).copied().unwrap_or(0), now))
+        let finished: Vec<Finished> = futures_util::stream::iter(entries.iter())
+            .map(|e| this.finish_job(e, now))
             .buffer_unordered(n)
             .collect()
             .await;
@@ -182,8 +163,9 @@ impl Reconciler {
         }
         tracing::debug!(
             fences_ms = fences_done.duration_since(started).as_millis(),
-            creates_ms = creates_done.duration_since(fences_done).as_millis(),
-            statuses_ms = creates_done.elapsed().as_millis(),
+            creates_sent = sent,
+            creates_in_flight = self.creates.in_flight(),
+            statuses_ms = fences_done.elapsed().as_millis(),
             "applied a pass"
         );
     }
@@ -243,16 +225,45 @@ impl Reconciler {
         }
     }
 
-    /// Events for the tasks a pass created for a job: work units, copies of outputs, units
-    /// run again because their outputs were lost.
-    async fn creation_events(&self, e: &Entry, created: usize) {
-        let copies = e.copying.len().min(created);
-        if created > copies {
-            let note = format!("created {} task(s)", created - copies);
-            self.writer
-                .event(&e.job.reference(), false, "TasksCreated", note)
-                .await;
+    /// Takes the answers to the creates sent off by earlier passes: a created Task is recorded
+    /// as this replica's write and counted, with one `TasksCreated` event per job; a refused
+    /// create counts against its job as any failed write.
+    pub(super) async fn take_answers(&mut self) {
+        let mut per_job: HashMap<String, (ObjectReference, usize)> = HashMap::new();
+        for answer in self.creates.answers() {
+            match answer.result {
+                Ok(task) => {
+                    if answer.copy {
+                        self.health.metrics.copies_created.inc();
+                    } else {
+                        per_job
+                            .entry(answer.job.key.clone())
+                            .or_insert((answer.job.reference, 0))
+                            .1 += 1;
+                    }
+                    self.health
+                        .metrics
+                        .tasks_created
+                        .get_or_create(&KindLabels {
+                            kind: answer.job.kind,
+                        })
+                        .inc();
+                    self.tasks.wrote(task);
+                }
+                Err(e) => self.failed(&answer.job.key, &answer.job.kind, &e),
+            }
         }
+        let writer = &self.writer;
+        futures_util::future::join_all(per_job.into_values().map(|(reference, created)| async move {
+            let note = format!("created {created} task(s)");
+            writer.event(&reference, false, "TasksCreated", note).await;
+        }))
+        .await;
+    }
+
+    /// Events for what a pass decided for a job: units run again because their outputs were
+    /// lost, copies of outputs.
+    async fn decision_events(&self, e: &Entry) {
         if !e.regenerating.is_empty() {
             let note = format!(
                 "every copy of the outputs of work unit(s) {} was lost while still needed; running them again",
@@ -275,7 +286,7 @@ impl Reconciler {
 
     /// A job's writes after its tasks': its model (a training job that succeeded), status and
     /// events, its TTL delete; what was written and what failed, for the caller to record.
-    async fn finish_job(&self, e: &Entry, created: usize, now: Timestamp) -> Finished {
+    async fn finish_job(&self, e: &Entry, now: Timestamp) -> Finished {
         let key = e.job.key();
         let kind = format!("{:?}", e.job.kind());
         let mut done = Finished {
@@ -287,7 +298,7 @@ impl Reconciler {
         if e.held_back {
             return done;
         }
-        self.creation_events(e, created).await;
+        self.decision_events(e).await;
         if let Some(plan) = &e.plan
             && !plan.lost.is_empty()
         {

@@ -9,6 +9,7 @@ mod admin_tls;
 pub mod agents;
 mod apply;
 pub mod caches;
+mod creates;
 pub mod dashboard;
 pub mod events;
 pub mod jobs;

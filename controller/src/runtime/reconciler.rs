@@ -21,6 +21,7 @@ use ringrift_crds::training_loop::TrainingLoop;
 use super::admin::Health;
 use super::agents::{HEARTBEAT_LAPSED, candidate, heartbeat_expiry, lease_name, view};
 use super::caches::{Caches, Copies, valid};
+use super::creates::Creates;
 use super::jobs::AnyJob;
 use super::metrics::KindLabels;
 use super::overlay::Overlay;
@@ -98,6 +99,8 @@ pub struct Reconciler {
     pub(super) health: Arc<Health>,
     pub(super) tuning: Tuning,
     pub(super) tasks: Overlay<Task>,
+    /// Creates sent off by earlier passes: the Tasks not yet answered are laid over the cache.
+    pub(super) creates: Creates,
     /// The tasks cache's objects, copied once per version.
     task_copies: Copies<Task>,
     /// The planner's views of those objects, made once per object.
@@ -145,6 +148,7 @@ impl Reconciler {
             health,
             tuning,
             tasks: Overlay::for_created(Duration::from_secs(5)),
+            creates: Creates::new(tuning.concurrency),
             task_copies: Copies::default(),
             task_index: TaskIndex::default(),
             plans: Plans::default(),
@@ -162,9 +166,22 @@ impl Reconciler {
         }
     }
 
+    /// Wakes `notify` when the API server answers a create this reconciler sent off (a pass
+    /// takes the answers; a refused create brings no watch event to wake it otherwise).
+    pub fn wake_on_answers(&mut self, notify: Arc<tokio::sync::Notify>) {
+        self.creates.wake(notify);
+    }
+
+    /// Waits (up to `patience`) for the creates sent off to be answered and sends no more: call
+    /// once, when the controller stops, before its Lease is released.
+    pub async fn settle(&mut self, patience: Duration) {
+        self.creates.settle(patience).await;
+    }
+
     /// Forgets this replica's own writes (call when leadership is gained or lost).
     pub fn reset(&mut self) {
         self.tasks.clear();
+        self.creates.clear();
         self.task_copies.clear();
         self.plans.clear();
         self.selfplay.clear();
@@ -183,6 +200,8 @@ impl Reconciler {
         let mut wake: Option<Duration> = None;
         let mut soon = |d: Duration| wake = Some(wake.map_or(d, |w: Duration| w.min(d)));
 
+        // The answers to the last passes' creates, before reading the caches.
+        self.take_answers().await;
         let Observed {
             tasks,
             agents,
@@ -365,7 +384,8 @@ impl Reconciler {
         let mut invalid = Vec::new();
         let (tasks, bad) = self.task_copies.valid(&self.caches.tasks);
         invalid.extend(bad);
-        let tasks = self.tasks.merge(tasks);
+        let mut tasks = self.tasks.merge(tasks);
+        tasks.extend(self.creates.unanswered(&self.caches.tasks));
         let (agents, bad) = valid(&self.caches.agents);
         invalid.extend(bad);
         let selfplay = merge_jobs(&mut self.selfplay, valid(&self.caches.selfplay), &mut invalid);

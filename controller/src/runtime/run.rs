@@ -258,6 +258,7 @@ async fn lead(
         stop_background.clone(),
     ));
     let mut reconciler = Reconciler::new(caches, writer, health.clone(), tuning);
+    reconciler.wake_on_answers(notify.clone());
     let mut wake: Option<Duration> = None;
     let outcome = loop {
         let sleep = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
@@ -289,7 +290,9 @@ async fn lead(
             wake = Some(Duration::from_millis(100));
         }
     };
-    // Finish: the pass in flight is done; release the Lease so a standby takes over now.
+    // Finish: the pass in flight is done and its creates answered; release the Lease so a
+    // standby takes over now.
+    reconciler.settle(Duration::from_secs(10)).await;
     stop_elector.cancel();
     if !election.is_finished() {
         let _ = election.await;

@@ -1,0 +1,294 @@
+//! A pass's new Tasks, created without the pass waiting for them. The pass sends each create
+//! off and goes on (its statuses, the next pass); until the API server answers, the Task as sent
+//! is laid over the cache like one already created, so the next pass neither places its unit
+//! again nor gives its GPUs to another. The answers are taken at the start of the next pass: a
+//! created Task moves to the overlay of this replica's writes, a refused one is forgotten (its
+//! unit waits again) and counts against its job as any failed write does.
+//!
+//! A pass that waited for its creates kept a freed GPU idle for as long as the slowest of them:
+//! completions come in bursts, and a pass placing hundreds of tasks spent most of its time
+//! awaiting them while the next burst's GPUs waited for the next pass.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::reflector::ObjectRef;
+use ringrift_crds::task::{Role, Task};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::task::TaskTracker;
+
+use super::caches::Guarded;
+use super::overlay::key;
+use super::writer::{ApplyError, Writer};
+
+/// The job a create is for, to record its answer against.
+#[derive(Debug, Clone)]
+pub(super) struct ForJob {
+    /// The job's key (`Kind/namespace/name`), for its backoff.
+    pub(super) key: String,
+    /// Its kind, for the metrics.
+    pub(super) kind: String,
+    /// The job, for its events.
+    pub(super) reference: ObjectReference,
+}
+
+/// The API server's answer to one create.
+#[derive(Debug)]
+pub(super) struct Answer {
+    /// The job the task is for.
+    pub(super) job: ForJob,
+    /// Whether the task copies outputs (not a work unit's attempt).
+    pub(super) copy: bool,
+    /// The Task as created, or why not.
+    pub(super) result: Result<Task, ApplyError>,
+}
+
+/// Creates in flight and their answers.
+#[derive(Debug)]
+pub(super) struct Creates {
+    /// The Tasks sent and not yet answered, by `namespace/name`.
+    sent: HashMap<String, Arc<Task>>,
+    answers: mpsc::UnboundedSender<(String, Answer)>,
+    answered: mpsc::UnboundedReceiver<(String, Answer)>,
+    /// Creates in flight at once, across passes.
+    slots: Arc<Semaphore>,
+    /// The creates sent off, to wait for when stopping.
+    tracker: TaskTracker,
+    /// Woken when an answer arrives (a refused create brings no watch event).
+    wake: Option<Arc<Notify>>,
+}
+
+impl Creates {
+    /// At most `concurrency` creates in flight at once.
+    pub(super) fn new(concurrency: usize) -> Self {
+        let (answers, answered) = mpsc::unbounded_channel();
+        Self {
+            sent: HashMap::new(),
+            answers,
+            answered,
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            tracker: TaskTracker::new(),
+            wake: None,
+        }
+    }
+
+    /// Wakes `notify` whenever an answer arrives.
+    pub(super) fn wake(&mut self, notify: Arc<Notify>) {
+        self.wake = Some(notify);
+    }
+
+    /// Sends the create of `task` off; its answer comes with [`Creates::answers`]. Nothing is
+    /// sent once [`Creates::settle`] has run.
+    pub(super) fn send(&mut self, writer: &Writer, task: Task, job: ForJob) {
+        if self.tracker.is_closed() {
+            return;
+        }
+        let name = key(&task);
+        // Laid over the cache as the API server would store it: created now.
+        let mut laid = task.clone();
+        laid.metadata
+            .creation_timestamp
+            .get_or_insert(Time(jiff::Timestamp::now()));
+        self.sent.insert(name.clone(), Arc::new(laid));
+        let (writer, answers, slots, wake) = (
+            writer.clone(),
+            self.answers.clone(),
+            self.slots.clone(),
+            self.wake.clone(),
+        );
+        self.tracker.spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            let result = writer.create_task(&task).await;
+            let copy = task.spec.role == Role::Copy;
+            // A receiver gone is a replica that lost leadership: nobody wants the answer.
+            if answers.send((name, Answer { job, copy, result })).is_ok()
+                && let Some(wake) = wake
+            {
+                wake.notify_one();
+            }
+        });
+    }
+
+    /// The answers that arrived since the last call; their Tasks are no longer laid over the
+    /// cache from here (the caller records the created ones as its writes).
+    pub(super) fn answers(&mut self) -> Vec<Answer> {
+        let mut out = Vec::new();
+        while let Ok((name, answer)) = self.answered.try_recv() {
+            self.sent.remove(&name);
+            out.push(answer);
+        }
+        out
+    }
+
+    /// The Tasks sent and not yet answered that `cache` does not hold yet.
+    pub(super) fn unanswered(&self, cache: &Guarded<Task>) -> Vec<Arc<Task>> {
+        self.sent
+            .iter()
+            .filter(|(name, _)| {
+                let (ns, name) = name.split_once('/').unwrap_or(("", name.as_str()));
+                cache.get(&ObjectRef::new(name).within(ns)).is_none()
+            })
+            .map(|(_, task)| task.clone())
+            .collect()
+    }
+
+    /// Creates sent and not yet answered.
+    pub(super) fn in_flight(&self) -> usize {
+        self.sent.len()
+    }
+
+    /// Waits, up to `patience`, for the creates sent off to be answered, and sends no more: a
+    /// replica that stops lets no create of its own land after it released its Lease (the
+    /// next leader would place the same units again).
+    pub(super) async fn settle(&mut self, patience: std::time::Duration) {
+        self.tracker.close();
+        let _ = tokio::time::timeout(patience, self.tracker.wait()).await;
+    }
+
+    /// Forgets what was sent (leadership changed hands): answers still to come are dropped.
+    pub(super) fn clear(&mut self) {
+        self.sent.clear();
+        let (answers, answered) = mpsc::unbounded_channel();
+        self.answers = answers;
+        self.answered = answered;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Full};
+    use hyper::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+    use kube::{Client, core::DeserializeGuard};
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::runtime::events::Recorder;
+
+    fn task(name: &str) -> Task {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"role": "selfplay", "job": {"kind": "SelfplayJob", "name": "job"},
+                     "workUnit": "u0", "attempt": 0, "agent": "agent-a", "gpus": ["GPU-0"],
+                     "resources": {"cpuMillis": 500, "memoryMiB": 256},
+                     "template": {"command": ["x"]}}
+        }))
+        .expect("a valid Task")
+    }
+
+    fn job() -> ForJob {
+        ForJob {
+            key: "SelfplayJob/default/job".into(),
+            kind: "SelfplayJob".into(),
+            reference: ObjectReference::default(),
+        }
+    }
+
+    /// A writer whose API server answers each create only when `release` lets one through,
+    /// with the Task as sent plus a uid and a resourceVersion.
+    fn writer(leading: bool, release: Arc<Semaphore>) -> Writer {
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let release = Arc::clone(&release);
+            async move {
+                let body = request
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(http_body_util::Collected::to_bytes)
+                    .unwrap_or_default();
+                if let Ok(permit) = release.acquire().await {
+                    permit.forget();
+                }
+                let mut task: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                task["metadata"]["uid"] = "uid-1".into();
+                task["metadata"]["resourceVersion"] = "7".into();
+                let mut response = Response::new(Full::new(Bytes::from(task.to_string())));
+                *response.status_mut() = StatusCode::CREATED;
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let client = Client::new(service, "default");
+        let recorder = Recorder::new(client.clone(), "test", "test-0");
+        Writer::new(client, watch::channel(leading).1, recorder)
+    }
+
+    async fn answered(wake: &Notify) {
+        tokio::time::timeout(Duration::from_secs(10), wake.notified())
+            .await
+            .expect("an answer within 10 s");
+    }
+
+    #[tokio::test]
+    async fn a_task_sent_is_laid_over_the_cache_until_it_is_answered() {
+        let release = Arc::new(Semaphore::new(0));
+        let writer = writer(true, release.clone());
+        let wake = Arc::new(Notify::new());
+        let mut creates = Creates::new(4);
+        creates.wake(wake.clone());
+        let (cache, mut cached) = reflector::store::<DeserializeGuard<Task>>();
+
+        creates.send(&writer, task("t1"), job());
+        assert_eq!(creates.in_flight(), 1);
+        let laid = creates.unanswered(&cache);
+        assert_eq!(laid.len(), 1, "the next pass sees it as created");
+        assert!(laid[0].metadata.creation_timestamp.is_some(), "created now");
+        assert!(creates.answers().is_empty(), "not answered yet");
+        // Once the cache holds it, the cache's copy is what a pass reads.
+        let mut stored = task("t1");
+        stored.metadata.uid = Some("uid-1".into());
+        cached.apply_watcher_event(&Event::Apply(DeserializeGuard(Ok(stored))));
+        assert!(creates.unanswered(&cache).is_empty());
+
+        release.add_permits(1);
+        answered(&wake).await;
+        let answers = creates.answers();
+        assert_eq!(answers.len(), 1);
+        let task = answers[0].result.as_ref().expect("created");
+        assert_eq!(task.metadata.uid.as_deref(), Some("uid-1"));
+        assert!(!answers[0].copy);
+        assert_eq!(answers[0].job.key, "SelfplayJob/default/job");
+        assert_eq!(creates.in_flight(), 0, "answered: no longer laid over the cache");
+    }
+
+    #[tokio::test]
+    async fn a_refused_create_is_answered_with_its_error() {
+        let writer = writer(false, Arc::new(Semaphore::new(100)));
+        let wake = Arc::new(Notify::new());
+        let mut creates = Creates::new(4);
+        creates.wake(wake.clone());
+        creates.send(&writer, task("t1"), job());
+        answered(&wake).await;
+        let answers = creates.answers();
+        assert_eq!(answers.len(), 1);
+        let error = answers[0].result.as_ref().expect_err("refused");
+        assert_eq!(error.category(), "not_leading");
+        let (cache, _) = reflector::store::<DeserializeGuard<Task>>();
+        assert!(creates.unanswered(&cache).is_empty(), "its unit waits again");
+    }
+
+    #[tokio::test]
+    async fn settling_waits_for_the_creates_in_flight_and_sends_no_more() {
+        let release = Arc::new(Semaphore::new(0));
+        let writer = writer(true, release.clone());
+        let wake = Arc::new(Notify::new());
+        let mut creates = Creates::new(2);
+        creates.wake(wake.clone());
+        creates.send(&writer, task("t1"), job());
+        release.add_permits(1);
+        creates.settle(Duration::from_secs(10)).await;
+        assert_eq!(creates.answers().len(), 1, "answered before settle returned");
+        creates.send(&writer, task("t2"), job());
+        assert_eq!(creates.in_flight(), 0, "nothing is sent after settling");
+    }
+}
