@@ -161,6 +161,10 @@ impl Reconciler {
             self.errors.remove(&f.key);
             self.refreshed.insert(f.key, Instant::now());
         }
+        self.health
+            .metrics
+            .creates_in_flight
+            .set(i64::try_from(self.creates.in_flight()).unwrap_or(i64::MAX));
         tracing::debug!(
             fences_ms = fences_done.duration_since(started).as_millis(),
             creates_sent = sent,

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub queue_depth: Gauge<i64, AtomicI64>,
     /// Agents held for a waiting gang (several whole GPUs) while they drain.
     pub agents_held: Gauge<i64, AtomicI64>,
+    /// Task creates sent off and not yet answered by the API server.
+    pub creates_in_flight: Gauge<i64, AtomicI64>,
     /// 1 while this replica leads.
     pub leader: Gauge<i64, AtomicI64>,
     /// Agents with a current heartbeat.
@@ -160,6 +162,11 @@ impl Metrics {
                 r,
                 "agents_held",
                 "Agents held for a waiting gang (several whole GPUs) while they drain",
+            ),
+            creates_in_flight: registered(
+                r,
+                "creates_in_flight",
+                "Task creates sent off and not yet answered by the API server",
             ),
             leader: registered(r, "leader", "1 while this replica leads"),
             agents_ready: registered(r, "agents_ready", "Agents with a current heartbeat"),
