@@ -50,8 +50,9 @@ pub(super) struct Answer {
 pub(super) struct Creates {
     /// The Tasks sent and not yet answered, by `namespace/name`.
     sent: HashMap<String, Arc<Task>>,
-    answers: mpsc::UnboundedSender<(String, Answer)>,
-    answered: mpsc::UnboundedReceiver<(String, Answer)>,
+    /// Where the spawned creates put their answers, with the Task's `namespace/name`.
+    outbox: mpsc::UnboundedSender<(String, Answer)>,
+    inbox: mpsc::UnboundedReceiver<(String, Answer)>,
     /// Creates in flight at once, across passes.
     slots: Arc<Semaphore>,
     /// The creates sent off, to wait for when stopping.
@@ -63,11 +64,11 @@ pub(super) struct Creates {
 impl Creates {
     /// At most `concurrency` creates in flight at once.
     pub(super) fn new(concurrency: usize) -> Self {
-        let (answers, answered) = mpsc::unbounded_channel();
+        let (outbox, inbox) = mpsc::unbounded_channel();
         Self {
             sent: HashMap::new(),
-            answers,
-            answered,
+            outbox,
+            inbox,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             tracker: TaskTracker::new(),
             wake: None,
@@ -92,9 +93,9 @@ impl Creates {
             .creation_timestamp
             .get_or_insert(Time(jiff::Timestamp::now()));
         self.sent.insert(name.clone(), Arc::new(laid));
-        let (writer, answers, slots, wake) = (
+        let (writer, outbox, slots, wake) = (
             writer.clone(),
-            self.answers.clone(),
+            self.outbox.clone(),
             self.slots.clone(),
             self.wake.clone(),
         );
@@ -105,7 +106,7 @@ impl Creates {
             let result = writer.create_task(&task).await;
             let copy = task.spec.role == Role::Copy;
             // A receiver gone is a replica that lost leadership: nobody wants the answer.
-            if answers.send((name, Answer { job, copy, result })).is_ok()
+            if outbox.send((name, Answer { job, copy, result })).is_ok()
                 && let Some(wake) = wake
             {
                 wake.notify_one();
@@ -117,7 +118,7 @@ impl Creates {
     /// cache from here (the caller records the created ones as its writes).
     pub(super) fn answers(&mut self) -> Vec<Answer> {
         let mut out = Vec::new();
-        while let Ok((name, answer)) = self.answered.try_recv() {
+        while let Ok((name, answer)) = self.inbox.try_recv() {
             self.sent.remove(&name);
             out.push(answer);
         }
@@ -152,9 +153,9 @@ impl Creates {
     /// Forgets what was sent (leadership changed hands): answers still to come are dropped.
     pub(super) fn clear(&mut self) {
         self.sent.clear();
-        let (answers, answered) = mpsc::unbounded_channel();
-        self.answers = answers;
-        self.answered = answered;
+        let (outbox, inbox) = mpsc::unbounded_channel();
+        self.outbox = outbox;
+        self.inbox = inbox;
     }
 }
 
@@ -223,6 +224,14 @@ mod tests {
         Writer::new(client, watch::channel(leading).1, recorder)
     }
 
+    /// Creates (`concurrency` in flight) that wake the returned notify on each answer.
+    fn creates(concurrency: usize) -> (Creates, Arc<Notify>) {
+        let wake = Arc::new(Notify::new());
+        let mut creates = Creates::new(concurrency);
+        creates.wake(wake.clone());
+        (creates, wake)
+    }
+
     async fn answered(wake: &Notify) {
         tokio::time::timeout(Duration::from_secs(10), wake.notified())
             .await
@@ -233,9 +242,7 @@ mod tests {
     async fn a_task_sent_is_laid_over_the_cache_until_it_is_answered() {
         let release = Arc::new(Semaphore::new(0));
         let writer = writer(true, release.clone());
-        let wake = Arc::new(Notify::new());
-        let mut creates = Creates::new(4);
-        creates.wake(wake.clone());
+        let (mut creates, wake) = creates(4);
         let (cache, mut cached) = reflector::store::<DeserializeGuard<Task>>();
 
         creates.send(&writer, task("t1"), job());
@@ -264,9 +271,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_create_is_answered_with_its_error() {
         let writer = writer(false, Arc::new(Semaphore::new(100)));
-        let wake = Arc::new(Notify::new());
-        let mut creates = Creates::new(4);
-        creates.wake(wake.clone());
+        let (mut creates, wake) = creates(4);
         creates.send(&writer, task("t1"), job());
         answered(&wake).await;
         let answers = creates.answers();
@@ -281,9 +286,7 @@ mod tests {
     async fn settling_waits_for_the_creates_in_flight_and_sends_no_more() {
         let release = Arc::new(Semaphore::new(0));
         let writer = writer(true, release.clone());
-        let wake = Arc::new(Notify::new());
-        let mut creates = Creates::new(2);
-        creates.wake(wake.clone());
+        let (mut creates, _) = creates(2);
         creates.send(&writer, task("t1"), job());
         release.add_permits(1);
         creates.settle(Duration::from_secs(10)).await;

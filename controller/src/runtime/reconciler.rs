@@ -258,24 +258,10 @@ impl Reconciler {
         victims.extend(evicted);
         // Copies of needed outputs whose holders were lost.
         let needed = Needed::from_objects(&tasks, &models, &selfplay_all, &loops, &training_all);
-        let candidates: Vec<Candidate> = agents
-            .iter()
-            .map(|a| {
-                let mut c = candidate(a, current.contains(&a.name_any()));
-                c.eligible &= !quarantines.contains_key(&c.name);
-                c
-            })
-            .collect();
-        // Fewer than half the agents Ready reads as an outage of the network or the control
-        // plane, not as lost agents: nothing is regenerated or given up then (as the node
-        // lifecycle controller stops evicting when a whole zone goes dark).
-        let disrupted = current.len() * 2 < agents.len() || current.is_empty();
-        self.durability(
+        let disrupted = self.keep_outputs(
             &mut entries,
             &needed,
-            &candidates,
-            &ready,
-            disrupted,
+            (&agents, &current, &quarantines),
             now,
             &mut soon,
         );
@@ -319,6 +305,33 @@ impl Reconciler {
         );
         self.health.metrics.pass.observe(started.elapsed().as_secs_f64());
         wake
+    }
+
+    /// Copies of the needed outputs whose holders were lost, onto the Ready agents not in
+    /// quarantine (`current`: those heartbeating); whether the fleet reads as disrupted.
+    fn keep_outputs(
+        &mut self,
+        entries: &mut [Entry],
+        needed: &Needed,
+        (agents, current, quarantines): (&[Agent], &HashSet<String>, &BTreeMap<String, breaker::Quarantine>),
+        now: Timestamp,
+        soon: &mut impl FnMut(Duration),
+    ) -> bool {
+        let candidates: Vec<Candidate> = agents
+            .iter()
+            .map(|a| {
+                let mut c = candidate(a, current.contains(&a.name_any()));
+                c.eligible &= !quarantines.contains_key(&c.name);
+                c
+            })
+            .collect();
+        // Fewer than half the agents Ready reads as an outage of the network or the control
+        // plane, not as lost agents: nothing is regenerated or given up then (as the node
+        // lifecycle controller stops evicting when a whole zone goes dark).
+        let disrupted = current.len() * 2 < agents.len() || current.is_empty();
+        let ready = |a: &str| current.contains(a);
+        self.durability(entries, needed, &candidates, &ready, disrupted, now, soon);
+        disrupted
     }
 
     /// When the first job held back by a transient error may try again (not backoffs already
