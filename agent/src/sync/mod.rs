@@ -10,6 +10,7 @@
 //! sent lately, so its first copies go to different chunks) and [`retention`] (what to drop when
 //! the disk fills).
 
+pub mod blocks;
 pub mod chain;
 pub mod checked;
 pub mod client;

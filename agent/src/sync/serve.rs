@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use warp::http::{HeaderValue, StatusCode};
@@ -25,8 +26,8 @@ use super::range;
 use crate::artifacts::hex_of;
 use crate::rest::errors::ApiError;
 
-/// Size of the blocks a response is read and sent in.
-const BLOCK: usize = 1024 * 1024;
+/// Blocks a response's body holds queued for the HTTP stack.
+pub const BODY_BLOCKS: usize = 4;
 
 /// What `GET /v1/artifacts/{digest}/chunks` answers.
 #[derive(Debug, Serialize)]
@@ -153,7 +154,10 @@ pub async fn content(
             manifest.len(),
             std::time::Instant::now(),
         );
-        let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
+        let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(BODY_BLOCKS);
+        // Blocks given back are kept for the next read until the body is done with (the
+        // thread below ends with its last blocks still queued).
+        let serving = ctx.state.blocks.serving();
         let start = span.start;
         let checked = manifest.clone();
         let whole = partial.is_none();
@@ -180,7 +184,11 @@ pub async fn content(
                 corrupt(&ctx, &bad, chunk, whole).await;
             }
         });
-        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response()
+        let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |block| {
+            let _ = &serving;
+            block
+        });
+        warp::reply::stream(body).into_response()
     };
     let headers = response.headers_mut();
     headers.insert("content-length", header(&length.to_string()));
@@ -240,8 +248,9 @@ impl<'a> Seen<'a> {
 /// Sends `range` of `file` onto `tx` (a blocking thread), chunk by chunk. A chunk of a stored
 /// file (`seen`) is read whole and checked against the manifest before any of it is sent,
 /// unless it was checked lately, so a holder never serves bytes that changed on its disk; a
-/// partial file's chunks were checked as they arrived. Stops when the peer hangs up; returns
-/// the index of a chunk that failed its check.
+/// partial file's chunks were checked as they arrived, and what needs no check is read block by
+/// block into the state's reused blocks. Stops when the peer hangs up; returns the index of a
+/// chunk that failed its check.
 fn send_file(
     file: &std::fs::File,
     manifest: &Manifest,
@@ -251,6 +260,16 @@ fn send_file(
     limit: &super::state::SyncState,
     seen: Option<&Seen<'_>>,
 ) -> Result<(), usize> {
+    // Sends one block within the serving limit; false when the peer hung up.
+    let send = |data: Bytes| {
+        let wait = limit.serve_wait(data.len() as u64);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+        metrics.moved("out", "served", data.len() as u64);
+        tx.blocking_send(Ok(data)).is_ok()
+    };
+    let block = limit.blocks.size();
     let chunk_size = manifest.chunk_size.max(1);
     let first = usize::try_from(range.start / chunk_size).unwrap_or(usize::MAX);
     let mut index = first;
@@ -259,37 +278,35 @@ fn send_file(
         if chunk.start >= range.end {
             break;
         }
-        let check = seen.filter(|s| !s.checked(index));
-        // A chunk to check is read whole; otherwise only the part asked for.
-        let read = if check.is_some() {
-            chunk.clone()
-        } else {
-            range.start.max(chunk.start)..range.end.min(chunk.end)
-        };
-        let Some(buf) = read_at(file, read.clone()) else {
-            return Ok(()); // the peer sees a short body and asks another holder
-        };
-        if let Some(s) = check {
+        let part = range.start.max(chunk.start)..range.end.min(chunk.end);
+        if let Some(s) = seen.filter(|s| !s.checked(index)) {
+            let Some(buf) = read_at(file, chunk.clone()) else {
+                return Ok(()); // the peer sees a short body and asks another holder
+            };
             if !manifest.verify(index, &buf) {
                 return Err(index);
             }
             s.record(index, manifest.len());
-        }
-        let from = usize::try_from(range.start.max(read.start) - read.start).unwrap_or(0);
-        let to = usize::try_from(range.end.min(read.end) - read.start).unwrap_or(0);
-        let data = Bytes::from(buf).slice(from..to);
-        let mut at = 0;
-        while at < data.len() {
-            let end = (at + BLOCK).min(data.len());
-            let wait = limit.serve_wait((end - at) as u64);
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
+            let from = usize::try_from(part.start - chunk.start).unwrap_or(0);
+            let to = usize::try_from(part.end - chunk.start).unwrap_or(0);
+            let data = Bytes::from(buf).slice(from..to);
+            for at in (0..data.len()).step_by(block) {
+                if !send(data.slice(at..(at + block).min(data.len()))) {
+                    return Ok(());
+                }
             }
-            metrics.moved("out", "served", (end - at) as u64);
-            if tx.blocking_send(Ok(data.slice(at..end))).is_err() {
-                return Ok(());
+        } else {
+            let mut at = part.start;
+            while at < part.end {
+                let end = (at + block as u64).min(part.end);
+                let Some(data) = limit.blocks.read(file, at..end) else {
+                    return Ok(());
+                };
+                if !send(data) {
+                    return Ok(());
+                }
+                at = end;
             }
-            at = end;
         }
         index += 1;
     }

@@ -19,6 +19,15 @@ pub const PENALTY: Duration = Duration::from_secs(600);
 /// serve each other (a swarm), rather than every puller trickling from one holder.
 pub const DEFAULT_SERVE_SLOTS: usize = 4;
 
+/// The size of the blocks a response is read and sent in.
+pub const SERVE_BLOCK: usize = 1024 * 1024;
+
+/// Blocks for `slots` responses at once: each holds at most the blocks in its body's channel,
+/// one in the HTTP stack and one being read.
+fn serve_blocks(slots: usize) -> Arc<super::blocks::Blocks> {
+    super::blocks::Blocks::new(SERVE_BLOCK, slots * (super::serve::BODY_BLOCKS + 2))
+}
+
 /// An agent name and its REST endpoint.
 pub type Named = (String, String);
 
@@ -39,6 +48,8 @@ pub struct SyncState {
     serving: Mutex<Bucket>,
     /// Responses with content being sent at once (the rest are told to ask elsewhere).
     pub serve_slots: Arc<tokio::sync::Semaphore>,
+    /// The blocks responses are read into, reused while serving.
+    pub blocks: Arc<super::blocks::Blocks>,
     /// What was sent of each artifact lately, chunk by chunk (reported to pullers).
     pub sent: super::sent::Sent,
     view: Mutex<(Vec<Member>, Vec<String>)>,
@@ -58,6 +69,7 @@ impl SyncState {
             partials: Partials::default(),
             serving: Mutex::new(Bucket::new(0, Instant::now())),
             serve_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_SERVE_SLOTS)),
+            blocks: serve_blocks(DEFAULT_SERVE_SLOTS),
             sent: super::sent::Sent::default(),
             view: Mutex::default(),
             penalties: Mutex::default(),
@@ -87,6 +99,7 @@ impl SyncState {
     pub fn with_serve_slots(self, slots: usize) -> Self {
         Self {
             serve_slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
+            blocks: serve_blocks(slots.max(1)),
             ..self
         }
     }
