@@ -14,12 +14,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::reflector::ObjectRef;
 use ringrift_crds::task::{Role, Task};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
-use super::caches::Guarded;
 use super::overlay::key;
 use super::writer::{ApplyError, Writer};
 
@@ -125,16 +123,38 @@ impl Creates {
         out
     }
 
-    /// The Tasks sent and not yet answered that `cache` does not hold yet.
-    pub(super) fn unanswered(&self, cache: &Guarded<Task>) -> Vec<Arc<Task>> {
-        self.sent
-            .iter()
-            .filter(|(name, _)| {
-                let (ns, name) = name.split_once('/').unwrap_or(("", name.as_str()));
-                cache.get(&ObjectRef::new(name).within(ns)).is_none()
+    /// The Tasks sent and not yet answered that `seen`, the pass's view of the cache, lacks.
+    /// The view and not the cache itself: the cache may have taken a Task in since the view was
+    /// made, and a Task in neither would have its unit placed again.
+    pub(super) fn unanswered(&self, seen: &[Arc<Task>]) -> Vec<Arc<Task>> {
+        if self.sent.is_empty() {
+            return Vec::new();
+        }
+        let mut missing: HashMap<(&str, &str), &Arc<Task>> = self
+            .sent
+            .values()
+            .map(|t| {
+                let m = &t.metadata;
+                (
+                    (
+                        m.namespace.as_deref().unwrap_or_default(),
+                        m.name.as_deref().unwrap_or_default(),
+                    ),
+                    t,
+                )
             })
-            .map(|(_, task)| task.clone())
-            .collect()
+            .collect();
+        for t in seen {
+            let m = &t.metadata;
+            missing.remove(&(
+                m.namespace.as_deref().unwrap_or_default(),
+                m.name.as_deref().unwrap_or_default(),
+            ));
+            if missing.is_empty() {
+                break;
+            }
+        }
+        missing.into_values().cloned().collect()
     }
 
     /// Creates sent and not yet answered.
@@ -167,10 +187,8 @@ mod tests {
     use bytes::Bytes;
     use http_body_util::{BodyExt as _, Full};
     use hyper::{Request, Response, StatusCode};
+    use kube::Client;
     use kube::client::Body;
-    use kube::runtime::reflector;
-    use kube::runtime::watcher::Event;
-    use kube::{Client, core::DeserializeGuard};
     use tokio::sync::watch;
 
     use super::*;
@@ -243,19 +261,23 @@ mod tests {
         let release = Arc::new(Semaphore::new(0));
         let writer = writer(true, release.clone());
         let (mut creates, wake) = creates(4);
-        let (cache, mut cached) = reflector::store::<DeserializeGuard<Task>>();
-
         creates.send(&writer, task("t1"), job());
         assert_eq!(creates.in_flight(), 1);
-        let laid = creates.unanswered(&cache);
+        let laid = creates.unanswered(&[Arc::new(task("other"))]);
         assert_eq!(laid.len(), 1, "the next pass sees it as created");
         assert!(laid[0].metadata.creation_timestamp.is_some(), "created now");
         assert!(creates.answers().is_empty(), "not answered yet");
-        // Once the cache holds it, the cache's copy is what a pass reads.
+        // Once the pass's view of the cache holds it, that copy is what the pass reads.
         let mut stored = task("t1");
         stored.metadata.uid = Some("uid-1".into());
-        cached.apply_watcher_event(&Event::Apply(DeserializeGuard(Ok(stored))));
-        assert!(creates.unanswered(&cache).is_empty());
+        assert!(creates.unanswered(&[Arc::new(stored)]).is_empty());
+        let mut elsewhere = task("t1");
+        elsewhere.metadata.namespace = Some("other".into());
+        assert_eq!(
+            creates.unanswered(&[Arc::new(elsewhere)]).len(),
+            1,
+            "a Task of the same name in another namespace is another Task"
+        );
 
         release.add_permits(1);
         answered(&wake).await;
@@ -278,8 +300,7 @@ mod tests {
         assert_eq!(answers.len(), 1);
         let error = answers[0].result.as_ref().expect_err("refused");
         assert_eq!(error.category(), "not_leading");
-        let (cache, _) = reflector::store::<DeserializeGuard<Task>>();
-        assert!(creates.unanswered(&cache).is_empty(), "its unit waits again");
+        assert!(creates.unanswered(&[]).is_empty(), "its unit waits again");
     }
 
     #[tokio::test]

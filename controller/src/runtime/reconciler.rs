@@ -398,7 +398,8 @@ impl Reconciler {
         let (tasks, bad) = self.task_copies.valid(&self.caches.tasks);
         invalid.extend(bad);
         let mut tasks = self.tasks.merge(tasks);
-        tasks.extend(self.creates.unanswered(&self.caches.tasks));
+        let unanswered = self.creates.unanswered(&tasks);
+        tasks.extend(unanswered);
         let (agents, bad) = valid(&self.caches.agents);
         invalid.extend(bad);
         let selfplay = merge_jobs(&mut self.selfplay, valid(&self.caches.selfplay), &mut invalid);
