@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use futures_util::StreamExt as _;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{Resource, ResourceExt};
@@ -16,7 +17,7 @@ use super::metrics::{KindLabels, LoopLabels};
 use super::reconciler::{Reconciler, Registry};
 use crate::plan::placement::Standing;
 use crate::reconcile::models::{Pools, model_statuses, pool_ratings, rounded};
-use crate::reconcile::training_loop::{BEST, Child, ChildKind, LoopWorld, NewJob, plan_loop};
+use crate::reconcile::training_loop::{BEST, Child, ChildKind, LoopPlan, LoopWorld, NewJob, plan_loop};
 use ringrift_crds::common::ShareStatus;
 
 /// Whether `meta` is controlled by the object with `uid`.
@@ -163,11 +164,11 @@ impl Reconciler {
     /// Plans and applies every loop (`registry.loops` already merged with this replica's own
     /// writes), then the models' statuses. The ratings are fitted once per pass for both.
     pub(super) async fn loops_and_models(&mut self, registry: Registry<'_>, now: Timestamp) {
-        let writer = self.writer.clone();
         let pools = pool_ratings(registry.gauntlet);
         let mut reported = std::collections::HashSet::new();
         // Trainings running in the fleet, against --max-concurrent-trainings (0: no limit).
         let most = self.tuning.max_concurrent_trainings;
+        let mut planned = Vec::new();
         let mut trainings = registry
             .training
             .iter()
@@ -210,54 +211,19 @@ impl Reconciler {
                 )),
             );
             reported.insert((labels.namespace, labels.training_loop));
-            let reference = lp.object_ref(&());
-            let mut failed = !self.create_jobs(&key, &reference, &plan.create).await;
-            failed |= !self.delete_replaced(lp, &key, &plan.delete).await;
-            if failed {
-                // The status would claim jobs that do not exist; the next pass tries again.
-                continue;
-            }
-            if lp.status.as_ref() != Some(&plan.status) {
-                let mut next = lp.clone();
-                next.status = Some(plan.status.clone());
-                match writer.replace_status(&next).await {
-                    Ok(written) => {
-                        self.loops.wrote(written);
-                        let recorded = lp.status.as_ref().map_or(&[][..], |s| s.history.as_slice());
-                        for g in plan
-                            .status
-                            .history
-                            .iter()
-                            .filter(|g| !recorded.iter().any(|r| r.generation == g.generation))
-                        {
-                            self.health
-                                .metrics
-                                .generation_bytes_moved
-                                .get_or_create(&LoopLabels {
-                                    namespace: lp.namespace().unwrap_or_default(),
-                                    training_loop: lp.name_any(),
-                                })
-                                .inc_by(g.bytes_moved);
-                        }
-                        for event in &plan.events {
-                            writer
-                                .event(&reference, event.warning, &event.reason, event.message.clone())
-                                .await;
-                        }
-                        tracing::info!(
-                            training_loop = key,
-                            generation = plan.status.generation,
-                            stage = ?plan.status.stage,
-                            phase = ?plan.status.phase,
-                            "loop status written"
-                        );
-                    }
-                    Err(e) => {
-                        self.health.metrics.error("TrainingLoop", e.category());
-                        tracing::debug!(training_loop = key, error = %e, "loop status not written");
-                    }
-                }
-            }
+            planned.push((lp, key, plan));
+        }
+        // Planned in order (the fleet's trainings are counted across loops); written at once,
+        // each loop's writes in order: a loop's status write waited behind every other's.
+        let this = &*self;
+        let written: Vec<TrainingLoop> = futures_util::stream::iter(planned.iter())
+            .map(|(lp, key, plan)| this.apply_loop(lp, key, plan))
+            .buffer_unordered(self.tuning.concurrency.max(1))
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        for w in written {
+            self.loops.wrote(w);
         }
         for (namespace, training_loop) in self.loops_reported.difference(&reported) {
             let labels = LoopLabels {
@@ -271,9 +237,63 @@ impl Reconciler {
             .await;
     }
 
+    /// Writes what a loop's plan asks for: its jobs created and replaced ones deleted, then its
+    /// status and events. The status as written, if it was.
+    async fn apply_loop(&self, lp: &TrainingLoop, key: &str, plan: &LoopPlan) -> Option<TrainingLoop> {
+        let writer = &self.writer;
+        let reference = lp.object_ref(&());
+        let mut failed = !self.create_jobs(key, &reference, &plan.create).await;
+        failed |= !self.delete_replaced(lp, key, &plan.delete).await;
+        if failed || lp.status.as_ref() == Some(&plan.status) {
+            // A failure: the status would claim jobs that do not exist; the next pass tries
+            // again.
+            return None;
+        }
+        let mut next = lp.clone();
+        next.status = Some(plan.status.clone());
+        match writer.replace_status(&next).await {
+            Ok(written) => {
+                let recorded = lp.status.as_ref().map_or(&[][..], |s| s.history.as_slice());
+                for g in plan
+                    .status
+                    .history
+                    .iter()
+                    .filter(|g| !recorded.iter().any(|r| r.generation == g.generation))
+                {
+                    self.health
+                        .metrics
+                        .generation_bytes_moved
+                        .get_or_create(&LoopLabels {
+                            namespace: lp.namespace().unwrap_or_default(),
+                            training_loop: lp.name_any(),
+                        })
+                        .inc_by(g.bytes_moved);
+                }
+                for event in &plan.events {
+                    writer
+                        .event(&reference, event.warning, &event.reason, event.message.clone())
+                        .await;
+                }
+                tracing::info!(
+                    training_loop = key,
+                    generation = plan.status.generation,
+                    stage = ?plan.status.stage,
+                    phase = ?plan.status.phase,
+                    "loop status written"
+                );
+                Some(written)
+            }
+            Err(e) => {
+                self.health.metrics.error("TrainingLoop", e.category());
+                tracing::debug!(training_loop = key, error = %e, "loop status not written");
+                None
+            }
+        }
+    }
+
     /// Creates the jobs a loop's plan asks for (an existing one is left alone), with an event
     /// for each; false when a create failed.
-    async fn create_jobs(&mut self, key: &str, reference: &ObjectReference, create: &[NewJob]) -> bool {
+    async fn create_jobs(&self, key: &str, reference: &ObjectReference, create: &[NewJob]) -> bool {
         let writer = self.writer.clone();
         let mut failed = false;
         for job in create {
@@ -314,7 +334,7 @@ impl Reconciler {
 
     /// Deletes the loop's jobs that its plan replaces (they name a lost model); false when a
     /// delete failed.
-    async fn delete_replaced(&mut self, lp: &TrainingLoop, key: &str, jobs: &[(ChildKind, String)]) -> bool {
+    async fn delete_replaced(&self, lp: &TrainingLoop, key: &str, jobs: &[(ChildKind, String)]) -> bool {
         let writer = self.writer.clone();
         let ns = lp.namespace().unwrap_or_default();
         let mut deleted = true;
