@@ -234,7 +234,16 @@ impl Reconciler {
     /// create counts against its job as any failed write.
     pub(super) async fn take_answers(&mut self) {
         let mut per_job: HashMap<String, (ObjectReference, usize)> = HashMap::new();
-        for answer in self.creates.answers() {
+        let answers = self.creates.answers();
+        if let Some(slowest) = answers.iter().map(|a| a.took).max() {
+            tracing::debug!(
+                answers = answers.len(),
+                slowest_ms = slowest.as_millis(),
+                "creates answered"
+            );
+        }
+        for answer in answers {
+            self.health.metrics.create.observe(answer.took.as_secs_f64());
             match answer.result {
                 Ok(task) => {
                     if answer.copy {

@@ -41,6 +41,8 @@ pub(super) struct Answer {
     pub(super) copy: bool,
     /// The Task as created, or why not.
     pub(super) result: Result<Task, ApplyError>,
+    /// From the create sent off (waiting for a slot included) to its answer.
+    pub(super) took: std::time::Duration,
 }
 
 /// Creates in flight and their answers.
@@ -97,6 +99,7 @@ impl Creates {
             self.slots.clone(),
             self.wake.clone(),
         );
+        let sent = std::time::Instant::now();
         self.tracker.spawn(async move {
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
@@ -104,7 +107,18 @@ impl Creates {
             let result = writer.create_task(&task).await;
             let copy = task.spec.role == Role::Copy;
             // A receiver gone is a replica that lost leadership: nobody wants the answer.
-            if outbox.send((name, Answer { job, copy, result })).is_ok()
+            let took = sent.elapsed();
+            if outbox
+                .send((
+                    name,
+                    Answer {
+                        job,
+                        copy,
+                        result,
+                        took,
+                    },
+                ))
+                .is_ok()
                 && let Some(wake) = wake
             {
                 wake.notify_one();

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub queue_depth: Gauge<i64, AtomicI64>,
     /// Agents held for a waiting gang (several whole GPUs) while they drain.
     pub agents_held: Gauge<i64, AtomicI64>,
+    /// Time from a Task create sent off to the API server's answer.
+    pub create: Histogram,
     /// Task creates sent off and not yet answered by the API server.
     pub creates_in_flight: Gauge<i64, AtomicI64>,
     /// 1 while this replica leads.
@@ -151,12 +153,19 @@ impl Metrics {
             "Time of one reconcile pass over every job",
             pass.clone(),
         );
+        let create = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        r.register(
+            "create_duration_seconds",
+            "Time from a Task create sent off (waiting for a write slot included) to the API server's answer",
+            create.clone(),
+        );
         Self {
             reconciles: registered(r, "reconciles", "Jobs reconciled, by kind"),
             errors: registered(r, "reconcile_errors", "Failed writes, by kind and error category"),
             tasks_created: registered(r, "tasks_created", "Tasks created, by job kind"),
             placement,
             pass,
+            create,
             queue_depth: registered(r, "queue_depth", "Work units waiting for room"),
             agents_held: registered(
                 r,
