@@ -170,7 +170,7 @@ pub(super) async fn running(
 ) -> anyhow::Result<f64> {
     let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
     let mut left: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
-    // Whether `task` is one of `left` and runs (or ran) now; an error if it failed.
+    // Takes `task` off `left` once it runs (or ran); an error if one of `left` failed.
     let check = |left: &mut std::collections::BTreeSet<&str>, task: &Task| -> anyhow::Result<()> {
         let name = task.metadata.name.as_deref().unwrap_or_default();
         match task.status.as_ref().map(|s| (&s.phase, &s.message)) {
