@@ -17,6 +17,7 @@ use super::agents::HEARTBEAT_LAPSED;
 use super::creates::ForJob;
 use super::jobs::{AnyJob, events};
 use super::metrics::KindLabels;
+use super::plans::{Settled, settled};
 use super::reconciler::{Entry, QuarantineWrite, Reconciler, VOLATILE_REFRESH};
 use super::writer::{ApplyError, Fence};
 use crate::reconcile::decide::Verdict;
@@ -151,6 +152,9 @@ impl Reconciler {
         for f in finished {
             for e in &f.errors {
                 self.failed(&f.key, &f.kind, e);
+            }
+            if let Some(settled) = f.settled {
+                self.settled.insert(f.key.clone(), settled);
             }
             match f.status {
                 Some(AnyJob::Selfplay(j)) => self.selfplay.wrote(j),
@@ -297,6 +301,39 @@ impl Reconciler {
         }
     }
 
+    /// Writes a job's new status, then the events its change calls for.
+    async fn write_status(&self, e: &Entry, next: AnyJob, done: &mut Finished) {
+        let writer = &self.writer;
+        let before = e.job.summary();
+        let last_failure = e.plan.as_deref().and_then(|p| p.summary.last_failure.clone());
+        let result = match &next {
+            AnyJob::Selfplay(j) => writer.replace_status(j).await.map(AnyJob::Selfplay),
+            AnyJob::Training(j) => writer.replace_status(j).await.map(AnyJob::Training),
+            AnyJob::Gauntlet(j) => writer.replace_status(j).await.map(AnyJob::Gauntlet),
+        };
+        match result {
+            Ok(written) => {
+                done.status = Some(written);
+                for (warning, reason, note) in
+                    events(&before, &next.summary(), &next, last_failure.as_deref())
+                {
+                    writer.event(&e.job.reference(), warning, &reason, note).await;
+                }
+                let lost = |j: &AnyJob| {
+                    j.old()
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == "Replicated" && c.reason == "CopiesLost")
+                        .map(|c| c.message.clone())
+                };
+                if let (None, Some(note)) = (lost(&e.job), lost(&next)) {
+                    writer.event(&e.job.reference(), true, "OutputsLost", note).await;
+                }
+            }
+            Err(err) => done.errors.push(err),
+        }
+    }
+
     /// A job's writes after its tasks': its model (a training job that succeeded), status and
     /// events, its TTL delete; what was written and what failed, for the caller to record.
     async fn finish_job(&self, e: &Entry, now: Timestamp) -> Finished {
@@ -307,8 +344,16 @@ impl Reconciler {
             kind,
             status: None,
             errors: Vec::new(),
+            settled: None,
         };
         if e.held_back {
+            return done;
+        }
+        // A settled job whose status was up to date with the same version, plan and model.
+        let is_settled = e.queue.is_none()
+            && e.view.as_ref().is_ok_and(|v| v.finished.is_some())
+            && e.plan.as_deref().is_some_and(settled);
+        if is_settled && self.settled.get(&done.key).is_some_and(|s| s.holds_for(e)) {
             return done;
         }
         self.decision_events(e).await;
@@ -355,7 +400,7 @@ impl Reconciler {
             .refreshed
             .get(&done.key)
             .is_none_or(|at| at.elapsed() >= VOLATILE_REFRESH);
-        if let Some(next) = e.job.with_status(
+        let next = e.job.with_status(
             view,
             e.plan.as_deref(),
             blocked,
@@ -363,35 +408,22 @@ impl Reconciler {
             e.model.clone(),
             now,
             refresh,
-        ) {
-            let before = e.job.summary();
-            let last_failure = e.plan.as_deref().and_then(|p| p.summary.last_failure.clone());
-            let result = match &next {
-                AnyJob::Selfplay(j) => writer.replace_status(j).await.map(AnyJob::Selfplay),
-                AnyJob::Training(j) => writer.replace_status(j).await.map(AnyJob::Training),
-                AnyJob::Gauntlet(j) => writer.replace_status(j).await.map(AnyJob::Gauntlet),
-            };
-            match result {
-                Ok(written) => {
-                    done.status = Some(written);
-                    for (warning, reason, note) in
-                        events(&before, &next.summary(), &next, last_failure.as_deref())
-                    {
-                        writer.event(&e.job.reference(), warning, &reason, note).await;
-                    }
-                    let lost = |j: &AnyJob| {
-                        j.old()
-                            .conditions
-                            .iter()
-                            .find(|c| c.type_ == "Replicated" && c.reason == "CopiesLost")
-                            .map(|c| c.message.clone())
-                    };
-                    if let (None, Some(note)) = (lost(&e.job), lost(&next)) {
-                        writer.event(&e.job.reference(), true, "OutputsLost", note).await;
-                    }
-                }
-                Err(err) => done.errors.push(err),
-            }
+        );
+        // Up to date, compared whole (the clock-driven fields too): kept until something
+        // it was built from changes.
+        if next.is_none()
+            && is_settled
+            && refresh
+            && let (Some(version), Some(plan)) = (e.job.meta().resource_version.clone(), e.plan.clone())
+        {
+            done.settled = Some(Settled {
+                version,
+                plan,
+                model: e.model.clone(),
+            });
+        }
+        if let Some(next) = next {
+            self.write_status(e, next, &mut done).await;
         }
         if e.plan.as_deref().is_some_and(|p| p.delete) {
             let (ns, name) = (e.job.namespace(), e.job.name());
@@ -417,4 +449,6 @@ struct Finished {
     status: Option<AnyJob>,
     /// Writes that failed.
     errors: Vec<ApplyError>,
+    /// A settled job's status found up to date: with what.
+    settled: Option<Settled>,
 }

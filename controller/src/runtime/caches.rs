@@ -2,6 +2,7 @@
 //! replica, leader or not, so a standby that takes over starts with warm caches. Objects are
 //! read through `DeserializeGuard`: one malformed object is reported, never fatal.
 
+use std::collections::hash_map::Entry;
 use std::fmt::Debug;
 use std::future::Future;
 use std::hash::Hash;
@@ -25,6 +26,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use super::address::{ByAddress, address};
 
 /// A cache that tolerates malformed objects.
 pub type Guarded<K> = Store<DeserializeGuard<K>>;
@@ -79,18 +82,27 @@ where
     (ok, bad)
 }
 
-/// Shared copies of a cache's valid objects, made once per resourceVersion: a pass reads every
-/// Task, and copying tens of thousands of them on every pass was most of its time.
-#[derive(Debug)]
+/// Shared copies of a cache's valid objects, made once per version: a pass reads every Task,
+/// and copying tens of thousands of them on every pass was most of its time. The cache hands
+/// the same `Arc` back until an object changes, so a copy is found by that `Arc`'s address
+/// (kept alive with it, so the address is not reused while the copy is kept).
 pub struct Copies<K> {
-    by_uid: std::collections::HashMap<String, (String, Arc<K>, u64)>,
+    by_object: ByAddress<(Arc<DeserializeGuard<K>>, Arc<K>, u64)>,
     round: u64,
+}
+
+impl<K> std::fmt::Debug for Copies<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Copies")
+            .field("copies", &self.by_object.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<K> Default for Copies<K> {
     fn default() -> Self {
         Self {
-            by_uid: std::collections::HashMap::new(),
+            by_object: ByAddress::default(),
             round: 0,
         }
     }
@@ -109,36 +121,32 @@ where
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for obj in store.state() {
-            match &obj.0 {
-                Ok(k) => {
-                    let meta = k.meta();
-                    let (uid, rv) = (
-                        meta.uid.as_deref().unwrap_or_default(),
-                        meta.resource_version.as_deref().unwrap_or_default(),
-                    );
-                    match self.by_uid.get_mut(uid) {
-                        Some((version, shared, seen)) if version == rv => {
-                            *seen = round;
-                            ok.push(shared.clone());
-                        }
-                        _ => {
-                            let shared = Arc::new(k.clone());
-                            self.by_uid
-                                .insert(uid.to_owned(), (rv.to_owned(), shared.clone(), round));
-                            ok.push(shared);
-                        }
-                    }
+            let Ok(k) = &obj.0 else {
+                if let Err(e) = &obj.0 {
+                    bad.push(malformed(e));
                 }
-                Err(e) => bad.push(malformed(e)),
+                continue;
+            };
+            match self.by_object.entry(address(&obj)) {
+                Entry::Occupied(mut kept) => {
+                    let (_, shared, seen) = kept.get_mut();
+                    *seen = round;
+                    ok.push(shared.clone());
+                }
+                Entry::Vacant(free) => {
+                    let shared = Arc::new(k.clone());
+                    ok.push(shared.clone());
+                    free.insert((obj.clone(), shared, round));
+                }
             }
         }
-        self.by_uid.retain(|_, (_, _, seen)| *seen == round);
+        self.by_object.retain(|_, (_, _, seen)| *seen == round);
         (ok, bad)
     }
 
     /// Forgets every copy.
     pub fn clear(&mut self) {
-        self.by_uid.clear();
+        self.by_object.clear();
     }
 }
 
@@ -395,7 +403,7 @@ mod tests {
             "a new version: a new copy"
         );
         assert_eq!(a.metadata.resource_version.as_deref(), Some("3"));
-        assert_eq!(copies.by_uid.len(), 1, "the deleted object's copy is gone");
+        assert_eq!(copies.by_object.len(), 1, "the deleted object's copy is gone");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! replica holding the Lease runs passes, and every write checks the claim right before it is
 //! sent ([`writer::Writer`]).
 
+mod address;
 pub mod admin;
 mod admin_tls;
 pub mod agents;

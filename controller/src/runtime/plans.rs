@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
+use super::reconciler::Entry;
 use crate::reconcile::decide::{Env, JobPlan, Verdict, plan_job};
 use crate::reconcile::view::{JobView, TaskView};
 
@@ -100,7 +101,7 @@ impl Plans {
 
 /// A plan that holds while its inputs do, whatever the time: the job finished, with nothing
 /// live, nothing to do and nothing to wait for.
-fn settled(plan: &JobPlan) -> bool {
+pub(super) fn settled(plan: &JobPlan) -> bool {
     matches!(plan.verdict, Verdict::Finished { .. })
         && plan.requeue_after.is_none()
         && !plan.delete
@@ -109,6 +110,27 @@ fn settled(plan: &JobPlan) -> bool {
         && plan.create.is_empty()
         && plan.summary.live.is_empty()
         && plan.summary.regenerating.is_empty()
+}
+
+/// What a settled job's status was found up to date with: the version of the job, its kept
+/// plan (the same `Arc` while nothing it was made from changes, see [`Plans`]) and its model.
+/// While all three stay, the status is not built again: it is a function of them (a settled
+/// job has no clock-driven field), and building it copies every output (hundreds per job, and
+/// most of a long run's jobs are settled).
+#[derive(Debug)]
+pub(super) struct Settled {
+    pub(super) version: String,
+    pub(super) plan: Arc<JobPlan>,
+    pub(super) model: Option<String>,
+}
+
+impl Settled {
+    /// Whether `e`'s status was found up to date with what `e` holds now.
+    pub(super) fn holds_for(&self, e: &Entry) -> bool {
+        e.plan.as_ref().is_some_and(|p| Arc::ptr_eq(p, &self.plan))
+            && e.job.meta().resource_version.as_deref() == Some(self.version.as_str())
+            && e.model == self.model
+    }
 }
 
 #[cfg(test)]
@@ -193,5 +215,76 @@ mod tests {
         plans.begin(&agents(&["a"]));
         plans.end();
         assert!(plans.by_job.is_empty());
+    }
+
+    /// A finished selfplay job's object (version `rv`, no status yet), its view and settled
+    /// plan, as a pass's entry.
+    fn entry(rv: &str, plan: Arc<JobPlan>, view: JobView) -> Entry {
+        let job: ringrift_crds::selfplay::SelfplayJob = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "SelfplayJob",
+            "metadata": {"name": "sp", "namespace": "default", "uid": "uid-1",
+                         "resourceVersion": rv, "generation": 1},
+            "spec": {"game": {"board": "connect4"}, "games": 20, "gamesPerTask": 10,
+                     "output": {"dataset": "d"}}
+        }))
+        .expect("a valid SelfplayJob");
+        Entry {
+            job: crate::runtime::jobs::AnyJob::Selfplay(job),
+            view: Ok(view),
+            model: Some("m1".into()),
+            plan: Some(plan),
+            queue: None,
+            placed: Vec::new(),
+            held_back: false,
+            gated: None,
+            copying: Vec::new(),
+            regenerating: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_settled_status_holds_for_the_same_version_plan_and_model_only() {
+        let (job, tasks) = finished();
+        let plan = Arc::new(plan_job(&job, &tasks, &env(100)));
+        assert!(settled(&plan));
+        let e = entry("7", plan.clone(), job.clone());
+        let memo = Settled {
+            version: "7".into(),
+            plan: plan.clone(),
+            model: Some("m1".into()),
+        };
+        assert!(memo.holds_for(&e));
+        // An equal plan made again is another plan: it may come from other tasks.
+        let again = Arc::new((*plan).clone());
+        assert!(!memo.holds_for(&entry("7", again, job.clone())));
+        assert!(
+            !memo.holds_for(&entry("8", plan.clone(), job.clone())),
+            "a new version"
+        );
+        let mut other_model = entry("7", plan, job);
+        other_model.model = Some("m2".into());
+        assert!(!memo.holds_for(&other_model));
+    }
+
+    #[test]
+    fn a_settled_jobs_status_does_not_change_with_the_clock() {
+        // What lets a pass skip building it: found up to date once, up to date later too.
+        let (job, tasks) = finished();
+        let plan = Arc::new(plan_job(&job, &tasks, &env(100)));
+        let e = entry("7", plan.clone(), job.clone());
+        let status = |j: &crate::runtime::jobs::AnyJob, now: i64| {
+            j.with_status(
+                Some(&job),
+                Some(&plan),
+                None,
+                None,
+                e.model.clone(),
+                at(now),
+                true,
+            )
+        };
+        let written = status(&e.job, 100).expect("a first status");
+        assert!(status(&written, 100).is_none(), "up to date right after");
+        assert!(status(&written, 1_000_000).is_none(), "and days later");
     }
 }

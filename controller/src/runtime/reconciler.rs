@@ -25,7 +25,7 @@ use super::creates::Creates;
 use super::jobs::AnyJob;
 use super::metrics::KindLabels;
 use super::overlay::Overlay;
-use super::plans::Plans;
+use super::plans::{Plans, Settled};
 use super::task_index::{TaskIndex, TasksByJob};
 use super::world::Snapshot;
 use super::writer::Writer;
@@ -116,6 +116,8 @@ pub struct Reconciler {
     pub(super) errors: HashMap<String, (u32, Instant)>,
     /// Per job: when its rate and ETA were last written.
     pub(super) refreshed: HashMap<String, Instant>,
+    /// Per settled job: what its status was last found up to date with (see [`Settled`]).
+    pub(super) settled: HashMap<String, Settled>,
     pub(super) reported: HashSet<String>,
     /// The claimants whose share gauges the last pass set (to remove those gone).
     pub(super) shares_reported: HashSet<String>,
@@ -159,6 +161,7 @@ impl Reconciler {
             models: Overlay::for_updated(),
             errors: HashMap::new(),
             refreshed: HashMap::new(),
+            settled: HashMap::new(),
             reported: HashSet::new(),
             shares_reported: HashSet::new(),
             agents_reported: HashSet::new(),
@@ -473,6 +476,7 @@ impl Reconciler {
         // Forget the bookkeeping of jobs gone.
         let present: HashSet<String> = entries.iter().map(|e| e.job.key()).collect();
         self.refreshed.retain(|k, _| present.contains(k));
+        self.settled.retain(|k, _| present.contains(k));
         self.errors.retain(|k, _| present.contains(k));
         (entries, priorities)
     }

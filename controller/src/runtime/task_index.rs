@@ -10,6 +10,7 @@ use kube::ResourceExt;
 use ringrift_crds::common::GpuFraction;
 use ringrift_crds::task::{JobKind, Task};
 
+use super::address::{ByAddress, address};
 use crate::plan::placement::Claim;
 use crate::reconcile::view::{TaskView, default_priority};
 
@@ -21,7 +22,7 @@ pub(super) type TasksByJob = HashMap<String, Vec<Arc<TaskView>>>;
 /// the object alive so that the address is not reused while the view is kept.
 #[derive(Default)]
 pub(super) struct TaskIndex {
-    by_object: HashMap<usize, Made>,
+    by_object: ByAddress<Made>,
     round: u64,
 }
 
@@ -54,19 +55,16 @@ impl TaskIndex {
         let mut by_job = TasksByJob::new();
         let mut claims: Vec<(Claim, String)> = Vec::new();
         for t in tasks {
-            let made = self
-                .by_object
-                .entry(Arc::as_ptr(t) as usize)
-                .or_insert_with(|| Made {
-                    _task: t.clone(),
-                    view: Arc::new(TaskView::from_task(t)),
-                    owner: t
-                        .owner_references()
-                        .iter()
-                        .find(|o| o.controller == Some(true))
-                        .map(|o| o.uid.clone()),
-                    seen: round,
-                });
+            let made = self.by_object.entry(address(t)).or_insert_with(|| Made {
+                _task: t.clone(),
+                view: Arc::new(TaskView::from_task(t)),
+                owner: t
+                    .owner_references()
+                    .iter()
+                    .find(|o| o.controller == Some(true))
+                    .map(|o| o.uid.clone()),
+                seen: round,
+            });
             made.seen = round;
             let v = &made.view;
             if let (Some(agent), true) = (&v.agent, v.is_live()) {
