@@ -5,9 +5,9 @@
 //! bump the global revision, write the object and the event, compact old events; then commit and
 //! publish the events to live watchers. A write is acknowledged only after its commit. `get`
 //! reads the in-memory objects ([`super::cache`]); lists and the watch history go through a pool
-//! of connections of their own. The database runs in WAL mode with
-//! `synchronous = NORMAL`: a committed write survives the process being killed (`kill -9`); it is
-//! not flushed for power loss.
+//! of connections of their own. The database runs in WAL mode with `synchronous = FULL`: every
+//! commit is fsynced before its writes are acknowledged (one fsync per batch), so an
+//! acknowledged write survives the process being killed (`kill -9`) and power loss alike.
 
 use std::path::Path;
 use std::str::FromStr;
