@@ -188,6 +188,23 @@ pub fn nothing_waiting(snapshots: &[Snapshot]) -> f64 {
     share
 }
 
+/// The time average of the share of the fleet's GPUs that no work could have used: the GPUs
+/// left over when every loop's units in use and waiting (one GPU each; a training's eight count
+/// as one, so this errs low) are set against `capacity`. Idle GPUs beyond this share are
+/// placement's (work waited while they stood idle); this share no placement could fill.
+pub fn want_of_work(snapshots: &[Snapshot], capacity: f64) -> f64 {
+    if snapshots.is_empty() || capacity <= 0.0 {
+        return 0.0;
+    }
+    let (mut sum, mut time) = (0.0, 0.0);
+    for (s, w) in snapshots.iter().zip(weights(snapshots)) {
+        let wanted: f64 = s.loops.values().map(|l| l.used + f64::from(l.waiting)).sum();
+        sum += w * (capacity - wanted).max(0.0) / capacity;
+        time += w;
+    }
+    if time > 0.0 { sum / time } else { 0.0 }
+}
+
 /// Whether `name` starves in `s`: it has work waiting and holds at least a GPU less than its
 /// entitlement, while another loop holds at least a GPU more than its own (its share is lent).
 fn starving(s: &Snapshot, name: &str) -> bool {
@@ -277,6 +294,22 @@ mod tests {
             start,
             end,
         }
+    }
+
+    #[test]
+    fn want_of_work_is_the_capacity_left_over_by_work_in_use_and_waiting() {
+        // 10 GPUs. At 0 s: 6 in use, 1 waiting: 3 no work could use. At 1 s: 4 in use, 8
+        // waiting: none. At 3 s: nothing at all: all 10 (weighted by the mean interval, 1.5 s).
+        let standings = [
+            snap(0.0, &[("a", 5.0, 4.0, 1), ("b", 5.0, 2.0, 0)]),
+            snap(1.0, &[("a", 5.0, 4.0, 8)]),
+            snap(3.0, &[]),
+        ];
+        let want = want_of_work(&standings, 10.0);
+        let expected = (1.0 * 0.3 + 2.0 * 0.0 + 1.5 * 1.0) / 4.5;
+        assert!((want - expected).abs() < 1e-9, "{want} against {expected}");
+        assert!(want_of_work(&[], 10.0).abs() < f64::EPSILON);
+        assert!(want_of_work(&standings, 0.0).abs() < f64::EPSILON);
     }
 
     #[test]

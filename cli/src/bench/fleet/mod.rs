@@ -3,7 +3,8 @@
 //! 1 to 3 whose tasks last a few seconds, once with the share and once with plain priority
 //! placement (`--placement priority`, the baseline), each in a fresh system. Reports how busy
 //! the GPUs were (from the Tasks' phases) and where their idle time went (the gap between two
-//! tasks on a GPU, and how often no work waited), how far each loop's use strayed from its
+//! tasks on a GPU, how often no work waited and how much idle capacity no work could have
+//! used), how far each loop's use strayed from its
 //! entitlement and which loops starved (from the loops' `status.share`). Prints JSON; never
 //! fails on speed.
 
@@ -345,6 +346,7 @@ async fn run_with(args: BenchFleetArgs, policy: &str) -> anyhow::Result<serde_js
         },
         "samples": snapshots.len(),
         "nothing_waiting_fraction": round3(figures::nothing_waiting(&snapshots)),
+        "idle_for_want_of_work_fraction": round3(figures::want_of_work(&snapshots, capacity)),
         "loops": per_loop,
     }))
 }
@@ -380,6 +382,7 @@ pub(crate) async fn bench(args: BenchFleetArgs) -> anyhow::Result<serde_json::Va
         "tasks_started",
         "gpu_turnover",
         "nothing_waiting_fraction",
+        "idle_for_want_of_work_fraction",
         "samples",
     ] {
         report[key] = share[key].clone();
