@@ -255,6 +255,94 @@ async fn watch_history_resumes_in_order_and_expires_when_compacted() {
 }
 
 #[tokio::test]
+async fn a_quiet_kinds_watch_outlives_a_busy_kinds_history() {
+    // One history for every kind, 5 events kept: the busy kind's writes push the quiet kind's
+    // event out, yet a watcher of the quiet kind missed nothing of its own kind, as with
+    // upstream's watch cache (a window per resource). Only its own kind's compaction, or a
+    // restart, makes its version too old.
+    let db = TempDb::new("reach");
+    let gauntlets = ResourceKey::new("ringrift.ai", "gauntletjobs");
+    let store = Store::open(&db.path(), 5).await.unwrap();
+    let quiet = store
+        .create(&gauntlets, "default", job("g", 1), &CTX)
+        .await
+        .unwrap();
+    let seen = rv(&quiet);
+    assert_eq!(seen, 1);
+    for i in 0..63 {
+        store
+            .create(&jobs(), "default", job(&format!("n{i}"), 1), &CTX)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.revision().await.unwrap(),
+        64,
+        "compacted twice, at 32 and 64"
+    );
+    assert!(
+        store.events_since(&gauntlets, seen).await.unwrap().is_empty(),
+        "nothing of its kind since: not expired"
+    );
+    assert!(
+        store.list_at(&gauntlets, None, seen).await.is_ok(),
+        "a list at that version is whole too"
+    );
+    let busy = store.events_since(&jobs(), seen).await.unwrap_err();
+    assert!(
+        matches!(
+            busy,
+            StoreError::Expired {
+                requested: 1,
+                oldest: 59
+            }
+        ),
+        "{busy}"
+    );
+
+    // A quiet kind's own write, then compacted away: now its old version is too old, and the
+    // new one is not.
+    let again = store
+        .create(&gauntlets, "default", job("g2", 1), &CTX)
+        .await
+        .unwrap();
+    let mut next = rv(&again);
+    for i in 0..32 {
+        let j = store
+            .create(&jobs(), "default", job(&format!("m{i}"), 1), &CTX)
+            .await
+            .unwrap();
+        next = next.max(rv(&j));
+    }
+    let e = store.events_since(&gauntlets, seen).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::Expired {
+                requested: 1,
+                oldest: 65
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        store
+            .events_since(&gauntlets, rv(&again))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(store);
+
+    // Reopened, the store cannot know which kinds the compactions before it took: below the
+    // oldest event kept, every kind's version is too old; above it, the history answers.
+    let store = Store::open(&db.path(), 5).await.unwrap();
+    let e = store.events_since(&gauntlets, rv(&again)).await.unwrap_err();
+    assert!(matches!(e, StoreError::Expired { .. }), "{e}");
+    assert_eq!(store.events_since(&jobs(), next - 2).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn finalizers_hold_an_object_until_removed() {
     let store = Store::in_memory(100).await.unwrap();
     let mut obj = job("f", 1);

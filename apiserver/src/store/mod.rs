@@ -5,6 +5,7 @@ pub mod backup;
 mod cache;
 mod dry_run;
 pub mod names;
+mod reach;
 mod rows;
 pub mod semantics;
 pub mod snapshot;

@@ -24,6 +24,7 @@ use sqlx::sqlite::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::cache::{self, Objects, load_all};
+use super::reach::Reach;
 use super::rows::{current_revision, db, object_name, parse};
 use super::semantics::{Preconditions, Subresource, WriteContext, prepare_create};
 use super::snapshot::{Change, rewind};
@@ -54,6 +55,8 @@ pub struct Store {
     batch_sizes: Histogram,
     /// The objects as committed, for `get` (and dry runs, `dry_run.rs`).
     pub(super) objects: Objects,
+    /// How far back the history reaches per kind; raised by the writer as it compacts.
+    reach: Arc<std::sync::Mutex<Reach>>,
     /// In memory: a connection that is never used, only held, so the database lives as long
     /// as the store even when the pool drops its connection (it does when a request is
     /// cancelled mid-query, and a fresh `:memory:` connection would be an empty database).
@@ -117,6 +120,14 @@ impl Store {
             source: e.into(),
         })?;
         let revision = current_revision(&pool).await?;
+        // Whatever was compacted before now is gone for every kind: below the oldest event
+        // kept, or everything when none is.
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(revision) FROM events")
+            .fetch_one(&pool)
+            .await
+            .map_err(db("read the history"))?;
+        let before = oldest.map_or(revision, |r| u64::try_from(r).unwrap_or(0).saturating_sub(1));
+        let reach = Arc::new(std::sync::Mutex::new(Reach::new(before)));
         let objects = Objects::new(tokio::sync::RwLock::new(load_all(&pool).await?));
         let live = Live::default();
         let published = Arc::new(AtomicU64::new(revision));
@@ -130,6 +141,7 @@ impl Store {
             live: live.clone(),
             published: published.clone(),
             batch_sizes: batch_sizes.clone(),
+            reach: reach.clone(),
         };
         tokio::spawn(task.run(requests));
         Ok(Self {
@@ -140,6 +152,7 @@ impl Store {
             published,
             batch_sizes,
             objects,
+            reach,
             keep_alive: None,
         })
     }
@@ -274,7 +287,7 @@ impl Store {
                 current,
             });
         }
-        history_reaches(&mut tx, revision, current).await?;
+        self.history_reaches(resource, revision, current)?;
         let objects = sqlx::query(
             "SELECT namespace, name, body FROM objects WHERE resource = ?1 AND (?2 IS NULL OR namespace = ?2)",
         )
@@ -397,6 +410,25 @@ impl Store {
         answer.await.map_err(|_| stopped())?
     }
 
+    /// Whether the watch history still holds every event of `resource`'s kind after `revision`
+    /// (or there is nothing newer): what resuming a watch or undoing writes back to `revision`
+    /// needs. Called inside the read's transaction, after its first read: the writer records
+    /// what it compacts before committing, so a snapshot without those events finds them gone.
+    fn history_reaches(&self, resource: &ResourceKey, revision: u64, current: u64) -> Result<(), StoreError> {
+        let gone = self
+            .reach
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .gone(&resource.column());
+        if revision < current && revision < gone {
+            return Err(StoreError::Expired {
+                requested: revision,
+                oldest: gone,
+            });
+        }
+        Ok(())
+    }
+
     /// Events after `revision` (exclusive) for one kind, oldest first, to resume a watch.
     ///
     /// # Errors
@@ -408,7 +440,7 @@ impl Store {
     ) -> Result<Vec<WatchEvent>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("start a read"))?;
         let current = current_revision(&mut *tx).await?;
-        history_reaches(&mut tx, revision, current).await?;
+        self.history_reaches(resource, revision, current)?;
         let rows = sqlx::query(
             "SELECT revision, namespace, type, body, prev_body FROM events WHERE resource = ? AND revision > ? ORDER BY revision",
         )
@@ -440,28 +472,6 @@ impl Store {
 }
 
 /// A pool of one connection that is never closed for being idle or old.
-/// Whether the watch history still holds every event after `revision` (or there is nothing
-/// newer): what resuming a watch or undoing writes back to `revision` needs.
-async fn history_reaches(
-    conn: &mut sqlx::SqliteConnection,
-    revision: u64,
-    current: u64,
-) -> Result<(), StoreError> {
-    let oldest_kept = sqlx::query("SELECT MIN(revision) FROM events")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db("read the history"))?
-        .get::<Option<i64>, _>(0)
-        .map_or(current + 1, |r| u64::try_from(r).unwrap_or(0));
-    if revision < current && revision + 1 < oldest_kept {
-        return Err(StoreError::Expired {
-            requested: revision,
-            oldest: oldest_kept.saturating_sub(1),
-        });
-    }
-    Ok(())
-}
-
 async fn single_connection(options: SqliteConnectOptions) -> Result<SqlitePool, StoreError> {
     SqlitePoolOptions::new()
         .max_connections(1)

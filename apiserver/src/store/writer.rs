@@ -23,6 +23,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::cache::{self, Objects, Stored};
+use super::reach::Reach;
 use super::rows::db;
 use super::semantics::{
     DeleteOutcome, Preconditions, Subresource, UpdateOutcome, WriteContext, prepare_delete, prepare_update,
@@ -100,6 +101,8 @@ pub(super) struct Writer {
     pub(super) published: Arc<AtomicU64>,
     /// Writes per committed transaction.
     pub(super) batch_sizes: Histogram,
+    /// How far back the history reaches per kind, raised as it is compacted.
+    pub(super) reach: Arc<std::sync::Mutex<Reach>>,
 }
 
 type Staged = (
@@ -368,6 +371,25 @@ impl Writer {
         // `history` and `history + COMPACT_EVERY` events.
         if revision.is_multiple_of(COMPACT_EVERY) {
             let keep_from = rev_db.saturating_sub(i64::try_from(self.history).unwrap_or(i64::MAX)) + 1;
+            let gone: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT resource, MAX(revision) FROM events WHERE revision < ? GROUP BY resource",
+            )
+            .bind(keep_from)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db("compact the history"))?;
+            // Recorded before the commit: a reader whose snapshot lacks these events must find
+            // them gone. (A batch rolled back leaves the marks higher than needed: a watcher is
+            // told to list again; none misses an event.)
+            {
+                let mut reach = self
+                    .reach
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (kind, revision) in gone {
+                    reach.compacted(kind, u64::try_from(revision).unwrap_or(0));
+                }
+            }
             sqlx::query("DELETE FROM events WHERE revision < ?")
                 .bind(keep_from)
                 .execute(&mut *conn)
