@@ -342,22 +342,27 @@ fn a_quiet_kinds_bookmarks_follow_the_store_so_its_watch_resumes_after_compactio
         bookmarked >= written,
         "the last bookmark ({bookmarked}) is behind the store ({written}): {body}"
     );
-    // The version the watch began at is compacted away; the bookmarked one resumes.
-    let resume = |rv: u64| {
+    // The history went past the version the watch began at, but nothing of the watched kind
+    // was compacted: that version still resumes, as upstream's watch cache keeps a window per
+    // resource, and so does the bookmarked one. A watch of the busy kind from that version has
+    // lost events of its own kind: 410.
+    let resume = |path: &str, rv: u64| {
         server
             .http(
                 "GET",
-                &format!("{CONFIGMAPS}?watch=1&resourceVersion={rv}&timeoutSeconds=1"),
+                &format!("{path}?watch=1&resourceVersion={rv}&timeoutSeconds=1"),
                 &[],
                 b"",
             )
             .unwrap()
     };
-    let (_, stale) = resume(from);
+    for rv in [from, bookmarked] {
+        let (code, resumed) = resume(CONFIGMAPS, rv);
+        assert_eq!(code, 200, "from {rv}: {resumed}");
+        assert!(!resumed.contains("ERROR"), "from {rv}: {resumed}");
+    }
+    let (_, stale) = resume("/api/v1/namespaces/default/secrets", from);
     assert!(stale.contains("\"code\":410"), "{stale}");
-    let (code, resumed) = resume(bookmarked);
-    assert_eq!(code, 200);
-    assert!(!resumed.contains("ERROR"), "{resumed}");
 }
 
 #[test]

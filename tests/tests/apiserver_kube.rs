@@ -210,14 +210,19 @@ async fn a_watcher_recovers_from_410_gone() {
     let server = ApiServerProcess::start(&dir.0, &["--watch-history", "5"]).unwrap();
     let client = client(&server).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
-    // Short server-side timeouts make the watcher re-watch from its last resourceVersion, which
-    // the writes below push out of the 5-event history. Without bookmarks: a bookmark (sent
-    // before a watch times out, as upstream does) would move that version forward and the
-    // re-watch would never be too old.
+    // Short server-side timeouts make the watcher re-watch from its last resourceVersion. It
+    // watches only ConfigMaps labelled `watched`: the writes below, ConfigMaps without the
+    // label, never reach it, so its version stays while they push events of its own kind out
+    // of the 5-event history (a watch expires only when its kind's events were compacted, as
+    // upstream's per-resource watch cache). Without bookmarks: a bookmark (sent before a
+    // watch times out, as upstream does) would move that version forward and the re-watch
+    // would never be too old.
     let stream = watcher(
         cms.clone(),
-        watcher::Config::default().timeout(1).disable_bookmarks(),
+        watcher::Config::default()
+            .labels("watched=yes")
+            .timeout(1)
+            .disable_bookmarks(),
     )
     .applied_objects();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -229,35 +234,35 @@ async fn a_watcher_recovers_from_410_gone() {
             }
         }
     });
-    let make = |name: &str| ConfigMap {
+    let make = |name: &str, watched: bool| ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.into()),
+            labels: watched.then(|| [("watched".to_owned(), "yes".to_owned())].into()),
             ..ObjectMeta::default()
         },
         ..ConfigMap::default()
     };
-    cms.create(&PostParams::default(), &make("before")).await.unwrap();
+    cms.create(&PostParams::default(), &make("before", true))
+        .await
+        .unwrap();
     wait_for(&mut rx, "before")
         .await
         .expect("the watcher saw the first object");
-    // Forty writes of another kind while the watch is between re-watches: the history (5
-    // events, compacted every 32 writes) drops the watcher's version.
+    // Forty writes the watcher does not select: the history (5 events, compacted every 32
+    // writes) drops the watcher's version.
     for i in 0..40 {
-        let lease = Lease {
-            metadata: ObjectMeta {
-                name: Some(format!("l{i}")),
-                ..ObjectMeta::default()
-            },
-            spec: None,
-        };
-        leases.create(&PostParams::default(), &lease).await.unwrap();
+        cms.create(&PostParams::default(), &make(&format!("f{i}"), false))
+            .await
+            .unwrap();
     }
     // The re-watch from the expired version is answered 410 Gone; the watcher relists, which
     // hands it the first object again.
     wait_for(&mut rx, "before")
         .await
         .expect("the watcher relisted after 410 Gone");
-    cms.create(&PostParams::default(), &make("after")).await.unwrap();
+    cms.create(&PostParams::default(), &make("after", true))
+        .await
+        .unwrap();
     wait_for(&mut rx, "after")
         .await
         .expect("the watcher relisted after 410 and kept going");
