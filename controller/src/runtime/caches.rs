@@ -121,11 +121,12 @@ where
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for obj in store.state() {
-            let Ok(k) = &obj.0 else {
-                if let Err(e) = &obj.0 {
+            let k = match &obj.0 {
+                Ok(k) => k,
+                Err(e) => {
                     bad.push(malformed(e));
+                    continue;
                 }
-                continue;
             };
             match self.by_object.entry(address(&obj)) {
                 Entry::Occupied(mut kept) => {
