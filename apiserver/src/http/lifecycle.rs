@@ -4,6 +4,7 @@
 //! owners that are all gone already (upstream's garbage collector deletes a dependent whose
 //! owners it finds absent, whenever it was created).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -11,9 +12,10 @@ use serde_json::{Value, json};
 use super::meta::{meta_str, set_meta};
 use super::state::{ApiServer, new_uid, now};
 use super::status::error_chain;
-use crate::registry::{crd_key, established_status};
-use crate::store::ResourceKey;
+use crate::registry::{ResourceType, crd_key, established_status};
+use crate::store::semantics::WriteError;
 use crate::store::semantics::{Preconditions, Subresource, WriteContext};
+use crate::store::{ResourceKey, StoreError};
 
 /// After a CRD is written: serve its kinds and mark it established.
 pub(crate) async fn after_write(server: &ApiServer, key: &ResourceKey, obj: Value) -> Value {
@@ -130,12 +132,12 @@ async fn owner_present(server: &ApiServer, reference: &Value, namespace: &str) -
         return true;
     };
     let scope = if namespaced { namespace } else { "" };
-    match server.store.get(&key, scope, name).await {
-        Ok(Some(owner)) => meta_str(&owner, "uid") == Some(uid),
-        Ok(None) => false,
-        // Not known to be gone.
-        Err(_) => true,
-    }
+    // Shared, not copied: a job's status can be tens of kilobytes and every Task names one.
+    server
+        .store
+        .get_shared(&key, scope, name)
+        .await
+        .is_some_and(|owner| meta_str(&owner, "uid") == Some(uid))
 }
 
 /// The finalizer that holds a CRD being deleted until its objects are gone, as upstream's.
@@ -336,32 +338,16 @@ fn owner_refs(obj: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn owned_by(obj: &Value, uid: &str) -> bool {
-    owner_refs(obj)
-        .iter()
-        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-}
-
-/// Every object that names `owner_uid` among its owners: in the owner's namespace, or anywhere
-/// for a cluster-scoped owner.
+/// Every object that names `owner_uid` among its owners, of a kind served here: in the owner's
+/// namespace (or cluster-scoped), or anywhere for a cluster-scoped owner. From the store's
+/// owner index: a removed Task costs a lookup, not a read of every object.
 async fn dependents(server: &ApiServer, owner_uid: &str, owner_namespace: &str) -> Vec<(ResourceKey, Value)> {
-    let mut keys: Vec<(ResourceKey, bool)> =
-        server.registry().all().map(|t| (t.key(), t.namespaced)).collect();
-    keys.sort();
-    keys.dedup();
-    let mut found = Vec::new();
-    for (key, namespaced) in keys {
-        let scope = (namespaced && !owner_namespace.is_empty()).then_some(owner_namespace);
-        let Ok((items, _)) = server.store.list(&key, scope).await else {
-            continue;
-        };
-        found.extend(
-            items
-                .into_iter()
-                .filter(|o| owned_by(o, owner_uid))
-                .map(|o| (key.clone(), o)),
-        );
-    }
+    let kinds: HashSet<ResourceKey> = server.registry().all().map(ResourceType::key).collect();
+    let mut found = server.store.dependents(owner_uid).await;
+    found.retain(|(key, o)| {
+        let ns = meta_str(o, "namespace").unwrap_or_default();
+        kinds.contains(key) && (owner_namespace.is_empty() || ns.is_empty() || ns == owner_namespace)
+    });
     found
 }
 
@@ -411,17 +397,23 @@ async fn collect_dependents(server: &Arc<ApiServer>, owner_uid: &str, owner_name
             );
             let (now, fresh) = (now(), new_uid());
             let ctx = metadata_write(&now, &fresh);
-            match server
-                .store
-                .delete(&key, ns, name, &Preconditions::default(), &ctx)
-                .await
-            {
+            // Only the dependent that was found, as upstream's collector deletes with a uid
+            // precondition: a newer object of the same name is not this owner's.
+            let only = Preconditions {
+                uid: meta_str(&obj, "uid").map(str::to_owned),
+                ..Preconditions::default()
+            };
+            match server.store.delete(&key, ns, name, &only, &ctx).await {
                 Ok(d) if d.removed => {
                     if let Some(dep_uid) = meta_str(&d.object, "uid") {
                         owners.push((dep_uid.to_owned(), ns.to_owned()));
                     }
                 }
                 Ok(_) => {}
+                // Deleted meanwhile by someone else, or replaced by a newer object: done.
+                Err(e @ (StoreError::NotFound { .. } | StoreError::Write(WriteError::Conflict(_)))) => {
+                    tracing::debug!(%key, name, error = error_chain(&e), "dependent already gone");
+                }
                 Err(e) => {
                     tracing::warn!(%key, name, error = error_chain(&e), "garbage collection failed to delete a dependent");
                 }

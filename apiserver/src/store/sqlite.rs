@@ -229,6 +229,29 @@ impl Store {
             .map(|stored| (*stored.object).clone()))
     }
 
+    /// The committed object, shared rather than copied: for a look at a field or two.
+    pub async fn get_shared(
+        &self,
+        resource: &ResourceKey,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<Value>> {
+        let objects = self.objects.read().await;
+        objects
+            .get(&cache::key(resource, namespace, name))
+            .map(|stored| Arc::clone(&stored.object))
+    }
+
+    /// Every object whose `metadata.ownerReferences` name `owner_uid`, with its kind, sorted by
+    /// kind, namespace and name: from memory, without reading other objects.
+    pub async fn dependents(&self, owner_uid: &str) -> Vec<(ResourceKey, Value)> {
+        let found = self.objects.read().await.dependents_of(owner_uid);
+        found
+            .into_iter()
+            .map(|(resource, object)| (resource, Arc::unwrap_or_clone(object)))
+            .collect()
+    }
+
     /// Every object of a kind, in one namespace or (None) all, sorted by namespace and name,
     /// with the revision the list is consistent at.
     ///

@@ -179,7 +179,7 @@ impl Writer {
             match stored {
                 Some(stored) => objects.insert(key, stored),
                 None => objects.remove(&key),
-            };
+            }
         }
         drop(objects);
         self.batch_sizes

@@ -332,7 +332,8 @@ impl Reconciler {
         !failed
     }
 
-    /// Deletes the loop's jobs that its plan replaces (they name a lost model); false when a
+    /// Deletes the loop's jobs that its plan replaces (they name a lost or stale model, or a
+    /// continuous batch restarts on a new best; the loop's event says which); false when a
     /// delete failed.
     async fn delete_replaced(&self, lp: &TrainingLoop, key: &str, jobs: &[(ChildKind, String)]) -> bool {
         let writer = self.writer.clone();
@@ -345,10 +346,10 @@ impl Reconciler {
                 ChildKind::Gauntlet => writer.delete::<GauntletJob>(&ns, name).await,
             };
             match result {
-                Ok(()) => tracing::warn!(
+                Ok(()) => tracing::info!(
                     training_loop = key,
                     job = name,
-                    "deleted: it names a model whose weights are lost"
+                    "deleted, to be created again (the loop's event says why)"
                 ),
                 Err(e) => {
                     self.health.metrics.error("TrainingLoop", e.category());
