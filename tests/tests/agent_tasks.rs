@@ -1,6 +1,7 @@
 //! The node agent end to end: the real `ringrift apiserver` and `ringrift agent` processes, with
 //! Tasks that run real shell processes. A task runs to success with its progress in the Task
-//! status and its log over REST; cancel kills the whole process group; a deadline kills; a
+//! status and its log over REST; cancel kills the whole process group; a task bound to the GPU
+//! of a stopping task starts once that task has exited; a deadline kills; a
 //! `kill -9` of the agent while tasks run, then a restart, re-adopts or collects them and never
 //! runs one twice; requests without the token change nothing.
 
@@ -188,6 +189,80 @@ async fn cancel_kills_the_whole_process_group_even_children_that_ignore_sigterm(
         || async { (gone(&child) && gone(&main)).then_some(()) },
     )
     .await;
+}
+
+/// A preemption binds the new task as its victim is cancelled; the victim may take its grace
+/// period to exit. The new task starts only once the victim's process is gone (two tasks never
+/// share a device's memory), while a task on another GPU starts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_the_gpus_of_a_stopping_task_starts_once_that_task_has_exited() {
+    let cluster = Cluster::start("agent-handover").await;
+    let agent = cluster.agent("a1", &[]);
+    let marks = cluster.dir().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let mark = |what: &str| format!("date +%s%N > {}/{what}", marks.display());
+    // The victim takes half a second to exit after SIGTERM (as a selfplay process saving its
+    // games; the test agent's grace period is 1 s).
+    let victim = format!(
+        "trap 'sleep 0.5; {}; exit 143' TERM; echo started; while true; do sleep 0.05; done",
+        mark("victim-exited")
+    );
+    cluster.shell_task("victim", "a1", &victim, json!({})).await;
+    log_contains(&agent, "victim", "started").await;
+    cluster
+        .tasks()
+        .patch(
+            "victim",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cancel": true}})),
+        )
+        .await
+        .unwrap();
+    // Bound to the victim's GPU (GPU-sim-a1-0), and one to another GPU of the agent.
+    cluster
+        .shell_task("preemptor", "a1", &mark("preemptor-started"), json!({}))
+        .await;
+    cluster
+        .shell_task(
+            "neighbour",
+            "a1",
+            &mark("neighbour-started"),
+            json!({"gpus": ["GPU-sim-a1-1"]}),
+        )
+        .await;
+    task_when(&cluster, "preemptor", "the preemptor Succeeded", |t| {
+        phase(t) == TaskPhase::Succeeded
+    })
+    .await;
+    task_when(&cluster, "neighbour", "the neighbour Succeeded", |t| {
+        phase(t) == TaskPhase::Succeeded
+    })
+    .await;
+    task_when(&cluster, "victim", "the victim Cancelled", |t| {
+        phase(t) == TaskPhase::Cancelled
+    })
+    .await;
+    let at = |what: &str| -> u128 {
+        std::fs::read_to_string(marks.join(what))
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (exited, preemptor, neighbour) = (
+        at("victim-exited"),
+        at("preemptor-started"),
+        at("neighbour-started"),
+    );
+    assert!(
+        preemptor >= exited,
+        "the preemptor started {} ms before the victim exited",
+        (exited - preemptor) / 1_000_000
+    );
+    assert!(
+        neighbour < exited,
+        "the task on another GPU waited for the victim too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

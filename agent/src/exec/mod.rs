@@ -184,6 +184,12 @@ impl RunHandle {
         self.done.send_replace(true);
     }
 
+    /// Whether it was asked to stop and has not finished yet: its process may still hold its
+    /// GPUs.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.borrow().is_some() && !self.is_done()
+    }
+
     /// Whether the run finished.
     pub fn is_done(&self) -> bool {
         *self.done.borrow()

@@ -211,6 +211,8 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken, drain: bool) {
     }
     let mut malformed = HashSet::new();
     let mut cancelled_marked: HashSet<String> = HashSet::new();
+    // Tasks waiting for a stopping task's GPUs (logged once each).
+    let mut waiting: HashSet<String> = HashSet::new();
     {
         let all = tasks(&store, &mut malformed);
         let (by_uid, newest) = index(&all);
@@ -226,8 +228,16 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken, drain: bool) {
         }
         let all = tasks(&store, &mut malformed);
         let (by_uid, newest) = index(&all);
-        sync(&node, &all, &by_uid, &newest, &mut cancelled_marked).await;
+        sync(
+            &node,
+            &all,
+            &by_uid,
+            &newest,
+            (&mut cancelled_marked, &mut waiting),
+        )
+        .await;
         cancelled_marked.retain(|u| by_uid.contains_key(u));
+        waiting.retain(|u| by_uid.contains_key(u) && node.runs.get(u).is_none());
         if last_retry.elapsed() >= RETRY_REPORTS {
             last_retry = tokio::time::Instant::now();
             retry_reports(&node, &by_uid).await;
@@ -243,9 +253,10 @@ async fn sync(
     all: &[Arc<Task>],
     by_uid: &HashMap<String, Arc<Task>>,
     newest: &HashMap<(String, String), u32>,
-    cancelled_marked: &mut HashSet<String>,
+    (cancelled_marked, waiting): (&mut HashSet<String>, &mut HashSet<String>),
 ) {
     node.metrics.supervisor_passes.inc();
+    let mut starts = Vec::new();
     for task in all {
         let uid = task.uid().unwrap_or_default();
         let run = node.runs.get(&uid).filter(|r| !r.is_done());
@@ -257,7 +268,7 @@ async fn sync(
             decision = Action::Leave;
         }
         match decision {
-            Action::Start => start_run(node, task, Start::New),
+            Action::Start => starts.push(task),
             Action::Stop(why) => {
                 if let Some(run) = run
                     && run.request_stop(why)
@@ -278,6 +289,38 @@ async fn sync(
             tracing::info!(task = %run.name, "Task deleted; stopping its process");
         }
     }
+    // Stops first, then starts: a task bound to the GPUs of one being stopped (a preemption:
+    // the controller binds the new task as it cancels its victims) waits for that process to
+    // exit, which may take the grace period, rather than sharing the device's memory with it.
+    let stopping: Vec<(String, Vec<String>)> = node
+        .runs
+        .active()
+        .iter()
+        .filter(|r| r.is_stopping())
+        .map(|r| (r.name.clone(), r.gpus.clone()))
+        .collect();
+    for task in starts {
+        match held_by_stopping(&task.spec.gpus, &stopping) {
+            None => start_run(node, task, Start::New),
+            Some(holder) => {
+                if waiting.insert(task.uid().unwrap_or_default()) {
+                    tracing::info!(
+                        task = %task.name_any(),
+                        stopping = holder,
+                        "waiting for a stopping task to release its GPUs"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The first of the `stopping` runs (name, GPU UUIDs) that holds one of `gpus`.
+fn held_by_stopping<'a>(gpus: &[String], stopping: &'a [(String, Vec<String>)]) -> Option<&'a str> {
+    stopping
+        .iter()
+        .find(|(_, held)| held.iter().any(|g| gpus.contains(g)))
+        .map(|(name, _)| name.as_str())
 }
 
 /// With `drain`, cancels running tasks and waits for them; otherwise leaves them running.
@@ -318,4 +361,30 @@ fn index(all: &[Arc<Task>]) -> Index {
         *n = (*n).max(t.spec.attempt);
     }
     (by_uid, newest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_by_stopping;
+
+    #[test]
+    fn a_task_waits_only_for_stopping_runs_on_its_own_gpus() {
+        let gpus = |l: &[&str]| l.iter().map(|g| (*g).to_owned()).collect::<Vec<_>>();
+        let stopping = vec![
+            ("victim-a".to_owned(), gpus(&["GPU-0", "GPU-1"])),
+            ("victim-b".to_owned(), gpus(&["GPU-3"])),
+        ];
+        assert_eq!(held_by_stopping(&gpus(&["GPU-1"]), &stopping), Some("victim-a"));
+        assert_eq!(
+            held_by_stopping(&gpus(&["GPU-2", "GPU-3"]), &stopping),
+            Some("victim-b")
+        );
+        assert_eq!(held_by_stopping(&gpus(&["GPU-2"]), &stopping), None);
+        assert_eq!(
+            held_by_stopping(&[], &stopping),
+            None,
+            "a CPU task waits for nobody"
+        );
+        assert_eq!(held_by_stopping(&gpus(&["GPU-0"]), &[]), None);
+    }
 }
