@@ -39,6 +39,19 @@ async fn log_contains(agent: &AgentProcess, task: &str, text: &str) {
     .await;
 }
 
+/// Cancels a Task the controller's way: `spec.cancel`.
+async fn cancel(cluster: &Cluster, name: &str) {
+    cluster
+        .tasks()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cancel": true}})),
+        )
+        .await
+        .unwrap();
+}
+
 /// Whether the process is gone (or a zombie nobody reaped yet).
 fn gone(pid: &str) -> bool {
     match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
@@ -168,16 +181,7 @@ async fn cancel_kills_the_whole_process_group_even_children_that_ignore_sigterm(
     let main = std::fs::read_to_string(format!("{}.main", pids.display())).unwrap();
     assert!(!gone(&child) && !gone(&main));
 
-    // The controller's way: spec.cancel.
-    cluster
-        .tasks()
-        .patch(
-            "t1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"cancel": true}})),
-        )
-        .await
-        .unwrap();
+    cancel(&cluster, "t1").await;
     let t = task_when(&cluster, "t1", "t1 Cancelled", |t| {
         phase(t) == TaskPhase::Cancelled
     })
@@ -209,15 +213,7 @@ async fn a_task_on_the_gpus_of_a_stopping_task_starts_once_that_task_has_exited(
     );
     cluster.shell_task("victim", "a1", &victim, json!({})).await;
     log_contains(&agent, "victim", "started").await;
-    cluster
-        .tasks()
-        .patch(
-            "victim",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"cancel": true}})),
-        )
-        .await
-        .unwrap();
+    cancel(&cluster, "victim").await;
     // Bound to the victim's GPU (GPU-sim-a1-0), and one to another GPU of the agent.
     cluster
         .shell_task("preemptor", "a1", &mark("preemptor-started"), json!({}))
