@@ -10,10 +10,8 @@ use common::{CTX, TempDb, job, jobs, rv};
 use ringrift_apiserver::store::semantics::{Preconditions, Subresource};
 use ringrift_apiserver::store::{EventType, ResourceKey, Store, StoreError};
 
-#[tokio::test]
-async fn watch_history_resumes_in_order_and_expires_when_compacted() {
-    let store = Store::in_memory(5).await.unwrap();
-    let mut live = store.subscribe(&jobs());
+/// Job `a` created with 1 game, changed to 2, deleted: revisions 1, 2 and 3.
+async fn create_change_delete(store: &Store) {
     let a = store.create(&jobs(), "default", job("a", 1), &CTX).await.unwrap();
     let mut changed = a.clone();
     changed["spec"]["games"] = 2.into();
@@ -25,6 +23,13 @@ async fn watch_history_resumes_in_order_and_expires_when_compacted() {
         .delete(&jobs(), "default", "a", &Preconditions::default(), &CTX)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn watch_history_resumes_in_order_and_expires_when_compacted() {
+    let store = Store::in_memory(5).await.unwrap();
+    let mut live = store.subscribe(&jobs());
+    create_change_delete(&store).await;
 
     let events = store.events_since(&jobs(), 0).await.unwrap();
     let kinds: Vec<(u64, EventType)> = events.iter().map(|e| (e.revision, e.event_type)).collect();
@@ -169,17 +174,7 @@ async fn a_quiet_kinds_watch_outlives_a_busy_kinds_history() {
 async fn events_carry_the_previous_object_from_history_and_live() {
     let store = Store::in_memory(100).await.unwrap();
     let mut live = store.subscribe(&jobs());
-    let a = store.create(&jobs(), "default", job("a", 1), &CTX).await.unwrap();
-    let mut changed = a.clone();
-    changed["spec"]["games"] = 2.into();
-    store
-        .update(&jobs(), "default", "a", changed, Subresource::Main, &CTX)
-        .await
-        .unwrap();
-    store
-        .delete(&jobs(), "default", "a", &Preconditions::default(), &CTX)
-        .await
-        .unwrap();
+    create_change_delete(&store).await;
     let history = store.events_since(&jobs(), 0).await.unwrap();
     let previous_games: Vec<Option<u64>> = history
         .iter()

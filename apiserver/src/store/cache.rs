@@ -43,12 +43,11 @@ pub(super) fn key(resource: &ResourceKey, namespace: &str, name: &str) -> String
     format!("{}/{}\n{namespace}\n{name}", resource.group, resource.resource)
 }
 
-/// The kind, namespace and name a [`key`] was made of.
-fn parts(key: &str) -> Option<(ResourceKey, &str, &str)> {
-    let mut fields = key.splitn(3, '\n');
-    let (column, namespace, name) = (fields.next()?, fields.next()?, fields.next()?);
+/// The kind a [`key`] was made with.
+fn kind_of(key: &str) -> Option<ResourceKey> {
+    let (column, _) = key.split_once('\n')?;
     let (group, resource) = column.split_once('/')?;
-    Some((ResourceKey::new(group, resource), namespace, name))
+    Some(ResourceKey::new(group, resource))
 }
 
 /// The owner uids an object's `metadata.ownerReferences` name.
@@ -120,10 +119,7 @@ impl Cache {
         let mut keys: Vec<&String> = keys.iter().collect();
         keys.sort();
         keys.into_iter()
-            .filter_map(|k| {
-                let (resource, _, _) = parts(k)?;
-                Some((resource, Arc::clone(&self.objects.get(k)?.object)))
-            })
+            .filter_map(|k| Some((kind_of(k)?, Arc::clone(&self.objects.get(k)?.object))))
             .collect()
     }
 }
@@ -175,12 +171,11 @@ mod tests {
     }
 
     #[test]
-    fn keys_split_back_into_their_parts() {
+    fn a_key_gives_back_its_kind() {
         let tasks = ResourceKey::new("ringrift.ai", "tasks");
-        let k = key(&tasks, "default", "a-b.c");
-        assert_eq!(parts(&k), Some((tasks, "default", "a-b.c")));
+        assert_eq!(kind_of(&key(&tasks, "default", "a-b.c")), Some(tasks));
         let maps = ResourceKey::new("", "configmaps");
-        assert_eq!(parts(&key(&maps, "", "x")), Some((maps, "", "x")));
+        assert_eq!(kind_of(&key(&maps, "", "x")), Some(maps));
     }
 
     #[test]

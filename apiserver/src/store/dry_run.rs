@@ -96,10 +96,8 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<Arc<Value>, StoreError> {
-        let objects = self.objects.read().await;
-        objects
-            .get(&cache::key(resource, namespace, name))
-            .map(|stored| Arc::clone(&stored.object))
+        self.get_shared(resource, namespace, name)
+            .await
             .ok_or_else(|| StoreError::NotFound {
                 resource: resource.clone(),
                 name: name.to_owned(),

@@ -223,10 +223,10 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Value>, StoreError> {
-        let objects = self.objects.read().await;
-        Ok(objects
-            .get(&cache::key(resource, namespace, name))
-            .map(|stored| (*stored.object).clone()))
+        Ok(self
+            .get_shared(resource, namespace, name)
+            .await
+            .map(Arc::unwrap_or_clone))
     }
 
     /// The committed object, shared rather than copied: for a look at a field or two.
