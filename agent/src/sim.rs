@@ -14,7 +14,8 @@
 //! | `SIM_WIN_RATE` | gauntlet: the candidate's share of wins (default 0.5); with more than two players (`game.players`) the result is finishing places: first in that share of games, last in the others |
 //!
 //! Artifact digests are made up (a hash of the task's name, in the `sha256:` format): nothing
-//! is transferred.
+//! is transferred. A task that follows another (`spec.startAfter`, a hand-over) starts once that
+//! task's run on the same agent has ended, as a real agent waits for its process to exit.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -42,6 +43,40 @@ use crate::register::heartbeat;
 /// Per running task (by uid): woken when the watch brings a change of it, so a task notices a
 /// cancel at once without polling the cache.
 type Wakers = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
+
+/// Per task run (by `namespace/name`): becomes true when it stops holding its GPUs, for the
+/// task that follows it.
+type Ends = Arc<Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>>;
+
+/// A task's run, registered in [`Ends`] while it holds its GPUs.
+struct Holding {
+    ends: Ends,
+    key: String,
+    ended: tokio::sync::watch::Sender<bool>,
+}
+
+impl Holding {
+    fn new(ends: &Ends, key: String) -> Self {
+        let (ended, rx) = tokio::sync::watch::channel(false);
+        if let Ok(mut e) = ends.lock() {
+            e.insert(key.clone(), rx);
+        }
+        Self {
+            ends: ends.clone(),
+            key,
+            ended,
+        }
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.ended.send_replace(true);
+        if let Ok(mut e) = self.ends.lock() {
+            e.remove(&self.key);
+        }
+    }
+}
 
 /// The fleet.
 #[derive(Debug, Clone)]
@@ -288,12 +323,47 @@ fn cancelled(store: &Store<Task>, task: &Task) -> Option<bool> {
     current.spec.cancel.then(|| current.is_lost())
 }
 
+/// Waits until the run `task` follows (`spec.startAfter`) has ended, if it runs here; false when
+/// the task was cancelled meanwhile (it then records that, unless it was marked lost).
+async fn wait_for_predecessor(tasks: &Api<Task>, store: &Store<Task>, task: &Task, ends: &Ends, wake: &Notify) -> bool {
+    let Some(mut ended) = task
+        .spec
+        .start_after
+        .as_ref()
+        .and_then(|p| ends.lock().ok()?.get(p).cloned())
+    else {
+        return true;
+    };
+    loop {
+        if *ended.borrow_and_update() {
+            return true;
+        }
+        if let Some(lost) = cancelled(store, task) {
+            if !lost {
+                let status = StatusUpdate {
+                    phase: Some(TaskPhase::Cancelled),
+                    reason: Some("Cancelled".into()),
+                    message: Some("cancelled before it started".into()),
+                    completion_time: Some(now()),
+                    ..StatusUpdate::default()
+                };
+                let _ = patch_status(tasks, &task.name_any(), task.spec.attempt, &status).await;
+            }
+            return false;
+        }
+        tokio::select! {
+            r = ended.changed() => if r.is_err() { return true },
+            () = wake.notified() => {}
+        }
+    }
+}
+
 /// Runs one task to its end.
 async fn run_task(
     client: Client,
     store: Store<Task>,
     task: Task,
-    agent: String,
+    (agent, ends): (String, Ends),
     default: Duration,
     wake: Arc<Notify>,
     progress_interval: Duration,
@@ -302,6 +372,10 @@ async fn run_task(
     let name = task.name_any();
     let attempt = task.spec.attempt;
     let tasks: Api<Task> = Api::namespaced(client, &ns);
+    if !wait_for_predecessor(&tasks, &store, &task, &ends, &wake).await {
+        return;
+    }
+    let holding = Holding::new(&ends, format!("{ns}/{name}"));
     let duration = env(&task, "SIM_DURATION_MS")
         .and_then(|v| v.parse().ok())
         .map_or(default, Duration::from_millis);
@@ -367,6 +441,8 @@ async fn run_task(
     if cancelled(&store, &task) == Some(true) {
         return;
     }
+    // The simulated process has exited: the GPUs are free before the end is written.
+    drop(holding);
     let end = StatusUpdate {
         completion_time: Some(now()),
         ..outcome(&task, &agent)
@@ -433,6 +509,7 @@ pub async fn run(
     let selector = watcher::Config::default().labels(AGENT_LABEL);
     let started: Arc<Mutex<HashSet<String>>> = Arc::default();
     let wakers: Wakers = Arc::default();
+    let ends: Ends = Arc::default();
     let work = reflector::reflector(
         writer,
         watcher(Api::<Task>::all(client.clone()), selector).default_backoff(),
@@ -455,9 +532,10 @@ pub async fn run(
                         w.insert(uid.clone(), wake.clone());
                     }
                     let (client, store, wakers) = (client.clone(), store.clone(), wakers.clone());
+                    let ends = ends.clone();
                     let (duration, interval) = (config.task_duration, config.progress_interval);
                     tokio::spawn(async move {
-                        run_task(client, store, task, agent, duration, wake, interval).await;
+                        run_task(client, store, task, (agent, ends), duration, wake, interval).await;
                         if let Ok(mut w) = wakers.lock() {
                             w.remove(&uid);
                         }

@@ -100,6 +100,11 @@ pub struct ControllerArgs {
     /// while this many TrainingJobs are unfinished (0: no limit).
     #[arg(long, env = "RINGRIFT_MAX_CONCURRENT_TRAININGS", default_value_t = 0)]
     pub max_concurrent_trainings: usize,
+    /// Hand-overs: a unit that fits nowhere may be bound to the GPUs of a running task expected
+    /// to end within this long (by its job's median task time), and its agent starts it as
+    /// soon as that task exits; `0s`: off.
+    #[arg(long, env = "RINGRIFT_HAND_OVER", default_value = "2s", value_parser = crate::duration::parse)]
+    pub hand_over: Duration,
     /// Act as Kueue's external framework: a job labelled `kueue.x-k8s.io/queue-name` gets a
     /// Workload and runs only while Kueue admits it (needs Kueue's Workload CRD).
     #[arg(long, env = "RINGRIFT_KUEUE")]
@@ -232,6 +237,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         breaker_quarantine,
         placement,
         max_concurrent_trainings,
+        hand_over,
         kueue,
         dashboard,
         telemetry,
@@ -271,6 +277,7 @@ pub(crate) fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             placement,
             max_concurrent_trainings,
             kueue,
+            hand_over,
         },
         dashboard,
     };

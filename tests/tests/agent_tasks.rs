@@ -261,6 +261,63 @@ async fn a_task_on_the_gpus_of_a_stopping_task_starts_once_that_task_has_exited(
     );
 }
 
+/// A hand-over: the controller binds the next task to a GPU whose task is about to end
+/// (`spec.startAfter`). The agent starts it once that task's process has exited, not before;
+/// naming a task the agent does not run, it starts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_follows_another_starts_once_that_process_has_exited() {
+    let cluster = Cluster::start("agent-follow").await;
+    let agent = cluster.agent("a1", &[]);
+    let marks = cluster.dir().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let mark = |what: &str| format!("date +%s%N > {}/{what}", marks.display());
+    // The running task ends on its own when told to (a file appears).
+    let go = marks.join("go");
+    let first = format!(
+        "echo started; while [ ! -e {} ]; do sleep 0.05; done; {}",
+        go.display(),
+        mark("first-exited")
+    );
+    cluster.shell_task("first", "a1", &first, json!({})).await;
+    log_contains(&agent, "first", "started").await;
+    cluster
+        .shell_task(
+            "next",
+            "a1",
+            &mark("next-started"),
+            json!({"startAfter": "default/first"}),
+        )
+        .await;
+    cluster
+        .shell_task(
+            "orphan",
+            "a1",
+            &mark("orphan-started"),
+            json!({"startAfter": "default/never-ran", "gpus": ["GPU-sim-a1-1"]}),
+        )
+        .await;
+    task_when(&cluster, "orphan", "the task following no task here Succeeded", |t| {
+        phase(t) == TaskPhase::Succeeded
+    })
+    .await;
+    // The agent has looked at `next` since (a pass after the orphan's end), and holds it.
+    agent.after_passes(2.0).await;
+    assert!(!marks.join("next-started").exists(), "started before the task it follows exited");
+    let t = task_when(&cluster, "next", "next still Pending", |_| true).await;
+    assert_eq!(phase(&t), TaskPhase::Pending);
+    std::fs::write(&go, b"").unwrap();
+    task_when(&cluster, "next", "next Succeeded", |t| phase(t) == TaskPhase::Succeeded).await;
+    let at = |what: &str| -> u128 {
+        std::fs::read_to_string(marks.join(what))
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(at("next-started") >= at("first-exited"));
+    assert!(agent.role.log().contains("waiting for the task it follows to exit"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_past_its_deadline_is_killed_and_failed() {
     let cluster = Cluster::start("agent-deadline").await;

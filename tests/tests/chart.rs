@@ -228,6 +228,7 @@ fn the_controller_runs_restricted_with_two_spread_replicas_a_budget_and_admin_pr
         "--breaker-window=10m",
         "--breaker-quarantine=5m",
         "--max-concurrent-trainings=0",
+        "--hand-over=2s",
     ] {
         assert!(args.contains(&flag), "{flag}: {args:?}");
     }
@@ -244,6 +245,12 @@ fn the_controller_runs_restricted_with_two_spread_replicas_a_budget_and_admin_pr
     assert!(
         template(&["--set", "controller.maxConcurrentTrainings=-1"]).is_err(),
         "the schema refuses a negative limit"
+    );
+    let off = objects(&template(&["--set", "controller.handOver=0s"]).unwrap());
+    assert!(arguments(container(object(&off, "Deployment", "controller"))).contains(&"--hand-over=0s"));
+    assert!(
+        template(&["--set", "controller.handOver=soon"]).is_err(),
+        "the schema refuses a hand-over window that is no duration"
     );
     let volume = &pod["volumes"][0]["secret"];
     assert_eq!(

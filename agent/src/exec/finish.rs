@@ -170,6 +170,8 @@ fn pushed(outputs: &[Artifact], this: &str) -> u64 {
 }
 
 pub(super) async fn conclude(node: &Node, api: &Api<Task>, handle: &RunHandle, ended: Ended) {
+    // The process is gone: a task that follows this one on its GPUs may start.
+    node.runs.exited(handle);
     let mut copied = None;
     let (mut outcome, exit, stop) = match ended {
         Ended::Exited {

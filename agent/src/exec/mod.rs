@@ -106,6 +106,9 @@ pub struct RunHandle {
     info: Mutex<RunInfo>,
     stop: watch::Sender<Option<Stop>>,
     done: watch::Sender<bool>,
+    /// Its process has exited (or never ran): its GPUs are free, though its outputs may still
+    /// be collected and copied.
+    exited: std::sync::atomic::AtomicBool,
 }
 
 impl RunHandle {
@@ -132,6 +135,7 @@ impl RunHandle {
             info: Mutex::new(RunInfo::default()),
             stop: watch::channel(None).0,
             done: watch::channel(false).0,
+            exited: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -190,6 +194,16 @@ impl RunHandle {
         self.stop.borrow().is_some() && !self.is_done()
     }
 
+    /// Records that its process has exited (its GPUs are free).
+    pub fn mark_exited(&self) {
+        self.exited.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether it still holds its GPUs: not finished, and its process not exited.
+    pub fn holds_gpus(&self) -> bool {
+        !self.is_done() && !self.exited.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Whether the run finished.
     pub fn is_done(&self) -> bool {
         *self.done.borrow()
@@ -205,9 +219,22 @@ impl RunHandle {
 #[derive(Debug, Default)]
 pub struct Runs {
     runs: Mutex<HashMap<String, Arc<RunHandle>>>,
+    /// Woken when a run's process exits, for a task waiting for its GPUs.
+    exits: tokio::sync::Notify,
 }
 
 impl Runs {
+    /// Records that `run`'s process exited and wakes whoever waits for its GPUs.
+    pub fn exited(&self, run: &RunHandle) {
+        run.mark_exited();
+        self.exits.notify_one();
+    }
+
+    /// Becomes ready when a run's process exits (see [`Runs::exited`]).
+    pub async fn an_exit(&self) {
+        self.exits.notified().await;
+    }
+
     /// Adds a run, dropping the oldest finished ones past the limit.
     pub fn insert(&self, run: Arc<RunHandle>) {
         let Ok(mut runs) = self.runs.lock() else { return };

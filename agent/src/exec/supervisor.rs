@@ -223,6 +223,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken, drain: bool) {
     loop {
         tokio::select! {
             () = notify.notified() => {}
+            () = node.runs.an_exit() => {}
             _ = tick.tick() => {}
             () = shutdown.cancelled() => break,
         }
@@ -296,10 +297,22 @@ async fn sync(
         .runs
         .active()
         .iter()
-        .filter(|r| r.is_stopping())
+        .filter(|r| r.is_stopping() && r.holds_gpus())
         .map(|r| (r.name.clone(), r.gpus.clone()))
         .collect();
+    // A hand-over's successor (`spec.startAfter`) waits the same way for the task it follows,
+    // which the controller expected to end about now.
     for task in starts {
+        if let Some(before) = predecessor(node, task) {
+            if waiting.insert(task.uid().unwrap_or_default()) {
+                tracing::info!(
+                    task = %task.name_any(),
+                    after = before,
+                    "waiting for the task it follows to exit"
+                );
+            }
+            continue;
+        }
         match held_by_stopping(&task.spec.gpus, &stopping) {
             None => start_run(node, task, Start::New),
             Some(holder) => {
@@ -313,6 +326,17 @@ async fn sync(
             }
         }
     }
+}
+
+/// The task `task` follows (`spec.startAfter`, `namespace/name`), while its process still runs
+/// here; none once it has exited, or when this agent never ran it.
+fn predecessor<'a>(node: &Node, task: &'a Task) -> Option<&'a str> {
+    let after = task.spec.start_after.as_deref()?;
+    let (namespace, name) = after.split_once('/')?;
+    node.runs
+        .by_name(namespace, name)
+        .is_some_and(|run| run.holds_gpus())
+        .then_some(after)
 }
 
 /// The first of the `stopping` runs (name, GPU UUIDs) that holds one of `gpus`.

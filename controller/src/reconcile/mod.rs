@@ -7,6 +7,7 @@ pub mod durability;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod gauntlet;
+pub mod handover;
 pub mod kueue;
 pub mod models;
 pub mod objects;

@@ -122,6 +122,7 @@ pub fn task(job: &JobView, attempt: &NewAttempt, agent: &str, gpus: &[String]) -
             cancel: false,
             replicas: job.replicas,
             resume_from: attempt.resume.as_ref().map(|c| c.name.clone()),
+            start_after: None,
         },
         status: None,
     }
@@ -173,6 +174,7 @@ pub fn copy_task(job: &JobView, copy: &NewCopy) -> Task {
             cancel: false,
             replicas: Some(1),
             resume_from: None,
+            start_after: None,
         },
         status: None,
     }

@@ -77,6 +77,10 @@ pub struct Metrics {
     pub queue_depth: Gauge<i64, AtomicI64>,
     /// Agents held for a waiting gang (several whole GPUs) while they drain.
     pub agents_held: Gauge<i64, AtomicI64>,
+    /// Units bound to follow a running task about to end, on its GPUs (hand-overs).
+    pub hand_overs: Counter,
+    /// Successors withdrawn because the task they followed ran past its expected end.
+    pub hand_overs_withdrawn: Counter,
     /// Time from a Task create sent off to the API server's answer.
     pub create: Histogram,
     /// Task creates sent off and not yet answered by the API server.
@@ -171,6 +175,16 @@ impl Metrics {
                 r,
                 "agents_held",
                 "Agents held for a waiting gang (several whole GPUs) while they drain",
+            ),
+            hand_overs: registered(
+                r,
+                "hand_overs",
+                "Units bound to follow a running task about to end, on its GPUs (hand-overs)",
+            ),
+            hand_overs_withdrawn: registered(
+                r,
+                "hand_overs_withdrawn",
+                "Successors withdrawn because the task they followed ran past its expected end",
             ),
             creates_in_flight: registered(
                 r,

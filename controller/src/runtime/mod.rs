@@ -11,6 +11,7 @@ pub mod agents;
 mod apply;
 pub mod caches;
 mod creates;
+mod hand_overs;
 pub mod dashboard;
 pub mod events;
 pub mod jobs;

@@ -26,7 +26,8 @@ use super::jobs::AnyJob;
 use super::metrics::KindLabels;
 use super::overlay::Overlay;
 use super::plans::{Plans, Settled};
-use super::task_index::{TaskIndex, TasksByJob};
+use super::hand_overs;
+use super::task_index::{LiveClaim, TaskIndex, TasksByJob};
 use super::world::Snapshot;
 use super::writer::Writer;
 use crate::plan::placement::{self, Claim, Outcome, Request, Standing, Terms};
@@ -72,6 +73,9 @@ pub struct Tuning {
     pub max_concurrent_trainings: usize,
     /// Act as Kueue's external framework for jobs labelled `kueue.x-k8s.io/queue-name`.
     pub kueue: bool,
+    /// How long before a running task's expected end a waiting unit may be bound to follow it
+    /// on its GPUs (a hand-over; zero: off).
+    pub hand_over: Duration,
 }
 
 /// One job in a pass.
@@ -257,7 +261,13 @@ impl Reconciler {
         let mut evicted = Vec::new();
         let kueue_writes = self.kueue_gate(&mut entries, &by_job, &mut evicted, now);
         let terms = share_terms(&loops, &entries);
-        let (mut victims, shares) = self.place(&mut entries, claims, &priorities, &agent_views, &terms);
+        let (mut victims, shares) = self.place(
+            &mut entries,
+            (claims, &by_job, &priorities),
+            (&agent_views, &terms),
+            now,
+            &mut soon,
+        );
         victims.extend(evicted);
         // Copies of needed outputs whose holders were lost.
         let needed = Needed::from_objects(&tasks, &models, &selfplay_all, &loops, &training_all);
@@ -491,20 +501,24 @@ impl Reconciler {
     }
 
     /// Runs placement given the live tasks' claims (with their job's uid) and the claimants'
-    /// terms; fills each entry's `placed` tasks and queue status. Returns the tasks to preempt,
-    /// as `namespace/name`, and how each claimant stands in the fair share.
+    /// terms; fills each entry's `placed` tasks and queue status. Returns the tasks to preempt
+    /// (and successors withdrawn), as `namespace/name`, and how each claimant stands in the
+    /// fair share.
     fn place(
         &mut self,
         entries: &mut [Entry],
-        claims: Vec<(Claim, String)>,
-        priorities: &HashMap<String, u32>,
-        agents: &[placement::AgentView],
-        terms: &BTreeMap<String, Terms>,
+        (claims, by_job, priorities): (Vec<LiveClaim>, &TasksByJob, &HashMap<String, u32>),
+        (agents, terms): (&[placement::AgentView], &BTreeMap<String, Terms>),
+        now: Timestamp,
+        soon: &mut impl FnMut(Duration),
     ) -> (Vec<String>, BTreeMap<String, Standing>) {
         let claimant_of: HashMap<String, String> = entries
             .iter()
             .filter_map(|e| Some((e.job.meta().uid.clone()?, e.job.claimant())))
             .collect();
+        let peers = hand_overs::peers(entries);
+        let (claims, withdrawn, next_hand_over) =
+            hand_overs::mark(claims, (by_job, &peers), now, self.tuning.hand_over);
         let claims: Vec<Claim> = claims
             .into_iter()
             .map(|(mut claim, owner)| {
@@ -554,7 +568,8 @@ impl Reconciler {
             .metrics
             .placement
             .observe(started.elapsed().as_secs_f64());
-        let mut victims = Vec::new();
+        self.health.metrics.hand_overs_withdrawn.inc_by(withdrawn.len() as u64);
+        let mut victims = withdrawn;
         let mut waiting = 0;
         for (id, outcome) in outcomes {
             let Some((i, j)) = id
@@ -582,6 +597,12 @@ impl Reconciler {
                     victims.extend(v);
                     entry.placed.push(objects::task(view, attempt, &agent, &gpus));
                 }
+                Outcome::HandOver { agent, gpus, after } => {
+                    let mut task = objects::task(view, attempt, &agent, &gpus);
+                    task.spec.start_after = Some(after);
+                    entry.placed.push(task);
+                    self.health.metrics.hand_overs.inc();
+                }
                 Outcome::Wait { reason, position } => {
                     waiting += 1;
                     if entry.queue.as_ref().is_none_or(|q| position < q.position) {
@@ -589,6 +610,12 @@ impl Reconciler {
                     }
                 }
             }
+        }
+        // Work waits: look again when the next running task may hand its GPUs over.
+        if waiting > 0
+            && let Some(d) = next_hand_over
+        {
+            soon(d);
         }
         self.health.metrics.queue_depth.set(waiting);
         self.health

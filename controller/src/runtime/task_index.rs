@@ -17,6 +17,9 @@ use crate::reconcile::view::{TaskView, default_priority};
 /// Tasks by the uid of the job that owns them.
 pub(super) type TasksByJob = HashMap<String, Vec<Arc<TaskView>>>;
 
+/// A live task's claim on its agent, with the uid of the job that owns it and its view.
+pub(super) type LiveClaim = (Claim, String, Arc<TaskView>);
+
 /// The planner's views of the Tasks, each made once per object: the tasks cache hands the same
 /// shared object back until it changes, so a view is keyed by that object's address, and keeps
 /// the object alive so that the address is not reused while the view is kept.
@@ -49,11 +52,11 @@ impl TaskIndex {
     /// the same name, not yet garbage-collected, are not the new job's), and, while live on an
     /// agent, a claim on that agent's resources with its job's uid (placement fills in the
     /// job's priority). Views of tasks no longer read are forgotten.
-    pub(super) fn index(&mut self, tasks: &[Arc<Task>]) -> (TasksByJob, Vec<(Claim, String)>) {
+    pub(super) fn index(&mut self, tasks: &[Arc<Task>]) -> (TasksByJob, Vec<LiveClaim>) {
         self.round += 1;
         let round = self.round;
         let mut by_job = TasksByJob::new();
-        let mut claims: Vec<(Claim, String)> = Vec::new();
+        let mut claims: Vec<LiveClaim> = Vec::new();
         for t in tasks {
             let made = self.by_object.entry(address(t)).or_insert_with(|| Made {
                 _task: t.clone(),
@@ -68,7 +71,11 @@ impl TaskIndex {
             made.seen = round;
             let v = &made.view;
             if let (Some(agent), true) = (&v.agent, v.is_live()) {
-                claims.push((claim(t, v, agent), made.owner.clone().unwrap_or_default()));
+                claims.push((
+                    claim(t, v, agent),
+                    made.owner.clone().unwrap_or_default(),
+                    v.clone(),
+                ));
             }
             if let Some(owner) = &made.owner {
                 match by_job.get_mut(owner) {
@@ -98,6 +105,8 @@ fn claim(t: &Task, v: &TaskView, agent: &str) -> Claim {
         claimant: String::new(),
         gpu_fraction: v.resources.gpu_fraction.map(GpuFraction::thousandths),
         gpu_memory_mib: v.resources.gpu_memory_mib,
+        ends_in_ms: None,
+        after: t.spec.start_after.clone(),
     }
 }
 
@@ -147,7 +156,7 @@ mod tests {
         assert_eq!(names("job-2"), ["c"]);
         let claimed: Vec<_> = claims
             .iter()
-            .map(|(c, owner)| (c.task.as_str(), owner.as_str()))
+            .map(|(c, owner, _)| (c.task.as_str(), owner.as_str()))
             .collect();
         assert_eq!(claimed, [("default/a", "job-1"), ("default/c", "job-2")]);
         assert_eq!(claims[0].0.gpus, ["GPU-0"]);

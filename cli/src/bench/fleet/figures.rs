@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 /// A task's time on its GPUs: seconds from the bench's start, and how many GPUs.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Busy {
     /// When it was first seen running.
     pub start: f64,
@@ -13,19 +13,40 @@ pub struct Busy {
     pub end: f64,
     /// Its GPUs (a fraction for a shared one).
     pub gpus: f64,
+    /// The one whole GPU it is the time on (`agent/UUID`), or none for a fraction (counted as
+    /// `gpus` of a GPU).
+    pub device: Option<String>,
 }
 
-/// GPU-seconds busy inside `window` over the GPU-seconds the fleet had in it.
+/// GPU-seconds busy inside `window` over the GPU-seconds the fleet had in it. A whole GPU's
+/// busy time is the union of its tasks' times: where the next task was seen running before the
+/// one before it was seen ended (a hand-over, a preemption), the GPU counts once.
 pub fn busy_fraction(busy: &[Busy], window: (f64, f64), capacity_gpus: f64) -> f64 {
     let (from, to) = window;
     let offered = (to - from) * capacity_gpus;
     if offered <= 0.0 {
         return 0.0;
     }
-    let used: f64 = busy
-        .iter()
-        .map(|b| (b.end.min(to) - b.start.max(from)).max(0.0) * b.gpus)
-        .sum();
+    let inside = |b: &Busy| (b.start.max(from), b.end.min(to));
+    let mut by_device: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut used = 0.0;
+    for b in busy {
+        match &b.device {
+            Some(d) => by_device.entry(d.as_str()).or_default().push(inside(b)),
+            None => used += (inside(b).1 - inside(b).0).max(0.0) * b.gpus,
+        }
+    }
+    for spans in by_device.values_mut() {
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut until = f64::NEG_INFINITY;
+        for &(start, end) in spans.iter() {
+            let start = start.max(until);
+            if end > start {
+                used += end - start;
+                until = end;
+            }
+        }
+    }
     used / offered
 }
 
@@ -81,16 +102,19 @@ pub fn turnover(tenancies: &[Tenancy], window: (f64, f64), snapshots: &[Snapshot
         for pair in held.windows(2) {
             let (before, next) = (pair[0], pair[1]);
             let Some(ended) = before.end else { continue };
-            if next.start < window.0 || next.start > window.1 || next.start < ended {
+            if next.start < window.0 || next.start > window.1 {
                 continue;
             }
+            // Seen running before the task before it was seen ended (a hand-over whose
+            // start was written before the other's end): no idle time.
+            let gap = (next.start - ended).max(0.0);
             changes += 1;
-            idle += next.start - ended;
-            until_created += (next.created - ended).max(0.0);
-            until_running += next.start - next.created.max(ended);
+            idle += gap;
+            until_created += (next.created - ended).max(0.0).min(gap);
+            until_running += (next.start - next.created.max(ended)).max(0.0);
             if waiting_at(ended) {
                 while_waiting += 1;
-                waiting_idle += next.start - ended;
+                waiting_idle += gap;
             }
         }
     }
@@ -254,30 +278,27 @@ mod tests {
 
     #[test]
     fn busy_counts_only_the_window_and_the_gpus_held() {
+        let on = |device: &str, start: f64, end: f64| Busy {
+            start,
+            end,
+            gpus: 1.0,
+            device: Some(device.to_owned()),
+        };
         let busy = [
-            Busy {
-                start: 0.0,
-                end: 10.0,
-                gpus: 2.0,
-            },
+            // Two GPUs before the window.
+            on("a/0", 0.0, 10.0),
+            on("a/1", 0.0, 10.0),
             // Half inside the window.
-            Busy {
-                start: 15.0,
-                end: 25.0,
-                gpus: 1.0,
-            },
+            on("a/2", 15.0, 25.0),
             // A quarter GPU the whole window.
             Busy {
                 start: 0.0,
                 end: 30.0,
                 gpus: 0.25,
+                device: None,
             },
             // Outside.
-            Busy {
-                start: 21.0,
-                end: 30.0,
-                gpus: 4.0,
-            },
+            on("a/3", 21.0, 30.0),
         ];
         // Window 10..20 on 4 GPUs: 40 GPU-seconds offered; 5 + 2.5 used.
         assert!(close(busy_fraction(&busy, (10.0, 20.0), 4.0), 7.5 / 40.0));
@@ -285,6 +306,20 @@ mod tests {
             close(busy_fraction(&busy, (10.0, 10.0), 4.0), 0.0),
             "an empty window"
         );
+    }
+
+    #[test]
+    fn a_gpu_two_tasks_overlap_on_counts_once() {
+        let on = |start: f64, end: f64| Busy {
+            start,
+            end,
+            gpus: 1.0,
+            device: Some("a/0".into()),
+        };
+        // The next task seen running 0.2 s before the one before it was seen ended, then a
+        // gap of 1 s, then one inside another's time.
+        let busy = [on(0.0, 4.0), on(3.8, 8.0), on(9.0, 12.0), on(10.0, 11.0)];
+        assert!(close(busy_fraction(&busy, (0.0, 12.0), 1.0), 11.0 / 12.0));
     }
 
     fn tenancy(gpu: &str, created: f64, start: f64, end: Option<f64>) -> Tenancy {
@@ -340,6 +375,22 @@ mod tests {
             Turnover::default(),
             "nothing in the window"
         );
+    }
+
+    #[test]
+    fn a_hand_over_seen_starting_before_the_end_is_a_change_without_a_gap() {
+        let held = [
+            // Created at 2 to follow a task that ends at 4.1; seen running at 4.0.
+            tenancy("a", 0.0, 0.0, Some(4.1)),
+            tenancy("a", 2.0, 4.0, Some(8.0)),
+            // The next follows 0.1 s after the end.
+            tenancy("a", 6.0, 8.1, None),
+        ];
+        let t = turnover(&held, (0.0, 20.0), &[]);
+        assert_eq!(t.changes, 2);
+        assert!(close(t.idle_mean_s, 0.05), "{t:?}");
+        assert!(close(t.until_created_mean_s, 0.0), "{t:?}");
+        assert!(close(t.until_running_mean_s, 0.05), "{t:?}");
     }
 
     fn snap(at: f64, loops: &[(&str, f64, f64, u32)]) -> Snapshot {

@@ -156,16 +156,27 @@ impl Tasks {
         }
     }
 
+    /// Each started task's time on each whole GPU it held, and on its fraction of one.
     fn busy(&self, end: f64) -> Vec<Busy> {
-        self.started
-            .iter()
-            .filter(|(_, (_, gpus))| *gpus > 0.0)
-            .map(|(name, (start, gpus))| Busy {
-                start: *start,
-                end: self.ended.get(name).copied().unwrap_or(end),
-                gpus: *gpus,
-            })
-            .collect()
+        let mut busy = Vec::new();
+        for (name, (start, gpus)) in self.started.iter().filter(|(_, (_, gpus))| *gpus > 0.0) {
+            let end = self.ended.get(name).copied().unwrap_or(end);
+            match self.devices.get(name) {
+                Some(devices) => busy.extend(devices.iter().map(|d| Busy {
+                    start: *start,
+                    end,
+                    gpus: 1.0,
+                    device: Some(d.clone()),
+                })),
+                None => busy.push(Busy {
+                    start: *start,
+                    end,
+                    gpus: *gpus,
+                    device: None,
+                }),
+            }
+        }
+        busy
     }
 
     /// Each started task's time on each whole GPU it held.

@@ -1,8 +1,9 @@
 //! What one agent has free while placing: CPU, memory, whole GPUs, and GPUs that fractional
 //! tasks share (with what is left of each), from its live tasks' claims; taking a request's
-//! resources and giving a claim's back.
+//! resources and giving a claim's back; the running tasks about to end that could hand their
+//! GPUs over to a successor.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use ringrift_crds::common::{GpuFraction, TaskResources};
 
@@ -19,7 +20,13 @@ pub(super) struct Free {
     pub(super) shared: Vec<Shared>,
     pub(super) claims: Vec<Claim>,
     /// Requests placed here in this pass: their claims are no tasks yet, never preempted.
-    pub(super) fresh: std::collections::HashSet<String>,
+    pub(super) fresh: HashSet<String>,
+    /// Tasks a successor follows (a hand-over, bound before or in this pass): they hand over
+    /// to no other, and are not preempted (they are about to end).
+    pub(super) followed: HashSet<String>,
+    /// Successors whose predecessor is still here: they hold nothing of their own yet and are
+    /// not preempted (that would free nothing).
+    pub(super) queued: HashSet<String>,
     pub(super) disk_pressure: bool,
     /// The waiting gang this agent is held for (see `super::reserve`): nothing else goes here.
     pub(super) reserved_for: Option<String>,
@@ -110,6 +117,52 @@ impl Free {
         (gpus.len() >= wanted).then(|| gpus.into_iter().take(wanted).collect())
     }
 
+    /// Whether a claim may be preempted: elastic, a task already (not placed in this pass),
+    /// and in no hand-over.
+    pub(super) fn preemptible(&self, c: &Claim) -> bool {
+        c.elastic
+            && !self.fresh.contains(&c.task)
+            && !self.followed.contains(&c.task)
+            && !self.queued.contains(&c.task)
+    }
+
+    /// The running task here that the request could follow (a hand-over), with how soon it is
+    /// expected to end: one that may hand over ([`Claim::ends_in_ms`]) and no successor has
+    /// taken yet, holding as many whole GPUs as the request wants, all matching it, and at least
+    /// its CPU and memory (which the successor takes over). The soonest to end; whole-GPU
+    /// requests only.
+    pub(super) fn slot(&self, r: &TaskResources, inventory: &[GpuView]) -> Option<(&Claim, u64)> {
+        if r.gpu_fraction.is_some() || r.gpus == 0 {
+            return None;
+        }
+        let wanted = usize::try_from(r.gpus).unwrap_or(usize::MAX);
+        self.claims
+            .iter()
+            .filter_map(|c| Some((c, c.ends_in_ms?)))
+            .filter(|(c, _)| {
+                c.gpu_fraction.is_none()
+                    && c.gpus.len() == wanted
+                    && !self.followed.contains(&c.task)
+                    && !self.queued.contains(&c.task)
+                    && u64::from(r.cpu_millis) <= c.cpu_millis
+                    && r.memory_mib <= c.memory_mib
+                    && c.gpus.iter().all(|uuid| {
+                        inventory
+                            .iter()
+                            .any(|g| &g.uuid == uuid && gpu_matches(g, r))
+                    })
+            })
+            .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.task.cmp(&b.0.task)))
+    }
+
+    /// Binds the request to the GPUs of `after`, to start when it ends: it takes nothing now
+    /// (what `after` holds covers it), and `after` takes no other successor.
+    pub(super) fn take_after(&mut self, req: &Request, agent: &str, gpus: &[String], after: &str) {
+        self.take_claim(req, agent, gpus, Some(after.to_owned()));
+        self.followed.insert(after.to_owned());
+        self.queued.insert(req.id.clone());
+    }
+
     pub(super) fn take(&mut self, req: &Request, agent: &str, gpus: &[String]) {
         let r = &req.resources;
         self.cpu -= i128::from(r.cpu_millis);
@@ -129,6 +182,11 @@ impl Free {
         } else {
             self.gpus.retain(|g| !gpus.contains(&g.uuid));
         }
+        self.take_claim(req, agent, gpus, None);
+    }
+
+    fn take_claim(&mut self, req: &Request, agent: &str, gpus: &[String], after: Option<String>) {
+        let r = &req.resources;
         self.fresh.insert(req.id.clone());
         self.claims.push(Claim {
             task: req.id.clone(),
@@ -139,8 +197,10 @@ impl Free {
             priority: req.priority,
             elastic: req.elastic,
             claimant: req.claimant.clone(),
-            gpu_fraction: fraction,
+            gpu_fraction: r.gpu_fraction.map(GpuFraction::thousandths),
             gpu_memory_mib: r.gpu_memory_mib,
+            ends_in_ms: None,
+            after,
         });
     }
 
@@ -185,6 +245,9 @@ pub(super) fn free_capacity(agents: &[AgentView], claims: &[Claim]) -> BTreeMap<
         .filter(|a| a.ready && !a.unschedulable)
         .map(|a| {
             let mine: Vec<Claim> = claims.iter().filter(|c| c.agent == a.name).cloned().collect();
+            let (followed, queued) = hand_overs(&mine);
+            // A successor waiting for its predecessor holds nothing of its own yet.
+            let holding = || mine.iter().filter(|c| !queued.contains(&c.task));
             let whole: Vec<&String> = mine
                 .iter()
                 .filter(|c| c.gpu_fraction.is_none())
@@ -206,9 +269,8 @@ pub(super) fn free_capacity(agents: &[AgentView], claims: &[Claim]) -> BTreeMap<
                 }
             }
             let free = Free {
-                cpu: i128::from(a.cpu_millis) - mine.iter().map(|c| i128::from(c.cpu_millis)).sum::<i128>(),
-                memory: i128::from(a.memory_mib)
-                    - mine.iter().map(|c| i128::from(c.memory_mib)).sum::<i128>(),
+                cpu: i128::from(a.cpu_millis) - holding().map(|c| i128::from(c.cpu_millis)).sum::<i128>(),
+                memory: i128::from(a.memory_mib) - holding().map(|c| i128::from(c.memory_mib)).sum::<i128>(),
                 gpus: a
                     .gpus
                     .iter()
@@ -217,11 +279,28 @@ pub(super) fn free_capacity(agents: &[AgentView], claims: &[Claim]) -> BTreeMap<
                     .collect(),
                 shared,
                 claims: mine,
-                fresh: std::collections::HashSet::new(),
+                fresh: HashSet::new(),
+                followed,
+                queued,
                 disk_pressure: a.disk_pressure,
                 reserved_for: None,
             };
             (a.name.clone(), free)
         })
         .collect()
+}
+
+/// Of `claims`, the tasks a successor follows and the successors waiting for them (whose
+/// predecessor is among the claims: once it has ended, a successor is an ordinary task).
+pub(super) fn hand_overs(claims: &[Claim]) -> (HashSet<String>, HashSet<String>) {
+    let present: HashSet<&str> = claims.iter().map(|c| c.task.as_str()).collect();
+    let mut followed = HashSet::new();
+    let mut queued = HashSet::new();
+    for c in claims {
+        if let Some(after) = c.after.as_deref().filter(|p| present.contains(p)) {
+            followed.insert(after.to_owned());
+            queued.insert(c.task.clone());
+        }
+    }
+    (followed, queued)
 }

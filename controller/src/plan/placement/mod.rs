@@ -6,8 +6,9 @@
 //! selector; a unit that writes outputs does not go to an agent under `DiskPressure`. Other
 //! units (training, gauntlets) go where most of their input bytes already are, then take the
 //! tightest fit, keeping big holes for big jobs; elastic (selfplay) units spread to the least
-//! loaded agent, then where their inputs are. A unit that fits nowhere may preempt elastic units
-//! of lower priority; otherwise it waits, with a reason and its queue position. With the share,
+//! loaded agent, then where their inputs are. A unit that fits nowhere may follow a running task
+//! about to end on its GPUs (a hand-over: [`Outcome::HandOver`]), else preempt elastic units of
+//! lower priority; otherwise it waits, with a reason and its queue position. With the share,
 //! a gang (several whole GPUs, not elastic) that its claimant is owed holds one agent while it
 //! waits, so that agent drains instead of being refilled (see [`place_by`]).
 
@@ -19,7 +20,7 @@ use super::share::{Amount, Claimant, entitlements};
 
 mod free;
 mod policy;
-use free::{Free, free_capacity, gpu_matches, inventory, selected};
+use free::{Free, free_capacity, gpu_matches, hand_overs, inventory, selected};
 pub use policy::Policy;
 
 /// One GPU of an agent.
@@ -77,6 +78,15 @@ pub struct Claim {
     pub gpu_fraction: Option<u16>,
     /// GPU memory it needs on each of its GPUs, MiB (what GPUs shared by fractions count).
     pub gpu_memory_mib: u64,
+    /// Milliseconds until it is expected to end (0: overdue), when it may hand its whole GPUs
+    /// over to a successor: the caller sets it for a running task whose job's tasks take a
+    /// known time and that is about to end (see [`Outcome::HandOver`]).
+    pub ends_in_ms: Option<u64>,
+    /// The task (`namespace/name`) whose GPUs it takes over once that task ends: a successor
+    /// bound by a hand-over, not started yet. While that task is live, this one holds no CPU or
+    /// memory of its own (it fits in what that task holds) and counts in the share in its
+    /// place.
+    pub after: Option<String>,
 }
 
 /// A work unit waiting for an agent.
@@ -118,6 +128,17 @@ pub enum Outcome {
         gpus: Vec<String>,
         /// Tasks to cancel first.
         victims: Vec<String>,
+    },
+    /// Bind it to the GPUs of a running task that is about to end, to start when that task
+    /// ends: the GPU changes tenant without waiting for the controller to see the end, a pass
+    /// and a create.
+    HandOver {
+        /// The agent.
+        agent: String,
+        /// GPU UUIDs assigned: those of `after`.
+        gpus: Vec<String>,
+        /// The task it follows (`namespace/name`).
+        after: String,
     },
     /// It fits nowhere now.
     Wait {
@@ -190,7 +211,7 @@ fn preemption(
     may_evict: &dyn Fn(&Claim, &BTreeMap<String, Amount>) -> bool,
 ) -> Option<(String, Vec<String>, Vec<String>)> {
     let mut best: Option<(String, Vec<String>, Vec<String>)> = None;
-    let candidate = |f: &Free, c: &Claim| c.elastic && !f.fresh.contains(&c.task);
+    let candidate = |f: &Free, c: &Claim| f.preemptible(c);
     let nothing_taken = BTreeMap::new();
     for (name, f) in free.iter().filter(|(_, f)| f.open_to(req)) {
         // What `may_evict` refuses with nothing taken yet it refuses with more taken (a
@@ -233,6 +254,24 @@ fn preemption(
         }
     }
     best
+}
+
+/// The running task about to end that the request could follow (a hand-over): on an agent
+/// open to it, the soonest to end, agents to avoid only when no other has one. Agent, GPUs, the
+/// task followed.
+fn hand_over(
+    agents: &[AgentView],
+    free: &BTreeMap<String, Free>,
+    req: &Request,
+) -> Option<(String, Vec<String>, String)> {
+    free.iter()
+        .filter(|(_, f)| f.open_to(req))
+        .filter_map(|(name, f)| {
+            let (claim, ends) = f.slot(&req.resources, inventory(agents, name))?;
+            Some((req.avoid.contains(name), ends, name, claim))
+        })
+        .min_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)))
+        .map(|(_, _, name, claim)| (name.clone(), claim.gpus.clone(), claim.task.clone()))
 }
 
 /// Why a request fits nowhere, in words.
@@ -389,7 +428,9 @@ fn standings(
 ) -> (Amount, BTreeMap<String, Standing>) {
     let mut shares: BTreeMap<String, Standing> = BTreeMap::new();
     let mut demand: BTreeMap<String, Amount> = BTreeMap::new();
-    for c in claims {
+    // A task a successor follows is about to hand its GPUs over: the successor counts for them.
+    let (followed, _) = hand_overs(claims);
+    for c in claims.iter().filter(|c| !followed.contains(&c.task)) {
         let s = shares.entry(c.claimant.clone()).or_default();
         s.used = s.used.plus(&claim_amount(c));
         let d = demand.entry(c.claimant.clone()).or_default();
@@ -603,9 +644,14 @@ fn place_one(
 ) -> Outcome {
     let room = match choose(free, req) {
         Some((agent, gpus)) => Some((agent.clone(), gpus, Vec::new())),
-        None => policy
-            .evictable(req, shares, capacity)
-            .and_then(|rule| preemption(agents, free, req, &*rule)),
+        None => {
+            if let Some((agent, gpus, after)) = hand_over(agents, free, req) {
+                return handed_over(free, reservations, shares, req, (agent, gpus, after));
+            }
+            policy
+                .evictable(req, shares, capacity)
+                .and_then(|rule| preemption(agents, free, req, &*rule))
+        }
     };
     let Some((agent, gpus, victims)) = room else {
         let mut why = reason(agents, free, req);
@@ -642,6 +688,34 @@ fn place_one(
     } else {
         Outcome::Preempt { agent, gpus, victims }
     }
+}
+
+/// Binds `req` to follow `after` on `agent`: the task followed counts no more in its
+/// claimant's use, the request counts in its own.
+fn handed_over(
+    free: &mut BTreeMap<String, Free>,
+    reservations: &mut BTreeMap<String, String>,
+    shares: &mut BTreeMap<String, Standing>,
+    req: &Request,
+    (agent, gpus, after): (String, Vec<String>, String),
+) -> Outcome {
+    if let Some(held) = reservations.remove(&req.id)
+        && let Some(f) = free.get_mut(&held)
+    {
+        f.reserved_for = None;
+    }
+    if let Some(f) = free.get_mut(&agent) {
+        if let Some(c) = f.claims.iter().find(|c| c.task == after)
+            && let Some(s) = shares.get_mut(&c.claimant)
+        {
+            s.used = s.used.minus(&claim_amount(c));
+        }
+        f.take_after(req, &agent, &gpus, &after);
+    }
+    if let Some(s) = shares.get_mut(&req.claimant) {
+        s.used = s.used.plus(&request_amount(req));
+    }
+    Outcome::HandOver { agent, gpus, after }
 }
 
 #[cfg(test)]

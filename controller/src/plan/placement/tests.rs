@@ -58,7 +58,7 @@ fn outcome<'a>(result: &'a [(String, Outcome)], id: &str) -> &'a Outcome {
 
 fn placed_on(o: &Outcome) -> &str {
     match o {
-        Outcome::Place { agent, .. } | Outcome::Preempt { agent, .. } => agent,
+        Outcome::Place { agent, .. } | Outcome::Preempt { agent, .. } | Outcome::HandOver { agent, .. } => agent,
         Outcome::Wait { reason, .. } => panic!("waits: {reason}"),
     }
 }
@@ -108,6 +108,8 @@ fn live_claims_and_cpu_only_work() {
         claimant: String::new(),
         gpu_fraction: None,
         gpu_memory_mib: 0,
+        ends_in_ms: None,
+        after: None,
     }];
     let result = place(
         &agents,
@@ -191,6 +193,8 @@ fn selfplay_spreads_and_training_packs() {
         claimant: String::new(),
         gpu_fraction: None,
         gpu_memory_mib: 0,
+        ends_in_ms: None,
+        after: None,
     }];
     let packed = place(&agents, &claims, &[req("train", 200, 2, false)]);
     assert_eq!(
@@ -214,6 +218,8 @@ fn training_preempts_the_fewest_selfplay_tasks() {
         claimant: String::new(),
         gpu_fraction: None,
         gpu_memory_mib: 0,
+        ends_in_ms: None,
+        after: None,
     };
     let claims = [
         claim("sp-1", "a", "a-gpu0", 100, true),
@@ -319,6 +325,8 @@ fn work_that_writes_outputs_stays_off_agents_under_disk_pressure() {
         claimant: String::new(),
         gpu_fraction: None,
         gpu_memory_mib: 0,
+        ends_in_ms: None,
+        after: None,
     }];
     let r = place(&agents, &claims, &[req("train", 2, 8, false)]);
     match outcome(&r, "train") {
@@ -443,6 +451,8 @@ fn held_by(claimant: &str, agent: &str, gpus: std::ops::Range<usize>) -> Vec<Cla
         claimant: claimant.into(),
         gpu_fraction: None,
         gpu_memory_mib: 0,
+        ends_in_ms: None,
+        after: None,
     })
     .collect()
 }
@@ -583,7 +593,9 @@ fn gpus_of(placed: &[(String, Outcome)]) -> Vec<String> {
     placed
         .iter()
         .filter_map(|(_, o)| match o {
-            Outcome::Place { gpus, .. } | Outcome::Preempt { gpus, .. } => Some(gpus.join(",")),
+            Outcome::Place { gpus, .. } | Outcome::Preempt { gpus, .. } | Outcome::HandOver { gpus, .. } => {
+                Some(gpus.join(","))
+            }
             Outcome::Wait { .. } => None,
         })
         .collect()
@@ -616,6 +628,8 @@ fn quarter_gpus_are_packed_four_to_a_device() {
                 claimant: String::new(),
                 gpu_fraction: Some(250),
                 gpu_memory_mib: 0,
+                ends_in_ms: None,
+                after: None,
             }
         })
         .collect();
@@ -825,4 +839,140 @@ fn a_gang_beyond_its_share_or_under_plain_priority_holds_nothing() {
     assert!(placed.reservations.is_empty());
     assert!(!waits_because(&placed, "t-train").contains("held"));
     assert!(on(&placed, "s", "a") >= 2, "{:?}", placed.outcomes);
+}
+
+/// `claims` with `task`'s expected end in `ms`.
+fn ending(mut claims: Vec<Claim>, task: &str, ms: u64) -> Vec<Claim> {
+    for c in claims.iter_mut().filter(|c| c.task == task) {
+        c.ends_in_ms = Some(ms);
+    }
+    claims
+}
+
+#[track_caller]
+fn follows(o: &Outcome) -> (&str, &str) {
+    match o {
+        Outcome::HandOver { agent, gpus, after } => {
+            assert_eq!(gpus.len(), 1, "{o:?}");
+            (agent, after)
+        }
+        other => panic!("not a hand-over: {other:?}"),
+    }
+}
+
+#[test]
+fn a_unit_that_fits_nowhere_follows_the_task_that_ends_soonest() {
+    let agents = [h100s("a", 2), h100s("b", 1)];
+    let mut claims = held_by("x", "a", 0..2);
+    claims.extend(held_by("z", "b", 0..1));
+    let claims = ending(ending(claims, "x-old-0", 1500), "x-old-1", 300);
+    let result = place(&agents, &claims, &[req("r1", 100, 1, true), req("r2", 100, 1, true), req("r3", 100, 1, true)]);
+    assert_eq!(follows(outcome(&result, "r1")), ("a", "x-old-1"));
+    let Outcome::HandOver { gpus, .. } = outcome(&result, "r1") else {
+        unreachable!()
+    };
+    assert_eq!(gpus, &["a-gpu1"], "the GPUs of the task it follows");
+    assert_eq!(follows(outcome(&result, "r2")), ("a", "x-old-0"), "each task takes one successor");
+    // b's task is not about to end (no expected end): r3 waits.
+    assert!(matches!(outcome(&result, "r3"), Outcome::Wait { .. }), "{result:?}");
+}
+
+#[test]
+fn a_free_gpu_comes_before_a_hand_over() {
+    let agents = [h100s("a", 2)];
+    let claims = ending(held_by("x", "a", 0..1), "x-old-0", 0);
+    let result = place(&agents, &claims, &[req("r1", 100, 1, true), req("r2", 100, 1, true)]);
+    assert_eq!(placed_on(outcome(&result, "r1")), "a");
+    assert!(matches!(outcome(&result, "r1"), Outcome::Place { .. }));
+    assert_eq!(follows(outcome(&result, "r2")), ("a", "x-old-0"));
+}
+
+#[test]
+fn a_hand_over_needs_the_same_whole_gpus_and_no_more_than_the_task_followed_holds() {
+    let agents = [h100s("a", 2)];
+    let claims = ending(held_by("x", "a", 0..2), "x-old-0", 100);
+    // Two GPUs, a fraction, more CPU or more memory than the task followed holds, or another
+    // GPU product: no hand-over (they wait, or preempt what is lent).
+    let two = req("two", 100, 2, true);
+    let mut quarter = req("quarter", 100, 0, true);
+    quarter.resources.gpu_fraction = Some(GpuFraction::from_thousandths(250).expect("a valid fraction"));
+    let mut cpu = req("cpu", 100, 1, true);
+    cpu.resources.cpu_millis = 1001;
+    let mut memory = req("memory", 100, 1, true);
+    memory.resources.memory_mib = 1025;
+    let mut selector = req("selector", 100, 1, true);
+    selector.resources.gpu_selector = Some(GpuSelector {
+        product: Some("*A100*".into()),
+        min_memory_mib: None,
+    });
+    for r in [two, quarter, cpu, memory, selector] {
+        let result = place(&agents, &claims, std::slice::from_ref(&r));
+        assert!(!matches!(outcome(&result, &r.id), Outcome::HandOver { .. }), "{}: {result:?}", r.id);
+    }
+    // An agent under DiskPressure takes no successor that writes outputs; one to avoid is
+    // taken only when no other has a task ending.
+    let mut pressed = agents.clone();
+    pressed[0].disk_pressure = true;
+    let result = place(&pressed, &claims, &[req("r", 100, 1, true)]);
+    assert!(!matches!(outcome(&result, "r"), Outcome::HandOver { .. }), "{result:?}");
+    let two_agents = [h100s("a", 1), h100s("b", 1)];
+    let mut claims = ending(held_by("x", "a", 0..1), "x-old-0", 0);
+    claims.extend(ending(held_by("y", "b", 0..1), "y-old-0", 900));
+    let mut avoiding = req("r", 100, 1, true);
+    avoiding.avoid = vec!["a".into()];
+    let result = place(&two_agents, &claims, std::slice::from_ref(&avoiding));
+    assert_eq!(follows(outcome(&result, "r")), ("b", "y-old-0"));
+}
+
+#[test]
+fn a_successor_holds_nothing_more_and_neither_it_nor_the_task_it_follows_is_preempted() {
+    let mut agents = [h100s("a", 2)];
+    agents[0].cpu_millis = 2000;
+    let mut claims = ending(held_by("x", "a", 0..1), "x-old-0", 100);
+    claims.push(Claim {
+        task: "y-next".into(),
+        claimant: "y".into(),
+        after: Some("x-old-0".into()),
+        ..claims[0].clone()
+    });
+    claims[1].ends_in_ms = None;
+    // The successor fits in what its predecessor holds: a's other GPU and 1,000m of CPU are
+    // free, and the task followed takes no second successor.
+    let result = place(&agents, &claims, &[req("free", 100, 1, true), req("again", 100, 1, true)]);
+    assert!(matches!(outcome(&result, "free"), Outcome::Place { .. }), "{result:?}");
+    assert!(matches!(outcome(&result, "again"), Outcome::Wait { .. }), "{result:?}");
+    // Training may preempt selfplay of lower priority, but not a hand-over's two ends.
+    let result = place(&agents[..], &claims, &[req("train", 200, 2, false)]);
+    assert!(matches!(outcome(&result, "train"), Outcome::Wait { .. }), "{result:?}");
+    // In the share, the successor counts for the GPU, the task it follows no more.
+    let placed = place_shared(&agents, &claims, &[], &BTreeMap::new());
+    assert!(placed.shares.get("x").is_none_or(|s| s.used.gpus == 0.0), "{:?}", placed.shares);
+    assert!((placed.shares["y"].used.gpus - 1.0).abs() < 1e-9, "{:?}", placed.shares);
+    // Once the task followed has ended, the successor is an ordinary task.
+    let alone = vec![claims[1].clone()];
+    let result = place(&agents, &alone, &[req("r1", 100, 1, true), req("r2", 100, 1, true)]);
+    assert!(matches!(outcome(&result, "r1"), Outcome::Place { .. }), "{result:?}");
+    assert!(matches!(outcome(&result, "r2"), Outcome::Wait { .. }), "the successor holds a GPU now");
+}
+
+#[test]
+fn an_owed_claimant_takes_a_gpu_about_to_free_before_preempting() {
+    // x holds all 4 GPUs, lent; y is owed 2. One of x's tasks ends in 200 ms: y's first unit
+    // follows it, the second preempts.
+    let agents = [h100s("a", 4)];
+    let claims = ending(held_by("x", "a", 0..4), "x-old-2", 200);
+    let mut requests = units("x", 4, 1, true);
+    requests.extend(units("y", 2, 1, true));
+    let placed = place_shared(&agents, &claims, &requests, &BTreeMap::new());
+    let y: Vec<&Outcome> = placed
+        .outcomes
+        .iter()
+        .filter(|(id, _)| id.starts_with("y-"))
+        .map(|(_, o)| o)
+        .collect();
+    assert_eq!(follows(y[0]), ("a", "x-old-2"), "{y:?}");
+    assert!(matches!(y[1], Outcome::Preempt { .. }), "{y:?}");
+    // Both placed: y uses 2, x 2 (one preempted, one handed over).
+    assert!((placed.shares["y"].used.gpus - 2.0).abs() < 1e-9, "{:?}", placed.shares);
+    assert!((placed.shares["x"].used.gpus - 2.0).abs() < 1e-9, "{:?}", placed.shares);
 }

@@ -1,0 +1,90 @@
+//! Hand-overs in a pass: which live tasks may hand their GPUs over to a successor, and which
+//! successors waited too long (the rules are [`crate::reconcile::handover`]'s).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use ringrift_crds::task::JobKind;
+
+use super::reconciler::Entry;
+use super::task_index::{LiveClaim, TasksByJob};
+use crate::plan::placement::Claim;
+use crate::reconcile::handover;
+
+/// Marks the running tasks about to end that may hand their GPUs over (by their job's
+/// expected duration: [`handover`]) and finds the successors that waited too long for
+/// theirs, to withdraw. `peers` has, per job uid, the uids of the other jobs of its kind and
+/// claimant, newest first. Returns the claims with their job's uid, the successors to
+/// withdraw, and when the next running task may hand over.
+pub(super) fn mark(
+    claims: Vec<LiveClaim>,
+    (by_job, peers): (&TasksByJob, &HashMap<String, Vec<String>>),
+    now: Timestamp,
+    lookahead: Duration,
+) -> (Vec<(Claim, String)>, Vec<String>, Option<Duration>) {
+    let mut expected: HashMap<String, Option<Duration>> = HashMap::new();
+    let mut expect = |owner: &str| {
+        *expected.entry(owner.to_owned()).or_insert_with(|| {
+            let jobs = std::iter::once(owner).chain(peers.get(owner).into_iter().flatten().map(String::as_str));
+            handover::expected_duration(
+                jobs.filter_map(|j| by_job.get(j))
+                    .flat_map(|tasks| tasks.iter().map(|t| &**t)),
+            )
+        })
+    };
+    let mut next: Option<Duration> = None;
+    let owners: HashMap<String, String> = claims
+        .iter()
+        .map(|(c, owner, _)| (c.task.clone(), owner.clone()))
+        .collect();
+    let mut withdrawn = Vec::new();
+    let mut out = Vec::with_capacity(claims.len());
+    for (mut claim, owner, view) in claims {
+        if !lookahead.is_zero() && claim.gpu_fraction.is_none() && !claim.gpus.is_empty() {
+            if let Some(e) = expect(&owner) {
+                claim.ends_in_ms = handover::ends_in(&view, e, now, lookahead);
+                if let Some(d) = handover::eligible_in(&view, e, now, lookahead) {
+                    next = Some(next.map_or(d, |n| n.min(d)));
+                }
+            }
+            if let Some(before) = claim.after.as_deref().and_then(|p| owners.get(p))
+                && handover::overdue(&view, expect(before), now, lookahead)
+            {
+                tracing::info!(
+                    task = claim.task,
+                    after = claim.after,
+                    "withdrawing a successor: the task it follows runs past its expected end"
+                );
+                withdrawn.push(claim.task.clone());
+            }
+        }
+        out.push((claim, owner));
+    }
+    (out, withdrawn, next)
+}
+
+/// Per job uid, the uids of the other jobs of the pass with its kind and claimant, newest
+/// first (by creation time, then name).
+pub(super) fn peers(entries: &[Entry]) -> HashMap<String, Vec<String>> {
+    let mut groups: HashMap<(String, JobKind), Vec<(Option<Timestamp>, String, String)>> = HashMap::new();
+    for e in entries {
+        let meta = e.job.meta();
+        let Some(uid) = meta.uid.clone() else { continue };
+        groups.entry((e.job.claimant(), e.job.kind())).or_default().push((
+            meta.creation_timestamp.as_ref().map(|t| t.0),
+            meta.name.clone().unwrap_or_default(),
+            uid,
+        ));
+    }
+    let mut out = HashMap::new();
+    for mut jobs in groups.into_values() {
+        jobs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+        let uids: Vec<&String> = jobs.iter().map(|(_, _, uid)| uid).collect();
+        for uid in &uids {
+            let others = uids.iter().filter(|u| *u != uid).map(|u| (*u).clone()).collect();
+            out.insert((*uid).clone(), others);
+        }
+    }
+    out
+}

@@ -1,0 +1,92 @@
+//! Hand-overs end to end: the real controller with simulated agents. Once a job's tasks take a
+//! known time, a unit that fits nowhere is bound to the GPU of a running task about to end
+//! (`spec.startAfter`), and the agent starts it when that task's run ends — never before, so
+//! two tasks never share a GPU. With `--hand-over 0s` the controller binds nothing ahead.
+
+// Test code: a failed unwrap or a panic is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::PostParams;
+use ringrift_crds::common::JobPhase;
+use ringrift_crds::task::{Task, TaskPhase};
+use ringrift_e2e::cluster::{Cluster, finished, selfplay};
+
+/// Run time of each simulated task.
+const RUN_MS: i64 = 3000;
+
+/// Runs a job of seven one-GPU units of `RUN_MS` on one agent with one GPU, to its end, and
+/// returns its tasks.
+async fn one_gpu_job(cluster: &Cluster) -> Vec<Task> {
+    let run = RUN_MS.to_string();
+    let job = selfplay("turns", 7, 1, &[("SIM_DURATION_MS", run.as_str())]);
+    cluster.jobs().create(&PostParams::default(), &job).await.unwrap();
+    let job = finished(cluster, "turns", Duration::from_secs(90)).await;
+    assert_eq!(job.status.unwrap().phase, JobPhase::Succeeded);
+    cluster.tasks_of("turns").await
+}
+
+fn started(t: &Task) -> Time {
+    t.status.as_ref().and_then(|s| s.start_time.clone()).expect("started")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_follows_a_task_about_to_end_and_starts_when_it_ends() {
+    let cluster = Cluster::start("handover").await;
+    // A window longer than a task's run: the next unit is bound as soon as the task before
+    // it runs, so a start that did not wait for that task's end would come seconds early.
+    let controller = cluster.controller_with("c1", &["--hand-over", "10s"]);
+    let _agents = cluster.agents("sim", 1, 1);
+    let tasks = one_gpu_job(&cluster).await;
+    let by_name: HashMap<String, &Task> = tasks.iter().map(|t| (t.name_any(), t)).collect();
+    let followers: Vec<&Task> = tasks.iter().filter(|t| t.spec.start_after.is_some()).collect();
+    // The first three tasks teach the controller how long a task takes; from the fourth on,
+    // each next unit is bound while the one before runs.
+    assert!(
+        followers.len() >= 2,
+        "{} of {} tasks followed another",
+        followers.len(),
+        tasks.len()
+    );
+    for next in &followers {
+        let after = next.spec.start_after.as_deref().unwrap();
+        let (ns, name) = after.split_once('/').unwrap();
+        assert_eq!(ns, "default");
+        let before = by_name
+            .get(name)
+            .unwrap_or_else(|| panic!("{} follows {after}, not a task of the job", next.name_any()));
+        assert_eq!(next.spec.gpus, before.spec.gpus, "the same GPU");
+        assert_eq!(next.spec.agent, before.spec.agent, "the same agent");
+        assert_eq!(
+            before.status.as_ref().unwrap().phase,
+            TaskPhase::Succeeded,
+            "the task followed ran to its end"
+        );
+        // It started only once the run before had ended (a simulated run is RUN_MS long;
+        // start times are written to the second).
+        let ran = started(next).0.duration_since(started(before).0).as_millis();
+        assert!(
+            ran >= i128::from(RUN_MS - 1000),
+            "{} started {ran} ms after the start of {name}, which runs {RUN_MS} ms",
+            next.name_any()
+        );
+    }
+    let counted = Cluster::metric(&controller, "ringrift_controller_hand_overs_total");
+    #[allow(clippy::cast_precision_loss)]
+    let followed = followers.len() as f64;
+    assert!(counted >= followed, "metric {counted}, tasks {followed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_hand_overs_off_no_unit_is_bound_ahead() {
+    let cluster = Cluster::start("handover-off").await;
+    let controller = cluster.controller_with("c1", &["--hand-over", "0s"]);
+    let _agents = cluster.agents("sim", 1, 1);
+    let tasks = one_gpu_job(&cluster).await;
+    assert!(tasks.iter().all(|t| t.spec.start_after.is_none()));
+    assert!(Cluster::metric(&controller, "ringrift_controller_hand_overs_total").abs() < f64::EPSILON);
+}
