@@ -325,7 +325,13 @@ fn cancelled(store: &Store<Task>, task: &Task) -> Option<bool> {
 
 /// Waits until the run `task` follows (`spec.startAfter`) has ended, if it runs here; false when
 /// the task was cancelled meanwhile (it then records that, unless it was marked lost).
-async fn wait_for_predecessor(tasks: &Api<Task>, store: &Store<Task>, task: &Task, ends: &Ends, wake: &Notify) -> bool {
+async fn wait_for_predecessor(
+    tasks: &Api<Task>,
+    store: &Store<Task>,
+    task: &Task,
+    ends: &Ends,
+    wake: &Notify,
+) -> bool {
     let Some(mut ended) = task
         .spec
         .start_after

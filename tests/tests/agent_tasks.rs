@@ -296,17 +296,26 @@ async fn a_task_that_follows_another_starts_once_that_process_has_exited() {
             json!({"startAfter": "default/never-ran", "gpus": ["GPU-sim-a1-1"]}),
         )
         .await;
-    task_when(&cluster, "orphan", "the task following no task here Succeeded", |t| {
-        phase(t) == TaskPhase::Succeeded
-    })
+    task_when(
+        &cluster,
+        "orphan",
+        "the task following no task here Succeeded",
+        |t| phase(t) == TaskPhase::Succeeded,
+    )
     .await;
     // The agent has looked at `next` since (a pass after the orphan's end), and holds it.
     agent.after_passes(2.0).await;
-    assert!(!marks.join("next-started").exists(), "started before the task it follows exited");
+    assert!(
+        !marks.join("next-started").exists(),
+        "started before the task it follows exited"
+    );
     let t = task_when(&cluster, "next", "next still Pending", |_| true).await;
     assert_eq!(phase(&t), TaskPhase::Pending);
     std::fs::write(&go, b"").unwrap();
-    task_when(&cluster, "next", "next Succeeded", |t| phase(t) == TaskPhase::Succeeded).await;
+    task_when(&cluster, "next", "next Succeeded", |t| {
+        phase(t) == TaskPhase::Succeeded
+    })
+    .await;
     let at = |what: &str| -> u128 {
         std::fs::read_to_string(marks.join(what))
             .unwrap_or_else(|e| panic!("{what}: {e}"))
@@ -315,7 +324,12 @@ async fn a_task_that_follows_another_starts_once_that_process_has_exited() {
             .unwrap()
     };
     assert!(at("next-started") >= at("first-exited"));
-    assert!(agent.role.log().contains("waiting for the task it follows to exit"));
+    assert!(
+        agent
+            .role
+            .log()
+            .contains("waiting for the task it follows to exit")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,10 @@ async fn one_gpu_job(cluster: &Cluster) -> Vec<Task> {
 }
 
 fn started(t: &Task) -> Time {
-    t.status.as_ref().and_then(|s| s.start_time.clone()).expect("started")
+    t.status
+        .as_ref()
+        .and_then(|s| s.start_time.clone())
+        .expect("started")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,19 +65,31 @@ pub fn ends_in(task: &TaskView, expected: Duration, now: Timestamp, lookahead: D
 
 /// When a running task that may not hand over yet will be able to (its expected end minus
 /// `lookahead`), from `now`; `None` when it never will or already may.
-pub fn eligible_in(task: &TaskView, expected: Duration, now: Timestamp, lookahead: Duration) -> Option<Duration> {
+pub fn eligible_in(
+    task: &TaskView,
+    expected: Duration,
+    now: Timestamp,
+    lookahead: Duration,
+) -> Option<Duration> {
     if lookahead.is_zero() || task.phase != TaskPhase::Running || task.cancel.is_some() {
         return None;
     }
     let from = task.started? + jiff::SignedDuration::try_from(expected.checked_sub(lookahead)?).ok()?;
-    Duration::try_from(from.duration_since(now)).ok().filter(|d| !d.is_zero())
+    Duration::try_from(from.duration_since(now))
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 /// Whether a successor not started yet has waited too long for its predecessor, which still
 /// runs: longer than `lookahead` plus [`PATIENCE`] (or half the predecessor's `expected`
 /// duration, when longer) since it was created. Withdrawn, its unit is placed again, where a
 /// GPU is free by then.
-pub fn overdue(successor: &TaskView, expected: Option<Duration>, now: Timestamp, lookahead: Duration) -> bool {
+pub fn overdue(
+    successor: &TaskView,
+    expected: Option<Duration>,
+    now: Timestamp,
+    lookahead: Duration,
+) -> bool {
     if successor.phase != TaskPhase::Pending || successor.cancel.is_some() {
         return false;
     }
@@ -114,21 +126,34 @@ mod tests {
 
     #[test]
     fn the_expected_duration_is_the_median_of_succeeded_runs() {
-        let tasks = [ran("a", 0, 4000), ran("b", 0, 3000), ran("c", 0, 60_000), ran("d", 0, 4100)];
+        let tasks = [
+            ran("a", 0, 4000),
+            ran("b", 0, 3000),
+            ran("c", 0, 60_000),
+            ran("d", 0, 4100),
+        ];
         // The slow outlier does not move the median far: 4,000 or 4,100 ms.
         let d = expected_duration(&tasks).expect("four samples");
-        assert!(d == Duration::from_millis(4000) || d == Duration::from_millis(4100), "{d:?}");
+        assert!(
+            d == Duration::from_secs(4) || d == Duration::from_millis(4100),
+            "{d:?}"
+        );
         // Too few samples, and failed or unfinished tasks do not count.
         assert_eq!(expected_duration(&tasks[..2]), None);
         let mut failed = ran("e", 0, 1);
         failed.phase = TaskPhase::Failed;
         let mut unfinished = ran("f", 0, 1);
         unfinished.finished = None;
-        assert_eq!(expected_duration(&[tasks[0].clone(), tasks[1].clone(), failed, unfinished]), None);
+        assert_eq!(
+            expected_duration(&[tasks[0].clone(), tasks[1].clone(), failed, unfinished]),
+            None
+        );
         // Only the first MAX_SAMPLES count: a job's own newest runs before its peers' older ones.
-        let mut many: Vec<TaskView> = (0..MAX_SAMPLES).map(|i| ran(&format!("new-{i}"), 0, 2000)).collect();
+        let mut many: Vec<TaskView> = (0..MAX_SAMPLES)
+            .map(|i| ran(&format!("new-{i}"), 0, 2000))
+            .collect();
         many.extend((0..MAX_SAMPLES * 2).map(|i| ran(&format!("old-{i}"), 0, 9000)));
-        assert_eq!(expected_duration(&many), Some(Duration::from_millis(2000)));
+        assert_eq!(expected_duration(&many), Some(Duration::from_secs(2)));
     }
 
     #[test]
@@ -159,7 +184,10 @@ mod tests {
     fn the_next_pass_is_due_when_a_task_enters_the_window() {
         let four = Duration::from_secs(4);
         let t = running(0);
-        assert_eq!(eligible_in(&t, four, at(1), LOOKAHEAD), Some(Duration::from_secs(1)));
+        assert_eq!(
+            eligible_in(&t, four, at(1), LOOKAHEAD),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(eligible_in(&t, four, at(2), LOOKAHEAD), None, "eligible now");
         assert_eq!(eligible_in(&t, four, at(3), LOOKAHEAD), None);
         // A run shorter than the window is eligible from its start.

@@ -26,7 +26,8 @@ pub(super) fn mark(
     let mut expected: HashMap<String, Option<Duration>> = HashMap::new();
     let mut expect = |owner: &str| {
         *expected.entry(owner.to_owned()).or_insert_with(|| {
-            let jobs = std::iter::once(owner).chain(peers.get(owner).into_iter().flatten().map(String::as_str));
+            let jobs =
+                std::iter::once(owner).chain(peers.get(owner).into_iter().flatten().map(String::as_str));
             handover::expected_duration(
                 jobs.filter_map(|j| by_job.get(j))
                     .flat_map(|tasks| tasks.iter().map(|t| &**t)),
@@ -67,7 +68,9 @@ pub(super) fn mark(
 /// Per job uid, the uids of the other jobs of the pass with its kind and claimant, newest
 /// first (by creation time, then name).
 pub(super) fn peers(entries: &[Entry]) -> HashMap<String, Vec<String>> {
-    let mut groups: HashMap<(String, JobKind), Vec<(Option<Timestamp>, String, String)>> = HashMap::new();
+    // (created, name, uid) of each job, per claimant and kind.
+    type Jobs = Vec<(Option<Timestamp>, String, String)>;
+    let mut groups: HashMap<(String, JobKind), Jobs> = HashMap::new();
     for e in entries {
         let meta = e.job.meta();
         let Some(uid) = meta.uid.clone() else { continue };

@@ -22,11 +22,11 @@ use super::admin::Health;
 use super::agents::{HEARTBEAT_LAPSED, candidate, heartbeat_expiry, lease_name, view};
 use super::caches::{Caches, Copies, valid};
 use super::creates::Creates;
+use super::hand_overs;
 use super::jobs::AnyJob;
 use super::metrics::KindLabels;
 use super::overlay::Overlay;
 use super::plans::{Plans, Settled};
-use super::hand_overs;
 use super::task_index::{LiveClaim, TaskIndex, TasksByJob};
 use super::world::Snapshot;
 use super::writer::Writer;
@@ -568,7 +568,10 @@ impl Reconciler {
             .metrics
             .placement
             .observe(started.elapsed().as_secs_f64());
-        self.health.metrics.hand_overs_withdrawn.inc_by(withdrawn.len() as u64);
+        self.health
+            .metrics
+            .hand_overs_withdrawn
+            .inc_by(withdrawn.len() as u64);
         let mut victims = withdrawn;
         let mut waiting = 0;
         for (id, outcome) in outcomes {

@@ -146,11 +146,9 @@ impl Free {
                     && !self.queued.contains(&c.task)
                     && u64::from(r.cpu_millis) <= c.cpu_millis
                     && r.memory_mib <= c.memory_mib
-                    && c.gpus.iter().all(|uuid| {
-                        inventory
-                            .iter()
-                            .any(|g| &g.uuid == uuid && gpu_matches(g, r))
-                    })
+                    && c.gpus
+                        .iter()
+                        .all(|uuid| inventory.iter().any(|g| &g.uuid == uuid && gpu_matches(g, r)))
             })
             .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.task.cmp(&b.0.task)))
     }

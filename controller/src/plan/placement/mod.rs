@@ -442,6 +442,17 @@ fn standings(
         *d = d.plus(&request_amount(r));
     }
     let capacity = capacity(agents);
+    entitle(&capacity, &demand, terms, &mut shares);
+    (capacity, shares)
+}
+
+/// Sets each claimant's entitlement from its `demand`.
+fn entitle(
+    capacity: &Amount,
+    demand: &BTreeMap<String, Amount>,
+    terms: &BTreeMap<String, Terms>,
+    shares: &mut BTreeMap<String, Standing>,
+) {
     let claimants: Vec<Claimant> = shares
         .keys()
         .map(|id| {
@@ -454,12 +465,11 @@ fn standings(
             }
         })
         .collect();
-    for (c, entitled) in claimants.iter().zip(entitlements(capacity, &claimants)) {
+    for (c, entitled) in claimants.iter().zip(entitlements(*capacity, &claimants)) {
         if let Some(s) = shares.get_mut(&c.id) {
             s.entitled = entitled;
         }
     }
-    (capacity, shares)
 }
 
 /// How far a claimant is served: its dominant share of `used` over that of its entitlement
@@ -583,6 +593,7 @@ pub fn place_by(
     }
     let mut waiting = 0;
     let mut out = Vec::new();
+    let mut still_waiting: BTreeMap<String, Amount> = BTreeMap::new();
     loop {
         // The claimant that would be least served once its next unit is placed (as weighted
         // fair queueing orders by finish time): a claimant entitled to a sliver does not get
@@ -616,6 +627,8 @@ pub fn place_by(
             if let Some(s) = shares.get_mut(&req.claimant) {
                 s.waiting += 1;
             }
+            let w = still_waiting.entry(req.claimant.clone()).or_default();
+            *w = w.plus(&request_amount(req));
         }
         let outcome = match outcome {
             Outcome::Wait { reason, .. } => Outcome::Wait {
@@ -625,6 +638,19 @@ pub fn place_by(
             other => other,
         };
         out.push((req.id.clone(), outcome));
+    }
+    // Tasks handed over in this pass no longer count for their claimants, whose demand they
+    // were part of: the standings reported are those of the fleet after the pass, entitlements
+    // from what each claimant then holds and still waits for.
+    if out.iter().any(|(_, o)| matches!(o, Outcome::HandOver { .. })) {
+        let demand: BTreeMap<String, Amount> = shares
+            .iter()
+            .map(|(id, s)| {
+                let waiting = still_waiting.get(id).copied().unwrap_or_default();
+                (id.clone(), s.used.plus(&waiting))
+            })
+            .collect();
+        entitle(&capacity, &demand, terms, &mut shares);
     }
     Placed {
         outcomes: out,
@@ -642,16 +668,15 @@ fn place_one(
     (capacity, policy): (&Amount, Policy),
     req: &Request,
 ) -> Outcome {
-    let room = match choose(free, req) {
-        Some((agent, gpus)) => Some((agent.clone(), gpus, Vec::new())),
-        None => {
-            if let Some((agent, gpus, after)) = hand_over(agents, free, req) {
-                return handed_over(free, reservations, shares, req, (agent, gpus, after));
-            }
-            policy
-                .evictable(req, shares, capacity)
-                .and_then(|rule| preemption(agents, free, req, &*rule))
+    let room = if let Some((agent, gpus)) = choose(free, req) {
+        Some((agent.clone(), gpus, Vec::new()))
+    } else {
+        if let Some(slot) = hand_over(agents, free, req) {
+            return handed_over(free, reservations, shares, req, slot);
         }
+        policy
+            .evictable(req, shares, capacity)
+            .and_then(|rule| preemption(agents, free, req, &*rule))
     };
     let Some((agent, gpus, victims)) = room else {
         let mut why = reason(agents, free, req);

@@ -58,7 +58,9 @@ fn outcome<'a>(result: &'a [(String, Outcome)], id: &str) -> &'a Outcome {
 
 fn placed_on(o: &Outcome) -> &str {
     match o {
-        Outcome::Place { agent, .. } | Outcome::Preempt { agent, .. } | Outcome::HandOver { agent, .. } => agent,
+        Outcome::Place { agent, .. } | Outcome::Preempt { agent, .. } | Outcome::HandOver { agent, .. } => {
+            agent
+        }
         Outcome::Wait { reason, .. } => panic!("waits: {reason}"),
     }
 }
@@ -866,22 +868,41 @@ fn a_unit_that_fits_nowhere_follows_the_task_that_ends_soonest() {
     let mut claims = held_by("x", "a", 0..2);
     claims.extend(held_by("z", "b", 0..1));
     let claims = ending(ending(claims, "x-old-0", 1500), "x-old-1", 300);
-    let result = place(&agents, &claims, &[req("r1", 100, 1, true), req("r2", 100, 1, true), req("r3", 100, 1, true)]);
+    let result = place(
+        &agents,
+        &claims,
+        &[
+            req("r1", 100, 1, true),
+            req("r2", 100, 1, true),
+            req("r3", 100, 1, true),
+        ],
+    );
     assert_eq!(follows(outcome(&result, "r1")), ("a", "x-old-1"));
     let Outcome::HandOver { gpus, .. } = outcome(&result, "r1") else {
         unreachable!()
     };
     assert_eq!(gpus, &["a-gpu1"], "the GPUs of the task it follows");
-    assert_eq!(follows(outcome(&result, "r2")), ("a", "x-old-0"), "each task takes one successor");
+    assert_eq!(
+        follows(outcome(&result, "r2")),
+        ("a", "x-old-0"),
+        "each task takes one successor"
+    );
     // b's task is not about to end (no expected end): r3 waits.
-    assert!(matches!(outcome(&result, "r3"), Outcome::Wait { .. }), "{result:?}");
+    assert!(
+        matches!(outcome(&result, "r3"), Outcome::Wait { .. }),
+        "{result:?}"
+    );
 }
 
 #[test]
 fn a_free_gpu_comes_before_a_hand_over() {
     let agents = [h100s("a", 2)];
     let claims = ending(held_by("x", "a", 0..1), "x-old-0", 0);
-    let result = place(&agents, &claims, &[req("r1", 100, 1, true), req("r2", 100, 1, true)]);
+    let result = place(
+        &agents,
+        &claims,
+        &[req("r1", 100, 1, true), req("r2", 100, 1, true)],
+    );
     assert_eq!(placed_on(outcome(&result, "r1")), "a");
     assert!(matches!(outcome(&result, "r1"), Outcome::Place { .. }));
     assert_eq!(follows(outcome(&result, "r2")), ("a", "x-old-0"));
@@ -907,14 +928,21 @@ fn a_hand_over_needs_the_same_whole_gpus_and_no_more_than_the_task_followed_hold
     });
     for r in [two, quarter, cpu, memory, selector] {
         let result = place(&agents, &claims, std::slice::from_ref(&r));
-        assert!(!matches!(outcome(&result, &r.id), Outcome::HandOver { .. }), "{}: {result:?}", r.id);
+        assert!(
+            !matches!(outcome(&result, &r.id), Outcome::HandOver { .. }),
+            "{}: {result:?}",
+            r.id
+        );
     }
     // An agent under DiskPressure takes no successor that writes outputs; one to avoid is
     // taken only when no other has a task ending.
     let mut pressed = agents.clone();
     pressed[0].disk_pressure = true;
     let result = place(&pressed, &claims, &[req("r", 100, 1, true)]);
-    assert!(!matches!(outcome(&result, "r"), Outcome::HandOver { .. }), "{result:?}");
+    assert!(
+        !matches!(outcome(&result, "r"), Outcome::HandOver { .. }),
+        "{result:?}"
+    );
     let two_agents = [h100s("a", 1), h100s("b", 1)];
     let mut claims = ending(held_by("x", "a", 0..1), "x-old-0", 0);
     claims.extend(ending(held_by("y", "b", 0..1), "y-old-0", 900));
@@ -938,21 +966,52 @@ fn a_successor_holds_nothing_more_and_neither_it_nor_the_task_it_follows_is_pree
     claims[1].ends_in_ms = None;
     // The successor fits in what its predecessor holds: a's other GPU and 1,000m of CPU are
     // free, and the task followed takes no second successor.
-    let result = place(&agents, &claims, &[req("free", 100, 1, true), req("again", 100, 1, true)]);
-    assert!(matches!(outcome(&result, "free"), Outcome::Place { .. }), "{result:?}");
-    assert!(matches!(outcome(&result, "again"), Outcome::Wait { .. }), "{result:?}");
+    let result = place(
+        &agents,
+        &claims,
+        &[req("free", 100, 1, true), req("again", 100, 1, true)],
+    );
+    assert!(
+        matches!(outcome(&result, "free"), Outcome::Place { .. }),
+        "{result:?}"
+    );
+    assert!(
+        matches!(outcome(&result, "again"), Outcome::Wait { .. }),
+        "{result:?}"
+    );
     // Training may preempt selfplay of lower priority, but not a hand-over's two ends.
     let result = place(&agents[..], &claims, &[req("train", 200, 2, false)]);
-    assert!(matches!(outcome(&result, "train"), Outcome::Wait { .. }), "{result:?}");
+    assert!(
+        matches!(outcome(&result, "train"), Outcome::Wait { .. }),
+        "{result:?}"
+    );
     // In the share, the successor counts for the GPU, the task it follows no more.
     let placed = place_shared(&agents, &claims, &[], &BTreeMap::new());
-    assert!(placed.shares.get("x").is_none_or(|s| s.used.gpus == 0.0), "{:?}", placed.shares);
-    assert!((placed.shares["y"].used.gpus - 1.0).abs() < 1e-9, "{:?}", placed.shares);
+    assert!(
+        placed.shares.get("x").is_none_or(|s| s.used.gpus == 0.0),
+        "{:?}",
+        placed.shares
+    );
+    assert!(
+        (placed.shares["y"].used.gpus - 1.0).abs() < 1e-9,
+        "{:?}",
+        placed.shares
+    );
     // Once the task followed has ended, the successor is an ordinary task.
     let alone = vec![claims[1].clone()];
-    let result = place(&agents, &alone, &[req("r1", 100, 1, true), req("r2", 100, 1, true)]);
-    assert!(matches!(outcome(&result, "r1"), Outcome::Place { .. }), "{result:?}");
-    assert!(matches!(outcome(&result, "r2"), Outcome::Wait { .. }), "the successor holds a GPU now");
+    let result = place(
+        &agents,
+        &alone,
+        &[req("r1", 100, 1, true), req("r2", 100, 1, true)],
+    );
+    assert!(
+        matches!(outcome(&result, "r1"), Outcome::Place { .. }),
+        "{result:?}"
+    );
+    assert!(
+        matches!(outcome(&result, "r2"), Outcome::Wait { .. }),
+        "the successor holds a GPU now"
+    );
 }
 
 #[test]
@@ -973,6 +1032,30 @@ fn an_owed_claimant_takes_a_gpu_about_to_free_before_preempting() {
     assert_eq!(follows(y[0]), ("a", "x-old-2"), "{y:?}");
     assert!(matches!(y[1], Outcome::Preempt { .. }), "{y:?}");
     // Both placed: y uses 2, x 2 (one preempted, one handed over).
-    assert!((placed.shares["y"].used.gpus - 2.0).abs() < 1e-9, "{:?}", placed.shares);
-    assert!((placed.shares["x"].used.gpus - 2.0).abs() < 1e-9, "{:?}", placed.shares);
+    assert!(
+        (placed.shares["y"].used.gpus - 2.0).abs() < 1e-9,
+        "{:?}",
+        placed.shares
+    );
+    assert!(
+        (placed.shares["x"].used.gpus - 2.0).abs() < 1e-9,
+        "{:?}",
+        placed.shares
+    );
+}
+
+#[test]
+fn the_standings_after_a_hand_over_are_those_of_the_fleet_after_it() {
+    // x's only task is about to end and x waits for nothing more; y's unit follows it. After the
+    // pass x holds nothing and wants nothing: it is entitled to nothing, and y to its GPU.
+    let agents = [h100s("a", 1)];
+    let claims = ending(held_by("x", "a", 0..1), "x-old-0", 500);
+    let placed = place_shared(&agents, &claims, &units("y", 1, 1, true), &BTreeMap::new());
+    assert_eq!(follows(&placed.outcomes[0].1), ("a", "x-old-0"));
+    let (x, y) = (&placed.shares["x"], &placed.shares["y"]);
+    assert!(x.used.gpus.abs() < 1e-9 && x.entitled.gpus.abs() < 1e-9, "{x:?}");
+    assert!(
+        (y.used.gpus - 1.0).abs() < 1e-9 && (y.entitled.gpus - 1.0).abs() < 1e-9,
+        "{y:?}"
+    );
 }
