@@ -314,9 +314,12 @@ async fn patch_status(
 }
 
 /// Whether the task, as the cache has it now, was cancelled; `Some(true)` when it was marked
-/// lost (stop silently: it is no longer current).
+/// lost or deleted (stop silently: it is no longer current, as a real agent stops the process
+/// of a deleted Task).
 fn cancelled(store: &Store<Task>, task: &Task) -> Option<bool> {
-    let current = store.get(&reflector::ObjectRef::from_obj(task))?;
+    let Some(current) = store.get(&reflector::ObjectRef::from_obj(task)) else {
+        return Some(true);
+    };
     if current.metadata.uid != task.metadata.uid {
         return Some(true);
     }
@@ -520,17 +523,18 @@ pub async fn run(
         writer,
         watcher(Api::<Task>::all(client.clone()), selector).default_backoff(),
     )
-    .applied_objects()
+    .touched_objects()
     .for_each(|task| {
         if let Ok(task) = task {
             let agent = task.spec.agent.clone().unwrap_or_default();
             let fresh = task.status.as_ref().is_none_or(|s| s.phase == TaskPhase::Pending);
             let uid = task.metadata.uid.clone().unwrap_or_default();
-            // The cache holds this change now: the task's run looks again.
+            // The cache holds this change (or deletion) now: the task's run looks again.
             if let Some(wake) = wakers.lock().ok().and_then(|w| w.get(&uid).cloned()) {
                 wake.notify_one();
             }
-            if mine.contains(&agent) && fresh && !task.spec.cancel {
+            let deleted = store.get(&reflector::ObjectRef::from_obj(&task)).is_none();
+            if mine.contains(&agent) && fresh && !task.spec.cancel && !deleted {
                 let first = started.lock().is_ok_and(|mut s| s.insert(uid.clone()));
                 if first {
                     let wake = Arc::new(Notify::new());

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams};
 use ringrift_crds::common::JobPhase;
 use ringrift_crds::task::{Task, TaskPhase};
-use ringrift_e2e::cluster::{Cluster, finished, selfplay};
+use ringrift_e2e::cluster::{Cluster, finished, selfplay, until};
+use serde_json::json;
 
 /// Run time of each simulated task.
 const RUN_MS: i64 = 3000;
@@ -92,4 +93,36 @@ async fn with_hand_overs_off_no_unit_is_bound_ahead() {
     let tasks = one_gpu_job(&cluster).await;
     assert!(tasks.iter().all(|t| t.spec.start_after.is_none()));
     assert!(Cluster::metric(&controller, "ringrift_controller_hand_overs_total").abs() < f64::EPSILON);
+}
+
+/// The simulated agents stop the run of a deleted Task at once, as a real agent stops its
+/// process: a task following it starts then, not when the deleted run would have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_run_whose_task_is_deleted_lets_its_follower_start() {
+    let cluster = Cluster::start("handover-deleted").await;
+    let _agents = cluster.agents("sim", 1, 1);
+    let long = json!({"template": {"env": {"SIM_DURATION_MS": "600000"}}});
+    cluster.shell_task("first", "sim-0", "", long.clone()).await;
+    task_phase(&cluster, "first", TaskPhase::Running).await;
+    let mut next = long;
+    next["startAfter"] = json!("default/first");
+    next["template"]["env"]["SIM_DURATION_MS"] = json!("100");
+    cluster.shell_task("next", "sim-0", "", next).await;
+    // Held back while the first runs.
+    let held = cluster.tasks().get("next").await.unwrap();
+    assert!(held.status.is_none_or(|s| s.phase == TaskPhase::Pending));
+    cluster
+        .tasks()
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    task_phase(&cluster, "next", TaskPhase::Succeeded).await;
+}
+
+async fn task_phase(cluster: &Cluster, name: &str, want: TaskPhase) {
+    until(&format!("{name} {want:?}"), Duration::from_secs(60), || async {
+        let t = cluster.tasks().get(name).await.ok()?;
+        (t.status.as_ref().map(|s| s.phase) == Some(want)).then_some(())
+    })
+    .await;
 }
