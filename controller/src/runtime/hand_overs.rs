@@ -2,6 +2,7 @@
 //! successors waited too long (the rules are [`crate::reconcile::handover`]'s).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -14,20 +15,24 @@ use crate::reconcile::handover;
 
 /// Marks the running tasks about to end that may hand their GPUs over (by their job's
 /// expected duration: [`handover`]) and finds the successors that waited too long for
-/// theirs, to withdraw. `peers` has, per job uid, the uids of the other jobs of its kind and
+/// theirs, to withdraw. `peers` has, per job uid, the uids of the jobs of its kind and
 /// claimant, newest first. Returns the claims with their job's uid, the successors to
 /// withdraw, and when the next running task may hand over.
 pub(super) fn mark(
     claims: Vec<LiveClaim>,
-    (by_job, peers): (&TasksByJob, &HashMap<String, Vec<String>>),
+    (by_job, peers): (&TasksByJob, &Peers),
     now: Timestamp,
     lookahead: Duration,
 ) -> (Vec<(Claim, String)>, Vec<String>, Option<Duration>) {
     let mut expected: HashMap<String, Option<Duration>> = HashMap::new();
     let mut expect = |owner: &str| {
         *expected.entry(owner.to_owned()).or_insert_with(|| {
-            let jobs =
-                std::iter::once(owner).chain(peers.get(owner).into_iter().flatten().map(String::as_str));
+            let others = peers
+                .get(owner)
+                .into_iter()
+                .flat_map(|p| p.iter())
+                .map(String::as_str);
+            let jobs = std::iter::once(owner).chain(others.filter(|j| *j != owner));
             handover::expected_duration(
                 jobs.filter_map(|j| by_job.get(j))
                     .flat_map(|tasks| tasks.iter().map(|t| &**t)),
@@ -65,9 +70,12 @@ pub(super) fn mark(
     (out, withdrawn, next)
 }
 
-/// Per job uid, the uids of the other jobs of the pass with its kind and claimant, newest
-/// first (by creation time, then name).
-pub(super) fn peers(entries: &[Entry]) -> HashMap<String, Vec<String>> {
+/// Per job uid, the uids of the jobs of the pass with its kind and claimant (its own among
+/// them), newest first: one list shared by the jobs of a kind and claimant.
+pub(super) type Peers = HashMap<String, Arc<Vec<String>>>;
+
+/// The [`Peers`] of the pass's jobs, newest first by creation time, then name.
+pub(super) fn peers(entries: &[Entry]) -> Peers {
     // (created, name, uid) of each job, per claimant and kind.
     type Jobs = Vec<(Option<Timestamp>, String, String)>;
     let mut groups: HashMap<(String, JobKind), Jobs> = HashMap::new();
@@ -83,10 +91,9 @@ pub(super) fn peers(entries: &[Entry]) -> HashMap<String, Vec<String>> {
     let mut out = HashMap::new();
     for mut jobs in groups.into_values() {
         jobs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
-        let uids: Vec<&String> = jobs.iter().map(|(_, _, uid)| uid).collect();
-        for uid in &uids {
-            let others = uids.iter().filter(|u| *u != uid).map(|u| (*u).clone()).collect();
-            out.insert((*uid).clone(), others);
+        let uids: Arc<Vec<String>> = Arc::new(jobs.into_iter().map(|(_, _, uid)| uid).collect());
+        for uid in uids.iter() {
+            out.insert(uid.clone(), uids.clone());
         }
     }
     out
