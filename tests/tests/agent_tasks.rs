@@ -195,6 +195,33 @@ async fn cancel_kills_the_whole_process_group_even_children_that_ignore_sigterm(
     .await;
 }
 
+/// Files in which shell tasks mark when something happened (nanoseconds since the epoch).
+struct Marks {
+    dir: std::path::PathBuf,
+}
+
+impl Marks {
+    fn new(cluster: &Cluster) -> Self {
+        let dir = cluster.dir().join("marks");
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir }
+    }
+
+    /// The shell command that marks `what` now.
+    fn command(&self, what: &str) -> String {
+        format!("date +%s%N > {}/{what}", self.dir.display())
+    }
+
+    /// When `what` was marked.
+    fn at(&self, what: &str) -> u128 {
+        std::fs::read_to_string(self.dir.join(what))
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
 /// A preemption binds the new task as its victim is cancelled; the victim may take its grace
 /// period to exit. The new task starts only once the victim's process is gone (two tasks never
 /// share a device's memory), while a task on another GPU starts at once.
@@ -202,9 +229,8 @@ async fn cancel_kills_the_whole_process_group_even_children_that_ignore_sigterm(
 async fn a_task_on_the_gpus_of_a_stopping_task_starts_once_that_task_has_exited() {
     let cluster = Cluster::start("agent-handover").await;
     let agent = cluster.agent("a1", &[]);
-    let marks = cluster.dir().join("marks");
-    std::fs::create_dir_all(&marks).unwrap();
-    let mark = |what: &str| format!("date +%s%N > {}/{what}", marks.display());
+    let marks = Marks::new(&cluster);
+    let mark = |what: &str| marks.command(what);
     // The victim takes half a second to exit after SIGTERM (as a selfplay process saving its
     // games; the test agent's grace period is 1 s).
     let victim = format!(
@@ -238,13 +264,7 @@ async fn a_task_on_the_gpus_of_a_stopping_task_starts_once_that_task_has_exited(
         phase(t) == TaskPhase::Cancelled
     })
     .await;
-    let at = |what: &str| -> u128 {
-        std::fs::read_to_string(marks.join(what))
-            .unwrap_or_else(|e| panic!("{what}: {e}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let at = |what: &str| marks.at(what);
     let (exited, preemptor, neighbour) = (
         at("victim-exited"),
         at("preemptor-started"),
@@ -268,11 +288,10 @@ async fn a_task_on_the_gpus_of_a_stopping_task_starts_once_that_task_has_exited(
 async fn a_task_that_follows_another_starts_once_that_process_has_exited() {
     let cluster = Cluster::start("agent-follow").await;
     let agent = cluster.agent("a1", &[]);
-    let marks = cluster.dir().join("marks");
-    std::fs::create_dir_all(&marks).unwrap();
-    let mark = |what: &str| format!("date +%s%N > {}/{what}", marks.display());
+    let marks = Marks::new(&cluster);
+    let mark = |what: &str| marks.command(what);
     // The running task ends on its own when told to (a file appears).
-    let go = marks.join("go");
+    let go = marks.dir.join("go");
     let first = format!(
         "echo started; while [ ! -e {} ]; do sleep 0.05; done; {}",
         go.display(),
@@ -306,7 +325,7 @@ async fn a_task_that_follows_another_starts_once_that_process_has_exited() {
     // The agent has looked at `next` since (a pass after the orphan's end), and holds it.
     agent.after_passes(2.0).await;
     assert!(
-        !marks.join("next-started").exists(),
+        !marks.dir.join("next-started").exists(),
         "started before the task it follows exited"
     );
     let t = task_when(&cluster, "next", "next still Pending", |_| true).await;
@@ -316,13 +335,7 @@ async fn a_task_that_follows_another_starts_once_that_process_has_exited() {
         phase(t) == TaskPhase::Succeeded
     })
     .await;
-    let at = |what: &str| -> u128 {
-        std::fs::read_to_string(marks.join(what))
-            .unwrap_or_else(|e| panic!("{what}: {e}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let at = |what: &str| marks.at(what);
     assert!(at("next-started") >= at("first-exited"));
     assert!(
         agent
