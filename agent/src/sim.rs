@@ -44,8 +44,8 @@ use crate::register::heartbeat;
 /// cancel at once without polling the cache.
 type Wakers = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
 
-/// Per task run (by `namespace/name`): becomes true when it stops holding its GPUs, for the
-/// task that follows it.
+/// Per task run (by Task uid): becomes true when it stops holding its GPUs, for the task that
+/// follows it.
 type Ends = Arc<Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>>;
 
 /// A task's run, registered in [`Ends`] while it holds its GPUs.
@@ -384,7 +384,7 @@ async fn run_task(
     if !wait_for_predecessor(&tasks, &store, &task, &ends, &wake).await {
         return;
     }
-    let holding = Holding::new(&ends, format!("{ns}/{name}"));
+    let holding = Holding::new(&ends, task.uid().unwrap_or_default());
     let duration = env(&task, "SIM_DURATION_MS")
         .and_then(|v| v.parse().ok())
         .map_or(default, Duration::from_millis);

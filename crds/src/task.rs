@@ -154,12 +154,13 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub resume_from: Option<String>,
-    /// `<namespace>/<name>` of a Task running on the same agent and GPUs that this one follows
-    /// (a hand-over: the controller binds the next task to a GPU whose task is about to end).
-    /// The agent starts this one once that task's process has exited; unset, or naming a task
-    /// the agent does not run, it starts at once.
+    /// The `metadata.uid` of a Task running on the same agent and GPUs that this one follows
+    /// (a hand-over: the controller binds the next task to a GPU whose task is about to end;
+    /// a uid, not a name, since a Task deleted and created again keeps its name). The agent
+    /// starts this one once that task's process has exited; unset, or naming a task the agent
+    /// does not run, it starts at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 3, max = 317))]
+    #[schemars(length(min = 1, max = 128))]
     pub start_after: Option<String>,
 }
 

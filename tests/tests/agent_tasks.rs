@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use ringrift_crds::task::{FailureClass, Task, TaskPhase};
 use ringrift_e2e::agent::{AgentProcess, TOKEN};
@@ -297,14 +298,14 @@ async fn a_task_that_follows_another_starts_once_that_process_has_exited() {
         go.display(),
         mark("first-exited")
     );
-    cluster.shell_task("first", "a1", &first, json!({})).await;
+    let first = cluster.shell_task("first", "a1", &first, json!({})).await;
     log_contains(&agent, "first", "started").await;
     cluster
         .shell_task(
             "next",
             "a1",
             &mark("next-started"),
-            json!({"startAfter": "default/first"}),
+            json!({"startAfter": first.uid().unwrap()}),
         )
         .await;
     cluster
@@ -312,7 +313,7 @@ async fn a_task_that_follows_another_starts_once_that_process_has_exited() {
             "orphan",
             "a1",
             &mark("orphan-started"),
-            json!({"startAfter": "default/never-ran", "gpus": ["GPU-sim-a1-1"]}),
+            json!({"startAfter": "5d0c2f1e-0000-4000-8000-000000000000", "gpus": ["GPU-sim-a1-1"]}),
         )
         .await;
     task_when(

@@ -46,7 +46,7 @@ async fn a_unit_follows_a_task_about_to_end_and_starts_when_it_ends() {
     let controller = cluster.controller_with("c1", &["--hand-over", "10s"]);
     let _agents = cluster.agents("sim", 1, 1);
     let tasks = one_gpu_job(&cluster).await;
-    let by_name: HashMap<String, &Task> = tasks.iter().map(|t| (t.name_any(), t)).collect();
+    let by_uid: HashMap<String, &Task> = tasks.iter().map(|t| (t.uid().unwrap(), t)).collect();
     let followers: Vec<&Task> = tasks.iter().filter(|t| t.spec.start_after.is_some()).collect();
     // The first three tasks teach the controller how long a task takes; from the fourth on,
     // each next unit is bound while the one before runs.
@@ -57,12 +57,12 @@ async fn a_unit_follows_a_task_about_to_end_and_starts_when_it_ends() {
         tasks.len()
     );
     for next in &followers {
+        // Named by uid.
         let after = next.spec.start_after.as_deref().unwrap();
-        let (ns, name) = after.split_once('/').unwrap();
-        assert_eq!(ns, "default");
-        let before = by_name
-            .get(name)
+        let before = by_uid
+            .get(after)
             .unwrap_or_else(|| panic!("{} follows {after}, not a task of the job", next.name_any()));
+        let name = before.name_any();
         assert_eq!(next.spec.gpus, before.spec.gpus, "the same GPU");
         assert_eq!(next.spec.agent, before.spec.agent, "the same agent");
         assert_eq!(
@@ -102,10 +102,10 @@ async fn a_simulated_run_whose_task_is_deleted_lets_its_follower_start() {
     let cluster = Cluster::start("handover-deleted").await;
     let _agents = cluster.agents("sim", 1, 1);
     let long = json!({"template": {"env": {"SIM_DURATION_MS": "600000"}}});
-    cluster.shell_task("first", "sim-0", "", long.clone()).await;
+    let first = cluster.shell_task("first", "sim-0", "", long.clone()).await;
     task_phase(&cluster, "first", TaskPhase::Running).await;
     let mut next = long;
-    next["startAfter"] = json!("default/first");
+    next["startAfter"] = json!(first.uid().unwrap());
     next["template"]["env"]["SIM_DURATION_MS"] = json!("100");
     cluster.shell_task("next", "sim-0", "", next).await;
     // Held back while the first runs.

@@ -328,15 +328,11 @@ async fn sync(
     }
 }
 
-/// The task `task` follows (`spec.startAfter`, `namespace/name`), while its process still runs
+/// The task `task` follows (`spec.startAfter`, its uid), by name, while its process still runs
 /// here; none once it has exited, or when this agent never ran it.
-fn predecessor<'a>(node: &Node, task: &'a Task) -> Option<&'a str> {
-    let after = task.spec.start_after.as_deref()?;
-    let (namespace, name) = after.split_once('/')?;
-    node.runs
-        .by_name(namespace, name)
-        .is_some_and(|run| run.holds_gpus())
-        .then_some(after)
+fn predecessor(node: &Node, task: &Task) -> Option<String> {
+    let run = node.runs.get(task.spec.start_after.as_deref()?)?;
+    run.holds_gpus().then(|| run.name.clone())
 }
 
 /// The first of the `stopping` runs (name, GPU UUIDs) that holds one of `gpus`.

@@ -17,13 +17,14 @@ use crate::reconcile::handover;
 /// expected duration: [`handover`]) and finds the successors that waited too long for
 /// theirs, to withdraw. `peers` has, per job uid, the uids of the jobs of its kind and
 /// claimant, newest first. Returns the claims with their job's uid, the successors to
-/// withdraw, and when the next running task may hand over.
+/// withdraw, when the next running task may hand over, and each live task's uid by claim id
+/// (for the `spec.startAfter` of a successor).
 pub(super) fn mark(
     claims: Vec<LiveClaim>,
     (by_job, peers): (&TasksByJob, &Peers),
     now: Timestamp,
     lookahead: Duration,
-) -> (Vec<(Claim, String)>, Vec<String>, Option<Duration>) {
+) -> Marked {
     let mut expected: HashMap<String, Option<Duration>> = HashMap::new();
     let mut expect = |owner: &str| {
         *expected.entry(owner.to_owned()).or_insert_with(|| {
@@ -42,11 +43,19 @@ pub(super) fn mark(
     let mut next: Option<Duration> = None;
     let owners: HashMap<String, String> = claims
         .iter()
-        .map(|(c, owner, _)| (c.task.clone(), owner.clone()))
+        .map(|c| (c.claim.task.clone(), c.owner.clone()))
         .collect();
     let mut withdrawn = Vec::new();
+    let mut uids = HashMap::with_capacity(claims.len());
     let mut out = Vec::with_capacity(claims.len());
-    for (mut claim, owner, view) in claims {
+    for LiveClaim {
+        mut claim,
+        owner,
+        view,
+        uid,
+    } in claims
+    {
+        uids.insert(claim.task.clone(), uid);
         if !lookahead.is_zero() && claim.gpu_fraction.is_none() && !claim.gpus.is_empty() {
             if let Some(e) = expect(&owner) {
                 claim.ends_in_ms = handover::ends_in(&view, e, now, lookahead);
@@ -67,7 +76,24 @@ pub(super) fn mark(
         }
         out.push((claim, owner));
     }
-    (out, withdrawn, next)
+    Marked {
+        claims: out,
+        withdrawn,
+        next,
+        uids,
+    }
+}
+
+/// What [`mark`] found.
+pub(super) struct Marked {
+    /// The claims, with the uid of the job that owns each.
+    pub(super) claims: Vec<(Claim, String)>,
+    /// Successors to withdraw (`namespace/name`).
+    pub(super) withdrawn: Vec<String>,
+    /// When the next running task may hand over.
+    pub(super) next: Option<Duration>,
+    /// Each live task's uid by claim id (`namespace/name`).
+    pub(super) uids: HashMap<String, String>,
 }
 
 /// Per job uid, the uids of the jobs of the pass with its kind and claimant (its own among

@@ -517,8 +517,12 @@ impl Reconciler {
             .filter_map(|e| Some((e.job.meta().uid.clone()?, e.job.claimant())))
             .collect();
         let peers = hand_overs::peers(entries);
-        let (claims, withdrawn, next_hand_over) =
-            hand_overs::mark(claims, (by_job, &peers), now, self.tuning.hand_over);
+        let hand_overs::Marked {
+            claims,
+            withdrawn,
+            next: next_hand_over,
+            uids,
+        } = hand_overs::mark(claims, (by_job, &peers), now, self.tuning.hand_over);
         let claims: Vec<Claim> = claims
             .into_iter()
             .map(|(mut claim, owner)| {
@@ -601,8 +605,9 @@ impl Reconciler {
                     entry.placed.push(objects::task(view, attempt, &agent, &gpus));
                 }
                 Outcome::HandOver { agent, gpus, after } => {
+                    // Named by uid: a task deleted and created again keeps its name.
                     let mut task = objects::task(view, attempt, &agent, &gpus);
-                    task.spec.start_after = Some(after);
+                    task.spec.start_after = uids.get(&after).cloned();
                     entry.placed.push(task);
                     self.health.metrics.hand_overs.inc();
                 }

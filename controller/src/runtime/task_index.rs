@@ -17,8 +17,18 @@ use crate::reconcile::view::{TaskView, default_priority};
 /// Tasks by the uid of the job that owns them.
 pub(super) type TasksByJob = HashMap<String, Vec<Arc<TaskView>>>;
 
-/// A live task's claim on its agent, with the uid of the job that owns it and its view.
-pub(super) type LiveClaim = (Claim, String, Arc<TaskView>);
+/// A live task's claim on its agent.
+pub(super) struct LiveClaim {
+    /// The claim; its `after` is the claim id (`namespace/name`) of the live task whose uid
+    /// the Task's `spec.startAfter` names, none when that task is no longer live.
+    pub(super) claim: Claim,
+    /// The uid of the job that owns it.
+    pub(super) owner: String,
+    /// Its view.
+    pub(super) view: Arc<TaskView>,
+    /// Its uid.
+    pub(super) uid: String,
+}
 
 /// The planner's views of the Tasks, each made once per object: the tasks cache hands the same
 /// shared object back until it changes, so a view is keyed by that object's address, and keeps
@@ -51,7 +61,8 @@ impl TaskIndex {
     /// Reads each task: grouped by the uid of the job that owns it (tasks of a deleted job of
     /// the same name, not yet garbage-collected, are not the new job's), and, while live on an
     /// agent, a claim on that agent's resources with its job's uid (placement fills in the
-    /// job's priority). Views of tasks no longer read are forgotten.
+    /// job's priority; a successor's `after` names the live task its `spec.startAfter` uid is).
+    /// Views of tasks no longer read are forgotten.
     pub(super) fn index(&mut self, tasks: &[Arc<Task>]) -> (TasksByJob, Vec<LiveClaim>) {
         self.round += 1;
         let round = self.round;
@@ -71,11 +82,12 @@ impl TaskIndex {
             made.seen = round;
             let v = &made.view;
             if let (Some(agent), true) = (&v.agent, v.is_live()) {
-                claims.push((
-                    claim(t, v, agent),
-                    made.owner.clone().unwrap_or_default(),
-                    v.clone(),
-                ));
+                claims.push(LiveClaim {
+                    claim: claim(t, v, agent),
+                    owner: made.owner.clone().unwrap_or_default(),
+                    view: v.clone(),
+                    uid: t.uid().unwrap_or_default(),
+                });
             }
             if let Some(owner) = &made.owner {
                 match by_job.get_mut(owner) {
@@ -87,6 +99,13 @@ impl TaskIndex {
             }
         }
         self.by_object.retain(|_, m| m.seen == round);
+        let live: HashMap<String, String> = claims
+            .iter()
+            .map(|c| (c.uid.clone(), c.claim.task.clone()))
+            .collect();
+        for c in &mut claims {
+            c.claim.after = c.claim.after.as_ref().and_then(|uid| live.get(uid).cloned());
+        }
         (by_job, claims)
     }
 }
@@ -106,6 +125,7 @@ fn claim(t: &Task, v: &TaskView, agent: &str) -> Claim {
         gpu_fraction: v.resources.gpu_fraction.map(GpuFraction::thousandths),
         gpu_memory_mib: v.resources.gpu_memory_mib,
         ends_in_ms: None,
+        // The uid, until `TaskIndex::index` puts the claim id of that task in its place.
         after: t.spec.start_after.clone(),
     }
 }
@@ -156,10 +176,33 @@ mod tests {
         assert_eq!(names("job-2"), ["c"]);
         let claimed: Vec<_> = claims
             .iter()
-            .map(|(c, owner, _)| (c.task.as_str(), owner.as_str()))
+            .map(|c| (c.claim.task.as_str(), c.owner.as_str()))
             .collect();
         assert_eq!(claimed, [("default/a", "job-1"), ("default/c", "job-2")]);
-        assert_eq!(claims[0].0.gpus, ["GPU-0"]);
+        assert_eq!(claims[0].claim.gpus, ["GPU-0"]);
+    }
+
+    #[test]
+    fn a_successor_names_the_live_task_whose_uid_it_follows() {
+        let before = task("a", "job-1", TaskPhase::Running);
+        let mut next = (*task("b", "job-1", TaskPhase::Pending)).clone();
+        next.spec.start_after = Some("uid-a".into());
+        let mut orphan = (*task("c", "job-1", TaskPhase::Pending)).clone();
+        orphan.spec.start_after = Some("uid-gone".into());
+        let (_, claims) = TaskIndex::default().index(&[before, Arc::new(next), Arc::new(orphan)]);
+        let after: Vec<_> = claims
+            .iter()
+            .map(|c| (c.claim.task.as_str(), c.claim.after.as_deref()))
+            .collect();
+        assert_eq!(
+            after,
+            [
+                ("default/a", None),
+                ("default/b", Some("default/a")),
+                ("default/c", None)
+            ]
+        );
+        assert_eq!(claims[0].uid, "uid-a");
     }
 
     #[test]
