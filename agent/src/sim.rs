@@ -326,6 +326,16 @@ fn cancelled(store: &Store<Task>, task: &Task) -> Option<bool> {
     current.spec.cancel.then(|| current.is_lost())
 }
 
+/// The final status of a cancelled task.
+fn cancelled_status() -> StatusUpdate {
+    StatusUpdate {
+        phase: Some(TaskPhase::Cancelled),
+        reason: Some("Cancelled".into()),
+        completion_time: Some(now()),
+        ..StatusUpdate::default()
+    }
+}
+
 /// Waits until the run `task` follows (`spec.startAfter`) has ended, if it runs here; false when
 /// the task was cancelled meanwhile (it then records that, unless it was marked lost).
 async fn wait_for_predecessor(
@@ -350,11 +360,8 @@ async fn wait_for_predecessor(
         if let Some(lost) = cancelled(store, task) {
             if !lost {
                 let status = StatusUpdate {
-                    phase: Some(TaskPhase::Cancelled),
-                    reason: Some("Cancelled".into()),
                     message: Some("cancelled before it started".into()),
-                    completion_time: Some(now()),
-                    ..StatusUpdate::default()
+                    ..cancelled_status()
                 };
                 let _ = patch_status(tasks, &task.name_any(), task.spec.attempt, &status).await;
             }
@@ -419,13 +426,7 @@ async fn run_task(
         loop {
             if let Some(lost) = cancelled(&store, &task) {
                 if !lost {
-                    let status = StatusUpdate {
-                        phase: Some(TaskPhase::Cancelled),
-                        reason: Some("Cancelled".into()),
-                        completion_time: Some(now()),
-                        ..StatusUpdate::default()
-                    };
-                    let _ = patch_status(&tasks, &name, attempt, &status).await;
+                    let _ = patch_status(&tasks, &name, attempt, &cancelled_status()).await;
                 }
                 tracing::info!(task = name, agent, lost, "stopped a cancelled task");
                 return;

@@ -512,10 +512,6 @@ impl Reconciler {
         now: Timestamp,
         soon: &mut impl FnMut(Duration),
     ) -> (Vec<String>, BTreeMap<String, Standing>) {
-        let claimant_of: HashMap<String, String> = entries
-            .iter()
-            .filter_map(|e| Some((e.job.meta().uid.clone()?, e.job.claimant())))
-            .collect();
         let peers = hand_overs::peers(entries);
         let hand_overs::Marked {
             claims,
@@ -523,45 +519,8 @@ impl Reconciler {
             next: next_hand_over,
             uids,
         } = hand_overs::mark(claims, (by_job, &peers), now, self.tuning.hand_over);
-        let claims: Vec<Claim> = claims
-            .into_iter()
-            .map(|(mut claim, owner)| {
-                if let Some(p) = priorities.get(&owner) {
-                    claim.priority = *p;
-                }
-                // A task whose job is gone counts under that job's uid until it stops.
-                claim.claimant = claimant_of.get(&owner).cloned().unwrap_or(owner);
-                claim
-            })
-            .collect();
-        let mut requests = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            let (Ok(view), Some(plan)) = (&e.view, &e.plan) else {
-                continue;
-            };
-            if e.held_back || e.gated.is_some() {
-                continue;
-            }
-            let mut input_bytes: BTreeMap<String, u64> = BTreeMap::new();
-            for input in &view.inputs {
-                for holder in &input.holders {
-                    *input_bytes.entry(holder.clone()).or_default() += input.size_bytes;
-                }
-            }
-            for (j, c) in plan.create.iter().enumerate() {
-                requests.push(Request {
-                    id: format!("{i}/{j}"),
-                    priority: view.priority,
-                    resources: view.resources.clone(),
-                    elastic: view.kind == JobKind::SelfplayJob,
-                    avoid: c.avoid.clone(),
-                    // A gauntlet writes only its result.
-                    writes_outputs: view.kind != JobKind::GauntletJob,
-                    input_bytes: input_bytes.clone(),
-                    claimant: e.job.claimant(),
-                });
-            }
-        }
+        let claims = claimed(entries, claims, priorities);
+        let requests = requests(entries);
         let started = Instant::now();
         let placement::Placed {
             outcomes,
@@ -634,6 +593,60 @@ impl Reconciler {
         self.shares_reported = shares.keys().cloned().collect();
         (victims, shares)
     }
+}
+
+/// The live tasks' claims (with the uid of the job that owns each), with their job's priority
+/// and claimant filled in.
+fn claimed(entries: &[Entry], claims: Vec<(Claim, String)>, priorities: &HashMap<String, u32>) -> Vec<Claim> {
+    let claimant_of: HashMap<String, String> = entries
+        .iter()
+        .filter_map(|e| Some((e.job.meta().uid.clone()?, e.job.claimant())))
+        .collect();
+    claims
+        .into_iter()
+        .map(|(mut claim, owner)| {
+            if let Some(p) = priorities.get(&owner) {
+                claim.priority = *p;
+            }
+            // A task whose job is gone counts under that job's uid until it stops.
+            claim.claimant = claimant_of.get(&owner).cloned().unwrap_or(owner);
+            claim
+        })
+        .collect()
+}
+
+/// A placement request for every unit a job's plan creates (id `<entry>/<unit>`), except jobs
+/// held back or waiting for Kueue.
+fn requests(entries: &[Entry]) -> Vec<Request> {
+    let mut requests = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let (Ok(view), Some(plan)) = (&e.view, &e.plan) else {
+            continue;
+        };
+        if e.held_back || e.gated.is_some() {
+            continue;
+        }
+        let mut input_bytes: BTreeMap<String, u64> = BTreeMap::new();
+        for input in &view.inputs {
+            for holder in &input.holders {
+                *input_bytes.entry(holder.clone()).or_default() += input.size_bytes;
+            }
+        }
+        for (j, c) in plan.create.iter().enumerate() {
+            requests.push(Request {
+                id: format!("{i}/{j}"),
+                priority: view.priority,
+                resources: view.resources.clone(),
+                elastic: view.kind == JobKind::SelfplayJob,
+                avoid: c.avoid.clone(),
+                // A gauntlet writes only its result.
+                writes_outputs: view.kind != JobKind::GauntletJob,
+                input_bytes: input_bytes.clone(),
+                claimant: e.job.claimant(),
+            });
+        }
+    }
+    requests
 }
 
 /// Each claimant's terms in the fair share: every loop's `spec.share`, and the `spec.share` of

@@ -143,7 +143,6 @@ impl Free {
                 c.gpu_fraction.is_none()
                     && c.gpus.len() == wanted
                     && !self.followed.contains(&c.task)
-                    && !self.queued.contains(&c.task)
                     && u64::from(r.cpu_millis) <= c.cpu_millis
                     && r.memory_mib <= c.memory_mib
                     && c.gpus
