@@ -115,7 +115,8 @@ fn loop_name(i: usize) -> String {
 }
 
 /// What the Task watch saw: when each task was first seen, seen running and ended, with its
-/// GPUs.
+/// GPUs, by uid (a task's name comes back when a continuous loop's restarted batch is made
+/// again, and the new task's time is its own).
 #[derive(Default)]
 struct Tasks {
     /// When each was first seen (created, with its agent and GPUs set).
@@ -129,7 +130,7 @@ struct Tasks {
 
 impl Tasks {
     fn saw(&mut self, task: &Task, at: f64, deleted: bool) {
-        let Some(name) = task.metadata.name.clone() else {
+        let Some(name) = task.metadata.uid.clone() else {
             return;
         };
         if let Some(rv) = &task.metadata.resource_version {
@@ -404,4 +405,37 @@ pub(crate) async fn bench(args: BenchFleetArgs) -> anyhow::Result<serde_json::Va
 
 pub(crate) fn run(args: BenchFleetArgs) -> anyhow::Result<ExitCode> {
     super::report(bench(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(uid: &str, phase: Option<TaskPhase>) -> Task {
+        serde_json::from_value(json!({
+            "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
+            "metadata": {"name": "l-s0002-games-0001-0", "namespace": "default", "uid": uid},
+            "spec": {"job": {"kind": "SelfplayJob", "name": "l-s0002"}, "workUnit": "games-0001", "attempt": 0,
+                     "role": "selfplay", "agent": "sim-1", "gpus": ["GPU-1"],
+                     "resources": {"gpus": 1}},
+            "status": phase.map(|p| json!({"phase": p}))
+        }))
+        .expect("a Task")
+    }
+
+    /// A batch deleted and made again has tasks of the same names: each is its own.
+    #[test]
+    fn tasks_are_told_apart_by_uid_not_by_name() {
+        let mut seen = Tasks::default();
+        seen.saw(&task("a", None), 0.0, false);
+        seen.saw(&task("a", Some(TaskPhase::Running)), 1.0, false);
+        seen.saw(&task("a", Some(TaskPhase::Running)), 2.0, true);
+        seen.saw(&task("b", None), 2.5, false);
+        seen.saw(&task("b", Some(TaskPhase::Running)), 3.0, false);
+        seen.saw(&task("b", Some(TaskPhase::Succeeded)), 7.0, false);
+        let mut busy: Vec<(f64, f64)> = seen.busy(10.0).iter().map(|b| (b.start, b.end)).collect();
+        busy.sort_by(|x, y| x.0.total_cmp(&y.0));
+        assert_eq!(busy, [(1.0, 2.0), (3.0, 7.0)]);
+        assert_eq!(seen.tenancies().len(), 2);
+    }
 }
