@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{Resource, ResourceExt};
 use ringrift_crds::gauntlet::GauntletJob;
 use ringrift_crds::model::Model;
-use ringrift_crds::selfplay::SelfplayJob;
+use ringrift_crds::selfplay::{SelfplayJob, SelfplayJobStatus, SelfplaySettings};
 use ringrift_crds::training::TrainingJob;
 use ringrift_crds::training_loop::TrainingLoop;
 
@@ -46,6 +46,15 @@ fn outputs_lost(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Co
             .map(|c| c.message.clone())
     };
     said("Replicated", "CopiesLost").or_else(|| said("Progressing", "RegeneratingLostOutputs"))
+}
+
+/// Whether every work unit of a selfplay job has a task, as its status says: none waits for a
+/// place (its queue is empty) and its live and succeeded tasks cover its units.
+fn every_unit_placed(settings: &SelfplaySettings, s: &SelfplayJobStatus) -> bool {
+    let units = settings.games.div_ceil(settings.games_per_task.max(1));
+    let t = &s.tasks;
+    let covered = u64::from(t.pending) + u64::from(t.running) + u64::from(t.succeeded);
+    s.queue.is_none() && units > 0 && covered >= units
 }
 
 /// A claimant's standing as its status shows it: GPUs to two decimals, whole thousandths of
@@ -86,6 +95,7 @@ fn world_of(lp: &TrainingLoop, r: &Registry<'_>, pools: &Pools, trainings_full: 
     }
     children!(r.selfplay, |j, s| |c| Child {
         games: s.games_done,
+        placed: every_unit_placed(&j.spec.settings, &s),
         metrics: s.metrics.clone(),
         model: j.spec.model.as_ref().and_then(|m| m.model.clone()),
         ..c
@@ -400,5 +410,50 @@ impl Reconciler {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ringrift_crds::common::{QueueStatus, TaskCounts};
+
+    use super::*;
+
+    fn settings(games: u64, per_task: u64) -> SelfplaySettings {
+        serde_json::from_value(serde_json::json!({"games": games, "gamesPerTask": per_task}))
+            .expect("settings")
+    }
+
+    fn status(pending: u32, running: u32, succeeded: u32, queued: bool) -> SelfplayJobStatus {
+        SelfplayJobStatus {
+            tasks: TaskCounts {
+                pending,
+                running,
+                succeeded,
+                failed: 3,
+            },
+            queue: queued.then(|| QueueStatus {
+                position: 1,
+                reason: "no Ready agent has 1 free GPU".into(),
+            }),
+            ..SelfplayJobStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_selfplay_job_is_placed_once_every_unit_has_a_task_and_none_waits() {
+        // 10 games in units of 4: 3 units, the last of 2 games.
+        let s = settings(10, 4);
+        assert!(every_unit_placed(&s, &status(1, 1, 1, false)));
+        assert!(every_unit_placed(&s, &status(0, 0, 3, false)));
+        assert!(
+            !every_unit_placed(&s, &status(0, 2, 0, false)),
+            "one unit has no task"
+        );
+        assert!(!every_unit_placed(&s, &status(1, 1, 1, true)), "something waits");
+        assert!(
+            !every_unit_placed(&s, &SelfplayJobStatus::default()),
+            "not looked at yet"
+        );
     }
 }

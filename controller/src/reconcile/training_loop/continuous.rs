@@ -14,10 +14,13 @@ impl Pass<'_> {
     }
 
     /// The continuous pipeline's selfplay: the running batch, or the next once it has
-    /// finished (its games counted once, by batch number), always with the best model. A
-    /// batch that has recorded no game yet when a new best is promoted is replaced with one on
-    /// the new best; one that has games finishes with the model it started with (its games
-    /// are good training data). No new batch once the loop is done.
+    /// finished (its games counted once, by batch number), always with the best model. Once
+    /// every unit of the running batch has a task, the next batch is made ahead of it, so the
+    /// loop always has work waiting: its GPUs pass from one batch's tasks to the next's as they
+    /// end, instead of standing idle (or going to other loops, to be taken back by preemption)
+    /// between the two. A batch that has recorded no game yet when a new best is promoted is
+    /// replaced with one on the new best; one that has games finishes with the model it
+    /// started with (its games are good training data). No new batch once the loop is done.
     pub(super) fn batches(&mut self) {
         if !self.continuous() || self.status.stage == Stage::Done || self.waiting.is_some() {
             return;
@@ -30,33 +33,56 @@ impl Pass<'_> {
         for _ in 0..8 {
             let job = batch_name(&self.name, c.batch);
             self.status.active_jobs.selfplay = Some(job.clone());
-            if let Some(child) = self.world.jobs.get(&job)
-                && !child.deleting
-                && !child.phase.is_finished()
-                && child.games == 0
-                && child.model != best
-                && !self.delete.iter().any(|(_, name)| *name == job)
-            {
-                self.events.push(LoopEvent::normal(
-                    "SelfplayRestarted",
-                    format!(
-                        "{job} has recorded no game yet: restarted with the new best model {}",
-                        best.as_deref().unwrap_or("none")
-                    ),
-                ));
-                self.delete.push((ChildKind::Selfplay, job));
+            if self.restart_stale(&job) {
                 break;
             }
             let batch = c.batch;
             let Some(done) = self.stage_job(&job, "SelfplayFailed", || {
                 Some(batch_job(lp, batch, g, best.as_ref()))
             }) else {
+                // Running, being made or replaced: the next is made once this one's units
+                // all have tasks (its own finish is counted when it becomes the running one).
+                let placed = self.world.jobs.get(&job).is_some_and(|b| {
+                    b.placed && !b.deleting && !b.phase.is_finished() && !self.deleting(&job)
+                });
+                let ahead = batch_name(&self.name, batch + 1);
+                if placed && !self.restart_stale(&ahead) {
+                    let _ = self.stage_job(&ahead, "SelfplayFailed", || {
+                        Some(batch_job(lp, batch + 1, g, best.as_ref()))
+                    });
+                }
                 break;
             };
             c.games = c.games.saturating_add(done.games);
             c.batch += 1;
         }
         self.status.continuous = Some(c);
+    }
+
+    /// Whether this pass deletes `job`.
+    fn deleting(&self, job: &str) -> bool {
+        self.delete.iter().any(|(_, name)| name == job)
+    }
+
+    /// Replaces batch `job` when it has recorded no game yet and plays with another model than
+    /// the best: deleted (with an event), to be made again on the best once it is gone.
+    fn restart_stale(&mut self, job: &str) -> bool {
+        let best = self.status.best_model.as_ref();
+        let stale = self.world.jobs.get(job).is_some_and(|b| {
+            !b.deleting && !b.phase.is_finished() && b.games == 0 && b.model.as_ref() != best
+        });
+        if !stale || self.deleting(job) {
+            return false;
+        }
+        self.events.push(LoopEvent::normal(
+            "SelfplayRestarted",
+            format!(
+                "{job} has recorded no game yet: restarted with the new best model {}",
+                best.map_or("none", String::as_str)
+            ),
+        ));
+        self.delete.push((ChildKind::Selfplay, job.to_owned()));
+        true
     }
 
     /// The continuous pipeline between trainings: the next training starts once

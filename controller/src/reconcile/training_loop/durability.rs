@@ -56,7 +56,7 @@ impl Pass<'_> {
     }
 
     /// The current generation's jobs (and the next one's overlapped selfplay, and the running
-    /// continuous batch) that are not finished and name a model `stale` says must not be used:
+    /// continuous batch and the one made ahead of it) that are not finished and name a model `stale` says must not be used:
     /// deleted, to be created again with the best model once they are gone, each with an
     /// event (`reason`, a warning or not; the message says the model is `why`).
     pub(super) fn replace_where(
@@ -74,6 +74,7 @@ impl Pass<'_> {
         ];
         if let Some(c) = &self.status.continuous {
             jobs.push((ChildKind::Selfplay, batch_name(&self.name, c.batch)));
+            jobs.push((ChildKind::Selfplay, batch_name(&self.name, c.batch + 1)));
         }
         for (kind, job) in jobs {
             let Some(child) = self.world.jobs.get(&job) else {

@@ -46,6 +46,8 @@ pub struct Child {
     pub failure: Option<String>,
     /// Games recorded (selfplay).
     pub games: u64,
+    /// Every work unit has a task: none waits for a place (selfplay).
+    pub placed: bool,
     /// The metrics its tasks reported, averaged (selfplay: the training gates read them).
     pub metrics: std::collections::BTreeMap<String, f64>,
     /// The decision (gauntlet).

@@ -186,3 +186,88 @@ fn generational_loops_wait_for_a_training_slot_too() {
     // Untouched by the continuous pipeline's fields.
     assert_eq!(plan.status.continuous, None);
 }
+
+fn placed(child: Child) -> Child {
+    Child {
+        placed: true,
+        ..child
+    }
+}
+
+#[test]
+fn the_next_batch_is_made_once_every_unit_of_the_running_one_has_a_task() {
+    let mut l = continuous();
+    let mut world = LoopWorld::default();
+    l = apply(l.clone(), &plan_loop(&l, &world, now()));
+    // Batch 1 still has units waiting: nothing more.
+    world
+        .jobs
+        .insert("c4-s0001".into(), batch(0, JobPhase::Running, None));
+    let plan = plan_loop(&l, &world, now());
+    assert!(names(&plan).is_empty(), "{:?}", names(&plan));
+    // Every unit of batch 1 has a task: batch 2 is made ahead, and batch 1 stays the running one.
+    world
+        .jobs
+        .insert("c4-s0001".into(), placed(batch(8, JobPhase::Running, None)));
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(names(&plan), ["c4-s0002"]);
+    assert_eq!(plan.status.active_jobs.selfplay.as_deref(), Some("c4-s0001"));
+    let c = plan.status.continuous.clone().unwrap();
+    assert_eq!(
+        (c.batch, c.games),
+        (1, 0),
+        "nothing counted before batch 1 finishes"
+    );
+    l = apply(l, &plan);
+    // Batch 2 exists and is placed too: no third batch while batch 1 runs.
+    world
+        .jobs
+        .insert("c4-s0002".into(), placed(batch(0, JobPhase::Running, None)));
+    let plan = plan_loop(&l, &world, now());
+    assert!(names(&plan).is_empty(), "{:?}", names(&plan));
+    // Batch 2 finishes first: still counted only once batch 1 has.
+    world
+        .jobs
+        .insert("c4-s0002".into(), batch(40, JobPhase::Succeeded, None));
+    let plan = plan_loop(&l, &world, now());
+    assert!(names(&plan).is_empty(), "{:?}", names(&plan));
+    assert_eq!(plan.status.continuous.clone().unwrap().games, 0);
+    // Batch 1 finishes: both counted, in order, and batch 3 is the running one.
+    world
+        .jobs
+        .insert("c4-s0001".into(), batch(40, JobPhase::Succeeded, None));
+    let plan = plan_loop(&l, &world, now());
+    let c = plan.status.continuous.clone().unwrap();
+    assert_eq!((c.batch, c.games), (3, 80));
+    assert_eq!(plan.status.active_jobs.selfplay.as_deref(), Some("c4-s0003"));
+    assert_eq!(names(&plan), ["c4-s0003", "c4-g001-train"]);
+}
+
+#[test]
+fn a_batch_made_ahead_with_no_game_is_restarted_on_a_new_best() {
+    let mut l = continuous();
+    let mut world = LoopWorld::default();
+    l = apply(l.clone(), &plan_loop(&l, &world, now()));
+    world
+        .jobs
+        .insert("c4-s0001".into(), placed(batch(8, JobPhase::Running, None)));
+    world
+        .jobs
+        .insert("c4-s0002".into(), batch(0, JobPhase::Running, None));
+    let mut status = l.status.clone().unwrap();
+    status.best_model = Some("c4-g001".into());
+    l.status = Some(status);
+    // Batch 1 has games and finishes on its model; batch 2 has none and is replaced.
+    let plan = plan_loop(&l, &world, now());
+    assert_eq!(plan.delete, [(ChildKind::Selfplay, "c4-s0002".to_owned())]);
+    assert!(plan.events.iter().any(|e| e.reason == "SelfplayRestarted"));
+    assert!(names(&plan).is_empty(), "not made again while it exists");
+    l = apply(l, &plan);
+    world.jobs.remove("c4-s0002");
+    let plan = plan_loop(&l, &world, now());
+    let NewJob::Selfplay(job) = &plan.create[0] else {
+        panic!("{:?}", names(&plan))
+    };
+    assert_eq!(job.metadata.name.as_deref(), Some("c4-s0002"));
+    assert_eq!(job.spec.model, Some(ModelRef::model("c4-g001")));
+}
