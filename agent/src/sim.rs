@@ -425,6 +425,9 @@ async fn run_task(
         let deadline = tokio::time::Instant::now() + duration / steps;
         loop {
             if let Some(lost) = cancelled(&store, &task) {
+                // Stopped: the GPUs are free (a task following it may start) before the
+                // end is written, as a real process's exit.
+                drop(holding);
                 if !lost {
                     let _ = patch_status(&tasks, &name, attempt, &cancelled_status()).await;
                 }

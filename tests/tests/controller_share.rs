@@ -110,6 +110,28 @@ async fn the_fleet_is_shared_by_weight_lent_when_idle_and_taken_back() {
     split_is(&cluster, &["light", "heavy"], &[2, 6]).await;
     let preempted = preempted_tasks(&cluster, "light").await - preempted_before;
     assert_eq!(preempted, 6, "light's six lent tasks were preempted");
+    // Each was followed by the heavy task given its GPUs, cancelled once that task existed
+    // (the two passing the GPUs straight from one to the other, as in a hand-over).
+    let mut heavy = cluster.tasks_of("heavy").await;
+    heavy.retain(|h| !h.spec.cancel);
+    let light = cluster.tasks_of("light").await;
+    let followed: Vec<&Task> = light
+        .iter()
+        .filter(|t| heavy.iter().any(|h| h.spec.start_after == t.metadata.uid))
+        .collect();
+    assert_eq!(followed.len(), 6, "every victim is followed by its successor");
+    for victim in followed {
+        let next = heavy
+            .iter()
+            .find(|h| h.spec.start_after == victim.metadata.uid)
+            .unwrap();
+        assert_eq!(next.spec.agent, victim.spec.agent);
+        assert_eq!(next.spec.gpus, victim.spec.gpus);
+        assert_eq!(
+            victim.cancel_reason(),
+            Some(ringrift_crds::task::CancelReason::Preempted)
+        );
+    }
 
     // A loop's share is in its status and in `ringrift status`.
     let _: TrainingLoop = apply_json(

@@ -132,7 +132,8 @@ impl Reconciler {
             };
             for task in std::mem::take(&mut e.placed) {
                 sent += 1;
-                self.creates.send(&writer, task, job.clone());
+                let displacing = e.displacing.remove(&task.name_any());
+                self.creates.send(&writer, task, job.clone(), displacing);
             }
         }
 
@@ -268,6 +269,13 @@ impl Reconciler {
                     self.tasks.wrote(task);
                 }
                 Err(e) => self.failed(&answer.job.key, &answer.job.kind, &e),
+            }
+            match answer.displaced {
+                Some(Ok(victim)) => self.tasks.wrote(victim),
+                // The victim runs on; the task created waits for it (and is withdrawn if it
+                // waits too long, see `hand_overs`).
+                Some(Err(e)) => self.failed("Task", "Task", &e),
+                None => {}
             }
         }
         let writer = &self.writer;

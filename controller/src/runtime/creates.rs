@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use ringrift_crds::task::{Role, Task};
+use kube::ResourceExt;
+use ringrift_crds::task::{CancelReason, Role, Task};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
 use super::overlay::key;
-use super::writer::{ApplyError, Writer};
+use super::writer::{ApplyError, Fence, Writer};
 
 /// The job a create is for, to record its answer against.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub(super) struct Answer {
     pub(super) copy: bool,
     /// The Task as created, or why not.
     pub(super) result: Result<Task, ApplyError>,
+    /// The cancel of the task it displaces (preempted for it), sent once it was created.
+    pub(super) displaced: Option<Result<Task, ApplyError>>,
     /// From the create sent off (waiting for a slot included) to its answer.
     pub(super) took: std::time::Duration,
 }
@@ -82,7 +85,12 @@ impl Creates {
 
     /// Sends the create of `task` off; its answer comes with [`Creates::answers`]. Nothing is
     /// sent once [`Creates::settle`] has run.
-    pub(super) fn send(&mut self, writer: &Writer, task: Task, job: ForJob) {
+    ///
+    /// `displacing` (`namespace/name`) is a task preempted for this one, which it follows
+    /// (`spec.startAfter`): it is cancelled once this one exists, so its GPUs pass straight
+    /// to it; were it cancelled with the create only sent, its GPUs would stand idle for as
+    /// long as the create waits behind the others. A create refused cancels nothing.
+    pub(super) fn send(&mut self, writer: &Writer, task: Task, job: ForJob, displacing: Option<String>) {
         if self.tracker.is_closed() {
             return;
         }
@@ -105,6 +113,10 @@ impl Creates {
                 return;
             };
             let result = writer.create_task(&task).await;
+            let displaced = match (&result, displacing) {
+                (Ok(created), Some(victim)) => Some(displace(&writer, created, &victim).await),
+                _ => None,
+            };
             let copy = task.spec.role == Role::Copy;
             // A receiver gone is a replica that lost leadership: nobody wants the answer.
             let took = sent.elapsed();
@@ -115,6 +127,7 @@ impl Creates {
                         job,
                         copy,
                         result,
+                        displaced,
                         took,
                     },
                 ))
@@ -191,6 +204,28 @@ impl Creates {
         self.outbox = outbox;
         self.inbox = inbox;
     }
+}
+
+/// Cancels `victim` (`namespace/name`), preempted for `created`, which follows it. Should
+/// the cancel fail (other than for a victim already gone), `created` would wait for a task
+/// that runs on: it is withdrawn too, and its unit is placed again by a later pass.
+async fn displace(writer: &Writer, created: &Task, victim: &str) -> Result<Task, ApplyError> {
+    let (ns, name) = victim.split_once('/').unwrap_or(("", victim));
+    let cancelled = writer
+        .fence(ns, name, Fence::Cancel(CancelReason::Preempted))
+        .await;
+    if let Err(e) = &cancelled
+        && e.category() != "not_found"
+    {
+        let (ns, name) = (created.namespace().unwrap_or_default(), created.name_any());
+        if let Err(e) = writer
+            .fence(&ns, &name, Fence::Cancel(CancelReason::Preempted))
+            .await
+        {
+            tracing::warn!(task = name, error = %e, "failed to withdraw a task whose victim runs on");
+        }
+    }
+    cancelled
 }
 
 #[cfg(test)]
@@ -275,7 +310,7 @@ mod tests {
         let release = Arc::new(Semaphore::new(0));
         let writer = writer(true, release.clone());
         let (mut creates, wake) = creates(4);
-        creates.send(&writer, task("t1"), job());
+        creates.send(&writer, task("t1"), job(), None);
         assert_eq!(creates.in_flight(), 1);
         let laid = creates.unanswered(&[Arc::new(task("other"))]);
         assert_eq!(laid.len(), 1, "the next pass sees it as created");
@@ -308,7 +343,7 @@ mod tests {
     async fn a_refused_create_is_answered_with_its_error() {
         let writer = writer(false, Arc::new(Semaphore::new(100)));
         let (mut creates, wake) = creates(4);
-        creates.send(&writer, task("t1"), job());
+        creates.send(&writer, task("t1"), job(), None);
         answered(&wake).await;
         let answers = creates.answers();
         assert_eq!(answers.len(), 1);
@@ -317,16 +352,93 @@ mod tests {
         assert!(creates.unanswered(&[]).is_empty(), "its unit waits again");
     }
 
+    /// A writer whose API server records each request (`METHOD path`) and answers creates
+    /// with the Task sent, and patches of the task named `victim` with `victim_status`.
+    fn recording(victim_status: StatusCode) -> (Writer, Arc<std::sync::Mutex<Vec<String>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let log = log.clone();
+            async move {
+                let line = format!("{} {}", request.method(), request.uri().path());
+                log.lock().expect("log").push(line.clone());
+                let body = request
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(http_body_util::Collected::to_bytes)
+                    .unwrap_or_default();
+                let (status, answer) = if line.starts_with("POST") {
+                    let mut t: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    t["metadata"]["uid"] = "uid-2".into();
+                    (StatusCode::CREATED, t)
+                } else if line.ends_with("/victim") && victim_status != StatusCode::OK {
+                    let status = serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                        "status": "Failure", "message": "no", "code": victim_status.as_u16()});
+                    (victim_status, status)
+                } else {
+                    let name = line.rsplit('/').next().unwrap_or_default();
+                    let mut t = serde_json::to_value(task(name)).unwrap_or_default();
+                    t["spec"]["cancel"] = true.into();
+                    (StatusCode::OK, t)
+                };
+                let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
+                *response.status_mut() = status;
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let client = Client::new(service, "default");
+        let recorder = Recorder::new(client.clone(), "test", "test-0");
+        (Writer::new(client, watch::channel(true).1, recorder), seen)
+    }
+
+    const TASKS: &str = "/apis/ringrift.ai/v1alpha1/namespaces/default/tasks";
+
+    /// A task preempted for another is cancelled only once the other exists; a cancel that
+    /// fails withdraws the new task, unless the victim is already gone.
+    #[tokio::test]
+    async fn a_victim_is_cancelled_once_the_task_that_displaces_it_is_created() {
+        for (victim_status, withdrawn) in [
+            (StatusCode::OK, false),
+            (StatusCode::NOT_FOUND, false),
+            (StatusCode::INTERNAL_SERVER_ERROR, true),
+        ] {
+            let (writer, seen) = recording(victim_status);
+            let (mut creates, wake) = creates(4);
+            creates.send(&writer, task("t1"), job(), Some("default/victim".into()));
+            answered(&wake).await;
+            let answers = creates.answers();
+            assert!(answers[0].result.is_ok(), "{victim_status}");
+            assert_eq!(
+                answers[0].displaced.as_ref().map(Result::is_ok),
+                Some(victim_status == StatusCode::OK)
+            );
+            let mut expected = vec![format!("POST {TASKS}"), format!("PATCH {TASKS}/victim")];
+            if withdrawn {
+                expected.push(format!("PATCH {TASKS}/t1"));
+            }
+            assert_eq!(*seen.lock().expect("log"), expected, "{victim_status}");
+        }
+        // A create refused cancels nothing.
+        let writer = writer(false, Arc::new(Semaphore::new(100)));
+        let (mut creates, wake) = creates(4);
+        creates.send(&writer, task("t1"), job(), Some("default/victim".into()));
+        answered(&wake).await;
+        let answers = creates.answers();
+        assert!(answers[0].result.is_err());
+        assert!(answers[0].displaced.is_none());
+    }
+
     #[tokio::test]
     async fn settling_waits_for_the_creates_in_flight_and_sends_no_more() {
         let release = Arc::new(Semaphore::new(0));
         let writer = writer(true, release.clone());
         let (mut creates, _) = creates(2);
-        creates.send(&writer, task("t1"), job());
+        creates.send(&writer, task("t1"), job(), None);
         release.add_permits(1);
         creates.settle(Duration::from_secs(10)).await;
         assert_eq!(creates.answers().len(), 1, "answered before settle returned");
-        creates.send(&writer, task("t2"), job());
+        creates.send(&writer, task("t2"), job(), None);
         assert_eq!(creates.in_flight(), 0, "nothing is sent after settling");
     }
 }

@@ -235,6 +235,7 @@ mod tests {
             plan: Some(plan),
             queue: None,
             placed: Vec::new(),
+            displacing: HashMap::new(),
             held_back: false,
             gated: None,
             copying: Vec::new(),

@@ -87,6 +87,9 @@ pub(super) struct Entry {
     pub(super) plan: Option<Arc<JobPlan>>,
     pub(super) queue: Option<QueueStatus>,
     pub(super) placed: Vec<Task>,
+    /// Placed tasks that take the GPUs of one task preempted for them, by name: the victim's
+    /// `namespace/name`, cancelled once the new task is created (see [`super::creates`]).
+    pub(super) displacing: HashMap<String, String>,
     pub(super) held_back: bool,
     /// Kueue has not admitted it (or evicted it): no unit is placed, and why.
     pub(super) gated: Option<String>,
@@ -476,6 +479,7 @@ impl Reconciler {
                 plan,
                 queue: None,
                 placed: Vec::new(),
+                displacing: HashMap::new(),
                 held_back,
                 gated: None,
                 copying: Vec::new(),
@@ -560,8 +564,17 @@ impl Reconciler {
                     gpus,
                     victims: v,
                 } => {
-                    victims.extend(v);
-                    entry.placed.push(objects::task(view, attempt, &agent, &gpus));
+                    let mut task = objects::task(view, attempt, &agent, &gpus);
+                    // One victim: the new task follows it, and it is cancelled only once the
+                    // new task exists, so its GPUs pass straight from one to the other.
+                    match (v.as_slice(), v.first().and_then(|victim| uids.get(victim))) {
+                        ([victim], Some(uid)) => {
+                            task.spec.start_after = Some(uid.clone());
+                            entry.displacing.insert(task.name_any(), victim.clone());
+                        }
+                        _ => victims.extend(v),
+                    }
+                    entry.placed.push(task);
                 }
                 Outcome::HandOver { agent, gpus, after } => {
                     // Named by uid: a task deleted and created again keeps its name.
