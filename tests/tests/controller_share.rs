@@ -265,6 +265,10 @@ fn bench_fleet_reports_its_figures_and_the_share_beats_plain_priority() {
             "6s",
             "--duration",
             "8s",
+            // Generations: each loop's demand comes and goes, which plain priority serves
+            // first come first served.
+            "--pipeline",
+            "generational",
         ])
         .output()
         .unwrap();

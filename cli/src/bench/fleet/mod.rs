@@ -1,6 +1,6 @@
 //! `ringrift bench fleet`: the fleet's fair share under load. The real API server and
 //! controller with simulated agents (200 of 8 GPUs by default) run 12 TrainingLoops weighted
-//! 1 to 3 whose tasks last a few seconds, once with the share and once with plain priority
+//! 1 to 3 (continuous pipelines by default) whose tasks last a few seconds, once with the share and once with plain priority
 //! placement (`--placement priority`, the baseline), each in a fresh system. Reports how busy
 //! the GPUs were (from the Tasks' phases) and where their idle time went (the gap between two
 //! tasks on a GPU, how often no work waited and how much idle capacity no work could have
@@ -55,10 +55,12 @@ pub struct BenchFleetArgs {
     /// Measure only the fair share, not the priority baseline.
     #[arg(long)]
     pub no_baseline: bool,
-    /// The loops' pipeline: `generational` (each generation's selfplay, then training, then
-    /// the gauntlet, the next selfplay overlapping it) or `continuous` (selfplay all the time,
-    /// training every batch of games).
-    #[arg(long, value_enum, default_value_t = BenchPipeline::Generational)]
+    /// The loops' pipeline: `continuous` (selfplay all the time, training every batch of
+    /// games, as the seed runs its configurations: the GPUs always have work, so what they
+    /// lose is placement's) or `generational` (each generation's selfplay, then training, then
+    /// the gauntlet, the next selfplay overlapping it: between generations a loop has no work,
+    /// and `idle_for_want_of_work_fraction` says how much of the fleet that leaves idle).
+    #[arg(long, value_enum, default_value_t = BenchPipeline::Continuous)]
     pub pipeline: BenchPipeline,
 }
 
