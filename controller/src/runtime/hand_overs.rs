@@ -17,8 +17,8 @@ use crate::reconcile::handover;
 /// expected duration: [`handover`]) and finds the successors that waited too long for
 /// theirs, to withdraw. `peers` has, per job uid, the uids of the jobs of its kind and
 /// claimant, newest first. Returns the claims with their job's uid, the successors to
-/// withdraw, when the next running task may hand over, and each live task's uid by claim id
-/// (for the `spec.startAfter` of a successor).
+/// withdraw, when the next running task may hand over, and each created live task's uid by
+/// claim id (for the `spec.startAfter` of a successor).
 pub(super) fn mark(
     claims: Vec<LiveClaim>,
     (by_job, peers): (&TasksByJob, &Peers),
@@ -55,7 +55,10 @@ pub(super) fn mark(
         uid,
     } in claims
     {
-        uids.insert(claim.task.clone(), uid);
+        // A task sent off and not yet created has no uid yet: nothing can name it.
+        if !uid.is_empty() {
+            uids.insert(claim.task.clone(), uid);
+        }
         if !lookahead.is_zero() && claim.gpu_fraction.is_none() && !claim.gpus.is_empty() {
             if let Some(e) = expect(&owner) {
                 claim.ends_in_ms = handover::ends_in(&view, e, now, lookahead);
@@ -92,7 +95,8 @@ pub(super) struct Marked {
     pub(super) withdrawn: Vec<String>,
     /// When the next running task may hand over.
     pub(super) next: Option<Duration>,
-    /// Each live task's uid by claim id (`namespace/name`).
+    /// Each live task's uid by claim id (`namespace/name`), for those created (a task still
+    /// in flight has none).
     pub(super) uids: HashMap<String, String>,
 }
 
@@ -123,4 +127,44 @@ pub(super) fn peers(entries: &[Entry]) -> Peers {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use ringrift_crds::task::Task;
+
+    use super::*;
+    use crate::runtime::task_index::TaskIndex;
+
+    fn task(name: &str, uid: Option<&str>) -> Arc<Task> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "ringrift.ai/v1alpha1", "kind": "Task",
+                "metadata": {"name": name, "namespace": "default", "uid": uid},
+                "spec": {"role": "selfplay", "job": {"kind": "SelfplayJob", "name": "job"},
+                         "workUnit": "u0", "attempt": 0, "agent": "agent-a", "gpus": ["GPU-0"],
+                         "resources": {"gpus": 1}, "template": {"command": ["x"]}}
+            }))
+            .expect("a valid Task"),
+        )
+    }
+
+    /// A task sent off and not created yet (no uid) cannot be named by a successor: it has no
+    /// uid to give (an empty `spec.startAfter` is refused by the API server).
+    #[test]
+    fn only_created_tasks_have_a_uid_to_follow() {
+        let (by_job, claims) =
+            TaskIndex::default().index(&[task("made", Some("uid-made")), task("sent", None)]);
+        let marked = mark(
+            claims,
+            (&by_job, &Peers::new()),
+            Timestamp::now(),
+            Duration::from_secs(2),
+        );
+        assert_eq!(marked.claims.len(), 2, "both hold their GPU");
+        assert_eq!(
+            marked.uids,
+            HashMap::from([("default/made".to_owned(), "uid-made".to_owned())])
+        );
+    }
 }

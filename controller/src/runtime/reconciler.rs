@@ -566,7 +566,8 @@ impl Reconciler {
                 } => {
                     let mut task = objects::task(view, attempt, &agent, &gpus);
                     // One victim: the new task follows it, and it is cancelled only once the
-                    // new task exists, so its GPUs pass straight from one to the other.
+                    // new task exists, so its GPUs pass straight from one to the other. A
+                    // victim not created yet (no uid) is cancelled in the pass.
                     match (v.as_slice(), v.first().and_then(|victim| uids.get(victim))) {
                         ([victim], Some(uid)) => {
                             task.spec.start_after = Some(uid.clone());
@@ -577,9 +578,11 @@ impl Reconciler {
                     entry.placed.push(task);
                 }
                 Outcome::HandOver { agent, gpus, after } => {
-                    // Named by uid: a task deleted and created again keeps its name.
+                    // Named by uid: a task deleted and created again keeps its name. Only a
+                    // running task hands over, so it has one.
+                    let Some(uid) = uids.get(&after) else { continue };
                     let mut task = objects::task(view, attempt, &agent, &gpus);
-                    task.spec.start_after = uids.get(&after).cloned();
+                    task.spec.start_after = Some(uid.clone());
                     entry.placed.push(task);
                     self.health.metrics.hand_overs.inc();
                 }
