@@ -16,6 +16,8 @@ pub struct Busy {
     /// The one whole GPU it is the time on (`agent/UUID`), or none for a fraction (counted as
     /// `gpus` of a GPU).
     pub device: Option<String>,
+    /// It ended without succeeding (preempted, deleted, failed): the work it did is lost.
+    pub lost: bool,
 }
 
 /// GPU-seconds busy inside `window` over the GPU-seconds the fleet had in it. A whole GPU's
@@ -48,6 +50,22 @@ pub fn busy_fraction(busy: &[Busy], window: (f64, f64), capacity_gpus: f64) -> f
         }
     }
     used / offered
+}
+
+/// GPU-seconds inside `window` of tasks whose work was lost (they ended without succeeding),
+/// over the GPU-seconds the fleet had in it: the part of [`busy_fraction`] that did nothing.
+pub fn lost_fraction(busy: &[Busy], window: (f64, f64), capacity_gpus: f64) -> f64 {
+    let (from, to) = window;
+    let offered = (to - from) * capacity_gpus;
+    if offered <= 0.0 {
+        return 0.0;
+    }
+    let lost: f64 = busy
+        .iter()
+        .filter(|b| b.lost)
+        .map(|b| (b.end.min(to) - b.start.max(from)).max(0.0) * b.gpus)
+        .sum();
+    lost / offered
 }
 
 /// One task's time on one whole GPU, seconds from the bench's start.
@@ -283,6 +301,7 @@ mod tests {
             end,
             gpus: 1.0,
             device: Some(device.to_owned()),
+            lost: false,
         };
         let busy = [
             // Two GPUs before the window.
@@ -296,6 +315,7 @@ mod tests {
                 end: 30.0,
                 gpus: 0.25,
                 device: None,
+                lost: true,
             },
             // Outside.
             on("a/3", 21.0, 30.0),
@@ -306,6 +326,9 @@ mod tests {
             close(busy_fraction(&busy, (10.0, 10.0), 4.0), 0.0),
             "an empty window"
         );
+        // The quarter GPU's task was lost: 2.5 of the 40.
+        assert!(close(lost_fraction(&busy, (10.0, 20.0), 4.0), 2.5 / 40.0));
+        assert!(close(lost_fraction(&busy, (10.0, 10.0), 4.0), 0.0));
     }
 
     #[test]
@@ -315,6 +338,7 @@ mod tests {
             end,
             gpus: 1.0,
             device: Some("a/0".into()),
+            lost: false,
         };
         // The next task seen running 0.2 s before the one before it was seen ended, then a
         // gap of 1 s, then one inside another's time.

@@ -127,6 +127,8 @@ struct Tasks {
     ended: HashMap<String, f64>,
     /// The whole GPUs each holds, as `agent/UUID`.
     devices: HashMap<String, Vec<String>>,
+    /// Those that ended other than succeeded (preempted, deleted, failed): their work is lost.
+    lost: std::collections::HashSet<String>,
     resource_version: String,
 }
 
@@ -154,8 +156,11 @@ impl Tasks {
                 phase,
                 Some(TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Cancelled | TaskPhase::Lost)
             );
-        if over && self.started.contains_key(&name) {
-            self.ended.entry(name).or_insert(at);
+        if over && self.started.contains_key(&name) && !self.ended.contains_key(&name) {
+            if deleted || phase != Some(TaskPhase::Succeeded) {
+                self.lost.insert(name.clone());
+            }
+            self.ended.insert(name, at);
         }
     }
 
@@ -164,18 +169,21 @@ impl Tasks {
         let mut busy = Vec::new();
         for (name, (start, gpus)) in self.started.iter().filter(|(_, (_, gpus))| *gpus > 0.0) {
             let end = self.ended.get(name).copied().unwrap_or(end);
+            let lost = self.lost.contains(name);
             match self.devices.get(name) {
                 Some(devices) => busy.extend(devices.iter().map(|d| Busy {
                     start: *start,
                     end,
                     gpus: 1.0,
                     device: Some(d.clone()),
+                    lost,
                 })),
                 None => busy.push(Busy {
                     start: *start,
                     end,
                     gpus: *gpus,
                     device: None,
+                    lost,
                 }),
             }
         }
@@ -346,6 +354,7 @@ async fn run_with(args: BenchFleetArgs, policy: &str) -> anyhow::Result<serde_js
     Ok(json!({
         "placement": policy,
         "gpu_busy_fraction": round3(figures::busy_fraction(&busy, (from, to), capacity)),
+        "gpu_lost_fraction": round3(figures::lost_fraction(&busy, (from, to), capacity)),
         "share_error_max": round3(share_error_max),
         "starved_loops": starved,
         "measured_s": round3(to - from),
@@ -390,6 +399,7 @@ pub(crate) async fn bench(args: BenchFleetArgs) -> anyhow::Result<serde_json::Va
     });
     for key in [
         "gpu_busy_fraction",
+        "gpu_lost_fraction",
         "share_error_max",
         "starved_loops",
         "measured_s",
@@ -435,9 +445,16 @@ mod tests {
         seen.saw(&task("b", None), 2.5, false);
         seen.saw(&task("b", Some(TaskPhase::Running)), 3.0, false);
         seen.saw(&task("b", Some(TaskPhase::Succeeded)), 7.0, false);
-        let mut busy: Vec<(f64, f64)> = seen.busy(10.0).iter().map(|b| (b.start, b.end)).collect();
+        // A task deleted after it succeeded is not lost.
+        seen.saw(&task("b", Some(TaskPhase::Succeeded)), 8.0, true);
+        let mut busy: Vec<(f64, f64, bool)> =
+            seen.busy(10.0).iter().map(|b| (b.start, b.end, b.lost)).collect();
         busy.sort_by(|x, y| x.0.total_cmp(&y.0));
-        assert_eq!(busy, [(1.0, 2.0), (3.0, 7.0)]);
+        assert_eq!(
+            busy,
+            [(1.0, 2.0, true), (3.0, 7.0, false)],
+            "the one deleted running is lost"
+        );
         assert_eq!(seen.tenancies().len(), 2);
     }
 }
