@@ -1,6 +1,7 @@
 //! The continuous pipeline end to end: the real controller (`--max-concurrent-trainings 1`)
 //! with simulated agents runs two continuous TrainingLoops. Selfplay batches keep running
-//! while each loop trains and plays its gauntlet; a training starts once eight new games have
+//! while each loop trains and plays its gauntlet, the next batch made as soon as every unit
+//! of the running one has a task; a training starts once eight new games have
 //! arrived; the two loops never train at once; later batches play the promoted model; both
 //! loops finish their two generations with the history as the generational pipeline keeps it.
 
@@ -48,6 +49,8 @@ struct Seen {
     most_trainings: usize,
     /// Loops with a selfplay task running while their training task was live.
     selfplay_during_training: std::collections::BTreeSet<String>,
+    /// Per loop, the most selfplay batches with live tasks at once.
+    batches_at_once: std::collections::BTreeMap<String, usize>,
 }
 
 fn live(t: &Task) -> bool {
@@ -62,6 +65,18 @@ fn live(t: &Task) -> bool {
 }
 
 fn look(tasks: &[Task], seen: &mut Seen) {
+    let mut batches: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        std::collections::BTreeMap::new();
+    for t in tasks.iter().filter(|t| t.spec.role == Role::Selfplay && live(t)) {
+        let job = t.spec.job.name.as_str();
+        if let Some((lp, _)) = job.rsplit_once("-s") {
+            batches.entry(lp).or_default().insert(job);
+        }
+    }
+    for (lp, live) in batches {
+        let most = seen.batches_at_once.entry(lp.to_owned()).or_default();
+        *most = (*most).max(live.len());
+    }
     let trainings: Vec<&Task> = tasks
         .iter()
         .filter(|t| t.spec.role == Role::Training && live(t))
@@ -116,6 +131,11 @@ async fn selfplay_never_stops_trainings_start_on_new_games_and_the_fleet_caps_th
             !seen.selfplay_during_training.is_empty(),
             "selfplay ran while a loop trained: {seen:?}"
         );
+        // The next batch is made once the running one's units all have tasks: two batches'
+        // tasks at once, never three.
+        for name in ["alpha", "beta"] {
+            assert_eq!(seen.batches_at_once.get(name), Some(&2), "{name}: {seen:?}");
+        }
     }
     let batches: Api<SelfplayJob> = Api::namespaced(cluster.client.clone(), "default");
     for name in ["alpha", "beta"] {
