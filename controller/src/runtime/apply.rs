@@ -272,8 +272,8 @@ impl Reconciler {
             }
             match answer.displaced {
                 Some(Ok(victim)) => self.tasks.wrote(victim),
-                // The victim runs on; the task created waits for it (and is withdrawn if it
-                // waits too long, see `hand_overs`).
+                // The victim runs on; the task created for its place was withdrawn with it
+                // (see `creates`).
                 Some(Err(e)) => self.failed("Task", "Task", &e),
                 None => {}
             }

@@ -263,18 +263,23 @@ mod tests {
         }
     }
 
+    /// A request's body (empty when it cannot be read).
+    async fn body(request: Request<Body>) -> Bytes {
+        request
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default()
+    }
+
     /// A writer whose API server answers each create only when `release` lets one through,
     /// with the Task as sent plus a uid and a resourceVersion.
     fn writer(leading: bool, release: Arc<Semaphore>) -> Writer {
         let service = tower::service_fn(move |request: Request<Body>| {
             let release = Arc::clone(&release);
             async move {
-                let body = request
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(http_body_util::Collected::to_bytes)
-                    .unwrap_or_default();
+                let body = body(request).await;
                 if let Ok(permit) = release.acquire().await {
                     permit.forget();
                 }
@@ -362,12 +367,7 @@ mod tests {
             async move {
                 let line = format!("{} {}", request.method(), request.uri().path());
                 log.lock().expect("log").push(line.clone());
-                let body = request
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(http_body_util::Collected::to_bytes)
-                    .unwrap_or_default();
+                let body = body(request).await;
                 let (status, answer) = if line.starts_with("POST") {
                     let mut t: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                     t["metadata"]["uid"] = "uid-2".into();

@@ -1,12 +1,12 @@
 //! `ringrift bench fleet`: the fleet's fair share under load. The real API server and
 //! controller with simulated agents (200 of 8 GPUs by default) run 12 TrainingLoops weighted
-//! 1 to 3 (continuous pipelines by default) whose tasks last a few seconds, once with the share and once with plain priority
-//! placement (`--placement priority`, the baseline), each in a fresh system. Reports how busy
-//! the GPUs were (from the Tasks' phases) and where their idle time went (the gap between two
-//! tasks on a GPU, how often no work waited and how much idle capacity no work could have
-//! used), how far each loop's use strayed from its
-//! entitlement and which loops starved (from the loops' `status.share`). Prints JSON; never
-//! fails on speed.
+//! 1 to 3 (continuous pipelines by default) whose tasks last a few seconds, once with the
+//! share and once with plain priority placement (`--placement priority`, the baseline), each
+//! in a fresh system. Reports how busy the GPUs were (from the Tasks' phases), how much of that
+//! work was thrown away, and where their idle time went (the gap between two tasks on a GPU,
+//! how often no work waited and how much idle capacity no work could have used), how far each
+//! loop's use strayed from its entitlement and which loops starved (from the loops'
+//! `status.share`). Prints JSON; never fails on speed.
 
 mod figures;
 

@@ -47,7 +47,8 @@ impl Pass<'_> {
                 });
                 let ahead = batch_name(&self.name, batch + 1);
                 if placed && !self.restart_stale(&ahead) {
-                    let _ = self.stage_job(&ahead, "SelfplayFailed", || {
+                    // Made now; counted once it is the running batch and has finished.
+                    self.stage_job(&ahead, "SelfplayFailed", || {
                         Some(batch_job(lp, batch + 1, g, best.as_ref()))
                     });
                 }
