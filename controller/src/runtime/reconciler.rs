@@ -568,12 +568,13 @@ impl Reconciler {
                     // One victim: the new task follows it, and it is cancelled only once the
                     // new task exists, so its GPUs pass straight from one to the other. A
                     // victim not created yet (no uid) is cancelled in the pass.
-                    match (v.as_slice(), v.first().and_then(|victim| uids.get(victim))) {
-                        ([victim], Some(uid)) => {
-                            task.spec.start_after = Some(uid.clone());
-                            entry.displacing.insert(task.name_any(), victim.clone());
-                        }
-                        _ => victims.extend(v),
+                    if let [victim] = v.as_slice()
+                        && let Some(uid) = uids.get(victim)
+                    {
+                        task.spec.start_after = Some(uid.clone());
+                        entry.displacing.insert(task.name_any(), victim.clone());
+                    } else {
+                        victims.extend(v);
                     }
                     entry.placed.push(task);
                 }
