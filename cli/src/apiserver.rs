@@ -204,14 +204,15 @@ pub(crate) fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        let signal = shutdown_signal().await;
+        tracing::info!("{signal}; shutting down");
         cancel.cancel();
     });
     token
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+/// Completes on SIGTERM or Ctrl-C, with which it was.
+pub(crate) async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -229,7 +230,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => tracing::info!("interrupted; shutting down"),
-        () = term => tracing::info!("SIGTERM; shutting down"),
+        () = ctrl_c => "interrupted",
+        () = term => "SIGTERM",
     }
 }

@@ -2,7 +2,8 @@
 //! Two standalone selfplay jobs weighted 1 and 3 run 2 and 6 tasks; with the heavy one gone
 //! the light one takes every GPU (idle capacity is lent); when the heavy one comes back, the
 //! lent tasks are preempted and the split is 2 and 6 again. A loop shows its share in its
-//! status, in `ringrift status` and in the controller's metrics.
+//! status, in `ringrift status` and in the controller's metrics. `ringrift bench fleet`, which
+//! measures the share, reports its figures, and stopped by SIGTERM leaves nothing running.
 
 // Test code: a failed unwrap or a panic is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -297,4 +298,115 @@ fn bench_fleet_reports_its_figures_and_the_share_beats_plain_priority() {
         share < 0.5 && priority > 0.5,
         "share {share}, priority {priority}: {report}"
     );
+}
+
+/// The processes whose parent is `pid` (from `/proc/<pid>/stat`: the parent is the field after
+/// the state, which follows the command's closing parenthesis).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Whether process `pid` still exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// Processes killed when the test ends, so a failure leaves none behind.
+struct Reap(Vec<u32>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in self.0.iter().filter(|p| alive(**p)) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn bench_fleet_stopped_by_sigterm_stops_its_processes_and_removes_its_files() {
+    use std::io::BufRead as _;
+    let mut bench = std::process::Command::new(ringrift_e2e::process::ringrift_bin().unwrap())
+        .args([
+            "bench", "fleet", "--agents", "2", "--gpus", "2", "--loops", "2", "--warmup", "10m",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = bench.id();
+    // The bench says when its API server, controller and agents are up and the loops made.
+    let (said, lines) = std::sync::mpsc::channel();
+    let stderr = bench.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if said.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or_else(|e| panic!("the bench never warmed up ({e}): {seen:#?}"));
+        let up = line.contains("warming up");
+        seen.push(line);
+        if up {
+            break;
+        }
+    }
+    let started = Reap(children(pid));
+    assert!(
+        started.0.len() >= 3,
+        "an API server, a controller and the agents: {:?}",
+        started.0
+    );
+    let dir = std::env::temp_dir().join(format!("ringrift-bench-fleet-share-{pid}"));
+    assert!(dir.exists(), "{}", dir.display());
+
+    ringrift::harness::terminate(pid).unwrap();
+    let status = ringrift::harness::wait_exit(&mut bench, Duration::from_secs(30))
+        .unwrap()
+        .unwrap_or_else(|| panic!("the bench still runs 30 s after SIGTERM"));
+    assert!(!status.success(), "stopped before its figures: {status}");
+    // Its stderr ends once every process that shares it (its children too) has exited.
+    let mut told = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        told.push(line);
+    }
+    assert!(
+        told.iter()
+            .any(|l| l.contains("SIGTERM") && l.contains("stopped the benchmark")),
+        "{told:#?}"
+    );
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut bench.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(out.is_empty(), "no figures: {out}");
+    let left: Vec<u32> = started.0.iter().copied().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "still running after the bench exited: {left:?}");
+    assert!(!dir.exists(), "{} left behind", dir.display());
 }
