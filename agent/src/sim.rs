@@ -313,6 +313,20 @@ async fn patch_status(
         .map(|_| ())
 }
 
+/// Logs a status write that failed: at debug level when the Task is gone (deleted while it
+/// ran, as the tasks of a batch restarted on a new best are: nothing to report to), else as a
+/// warning.
+fn failed_to_report(name: &str, e: &kube::Error, what: &str) {
+    if matches!(e, kube::Error::Api(status) if status.code == 404) {
+        tracing::debug!(
+            task = name,
+            "the task was deleted before {what} could be reported"
+        );
+    } else {
+        tracing::warn!(task = name, error = %e, "failed to report {what}");
+    }
+}
+
 /// Whether the task, as the cache has it now, was cancelled; `Some(true)` when it was marked
 /// lost or deleted (stop silently: it is no longer current, as a real agent stops the process
 /// of a deleted Task).
@@ -417,7 +431,7 @@ async fn run_task(
         ..progress(0)
     };
     if let Err(e) = patch_status(&tasks, &name, attempt, &running).await {
-        tracing::warn!(task = name, error = %e, "failed to report Running");
+        failed_to_report(&name, &e, "Running");
     }
     let mut last_write = tokio::time::Instant::now();
     let steps = 4u32;
@@ -461,7 +475,7 @@ async fn run_task(
         ..outcome(&task, &agent)
     };
     if let Err(e) = patch_status(&tasks, &name, attempt, &end).await {
-        tracing::warn!(task = name, error = %e, "failed to report the end of a task");
+        failed_to_report(&name, &e, "the end of a task");
     }
 }
 
