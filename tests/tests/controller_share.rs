@@ -331,12 +331,16 @@ fn alive(pid: u32) -> bool {
     })
 }
 
-/// Processes killed when the test ends, so a failure leaves none behind.
-struct Reap(Vec<u32>);
+/// A process and its children, killed when the test ends so that a failure leaves none behind:
+/// `0` the parent, `1` the children seen (they may have been orphaned by the time it drops).
+struct Reap(u32, Vec<u32>);
 
 impl Drop for Reap {
     fn drop(&mut self) {
-        for pid in self.0.iter().filter(|p| alive(**p)) {
+        let mut all = vec![self.0];
+        all.extend(children(self.0));
+        all.extend(&self.1);
+        for pid in all.iter().filter(|p| alive(**p)) {
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
@@ -356,6 +360,7 @@ fn bench_fleet_stopped_by_sigterm_stops_its_processes_and_removes_its_files() {
         .spawn()
         .unwrap();
     let pid = bench.id();
+    let mut reap = Reap(pid, Vec::new());
     // The bench says when its API server, controller and agents are up and the loops made.
     let (said, lines) = std::sync::mpsc::channel();
     let stderr = bench.stderr.take().unwrap();
@@ -378,11 +383,11 @@ fn bench_fleet_stopped_by_sigterm_stops_its_processes_and_removes_its_files() {
             break;
         }
     }
-    let started = Reap(children(pid));
+    reap.1 = children(pid);
     assert!(
-        started.0.len() >= 3,
+        reap.1.len() >= 3,
         "an API server, a controller and the agents: {:?}",
-        started.0
+        reap.1
     );
     let dir = std::env::temp_dir().join(format!("ringrift-bench-fleet-share-{pid}"));
     assert!(dir.exists(), "{}", dir.display());
@@ -406,7 +411,7 @@ fn bench_fleet_stopped_by_sigterm_stops_its_processes_and_removes_its_files() {
     let mut out = String::new();
     std::io::Read::read_to_string(&mut bench.stdout.take().unwrap(), &mut out).unwrap();
     assert!(out.is_empty(), "no figures: {out}");
-    let left: Vec<u32> = started.0.iter().copied().filter(|p| alive(*p)).collect();
+    let left: Vec<u32> = reap.1.iter().copied().filter(|p| alive(*p)).collect();
     assert!(left.is_empty(), "still running after the bench exited: {left:?}");
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
