@@ -270,12 +270,11 @@ impl Reconciler {
                 }
                 Err(e) => self.failed(&answer.job.key, &answer.job.kind, &e),
             }
-            match answer.displaced {
-                Some(Ok(victim)) => self.tasks.wrote(victim),
-                // The victim runs on; the task created for its place was withdrawn with it
-                // (see `creates`).
-                Some(Err(e)) => self.failed("Task", "Task", &e),
-                None => {}
+            // A victim cancelled once its successor existed, recorded as the victims
+            // cancelled in the pass are. Had the cancel failed, the victim runs on and its
+            // successor was withdrawn (see `creates`).
+            if let Some(r) = answer.displaced {
+                self.record_task_write(&[], None, r);
             }
         }
         let writer = &self.writer;
